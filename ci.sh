@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# socksgate's one test command: README and .ci/run call it.
+#
+# On a fresh Debian 12 machine (as root) it first installs what is missing, then runs:
+# formatting, clippy, every test (unit, property, doc, interop), the core's no_std builds
+# (thumbv7em-none-eabihf, wasm32) with a proof that `alloc` is unreachable from it, the
+# front ends' own checks (wasm/ci.sh, embedded/ci.sh, tests/ci.sh) and a fuzz smoke run.
+#
+#   ./ci.sh                 everything above
+#   SOCKSGATE_FUZZ_SECS=N   seconds per fuzz target (default 20; 0 skips fuzzing)
+#   SOCKSGATE_CI_SOAK=1     also the long soak/benchmark variants (front-end scripts read it)
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$PWD
+export CARGO_TERM_COLOR=never
+export FUZZ_SECS=${SOCKSGATE_FUZZ_SECS:-20}
+
+CARGO_FUZZ_VERSION=0.13.2
+APT_PACKAGES=(curl python3 python3-socks ncat proxychains4 dante-server dante-client microsocks
+    tshark iperf3 qemu-system-arm socat netcat-openbsd chromium procps iproute2 nodejs npm)
+
+step() { printf '\n==== %s ====\n' "$*"; }
+
+install_missing() {
+    step "install"
+    local missing=()
+    for p in "${APT_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
+            || missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        echo "apt: installing ${missing[*]}"
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo=sudo
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >/dev/null
+    fi
+    rustup component add rustfmt clippy >/dev/null 2>&1 || true
+    rustup target add wasm32-unknown-unknown thumbv7em-none-eabihf
+    if rustup toolchain list | grep -q '^nightly'; then
+        rustup component add rust-src --toolchain nightly >/dev/null 2>&1 || true
+    fi
+    if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+        cargo install --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"
+    fi
+}
+
+check_style() {
+    step "fmt"
+    cargo fmt --all --check
+    step "clippy"
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+}
+
+test_workspace() {
+    step "test"
+    cargo test --workspace --locked
+}
+
+check_core_no_std() {
+    step "core: no_std builds"
+    cargo build -p socksgate-core --locked --target thumbv7em-none-eabihf
+    cargo build -p socksgate-core --locked --target thumbv7em-none-eabihf --features defmt
+    cargo build -p socksgate-core --locked --target wasm32-unknown-unknown
+    step "core: alloc is unreachable"
+    # Build core against a sysroot that contains only `core`: any crate in its dependency
+    # tree that links `alloc` (under any feature we enable) fails to compile here.
+    if rustup component list --toolchain nightly --installed 2>/dev/null | grep -q rust-src; then
+        cargo +nightly build -p socksgate-core --locked --target thumbv7em-none-eabihf \
+            -Zbuild-std=core --target-dir target/core-only-sysroot
+        echo "socksgate-core builds with a core-only sysroot: no alloc"
+    else
+        echo "error: the nightly toolchain with rust-src is required for the alloc check" >&2
+        exit 1
+    fi
+}
+
+run_frontend_scripts() {
+    for script in wasm/ci.sh embedded/ci.sh tests/ci.sh; do
+        if [ -x "$script" ]; then
+            step "$script"
+            "$ROOT/$script"
+        fi
+    done
+}
+
+fuzz_smoke() {
+    [ "$FUZZ_SECS" != 0 ] || { echo "fuzzing skipped"; return; }
+    step "fuzz smoke (${FUZZ_SECS}s per target)"
+    (cd core/fuzz && for target in $(cargo +nightly fuzz list); do
+        echo "-- $target"
+        cargo +nightly fuzz run "$target" -- -max_total_time="$FUZZ_SECS" -rss_limit_mb=2048 \
+            2>&1 | tail -n 3
+        test "${PIPESTATUS[0]}" -eq 0
+    done)
+}
+
+install_missing
+check_style
+test_workspace
+check_core_no_std
+run_frontend_scripts
+fuzz_smoke
+step "ci.sh: all checks passed"

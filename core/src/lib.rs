@@ -1,0 +1,37 @@
+//! # socksgate-core
+//!
+//! The protocol core of socksgate: `#![no_std]`, no allocator, no I/O.
+//!
+//! * [`wire`] — every SOCKS4, SOCKS4a, SOCKS5, RFC 1929 and RFC 1961 message as a typed view
+//!   with an incremental `parse` (a short buffer is [`Status::Partial`], not an error) and an
+//!   `emit` into caller storage.
+//! * [`server`] and [`client`] — sans-IO handshake state machines: bytes in, events and bytes
+//!   out. The caller owns sockets, DNS, clocks and the relay.
+//! * [`rules`] — the allocation-free access-rule evaluator every front end shares.
+//! * [`udp`] — UDP ASSOCIATE encapsulation and RFC 1928 §7 fragment reassembly.
+//! * [`addr`] — destination addresses (IP or domain name), borrowed and owned.
+//!
+//! Nothing here panics on any input; every length is checked before use.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )
+)]
+
+pub mod addr;
+pub mod client;
+pub mod rules;
+pub mod server;
+pub mod udp;
+pub mod wire;
+
+pub use addr::{Addr, Domain, DomainBuf, Target};
+pub use wire::{BufferTooSmall, Status, WireError};

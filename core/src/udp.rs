@@ -1,0 +1,1 @@
+//! UDP ASSOCIATE support (in progress).

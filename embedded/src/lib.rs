@@ -1,0 +1,3 @@
+//! SOCKS gateway over embassy-net.
+#![no_std]
+#![forbid(unsafe_code)]
