@@ -16,6 +16,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
+// Owned names live inline (no allocator here), so enums holding a `Target` are large by
+// design; boxing is not available.
+#![allow(clippy::large_enum_variant)]
 #![cfg_attr(
     not(test),
     deny(
@@ -27,6 +30,7 @@
 )]
 
 pub mod addr;
+mod buffers;
 pub mod client;
 pub mod rules;
 pub mod server;
