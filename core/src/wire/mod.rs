@@ -380,6 +380,7 @@ pub(crate) fn put_socks5_addr(w: &mut Writer<'_>, addr: &Addr<'_>) {
         }
         Addr::Domain(name, port) => {
             let name = name.as_bytes();
+            w.u8(atyp::DOMAIN);
             // A `Domain` is 1..=255 octets, so its length fits one octet.
             w.u8(name.len() as u8);
             w.bytes(name);
