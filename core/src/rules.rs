@@ -703,7 +703,7 @@ impl Rule {
 
     /// Restricts the client address.
     #[must_use]
-    pub fn client(mut self, net: Cidr) -> Self {
+    pub const fn client(mut self, net: Cidr) -> Self {
         self.client = Some(net);
         self
     }
@@ -717,7 +717,7 @@ impl Rule {
 
     /// Restricts the command.
     #[must_use]
-    pub fn commands(mut self, commands: CommandSet) -> Self {
+    pub const fn commands(mut self, commands: CommandSet) -> Self {
         self.commands = commands;
         self
     }
@@ -731,7 +731,7 @@ impl Rule {
 
     /// Restricts the destination port.
     #[must_use]
-    pub fn ports(mut self, ports: PortRange) -> Self {
+    pub const fn ports(mut self, ports: PortRange) -> Self {
         self.ports = ports;
         self
     }
@@ -1279,6 +1279,26 @@ mod test {
             r.evaluate_resolved(&host("example.com"), ip("192.0.2.7"))
                 .rule,
             Some(0)
+        );
+    }
+
+    /// Firmware keeps rules in a `static`: the constructors are `const`.
+    static FIRMWARE_RULES: [Rule; 2] = [
+        Rule::deny().commands(CommandSet::BIND),
+        Rule::allow().ports(PortRange::single(1080)),
+    ];
+
+    #[test]
+    fn test_static_rules() {
+        let r = Rules::new(&FIRMWARE_RULES, Action::Deny);
+        let dst = sa("192.0.2.1:1080");
+        assert_eq!(
+            r.evaluate(&q("10.0.2.2", None, Command::Bind, dst)),
+            decided(Action::Deny, Some(0))
+        );
+        assert_eq!(
+            r.evaluate(&q("10.0.2.2", None, Command::Connect, dst)),
+            decided(Action::Allow, Some(1))
         );
     }
 

@@ -394,6 +394,13 @@ mod test {
     }
 
     #[test]
+    fn test_const_construction() {
+        static R: Reassembler<64> = Reassembler::new();
+        assert!(!R.is_pending());
+        assert_eq!(R.timeout(), Duration::from_secs(5));
+    }
+
+    #[test]
     fn test_standalone() {
         let mut r = Reassembler::<16>::new();
         assert_eq!(push(&mut r, 0, 0, a(), b"abc"), Ok(whole(a(), b"abc", 0)));
