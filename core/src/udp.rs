@@ -258,7 +258,7 @@ impl<const N: usize> Reassembler<N> {
 
     /// Abandons the pending queue if its timer has expired at `now` (`now >= deadline`).
     /// Returns whether a queue was abandoned. [`push`](Self::push) does this itself first, so
-    /// calling it is only needed to free the memory or count expiries promptly.
+    /// calling it is only needed to drop stale fragments (and count expiries) promptly.
     pub fn handle_timeout(&mut self, now: Instant) -> bool {
         if self.is_pending() && now >= self.deadline {
             self.reset();
