@@ -89,7 +89,7 @@ fn serve(args: &ServeArgs) -> Result<()> {
         }
         None => None,
     };
-    let rules = access::compile(&config.rules, config.default_action)
+    let rules = access::compile(&config.rules, config.default_action, &config.rule_lines)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let rt = runtime()?;
     rt.block_on(async move {

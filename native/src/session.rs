@@ -15,12 +15,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{Instrument, debug, info, warn};
 
-use crate::access::{AccessRules, Query};
+use crate::access::{AccessRules, Pass};
 use crate::config::Config;
 use crate::connect::ConnectError;
 use crate::resolve::Resolver;
 use crate::users::Users;
 use crate::{bind, relay, udp_relay};
+use socksgate_core::rules::Query;
 
 /// Read buffer for the handshake; also bounds the early payload a client may pipeline.
 const READ_BUF: usize = 4096;
@@ -199,6 +200,7 @@ async fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<(),
         command = %command_name(request.command),
         target = %request.target,
         user = user_name.as_deref().unwrap_or("-"),
+        socks4_userid = %String::from_utf8_lossy(&request.user_id),
         "request"
     );
     let ctx = Ctx {
@@ -234,24 +236,61 @@ pub(crate) struct Ctx<'a> {
     pub(crate) peer: SocketAddr,
     /// Our end of the control connection.
     pub(crate) local: SocketAddr,
-    /// The authenticated user (RFC 1929) or the SOCKS4 USERID, if any.
+    /// The user authenticated with RFC 1929, if any (rules match only authenticated names).
     pub(crate) user: Option<&'a [u8]>,
     pub(crate) shared: &'a Shared,
 }
 
 impl Ctx<'_> {
-    /// Checks the access rules; a denial is logged with the rule that matched.
-    pub(crate) fn check(&self, command: Command, dest: Addr<'_>) -> Result<(), ConnectError> {
-        let query = Query {
+    fn query<'q>(&'q self, command: Command, dst: Addr<'q>) -> Query<'q> {
+        Query {
             client: self.peer.ip(),
             user: self.user,
             command,
-            dest,
-        };
+            dst,
+        }
+    }
+
+    /// Access rules, step one (before resolving); a denial is logged with the rule.
+    pub(crate) fn check(&self, command: Command, dst: Addr<'_>) -> Result<Pass, ConnectError> {
         self.shared
             .rules
-            .check(&query)
-            .inspect_err(|e| warn!(target = %dest, "denied: {e}"))
+            .check(&self.query(command, dst))
+            .inspect_err(|e| warn!(command = %command_name(command), target = %dst, "{e}"))
+    }
+
+    /// Access rules, step two: `dst` resolved to `ip`.
+    pub(crate) fn check_resolved(
+        &self,
+        command: Command,
+        dst: Addr<'_>,
+        ip: IpAddr,
+    ) -> Result<(), ConnectError> {
+        self.shared
+            .rules
+            .check_resolved(&self.query(command, dst), ip)
+            .inspect_err(
+                |e| warn!(command = %command_name(command), target = %dst, resolved = %ip, "{e}"),
+            )
+    }
+
+    /// Both steps, for a destination with a known address.
+    pub(crate) fn check_addr(
+        &self,
+        command: Command,
+        dst: Addr<'_>,
+        ip: Option<IpAddr>,
+    ) -> Result<(), ConnectError> {
+        match self.check(command, dst)? {
+            Pass::Allowed => Ok(()),
+            Pass::PerAddress => match (ip, dst) {
+                (Some(ip), _) => self.check_resolved(command, dst, ip),
+                (None, Addr::Ip(sa)) => self.check_resolved(command, dst, sa.ip()),
+                (None, Addr::Domain(..)) => Err(ConnectError::Denied(
+                    "rules that need the resolved address".into(),
+                )),
+            },
+        }
     }
 }
 
@@ -290,12 +329,7 @@ async fn handshake(
                     debug!(user = %name, "authenticated");
                     user = Some(username.to_vec());
                 }
-                Event::Request(request) => {
-                    if request.version != Version::Socks5 && !request.user_id.is_empty() {
-                        user = Some(request.user_id.to_vec());
-                    }
-                    return Ok((request, user));
-                }
+                Event::Request(request) => return Ok((request, user)),
                 _ => {
                     // GSS-API is not offered, so this cannot happen; refuse politely.
                     let _ = conn.server.gssapi_complete(false);
@@ -319,11 +353,11 @@ async fn connect(conn: &mut Conn, request: &Request, ctx: &Ctx<'_>) -> Result<()
     let dest = request.target.as_addr().normalized();
     let outcome = match ctx.check(Command::Connect, dest) {
         Err(e) => Err(e),
-        Ok(()) => {
-            let allow = |sa: SocketAddr| match dest {
-                // A name was checked by name; check what it resolved to as well.
-                Addr::Domain(..) => ctx.check(Command::Connect, Addr::Ip(sa)),
-                Addr::Ip(_) => Ok(()),
+        Ok(pass) => {
+            // When the decision depends on the address, every resolved address is checked.
+            let allow = |sa: SocketAddr| match pass {
+                Pass::Allowed => Ok(()),
+                Pass::PerAddress => ctx.check_resolved(Command::Connect, dest, sa.ip()),
             };
             let target = dest.to_target();
             match tokio::time::timeout(
