@@ -198,7 +198,7 @@ async fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<(),
     info!(
         version = ?request.version,
         command = %command_name(request.command),
-        target = %request.target,
+        dst = %request.target,
         user = user_name.as_deref().unwrap_or("-"),
         socks4_userid = %String::from_utf8_lossy(&request.user_id),
         "request"
@@ -256,7 +256,7 @@ impl Ctx<'_> {
         self.shared
             .rules
             .check(&self.query(command, dst))
-            .inspect_err(|e| warn!(command = %command_name(command), target = %dst, "{e}"))
+            .inspect_err(|e| warn!(command = %command_name(command), dst = %dst, "{e}"))
     }
 
     /// Access rules, step two: `dst` resolved to `ip`.
@@ -270,7 +270,7 @@ impl Ctx<'_> {
             .rules
             .check_resolved(&self.query(command, dst), ip)
             .inspect_err(
-                |e| warn!(command = %command_name(command), target = %dst, resolved = %ip, "{e}"),
+                |e| warn!(command = %command_name(command), dst = %dst, resolved = %ip, "{e}"),
             )
     }
 
@@ -390,8 +390,8 @@ async fn connect(conn: &mut Conn, request: &Request, ctx: &Ctx<'_>) -> Result<()
     let early = conn.leftover().to_vec();
     let totals = relay::relay(&mut conn.stream, &mut upstream, &early).await;
     match totals {
-        Ok(t) => info!(target = %request.target, %remote, up = t.up, down = t.down, "closed"),
-        Err(e) => debug!(target = %request.target, "relay ended: {e}"),
+        Ok(t) => info!(dst = %request.target, %remote, up = t.up, down = t.down, "closed"),
+        Err(e) => debug!(dst = %request.target, "relay ended: {e}"),
     }
     Ok(())
 }
