@@ -195,14 +195,15 @@ async fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<(),
         }
     };
     let user_name = user.as_deref().map(String::from_utf8_lossy);
-    info!(
-        version = ?request.version,
-        command = %command_name(request.command),
-        dst = %request.target,
-        user = user_name.as_deref().unwrap_or("-"),
-        socks4_userid = %String::from_utf8_lossy(&request.user_id),
-        "request"
-    );
+    let command = command_name(request.command);
+    let user_shown = user_name.as_deref().unwrap_or("-");
+    if request.user_id.is_empty() {
+        info!(version = ?request.version, %command, dst = %request.target, user = user_shown, "request");
+    } else {
+        // A SOCKS4 USERID is the client's claim, not an authenticated name.
+        let userid = String::from_utf8_lossy(&request.user_id);
+        info!(version = ?request.version, %command, dst = %request.target, user = user_shown, %userid, "request");
+    }
     let ctx = Ctx {
         peer,
         local,
