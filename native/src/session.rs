@@ -23,6 +23,9 @@ use crate::users::Users;
 use crate::{bind, relay, udp_relay};
 use socksgate_core::rules::Query;
 
+/// How long a failed connection waits for the client to close after the failure reply.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Read buffer for the handshake; also bounds the early payload a client may pipeline.
 const READ_BUF: usize = 4096;
 
@@ -115,6 +118,18 @@ impl Conn {
     pub(crate) async fn close(&mut self) {
         let _ = self.flush().await;
         let _ = self.stream.shutdown().await;
+        // Lingering close: closing with unread client bytes (a pipelined payload) makes the
+        // kernel send RST, which can destroy the reply before the client reads it. Read and
+        // discard until the client closes too, for a short while.
+        let mut sink = [0u8; 1024];
+        let drain = async {
+            while let Ok(n) = self.stream.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, drain).await;
     }
 
     /// Client bytes read but not consumed by the handshake (early payload once established).

@@ -554,3 +554,26 @@ async fn connect_timeout_is_reply_6() {
     let (_, r) = handshake(proxy.addr, Version::Socks5, Addr::Ip(dst), None).await;
     assert_eq!(rejected(r), ClientError::Rejected(ReplyCode::TtlExpired));
 }
+
+#[tokio::test]
+async fn failure_reply_survives_a_pipelined_payload() {
+    // CONNECT to a closed port with a large payload pipelined behind it: the client must
+    // still read the failure reply (no RST from closing with unread data).
+    let proxy = start(Config::default(), None).await;
+    let mut msg = vec![5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1];
+    msg.extend_from_slice(&closed_port().to_be_bytes());
+    msg.extend_from_slice(&vec![b'x'; 200_000]);
+    let s = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(&msg).await;
+        wr
+    });
+    let mut reply = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), rd.read_exact(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply, [5, 0, 5, 5]);
+    drop(writer.await);
+}
