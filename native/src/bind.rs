@@ -127,7 +127,7 @@ pub(crate) async fn run(
     drop(listener);
     conn.respond_bind_peer(Ok(peer)).await?;
     info!(%peer, "bind: peer connected");
-    let early = conn.leftover().to_vec();
+    let early = conn.take_leftover();
     match relay::relay(&mut conn.stream, &mut peer_stream, &early).await {
         Ok(t) => info!(%peer, up = t.up, down = t.down, "closed"),
         Err(e) => debug!("bind relay ended: {e}"),

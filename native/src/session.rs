@@ -132,9 +132,14 @@ impl Conn {
         let _ = tokio::time::timeout(LINGER, drain).await;
     }
 
-    /// Client bytes read but not consumed by the handshake (early payload once established).
-    pub(crate) fn leftover(&self) -> &[u8] {
-        self.buf.get(self.start..self.end).unwrap_or_default()
+    /// Takes the early payload out, freeing the handshake buffer before a long relay.
+    pub(crate) fn take_leftover(&mut self) -> Vec<u8> {
+        let mut buf = core::mem::take(&mut self.buf);
+        buf.truncate(self.end);
+        buf.drain(..self.start.min(self.end));
+        self.start = 0;
+        self.end = 0;
+        buf
     }
 
     /// Feeds buffered input to the core.
@@ -403,7 +408,7 @@ async fn connect(conn: &mut Conn, request: &Request, ctx: &Ctx<'_>) -> Result<()
     let remote = upstream.peer_addr()?;
     conn.respond(Ok(bound)).await?;
     debug!(%bound, %remote, "connected");
-    let early = conn.leftover().to_vec();
+    let early = conn.take_leftover();
     let totals = relay::relay(&mut conn.stream, &mut upstream, &early).await;
     match totals {
         Ok(t) => info!(dst = %request.target, %remote, up = t.up, down = t.down, "closed"),
