@@ -577,3 +577,20 @@ async fn failure_reply_survives_a_pipelined_payload() {
     assert_eq!(reply, [5, 0, 5, 5]);
     drop(writer.await);
 }
+
+#[tokio::test]
+async fn socks4_can_be_disabled() {
+    let config = Config {
+        socks4: false,
+        ..Config::default()
+    };
+    let proxy = start(config, None).await;
+    let (echo, _) = echo_after_eof().await;
+    let (_, r) = handshake(proxy.addr, Version::Socks4, Addr::Ip(echo), None).await;
+    assert_eq!(
+        rejected(r),
+        ClientError::Socks4Rejected(Socks4Code::Rejected)
+    );
+    let (_, r) = handshake(proxy.addr, Version::Socks5, Addr::Ip(echo), None).await;
+    assert!(r.is_ok());
+}
