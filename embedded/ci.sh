@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# socksgate-embedded checks, called by the root ci.sh (which installs qemu-system-arm, curl,
+# netcat-openbsd, socat and the thumbv7em-none-eabihf target):
+#   clippy (host and firmware, -D warnings), host tests, both firmware builds, and the QEMU
+#   end-to-end test: the mps2-an386 firmware behind QEMU user-mode networking restricted to
+#   loopback forwards, 4 parallel curl --socks5 downloads of 1 MiB each compared byte for byte.
+#
+#   ./ci.sh            everything
+#   ./ci.sh qemu       only the QEMU test (after a firmware build)
+set -euo pipefail
+cd "$(dirname "$0")"
+export CARGO_TERM_COLOR=never
+TARGET=thumbv7em-none-eabihf
+FW_DIR=../target/$TARGET/release
+
+step() { printf '\n==== embedded: %s ====\n' "$*"; }
+
+check() {
+    step "clippy (host: library, tests, bin stubs)"
+    cargo clippy -p socksgate-embedded --all-targets --locked -- -D warnings
+    step "clippy (firmware)"
+    cargo clippy -p socksgate-embedded --target "$TARGET" --bins --release --locked -- -D warnings
+    step "host tests"
+    cargo test -p socksgate-embedded --locked
+    step "firmware builds"
+    for bin in socksgate-mps2 socksgate-h743; do
+        cargo build --release --target "$TARGET" --bin "$bin" --locked
+    done
+}
+
+work=""
+pids=()
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    pids=()
+    [ -z "$work" ] || rm -rf "$work"
+    work=""
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+qemu_e2e() {
+    step "QEMU mps2-an386 end-to-end"
+    local origin_port socks_port
+    work=$(mktemp -d)
+    pids=()
+    # Kill only what this function started (by pid), then remove its files.
+    trap cleanup EXIT
+    head -c 1048576 /dev/urandom >"$work/blob"
+    origin_port=$(free_port)
+    socks_port=$(free_port)
+    python3 -m http.server --bind 127.0.0.1 --directory "$work" "$origin_port" \
+        >"$work/origin.log" 2>&1 &
+    pids+=($!)
+    # The origin must listen before the first guest connection: slirp runs the guestfwd
+    # command with the connection as stdin/stdout/stderr, so a failing socat's error text
+    # would reach the client as a response.
+    for _ in $(seq 100); do
+        curl -s -o /dev/null "http://127.0.0.1:$origin_port/blob" && break
+        sleep 0.1
+    done
+    # guestfwd: one socat per upstream connection; socat passes the origin's FIN on
+    # (netcat-openbsd would keep the guest connection open after the origin closed).
+    timeout 120 qemu-system-arm -M mps2-an386 -cpu cortex-m4 -nographic \
+        -semihosting-config enable=on,target=native \
+        -netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$socks_port-10.0.2.15:1080,guestfwd=tcp:10.0.2.100:80-cmd:socat - TCP:127.0.0.1:$origin_port" \
+        -net nic,model=lan9118,netdev=n0 -kernel "$FW_DIR/socksgate-mps2" \
+        >"$work/qemu.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 100); do
+        grep -q "gateway up" "$work/qemu.log" && break
+        sleep 0.1
+    done
+    grep -q "gateway up" "$work/qemu.log" || { cat "$work/qemu.log"; echo "firmware did not come up" >&2; return 1; }
+    cat "$work/qemu.log"
+
+    local round i curls
+    for round in 1 2 3; do
+        curls=()
+        for i in 1 2 3 4; do
+            curl -sS --fail --max-time 30 --socks5 "127.0.0.1:$socks_port" \
+                -o "$work/out$round.$i" -w "session $i: %{size_download} bytes in %{time_total} s\n" \
+                http://10.0.2.100/blob &
+            curls+=($!)
+        done
+        for i in "${!curls[@]}"; do wait "${curls[$i]}"; done
+        for i in 1 2 3 4; do cmp "$work/blob" "$work/out$round.$i"; done
+        echo "round $round: 4 parallel sessions, 1 MiB each, identical"
+    done
+    cleanup
+}
+
+case "${1:-all}" in
+    all) check; qemu_e2e ;;
+    qemu) qemu_e2e ;;
+    *) echo "usage: $0 [all|qemu]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,241 @@
+//! One client session: SOCKS handshake through the core, upstream connect, relay, close.
+//!
+//! Every protocol byte goes through [`socksgate_core::server::Server`]: this module only
+//! moves bytes between sockets and the state machine and answers its events (credentials,
+//! access rules, resolution, connect).
+
+use core::net::SocketAddr;
+
+use embassy_net::tcp::{ConnectError, TcpSocket};
+use embassy_net::{IpEndpoint, Stack};
+use embassy_time::with_timeout;
+use socksgate_core::server::{Config, Event, Request, Server};
+use socksgate_core::wire::{Command, ReplyCode};
+
+use crate::config::GatewayConfig;
+use crate::relay::{self, RelayEnd};
+use crate::resolve::resolve;
+
+/// Handshake input buffer (the core buffers partial messages itself, so any size works);
+/// reused as the relay's chunk buffer once the handshake is over.
+pub(crate) const INPUT_BUF: usize = relay::RELAY_CHUNK;
+
+/// Per-session scratch memory besides the four socket buffers.
+#[derive(Debug)]
+pub(crate) struct Scratch {
+    /// Handshake input, then the relay's chunk buffer.
+    pub(crate) input: [u8; INPUT_BUF],
+}
+
+impl Scratch {
+    pub(crate) const fn new() -> Self {
+        Self {
+            input: [0; INPUT_BUF],
+        }
+    }
+}
+
+/// How a session ended (kept for logs and tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub(crate) enum SessionEnd {
+    /// The client left (or failed) before the handshake finished.
+    ClientGone,
+    /// The handshake did not finish within the configured time.
+    HandshakeTimeout,
+    /// The client broke the protocol; the core's failure reply (if any) was sent.
+    ProtocolError,
+    /// The request was refused (auth, rules, resolution, connect); the reply was sent.
+    Refused,
+    /// Relayed, then ended this way.
+    Relayed(RelayEnd),
+}
+
+/// What the core is told about the methods and versions we accept.
+fn core_config(config: &GatewayConfig) -> Config {
+    Config {
+        no_auth: config.users.is_empty(),
+        user_pass: !config.users.is_empty(),
+        gssapi: false,
+        socks4: config.socks4,
+    }
+}
+
+/// Serves one accepted client: handshake, relay, orderly close of both sockets.
+pub(crate) async fn serve(
+    stack: Stack<'static>,
+    config: &GatewayConfig,
+    client: &mut TcpSocket<'_>,
+    upstream: &mut TcpSocket<'_>,
+    scratch: &mut Scratch,
+) -> SessionEnd {
+    let handshake = with_timeout(
+        config.handshake_timeout,
+        handshake(stack, config, client, Some(&mut *upstream), scratch),
+    )
+    .await;
+    let end = match handshake {
+        Err(_) => SessionEnd::HandshakeTimeout,
+        Ok(Err(end)) => end,
+        Ok(Ok(early)) => {
+            // Payload the client sent right after its request goes first.
+            let forwarded = match scratch.input.get(..early) {
+                Some(bytes) if !bytes.is_empty() => write_all(upstream, bytes).await,
+                _ => Ok(()),
+            };
+            match forwarded {
+                Ok(()) => SessionEnd::Relayed(
+                    relay::relay(client, upstream, &mut scratch.input, config.idle_timeout).await,
+                ),
+                Err(()) => SessionEnd::Relayed(RelayEnd::Reset),
+            }
+        }
+    };
+    relay::close(upstream, config.close_timeout).await;
+    relay::close(client, config.close_timeout).await;
+    end
+}
+
+/// Answers one client while every session is busy: the handshake runs as usual (so the
+/// client gets a well-formed reply in its own protocol version), then the request is
+/// refused with "general failure" and the connection closed in order.
+pub(crate) async fn refuse(
+    stack: Stack<'static>,
+    config: &GatewayConfig,
+    client: &mut TcpSocket<'_>,
+    scratch: &mut Scratch,
+) -> SessionEnd {
+    let end = match with_timeout(
+        config.handshake_timeout,
+        handshake(stack, config, client, None, scratch),
+    )
+    .await
+    {
+        Err(_) => SessionEnd::HandshakeTimeout,
+        Ok(Err(end)) => end,
+        Ok(Ok(_)) => SessionEnd::ProtocolError, // unreachable: every request is refused
+    };
+    relay::close(client, config.close_timeout).await;
+    end
+}
+
+/// Runs the handshake. On success the upstream is connected and the first `n` bytes of
+/// `scratch.input` are client payload that arrived with the request. Without an upstream
+/// socket every request is refused with "general failure".
+async fn handshake(
+    stack: Stack<'static>,
+    config: &GatewayConfig,
+    client: &mut TcpSocket<'_>,
+    mut upstream: Option<&mut TcpSocket<'_>>,
+    scratch: &mut Scratch,
+) -> Result<usize, SessionEnd> {
+    let mut server = Server::new(core_config(config));
+    let mut len = 0;
+    loop {
+        // Let the core take all it can before reading more.
+        loop {
+            let input = scratch.input.get(..len).unwrap_or_default();
+            let consumed = match server.feed(input) {
+                Ok(n) => n.min(len),
+                Err(_) => {
+                    let _ = transmit(&mut server, client).await;
+                    return Err(SessionEnd::ProtocolError);
+                }
+            };
+            scratch.input.copy_within(consumed..len, 0);
+            len -= consumed;
+
+            let mut evented = false;
+            while let Some(event) = server.poll_event() {
+                evented = true;
+                match event {
+                    Event::Authenticate { username, password } => {
+                        let _ = server.authenticate(config.authenticate(&username, &password));
+                    }
+                    Event::Request(request) => {
+                        let result = match upstream.as_deref_mut() {
+                            Some(upstream) => connect(stack, config, upstream, &request).await,
+                            None => Err(ReplyCode::GeneralFailure),
+                        };
+                        let _ = server.respond(result);
+                    }
+                    #[allow(unreachable_patterns)] // the core may add events
+                    _ => {}
+                }
+            }
+            transmit(&mut server, client)
+                .await
+                .map_err(|()| SessionEnd::ClientGone)?;
+            if server.is_established() {
+                return Ok(len);
+            }
+            if server.is_closed() {
+                return Err(SessionEnd::Refused);
+            }
+            if consumed == 0 && !evented {
+                break;
+            }
+        }
+        let Some(free) = scratch.input.get_mut(len..).filter(|free| !free.is_empty()) else {
+            return Err(SessionEnd::ProtocolError); // the core never needs this much
+        };
+        match client.read(free).await {
+            Ok(0) | Err(_) => return Err(SessionEnd::ClientGone),
+            Ok(n) => len += n,
+        }
+    }
+}
+
+/// Sends everything the core has queued, straight from its output buffer.
+async fn transmit(server: &mut Server, client: &mut TcpSocket<'_>) -> Result<(), ()> {
+    while !server.pending_transmit().is_empty() {
+        match client.write(server.pending_transmit()).await {
+            Ok(0) | Err(_) => return Err(()),
+            Ok(n) => server.consume_transmit(n),
+        }
+    }
+    Ok(())
+}
+
+async fn write_all(socket: &mut TcpSocket<'_>, mut bytes: &[u8]) -> Result<(), ()> {
+    while !bytes.is_empty() {
+        match socket.write(bytes).await {
+            Ok(0) | Err(_) => return Err(()),
+            Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
+        }
+    }
+    Ok(())
+}
+
+/// Answers a request: checks it, resolves the destination and connects `upstream`.
+/// Returns the address to report (the upstream socket's local address) or the reply code.
+async fn connect(
+    stack: Stack<'static>,
+    config: &GatewayConfig,
+    upstream: &mut TcpSocket<'_>,
+    request: &Request,
+) -> Result<SocketAddr, ReplyCode> {
+    if request.command != Command::Connect {
+        return Err(ReplyCode::CommandNotSupported);
+    }
+    let _ = config;
+    let addr = resolve(stack, &request.target)
+        .await
+        .map_err(|_| ReplyCode::HostUnreachable)?;
+    let endpoint = IpEndpoint::from(addr);
+    match with_timeout(config.connect_timeout, upstream.connect(endpoint)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(ConnectError::ConnectionReset)) => return Err(ReplyCode::ConnectionRefused),
+        Ok(Err(ConnectError::NoRoute)) => return Err(ReplyCode::NetworkUnreachable),
+        Ok(Err(ConnectError::TimedOut)) => return Err(ReplyCode::TtlExpired),
+        Ok(Err(ConnectError::InvalidState)) => return Err(ReplyCode::GeneralFailure),
+        Err(_) => {
+            upstream.abort();
+            return Err(ReplyCode::TtlExpired);
+        }
+    }
+    upstream
+        .local_endpoint()
+        .map(SocketAddr::from)
+        .ok_or(ReplyCode::GeneralFailure)
+}
