@@ -209,7 +209,7 @@ impl RxToken for Rx<'_> {
         for _ in words..len.div_ceil(4) {
             let _ = read(reg::RX_DATA);
         }
-        let frame_len = if status & RX_STATUS_ES != 0 || len < 4 + 14 || len > RX_MAX {
+        let frame_len = if status & RX_STATUS_ES != 0 || !(4 + 14..=RX_MAX).contains(&len) {
             0 // an empty frame is dropped by the stack
         } else {
             len - 4 // strip the FCS

@@ -21,7 +21,7 @@ const CORE_HZ: u32 = 25_000_000;
 const SYSTICK_HZ: u32 = 1_000;
 /// embassy-time ticks per SysTick interrupt.
 const TICKS_PER_IRQ: u64 = TICK_HZ / SYSTICK_HZ as u64;
-const _: () = assert!(TICK_HZ % SYSTICK_HZ as u64 == 0);
+const _: () = assert!(TICK_HZ.is_multiple_of(SYSTICK_HZ as u64));
 
 struct State {
     now: u64,
