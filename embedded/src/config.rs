@@ -4,6 +4,7 @@
 //! here allocates or changes at run time.
 
 use embassy_time::Duration;
+use socksgate_core::rules::{Action, Rules};
 
 /// One RFC 1929 username/password pair.
 #[derive(Clone, Copy, Debug)]
@@ -21,6 +22,9 @@ pub struct GatewayConfig {
     pub port: u16,
     /// Credential table. Empty: SOCKS5 "no authentication" is offered instead of method 2.
     pub users: &'static [User],
+    /// Access rules (the core's evaluator): checked before resolution and again with the
+    /// resolved address; a denied request gets "not allowed by ruleset".
+    pub rules: Rules<'static>,
     /// Accept SOCKS4 and SOCKS4a requests (they cannot authenticate with a password: only
     /// allowed when `users` is empty).
     pub socks4: bool,
@@ -35,12 +39,13 @@ pub struct GatewayConfig {
 }
 
 impl GatewayConfig {
-    /// Defaults for `port` with the given users: SOCKS4 only when there are no users,
-    /// 10 s handshake and connect, 5 min idle, 5 s close.
+    /// Defaults for `port` with the given users: no rules (everything allowed), SOCKS4
+    /// only when there are no users, 10 s handshake and connect, 5 min idle, 5 s close.
     pub const fn new(port: u16, users: &'static [User]) -> Self {
         Self {
             port,
             users,
+            rules: Rules::new(&[], Action::Allow),
             socks4: users.is_empty(),
             handshake_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),

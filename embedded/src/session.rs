@@ -9,7 +9,8 @@ use core::net::SocketAddr;
 use embassy_net::tcp::{ConnectError, TcpSocket};
 use embassy_net::{IpEndpoint, Stack};
 use embassy_time::with_timeout;
-use socksgate_core::server::{Config, Event, Request, Server};
+use socksgate_core::rules::{Query, Verdict};
+use socksgate_core::server::{Config, Event, Octets, Request, Server};
 use socksgate_core::wire::{Command, ReplyCode};
 
 use crate::config::GatewayConfig;
@@ -131,6 +132,8 @@ async fn handshake(
 ) -> Result<usize, SessionEnd> {
     let mut server = Server::new(core_config(config));
     let mut len = 0;
+    // The RFC 1929 user once authenticated: access rules may name it.
+    let mut user: Option<Octets> = None;
     loop {
         // Let the core take all it can before reading more.
         loop {
@@ -150,11 +153,28 @@ async fn handshake(
                 evented = true;
                 match event {
                     Event::Authenticate { username, password } => {
-                        let _ = server.authenticate(config.authenticate(&username, &password));
+                        let ok = config.authenticate(&username, &password);
+                        if ok {
+                            user = Some(username);
+                        }
+                        let _ = server.authenticate(ok);
                     }
                     Event::Request(request) => {
                         let result = match upstream.as_deref_mut() {
-                            Some(upstream) => connect(stack, config, upstream, &request).await,
+                            Some(upstream) => {
+                                let client_ip =
+                                    client.remote_endpoint().map(|ep| SocketAddr::from(ep).ip());
+                                let Some(client_ip) = client_ip else {
+                                    return Err(SessionEnd::ClientGone);
+                                };
+                                let query = Query {
+                                    client: client_ip,
+                                    user: user.as_deref(),
+                                    command: request.command,
+                                    dst: request.target.as_addr(),
+                                };
+                                connect(stack, config, upstream, &request, &query).await
+                            }
                             None => Err(ReplyCode::GeneralFailure),
                         };
                         let _ = server.respond(result);
@@ -207,21 +227,35 @@ async fn write_all(socket: &mut TcpSocket<'_>, mut bytes: &[u8]) -> Result<(), (
     Ok(())
 }
 
-/// Answers a request: checks it, resolves the destination and connects `upstream`.
-/// Returns the address to report (the upstream socket's local address) or the reply code.
+/// Answers a request: checks it against the rules (before resolution, so a denied name is
+/// never looked up, and again with the address), resolves the destination and connects
+/// `upstream`. Returns the address to report (the upstream socket's local address) or the
+/// reply code.
 async fn connect(
     stack: Stack<'static>,
     config: &GatewayConfig,
     upstream: &mut TcpSocket<'_>,
     request: &Request,
+    query: &Query<'_>,
 ) -> Result<SocketAddr, ReplyCode> {
     if request.command != Command::Connect {
         return Err(ReplyCode::CommandNotSupported);
     }
-    let _ = config;
+    if let Verdict::Decided(decision) = config.rules.evaluate(query)
+        && !decision.is_allowed()
+    {
+        return Err(ReplyCode::NotAllowed);
+    }
     let addr = resolve(stack, &request.target)
         .await
         .map_err(|_| ReplyCode::HostUnreachable)?;
+    if !config
+        .rules
+        .evaluate_resolved(query, addr.ip())
+        .is_allowed()
+    {
+        return Err(ReplyCode::NotAllowed);
+    }
     let endpoint = IpEndpoint::from(addr);
     match with_timeout(config.connect_timeout, upstream.connect(endpoint)).await {
         Ok(Ok(())) => {}

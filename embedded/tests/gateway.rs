@@ -19,6 +19,7 @@ use embassy_net::{
 use embassy_net_driver_channel as ch;
 use embassy_net_driver_channel::driver::{HardwareAddress, LinkState};
 use embassy_time::{Duration, Timer, with_timeout};
+use socksgate_core::rules::{Action, Rule, Rules};
 use socksgate_embedded::pool::sockets_needed;
 use socksgate_embedded::{Gateway, GatewayConfig, GatewayStorage, User};
 
@@ -30,10 +31,16 @@ const PEER_IP: Ipv4Address = Ipv4Address::new(10, 0, 0, 2);
 const SOCKS_PORT: u16 = 1080;
 const ECHO_PORT: u16 = 7;
 
-static USERS: [User; 1] = [User {
-    name: "alice",
-    password: "secret",
-}];
+static USERS: [User; 2] = [
+    User {
+        name: "alice",
+        password: "secret",
+    },
+    User {
+        name: "bob",
+        password: "hunter2",
+    },
+];
 
 /// Username/password required (SOCKS4 therefore off); short handshake timeout.
 static AUTH: GatewayConfig = GatewayConfig {
@@ -492,5 +499,100 @@ fn upstream_close_is_passed_on_as_fin() {
         client.socket.close();
         client.expect_eof().await;
         client.close().await;
+    });
+}
+
+/// A gateway config with `rules` (leaked: tests build them at run time).
+fn with_rules(users: &'static [User], rules: Vec<Rule>, default: Action) -> &'static GatewayConfig {
+    let rules: &'static [Rule] = Vec::leak(rules);
+    Box::leak(Box::new(GatewayConfig {
+        rules: Rules::new(rules, default),
+        handshake_timeout: Duration::from_millis(500),
+        close_timeout: Duration::from_secs(1),
+        ..GatewayConfig::new(SOCKS_PORT, users)
+    }))
+}
+
+async fn socks5_noauth_request(stack: Stack<'static>, request: &[u8]) -> (Client, Vec<u8>) {
+    let mut client = Client::connect(stack).await;
+    client.send(&[5, 1, 0]).await;
+    assert_eq!(client.recv(2).await, [5, 0]);
+    client.send(request).await;
+    let reply = client.recv(10).await;
+    (client, reply)
+}
+
+fn domain_request(name: &[u8], port: u16) -> Vec<u8> {
+    let mut request = vec![5, 1, 0, 3, name.len() as u8];
+    request.extend_from_slice(name);
+    request.extend_from_slice(&port.to_be_bytes());
+    request
+}
+
+#[test]
+fn denied_destinations_get_not_allowed() {
+    let config = with_rules(
+        &[],
+        vec![
+            Rule::deny()
+                .dst("10.0.0.2/32".parse().unwrap())
+                .ports("13".parse().unwrap()),
+            Rule::deny().dst(".blocked.test".parse().unwrap()),
+        ],
+        Action::Allow,
+    );
+    run(config, |stack| async move {
+        // By address.
+        let (client, reply) = socks5_noauth_request(stack, &[5, 1, 0, 1, 10, 0, 0, 2, 0, 13]).await;
+        assert_eq!(reply[..2], [5, 2], "not allowed by ruleset");
+        client.close().await;
+        // By a name that spells the same address: normalised, same verdict.
+        let (client, reply) = socks5_noauth_request(stack, &domain_request(b"10.0.0.2", 13)).await;
+        assert_eq!(reply[..2], [5, 2]);
+        client.close().await;
+        // By name suffix: refused before any DNS query (no DNS here would give 4, not 2).
+        let (client, reply) =
+            socks5_noauth_request(stack, &domain_request(b"www.blocked.test", 80)).await;
+        assert_eq!(reply[..2], [5, 2]);
+        client.close().await;
+        // Everything else is allowed.
+        let (mut client, reply) = socks5_noauth_request(stack, &CONNECT_ECHO_V4).await;
+        assert_success_v4(&reply);
+        echo_roundtrip(&mut client, b"allowed").await;
+        client.close().await;
+    });
+}
+
+#[test]
+fn rules_can_name_the_authenticated_user() {
+    let config = with_rules(
+        &USERS,
+        vec![Rule::allow().user("alice".parse().unwrap())],
+        Action::Deny,
+    );
+    run(config, |stack| async move {
+        for (name, password, allowed) in [
+            (&b"bob"[..], &b"hunter2"[..], false),
+            (b"alice", b"secret", true),
+        ] {
+            let mut client = Client::connect(stack).await;
+            client.send(&[5, 1, 2]).await;
+            assert_eq!(client.recv(2).await, [5, 2]);
+            let mut auth = vec![1, name.len() as u8];
+            auth.extend_from_slice(name);
+            auth.push(password.len() as u8);
+            auth.extend_from_slice(password);
+            client.send(&auth).await;
+            assert_eq!(client.recv(2).await, [1, 0]);
+            client.send(&CONNECT_ECHO_V4).await;
+            let reply = client.recv(10).await;
+            if allowed {
+                assert_success_v4(&reply);
+                echo_roundtrip(&mut client, b"alice may").await;
+            } else {
+                assert_eq!(reply[..2], [5, 2], "bob is not in the rules");
+            }
+            client.close().await;
+        }
     });
 }

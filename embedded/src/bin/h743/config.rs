@@ -1,6 +1,9 @@
 //! Static configuration of the NUCLEO-H743ZI2 firmware: edit, rebuild, flash.
 
+use core::net::{IpAddr, Ipv4Addr};
 use embassy_net::{Ipv4Address, Ipv4Cidr, StaticConfigV4};
+
+use socksgate_core::rules::{Action, Cidr, CommandSet, HostPattern, PortRange, Rule, Rules};
 use socksgate_embedded::{GatewayConfig, User};
 
 /// Concurrent SOCKS sessions (≈ 17.5 KiB of RAM each, see the README).
@@ -33,5 +36,31 @@ static USERS: [User; 1] = [User {
     password: "change-me",
 }];
 
-/// SOCKS on port 1080 with the users above and the default timeouts.
-pub(crate) static GATEWAY: GatewayConfig = GatewayConfig::new(1080, &USERS);
+/// Access rules, first match wins (the core's evaluator; see `socksgate_core::rules`).
+/// Here: nothing on loopback or link-local addresses, no SMTP, everything else allowed.
+static RULES: [Rule; 3] = [
+    deny_net(Ipv4Addr::new(127, 0, 0, 0), 8),
+    deny_net(Ipv4Addr::new(169, 254, 0, 0), 16),
+    Rule::deny().ports(PortRange::single(25)),
+];
+
+/// A rule denying every destination in `addr/prefix` (checked at compile time).
+const fn deny_net(addr: Ipv4Addr, prefix: u8) -> Rule {
+    let Ok(net) = Cidr::new(IpAddr::V4(addr), prefix) else {
+        panic!("invalid CIDR in config.rs")
+    };
+    Rule {
+        action: Action::Deny,
+        client: None,
+        user: None,
+        commands: CommandSet::ANY,
+        dst: HostPattern::Cidr(net),
+        ports: PortRange::ANY,
+    }
+}
+
+/// SOCKS on port 1080 with the users and rules above and the default timeouts.
+pub(crate) static GATEWAY: GatewayConfig = GatewayConfig {
+    rules: Rules::new(&RULES, Action::Allow),
+    ..GatewayConfig::new(1080, &USERS)
+};
