@@ -8,7 +8,9 @@
 //!   ([`pool::GatewayStorage`]); one extra "refusal" slot answers clients that arrive while
 //!   every session is busy with a SOCKS failure reply instead of a TCP reset.
 //! * `session` — one client: handshake through the core's sans-IO [`socksgate_core::server`],
-//!   resolution, upstream connect, relay and orderly close.
+//!   access rules, resolution (embassy-net DNS), upstream connect, relay and orderly close.
+//! * `udp` — UDP ASSOCIATE from a fixed pool of relay sockets, with the core's RFC 1928 §7
+//!   header and fragment reassembly.
 //!
 //! All protocol bytes go through `socksgate-core`; this crate owns sockets, DNS, timeouts
 //! and the relay. The same code runs in firmware and in the host tests (which join two
@@ -22,6 +24,7 @@ pub mod pool;
 mod relay;
 mod resolve;
 mod session;
+mod udp;
 
 pub use config::{GatewayConfig, User};
 pub use pool::{Gateway, GatewayStorage, SessionBuffers};

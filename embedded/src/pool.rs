@@ -7,7 +7,7 @@
 //! (SOCKS4), then closes in order. A client refused this way can retry and is served as
 //! soon as a session is free.
 
-use core::cell::Cell;
+use core::cell::{Cell, RefCell};
 
 use embassy_futures::join::{join, join_array};
 use embassy_futures::select::{Either, select};
@@ -18,16 +18,18 @@ use embassy_sync::signal::Signal;
 
 use crate::config::GatewayConfig;
 use crate::session::{self, Scratch, SessionEnd};
+use crate::udp::UdpBuffers;
 
 /// Size of each TCP socket buffer (receive window and send queue) of a session.
 pub const SOCKET_BUF: usize = 4096;
 /// Socket buffers of the refusal slot: a handshake and a reply fit.
 pub const REFUSAL_BUF: usize = 1024;
 
-/// embassy-net sockets a gateway of `sessions` sessions uses: two per session, one for the
-/// refusal slot, one for DNS. Size `StackResources` at least this large.
-pub const fn sockets_needed(sessions: usize) -> usize {
-    2 * sessions + 2
+/// embassy-net sockets a gateway of `sessions` sessions and `udp` UDP association slots
+/// uses: two per session, one per UDP slot, one for the refusal slot, one for DNS. Size
+/// `StackResources` at least this large.
+pub const fn sockets_needed(sessions: usize, udp: usize) -> usize {
+    2 * sessions + udp + 2
 }
 
 /// Memory of one session: client and upstream socket buffers plus handshake scratch.
@@ -67,18 +69,22 @@ struct RefusalBuffers {
     scratch: Scratch,
 }
 
-/// All memory of a gateway of `N` sessions, allocated up front (put it in a `static`).
+/// All memory of a gateway of `N` sessions, of which at most `U` can be UDP associations
+/// at a time, allocated up front (put it in a `static`). `U = 0` turns UDP ASSOCIATE off
+/// ("command not supported").
 #[derive(Debug)]
-pub struct GatewayStorage<const N: usize> {
+pub struct GatewayStorage<const N: usize, const U: usize> {
     sessions: [SessionBuffers; N],
+    udp: [RefCell<UdpBuffers>; U],
     refusal: RefusalBuffers,
 }
 
-impl<const N: usize> GatewayStorage<N> {
+impl<const N: usize, const U: usize> GatewayStorage<N, U> {
     /// Zeroed storage.
     pub const fn new() -> Self {
         Self {
             sessions: [const { SessionBuffers::new() }; N],
+            udp: [const { RefCell::new(UdpBuffers::new()) }; U],
             refusal: RefusalBuffers {
                 rx: [0; REFUSAL_BUF],
                 tx: [0; REFUSAL_BUF],
@@ -88,7 +94,7 @@ impl<const N: usize> GatewayStorage<N> {
     }
 }
 
-impl<const N: usize> Default for GatewayStorage<N> {
+impl<const N: usize, const U: usize> Default for GatewayStorage<N, U> {
     fn default() -> Self {
         Self::new()
     }
@@ -108,13 +114,13 @@ impl Occupancy {
 }
 
 /// A SOCKS gateway of `N` concurrent sessions on one embassy-net stack.
-pub struct Gateway<'s, const N: usize> {
+pub struct Gateway<'s, const N: usize, const U: usize> {
     stack: Stack<'static>,
     config: &'s GatewayConfig,
-    storage: &'s mut GatewayStorage<N>,
+    storage: &'s mut GatewayStorage<N, U>,
 }
 
-impl<const N: usize> core::fmt::Debug for Gateway<'_, N> {
+impl<const N: usize, const U: usize> core::fmt::Debug for Gateway<'_, N, U> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Gateway")
             .field("sessions", &N)
@@ -123,14 +129,14 @@ impl<const N: usize> core::fmt::Debug for Gateway<'_, N> {
     }
 }
 
-impl<'s, const N: usize> Gateway<'s, N> {
+impl<'s, const N: usize, const U: usize> Gateway<'s, N, U> {
     /// A gateway serving `config` on `stack` with the sockets in `storage`.
     ///
-    /// `stack` must have room for [`sockets_needed`]`(N)` sockets.
+    /// `stack` must have room for [`sockets_needed`]`(N, U)` sockets.
     pub fn new(
         stack: Stack<'static>,
         config: &'s GatewayConfig,
-        storage: &'s mut GatewayStorage<N>,
+        storage: &'s mut GatewayStorage<N, U>,
     ) -> Self {
         Self {
             stack,
@@ -154,7 +160,7 @@ impl<'s, const N: usize> Gateway<'s, N> {
         let sessions = storage
             .sessions
             .each_mut()
-            .map(|buffers| session_loop(stack, config, buffers, occupancy));
+            .map(|buffers| session_loop(stack, config, buffers, &storage.udp, occupancy));
         let refusal = refusal_loop::<N>(stack, config, &mut storage.refusal, occupancy);
         let (_, never) = join(join_array(sessions), refusal).await;
         never
@@ -166,6 +172,7 @@ async fn session_loop(
     stack: Stack<'static>,
     config: &GatewayConfig,
     buffers: &mut SessionBuffers,
+    udp: &[RefCell<UdpBuffers>],
     occupancy: &Occupancy,
 ) -> ! {
     // Set while this slot still counts as busy after its session ended.
@@ -201,7 +208,7 @@ async fn session_loop(
         release_pending.set(true);
         let mut upstream = TcpSocket::new(stack, upstream_rx, upstream_tx);
         let _end: SessionEnd =
-            session::serve(stack, config, &mut client, &mut upstream, scratch).await;
+            session::serve(stack, config, &mut client, &mut upstream, scratch, udp).await;
     }
 }
 

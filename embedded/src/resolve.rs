@@ -4,7 +4,7 @@ use core::net::{IpAddr, SocketAddr};
 
 use embassy_net::Stack;
 use embassy_net::dns::DnsQueryType;
-use socksgate_core::Target;
+use socksgate_core::{Addr, Domain};
 
 /// Why a destination has no address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,22 +18,31 @@ pub(crate) enum ResolveError {
 
 /// Resolves `target`: IP targets and IP literals sent as names need no query; names ask for
 /// A records first, then AAAA.
-pub(crate) async fn resolve(stack: Stack<'_>, target: &Target) -> Result<SocketAddr, ResolveError> {
+pub(crate) async fn resolve(
+    stack: Stack<'_>,
+    target: Addr<'_>,
+) -> Result<SocketAddr, ResolveError> {
     match target {
-        Target::Ip(sa) => Ok(*sa),
-        Target::Domain(name, port) => {
-            if let Some(ip) = name.as_domain().ip_literal() {
-                return Ok(SocketAddr::new(ip, *port));
-            }
-            let text = name.as_domain().as_str().ok_or(ResolveError::NotText)?;
-            for qtype in [DnsQueryType::A, DnsQueryType::Aaaa] {
-                if let Ok(addrs) = stack.dns_query(text, qtype).await
-                    && let Some(first) = addrs.first()
-                {
-                    return Ok(SocketAddr::new(IpAddr::from(*first), *port));
-                }
-            }
-            Err(ResolveError::NotFound)
+        Addr::Ip(sa) => Ok(sa),
+        Addr::Domain(name, port) => resolve_name(stack, name, port).await,
+    }
+}
+
+async fn resolve_name(
+    stack: Stack<'_>,
+    name: Domain<'_>,
+    port: u16,
+) -> Result<SocketAddr, ResolveError> {
+    if let Some(ip) = name.ip_literal() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let text = name.as_str().ok_or(ResolveError::NotText)?;
+    for qtype in [DnsQueryType::A, DnsQueryType::Aaaa] {
+        if let Ok(addrs) = stack.dns_query(text, qtype).await
+            && let Some(first) = addrs.first()
+        {
+            return Ok(SocketAddr::new(IpAddr::from(*first), port));
         }
     }
+    Err(ResolveError::NotFound)
 }

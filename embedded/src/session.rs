@@ -4,6 +4,7 @@
 //! moves bytes between sockets and the state machine and answers its events (credentials,
 //! access rules, resolution, connect).
 
+use core::cell::RefCell;
 use core::net::SocketAddr;
 
 use embassy_net::tcp::{ConnectError, TcpSocket};
@@ -16,6 +17,7 @@ use socksgate_core::wire::{Command, ReplyCode};
 use crate::config::GatewayConfig;
 use crate::relay::{self, RelayEnd};
 use crate::resolve::resolve;
+use crate::udp::{self, UdpBuffers};
 
 /// Handshake input buffer (the core buffers partial messages itself, so any size works);
 /// reused as the relay's chunk buffer once the handshake is over.
@@ -62,23 +64,60 @@ fn core_config(config: &GatewayConfig) -> Config {
     }
 }
 
-/// Serves one accepted client: handshake, relay, orderly close of both sockets.
+/// What a successful handshake ended with.
+#[derive(Debug)]
+enum Outcome {
+    /// CONNECT succeeded; the first `n` bytes of `scratch.input` are early payload.
+    Connected(usize),
+    /// UDP ASSOCIATE, not answered yet (the caller owns the UDP slots), with the client's
+    /// UDP port if the request announced one.
+    UdpAssociate(Option<u16>),
+}
+
+/// Serves one accepted client: handshake, relay (TCP, or UDP for an association),
+/// orderly close of both sockets.
 pub(crate) async fn serve(
     stack: Stack<'static>,
     config: &GatewayConfig,
     client: &mut TcpSocket<'_>,
     upstream: &mut TcpSocket<'_>,
     scratch: &mut Scratch,
+    udp_slots: &[RefCell<UdpBuffers>],
 ) -> SessionEnd {
+    let mut server = Server::new(core_config(config));
+    let mut user = None;
     let handshake = with_timeout(
         config.handshake_timeout,
-        handshake(stack, config, client, Some(&mut *upstream), scratch),
+        handshake(
+            stack,
+            config,
+            client,
+            Some(&mut *upstream),
+            scratch,
+            Answers {
+                server: &mut server,
+                user: &mut user,
+                udp: !udp_slots.is_empty(),
+            },
+        ),
     )
     .await;
     let end = match handshake {
         Err(_) => SessionEnd::HandshakeTimeout,
         Ok(Err(end)) => end,
-        Ok(Ok(early)) => {
+        Ok(Ok(Outcome::UdpAssociate(client_port))) => {
+            udp::associate(
+                stack,
+                config,
+                client,
+                &mut server,
+                client_port,
+                user.as_deref(),
+                udp_slots,
+            )
+            .await
+        }
+        Ok(Ok(Outcome::Connected(early))) => {
             // Payload the client sent right after its request goes first.
             let forwarded = match scratch.input.get(..early) {
                 Some(bytes) if !bytes.is_empty() => write_all(upstream, bytes).await,
@@ -106,9 +145,16 @@ pub(crate) async fn refuse(
     client: &mut TcpSocket<'_>,
     scratch: &mut Scratch,
 ) -> SessionEnd {
+    let mut server = Server::new(core_config(config));
+    let mut user = None;
+    let answers = Answers {
+        server: &mut server,
+        user: &mut user,
+        udp: false,
+    };
     let end = match with_timeout(
         config.handshake_timeout,
-        handshake(stack, config, client, None, scratch),
+        handshake(stack, config, client, None, scratch, answers),
     )
     .await
     {
@@ -120,20 +166,29 @@ pub(crate) async fn refuse(
     end
 }
 
-/// Runs the handshake. On success the upstream is connected and the first `n` bytes of
-/// `scratch.input` are client payload that arrived with the request. Without an upstream
-/// socket every request is refused with "general failure".
+/// The state machine and what the handshake learns, owned by the caller.
+struct Answers<'a> {
+    server: &'a mut Server,
+    /// The RFC 1929 user once authenticated: access rules may name it.
+    user: &'a mut Option<Octets>,
+    /// Hand UDP ASSOCIATE requests back to the caller (else: "command not supported").
+    udp: bool,
+}
+
+/// Runs the handshake. On success either the upstream is connected and the first `n` bytes
+/// of `scratch.input` are client payload that arrived with the request, or a UDP ASSOCIATE
+/// request awaits its answer. Without an upstream socket every request is refused with
+/// "general failure".
 async fn handshake(
     stack: Stack<'static>,
     config: &GatewayConfig,
     client: &mut TcpSocket<'_>,
     mut upstream: Option<&mut TcpSocket<'_>>,
     scratch: &mut Scratch,
-) -> Result<usize, SessionEnd> {
-    let mut server = Server::new(core_config(config));
+    answers: Answers<'_>,
+) -> Result<Outcome, SessionEnd> {
+    let Answers { server, user, udp } = answers;
     let mut len = 0;
-    // The RFC 1929 user once authenticated: access rules may name it.
-    let mut user: Option<Octets> = None;
     loop {
         // Let the core take all it can before reading more.
         loop {
@@ -141,7 +196,7 @@ async fn handshake(
             let consumed = match server.feed(input) {
                 Ok(n) => n.min(len),
                 Err(_) => {
-                    let _ = transmit(&mut server, client).await;
+                    let _ = transmit(server, client).await;
                     return Err(SessionEnd::ProtocolError);
                 }
             };
@@ -155,9 +210,17 @@ async fn handshake(
                     Event::Authenticate { username, password } => {
                         let ok = config.authenticate(&username, &password);
                         if ok {
-                            user = Some(username);
+                            *user = Some(username);
                         }
                         let _ = server.authenticate(ok);
+                    }
+                    Event::Request(request)
+                        if udp
+                            && upstream.is_some()
+                            && request.command == Command::UdpAssociate =>
+                    {
+                        let port = request.target.port();
+                        return Ok(Outcome::UdpAssociate((port != 0).then_some(port)));
                     }
                     Event::Request(request) => {
                         let result = match upstream.as_deref_mut() {
@@ -183,11 +246,11 @@ async fn handshake(
                     _ => {}
                 }
             }
-            transmit(&mut server, client)
+            transmit(server, client)
                 .await
                 .map_err(|()| SessionEnd::ClientGone)?;
             if server.is_established() {
-                return Ok(len);
+                return Ok(Outcome::Connected(len));
             }
             if server.is_closed() {
                 return Err(SessionEnd::Refused);
@@ -207,7 +270,7 @@ async fn handshake(
 }
 
 /// Sends everything the core has queued, straight from its output buffer.
-async fn transmit(server: &mut Server, client: &mut TcpSocket<'_>) -> Result<(), ()> {
+pub(crate) async fn transmit(server: &mut Server, client: &mut TcpSocket<'_>) -> Result<(), ()> {
     while !server.pending_transmit().is_empty() {
         match client.write(server.pending_transmit()).await {
             Ok(0) | Err(_) => return Err(()),
@@ -246,7 +309,7 @@ async fn connect(
     {
         return Err(ReplyCode::NotAllowed);
     }
-    let addr = resolve(stack, &request.target)
+    let addr = resolve(stack, request.target.as_addr())
         .await
         .map_err(|_| ReplyCode::HostUnreachable)?;
     if !config

@@ -28,6 +28,8 @@ use socksgate_embedded::{Gateway, GatewayConfig, GatewayStorage, User};
 const MTU: usize = 1500;
 /// Sessions of the gateway under test (small, so the pool is easy to exhaust).
 const SESSIONS: usize = 2;
+/// UDP association slots of the gateway under test.
+const UDP_SLOTS: usize = 1;
 const GATEWAY_IP: Ipv4Address = Ipv4Address::new(10, 0, 0, 1);
 const PEER_IP: Ipv4Address = Ipv4Address::new(10, 0, 0, 2);
 const GATEWAY_IP6: Ipv6Address = Ipv6Address::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
@@ -93,9 +95,9 @@ fn node(
         gateway: None,
         dns_servers: Default::default(),
     });
-    let resources = Box::leak(Box::new(
-        StackResources::<{ sockets_needed(SESSIONS) + 8 }>::new(),
-    ));
+    let resources = Box::leak(Box::new(StackResources::<
+        { sockets_needed(SESSIONS, UDP_SLOTS) + 8 },
+    >::new()));
     let (stack, runner) = embassy_net::new(device, config, resources, seed);
     (stack, runner, wire_end)
 }
@@ -148,6 +150,21 @@ async fn dns_server(stack: Stack<'static>) -> ! {
             reply.extend_from_slice(&rdata);
         }
         socket.send_to(&reply, from.endpoint).await.unwrap();
+    }
+}
+
+/// UDP echo on the peer, port 7.
+async fn udp_echo_server(stack: Stack<'static>) -> ! {
+    let mut rx_meta = [PacketMetadata::EMPTY; 4];
+    let mut tx_meta = [PacketMetadata::EMPTY; 4];
+    let mut rx = [0u8; 4096];
+    let mut tx = [0u8; 4096];
+    let mut socket = UdpSocket::new(stack, &mut rx_meta, &mut rx, &mut tx_meta, &mut tx);
+    socket.bind(ECHO_PORT).unwrap();
+    let mut buf = [0u8; 2048];
+    loop {
+        let (n, from) = socket.recv_from(&mut buf).await.unwrap();
+        socket.send_to(&buf[..n], from.endpoint).await.unwrap();
     }
 }
 
@@ -218,14 +235,14 @@ where
     let seed = u64::from(SEED.fetch_add(2, Ordering::Relaxed));
     let (gw_stack, mut gw_runner, gw_wire) = node(GATEWAY_IP, GATEWAY_IP6, Some(PEER_IP), seed);
     let (peer_stack, mut peer_runner, peer_wire) = node(PEER_IP, PEER_IP6, None, seed + 1);
-    let storage = Box::leak(Box::new(GatewayStorage::<SESSIONS>::new()));
+    let storage = Box::leak(Box::new(GatewayStorage::<SESSIONS, UDP_SLOTS>::new()));
     let gateway = Gateway::new(gw_stack, config, storage);
     let test = async {
         match select(
             select3(
                 gateway.run(),
                 echo_server::<{ SESSIONS + 2 }>(peer_stack),
-                dns_server(peer_stack),
+                select(dns_server(peer_stack), udp_echo_server(peer_stack)),
             ),
             with_timeout(Duration::from_secs(20), scenario(peer_stack)),
         )
@@ -717,5 +734,72 @@ fn ipv6_destination() {
         assert_eq!(reply[4..20], GATEWAY_IP6.octets());
         echo_roundtrip(&mut client, b"over IPv6").await;
         client.close().await;
+    });
+}
+
+#[test]
+fn udp_associate_relays_datagrams_until_the_control_connection_closes() {
+    run(&OPEN, |stack| async move {
+        let (mut rx_meta, mut tx_meta) = ([PacketMetadata::EMPTY; 4], [PacketMetadata::EMPTY; 4]);
+        let (mut rx, mut tx) = ([0u8; 4096], [0u8; 4096]);
+        let mut udp = UdpSocket::new(stack, &mut rx_meta, &mut rx, &mut tx_meta, &mut tx);
+        udp.bind(40000).unwrap();
+
+        let mut control = Client::connect(stack).await;
+        control.send(&[5, 1, 0]).await;
+        assert_eq!(control.recv(2).await, [5, 0]);
+        // UDP ASSOCIATE, announcing our UDP source 10.0.0.2:40000.
+        control.send(&[5, 3, 0, 1, 10, 0, 0, 2, 0x9c, 0x40]).await;
+        let reply = control.recv(10).await;
+        assert_eq!(
+            reply[..8],
+            [5, 0, 0, 1, 10, 0, 0, 1],
+            "relay on the gateway's address"
+        );
+        let relay = IpEndpoint::new(GATEWAY_IP.into(), u16::from_be_bytes([reply[8], reply[9]]));
+        let mut buf = [0u8; 2048];
+
+        // Standalone datagram to the echo server by address.
+        let echo_header = [0, 0, 0, 1, 10, 0, 0, 2, 0, ECHO_PORT as u8];
+        let mut datagram = echo_header.to_vec();
+        datagram.extend_from_slice(b"ping");
+        udp.send_to(&datagram, relay).await.unwrap();
+        let (n, from) = udp.recv_from(&mut buf).await.unwrap();
+        assert_eq!(from.endpoint, relay);
+        assert_eq!(
+            &buf[..n],
+            &datagram[..],
+            "reply carries the echo server as source"
+        );
+
+        // By name, through the gateway's resolver.
+        let mut datagram = vec![0, 0, 0, 3, 9];
+        datagram.extend_from_slice(b"echo.test");
+        datagram.extend_from_slice(&[0, ECHO_PORT as u8]);
+        datagram.extend_from_slice(b"named");
+        udp.send_to(&datagram, relay).await.unwrap();
+        let (n, _) = udp.recv_from(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], [&echo_header[..], b"named"].concat());
+
+        // Two fragments, reassembled by the core before sending.
+        let mut first = echo_header.to_vec();
+        first[2] = 1;
+        first.extend_from_slice(b"frag");
+        let mut last = echo_header.to_vec();
+        last[2] = 0x82;
+        last.extend_from_slice(b"mented");
+        udp.send_to(&first, relay).await.unwrap();
+        udp.send_to(&last, relay).await.unwrap();
+        let (n, _) = udp.recv_from(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], [&echo_header[..], b"fragmented"].concat());
+
+        // Closing the control connection ends the association.
+        control.close().await;
+        Timer::after_millis(50).await;
+        let mut datagram = echo_header.to_vec();
+        datagram.extend_from_slice(b"too late");
+        udp.send_to(&datagram, relay).await.unwrap();
+        let late = with_timeout(Duration::from_millis(300), udp.recv_from(&mut buf)).await;
+        assert!(late.is_err(), "no relay after the association ended");
     });
 }

@@ -8,8 +8,10 @@ use socksgate_embedded::{GatewayConfig, User};
 
 /// Concurrent SOCKS sessions (≈ 17.5 KiB of RAM each, see the README).
 pub(crate) const SESSIONS: usize = 8;
+/// Sessions that can be UDP associations at the same time (≈ 14.6 KiB each).
+pub(crate) const UDP_SLOTS: usize = 2;
 /// Sockets: the gateway's, plus DHCP, plus one spare.
-pub(crate) const SOCKETS: usize = socksgate_embedded::pool::sockets_needed(SESSIONS) + 2;
+pub(crate) const SOCKETS: usize = socksgate_embedded::pool::sockets_needed(SESSIONS, UDP_SLOTS) + 2;
 
 /// Station address. Locally administered; give each board its own.
 pub(crate) const MAC: [u8; 6] = [0x02, 0x00, 0x50, 0x53, 0x4B, 0x43];

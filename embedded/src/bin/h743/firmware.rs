@@ -9,7 +9,7 @@ use embassy_stm32::rng::{self, Rng};
 use socksgate_embedded::{Gateway, GatewayStorage};
 use static_cell::StaticCell;
 
-use crate::config::{GATEWAY, MAC, SESSIONS, SOCKETS, static_address};
+use crate::config::{GATEWAY, MAC, SESSIONS, SOCKETS, UDP_SLOTS, static_address};
 
 bind_interrupts!(struct Irqs {
     ETH => eth::InterruptHandler;
@@ -32,7 +32,10 @@ async fn net_task(mut runner: Runner<'static, Device>) -> ! {
 }
 
 #[embassy_executor::task]
-async fn gateway_task(stack: Stack<'static>, storage: &'static mut GatewayStorage<SESSIONS>) -> ! {
+async fn gateway_task(
+    stack: Stack<'static>,
+    storage: &'static mut GatewayStorage<SESSIONS, UDP_SLOTS>,
+) -> ! {
     stack.wait_config_up().await;
     Gateway::new(stack, &GATEWAY, storage).run().await
 }
@@ -92,7 +95,7 @@ async fn main(spawner: Spawner) {
         None => embassy_net::Config::dhcpv4(Default::default()),
     };
     static RESOURCES: StaticCell<StackResources<SOCKETS>> = StaticCell::new();
-    static STORAGE: StaticCell<GatewayStorage<SESSIONS>> = StaticCell::new();
+    static STORAGE: StaticCell<GatewayStorage<SESSIONS, UDP_SLOTS>> = StaticCell::new();
     let (stack, runner) = embassy_net::new(
         device,
         net_config,

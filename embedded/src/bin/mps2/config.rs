@@ -5,8 +5,10 @@ use socksgate_embedded::GatewayConfig;
 
 /// Concurrent SOCKS sessions.
 pub(crate) const SESSIONS: usize = 4;
+/// Sessions that can be UDP associations at the same time (≈ 14.6 KiB each).
+pub(crate) const UDP_SLOTS: usize = 1;
 /// Sockets: the gateway's plus one spare.
-pub(crate) const SOCKETS: usize = socksgate_embedded::pool::sockets_needed(SESSIONS) + 1;
+pub(crate) const SOCKETS: usize = socksgate_embedded::pool::sockets_needed(SESSIONS, UDP_SLOTS) + 1;
 
 /// No users: SOCKS5 without authentication, SOCKS4/4a allowed (a lab image behind QEMU's
 /// loopback-only port forward). See the README for a credential table.
