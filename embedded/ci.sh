@@ -7,6 +7,7 @@
 #
 #   ./ci.sh            everything
 #   ./ci.sh qemu       only the QEMU test (after a firmware build)
+#   ./ci.sh bench      QEMU throughput: 1 × 10 MiB, then 4 × 10 MiB in parallel
 set -euo pipefail
 cd "$(dirname "$0")"
 export CARGO_TERM_COLOR=never
@@ -29,6 +30,7 @@ check() {
 }
 
 work=""
+socks_port=""
 pids=()
 cleanup() {
     local p
@@ -43,16 +45,18 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-qemu_e2e() {
-    step "QEMU mps2-an386 end-to-end"
-    local origin_port socks_port
+# Boots the firmware behind QEMU user-mode networking restricted to loopback forwards:
+# a local HTTP origin serves $work (reached by the guest as 10.0.2.100:80 through one socat
+# per connection), the SOCKS port is forwarded to 127.0.0.1:$socks_port.
+qemu_start() {
     work=$(mktemp -d)
     pids=()
-    # Kill only what this function started (by pid), then remove its files.
     trap cleanup EXIT
-    head -c 1048576 /dev/urandom >"$work/blob"
+    local origin_port
     origin_port=$(free_port)
     socks_port=$(free_port)
+    head -c 1048576 /dev/urandom >"$work/blob"
+    head -c 10485760 /dev/urandom >"$work/blob10"
     python3 -m http.server --bind 127.0.0.1 --directory "$work" "$origin_port" \
         >"$work/origin.log" 2>&1 &
     pids+=($!)
@@ -65,7 +69,7 @@ qemu_e2e() {
     done
     # guestfwd: one socat per upstream connection; socat passes the origin's FIN on
     # (netcat-openbsd would keep the guest connection open after the origin closed).
-    timeout 120 qemu-system-arm -M mps2-an386 -cpu cortex-m4 -nographic \
+    timeout 300 qemu-system-arm -M mps2-an386 -cpu cortex-m4 -nographic \
         -semihosting-config enable=on,target=native \
         -netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$socks_port-10.0.2.15:1080,guestfwd=tcp:10.0.2.100:80-cmd:socat - TCP:127.0.0.1:$origin_port" \
         -net nic,model=lan9118,netdev=n0 -kernel "$FW_DIR/socksgate-mps2" \
@@ -77,25 +81,50 @@ qemu_e2e() {
     done
     grep -q "gateway up" "$work/qemu.log" || { cat "$work/qemu.log"; echo "firmware did not come up" >&2; return 1; }
     cat "$work/qemu.log"
+}
 
-    local round i curls
+# $1 parallel downloads of file $2 through the gateway, each compared byte for byte.
+parallel_downloads() {
+    local n=$1 file=$2 i curls=()
+    for i in $(seq "$n"); do
+        curl -sS --fail --max-time 60 --socks5 "127.0.0.1:$socks_port" -o "$work/out.$i" \
+            -w "  session $i: %{size_download} bytes in %{time_total} s (%{speed_download} B/s)\n" \
+            "http://10.0.2.100/$file" &
+        curls+=($!)
+    done
+    for i in "${!curls[@]}"; do wait "${curls[$i]}"; done
+    for i in $(seq "$n"); do cmp "$work/$file" "$work/out.$i"; done
+}
+
+qemu_e2e() {
+    step "QEMU mps2-an386 end-to-end"
+    qemu_start
+    local round
     for round in 1 2 3; do
-        curls=()
-        for i in 1 2 3 4; do
-            curl -sS --fail --max-time 30 --socks5 "127.0.0.1:$socks_port" \
-                -o "$work/out$round.$i" -w "session $i: %{size_download} bytes in %{time_total} s\n" \
-                http://10.0.2.100/blob &
-            curls+=($!)
-        done
-        for i in "${!curls[@]}"; do wait "${curls[$i]}"; done
-        for i in 1 2 3 4; do cmp "$work/blob" "$work/out$round.$i"; done
+        parallel_downloads 4 blob
         echo "round $round: 4 parallel sessions, 1 MiB each, identical"
     done
+    cleanup
+}
+
+# Throughput figures for the README (not part of `all`).
+qemu_bench() {
+    step "QEMU mps2-an386 throughput"
+    qemu_start
+    local t0 t1
+    echo "1 session, 10 MiB:"
+    parallel_downloads 1 blob10
+    echo "4 sessions, 10 MiB each:"
+    t0=$(date +%s.%N)
+    parallel_downloads 4 blob10
+    t1=$(date +%s.%N)
+    python3 -c "print(f'  aggregate: {4 * 10485760 / ($t1 - $t0) / 1e6:.2f} MB/s over {$t1 - $t0:.2f} s')"
     cleanup
 }
 
 case "${1:-all}" in
     all) check; qemu_e2e ;;
     qemu) qemu_e2e ;;
-    *) echo "usage: $0 [all|qemu]" >&2; exit 2 ;;
+    bench) qemu_bench ;;
+    *) echo "usage: $0 [all|qemu|bench]" >&2; exit 2 ;;
 esac
