@@ -23,6 +23,8 @@ check() {
     cargo clippy -p socksgate-embedded --target "$TARGET" --bins --release --locked -- -D warnings
     step "host tests"
     cargo test -p socksgate-embedded --locked
+    step "library with defmt (thumbv7em)"
+    cargo build -p socksgate-embedded --features defmt --target "$TARGET" --lib --release --locked
     step "firmware builds"
     for bin in socksgate-mps2 socksgate-h743; do
         cargo build --release --target "$TARGET" --bin "$bin" --locked
