@@ -28,7 +28,9 @@ pub struct GatewayConfig {
     /// Accept SOCKS4 and SOCKS4a requests (they cannot authenticate with a password: only
     /// allowed when `users` is empty).
     pub socks4: bool,
-    /// Whole handshake (greeting to reply) must finish within this time.
+    /// The client must send its whole handshake (greeting to request) within this time.
+    /// Resolution and the upstream connect are bounded separately (smoltcp's DNS timeout,
+    /// `connect_timeout`), so a request being worked on always gets its reply.
     pub handshake_timeout: Duration,
     /// Upstream TCP connect (after resolution) must finish within this time.
     pub connect_timeout: Duration,

@@ -9,7 +9,7 @@ use core::net::SocketAddr;
 
 use embassy_net::tcp::{ConnectError, TcpSocket};
 use embassy_net::{IpEndpoint, Stack};
-use embassy_time::with_timeout;
+use embassy_time::{Instant, with_deadline, with_timeout};
 use socksgate_core::rules::{Query, Verdict};
 use socksgate_core::server::{Config, Event, Octets, Request, Server};
 use socksgate_core::wire::{Command, ReplyCode};
@@ -86,26 +86,23 @@ pub(crate) async fn serve(
 ) -> SessionEnd {
     let mut server = Server::new(core_config(config));
     let mut user = None;
-    let handshake = with_timeout(
-        config.handshake_timeout,
-        handshake(
-            stack,
-            config,
-            client,
-            Some(&mut *upstream),
-            scratch,
-            Answers {
-                server: &mut server,
-                user: &mut user,
-                udp: !udp_slots.is_empty(),
-            },
-        ),
+    let answers = Answers {
+        server: &mut server,
+        user: &mut user,
+        udp: !udp_slots.is_empty(),
+    };
+    let handshake = handshake(
+        stack,
+        config,
+        client,
+        Some(&mut *upstream),
+        scratch,
+        answers,
     )
     .await;
     let end = match handshake {
-        Err(_) => SessionEnd::HandshakeTimeout,
-        Ok(Err(end)) => end,
-        Ok(Ok(Outcome::UdpAssociate(client_port))) => {
+        Err(end) => end,
+        Ok(Outcome::UdpAssociate(client_port)) => {
             udp::associate(
                 stack,
                 config,
@@ -117,7 +114,7 @@ pub(crate) async fn serve(
             )
             .await
         }
-        Ok(Ok(Outcome::Connected(early))) => {
+        Ok(Outcome::Connected(early)) => {
             // Payload the client sent right after its request goes first.
             let forwarded = match scratch.input.get(..early) {
                 Some(bytes) if !bytes.is_empty() => write_all(upstream, bytes).await,
@@ -152,15 +149,9 @@ pub(crate) async fn refuse(
         user: &mut user,
         udp: false,
     };
-    let end = match with_timeout(
-        config.handshake_timeout,
-        handshake(stack, config, client, None, scratch, answers),
-    )
-    .await
-    {
-        Err(_) => SessionEnd::HandshakeTimeout,
-        Ok(Err(end)) => end,
-        Ok(Ok(_)) => SessionEnd::ProtocolError, // unreachable: every request is refused
+    let end = match handshake(stack, config, client, None, scratch, answers).await {
+        Err(end) => end,
+        Ok(_) => SessionEnd::ProtocolError, // unreachable: every request is refused
     };
     relay::close(client, config.close_timeout).await;
     end
@@ -175,7 +166,8 @@ struct Answers<'a> {
     udp: bool,
 }
 
-/// Runs the handshake. On success either the upstream is connected and the first `n` bytes
+/// Runs the handshake; reading the client's messages is bounded by
+/// `config.handshake_timeout`. On success either the upstream is connected and the first `n` bytes
 /// of `scratch.input` are client payload that arrived with the request, or a UDP ASSOCIATE
 /// request awaits its answer. Without an upstream socket every request is refused with
 /// "general failure".
@@ -188,6 +180,9 @@ async fn handshake(
     answers: Answers<'_>,
 ) -> Result<Outcome, SessionEnd> {
     let Answers { server, user, udp } = answers;
+    // The client must complete its messages in time; resolution and the upstream connect
+    // have their own bounds, so a request being worked on always gets its reply.
+    let deadline = Instant::now() + config.handshake_timeout;
     let mut len = 0;
     loop {
         // Let the core take all it can before reading more.
@@ -262,9 +257,10 @@ async fn handshake(
         let Some(free) = scratch.input.get_mut(len..).filter(|free| !free.is_empty()) else {
             return Err(SessionEnd::ProtocolError); // the core never needs this much
         };
-        match client.read(free).await {
-            Ok(0) | Err(_) => return Err(SessionEnd::ClientGone),
-            Ok(n) => len += n,
+        match with_deadline(deadline, client.read(free)).await {
+            Err(_) => return Err(SessionEnd::HandshakeTimeout),
+            Ok(Ok(0) | Err(_)) => return Err(SessionEnd::ClientGone),
+            Ok(Ok(n)) => len += n,
         }
     }
 }
