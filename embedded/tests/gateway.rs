@@ -803,3 +803,48 @@ fn udp_associate_relays_datagrams_until_the_control_connection_closes() {
         assert!(late.is_err(), "no relay after the association ended");
     });
 }
+
+#[test]
+fn idle_relay_is_closed_in_order() {
+    let config: &'static GatewayConfig = Box::leak(Box::new(GatewayConfig {
+        idle_timeout: Duration::from_millis(300),
+        handshake_timeout: HANDSHAKE_TIMEOUT,
+        close_timeout: Duration::from_secs(1),
+        ..GatewayConfig::new(SOCKS_PORT, &[])
+    }));
+    run(config, |stack| async move {
+        let (mut client, reply) = socks5_noauth_request(stack, &CONNECT_ECHO_V4).await;
+        assert_success_v4(&reply);
+        echo_roundtrip(&mut client, b"then silence").await;
+        let started = embassy_time::Instant::now();
+        client.expect_eof().await;
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(250),
+            "closed after {waited:?}"
+        );
+        client.close().await;
+    });
+}
+
+#[test]
+fn socks4_client_is_refused_in_its_own_version_when_the_pool_is_full() {
+    run(&OPEN, |stack| async move {
+        let mut busy = Vec::new();
+        for _ in 0..SESSIONS {
+            let (client, reply) = socks5_noauth_request(stack, &CONNECT_ECHO_V4).await;
+            assert_success_v4(&reply);
+            busy.push(client);
+        }
+        let mut extra = Client::connect(stack).await;
+        extra
+            .send(&[4, 1, 0, ECHO_PORT as u8, 10, 0, 0, 2, 0])
+            .await;
+        assert_eq!(extra.recv(8).await[..2], [0, 91], "SOCKS4 rejected");
+        extra.expect_eof().await;
+        extra.close().await;
+        for client in busy {
+            client.close().await;
+        }
+    });
+}
