@@ -20,7 +20,8 @@ use crate::config::GatewayConfig;
 use crate::session::{self, Scratch, SessionEnd};
 use crate::udp::UdpBuffers;
 
-/// Size of each TCP socket buffer (receive window and send queue) of a session.
+/// Default size of each TCP socket buffer of a session (receive window and send queue):
+/// 4 KiB suits a LAN; a WAN path wants 8–16 KiB (throughput ≲ window / RTT).
 pub const SOCKET_BUF: usize = 4096;
 /// Socket buffers of the refusal slot: a handshake and a reply fit.
 pub const REFUSAL_BUF: usize = 1024;
@@ -34,28 +35,28 @@ pub const fn sockets_needed(sessions: usize, udp: usize) -> usize {
 
 /// Memory of one session: client and upstream socket buffers plus handshake scratch.
 #[derive(Debug)]
-pub struct SessionBuffers {
-    client_rx: [u8; SOCKET_BUF],
-    client_tx: [u8; SOCKET_BUF],
-    upstream_rx: [u8; SOCKET_BUF],
-    upstream_tx: [u8; SOCKET_BUF],
+pub struct SessionBuffers<const B: usize = SOCKET_BUF> {
+    client_rx: [u8; B],
+    client_tx: [u8; B],
+    upstream_rx: [u8; B],
+    upstream_tx: [u8; B],
     scratch: Scratch,
 }
 
-impl SessionBuffers {
+impl<const B: usize> SessionBuffers<B> {
     /// Zeroed buffers (`const`, so they can live in a `static`).
     pub const fn new() -> Self {
         Self {
-            client_rx: [0; SOCKET_BUF],
-            client_tx: [0; SOCKET_BUF],
-            upstream_rx: [0; SOCKET_BUF],
-            upstream_tx: [0; SOCKET_BUF],
+            client_rx: [0; B],
+            client_tx: [0; B],
+            upstream_rx: [0; B],
+            upstream_tx: [0; B],
             scratch: Scratch::new(),
         }
     }
 }
 
-impl Default for SessionBuffers {
+impl<const B: usize> Default for SessionBuffers<B> {
     fn default() -> Self {
         Self::new()
     }
@@ -70,16 +71,16 @@ struct RefusalBuffers {
 }
 
 /// All memory of a gateway of `N` sessions, of which at most `U` can be UDP associations
-/// at a time, allocated up front (put it in a `static`). `U = 0` turns UDP ASSOCIATE off
+/// at a time, with `B`-byte TCP socket buffers, allocated up front (put it in a `static`). `U = 0` turns UDP ASSOCIATE off
 /// ("command not supported").
 #[derive(Debug)]
-pub struct GatewayStorage<const N: usize, const U: usize> {
-    sessions: [SessionBuffers; N],
+pub struct GatewayStorage<const N: usize, const U: usize, const B: usize = SOCKET_BUF> {
+    sessions: [SessionBuffers<B>; N],
     udp: [RefCell<UdpBuffers>; U],
     refusal: RefusalBuffers,
 }
 
-impl<const N: usize, const U: usize> GatewayStorage<N, U> {
+impl<const N: usize, const U: usize, const B: usize> GatewayStorage<N, U, B> {
     /// Zeroed storage.
     pub const fn new() -> Self {
         Self {
@@ -94,7 +95,7 @@ impl<const N: usize, const U: usize> GatewayStorage<N, U> {
     }
 }
 
-impl<const N: usize, const U: usize> Default for GatewayStorage<N, U> {
+impl<const N: usize, const U: usize, const B: usize> Default for GatewayStorage<N, U, B> {
     fn default() -> Self {
         Self::new()
     }
@@ -114,13 +115,13 @@ impl Occupancy {
 }
 
 /// A SOCKS gateway of `N` concurrent sessions on one embassy-net stack.
-pub struct Gateway<'s, const N: usize, const U: usize> {
+pub struct Gateway<'s, const N: usize, const U: usize, const B: usize = SOCKET_BUF> {
     stack: Stack<'static>,
     config: &'s GatewayConfig,
-    storage: &'s mut GatewayStorage<N, U>,
+    storage: &'s mut GatewayStorage<N, U, B>,
 }
 
-impl<const N: usize, const U: usize> core::fmt::Debug for Gateway<'_, N, U> {
+impl<const N: usize, const U: usize, const B: usize> core::fmt::Debug for Gateway<'_, N, U, B> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Gateway")
             .field("sessions", &N)
@@ -129,14 +130,14 @@ impl<const N: usize, const U: usize> core::fmt::Debug for Gateway<'_, N, U> {
     }
 }
 
-impl<'s, const N: usize, const U: usize> Gateway<'s, N, U> {
+impl<'s, const N: usize, const U: usize, const B: usize> Gateway<'s, N, U, B> {
     /// A gateway serving `config` on `stack` with the sockets in `storage`.
     ///
     /// `stack` must have room for [`sockets_needed`]`(N, U)` sockets.
     pub fn new(
         stack: Stack<'static>,
         config: &'s GatewayConfig,
-        storage: &'s mut GatewayStorage<N, U>,
+        storage: &'s mut GatewayStorage<N, U, B>,
     ) -> Self {
         Self {
             stack,
@@ -168,10 +169,10 @@ impl<'s, const N: usize, const U: usize> Gateway<'s, N, U> {
 }
 
 /// One session slot: listen, serve, close, repeat.
-async fn session_loop(
+async fn session_loop<const B: usize>(
     stack: Stack<'static>,
     config: &GatewayConfig,
-    buffers: &mut SessionBuffers,
+    buffers: &mut SessionBuffers<B>,
     udp: &[RefCell<UdpBuffers>],
     occupancy: &Occupancy,
 ) -> ! {
