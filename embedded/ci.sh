@@ -106,6 +106,16 @@ qemu_e2e() {
         parallel_downloads 4 blob
         echo "round $round: 4 parallel sessions, 1 MiB each, identical"
     done
+    # Every session must have ended with FIN both ways (the firmware reports each one).
+    local finished=0
+    for _ in $(seq 100); do
+        finished=$(grep -c "session: Relayed(Finished)" "$work/qemu.log" || true)
+        [ "$finished" -ge 12 ] && break
+        sleep 0.1
+    done
+    sed -n 's/^session: /  firmware: session /p' "$work/qemu.log" | sort | uniq -c
+    [ "$finished" -ge 12 ] || { echo "only $finished of 12 sessions closed in order" >&2; return 1; }
+    echo "12 of 12 sessions closed in order (FIN both ways)"
     cleanup
 }
 

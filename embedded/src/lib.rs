@@ -28,3 +28,5 @@ mod udp;
 
 pub use config::{GatewayConfig, User};
 pub use pool::{Gateway, GatewayStorage, SessionBuffers};
+pub use relay::RelayEnd;
+pub use session::SessionEnd;

@@ -119,6 +119,7 @@ pub struct Gateway<'s, const N: usize, const U: usize, const B: usize = SOCKET_B
     stack: Stack<'static>,
     config: &'s GatewayConfig,
     storage: &'s mut GatewayStorage<N, U, B>,
+    report: fn(SessionEnd),
 }
 
 impl<const N: usize, const U: usize, const B: usize> core::fmt::Debug for Gateway<'_, N, U, B> {
@@ -143,7 +144,17 @@ impl<'s, const N: usize, const U: usize, const B: usize> Gateway<'s, N, U, B> {
             stack,
             config,
             storage,
+            report: |_| {},
         }
+    }
+
+    /// Calls `report` with the outcome of every session (including clients the refusal
+    /// slot answered), after both its sockets are closed: for logs and counters. It runs in
+    /// the gateway's task, so it must be quick.
+    #[must_use]
+    pub fn with_report(mut self, report: fn(SessionEnd)) -> Self {
+        self.report = report;
+        self
     }
 
     /// Serves forever: `N` sessions plus the refusal slot, all in the calling task.
@@ -152,6 +163,7 @@ impl<'s, const N: usize, const U: usize, const B: usize> Gateway<'s, N, U, B> {
             stack,
             config,
             storage,
+            report,
         } = self;
         let occupancy = Occupancy {
             busy: Cell::new(0),
@@ -161,8 +173,8 @@ impl<'s, const N: usize, const U: usize, const B: usize> Gateway<'s, N, U, B> {
         let sessions = storage
             .sessions
             .each_mut()
-            .map(|buffers| session_loop(stack, config, buffers, &storage.udp, occupancy));
-        let refusal = refusal_loop::<N>(stack, config, &mut storage.refusal, occupancy);
+            .map(|buffers| session_loop(stack, config, buffers, &storage.udp, occupancy, report));
+        let refusal = refusal_loop::<N>(stack, config, &mut storage.refusal, occupancy, report);
         let (_, never) = join(join_array(sessions), refusal).await;
         never
     }
@@ -175,6 +187,7 @@ async fn session_loop<const B: usize>(
     buffers: &mut SessionBuffers<B>,
     udp: &[RefCell<UdpBuffers>],
     occupancy: &Occupancy,
+    report: fn(SessionEnd),
 ) -> ! {
     // Set while this slot still counts as busy after its session ended.
     let release_pending = Cell::new(false);
@@ -208,8 +221,8 @@ async fn session_loop<const B: usize>(
         occupancy.update(1);
         release_pending.set(true);
         let mut upstream = TcpSocket::new(stack, upstream_rx, upstream_tx);
-        let _end: SessionEnd =
-            session::serve(stack, config, &mut client, &mut upstream, scratch, udp).await;
+        let end = session::serve(stack, config, &mut client, &mut upstream, scratch, udp).await;
+        report(end);
     }
 }
 
@@ -219,6 +232,7 @@ async fn refusal_loop<const N: usize>(
     config: &GatewayConfig,
     buffers: &mut RefusalBuffers,
     occupancy: &Occupancy,
+    report: fn(SessionEnd),
 ) -> ! {
     loop {
         while occupancy.busy.get() < N {
@@ -233,7 +247,7 @@ async fn refusal_loop<const N: usize>(
         };
         match select(client.accept(config.port), slot_freed).await {
             Either::First(Ok(())) => {
-                let _end: SessionEnd = session::refuse(stack, config, &mut client, scratch).await;
+                report(session::refuse(stack, config, &mut client, scratch).await);
             }
             // Still listening (or never connected): closing sends nothing.
             Either::First(Err(_)) | Either::Second(()) => client.abort(),

@@ -19,7 +19,7 @@ pub(crate) const RELAY_CHUNK: usize = 1024;
 /// How a relay ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub(crate) enum RelayEnd {
+pub enum RelayEnd {
     /// Both sides sent FIN; every byte was passed on.
     Finished,
     /// No byte moved for the idle timeout.

@@ -41,7 +41,7 @@ impl Scratch {
 /// How a session ended (kept for logs and tests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub(crate) enum SessionEnd {
+pub enum SessionEnd {
     /// The client left (or failed) before the handshake finished.
     ClientGone,
     /// The handshake did not finish within the configured time.
@@ -50,6 +50,8 @@ pub(crate) enum SessionEnd {
     ProtocolError,
     /// The request was refused (auth, rules, resolution, connect); the reply was sent.
     Refused,
+    /// Every session was busy: the refusal slot answered "general failure".
+    PoolFull,
     /// Relayed, then ended this way.
     Relayed(RelayEnd),
 }
@@ -150,6 +152,7 @@ pub(crate) async fn refuse(
         udp: false,
     };
     let end = match handshake(stack, config, client, None, scratch, answers).await {
+        Err(SessionEnd::Refused) => SessionEnd::PoolFull,
         Err(end) => end,
         Ok(_) => SessionEnd::ProtocolError, // unreachable: every request is refused
     };

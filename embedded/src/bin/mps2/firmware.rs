@@ -35,7 +35,10 @@ async fn gateway_task(
         GATEWAY.port,
         SESSIONS
     );
-    Gateway::new(stack, &GATEWAY, storage).run().await
+    Gateway::new(stack, &GATEWAY, storage)
+        .with_report(|end| hprintln!("session: {:?}", end))
+        .run()
+        .await
 }
 
 #[embassy_executor::main]
