@@ -56,7 +56,6 @@ qemu_start() {
     trap cleanup EXIT
     local origin_port
     origin_port=$(free_port)
-    socks_port=$(free_port)
     head -c 1048576 /dev/urandom >"$work/blob"
     head -c 10485760 /dev/urandom >"$work/blob10"
     python3 -m http.server --bind 127.0.0.1 --directory "$work" "$origin_port" \
@@ -71,17 +70,28 @@ qemu_start() {
     done
     # guestfwd: one socat per upstream connection; socat passes the origin's FIN on
     # (netcat-openbsd would keep the guest connection open after the origin closed).
-    timeout 300 qemu-system-arm -M mps2-an386 -cpu cortex-m4 -nographic \
-        -semihosting-config enable=on,target=native \
-        -netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$socks_port-10.0.2.15:1080,guestfwd=tcp:10.0.2.100:80-cmd:socat - TCP:127.0.0.1:$origin_port" \
-        -net nic,model=lan9118,netdev=n0 -kernel "$FW_DIR/socksgate-mps2" \
-        >"$work/qemu.log" 2>&1 &
-    pids+=($!)
-    for _ in $(seq 100); do
+    # The forward port is picked free but may be taken meanwhile on a shared machine: retry.
+    local attempt qemu_pid
+    for attempt in 1 2 3; do
+        socks_port=$(free_port)
+        timeout 300 qemu-system-arm -M mps2-an386 -cpu cortex-m4 -nographic \
+            -semihosting-config enable=on,target=native \
+            -netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$socks_port-10.0.2.15:1080,guestfwd=tcp:10.0.2.100:80-cmd:socat - TCP:127.0.0.1:$origin_port" \
+            -net nic,model=lan9118,netdev=n0 -kernel "$FW_DIR/socksgate-mps2" \
+            >"$work/qemu.log" 2>&1 &
+        qemu_pid=$!
+        pids+=("$qemu_pid")
+        for _ in $(seq 100); do
+            grep -q "gateway up" "$work/qemu.log" && break
+            kill -0 "$qemu_pid" 2>/dev/null || break
+            sleep 0.1
+        done
         grep -q "gateway up" "$work/qemu.log" && break
-        sleep 0.1
+        cat "$work/qemu.log"
+        kill "$qemu_pid" 2>/dev/null || true
+        echo "QEMU start attempt $attempt failed" >&2
     done
-    grep -q "gateway up" "$work/qemu.log" || { cat "$work/qemu.log"; echo "firmware did not come up" >&2; return 1; }
+    grep -q "gateway up" "$work/qemu.log" || { echo "firmware did not come up" >&2; return 1; }
     cat "$work/qemu.log"
 }
 
