@@ -68,3 +68,38 @@ impl GatewayConfig {
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static USERS: [User; 2] = [
+        User {
+            name: "alice",
+            password: "secret",
+        },
+        User {
+            name: "bob",
+            password: "",
+        },
+    ];
+
+    #[test]
+    fn authenticate_matches_name_and_password_exactly() {
+        let config = GatewayConfig::new(1080, &USERS);
+        assert!(config.authenticate(b"alice", b"secret"));
+        assert!(config.authenticate(b"bob", b""));
+        assert!(!config.authenticate(b"alice", b"secret2"));
+        assert!(!config.authenticate(b"alice", b"secre"));
+        assert!(!config.authenticate(b"Alice", b"secret"));
+        assert!(!config.authenticate(b"bob", b"secret"));
+        assert!(!config.authenticate(b"", b""));
+    }
+
+    #[test]
+    fn defaults_follow_the_user_table() {
+        assert!(GatewayConfig::new(1080, &[]).socks4);
+        assert!(!GatewayConfig::new(1080, &USERS).socks4);
+        assert!(GatewayConfig::new(1080, &[]).rules.rules.is_empty());
+    }
+}

@@ -15,7 +15,7 @@
 //! All protocol bytes go through `socksgate-core`; this crate owns sockets, DNS, timeouts
 //! and the relay. The same code runs in firmware and in the host tests (which join two
 //! embassy-net stacks by an in-memory wire).
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
