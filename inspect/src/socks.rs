@@ -1,0 +1,470 @@
+//! The only place the inspector touches SOCKS bytes: every message is parsed by
+//! `socksgate-core`'s wire parsers, then described as a [`Parsed`] (what it means) with
+//! [`Field`]s (where each part sits inside the message, for the hex view).
+//!
+//! Field positions are laid out from the decoded value (lengths of names, address types), never
+//! by reading the bytes again.
+
+use core::net::{SocketAddr, SocketAddrV4};
+
+use socksgate_core::addr::Addr;
+// TEMPORARY: `crate::wire_shim` until main has `socksgate_core::wire::{method, …}`.
+use crate::wire_shim::gssapi::GssapiMessage;
+use crate::wire_shim::method::{MethodReply, MethodRequest};
+use crate::wire_shim::socks4::{Socks4Dst, Socks4Reply, Socks4Request};
+use crate::wire_shim::socks5::{Reply, Request};
+use crate::wire_shim::udp::UdpHeader;
+use crate::wire_shim::userpass::{UserPassReply, UserPassRequest};
+use socksgate_core::wire::{Command, Status, WireError};
+
+use crate::report::Field;
+
+/// Outcome of trying to parse one message at the start of a buffer.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// A message of `len` bytes.
+    Done(Parsed, usize),
+    /// A valid prefix; wait for more bytes.
+    Partial,
+    /// Not this message.
+    Bad(WireError),
+}
+
+/// A decoded message.
+#[derive(Debug)]
+pub(crate) struct Parsed {
+    /// Machine name, e.g. `"method_request"`.
+    pub(crate) kind: &'static str,
+    /// One-line description.
+    pub(crate) summary: String,
+    /// Parts with their byte ranges inside the message.
+    pub(crate) fields: Vec<Field>,
+    /// Byte ranges (within the message) to hide unless secrets are shown.
+    pub(crate) secret: Option<(usize, usize)>,
+    /// What the session table needs.
+    pub(crate) info: Info,
+}
+
+/// The facts a message contributes to the session.
+#[derive(Debug)]
+pub(crate) enum Info {
+    Greeting {
+        methods: Vec<u8>,
+    },
+    MethodChoice {
+        method: u8,
+    },
+    UserPass {
+        username: String,
+        password: String,
+    },
+    AuthStatus {
+        status: u8,
+    },
+    Gssapi {
+        mtyp: u8,
+    },
+    Socks4Request {
+        command: u8,
+        host: String,
+        port: u16,
+        socks4a: bool,
+        user_id: String,
+    },
+    Socks4Reply {
+        code: u8,
+        addr: SocketAddrV4,
+    },
+    Request {
+        command: u8,
+        host: String,
+        port: u16,
+    },
+    Reply {
+        code: u8,
+        bound: String,
+        bound_addr: Option<SocketAddr>,
+    },
+    /// A UDP datagram header (described by [`udp_header`]).
+    Datagram,
+}
+
+fn field(name: &'static str, value: impl Into<String>, offset: usize, len: usize) -> Field {
+    Field {
+        name,
+        value: value.into(),
+        offset,
+        len,
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn step<T>(
+    r: Result<Status<(T, usize)>, WireError>,
+    describe: impl FnOnce(T, usize) -> Parsed,
+) -> Step {
+    match r {
+        Ok(Status::Complete((msg, len))) => Step::Done(describe(msg, len), len),
+        Ok(Status::Partial) => Step::Partial,
+        Err(e) => Step::Bad(e),
+    }
+}
+
+/// A command's report name: `"connect"`, `"bind"`, `"udp_associate"` or `"unknown:0xNN"`.
+pub(crate) fn command_name(code: u8) -> String {
+    match Command::from(code) {
+        Command::Connect => "connect".into(),
+        Command::Bind => "bind".into(),
+        Command::UdpAssociate => "udp_associate".into(),
+        Command::Unknown(n) => format!("unknown:{n:#04x}"),
+    }
+}
+
+fn method_name(m: u8) -> &'static str {
+    match m {
+        0 => "no authentication",
+        1 => "GSS-API",
+        2 => "username/password",
+        3 => "CHAP",
+        0xff => "no acceptable method",
+        0x80..=0xfe => "private",
+        _ => "IANA assigned",
+    }
+}
+
+/// SOCKS5 address fields (ATYP at `at`), as laid out by RFC 1928 §5. Returns the fields,
+/// the host text and the port.
+fn addr_fields(prefix: &'static str, addr: &Addr<'_>, at: usize) -> (Vec<Field>, String, u16) {
+    let names = match prefix {
+        "dst" => ["ATYP", "DST.ADDR", "DST.PORT"],
+        "bnd" => ["ATYP", "BND.ADDR", "BND.PORT"],
+        _ => ["ATYP", "ADDR", "PORT"],
+    };
+    let (atyp, host, host_len, port) = match addr {
+        Addr::Ip(SocketAddr::V4(sa)) => ("1 (IPv4)", sa.ip().to_string(), 4, sa.port()),
+        Addr::Ip(SocketAddr::V6(sa)) => ("4 (IPv6)", sa.ip().to_string(), 16, sa.port()),
+        Addr::Domain(name, port) => (
+            "3 (domain name)",
+            name.to_string(),
+            1 + name.as_bytes().len(),
+            *port,
+        ),
+    };
+    let fields = vec![
+        field(names[0], atyp, at, 1),
+        field(names[1], host.clone(), at + 1, host_len),
+        field(names[2], port.to_string(), at + 1 + host_len, 2),
+    ];
+    (fields, host, port)
+}
+
+fn ver(at: usize, v: u8) -> Field {
+    field("VER", v.to_string(), at, 1)
+}
+
+/// SOCKS5 greeting (RFC 1928 §3).
+pub(crate) fn method_request(buf: &[u8]) -> Step {
+    step(MethodRequest::parse(buf), |m, _| {
+        let methods = m.methods.to_vec();
+        let list: Vec<String> = methods
+            .iter()
+            .map(|&x| format!("{x} ({})", method_name(x)))
+            .collect();
+        Parsed {
+            kind: "method_request",
+            summary: format!("SOCKS5 greeting, methods {}", list.join(", ")),
+            fields: vec![
+                ver(0, 5),
+                field("NMETHODS", methods.len().to_string(), 1, 1),
+                field("METHODS", list.join(", "), 2, methods.len()),
+            ],
+            secret: None,
+            info: Info::Greeting { methods },
+        }
+    })
+}
+
+/// SOCKS5 method selection.
+pub(crate) fn method_reply(buf: &[u8]) -> Step {
+    step(MethodReply::parse(buf), |m, _| {
+        let method = u8::from(m.method);
+        Parsed {
+            kind: "method_reply",
+            summary: format!("method selected: {method} ({})", method_name(method)),
+            fields: vec![
+                ver(0, 5),
+                field(
+                    "METHOD",
+                    format!("{method} ({})", method_name(method)),
+                    1,
+                    1,
+                ),
+            ],
+            secret: None,
+            info: Info::MethodChoice { method },
+        }
+    })
+}
+
+/// RFC 1929 request.
+pub(crate) fn userpass_request(buf: &[u8], show_secrets: bool) -> Step {
+    step(UserPassRequest::parse(buf), |m, _| {
+        let user: &[u8] = m.username;
+        let pass: &[u8] = m.password;
+        let ulen = user.len();
+        let plen = pass.len();
+        let shown = if show_secrets {
+            text(pass)
+        } else {
+            "********".into()
+        };
+        Parsed {
+            kind: "userpass_request",
+            summary: format!("username/password: user \"{}\"", text(user)),
+            fields: vec![
+                ver(0, 1),
+                field("ULEN", ulen.to_string(), 1, 1),
+                field("UNAME", text(user), 2, ulen),
+                field("PLEN", plen.to_string(), 2 + ulen, 1),
+                field("PASSWD", shown, 3 + ulen, plen),
+            ],
+            secret: (!show_secrets).then_some((3 + ulen, plen)),
+            info: Info::UserPass {
+                username: text(user),
+                password: text(pass),
+            },
+        }
+    })
+}
+
+/// RFC 1929 reply.
+pub(crate) fn userpass_reply(buf: &[u8]) -> Step {
+    step(UserPassReply::parse(buf), |m, _| {
+        let status = m.status;
+        let verdict = if status == 0 { "success" } else { "failure" };
+        Parsed {
+            kind: "userpass_reply",
+            summary: format!("authentication {verdict} (status {status})"),
+            fields: vec![
+                ver(0, 1),
+                field("STATUS", format!("{status} ({verdict})"), 1, 1),
+            ],
+            secret: None,
+            info: Info::AuthStatus { status },
+        }
+    })
+}
+
+/// RFC 1961 message (either direction).
+pub(crate) fn gssapi(buf: &[u8]) -> Step {
+    step(GssapiMessage::parse(buf), |m, len| {
+        let mtyp = u8::from(m.mtyp);
+        let token_len = len.saturating_sub(4);
+        let what = match mtyp {
+            1 => "authentication",
+            2 => "protection-level negotiation",
+            3 => "encapsulated message",
+            0xff => "abort",
+            _ => "unknown",
+        };
+        Parsed {
+            kind: "gssapi",
+            summary: format!("GSS-API {what} token, {token_len} bytes"),
+            fields: vec![
+                ver(0, 1),
+                field("MTYP", format!("{mtyp:#04x} ({what})"), 1, 1),
+                field("LEN", token_len.to_string(), 2, 2),
+                field("TOKEN", format!("{token_len} bytes"), 4, token_len),
+            ],
+            secret: None,
+            info: Info::Gssapi { mtyp },
+        }
+    })
+}
+
+/// SOCKS4/4a request.
+pub(crate) fn socks4_request(buf: &[u8]) -> Step {
+    step(Socks4Request::parse(buf), |m, len| {
+        let command = u8::from(m.command);
+        let user: &[u8] = m.user_id;
+        let ulen = user.len();
+        let mut fields = vec![
+            field("VN", "4", 0, 1),
+            field("CD", format!("{command} ({})", command_name(command)), 1, 1),
+            field("DSTPORT", m.port.to_string(), 2, 2),
+        ];
+        let (host, socks4a) = match m.dst {
+            Socks4Dst::Ip(ip) => {
+                fields.push(field("DSTIP", ip.to_string(), 4, 4));
+                fields.push(field("USERID", text(user), 8, ulen));
+                (ip.to_string(), false)
+            }
+            Socks4Dst::Domain(name) => {
+                let name_at = 8 + ulen + 1;
+                fields.push(field("DSTIP", "0.0.0.x (SOCKS4a: name follows)", 4, 4));
+                fields.push(field("USERID", text(user), 8, ulen));
+                fields.push(field(
+                    "HOSTNAME",
+                    name.to_string(),
+                    name_at,
+                    len.saturating_sub(name_at + 1),
+                ));
+                (name.to_string(), true)
+            }
+        };
+        Parsed {
+            kind: "socks4_request",
+            summary: format!(
+                "SOCKS4{} {} {host}:{}",
+                if socks4a { "a" } else { "" },
+                command_name(command),
+                m.port
+            ),
+            fields,
+            secret: None,
+            info: Info::Socks4Request {
+                command,
+                host,
+                port: m.port,
+                socks4a,
+                user_id: text(user),
+            },
+        }
+    })
+}
+
+/// SOCKS4 reply (also BIND's second reply).
+pub(crate) fn socks4_reply(buf: &[u8]) -> Step {
+    step(Socks4Reply::parse(buf), |m, _| {
+        let code = u8::from(m.code);
+        let meaning = match code {
+            90 => "granted",
+            91 => "rejected or failed",
+            92 => "rejected: no identd",
+            93 => "rejected: identd mismatch",
+            _ => "unknown",
+        };
+        Parsed {
+            kind: "socks4_reply",
+            summary: format!("SOCKS4 reply {code} ({meaning}), {}", m.addr),
+            fields: vec![
+                field("VN", "0", 0, 1),
+                field("CD", format!("{code} ({meaning})"), 1, 1),
+                field("DSTPORT", m.addr.port().to_string(), 2, 2),
+                field("DSTIP", m.addr.ip().to_string(), 4, 4),
+            ],
+            secret: None,
+            info: Info::Socks4Reply { code, addr: m.addr },
+        }
+    })
+}
+
+/// SOCKS5 request.
+pub(crate) fn request(buf: &[u8]) -> Step {
+    step(Request::parse(buf), |m, _| {
+        let command = u8::from(m.command);
+        let (afields, host, port) = addr_fields("dst", &m.dst, 3);
+        let mut fields = vec![
+            ver(0, 5),
+            field(
+                "CMD",
+                format!("{command} ({})", command_name(command)),
+                1,
+                1,
+            ),
+            field("RSV", "0", 2, 1),
+        ];
+        fields.extend(afields);
+        Parsed {
+            kind: "request",
+            summary: format!("{} {}", command_name(command), m.dst),
+            fields,
+            secret: None,
+            info: Info::Request {
+                command,
+                host,
+                port,
+            },
+        }
+    })
+}
+
+fn reply_meaning(code: u8) -> &'static str {
+    match code {
+        0 => "succeeded",
+        1 => "general failure",
+        2 => "not allowed by ruleset",
+        3 => "network unreachable",
+        4 => "host unreachable",
+        5 => "connection refused",
+        6 => "TTL expired",
+        7 => "command not supported",
+        8 => "address type not supported",
+        _ => "unassigned",
+    }
+}
+
+/// SOCKS5 reply (also BIND's second reply).
+pub(crate) fn reply(buf: &[u8]) -> Step {
+    step(Reply::parse(buf), |m, _| {
+        let code = u8::from(m.code);
+        let (afields, _, _) = addr_fields("bnd", &m.bound, 3);
+        let mut fields = vec![
+            ver(0, 5),
+            field("REP", format!("{code} ({})", reply_meaning(code)), 1, 1),
+            field("RSV", "0", 2, 1),
+        ];
+        fields.extend(afields);
+        let bound_addr = match m.bound {
+            Addr::Ip(sa) => Some(sa),
+            Addr::Domain(..) => None,
+        };
+        Parsed {
+            kind: "reply",
+            summary: format!("reply {code} ({}), bound {}", reply_meaning(code), m.bound),
+            fields,
+            secret: None,
+            info: Info::Reply {
+                code,
+                bound: m.bound.to_string(),
+                bound_addr,
+            },
+        }
+    })
+}
+
+/// A decoded UDP ASSOCIATE datagram header.
+#[derive(Debug)]
+pub(crate) struct Datagram {
+    pub(crate) header_len: usize,
+    pub(crate) frag: u8,
+    pub(crate) target: String,
+    pub(crate) fields: Vec<Field>,
+}
+
+/// RFC 1928 §7 UDP request header.
+pub(crate) fn udp_header(datagram: &[u8]) -> Result<Datagram, WireError> {
+    let (h, payload) = UdpHeader::parse(datagram)?;
+    let header_len = datagram.len() - payload.len();
+    let (afields, _, _) = addr_fields("dst", &h.dst, 3);
+    let mut fields = vec![
+        field("RSV", "0", 0, 2),
+        field("FRAG", h.frag.to_string(), 2, 1),
+    ];
+    fields.extend(afields);
+    fields.push(field(
+        "DATA",
+        format!("{} bytes", payload.len()),
+        header_len,
+        payload.len(),
+    ));
+    Ok(Datagram {
+        header_len,
+        frag: h.frag,
+        target: h.dst.to_string(),
+        fields,
+    })
+}
