@@ -158,6 +158,11 @@ impl Report {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
+
+    /// The same document without whitespace (for the browser binding).
+    pub fn to_json_compact(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
 }
 
 fn opt<T: fmt::Display>(v: &Option<T>) -> String {
@@ -214,11 +219,14 @@ impl fmt::Display for Report {
             if !line.is_empty() {
                 writeln!(f, "   {}", line.trim_end())?;
             }
+            let host = match &s.dst_host {
+                Some(h) if h.contains(':') => format!("[{h}]"),
+                other => opt(other),
+            };
             writeln!(
                 f,
-                "   {} {}:{}  reply {}  bound {}{}",
+                "   {} {host}:{}  reply {}  bound {}{}",
                 opt(&s.command),
-                opt(&s.dst_host),
                 opt(&s.dst_port),
                 opt(&s.reply_code),
                 opt(&s.bound),
