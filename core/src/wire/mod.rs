@@ -29,7 +29,7 @@ use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use nom::Parser;
 use nom::bytes::streaming::take;
-use nom::number::streaming::{be_u16, be_u8};
+use nom::number::streaming::{be_u8, be_u16};
 
 use crate::addr::{Addr, Domain};
 
@@ -117,7 +117,9 @@ impl fmt::Display for WireError {
             Self::NulInDomain => f.write_str("NUL octet in domain name"),
             Self::UnknownAddrType(t) => write!(f, "unknown address type {t:#04x}"),
             Self::NonZeroReserved(r) => write!(f, "reserved octet is {r:#04x}, not 0"),
-            Self::UserIdTooLong => f.write_str("SOCKS4 USERID not NUL-terminated within 255 octets"),
+            Self::UserIdTooLong => {
+                f.write_str("SOCKS4 USERID not NUL-terminated within 255 octets")
+            }
             Self::HostnameTooLong => {
                 f.write_str("SOCKS4a hostname not NUL-terminated within 255 octets")
             }
@@ -127,6 +129,40 @@ impl fmt::Display for WireError {
 }
 
 impl core::error::Error for WireError {}
+
+/// A message that can be written to the wire: implemented by every message type, so generic
+/// code (output queues, tests) can emit any of them.
+pub trait Emit {
+    /// The exact encoded length.
+    fn buffer_len(&self) -> usize;
+    /// Writes the message into the front of `out`; see the [module contract](self).
+    fn emit(&self, out: &mut [u8]) -> Result<usize, BufferTooSmall>;
+}
+
+macro_rules! impl_emit {
+    ($($ty:ty),+ $(,)?) => {$(
+        impl Emit for $ty {
+            fn buffer_len(&self) -> usize {
+                <$ty>::buffer_len(self)
+            }
+            fn emit(&self, out: &mut [u8]) -> Result<usize, BufferTooSmall> {
+                <$ty>::emit(self, out)
+            }
+        }
+    )+};
+}
+
+impl_emit!(
+    method::MethodRequest<'_>,
+    method::MethodReply,
+    userpass::UserPassRequest<'_>,
+    userpass::UserPassReply,
+    gssapi::GssapiMessage<'_>,
+    socks4::Socks4Request<'_>,
+    socks4::Socks4Reply,
+    socks5::Request<'_>,
+    socks5::Reply<'_>,
+);
 
 /// `emit` was given a buffer shorter than the message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -138,7 +174,11 @@ pub struct BufferTooSmall {
 
 impl fmt::Display for BufferTooSmall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "output buffer too small: {} bytes required", self.required)
+        write!(
+            f,
+            "output buffer too small: {} bytes required",
+            self.required
+        )
     }
 }
 
@@ -343,15 +383,20 @@ pub(crate) fn socks5_addr(i: &[u8]) -> IResult<'_, Addr<'_>> {
         atyp::IPV6 => {
             let (i, ip) = ipv6(i)?;
             let (i, port) = be_u16(i)?;
-            Ok((i, Addr::Ip(SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 0)))))
+            Ok((
+                i,
+                Addr::Ip(SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 0))),
+            ))
         }
         atyp::DOMAIN => {
             let (i, name) = len_prefixed(i)?;
+            // Validate before waiting for the port, so a bad name fails as early as possible.
+            let name = match Domain::new(name) {
+                Ok(name) => name,
+                Err(e) => return fail(e),
+            };
             let (i, port) = be_u16(i)?;
-            match Domain::new(name) {
-                Ok(name) => Ok((i, Addr::Domain(name, port))),
-                Err(e) => fail(e),
-            }
+            Ok((i, Addr::Domain(name, port)))
         }
         other => fail(WireError::UnknownAddrType(other)),
     }
@@ -380,6 +425,7 @@ pub(crate) fn put_socks5_addr(w: &mut Writer<'_>, addr: &Addr<'_>) {
         }
         Addr::Domain(name, port) => {
             let name = name.as_bytes();
+            w.u8(atyp::DOMAIN);
             // A `Domain` is 1..=255 octets, so its length fits one octet.
             w.u8(name.len() as u8);
             w.bytes(name);
