@@ -27,7 +27,6 @@ mod socks;
 pub mod tcp_reassembly;
 pub mod tunnel;
 pub mod udp_match;
-mod wire_shim;
 
 pub use report::{CaptureInfo, Dir, Field, Message, Report, Session};
 

@@ -8,13 +8,12 @@
 use core::net::{SocketAddr, SocketAddrV4};
 
 use socksgate_core::addr::Addr;
-// TEMPORARY: `crate::wire_shim` until main has `socksgate_core::wire::{method, …}`.
-use crate::wire_shim::gssapi::GssapiMessage;
-use crate::wire_shim::method::{MethodReply, MethodRequest};
-use crate::wire_shim::socks4::{Socks4Dst, Socks4Reply, Socks4Request};
-use crate::wire_shim::socks5::{Reply, Request};
-use crate::wire_shim::udp::UdpHeader;
-use crate::wire_shim::userpass::{UserPassReply, UserPassRequest};
+use socksgate_core::wire::gssapi::{GssapiMessage, GssapiMessageType};
+use socksgate_core::wire::method::{MethodReply, MethodRequest};
+use socksgate_core::wire::socks4::{Socks4Dst, Socks4Reply, Socks4Request};
+use socksgate_core::wire::socks5::{Reply, Request};
+use socksgate_core::wire::udp::UdpHeader;
+use socksgate_core::wire::userpass::{UserPassReply, UserPassRequest};
 use socksgate_core::wire::{Command, Status, WireError};
 
 use crate::report::Field;
@@ -168,7 +167,7 @@ fn ver(at: usize, v: u8) -> Field {
 /// SOCKS5 greeting (RFC 1928 §3).
 pub(crate) fn method_request(buf: &[u8]) -> Step {
     step(MethodRequest::parse(buf), |m, _| {
-        let methods = m.methods.to_vec();
+        let methods = m.raw_methods().to_vec();
         let list: Vec<String> = methods
             .iter()
             .map(|&x| format!("{x} ({})", method_name(x)))
@@ -212,8 +211,8 @@ pub(crate) fn method_reply(buf: &[u8]) -> Step {
 /// RFC 1929 request.
 pub(crate) fn userpass_request(buf: &[u8], show_secrets: bool) -> Step {
     step(UserPassRequest::parse(buf), |m, _| {
-        let user: &[u8] = m.username;
-        let pass: &[u8] = m.password;
+        let user: &[u8] = m.username();
+        let pass: &[u8] = m.password();
         let ulen = user.len();
         let plen = pass.len();
         let shown = if show_secrets {
@@ -260,25 +259,29 @@ pub(crate) fn userpass_reply(buf: &[u8]) -> Step {
 
 /// RFC 1961 message (either direction).
 pub(crate) fn gssapi(buf: &[u8]) -> Step {
-    step(GssapiMessage::parse(buf), |m, len| {
-        let mtyp = u8::from(m.mtyp);
-        let token_len = len.saturating_sub(4);
-        let what = match mtyp {
-            1 => "authentication",
-            2 => "protection-level negotiation",
-            3 => "encapsulated message",
-            0xff => "abort",
-            _ => "unknown",
+    step(GssapiMessage::parse(buf), |m, _| {
+        let mtyp = u8::from(m.kind);
+        let token_len = m.token.len();
+        let what = match m.kind {
+            GssapiMessageType::Context => "authentication",
+            GssapiMessageType::Protection => "protection-level negotiation",
+            GssapiMessageType::Encapsulated => "encapsulated message",
+            GssapiMessageType::Abort => "abort",
+            GssapiMessageType::Unknown(_) => "unknown",
         };
+        let mut fields = vec![
+            ver(0, 1),
+            field("MTYP", format!("{mtyp:#04x} ({what})"), 1, 1),
+        ];
+        // An abort is two octets: no length, no token.
+        if m.kind != GssapiMessageType::Abort {
+            fields.push(field("LEN", token_len.to_string(), 2, 2));
+            fields.push(field("TOKEN", format!("{token_len} bytes"), 4, token_len));
+        }
         Parsed {
             kind: "gssapi",
-            summary: format!("GSS-API {what} token, {token_len} bytes"),
-            fields: vec![
-                ver(0, 1),
-                field("MTYP", format!("{mtyp:#04x} ({what})"), 1, 1),
-                field("LEN", token_len.to_string(), 2, 2),
-                field("TOKEN", format!("{token_len} bytes"), 4, token_len),
-            ],
+            summary: format!("GSS-API {what} message, {token_len}-byte token"),
+            fields,
             secret: None,
             info: Info::Gssapi { mtyp },
         }
@@ -351,7 +354,7 @@ pub(crate) fn socks4_reply(buf: &[u8]) -> Step {
             kind: "socks4_reply",
             summary: format!("SOCKS4 reply {code} ({meaning}), {}", m.addr),
             fields: vec![
-                field("VN", "0", 0, 1),
+                field("VN", "reply version (0)", 0, 1),
                 field("CD", format!("{code} ({meaning})"), 1, 1),
                 field("DSTPORT", m.addr.port().to_string(), 2, 2),
                 field("DSTIP", m.addr.ip().to_string(), 4, 4),
