@@ -1,0 +1,462 @@
+//! The inspector on real traffic, with Wireshark as the oracle.
+//!
+//! Records `dumpcap -i lo` (loopback only, filtered to this test's ports) while curl goes
+//! through microsocks (SOCKS5 with IP and with domain name, with and without
+//! username/password) and danted (SOCKS4; SOCKS4a, which Dante 1.4.2 rejects with 91 because it
+//! lacks 4a support) to a local HTTP server on 127.0.0.1, then
+//!
+//! 1. checks our sessions against what the test did (exact), and
+//! 2. compares our fields with `tshark -T fields -e socks.…` (per TCP client port), listing the
+//!    known Wireshark bugs of `notes/inspector.md` as documented divergences.
+//!
+//! Skips (with a message, passing) when a tool is missing or capturing on `lo` is not allowed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use socksgate_inspect::{Options, Session, inspect};
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(port: u16) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(5) {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Children killed on drop (by their own pid).
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A tiny HTTP server: every connection gets one fixed response.
+fn http_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            thread::spawn(move || {
+                let mut s = stream;
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let body = "hello through socks\n";
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    port
+}
+
+fn tmpdir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("socksgate-inspect-real-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn danted_conf(dir: &Path, port: u16) -> PathBuf {
+    let conf = dir.join("danted.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "logoutput: {log}\n\
+             internal: 127.0.0.1 port = {port}\n\
+             external: 127.0.0.1\n\
+             socksmethod: none\n\
+             clientmethod: none\n\
+             user.privileged: root\n\
+             user.unprivileged: nobody\n\
+             client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}\n\
+             socks pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 command: connect bind udpassociate }}\n",
+            log = dir.join("danted.log").display()
+        ),
+    )
+    .unwrap();
+    conf
+}
+
+struct Run {
+    name: &'static str,
+    args: Vec<String>,
+}
+
+#[test]
+fn curl_through_microsocks_and_danted_matches_wireshark() {
+    for tool in ["dumpcap", "tshark", "curl", "microsocks"] {
+        if !have(tool) {
+            eprintln!("SKIP real-traffic test: {tool} not installed");
+            return;
+        }
+    }
+    let dir = tmpdir();
+    let http = http_server();
+    let (ms_open, ms_auth) = (free_port(), free_port());
+    let dante = have("danted").then(free_port);
+    let mut procs = Procs(Vec::new());
+    for (port, auth) in [(ms_open, false), (ms_auth, true)] {
+        let mut cmd = Command::new("microsocks");
+        cmd.args(["-i", "127.0.0.1", "-p", &port.to_string()]);
+        if auth {
+            cmd.args(["-u", "alice", "-P", "s3cret"]);
+        }
+        procs.0.push(
+            cmd.stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    if let Some(port) = dante {
+        let conf = danted_conf(&dir, port);
+        procs.0.push(
+            Command::new("danted")
+                .args(["-f", conf.to_str().unwrap(), "-N", "1"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    let dante = dante.filter(|&p| {
+        let ok = wait_listening(p);
+        if !ok {
+            eprintln!("note: danted did not start; SOCKS4/4a runs skipped");
+        }
+        ok
+    });
+    assert!(
+        wait_listening(ms_open) && wait_listening(ms_auth),
+        "microsocks did not start"
+    );
+
+    let pcap = dir.join("lo.pcapng");
+    let mut ports = vec![ms_open, ms_auth, http];
+    ports.extend(dante);
+    let filter = ports
+        .iter()
+        .map(|p| format!("tcp port {p}"))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let mut dumpcap = Command::new("dumpcap")
+        .args([
+            "-q",
+            "-i",
+            "lo",
+            "-f",
+            &filter,
+            "-w",
+            pcap.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // dumpcap creates the file once capturing has started.
+    let t = Instant::now();
+    while !pcap.exists() && t.elapsed() < Duration::from_secs(10) {
+        thread::sleep(Duration::from_millis(50));
+    }
+    if !pcap.exists() {
+        let _ = dumpcap.kill();
+        let mut err = String::new();
+        let _ = dumpcap.stderr.take().unwrap().read_to_string(&mut err);
+        let _ = dumpcap.wait();
+        eprintln!("SKIP real-traffic test: dumpcap could not capture on lo: {err}");
+        return;
+    }
+    thread::sleep(Duration::from_millis(500));
+
+    let url = format!("http://127.0.0.1:{http}/x");
+    let mut runs = vec![
+        Run {
+            name: "socks5",
+            args: vec!["--socks5".into(), format!("127.0.0.1:{ms_open}")],
+        },
+        Run {
+            name: "socks5h",
+            args: vec!["--socks5-hostname".into(), format!("localhost:{ms_open}")],
+        },
+        Run {
+            name: "socks5-auth",
+            args: vec![
+                "--socks5".into(),
+                format!("127.0.0.1:{ms_auth}"),
+                "--proxy-user".into(),
+                "alice:s3cret".into(),
+            ],
+        },
+    ];
+    if let Some(d) = dante {
+        runs.push(Run {
+            name: "socks4",
+            args: vec!["--socks4".into(), format!("127.0.0.1:{d}")],
+        });
+        runs.push(Run {
+            name: "socks4a",
+            args: vec!["--socks4a".into(), format!("127.0.0.1:{d}")],
+        });
+    }
+    let mut client_ports = BTreeMap::new();
+    for run in &runs {
+        // Let curl pick the port, then learn it from the capture by order: run sequentially.
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "-w",
+                "%{local_port}",
+                "-o",
+                "/dev/null",
+            ])
+            .args(&run.args)
+            .arg(if run.name.ends_with('a') || run.name == "socks5h" {
+                format!("http://localhost:{http}/x")
+            } else {
+                url.clone()
+            })
+            .output()
+            .unwrap();
+        // Dante 1.4.2 has no SOCKS4a: it connects to 0.0.0.1 and answers 91. The capture still
+        // holds a real SOCKS4a request and a rejection, which is what this run checks.
+        if run.name != "socks4a" {
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                run.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let port: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        client_ports.insert(port, run.name);
+    }
+    thread::sleep(Duration::from_millis(700));
+    let _ = Command::new("kill")
+        .args(["-INT", &dumpcap.id().to_string()])
+        .status();
+    let _ = dumpcap.wait();
+    drop(procs);
+
+    let bytes = std::fs::read(&pcap).unwrap();
+    let report = inspect(&bytes, &Options::default()).unwrap();
+    eprintln!("{report}");
+
+    // 1. Exact expectations.
+    let by_port: BTreeMap<u16, &Session> = report
+        .sessions
+        .iter()
+        .map(|s| (s.client.rsplit(':').next().unwrap().parse().unwrap(), s))
+        .collect();
+    assert_eq!(
+        report.sessions.len(),
+        runs.len(),
+        "one session per curl run; the proxies' own legs to :{http} are not sessions"
+    );
+    for (port, name) in &client_ports {
+        let s = by_port
+            .get(port)
+            .unwrap_or_else(|| panic!("{name}: no session for port {port}"));
+        assert_eq!(s.command.as_deref(), Some("connect"), "{name}");
+        assert_eq!(s.dst_port, Some(http), "{name}");
+        assert!(s.anomalies.is_empty(), "{name}: {:?}", s.anomalies);
+        if *name == "socks4a" {
+            assert_eq!(s.reply_code, Some(91), "{name}");
+            assert_eq!(
+                (s.bytes_up, s.bytes_down, s.tunnelled),
+                (0, 0, None),
+                "{name}"
+            );
+        } else {
+            let ok = if *name == "socks4" { 90 } else { 0 };
+            assert_eq!(s.reply_code, Some(ok), "{name}");
+            assert_eq!(s.tunnelled, Some("http"), "{name}");
+            assert!(s.bytes_up > 0 && s.bytes_down > 0, "{name}");
+        }
+        match *name {
+            "socks5" => {
+                assert_eq!(s.version, "socks5");
+                assert_eq!(s.method, Some(0));
+                assert_eq!(s.dst_host.as_deref(), Some("127.0.0.1"));
+            }
+            "socks5h" => assert_eq!(s.dst_host.as_deref(), Some("localhost")),
+            "socks5-auth" => {
+                assert!(s.methods_offered.contains(&2));
+                assert_eq!(s.method, Some(2));
+                assert_eq!(s.username.as_deref(), Some("alice"));
+                assert_eq!(s.auth_ok, Some(true));
+            }
+            "socks4" => {
+                assert_eq!(s.version, "socks4");
+                assert_eq!(s.dst_host.as_deref(), Some("127.0.0.1"));
+            }
+            "socks4a" => {
+                assert_eq!(s.version, "socks4a");
+                assert_eq!(s.dst_host.as_deref(), Some("localhost"));
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    // 2. Wireshark as oracle (SOCKS only decoded on 1080 without Decode As).
+    let mut tshark = Command::new("tshark");
+    tshark.args(["-r", pcap.to_str().unwrap()]);
+    for p in [ms_open, ms_auth].into_iter().chain(dante) {
+        tshark.args(["-d", &format!("tcp.port=={p},socks")]);
+    }
+    tshark.args([
+        "-T",
+        "fields",
+        "-E",
+        "separator=|",
+        "-E",
+        "occurrence=a",
+        "-E",
+        "aggregator=,",
+    ]);
+    let fields = [
+        "tcp.srcport",
+        "tcp.dstport",
+        "socks.version",
+        "socks.command",
+        "socks.username",
+        "socks.remote_name",
+        "socks.v4a_dns_name",
+        "socks.dst",
+        "socks.port",
+        "socks.dstport",
+        "socks.results",
+        "socks.auth_accepted_method",
+    ];
+    for f in fields {
+        tshark.args(["-e", f]);
+    }
+    let out = tshark.output().unwrap();
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let version = String::from_utf8_lossy(
+        &Command::new("tshark")
+            .arg("--version")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .lines()
+    .next()
+    .unwrap_or_default()
+    .to_owned();
+    // Per client port: every value each field took.
+    let mut oracle: BTreeMap<u16, BTreeMap<&str, BTreeSet<String>>> = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let cols: Vec<&str> = line.split('|').collect();
+        let (Ok(sp), Ok(dp)) = (cols[0].parse::<u16>(), cols[1].parse::<u16>()) else {
+            continue;
+        };
+        let client = if client_ports.contains_key(&sp) {
+            sp
+        } else {
+            dp
+        };
+        let entry = oracle.entry(client).or_default();
+        for (f, v) in fields.iter().zip(&cols).skip(2) {
+            for v in v.split(',').filter(|v| !v.is_empty()) {
+                entry.entry(f).or_default().insert(v.to_owned());
+            }
+        }
+    }
+    let mut divergences = Vec::new();
+    for (port, name) in &client_ports {
+        let s = by_port[port];
+        let o = oracle.get(port).cloned().unwrap_or_default();
+        let has = |f: &str, v: &str| o.get(f).is_some_and(|set| set.contains(v));
+        let want_version = if s.version == "socks5" { "5" } else { "4" };
+        assert!(
+            has("socks.version", want_version),
+            "{name}: version; oracle {o:?}"
+        );
+        assert!(has("socks.command", "1"), "{name}: command; oracle {o:?}");
+        let host = s.dst_host.clone().unwrap();
+        let port_s = s.dst_port.unwrap().to_string();
+        match *name {
+            "socks5" => {
+                assert!(has("socks.dst", &host), "{name}: dst; oracle {o:?}");
+                assert!(has("socks.port", &port_s), "{name}: port; oracle {o:?}");
+                assert!(has("socks.auth_accepted_method", "0"), "{name}: method");
+                assert!(has("socks.results", "0"), "{name}: results; oracle {o:?}");
+            }
+            "socks5h" => {
+                assert!(
+                    has("socks.remote_name", &host),
+                    "{name}: name; oracle {o:?}"
+                );
+                assert!(has("socks.port", &port_s), "{name}: port");
+            }
+            "socks5-auth" => {
+                assert!(
+                    has("socks.username", "alice"),
+                    "{name}: username; oracle {o:?}"
+                );
+                assert!(has("socks.auth_accepted_method", "2"), "{name}: method");
+            }
+            "socks4" => {
+                assert!(has("socks.dstport", &port_s), "{name}: port; oracle {o:?}");
+                assert!(has("socks.results", "90"), "{name}: results; oracle {o:?}");
+                // Divergence 3 (notes/inspector.md): the generated socks.dst after the
+                // handshake is VN.CD.DSTPORT, so the set holds a wrong address as well.
+                if o.get("socks.dst").is_some_and(|d| d.len() > 1) {
+                    divergences.push(format!(
+                        "{name}: tshark socks.dst {:?}, ours {host} (Wireshark SOCKS4 offset bug)",
+                        o["socks.dst"]
+                    ));
+                }
+                assert!(has("socks.dst", &host), "{name}: dst; oracle {o:?}");
+            }
+            "socks4a" => {
+                assert!(
+                    has("socks.v4a_dns_name", &host),
+                    "{name}: 4a name; oracle {o:?}"
+                );
+                assert!(has("socks.results", "91"), "{name}: results; oracle {o:?}");
+            }
+            _ => unreachable!(),
+        }
+    }
+    eprintln!("oracle: {version}; documented divergences: {divergences:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
