@@ -4,8 +4,11 @@
 //! fixtures.
 //!
 //! ```text
-//! cargo run --release -p socksgate-inspect --example synth -- OUT.pcap [MEGABYTES] [--pcapng]
+//! cargo run --release -p socksgate-inspect --example synth -- OUT.pcap [MEGABYTES] [--pcapng] [--bulk N]
 //! ```
+//!
+//! `--bulk N`: 1400-byte payload segments per connection (default 100; 0 gives a
+//! handshake-heavy capture with many small connections).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -93,10 +96,19 @@ fn main() {
         .first()
         .expect("usage: synth OUT [MEGABYTES] [--pcapng]");
     let mb: f64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    assert!(
+        !out.starts_with("--"),
+        "usage: synth OUT [MEGABYTES] [--pcapng] [--bulk N]"
+    );
     let ng = args.iter().any(|a| a == "--pcapng");
     let target = (mb * 1_048_576.0) as usize;
     let mut cap = Cap::new(Link::Ethernet);
-    let bulk = if mb < 1.0 { 2 } else { 100 };
+    let bulk = args
+        .iter()
+        .position(|a| a == "--bulk")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(if mb < 1.0 { 2 } else { 100 });
     let mut size = 24usize;
     let mut i = 0;
     while size < target {

@@ -6,7 +6,10 @@
 //! answer: a method selection choosing an offered method (or 0xFF), or a SOCKS4 reply with
 //! VN 0 and CD 90–93. Anything the parsers reject, or a server that speaks first, is not SOCKS.
 
-use crate::socks::{self, Info, Step};
+use socksgate_core::Status;
+use socksgate_core::wire::Socks4Code;
+use socksgate_core::wire::method::{MethodReply, MethodRequest};
+use socksgate_core::wire::socks4::{Socks4Reply, Socks4Request};
 
 /// The verdict on a connection so far.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,11 +43,8 @@ pub fn judge(up: &[u8], down: &[u8], server_first: bool, last: bool) -> Verdict 
     };
     match up.first() {
         None => wait(0),
-        Some(5) => match socks::method_request(up) {
-            Step::Done(p, _) => {
-                let Info::Greeting { methods } = p.info else {
-                    return Verdict::NotSocks;
-                };
+        Some(5) => match MethodRequest::parse(up) {
+            Ok(Status::Complete((greeting, _))) => {
                 if down.is_empty() {
                     return if last {
                         Verdict::Socks5
@@ -52,24 +52,24 @@ pub fn judge(up: &[u8], down: &[u8], server_first: bool, last: bool) -> Verdict 
                         Verdict::Undecided
                     };
                 }
-                match socks::method_reply(down) {
-                    Step::Done(r, _) => match r.info {
-                        Info::MethodChoice { method }
-                            if method == 0xff || methods.contains(&method) =>
-                        {
+                match MethodReply::parse(down) {
+                    Ok(Status::Complete((reply, _))) => {
+                        let m = u8::from(reply.method);
+                        if m == 0xff || greeting.raw_methods().contains(&m) {
                             Verdict::Socks5
+                        } else {
+                            Verdict::NotSocks
                         }
-                        _ => Verdict::NotSocks,
-                    },
-                    Step::Partial => wait(up.len()),
-                    Step::Bad(_) => Verdict::NotSocks,
+                    }
+                    Ok(Status::Partial) => wait(up.len()),
+                    Err(_) => Verdict::NotSocks,
                 }
             }
-            Step::Partial => wait(up.len()),
-            Step::Bad(_) => Verdict::NotSocks,
+            Ok(Status::Partial) => wait(up.len()),
+            Err(_) => Verdict::NotSocks,
         },
-        Some(4) => match socks::socks4_request(up) {
-            Step::Done(..) => {
+        Some(4) => match Socks4Request::parse(up) {
+            Ok(Status::Complete(_)) => {
                 if down.is_empty() {
                     return if last {
                         Verdict::Socks4
@@ -77,17 +77,17 @@ pub fn judge(up: &[u8], down: &[u8], server_first: bool, last: bool) -> Verdict 
                         Verdict::Undecided
                     };
                 }
-                match socks::socks4_reply(down) {
-                    Step::Done(r, _) => match r.info {
-                        Info::Socks4Reply { code: 90..=93, .. } => Verdict::Socks4,
-                        _ => Verdict::NotSocks,
+                match Socks4Reply::parse(down) {
+                    Ok(Status::Complete((reply, _))) => match reply.code {
+                        Socks4Code::Unknown(_) => Verdict::NotSocks,
+                        _ => Verdict::Socks4,
                     },
-                    Step::Partial => wait(up.len()),
-                    Step::Bad(_) => Verdict::NotSocks,
+                    Ok(Status::Partial) => wait(up.len()),
+                    Err(_) => Verdict::NotSocks,
                 }
             }
-            Step::Partial => wait(up.len()),
-            Step::Bad(_) => Verdict::NotSocks,
+            Ok(Status::Partial) => wait(up.len()),
+            Err(_) => Verdict::NotSocks,
         },
         Some(_) => Verdict::NotSocks,
     }

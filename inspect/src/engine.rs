@@ -28,7 +28,7 @@ struct Conn {
     up_buf: Retained,
     down_buf: Retained,
     verdict: Verdict,
-    decoder: Option<Decoder>,
+    decoder: Option<Box<Decoder>>,
     start: f64,
     end: f64,
     first_frame: u64,
@@ -163,7 +163,7 @@ impl Conn {
                     return;
                 }
                 Verdict::Socks4 | Verdict::Socks5 => {
-                    self.decoder = Some(Decoder::new(self.verdict, opts.show_secrets));
+                    self.decoder = Some(Box::new(Decoder::new(self.verdict, opts.show_secrets)));
                 }
             }
         }
@@ -206,7 +206,7 @@ impl Conn {
     }
 
     fn into_session(self, opts: &Options) -> Option<Session> {
-        let dec = self.decoder?;
+        let dec = *self.decoder?;
         let (hs_up, hs_down) = dec.handshake_len();
         let f = dec.facts;
         let mut anomalies = Vec::new();
@@ -386,30 +386,21 @@ impl<'o> Engine<'o> {
                     conn.udp_destinations.push(d.target.clone());
                 }
                 if conn.udp_messages.len() < MAX_UDP_MESSAGES {
-                    // Show the header and at most 64 payload bytes.
+                    // Keep the header and at most 64 payload bytes.
                     let shown = payload.len().min(d.header_len + 64);
+                    let offset = frame.file_offset + pkt.payload_offset;
                     let parsed = socks::Parsed {
                         kind: "udp_header",
-                        summary: format!(
-                            "UDP {} {} ({} payload bytes{})",
-                            if way == Way::Up { "to" } else { "from" },
-                            d.target,
-                            payload.len() - d.header_len,
-                            if d.frag == 0 {
-                                String::new()
-                            } else {
-                                format!(", fragment {}", d.frag)
-                            }
-                        ),
-                        fields: d.fields,
+                        summary: String::new(),
+                        fields: Vec::new(),
                         secret: None,
                         info: socks::Info::Datagram,
                     };
-                    let offset = frame.file_offset + pkt.payload_offset;
                     conn.udp_messages.push(session::message(
                         dir,
                         &parsed,
                         payload.get(..shown).unwrap_or_default(),
+                        payload.len(),
                         0,
                         vec![frame.number],
                         vec![[offset, shown]],

@@ -118,26 +118,74 @@ impl Dir {
 }
 
 /// One decoded SOCKS message.
-#[derive(Clone, Debug, Serialize)]
+///
+/// Kept compact (its bytes and where they came from); the summary, fields and hex are derived
+/// on demand by parsing the bytes again with the core's parsers. Serializes with `summary`,
+/// `hex` and `fields` keys.
+#[derive(Clone, Debug)]
 pub struct Message {
     /// Direction.
     pub dir: Dir,
     /// Machine name (`"method_request"`, `"reply"`, `"udp_header"`, …).
     pub kind: &'static str,
-    /// One-line description.
-    pub summary: String,
     /// Offset of the first byte in its direction's TCP stream (0 for UDP).
     pub stream_offset: u64,
-    /// Length in bytes.
+    /// Length in bytes (for UDP: the whole datagram).
     pub len: usize,
-    /// The message bytes as lowercase hex; secret bytes are `**` unless shown.
-    pub hex: String,
-    /// Parts of the message.
-    pub fields: Vec<Field>,
+    /// The message bytes (for UDP: the header and at most 64 payload bytes). Secret bytes are
+    /// replaced by `*` unless secrets are shown.
+    pub bytes: Vec<u8>,
+    /// The masked range of `bytes`, if any (`[offset, len]`).
+    pub secret: Option<[usize; 2]>,
     /// Frames that carried the message's bytes.
     pub frames: Vec<u64>,
     /// Where the bytes are in the capture file: `[offset, len]` pairs, in message order.
     pub file_ranges: Vec<[usize; 2]>,
+}
+
+impl Message {
+    /// One-line description and the message's parts.
+    pub fn describe(&self) -> (String, Vec<Field>) {
+        crate::socks::describe(self)
+    }
+
+    /// One-line description.
+    pub fn summary(&self) -> String {
+        self.describe().0
+    }
+
+    /// The bytes as lowercase hex; masked bytes are `**`.
+    pub fn hex(&self) -> String {
+        use core::fmt::Write as _;
+        let mut s = String::with_capacity(self.bytes.len() * 2);
+        for (i, b) in self.bytes.iter().enumerate() {
+            match self.secret {
+                Some([at, len]) if i >= at && i < at + len => s.push_str("**"),
+                _ => {
+                    let _ = write!(s, "{b:02x}");
+                }
+            }
+        }
+        s
+    }
+}
+
+impl Serialize for Message {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let (summary, fields) = self.describe();
+        let mut st = serializer.serialize_struct("Message", 9)?;
+        st.serialize_field("dir", &self.dir)?;
+        st.serialize_field("kind", self.kind)?;
+        st.serialize_field("summary", &summary)?;
+        st.serialize_field("stream_offset", &self.stream_offset)?;
+        st.serialize_field("len", &self.len)?;
+        st.serialize_field("hex", &self.hex())?;
+        st.serialize_field("fields", &fields)?;
+        st.serialize_field("frames", &self.frames)?;
+        st.serialize_field("file_ranges", &self.file_ranges)?;
+        st.end()
+    }
 }
 
 /// A part of a message.
@@ -256,7 +304,7 @@ impl fmt::Display for Report {
                 writeln!(f, "   ! {a}")?;
             }
             for m in &s.messages {
-                writeln!(f, "     {:8} {}", m.dir.arrow(), m.summary)?;
+                writeln!(f, "     {:8} {}", m.dir.arrow(), m.summary())?;
             }
         }
         Ok(())

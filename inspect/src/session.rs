@@ -94,37 +94,30 @@ impl Retained {
     }
 }
 
-fn hex(bytes: &[u8], secret: Option<(usize, usize)>) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for (i, b) in bytes.iter().enumerate() {
-        match secret {
-            Some((at, len)) if i >= at && i < at + len => s.push_str("**"),
-            _ => {
-                use core::fmt::Write as _;
-                let _ = write!(s, "{b:02x}");
-            }
-        }
-    }
-    s
-}
-
-/// Builds a report message from a parsed message whose bytes are `bytes`.
+/// Builds a report message from a parsed message whose bytes are `bytes`; secret bytes are
+/// masked with `*` in the copy kept.
 pub(crate) fn message(
     dir: Dir,
     parsed: &Parsed,
     bytes: &[u8],
+    len: usize,
     stream_offset: u64,
     frames: Vec<u64>,
     file_ranges: Vec<[usize; 2]>,
 ) -> Message {
+    let mut kept = bytes.to_vec();
+    if let Some((at, n)) = parsed.secret {
+        for b in kept.iter_mut().skip(at).take(n) {
+            *b = b'*';
+        }
+    }
     Message {
         dir,
         kind: parsed.kind,
-        summary: parsed.summary.clone(),
         stream_offset,
-        len: bytes.len(),
-        hex: hex(bytes, parsed.secret),
-        fields: parsed.fields.clone(),
+        len,
+        bytes: kept,
+        secret: parsed.secret.map(|(a, n)| [a, n]),
         frames,
         file_ranges,
     }
@@ -307,8 +300,15 @@ impl Decoder {
     fn record(&mut self, dir: Dir, parsed: &Parsed, buf: &Retained, start: usize, len: usize) {
         let bytes = buf.data.get(start..start + len).unwrap_or_default();
         let (frames, ranges) = buf.locate(start, len);
-        self.messages
-            .push(message(dir, parsed, bytes, start as u64, frames, ranges));
+        self.messages.push(message(
+            dir,
+            parsed,
+            bytes,
+            len,
+            start as u64,
+            frames,
+            ranges,
+        ));
     }
 
     fn malformed(&mut self, what: &str, e: socksgate_core::WireError) {
@@ -322,19 +322,20 @@ impl Decoder {
         up_side: bool,
         buf: &Retained,
         parse: impl FnOnce(&[u8]) -> Step,
-    ) -> Option<Parsed> {
+    ) -> Option<Info> {
         let pos = if up_side { self.up } else { self.down };
         let rest = buf.data.get(pos..).unwrap_or_default();
         match parse(rest) {
             Step::Done(p, len) => {
                 let dir = if up_side { Dir::Up } else { Dir::Down };
                 self.record(dir, &p, buf, pos, len);
+                let info = p.info;
                 if up_side {
                     self.up += len;
                 } else {
                     self.down += len;
                 }
-                Some(p)
+                Some(info)
             }
             Step::Partial => None,
             Step::Bad(e) => {
@@ -373,10 +374,10 @@ impl Decoder {
             // An error finished the decoder.
             return Outcome::Progress;
         }
-        let Some(p) = got else {
+        let Some(info) = got else {
             return Outcome::Wait;
         };
-        self.apply(p.info);
+        self.apply(info);
         Outcome::Progress
     }
 
@@ -498,10 +499,7 @@ impl Decoder {
     fn gss_one(&mut self, up_side: bool, buf: &Retained) -> Outcome {
         let before = self.stage;
         match self.try_msg(up_side, buf, socks::gssapi) {
-            Some(Parsed {
-                info: Info::Gssapi { mtyp },
-                ..
-            }) => {
+            Some(Info::Gssapi { mtyp }) => {
                 if mtyp == 0xff {
                     self.anomalies.push("GSS-API context aborted".into());
                     self.stage = Stage::Finished;

@@ -471,3 +471,59 @@ pub(crate) fn udp_header(datagram: &[u8]) -> Result<Datagram, WireError> {
         fields,
     })
 }
+
+/// Summary and fields of a kept message, by parsing its bytes again (see
+/// [`crate::report::Message`]).
+pub(crate) fn describe(m: &crate::report::Message) -> (String, Vec<Field>) {
+    let b = m.bytes.as_slice();
+    let step = match m.kind {
+        "method_request" => method_request(b),
+        "method_reply" => method_reply(b),
+        // Masked passwords were overwritten with `*` when the message was kept.
+        "userpass_request" => userpass_request(b, true),
+        "userpass_reply" => userpass_reply(b),
+        "gssapi" => gssapi(b),
+        "socks4_request" => socks4_request(b),
+        "socks4_reply" => socks4_reply(b),
+        "request" => request(b),
+        "reply" => reply(b),
+        "udp_header" => {
+            return match udp_header(b) {
+                Ok(mut d) => {
+                    let payload = m.len.saturating_sub(d.header_len);
+                    if let Some(data) = d.fields.last_mut() {
+                        data.value = format!("{payload} bytes");
+                    }
+                    let to = if m.dir == crate::report::Dir::UdpUp {
+                        "to"
+                    } else {
+                        "from"
+                    };
+                    let frag = if d.frag == 0 {
+                        String::new()
+                    } else {
+                        format!(", fragment {}", d.frag)
+                    };
+                    (
+                        format!("UDP {to} {} ({payload} payload bytes{frag})", d.target),
+                        d.fields,
+                    )
+                }
+                Err(e) => (format!("malformed UDP header: {e}"), Vec::new()),
+            };
+        }
+        other => return (other.to_owned(), Vec::new()),
+    };
+    match step {
+        Step::Done(mut p, _) => {
+            if m.secret.is_some() {
+                // Show the mask, not a run of `*` as if it were the password.
+                if let Some(f) = p.fields.iter_mut().find(|f| f.name == "PASSWD") {
+                    f.value = "********".into();
+                }
+            }
+            (p.summary, p.fields)
+        }
+        Step::Partial | Step::Bad(_) => (m.kind.to_owned(), Vec::new()),
+    }
+}

@@ -33,6 +33,7 @@ pub enum Way {
 #[derive(Debug, Default)]
 pub struct UdpMatcher {
     by_relay: HashMap<SocketAddr, Vec<Association>>,
+    relay_of: HashMap<usize, SocketAddr>,
 }
 
 /// Normalises IPv4-mapped IPv6 addresses so both spellings match.
@@ -63,7 +64,10 @@ impl UdpMatcher {
 
     /// The control connection `conn` closed: its association ends.
     pub fn close(&mut self, conn: usize) {
-        for list in self.by_relay.values_mut() {
+        let Some(relay) = self.relay_of.remove(&conn) else {
+            return;
+        };
+        if let Some(list) = self.by_relay.get_mut(&relay) {
             for a in list.iter_mut().filter(|a| a.conn == conn) {
                 a.active = false;
             }
