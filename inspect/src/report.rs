@@ -207,6 +207,29 @@ impl Report {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
 
+    /// The compact document with every session's `messages` left empty: the table of a
+    /// large capture without the per-message detail, which [`Report::session_json`] gives one
+    /// session at a time.
+    pub fn to_json_without_messages(&mut self) -> String {
+        let kept: Vec<Vec<Message>> = self
+            .sessions
+            .iter_mut()
+            .map(|s| core::mem::take(&mut s.messages))
+            .collect();
+        let json = self.to_json_compact();
+        for (s, m) in self.sessions.iter_mut().zip(kept) {
+            s.messages = m;
+        }
+        json
+    }
+
+    /// One session (index into `sessions`) as compact JSON, with its `messages`.
+    pub fn session_json(&self, index: usize) -> Option<String> {
+        self.sessions
+            .get(index)
+            .and_then(|s| serde_json::to_string(s).ok())
+    }
+
     /// The same document without whitespace (for the browser binding).
     pub fn to_json_compact(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))

@@ -57,6 +57,7 @@ try {
     // Open session #1 (SOCKS5, username/password, TLS).
     await page.click('#sessions tbody tr[data-n="1"]');
     await page.waitForSelector("#detail:not([hidden])");
+    await page.waitForSelector("#messages li");
     assert.match(await page.textContent("#detail-title"), /socks5 127\.0\.0\.1:20000 → 127\.0\.0\.1:1080/);
     assert.match(await page.textContent("#facts"), /example\.com/);
     assert.equal(await page.locator("#messages li").count(), 6);
@@ -84,6 +85,13 @@ try {
     const csv = await readFile(await download.path(), "utf8");
     assert.match(csv.split("\r\n")[0], /^client,server,version,methods_offered,/);
     assert.equal(csv.trim().split("\r\n").length, 7);
+
+    // Export JSON: the contract document, with messages.
+    const [dl] = await Promise.all([page.waitForEvent("download"), page.click("#export-json")]);
+    const doc = JSON.parse(await readFile(await dl.path(), "utf8"));
+    assert.equal(doc.sessions.length, 6);
+    assert.equal(doc.sessions[0].messages.length, 6);
+    assert.equal(doc.sessions[0].password, undefined);
 
     // Not a capture: a clear error.
     await writeFile(OUT + "not-a-capture.pcap", "<html>this is not a capture</html>");

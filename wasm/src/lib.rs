@@ -69,6 +69,62 @@ pub fn inspect_json(
     .map_err(|e| e.to_string())
 }
 
+/// A finished inspection kept in wasm memory, for pages showing large captures: the session
+/// table without messages first, then one session's messages when it is opened.
+#[wasm_bindgen]
+#[derive(Debug)]
+pub struct Inspection {
+    report: socksgate_inspect::Report,
+}
+
+#[wasm_bindgen]
+impl Inspection {
+    /// Inspects `bytes`; `on_progress(done, total)` is called about every MiB if given.
+    #[wasm_bindgen(constructor)]
+    pub fn new(
+        bytes: &[u8],
+        reveal_secrets: bool,
+        on_progress: Option<js_sys::Function>,
+    ) -> Result<Self, JsError> {
+        let mut report_progress = |p: Progress| {
+            if let Some(f) = &on_progress {
+                let _ = f.call2(
+                    &JsValue::NULL,
+                    &JsValue::from_f64(p.done as f64),
+                    &JsValue::from_f64(p.total as f64),
+                );
+            }
+        };
+        socksgate_inspect::inspect_with_progress(
+            bytes,
+            &Options::with_secrets(reveal_secrets),
+            &mut report_progress,
+        )
+        .map(|report| Self { report })
+        .map_err(|e| JsError::new(&e.to_string()))
+    }
+
+    /// The report as JSON with every session's `messages` empty.
+    #[wasm_bindgen(js_name = summaryJson)]
+    pub fn summary_json(&mut self) -> String {
+        self.report.to_json_without_messages()
+    }
+
+    /// Session `index` (0-based, as in `sessions`) as JSON with its messages.
+    #[wasm_bindgen(js_name = sessionJson)]
+    pub fn session_json(&self, index: usize) -> Result<String, JsError> {
+        self.report
+            .session_json(index)
+            .ok_or_else(|| JsError::new(&format!("no session {index}")))
+    }
+
+    /// The whole report as JSON (the contract document, messages included).
+    #[wasm_bindgen(js_name = fullJson)]
+    pub fn full_json(&self) -> String {
+        self.report.to_json_compact()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

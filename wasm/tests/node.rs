@@ -74,3 +74,18 @@ fn text_rendering() {
     let text = socksgate_wasm::inspect_text(SAMPLE, false).unwrap();
     assert!(text.starts_with("pcap capture:"));
 }
+
+#[wasm_bindgen_test]
+fn inspection_handle_gives_table_then_detail() {
+    let mut inspection = socksgate_wasm::Inspection::new(SAMPLE, false, None).unwrap();
+    let summary = parse(&inspection.summary_json());
+    let sessions: js_sys::Array = get(&summary, "sessions").into();
+    assert_eq!(sessions.length(), 6);
+    let messages: js_sys::Array = get(&sessions.get(0), "messages").into();
+    assert_eq!(messages.length(), 0, "the table comes without messages");
+    let one = parse(&inspection.session_json(0).unwrap());
+    let messages: js_sys::Array = get(&one, "messages").into();
+    assert_eq!(messages.length(), 6);
+    assert!(inspection.session_json(99).is_err());
+    assert!(inspection.full_json().contains("\"messages\":[{"));
+}

@@ -34,6 +34,16 @@ const state = {
 };
 
 let worker = null;
+let pending = new Map(); // request key -> resolve
+const MAX_ROWS = 1000;
+
+function ask(type, extra = {}) {
+  const key = type + ":" + (extra.index ?? "");
+  return new Promise((resolve) => {
+    pending.set(key, resolve);
+    worker.postMessage({ type, ...extra });
+  });
+}
 
 function hostPort(host, port) {
   if (host == null) return "";
@@ -103,10 +113,17 @@ function run(file) {
   delete document.body.dataset.mbps;
   setProgress(0, file.size);
   if (worker) worker.terminate();
+  pending = new Map();
   worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
   worker.onmessage = (e) => {
     const m = e.data;
     if (m.type === "progress") setProgress(m.done, m.total);
+    else if (m.type === "session" || m.type === "full") {
+      const key = m.type + ":" + (m.index ?? "");
+      const resolve = pending.get(key);
+      pending.delete(key);
+      if (resolve) resolve(JSON.parse(m.json));
+    }
     else if (m.type === "error") {
       $("progress").hidden = true;
       showError(`${file.name}: ${m.message}`);
@@ -123,7 +140,7 @@ function run(file) {
     $("progress").hidden = true;
     showError(`The inspector failed to start: ${e.message || e}`);
   };
-  worker.postMessage({ file, reveal: $("reveal").checked });
+  worker.postMessage({ type: "inspect", file, reveal: $("reveal").checked });
 }
 
 function load(report) {
@@ -176,7 +193,7 @@ function renderTable() {
   const rows = visibleRows();
   const body = document.querySelector("#sessions tbody");
   const frag = document.createDocumentFragment();
-  for (const r of rows) {
+  for (const r of rows.slice(0, MAX_ROWS)) {
     const tr = document.createElement("tr");
     tr.dataset.n = r.n;
     if (state.selected === r.n) tr.className = "selected";
@@ -190,7 +207,9 @@ function renderTable() {
     frag.append(tr);
   }
   body.replaceChildren(frag);
-  $("count").textContent = `${rows.length} of ${state.rows.length} sessions`;
+  $("count").textContent = rows.length > MAX_ROWS
+    ? `showing ${MAX_ROWS} of ${rows.length} matching (${state.rows.length} sessions): refine the filter or sort`
+    : `${rows.length} of ${state.rows.length} sessions`;
 }
 
 function sortBy(key) {
@@ -199,11 +218,17 @@ function sortBy(key) {
   renderTable();
 }
 
-function openSession(n) {
+async function openSession(n) {
   const row = state.rows.find((r) => r.n === n);
   if (!row) return;
   state.selected = n;
   renderTable();
+  if (!row.full) {
+    // The table came without messages; fetch this session's from the worker.
+    row.session = await ask("session", { index: n - 1 });
+    row.full = true;
+    if (state.selected !== n) return;
+  }
   const s = row.session;
   $("detail").hidden = false;
   $("detail-title").textContent = `Session #${n}: ${s.version} ${s.client} → ${s.server}`;
@@ -375,8 +400,8 @@ for (const [id, handler] of [["messages", selectMessage], ["fields", selectField
   });
 }
 $("detail-close").addEventListener("click", () => { $("detail").hidden = true; state.selected = null; renderTable(); });
-$("export-json").addEventListener("click", () =>
-  download(baseName() + ".socks.json", "application/json", JSON.stringify(state.report, null, 2)));
+$("export-json").addEventListener("click", async () =>
+  download(baseName() + ".socks.json", "application/json", JSON.stringify(await ask("full"), null, 2)));
 $("export-csv").addEventListener("click", () =>
   download(baseName() + ".socks.csv", "text/csv", toCsv(state.report.sessions)));
 
