@@ -410,7 +410,8 @@ impl Decoder {
             }
             Info::UserPass { username, password } => {
                 f.username = Some(username);
-                f.password = Some(password);
+                // Not kept at all unless it will be shown.
+                f.password = self.show_secrets.then_some(password);
                 self.stage = Stage::UserPassReply;
             }
             Info::AuthStatus { status } => {
