@@ -48,8 +48,33 @@ fn wait_listening(port: u16) -> bool {
     false
 }
 
-/// Children killed on drop (by their own pid).
+/// Children killed on drop (by their own pid), also when an assertion fails.
 struct Procs(Vec<Child>);
+
+/// The capture process: stopped with SIGINT (so it finishes the file) on drop.
+struct Capture(Child);
+
+impl Capture {
+    fn stop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .args(["-INT", &self.0.id().to_string()])
+                .status();
+            let t = Instant::now();
+            while matches!(self.0.try_wait(), Ok(None)) && t.elapsed() < Duration::from_secs(5) {
+                thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
 
 impl Drop for Procs {
     fn drop(&mut self) {
@@ -171,30 +196,31 @@ fn curl_through_microsocks_and_danted_matches_wireshark() {
         .map(|p| format!("tcp port {p}"))
         .collect::<Vec<_>>()
         .join(" or ");
-    let mut dumpcap = Command::new("dumpcap")
-        .args([
-            "-q",
-            "-i",
-            "lo",
-            "-f",
-            &filter,
-            "-w",
-            pcap.to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut dumpcap = Capture(
+        Command::new("dumpcap")
+            .args([
+                "-q",
+                "-i",
+                "lo",
+                "-f",
+                &filter,
+                "-w",
+                pcap.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     // dumpcap creates the file once capturing has started.
     let t = Instant::now();
     while !pcap.exists() && t.elapsed() < Duration::from_secs(10) {
         thread::sleep(Duration::from_millis(50));
     }
     if !pcap.exists() {
-        let _ = dumpcap.kill();
+        dumpcap.stop();
         let mut err = String::new();
-        let _ = dumpcap.stderr.take().unwrap().read_to_string(&mut err);
-        let _ = dumpcap.wait();
+        let _ = dumpcap.0.stderr.take().unwrap().read_to_string(&mut err);
         eprintln!("SKIP real-traffic test: dumpcap could not capture on lo: {err}");
         return;
     }
@@ -265,10 +291,7 @@ fn curl_through_microsocks_and_danted_matches_wireshark() {
         client_ports.insert(port, run.name);
     }
     thread::sleep(Duration::from_millis(700));
-    let _ = Command::new("kill")
-        .args(["-INT", &dumpcap.id().to_string()])
-        .status();
-    let _ = dumpcap.wait();
+    dumpcap.stop();
     drop(procs);
 
     let bytes = std::fs::read(&pcap).unwrap();
