@@ -113,6 +113,18 @@ pub fn inspect(capture: &[u8], options: &Options) -> Result<Report, InspectError
     inspect_with_progress(capture, options, &mut |_| {})
 }
 
+/// What `socksgate inspect FILE [--json] [--show-secrets]` prints: the JSON contract document
+/// (pretty) with `json`, else the text rendering. The CLI reads FILE, calls this, prints the
+/// result, and on error prints `FILE: {error}` and exits non-zero.
+pub fn render(capture: &[u8], json: bool, show_secrets: bool) -> Result<String, InspectError> {
+    let report = inspect(capture, &Options::with_secrets(show_secrets))?;
+    Ok(if json {
+        report.to_json()
+    } else {
+        report.to_string()
+    })
+}
+
 /// [`inspect`], calling `progress` about every MiB and once at the end (`done == total`).
 pub fn inspect_with_progress(
     capture: &[u8],

@@ -762,3 +762,53 @@ fn tls_hello(host: &str) -> Vec<u8> {
     rec.extend_from_slice(&hs);
     rec
 }
+
+#[test]
+fn gssapi_abort_and_failed_bind_second_reply() {
+    let mut cap = Cap::new(Link::Ethernet);
+    let mut c = Conv::new("127.0.0.1:40001", "127.0.0.1:1080");
+    c.open(&mut cap);
+    c.up(&mut cap, &greeting(&[1]));
+    c.down(&mut cap, &[5, 1]);
+    c.up(&mut cap, &gss(1, &[0x60; 8]));
+    c.down(&mut cap, &[1, 0xff]);
+    c.close(&mut cap);
+    let mut c = Conv::new("127.0.0.1:40002", "127.0.0.1:1080");
+    c.open(&mut cap);
+    c.up(&mut cap, &greeting(&[0]));
+    c.down(&mut cap, &[5, 0]);
+    c.up(&mut cap, &request5(2, "example.com", 21));
+    c.down(&mut cap, &reply5(0, "127.0.0.1", 45000));
+    c.down(&mut cap, &reply5(6, "0.0.0.0", 0));
+    c.close(&mut cap);
+    let r = run(&cap.pcap(false, false));
+    let (a, b) = (&r.sessions[0], &r.sessions[1]);
+    assert!(
+        a.anomalies.iter().any(|x| x.contains("aborted")),
+        "{:?}",
+        a.anomalies
+    );
+    assert_eq!(a.messages.last().unwrap().describe().1.len(), 2);
+    assert_eq!(b.reply_code, Some(0));
+    assert_eq!(b.bind_peer.as_deref(), Some("0.0.0.0:0"));
+    assert_eq!(b.tunnelled, None);
+}
+
+#[test]
+fn render_for_the_cli() {
+    let mut cap = Cap::new(Link::Ethernet);
+    socks5_userpass(
+        &mut cap,
+        &mut Conv::new("127.0.0.1:55820", "127.0.0.1:1080"),
+    );
+    let bytes = cap.pcap(false, false);
+    let text = socksgate_inspect::render(&bytes, false, false).unwrap();
+    assert!(
+        text.contains("socks5 127.0.0.1:55820 -> 127.0.0.1:1080"),
+        "{text}"
+    );
+    let json = socksgate_inspect::render(&bytes, true, true).unwrap();
+    assert!(json.contains("\"password\": \"s3cret\""));
+    let err = socksgate_inspect::render(b"nope", true, false).unwrap_err();
+    assert!(err.to_string().starts_with("not a capture file"));
+}
