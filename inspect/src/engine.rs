@@ -36,6 +36,8 @@ struct Conn {
     server_first: bool,
     rst: bool,
     closed: bool,
+    /// Sequence number of the client's SYN, if seen.
+    syn_seq: Option<u32>,
     snap_truncated: bool,
     gaps: Vec<String>,
     gap_count: usize,
@@ -66,6 +68,7 @@ impl Conn {
             server_first: false,
             rst: false,
             closed: false,
+            syn_seq: None,
             snap_truncated: false,
             gaps: Vec::new(),
             gap_count: 0,
@@ -312,12 +315,10 @@ impl<'o> Engine<'o> {
     fn tcp(&mut self, frame: &Frame<'_>, pkt: &Packet<'_>, tcp: &TcpMeta) {
         let k = key(pkt.src, pkt.dst);
         let existing = self.index.get(&k).copied();
+        // A new SYN (not a retransmitted one) on a known 4-tuple starts a new connection.
+        let fresh_syn = |c: &Conn| c.closed || c.syn_seq.is_some_and(|s| s != tcp.seq);
         let idx = match existing {
-            Some(i)
-                if !(tcp.syn && !tcp.ack_flag && self.conns.get(i).is_some_and(|c| c.closed)) =>
-            {
-                i
-            }
+            Some(i) if !(tcp.syn && !tcp.ack_flag && self.conns.get(i).is_some_and(fresh_syn)) => i,
             _ => {
                 let (client, server) = if tcp.syn && tcp.ack_flag {
                     (pkt.dst, pkt.src)
@@ -335,6 +336,9 @@ impl<'o> Engine<'o> {
             return;
         };
         conn.end = frame.ts;
+        if tcp.syn && !tcp.ack_flag {
+            conn.syn_seq = Some(tcp.seq);
+        }
         if conn.verdict == Verdict::NotSocks {
             return;
         }

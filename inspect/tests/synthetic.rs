@@ -683,6 +683,13 @@ fn port_reuse_makes_a_new_session() {
     simple_session(&mut cap, "127.0.0.1:40001", "127.0.0.1:1080");
     simple_session(&mut cap, "127.0.0.1:40001", "127.0.0.1:1080");
     assert_eq!(run(&cap.pcap(false, false)).sessions.len(), 2);
+    // After a non-SOCKS connection that was never seen closing, on the same 4-tuple.
+    let mut cap = Cap::new(Link::Ethernet);
+    let mut c = Conv::with_isn("127.0.0.1:40001", "127.0.0.1:1080", 7, 9);
+    c.open(&mut cap);
+    c.up(&mut cap, HTTP_GET);
+    simple_session(&mut cap, "127.0.0.1:40001", "127.0.0.1:1080");
+    assert_eq!(run(&cap.pcap(false, false)).sessions.len(), 1);
 }
 
 #[test]
