@@ -343,16 +343,19 @@ impl<'o> Engine<'o> {
             return;
         }
         let is_up = pkt.src == conn.client;
-        if !pkt.payload.is_empty() && !conn.seen_payload {
-            conn.seen_payload = true;
-            conn.server_first = !is_up;
-        }
         conn.snap_truncated |= pkt.truncated;
         let origin = Origin {
             frame: frame.number,
             file_offset: frame.file_offset + pkt.payload_offset,
         };
         conn.segment(is_up, tcp, pkt.payload, origin);
+        // Who spoke first is decided by the first bytes delivered in stream order, so a
+        // reordered capture does not make a client look like a server.
+        let delivered = !conn.up_buf.data.is_empty() || !conn.down_buf.data.is_empty();
+        if !conn.seen_payload && delivered {
+            conn.seen_payload = true;
+            conn.server_first = conn.up_buf.data.is_empty();
+        }
         conn.rst |= tcp.rst;
         conn.closed = conn.rst || (conn.up.fin && conn.down.fin);
         conn.progress(idx, &mut self.udp, self.opts, false);

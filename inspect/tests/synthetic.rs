@@ -819,3 +819,103 @@ fn render_for_the_cli() {
     let err = socksgate_inspect::render(b"nope", true, false).unwrap_err();
     assert!(err.to_string().starts_with("not a capture file"));
 }
+
+/// Any segmentation, reordering and duplication of the same byte streams gives the same
+/// session (deterministic pseudo-random trials).
+#[test]
+fn arbitrary_segmentation_gives_identical_sessions() {
+    let mut up = greeting(&[0, 2]);
+    up.extend(userpass("alice", "pw"));
+    up.extend(request5(1, "example.com", 443));
+    up.extend(tls_hello("example.com"));
+    let mut down = vec![5, 2, 1, 0];
+    down.extend(reply5(0, "127.0.0.1", 1234));
+    down.extend_from_slice(&[0x17; 300]);
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let mut reference = None;
+    for trial in 0..200 {
+        let mut cap = Cap::new(Link::Ethernet);
+        let mut c = Conv::with_isn(
+            "127.0.0.1:40001",
+            "127.0.0.1:1080",
+            rnd(1 << 30) as u32 * 4,
+            77,
+        );
+        c.open(&mut cap);
+        // Cut each stream into random pieces, shuffle each direction's pieces and add
+        // duplicates; the client's pieces are captured before the server's (causality).
+        let mut pieces = Vec::new();
+        for (is_up, data) in [(true, &up), (false, &down)] {
+            let mut mine = Vec::new();
+            let mut at = 0;
+            while at < data.len() {
+                let len = 1 + rnd(40.min(data.len() - at));
+                mine.push((is_up, at, len));
+                at += len;
+            }
+            for i in (1..mine.len()).rev() {
+                if rnd(3) == 0 {
+                    mine.swap(i, rnd(i + 1));
+                }
+            }
+            let dups: Vec<_> = (0..2).map(|_| mine[rnd(mine.len())]).collect();
+            mine.extend(dups);
+            pieces.extend(mine);
+        }
+        let (cbase, sbase) = (c.cseq, c.sseq);
+        for (is_up, at, len) in pieces {
+            if is_up {
+                cap.tcp(
+                    c.c,
+                    c.s,
+                    cbase.wrapping_add(at as u32),
+                    sbase,
+                    ack(),
+                    &up[at..at + len],
+                );
+            } else {
+                cap.tcp(
+                    c.s,
+                    c.c,
+                    sbase.wrapping_add(at as u32),
+                    cbase,
+                    ack(),
+                    &down[at..at + len],
+                );
+            }
+        }
+        let r = run(&cap.pcap(false, false));
+        let s = only(&r);
+        let key = format!(
+            "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {} {} {:?} {:?} {}",
+            s.methods_offered,
+            s.method,
+            s.username,
+            s.auth_ok,
+            s.command,
+            s.dst_host,
+            s.dst_port,
+            s.reply_code,
+            s.bound,
+            s.bytes_up,
+            s.bytes_down,
+            s.tunnelled,
+            s.sni,
+            s.messages.len(),
+        );
+        assert!(s.anomalies.is_empty(), "trial {trial}: {:?}", s.anomalies);
+        match &reference {
+            None => reference = Some(key),
+            Some(k) => assert_eq!(k, &key, "trial {trial}"),
+        }
+    }
+    let k = reference.unwrap();
+    assert!(k.contains("Some(\"example.com\") Some(443)"), "{k}");
+    assert!(k.ends_with("Some(\"tls\") Some(\"example.com\") 6"), "{k}");
+}
