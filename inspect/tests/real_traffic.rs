@@ -126,12 +126,53 @@ fn danted_conf(dir: &Path, port: u16) -> PathBuf {
              user.privileged: root\n\
              user.unprivileged: nobody\n\
              client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}\n\
-             socks pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 command: connect bind udpassociate }}\n",
+             socks pass {{ from: 0.0.0.0/0 to: 0.0.0.0/0 command: connect bind udpassociate udpreply }}\n",
             log = dir.join("danted.log").display()
         ),
     )
     .unwrap();
     conf
+}
+
+/// PySocks (python3-socks) through danted: UDP ASSOCIATE, two datagrams to a local UDP echo
+/// server and their answers. Returns the control connection's client port.
+fn udp_associate(proxy_port: u16) -> Result<u16, String> {
+    const SCRIPT: &str = r#"
+import socket, sys, threading
+import socks
+srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+srv.bind(("127.0.0.1", 0))
+def echo():
+    for _ in range(2):
+        d, a = srv.recvfrom(100)
+        srv.sendto(b"pong:" + d, a)
+threading.Thread(target=echo, daemon=True).start()
+s = socks.socksocket(socket.AF_INET, socket.SOCK_DGRAM)
+s.set_proxy(socks.SOCKS5, "127.0.0.1", int(sys.argv[1]))
+s.settimeout(5)
+s.bind(("127.0.0.1", 0))
+for m in (b"ping", b"ping2"):
+    s.sendto(m, srv.getsockname())
+    s.recvfrom(100)
+print(s._proxyconn.getsockname()[1])
+"#;
+    // Debian's interpreter, where python3-socks lives (a pyenv `python3` may lack it).
+    let python = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    let out = Command::new(python)
+        .args(["-c", SCRIPT, &proxy_port.to_string()])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(|e| format!("{e}"))
 }
 
 struct Run {
@@ -191,11 +232,13 @@ fn curl_through_microsocks_and_danted_matches_wireshark() {
     let pcap = dir.join("lo.pcapng");
     let mut ports = vec![ms_open, ms_auth, http];
     ports.extend(dante);
-    let filter = ports
+    let mut filter = ports
         .iter()
         .map(|p| format!("tcp port {p}"))
         .collect::<Vec<_>>()
         .join(" or ");
+    // UDP ASSOCIATE relays use ports chosen at run time.
+    filter.push_str(" or udp");
     let mut dumpcap = Capture(
         Command::new("dumpcap")
             .args([
@@ -290,6 +333,14 @@ fn curl_through_microsocks_and_danted_matches_wireshark() {
         let port: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
         client_ports.insert(port, run.name);
     }
+    if let Some(d) = dante {
+        match udp_associate(d) {
+            Ok(port) => {
+                client_ports.insert(port, "socks5-udp");
+            }
+            Err(why) => eprintln!("note: UDP ASSOCIATE run skipped: {why}"),
+        }
+    }
     thread::sleep(Duration::from_millis(700));
     dumpcap.stop();
     drop(procs);
@@ -306,16 +357,23 @@ fn curl_through_microsocks_and_danted_matches_wireshark() {
         .collect();
     assert_eq!(
         report.sessions.len(),
-        runs.len(),
+        client_ports.len(),
         "one session per curl run; the proxies' own legs to :{http} are not sessions"
     );
     for (port, name) in &client_ports {
         let s = by_port
             .get(port)
             .unwrap_or_else(|| panic!("{name}: no session for port {port}"));
+        assert!(s.anomalies.is_empty(), "{name}: {:?}", s.anomalies);
+        if *name == "socks5-udp" {
+            assert_eq!(s.command.as_deref(), Some("udp_associate"), "{name}");
+            assert_eq!(s.reply_code, Some(0), "{name}");
+            assert_eq!((s.udp_datagrams_up, s.udp_datagrams_down), (2, 2), "{name}");
+            assert_eq!(s.udp_destinations.len(), 1, "{name}");
+            continue;
+        }
         assert_eq!(s.command.as_deref(), Some("connect"), "{name}");
         assert_eq!(s.dst_port, Some(http), "{name}");
-        assert!(s.anomalies.is_empty(), "{name}: {:?}", s.anomalies);
         if *name == "socks4a" {
             assert_eq!(s.reply_code, Some(91), "{name}");
             assert_eq!(
@@ -433,7 +491,11 @@ fn curl_through_microsocks_and_danted_matches_wireshark() {
             has("socks.version", want_version),
             "{name}: version; oracle {o:?}"
         );
-        assert!(has("socks.command", "1"), "{name}: command; oracle {o:?}");
+        let want_cmd = if *name == "socks5-udp" { "3" } else { "1" };
+        assert!(
+            has("socks.command", want_cmd),
+            "{name}: command; oracle {o:?}"
+        );
         let host = s.dst_host.clone().unwrap();
         let port_s = s.dst_port.unwrap().to_string();
         match *name {
@@ -476,6 +538,11 @@ fn curl_through_microsocks_and_danted_matches_wireshark() {
                     "{name}: 4a name; oracle {o:?}"
                 );
                 assert!(has("socks.results", "91"), "{name}: results; oracle {o:?}");
+            }
+            "socks5-udp" => {
+                // Wireshark matches datagrams by the request's DST.PORT (divergence 6); we
+                // count them by relay address and client IP.
+                assert!(has("socks.results", "0"), "{name}: results; oracle {o:?}");
             }
             _ => unreachable!(),
         }
