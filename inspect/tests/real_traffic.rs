@@ -10,6 +10,7 @@
 //!    known Wireshark bugs of `notes/inspector.md` as documented divergences.
 //!
 //! Skips (with a message, passing) when a tool is missing or capturing on `lo` is not allowed.
+//! `SOCKSGATE_KEEP_CAPTURE=FILE` keeps a copy of the recorded capture.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -345,6 +346,10 @@ fn curl_through_microsocks_and_danted_matches_wireshark() {
     dumpcap.stop();
     drop(procs);
 
+    if let Some(keep) = std::env::var_os("SOCKSGATE_KEEP_CAPTURE") {
+        // e.g. to refresh wasm/tests/fixtures/curl-lo.pcapng
+        std::fs::copy(&pcap, keep).unwrap();
+    }
     let bytes = std::fs::read(&pcap).unwrap();
     let report = inspect(&bytes, &Options::default()).unwrap();
     eprintln!("{report}");

@@ -1,7 +1,8 @@
 // End-to-end test of the inspector page in Debian's Chromium (no browser download):
 // serve wasm/www on 127.0.0.1, load a capture, see the sessions, sort and filter, open one,
 // see its fields and a highlighted byte range, export CSV, and get a clear error for a file
-// that is not a capture. Screenshot: e2e/out/inspector.png.
+// that is not a capture; then a real loopback capture with a UDP ASSOCIATE session.
+// Screenshots: e2e/out/{inspector,error,udp}.png.
 //
 //   node e2e/e2e.mjs                 the test
 //   node e2e/e2e.mjs --bench FILE    parse FILE in the page and print MB/s
@@ -99,6 +100,21 @@ try {
     await page.waitForSelector("#error:not([hidden])");
     assert.match(await page.textContent("#error"), /not-a-capture\.pcap: not a capture file/);
     await page.screenshot({ path: OUT + "error.png" });
+
+    // Real traffic (dumpcap on lo: curl via microsocks and danted, PySocks UDP ASSOCIATE).
+    await page.setInputFiles("#file", here("../tests/fixtures/curl-lo.pcapng"));
+    await page.waitForSelector("#sessions tbody tr");
+    assert.match(await page.textContent("#summary"), /curl-lo\.pcapng: pcapng, .* 6 SOCKS sessions/);
+    await page.fill("#filter", "udp_associate");
+    assert.equal(await rows.count(), 1);
+    await rows.first().click();
+    await page.waitForSelector("#messages li");
+    assert.equal(await page.locator("#messages li").count(), 8);
+    assert.match(await page.textContent("#messages"), /C→R UDP to 127\.0\.0\.1:\d+ \(4 payload bytes\)/);
+    await page.click('#messages li[data-i="4"]');
+    await page.click('#fields tbody tr:has-text("DATA")');
+    assert.equal(await page.locator("#hex .b.hl").count(), 4);
+    await page.screenshot({ path: OUT + "udp.png", fullPage: true });
 
     assert.deepEqual(errors, [], "no page errors or external requests");
     console.log("e2e: all checks passed; screenshots in wasm/e2e/out/");
