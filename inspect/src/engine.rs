@@ -396,16 +396,10 @@ impl<'o> Engine<'o> {
                     // Keep the header and at most 64 payload bytes.
                     let shown = payload.len().min(d.header_len + 64);
                     let offset = frame.file_offset + pkt.payload_offset;
-                    let parsed = socks::Parsed {
-                        kind: "udp_header",
-                        summary: String::new(),
-                        fields: Vec::new(),
-                        secret: None,
-                        info: socks::Info::Datagram,
-                    };
                     conn.udp_messages.push(session::message(
                         dir,
-                        &parsed,
+                        "udp_header",
+                        None,
                         payload.get(..shown).unwrap_or_default(),
                         payload.len(),
                         0,

@@ -11,7 +11,7 @@ use core::net::SocketAddr;
 
 use crate::detect::Verdict;
 use crate::report::{Dir, Message};
-use crate::socks::{self, Info, Parsed, Step};
+use crate::socks::{self, Fast, Info};
 use crate::tcp_reassembly::Delivered;
 use crate::tunnel::{self, Tunnelled};
 
@@ -94,11 +94,13 @@ impl Retained {
     }
 }
 
-/// Builds a report message from a parsed message whose bytes are `bytes`; secret bytes are
-/// masked with `*` in the copy kept.
+/// Builds a report message of `kind` whose bytes are `bytes`; the `secret` range is masked
+/// with `*` in the copy kept.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn message(
     dir: Dir,
-    parsed: &Parsed,
+    kind: &'static str,
+    secret: Option<(usize, usize)>,
     bytes: &[u8],
     len: usize,
     stream_offset: u64,
@@ -106,18 +108,18 @@ pub(crate) fn message(
     file_ranges: Vec<[usize; 2]>,
 ) -> Message {
     let mut kept = bytes.to_vec();
-    if let Some((at, n)) = parsed.secret {
+    if let Some((at, n)) = secret {
         for b in kept.iter_mut().skip(at).take(n) {
             *b = b'*';
         }
     }
     Message {
         dir,
-        kind: parsed.kind,
+        kind,
         stream_offset,
         len,
         bytes: kept,
-        secret: parsed.secret.map(|(a, n)| [a, n]),
+        secret: secret.map(|(a, n)| [a, n]),
         frames,
         file_ranges,
     }
@@ -297,12 +299,22 @@ impl Decoder {
         self.stage = Stage::Finished;
     }
 
-    fn record(&mut self, dir: Dir, parsed: &Parsed, buf: &Retained, start: usize, len: usize) {
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &mut self,
+        dir: Dir,
+        kind: &'static str,
+        secret: Option<(usize, usize)>,
+        buf: &Retained,
+        start: usize,
+        len: usize,
+    ) {
         let bytes = buf.data.get(start..start + len).unwrap_or_default();
         let (frames, ranges) = buf.locate(start, len);
         self.messages.push(message(
             dir,
-            parsed,
+            kind,
+            secret,
             bytes,
             len,
             start as u64,
@@ -316,20 +328,14 @@ impl Decoder {
         self.stage = Stage::Finished;
     }
 
-    /// Tries one message (from the client stream if `up_side`).
-    fn try_msg(
-        &mut self,
-        up_side: bool,
-        buf: &Retained,
-        parse: impl FnOnce(&[u8]) -> Step,
-    ) -> Option<Info> {
+    /// Tries one message of `kind` (from the client stream if `up_side`).
+    fn try_msg(&mut self, up_side: bool, buf: &Retained, kind: &'static str) -> Option<Info> {
         let pos = if up_side { self.up } else { self.down };
         let rest = buf.data.get(pos..).unwrap_or_default();
-        match parse(rest) {
-            Step::Done(p, len) => {
+        match socks::facts(kind, rest, self.show_secrets) {
+            Fast::Done { info, len, secret } => {
                 let dir = if up_side { Dir::Up } else { Dir::Down };
-                self.record(dir, &p, buf, pos, len);
-                let info = p.info;
+                self.record(dir, kind, secret, buf, pos, len);
                 if up_side {
                     self.up += len;
                 } else {
@@ -337,8 +343,8 @@ impl Decoder {
                 }
                 Some(info)
             }
-            Step::Partial => None,
-            Step::Bad(e) => {
+            Fast::Partial => None,
+            Fast::Bad(e) => {
                 let what = self.stage.expecting();
                 self.malformed(what, e);
                 None
@@ -348,24 +354,23 @@ impl Decoder {
 
     fn step(&mut self, up: &Retained, down: &Retained, last: bool) -> Outcome {
         let before = self.stage;
-        let show = self.show_secrets;
         let got = match self.stage {
-            Stage::Greeting => self.try_msg(true, up, socks::method_request),
-            Stage::MethodReply => self.try_msg(false, down, socks::method_reply),
-            Stage::UserPass => self.try_msg(true, up, |b| socks::userpass_request(b, show)),
-            Stage::UserPassReply => self.try_msg(false, down, socks::userpass_reply),
+            Stage::Greeting => self.try_msg(true, up, "method_request"),
+            Stage::MethodReply => self.try_msg(false, down, "method_reply"),
+            Stage::UserPass => self.try_msg(true, up, "userpass_request"),
+            Stage::UserPassReply => self.try_msg(false, down, "userpass_reply"),
             Stage::Gssapi => return self.gssapi_step(up, down),
-            Stage::Request if self.socks4 => self.try_msg(true, up, socks::socks4_request),
-            Stage::Request => self.try_msg(true, up, socks::request),
+            Stage::Request if self.socks4 => self.try_msg(true, up, "socks4_request"),
+            Stage::Request => self.try_msg(true, up, "request"),
             Stage::Reply | Stage::SecondReply if self.socks4 => {
-                self.try_msg(false, down, socks::socks4_reply)
+                self.try_msg(false, down, "socks4_reply")
             }
             Stage::Reply | Stage::SecondReply => {
                 if self.facts.method == Some(1) && down.data.get(self.down) == Some(&1) {
                     // A late GSS-API token from the server.
                     return self.gss_one(false, down);
                 }
-                self.try_msg(false, down, socks::reply)
+                self.try_msg(false, down, "reply")
             }
             Stage::Established => return self.tunnel_step(up, down, last),
             Stage::Finished => return Outcome::Wait,
@@ -422,7 +427,7 @@ impl Decoder {
                     Stage::Finished
                 };
             }
-            Info::Gssapi { .. } | Info::Datagram => {}
+            Info::Gssapi { .. } => {}
             Info::Socks4Request {
                 command,
                 host,
@@ -499,7 +504,7 @@ impl Decoder {
     /// One GSS-API message from one side.
     fn gss_one(&mut self, up_side: bool, buf: &Retained) -> Outcome {
         let before = self.stage;
-        match self.try_msg(up_side, buf, socks::gssapi) {
+        match self.try_msg(up_side, buf, "gssapi") {
             Some(Info::Gssapi { mtyp }) => {
                 if mtyp == 0xff {
                     self.anomalies.push("GSS-API context aborted".into());

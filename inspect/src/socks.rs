@@ -1,6 +1,8 @@
 //! The only place the inspector touches SOCKS bytes: every message is parsed by
-//! `socksgate-core`'s wire parsers, then described as a [`Parsed`] (what it means) with
-//! [`Field`]s (where each part sits inside the message, for the hex view).
+//! `socksgate-core`'s wire parsers. [`facts`] gives the decoder what a message means (cheap:
+//! no text); the describing functions ([`request`], [`reply`], …, used by [`describe`]) give a
+//! summary and [`Field`]s (where each part sits inside the message, for the hex view), only
+//! for messages that are shown.
 //!
 //! Field positions are laid out from the decoded value (lengths of names, address types), never
 //! by reading the bytes again.
@@ -22,26 +24,20 @@ use crate::report::Field;
 #[derive(Debug)]
 pub(crate) enum Step {
     /// A message of `len` bytes.
-    Done(Parsed, usize),
+    Done(Parsed),
     /// A valid prefix; wait for more bytes.
     Partial,
     /// Not this message.
-    Bad(WireError),
+    Bad,
 }
 
 /// A decoded message.
 #[derive(Debug)]
 pub(crate) struct Parsed {
-    /// Machine name, e.g. `"method_request"`.
-    pub(crate) kind: &'static str,
     /// One-line description.
     pub(crate) summary: String,
     /// Parts with their byte ranges inside the message.
     pub(crate) fields: Vec<Field>,
-    /// Byte ranges (within the message) to hide unless secrets are shown.
-    pub(crate) secret: Option<(usize, usize)>,
-    /// What the session table needs.
-    pub(crate) info: Info,
 }
 
 /// The facts a message contributes to the session.
@@ -84,8 +80,6 @@ pub(crate) enum Info {
         bound: String,
         bound_addr: Option<SocketAddr>,
     },
-    /// A UDP datagram header (described by [`udp_header`]).
-    Datagram,
 }
 
 fn field(name: &'static str, value: impl Into<String>, offset: usize, len: usize) -> Field {
@@ -106,9 +100,9 @@ fn step<T>(
     describe: impl FnOnce(T, usize) -> Parsed,
 ) -> Step {
     match r {
-        Ok(Status::Complete((msg, len))) => Step::Done(describe(msg, len), len),
+        Ok(Status::Complete((msg, len))) => Step::Done(describe(msg, len)),
         Ok(Status::Partial) => Step::Partial,
-        Err(e) => Step::Bad(e),
+        Err(_) => Step::Bad,
     }
 }
 
@@ -173,15 +167,12 @@ pub(crate) fn method_request(buf: &[u8]) -> Step {
             .map(|&x| format!("{x} ({})", method_name(x)))
             .collect();
         Parsed {
-            kind: "method_request",
             summary: format!("SOCKS5 greeting, methods {}", list.join(", ")),
             fields: vec![
                 ver(0, 5),
                 field("NMETHODS", methods.len().to_string(), 1, 1),
                 field("METHODS", list.join(", "), 2, methods.len()),
             ],
-            secret: None,
-            info: Info::Greeting { methods },
         }
     })
 }
@@ -191,7 +182,6 @@ pub(crate) fn method_reply(buf: &[u8]) -> Step {
     step(MethodReply::parse(buf), |m, _| {
         let method = u8::from(m.method);
         Parsed {
-            kind: "method_reply",
             summary: format!("method selected: {method} ({})", method_name(method)),
             fields: vec![
                 ver(0, 5),
@@ -202,8 +192,6 @@ pub(crate) fn method_reply(buf: &[u8]) -> Step {
                     1,
                 ),
             ],
-            secret: None,
-            info: Info::MethodChoice { method },
         }
     })
 }
@@ -221,7 +209,6 @@ pub(crate) fn userpass_request(buf: &[u8], show_secrets: bool) -> Step {
             "********".into()
         };
         Parsed {
-            kind: "userpass_request",
             summary: format!("username/password: user \"{}\"", text(user)),
             fields: vec![
                 ver(0, 1),
@@ -230,11 +217,6 @@ pub(crate) fn userpass_request(buf: &[u8], show_secrets: bool) -> Step {
                 field("PLEN", plen.to_string(), 2 + ulen, 1),
                 field("PASSWD", shown, 3 + ulen, plen),
             ],
-            secret: (!show_secrets).then_some((3 + ulen, plen)),
-            info: Info::UserPass {
-                username: text(user),
-                password: text(pass),
-            },
         }
     })
 }
@@ -245,14 +227,11 @@ pub(crate) fn userpass_reply(buf: &[u8]) -> Step {
         let status = m.status;
         let verdict = if status == 0 { "success" } else { "failure" };
         Parsed {
-            kind: "userpass_reply",
             summary: format!("authentication {verdict} (status {status})"),
             fields: vec![
                 ver(0, 1),
                 field("STATUS", format!("{status} ({verdict})"), 1, 1),
             ],
-            secret: None,
-            info: Info::AuthStatus { status },
         }
     })
 }
@@ -279,11 +258,8 @@ pub(crate) fn gssapi(buf: &[u8]) -> Step {
             fields.push(field("TOKEN", format!("{token_len} bytes"), 4, token_len));
         }
         Parsed {
-            kind: "gssapi",
             summary: format!("GSS-API {what} message, {token_len}-byte token"),
             fields,
-            secret: None,
-            info: Info::Gssapi { mtyp },
         }
     })
 }
@@ -319,7 +295,6 @@ pub(crate) fn socks4_request(buf: &[u8]) -> Step {
             }
         };
         Parsed {
-            kind: "socks4_request",
             summary: format!(
                 "SOCKS4{} {} {host}:{}",
                 if socks4a { "a" } else { "" },
@@ -327,14 +302,6 @@ pub(crate) fn socks4_request(buf: &[u8]) -> Step {
                 m.port
             ),
             fields,
-            secret: None,
-            info: Info::Socks4Request {
-                command,
-                host,
-                port: m.port,
-                socks4a,
-                user_id: text(user),
-            },
         }
     })
 }
@@ -351,7 +318,6 @@ pub(crate) fn socks4_reply(buf: &[u8]) -> Step {
             _ => "unknown",
         };
         Parsed {
-            kind: "socks4_reply",
             summary: format!("SOCKS4 reply {code} ({meaning}), {}", m.addr),
             fields: vec![
                 field("VN", "reply version (0)", 0, 1),
@@ -359,8 +325,6 @@ pub(crate) fn socks4_reply(buf: &[u8]) -> Step {
                 field("DSTPORT", m.addr.port().to_string(), 2, 2),
                 field("DSTIP", m.addr.ip().to_string(), 4, 4),
             ],
-            secret: None,
-            info: Info::Socks4Reply { code, addr: m.addr },
         }
     })
 }
@@ -369,7 +333,7 @@ pub(crate) fn socks4_reply(buf: &[u8]) -> Step {
 pub(crate) fn request(buf: &[u8]) -> Step {
     step(Request::parse(buf), |m, _| {
         let command = u8::from(m.command);
-        let (afields, host, port) = addr_fields("dst", &m.dst, 3);
+        let (afields, _, _) = addr_fields("dst", &m.dst, 3);
         let mut fields = vec![
             ver(0, 5),
             field(
@@ -382,15 +346,8 @@ pub(crate) fn request(buf: &[u8]) -> Step {
         ];
         fields.extend(afields);
         Parsed {
-            kind: "request",
             summary: format!("{} {}", command_name(command), m.dst),
             fields,
-            secret: None,
-            info: Info::Request {
-                command,
-                host,
-                port,
-            },
         }
     })
 }
@@ -421,20 +378,9 @@ pub(crate) fn reply(buf: &[u8]) -> Step {
             field("RSV", "0", 2, 1),
         ];
         fields.extend(afields);
-        let bound_addr = match m.bound {
-            Addr::Ip(sa) => Some(sa),
-            Addr::Domain(..) => None,
-        };
         Parsed {
-            kind: "reply",
             summary: format!("reply {code} ({}), bound {}", reply_meaning(code), m.bound),
             fields,
-            secret: None,
-            info: Info::Reply {
-                code,
-                bound: m.bound.to_string(),
-                bound_addr,
-            },
         }
     })
 }
@@ -515,7 +461,7 @@ pub(crate) fn describe(m: &crate::report::Message) -> (String, Vec<Field>) {
         other => return (other.to_owned(), Vec::new()),
     };
     match step {
-        Step::Done(mut p, _) => {
+        Step::Done(mut p) => {
             if m.secret.is_some() {
                 // Show the mask, not a run of `*` as if it were the password.
                 if let Some(f) = p.fields.iter_mut().find(|f| f.name == "PASSWD") {
@@ -524,6 +470,140 @@ pub(crate) fn describe(m: &crate::report::Message) -> (String, Vec<Field>) {
             }
             (p.summary, p.fields)
         }
-        Step::Partial | Step::Bad(_) => (m.kind.to_owned(), Vec::new()),
+        Step::Partial | Step::Bad => (m.kind.to_owned(), Vec::new()),
+    }
+}
+
+/// What the decoder needs from one message (facts, length, secret range), without the
+/// descriptions: those are derived later, only for messages that are shown.
+#[derive(Debug)]
+pub(crate) enum Fast {
+    /// A message of `len` bytes.
+    Done {
+        info: Info,
+        len: usize,
+        secret: Option<(usize, usize)>,
+    },
+    /// A valid prefix.
+    Partial,
+    /// Not this message.
+    Bad(WireError),
+}
+
+fn fast<T>(
+    r: Result<Status<(T, usize)>, WireError>,
+    f: impl FnOnce(T) -> (Info, Option<(usize, usize)>),
+) -> Fast {
+    match r {
+        Ok(Status::Complete((msg, len))) => {
+            let (info, secret) = f(msg);
+            Fast::Done { info, len, secret }
+        }
+        Ok(Status::Partial) => Fast::Partial,
+        Err(e) => Fast::Bad(e),
+    }
+}
+
+fn host_of(addr: &Addr<'_>) -> String {
+    match addr {
+        Addr::Ip(sa) => sa.ip().to_string(),
+        Addr::Domain(name, _) => name.to_string(),
+    }
+}
+
+/// Parses the message `kind` (a [`Parsed::kind`] name) at the start of `buf`.
+pub(crate) fn facts(kind: &str, buf: &[u8], show_secrets: bool) -> Fast {
+    match kind {
+        "method_request" => fast(MethodRequest::parse(buf), |m| {
+            (
+                Info::Greeting {
+                    methods: m.raw_methods().to_vec(),
+                },
+                None,
+            )
+        }),
+        "method_reply" => fast(MethodReply::parse(buf), |m| {
+            (
+                Info::MethodChoice {
+                    method: u8::from(m.method),
+                },
+                None,
+            )
+        }),
+        "userpass_request" => fast(UserPassRequest::parse(buf), |m| {
+            let (user, pass) = (m.username(), m.password());
+            (
+                Info::UserPass {
+                    username: text(user),
+                    password: if show_secrets {
+                        text(pass)
+                    } else {
+                        String::new()
+                    },
+                },
+                (!show_secrets).then_some((3 + user.len(), pass.len())),
+            )
+        }),
+        "userpass_reply" => fast(UserPassReply::parse(buf), |m| {
+            (Info::AuthStatus { status: m.status }, None)
+        }),
+        "gssapi" => fast(GssapiMessage::parse(buf), |m| {
+            (
+                Info::Gssapi {
+                    mtyp: u8::from(m.kind),
+                },
+                None,
+            )
+        }),
+        "socks4_request" => fast(Socks4Request::parse(buf), |m| {
+            let (host, socks4a) = match m.dst {
+                Socks4Dst::Ip(ip) => (ip.to_string(), false),
+                Socks4Dst::Domain(name) => (name.to_string(), true),
+            };
+            (
+                Info::Socks4Request {
+                    command: u8::from(m.command),
+                    host,
+                    port: m.port,
+                    socks4a,
+                    user_id: text(m.user_id),
+                },
+                None,
+            )
+        }),
+        "socks4_reply" => fast(Socks4Reply::parse(buf), |m| {
+            (
+                Info::Socks4Reply {
+                    code: u8::from(m.code),
+                    addr: m.addr,
+                },
+                None,
+            )
+        }),
+        "request" => fast(Request::parse(buf), |m| {
+            (
+                Info::Request {
+                    command: u8::from(m.command),
+                    host: host_of(&m.dst),
+                    port: m.dst.port(),
+                },
+                None,
+            )
+        }),
+        "reply" => fast(Reply::parse(buf), |m| {
+            let bound_addr = match m.bound {
+                Addr::Ip(sa) => Some(sa),
+                Addr::Domain(..) => None,
+            };
+            (
+                Info::Reply {
+                    code: u8::from(m.code),
+                    bound: m.bound.to_string(),
+                    bound_addr,
+                },
+                None,
+            )
+        }),
+        _ => Fast::Bad(WireError::Truncated),
     }
 }
