@@ -1,1 +1,123 @@
-//! TODO
+//! RFC 1961 GSS-API message framing: `VER=1 | MTYP | LEN(2) | TOKEN`, or the two-octet abort
+//! `VER=1 | MTYP=0xFF`.
+//!
+//! The core frames the messages; establishing the GSS-API context (and unwrapping protected
+//! messages) is the caller's job.
+
+use nom::Parser;
+use nom::bytes::streaming::take;
+use nom::number::streaming::{be_u8, be_u16};
+
+use super::{BufferTooSmall, ParseResult, Writer, code_enum, run, version};
+
+/// Framing version (X'01').
+pub const VERSION: u8 = 1;
+
+code_enum! {
+    /// RFC 1961 message type (MTYP).
+    pub enum GssapiMessageType {
+        /// Context establishment token (§3).
+        Context = 1,
+        /// Per-message protection level negotiation (§4).
+        Protection = 2,
+        /// Encapsulated (protected) user data (§5).
+        Encapsulated = 3,
+        /// Abort: the peer gives up; no length or token follows.
+        Abort = 0xff,
+    }
+}
+
+/// One framed GSS-API message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct GssapiMessage<'a> {
+    /// The message type.
+    pub kind: GssapiMessageType,
+    /// The token (empty for an abort). At most 65535 octets.
+    pub token: &'a [u8],
+}
+
+impl<'a> GssapiMessage<'a> {
+    /// Parses a message; see the [module contract](super).
+    pub fn parse(buf: &'a [u8]) -> ParseResult<Self> {
+        run(buf, |i| {
+            let (i, _) = version(VERSION)(i)?;
+            let (i, kind) = be_u8(i)?;
+            let kind = GssapiMessageType::from(kind);
+            if kind == GssapiMessageType::Abort {
+                return Ok((i, Self { kind, token: &[] }));
+            }
+            let (i, len) = be_u16(i)?;
+            let (i, token) = take(len).parse(i)?;
+            Ok((i, Self { kind, token }))
+        })
+    }
+
+    /// Encoded length.
+    pub const fn buffer_len(&self) -> usize {
+        match self.kind {
+            GssapiMessageType::Abort => 2,
+            _ => 4 + self.token.len(),
+        }
+    }
+
+    /// Writes the message; see the [module contract](super). Tokens longer than 65535
+    /// octets cannot be framed and are cut to that length.
+    pub fn emit(&self, out: &mut [u8]) -> Result<usize, BufferTooSmall> {
+        let token = self
+            .token
+            .get(..usize::from(u16::MAX))
+            .unwrap_or(self.token);
+        let framed = Self {
+            kind: self.kind,
+            token,
+        };
+        let mut w = Writer::new(out, framed.buffer_len())?;
+        w.u8(VERSION);
+        w.u8(self.kind.into());
+        if self.kind != GssapiMessageType::Abort {
+            // Bounded to u16::MAX above.
+            w.u16(token.len() as u16);
+            w.bytes(token);
+        }
+        Ok(w.finish())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{Status, WireError};
+
+    #[test]
+    fn context_token_vector() {
+        let bytes = [1, 1, 0, 3, 0xaa, 0xbb, 0xcc];
+        let msg = GssapiMessage {
+            kind: GssapiMessageType::Context,
+            token: &[0xaa, 0xbb, 0xcc],
+        };
+        assert_eq!(GssapiMessage::parse(&bytes), Ok(Status::Complete((msg, 7))));
+        let mut out = [0u8; 7];
+        assert_eq!(msg.emit(&mut out), Ok(7));
+        assert_eq!(out, bytes);
+    }
+
+    #[test]
+    fn abort_is_two_octets() {
+        let msg = GssapiMessage {
+            kind: GssapiMessageType::Abort,
+            token: &[],
+        };
+        assert_eq!(
+            GssapiMessage::parse(&[1, 0xff, 9]),
+            Ok(Status::Complete((msg, 2)))
+        );
+        assert_eq!(msg.buffer_len(), 2);
+    }
+
+    #[test]
+    fn partial_and_bad_version() {
+        assert_eq!(GssapiMessage::parse(&[1, 2, 0, 1]), Ok(Status::Partial));
+        assert_eq!(GssapiMessage::parse(&[5, 1]), Err(WireError::BadVersion(5)));
+    }
+}

@@ -29,7 +29,7 @@ use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use nom::Parser;
 use nom::bytes::streaming::take;
-use nom::number::streaming::{be_u16, be_u8};
+use nom::number::streaming::{be_u8, be_u16};
 
 use crate::addr::{Addr, Domain};
 
@@ -117,7 +117,9 @@ impl fmt::Display for WireError {
             Self::NulInDomain => f.write_str("NUL octet in domain name"),
             Self::UnknownAddrType(t) => write!(f, "unknown address type {t:#04x}"),
             Self::NonZeroReserved(r) => write!(f, "reserved octet is {r:#04x}, not 0"),
-            Self::UserIdTooLong => f.write_str("SOCKS4 USERID not NUL-terminated within 255 octets"),
+            Self::UserIdTooLong => {
+                f.write_str("SOCKS4 USERID not NUL-terminated within 255 octets")
+            }
             Self::HostnameTooLong => {
                 f.write_str("SOCKS4a hostname not NUL-terminated within 255 octets")
             }
@@ -138,7 +140,11 @@ pub struct BufferTooSmall {
 
 impl fmt::Display for BufferTooSmall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "output buffer too small: {} bytes required", self.required)
+        write!(
+            f,
+            "output buffer too small: {} bytes required",
+            self.required
+        )
     }
 }
 
@@ -343,15 +349,20 @@ pub(crate) fn socks5_addr(i: &[u8]) -> IResult<'_, Addr<'_>> {
         atyp::IPV6 => {
             let (i, ip) = ipv6(i)?;
             let (i, port) = be_u16(i)?;
-            Ok((i, Addr::Ip(SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 0)))))
+            Ok((
+                i,
+                Addr::Ip(SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 0))),
+            ))
         }
         atyp::DOMAIN => {
             let (i, name) = len_prefixed(i)?;
+            // Validate before waiting for the port, so a bad name fails as early as possible.
+            let name = match Domain::new(name) {
+                Ok(name) => name,
+                Err(e) => return fail(e),
+            };
             let (i, port) = be_u16(i)?;
-            match Domain::new(name) {
-                Ok(name) => Ok((i, Addr::Domain(name, port))),
-                Err(e) => fail(e),
-            }
+            Ok((i, Addr::Domain(name, port)))
         }
         other => fail(WireError::UnknownAddrType(other)),
     }
@@ -380,6 +391,7 @@ pub(crate) fn put_socks5_addr(w: &mut Writer<'_>, addr: &Addr<'_>) {
         }
         Addr::Domain(name, port) => {
             let name = name.as_bytes();
+            w.u8(atyp::DOMAIN);
             // A `Domain` is 1..=255 octets, so its length fits one octet.
             w.u8(name.len() as u8);
             w.bytes(name);
