@@ -21,8 +21,9 @@ pub mod socksgate;
 pub mod tmp;
 pub mod tools;
 
+use core::net::SocketAddr;
 use core::time::Duration;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::time::Instant;
 
 /// The upper bound for anything that should take milliseconds on an idle machine; generous

@@ -144,7 +144,9 @@ fn serve_http(mut conn: TcpStream) {
             r.extend_from_slice(&crate::body(n));
             r
         }
-        None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+        None => {
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec()
+        }
     };
     let _ = conn.write_all(&response);
     let _ = conn.shutdown(Shutdown::Write);

@@ -44,9 +44,7 @@ impl Peer {
             cmd.stdin(Stdio::null())
                 .stdout(file.try_clone().expect("dup log"))
                 .stderr(file);
-            let mut child = cmd
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+            let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
             let deadline = Instant::now() + TIMEOUT;
             loop {
                 if let Ok(Some(status)) = child.try_wait() {

@@ -6,6 +6,8 @@ use core::time::Duration;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 
+use socksgate_core::{Addr, Domain};
+
 use crate::TIMEOUT;
 
 /// SOCKS5 and SOCKS4 command codes.
@@ -87,86 +89,105 @@ impl Reply5 {
     }
 }
 
-/// A SOCKS4 reply.
+/// A SOCKS4 reply (VN already checked to be 0).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reply4 {
-    /// VN (must be 0).
-    pub vn: u8,
     /// CD (90–93).
     pub cd: u8,
     /// DSTPORT and DSTIP.
     pub addr: SocketAddr,
 }
 
-/// Byte encodings of client messages.
+impl Dst {
+    /// The core's borrowed address type, for `emit`.
+    #[track_caller]
+    pub fn as_addr(&self) -> Addr<'_> {
+        match self {
+            Self::Ip(a) => Addr::Ip(*a),
+            Self::Name(name, port) => Addr::Domain(
+                Domain::new(name.as_bytes()).expect("a valid domain name"),
+                *port,
+            ),
+        }
+    }
+
+    /// From the core's address type.
+    pub fn from_addr(addr: &Addr<'_>) -> Self {
+        match addr {
+            Addr::Ip(a) => Self::Ip(*a),
+            Addr::Domain(name, port) => {
+                Self::Name(String::from_utf8_lossy(name.as_bytes()).into_owned(), *port)
+            }
+        }
+    }
+}
+
+/// Byte encodings of client messages, built with socksgate-core's `emit`.
 pub mod encode {
     use super::Dst;
-    use core::net::{IpAddr, SocketAddr};
+    use core::net::SocketAddr;
+    use socksgate_core::wire::Command;
+    use socksgate_core::wire::method::MethodRequest;
+    use socksgate_core::wire::socks4::{Socks4Dst, Socks4Request};
+    use socksgate_core::wire::socks5::Request;
+    use socksgate_core::wire::userpass::UserPassRequest;
+    use socksgate_core::{BufferTooSmall, Domain};
+
+    fn emit(len: usize, f: impl FnOnce(&mut [u8]) -> Result<usize, BufferTooSmall>) -> Vec<u8> {
+        let mut v = vec![0; len];
+        let n = f(&mut v).expect("buffer_len is enough");
+        v.truncate(n);
+        v
+    }
 
     /// SOCKS5 method selection: VER 5, NMETHODS, METHODS.
+    #[track_caller]
     pub fn greeting(methods: &[u8]) -> Vec<u8> {
-        let mut v = vec![5, u8::try_from(methods.len()).expect("<= 255 methods")];
-        v.extend_from_slice(methods);
-        v
+        let m = MethodRequest::new(methods).expect("1..=255 methods");
+        emit(m.buffer_len(), |b| m.emit(b))
     }
 
     /// RFC 1929 request: VER 1, ULEN, UNAME, PLEN, PASSWD.
+    #[track_caller]
     pub fn userpass(user: &str, pass: &str) -> Vec<u8> {
-        let mut v = vec![1, u8::try_from(user.len()).expect("ULEN")];
-        v.extend_from_slice(user.as_bytes());
-        v.push(u8::try_from(pass.len()).expect("PLEN"));
-        v.extend_from_slice(pass.as_bytes());
-        v
-    }
-
-    /// ATYP, address and port.
-    pub fn socks5_addr(dst: &Dst) -> Vec<u8> {
-        let mut v = Vec::new();
-        match dst {
-            Dst::Ip(SocketAddr::V4(a)) => {
-                v.push(1);
-                v.extend_from_slice(&a.ip().octets());
-                v.extend_from_slice(&a.port().to_be_bytes());
-            }
-            Dst::Ip(SocketAddr::V6(a)) => {
-                v.push(4);
-                v.extend_from_slice(&a.ip().octets());
-                v.extend_from_slice(&a.port().to_be_bytes());
-            }
-            Dst::Name(name, port) => {
-                v.push(3);
-                v.push(u8::try_from(name.len()).expect("name <= 255"));
-                v.extend_from_slice(name.as_bytes());
-                v.extend_from_slice(&port.to_be_bytes());
-            }
-        }
-        v
+        let m = UserPassRequest::new(user.as_bytes(), pass.as_bytes()).expect("1..=255 octets");
+        emit(m.buffer_len(), |b| m.emit(b))
     }
 
     /// SOCKS5 request: VER 5, CMD, RSV 0, DST.
+    #[track_caller]
     pub fn request(cmd: u8, dst: &Dst) -> Vec<u8> {
-        let mut v = vec![5, cmd, 0];
-        v.extend(socks5_addr(dst));
-        v
+        let m = Request {
+            command: Command::from(cmd),
+            dst: dst.as_addr(),
+        };
+        emit(m.buffer_len(), |b| m.emit(b))
     }
 
     /// SOCKS4 request (SOCKS4a for a name): VN 4, CD, DSTPORT, DSTIP, USERID NUL [HOST NUL].
+    #[track_caller]
     pub fn socks4(cmd: u8, dst: &Dst, userid: &str) -> Vec<u8> {
-        let (ip, port, host) = match dst {
-            Dst::Ip(SocketAddr::V4(a)) => (a.ip().octets(), a.port(), None),
+        let (dst, port) = match dst {
+            Dst::Ip(SocketAddr::V4(a)) => (Socks4Dst::Ip(*a.ip()), a.port()),
             Dst::Ip(SocketAddr::V6(_)) => panic!("SOCKS4 cannot carry IPv6"),
-            Dst::Name(name, port) => ([0, 0, 0, 1], *port, Some(name)),
+            Dst::Name(name, port) => (
+                Socks4Dst::Domain(Domain::new(name.as_bytes()).expect("valid name")),
+                *port,
+            ),
         };
-        let mut v = vec![4, cmd];
-        v.extend_from_slice(&port.to_be_bytes());
-        v.extend_from_slice(&ip);
-        v.extend_from_slice(userid.as_bytes());
-        v.push(0);
-        if let Some(name) = host {
-            v.extend_from_slice(name.as_bytes());
-            v.push(0);
-        }
-        v
+        let m = Socks4Request {
+            command: Command::from(cmd),
+            port,
+            dst,
+            user_id: userid.as_bytes(),
+        };
+        emit(m.buffer_len(), |b| m.emit(b))
+    }
+
+    /// ATYP, address and port (RFC 1928 §5), as in UDP datagram headers.
+    pub fn socks5_addr(dst: &Dst) -> Vec<u8> {
+        // The request encoding minus VER, CMD and RSV.
+        request(0, dst).split_off(3)
     }
 
     /// A UDP ASSOCIATE datagram header (RSV, FRAG 0, DST) followed by `data`.
@@ -176,85 +197,59 @@ pub mod encode {
         v.extend_from_slice(data);
         v
     }
-
-    /// An IP as a `Dst` with port.
-    pub fn ip(ip: IpAddr, port: u16) -> Dst {
-        Dst::Ip(SocketAddr::new(ip, port))
-    }
 }
 
-/// Byte decodings of server messages: `Ok(None)` means "need more bytes".
+/// Byte decodings of server messages with socksgate-core's `parse`: `Ok(None)` means "need
+/// more bytes".
 pub mod decode {
     use super::{Dst, Reply4, Reply5};
-    use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+    use core::net::SocketAddr;
+    use socksgate_core::Status;
+    use socksgate_core::wire::ParseResult;
+    use socksgate_core::wire::method::MethodReply;
+    use socksgate_core::wire::socks4::Socks4Reply;
+    use socksgate_core::wire::socks5::Reply;
+    use socksgate_core::wire::userpass::UserPassReply;
 
-    /// ATYP, address, port at the start of `b`: the address and its length.
-    pub fn socks5_addr(b: &[u8]) -> Result<Option<(Dst, usize)>, String> {
-        let Some(&atyp) = b.first() else {
-            return Ok(None);
-        };
-        let (len, dst) = match atyp {
-            1 => {
-                if b.len() < 7 {
-                    return Ok(None);
-                }
-                let ip = Ipv4Addr::new(b[1], b[2], b[3], b[4]);
-                let port = u16::from_be_bytes([b[5], b[6]]);
-                (7, Dst::Ip(SocketAddr::from((ip, port))))
-            }
-            4 => {
-                if b.len() < 19 {
-                    return Ok(None);
-                }
-                let mut o = [0u8; 16];
-                o.copy_from_slice(&b[1..17]);
-                let port = u16::from_be_bytes([b[17], b[18]]);
-                (19, Dst::Ip(SocketAddr::from((Ipv6Addr::from(o), port))))
-            }
-            3 => {
-                let Some(&n) = b.get(1) else { return Ok(None) };
-                let n = usize::from(n);
-                if b.len() < 2 + n + 2 {
-                    return Ok(None);
-                }
-                let name = String::from_utf8_lossy(&b[2..2 + n]).into_owned();
-                let port = u16::from_be_bytes([b[2 + n], b[3 + n]]);
-                (4 + n, Dst::Name(name, port))
-            }
-            other => return Err(format!("unknown ATYP {other}")),
-        };
-        Ok(Some((dst, len)))
+    type Decoded<T> = Result<Option<(T, usize)>, String>;
+
+    fn map<T, U>(r: ParseResult<T>, f: impl FnOnce(T) -> U) -> Decoded<U> {
+        match r {
+            Ok(Status::Complete((m, n))) => Ok(Some((f(m), n))),
+            Ok(Status::Partial) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// A method-selection reply: the METHOD octet (VER checked).
+    pub fn method(b: &[u8]) -> Decoded<u8> {
+        map(MethodReply::parse(b), |m| m.method.into())
+    }
+
+    /// An RFC 1929 reply: STATUS (VER 1 checked).
+    pub fn auth_status(b: &[u8]) -> Decoded<u8> {
+        map(UserPassReply::parse(b), |m| m.status)
     }
 
     /// A SOCKS5 reply.
-    pub fn reply5(b: &[u8]) -> Result<Option<(Reply5, usize)>, String> {
-        if b.len() < 4 {
-            return Ok(None);
-        }
-        if b[0] != 5 {
-            return Err(format!("reply VER {} (want 5)", b[0]));
-        }
-        if b[2] != 0 {
-            return Err(format!("reply RSV {} (want 0)", b[2]));
-        }
-        Ok(socks5_addr(&b[3..])?.map(|(bound, n)| (Reply5 { rep: b[1], bound }, 3 + n)))
+    pub fn reply5(b: &[u8]) -> Decoded<Reply5> {
+        map(Reply::parse(b), |r| Reply5 {
+            rep: r.code.into(),
+            bound: Dst::from_addr(&r.bound),
+        })
     }
 
-    /// A SOCKS4 reply (8 bytes).
-    pub fn reply4(b: &[u8]) -> Result<Option<(Reply4, usize)>, String> {
-        if b.len() < 8 {
-            return Ok(None);
+    /// A SOCKS4 reply (8 bytes); VN must be 0.
+    pub fn reply4(b: &[u8]) -> Decoded<Reply4> {
+        if let Some(&vn) = b.first()
+            && vn != 0
+        {
+            return Err(format!("SOCKS4 reply VN {vn}, must be 0"));
         }
-        let port = u16::from_be_bytes([b[2], b[3]]);
-        let ip = Ipv4Addr::new(b[4], b[5], b[6], b[7]);
-        Ok(Some((
-            Reply4 {
-                vn: b[0],
-                cd: b[1],
-                addr: SocketAddr::from((ip, port)),
-            },
-            8,
-        )))
+        map(Socks4Reply::parse(b), |r| Reply4 {
+            cd: r.code.into(),
+            addr: SocketAddr::V4(r.addr),
+        })
     }
 
     /// A UDP ASSOCIATE datagram: (FRAG, DST, data offset).
@@ -262,8 +257,11 @@ pub mod decode {
         if b.len() < 4 {
             return Err("datagram shorter than its header".into());
         }
-        match socks5_addr(&b[3..])? {
-            Some((dst, n)) => Ok((b[2], dst, 3 + n)),
+        // Reuse the reply parser for ATYP/ADDR/PORT: VER 5, REP 0, RSV 0, then the address.
+        let mut fake = vec![5, 0, 0];
+        fake.extend_from_slice(&b[3..]);
+        match reply5(&fake)? {
+            Some((r, n)) => Ok((b[2], r.bound, n)),
             None => Err("datagram shorter than its header".into()),
         }
     }
@@ -338,20 +336,16 @@ impl Client {
         }
     }
 
-    /// Reads the method-selection reply: (VER, METHOD).
+    /// Reads the method-selection reply (VER must be 5): METHOD.
     #[track_caller]
-    pub fn read_method(&mut self) -> (u8, u8) {
-        self.read_msg("method selection reply", |b| {
-            Ok((b.len() >= 2).then(|| ((b[0], b[1]), 2)))
-        })
+    pub fn read_method(&mut self) -> u8 {
+        self.read_msg("method selection reply", decode::method)
     }
 
-    /// Reads the RFC 1929 reply: (VER, STATUS).
+    /// Reads the RFC 1929 reply (VER must be 1): STATUS.
     #[track_caller]
-    pub fn read_auth_status(&mut self) -> (u8, u8) {
-        self.read_msg("RFC 1929 reply", |b| {
-            Ok((b.len() >= 2).then(|| ((b[0], b[1]), 2)))
-        })
+    pub fn read_auth_status(&mut self) -> u8 {
+        self.read_msg("RFC 1929 reply", decode::auth_status)
     }
 
     /// Reads a SOCKS5 reply.
@@ -370,9 +364,7 @@ impl Client {
     #[track_caller]
     pub fn greet(&mut self, methods: &[u8]) -> u8 {
         self.send(&encode::greeting(methods));
-        let (ver, m) = self.read_method();
-        assert_eq!(ver, 5, "method selection reply VER");
-        m
+        self.read_method()
     }
 
     /// Offers no-auth only and asserts the server takes it.
@@ -386,9 +378,7 @@ impl Client {
     pub fn login(&mut self, user: &str, pass: &str) -> u8 {
         assert_eq!(self.greet(&[method::USER_PASS]), method::USER_PASS);
         self.send(&encode::userpass(user, pass));
-        let (ver, status) = self.read_auth_status();
-        assert_eq!(ver, 1, "RFC 1929 reply VER must be 1");
-        status
+        self.read_auth_status()
     }
 
     /// Sends a SOCKS5 request and reads the reply.
@@ -434,7 +424,9 @@ impl Client {
     /// sending anything more.
     #[track_caller]
     pub fn assert_closed(&mut self, timeout: Duration) {
-        self.stream.set_read_timeout(Some(timeout)).expect("timeout");
+        self.stream
+            .set_read_timeout(Some(timeout))
+            .expect("timeout");
         loop {
             match self.fill() {
                 Ok(0) => break,

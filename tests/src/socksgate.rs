@@ -25,7 +25,13 @@ pub fn bin() -> &'static Path {
         let workspace = manifest.parent().expect("workspace root");
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
-            .map(|t| if t.is_relative() { workspace.join(t) } else { t })
+            .map(|t| {
+                if t.is_relative() {
+                    workspace.join(t)
+                } else {
+                    t
+                }
+            })
             .unwrap_or_else(|| workspace.join("target"));
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
@@ -34,7 +40,10 @@ pub fn bin() -> &'static Path {
             .stdout(Stdio::null())
             .status()
             .expect("run cargo build -p socksgate");
-        assert!(status.success(), "cargo build -p socksgate failed: {status}");
+        assert!(
+            status.success(),
+            "cargo build -p socksgate failed: {status}"
+        );
         let exe = target.join("debug").join("socksgate");
         assert!(exe.is_file(), "{} missing after cargo build", exe.display());
         exe
@@ -131,9 +140,7 @@ impl ServerBuilder {
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().expect("dup log"))
                 .stderr(log);
-            let mut child = cmd
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+            let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
             match wait_ready(&mut child, addr, &log_path) {
                 Ok(()) => {
                     return Server {
@@ -223,7 +230,10 @@ fn wait_ready(child: &mut Child, addr: SocketAddr, log: &Path) -> Result<(), Str
     let deadline = Instant::now() + TIMEOUT;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("exited with {status}; log:\n{}", tools::read_log(log)));
+            return Err(format!(
+                "exited with {status}; log:\n{}",
+                tools::read_log(log)
+            ));
         }
         if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
             return Ok(());

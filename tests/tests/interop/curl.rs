@@ -96,7 +96,12 @@ fn curl_socks5() {
 
 #[test]
 fn curl_socks5_hostname() {
-    check("curl_socks5_hostname", "--socks5-hostname", false, "localhost");
+    check(
+        "curl_socks5_hostname",
+        "--socks5-hostname",
+        false,
+        "localhost",
+    );
 }
 
 #[test]

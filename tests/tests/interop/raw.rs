@@ -33,7 +33,7 @@ fn half_close_socks4() {
     let peer = origin::reply_after_eof();
     let mut c = Client::connect(server.addr());
     let r = c.request4(cmd::CONNECT, &Dst::Ip(peer.addr()), "");
-    assert_eq!((r.vn, r.cd), (0, rep::V4_GRANTED), "{r:?}");
+    assert_eq!(r.cd, rep::V4_GRANTED, "{r:?}");
     let request = b"half-closed over SOCKS4".repeat(1000);
     c.send(&request);
     c.shutdown_write();
@@ -72,7 +72,7 @@ fn pipelined_greeting_request_and_data() {
     bytes.extend(encode::request(cmd::CONNECT, &Dst::Ip(echo.addr())));
     bytes.extend_from_slice(&payload);
     c.send(&bytes);
-    assert_eq!(c.read_method(), (5, socks::method::NO_AUTH));
+    assert_eq!(c.read_method(), socks::method::NO_AUTH);
     let r = c.read_reply5();
     assert_eq!(r.rep, rep::SUCCEEDED, "{r:?}");
     assert_same_bytes(&c.read_exact(payload.len()), &payload, "echoed payload");
@@ -93,7 +93,7 @@ fn pipelined_auth_request_and_data() {
     bytes.extend(encode::request(cmd::CONNECT, &Dst::Ip(echo.addr())));
     bytes.extend_from_slice(&payload);
     c.send(&bytes);
-    assert_eq!(c.read_auth_status(), (1, 0));
+    assert_eq!(c.read_auth_status(), 0);
     let r = c.read_reply5();
     assert_eq!(r.rep, rep::SUCCEEDED, "{r:?}");
     assert_same_bytes(&c.read_exact(payload.len()), &payload, "echoed payload");
@@ -109,7 +109,7 @@ fn pipelined_data_after_socks4_request() {
     bytes.extend_from_slice(&payload);
     c.send(&bytes);
     let r = c.read_reply4();
-    assert_eq!((r.vn, r.cd), (0, rep::V4_GRANTED), "{r:?}");
+    assert_eq!(r.cd, rep::V4_GRANTED, "{r:?}");
     assert_same_bytes(&c.read_exact(payload.len()), &payload, "echoed payload");
 }
 
@@ -123,7 +123,7 @@ fn socks4a_resolves_name() {
         &Dst::Name("localhost".into(), echo.port()),
         "",
     );
-    assert_eq!((r.vn, r.cd), (0, rep::V4_GRANTED), "{r:?}");
+    assert_eq!(r.cd, rep::V4_GRANTED, "{r:?}");
     c.send(b"4a");
     assert_eq!(c.read_exact(2), b"4a");
 }
@@ -203,12 +203,12 @@ fn bind_socks4_scripted() {
     let server = Server::start();
     let mut c = Client::connect(server.addr());
     let first = c.request4(cmd::BIND, &socks::v4(0), "");
-    assert_eq!((first.vn, first.cd), (0, rep::V4_GRANTED), "{first:?}");
+    assert_eq!(first.cd, rep::V4_GRANTED, "{first:?}");
     let listen = reachable(first.addr, server.addr());
     let mut peer = TcpStream::connect_timeout(&listen, TIMEOUT).expect("connect to BND");
     peer.set_read_timeout(Some(TIMEOUT)).expect("timeout");
     let second = c.read_reply4();
-    assert_eq!((second.vn, second.cd), (0, rep::V4_GRANTED), "{second:?}");
+    assert_eq!(second.cd, rep::V4_GRANTED, "{second:?}");
     peer.write_all(b"v4 bind").expect("peer writes");
     assert_eq!(c.read_exact(7), b"v4 bind");
     c.send(b"back");
@@ -266,8 +266,11 @@ fn udp_associate_ipv6() {
     );
     assert_eq!(r.rep, rep::SUCCEEDED, "{r:?}");
     let relay = reachable(r.bound_addr(), server.addr());
-    udp.send_to(&encode::udp_datagram(&Dst::Ip(echo.addr()), b"v6 udp"), relay)
-        .expect("send");
+    udp.send_to(
+        &encode::udp_datagram(&Dst::Ip(echo.addr()), b"v6 udp"),
+        relay,
+    )
+    .expect("send");
     let mut buf = [0u8; 2048];
     let (n, _) = udp.recv_from(&mut buf).expect("reply datagram");
     let (_, src, off) = decode::udp_datagram(&buf[..n]).expect("header");
