@@ -1,1 +1,408 @@
-//! Client (in progress).
+//! The client side of the SOCKS handshake, sans-IO: for upstream chaining and
+//! `socksgate connect`.
+//!
+//! Create a [`Client`] with the request, send what [`Client::poll_transmit`] gives, [`feed`]
+//! the proxy's bytes, handle [`ClientEvent`]s, repeat until [`Client::is_established`]. Bytes
+//! `feed` does not consume after that are the first payload from the destination. The client
+//! sends one message per round trip (greeting, credentials, request), which every server
+//! understands; it never pipelines.
+//!
+//! [`feed`]: Client::feed
+//!
+//! ```
+//! use socksgate_core::client::{Client, ClientConfig, ClientEvent};
+//! use socksgate_core::server::Version;
+//! use socksgate_core::wire::Command;
+//! use socksgate_core::Addr;
+//!
+//! let target = Addr::Ip("127.0.0.1:80".parse().unwrap());
+//! let mut client = Client::new(ClientConfig::new(Version::Socks5, Command::Connect, target)).unwrap();
+//! let mut out = [0u8; 512];
+//! let n = client.poll_transmit(&mut out);
+//! assert_eq!(&out[..n], &[5, 1, 0]); // greeting: no authentication
+//! assert_eq!(client.feed(&[5, 0]), Ok(2));
+//! let n = client.poll_transmit(&mut out);
+//! assert_eq!(&out[..n], &[5, 1, 0, 1, 127, 0, 0, 1, 0, 80]);
+//! assert_eq!(client.feed(&[5, 0, 0, 1, 127, 0, 0, 1, 0x9c, 0x40, b'h', b'i']), Ok(10));
+//! assert!(matches!(client.poll_event(), Some(ClientEvent::Replied { .. })));
+//! assert!(client.is_established());
+//! ```
+
+use core::fmt;
+use core::net::SocketAddr;
+
+use crate::addr::{Addr, Target};
+use crate::buffers::{InBuffer, Next, OutBuffer};
+use crate::server::{Octets, Version};
+use crate::wire::method::{MethodReply, MethodRequest};
+use crate::wire::socks4::{Socks4Dst, Socks4Reply, Socks4Request};
+use crate::wire::userpass::{UserPassReply, UserPassRequest};
+use crate::wire::{Command, Emit, Method, ReplyCode, Socks4Code, Status, WireError, socks5};
+
+/// Largest reply the client buffers (a SOCKS5 reply with a 255-octet domain).
+const IN_LEN: usize = 262;
+/// Largest message the client queues (RFC 1929 with 255-octet fields).
+const OUT_LEN: usize = 513;
+
+/// RFC 1929 credentials.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Credentials<'a> {
+    /// Username, 1–255 octets.
+    pub username: &'a [u8],
+    /// Password, 1–255 octets.
+    pub password: &'a [u8],
+}
+
+impl fmt::Debug for Credentials<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &crate::addr::Domain::new(self.username).ok())
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// What to ask the proxy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientConfig<'a> {
+    /// Protocol. SOCKS4 needs an IPv4 target, SOCKS4a sends names to the proxy.
+    pub version: Version,
+    /// Username/password for SOCKS5 (offered as method 2 besides method 0).
+    pub credentials: Option<Credentials<'a>>,
+    /// The command.
+    pub command: Command,
+    /// The destination (for UDP ASSOCIATE: the address the client will send from, or zeros).
+    pub target: Addr<'a>,
+    /// SOCKS4/4a USERID (ignored by SOCKS5).
+    pub user_id: &'a [u8],
+}
+
+impl<'a> ClientConfig<'a> {
+    /// No credentials, empty USERID.
+    pub const fn new(version: Version, command: Command, target: Addr<'a>) -> Self {
+        Self {
+            version,
+            credentials: None,
+            command,
+            target,
+            user_id: &[],
+        }
+    }
+}
+
+/// What the proxy said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum ClientEvent {
+    /// The request succeeded. `bound` is the proxy's outbound address (CONNECT), the
+    /// listening address to give the peer (BIND) or the UDP relay (UDP ASSOCIATE).
+    Replied {
+        /// BND.ADDR/BND.PORT (SOCKS4: DSTIP/DSTPORT).
+        bound: Target,
+    },
+    /// BIND's second reply: the peer connected from this address.
+    BindPeer {
+        /// The peer's address.
+        peer: Target,
+    },
+}
+
+/// Why the handshake failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The proxy sent a malformed message.
+    Wire(WireError),
+    /// The proxy accepts none of the offered methods.
+    NoAcceptableMethod,
+    /// The proxy chose a method that was not offered.
+    UnexpectedMethod(Method),
+    /// The proxy rejected the username/password.
+    AuthFailed,
+    /// The proxy refused the request (SOCKS5 REP).
+    Rejected(ReplyCode),
+    /// The proxy refused the request (SOCKS4 CD).
+    Socks4Rejected(Socks4Code),
+    /// SOCKS4 can only carry IPv4 destinations: use SOCKS4a or SOCKS5.
+    AddressNotSupported,
+    /// SOCKS4 has no UDP ASSOCIATE.
+    CommandNotSupported,
+    /// Credentials that are empty or longer than 255 octets.
+    InvalidCredentials,
+}
+
+impl From<WireError> for ClientError {
+    fn from(e: WireError) -> Self {
+        Self::Wire(e)
+    }
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Wire(e) => write!(f, "malformed reply from proxy: {e}"),
+            Self::NoAcceptableMethod => f.write_str("proxy accepts none of the offered methods"),
+            Self::UnexpectedMethod(m) => write!(
+                f,
+                "proxy chose method {:#04x}, which was not offered",
+                u8::from(*m)
+            ),
+            Self::AuthFailed => f.write_str("proxy rejected the username/password"),
+            Self::Rejected(code) => {
+                write!(f, "proxy refused the request (reply {})", u8::from(*code))
+            }
+            Self::Socks4Rejected(code) => write!(
+                f,
+                "proxy refused the request (SOCKS4 code {})",
+                u8::from(*code)
+            ),
+            Self::AddressNotSupported => f.write_str("SOCKS4 carries IPv4 destinations only"),
+            Self::CommandNotSupported => f.write_str("SOCKS4 has no UDP ASSOCIATE"),
+            Self::InvalidCredentials => f.write_str("username and password must be 1-255 octets"),
+        }
+    }
+}
+
+impl core::error::Error for ClientError {}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Greeting,
+    Auth,
+    Reply,
+    BindPeer,
+    Established,
+    Failed,
+}
+
+enum Message {
+    Method(Method),
+    Auth(bool),
+    Reply(Result<Target, ClientError>),
+}
+
+/// One client handshake with a SOCKS proxy. See the [module docs](self).
+#[derive(Debug)]
+pub struct Client {
+    version: Version,
+    command: Command,
+    target: Target,
+    user_id: Octets,
+    username: Octets,
+    password: Octets,
+    state: State,
+    input: InBuffer<IN_LEN>,
+    output: OutBuffer<OUT_LEN>,
+    event: Option<ClientEvent>,
+}
+
+fn copy(bytes: &[u8]) -> Result<Octets, ClientError> {
+    let mut v = Octets::new();
+    v.extend_from_slice(bytes)
+        .map_err(|_| ClientError::InvalidCredentials)?;
+    Ok(v)
+}
+
+impl Client {
+    /// Starts a handshake; the first message is queued for [`poll_transmit`](Self::poll_transmit).
+    pub fn new(config: ClientConfig<'_>) -> Result<Self, ClientError> {
+        let (username, password) = match config.credentials {
+            Some(c) => {
+                UserPassRequest::new(c.username, c.password)
+                    .map_err(|_| ClientError::InvalidCredentials)?;
+                (copy(c.username)?, copy(c.password)?)
+            }
+            None => (Octets::new(), Octets::new()),
+        };
+        let mut client = Self {
+            version: config.version,
+            command: config.command,
+            target: config.target.to_target(),
+            user_id: copy(config.user_id.get(..255).unwrap_or(config.user_id))?,
+            username,
+            password,
+            state: State::Reply,
+            input: InBuffer::default(),
+            output: OutBuffer::default(),
+            event: None,
+        };
+        match config.version {
+            Version::Socks5 => {
+                let methods: &[u8] = if client.username.is_empty() {
+                    &[0]
+                } else {
+                    &[0, 2]
+                };
+                client.queue(&MethodRequest::new(methods)?);
+                client.state = State::Greeting;
+            }
+            Version::Socks4 | Version::Socks4a => {
+                if config.command == Command::UdpAssociate {
+                    return Err(ClientError::CommandNotSupported);
+                }
+                let dst = match (config.target, config.version) {
+                    (Addr::Ip(SocketAddr::V4(sa)), _) => Socks4Dst::Ip(*sa.ip()),
+                    (Addr::Domain(name, _), Version::Socks4a) => Socks4Dst::Domain(name),
+                    _ => return Err(ClientError::AddressNotSupported),
+                };
+                let user_id = client.user_id.clone();
+                let port = config.target.port();
+                client.queue(&Socks4Request {
+                    command: config.command,
+                    port,
+                    dst,
+                    user_id: &user_id,
+                });
+            }
+        }
+        Ok(client)
+    }
+
+    fn queue(&mut self, msg: &impl Emit) {
+        // OUT_LEN holds the largest client message.
+        let _ = self.output.push(msg);
+    }
+
+    fn queue_request(&mut self) {
+        let target = self.target.clone();
+        self.queue(&socks5::Request {
+            command: self.command,
+            dst: target.as_addr(),
+        });
+    }
+
+    /// Moves queued output into `out` and returns its length; call after `new` and after
+    /// every `feed` until it returns 0. 513 bytes always suffice.
+    #[must_use]
+    pub fn poll_transmit(&mut self, out: &mut [u8]) -> usize {
+        self.output.drain_into(out)
+    }
+
+    /// The next event, if any. Call after every `feed` until `None`.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.event.take()
+    }
+
+    /// Consumes bytes from the proxy and returns how many it used. After the last reply
+    /// (see [`is_established`](Self::is_established)) the rest is payload from the
+    /// destination. A partial reply is buffered and counts as consumed.
+    pub fn feed(&mut self, input: &[u8]) -> Result<usize, ClientError> {
+        let mut consumed = 0;
+        while matches!(
+            self.state,
+            State::Greeting | State::Auth | State::Reply | State::BindPeer
+        ) && self.event.is_none()
+        {
+            let rest = input.get(consumed..).unwrap_or_default();
+            if rest.is_empty() {
+                break;
+            }
+            let (state, version) = (self.state, self.version);
+            match self.input.next(
+                rest,
+                |b| parse_reply(state, version, b),
+                ClientError::Wire(WireError::Truncated),
+            ) {
+                Ok(Next::NeedMore(n)) => consumed += n,
+                Ok(Next::Message(msg, n)) => {
+                    consumed += n;
+                    if let Err(e) = self.on_message(msg) {
+                        self.state = State::Failed;
+                        return Err(e);
+                    }
+                }
+                Err(e) => {
+                    self.state = State::Failed;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(consumed)
+    }
+
+    fn on_message(&mut self, msg: Message) -> Result<(), ClientError> {
+        match msg {
+            Message::Method(Method::NoAuth) => {
+                self.queue_request();
+                self.state = State::Reply;
+            }
+            Message::Method(Method::UserPass) if !self.username.is_empty() => {
+                let (u, p) = (self.username.clone(), self.password.clone());
+                self.queue(&UserPassRequest::new(&u, &p)?);
+                self.state = State::Auth;
+            }
+            Message::Method(Method::NoAcceptable) => return Err(ClientError::NoAcceptableMethod),
+            Message::Method(other) => return Err(ClientError::UnexpectedMethod(other)),
+            Message::Auth(true) => {
+                self.queue_request();
+                self.state = State::Reply;
+            }
+            Message::Auth(false) => return Err(ClientError::AuthFailed),
+            Message::Reply(outcome) => {
+                let target = outcome?;
+                if self.state == State::BindPeer {
+                    self.event = Some(ClientEvent::BindPeer { peer: target });
+                    self.state = State::Established;
+                } else {
+                    self.event = Some(ClientEvent::Replied { bound: target });
+                    self.state = if self.command == Command::Bind {
+                        State::BindPeer
+                    } else {
+                        State::Established
+                    };
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The handshake succeeded (for BIND: after the second reply).
+    pub fn is_established(&self) -> bool {
+        self.state == State::Established
+    }
+
+    /// The protocol in use.
+    pub const fn version(&self) -> Version {
+        self.version
+    }
+}
+
+fn parse_reply(
+    state: State,
+    version: Version,
+    bytes: &[u8],
+) -> Result<Status<(Message, usize)>, ClientError> {
+    Ok(match (state, version) {
+        (State::Greeting, _) => match MethodReply::parse(bytes)? {
+            Status::Complete((r, n)) => Status::Complete((Message::Method(r.method), n)),
+            Status::Partial => Status::Partial,
+        },
+        (State::Auth, _) => match UserPassReply::parse(bytes)? {
+            Status::Complete((r, n)) => Status::Complete((Message::Auth(r.is_success()), n)),
+            Status::Partial => Status::Partial,
+        },
+        (_, Version::Socks5) => match socks5::Reply::parse(bytes)? {
+            Status::Complete((r, n)) => {
+                let outcome = match r.code {
+                    ReplyCode::Succeeded => Ok(r.bound.to_target()),
+                    code => Err(ClientError::Rejected(code)),
+                };
+                Status::Complete((Message::Reply(outcome), n))
+            }
+            Status::Partial => Status::Partial,
+        },
+        (_, Version::Socks4 | Version::Socks4a) => match Socks4Reply::parse(bytes)? {
+            Status::Complete((r, n)) => {
+                let outcome = match r.code {
+                    Socks4Code::Granted => Ok(Target::Ip(SocketAddr::V4(r.addr))),
+                    code => Err(ClientError::Socks4Rejected(code)),
+                };
+                Status::Complete((Message::Reply(outcome), n))
+            }
+            Status::Partial => Status::Partial,
+        },
+    })
+}

@@ -1,4 +1,4 @@
-//! `socksgate`: the native SOCKS server, client and inspector.
+//! `socksgate`: the native SOCKS server, client and password tool.
 fn main() {
     println!("socksgate {}", env!("CARGO_PKG_VERSION"));
 }

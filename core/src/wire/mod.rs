@@ -130,6 +130,40 @@ impl fmt::Display for WireError {
 
 impl core::error::Error for WireError {}
 
+/// A message that can be written to the wire: implemented by every message type, so generic
+/// code (output queues, tests) can emit any of them.
+pub trait Emit {
+    /// The exact encoded length.
+    fn buffer_len(&self) -> usize;
+    /// Writes the message into the front of `out`; see the [module contract](self).
+    fn emit(&self, out: &mut [u8]) -> Result<usize, BufferTooSmall>;
+}
+
+macro_rules! impl_emit {
+    ($($ty:ty),+ $(,)?) => {$(
+        impl Emit for $ty {
+            fn buffer_len(&self) -> usize {
+                <$ty>::buffer_len(self)
+            }
+            fn emit(&self, out: &mut [u8]) -> Result<usize, BufferTooSmall> {
+                <$ty>::emit(self, out)
+            }
+        }
+    )+};
+}
+
+impl_emit!(
+    method::MethodRequest<'_>,
+    method::MethodReply,
+    userpass::UserPassRequest<'_>,
+    userpass::UserPassReply,
+    gssapi::GssapiMessage<'_>,
+    socks4::Socks4Request<'_>,
+    socks4::Socks4Reply,
+    socks5::Request<'_>,
+    socks5::Reply<'_>,
+);
+
 /// `emit` was given a buffer shorter than the message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

@@ -1,0 +1,152 @@
+//! The command line: `serve`, `passwd`, `connect`, `check-config`.
+//!
+//! The spellings in PRODUCT.md are a fixed interface; every `serve` flag also has a config-file
+//! key (see [`crate::config`]), and a flag given on the command line wins over the file.
+
+use core::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// `socksgate`: SOCKS4/4a/5 server, client and password tool.
+#[derive(Debug, Parser)]
+#[command(name = "socksgate", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the SOCKS server (default: 127.0.0.1:1080, no authentication).
+    Serve(ServeArgs),
+    /// Add or replace a user in a users file; the password is read from stdin.
+    Passwd(PasswdArgs),
+    /// Relay stdin/stdout to HOST:PORT through a SOCKS proxy (for ssh's ProxyCommand).
+    Connect(ConnectArgs),
+    /// Validate a config file and print the effective configuration.
+    CheckConfig(CheckConfigArgs),
+}
+
+/// Log output format.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `socksgate serve`.
+#[derive(Debug, Default, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (repeatable; IPv4 `127.0.0.1:1080` or IPv6 `[::1]:1080`).
+    #[arg(long = "listen", value_name = "ADDR")]
+    pub listen: Vec<SocketAddr>,
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Users file (written by `socksgate passwd`); enables username/password authentication.
+    #[arg(long, value_name = "FILE")]
+    pub users: Option<PathBuf>,
+    /// Allow a non-loopback listener without authentication or allow rules (an open proxy).
+    #[arg(long)]
+    pub allow_open: bool,
+    /// Log format.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Serve Prometheus metrics on ADDR (not yet supported).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+}
+
+/// `socksgate passwd`.
+#[derive(Debug, Args)]
+pub struct PasswdArgs {
+    /// The users file to create or update.
+    #[arg(long, value_name = "FILE")]
+    pub users: PathBuf,
+    /// The user name to add or replace.
+    #[arg(value_name = "USER")]
+    pub user: String,
+}
+
+/// `socksgate connect`.
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// Proxy URL: socks4://, socks4a://, socks5:// or socks5h://[user:pass@]host:port.
+    #[arg(long, value_name = "URL")]
+    pub proxy: String,
+    /// Destination host (name or IP address).
+    #[arg(value_name = "HOST")]
+    pub host: String,
+    /// Destination port.
+    #[arg(value_name = "PORT")]
+    pub port: u16,
+}
+
+/// `socksgate check-config`.
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    /// The TOML configuration file to check.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_flags() {
+        let cli = Cli::try_parse_from([
+            "socksgate",
+            "serve",
+            "--listen",
+            "127.0.0.1:1080",
+            "--listen",
+            "[::1]:1081",
+            "--allow-open",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args.listen.len(), 2);
+        assert!(args.listen[1].is_ipv6());
+        assert!(args.allow_open);
+        assert_eq!(args.log_format, Some(LogFormat::Json));
+    }
+
+    #[test]
+    fn connect_args() {
+        let cli = Cli::try_parse_from([
+            "socksgate",
+            "connect",
+            "--proxy",
+            "socks5h://p:1080",
+            "h",
+            "22",
+        ])
+        .unwrap();
+        let Command::Connect(args) = cli.command else {
+            panic!("not connect")
+        };
+        assert_eq!(args.port, 22);
+    }
+}

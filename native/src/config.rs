@@ -1,0 +1,534 @@
+//! The configuration file (TOML) and the effective configuration of `serve`.
+//!
+//! Every `serve` flag has a key here (`listen`, `users`, `allow_open`, `log_format`,
+//! `metrics`); flags given on the command line override the file. Unknown keys are errors, and
+//! every error names the file, line and column.
+//!
+//! ```toml
+//! listen = ["0.0.0.0:1080", "[::]:1080"]
+//! users = "/etc/socksgate/users"
+//! log_format = "json"
+//!
+//! [timeouts]
+//! handshake = 10
+//! connect = 10
+//!
+//! [[rule]]
+//! action = "deny"
+//! to = ["10.0.0.0/8"]
+//! ```
+
+use core::fmt::Write as _;
+use core::net::{IpAddr, SocketAddr};
+use core::time::Duration;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::cli::{LogFormat, ServeArgs};
+
+/// The default listener: loopback only, so a bare `socksgate serve` is never an open proxy.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:1080";
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema (the message shows the line).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, with line, column and a snippet.
+        message: String,
+    },
+    /// A value is well-formed TOML but not acceptable.
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The configuration would run an open proxy on a non-loopback address.
+    #[error("{0}")]
+    OpenProxy(String),
+    /// A setting that is recognised but not implemented yet.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Timeouts, in seconds.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// From accept to the end of the SOCKS handshake (the request).
+    pub handshake: u64,
+    /// Resolving and connecting to a CONNECT destination.
+    pub connect: u64,
+    /// Waiting for the inbound peer of a BIND.
+    pub bind: u64,
+    /// An idle UDP association (no datagram in either direction) is closed after this.
+    pub udp_idle: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            handshake: 10,
+            connect: 10,
+            bind: 120,
+            udp_idle: 300,
+        }
+    }
+}
+
+impl Timeouts {
+    /// `handshake` as a duration.
+    pub fn handshake(&self) -> Duration {
+        Duration::from_secs(self.handshake)
+    }
+    /// `connect` as a duration.
+    pub fn connect(&self) -> Duration {
+        Duration::from_secs(self.connect)
+    }
+    /// `bind` as a duration.
+    pub fn bind(&self) -> Duration {
+        Duration::from_secs(self.bind)
+    }
+    /// `udp_idle` as a duration.
+    pub fn udp_idle(&self) -> Duration {
+        Duration::from_secs(self.udp_idle)
+    }
+}
+
+/// BIND settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BindSettings {
+    /// Accept the inbound connection from any address, not only the one the client named
+    /// (RFC 1928 says the server should check it; some clients send 0.0.0.0).
+    pub any_peer: bool,
+}
+
+/// UDP ASSOCIATE settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UdpSettings {
+    /// The address advertised in the UDP ASSOCIATE reply instead of the relay socket's own
+    /// (for a server behind NAT). The port is always the relay socket's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_address: Option<IpAddr>,
+}
+
+/// Allow or deny.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleAction {
+    /// Let the request through.
+    #[default]
+    Allow,
+    /// Refuse it (reply 2, "connection not allowed by ruleset").
+    Deny,
+}
+
+/// One `[[rule]]`: every present field must match; absent fields match anything.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// What to do when the rule matches.
+    pub action: RuleAction,
+    /// Client addresses (CIDR: `10.0.0.0/8`, `::1/128`, or a single IP).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<Spanned<String>>,
+    /// Destinations: CIDR, `example.com` (exactly), `.example.com` (the domain and below).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<Spanned<String>>,
+    /// Destination ports: `443` or `8000-8999`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<Spanned<String>>,
+    /// Commands: `connect`, `bind`, `udp_associate`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<Spanned<String>>,
+    /// Authenticated user names (RFC 1929) or SOCKS4 user ids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<Spanned<String>>,
+}
+
+/// The whole file; also the effective configuration after flags are applied.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listen addresses.
+    pub listen: Vec<SocketAddr>,
+    /// Users file; when set, username/password authentication is required.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users: Option<PathBuf>,
+    /// Accept running as an open proxy on a non-loopback address.
+    pub allow_open: bool,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Prometheus metrics listener (not yet supported).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<SocketAddr>,
+    /// Accept SOCKS4 and SOCKS4a requests (they carry no password).
+    pub socks4: bool,
+    /// Action when no rule matches.
+    pub default_action: RuleAction,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// BIND settings.
+    pub bind: BindSettings,
+    /// UDP ASSOCIATE settings.
+    pub udp: UdpSettings,
+    /// Access rules, first match wins.
+    #[serde(rename = "rule", skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: Vec::new(),
+            users: None,
+            allow_open: false,
+            log_format: LogFormat::Text,
+            metrics: None,
+            socks4: true,
+            default_action: RuleAction::Allow,
+            timeouts: Timeouts::default(),
+            bind: BindSettings::default(),
+            udp: UdpSettings::default(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses TOML text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        // A relative users path is relative to the config file, not to the working directory.
+        if let (Some(users), Some(dir)) = (&config.users, path.parent())
+            && users.is_relative()
+            && !dir.as_os_str().is_empty()
+        {
+            config.users = Some(dir.join(users));
+        }
+        crate::access::compile(&config.rules, config.default_action)
+            .map_err(|e| e.locate(text, path))?;
+        Ok(config)
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// The effective configuration of `serve`: the file (if any), then the flags.
+    pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let mut config = match &args.config {
+            Some(path) => Self::load(path)?,
+            None => Self::default(),
+        };
+        if !args.listen.is_empty() {
+            config.listen.clone_from(&args.listen);
+        }
+        if args.users.is_some() {
+            config.users.clone_from(&args.users);
+        }
+        config.allow_open |= args.allow_open;
+        if let Some(format) = args.log_format {
+            config.log_format = format;
+        }
+        if args.metrics.is_some() {
+            config.metrics = args.metrics;
+        }
+        config.finish();
+        Ok(config)
+    }
+
+    /// Fills in defaults that depend on other settings (the default listener).
+    pub fn finish(&mut self) {
+        if self.listen.is_empty() {
+            self.listen.push(
+                DEFAULT_LISTEN
+                    .parse()
+                    .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 1080))),
+            );
+        }
+    }
+
+    /// Whether username/password authentication is required.
+    pub fn requires_auth(&self) -> bool {
+        self.users.is_some()
+    }
+
+    /// Refuses to run an open proxy by accident.
+    ///
+    /// A listener on a non-loopback address, with no authentication, is open unless the rules
+    /// deny by default and explicitly allow something (then the operator has said who may use
+    /// it). `allow_open` accepts the risk.
+    pub fn check_open_proxy(&self) -> Result<(), ConfigError> {
+        if self.allow_open || self.requires_auth() {
+            return Ok(());
+        }
+        let restricted = self.default_action == RuleAction::Deny
+            && self.rules.iter().any(|r| r.action == RuleAction::Allow);
+        if restricted {
+            return Ok(());
+        }
+        let exposed: Vec<String> = self
+            .listen
+            .iter()
+            .filter(|a| !a.ip().is_loopback())
+            .map(ToString::to_string)
+            .collect();
+        if exposed.is_empty() {
+            return Ok(());
+        }
+        Err(ConfigError::OpenProxy(format!(
+            "refusing to start: listening on {} (not loopback) with no authentication and no \
+             allow rule would make an open proxy that anyone who can reach it may use. \
+             Add users (--users FILE, see `socksgate passwd`), or rules with \
+             default_action = \"deny\" and an allow rule in --config, or pass --allow-open \
+             if an open proxy is really intended",
+            exposed.join(", ")
+        )))
+    }
+
+    /// Rejects settings that are recognised but not implemented.
+    pub fn check_supported(&self) -> Result<(), ConfigError> {
+        if let Some(addr) = self.metrics {
+            return Err(ConfigError::Unsupported(format!(
+                "--metrics {addr}: Prometheus metrics are not yet supported by this build"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML (what `check-config` prints).
+    pub fn to_toml(&self) -> String {
+        let mut out = String::from("# effective configuration\n");
+        match toml::to_string_pretty(self) {
+            Ok(text) => out.push_str(&text),
+            Err(e) => {
+                let _ = writeln!(out, "# cannot display: {e}");
+            }
+        }
+        out
+    }
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn empty_file_is_the_default() {
+        let mut c = parse("").unwrap();
+        c.finish();
+        assert_eq!(
+            c.listen,
+            vec!["127.0.0.1:1080".parse::<SocketAddr>().unwrap()]
+        );
+        assert!(!c.requires_auth());
+        assert_eq!(c.timeouts.handshake, 10);
+        assert!(c.check_open_proxy().is_ok());
+    }
+
+    #[test]
+    fn full_file() {
+        let c = parse(
+            r#"
+listen = ["0.0.0.0:1080", "[::]:1080"]
+users = "/etc/socksgate/users"
+log_format = "json"
+socks4 = false
+default_action = "deny"
+
+[timeouts]
+handshake = 5
+connect = 7
+
+[bind]
+any_peer = true
+
+[udp]
+public_address = "203.0.113.9"
+
+[[rule]]
+action = "allow"
+from = ["10.0.0.0/8"]
+ports = ["443", "8000-8999"]
+commands = ["connect"]
+users = ["alice"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.listen.len(), 2);
+        assert!(c.listen[1].is_ipv6());
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert!(!c.socks4);
+        assert_eq!(c.timeouts.connect, 7);
+        assert_eq!(c.timeouts.bind, 120);
+        assert!(c.bind.any_peer);
+        assert_eq!(c.udp.public_address, Some("203.0.113.9".parse().unwrap()));
+        assert_eq!(c.rules.len(), 1);
+        assert_eq!(c.rules[0].users[0].get_ref(), "alice");
+    }
+
+    #[test]
+    fn syntax_error_points_at_the_line() {
+        let err = parse("listen = [\"127.0.0.1:1080\"]\nallow_open = yes\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("test.toml"), "{msg}");
+        assert!(msg.contains("line 2"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_its_line() {
+        let err = parse("\n\nlistn = []\n").unwrap_err().to_string();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn bad_address_is_an_error() {
+        let err = parse("listen = [\"localhost:99999\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "listen = [\"127.0.0.2:1080\"]\nusers = \"users\"\n").unwrap();
+        let args = ServeArgs {
+            listen: vec!["127.0.0.3:1081".parse().unwrap()],
+            config: Some(path),
+            log_format: Some(LogFormat::Json),
+            ..ServeArgs::default()
+        };
+        let c = Config::from_args(&args).unwrap();
+        assert_eq!(
+            c.listen,
+            vec!["127.0.0.3:1081".parse::<SocketAddr>().unwrap()]
+        );
+        // Relative to the config file's directory.
+        assert_eq!(c.users.as_deref(), Some(dir.path().join("users").as_path()));
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    fn with_listen(addr: &str) -> Config {
+        Config {
+            listen: vec![addr.parse().unwrap()],
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn open_proxy_check() {
+        // Loopback, v4 and v6: fine.
+        assert!(with_listen("127.0.0.1:1080").check_open_proxy().is_ok());
+        assert!(with_listen("[::1]:1080").check_open_proxy().is_ok());
+        // Wildcard or public without auth: refused, and the message says why.
+        for addr in ["0.0.0.0:1080", "[::]:1080", "192.0.2.1:1080"] {
+            let err = with_listen(addr)
+                .check_open_proxy()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("open proxy"), "{err}");
+            assert!(err.contains("--allow-open"), "{err}");
+        }
+        // --allow-open.
+        let mut c = with_listen("0.0.0.0:1080");
+        c.allow_open = true;
+        assert!(c.check_open_proxy().is_ok());
+        // Users.
+        let mut c = with_listen("0.0.0.0:1080");
+        c.users = Some("u".into());
+        assert!(c.check_open_proxy().is_ok());
+        // Deny by default plus an allow rule.
+        let mut c = parse(
+            "listen = [\"0.0.0.0:1080\"]\ndefault_action = \"deny\"\n[[rule]]\naction = \"allow\"\nfrom = [\"10.0.0.0/8\"]\n",
+        )
+        .unwrap();
+        assert!(c.check_open_proxy().is_ok());
+        // Allow by default with only deny rules is still open.
+        c.default_action = RuleAction::Allow;
+        c.rules[0].action = RuleAction::Deny;
+        assert!(c.check_open_proxy().is_err());
+        // One exposed listener among loopback ones is enough to refuse.
+        let mut c = with_listen("127.0.0.1:1080");
+        c.listen.push("0.0.0.0:1081".parse().unwrap());
+        assert!(c.check_open_proxy().is_err());
+    }
+
+    #[test]
+    fn metrics_is_reported_unsupported() {
+        let c = Config {
+            metrics: Some("127.0.0.1:9100".parse().unwrap()),
+            ..Config::default()
+        };
+        assert!(
+            c.check_supported()
+                .unwrap_err()
+                .to_string()
+                .contains("not yet supported")
+        );
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let mut c = parse(
+            "default_action = \"deny\"\n[[rule]]\naction = \"allow\"\nfrom = [\"10.0.0.0/8\"]\n",
+        )
+        .unwrap();
+        c.finish();
+        let text = c.to_toml();
+        let back = parse(&text).unwrap();
+        assert_eq!(back.listen, c.listen);
+        assert_eq!(back.rules.len(), 1);
+        assert_eq!(back.rules[0].from[0].get_ref(), "10.0.0.0/8");
+    }
+
+    #[test]
+    fn line_column_counts_from_one() {
+        assert_eq!(line_column("ab\ncd", 0), (1, 1));
+        assert_eq!(line_column("ab\ncd", 4), (2, 2));
+    }
+}

@@ -1,0 +1,17 @@
+//! `socksgate`: the native SOCKS4/4a/5 server, the `connect` client and the password tool.
+//!
+//! Modules, one per concept:
+//! * [`cli`] — command-line definitions; [`config`] — the TOML file and the effective settings;
+//! * [`users`] — the Argon2 users file; [`access`] — access rules (core evaluator);
+//! * [`resolve`] — hickory resolver and Happy Eyeballs; [`connect`] — errno → reply codes;
+//! * [`relay`] — TCP relay with half-close.
+#![forbid(unsafe_code)]
+
+pub mod access;
+pub mod cli;
+pub mod config;
+pub mod connect;
+pub mod logging;
+pub mod relay;
+pub mod resolve;
+pub mod users;
