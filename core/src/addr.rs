@@ -77,6 +77,7 @@ impl defmt::Format for Domain<'_> {
 
 /// A destination as carried by a message: borrowed from the input buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Addr<'a> {
     /// An IPv4 or IPv6 address and port.
     Ip(SocketAddr),
@@ -177,6 +178,7 @@ impl defmt::Format for DomainBuf {
 ///
 /// The name is stored inline (no allocator in core), so the domain variant is 256 bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Target {
     /// An IPv4 or IPv6 address and port.
     Ip(SocketAddr),
@@ -211,20 +213,5 @@ impl From<SocketAddr> for Target {
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.as_addr(), f)
-    }
-}
-
-// defmt has no formatters for `core::net` types; both render through `Display`.
-#[cfg(feature = "defmt")]
-impl defmt::Format for Addr<'_> {
-    fn format(&self, f: defmt::Formatter<'_>) {
-        defmt::write!(f, "{}", defmt::Display2Format(self))
-    }
-}
-
-#[cfg(feature = "defmt")]
-impl defmt::Format for Target {
-    fn format(&self, f: defmt::Formatter<'_>) {
-        defmt::write!(f, "{}", defmt::Display2Format(self))
     }
 }

@@ -94,8 +94,8 @@ impl Drop for Peer {
     }
 }
 
-/// Starts `danted` (Dante server, SOCKS4 and SOCKS5, no authentication, CONNECT, BIND and UDP
-/// ASSOCIATE from and to loopback) with a minimal `sockd.conf`. It runs as root here, so the
+/// Starts `danted` (Dante server, SOCKS4 and SOCKS5, no authentication, CONNECT and BIND from
+/// and to loopback) with a minimal `sockd.conf`. It runs as root here, so the
 /// privileged user is root and the unprivileged one `nobody`.
 #[track_caller]
 pub fn danted(exe: &Path) -> Peer {
@@ -114,7 +114,7 @@ pub fn danted(exe: &Path) -> Peer {
              timeout.negotiate: 30\n\
              client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}\n\
              socks pass {{ from: 127.0.0.0/8 to: 127.0.0.0/8\n\
-                 command: connect bind bindreply udpassociate udpreply }}\n",
+                 command: connect bind bindreply }}\n",
             log = log.display()
         );
         let conf_path = conf_dir.join(format!("sockd-{port}.conf"));

@@ -22,6 +22,7 @@ pub const MAX_STRING_LEN: usize = 255;
 
 /// Where a SOCKS4 request goes: an IPv4 address, or (SOCKS4a) a name for the server to resolve.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Socks4Dst<'a> {
     /// Plain SOCKS4: an IPv4 address.
     Ip(Ipv4Addr),
@@ -154,6 +155,7 @@ impl<'a> Socks4Request<'a> {
 /// For CONNECT the address is usually ignored by clients; for BIND it is the listening
 /// address (first reply) and the connecting peer (second reply).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Socks4Reply {
     /// CD.
     pub code: Socks4Code,
@@ -199,29 +201,6 @@ impl Socks4Reply {
         w.u16(self.addr.port());
         w.bytes(&self.addr.ip().octets());
         Ok(w.finish())
-    }
-}
-
-// defmt has no formatters for `core::net` types.
-#[cfg(feature = "defmt")]
-impl defmt::Format for Socks4Dst<'_> {
-    fn format(&self, f: defmt::Formatter<'_>) {
-        match self {
-            Self::Ip(ip) => defmt::write!(f, "{}", defmt::Display2Format(ip)),
-            Self::Domain(name) => defmt::write!(f, "{}", name),
-        }
-    }
-}
-
-#[cfg(feature = "defmt")]
-impl defmt::Format for Socks4Reply {
-    fn format(&self, f: defmt::Formatter<'_>) {
-        defmt::write!(
-            f,
-            "Socks4Reply {{ {}, {} }}",
-            self.code,
-            defmt::Display2Format(&self.addr)
-        )
     }
 }
 

@@ -4,6 +4,8 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod clients;
+mod connect_cli;
 mod curl;
 mod negative;
 mod raw;

@@ -190,3 +190,68 @@ fn failure_replies_leave_server_usable() {
     c.send(b"still up");
     assert_eq!(c.read_exact(8), b"still up");
 }
+
+/// A server whose `--config` denies 127.0.0.1:`port` (by IP, so names resolving to it too).
+fn server_denying(port: u16) -> Server {
+    Server::builder()
+        .config(&format!(
+            "[[rule]]\naction = \"deny\"\nto = [\"127.0.0.1/32\"]\nports = [\"{port}\"]\n"
+        ))
+        .start()
+}
+
+#[test]
+fn denied_destination_socks5() {
+    let denied = origin::echo();
+    let allowed = origin::echo();
+    let server = server_denying(denied.port());
+    let mut c = Client::connect(server.addr());
+    c.greet_no_auth();
+    let r = c.request5(cmd::CONNECT, &Dst::Ip(denied.addr()));
+    assert_eq!(r.rep, rep::NOT_ALLOWED, "{r:?}");
+    c.assert_closed(CLOSE_WITHIN);
+    // The rule is specific: another port on the same host is allowed.
+    let mut c = socks::connect5(server.addr(), &Dst::Ip(allowed.addr()));
+    c.send(b"allowed");
+    assert_eq!(c.read_exact(7), b"allowed");
+    assert_eq!(
+        denied.accepted(),
+        0,
+        "a denied destination must not be contacted"
+    );
+}
+
+#[test]
+fn denied_destination_by_name_socks5() {
+    // `localhost` resolves to the denied 127.0.0.1: rules apply to the resolved address.
+    let denied = origin::echo();
+    let server = server_denying(denied.port());
+    let mut c = Client::connect(server.addr());
+    c.greet_no_auth();
+    let r = c.request5(cmd::CONNECT, &Dst::Name("localhost".into(), denied.port()));
+    // Where `localhost` also resolves to ::1 (Debian's /etc/hosts) the server may reach the
+    // echo there; only 127.0.0.1 is denied. Either way the denied address is never contacted
+    // over IPv4, and without an IPv6 entry the reply must be "not allowed".
+    if r.rep == rep::SUCCEEDED {
+        assert!(
+            std::fs::read_to_string("/etc/hosts")
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.starts_with("::1") && l.contains("localhost")),
+            "CONNECT to a denied destination by name succeeded: {r:?}"
+        );
+    } else {
+        assert_eq!(r.rep, rep::NOT_ALLOWED, "{r:?}");
+    }
+}
+
+#[test]
+fn denied_destination_socks4() {
+    let denied = origin::echo();
+    let server = server_denying(denied.port());
+    let mut c = Client::connect(server.addr());
+    let r = c.request4(cmd::CONNECT, &Dst::Ip(denied.addr()), "");
+    assert_eq!(r.cd, rep::V4_REJECTED, "{r:?}");
+    c.assert_closed(CLOSE_WITHIN);
+    assert_eq!(denied.accepted(), 0);
+}
