@@ -315,7 +315,7 @@ fn udp_client(
             let body = if header_len == 0 {
                 &buf[..n]
             } else {
-                let (src, off) = socks::parse_udp(&mut buf[..n])?;
+                let (src, off) = socks::parse_udp(&buf[..n])?;
                 if src != echo {
                     return Err(BenchError::Corrupt(format!(
                         "relayed datagram says it came from {src}, not {echo}"

@@ -11,6 +11,7 @@ use socksgate_core::Addr;
 use socksgate_core::Status;
 use socksgate_core::wire::method::{MethodReply, MethodRequest};
 use socksgate_core::wire::socks5::{Reply, Request};
+use socksgate_core::wire::udp::UdpHeader;
 use socksgate_core::wire::{Command, Method, ReplyCode};
 
 use crate::error::{BenchError, Context, Result};
@@ -178,41 +179,28 @@ pub(crate) fn udp_associate(
 }
 
 /// Writes the UDP request header (RSV, FRAG 0, DST) for `dst` into `out`; returns its length.
-///
-/// The header is a CONNECT request's ATYP/ADDR/PORT behind three zero octets, so it is emitted
-/// with `Request::emit` (same length: VER, CMD, RSV) and the first three octets replaced.
 pub(crate) fn udp_header(dst: SocketAddr, out: &mut [u8]) -> Result<usize> {
-    let req = Request {
-        command: Command::Connect,
+    UdpHeader {
+        frag: 0,
         dst: Addr::Ip(dst),
-    };
-    let n = req
-        .emit(out)
-        .map_err(|e| BenchError::Socks(format!("emit UDP header: {e:?}")))?;
-    out[..3].fill(0);
-    Ok(n)
+    }
+    .emit(out)
+    .map_err(|e| BenchError::Socks(format!("emit UDP header: {e:?}")))
 }
 
-/// Parses a relayed datagram's header in place (it is restored afterwards): the source address
-/// and the payload offset.
-pub(crate) fn parse_udp(dgram: &mut [u8]) -> Result<(SocketAddr, usize)> {
-    if dgram.len() < 4 || dgram[..3] != [0, 0, 0] {
+/// Parses a relayed datagram's header: the source address and the payload offset.
+pub(crate) fn parse_udp(dgram: &[u8]) -> Result<(SocketAddr, usize)> {
+    let (h, payload) =
+        UdpHeader::parse(dgram).map_err(|e| BenchError::Socks(format!("UDP datagram: {e}")))?;
+    if !h.is_standalone() {
         return Err(BenchError::Socks(format!(
-            "UDP datagram header {:?} (want RSV 0, FRAG 0)",
-            &dgram[..dgram.len().min(4)]
+            "UDP datagram with FRAG {}",
+            h.frag
         )));
     }
-    // Same trick in reverse: VER 5, REP 0, RSV 0 makes it a reply.
-    dgram[..3].copy_from_slice(&[5, 0, 0]);
-    let parsed =
-        Reply::parse(dgram).map(|st| st.complete().map(|(r, n)| (bound_addr(&r.bound), n)));
-    dgram[..3].fill(0);
-    match parsed {
-        Ok(Some((Some(src), n))) => Ok((src, n)),
-        Ok(Some((None, _))) => Err(BenchError::Socks("UDP datagram from a domain".into())),
-        Ok(None) => Err(BenchError::Socks("truncated UDP datagram header".into())),
-        Err(e) => Err(BenchError::Socks(format!("UDP datagram header: {e}"))),
-    }
+    let src =
+        bound_addr(&h.dst).ok_or_else(|| BenchError::Socks("UDP datagram from a domain".into()))?;
+    Ok((src, dgram.len() - payload.len()))
 }
 
 /// A UDP socket on 127.0.0.1 with a receive timeout.
@@ -234,7 +222,6 @@ mod tests {
         let n = udp_header(dst, &mut buf).unwrap();
         assert_eq!(&buf[..n], &[0, 0, 0, 1, 127, 0, 0, 1, 0x14, 0xe9]);
         buf[n..n + 3].copy_from_slice(b"abc");
-        assert_eq!(parse_udp(&mut buf[..n + 3]).unwrap(), (dst, n));
-        assert_eq!(&buf[..3], &[0, 0, 0]);
+        assert_eq!(parse_udp(&buf[..n + 3]).unwrap(), (dst, n));
     }
 }
