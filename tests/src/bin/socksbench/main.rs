@@ -66,10 +66,10 @@ usage: socksbench [--quick] [--bytes N[K|M|G]] [--only NAME[,NAME...]] [--rounds
                   [--secs S] [--conns N] [--socksgate PATH]
 
   --quick        seconds-long smoke run (CI): 64 MiB transfers, 1 round, 200 idle conns
-  --bytes N      bytes per transfer and direction (default 2G; K/M/G are binary)
+  --bytes N      bytes per transfer and direction (default 1G; K/M/G are binary)
   --only NAMES   systems (socksgate, dante, microsocks) and/or measurements (throughput,
                  sessions, memory, udp); the direct baseline always runs
-  --rounds N     rounds per measurement, interleaved across systems (default 3)
+  --rounds N     rounds per measurement, interleaved across systems (default 5)
   --secs S       seconds per sessions run (default 5; UDP runs take 3/5 of it)
   --conns N      idle connections for the memory measurement (default 2000)
   --socksgate P  the socksgate binary (default $SOCKSGATE_BIN or target/release/socksgate)";
@@ -159,13 +159,13 @@ fn parse_args() -> anyhow::Result<Option<Config>> {
     if !(0.05..=600.0).contains(&secs) {
         bail!("--secs must be between 0.05 and 600");
     }
-    let rounds = rounds.unwrap_or(if quick { 1 } else { 3 });
+    let rounds = rounds.unwrap_or(if quick { 1 } else { 5 });
     if !(1..=20).contains(&rounds) {
         bail!("--rounds must be between 1 and 20");
     }
     Ok(Some(Config {
         quick,
-        bytes: bytes.unwrap_or(if quick { 64 << 20 } else { 2 << 30 }),
+        bytes: bytes.unwrap_or(if quick { 64 << 20 } else { 1 << 30 }),
         rounds,
         session_time: Duration::from_secs_f64(secs),
         clients: 16,

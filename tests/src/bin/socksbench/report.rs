@@ -57,6 +57,7 @@ pub(crate) struct Results {
     columns: HashMap<Kind, Column>,
     settings: String,
     quick: bool,
+    metrics: Vec<Metric>,
     /// Remarks printed under the table.
     pub(crate) notes: Vec<String>,
     /// Per-system memory details.
@@ -128,6 +129,7 @@ impl Results {
             kinds,
             settings,
             quick: cfg.quick,
+            metrics: cfg.metrics.clone(),
             notes: Vec::new(),
             memory_detail: Vec::new(),
             failures: Vec::new(),
@@ -198,23 +200,30 @@ impl Results {
     fn rows(&mut self) -> Vec<Row> {
         let kinds = self.kinds.clone();
         let mut rows = Vec::new();
-        let mut row =
-            |label: &str, better, decimals, f: &mut dyn FnMut(Kind, &mut Column) -> Cell| {
-                let values = kinds
-                    .iter()
-                    .map(|&k| {
-                        let c = self.columns.entry(k).or_default();
-                        let (v, why) = f(k, c);
-                        (k, v, why)
-                    })
-                    .collect();
-                rows.push(Row {
-                    label: label.to_owned(),
-                    better,
-                    decimals,
-                    values,
-                });
-            };
+        let metrics = self.metrics.clone();
+        let mut row = |metric: Metric,
+                       label: &str,
+                       better,
+                       decimals,
+                       f: &mut dyn FnMut(Kind, &mut Column) -> Cell| {
+            if !metrics.contains(&metric) {
+                return;
+            }
+            let values = kinds
+                .iter()
+                .map(|&k| {
+                    let c = self.columns.entry(k).or_default();
+                    let (v, why) = f(k, c);
+                    (k, v, why)
+                })
+                .collect();
+            rows.push(Row {
+                label: label.to_owned(),
+                better,
+                decimals,
+                values,
+            });
+        };
         let na = |c: &Column, m: Metric| {
             if c.failed.contains(&m) {
                 "error"
@@ -223,18 +232,21 @@ impl Results {
             }
         };
         row(
+            Metric::Throughput,
             "Throughput up, 1 stream (Gbit/s)",
             Better::Higher,
             2,
             &mut |_, c| (median(&c.up), na(c, Metric::Throughput)),
         );
         row(
+            Metric::Throughput,
             "Throughput down, 1 stream (Gbit/s)",
             Better::Higher,
             2,
             &mut |_, c| (median(&c.down), na(c, Metric::Throughput)),
         );
         row(
+            Metric::Throughput,
             "Proxy CPU per GB relayed (s) ↓",
             Better::Lower,
             3,
@@ -249,24 +261,28 @@ impl Results {
             },
         );
         row(
+            Metric::Sessions,
             "CONNECT + echo sessions/s, 16 clients",
             Better::Higher,
             0,
             &mut |_, c| (median(&c.sessions), na(c, Metric::Sessions)),
         );
         row(
+            Metric::Sessions,
             "Session latency p50 (µs) ↓",
             Better::Lower,
             0,
             &mut |_, c| (quantile(&mut c.latencies_us, 0.5), na(c, Metric::Sessions)),
         );
         row(
+            Metric::Sessions,
             "Session latency p99 (µs) ↓",
             Better::Lower,
             0,
             &mut |_, c| (quantile(&mut c.latencies_us, 0.99), na(c, Metric::Sessions)),
         );
         row(
+            Metric::Memory,
             "RSS per idle connection (KiB) ↓",
             Better::Lower,
             2,
@@ -279,6 +295,7 @@ impl Results {
             },
         );
         row(
+            Metric::Udp,
             "UDP ASSOCIATE echo round trips/s",
             Better::Higher,
             0,

@@ -156,7 +156,10 @@ fn memory(cfg: &Config, targets: &mut [Target], idle: &Idle, res: &mut Results) 
 
 fn sessions(cfg: &Config, targets: &mut [Target], echo: core::net::SocketAddr, res: &mut Results) {
     for round in 0..cfg.rounds {
-        for t in targets.iter_mut() {
+        let n = targets.len();
+        for i in 0..n {
+            // Rotate the order each round, so no system always runs right after another.
+            let t = &mut targets[(i + round) % n];
             if res.failed(t.kind, Metric::Sessions) {
                 continue;
             }
@@ -199,7 +202,10 @@ fn sessions(cfg: &Config, targets: &mut [Target], echo: core::net::SocketAddr, r
 
 fn throughput(cfg: &Config, targets: &mut [Target], bulk: &Bulk, res: &mut Results) {
     for round in 0..cfg.rounds {
-        for t in targets.iter_mut() {
+        let n = targets.len();
+        for i in 0..n {
+            // Rotate the order each round, so no system always runs right after another.
+            let t = &mut targets[(i + round) % n];
             if res.failed(t.kind, Metric::Throughput) {
                 continue;
             }
@@ -232,7 +238,10 @@ fn gbit(bytes: u64, d: Duration) -> f64 {
 
 fn udp(cfg: &Config, targets: &mut [Target], echo: core::net::SocketAddr, res: &mut Results) {
     for round in 0..cfg.rounds {
-        for t in targets.iter_mut() {
+        let n = targets.len();
+        for i in 0..n {
+            // Rotate the order each round, so no system always runs right after another.
+            let t = &mut targets[(i + round) % n];
             if !t.kind.has_udp() || res.failed(t.kind, Metric::Udp) || res.unsupported(t.kind) {
                 continue;
             }
