@@ -41,12 +41,18 @@ struct Column {
     memory_kib: Option<f64>,
     sessions: Vec<f64>,
     latencies_us: Vec<u32>,
+    session_cpu: f64,
+    session_count: u64,
+    generator_cpu: f64,
+    generator_sessions: u64,
     up: Vec<f64>,
     down: Vec<f64>,
     cpu_seconds: f64,
     cpu_bytes: u64,
     udp: Vec<f64>,
     udp_unsupported: bool,
+    udp_cpu: f64,
+    udp_count: u64,
     failed: Vec<Metric>,
 }
 
@@ -163,6 +169,25 @@ impl Results {
         let c = self.col(k);
         c.cpu_seconds += seconds;
         c.cpu_bytes += bytes;
+    }
+
+    pub(crate) fn add_session_cpu(&mut self, k: Kind, seconds: f64, sessions: u64) {
+        let c = self.col(k);
+        c.session_cpu += seconds;
+        c.session_count += sessions;
+    }
+
+    /// CPU the load generator itself (clients and servers) spent on sessions.
+    pub(crate) fn add_generator_cpu(&mut self, k: Kind, seconds: f64, sessions: u64) {
+        let c = self.col(k);
+        c.generator_cpu += seconds;
+        c.generator_sessions += sessions;
+    }
+
+    pub(crate) fn add_udp_cpu(&mut self, k: Kind, seconds: f64, round_trips: u64) {
+        let c = self.col(k);
+        c.udp_cpu += seconds;
+        c.udp_count += round_trips;
     }
 
     pub(crate) fn latencies(&mut self, k: Kind) -> &mut Vec<u32> {
@@ -282,6 +307,21 @@ impl Results {
             &mut |_, c| (quantile(&mut c.latencies_us, 0.99), na(c, Metric::Sessions)),
         );
         row(
+            Metric::Sessions,
+            "Proxy CPU per session (µs) ↓",
+            Better::Lower,
+            1,
+            &mut |k, c| {
+                if k == Kind::Direct {
+                    (None, "n/a")
+                } else if c.session_count == 0 {
+                    (None, na(c, Metric::Sessions))
+                } else {
+                    (Some(c.session_cpu * 1e6 / c.session_count as f64), "")
+                }
+            },
+        );
+        row(
             Metric::Memory,
             "RSS per idle connection (KiB) ↓",
             Better::Lower,
@@ -306,6 +346,21 @@ impl Results {
                     (None, "refused")
                 } else {
                     (median(&c.udp), na(c, Metric::Udp))
+                }
+            },
+        );
+        row(
+            Metric::Udp,
+            "Proxy CPU per UDP round trip (µs) ↓",
+            Better::Lower,
+            1,
+            &mut |k, c| {
+                if !k.has_udp() || k == Kind::Direct {
+                    (None, "n/a")
+                } else if c.udp_count == 0 {
+                    (None, na(c, Metric::Udp))
+                } else {
+                    (Some(c.udp_cpu * 1e6 / c.udp_count as f64), "")
                 }
             },
         );
@@ -456,6 +511,29 @@ impl Results {
             );
         }
 
+        let generator: Vec<String> = self
+            .kinds
+            .iter()
+            .filter_map(|k| {
+                let c = self.columns.get(k)?;
+                (c.generator_sessions > 0).then(|| {
+                    format!(
+                        "{k} {:.0}",
+                        c.generator_cpu * 1e6 / c.generator_sessions as f64
+                    )
+                })
+            })
+            .collect();
+        if !generator.is_empty() {
+            self.notes.insert(
+                0,
+                format!(
+                    "load generator's own CPU per session (µs; clients + echo server, same \
+                     process): {}",
+                    generator.join(", ")
+                ),
+            );
+        }
         if !self.memory_detail.is_empty() || !self.notes.is_empty() {
             let _ = writeln!(out, "\n### Notes\n");
             for n in self.memory_detail.iter().chain(&self.notes) {
