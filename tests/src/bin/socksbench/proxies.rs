@@ -157,9 +157,14 @@ impl Target {
     }
 
     /// Starts Debian's `danted`: loopback in and out, no authentication, CONNECT and UDP
-    /// ASSOCIATE allowed, errors logged only. As root it needs a privileged and an
-    /// unprivileged user.
+    /// ASSOCIATE allowed, errors logged only.
     pub(crate) fn dante(exe: &Path) -> Result<Self> {
+        // As root, Dante insists on being told which users to switch to.
+        let users = if rustix::process::geteuid().is_root() {
+            "user.privileged: root\nuser.unprivileged: nobody\n"
+        } else {
+            ""
+        };
         let spawned = spawn("danted", |port, dir| {
             let conf = format!(
                 "logoutput: stderr\n\
@@ -167,8 +172,7 @@ impl Target {
                  external: 127.0.0.1\n\
                  clientmethod: none\n\
                  socksmethod: none\n\
-                 user.privileged: root\n\
-                 user.unprivileged: nobody\n\
+                 {users}\
                  client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0\n\
                      log: error }}\n\
                  socks pass {{ from: 127.0.0.0/8 to: 127.0.0.0/8\n\
