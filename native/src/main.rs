@@ -1,5 +1,6 @@
 //! `socksgate`: the native SOCKS server, client and password tool. The logic lives in the
 //! library; this file only dispatches subcommands and reports errors.
+#![forbid(unsafe_code)]
 
 use std::io::IsTerminal as _;
 use std::sync::Arc;
@@ -59,7 +60,12 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Connect(args) => {
-            runtime()?.block_on(client::run(&args.proxy, &args.host, args.port))?;
+            runtime()?.block_on(client::run(
+                &args.proxy,
+                &args.host,
+                args.port,
+                args.no_shutdown,
+            ))?;
             Ok(())
         }
         Command::CheckConfig(args) => {
