@@ -336,8 +336,16 @@ pub async fn run(proxy: &str, host: &str, port: u16) -> Result<(), ClientFailure
             if n == 0 {
                 break;
             }
-            stdout.write_all(buf.get(..n).unwrap_or_default()).await?;
-            stdout.flush().await?;
+            let written = async {
+                stdout.write_all(buf.get(..n).unwrap_or_default()).await?;
+                stdout.flush().await
+            };
+            match written.await {
+                Ok(()) => {}
+                // Whoever reads our stdout has gone: that ends the session, quietly.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+                Err(e) => return Err(e),
+            }
         }
         Ok::<_, std::io::Error>(())
     };
