@@ -13,7 +13,7 @@ use crate::{MB, PASS, USER};
 /// request) ends at once, so the client half-closes right after sending it.
 #[track_caller]
 fn fetch(test: &str, proxy_url: &str, host: &str, origin: &TcpService) -> Vec<u8> {
-    fetch_with(test, proxy_url, host, origin, tools::run)
+    fetch_with(test, proxy_url, host, origin, tools::run, TIMEOUT * 2)
 }
 
 /// [`fetch`] with stdin held open until the response has been read: microsocks closes both
@@ -21,7 +21,14 @@ fn fetch(test: &str, proxy_url: &str, host: &str, origin: &TcpService) -> Vec<u8
 /// against it the client must not send EOF before the response.
 #[track_caller]
 fn fetch_holding_stdin(test: &str, proxy_url: &str, host: &str, origin: &TcpService) -> Vec<u8> {
-    fetch_with(test, proxy_url, host, origin, tools::run_holding_stdin)
+    fetch_with(
+        test,
+        proxy_url,
+        host,
+        origin,
+        tools::run_holding_stdin,
+        TIMEOUT,
+    )
 }
 
 #[track_caller]
@@ -31,6 +38,7 @@ fn fetch_with(
     host: &str,
     origin: &TcpService,
     run: fn(&mut std::process::Command, &[u8], core::time::Duration) -> tools::Output,
+    timeout: core::time::Duration,
 ) -> Vec<u8> {
     let out = run(
         socksgate::command().args([
@@ -41,7 +49,7 @@ fn fetch_with(
             &origin.port().to_string(),
         ]),
         &origin::http_request(host, MB),
-        TIMEOUT * 2,
+        timeout,
     );
     out.assert_success(&format!("{test}: socksgate connect --proxy {proxy_url}"));
     let (status, got) = origin::split_http_response(&out.stdout);
