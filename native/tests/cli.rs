@@ -88,19 +88,45 @@ fn serve_refuses_an_open_proxy_and_says_why() {
 }
 
 #[test]
-fn metrics_is_a_clear_error() {
-    let (code, _, err) = run(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics",
-            "127.0.0.1:0",
-        ],
-        b"",
+fn metrics_endpoint_counts_requests() {
+    let echo = echo_after_eof();
+    let port = free_port();
+    let metrics_port = free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let _server = serve(port, &["--metrics", &metrics_addr]);
+    let url = format!("socks5h://127.0.0.1:{port}");
+    let (code, out, _) = run(
+        &["connect", "--proxy", &url, "localhost", &echo.to_string()],
+        b"count me",
     );
-    assert_eq!(code, 1);
-    assert!(err.contains("not yet supported"), "{err}");
+    assert_eq!((code, out.as_str()), (0, "count me"));
+    let start = Instant::now();
+    let text = loop {
+        let mut s = TcpStream::connect(&metrics_addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        // The session's byte counts land when its relay ends, just after the client's exit.
+        if text.contains("socksgate_bytes_total{direction=\"up\"} 8\n")
+            || start.elapsed() > Duration::from_secs(5)
+        {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(
+        text.contains("socksgate_requests_total{command=\"connect\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("socksgate_replies_total{code=\"0\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("socksgate_bytes_total{direction=\"up\"} 8\n"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -187,4 +213,45 @@ fn json_logs() {
         first.starts_with('{') && first.contains("\"level\":\"INFO\""),
         "{first}"
     );
+}
+
+#[test]
+fn connect_exits_when_the_destination_closes_with_stdin_open() {
+    // Like ssh's ProxyCommand: stdin stays open; the destination answers and closes.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dst = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.write_all(b"bye").unwrap();
+    });
+    let port = free_port();
+    let _server = serve(port, &[]);
+    let url = format!("socks5://127.0.0.1:{port}");
+    let mut child = Command::new(BIN)
+        .args(["connect", "--proxy", &url, "127.0.0.1", &dst.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _stdin = child.stdin.take(); // held open
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success());
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "connect did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(out, "bye");
 }
