@@ -235,3 +235,41 @@ fn non_loopback_listener_with_allow_rules_starts() {
     );
     assert_eq!(got.as_deref(), Some(&b"ruled"[..]));
 }
+
+#[test]
+fn metrics_endpoint_serves_prometheus_text() {
+    let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    let server = Server::builder()
+        .arg("--metrics")
+        .arg(&metrics.to_string())
+        .start();
+    assert!(
+        socksgate_tests::wait_for_listener(metrics, TIMEOUT),
+        "no metrics listener on {metrics}: {}",
+        server.log()
+    );
+    let echo = origin::echo();
+    let mut c = socks::connect5(server.addr(), &Dst::Ip(echo.addr()));
+    c.send(b"counted");
+    assert_eq!(c.read_exact(7), b"counted");
+    drop(c);
+    let mut conn = TcpStream::connect_timeout(&metrics, TIMEOUT).expect("connect to metrics");
+    conn.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    std::io::Write::write_all(
+        &mut conn,
+        b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .expect("request");
+    let mut resp = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut conn, &mut resp);
+    let (status, body) = origin::split_http_response(&resp);
+    let text = String::from_utf8_lossy(body);
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("# TYPE "), "not Prometheus text: {text}");
+    assert!(
+        text.lines().any(|l| !l.starts_with('#')
+            && l.contains("command=\"connect\"")
+            && !l.ends_with(" 0")),
+        "no CONNECT counted: {text}"
+    );
+}
