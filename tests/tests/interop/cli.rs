@@ -273,3 +273,64 @@ fn metrics_endpoint_serves_prometheus_text() {
         "no CONNECT counted: {text}"
     );
 }
+
+#[test]
+fn log_format_json_writes_json_lines() {
+    let server = Server::builder().arg("--log-format").arg("json").start();
+    let echo = origin::echo();
+    let mut c = socks::connect5(server.addr(), &Dst::Ip(echo.addr()));
+    c.send(b"logged");
+    assert_eq!(c.read_exact(6), b"logged");
+    drop(c);
+    let log = server.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "no log output");
+    for line in lines {
+        let l = line.trim();
+        assert!(
+            l.starts_with('{') && l.ends_with('}'),
+            "not a JSON object per line: {l}"
+        );
+    }
+}
+
+#[test]
+fn check_config_accepts_valid_and_locates_errors() {
+    let dir = TempDir::new();
+    let good = dir.write(
+        "good.toml",
+        "default_action = \"deny\"\n[[rule]]\naction = \"allow\"\nfrom = [\"127.0.0.0/8\"]\n",
+    );
+    socksgate::run(&["check-config", good.to_str().expect("utf-8")], b"")
+        .assert_success("check-config on a valid file");
+    let bad = dir.write("bad.toml", "default_action = \"deny\"\nno_such_key = 1\n");
+    let bad_path = bad.to_str().expect("utf-8");
+    let out = socksgate::run(&["check-config", bad_path], b"");
+    assert!(!out.status.success(), "an unknown key must be an error");
+    let msg = format!(
+        "{}{}",
+        out.stderr_text(),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        msg.contains("bad.toml") && msg.contains('2'),
+        "the error should name the file and line 2: {msg}"
+    );
+    // `serve` refuses the same file before listening.
+    let port = free_port();
+    let out = tools::run(
+        socksgate::command().args([
+            "serve",
+            "--config",
+            bad_path,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ]),
+        b"",
+        TIMEOUT,
+    );
+    assert!(
+        !out.status.success(),
+        "serve with a broken config must fail"
+    );
+}
