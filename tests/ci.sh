@@ -12,4 +12,15 @@ cd "$(dirname "$0")/.."
 printf '\n==== tests/ci.sh: socksbench --quick ====\n'
 cargo build --release --locked -p socksgate --bin socksgate
 cargo build --release --locked -p socksgate-tests --bin socksbench
-timeout 180 target/release/socksbench --quick
+# In its own process group, so a timeout takes the proxies it started down with it.
+setsid target/release/socksbench --quick &
+bench=$!
+for _ in $(seq 180); do
+    kill -0 "$bench" 2>/dev/null || break
+    sleep 1
+done
+if kill -0 "$bench" 2>/dev/null; then
+    echo "socksbench --quick: still running after 180 s; stopping it and its proxies" >&2
+    kill -TERM -- "-$bench" 2>/dev/null || true
+fi
+wait "$bench"
