@@ -104,19 +104,38 @@ fn spawn(
             .stderr(err)
             .spawn()
             .ctx(|| format!("spawn {cmd:?}"))?;
-        if wait_for_listener(addr, Duration::from_secs(20))
-            && let Ok(None) = child.try_wait()
-        {
-            let proc = Proc {
-                child,
-                log,
-                _dir: dir,
-            };
-            return Ok((proc, addr));
-        }
+        // Until it accepts, exits, or 20 s pass.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let exited = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                break Some(status);
+            }
+            if wait_for_listener(addr, Duration::ZERO) {
+                let proc = Proc {
+                    child,
+                    log,
+                    _dir: dir,
+                };
+                return Ok((proc, addr));
+            }
+            if Instant::now() >= deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         let _ = child.kill();
         let _ = child.wait();
-        last = tools::read_log(&log);
+        last = format!(
+            "{} ({cmd:?}):\n{}",
+            exited.map_or("not accepting after 20 s".to_owned(), |s| format!(
+                "exited with {s}"
+            )),
+            tools::read_log(&log)
+        );
+        // Only a port taken in the meantime is worth another attempt.
+        if !last.to_lowercase().contains("in use") {
+            break;
+        }
     }
     Err(BenchError::Setup(format!("{name} did not start:\n{last}")))
 }
