@@ -1,0 +1,180 @@
+//! External programs: where they are, and running them with a bound on time.
+
+use core::time::Duration;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Instant;
+
+/// Finds `name` on `PATH` (plus the sbin directories, where `danted` lives).
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Whether a missing tool may skip a test instead of failing it.
+pub fn skip_allowed() -> bool {
+    std::env::var("SOCKSGATE_ALLOW_SKIP").is_ok_and(|v| v == "1")
+}
+
+/// The paths of `names`, or `None` after printing why the test is skipped. Panics instead of
+/// skipping unless `SOCKSGATE_ALLOW_SKIP=1`: in CI every tool is installed.
+#[track_caller]
+pub fn require(test: &str, names: &[&str]) -> Option<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    for name in names {
+        match which(name) {
+            Some(p) => found.push(p),
+            None if skip_allowed() => {
+                println!("SKIPPED {test}: `{name}` is not installed (SOCKSGATE_ALLOW_SKIP=1)");
+                return None;
+            }
+            None => panic!(
+                "{test}: required tool `{name}` is not installed (the root ci.sh installs the Debian \
+                 packages; set SOCKSGATE_ALLOW_SKIP=1 to skip instead)"
+            ),
+        }
+    }
+    Some(found)
+}
+
+/// A Python 3 interpreter that can `import socks` (python3-socks). Debian's module lives in
+/// `/usr/lib/python3/dist-packages`, which a pyenv or venv `python3` earlier on `PATH` does
+/// not see, so `/usr/bin/python3` is preferred.
+#[track_caller]
+pub fn require_pysocks(test: &str) -> Option<PathBuf> {
+    let candidates = [Some(PathBuf::from("/usr/bin/python3")), which("python3")];
+    for py in candidates.into_iter().flatten() {
+        let ok = Command::new(&py)
+            .args(["-c", "import socks"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return Some(py);
+        }
+    }
+    if skip_allowed() {
+        println!("SKIPPED {test}: no python3 with the `socks` module (python3-socks)");
+        return None;
+    }
+    panic!("{test}: no python3 can `import socks`; install Debian's python3-socks");
+}
+
+/// What a finished program did.
+#[derive(Debug)]
+pub struct Output {
+    /// Exit status.
+    pub status: ExitStatus,
+    /// Everything it wrote to stdout.
+    pub stdout: Vec<u8>,
+    /// Everything it wrote to stderr.
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    /// Stderr as text, for messages.
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+
+    /// Panics with both streams unless the program exited 0.
+    #[track_caller]
+    pub fn assert_success(&self, what: &str) -> &Self {
+        assert!(
+            self.status.success(),
+            "{what}: {}\nstderr: {}\nstdout (first 500 bytes): {}",
+            self.status,
+            self.stderr_text(),
+            String::from_utf8_lossy(&self.stdout[..self.stdout.len().min(500)])
+        );
+        self
+    }
+}
+
+/// Runs `cmd` with `stdin` fed to it (then closed), collecting its output; kills it and panics
+/// if it runs longer than `timeout`.
+#[track_caller]
+pub fn run(cmd: &mut Command, stdin: &[u8], timeout: Duration) -> Output {
+    run_inner(cmd, stdin, timeout, false)
+}
+
+/// Like [`run`], but stdin stays open until the program's stdout ends, as for an interactive
+/// session (a peer that does not support half-close tears the connection down on the
+/// client's EOF).
+#[track_caller]
+pub fn run_holding_stdin(cmd: &mut Command, stdin: &[u8], timeout: Duration) -> Output {
+    run_inner(cmd, stdin, timeout, true)
+}
+
+#[track_caller]
+fn run_inner(cmd: &mut Command, stdin: &[u8], timeout: Duration, hold: bool) -> Output {
+    let shown = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {shown}: {e}"));
+    let mut input = child.stdin.take().expect("stdin");
+    let data = stdin.to_vec();
+    let (stdout_done, wait_stdout) = std::sync::mpsc::channel::<()>();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+        if hold {
+            // Returns when the reader drops its sender at stdout's EOF.
+            let _ = wait_stdout.recv();
+        }
+    });
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        drop(stdout_done);
+        v
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let _ = writer.join();
+    let stdout = out_reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    match status {
+        Some(status) => Output {
+            status,
+            stdout,
+            stderr,
+        },
+        None => panic!(
+            "{shown} did not finish within {timeout:?}\nstderr: {}\nstdout (first 500 bytes): {}",
+            String::from_utf8_lossy(&stderr),
+            String::from_utf8_lossy(&stdout[..stdout.len().min(500)])
+        ),
+    }
+}
+
+/// Reads a log file for failure messages (empty if unreadable).
+pub fn read_log(path: &Path) -> String {
+    std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}

@@ -1,0 +1,369 @@
+//! A scripted raw-socket client: half-close, pipelined data, BIND, UDP ASSOCIATE, SOCKS4/4a
+//! and IPv6, with byte-exact expectations.
+
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream, UdpSocket};
+
+use socksgate_tests::socks::{self, Client, Dst, cmd, decode, encode, rep};
+use socksgate_tests::socksgate::Server;
+use socksgate_tests::{TIMEOUT, assert_same_bytes, body, origin};
+
+use crate::{MB, PASS, USER};
+
+#[test]
+fn half_close_socks5() {
+    let server = Server::start();
+    let peer = origin::reply_after_eof();
+    let mut c = socks::connect5(server.addr(), &Dst::Ip(peer.addr()));
+    let request = body(256 * 1024);
+    c.send(&request);
+    c.shutdown_write();
+    let got = c.read_to_end();
+    assert_same_bytes(
+        &got,
+        &origin::reply_after_eof_response(&request),
+        "response after the client's half-close",
+    );
+}
+
+#[test]
+fn half_close_socks4() {
+    let server = Server::start();
+    let peer = origin::reply_after_eof();
+    let mut c = Client::connect(server.addr());
+    let r = c.request4(cmd::CONNECT, &Dst::Ip(peer.addr()), "");
+    assert_eq!(r.cd, rep::V4_GRANTED, "{r:?}");
+    let request = b"half-closed over SOCKS4".repeat(1000);
+    c.send(&request);
+    c.shutdown_write();
+    let got = c.read_to_end();
+    assert_same_bytes(
+        &got,
+        &origin::reply_after_eof_response(&request),
+        "response after the client's half-close",
+    );
+}
+
+#[test]
+fn pipelined_data_after_connect_request() {
+    // The payload follows the CONNECT request in the same write, before the reply.
+    let server = Server::start();
+    let echo = origin::echo();
+    let mut c = Client::connect(server.addr());
+    c.greet_no_auth();
+    let payload = body(64 * 1024);
+    let mut bytes = encode::request(cmd::CONNECT, &Dst::Ip(echo.addr()));
+    bytes.extend_from_slice(&payload);
+    c.send(&bytes);
+    let r = c.read_reply5();
+    assert_eq!(r.rep, rep::SUCCEEDED, "{r:?}");
+    assert_same_bytes(&c.read_exact(payload.len()), &payload, "echoed payload");
+}
+
+#[test]
+fn pipelined_greeting_request_and_data() {
+    // Method selection, request and payload in one write (optimistic client).
+    let server = Server::start();
+    let echo = origin::echo();
+    let mut c = Client::connect(server.addr());
+    let payload = b"GET / HTTP/1.0\r\n\r\n pipelined".to_vec();
+    let mut bytes = encode::greeting(&[socks::method::NO_AUTH]);
+    bytes.extend(encode::request(cmd::CONNECT, &Dst::Ip(echo.addr())));
+    bytes.extend_from_slice(&payload);
+    c.send(&bytes);
+    assert_eq!(c.read_method(), socks::method::NO_AUTH);
+    let r = c.read_reply5();
+    assert_eq!(r.rep, rep::SUCCEEDED, "{r:?}");
+    assert_same_bytes(&c.read_exact(payload.len()), &payload, "echoed payload");
+}
+
+#[test]
+fn pipelined_auth_request_and_data() {
+    // RFC 1929 credentials, request and payload in one write after the method reply.
+    let server = Server::builder().user(USER, PASS).start();
+    let echo = origin::echo();
+    let mut c = Client::connect(server.addr());
+    assert_eq!(
+        c.greet(&[socks::method::USER_PASS]),
+        socks::method::USER_PASS
+    );
+    let payload = body(10_000);
+    let mut bytes = encode::userpass(USER, PASS);
+    bytes.extend(encode::request(cmd::CONNECT, &Dst::Ip(echo.addr())));
+    bytes.extend_from_slice(&payload);
+    c.send(&bytes);
+    assert_eq!(c.read_auth_status(), 0);
+    let r = c.read_reply5();
+    assert_eq!(r.rep, rep::SUCCEEDED, "{r:?}");
+    assert_same_bytes(&c.read_exact(payload.len()), &payload, "echoed payload");
+}
+
+#[test]
+fn pipelined_data_after_socks4_request() {
+    let server = Server::start();
+    let echo = origin::echo();
+    let mut c = Client::connect(server.addr());
+    let payload = body(32 * 1024);
+    let mut bytes = encode::socks4(cmd::CONNECT, &Dst::Ip(echo.addr()), "bob");
+    bytes.extend_from_slice(&payload);
+    c.send(&bytes);
+    let r = c.read_reply4();
+    assert_eq!(r.cd, rep::V4_GRANTED, "{r:?}");
+    assert_same_bytes(&c.read_exact(payload.len()), &payload, "echoed payload");
+}
+
+#[test]
+fn socks4a_resolves_name() {
+    let server = Server::start();
+    let echo = origin::echo();
+    let mut c = Client::connect(server.addr());
+    let r = c.request4(
+        cmd::CONNECT,
+        &Dst::Name("localhost".into(), echo.port()),
+        "",
+    );
+    assert_eq!(r.cd, rep::V4_GRANTED, "{r:?}");
+    c.send(b"4a");
+    assert_eq!(c.read_exact(2), b"4a");
+}
+
+#[test]
+fn socks5_connect_reply_and_1mb_echo() {
+    let server = Server::start();
+    let echo = origin::echo();
+    let mut c = Client::connect(server.addr());
+    c.greet_no_auth();
+    let r = c.request5(cmd::CONNECT, &Dst::Ip(echo.addr()));
+    assert_eq!(r.rep, rep::SUCCEEDED, "{r:?}");
+    // BND is the server's outbound local address: loopback here, or 0.0.0.0 (unspecified).
+    let bound = r.bound_addr();
+    assert!(
+        bound.ip().is_loopback() || bound.ip().is_unspecified(),
+        "BND {bound}"
+    );
+    let payload = body(MB);
+    let mut writer = c.stream().try_clone().expect("clone");
+    let sent = payload.clone();
+    let t = std::thread::spawn(move || writer.write_all(&sent));
+    let got = c.read_exact(MB);
+    t.join().expect("writer").expect("write");
+    assert_same_bytes(&got, &payload, "1 MiB echo");
+}
+
+#[test]
+fn ipv6_loopback_listener_and_destination() {
+    let server = Server::builder().ipv6().start();
+    let echo = origin::echo();
+    let v6 = echo.addr_v6().expect("echo on ::1");
+    let mut c = socks::connect5(server.addr(), &Dst::Ip(v6));
+    c.send(b"over ::1");
+    assert_eq!(c.read_exact(8), b"over ::1");
+}
+
+/// Where a client should connect for a BND address: the proxy's IP when BND is unspecified.
+fn reachable(bound: SocketAddr, proxy: SocketAddr) -> SocketAddr {
+    if bound.ip().is_unspecified() {
+        SocketAddr::new(proxy.ip(), bound.port())
+    } else {
+        bound
+    }
+}
+
+#[test]
+fn bind_socks5_scripted() {
+    let server = Server::start();
+    let mut c = Client::connect(server.addr());
+    c.greet_no_auth();
+    // DST is the address the inbound connection is expected from.
+    let first = c.request5(cmd::BIND, &socks::v4(0));
+    assert_eq!(first.rep, rep::SUCCEEDED, "first BIND reply {first:?}");
+    let listen = reachable(first.bound_addr(), server.addr());
+    assert_ne!(listen.port(), 0, "BIND reply must carry the listening port");
+    let mut peer = TcpStream::connect_timeout(&listen, TIMEOUT).expect("connect to BND");
+    peer.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let second = c.read_reply5();
+    assert_eq!(second.rep, rep::SUCCEEDED, "second BIND reply {second:?}");
+    assert_eq!(
+        second.bound_addr(),
+        peer.local_addr().expect("local_addr"),
+        "second reply names the connecting peer"
+    );
+    c.send(b"client->peer");
+    let mut buf = [0u8; 12];
+    peer.read_exact(&mut buf).expect("peer reads");
+    assert_eq!(&buf, b"client->peer");
+    peer.write_all(b"peer->client").expect("peer writes");
+    peer.shutdown(Shutdown::Write).expect("shutdown");
+    assert_eq!(c.read_to_end(), b"peer->client");
+}
+
+#[test]
+fn bind_socks4_scripted() {
+    let server = Server::start();
+    let mut c = Client::connect(server.addr());
+    let first = c.request4(cmd::BIND, &socks::v4(0), "");
+    assert_eq!(first.cd, rep::V4_GRANTED, "{first:?}");
+    let listen = reachable(first.addr, server.addr());
+    let mut peer = TcpStream::connect_timeout(&listen, TIMEOUT).expect("connect to BND");
+    peer.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let second = c.read_reply4();
+    assert_eq!(second.cd, rep::V4_GRANTED, "{second:?}");
+    peer.write_all(b"v4 bind").expect("peer writes");
+    assert_eq!(c.read_exact(7), b"v4 bind");
+    c.send(b"back");
+    let mut buf = [0u8; 4];
+    peer.read_exact(&mut buf).expect("peer reads");
+    assert_eq!(&buf, b"back");
+}
+
+#[test]
+fn udp_associate_scripted() {
+    let server = Server::start();
+    let echo = origin::UdpEcho::start();
+    let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind udp");
+    udp.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let mut c = Client::connect(server.addr());
+    c.greet_no_auth();
+    let r = c.request5(
+        cmd::UDP_ASSOCIATE,
+        &Dst::Ip(udp.local_addr().expect("local_addr")),
+    );
+    assert_eq!(r.rep, rep::SUCCEEDED, "{r:?}");
+    let relay = reachable(r.bound_addr(), server.addr());
+    for (i, dst) in [
+        Dst::Ip(echo.addr()),
+        Dst::Name("localhost".into(), echo.addr().port()),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let payload = format!("datagram {i}").into_bytes();
+        udp.send_to(&encode::udp_datagram(dst, &payload), relay)
+            .expect("send");
+        let mut buf = [0u8; 2048];
+        let (n, from) = udp.recv_from(&mut buf).expect("reply datagram");
+        assert_eq!(from, relay, "replies come from the relay address");
+        let (frag, src, off) = decode::udp_datagram(&buf[..n]).expect("header");
+        assert_eq!(frag, 0);
+        assert_eq!(src, Dst::Ip(echo.addr()), "reply header names the echo");
+        assert_eq!(&buf[off..n], &payload[..]);
+    }
+    drop(c);
+}
+
+#[test]
+fn udp_associate_ipv6() {
+    let server = Server::builder().ipv6().start();
+    let echo = origin::UdpEcho::start_on(IpAddr::V6(Ipv6Addr::LOCALHOST));
+    let udp = UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).expect("bind udp");
+    udp.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let mut c = Client::connect(server.addr());
+    c.greet_no_auth();
+    let r = c.request5(
+        cmd::UDP_ASSOCIATE,
+        &Dst::Ip(udp.local_addr().expect("local_addr")),
+    );
+    assert_eq!(r.rep, rep::SUCCEEDED, "{r:?}");
+    let relay = reachable(r.bound_addr(), server.addr());
+    udp.send_to(
+        &encode::udp_datagram(&Dst::Ip(echo.addr()), b"v6 udp"),
+        relay,
+    )
+    .expect("send");
+    let mut buf = [0u8; 2048];
+    let (n, _) = udp.recv_from(&mut buf).expect("reply datagram");
+    let (_, src, off) = decode::udp_datagram(&buf[..n]).expect("header");
+    assert_eq!(src, Dst::Ip(echo.addr()));
+    assert_eq!(&buf[off..n], b"v6 udp");
+}
+
+/// A UDP association for `udp` (its address announced as DST); returns the control
+/// connection and the relay address.
+fn associate(server: &Server, udp: &UdpSocket) -> (Client, SocketAddr) {
+    let mut c = Client::connect(server.addr());
+    c.greet_no_auth();
+    let r = c.request5(
+        cmd::UDP_ASSOCIATE,
+        &Dst::Ip(udp.local_addr().expect("local_addr")),
+    );
+    assert_eq!(r.rep, rep::SUCCEEDED, "{r:?}");
+    (c, reachable(r.bound_addr(), server.addr()))
+}
+
+/// Sends `payload` to the UDP echo through `relay`; the echoed payload, if any arrives
+/// within the socket's read timeout.
+fn udp_round_trip(
+    udp: &UdpSocket,
+    relay: SocketAddr,
+    echo: SocketAddr,
+    payload: &[u8],
+) -> Option<Vec<u8>> {
+    udp.send_to(&encode::udp_datagram(&Dst::Ip(echo), payload), relay)
+        .expect("send");
+    let mut buf = [0u8; 2048];
+    loop {
+        let (n, _) = udp.recv_from(&mut buf).ok()?;
+        let (_, _, off) = decode::udp_datagram(&buf[..n]).expect("header");
+        if &buf[off..n] == payload {
+            return Some(buf[off..n].to_vec());
+        }
+    }
+}
+
+#[test]
+fn udp_relay_drops_datagrams_from_other_addresses() {
+    // RFC 1928 §7: the relay accepts datagrams only from the client's address. 127.0.0.2
+    // is another loopback address, standing in for another host.
+    let server = Server::start();
+    let echo = origin::UdpEcho::start();
+    let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind udp");
+    udp.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let (_control, relay) = associate(&server, &udp);
+    let Ok(intruder) = UdpSocket::bind((Ipv4Addr::new(127, 0, 0, 2), 0)) else {
+        println!("SKIPPED: cannot bind 127.0.0.2 here");
+        return;
+    };
+    intruder
+        .send_to(
+            &encode::udp_datagram(&Dst::Ip(echo.addr()), b"from elsewhere"),
+            relay,
+        )
+        .expect("send");
+    // The relay handles datagrams in order: once the client's own datagram has made the
+    // round trip, the intruder's would have reached the echo if it were forwarded.
+    assert_eq!(
+        udp_round_trip(&udp, relay, echo.addr(), b"from the client").as_deref(),
+        Some(&b"from the client"[..])
+    );
+    assert_eq!(
+        echo.received(),
+        1,
+        "a datagram from another address was relayed"
+    );
+}
+
+#[test]
+fn udp_association_ends_with_control_connection() {
+    let server = Server::start();
+    let echo = origin::UdpEcho::start();
+    let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind udp");
+    udp.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let (control, relay) = associate(&server, &udp);
+    assert!(udp_round_trip(&udp, relay, echo.addr(), b"while open").is_some());
+    drop(control);
+    // Give the server time to notice the close, then expect silence.
+    udp.set_read_timeout(Some(core::time::Duration::from_millis(500)))
+        .expect("timeout");
+    let deadline = std::time::Instant::now() + TIMEOUT / 3;
+    loop {
+        if udp_round_trip(&udp, relay, echo.addr(), b"after close").is_none() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay still forwards {:?} after the control connection closed",
+            TIMEOUT / 3
+        );
+    }
+}
