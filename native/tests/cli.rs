@@ -347,3 +347,99 @@ fn inspect_text_and_errors() {
     assert_eq!(code, 1);
     assert!(err.contains("reading /nonexistent/capture.pcap"), "{err}");
 }
+
+#[test]
+fn open_proxy_guard_covers_ipv6_and_config_files() {
+    let (code, _, err) = run(&["serve", "--listen", "[::]:0"], b"");
+    assert_eq!(code, 1);
+    assert!(err.contains("open proxy"), "{err}");
+    // A config file whose only rule denies is still open (default allow): refused, also by
+    // check-config. Nothing is bound: the check comes first.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        "listen = [\"0.0.0.0:0\"]\n[[rule]]\naction = \"deny\"\nto = [\"10.0.0.0/8\"]\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let (code, _, err) = run(&["serve", "--config", config], b"");
+    assert_eq!(code, 1);
+    assert!(err.contains("open proxy"), "{err}");
+    let (code, _, err) = run(&["check-config", config], b"");
+    assert_eq!(code, 1);
+    assert!(err.contains("open proxy"), "{err}");
+}
+
+/// Reads everything the server wrote to stderr after stopping it.
+fn stop_and_read_stderr(mut server: Server) -> String {
+    let _ = server.0.kill();
+    let _ = server.0.wait();
+    let mut err = String::new();
+    server
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    err
+}
+
+#[test]
+fn passwords_are_never_logged_even_at_trace_level() {
+    const RIGHT: &str = "Right-Pa55word-7f3a";
+    const WRONG: &str = "Wrong-Pa55word-c91e";
+    let echo = echo_after_eof();
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    let (code, _, _) = run(
+        &["passwd", "--users", users.to_str().unwrap(), "alice"],
+        format!("{RIGHT}\n").as_bytes(),
+    );
+    assert_eq!(code, 0);
+    for level in ["trace", "debug"] {
+        for format in ["text", "json"] {
+            let port = free_port();
+            let listen = format!("127.0.0.1:{port}");
+            let child = Command::new(BIN)
+                .args(["serve", "--listen", &listen, "--log-format", format])
+                .args(["--users", users.to_str().unwrap()])
+                .env("RUST_LOG", level)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let server = Server(child);
+            let start = Instant::now();
+            while TcpStream::connect(&listen).is_err() {
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "serve did not start"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            for (password, ok) in [(WRONG, false), (RIGHT, true)] {
+                let url = format!("socks5h://alice:{password}@{listen}");
+                let (code, out, err) = run(
+                    &["connect", "--proxy", &url, "127.0.0.1", &echo.to_string()],
+                    b"x",
+                );
+                assert_eq!(code == 0, ok, "{err}");
+                assert_eq!(out == "x", ok);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            let err = stop_and_read_stderr(server);
+            // The sessions were logged, the failure with the user name ...
+            assert!(err.contains("authentication failed"), "{err}");
+            assert!(err.contains("alice"), "{err}");
+            // ... and neither password, nor a recognisable part of one.
+            for secret in [RIGHT, WRONG, "Pa55word"] {
+                assert!(
+                    !err.contains(secret),
+                    "{level}/{format}: {secret} in\n{err}"
+                );
+            }
+        }
+    }
+}

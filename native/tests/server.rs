@@ -315,6 +315,43 @@ async fn bind_refuses_other_peers_and_times_out() {
     assert_eq!(rejected(r), ClientError::Rejected(ReplyCode::TtlExpired));
 }
 
+#[tokio::test]
+async fn bind_ignores_a_stranger_and_still_accepts_the_named_peer() {
+    let proxy = start(Config::default(), None).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    // The client names 127.0.0.1; a connection from 127.0.0.3 comes first.
+    let expected = Addr::Ip(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let mut c = Client::new(ClientConfig::new(Version::Socks5, Command::Bind, expected)).unwrap();
+    let (listening, rest) = client::handshake_until_reply(&mut c, &mut s).await.unwrap();
+    let Target::Ip(listening) = listening else {
+        panic!("bound is a name")
+    };
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.3:0".parse().unwrap()).unwrap();
+    let mut intruder = sock.connect(listening).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), intruder.read(&mut buf))
+        .await
+        .expect("the proxy closes the stranger's connection")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the stranger gets nothing");
+    // The wait goes on: the named peer is accepted and reported.
+    let mut peer = TcpStream::connect(listening).await.unwrap();
+    let (peer_seen, _) = tokio::time::timeout(
+        Duration::from_secs(5),
+        client::drive(&mut c, &mut s, rest, false),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(peer_seen, Target::Ip(peer.local_addr().unwrap()));
+    peer.write_all(b"peer").await.unwrap();
+    peer.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b"peer");
+}
+
 mod udp {
     use socksgate_core::wire::udp::{UdpHeader, encapsulate};
     use tokio::net::UdpSocket;
@@ -391,6 +428,39 @@ mod udp {
         client.send(&datagram(name, 0, b"by name")).await.unwrap();
         let reply = recv(&client).await.expect("echo by name");
         assert_eq!(UdpHeader::parse(&reply).unwrap().1, b"by name");
+    }
+
+    /// Another host (here another loopback address) cannot inject datagrams into an
+    /// association, even with the client's port number, nor latch the port first.
+    #[tokio::test]
+    async fn datagrams_from_another_ip_are_dropped() {
+        let proxy = start(Config::default(), None).await;
+        let sink = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let sink_addr = sink.local_addr().unwrap();
+        for declared in [false, true] {
+            let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let port = client.local_addr().unwrap().port();
+            let expected = if declared {
+                SocketAddr::from(([127, 0, 0, 1], port))
+            } else {
+                "0.0.0.0:0".parse().unwrap()
+            };
+            let (_ctl, relay) = associate(proxy.addr, Addr::Ip(expected)).await;
+            // Same port number as the client, other IP; it sends first.
+            let stranger = UdpSocket::bind(("127.0.0.2", port)).await.unwrap();
+            stranger.connect(relay).await.unwrap();
+            stranger
+                .send(&datagram(Addr::Ip(sink_addr), 0, b"injected"))
+                .await
+                .unwrap();
+            assert_eq!(recv(&sink).await, None, "declared port: {declared}");
+            client.connect(relay).await.unwrap();
+            client
+                .send(&datagram(Addr::Ip(sink_addr), 0, b"legit"))
+                .await
+                .unwrap();
+            assert_eq!(recv(&sink).await.as_deref(), Some(&b"legit"[..]));
+        }
     }
 
     #[tokio::test]
