@@ -22,5 +22,6 @@ pub mod relay;
 pub mod resolve;
 pub mod server;
 pub mod session;
+pub mod throttle;
 mod udp_relay;
 pub mod users;

@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 struct Proxy {
     addr: SocketAddr,
+    shared: Arc<Shared>,
     _dir: tempfile::TempDir,
 }
 
@@ -44,13 +45,18 @@ async fn start_with(config: Config, users: Option<&[(&str, &str)]>, resolver: Re
         rules,
         resolver,
         metrics: Default::default(),
+        auth_throttle: Default::default(),
     });
     tokio::spawn(server::serve(
         vec![listener],
-        shared,
+        Arc::clone(&shared),
         std::future::pending(),
     ));
-    Proxy { addr, _dir: dir }
+    Proxy {
+        addr,
+        shared,
+        _dir: dir,
+    }
 }
 
 /// An echo server that reads to EOF and then echoes everything back, reporting the peer.
@@ -247,6 +253,98 @@ async fn username_password() {
         rejected(r),
         ClientError::Socks4Rejected(Socks4Code::Rejected)
     );
+}
+
+/// Logs in as alice from `src` (a loopback address) to a closed port: whether the login was
+/// accepted, and how long the handshake took.
+async fn login_from(proxy: SocketAddr, src: [u8; 4], password: &'static [u8]) -> (bool, Duration) {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(SocketAddr::from((src, 0))).unwrap();
+    let mut stream = sock.connect(proxy).await.unwrap();
+    let config = ClientConfig {
+        version: Version::Socks5,
+        credentials: Some(Credentials {
+            username: b"alice",
+            password,
+        }),
+        command: Command::Connect,
+        target: Addr::Ip(SocketAddr::from(([127, 0, 0, 1], closed_port()))),
+        user_id: b"",
+    };
+    let mut c = Client::new(config).unwrap();
+    let start = std::time::Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
+        client::handshake(&mut c, &mut stream),
+    )
+    .await
+    .expect("the handshake ends");
+    let ok = match r {
+        Err(client::ClientFailure::Handshake(ClientError::AuthFailed)) => false,
+        Err(client::ClientFailure::Handshake(ClientError::Rejected(
+            ReplyCode::ConnectionRefused,
+        ))) => true,
+        other => panic!("unexpected outcome {other:?}"),
+    };
+    (ok, start.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_back_off_per_client_ip() {
+    let proxy = start(Config::default(), Some(&[("alice", "wonderland")])).await;
+    // Counters land just after the client has its answer: poll briefly.
+    let has = async |line: &str| {
+        let start = std::time::Instant::now();
+        loop {
+            let text = proxy.shared.metrics.render();
+            if text.contains(line) {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "{line:?} not in\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let (attacker, other) = ([127, 0, 0, 2], [127, 0, 0, 3]);
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let (ok, t) = login_from(proxy.addr, attacker, b"guess").await;
+        assert!(!ok);
+        times.push(t);
+    }
+    // Failures 1 and 2 cost nothing extra; then 100, 200, 400 ms before each check.
+    assert!(times[3] >= Duration::from_millis(200), "{times:?}");
+    assert!(times[4] >= Duration::from_millis(400), "{times:?}");
+    has("socksgate_auth_failures_total 5\n").await;
+    has("socksgate_auth_throttled_total{action=\"delayed\"} 3\n").await;
+    // Another client is not delayed.
+    let (ok, t) = login_from(proxy.addr, other, b"wonderland").await;
+    assert!(ok);
+    assert!(t < Duration::from_secs(5), "{t:?}");
+    has("socksgate_auth_throttled_total{action=\"delayed\"} 3\n").await;
+    // A burst of parallel guesses: spaced out (800 ms, then 2.4 s), the rest refused at once
+    // without a check; meanwhile the other client still logs in.
+    let guesses: Vec<_> = (0..12)
+        .map(|_| tokio::spawn(login_from(proxy.addr, attacker, b"guess")))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (ok, t) = login_from(proxy.addr, other, b"wonderland").await;
+    assert!(ok);
+    assert!(t < Duration::from_secs(5), "{t:?}");
+    for g in guesses {
+        assert!(!g.await.unwrap().0);
+    }
+    let text = proxy.shared.metrics.render();
+    let refused: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("socksgate_auth_throttled_total{action=\"refused\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=12).contains(&refused), "{text}");
+    has("socksgate_auth_failures_total 17\n").await;
 }
 
 #[tokio::test]
@@ -572,6 +670,7 @@ async fn ipv6_listener_and_destination() {
         rules,
         resolver: Resolver::from_system(),
         metrics: Default::default(),
+        auth_throttle: Default::default(),
     });
     tokio::spawn(server::serve(
         vec![listener],
