@@ -18,6 +18,8 @@ pub mod config;
 pub mod connect;
 pub mod logging;
 pub mod metrics;
+#[cfg(target_os = "linux")]
+pub mod privdrop;
 pub mod relay;
 pub mod resolve;
 pub mod server;

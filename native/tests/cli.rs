@@ -443,3 +443,108 @@ fn passwords_are_never_logged_even_at_trace_level() {
         }
     }
 }
+
+#[test]
+fn unknown_user_for_privilege_drop_is_refused() {
+    let (code, _, err) = run(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--user",
+            "no-such-user-socksgate",
+        ],
+        b"",
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("--user no-such-user-socksgate: no such user"),
+        "{err}"
+    );
+}
+
+/// `Uid:`/`Gid:` of /proc/PID/status (real, effective, saved, filesystem) and `Groups:`.
+fn ids(status: &str) -> (Vec<u32>, Vec<u32>, String) {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    };
+    let nums = |s: String| s.split_whitespace().map(|n| n.parse().unwrap()).collect();
+    (nums(field("Uid:")), nums(field("Gid:")), field("Groups:"))
+}
+
+#[test]
+fn user_flag_drops_privileges_after_binding() {
+    let me = std::fs::read_to_string("/proc/self/status").unwrap();
+    if ids(&me).0.first() != Some(&0) {
+        eprintln!("not root: privilege drop not tested");
+        return;
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    let Some(nobody) = passwd.lines().find(|l| l.starts_with("nobody:")) else {
+        eprintln!("no user nobody: privilege drop not tested");
+        return;
+    };
+    let fields: Vec<&str> = nobody.split(':').collect();
+    let (uid, gid): (u32, u32) = (fields[2].parse().unwrap(), fields[3].parse().unwrap());
+    let echo = echo_after_eof();
+    let port = free_port();
+    let server = serve(port, &["--user", "nobody"]);
+    let pid = server.0.id();
+    // The drop happens just after the listener opens; wait for it (bounded).
+    let start = Instant::now();
+    let status = loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        if ids(&status).0 == [uid; 4] || start.elapsed() > Duration::from_secs(10) {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (uids, gids, groups) = ids(&status);
+    assert_eq!(uids, [uid; 4], "{status}");
+    assert_eq!(gids, [gid; 4], "{status}");
+    assert_eq!(groups, "", "{status}");
+    // Every thread, not only the main one.
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        let (uids, gids, _) = ids(&status);
+        assert_eq!((uids, gids), (vec![uid; 4], vec![gid; 4]), "{status}");
+    }
+    // Still serving.
+    let url = format!("socks5h://127.0.0.1:{port}");
+    let (code, out, err) = run(
+        &["connect", "--proxy", &url, "127.0.0.1", &echo.to_string()],
+        b"as nobody",
+    );
+    assert_eq!((code, out.as_str()), (0, "as nobody"), "{err}");
+    // And curl, to a one-shot HTTP server (when curl is installed).
+    let http = TcpListener::bind("127.0.0.1:0").unwrap();
+    let http_port = http.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = http.accept() {
+            let mut req = Vec::new();
+            let mut buf = [0u8; 512];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nnobody");
+        }
+    });
+    let curl = Command::new("curl")
+        .args(["-s", "--max-time", "10", "-x", &url])
+        .arg(format!("http://127.0.0.1:{http_port}/"))
+        .output();
+    match curl {
+        Ok(out) => assert_eq!(String::from_utf8_lossy(&out.stdout), "nobody", "{out:?}"),
+        Err(e) => eprintln!("curl not run: {e}"),
+    }
+    let err = stop_and_read_stderr(server);
+    assert!(err.contains("dropped privileges"), "{err}");
+}
