@@ -66,6 +66,9 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+    /// After opening the listeners, switch to this user (and its group) and drop root.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
 }
 
 /// `socksgate passwd`.

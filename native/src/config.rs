@@ -196,6 +196,9 @@ pub struct Config {
     /// Prometheus metrics listener (`GET /metrics`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<SocketAddr>,
+    /// Switch to this user after opening the listeners (`--user`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// Accept SOCKS4 and SOCKS4a requests (they carry no password).
     pub socks4: bool,
     /// Action when no rule matches.
@@ -222,6 +225,7 @@ impl Default for Config {
             allow_open: false,
             log_format: LogFormat::Text,
             metrics: None,
+            user: None,
             socks4: true,
             default_action: RuleAction::Allow,
             timeouts: Timeouts::default(),
@@ -294,6 +298,9 @@ impl Config {
         }
         if args.metrics.is_some() {
             config.metrics = args.metrics;
+        }
+        if args.user.is_some() {
+            config.user.clone_from(&args.user);
         }
         config.finish();
         Ok(config)
@@ -496,6 +503,25 @@ users = ["alice"]
         // Relative to the config file's directory.
         assert_eq!(c.users.as_deref(), Some(dir.path().join("users").as_path()));
         assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn user_key_and_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "user = \"nobody\"\n").unwrap();
+        let mut args = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        let c = Config::from_args(&args).unwrap();
+        assert_eq!(c.user.as_deref(), Some("nobody"));
+        assert!(c.to_toml().contains("user = \"nobody\""));
+        args.user = Some("daemon".into());
+        assert_eq!(
+            Config::from_args(&args).unwrap().user.as_deref(),
+            Some("daemon")
+        );
     }
 
     fn with_listen(addr: &str) -> Config {

@@ -18,9 +18,12 @@ pub mod config;
 pub mod connect;
 pub mod logging;
 pub mod metrics;
+#[cfg(target_os = "linux")]
+pub mod privdrop;
 pub mod relay;
 pub mod resolve;
 pub mod server;
 pub mod session;
+pub mod throttle;
 mod udp_relay;
 pub mod users;

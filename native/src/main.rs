@@ -120,6 +120,17 @@ fn serve(args: &ServeArgs) -> Result<()> {
     };
     let rules = access::compile(&config.rules, config.default_action, &config.rule_lines)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // `--user`: an unknown name fails now, before any socket is opened.
+    #[cfg(target_os = "linux")]
+    let account = config
+        .user
+        .as_deref()
+        .map(socksgate::privdrop::lookup)
+        .transpose()?;
+    #[cfg(not(target_os = "linux"))]
+    if config.user.is_some() {
+        anyhow::bail!("--user is only supported on Linux");
+    }
     let rt = runtime()?;
     rt.block_on(async move {
         let mut listeners = Vec::new();
@@ -152,7 +163,15 @@ fn serve(args: &ServeArgs) -> Result<()> {
             rules,
             resolver: Resolver::from_system(),
             metrics,
+            auth_throttle: Default::default(),
         });
+        // Every listener is open, the users file and the resolver configuration are read:
+        // give up root (see `privdrop`).
+        #[cfg(target_os = "linux")]
+        if let Some(account) = &account {
+            socksgate::privdrop::drop_to(account)?;
+            tracing::info!(user = %account.name, uid = account.uid, gid = account.gid, "dropped privileges");
+        }
         server::serve(listeners, shared, shutdown_signal()).await;
         Ok(())
     })

@@ -23,6 +23,8 @@ pub struct Metrics {
     active: AtomicI64,
     handshake_failures: AtomicU64,
     auth_failures: AtomicU64,
+    auth_delayed: AtomicU64,
+    auth_refused: AtomicU64,
     requests: [AtomicU64; 4],
     replies: [AtomicU64; 9],
     bytes_up: AtomicU64,
@@ -65,6 +67,17 @@ impl Metrics {
     /// RFC 1929 credentials were rejected.
     pub fn auth_failed(&self) {
         self.auth_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A login was delayed (`refused == false`) or refused unchecked (`true`) by the per-client
+    /// back-off ([`crate::throttle`]).
+    pub fn auth_throttled(&self, refused: bool) {
+        let c = if refused {
+            &self.auth_refused
+        } else {
+            &self.auth_delayed
+        };
+        c.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A request arrived.
@@ -156,6 +169,12 @@ impl Metrics {
             "socksgate_auth_failures_total",
             "Rejected username/password logins.",
             get(&self.auth_failures),
+        );
+        let _ = writeln!(
+            o,
+            "# HELP socksgate_auth_throttled_total Logins delayed or refused unchecked by the per-client back-off.\n# TYPE socksgate_auth_throttled_total counter\nsocksgate_auth_throttled_total{{action=\"delayed\"}} {}\nsocksgate_auth_throttled_total{{action=\"refused\"}} {}",
+            get(&self.auth_delayed),
+            get(&self.auth_refused)
         );
         let _ = writeln!(
             o,
@@ -313,7 +332,12 @@ mod tests {
         m.reply(ReplyCode::ConnectionRefused);
         m.user_session(Some(b"al\"ice"));
         m.relayed(Some(b"al\"ice"), 10, 20);
+        m.auth_failed();
+        m.auth_throttled(true);
         let text = m.render();
+        assert!(text.contains("socksgate_auth_failures_total 1\n"), "{text}");
+        assert!(text.contains("socksgate_auth_throttled_total{action=\"refused\"} 1\n"));
+        assert!(text.contains("socksgate_auth_throttled_total{action=\"delayed\"} 0\n"));
         assert!(text.contains("socksgate_connections_total 1\n"), "{text}");
         assert!(text.contains("socksgate_connections_active 1\n"));
         assert!(text.contains("socksgate_requests_total{command=\"connect\"} 1\n"));

@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::connect::ConnectError;
 use crate::metrics::Metrics;
 use crate::resolve::Resolver;
+use crate::throttle::{Admission, AuthThrottle};
 use crate::users::Users;
 use crate::{bind, relay, udp_relay};
 use socksgate_core::rules::Query;
@@ -46,6 +47,8 @@ pub struct Shared {
     pub resolver: Resolver,
     /// Counters for `--metrics`.
     pub metrics: Arc<Metrics>,
+    /// Per-client back-off after failed logins.
+    pub auth_throttle: AuthThrottle,
 }
 
 impl Shared {
@@ -212,7 +215,7 @@ async fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<(),
     let mut conn = Conn::new(stream, shared.server_config(), Arc::clone(&shared.metrics));
     let handshake = tokio::time::timeout(
         shared.config.timeouts.handshake(),
-        handshake(&mut conn, shared),
+        handshake(&mut conn, shared, peer.ip()),
     );
     let (request, user) = match handshake.await {
         Ok(Ok(r)) => r,
@@ -337,6 +340,7 @@ impl Ctx<'_> {
 async fn handshake(
     conn: &mut Conn,
     shared: &Shared,
+    client: IpAddr,
 ) -> Result<(Request, Option<Vec<u8>>), SessionError> {
     let mut user: Option<Vec<u8>> = None;
     loop {
@@ -348,19 +352,46 @@ async fn handshake(
         while let Some(event) = conn.server.poll_event() {
             match event {
                 Event::Authenticate { username, password } => {
-                    let ok = match &shared.users {
-                        Some(users) => {
-                            // Each Argon2 check takes ~19 MiB and a core for tens of ms:
-                            // bound how many run at once, so a flood of bogus logins
-                            // queues instead of exhausting memory.
-                            let _slot = AUTH_SLOTS.acquire().await;
-                            let users = Arc::clone(users);
-                            let (u, p) = (username.clone(), password);
-                            tokio::task::spawn_blocking(move || users.verify(&u, &p))
-                                .await
-                                .unwrap_or(false)
+                    // Per-client back-off first (see `throttle`): a client that keeps failing
+                    // waits longer before each check, or is refused unchecked.
+                    let throttle = &shared.auth_throttle;
+                    let max_wait = throttle
+                        .policy()
+                        .cap
+                        .min(shared.config.timeouts.handshake() / 2);
+                    let ok = match throttle.admit(client, std::time::Instant::now(), max_wait) {
+                        Admission::Refuse => {
+                            shared.metrics.auth_throttled(true);
+                            warn!(
+                                user = %String::from_utf8_lossy(&username),
+                                "too many failed logins from this client: refused without checking"
+                            );
+                            false
                         }
-                        None => false,
+                        Admission::Wait(wait) => {
+                            let pending = throttle.pending(client);
+                            if !wait.is_zero() {
+                                shared.metrics.auth_throttled(false);
+                                debug!(?wait, "failed logins from this client: delaying the check");
+                                tokio::time::sleep(wait).await;
+                            }
+                            let ok = match &shared.users {
+                                Some(users) => {
+                                    // Each Argon2 check takes ~19 MiB and a core for tens of
+                                    // ms: bound how many run at once, so a flood of bogus
+                                    // logins queues instead of exhausting memory.
+                                    let _slot = AUTH_SLOTS.acquire().await;
+                                    let users = Arc::clone(users);
+                                    let (u, p) = (username.clone(), password);
+                                    tokio::task::spawn_blocking(move || users.verify(&u, &p))
+                                        .await
+                                        .unwrap_or(false)
+                                }
+                                None => false,
+                            };
+                            pending.finish(ok);
+                            ok
+                        }
                     };
                     let _ = conn.server.authenticate(ok);
                     conn.flush().await?;

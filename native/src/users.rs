@@ -131,7 +131,7 @@ impl Users {
             }
             entries.insert(name.as_bytes().to_vec(), hash.to_owned());
         }
-        let dummy = hash_password(b"socksgate-dummy-password").unwrap_or_default();
+        let dummy = dummy_hash(entries.values().next().map(String::as_str));
         Ok(Self { entries, dummy })
     }
 
@@ -156,6 +156,15 @@ impl Users {
 
     /// Checks a username/password pair. CPU-heavy (Argon2): call it off the async runtime
     /// (`spawn_blocking`).
+    ///
+    /// Timing: every call runs exactly one Argon2 computation, with the same parameters
+    /// whether the user exists or not (an unknown name is checked against a dummy hash made
+    /// with a real entry's parameters), and the result is decided only after it. Argon2's
+    /// final comparison is constant-time (`password_hash::Output` compares with `subtle`).
+    /// What differs between the two paths is the map lookup (SipHash with a per-process
+    /// random key, then a byte comparison of the name): nanoseconds, next to the tens of
+    /// milliseconds of the hash, so neither the existence of a name nor its prefix shows in
+    /// the response time. There is no early return before the hash.
     pub fn verify(&self, username: &[u8], password: &[u8]) -> bool {
         let (hash, known) = match self.entries.get(username) {
             Some(h) => (h.as_str(), true),
@@ -165,8 +174,30 @@ impl Users {
             return false;
         };
         let ok = Argon2::default().verify_password(password, &parsed).is_ok();
-        ok && known
+        ok & known
     }
+}
+
+/// A hash of a fixed password with the parameters (algorithm, version, memory, time,
+/// parallelism) of `like`, a real entry, or the defaults when there is none or it cannot be
+/// reproduced; verifying against it costs what verifying a real user costs.
+fn dummy_hash(like: Option<&str>) -> String {
+    let same_params = like.and_then(|h| {
+        let p = PasswordHash::new(h).ok()?;
+        let algorithm = argon2::Algorithm::try_from(p.algorithm).ok()?;
+        let version = match p.version {
+            Some(v) => argon2::Version::try_from(v).ok()?,
+            None => argon2::Version::default(),
+        };
+        let params = argon2::Params::try_from(&p).ok()?;
+        Some(Argon2::new(algorithm, version, params))
+    });
+    let salt = SaltString::generate(&mut OsRng);
+    same_params
+        .unwrap_or_default()
+        .hash_password(b"socksgate-dummy-password", &salt)
+        .map(|h| h.to_string())
+        .unwrap_or_default()
 }
 
 /// Adds or replaces `name` in the users file at `path` (created if missing, mode 0600),
@@ -273,6 +304,43 @@ mod tests {
             let mode = fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    /// The unknown-user path runs Argon2 with the users' own parameters: structurally (the
+    /// dummy hash has the entry's parameters) and in time (loosely: the fastest of several
+    /// runs of each path within a factor of 4 of the other; skipping the hash would be
+    /// hundreds of times faster).
+    #[test]
+    fn unknown_users_cost_as_much_as_wrong_passwords() {
+        // Non-default parameters (8 MiB, t = 3), as an older or tuned file might hold.
+        let params = argon2::Params::new(8192, 3, 1, None).unwrap();
+        let argon = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let salt = SaltString::generate(&mut OsRng);
+        let hash = argon.hash_password(b"pw", &salt).unwrap().to_string();
+        let users = Users::parse(&format!("alice:{hash}\n"), Path::new("u")).unwrap();
+        let dummy = PasswordHash::new(&users.dummy).unwrap();
+        let real = PasswordHash::new(&hash).unwrap();
+        assert_eq!(dummy.algorithm, real.algorithm);
+        assert_eq!(dummy.version, real.version);
+        assert_eq!(dummy.params, real.params);
+        assert_ne!(dummy.salt, real.salt);
+        assert!(users.verify(b"alice", b"pw"));
+        assert!(!users.verify(b"bob", b"pw"));
+
+        let time = |name: &[u8]| {
+            let t = std::time::Instant::now();
+            assert!(!users.verify(name, b"wrong"));
+            t.elapsed()
+        };
+        let (mut unknown, mut wrong) = (std::time::Duration::MAX, std::time::Duration::MAX);
+        for _ in 0..5 {
+            unknown = unknown.min(time(b"nobody-here"));
+            wrong = wrong.min(time(b"alice"));
+        }
+        assert!(
+            unknown * 4 >= wrong && wrong * 4 >= unknown,
+            "unknown user {unknown:?}, wrong password {wrong:?}"
+        );
     }
 
     #[test]

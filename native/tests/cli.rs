@@ -347,3 +347,204 @@ fn inspect_text_and_errors() {
     assert_eq!(code, 1);
     assert!(err.contains("reading /nonexistent/capture.pcap"), "{err}");
 }
+
+#[test]
+fn open_proxy_guard_covers_ipv6_and_config_files() {
+    let (code, _, err) = run(&["serve", "--listen", "[::]:0"], b"");
+    assert_eq!(code, 1);
+    assert!(err.contains("open proxy"), "{err}");
+    // A config file whose only rule denies is still open (default allow): refused, also by
+    // check-config. Nothing is bound: the check comes first.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        "listen = [\"0.0.0.0:0\"]\n[[rule]]\naction = \"deny\"\nto = [\"10.0.0.0/8\"]\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let (code, _, err) = run(&["serve", "--config", config], b"");
+    assert_eq!(code, 1);
+    assert!(err.contains("open proxy"), "{err}");
+    let (code, _, err) = run(&["check-config", config], b"");
+    assert_eq!(code, 1);
+    assert!(err.contains("open proxy"), "{err}");
+}
+
+/// Reads everything the server wrote to stderr after stopping it.
+fn stop_and_read_stderr(mut server: Server) -> String {
+    let _ = server.0.kill();
+    let _ = server.0.wait();
+    let mut err = String::new();
+    server
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    err
+}
+
+#[test]
+fn passwords_are_never_logged_even_at_trace_level() {
+    const RIGHT: &str = "Right-Pa55word-7f3a";
+    const WRONG: &str = "Wrong-Pa55word-c91e";
+    let echo = echo_after_eof();
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    let (code, _, _) = run(
+        &["passwd", "--users", users.to_str().unwrap(), "alice"],
+        format!("{RIGHT}\n").as_bytes(),
+    );
+    assert_eq!(code, 0);
+    for level in ["trace", "debug"] {
+        for format in ["text", "json"] {
+            let port = free_port();
+            let listen = format!("127.0.0.1:{port}");
+            let child = Command::new(BIN)
+                .args(["serve", "--listen", &listen, "--log-format", format])
+                .args(["--users", users.to_str().unwrap()])
+                .env("RUST_LOG", level)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let server = Server(child);
+            let start = Instant::now();
+            while TcpStream::connect(&listen).is_err() {
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "serve did not start"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            for (password, ok) in [(WRONG, false), (RIGHT, true)] {
+                let url = format!("socks5h://alice:{password}@{listen}");
+                let (code, out, err) = run(
+                    &["connect", "--proxy", &url, "127.0.0.1", &echo.to_string()],
+                    b"x",
+                );
+                assert_eq!(code == 0, ok, "{err}");
+                assert_eq!(out == "x", ok);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            let err = stop_and_read_stderr(server);
+            // The sessions were logged, the failure with the user name ...
+            assert!(err.contains("authentication failed"), "{err}");
+            assert!(err.contains("alice"), "{err}");
+            // ... and neither password, nor a recognisable part of one.
+            for secret in [RIGHT, WRONG, "Pa55word"] {
+                assert!(
+                    !err.contains(secret),
+                    "{level}/{format}: {secret} in\n{err}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn unknown_user_for_privilege_drop_is_refused() {
+    let (code, _, err) = run(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--user",
+            "no-such-user-socksgate",
+        ],
+        b"",
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("--user no-such-user-socksgate: no such user"),
+        "{err}"
+    );
+}
+
+/// `Uid:`/`Gid:` of /proc/PID/status (real, effective, saved, filesystem) and `Groups:`.
+fn ids(status: &str) -> (Vec<u32>, Vec<u32>, String) {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    };
+    let nums = |s: String| s.split_whitespace().map(|n| n.parse().unwrap()).collect();
+    (nums(field("Uid:")), nums(field("Gid:")), field("Groups:"))
+}
+
+#[test]
+fn user_flag_drops_privileges_after_binding() {
+    let me = std::fs::read_to_string("/proc/self/status").unwrap();
+    if ids(&me).0.first() != Some(&0) {
+        eprintln!("not root: privilege drop not tested");
+        return;
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    let Some(nobody) = passwd.lines().find(|l| l.starts_with("nobody:")) else {
+        eprintln!("no user nobody: privilege drop not tested");
+        return;
+    };
+    let fields: Vec<&str> = nobody.split(':').collect();
+    let (uid, gid): (u32, u32) = (fields[2].parse().unwrap(), fields[3].parse().unwrap());
+    let echo = echo_after_eof();
+    let port = free_port();
+    let server = serve(port, &["--user", "nobody"]);
+    let pid = server.0.id();
+    // The drop happens just after the listener opens; wait for it (bounded).
+    let start = Instant::now();
+    let status = loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        if ids(&status).0 == [uid; 4] || start.elapsed() > Duration::from_secs(10) {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (uids, gids, groups) = ids(&status);
+    assert_eq!(uids, [uid; 4], "{status}");
+    assert_eq!(gids, [gid; 4], "{status}");
+    assert_eq!(groups, "", "{status}");
+    // Every thread, not only the main one.
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        let (uids, gids, _) = ids(&status);
+        assert_eq!((uids, gids), (vec![uid; 4], vec![gid; 4]), "{status}");
+    }
+    // Still serving.
+    let url = format!("socks5h://127.0.0.1:{port}");
+    let (code, out, err) = run(
+        &["connect", "--proxy", &url, "127.0.0.1", &echo.to_string()],
+        b"as nobody",
+    );
+    assert_eq!((code, out.as_str()), (0, "as nobody"), "{err}");
+    // And curl, to a one-shot HTTP server (when curl is installed).
+    let http = TcpListener::bind("127.0.0.1:0").unwrap();
+    let http_port = http.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = http.accept() {
+            let mut req = Vec::new();
+            let mut buf = [0u8; 512];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nnobody");
+        }
+    });
+    let curl = Command::new("curl")
+        .args(["-s", "--max-time", "10", "-x", &url])
+        .arg(format!("http://127.0.0.1:{http_port}/"))
+        .output();
+    match curl {
+        Ok(out) => assert_eq!(String::from_utf8_lossy(&out.stdout), "nobody", "{out:?}"),
+        Err(e) => eprintln!("curl not run: {e}"),
+    }
+    let err = stop_and_read_stderr(server);
+    assert!(err.contains("dropped privileges"), "{err}");
+}

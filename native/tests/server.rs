@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 struct Proxy {
     addr: SocketAddr,
+    shared: Arc<Shared>,
     _dir: tempfile::TempDir,
 }
 
@@ -44,13 +45,18 @@ async fn start_with(config: Config, users: Option<&[(&str, &str)]>, resolver: Re
         rules,
         resolver,
         metrics: Default::default(),
+        auth_throttle: Default::default(),
     });
     tokio::spawn(server::serve(
         vec![listener],
-        shared,
+        Arc::clone(&shared),
         std::future::pending(),
     ));
-    Proxy { addr, _dir: dir }
+    Proxy {
+        addr,
+        shared,
+        _dir: dir,
+    }
 }
 
 /// An echo server that reads to EOF and then echoes everything back, reporting the peer.
@@ -249,6 +255,98 @@ async fn username_password() {
     );
 }
 
+/// Logs in as alice from `src` (a loopback address) to a closed port: whether the login was
+/// accepted, and how long the handshake took.
+async fn login_from(proxy: SocketAddr, src: [u8; 4], password: &'static [u8]) -> (bool, Duration) {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(SocketAddr::from((src, 0))).unwrap();
+    let mut stream = sock.connect(proxy).await.unwrap();
+    let config = ClientConfig {
+        version: Version::Socks5,
+        credentials: Some(Credentials {
+            username: b"alice",
+            password,
+        }),
+        command: Command::Connect,
+        target: Addr::Ip(SocketAddr::from(([127, 0, 0, 1], closed_port()))),
+        user_id: b"",
+    };
+    let mut c = Client::new(config).unwrap();
+    let start = std::time::Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
+        client::handshake(&mut c, &mut stream),
+    )
+    .await
+    .expect("the handshake ends");
+    let ok = match r {
+        Err(client::ClientFailure::Handshake(ClientError::AuthFailed)) => false,
+        Err(client::ClientFailure::Handshake(ClientError::Rejected(
+            ReplyCode::ConnectionRefused,
+        ))) => true,
+        other => panic!("unexpected outcome {other:?}"),
+    };
+    (ok, start.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_back_off_per_client_ip() {
+    let proxy = start(Config::default(), Some(&[("alice", "wonderland")])).await;
+    // Counters land just after the client has its answer: poll briefly.
+    let has = async |line: &str| {
+        let start = std::time::Instant::now();
+        loop {
+            let text = proxy.shared.metrics.render();
+            if text.contains(line) {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "{line:?} not in\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let (attacker, other) = ([127, 0, 0, 2], [127, 0, 0, 3]);
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let (ok, t) = login_from(proxy.addr, attacker, b"guess").await;
+        assert!(!ok);
+        times.push(t);
+    }
+    // Failures 1 and 2 cost nothing extra; then 100, 200, 400 ms before each check.
+    assert!(times[3] >= Duration::from_millis(200), "{times:?}");
+    assert!(times[4] >= Duration::from_millis(400), "{times:?}");
+    has("socksgate_auth_failures_total 5\n").await;
+    has("socksgate_auth_throttled_total{action=\"delayed\"} 3\n").await;
+    // Another client is not delayed.
+    let (ok, t) = login_from(proxy.addr, other, b"wonderland").await;
+    assert!(ok);
+    assert!(t < Duration::from_secs(5), "{t:?}");
+    has("socksgate_auth_throttled_total{action=\"delayed\"} 3\n").await;
+    // A burst of parallel guesses: spaced out (800 ms, then 2.4 s), the rest refused at once
+    // without a check; meanwhile the other client still logs in.
+    let guesses: Vec<_> = (0..12)
+        .map(|_| tokio::spawn(login_from(proxy.addr, attacker, b"guess")))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (ok, t) = login_from(proxy.addr, other, b"wonderland").await;
+    assert!(ok);
+    assert!(t < Duration::from_secs(5), "{t:?}");
+    for g in guesses {
+        assert!(!g.await.unwrap().0);
+    }
+    let text = proxy.shared.metrics.render();
+    let refused: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("socksgate_auth_throttled_total{action=\"refused\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=12).contains(&refused), "{text}");
+    has("socksgate_auth_failures_total 17\n").await;
+}
+
 #[tokio::test]
 async fn handshake_timeout_closes_the_connection() {
     let mut config = Config::default();
@@ -313,6 +411,43 @@ async fn bind_refuses_other_peers_and_times_out() {
     }
     let r = client::drive(&mut c, &mut s, rest, false).await;
     assert_eq!(rejected(r), ClientError::Rejected(ReplyCode::TtlExpired));
+}
+
+#[tokio::test]
+async fn bind_ignores_a_stranger_and_still_accepts_the_named_peer() {
+    let proxy = start(Config::default(), None).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    // The client names 127.0.0.1; a connection from 127.0.0.3 comes first.
+    let expected = Addr::Ip(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let mut c = Client::new(ClientConfig::new(Version::Socks5, Command::Bind, expected)).unwrap();
+    let (listening, rest) = client::handshake_until_reply(&mut c, &mut s).await.unwrap();
+    let Target::Ip(listening) = listening else {
+        panic!("bound is a name")
+    };
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.3:0".parse().unwrap()).unwrap();
+    let mut intruder = sock.connect(listening).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), intruder.read(&mut buf))
+        .await
+        .expect("the proxy closes the stranger's connection")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the stranger gets nothing");
+    // The wait goes on: the named peer is accepted and reported.
+    let mut peer = TcpStream::connect(listening).await.unwrap();
+    let (peer_seen, _) = tokio::time::timeout(
+        Duration::from_secs(5),
+        client::drive(&mut c, &mut s, rest, false),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(peer_seen, Target::Ip(peer.local_addr().unwrap()));
+    peer.write_all(b"peer").await.unwrap();
+    peer.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b"peer");
 }
 
 mod udp {
@@ -391,6 +526,39 @@ mod udp {
         client.send(&datagram(name, 0, b"by name")).await.unwrap();
         let reply = recv(&client).await.expect("echo by name");
         assert_eq!(UdpHeader::parse(&reply).unwrap().1, b"by name");
+    }
+
+    /// Another host (here another loopback address) cannot inject datagrams into an
+    /// association, even with the client's port number, nor latch the port first.
+    #[tokio::test]
+    async fn datagrams_from_another_ip_are_dropped() {
+        let proxy = start(Config::default(), None).await;
+        let sink = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let sink_addr = sink.local_addr().unwrap();
+        for declared in [false, true] {
+            let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let port = client.local_addr().unwrap().port();
+            let expected = if declared {
+                SocketAddr::from(([127, 0, 0, 1], port))
+            } else {
+                "0.0.0.0:0".parse().unwrap()
+            };
+            let (_ctl, relay) = associate(proxy.addr, Addr::Ip(expected)).await;
+            // Same port number as the client, other IP; it sends first.
+            let stranger = UdpSocket::bind(("127.0.0.2", port)).await.unwrap();
+            stranger.connect(relay).await.unwrap();
+            stranger
+                .send(&datagram(Addr::Ip(sink_addr), 0, b"injected"))
+                .await
+                .unwrap();
+            assert_eq!(recv(&sink).await, None, "declared port: {declared}");
+            client.connect(relay).await.unwrap();
+            client
+                .send(&datagram(Addr::Ip(sink_addr), 0, b"legit"))
+                .await
+                .unwrap();
+            assert_eq!(recv(&sink).await.as_deref(), Some(&b"legit"[..]));
+        }
     }
 
     #[tokio::test]
@@ -502,6 +670,7 @@ async fn ipv6_listener_and_destination() {
         rules,
         resolver: Resolver::from_system(),
         metrics: Default::default(),
+        auth_throttle: Default::default(),
     });
     tokio::spawn(server::serve(
         vec![listener],
