@@ -102,18 +102,39 @@ impl Resolver {
             .map(Vec::as_slice)
     }
 
+    /// The DNS query name for `name`, or why none is sent. Special-use names (RFC 6761) are
+    /// answered here: `.invalid` never exists, and `localhost` names not in the hosts file
+    /// are loopback (handled by the callers), so neither ever reaches a name server.
+    fn query_name(
+        &self,
+        name: &str,
+    ) -> Result<(&TokioResolver, hickory_resolver::Name), ConnectError> {
+        let not_found = || ConnectError::NameNotFound(name.to_owned());
+        let lower = name.trim_end_matches('.').to_ascii_lowercase();
+        if lower == "invalid" || lower.ends_with(".invalid") {
+            return Err(not_found());
+        }
+        let dns = self.dns.as_ref().ok_or_else(not_found)?;
+        // A name DNS cannot carry (a label over 63 octets, …) does not exist.
+        let fqdn = hickory_resolver::Name::from_utf8(name).map_err(|_| not_found())?;
+        Ok((dns, fqdn))
+    }
+
+    /// Whether `name` is `localhost` or under it (RFC 6761 §6.3: always loopback).
+    fn is_localhost(name: &str) -> bool {
+        let lower = name.trim_end_matches('.').to_ascii_lowercase();
+        lower == "localhost" || lower.ends_with(".localhost")
+    }
+
     /// IPv6 addresses of `name`.
     pub async fn lookup_v6(&self, name: &str) -> Result<Vec<IpAddr>, ConnectError> {
         if let Some(ips) = self.hosts_entry(name) {
             return Ok(ips.iter().copied().filter(IpAddr::is_ipv6).collect());
         }
-        let Some(dns) = &self.dns else {
-            return Err(ConnectError::NameNotFound(name.to_owned()));
-        };
-        // A name DNS cannot carry (a label over 63 octets, …) does not exist.
-        let Ok(fqdn) = hickory_resolver::Name::from_utf8(name) else {
-            return Err(ConnectError::NameNotFound(name.to_owned()));
-        };
+        if Self::is_localhost(name) {
+            return Ok(vec![IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)]);
+        }
+        let (dns, fqdn) = self.query_name(name)?;
         match dns.ipv6_lookup(fqdn).await {
             Ok(l) => Ok(l.iter().map(|a| IpAddr::V6(a.0)).collect()),
             Err(e) => Err(resolve_error(name, &e)),
@@ -125,13 +146,10 @@ impl Resolver {
         if let Some(ips) = self.hosts_entry(name) {
             return Ok(ips.iter().copied().filter(IpAddr::is_ipv4).collect());
         }
-        let Some(dns) = &self.dns else {
-            return Err(ConnectError::NameNotFound(name.to_owned()));
-        };
-        // A name DNS cannot carry (a label over 63 octets, …) does not exist.
-        let Ok(fqdn) = hickory_resolver::Name::from_utf8(name) else {
-            return Err(ConnectError::NameNotFound(name.to_owned()));
-        };
+        if Self::is_localhost(name) {
+            return Ok(vec![IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)]);
+        }
+        let (dns, fqdn) = self.query_name(name)?;
         match dns.ipv4_lookup(fqdn).await {
             Ok(l) => Ok(l.iter().map(|a| IpAddr::V4(a.0)).collect()),
             Err(e) => Err(resolve_error(name, &e)),
@@ -384,6 +402,53 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+
+    /// Special-use names are answered without a query; other names do reach the server.
+    #[tokio::test]
+    async fn special_use_names_never_reach_a_name_server() {
+        use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig};
+        use hickory_resolver::name_server::TokioConnectionProvider;
+
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        server.set_nonblocking(true).unwrap();
+        let addr = server.local_addr().unwrap();
+        let group = NameServerConfigGroup::from_ips_clear(&[addr.ip()], addr.port(), true);
+        let mut builder = TokioResolver::builder_with_config(
+            ResolverConfig::from_parts(None, vec![], group),
+            TokioConnectionProvider::default(),
+        );
+        builder.options_mut().timeout = Duration::from_millis(200);
+        builder.options_mut().attempts = 1;
+        let resolver = Resolver {
+            dns: Some(builder.build()),
+            hosts: Arc::default(),
+            params: Params::default(),
+        };
+
+        for name in ["nothing.invalid", "INVALID.", "x.y.invalid"] {
+            assert!(
+                matches!(
+                    resolver.lookup(name).await,
+                    Err(ConnectError::NameNotFound(_))
+                ),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            resolver.lookup("app.localhost").await.unwrap(),
+            ips(&["::1", "127.0.0.1"])
+        );
+        let mut buf = [0u8; 512];
+        assert_eq!(
+            server.recv(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock,
+            "no query sent"
+        );
+
+        // The control: an ordinary name is sent to the configured server.
+        let _ = resolver.lookup("example.test").await;
+        assert!(server.recv(&mut buf).is_ok(), "an ordinary name is queried");
+    }
 
     fn ips(list: &[&str]) -> Vec<IpAddr> {
         list.iter().map(|s| s.parse().unwrap()).collect()
