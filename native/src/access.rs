@@ -1,8 +1,13 @@
 //! Access rules from the configuration, evaluated by `socksgate_core::rules`.
 
+use std::net::IpAddr;
 use std::path::Path;
 
+use socksgate_core::Addr;
+use socksgate_core::wire::Command;
+
 use crate::config::{ConfigError, RuleAction, RuleConfig, line_column};
+use crate::connect::ConnectError;
 
 /// A rule field that cannot be compiled, with its location in the file.
 #[derive(Debug, thiserror::Error)]
@@ -27,8 +32,37 @@ impl RuleError {
     }
 }
 
+/// What a rule is asked about.
+#[derive(Clone, Copy, Debug)]
+pub struct Query<'a> {
+    /// The client's IP.
+    pub client: IpAddr,
+    /// The authenticated user or SOCKS4 USERID.
+    pub user: Option<&'a [u8]>,
+    /// The command.
+    pub command: Command,
+    /// The destination (normalised: IP literals as IPs).
+    pub dest: Addr<'a>,
+}
+
+/// The compiled rules.
+#[derive(Debug, Default)]
+pub struct AccessRules {
+    default: RuleAction,
+}
+
+impl AccessRules {
+    /// Evaluates `query`; a denial names the rule.
+    pub fn check(&self, _query: &Query<'_>) -> Result<(), ConnectError> {
+        match self.default {
+            RuleAction::Allow => Ok(()),
+            RuleAction::Deny => Err(ConnectError::Denied("the default action".into())),
+        }
+    }
+}
+
 /// Checks and compiles the configured rules.
-pub fn compile(rules: &[RuleConfig], _default: RuleAction) -> Result<(), RuleError> {
+pub fn compile(rules: &[RuleConfig], default: RuleAction) -> Result<AccessRules, RuleError> {
     for rule in rules {
         for c in &rule.commands {
             if !matches!(c.get_ref().as_str(), "connect" | "bind" | "udp_associate") {
@@ -42,5 +76,5 @@ pub fn compile(rules: &[RuleConfig], _default: RuleAction) -> Result<(), RuleErr
             }
         }
     }
-    Ok(())
+    Ok(AccessRules { default })
 }

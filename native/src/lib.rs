@@ -4,14 +4,22 @@
 //! * [`cli`] — command-line definitions; [`config`] — the TOML file and the effective settings;
 //! * [`users`] — the Argon2 users file; [`access`] — access rules (core evaluator);
 //! * [`resolve`] — hickory resolver and Happy Eyeballs; [`connect`] — errno → reply codes;
-//! * [`relay`] — TCP relay with half-close.
+//! * [`relay`] — TCP relay with half-close; [`server`] — listeners and the accept loop;
+//! * [`session`] — one connection: handshake through `socksgate_core::server`, CONNECT;
+//!   `bind` and `udp_relay` — the other commands; [`client`] — `socksgate connect`;
+//! * [`logging`] — text or JSON logs.
 #![forbid(unsafe_code)]
 
 pub mod access;
+mod bind;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod connect;
 pub mod logging;
 pub mod relay;
 pub mod resolve;
+pub mod server;
+pub mod session;
+mod udp_relay;
 pub mod users;

@@ -1,4 +1,140 @@
-//! `socksgate`: the native SOCKS server, client and password tool.
+//! `socksgate`: the native SOCKS server, client and password tool. The logic lives in the
+//! library; this file only dispatches subcommands and reports errors.
+
+use std::io::IsTerminal as _;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use clap::Parser as _;
+use socksgate::cli::{Cli, Command, ServeArgs};
+use socksgate::config::Config;
+use socksgate::resolve::Resolver;
+use socksgate::session::Shared;
+use socksgate::users::{self, Users};
+use socksgate::{access, client, logging, server};
+
 fn main() {
-    println!("socksgate {}", env!("CARGO_PKG_VERSION"));
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("socksgate: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(&args),
+        Command::Passwd(args) => {
+            let stdin = std::io::stdin();
+            if stdin.is_terminal() {
+                eprintln!(
+                    "password for {} (input is echoed; end with Enter):",
+                    args.user
+                );
+            }
+            let password =
+                users::read_password(stdin.lock()).context("reading the password from stdin")?;
+            users::set_password(&args.users, &args.user, &password)?;
+            eprintln!(
+                "socksgate: user {} set in {}",
+                args.user,
+                args.users.display()
+            );
+            Ok(())
+        }
+        Command::Connect(args) => {
+            runtime()?.block_on(client::run(&args.proxy, &args.host, args.port))?;
+            Ok(())
+        }
+        Command::CheckConfig(args) => {
+            let mut config = Config::load(&args.file)?;
+            config.finish();
+            if let Some(path) = &config.users {
+                let users = Users::load(path)?;
+                if users.is_empty() {
+                    eprintln!(
+                        "socksgate: warning: {} has no users: nobody can log in",
+                        path.display()
+                    );
+                }
+            }
+            config.check_open_proxy()?;
+            config.check_supported()?;
+            print!("{}", config.to_toml());
+            eprintln!("socksgate: {} is valid", args.file.display());
+            Ok(())
+        }
+    }
+}
+
+fn serve(args: &ServeArgs) -> Result<()> {
+    let config = Config::from_args(args)?;
+    logging::init(config.log_format);
+    config.check_supported()?;
+    config.check_open_proxy()?;
+    let users = match &config.users {
+        Some(path) => {
+            let users = Users::load(path)?;
+            if users.is_empty() {
+                tracing::warn!(file = %path.display(), "the users file has no users: nobody can log in");
+            }
+            Some(Arc::new(users))
+        }
+        None => None,
+    };
+    let rules = access::compile(&config.rules, config.default_action)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let mut listeners = Vec::new();
+        for addr in &config.listen {
+            let l = server::listen(*addr).with_context(|| format!("cannot listen on {addr}"))?;
+            tracing::info!(listen = %l.local_addr()?, "listening");
+            listeners.push(l);
+        }
+        tracing::info!(
+            auth = if users.is_some() {
+                "username/password"
+            } else {
+                "none"
+            },
+            rules = config.rules.len(),
+            "socksgate {} ready",
+            env!("CARGO_PKG_VERSION")
+        );
+        let shared = Arc::new(Shared {
+            config,
+            users,
+            rules,
+            resolver: Resolver::from_system(),
+        });
+        server::serve(listeners, shared, shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            let _ = ctrl_c.await;
+            return;
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }
