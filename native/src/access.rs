@@ -1,10 +1,20 @@
 //! Access rules from the configuration, evaluated by `socksgate_core::rules`.
+//!
+//! A `[[rule]]` in the config may list several clients, destinations, ports and users; it is
+//! expanded into one core rule per combination (all pointing back at the config rule), so
+//! "first match wins" keeps its meaning. Evaluation follows the core's two steps: before
+//! resolving ([`AccessRules::check`]) and, when the answer depends on the address, for each
+//! resolved address ([`AccessRules::check_resolved`]).
 
 use std::net::IpAddr;
 use std::path::Path;
 
 use socksgate_core::Addr;
-use socksgate_core::wire::Command;
+use socksgate_core::rules::{
+    Action, Cidr, CommandSet, Decision, HostPattern, PortRange, Query, Rule, Rules, UserName,
+    Verdict,
+};
+use toml::Spanned;
 
 use crate::config::{ConfigError, RuleAction, RuleConfig, line_column};
 use crate::connect::ConnectError;
@@ -32,49 +42,352 @@ impl RuleError {
     }
 }
 
-/// What a rule is asked about.
-#[derive(Clone, Copy, Debug)]
-pub struct Query<'a> {
-    /// The client's IP.
-    pub client: IpAddr,
-    /// The authenticated user or SOCKS4 USERID.
-    pub user: Option<&'a [u8]>,
-    /// The command.
-    pub command: Command,
-    /// The destination (normalised: IP literals as IPs).
-    pub dest: Addr<'a>,
+/// The compiled rules.
+#[derive(Debug)]
+pub struct AccessRules {
+    rules: Vec<Rule>,
+    /// For each core rule, the index of the config rule it came from.
+    origin: Vec<usize>,
+    /// For each config rule, how logs name it.
+    labels: Vec<String>,
+    default: Action,
 }
 
-/// The compiled rules.
-#[derive(Debug, Default)]
-pub struct AccessRules {
-    default: RuleAction,
+impl Default for AccessRules {
+    fn default() -> Self {
+        Self {
+            rules: Vec::new(),
+            origin: Vec::new(),
+            labels: Vec::new(),
+            default: Action::Allow,
+        }
+    }
+}
+
+/// Whether a request passed the first step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pass {
+    /// Allowed whatever the destination resolves to.
+    Allowed,
+    /// Check every resolved address with [`AccessRules::check_resolved`].
+    PerAddress,
 }
 
 impl AccessRules {
-    /// Evaluates `query`; a denial names the rule.
-    pub fn check(&self, _query: &Query<'_>) -> Result<(), ConnectError> {
-        match self.default {
-            RuleAction::Allow => Ok(()),
-            RuleAction::Deny => Err(ConnectError::Denied("the default action".into())),
+    fn rules(&self) -> Rules<'_> {
+        Rules::new(&self.rules, self.default)
+    }
+
+    fn denial(&self, d: Decision) -> ConnectError {
+        ConnectError::Denied(
+            match d
+                .rule
+                .and_then(|i| self.origin.get(i))
+                .and_then(|o| self.labels.get(*o))
+            {
+                Some(label) => label.clone(),
+                None => "default_action = \"deny\"".to_owned(),
+            },
+        )
+    }
+
+    /// Step one, before resolving: a denial names the rule that matched.
+    pub fn check(&self, query: &Query<'_>) -> Result<Pass, ConnectError> {
+        match self.rules().evaluate(query) {
+            Verdict::Decided(d) if d.is_allowed() => Ok(Pass::Allowed),
+            Verdict::Decided(d) => Err(self.denial(d)),
+            Verdict::NeedsResolution => Ok(Pass::PerAddress),
         }
+    }
+
+    /// Step two, for each resolved address of the destination.
+    pub fn check_resolved(&self, query: &Query<'_>, ip: IpAddr) -> Result<(), ConnectError> {
+        let d = self.rules().evaluate_resolved(query, ip);
+        if d.is_allowed() {
+            Ok(())
+        } else {
+            Err(self.denial(d))
+        }
+    }
+
+    /// Both steps for a destination that is already an address, or a name with its address.
+    pub fn check_addr(
+        &self,
+        query: &Query<'_>,
+        resolved: Option<IpAddr>,
+    ) -> Result<(), ConnectError> {
+        match (self.check(query)?, resolved, query.dst) {
+            (Pass::Allowed, _, _) => Ok(()),
+            (Pass::PerAddress, Some(ip), _) => self.check_resolved(query, ip),
+            (Pass::PerAddress, None, Addr::Ip(sa)) => self.check_resolved(query, sa.ip()),
+            (Pass::PerAddress, None, Addr::Domain(..)) => Err(ConnectError::Denied(
+                "rules that need the resolved address".into(),
+            )),
+        }
+    }
+
+    /// Number of core rules after expansion.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether there are no rules.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
     }
 }
 
-/// Checks and compiles the configured rules.
-pub fn compile(rules: &[RuleConfig], default: RuleAction) -> Result<AccessRules, RuleError> {
-    for rule in rules {
-        for c in &rule.commands {
-            if !matches!(c.get_ref().as_str(), "connect" | "bind" | "udp_associate") {
-                return Err(RuleError {
-                    span: c.span(),
-                    message: format!(
-                        "unknown command {:?} (expected connect, bind or udp_associate)",
-                        c.get_ref()
-                    ),
-                });
+fn parse_each<T: core::str::FromStr<Err = socksgate_core::rules::ParseError>>(
+    list: &[Spanned<String>],
+    what: &str,
+) -> Result<Vec<T>, RuleError> {
+    list.iter()
+        .map(|s| {
+            s.get_ref().parse::<T>().map_err(|e| RuleError {
+                span: s.span(),
+                message: format!("{what} {:?}: {e}", s.get_ref()),
+            })
+        })
+        .collect()
+}
+
+/// Checks and compiles the configured rules. `lines[i]`, when known, is the config line of
+/// rule `i` (for log messages).
+pub fn compile(
+    rules: &[RuleConfig],
+    default: RuleAction,
+    lines: &[usize],
+) -> Result<AccessRules, RuleError> {
+    let mut out = AccessRules {
+        default: action(default),
+        ..AccessRules::default()
+    };
+    for (i, rc) in rules.iter().enumerate() {
+        let clients: Vec<Option<Cidr>> = wrap(parse_each::<Cidr>(&rc.from, "client address")?);
+        let dsts: Vec<HostPattern> = or_any(
+            parse_each::<HostPattern>(&rc.to, "destination")?,
+            HostPattern::Any,
+        );
+        let ports: Vec<PortRange> =
+            or_any(parse_each::<PortRange>(&rc.ports, "port")?, PortRange::ANY);
+        let users: Vec<Option<UserName>> = wrap(parse_each::<UserName>(&rc.users, "user")?);
+        let commands = if rc.commands.is_empty() {
+            CommandSet::ANY
+        } else {
+            parse_each::<CommandSet>(&rc.commands, "command")?
+                .into_iter()
+                .fold(CommandSet::NONE, |a, b| a | b)
+        };
+        for client in &clients {
+            for dst in &dsts {
+                for port in &ports {
+                    for user in &users {
+                        out.rules.push(Rule {
+                            action: action(rc.action),
+                            client: *client,
+                            user: user.clone(),
+                            commands,
+                            dst: dst.clone(),
+                            ports: *port,
+                        });
+                        out.origin.push(i);
+                    }
+                }
             }
         }
+        out.labels.push(match lines.get(i) {
+            Some(line) => format!("rule #{} (line {line}, {})", i + 1, describe(rc)),
+            None => format!("rule #{} ({})", i + 1, describe(rc)),
+        });
     }
-    Ok(AccessRules { default })
+    Ok(out)
+}
+
+fn describe(rc: &RuleConfig) -> String {
+    let mut parts = vec![match rc.action {
+        RuleAction::Allow => "allow".to_owned(),
+        RuleAction::Deny => "deny".to_owned(),
+    }];
+    for (name, list) in [
+        ("from", &rc.from),
+        ("to", &rc.to),
+        ("ports", &rc.ports),
+        ("commands", &rc.commands),
+        ("users", &rc.users),
+    ] {
+        if !list.is_empty() {
+            let items: Vec<&str> = list.iter().map(|s| s.get_ref().as_str()).collect();
+            parts.push(format!("{name}={}", items.join(",")));
+        }
+    }
+    parts.join(" ")
+}
+
+fn action(a: RuleAction) -> Action {
+    match a {
+        RuleAction::Allow => Action::Allow,
+        RuleAction::Deny => Action::Deny,
+    }
+}
+
+fn wrap<T>(v: Vec<T>) -> Vec<Option<T>> {
+    if v.is_empty() {
+        vec![None]
+    } else {
+        v.into_iter().map(Some).collect()
+    }
+}
+
+fn or_any<T>(v: Vec<T>, any: T) -> Vec<T> {
+    if v.is_empty() { vec![any] } else { v }
+}
+
+#[cfg(test)]
+mod tests {
+    use socksgate_core::Domain;
+    use socksgate_core::wire::Command;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn compiled(text: &str) -> AccessRules {
+        let c = Config::parse(text, Path::new("t.toml")).unwrap();
+        compile(&c.rules, c.default_action, &c.rule_lines).unwrap()
+    }
+
+    fn q<'a>(client: &str, user: Option<&'a [u8]>, command: Command, dst: Addr<'a>) -> Query<'a> {
+        Query {
+            client: client.parse().unwrap(),
+            user,
+            command,
+            dst,
+        }
+    }
+
+    #[test]
+    fn first_match_wins_and_denials_name_the_rule() {
+        let r = compiled(
+            r#"
+default_action = "deny"
+
+[[rule]]
+action = "deny"
+to = ["10.0.0.0/8", ".internal.example"]
+
+[[rule]]
+action = "allow"
+from = ["127.0.0.0/8", "::1"]
+ports = ["80", "443", "8000-8999"]
+commands = ["connect"]
+"#,
+        );
+        let ip = |s: &str| Addr::Ip(s.parse().unwrap());
+        assert_eq!(
+            r.check(&q("127.0.0.1", None, Command::Connect, ip("192.0.2.1:443")))
+                .unwrap(),
+            Pass::Allowed
+        );
+        assert!(
+            r.check(&q("::1", None, Command::Connect, ip("192.0.2.1:8080")))
+                .is_ok()
+        );
+        // Wrong port, wrong client, wrong command: the default denies.
+        let e = r
+            .check(&q("127.0.0.1", None, Command::Connect, ip("192.0.2.1:22")))
+            .unwrap_err();
+        assert!(e.to_string().contains("default_action"), "{e}");
+        assert!(
+            r.check(&q("192.0.2.9", None, Command::Connect, ip("192.0.2.1:443")))
+                .is_err()
+        );
+        assert!(
+            r.check(&q("127.0.0.1", None, Command::Bind, ip("192.0.2.1:443")))
+                .is_err()
+        );
+        // Rule 1 by address and by name, and its line.
+        let e = r
+            .check(&q("127.0.0.1", None, Command::Connect, ip("10.1.2.3:443")))
+            .unwrap_err();
+        assert!(e.to_string().contains("rule #1 (line 4"), "{e}");
+        // By name: denied whatever it resolves to (the CIDR rule before it may need the
+        // address first, so the core may ask for it).
+        let name = Addr::Domain(Domain::new(b"db.internal.example").unwrap(), 443);
+        let query = q("127.0.0.1", None, Command::Connect, name);
+        assert!(matches!(r.check(&query), Ok(Pass::PerAddress) | Err(_)));
+        assert!(
+            r.check_resolved(&query, "192.0.2.1".parse().unwrap())
+                .is_err()
+        );
+        // A name that may resolve into 10/8: decided per address.
+        let name = Addr::Domain(Domain::new(b"www.example.com").unwrap(), 443);
+        let query = q("127.0.0.1", None, Command::Connect, name);
+        assert_eq!(r.check(&query).unwrap(), Pass::PerAddress);
+        assert!(
+            r.check_resolved(&query, "10.0.0.1".parse().unwrap())
+                .is_err()
+        );
+        assert!(
+            r.check_resolved(&query, "192.0.2.1".parse().unwrap())
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn users_in_rules() {
+        let r = compiled(
+            "default_action = \"deny\"\n[[rule]]\naction = \"allow\"\nusers = [\"alice\", \"bob\"]\n",
+        );
+        let dst = Addr::Ip("192.0.2.1:80".parse().unwrap());
+        assert!(
+            r.check(&q("127.0.0.1", Some(b"alice"), Command::Connect, dst))
+                .is_ok()
+        );
+        assert!(
+            r.check(&q("127.0.0.1", Some(b"bob"), Command::Connect, dst))
+                .is_ok()
+        );
+        assert!(
+            r.check(&q("127.0.0.1", Some(b"carol"), Command::Connect, dst))
+                .is_err()
+        );
+        assert!(
+            r.check(&q("127.0.0.1", None, Command::Connect, dst))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn bad_values_point_at_their_line_and_column() {
+        for (text, needle) in [
+            (
+                "[[rule]]\naction = \"deny\"\nto = [\"10.0.0.1/8\"]\n",
+                "t.toml:3:7",
+            ),
+            (
+                "[[rule]]\naction = \"deny\"\nfrom = [\"nonsense\"]\n",
+                "t.toml:3:9",
+            ),
+            (
+                "[[rule]]\naction = \"deny\"\n\nports = [\"90-80\"]\n",
+                "t.toml:4:10",
+            ),
+            (
+                "[[rule]]\naction = \"deny\"\ncommands = [\"connect\", \"fly\"]\n",
+                "t.toml:3:24",
+            ),
+            (
+                "[[rule]]\naction = \"deny\"\nto = [\"*.example.com\"]\n",
+                "t.toml:3:7",
+            ),
+        ] {
+            let e = Config::parse(text, Path::new("t.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(needle), "{e} (wanted {needle})");
+        }
+        let e = Config::parse("[[rule]]\naction = \"maybe\"\n", Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2"), "{e}");
+    }
 }

@@ -40,10 +40,6 @@ pub(crate) async fn run(
     ctx: &Ctx<'_>,
 ) -> Result<(), SessionError> {
     let dest = request.target.as_addr().normalized();
-    if let Err(e) = ctx.check(Command::Bind, dest) {
-        conn.respond(Err(e.reply())).await?;
-        return Err(SessionError::Refused(format!("bind: {e}")));
-    }
     // The expected peer: an IP literal, or a name we resolve.
     let expected: Option<IpAddr> = match dest {
         socksgate_core::Addr::Ip(sa) => Some(sa.ip()),
@@ -58,6 +54,10 @@ pub(crate) async fn run(
             }
         }
     };
+    if let Err(e) = ctx.check_addr(Command::Bind, dest, expected) {
+        conn.respond(Err(e.reply())).await?;
+        return Err(SessionError::Refused(format!("bind: {e}")));
+    }
     let expected = expected.filter(|ip| !ip.is_unspecified() && !ctx.shared.config.bind.any_peer);
     let listen_ip = match expected {
         Some(ip) => outbound_ip(ip).await.unwrap_or(ctx.local.ip()),
@@ -127,7 +127,7 @@ pub(crate) async fn run(
     drop(listener);
     conn.respond_bind_peer(Ok(peer)).await?;
     info!(%peer, "bind: peer connected");
-    let early = conn.leftover().to_vec();
+    let early = conn.take_leftover();
     match relay::relay(&mut conn.stream, &mut peer_stream, &early).await {
         Ok(t) => info!(%peer, up = t.up, down = t.down, "closed"),
         Err(e) => debug!("bind relay ended: {e}"),

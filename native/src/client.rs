@@ -245,15 +245,39 @@ pub async fn open(
     Ok((stream, rest, bound))
 }
 
-/// Drives the core client over `stream` until established.
+/// Drives the core client over `stream` until established; returns the last address the
+/// proxy reported (BND for CONNECT, the peer for BIND) and payload that followed the reply.
 pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     client: &mut Client,
     stream: &mut S,
 ) -> Result<(Target, Vec<u8>), ClientFailure> {
+    drive(client, stream, Vec::new(), false).await
+}
+
+/// Like [`handshake`] but returns at the first reply (BIND: the listening address); pass the
+/// returned bytes to [`drive`] to wait for the second reply.
+pub async fn handshake_until_reply<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut Client,
+    stream: &mut S,
+) -> Result<(Target, Vec<u8>), ClientFailure> {
+    drive(client, stream, Vec::new(), true).await
+}
+
+/// The handshake loop: `pending` holds bytes already read from the proxy.
+pub async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut Client,
+    stream: &mut S,
+    pending: Vec<u8>,
+    until_reply: bool,
+) -> Result<(Target, Vec<u8>), ClientFailure> {
     let mut out = [0u8; 600];
-    let mut buf = vec![0u8; 4096];
-    let (mut start, mut end) = (0usize, 0usize);
-    let mut bound = None;
+    let mut buf = pending;
+    let mut start = 0usize;
+    let mut end = buf.len();
+    if buf.len() < 4096 {
+        buf.resize(4096, 0);
+    }
+    let mut last = None;
     loop {
         loop {
             let n = client.poll_transmit(&mut out);
@@ -262,26 +286,26 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
             }
             stream.write_all(out.get(..n).unwrap_or_default()).await?;
         }
-        if client.is_established() {
+        if client.is_established() || (until_reply && last.is_some()) {
             let rest = buf.get(start..end).unwrap_or_default().to_vec();
-            let bound = bound.ok_or(ClientFailure::Eof)?;
-            return Ok((bound, rest));
+            return last.map(|t| (t, rest)).ok_or(ClientFailure::Eof);
         }
         if start == end {
             start = 0;
-            let n = stream.read(buf.get_mut(..).unwrap_or_default()).await?;
-            if n == 0 {
+            end = stream.read(buf.get_mut(..).unwrap_or_default()).await?;
+            if end == 0 {
                 return Err(ClientFailure::Eof);
             }
-            end = n;
         }
         let n = client
             .feed(buf.get(start..end).unwrap_or_default())
             .map_err(ClientFailure::Handshake)?;
         start += n;
         while let Some(ev) = client.poll_event() {
-            if let ClientEvent::Replied { bound: b } = ev {
-                bound = Some(b);
+            match ev {
+                ClientEvent::Replied { bound } => last = Some(bound),
+                ClientEvent::BindPeer { peer } => last = Some(peer),
+                _ => {}
             }
         }
     }
@@ -312,8 +336,16 @@ pub async fn run(proxy: &str, host: &str, port: u16) -> Result<(), ClientFailure
             if n == 0 {
                 break;
             }
-            stdout.write_all(buf.get(..n).unwrap_or_default()).await?;
-            stdout.flush().await?;
+            let written = async {
+                stdout.write_all(buf.get(..n).unwrap_or_default()).await?;
+                stdout.flush().await
+            };
+            match written.await {
+                Ok(()) => {}
+                // Whoever reads our stdout has gone: that ends the session, quietly.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+                Err(e) => return Err(e),
+            }
         }
         Ok::<_, std::io::Error>(())
     };

@@ -196,6 +196,9 @@ pub struct Config {
     /// Access rules, first match wins.
     #[serde(rename = "rule", skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<RuleConfig>,
+    /// The line of each rule in the file, when known (for log messages).
+    #[serde(skip)]
+    pub rule_lines: Vec<usize>,
 }
 
 impl Default for Config {
@@ -212,6 +215,7 @@ impl Default for Config {
             bind: BindSettings::default(),
             udp: UdpSettings::default(),
             rules: Vec::new(),
+            rule_lines: Vec::new(),
         }
     }
 }
@@ -230,7 +234,8 @@ impl Config {
         {
             config.users = Some(dir.join(users));
         }
-        crate::access::compile(&config.rules, config.default_action)
+        config.rule_lines = rule_lines(text);
+        crate::access::compile(&config.rules, config.default_action, &config.rule_lines)
             .map_err(|e| e.locate(text, path))?;
         Ok(config)
     }
@@ -337,6 +342,20 @@ impl Config {
         }
         out
     }
+}
+
+/// The lines of the `[[rule]]` headers, in order.
+fn rule_lines(text: &str) -> Vec<usize> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            let l = l.trim();
+            l.strip_prefix("[[")
+                .and_then(|l| l.split(']').next())
+                .is_some_and(|name| name.trim() == "rule")
+        })
+        .map(|(i, _)| i + 1)
+        .collect()
 }
 
 /// 1-based line and column of byte `offset` in `text`.

@@ -16,7 +16,16 @@ use socksgate::{access, client, logging, server};
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
-        eprintln!("socksgate: {e:#}");
+        // The chain, without repeating causes a message already includes.
+        let mut msg = e.to_string();
+        for cause in e.chain().skip(1) {
+            let cause = cause.to_string();
+            if !msg.contains(&cause) {
+                msg.push_str(": ");
+                msg.push_str(&cause);
+            }
+        }
+        eprintln!("socksgate: {msg}");
         std::process::exit(1);
     }
 }
@@ -89,7 +98,7 @@ fn serve(args: &ServeArgs) -> Result<()> {
         }
         None => None,
     };
-    let rules = access::compile(&config.rules, config.default_action)
+    let rules = access::compile(&config.rules, config.default_action, &config.rule_lines)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let rt = runtime()?;
     rt.block_on(async move {

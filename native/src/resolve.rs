@@ -22,8 +22,6 @@ use std::io;
 use std::sync::Arc;
 
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{ResolverConfig, ResolverOpts};
-use hickory_resolver::name_server::TokioConnectionProvider;
 use socksgate_core::Target;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
@@ -52,7 +50,8 @@ impl Default for Params {
 /// The resolver every connection shares.
 #[derive(Clone, Debug)]
 pub struct Resolver {
-    dns: TokioResolver,
+    /// `None` when there are no name servers: only the hosts table answers.
+    dns: Option<TokioResolver>,
     hosts: Arc<HashMap<String, Vec<IpAddr>>>,
     params: Params,
 }
@@ -61,17 +60,23 @@ impl Resolver {
     /// Reads `/etc/resolv.conf` and `/etc/hosts`. A missing or broken resolv.conf leaves only
     /// the hosts file (a warning is logged) rather than querying someone else's servers.
     pub fn from_system() -> Self {
-        let builder = match TokioResolver::builder_tokio() {
-            Ok(b) => b,
+        let dns = match TokioResolver::builder_tokio() {
+            Ok(b) => {
+                let r = b.build();
+                if r.config().name_servers().is_empty() {
+                    tracing::warn!(
+                        "/etc/resolv.conf lists no name servers; only /etc/hosts will resolve names"
+                    );
+                    None
+                } else {
+                    Some(r)
+                }
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read /etc/resolv.conf; only /etc/hosts will resolve names");
-                TokioResolver::builder_with_config(
-                    ResolverConfig::from_parts(None, vec![], vec![]),
-                    TokioConnectionProvider::default(),
-                )
+                None
             }
         };
-        let dns = builder.build();
         let hosts = std::fs::read_to_string("/etc/hosts")
             .map(|t| parse_hosts(&t))
             .unwrap_or_default();
@@ -84,14 +89,8 @@ impl Resolver {
 
     /// A resolver that answers only from the given hosts table (for tests).
     pub fn with_hosts(hosts: HashMap<String, Vec<IpAddr>>) -> Self {
-        let dns = TokioResolver::builder_with_config(
-            ResolverConfig::from_parts(None, vec![], vec![]),
-            TokioConnectionProvider::default(),
-        )
-        .with_options(ResolverOpts::default())
-        .build();
         Self {
-            dns,
+            dns: None,
             hosts: Arc::new(hosts),
             params: Params::default(),
         }
@@ -108,7 +107,10 @@ impl Resolver {
         if let Some(ips) = self.hosts_entry(name) {
             return Ok(ips.iter().copied().filter(IpAddr::is_ipv6).collect());
         }
-        match self.dns.ipv6_lookup(name).await {
+        let Some(dns) = &self.dns else {
+            return Err(ConnectError::NameNotFound(name.to_owned()));
+        };
+        match dns.ipv6_lookup(name).await {
             Ok(l) => Ok(l.iter().map(|a| IpAddr::V6(a.0)).collect()),
             Err(e) => Err(resolve_error(name, &e)),
         }
@@ -119,7 +121,10 @@ impl Resolver {
         if let Some(ips) = self.hosts_entry(name) {
             return Ok(ips.iter().copied().filter(IpAddr::is_ipv4).collect());
         }
-        match self.dns.ipv4_lookup(name).await {
+        let Some(dns) = &self.dns else {
+            return Err(ConnectError::NameNotFound(name.to_owned()));
+        };
+        match dns.ipv4_lookup(name).await {
             Ok(l) => Ok(l.iter().map(|a| IpAddr::V4(a.0)).collect()),
             Err(e) => Err(resolve_error(name, &e)),
         }

@@ -15,12 +15,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{Instrument, debug, info, warn};
 
-use crate::access::{AccessRules, Query};
+use crate::access::{AccessRules, Pass};
 use crate::config::Config;
 use crate::connect::ConnectError;
 use crate::resolve::Resolver;
 use crate::users::Users;
 use crate::{bind, relay, udp_relay};
+use socksgate_core::rules::Query;
+
+/// How long a failed connection waits for the client to close after the failure reply.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Read buffer for the handshake; also bounds the early payload a client may pipeline.
 const READ_BUF: usize = 4096;
@@ -114,11 +118,28 @@ impl Conn {
     pub(crate) async fn close(&mut self) {
         let _ = self.flush().await;
         let _ = self.stream.shutdown().await;
+        // Lingering close: closing with unread client bytes (a pipelined payload) makes the
+        // kernel send RST, which can destroy the reply before the client reads it. Read and
+        // discard until the client closes too, for a short while.
+        let mut sink = [0u8; 1024];
+        let drain = async {
+            while let Ok(n) = self.stream.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, drain).await;
     }
 
-    /// Client bytes read but not consumed by the handshake (early payload once established).
-    pub(crate) fn leftover(&self) -> &[u8] {
-        self.buf.get(self.start..self.end).unwrap_or_default()
+    /// Takes the early payload out, freeing the handshake buffer before a long relay.
+    pub(crate) fn take_leftover(&mut self) -> Vec<u8> {
+        let mut buf = core::mem::take(&mut self.buf);
+        buf.truncate(self.end);
+        buf.drain(..self.start.min(self.end));
+        self.start = 0;
+        self.end = 0;
+        buf
     }
 
     /// Feeds buffered input to the core.
@@ -194,13 +215,15 @@ async fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<(),
         }
     };
     let user_name = user.as_deref().map(String::from_utf8_lossy);
-    info!(
-        version = ?request.version,
-        command = %command_name(request.command),
-        target = %request.target,
-        user = user_name.as_deref().unwrap_or("-"),
-        "request"
-    );
+    let command = command_name(request.command);
+    let user_shown = user_name.as_deref().unwrap_or("-");
+    if request.user_id.is_empty() {
+        info!(version = ?request.version, %command, dst = %request.target, user = user_shown, "request");
+    } else {
+        // A SOCKS4 USERID is the client's claim, not an authenticated name.
+        let userid = String::from_utf8_lossy(&request.user_id);
+        info!(version = ?request.version, %command, dst = %request.target, user = user_shown, %userid, "request");
+    }
     let ctx = Ctx {
         peer,
         local,
@@ -234,24 +257,61 @@ pub(crate) struct Ctx<'a> {
     pub(crate) peer: SocketAddr,
     /// Our end of the control connection.
     pub(crate) local: SocketAddr,
-    /// The authenticated user (RFC 1929) or the SOCKS4 USERID, if any.
+    /// The user authenticated with RFC 1929, if any (rules match only authenticated names).
     pub(crate) user: Option<&'a [u8]>,
     pub(crate) shared: &'a Shared,
 }
 
 impl Ctx<'_> {
-    /// Checks the access rules; a denial is logged with the rule that matched.
-    pub(crate) fn check(&self, command: Command, dest: Addr<'_>) -> Result<(), ConnectError> {
-        let query = Query {
+    fn query<'q>(&'q self, command: Command, dst: Addr<'q>) -> Query<'q> {
+        Query {
             client: self.peer.ip(),
             user: self.user,
             command,
-            dest,
-        };
+            dst,
+        }
+    }
+
+    /// Access rules, step one (before resolving); a denial is logged with the rule.
+    pub(crate) fn check(&self, command: Command, dst: Addr<'_>) -> Result<Pass, ConnectError> {
         self.shared
             .rules
-            .check(&query)
-            .inspect_err(|e| warn!(target = %dest, "denied: {e}"))
+            .check(&self.query(command, dst))
+            .inspect_err(|e| warn!(command = %command_name(command), dst = %dst, "{e}"))
+    }
+
+    /// Access rules, step two: `dst` resolved to `ip`.
+    pub(crate) fn check_resolved(
+        &self,
+        command: Command,
+        dst: Addr<'_>,
+        ip: IpAddr,
+    ) -> Result<(), ConnectError> {
+        self.shared
+            .rules
+            .check_resolved(&self.query(command, dst), ip)
+            .inspect_err(
+                |e| warn!(command = %command_name(command), dst = %dst, resolved = %ip, "{e}"),
+            )
+    }
+
+    /// Both steps, for a destination with a known address.
+    pub(crate) fn check_addr(
+        &self,
+        command: Command,
+        dst: Addr<'_>,
+        ip: Option<IpAddr>,
+    ) -> Result<(), ConnectError> {
+        match self.check(command, dst)? {
+            Pass::Allowed => Ok(()),
+            Pass::PerAddress => match (ip, dst) {
+                (Some(ip), _) => self.check_resolved(command, dst, ip),
+                (None, Addr::Ip(sa)) => self.check_resolved(command, dst, sa.ip()),
+                (None, Addr::Domain(..)) => Err(ConnectError::Denied(
+                    "rules that need the resolved address".into(),
+                )),
+            },
+        }
     }
 }
 
@@ -290,12 +350,7 @@ async fn handshake(
                     debug!(user = %name, "authenticated");
                     user = Some(username.to_vec());
                 }
-                Event::Request(request) => {
-                    if request.version != Version::Socks5 && !request.user_id.is_empty() {
-                        user = Some(request.user_id.to_vec());
-                    }
-                    return Ok((request, user));
-                }
+                Event::Request(request) => return Ok((request, user)),
                 _ => {
                     // GSS-API is not offered, so this cannot happen; refuse politely.
                     let _ = conn.server.gssapi_complete(false);
@@ -319,11 +374,11 @@ async fn connect(conn: &mut Conn, request: &Request, ctx: &Ctx<'_>) -> Result<()
     let dest = request.target.as_addr().normalized();
     let outcome = match ctx.check(Command::Connect, dest) {
         Err(e) => Err(e),
-        Ok(()) => {
-            let allow = |sa: SocketAddr| match dest {
-                // A name was checked by name; check what it resolved to as well.
-                Addr::Domain(..) => ctx.check(Command::Connect, Addr::Ip(sa)),
-                Addr::Ip(_) => Ok(()),
+        Ok(pass) => {
+            // When the decision depends on the address, every resolved address is checked.
+            let allow = |sa: SocketAddr| match pass {
+                Pass::Allowed => Ok(()),
+                Pass::PerAddress => ctx.check_resolved(Command::Connect, dest, sa.ip()),
             };
             let target = dest.to_target();
             match tokio::time::timeout(
@@ -353,11 +408,11 @@ async fn connect(conn: &mut Conn, request: &Request, ctx: &Ctx<'_>) -> Result<()
     let remote = upstream.peer_addr()?;
     conn.respond(Ok(bound)).await?;
     debug!(%bound, %remote, "connected");
-    let early = conn.leftover().to_vec();
+    let early = conn.take_leftover();
     let totals = relay::relay(&mut conn.stream, &mut upstream, &early).await;
     match totals {
-        Ok(t) => info!(target = %request.target, %remote, up = t.up, down = t.down, "closed"),
-        Err(e) => debug!(target = %request.target, "relay ended: {e}"),
+        Ok(t) => info!(dst = %request.target, %remote, up = t.up, down = t.down, "closed"),
+        Err(e) => debug!(dst = %request.target, "relay ended: {e}"),
     }
     Ok(())
 }

@@ -213,6 +213,7 @@ pub fn set_password(path: &Path, name: &str, password: &[u8]) -> Result<(), User
         .unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.tmp{}", std::process::id()));
     let write = || -> std::io::Result<()> {
+        fs::create_dir_all(dir)?;
         let mut options = fs::OpenOptions::new();
         options.write(true).create(true).truncate(true);
         #[cfg(unix)]

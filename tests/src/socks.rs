@@ -130,6 +130,7 @@ pub mod encode {
     use socksgate_core::wire::method::MethodRequest;
     use socksgate_core::wire::socks4::{Socks4Dst, Socks4Request};
     use socksgate_core::wire::socks5::Request;
+    use socksgate_core::wire::udp::UdpHeader;
     use socksgate_core::wire::userpass::UserPassRequest;
     use socksgate_core::{BufferTooSmall, Domain};
 
@@ -184,16 +185,14 @@ pub mod encode {
         emit(m.buffer_len(), |b| m.emit(b))
     }
 
-    /// ATYP, address and port (RFC 1928 §5), as in UDP datagram headers.
-    pub fn socks5_addr(dst: &Dst) -> Vec<u8> {
-        // The request encoding minus VER, CMD and RSV.
-        request(0, dst).split_off(3)
-    }
-
-    /// A UDP ASSOCIATE datagram header (RSV, FRAG 0, DST) followed by `data`.
+    /// A UDP ASSOCIATE datagram: header (RSV, FRAG 0, DST) followed by `data`.
+    #[track_caller]
     pub fn udp_datagram(dst: &Dst, data: &[u8]) -> Vec<u8> {
-        let mut v = vec![0, 0, 0];
-        v.extend(socks5_addr(dst));
+        let h = UdpHeader {
+            frag: 0,
+            dst: dst.as_addr(),
+        };
+        let mut v = emit(h.buffer_len(), |b| h.emit(b));
         v.extend_from_slice(data);
         v
     }
@@ -209,6 +208,7 @@ pub mod decode {
     use socksgate_core::wire::method::MethodReply;
     use socksgate_core::wire::socks4::Socks4Reply;
     use socksgate_core::wire::socks5::Reply;
+    use socksgate_core::wire::udp::UdpHeader;
     use socksgate_core::wire::userpass::UserPassReply;
 
     type Decoded<T> = Result<Option<(T, usize)>, String>;
@@ -254,16 +254,8 @@ pub mod decode {
 
     /// A UDP ASSOCIATE datagram: (FRAG, DST, data offset).
     pub fn udp_datagram(b: &[u8]) -> Result<(u8, Dst, usize), String> {
-        if b.len() < 4 {
-            return Err("datagram shorter than its header".into());
-        }
-        // Reuse the reply parser for ATYP/ADDR/PORT: VER 5, REP 0, RSV 0, then the address.
-        let mut fake = vec![5, 0, 0];
-        fake.extend_from_slice(&b[3..]);
-        match reply5(&fake)? {
-            Some((r, n)) => Ok((b[2], r.bound, n)),
-            None => Err("datagram shorter than its header".into()),
-        }
+        let (h, payload) = UdpHeader::parse(b).map_err(|e| e.to_string())?;
+        Ok((h.frag, Dst::from_addr(&h.dst), b.len() - payload.len()))
     }
 }
 

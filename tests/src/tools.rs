@@ -100,6 +100,19 @@ impl Output {
 /// if it runs longer than `timeout`.
 #[track_caller]
 pub fn run(cmd: &mut Command, stdin: &[u8], timeout: Duration) -> Output {
+    run_inner(cmd, stdin, timeout, false)
+}
+
+/// Like [`run`], but stdin stays open until the program's stdout ends, as for an interactive
+/// session (a peer that does not support half-close tears the connection down on the
+/// client's EOF).
+#[track_caller]
+pub fn run_holding_stdin(cmd: &mut Command, stdin: &[u8], timeout: Duration) -> Output {
+    run_inner(cmd, stdin, timeout, true)
+}
+
+#[track_caller]
+fn run_inner(cmd: &mut Command, stdin: &[u8], timeout: Duration, hold: bool) -> Output {
     let shown = format!("{cmd:?}");
     let mut child = cmd
         .stdin(Stdio::piped())
@@ -109,14 +122,20 @@ pub fn run(cmd: &mut Command, stdin: &[u8], timeout: Duration) -> Output {
         .unwrap_or_else(|e| panic!("spawn {shown}: {e}"));
     let mut input = child.stdin.take().expect("stdin");
     let data = stdin.to_vec();
+    let (stdout_done, wait_stdout) = std::sync::mpsc::channel::<()>();
     let writer = std::thread::spawn(move || {
         let _ = input.write_all(&data);
+        if hold {
+            // Returns when the reader drops its sender at stdout's EOF.
+            let _ = wait_stdout.recv();
+        }
     });
     let mut out = child.stdout.take().expect("stdout");
     let mut err = child.stderr.take().expect("stderr");
     let out_reader = std::thread::spawn(move || {
         let mut v = Vec::new();
         let _ = out.read_to_end(&mut v);
+        drop(stdout_done);
         v
     });
     let err_reader = std::thread::spawn(move || {

@@ -9,10 +9,30 @@ use socksgate_tests::{TIMEOUT, assert_same_bytes, body, free_port, peers, tools}
 
 use crate::{MB, PASS, USER};
 
-/// Fetches 1 MiB from the origin with `socksgate connect`; returns the body.
+/// Fetches 1 MiB from the origin with `socksgate connect`; returns the body. Stdin (the
+/// request) ends at once, so the client half-closes right after sending it.
 #[track_caller]
 fn fetch(test: &str, proxy_url: &str, host: &str, origin: &TcpService) -> Vec<u8> {
-    let out = tools::run(
+    fetch_with(test, proxy_url, host, origin, tools::run)
+}
+
+/// [`fetch`] with stdin held open until the response has been read: microsocks closes both
+/// directions when the client half-closes (its relay loop stops at the first EOF), so
+/// against it the client must not send EOF before the response.
+#[track_caller]
+fn fetch_holding_stdin(test: &str, proxy_url: &str, host: &str, origin: &TcpService) -> Vec<u8> {
+    fetch_with(test, proxy_url, host, origin, tools::run_holding_stdin)
+}
+
+#[track_caller]
+fn fetch_with(
+    test: &str,
+    proxy_url: &str,
+    host: &str,
+    origin: &TcpService,
+    run: fn(&mut std::process::Command, &[u8], core::time::Duration) -> tools::Output,
+) -> Vec<u8> {
+    let out = run(
         socksgate::command().args([
             "connect",
             "--proxy",
@@ -145,7 +165,7 @@ fn connect_socks5_to_microsocks() {
     };
     let peer = peers::microsocks(&ms[0], None);
     let origin = origin::http_origin();
-    let got = fetch(
+    let got = fetch_holding_stdin(
         test,
         &url("socks5", false, peer.addr()),
         "127.0.0.1",
@@ -162,7 +182,7 @@ fn connect_socks5h_userpass_to_microsocks() {
     };
     let peer = peers::microsocks(&ms[0], Some((USER, PASS)));
     let origin = origin::http_origin();
-    let got = fetch(
+    let got = fetch_holding_stdin(
         test,
         &url("socks5h", true, peer.addr()),
         "localhost",
@@ -212,4 +232,27 @@ fn connect_wrong_password_fails() {
     assert!(!out.status.success(), "a rejected login must fail");
     assert!(out.stdout.is_empty());
     assert_eq!(origin.accepted(), 0);
+}
+
+#[test]
+fn connect_exits_when_remote_closes_with_stdin_open() {
+    // Like ssh's ProxyCommand, stdin stays open; when the destination closes, `connect`
+    // must finish (close its stdout and exit) instead of waiting for stdin.
+    let server = Server::start();
+    let origin = origin::http_origin();
+    let out = tools::run_holding_stdin(
+        socksgate::command().args([
+            "connect",
+            "--proxy",
+            &url("socks5", false, server.addr()),
+            "127.0.0.1",
+            &origin.port().to_string(),
+        ]),
+        &origin::http_request("127.0.0.1", 1000),
+        TIMEOUT / 2,
+    );
+    out.assert_success("socksgate connect");
+    let (status, got) = origin::split_http_response(&out.stdout);
+    assert_eq!(status, 200);
+    assert_same_bytes(got, &body(1000), "response");
 }

@@ -1,0 +1,190 @@
+//! The `socksgate` binary as operators run it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_socksgate");
+
+fn run(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `serve` with `args` and waits until it accepts connections.
+fn serve(port: u16, args: &[&str]) -> Server {
+    let listen = format!("127.0.0.1:{port}");
+    let child = Command::new(BIN)
+        .args(["serve", "--listen", &listen])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while TcpStream::connect(&listen).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "serve did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Server(child)
+}
+
+/// A TCP server that reads until EOF, then sends back what it read.
+fn echo_after_eof() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let mut s = s.unwrap();
+            let mut data = Vec::new();
+            s.read_to_end(&mut data).unwrap();
+            s.write_all(&data).unwrap();
+        }
+    });
+    port
+}
+
+#[test]
+fn serve_refuses_an_open_proxy_and_says_why() {
+    let (code, _, err) = run(&["serve", "--listen", "0.0.0.0:0"], b"");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("open proxy") && err.contains("--allow-open"),
+        "{err}"
+    );
+}
+
+#[test]
+fn metrics_is_a_clear_error() {
+    let (code, _, err) = run(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+        b"",
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("not yet supported"), "{err}");
+}
+
+#[test]
+fn passwd_then_check_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    let users_s = users.to_str().unwrap();
+    let (code, _, err) = run(&["passwd", "--users", users_s, "alice"], b"s3cret\n");
+    assert_eq!(code, 0, "{err}");
+    let text = std::fs::read_to_string(&users).unwrap();
+    assert!(text.starts_with("alice:$argon2id$") && !text.contains("s3cret"));
+
+    let config = dir.path().join("socksgate.toml");
+    std::fs::write(
+        &config,
+        "listen = [\"0.0.0.0:1080\"]\nusers = \"users\"\n[timeouts]\nconnect = 5\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(&["check-config", config.to_str().unwrap()], b"");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("listen = [\"0.0.0.0:1080\"]"), "{out}");
+    assert!(
+        out.contains("connect = 5") && out.contains("handshake = 10"),
+        "{out}"
+    );
+    assert!(out.contains(users_s), "the users path is resolved: {out}");
+
+    std::fs::write(
+        &config,
+        "listen = [\"0.0.0.0:1080\"]\n\n[[rule]]\naction = \"allow\"\nto = [\"10.0.0.1/8\"]\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(&["check-config", config.to_str().unwrap()], b"");
+    assert_eq!(code, 1);
+    assert!(err.contains("socksgate.toml:5:7"), "{err}");
+}
+
+#[test]
+fn connect_through_serve_with_every_scheme_and_auth() {
+    let echo = echo_after_eof();
+    let port = free_port();
+    let _server = serve(port, &[]);
+    for scheme in ["socks4", "socks4a", "socks5", "socks5h"] {
+        let url = format!("{scheme}://127.0.0.1:{port}");
+        let (code, out, err) = run(
+            &["connect", "--proxy", &url, "localhost", &echo.to_string()],
+            b"ping",
+        );
+        assert_eq!((code, out.as_str()), (0, "ping"), "{scheme}: {err}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    let (code, _, _) = run(
+        &["passwd", "--users", users.to_str().unwrap(), "bob"],
+        b"pa:ss@word\n",
+    );
+    assert_eq!(code, 0);
+    let port = free_port();
+    let _server = serve(port, &["--users", users.to_str().unwrap()]);
+    let url = format!("socks5h://bob:pa%3Ass%40word@127.0.0.1:{port}");
+    let (code, out, err) = run(
+        &["connect", "--proxy", &url, "127.0.0.1", &echo.to_string()],
+        b"authed",
+    );
+    assert_eq!((code, out.as_str()), (0, "authed"), "{err}");
+    let url = format!("socks5h://bob:wrong@127.0.0.1:{port}");
+    let (code, _, err) = run(
+        &["connect", "--proxy", &url, "127.0.0.1", &echo.to_string()],
+        b"x",
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("rejected the username/password"), "{err}");
+}
+
+#[test]
+fn json_logs() {
+    let port = free_port();
+    let mut server = serve(port, &["--log-format", "json"]);
+    let stderr = server.0.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(
+        first.starts_with('{') && first.contains("\"level\":\"INFO\""),
+        "{first}"
+    );
+}
