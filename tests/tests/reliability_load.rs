@@ -41,7 +41,10 @@ fn ensure_nofile(test: &str, pid: u32, need: u64) {
         return;
     }
     let Some(prlimit) = tools::require(test, &["prlimit"]) else {
-        panic!("{test}: process {pid} may open only {:?} fds, {need} needed", nofile(pid));
+        panic!(
+            "{test}: process {pid} may open only {:?} fds, {need} needed",
+            nofile(pid)
+        );
     };
     tools::run(
         Command::new(&prlimit[0])
@@ -121,10 +124,15 @@ fn one_connection(
         c.shutdown_write();
         let rest = c.read_to_end();
         if !rest.is_empty() {
-            return Err(format!("seed {seed}: {} extra bytes before EOF", rest.len()));
+            return Err(format!(
+                "seed {seed}: {} extra bytes before EOF",
+                rest.len()
+            ));
         }
         if got_sum != sent_sum {
-            return Err(format!("seed {seed}: checksum {got_sum:#x}, sent {sent_sum:#x}"));
+            return Err(format!(
+                "seed {seed}: checksum {got_sum:#x}, sent {sent_sum:#x}"
+            ));
         }
         Ok(Stream {
             bytes,
@@ -198,7 +206,10 @@ fn concurrent_connections_checksummed_end_to_end() {
     // held this many connections.
     let (warm, _) = load(&server, echo.addr(), n, Duration::from_secs(1), 1_000_000);
     let warm_failures: Vec<_> = warm.iter().filter_map(|r| r.as_ref().err()).collect();
-    assert!(warm_failures.is_empty(), "warm-up failures: {warm_failures:?}");
+    assert!(
+        warm_failures.is_empty(),
+        "warm-up failures: {warm_failures:?}"
+    );
     let pid = server.pid();
     let fds0 = {
         let mut last = usize::MAX;
@@ -245,7 +256,10 @@ fn concurrent_connections_checksummed_end_to_end() {
     let fds = reliability::settle_fds(pid, fds0, SETTLE);
     let rss = reliability::settle_rss(pid, rss0, RSS_TOLERANCE_KIB, SETTLE);
     println!("{TEST}: after: fds {fds0} -> {fds}, RSS {rss0} KiB -> {rss} KiB");
-    assert!(fds <= fds0, "{fds} fds open after the load, baseline {fds0}");
+    assert!(
+        fds <= fds0,
+        "{fds} fds open after the load, baseline {fds0}"
+    );
     assert!(
         rss <= rss0 + RSS_TOLERANCE_KIB,
         "RSS {rss} KiB after the load, baseline {rss0} KiB (tolerance {RSS_TOLERANCE_KIB} KiB)"
@@ -280,7 +294,9 @@ fn one_association(proxy: SocketAddr, echo: SocketAddr, i: usize) -> Result<(), 
                 continue;
             };
             if from != relay {
-                return Err(format!("association {i}: datagram from {from}, relay is {relay}"));
+                return Err(format!(
+                    "association {i}: datagram from {from}, relay is {relay}"
+                ));
             }
             let (frag, src, at) = decode::udp_datagram(&buf[..n])?;
             if frag != 0 || src != Dst::Ip(echo) || buf[at..n] != payload[..] {
@@ -291,7 +307,9 @@ fn one_association(proxy: SocketAddr, echo: SocketAddr, i: usize) -> Result<(), 
             }
             return Ok(());
         }
-        Err(format!("association {i}: no echo through {relay} after 3 tries"))
+        Err(format!(
+            "association {i}: no echo through {relay} after 3 tries"
+        ))
     });
     run.unwrap_or_else(|p| Err(format!("association {i}: {}", panic_text(&*p))))
 }
