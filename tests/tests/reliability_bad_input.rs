@@ -216,12 +216,13 @@ fn make_case(name: &'static str, rng: &mut Rng, closed_port: u16) -> Case {
     case
 }
 
+/// A decoder's answer: `(value, length)`, `None` for "incomplete", or why it is malformed.
+type Decoded = Result<Option<(u8, usize)>, String>;
+
 /// Parses `got` against `expect` with the core's parsers; `Err` says what is wrong.
 fn check_reply(expect: Expect, got: &[u8]) -> Result<(), String> {
     let mut rest = got;
-    let mut take = |what: &str,
-                    f: &dyn Fn(&[u8]) -> Result<Option<(u8, usize)>, String>|
-     -> Result<u8, String> {
+    let mut take = |what: &str, f: &dyn Fn(&[u8]) -> Decoded| -> Result<u8, String> {
         match f(rest) {
             Ok(Some((v, n))) => {
                 rest = &rest[n..];

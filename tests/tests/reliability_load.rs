@@ -156,15 +156,15 @@ fn rx_chunk(rx: &mut Rng) -> Vec<u8> {
     rx.bytes(len)
 }
 
-/// Runs `n` concurrent connections for `duration`; returns their results and the server's
-/// fd count sampled while all were open.
+/// Runs `n` concurrent connections for `duration`; returns their results, the server's fd
+/// count sampled while all were open and its RSS halfway through.
 fn load(
     server: &Server,
     echo: SocketAddr,
     n: usize,
     duration: Duration,
     seed: u64,
-) -> (Vec<Result<Stream, String>>, usize) {
+) -> (Vec<Result<Stream, String>>, usize, u64) {
     let start = Arc::new(Barrier::new(n + 1));
     let results = Arc::new(Mutex::new(Vec::with_capacity(n)));
     let proxy = server.addr();
@@ -184,11 +184,14 @@ fn load(
     // its thread before the barrier, which would hang it: bound that with the join below).
     start.wait();
     let during = fd_count(server.pid()).unwrap_or(0);
+    // RSS halfway through, for the report.
+    std::thread::sleep(duration / 2);
+    let rss_during = rss_kib(server.pid()).unwrap_or(0);
     for t in threads {
         t.join().expect("client thread");
     }
     let results = core::mem::take(&mut *results.lock().unwrap_or_else(|e| e.into_inner()));
-    (results, during)
+    (results, during, rss_during)
 }
 
 #[test]
@@ -204,7 +207,7 @@ fn concurrent_connections_checksummed_end_to_end() {
 
     // Warm-up at the same concurrency, briefly: the baseline is that of a server that has
     // held this many connections.
-    let (warm, _) = load(&server, echo.addr(), n, Duration::from_secs(1), 1_000_000);
+    let (warm, _, _) = load(&server, echo.addr(), n, Duration::from_secs(1), 1_000_000);
     let warm_failures: Vec<_> = warm.iter().filter_map(|r| r.as_ref().err()).collect();
     assert!(
         warm_failures.is_empty(),
@@ -224,7 +227,7 @@ fn concurrent_connections_checksummed_end_to_end() {
     let rss0 = rss_kib(pid).expect("RSS");
 
     let begun = Instant::now();
-    let (results, during) = load(&server, echo.addr(), n, duration, 0);
+    let (results, during, rss_during) = load(&server, echo.addr(), n, duration, 0);
     let took = begun.elapsed();
     server.assert_running();
     let failures: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
@@ -255,7 +258,10 @@ fn concurrent_connections_checksummed_end_to_end() {
 
     let fds = reliability::settle_fds(pid, fds0, SETTLE);
     let rss = reliability::settle_rss(pid, rss0, RSS_TOLERANCE_KIB, SETTLE);
-    println!("{TEST}: after: fds {fds0} -> {fds}, RSS {rss0} KiB -> {rss} KiB");
+    println!(
+        "{TEST}: after: fds {fds0} -> {fds}, RSS {rss0} KiB -> {rss_during} KiB (halfway) -> \
+         {rss} KiB"
+    );
     assert!(
         fds <= fds0,
         "{fds} fds open after the load, baseline {fds0}"
