@@ -10,11 +10,13 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use socksgate_core::Addr;
 use socksgate_core::server::Request;
 use socksgate_core::wire::{Command, ReplyCode};
 use tokio::net::{TcpListener, UdpSocket};
 use tracing::{debug, info, warn};
 
+use crate::access::Pass;
 use crate::connect::{ConnectError, io_reply};
 use crate::relay;
 use crate::session::{Conn, Ctx, SessionError, concrete_ip};
@@ -40,23 +42,26 @@ pub(crate) async fn run(
     ctx: &Ctx<'_>,
 ) -> Result<(), SessionError> {
     let dest = request.target.as_addr().normalized();
+    // Rules by name first (a denied name is not even resolved), then by address.
+    let pass = match ctx.check(Command::Bind, dest) {
+        Ok(p) => p,
+        Err(e) => return refuse(conn, e).await,
+    };
     // The expected peer: an IP literal, or a name we resolve.
     let expected: Option<IpAddr> = match dest {
-        socksgate_core::Addr::Ip(sa) => Some(sa.ip()),
-        socksgate_core::Addr::Domain(name, _) => {
+        Addr::Ip(sa) => Some(sa.ip()),
+        Addr::Domain(name, _) => {
             let name = name.as_str().unwrap_or_default().to_owned();
             match ctx.shared.resolver.lookup(&name).await {
                 Ok(ips) => ips.first().copied(),
-                Err(e) => {
-                    conn.respond(Err(e.reply())).await?;
-                    return Err(SessionError::Refused(format!("bind: {e}")));
-                }
+                Err(e) => return refuse(conn, e).await,
             }
         }
     };
-    if let Err(e) = ctx.check_addr(Command::Bind, dest, expected) {
-        conn.respond(Err(e.reply())).await?;
-        return Err(SessionError::Refused(format!("bind: {e}")));
+    if pass == Pass::PerAddress
+        && let Err(e) = ctx.check_addr(Command::Bind, dest, expected)
+    {
+        return refuse(conn, e).await;
     }
     let expected = expected.filter(|ip| !ip.is_unspecified() && !ctx.shared.config.bind.any_peer);
     let listen_ip = match expected {
@@ -77,51 +82,20 @@ pub(crate) async fn run(
     conn.respond(Ok(listening)).await?;
     debug!(%listening, ?expected, "bind: listening");
 
-    let deadline = tokio::time::sleep(ctx.shared.config.timeouts.bind());
-    tokio::pin!(deadline);
-    let mut probe = [0u8; 1];
-    let (mut peer_stream, peer) = loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (s, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => { warn!("bind: accept failed: {e}"); continue; }
-                };
-                match expected {
-                    Some(ip) if !same_ip(ip, peer.ip()) => {
-                        warn!(%peer, expected = %ip, "bind: refused a connection from an unexpected address");
-                        drop(s);
-                    }
-                    _ => break (s, peer),
-                }
-            }
-            () = &mut deadline => {
-                conn.respond_bind_peer(Err(ConnectError::TimedOut.reply())).await?;
-                return Err(SessionError::Refused("bind: no peer before the timeout".into()));
-            }
-            // The client may close the control connection while we wait; it may also send
-            // early payload, which we keep.
-            n = conn.stream.peek(&mut probe) => {
-                match n {
-                    Ok(0) | Err(_) => return Err(SessionError::Refused("bind: client left".into())),
-                    Ok(_) => {
-                        // Data before the peer arrived: stop watching; it is relayed later.
-                        // Waiting only on accept and the deadline from here.
-                        let accepted = tokio::select! {
-                            a = accept_expected(&listener, expected) => a,
-                            () = &mut deadline => None,
-                        };
-                        match accepted {
-                            Some(a) => break a,
-                            None => {
-                                conn.respond_bind_peer(Err(ReplyCode::TtlExpired)).await?;
-                                return Err(SessionError::Refused("bind: no peer before the timeout".into()));
-                            }
-                        }
-                    }
-                }
-            }
+    let accepted = tokio::select! {
+        a = accept_expected(&listener, expected) => a,
+        () = tokio::time::sleep(ctx.shared.config.timeouts.bind()) => {
+            conn.respond_bind_peer(Err(ConnectError::TimedOut.reply())).await?;
+            return Err(SessionError::Refused("bind: no peer before the timeout".into()));
         }
+        () = client_gone(&conn.stream) => {
+            return Err(SessionError::Refused("bind: the client closed while waiting".into()));
+        }
+    };
+    let Some((mut peer_stream, peer)) = accepted else {
+        conn.respond_bind_peer(Err(ReplyCode::GeneralFailure))
+            .await?;
+        return Err(SessionError::Refused("bind: accept failed".into()));
     };
     let _ = peer_stream.set_nodelay(true);
     drop(listener);
@@ -135,12 +109,34 @@ pub(crate) async fn run(
     Ok(())
 }
 
+async fn refuse(conn: &mut Conn, e: ConnectError) -> Result<(), SessionError> {
+    conn.respond(Err(e.reply())).await?;
+    Err(SessionError::Refused(format!("bind: {e}")))
+}
+
+/// Completes when the client closes the control connection. Early payload the client sends
+/// while waiting stays queued for the relay.
+async fn client_gone(stream: &tokio::net::TcpStream) {
+    let mut probe = [0u8; 1];
+    match stream.peek(&mut probe).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
+    }
+}
+
+/// Accepts connections until one comes from the expected peer; `None` if accepting fails.
 async fn accept_expected(
     listener: &TcpListener,
     expected: Option<IpAddr>,
 ) -> Option<(tokio::net::TcpStream, SocketAddr)> {
     loop {
-        let (s, peer) = listener.accept().await.ok()?;
+        let (s, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                warn!("bind: accept failed: {e}");
+                return None;
+            }
+        };
         match expected {
             Some(ip) if !same_ip(ip, peer.ip()) => {
                 warn!(%peer, expected = %ip, "bind: refused a connection from an unexpected address");

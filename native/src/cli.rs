@@ -89,6 +89,10 @@ pub struct ConnectArgs {
     /// Destination port.
     #[arg(value_name = "PORT")]
     pub port: u16,
+    /// On EOF from stdin, keep sending open instead of shutting down the connection's write
+    /// side (for proxies such as microsocks that drop the whole connection on a half-close).
+    #[arg(long)]
+    pub no_shutdown: bool,
 }
 
 /// `socksgate check-config`.

@@ -312,8 +312,14 @@ pub async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// `socksgate connect`: handshake, then relay stdin → proxy and proxy → stdout, with
-/// half-close (stdin EOF shuts down the proxy connection's write side).
-pub async fn run(proxy: &str, host: &str, port: u16) -> Result<(), ClientFailure> {
+/// half-close (stdin EOF shuts down the proxy connection's write side, unless
+/// `no_shutdown`). The session ends when the proxy side ends.
+pub async fn run(
+    proxy: &str,
+    host: &str,
+    port: u16,
+    no_shutdown: bool,
+) -> Result<(), ClientFailure> {
     let proxy: ProxyUrl = proxy.parse()?;
     let resolver = Resolver::from_system();
     let (mut stream, early, _bound) = open(&proxy, host, port, &resolver).await?;
@@ -326,6 +332,10 @@ pub async fn run(proxy: &str, host: &str, port: u16) -> Result<(), ClientFailure
     let up = async {
         let mut stdin = tokio::io::stdin();
         tokio::io::copy(&mut stdin, &mut wr).await?;
+        if no_shutdown {
+            // Keep the write side open until the proxy side ends.
+            std::future::pending::<()>().await;
+        }
         wr.shutdown().await
     };
     let down = async {

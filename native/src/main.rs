@@ -59,7 +59,12 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Connect(args) => {
-            runtime()?.block_on(client::run(&args.proxy, &args.host, args.port))?;
+            runtime()?.block_on(client::run(
+                &args.proxy,
+                &args.host,
+                args.port,
+                args.no_shutdown,
+            ))?;
             Ok(())
         }
         Command::CheckConfig(args) => {

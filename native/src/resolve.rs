@@ -110,7 +110,11 @@ impl Resolver {
         let Some(dns) = &self.dns else {
             return Err(ConnectError::NameNotFound(name.to_owned()));
         };
-        match dns.ipv6_lookup(name).await {
+        // A name DNS cannot carry (a label over 63 octets, …) does not exist.
+        let Ok(fqdn) = hickory_resolver::Name::from_utf8(name) else {
+            return Err(ConnectError::NameNotFound(name.to_owned()));
+        };
+        match dns.ipv6_lookup(fqdn).await {
             Ok(l) => Ok(l.iter().map(|a| IpAddr::V6(a.0)).collect()),
             Err(e) => Err(resolve_error(name, &e)),
         }
@@ -124,7 +128,11 @@ impl Resolver {
         let Some(dns) = &self.dns else {
             return Err(ConnectError::NameNotFound(name.to_owned()));
         };
-        match dns.ipv4_lookup(name).await {
+        // A name DNS cannot carry (a label over 63 octets, …) does not exist.
+        let Ok(fqdn) = hickory_resolver::Name::from_utf8(name) else {
+            return Err(ConnectError::NameNotFound(name.to_owned()));
+        };
+        match dns.ipv4_lookup(fqdn).await {
             Ok(l) => Ok(l.iter().map(|a| IpAddr::V4(a.0)).collect()),
             Err(e) => Err(resolve_error(name, &e)),
         }
@@ -643,6 +651,18 @@ mod tests {
         let resolver = Resolver::from_system();
         let found = resolver.lookup("localhost").await.unwrap();
         assert!(found.iter().any(IpAddr::is_loopback), "{found:?}");
+    }
+
+    #[tokio::test]
+    async fn names_dns_cannot_carry_are_not_found() {
+        let resolver = Resolver::from_system();
+        let name = format!("{}.invalid", "x".repeat(64));
+        let e = resolver.lookup(&name).await.unwrap_err();
+        assert_eq!(
+            e.reply(),
+            socksgate_core::wire::ReplyCode::HostUnreachable,
+            "{e}"
+        );
     }
 
     #[test]

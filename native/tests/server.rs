@@ -594,3 +594,19 @@ async fn socks4_can_be_disabled() {
     let (_, r) = handshake(proxy.addr, Version::Socks5, Addr::Ip(echo), None).await;
     assert!(r.is_ok());
 }
+
+#[tokio::test]
+async fn bind_listener_closes_with_the_client() {
+    let proxy = start(Config::default(), None).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let expected = Addr::Ip(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let mut c = Client::new(ClientConfig::new(Version::Socks5, Command::Bind, expected)).unwrap();
+    let (listening, _) = client::handshake_until_reply(&mut c, &mut s).await.unwrap();
+    let Target::Ip(listening) = listening else {
+        panic!()
+    };
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let e = TcpStream::connect(listening).await.unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+}

@@ -33,8 +33,48 @@ use std::time::Instant;
 /// because tests share two cores with parallel compiles.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A loopback port that was free a moment ago (bound to port 0, then released).
+/// A loopback port that was free on 127.0.0.1 and ::1 a moment ago, for a server the test
+/// starts (or a port that must stay closed).
+///
+/// Ports come from below the kernel's ephemeral range (`ip_local_port_range`), at random, and
+/// never twice per process: a port handed out here is not taken meanwhile by the many
+/// `bind(…:0)` and outgoing sockets of concurrently running tests, which would make a test
+/// talk to someone else's listener.
 pub fn free_port() -> u16 {
+    use std::sync::Mutex;
+    static USED: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (lo, hi) = (15000u16, ephemeral_start.min(32768));
+    let mut state = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(1)
+        ^ std::process::id().rotate_left(16)
+        | 1;
+    if hi > lo + 1000 {
+        for _ in 0..2000 {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            let port = lo + u16::try_from(state % u32::from(hi - lo)).unwrap_or(0);
+            let mut used = USED
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if used.contains(&port) {
+                continue;
+            }
+            let v4 = TcpListener::bind(("127.0.0.1", port)).is_ok();
+            let v6 = TcpListener::bind(("::1", port)).is_ok();
+            if v4 && v6 {
+                used.push(port);
+                return port;
+            }
+        }
+    }
+    // No room below the ephemeral range: fall back to the kernel's choice.
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

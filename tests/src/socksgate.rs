@@ -241,6 +241,15 @@ fn wait_ready(child: &mut Child, addr: SocketAddr, log: &Path) -> Result<(), Str
             ));
         }
         if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+            // Something accepts; make sure it is this server (a server that lost the port
+            // to another listener exits with "address in use" right away).
+            std::thread::sleep(Duration::from_millis(50));
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "exited with {status}; log:\n{}",
+                    tools::read_log(log)
+                ));
+            }
             return Ok(());
         }
         if Instant::now() >= deadline {

@@ -199,3 +199,39 @@ fn passwd_does_not_store_cleartext() {
         "the users file holds the password in clear text"
     );
 }
+
+#[test]
+fn non_loopback_listener_with_allow_rules_starts() {
+    // Deny by default plus an explicit allow rule is a restricted proxy, not an open one.
+    let dir = TempDir::new();
+    let conf = dir.write(
+        "socksgate.conf",
+        "default_action = \"deny\"\n[[rule]]\naction = \"allow\"\nfrom = [\"127.0.0.0/8\"]\n",
+    );
+    let port = free_port();
+    let log = std::fs::File::create(dir.join("serve.log")).expect("log");
+    let mut child = socksgate::command()
+        .args(["serve", "--config", conf.to_str().expect("utf-8")])
+        .args(["--listen", &format!("0.0.0.0:{port}")])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("dup"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn socksgate");
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let up = socksgate_tests::wait_for_listener(addr, TIMEOUT);
+    let echo = origin::echo();
+    let got = up.then(|| {
+        let mut c = socks::connect5(addr, &Dst::Ip(echo.addr()));
+        c.send(b"ruled");
+        c.read_exact(5)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        up,
+        "serve with allow rules on 0.0.0.0 did not start: {}",
+        tools::read_log(&dir.join("serve.log"))
+    );
+    assert_eq!(got.as_deref(), Some(&b"ruled"[..]));
+}

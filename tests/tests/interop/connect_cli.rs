@@ -13,28 +13,27 @@ use crate::{MB, PASS, USER};
 /// request) ends at once, so the client half-closes right after sending it.
 #[track_caller]
 fn fetch(test: &str, proxy_url: &str, host: &str, origin: &TcpService) -> Vec<u8> {
-    fetch_with(test, proxy_url, host, origin, tools::run)
+    fetch_with(test, &[], proxy_url, host, origin)
 }
 
-/// [`fetch`] with stdin held open until the response has been read: microsocks closes both
-/// directions when the client half-closes (its relay loop stops at the first EOF), so
-/// against it the client must not send EOF before the response.
+/// [`fetch`] with `--no-shutdown`: microsocks drops both directions when the client
+/// half-closes (its relay loop stops at the first EOF), so against it the client keeps its
+/// write side open after stdin's EOF.
 #[track_caller]
-fn fetch_holding_stdin(test: &str, proxy_url: &str, host: &str, origin: &TcpService) -> Vec<u8> {
-    fetch_with(test, proxy_url, host, origin, tools::run_holding_stdin)
+fn fetch_no_shutdown(test: &str, proxy_url: &str, host: &str, origin: &TcpService) -> Vec<u8> {
+    fetch_with(test, &["--no-shutdown"], proxy_url, host, origin)
 }
 
 #[track_caller]
 fn fetch_with(
     test: &str,
+    flags: &[&str],
     proxy_url: &str,
     host: &str,
     origin: &TcpService,
-    run: fn(&mut std::process::Command, &[u8], core::time::Duration) -> tools::Output,
 ) -> Vec<u8> {
-    let out = run(
-        socksgate::command().args([
-            "connect",
+    let out = tools::run(
+        socksgate::command().arg("connect").args(flags).args([
             "--proxy",
             proxy_url,
             host,
@@ -165,7 +164,7 @@ fn connect_socks5_to_microsocks() {
     };
     let peer = peers::microsocks(&ms[0], None);
     let origin = origin::http_origin();
-    let got = fetch_holding_stdin(
+    let got = fetch_no_shutdown(
         test,
         &url("socks5", false, peer.addr()),
         "127.0.0.1",
@@ -182,7 +181,7 @@ fn connect_socks5h_userpass_to_microsocks() {
     };
     let peer = peers::microsocks(&ms[0], Some((USER, PASS)));
     let origin = origin::http_origin();
-    let got = fetch_holding_stdin(
+    let got = fetch_no_shutdown(
         test,
         &url("socks5h", true, peer.addr()),
         "localhost",

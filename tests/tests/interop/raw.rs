@@ -277,3 +277,93 @@ fn udp_associate_ipv6() {
     assert_eq!(src, Dst::Ip(echo.addr()));
     assert_eq!(&buf[off..n], b"v6 udp");
 }
+
+/// A UDP association for `udp` (its address announced as DST); returns the control
+/// connection and the relay address.
+fn associate(server: &Server, udp: &UdpSocket) -> (Client, SocketAddr) {
+    let mut c = Client::connect(server.addr());
+    c.greet_no_auth();
+    let r = c.request5(
+        cmd::UDP_ASSOCIATE,
+        &Dst::Ip(udp.local_addr().expect("local_addr")),
+    );
+    assert_eq!(r.rep, rep::SUCCEEDED, "{r:?}");
+    (c, reachable(r.bound_addr(), server.addr()))
+}
+
+/// Sends `payload` to the UDP echo through `relay`; the echoed payload, if any arrives
+/// within the socket's read timeout.
+fn udp_round_trip(
+    udp: &UdpSocket,
+    relay: SocketAddr,
+    echo: SocketAddr,
+    payload: &[u8],
+) -> Option<Vec<u8>> {
+    udp.send_to(&encode::udp_datagram(&Dst::Ip(echo), payload), relay)
+        .expect("send");
+    let mut buf = [0u8; 2048];
+    loop {
+        let (n, _) = udp.recv_from(&mut buf).ok()?;
+        let (_, _, off) = decode::udp_datagram(&buf[..n]).expect("header");
+        if &buf[off..n] == payload {
+            return Some(buf[off..n].to_vec());
+        }
+    }
+}
+
+#[test]
+fn udp_relay_drops_datagrams_from_other_addresses() {
+    // RFC 1928 §7: the relay accepts datagrams only from the client's address. 127.0.0.2
+    // is another loopback address, standing in for another host.
+    let server = Server::start();
+    let echo = origin::UdpEcho::start();
+    let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind udp");
+    udp.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let (_control, relay) = associate(&server, &udp);
+    let Ok(intruder) = UdpSocket::bind((Ipv4Addr::new(127, 0, 0, 2), 0)) else {
+        println!("SKIPPED: cannot bind 127.0.0.2 here");
+        return;
+    };
+    intruder
+        .send_to(
+            &encode::udp_datagram(&Dst::Ip(echo.addr()), b"from elsewhere"),
+            relay,
+        )
+        .expect("send");
+    // The relay handles datagrams in order: once the client's own datagram has made the
+    // round trip, the intruder's would have reached the echo if it were forwarded.
+    assert_eq!(
+        udp_round_trip(&udp, relay, echo.addr(), b"from the client").as_deref(),
+        Some(&b"from the client"[..])
+    );
+    assert_eq!(
+        echo.received(),
+        1,
+        "a datagram from another address was relayed"
+    );
+}
+
+#[test]
+fn udp_association_ends_with_control_connection() {
+    let server = Server::start();
+    let echo = origin::UdpEcho::start();
+    let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind udp");
+    udp.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let (control, relay) = associate(&server, &udp);
+    assert!(udp_round_trip(&udp, relay, echo.addr(), b"while open").is_some());
+    drop(control);
+    // Give the server time to notice the close, then expect silence.
+    udp.set_read_timeout(Some(core::time::Duration::from_millis(500)))
+        .expect("timeout");
+    let deadline = std::time::Instant::now() + TIMEOUT / 3;
+    loop {
+        if udp_round_trip(&udp, relay, echo.addr(), b"after close").is_none() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay still forwards {:?} after the control connection closed",
+            TIMEOUT / 3
+        );
+    }
+}
