@@ -205,9 +205,10 @@ fn concurrent_connections_checksummed_end_to_end() {
     ensure_nofile(TEST, server.pid(), 2 * n as u64 + 256);
     let echo = origin::echo();
 
-    // Warm-up at the same concurrency, briefly: the baseline is that of a server that has
-    // held this many connections.
-    let (warm, _, _) = load(&server, echo.addr(), n, Duration::from_secs(1), 1_000_000);
+    // Warm-up at the same concurrency: the baseline is that of a server that has held this
+    // many busy connections (long enough in the soak for relay buffers to reach full size).
+    let warm_up = pick(Duration::from_secs(1), Duration::from_secs(10));
+    let (warm, _, rss_warm) = load(&server, echo.addr(), n, warm_up, 1_000_000);
     let warm_failures: Vec<_> = warm.iter().filter_map(|r| r.as_ref().err()).collect();
     assert!(
         warm_failures.is_empty(),
@@ -259,8 +260,8 @@ fn concurrent_connections_checksummed_end_to_end() {
     let fds = reliability::settle_fds(pid, fds0, SETTLE);
     let rss = reliability::settle_rss(pid, rss0, RSS_TOLERANCE_KIB, SETTLE);
     println!(
-        "{TEST}: after: fds {fds0} -> {fds}, RSS {rss0} KiB -> {rss_during} KiB (halfway) -> \
-         {rss} KiB"
+        "{TEST}: after: fds {fds0} -> {fds}, RSS {rss_warm} KiB (warm-up, halfway) -> {rss0} \
+         KiB (baseline) -> {rss_during} KiB (halfway) -> {rss} KiB"
     );
     assert!(
         fds <= fds0,
