@@ -88,7 +88,7 @@ impl ServerBuilder {
         self
     }
 
-    /// Passes `--config FILE` with this text.
+    /// Passes `--config FILE` with this text (plus a `[timeouts]` table unless it has one).
     pub fn config(mut self, text: &str) -> Self {
         self.config = Some(text.into());
         self
@@ -118,10 +118,18 @@ impl ServerBuilder {
             }
             args.extend(["--users".into(), users.to_str().expect("utf-8").into()]);
         }
-        if let Some(text) = &self.config {
-            let path = dir.write("socksgate.conf", text);
-            args.extend(["--config".into(), path.to_str().expect("utf-8").into()]);
+        // A generous handshake timeout: on a loaded two-core machine an unoptimised debug
+        // build's Argon2 check alone can take seconds, and the default (10 s) would close
+        // logins mid-verification. Tests that set `[timeouts]` themselves keep theirs.
+        let mut config = self.config.clone().unwrap_or_default();
+        if !config.contains("[timeouts]") {
+            config.push_str(&format!(
+                "\n[timeouts]\nhandshake = {}\n",
+                TIMEOUT.as_secs()
+            ));
         }
+        let path = dir.write("socksgate.conf", &config);
+        args.extend(["--config".into(), path.to_str().expect("utf-8").into()]);
         args.extend(self.extra.iter().cloned());
         let mut last_log = String::new();
         for attempt in 0..5 {
