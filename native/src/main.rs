@@ -1,5 +1,6 @@
 //! `socksgate`: the native SOCKS server, client and password tool. The logic lives in the
 //! library; this file only dispatches subcommands and reports errors.
+#![forbid(unsafe_code)]
 
 use std::io::IsTerminal as _;
 use std::sync::Arc;
