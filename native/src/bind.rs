@@ -103,7 +103,10 @@ pub(crate) async fn run(
     info!(%peer, "bind: peer connected");
     let early = conn.take_leftover();
     match relay::relay(&mut conn.stream, &mut peer_stream, &early).await {
-        Ok(t) => info!(%peer, up = t.up, down = t.down, "closed"),
+        Ok(t) => {
+            ctx.shared.metrics.relayed(ctx.user, t.up, t.down);
+            info!(%peer, up = t.up, down = t.down, "closed");
+        }
         Err(e) => debug!("bind relay ended: {e}"),
     }
     Ok(())

@@ -61,7 +61,7 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
-    /// Serve Prometheus metrics on ADDR (not yet supported).
+    /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
 }

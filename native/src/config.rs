@@ -180,7 +180,7 @@ pub struct Config {
     pub allow_open: bool,
     /// Log format.
     pub log_format: LogFormat,
-    /// Prometheus metrics listener (not yet supported).
+    /// Prometheus metrics listener (`GET /metrics`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<SocketAddr>,
     /// Accept SOCKS4 and SOCKS4a requests (they carry no password).
@@ -321,13 +321,8 @@ impl Config {
         )))
     }
 
-    /// Rejects settings that are recognised but not implemented.
+    /// Rejects settings that are recognised but not implemented (none at the moment).
     pub fn check_supported(&self) -> Result<(), ConfigError> {
-        if let Some(addr) = self.metrics {
-            return Err(ConfigError::Unsupported(format!(
-                "--metrics {addr}: Prometheus metrics are not yet supported by this build"
-            )));
-        }
         Ok(())
     }
 
@@ -515,20 +510,6 @@ users = ["alice"]
         let mut c = with_listen("127.0.0.1:1080");
         c.listen.push("0.0.0.0:1081".parse().unwrap());
         assert!(c.check_open_proxy().is_err());
-    }
-
-    #[test]
-    fn metrics_is_reported_unsupported() {
-        let c = Config {
-            metrics: Some("127.0.0.1:9100".parse().unwrap()),
-            ..Config::default()
-        };
-        assert!(
-            c.check_supported()
-                .unwrap_err()
-                .to_string()
-                .contains("not yet supported")
-        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! * [`relay`] — TCP relay with half-close; [`server`] — listeners and the accept loop;
 //! * [`session`] — one connection: handshake through `socksgate_core::server`, CONNECT;
 //!   `bind` and `udp_relay` — the other commands; [`client`] — `socksgate connect`;
-//! * [`logging`] — text or JSON logs.
+//! * [`logging`] — text or JSON logs; [`metrics`] — Prometheus counters and endpoint.
 #![forbid(unsafe_code)]
 
 pub mod access;
@@ -17,6 +17,7 @@ pub mod client;
 pub mod config;
 pub mod connect;
 pub mod logging;
+pub mod metrics;
 pub mod relay;
 pub mod resolve;
 pub mod server;

@@ -9,6 +9,7 @@ use anyhow::{Context as _, Result};
 use clap::Parser as _;
 use socksgate::cli::{Cli, Command, ServeArgs};
 use socksgate::config::Config;
+use socksgate::metrics::{self, Metrics};
 use socksgate::resolve::Resolver;
 use socksgate::session::Shared;
 use socksgate::users::{self, Users};
@@ -124,11 +125,20 @@ fn serve(args: &ServeArgs) -> Result<()> {
             "socksgate {} ready",
             env!("CARGO_PKG_VERSION")
         );
+        let metrics = Arc::new(Metrics::default());
+        if let Some(addr) = config.metrics {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+            tracing::info!(metrics = %l.local_addr()?, "serving Prometheus metrics at /metrics");
+            tokio::spawn(metrics::serve(l, Arc::clone(&metrics)));
+        }
         let shared = Arc::new(Shared {
             config,
             users,
             rules,
             resolver: Resolver::from_system(),
+            metrics,
         });
         server::serve(listeners, shared, shutdown_signal()).await;
         Ok(())

@@ -18,6 +18,7 @@ use tracing::{Instrument, debug, info, warn};
 use crate::access::{AccessRules, Pass};
 use crate::config::Config;
 use crate::connect::ConnectError;
+use crate::metrics::Metrics;
 use crate::resolve::Resolver;
 use crate::users::Users;
 use crate::{bind, relay, udp_relay};
@@ -40,6 +41,8 @@ pub struct Shared {
     pub rules: AccessRules,
     /// The resolver.
     pub resolver: Resolver,
+    /// Counters for `--metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -81,6 +84,7 @@ pub enum SessionError {
 /// The connection's handshake state: the core, the socket and the unconsumed input.
 pub(crate) struct Conn {
     pub(crate) stream: TcpStream,
+    metrics: Arc<Metrics>,
     pub(crate) server: Server,
     buf: Vec<u8>,
     start: usize,
@@ -89,9 +93,10 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    fn new(stream: TcpStream, config: server::Config) -> Self {
+    fn new(stream: TcpStream, config: server::Config, metrics: Arc<Metrics>) -> Self {
         Self {
             stream,
+            metrics,
             server: Server::new(config),
             buf: vec![0; READ_BUF],
             start: 0,
@@ -167,6 +172,8 @@ impl Conn {
         &mut self,
         outcome: Result<SocketAddr, ReplyCode>,
     ) -> std::io::Result<()> {
+        self.metrics
+            .reply(outcome.err().unwrap_or(ReplyCode::Succeeded));
         let _ = self.server.respond(outcome);
         self.flush().await
     }
@@ -198,7 +205,8 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
 
 async fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<(), SessionError> {
     let local = stream.local_addr()?;
-    let mut conn = Conn::new(stream, shared.server_config());
+    let _active = shared.metrics.accepted();
+    let mut conn = Conn::new(stream, shared.server_config(), Arc::clone(&shared.metrics));
     let handshake = tokio::time::timeout(
         shared.config.timeouts.handshake(),
         handshake(&mut conn, shared),
@@ -206,10 +214,15 @@ async fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<(),
     let (request, user) = match handshake.await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
+            match e {
+                SessionError::AuthFailed(_) => shared.metrics.auth_failed(),
+                _ => shared.metrics.handshake_failed(),
+            }
             conn.close().await;
             return Err(e);
         }
         Err(_) => {
+            shared.metrics.handshake_failed();
             conn.close().await;
             return Err(SessionError::HandshakeTimeout);
         }
@@ -224,6 +237,8 @@ async fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<(),
         let userid = String::from_utf8_lossy(&request.user_id);
         info!(version = ?request.version, %command, dst = %request.target, user = user_shown, %userid, "request");
     }
+    shared.metrics.request(request.command);
+    shared.metrics.user_session(user.as_deref());
     let ctx = Ctx {
         peer,
         local,
@@ -411,7 +426,10 @@ async fn connect(conn: &mut Conn, request: &Request, ctx: &Ctx<'_>) -> Result<()
     let early = conn.take_leftover();
     let totals = relay::relay(&mut conn.stream, &mut upstream, &early).await;
     match totals {
-        Ok(t) => info!(dst = %request.target, %remote, up = t.up, down = t.down, "closed"),
+        Ok(t) => {
+            ctx.shared.metrics.relayed(ctx.user, t.up, t.down);
+            info!(dst = %request.target, %remote, up = t.up, down = t.down, "closed");
+        }
         Err(e) => debug!(dst = %request.target, "relay ended: {e}"),
     }
     Ok(())

@@ -109,6 +109,7 @@ pub(crate) async fn run(
     let mut contacted: HashSet<SocketAddr> = HashSet::new();
     let mut names: HashMap<String, IpAddr> = HashMap::new();
     let (mut up, mut down) = (0u64, 0u64);
+    let (mut datagrams_up, mut datagrams_down) = (0u64, 0u64);
     let mut deadline = Instant::now() + idle;
 
     let reason = loop {
@@ -186,6 +187,7 @@ pub(crate) async fn run(
                 match sock.send_to(data, target).await {
                     Ok(_) => {
                         up += data.len() as u64;
+                        datagrams_up += 1;
                         if contacted.len() < MAX_PEERS || contacted.contains(&target) {
                             contacted.insert(target);
                         }
@@ -195,24 +197,34 @@ pub(crate) async fn run(
             }
             r = recv_opt(out.v4.as_ref(), &mut from_v4) => {
                 if let Ok((n, src)) = r {
-                    down += forward_back(&relay, &contacted, client_ip, client_port, src, from_v4.get(..n).unwrap_or_default(), &mut to_client).await;
+                    let sent = forward_back(&relay, &contacted, client_ip, client_port, src, from_v4.get(..n).unwrap_or_default(), &mut to_client).await;
+                    down += sent.unwrap_or(0);
+                    datagrams_down += u64::from(sent.is_some());
                     deadline = Instant::now() + idle;
                 }
             }
             r = recv_opt(out.v6.as_ref(), &mut from_v6) => {
                 if let Ok((n, src)) = r {
-                    down += forward_back(&relay, &contacted, client_ip, client_port, src, from_v6.get(..n).unwrap_or_default(), &mut to_client).await;
+                    let sent = forward_back(&relay, &contacted, client_ip, client_port, src, from_v6.get(..n).unwrap_or_default(), &mut to_client).await;
+                    down += sent.unwrap_or(0);
+                    datagrams_down += u64::from(sent.is_some());
                     deadline = Instant::now() + idle;
                 }
             }
         }
     };
-    info!(up, down, "udp associate ended: {reason}");
+    ctx.shared
+        .metrics
+        .udp(ctx.user, datagrams_up, datagrams_down, up, down);
+    info!(
+        up,
+        down, datagrams_up, datagrams_down, "udp associate ended: {reason}"
+    );
     Ok(())
 }
 
 /// Sends a destination's datagram to the client, with its source as the header's address.
-/// Returns the payload bytes forwarded.
+/// Returns the payload bytes forwarded, `None` if the datagram was dropped.
 async fn forward_back(
     relay: &UdpSocket,
     contacted: &HashSet<SocketAddr>,
@@ -221,15 +233,15 @@ async fn forward_back(
     src: SocketAddr,
     payload: &[u8],
     buf: &mut [u8],
-) -> u64 {
+) -> Option<u64> {
     let src = SocketAddr::new(src.ip().to_canonical(), src.port());
-    let Some(port) = client_port else { return 0 };
+    let port = client_port?;
     if !contacted.contains(&src) {
         debug!(%src, "udp: dropped a datagram from an address the client did not contact");
-        return 0;
+        return None;
     }
     let Ok(n) = encapsulate(Addr::Ip(src), payload, buf) else {
-        return 0;
+        return None;
     };
     let client = SocketAddr::new(client_ip, port);
     // A v4 client address on a v6 relay socket would need mapping; the relay socket has the
@@ -238,10 +250,10 @@ async fn forward_back(
         .send_to(buf.get(..n).unwrap_or_default(), client)
         .await
     {
-        Ok(_) => payload.len() as u64,
+        Ok(_) => Some(payload.len() as u64),
         Err(e) => {
             debug!("udp: to client: {e}");
-            0
+            None
         }
     }
 }

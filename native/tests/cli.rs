@@ -88,19 +88,45 @@ fn serve_refuses_an_open_proxy_and_says_why() {
 }
 
 #[test]
-fn metrics_is_a_clear_error() {
-    let (code, _, err) = run(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics",
-            "127.0.0.1:0",
-        ],
-        b"",
+fn metrics_endpoint_counts_requests() {
+    let echo = echo_after_eof();
+    let port = free_port();
+    let metrics_port = free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let _server = serve(port, &["--metrics", &metrics_addr]);
+    let url = format!("socks5h://127.0.0.1:{port}");
+    let (code, out, _) = run(
+        &["connect", "--proxy", &url, "localhost", &echo.to_string()],
+        b"count me",
     );
-    assert_eq!(code, 1);
-    assert!(err.contains("not yet supported"), "{err}");
+    assert_eq!((code, out.as_str()), (0, "count me"));
+    let start = Instant::now();
+    let text = loop {
+        let mut s = TcpStream::connect(&metrics_addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        // The session's byte counts land when its relay ends, just after the client's exit.
+        if text.contains("socksgate_bytes_total{direction=\"up\"} 8\n")
+            || start.elapsed() > Duration::from_secs(5)
+        {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(
+        text.contains("socksgate_requests_total{command=\"connect\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("socksgate_replies_total{code=\"0\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("socksgate_bytes_total{direction=\"up\"} 8\n"),
+        "{text}"
+    );
 }
 
 #[test]

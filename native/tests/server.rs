@@ -43,6 +43,7 @@ async fn start_with(config: Config, users: Option<&[(&str, &str)]>, resolver: Re
         users,
         rules,
         resolver,
+        metrics: Default::default(),
     });
     tokio::spawn(server::serve(
         vec![listener],
@@ -500,6 +501,7 @@ async fn ipv6_listener_and_destination() {
         users: None,
         rules,
         resolver: Resolver::from_system(),
+        metrics: Default::default(),
     });
     tokio::spawn(server::serve(
         vec![listener],

@@ -33,7 +33,7 @@ pub fn require(test: &str, names: &[&str]) -> Option<Vec<PathBuf>> {
                 return None;
             }
             None => panic!(
-                "{test}: required tool `{name}` is not installed (tests/ci.sh lists the Debian \
+                "{test}: required tool `{name}` is not installed (the root ci.sh installs the Debian \
                  packages; set SOCKSGATE_ALLOW_SKIP=1 to skip instead)"
             ),
         }

@@ -235,3 +235,102 @@ fn non_loopback_listener_with_allow_rules_starts() {
     );
     assert_eq!(got.as_deref(), Some(&b"ruled"[..]));
 }
+
+#[test]
+fn metrics_endpoint_serves_prometheus_text() {
+    let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    let server = Server::builder()
+        .arg("--metrics")
+        .arg(&metrics.to_string())
+        .start();
+    assert!(
+        socksgate_tests::wait_for_listener(metrics, TIMEOUT),
+        "no metrics listener on {metrics}: {}",
+        server.log()
+    );
+    let echo = origin::echo();
+    let mut c = socks::connect5(server.addr(), &Dst::Ip(echo.addr()));
+    c.send(b"counted");
+    assert_eq!(c.read_exact(7), b"counted");
+    drop(c);
+    let mut conn = TcpStream::connect_timeout(&metrics, TIMEOUT).expect("connect to metrics");
+    conn.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    std::io::Write::write_all(
+        &mut conn,
+        b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .expect("request");
+    let mut resp = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut conn, &mut resp);
+    let (status, body) = origin::split_http_response(&resp);
+    let text = String::from_utf8_lossy(body);
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("# TYPE "), "not Prometheus text: {text}");
+    assert!(
+        text.lines().any(|l| !l.starts_with('#')
+            && l.contains("command=\"connect\"")
+            && !l.ends_with(" 0")),
+        "no CONNECT counted: {text}"
+    );
+}
+
+#[test]
+fn log_format_json_writes_json_lines() {
+    let server = Server::builder().arg("--log-format").arg("json").start();
+    let echo = origin::echo();
+    let mut c = socks::connect5(server.addr(), &Dst::Ip(echo.addr()));
+    c.send(b"logged");
+    assert_eq!(c.read_exact(6), b"logged");
+    drop(c);
+    let log = server.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "no log output");
+    for line in lines {
+        let l = line.trim();
+        assert!(
+            l.starts_with('{') && l.ends_with('}'),
+            "not a JSON object per line: {l}"
+        );
+    }
+}
+
+#[test]
+fn check_config_accepts_valid_and_locates_errors() {
+    let dir = TempDir::new();
+    let good = dir.write(
+        "good.toml",
+        "default_action = \"deny\"\n[[rule]]\naction = \"allow\"\nfrom = [\"127.0.0.0/8\"]\n",
+    );
+    socksgate::run(&["check-config", good.to_str().expect("utf-8")], b"")
+        .assert_success("check-config on a valid file");
+    let bad = dir.write("bad.toml", "default_action = \"deny\"\nno_such_key = 1\n");
+    let bad_path = bad.to_str().expect("utf-8");
+    let out = socksgate::run(&["check-config", bad_path], b"");
+    assert!(!out.status.success(), "an unknown key must be an error");
+    let msg = format!(
+        "{}{}",
+        out.stderr_text(),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        msg.contains("bad.toml") && msg.contains('2'),
+        "the error should name the file and line 2: {msg}"
+    );
+    // `serve` refuses the same file before listening.
+    let port = free_port();
+    let out = tools::run(
+        socksgate::command().args([
+            "serve",
+            "--config",
+            bad_path,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ]),
+        b"",
+        TIMEOUT,
+    );
+    assert!(
+        !out.status.success(),
+        "serve with a broken config must fail"
+    );
+}

@@ -1,0 +1,256 @@
+//! The fixed pool of sessions.
+//!
+//! embassy-net has no listen backlog: a SYN that finds no socket in `Listen` is answered
+//! with a reset. So every session keeps a socket listening on the SOCKS port while it is
+//! idle, and one extra *refusal* socket listens only while all `N` sessions are busy: it
+//! runs the handshake and answers the request with "general failure" (SOCKS5) or "rejected"
+//! (SOCKS4), then closes in order. A client refused this way can retry and is served as
+//! soon as a session is free.
+
+use core::cell::{Cell, RefCell};
+
+use embassy_futures::join::{join, join_array};
+use embassy_futures::select::{Either, select};
+use embassy_net::Stack;
+use embassy_net::tcp::TcpSocket;
+use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+use embassy_sync::signal::Signal;
+
+use crate::config::GatewayConfig;
+use crate::session::{self, Scratch, SessionEnd};
+use crate::udp::UdpBuffers;
+
+/// Default size of each TCP socket buffer of a session (receive window and send queue):
+/// 4 KiB suits a LAN; a WAN path wants 8–16 KiB (throughput ≲ window / RTT).
+pub const SOCKET_BUF: usize = 4096;
+/// Socket buffers of the refusal slot: a handshake and a reply fit.
+pub const REFUSAL_BUF: usize = 1024;
+
+/// embassy-net sockets a gateway of `sessions` sessions and `udp` UDP association slots
+/// uses: two per session, one per UDP slot, one for the refusal slot, one for DNS. Size
+/// `StackResources` at least this large.
+pub const fn sockets_needed(sessions: usize, udp: usize) -> usize {
+    2 * sessions + udp + 2
+}
+
+/// Memory of one session: client and upstream socket buffers plus handshake scratch.
+#[derive(Debug)]
+pub struct SessionBuffers<const B: usize = SOCKET_BUF> {
+    client_rx: [u8; B],
+    client_tx: [u8; B],
+    upstream_rx: [u8; B],
+    upstream_tx: [u8; B],
+    scratch: Scratch,
+}
+
+impl<const B: usize> SessionBuffers<B> {
+    /// Zeroed buffers (`const`, so they can live in a `static`).
+    pub const fn new() -> Self {
+        Self {
+            client_rx: [0; B],
+            client_tx: [0; B],
+            upstream_rx: [0; B],
+            upstream_tx: [0; B],
+            scratch: Scratch::new(),
+        }
+    }
+}
+
+impl<const B: usize> Default for SessionBuffers<B> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Memory of the refusal slot.
+#[derive(Debug)]
+struct RefusalBuffers {
+    rx: [u8; REFUSAL_BUF],
+    tx: [u8; REFUSAL_BUF],
+    scratch: Scratch,
+}
+
+/// All memory of a gateway of `N` sessions, of which at most `U` can be UDP associations
+/// at a time, with `B`-byte TCP socket buffers, allocated up front (put it in a `static`). `U = 0` turns UDP ASSOCIATE off
+/// ("command not supported").
+#[derive(Debug)]
+pub struct GatewayStorage<const N: usize, const U: usize, const B: usize = SOCKET_BUF> {
+    sessions: [SessionBuffers<B>; N],
+    udp: [RefCell<UdpBuffers>; U],
+    refusal: RefusalBuffers,
+}
+
+impl<const N: usize, const U: usize, const B: usize> GatewayStorage<N, U, B> {
+    /// Zeroed storage.
+    pub const fn new() -> Self {
+        Self {
+            sessions: [const { SessionBuffers::new() }; N],
+            udp: [const { RefCell::new(UdpBuffers::new()) }; U],
+            refusal: RefusalBuffers {
+                rx: [0; REFUSAL_BUF],
+                tx: [0; REFUSAL_BUF],
+                scratch: Scratch::new(),
+            },
+        }
+    }
+}
+
+impl<const N: usize, const U: usize, const B: usize> Default for GatewayStorage<N, U, B> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Occupancy shared by the sessions and the refusal slot (all in one task).
+struct Occupancy {
+    busy: Cell<usize>,
+    changed: Signal<NoopRawMutex, ()>,
+}
+
+impl Occupancy {
+    fn update(&self, delta: isize) {
+        self.busy.set(self.busy.get().saturating_add_signed(delta));
+        self.changed.signal(());
+    }
+}
+
+/// A SOCKS gateway of `N` concurrent sessions on one embassy-net stack.
+pub struct Gateway<'s, const N: usize, const U: usize, const B: usize = SOCKET_BUF> {
+    stack: Stack<'static>,
+    config: &'s GatewayConfig,
+    storage: &'s mut GatewayStorage<N, U, B>,
+    report: fn(SessionEnd),
+}
+
+impl<const N: usize, const U: usize, const B: usize> core::fmt::Debug for Gateway<'_, N, U, B> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("sessions", &N)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<'s, const N: usize, const U: usize, const B: usize> Gateway<'s, N, U, B> {
+    /// A gateway serving `config` on `stack` with the sockets in `storage`.
+    ///
+    /// `stack` must have room for [`sockets_needed`]`(N, U)` sockets.
+    pub fn new(
+        stack: Stack<'static>,
+        config: &'s GatewayConfig,
+        storage: &'s mut GatewayStorage<N, U, B>,
+    ) -> Self {
+        Self {
+            stack,
+            config,
+            storage,
+            report: |_| {},
+        }
+    }
+
+    /// Calls `report` with the outcome of every session (including clients the refusal
+    /// slot answered), after both its sockets are closed: for logs and counters. It runs in
+    /// the gateway's task, so it must be quick.
+    #[must_use]
+    pub fn with_report(mut self, report: fn(SessionEnd)) -> Self {
+        self.report = report;
+        self
+    }
+
+    /// Serves forever: `N` sessions plus the refusal slot, all in the calling task.
+    pub async fn run(self) -> ! {
+        let Self {
+            stack,
+            config,
+            storage,
+            report,
+        } = self;
+        let occupancy = Occupancy {
+            busy: Cell::new(0),
+            changed: Signal::new(),
+        };
+        let occupancy = &occupancy;
+        let sessions = storage
+            .sessions
+            .each_mut()
+            .map(|buffers| session_loop(stack, config, buffers, &storage.udp, occupancy, report));
+        let refusal = refusal_loop::<N>(stack, config, &mut storage.refusal, occupancy, report);
+        let (_, never) = join(join_array(sessions), refusal).await;
+        never
+    }
+}
+
+/// One session slot: listen, serve, close, repeat.
+async fn session_loop<const B: usize>(
+    stack: Stack<'static>,
+    config: &GatewayConfig,
+    buffers: &mut SessionBuffers<B>,
+    udp: &[RefCell<UdpBuffers>],
+    occupancy: &Occupancy,
+    report: fn(SessionEnd),
+) -> ! {
+    // Set while this slot still counts as busy after its session ended.
+    let release_pending = Cell::new(false);
+    loop {
+        let SessionBuffers {
+            client_rx,
+            client_tx,
+            upstream_rx,
+            upstream_tx,
+            scratch,
+        } = &mut *buffers;
+        let mut client = TcpSocket::new(stack, client_rx, client_tx);
+        client.set_keep_alive(Some(embassy_time::Duration::from_secs(60)));
+        // Listen first, then announce the slot is free: no window without a listener.
+        let release = async {
+            if release_pending.replace(false) {
+                occupancy.update(-1);
+            }
+            core::future::pending::<()>().await
+        };
+        let accepted = match select(client.accept(config.port), release).await {
+            Either::First(result) => result,
+            Either::Second(()) => continue,
+        };
+        if release_pending.replace(false) {
+            occupancy.update(-1);
+        }
+        if accepted.is_err() {
+            continue;
+        }
+        occupancy.update(1);
+        release_pending.set(true);
+        let mut upstream = TcpSocket::new(stack, upstream_rx, upstream_tx);
+        let end = session::serve(stack, config, &mut client, &mut upstream, scratch, udp).await;
+        report(end);
+    }
+}
+
+/// The refusal slot: listens only while all `N` sessions are busy.
+async fn refusal_loop<const N: usize>(
+    stack: Stack<'static>,
+    config: &GatewayConfig,
+    buffers: &mut RefusalBuffers,
+    occupancy: &Occupancy,
+    report: fn(SessionEnd),
+) -> ! {
+    loop {
+        while occupancy.busy.get() < N {
+            occupancy.changed.wait().await;
+        }
+        let RefusalBuffers { rx, tx, scratch } = &mut *buffers;
+        let mut client = TcpSocket::new(stack, rx, tx);
+        let slot_freed = async {
+            while occupancy.busy.get() >= N {
+                occupancy.changed.wait().await;
+            }
+        };
+        match select(client.accept(config.port), slot_freed).await {
+            Either::First(Ok(())) => {
+                report(session::refuse(stack, config, &mut client, scratch).await);
+            }
+            // Still listening (or never connected): closing sends nothing.
+            Either::First(Err(_)) | Either::Second(()) => client.abort(),
+        }
+    }
+}

@@ -1,0 +1,850 @@
+//! Host tests of the gateway: the firmware's server code on std, with two embassy-net stacks
+//! joined by an in-memory wire (no privileges, no sockets of the host).
+//!
+//! * gateway stack 10.0.0.1: `socksgate_embedded::Gateway` on port 1080;
+//! * peer stack 10.0.0.2: the scripted SOCKS clients and a fake upstream (TCP echo on 7).
+//!
+//! Client bytes are written literally (RFC 1928/1929 vectors); the gateway parses nothing
+//! itself, the core does.
+
+use core::future::Future;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use embassy_futures::join::join_array;
+use embassy_futures::select::{Either, Either4, select, select3, select4};
+use embassy_net::tcp::{State, TcpSocket};
+use embassy_net::udp::{PacketMetadata, UdpSocket};
+use embassy_net::{
+    Config, ConfigV4, ConfigV6, IpEndpoint, Ipv4Address, Ipv4Cidr, Ipv6Address, Ipv6Cidr, Runner,
+    Stack, StackResources, StaticConfigV4, StaticConfigV6,
+};
+use embassy_net_driver_channel as ch;
+use embassy_net_driver_channel::driver::{HardwareAddress, LinkState};
+use embassy_time::{Duration, Timer, with_timeout};
+use socksgate_core::rules::{Action, Rule, Rules};
+use socksgate_embedded::pool::sockets_needed;
+use socksgate_embedded::{Gateway, GatewayConfig, GatewayStorage, User};
+
+const MTU: usize = 1500;
+/// Sessions of the gateway under test (small, so the pool is easy to exhaust).
+const SESSIONS: usize = 2;
+/// UDP association slots of the gateway under test.
+const UDP_SLOTS: usize = 1;
+const GATEWAY_IP: Ipv4Address = Ipv4Address::new(10, 0, 0, 1);
+const PEER_IP: Ipv4Address = Ipv4Address::new(10, 0, 0, 2);
+const GATEWAY_IP6: Ipv6Address = Ipv6Address::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
+const PEER_IP6: Ipv6Address = Ipv6Address::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
+const SOCKS_PORT: u16 = 1080;
+const ECHO_PORT: u16 = 7;
+
+static USERS: [User; 2] = [
+    User {
+        name: "alice",
+        password: "secret",
+    },
+    User {
+        name: "bob",
+        password: "hunter2",
+    },
+];
+
+/// Username/password required (SOCKS4 therefore off); short handshake timeout.
+static AUTH: GatewayConfig = GatewayConfig {
+    handshake_timeout: HANDSHAKE_TIMEOUT,
+    close_timeout: Duration::from_secs(1),
+    ..GatewayConfig::new(SOCKS_PORT, &USERS)
+};
+
+/// No authentication, SOCKS4/4a allowed.
+static OPEN: GatewayConfig = GatewayConfig {
+    handshake_timeout: HANDSHAKE_TIMEOUT,
+    close_timeout: Duration::from_secs(1),
+    ..GatewayConfig::new(SOCKS_PORT, &[])
+};
+
+type Device = ch::Device<'static, MTU>;
+
+/// Generous: CI machines are loaded, and the bytewise test takes dozens of round trips.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn node(
+    ip: Ipv4Address,
+    ip6: Ipv6Address,
+    dns: Option<Ipv4Address>,
+    seed: u64,
+) -> (
+    Stack<'static>,
+    Runner<'static, Device>,
+    ch::Runner<'static, MTU>,
+) {
+    let state = Box::leak(Box::new(ch::State::<MTU, 8, 8>::new()));
+    let (mut wire_end, device) = ch::new(state, HardwareAddress::Ip);
+    wire_end.set_link_state(LinkState::Up);
+    let mut v4 = StaticConfigV4 {
+        address: Ipv4Cidr::new(ip, 24),
+        gateway: None,
+        dns_servers: Default::default(),
+    };
+    if let Some(dns) = dns {
+        v4.dns_servers.push(dns).unwrap();
+    }
+    let mut config = Config::default();
+    config.ipv4 = ConfigV4::Static(v4);
+    config.ipv6 = ConfigV6::Static(StaticConfigV6 {
+        address: Ipv6Cidr::new(ip6, 64),
+        gateway: None,
+        dns_servers: Default::default(),
+    });
+    let resources = Box::leak(Box::new(StackResources::<
+        { sockets_needed(SESSIONS, UDP_SLOTS) + 8 },
+    >::new()));
+    let (stack, runner) = embassy_net::new(device, config, resources, seed);
+    (stack, runner, wire_end)
+}
+
+/// A DNS server on the peer, port 53: `echo.test` has A 10.0.0.2, `echo6.test` has only
+/// AAAA fd00::2, every other name is NXDOMAIN. Test scaffolding, not SOCKS: it answers the
+/// gateway's embassy-net resolver.
+async fn dns_server(stack: Stack<'static>) -> ! {
+    let mut rx_meta = [PacketMetadata::EMPTY; 4];
+    let mut tx_meta = [PacketMetadata::EMPTY; 4];
+    let mut rx = [0u8; 1024];
+    let mut tx = [0u8; 1024];
+    let mut socket = UdpSocket::new(stack, &mut rx_meta, &mut rx, &mut tx_meta, &mut tx);
+    socket.bind(53).unwrap();
+    let mut buf = [0u8; 512];
+    loop {
+        let (n, from) = socket.recv_from(&mut buf).await.unwrap();
+        let query = &buf[..n];
+        // Question: labels from offset 12 up to the root label, then QTYPE and QCLASS.
+        let mut at = 12;
+        let mut name = Vec::new();
+        while query[at] != 0 {
+            let len = query[at] as usize;
+            if !name.is_empty() {
+                name.push(b'.');
+            }
+            name.extend_from_slice(&query[at + 1..at + 1 + len]);
+            at += 1 + len;
+        }
+        let qtype = u16::from_be_bytes([query[at + 1], query[at + 2]]);
+        let question_end = at + 5;
+        let mut reply = query[..question_end].to_vec();
+        reply[2] = 0x81;
+        reply[3] = 0x80;
+        let rdata: Option<Vec<u8>> = match (&name[..], qtype) {
+            (b"echo.test", 1) => Some(PEER_IP.octets().to_vec()),
+            (b"echo6.test", 28) => Some(PEER_IP6.octets().to_vec()),
+            (b"echo.test" | b"echo6.test", _) => None,
+            _ => {
+                reply[3] = 0x83; // NXDOMAIN
+                None
+            }
+        };
+        if let Some(rdata) = rdata {
+            reply[7] = 1; // ANCOUNT
+            reply.extend_from_slice(&[0xc0, 12]);
+            reply.extend_from_slice(&qtype.to_be_bytes());
+            reply.extend_from_slice(&[0, 1, 0, 0, 0, 60]);
+            reply.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+            reply.extend_from_slice(&rdata);
+        }
+        socket.send_to(&reply, from.endpoint).await.unwrap();
+    }
+}
+
+/// UDP echo on the peer, port 7.
+async fn udp_echo_server(stack: Stack<'static>) -> ! {
+    let mut rx_meta = [PacketMetadata::EMPTY; 4];
+    let mut tx_meta = [PacketMetadata::EMPTY; 4];
+    let mut rx = [0u8; 4096];
+    let mut tx = [0u8; 4096];
+    let mut socket = UdpSocket::new(stack, &mut rx_meta, &mut rx, &mut tx_meta, &mut tx);
+    socket.bind(ECHO_PORT).unwrap();
+    let mut buf = [0u8; 2048];
+    loop {
+        let (n, from) = socket.recv_from(&mut buf).await.unwrap();
+        socket.send_to(&buf[..n], from.endpoint).await.unwrap();
+    }
+}
+
+/// Copies every frame one side transmits into the other side's receive queue.
+async fn wire(a: ch::Runner<'static, MTU>, b: ch::Runner<'static, MTU>) -> ! {
+    let (_, mut a_rx, mut a_tx) = a.split();
+    let (_, mut b_rx, mut b_tx) = b.split();
+    loop {
+        match select(a_tx.tx_buf(), b_tx.tx_buf()).await {
+            Either::First(frame) => {
+                let len = frame.len();
+                let slot = b_rx.rx_buf().await;
+                slot[..len].copy_from_slice(frame);
+                b_rx.rx_done(len);
+                a_tx.tx_done();
+            }
+            Either::Second(frame) => {
+                let len = frame.len();
+                let slot = a_rx.rx_buf().await;
+                slot[..len].copy_from_slice(frame);
+                a_rx.rx_done(len);
+                b_tx.tx_done();
+            }
+        }
+    }
+}
+
+/// TCP echo on the peer: `N` connections at a time, each echoing until EOF, then closing.
+async fn echo_server<const N: usize>(stack: Stack<'static>) -> ! {
+    let slots: [_; N] = core::array::from_fn(|_| async move {
+        let mut rx = [0u8; 4096];
+        let mut tx = [0u8; 4096];
+        loop {
+            let mut socket = TcpSocket::new(stack, &mut rx, &mut tx);
+            if socket.accept(ECHO_PORT).await.is_err() {
+                continue;
+            }
+            let mut buf = [0u8; 1024];
+            loop {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if write_all(&mut socket, &buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            socket.close();
+            let _ = socket.flush().await;
+            while !matches!(socket.state(), State::Closed | State::TimeWait) {
+                Timer::after_millis(5).await;
+            }
+        }
+    });
+    join_array(slots).await;
+    unreachable!()
+}
+
+static SEED: AtomicU32 = AtomicU32::new(1);
+
+/// Runs `scenario` against a gateway with `config`, with a 20 s bound.
+fn run<F, Fut>(config: &'static GatewayConfig, scenario: F)
+where
+    F: FnOnce(Stack<'static>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let seed = u64::from(SEED.fetch_add(2, Ordering::Relaxed));
+    let (gw_stack, mut gw_runner, gw_wire) = node(GATEWAY_IP, GATEWAY_IP6, Some(PEER_IP), seed);
+    let (peer_stack, mut peer_runner, peer_wire) = node(PEER_IP, PEER_IP6, None, seed + 1);
+    let storage = Box::leak(Box::new(GatewayStorage::<SESSIONS, UDP_SLOTS>::new()));
+    let gateway = Gateway::new(gw_stack, config, storage);
+    let test = async {
+        match select(
+            select3(
+                gateway.run(),
+                echo_server::<{ SESSIONS + 2 }>(peer_stack),
+                select(dns_server(peer_stack), udp_echo_server(peer_stack)),
+            ),
+            with_timeout(Duration::from_secs(20), scenario(peer_stack)),
+        )
+        .await
+        {
+            Either::Second(result) => result.expect("scenario timed out"),
+        }
+    };
+    match futures_executor::block_on(select4(
+        gw_runner.run(),
+        peer_runner.run(),
+        wire(gw_wire, peer_wire),
+        test,
+    )) {
+        Either4::Fourth(()) => {}
+    }
+}
+
+async fn write_all(
+    socket: &mut TcpSocket<'_>,
+    mut bytes: &[u8],
+) -> Result<(), embassy_net::tcp::Error> {
+    while !bytes.is_empty() {
+        let n = socket.write(bytes).await?;
+        bytes = &bytes[n..];
+    }
+    socket.flush().await
+}
+
+/// A scripted client on the peer stack.
+struct Client {
+    socket: TcpSocket<'static>,
+}
+
+impl Client {
+    async fn connect(stack: Stack<'static>) -> Self {
+        let rx = Box::leak(Box::new([0u8; 4096]));
+        let tx = Box::leak(Box::new([0u8; 4096]));
+        let mut socket = TcpSocket::new(stack, rx, tx);
+        socket
+            .connect(IpEndpoint::new(GATEWAY_IP.into(), SOCKS_PORT))
+            .await
+            .expect("TCP connect to the gateway");
+        Self { socket }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        write_all(&mut self.socket, bytes).await.expect("send");
+    }
+
+    /// Sends `bytes` one octet per TCP segment.
+    async fn send_bytewise(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.send(core::slice::from_ref(b)).await;
+            Timer::after_millis(2).await;
+        }
+    }
+
+    /// Reads exactly `n` bytes.
+    async fn recv(&mut self, n: usize) -> Vec<u8> {
+        let mut out = vec![0u8; n];
+        let mut got = 0;
+        while got < n {
+            match self.socket.read(&mut out[got..]).await {
+                Ok(0) => panic!("EOF after {got} of {n} bytes: {:?}", &out[..got]),
+                Ok(k) => got += k,
+                Err(e) => panic!("read failed after {got} of {n} bytes: {e:?}"),
+            }
+        }
+        out
+    }
+
+    /// Expects the gateway to end the connection with a FIN (not a reset).
+    async fn expect_eof(&mut self) {
+        let mut buf = [0u8; 64];
+        match self.socket.read(&mut buf).await {
+            Ok(0) => {}
+            other => panic!("expected an orderly EOF, got {other:?}"),
+        }
+    }
+
+    /// Closes our side in order and waits for the FIN exchange to finish.
+    async fn close(mut self) {
+        self.socket.close();
+        self.socket.flush().await.expect("flush FIN");
+        let mut buf = [0u8; 64];
+        loop {
+            match self.socket.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => panic!("reset while closing: {e:?}"),
+            }
+        }
+        while !matches!(self.socket.state(), State::Closed | State::TimeWait) {
+            Timer::after_millis(5).await;
+        }
+    }
+}
+
+/// SOCKS5 CONNECT request to the echo server on the peer, by IPv4 address.
+const CONNECT_ECHO_V4: [u8; 10] = [5, 1, 0, 1, 10, 0, 0, 2, 0, ECHO_PORT as u8];
+
+/// Checks a SOCKS5 success reply carrying an IPv4 BND.ADDR of the gateway.
+fn assert_success_v4(reply: &[u8]) {
+    assert_eq!(&reply[..4], &[5, 0, 0, 1], "reply {reply:?}");
+    assert_eq!(
+        &reply[4..8],
+        &GATEWAY_IP.octets(),
+        "BND.ADDR is the gateway's upstream address"
+    );
+}
+
+async fn echo_roundtrip(client: &mut Client, payload: &[u8]) {
+    client.send(payload).await;
+    assert_eq!(client.recv(payload.len()).await, payload);
+}
+
+#[test]
+fn userpass_connect_fed_one_byte_at_a_time() {
+    run(&AUTH, |stack| async move {
+        let mut client = Client::connect(stack).await;
+        client.send_bytewise(&[5, 1, 2]).await;
+        assert_eq!(client.recv(2).await, [5, 2]);
+        client.send_bytewise(b"\x01\x05alice\x06secret").await;
+        assert_eq!(client.recv(2).await, [1, 0]);
+        client.send_bytewise(&CONNECT_ECHO_V4).await;
+        assert_success_v4(&client.recv(10).await);
+        echo_roundtrip(&mut client, b"hello through socksgate").await;
+        // 64 KiB both ways: more than every buffer on the path.
+        let big: Vec<u8> = (0..65536u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let (mut reader, mut writer) = client.socket.split();
+        let send = async {
+            let mut rest = &big[..];
+            while !rest.is_empty() {
+                let n = writer.write(rest).await.expect("write");
+                rest = &rest[n..];
+            }
+        };
+        let receive = async {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 2048];
+            while got.len() < big.len() {
+                let n = reader.read(&mut buf).await.expect("read");
+                assert_ne!(n, 0, "EOF during bulk echo");
+                got.extend_from_slice(&buf[..n]);
+            }
+            got
+        };
+        let ((), got) = embassy_futures::join::join(send, receive).await;
+        assert!(got == big, "bulk echo differs");
+        client.close().await;
+    });
+}
+
+#[test]
+fn whole_handshake_and_payload_in_one_segment() {
+    run(&AUTH, |stack| async move {
+        let mut client = Client::connect(stack).await;
+        let mut all = vec![5, 1, 2];
+        all.extend_from_slice(b"\x01\x05alice\x06secret");
+        all.extend_from_slice(&CONNECT_ECHO_V4);
+        all.extend_from_slice(b"early payload");
+        client.send(&all).await;
+        assert_eq!(client.recv(4).await, [5, 2, 1, 0]);
+        assert_success_v4(&client.recv(10).await);
+        assert_eq!(client.recv(13).await, b"early payload");
+        client.close().await;
+    });
+}
+
+#[test]
+fn wrong_password_is_refused_and_closed() {
+    run(&AUTH, |stack| async move {
+        let mut client = Client::connect(stack).await;
+        client.send(&[5, 1, 2]).await;
+        assert_eq!(client.recv(2).await, [5, 2]);
+        client.send(b"\x01\x05alice\x05wrong").await;
+        let status = client.recv(2).await;
+        assert_eq!(status[0], 1);
+        assert_ne!(status[1], 0, "RFC 1929 failure status");
+        client.expect_eof().await;
+        client.close().await;
+    });
+}
+
+#[test]
+fn no_acceptable_method_without_credentials() {
+    run(&AUTH, |stack| async move {
+        let mut client = Client::connect(stack).await;
+        client.send(&[5, 1, 0]).await;
+        assert_eq!(client.recv(2).await, [5, 0xff]);
+        client.expect_eof().await;
+        client.close().await;
+    });
+}
+
+#[test]
+fn socks4_and_socks4a_connect() {
+    run(&OPEN, |stack| async move {
+        let mut client = Client::connect(stack).await;
+        client
+            .send(&[4, 1, 0, ECHO_PORT as u8, 10, 0, 0, 2, b'u', 0])
+            .await;
+        let reply = client.recv(8).await;
+        assert_eq!(reply[..2], [0, 90], "SOCKS4 granted");
+        echo_roundtrip(&mut client, b"four").await;
+        client.close().await;
+
+        // SOCKS4a: 0.0.0.x and a host name (an IP literal: no DNS server on this wire).
+        let mut client = Client::connect(stack).await;
+        client
+            .send(&[4, 1, 0, ECHO_PORT as u8, 0, 0, 0, 1, 0])
+            .await;
+        client.send(b"10.0.0.2\0").await;
+        assert_eq!(client.recv(8).await[..2], [0, 90], "SOCKS4a granted");
+        echo_roundtrip(&mut client, b"four-a").await;
+        client.close().await;
+    });
+}
+
+#[test]
+fn socks5_domain_name_target() {
+    run(&OPEN, |stack| async move {
+        let mut client = Client::connect(stack).await;
+        client.send(&[5, 1, 0]).await;
+        assert_eq!(client.recv(2).await, [5, 0]);
+        let mut request = vec![5, 1, 0, 3, 8];
+        request.extend_from_slice(b"10.0.0.2");
+        request.extend_from_slice(&[0, ECHO_PORT as u8]);
+        client.send(&request).await;
+        assert_success_v4(&client.recv(10).await);
+        echo_roundtrip(&mut client, b"by name").await;
+        client.close().await;
+    });
+}
+
+#[test]
+fn unresolvable_name_and_refused_port_get_failure_replies() {
+    run(&OPEN, |stack| async move {
+        // NXDOMAIN: "host unreachable" (4).
+        let mut client = Client::connect(stack).await;
+        client.send(&[5, 1, 0]).await;
+        assert_eq!(client.recv(2).await, [5, 0]);
+        let mut request = vec![5, 1, 0, 3, 11];
+        request.extend_from_slice(b"example.com");
+        request.extend_from_slice(&[0, 80]);
+        client.send(&request).await;
+        assert_eq!(client.recv(2).await, [5, 4]);
+        client.close().await;
+
+        // Nothing listens on port 9: "connection refused" (5).
+        let mut client = Client::connect(stack).await;
+        client.send(&[5, 1, 0, 5, 1, 0, 1, 10, 0, 0, 2, 0, 9]).await;
+        assert_eq!(client.recv(4).await, [5, 0, 5, 5]);
+        client.close().await;
+    });
+}
+
+#[test]
+fn unsupported_command_is_refused() {
+    run(&OPEN, |stack| async move {
+        let mut client = Client::connect(stack).await;
+        // BIND (2): not offered by the embedded gateway.
+        client
+            .send(&[5, 1, 0, 5, 2, 0, 1, 10, 0, 0, 2, 0, ECHO_PORT as u8])
+            .await;
+        assert_eq!(client.recv(4).await, [5, 0, 5, 7]);
+        client.close().await;
+    });
+}
+
+#[test]
+fn silent_client_is_dropped_after_the_handshake_timeout() {
+    run(&OPEN, |stack| async move {
+        let mut client = Client::connect(stack).await;
+        let started = embassy_time::Instant::now();
+        client.expect_eof().await;
+        let waited = started.elapsed();
+        assert!(
+            waited >= HANDSHAKE_TIMEOUT - Duration::from_millis(50),
+            "closed after {waited:?}"
+        );
+        client.close().await;
+    });
+}
+
+#[test]
+fn pool_exhaustion_refuses_cleanly_then_serves_when_a_slot_frees() {
+    run(&OPEN, |stack| async move {
+        // Fill every session.
+        let mut busy = Vec::new();
+        for i in 0..SESSIONS {
+            let mut client = Client::connect(stack).await;
+            client.send(&[5, 1, 0]).await;
+            assert_eq!(client.recv(2).await, [5, 0]);
+            client.send(&CONNECT_ECHO_V4).await;
+            assert_success_v4(&client.recv(10).await);
+            echo_roundtrip(&mut client, format!("session {i}").as_bytes()).await;
+            busy.push(client);
+        }
+        // N+1: accepted by the refusal slot, answered "general failure", closed in order.
+        let mut extra = Client::connect(stack).await;
+        extra.send(&[5, 1, 0]).await;
+        assert_eq!(extra.recv(2).await, [5, 0]);
+        extra.send(&CONNECT_ECHO_V4).await;
+        assert_eq!(
+            extra.recv(10).await[..2],
+            [5, 1],
+            "general failure while the pool is full"
+        );
+        extra.expect_eof().await;
+        extra.close().await;
+
+        // Free one slot; the same client retries and is served.
+        busy.pop().expect("a busy session").close().await;
+        Timer::after_millis(50).await;
+        let mut retry = Client::connect(stack).await;
+        retry.send(&[5, 1, 0]).await;
+        assert_eq!(retry.recv(2).await, [5, 0]);
+        retry.send(&CONNECT_ECHO_V4).await;
+        assert_success_v4(&retry.recv(10).await);
+        echo_roundtrip(&mut retry, b"served after a slot freed").await;
+        retry.close().await;
+        for client in busy {
+            echo_roundtrip_then_close(client).await;
+        }
+    });
+}
+
+async fn echo_roundtrip_then_close(mut client: Client) {
+    echo_roundtrip(&mut client, b"still alive").await;
+    client.close().await;
+}
+
+#[test]
+fn upstream_close_is_passed_on_as_fin() {
+    run(&OPEN, |stack| async move {
+        let mut client = Client::connect(stack).await;
+        client.send(&[5, 1, 0]).await;
+        assert_eq!(client.recv(2).await, [5, 0]);
+        client.send(&CONNECT_ECHO_V4).await;
+        assert_success_v4(&client.recv(10).await);
+        echo_roundtrip(&mut client, b"x").await;
+        // Half-close: the echo server sees EOF, closes, and the gateway passes its FIN on.
+        client.socket.close();
+        client.expect_eof().await;
+        client.close().await;
+    });
+}
+
+/// A gateway config with `rules` (leaked: tests build them at run time).
+fn with_rules(users: &'static [User], rules: Vec<Rule>, default: Action) -> &'static GatewayConfig {
+    let rules: &'static [Rule] = Vec::leak(rules);
+    Box::leak(Box::new(GatewayConfig {
+        rules: Rules::new(rules, default),
+        handshake_timeout: HANDSHAKE_TIMEOUT,
+        close_timeout: Duration::from_secs(1),
+        ..GatewayConfig::new(SOCKS_PORT, users)
+    }))
+}
+
+async fn socks5_noauth_request(stack: Stack<'static>, request: &[u8]) -> (Client, Vec<u8>) {
+    let mut client = Client::connect(stack).await;
+    client.send(&[5, 1, 0]).await;
+    assert_eq!(client.recv(2).await, [5, 0]);
+    client.send(request).await;
+    let reply = client.recv(10).await;
+    (client, reply)
+}
+
+fn domain_request(name: &[u8], port: u16) -> Vec<u8> {
+    let mut request = vec![5, 1, 0, 3, name.len() as u8];
+    request.extend_from_slice(name);
+    request.extend_from_slice(&port.to_be_bytes());
+    request
+}
+
+#[test]
+fn denied_destinations_get_not_allowed() {
+    let config = with_rules(
+        &[],
+        vec![
+            Rule::deny()
+                .dst("10.0.0.2/32".parse().unwrap())
+                .ports("13".parse().unwrap()),
+            Rule::deny().dst(".blocked.test".parse().unwrap()),
+        ],
+        Action::Allow,
+    );
+    run(config, |stack| async move {
+        // By address.
+        let (client, reply) = socks5_noauth_request(stack, &[5, 1, 0, 1, 10, 0, 0, 2, 0, 13]).await;
+        assert_eq!(reply[..2], [5, 2], "not allowed by ruleset");
+        client.close().await;
+        // By a name that spells the same address: normalised, same verdict.
+        let (client, reply) = socks5_noauth_request(stack, &domain_request(b"10.0.0.2", 13)).await;
+        assert_eq!(reply[..2], [5, 2]);
+        client.close().await;
+        // By name suffix: refused before any DNS query (no DNS here would give 4, not 2).
+        let (client, reply) =
+            socks5_noauth_request(stack, &domain_request(b"www.blocked.test", 80)).await;
+        assert_eq!(reply[..2], [5, 2]);
+        client.close().await;
+        // Everything else is allowed.
+        let (mut client, reply) = socks5_noauth_request(stack, &CONNECT_ECHO_V4).await;
+        assert_success_v4(&reply);
+        echo_roundtrip(&mut client, b"allowed").await;
+        client.close().await;
+    });
+}
+
+#[test]
+fn rules_can_name_the_authenticated_user() {
+    let config = with_rules(
+        &USERS,
+        vec![Rule::allow().user("alice".parse().unwrap())],
+        Action::Deny,
+    );
+    run(config, |stack| async move {
+        for (name, password, allowed) in [
+            (&b"bob"[..], &b"hunter2"[..], false),
+            (b"alice", b"secret", true),
+        ] {
+            let mut client = Client::connect(stack).await;
+            client.send(&[5, 1, 2]).await;
+            assert_eq!(client.recv(2).await, [5, 2]);
+            let mut auth = vec![1, name.len() as u8];
+            auth.extend_from_slice(name);
+            auth.push(password.len() as u8);
+            auth.extend_from_slice(password);
+            client.send(&auth).await;
+            assert_eq!(client.recv(2).await, [1, 0]);
+            client.send(&CONNECT_ECHO_V4).await;
+            let reply = client.recv(10).await;
+            if allowed {
+                assert_success_v4(&reply);
+                echo_roundtrip(&mut client, b"alice may").await;
+            } else {
+                assert_eq!(reply[..2], [5, 2], "bob is not in the rules");
+            }
+            client.close().await;
+        }
+    });
+}
+
+#[test]
+fn names_resolve_through_embassy_net_dns() {
+    run(&OPEN, |stack| async move {
+        // A record.
+        let (mut client, reply) =
+            socks5_noauth_request(stack, &domain_request(b"echo.test", ECHO_PORT)).await;
+        assert_success_v4(&reply);
+        echo_roundtrip(&mut client, b"resolved v4").await;
+        client.close().await;
+
+        // AAAA only: the upstream connection is IPv6, so is BND.ADDR.
+        let mut client = Client::connect(stack).await;
+        client.send(&[5, 1, 0]).await;
+        assert_eq!(client.recv(2).await, [5, 0]);
+        client.send(&domain_request(b"echo6.test", ECHO_PORT)).await;
+        let reply = client.recv(22).await;
+        assert_eq!(reply[..4], [5, 0, 0, 4], "IPv6 success reply");
+        assert_eq!(reply[4..20], GATEWAY_IP6.octets());
+        echo_roundtrip(&mut client, b"resolved v6").await;
+        client.close().await;
+
+        // SOCKS4a with a name.
+        let mut client = Client::connect(stack).await;
+        let mut request = vec![4, 1, 0, ECHO_PORT as u8, 0, 0, 0, 1, 0];
+        request.extend_from_slice(b"echo.test\0");
+        client.send(&request).await;
+        assert_eq!(client.recv(8).await[..2], [0, 90]);
+        echo_roundtrip(&mut client, b"4a by name").await;
+        client.close().await;
+    });
+}
+
+#[test]
+fn ipv6_destination() {
+    run(&OPEN, |stack| async move {
+        let mut client = Client::connect(stack).await;
+        let mut request = vec![5, 1, 0, 5, 1, 0, 4];
+        request.extend_from_slice(&PEER_IP6.octets());
+        request.extend_from_slice(&[0, ECHO_PORT as u8]);
+        client.send(&request).await;
+        assert_eq!(client.recv(2).await, [5, 0]);
+        let reply = client.recv(22).await;
+        assert_eq!(reply[..4], [5, 0, 0, 4]);
+        assert_eq!(reply[4..20], GATEWAY_IP6.octets());
+        echo_roundtrip(&mut client, b"over IPv6").await;
+        client.close().await;
+    });
+}
+
+#[test]
+fn udp_associate_relays_datagrams_until_the_control_connection_closes() {
+    run(&OPEN, |stack| async move {
+        let (mut rx_meta, mut tx_meta) = ([PacketMetadata::EMPTY; 4], [PacketMetadata::EMPTY; 4]);
+        let (mut rx, mut tx) = ([0u8; 4096], [0u8; 4096]);
+        let mut udp = UdpSocket::new(stack, &mut rx_meta, &mut rx, &mut tx_meta, &mut tx);
+        udp.bind(40000).unwrap();
+
+        let mut control = Client::connect(stack).await;
+        control.send(&[5, 1, 0]).await;
+        assert_eq!(control.recv(2).await, [5, 0]);
+        // UDP ASSOCIATE, announcing our UDP source 10.0.0.2:40000.
+        control.send(&[5, 3, 0, 1, 10, 0, 0, 2, 0x9c, 0x40]).await;
+        let reply = control.recv(10).await;
+        assert_eq!(
+            reply[..8],
+            [5, 0, 0, 1, 10, 0, 0, 1],
+            "relay on the gateway's address"
+        );
+        let relay = IpEndpoint::new(GATEWAY_IP.into(), u16::from_be_bytes([reply[8], reply[9]]));
+        let mut buf = [0u8; 2048];
+
+        // Standalone datagram to the echo server by address.
+        let echo_header = [0, 0, 0, 1, 10, 0, 0, 2, 0, ECHO_PORT as u8];
+        let mut datagram = echo_header.to_vec();
+        datagram.extend_from_slice(b"ping");
+        udp.send_to(&datagram, relay).await.unwrap();
+        let (n, from) = udp.recv_from(&mut buf).await.unwrap();
+        assert_eq!(from.endpoint, relay);
+        assert_eq!(
+            &buf[..n],
+            &datagram[..],
+            "reply carries the echo server as source"
+        );
+
+        // By name, through the gateway's resolver.
+        let mut datagram = vec![0, 0, 0, 3, 9];
+        datagram.extend_from_slice(b"echo.test");
+        datagram.extend_from_slice(&[0, ECHO_PORT as u8]);
+        datagram.extend_from_slice(b"named");
+        udp.send_to(&datagram, relay).await.unwrap();
+        let (n, _) = udp.recv_from(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], [&echo_header[..], b"named"].concat());
+
+        // Two fragments, reassembled by the core before sending.
+        let mut first = echo_header.to_vec();
+        first[2] = 1;
+        first.extend_from_slice(b"frag");
+        let mut last = echo_header.to_vec();
+        last[2] = 0x82;
+        last.extend_from_slice(b"mented");
+        udp.send_to(&first, relay).await.unwrap();
+        udp.send_to(&last, relay).await.unwrap();
+        let (n, _) = udp.recv_from(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], [&echo_header[..], b"fragmented"].concat());
+
+        // Closing the control connection ends the association.
+        control.close().await;
+        Timer::after_millis(50).await;
+        let mut datagram = echo_header.to_vec();
+        datagram.extend_from_slice(b"too late");
+        udp.send_to(&datagram, relay).await.unwrap();
+        let late = with_timeout(Duration::from_millis(300), udp.recv_from(&mut buf)).await;
+        assert!(late.is_err(), "no relay after the association ended");
+    });
+}
+
+#[test]
+fn idle_relay_is_closed_in_order() {
+    let config: &'static GatewayConfig = Box::leak(Box::new(GatewayConfig {
+        idle_timeout: Duration::from_millis(300),
+        handshake_timeout: HANDSHAKE_TIMEOUT,
+        close_timeout: Duration::from_secs(1),
+        ..GatewayConfig::new(SOCKS_PORT, &[])
+    }));
+    run(config, |stack| async move {
+        let (mut client, reply) = socks5_noauth_request(stack, &CONNECT_ECHO_V4).await;
+        assert_success_v4(&reply);
+        echo_roundtrip(&mut client, b"then silence").await;
+        let started = embassy_time::Instant::now();
+        client.expect_eof().await;
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(250),
+            "closed after {waited:?}"
+        );
+        client.close().await;
+    });
+}
+
+#[test]
+fn socks4_client_is_refused_in_its_own_version_when_the_pool_is_full() {
+    run(&OPEN, |stack| async move {
+        let mut busy = Vec::new();
+        for _ in 0..SESSIONS {
+            let (client, reply) = socks5_noauth_request(stack, &CONNECT_ECHO_V4).await;
+            assert_success_v4(&reply);
+            busy.push(client);
+        }
+        let mut extra = Client::connect(stack).await;
+        extra
+            .send(&[4, 1, 0, ECHO_PORT as u8, 10, 0, 0, 2, 0])
+            .await;
+        assert_eq!(extra.recv(8).await[..2], [0, 91], "SOCKS4 rejected");
+        extra.expect_eof().await;
+        extra.close().await;
+        for client in busy {
+            client.close().await;
+        }
+    });
+}

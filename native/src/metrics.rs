@@ -1,0 +1,350 @@
+//! Prometheus metrics (`serve --metrics ADDR`): counters kept with atomics by the sessions,
+//! rendered in the text exposition format at `GET /metrics`.
+//!
+//! Per-user byte counters exist only for users who authenticated (RFC 1929), so their number
+//! is bounded by the users file.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use socksgate_core::wire::{Command, ReplyCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const COMMANDS: [&str; 4] = ["connect", "bind", "udp_associate", "unknown"];
+
+/// Every counter the server keeps.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    connections: AtomicU64,
+    active: AtomicI64,
+    handshake_failures: AtomicU64,
+    auth_failures: AtomicU64,
+    requests: [AtomicU64; 4],
+    replies: [AtomicU64; 9],
+    bytes_up: AtomicU64,
+    bytes_down: AtomicU64,
+    udp_datagrams_up: AtomicU64,
+    udp_datagrams_down: AtomicU64,
+    per_user: Mutex<HashMap<String, UserCounters>>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct UserCounters {
+    sessions: u64,
+    up: u64,
+    down: u64,
+}
+
+/// Decrements the active-connection gauge when dropped.
+#[derive(Debug)]
+pub struct ActiveGuard<'a>(&'a Metrics);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Metrics {
+    /// A connection was accepted; the guard keeps it counted as active.
+    pub fn accepted(&self) -> ActiveGuard<'_> {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        self.active.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(self)
+    }
+
+    /// The handshake failed (malformed, timed out, closed early).
+    pub fn handshake_failed(&self) {
+        self.handshake_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// RFC 1929 credentials were rejected.
+    pub fn auth_failed(&self) {
+        self.auth_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request arrived.
+    pub fn request(&self, command: Command) {
+        let i = match command {
+            Command::Connect => 0,
+            Command::Bind => 1,
+            Command::UdpAssociate => 2,
+            Command::Unknown(_) => 3,
+        };
+        if let Some(c) = self.requests.get(i) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A reply was sent (SOCKS5 numbering; SOCKS4 replies are counted by their cause).
+    pub fn reply(&self, code: ReplyCode) {
+        if let Some(c) = self.replies.get(usize::from(u8::from(code))) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Relayed TCP bytes of a finished session, for `user` if one authenticated.
+    pub fn relayed(&self, user: Option<&[u8]>, up: u64, down: u64) {
+        self.bytes_up.fetch_add(up, Ordering::Relaxed);
+        self.bytes_down.fetch_add(down, Ordering::Relaxed);
+        self.for_user(user, |c| {
+            c.up += up;
+            c.down += down;
+        });
+    }
+
+    /// A session of an authenticated user began.
+    pub fn user_session(&self, user: Option<&[u8]>) {
+        self.for_user(user, |c| c.sessions += 1);
+    }
+
+    /// UDP datagrams relayed (client → destination, destination → client) and their bytes.
+    pub fn udp(
+        &self,
+        user: Option<&[u8]>,
+        datagrams_up: u64,
+        datagrams_down: u64,
+        up: u64,
+        down: u64,
+    ) {
+        self.udp_datagrams_up
+            .fetch_add(datagrams_up, Ordering::Relaxed);
+        self.udp_datagrams_down
+            .fetch_add(datagrams_down, Ordering::Relaxed);
+        self.relayed(user, up, down);
+    }
+
+    fn for_user(&self, user: Option<&[u8]>, f: impl FnOnce(&mut UserCounters)) {
+        let Some(user) = user else { return };
+        if let Ok(mut map) = self.per_user.lock() {
+            f(map
+                .entry(String::from_utf8_lossy(user).into_owned())
+                .or_default());
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut o = String::new();
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let counter = |o: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        counter(
+            &mut o,
+            "socksgate_connections_total",
+            "Accepted client connections.",
+            get(&self.connections),
+        );
+        let _ = writeln!(
+            o,
+            "# HELP socksgate_connections_active Client connections open now.\n# TYPE socksgate_connections_active gauge\nsocksgate_connections_active {}",
+            self.active.load(Ordering::Relaxed)
+        );
+        counter(
+            &mut o,
+            "socksgate_handshake_failures_total",
+            "Handshakes that failed or timed out.",
+            get(&self.handshake_failures),
+        );
+        counter(
+            &mut o,
+            "socksgate_auth_failures_total",
+            "Rejected username/password logins.",
+            get(&self.auth_failures),
+        );
+        let _ = writeln!(
+            o,
+            "# HELP socksgate_requests_total Requests by command.\n# TYPE socksgate_requests_total counter"
+        );
+        for (name, c) in COMMANDS.iter().zip(&self.requests) {
+            let _ = writeln!(
+                o,
+                "socksgate_requests_total{{command=\"{name}\"}} {}",
+                get(c)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP socksgate_replies_total Replies by SOCKS5 reply code.\n# TYPE socksgate_replies_total counter"
+        );
+        for (code, c) in self.replies.iter().enumerate() {
+            let v = get(c);
+            {
+                let _ = writeln!(o, "socksgate_replies_total{{code=\"{code}\"}} {v}");
+            }
+        }
+        let _ = writeln!(
+            o,
+            "# HELP socksgate_bytes_total Relayed payload bytes (TCP and UDP).\n# TYPE socksgate_bytes_total counter"
+        );
+        let _ = writeln!(
+            o,
+            "socksgate_bytes_total{{direction=\"up\"}} {}",
+            get(&self.bytes_up)
+        );
+        let _ = writeln!(
+            o,
+            "socksgate_bytes_total{{direction=\"down\"}} {}",
+            get(&self.bytes_down)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP socksgate_udp_datagrams_total Relayed UDP datagrams.\n# TYPE socksgate_udp_datagrams_total counter"
+        );
+        let _ = writeln!(
+            o,
+            "socksgate_udp_datagrams_total{{direction=\"up\"}} {}",
+            get(&self.udp_datagrams_up)
+        );
+        let _ = writeln!(
+            o,
+            "socksgate_udp_datagrams_total{{direction=\"down\"}} {}",
+            get(&self.udp_datagrams_down)
+        );
+        if let Ok(map) = self.per_user.lock()
+            && !map.is_empty()
+        {
+            let mut users: Vec<_> = map.iter().collect();
+            users.sort_by(|a, b| a.0.cmp(b.0));
+            let _ = writeln!(
+                o,
+                "# HELP socksgate_user_sessions_total Sessions per authenticated user.\n# TYPE socksgate_user_sessions_total counter"
+            );
+            for (u, c) in &users {
+                let _ = writeln!(
+                    o,
+                    "socksgate_user_sessions_total{{user=\"{}\"}} {}",
+                    escape(u),
+                    c.sessions
+                );
+            }
+            let _ = writeln!(
+                o,
+                "# HELP socksgate_user_bytes_total Relayed bytes per authenticated user.\n# TYPE socksgate_user_bytes_total counter"
+            );
+            for (u, c) in &users {
+                let _ = writeln!(
+                    o,
+                    "socksgate_user_bytes_total{{user=\"{}\",direction=\"up\"}} {}",
+                    escape(u),
+                    c.up
+                );
+                let _ = writeln!(
+                    o,
+                    "socksgate_user_bytes_total{{user=\"{}\",direction=\"down\"}} {}",
+                    escape(u),
+                    c.down
+                );
+            }
+        }
+        o
+    }
+}
+
+/// Label value escaping of the exposition format.
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Serves `GET /metrics` (anything else: 404) until the task is dropped.
+pub async fn serve(listener: TcpListener, metrics: std::sync::Arc<Metrics>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let metrics = std::sync::Arc::clone(&metrics);
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), answer(stream, &metrics)).await;
+        });
+    }
+}
+
+async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+    let mut req = Vec::with_capacity(512);
+    let mut buf = [0u8; 512];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        req.extend_from_slice(buf.get(..n).unwrap_or_default());
+    }
+    let line = req
+        .split(|&b| b == b'\r' || b == b'\n')
+        .next()
+        .unwrap_or_default();
+    let mut parts = line.split(|&b| b == b' ');
+    let (method, path) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    let path = path.split(|&b| b == b'?').next().unwrap_or_default();
+    let response = if method == b"GET" && (path == b"/metrics" || path == b"/") {
+        let body = metrics.render();
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    } else {
+        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
+    };
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_users() {
+        let m = Metrics::default();
+        let g = m.accepted();
+        m.request(Command::Connect);
+        m.reply(ReplyCode::Succeeded);
+        m.reply(ReplyCode::ConnectionRefused);
+        m.user_session(Some(b"al\"ice"));
+        m.relayed(Some(b"al\"ice"), 10, 20);
+        let text = m.render();
+        assert!(text.contains("socksgate_connections_total 1\n"), "{text}");
+        assert!(text.contains("socksgate_connections_active 1\n"));
+        assert!(text.contains("socksgate_requests_total{command=\"connect\"} 1\n"));
+        assert!(text.contains("socksgate_replies_total{code=\"5\"} 1\n"));
+        assert!(text.contains("socksgate_bytes_total{direction=\"down\"} 20\n"));
+        assert!(
+            text.contains("socksgate_user_bytes_total{user=\"al\\\"ice\",direction=\"up\"} 10\n"),
+            "{text}"
+        );
+        drop(g);
+        assert!(m.render().contains("socksgate_connections_active 0\n"));
+    }
+
+    #[tokio::test]
+    async fn http_endpoint() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let m = std::sync::Arc::new(Metrics::default());
+        tokio::spawn(serve(l, m));
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+        assert!(out.contains("socksgate_connections_total 0"));
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /nope HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 404"), "{out}");
+    }
+}
