@@ -131,6 +131,19 @@ pub struct UdpSettings {
     /// (for a server behind NAT). The port is always the relay socket's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public_address: Option<IpAddr>,
+    /// Local ports for relay sockets (`"40000-40999"`), so a firewall or NAT can forward a
+    /// known range; default: any ephemeral port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Spanned<String>>,
+}
+
+impl UdpSettings {
+    /// The relay port range, if configured and valid.
+    pub fn port_range(&self) -> Option<(u16, u16)> {
+        let text = self.ports.as_ref()?;
+        let range: socksgate_core::rules::PortRange = text.get_ref().parse().ok()?;
+        Some((range.start(), range.end()))
+    }
 }
 
 /// Allow or deny.
@@ -233,6 +246,20 @@ impl Config {
             && !dir.as_os_str().is_empty()
         {
             config.users = Some(dir.join(users));
+        }
+        if let Some(ports) = &config.udp.ports
+            && config.udp.port_range().is_none_or(|(start, _)| start == 0)
+        {
+            let (line, column) = line_column(text, ports.span().start);
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                line,
+                column,
+                message: format!(
+                    "[udp] ports {:?}: expected a port or range such as \"40000-40999\" (not 0)",
+                    ports.get_ref()
+                ),
+            });
         }
         config.rule_lines = rule_lines(text);
         crate::access::compile(&config.rules, config.default_action, &config.rule_lines)
@@ -401,6 +428,7 @@ any_peer = true
 
 [udp]
 public_address = "203.0.113.9"
+ports = "40000-40999"
 
 [[rule]]
 action = "allow"
@@ -419,6 +447,9 @@ users = ["alice"]
         assert_eq!(c.timeouts.bind, 120);
         assert!(c.bind.any_peer);
         assert_eq!(c.udp.public_address, Some("203.0.113.9".parse().unwrap()));
+        assert_eq!(c.udp.port_range(), Some((40000, 40999)));
+        let e = parse("[udp]\nports = \"9-1\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("test.toml:2:9"), "{e}");
         assert_eq!(c.rules.len(), 1);
         assert_eq!(c.rules[0].users[0].get_ref(), "alice");
     }

@@ -61,12 +61,17 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Connect(args) => {
-            runtime()?.block_on(client::run(
+            let rt = runtime()?;
+            let result = rt.block_on(client::run(
                 &args.proxy,
                 &args.host,
                 args.port,
                 args.no_shutdown,
-            ))?;
+            ));
+            // tokio's stdin reads on a blocking thread that may never return (ssh keeps our
+            // stdin open): do not wait for it when the session is over.
+            rt.shutdown_background();
+            result?;
             Ok(())
         }
         Command::CheckConfig(args) => {

@@ -24,6 +24,9 @@ use crate::users::Users;
 use crate::{bind, relay, udp_relay};
 use socksgate_core::rules::Query;
 
+/// Password checks (Argon2) allowed to run at the same time.
+static AUTH_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
 /// How long a failed connection waits for the client to close after the failure reply.
 const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -347,6 +350,10 @@ async fn handshake(
                 Event::Authenticate { username, password } => {
                     let ok = match &shared.users {
                         Some(users) => {
+                            // Each Argon2 check takes ~19 MiB and a core for tens of ms:
+                            // bound how many run at once, so a flood of bogus logins
+                            // queues instead of exhausting memory.
+                            let _slot = AUTH_SLOTS.acquire().await;
                             let users = Arc::clone(users);
                             let (u, p) = (username.clone(), password);
                             tokio::task::spawn_blocking(move || users.verify(&u, &p))

@@ -60,6 +60,33 @@ impl Outbound {
     }
 }
 
+/// Binds the client-facing socket: any port, or the first free one in `range` starting at a
+/// random offset (so concurrent associations do not all probe the same ports).
+async fn bind_relay(ip: IpAddr, range: Option<(u16, u16)>) -> io::Result<UdpSocket> {
+    let Some((start, end)) = range else {
+        return UdpSocket::bind((ip, 0)).await;
+    };
+    let span = u32::from(end - start) + 1;
+    let offset = {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(span);
+        u32::try_from(h.finish() % u64::from(span)).unwrap_or(0)
+    };
+    for i in 0..span {
+        let port = u16::try_from(u32::from(start) + (offset + i) % span).unwrap_or(start);
+        match UdpSocket::bind((ip, port)).await {
+            Ok(s) => return Ok(s),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!("every UDP relay port in {start}-{end} is in use"),
+    ))
+}
+
 async fn recv_opt(sock: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
     match sock {
         Some(s) => s.recv_from(buf).await,
@@ -79,7 +106,7 @@ pub(crate) async fn run(
         Target::Ip(sa) if sa.port() != 0 => Some(sa.port()),
         _ => None,
     };
-    let relay = match UdpSocket::bind((ctx.local.ip(), 0)).await {
+    let relay = match bind_relay(ctx.local.ip(), ctx.shared.config.udp.port_range()).await {
         Ok(s) => s,
         Err(e) => {
             conn.respond(Err(io_reply(&e))).await?;

@@ -214,3 +214,44 @@ fn json_logs() {
         "{first}"
     );
 }
+
+#[test]
+fn connect_exits_when_the_destination_closes_with_stdin_open() {
+    // Like ssh's ProxyCommand: stdin stays open; the destination answers and closes.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dst = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.write_all(b"bye").unwrap();
+    });
+    let port = free_port();
+    let _server = serve(port, &[]);
+    let url = format!("socks5://127.0.0.1:{port}");
+    let mut child = Command::new(BIN)
+        .args(["connect", "--proxy", &url, "127.0.0.1", &dst.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _stdin = child.stdin.take(); // held open
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success());
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "connect did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(out, "bye");
+}

@@ -612,3 +612,42 @@ async fn bind_listener_closes_with_the_client() {
     let e = TcpStream::connect(listening).await.unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
 }
+
+#[tokio::test]
+async fn udp_relay_ports_come_from_the_configured_range() {
+    let config = Config::parse(
+        "[udp]\nports = \"29170-29171\"\n",
+        std::path::Path::new("t.toml"),
+    )
+    .unwrap();
+    let proxy = start(config, None).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        let zero = Addr::Ip("0.0.0.0:0".parse().unwrap());
+        let mut c = Client::new(ClientConfig::new(
+            Version::Socks5,
+            Command::UdpAssociate,
+            zero,
+        ))
+        .unwrap();
+        let (relay, _) = client::handshake(&mut c, &mut s).await.unwrap();
+        let Target::Ip(relay) = relay else { panic!() };
+        assert!((29170..=29171).contains(&relay.port()), "{relay}");
+        held.push(s);
+    }
+    // The range is exhausted: the third association fails with a general failure.
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let zero = Addr::Ip("0.0.0.0:0".parse().unwrap());
+    let mut c = Client::new(ClientConfig::new(
+        Version::Socks5,
+        Command::UdpAssociate,
+        zero,
+    ))
+    .unwrap();
+    let r = client::handshake(&mut c, &mut s).await;
+    assert_eq!(
+        rejected(r),
+        ClientError::Rejected(ReplyCode::GeneralFailure)
+    );
+}

@@ -1,0 +1,335 @@
+//! The report: the product's inspector JSON contract (see `PRODUCT.md`) plus extra keys for
+//! the web page, and a human-readable text rendering for the CLI.
+
+use core::fmt::{self, Write as _};
+
+use serde::Serialize;
+
+/// Everything the inspector found in one capture. Serializes to the JSON contract.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Facts about the file.
+    pub capture: CaptureInfo,
+    /// SOCKS sessions in order of their first packet.
+    pub sessions: Vec<Session>,
+}
+
+/// Facts about the capture file.
+#[derive(Clone, Debug, Serialize)]
+pub struct CaptureInfo {
+    /// `"pcap"` or `"pcapng"`.
+    pub format: &'static str,
+    /// Number of packets (frames) in the file.
+    pub packets: u64,
+    /// Link-layer type names of the interfaces that carried packets (`"ETHERNET"`, …).
+    pub link_types: Vec<String>,
+    /// Extra: file size in bytes.
+    pub bytes: usize,
+    /// Extra: TCP connections seen (SOCKS or not).
+    pub tcp_connections: u64,
+    /// Extra: the file ends in the middle of a record.
+    pub truncated: bool,
+}
+
+/// One SOCKS control connection. Field meanings are those of `PRODUCT.md`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Session {
+    /// `ip:port` of the client (`[v6]:port` for IPv6).
+    pub client: String,
+    /// `ip:port` of the SOCKS server.
+    pub server: String,
+    /// `"socks4"`, `"socks4a"` or `"socks5"`.
+    pub version: &'static str,
+    /// SOCKS5 method codes offered; empty for SOCKS4.
+    pub methods_offered: Vec<u8>,
+    /// Method selected by the server; `None` if not seen.
+    pub method: Option<u8>,
+    /// RFC 1929 username or SOCKS4 USERID.
+    pub username: Option<String>,
+    /// RFC 1929 password: present only when secrets are shown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// RFC 1929 status is 0; `None` without sub-negotiation.
+    pub auth_ok: Option<bool>,
+    /// `"connect"`, `"bind"`, `"udp_associate"` or `"unknown:0xNN"`.
+    pub command: Option<String>,
+    /// Requested destination host as sent (IP literal or name).
+    pub dst_host: Option<String>,
+    /// Requested destination port.
+    pub dst_port: Option<u16>,
+    /// Raw reply code of the first reply.
+    pub reply_code: Option<u8>,
+    /// BND.ADDR:BND.PORT of the first reply.
+    pub bound: Option<String>,
+    /// Address in BIND's second reply.
+    pub bind_peer: Option<String>,
+    /// Payload bytes after the handshake, client → server.
+    pub bytes_up: u64,
+    /// Payload bytes after the handshake, server → client.
+    pub bytes_down: u64,
+    /// UDP ASSOCIATE datagrams client → relay.
+    pub udp_datagrams_up: u64,
+    /// UDP ASSOCIATE datagrams relay → client.
+    pub udp_datagrams_down: u64,
+    /// Timestamp of the first packet.
+    pub start: f64,
+    /// Timestamp of the last packet.
+    pub end: f64,
+    /// `"http"`, `"tls"`, `"ssh"` or `None`.
+    pub tunnelled: Option<&'static str>,
+    /// TLS server name.
+    pub sni: Option<String>,
+    /// Short descriptions of what went wrong.
+    pub anomalies: Vec<String>,
+    /// Extra: frame number of the first packet.
+    pub first_frame: u64,
+    /// Extra: UDP relay address (`BND` of a UDP ASSOCIATE reply, unspecified IP replaced by the
+    /// server's).
+    pub udp_relay: Option<String>,
+    /// Extra: destinations of the first UDP datagrams sent through the relay.
+    pub udp_destinations: Vec<String>,
+    /// Extra: every SOCKS message decoded, in order, with field positions.
+    pub messages: Vec<Message>,
+}
+
+/// Direction of a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dir {
+    /// Client → server on the control connection.
+    Up,
+    /// Server → client on the control connection.
+    Down,
+    /// Client → relay UDP datagram.
+    UdpUp,
+    /// Relay → client UDP datagram.
+    UdpDown,
+}
+
+impl Dir {
+    fn arrow(self) -> &'static str {
+        match self {
+            Self::Up => "C→S",
+            Self::Down => "S→C",
+            Self::UdpUp => "C→R udp",
+            Self::UdpDown => "R→C udp",
+        }
+    }
+}
+
+/// One decoded SOCKS message.
+///
+/// Kept compact (its bytes and where they came from); the summary, fields and hex are derived
+/// on demand by parsing the bytes again with the core's parsers. Serializes with `summary`,
+/// `hex` and `fields` keys.
+#[derive(Clone, Debug)]
+pub struct Message {
+    /// Direction.
+    pub dir: Dir,
+    /// Machine name (`"method_request"`, `"reply"`, `"udp_header"`, …).
+    pub kind: &'static str,
+    /// Offset of the first byte in its direction's TCP stream (0 for UDP).
+    pub stream_offset: u64,
+    /// Length in bytes (for UDP: the whole datagram).
+    pub len: usize,
+    /// The message bytes (for UDP: the header and at most 64 payload bytes). Secret bytes are
+    /// replaced by `*` unless secrets are shown.
+    pub bytes: Vec<u8>,
+    /// The masked range of `bytes`, if any (`[offset, len]`).
+    pub secret: Option<[usize; 2]>,
+    /// Frames that carried the message's bytes.
+    pub frames: Vec<u64>,
+    /// Where the bytes are in the capture file: `[offset, len]` pairs, in message order.
+    pub file_ranges: Vec<[usize; 2]>,
+}
+
+impl Message {
+    /// One-line description and the message's parts.
+    pub fn describe(&self) -> (String, Vec<Field>) {
+        crate::socks::describe(self)
+    }
+
+    /// One-line description.
+    pub fn summary(&self) -> String {
+        self.describe().0
+    }
+
+    /// The bytes as lowercase hex; masked bytes are `**`.
+    pub fn hex(&self) -> String {
+        use core::fmt::Write as _;
+        let mut s = String::with_capacity(self.bytes.len() * 2);
+        for (i, b) in self.bytes.iter().enumerate() {
+            match self.secret {
+                Some([at, len]) if i >= at && i < at + len => s.push_str("**"),
+                _ => {
+                    let _ = write!(s, "{b:02x}");
+                }
+            }
+        }
+        s
+    }
+}
+
+impl Serialize for Message {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let (summary, fields) = self.describe();
+        let mut st = serializer.serialize_struct("Message", 9)?;
+        st.serialize_field("dir", &self.dir)?;
+        st.serialize_field("kind", self.kind)?;
+        st.serialize_field("summary", &summary)?;
+        st.serialize_field("stream_offset", &self.stream_offset)?;
+        st.serialize_field("len", &self.len)?;
+        st.serialize_field("hex", &self.hex())?;
+        st.serialize_field("fields", &fields)?;
+        st.serialize_field("frames", &self.frames)?;
+        st.serialize_field("file_ranges", &self.file_ranges)?;
+        st.end()
+    }
+}
+
+/// A part of a message.
+#[derive(Clone, Debug, Serialize)]
+pub struct Field {
+    /// RFC name (`"VER"`, `"DST.ADDR"`, …).
+    pub name: &'static str,
+    /// Decoded value as text.
+    pub value: String,
+    /// Offset inside the message.
+    pub offset: usize,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+impl Report {
+    /// The JSON document of the contract (pretty-printed).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// The compact document with every session's `messages` left empty: the table of a
+    /// large capture without the per-message detail, which [`Report::session_json`] gives one
+    /// session at a time.
+    pub fn to_json_without_messages(&mut self) -> String {
+        let kept: Vec<Vec<Message>> = self
+            .sessions
+            .iter_mut()
+            .map(|s| core::mem::take(&mut s.messages))
+            .collect();
+        let json = self.to_json_compact();
+        for (s, m) in self.sessions.iter_mut().zip(kept) {
+            s.messages = m;
+        }
+        json
+    }
+
+    /// One session (index into `sessions`) as compact JSON, with its `messages`.
+    pub fn session_json(&self, index: usize) -> Option<String> {
+        self.sessions
+            .get(index)
+            .and_then(|s| serde_json::to_string(s).ok())
+    }
+
+    /// The same document without whitespace (for the browser binding).
+    pub fn to_json_compact(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+}
+
+fn opt<T: fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref()
+        .map_or_else(|| "-".to_owned(), ToString::to_string)
+}
+
+impl fmt::Display for Report {
+    /// The CLI's text rendering: a summary line, then one block per session.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.capture;
+        writeln!(
+            f,
+            "{} capture: {} packets, link types {}, {} TCP connections, {} SOCKS sessions{}",
+            c.format,
+            c.packets,
+            c.link_types.join(", "),
+            c.tcp_connections,
+            self.sessions.len(),
+            if c.truncated { " (file truncated)" } else { "" }
+        )?;
+        for (i, s) in self.sessions.iter().enumerate() {
+            writeln!(f)?;
+            writeln!(
+                f,
+                "#{} {} {} -> {}  frames from {}, {:.6}..{:.6} ({:.3} s)",
+                i + 1,
+                s.version,
+                s.client,
+                s.server,
+                s.first_frame,
+                s.start,
+                s.end,
+                s.end - s.start
+            )?;
+            let mut line = String::new();
+            if !s.methods_offered.is_empty() || s.method.is_some() {
+                let _ = write!(
+                    line,
+                    "methods {:?} selected {}  ",
+                    s.methods_offered,
+                    opt(&s.method)
+                );
+            }
+            if let Some(u) = &s.username {
+                let _ = write!(line, "user {u:?}  ");
+            }
+            if let Some(p) = &s.password {
+                let _ = write!(line, "password {p:?}  ");
+            }
+            if let Some(ok) = s.auth_ok {
+                let _ = write!(line, "auth {}  ", if ok { "ok" } else { "FAILED" });
+            }
+            if !line.is_empty() {
+                writeln!(f, "   {}", line.trim_end())?;
+            }
+            let host = match &s.dst_host {
+                Some(h) if h.contains(':') => format!("[{h}]"),
+                other => opt(other),
+            };
+            writeln!(
+                f,
+                "   {} {host}:{}  reply {}  bound {}{}",
+                opt(&s.command),
+                opt(&s.dst_port),
+                opt(&s.reply_code),
+                opt(&s.bound),
+                s.bind_peer
+                    .as_ref()
+                    .map(|p| format!("  bind peer {p}"))
+                    .unwrap_or_default()
+            )?;
+            write!(f, "   payload up {} B, down {} B", s.bytes_up, s.bytes_down)?;
+            if s.udp_relay.is_some() || s.udp_datagrams_up + s.udp_datagrams_down > 0 {
+                write!(
+                    f,
+                    "  udp relay {} datagrams up {} down {}",
+                    opt(&s.udp_relay),
+                    s.udp_datagrams_up,
+                    s.udp_datagrams_down
+                )?;
+            }
+            if let Some(t) = s.tunnelled {
+                write!(f, "  tunnelled {t}")?;
+                if let Some(sni) = &s.sni {
+                    write!(f, " (sni {sni})")?;
+                }
+            }
+            writeln!(f)?;
+            for a in &s.anomalies {
+                writeln!(f, "   ! {a}")?;
+            }
+            for m in &s.messages {
+                writeln!(f, "     {:8} {}", m.dir.arrow(), m.summary())?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,119 @@
+//! Matching UDP datagrams to UDP ASSOCIATE sessions.
+//!
+//! A successful UDP ASSOCIATE reply names the relay (`BND.ADDR:BND.PORT`; an unspecified
+//! address means "the server's address"). From then until the control connection closes, a
+//! datagram is the session's when it goes from the client's IP to the relay (client → relay)
+//! or from the relay to the client (relay → client). The client's UDP port is taken from the
+//! request when it named one, else from the first datagram whose SOCKS UDP header parses; from
+//! then on it must match, which separates the client from destinations on the same host (the
+//! relay often uses one socket for both legs). No port is guessed.
+
+use core::net::{IpAddr, SocketAddr};
+use std::collections::HashMap;
+
+/// One registered association.
+#[derive(Debug)]
+struct Association {
+    conn: usize,
+    client_ip: IpAddr,
+    client_port: Option<u16>,
+    active: bool,
+}
+
+/// Which way a matched datagram went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Way {
+    /// Client → relay.
+    Up,
+    /// Relay → client.
+    Down,
+}
+
+/// The association table.
+#[derive(Debug, Default)]
+pub struct UdpMatcher {
+    by_relay: HashMap<SocketAddr, Vec<Association>>,
+    relay_of: HashMap<usize, SocketAddr>,
+}
+
+/// Normalises IPv4-mapped IPv6 addresses so both spellings match.
+fn canon(sa: SocketAddr) -> SocketAddr {
+    match sa {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => sa,
+        },
+        SocketAddr::V4(_) => sa,
+    }
+}
+
+impl UdpMatcher {
+    /// Registers connection `conn`'s association: relay address (already resolved against the
+    /// server's address), client IP, and the client port the request announced (0 = unknown).
+    pub fn register(&mut self, conn: usize, relay: SocketAddr, client_ip: IpAddr, port: u16) {
+        self.by_relay
+            .entry(canon(relay))
+            .or_default()
+            .push(Association {
+                conn,
+                client_ip: canon(SocketAddr::new(client_ip, 0)).ip(),
+                client_port: (port != 0).then_some(port),
+                active: true,
+            });
+    }
+
+    /// The control connection `conn` closed: its association ends.
+    pub fn close(&mut self, conn: usize) {
+        let Some(relay) = self.relay_of.remove(&conn) else {
+            return;
+        };
+        if let Some(list) = self.by_relay.get_mut(&relay) {
+            for a in list.iter_mut().filter(|a| a.conn == conn) {
+                a.active = false;
+            }
+        }
+    }
+
+    /// True if nothing is registered (fast path).
+    pub fn is_empty(&self) -> bool {
+        self.by_relay.is_empty()
+    }
+
+    /// Matches a datagram. `header_ok` says whether its payload parses as a SOCKS UDP header;
+    /// it is asked only when the client port still has to be learnt. Returns the connection
+    /// index and direction.
+    pub fn classify(
+        &mut self,
+        src: SocketAddr,
+        dst: SocketAddr,
+        header_ok: &mut dyn FnMut() -> bool,
+    ) -> Option<(usize, Way)> {
+        let (src, dst) = (canon(src), canon(dst));
+        if let Some(list) = self.by_relay.get_mut(&dst) {
+            // Newest association first: port reuse across sessions.
+            for a in list.iter_mut().rev().filter(|a| a.active) {
+                if a.client_ip != src.ip() {
+                    continue;
+                }
+                match a.client_port {
+                    Some(p) if p == src.port() => return Some((a.conn, Way::Up)),
+                    Some(_) => {}
+                    None => {
+                        if header_ok() {
+                            a.client_port = Some(src.port());
+                            return Some((a.conn, Way::Up));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(list) = self.by_relay.get(&src) {
+            for a in list.iter().rev().filter(|a| a.active) {
+                if a.client_ip == dst.ip() && a.client_port == Some(dst.port()) {
+                    return Some((a.conn, Way::Down));
+                }
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# wasm/ci.sh — the browser face of the inspector. The root ci.sh runs it after the workspace
+# tests. Installs its pinned tools if missing (wasm-bindgen-cli at the exact wasm-bindgen
+# version of Cargo.lock; playwright-core from package-lock.json — never a browser: Debian's
+# /usr/bin/chromium is used), builds the page, runs the wasm-bindgen tests under Node and the
+# end-to-end Playwright test.
+#
+#   SOCKSGATE_CI_SOAK=1   also generate a ~200 MB capture and measure MB/s natively and in Chromium
+set -euo pipefail
+cd "$(dirname "$0")"
+WASM_DIR=$PWD
+ROOT=$(cd .. && pwd)
+step() { printf '\n---- wasm: %s ----\n' "$*"; }
+
+step "tools"
+rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || true
+WB_VERSION=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' "$ROOT/Cargo.lock")
+if ! wasm-bindgen --version 2>/dev/null | grep -qx "wasm-bindgen $WB_VERSION"; then
+    # `--locked` first; if the registry mirror lacks a locked transitive version (seen:
+    # webpki-roots 1.0.11 of ureq), fall back to fresh resolution of the same CLI version.
+    cargo install --locked wasm-bindgen-cli --version "$WB_VERSION" \
+        || cargo install wasm-bindgen-cli --version "$WB_VERSION"
+fi
+echo "wasm-bindgen $WB_VERSION"
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+npm ci --no-audit --no-fund --loglevel=error
+
+step "build the page (wasm/www/pkg)"
+./build.sh
+
+step "wasm-bindgen tests under node"
+(cd "$ROOT" && CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+    cargo test --locked -p socksgate-wasm --target wasm32-unknown-unknown)
+
+step "end-to-end (playwright-core + /usr/bin/chromium)"
+node e2e/e2e.mjs
+
+if [ "${SOCKSGATE_CI_SOAK:-0}" = 1 ]; then
+    step "throughput on a ~200 MB synthetic capture"
+    BIG=$(mktemp --suffix=.pcap)
+    trap 'rm -f "$BIG"' EXIT
+    (cd "$ROOT" && cargo run --locked --release -q -p socksgate-inspect --example synth -- "$BIG" 200)
+    (cd "$ROOT" && cargo run --locked --release -q -p socksgate-inspect --example inspect_file -- "$BIG" --quiet)
+    node e2e/e2e.mjs --bench "$BIG"
+fi
+step "wasm/ci.sh: all checks passed"

@@ -1,0 +1,129 @@
+// End-to-end test of the inspector page in Debian's Chromium (no browser download):
+// serve wasm/www on 127.0.0.1, load a capture, see the sessions, sort and filter, open one,
+// see its fields and a highlighted byte range, export CSV, and get a clear error for a file
+// that is not a capture; then a real loopback capture with a UDP ASSOCIATE session.
+// Screenshots: e2e/out/{inspector,error,udp}.png.
+//
+//   node e2e/e2e.mjs                 the test
+//   node e2e/e2e.mjs --bench FILE    parse FILE in the page and print MB/s
+import { chromium } from "playwright-core";
+import { mkdir, writeFile, readFile } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
+import assert from "node:assert/strict";
+import { serve } from "./serve.mjs";
+
+const here = (p) => fileURLToPath(new URL(p, import.meta.url));
+const FIXTURE = here("../tests/fixtures/sample.pcap");
+const OUT = here("./out/");
+
+const server = await serve(0);
+const url = `http://127.0.0.1:${server.address().port}/`;
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run"],
+});
+let failed = false;
+try {
+  const page = await browser.newPage({ viewport: { width: 1500, height: 1000 }, acceptDownloads: true });
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+  // Nothing may leave the browser: fail on any request that is not to our server.
+  page.on("request", (r) => { if (!r.url().startsWith(url) && !r.url().startsWith("blob:") && !r.url().startsWith("data:")) errors.push("external request: " + r.url()); });
+  await page.goto(url);
+
+  const bench = process.argv.indexOf("--bench");
+  if (bench > 0) {
+    const file = process.argv[bench + 1];
+    await page.setInputFiles("#file", file);
+    await page.waitForSelector("body[data-mbps]", { timeout: 600_000 });
+    console.log(`chromium: ${await page.textContent("#timing")}`);
+  } else {
+    await page.setInputFiles("#file", FIXTURE);
+    await page.waitForSelector("#sessions tbody tr");
+    const rows = page.locator("#sessions tbody tr");
+    assert.equal(await rows.count(), 6, "six SOCKS sessions in the fixture");
+    assert.match(await page.textContent("#summary"), /pcap, 95 packets, ETHERNET, 7 TCP connections, 6 SOCKS sessions/);
+
+    // Sort by bytes ↓ descending, then filter.
+    await page.click('#sessions th[data-key="bytes_down"]');
+    await page.click('#sessions th[data-key="bytes_down"]');
+    assert.equal(await page.getAttribute('#sessions th[data-key="bytes_down"]', "aria-sort"), "descending");
+    await page.fill("#filter", "socks4a");
+    assert.equal(await rows.count(), 1);
+    await page.fill("#filter", "");
+    assert.equal(await rows.count(), 6);
+
+    // Open session #1 (SOCKS5, username/password, TLS).
+    await page.click('#sessions tbody tr[data-n="1"]');
+    await page.waitForSelector("#detail:not([hidden])");
+    await page.waitForSelector("#messages li");
+    assert.match(await page.textContent("#detail-title"), /socks5 127\.0\.0\.1:20000 → 127\.0\.0\.1:1080/);
+    assert.match(await page.textContent("#facts"), /example\.com/);
+    assert.equal(await page.locator("#messages li").count(), 6);
+
+    // The username/password message: password masked in fields and hex.
+    await page.click('#messages li[data-i="2"]');
+    const fields = await page.textContent("#fields tbody");
+    assert.match(fields, /UNAME.*alice/);
+    assert.match(fields, /PASSWD\*{8}/);
+    assert.ok(!(await page.content()).includes("s3cret"), "password not in the page");
+
+    // The request: click DST.ADDR, its 12 bytes (length + "example.com") light up.
+    await page.click('#messages li[data-i="4"]');
+    await page.click('#fields tbody tr:has-text("DST.ADDR")');
+    const hl = page.locator("#hex .b.hl");
+    assert.equal(await hl.count(), 12);
+    assert.equal(await hl.first().textContent(), "0b");
+    assert.match(await page.textContent("#where"), /frame/);
+
+    await mkdir(OUT, { recursive: true });
+    await page.screenshot({ path: OUT + "inspector.png", fullPage: true });
+
+    // Export CSV.
+    const [download] = await Promise.all([page.waitForEvent("download"), page.click("#export-csv")]);
+    const csv = await readFile(await download.path(), "utf8");
+    assert.match(csv.split("\r\n")[0], /^client,server,version,methods_offered,/);
+    assert.equal(csv.trim().split("\r\n").length, 7);
+
+    // Export JSON: the contract document, with messages.
+    const [dl] = await Promise.all([page.waitForEvent("download"), page.click("#export-json")]);
+    const doc = JSON.parse(await readFile(await dl.path(), "utf8"));
+    assert.equal(doc.sessions.length, 6);
+    assert.equal(doc.sessions[0].messages.length, 6);
+    assert.equal(doc.sessions[0].password, undefined);
+
+    // Not a capture: a clear error.
+    await writeFile(OUT + "not-a-capture.pcap", "<html>this is not a capture</html>");
+    await page.setInputFiles("#file", OUT + "not-a-capture.pcap");
+    await page.waitForSelector("#error:not([hidden])");
+    assert.match(await page.textContent("#error"), /not-a-capture\.pcap: not a capture file/);
+    await page.screenshot({ path: OUT + "error.png" });
+
+    // Real traffic (dumpcap on lo: curl via microsocks and danted, PySocks UDP ASSOCIATE).
+    await page.setInputFiles("#file", here("../tests/fixtures/curl-lo.pcapng"));
+    await page.waitForSelector("#sessions tbody tr");
+    assert.match(await page.textContent("#summary"), /curl-lo\.pcapng: pcapng, .* 6 SOCKS sessions/);
+    await page.fill("#filter", "udp_associate");
+    assert.equal(await rows.count(), 1);
+    await rows.first().click();
+    await page.waitForSelector("#messages li");
+    assert.equal(await page.locator("#messages li").count(), 8);
+    assert.match(await page.textContent("#messages"), /C→R UDP to 127\.0\.0\.1:\d+ \(4 payload bytes\)/);
+    await page.click('#messages li[data-i="4"]');
+    await page.click('#fields tbody tr:has-text("DATA")');
+    assert.equal(await page.locator("#hex .b.hl").count(), 4);
+    await page.screenshot({ path: OUT + "udp.png", fullPage: true });
+
+    assert.deepEqual(errors, [], "no page errors or external requests");
+    console.log("e2e: all checks passed; screenshots in wasm/e2e/out/");
+  }
+} catch (e) {
+  failed = true;
+  console.error(e);
+} finally {
+  await browser.close();
+  server.close();
+}
+process.exit(failed ? 1 : 0);

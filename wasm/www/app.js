@@ -1,0 +1,421 @@
+// socksgate capture inspector page: file in, worker parses, table + detail pane out.
+// No framework, no network: everything stays in this tab.
+
+const $ = (id) => document.getElementById(id);
+
+const COLUMNS = [
+  { key: "n", label: "#", num: true },
+  { key: "client", label: "client" },
+  { key: "server", label: "server" },
+  { key: "version", label: "version" },
+  { key: "method", label: "method", num: true },
+  { key: "username", label: "user" },
+  { key: "command", label: "command" },
+  { key: "dst", label: "destination" },
+  { key: "reply_code", label: "reply", num: true },
+  { key: "bytes_up", label: "bytes ↑", num: true },
+  { key: "bytes_down", label: "bytes ↓", num: true },
+  { key: "udp", label: "udp ↑/↓", num: true },
+  { key: "tunnel", label: "tunnelled" },
+  { key: "start", label: "start", num: true },
+  { key: "duration", label: "duration s", num: true },
+  { key: "anomalies", label: "anomalies", num: true },
+];
+
+const state = {
+  file: null,
+  report: null,
+  rows: [],
+  sortKey: "n",
+  sortAsc: true,
+  filter: "",
+  selected: null,
+  message: null,
+};
+
+let worker = null;
+let pending = new Map(); // request key -> resolve
+const MAX_ROWS = 1000;
+
+function ask(type, extra = {}) {
+  const key = type + ":" + (extra.index ?? "");
+  return new Promise((resolve) => {
+    pending.set(key, resolve);
+    worker.postMessage({ type, ...extra });
+  });
+}
+
+function hostPort(host, port) {
+  if (host == null) return "";
+  return (host.includes(":") ? `[${host}]` : host) + ":" + port;
+}
+
+function toRow(s, i) {
+  return {
+    n: i + 1,
+    client: s.client,
+    server: s.server,
+    version: s.version,
+    method: s.method,
+    username: s.username ?? "",
+    command: s.command ?? "",
+    dst: hostPort(s.dst_host, s.dst_port),
+    reply_code: s.reply_code,
+    bytes_up: s.bytes_up,
+    bytes_down: s.bytes_down,
+    udp: s.udp_datagrams_up + s.udp_datagrams_down,
+    udpText: s.udp_datagrams_up || s.udp_datagrams_down ? `${s.udp_datagrams_up}/${s.udp_datagrams_down}` : "",
+    tunnel: s.tunnelled ? s.tunnelled + (s.sni ? ` (${s.sni})` : "") : "",
+    start: s.start,
+    startText: new Date(s.start * 1000).toISOString().replace("T", " ").replace("Z", ""),
+    duration: +(s.end - s.start).toFixed(6),
+    anomalies: s.anomalies.length,
+    session: s,
+  };
+}
+
+function cellText(row, key) {
+  switch (key) {
+    case "start": return row.startText;
+    case "udp": return row.udpText;
+    case "method": return row.method == null ? "" : String(row.method);
+    case "reply_code": return row.reply_code == null ? "" : String(row.reply_code);
+    case "anomalies": return row.anomalies ? String(row.anomalies) : "";
+    default: return row[key] == null ? "" : String(row[key]);
+  }
+}
+
+function showError(message) {
+  const box = $("error");
+  box.textContent = message;
+  box.hidden = false;
+}
+
+function size(n) {
+  return n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e3).toFixed(1)} kB`;
+}
+
+function setProgress(done, total) {
+  $("progress").hidden = false;
+  const pct = total ? Math.min(100, (100 * done) / total) : 0;
+  $("progress-fill").style.width = pct.toFixed(1) + "%";
+  $("progress-text").textContent = `${pct.toFixed(0)} % of ${size(total)}`;
+}
+
+function run(file) {
+  state.file = file;
+  $("error").hidden = true;
+  $("results").hidden = true;
+  $("detail").hidden = true;
+  $("export-json").disabled = true;
+  $("export-csv").disabled = true;
+  $("timing").textContent = "";
+  delete document.body.dataset.mbps;
+  setProgress(0, file.size);
+  if (worker) worker.terminate();
+  pending = new Map();
+  worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
+  worker.onmessage = (e) => {
+    const m = e.data;
+    if (m.type === "progress") setProgress(m.done, m.total);
+    else if (m.type === "session" || m.type === "full") {
+      const key = m.type + ":" + (m.index ?? "");
+      const resolve = pending.get(key);
+      pending.delete(key);
+      if (resolve) resolve(JSON.parse(m.json));
+    }
+    else if (m.type === "error") {
+      $("progress").hidden = true;
+      showError(`${file.name}: ${m.message}`);
+    } else if (m.type === "done") {
+      $("progress").hidden = true;
+      $("version").textContent = m.version;
+      const mbps = m.bytes / 1e6 / (m.ms / 1000);
+      $("timing").textContent = `${size(m.bytes)} parsed in ${(m.ms / 1000).toFixed(3)} s (${mbps.toFixed(1)} MB/s)`;
+      document.body.dataset.mbps = mbps.toFixed(1);
+      load(JSON.parse(m.json));
+    }
+  };
+  worker.onerror = (e) => {
+    $("progress").hidden = true;
+    showError(`The inspector failed to start: ${e.message || e}`);
+  };
+  worker.postMessage({ type: "inspect", file, reveal: $("reveal").checked });
+}
+
+function load(report) {
+  state.report = report;
+  state.rows = report.sessions.map(toRow);
+  state.selected = null;
+  const c = report.capture;
+  $("summary").textContent =
+    `${state.file.name}: ${c.format}, ${c.packets} packets, ${c.link_types.join(", ") || "no link types"}, ` +
+    `${c.tcp_connections} TCP connections, ${report.sessions.length} SOCKS sessions` +
+    (c.truncated ? " — file truncated" : "");
+  $("results").hidden = false;
+  $("drop").classList.add("small");
+  $("export-json").disabled = false;
+  $("export-csv").disabled = false;
+  renderTable();
+}
+
+function visibleRows() {
+  const f = state.filter.trim().toLowerCase();
+  let rows = state.rows;
+  if (f) {
+    rows = rows.filter((r) =>
+      COLUMNS.some((c) => cellText(r, c.key).toLowerCase().includes(f)) ||
+      r.session.anomalies.some((a) => a.toLowerCase().includes(f)) ||
+      (r.session.sni ?? "").toLowerCase().includes(f));
+  }
+  const col = COLUMNS.find((c) => c.key === state.sortKey);
+  const dir = state.sortAsc ? 1 : -1;
+  return [...rows].sort((a, b) => {
+    const x = a[state.sortKey], y = b[state.sortKey];
+    if (x == null && y == null) return 0;
+    if (x == null) return 1;
+    if (y == null) return -1;
+    return (col.num ? x - y : String(x).localeCompare(String(y), undefined, { numeric: true })) * dir;
+  });
+}
+
+function renderTable() {
+  const head = document.querySelector("#sessions thead tr");
+  head.replaceChildren(...COLUMNS.map((c) => {
+    const th = document.createElement("th");
+    th.textContent = c.label;
+    th.dataset.key = c.key;
+    th.tabIndex = 0;
+    if (state.sortKey === c.key) th.className = state.sortAsc ? "asc" : "desc";
+    th.setAttribute("aria-sort", state.sortKey === c.key ? (state.sortAsc ? "ascending" : "descending") : "none");
+    return th;
+  }));
+  const rows = visibleRows();
+  const body = document.querySelector("#sessions tbody");
+  const frag = document.createDocumentFragment();
+  for (const r of rows.slice(0, MAX_ROWS)) {
+    const tr = document.createElement("tr");
+    tr.dataset.n = r.n;
+    if (state.selected === r.n) tr.className = "selected";
+    if (r.anomalies) tr.classList.add("warn");
+    for (const c of COLUMNS) {
+      const td = document.createElement("td");
+      td.textContent = cellText(r, c.key);
+      if (c.num) td.className = "num";
+      tr.append(td);
+    }
+    frag.append(tr);
+  }
+  body.replaceChildren(frag);
+  $("count").textContent = rows.length > MAX_ROWS
+    ? `showing ${MAX_ROWS} of ${rows.length} matching (${state.rows.length} sessions): refine the filter or sort`
+    : `${rows.length} of ${state.rows.length} sessions`;
+}
+
+function sortBy(key) {
+  if (state.sortKey === key) state.sortAsc = !state.sortAsc;
+  else { state.sortKey = key; state.sortAsc = true; }
+  renderTable();
+}
+
+async function openSession(n) {
+  const row = state.rows.find((r) => r.n === n);
+  if (!row) return;
+  state.selected = n;
+  renderTable();
+  if (!row.full) {
+    // The table came without messages; fetch this session's from the worker.
+    row.session = await ask("session", { index: n - 1 });
+    row.full = true;
+    if (state.selected !== n) return;
+  }
+  const s = row.session;
+  $("detail").hidden = false;
+  $("detail-title").textContent = `Session #${n}: ${s.version} ${s.client} → ${s.server}`;
+  const facts = [
+    ["methods offered", s.methods_offered.join(", ")],
+    ["method", s.method],
+    ["username", s.username],
+    ["password", s.password],
+    ["auth ok", s.auth_ok],
+    ["command", s.command],
+    ["destination", hostPort(s.dst_host, s.dst_port)],
+    ["reply code", s.reply_code],
+    ["bound", s.bound],
+    ["bind peer", s.bind_peer],
+    ["payload ↑ / ↓", `${s.bytes_up} / ${s.bytes_down} bytes`],
+    ["UDP relay", s.udp_relay],
+    ["UDP datagrams ↑ / ↓", s.udp_relay ? `${s.udp_datagrams_up} / ${s.udp_datagrams_down}` : null],
+    ["UDP destinations", s.udp_destinations.join(", ")],
+    ["tunnelled", s.tunnelled],
+    ["SNI", s.sni],
+    ["first frame", s.first_frame],
+    ["start / end", `${s.start} / ${s.end}`],
+  ];
+  $("facts").replaceChildren(...facts
+    .filter(([, v]) => v !== null && v !== undefined && v !== "")
+    .flatMap(([k, v]) => {
+      const dt = document.createElement("dt"); dt.textContent = k;
+      const dd = document.createElement("dd"); dd.textContent = String(v);
+      return [dt, dd];
+    }));
+  $("anomalies").replaceChildren(...s.anomalies.map((a) => {
+    const li = document.createElement("li"); li.textContent = "⚠ " + a; return li;
+  }));
+  $("messages").replaceChildren(...s.messages.map((m, i) => {
+    const li = document.createElement("li");
+    li.dataset.i = i;
+    li.tabIndex = 0;
+    const dir = document.createElement("span");
+    dir.className = "dir " + m.dir;
+    dir.textContent = { up: "C→S", down: "S→C", udp_up: "C→R", udp_down: "R→C" }[m.dir];
+    li.append(dir, " " + m.summary);
+    return li;
+  }));
+  selectMessage(s.messages.length ? 0 : null);
+  $("detail").scrollIntoView({ block: "nearest" });
+}
+
+function selectMessage(i) {
+  const s = state.rows.find((r) => r.n === state.selected)?.session;
+  state.message = i;
+  for (const li of $("messages").children) li.classList.toggle("selected", Number(li.dataset.i) === i);
+  const tbody = document.querySelector("#fields tbody");
+  if (i === null || !s) {
+    tbody.replaceChildren();
+    $("hex").replaceChildren();
+    $("where").textContent = "";
+    return;
+  }
+  const m = s.messages[i];
+  $("message-title").textContent = `Fields of ${m.kind} (${m.len} bytes)`;
+  tbody.replaceChildren(...m.fields.map((f, j) => {
+    const tr = document.createElement("tr");
+    tr.dataset.j = j;
+    tr.tabIndex = 0;
+    for (const t of [f.name, f.value, f.len ? `${f.offset}–${f.offset + f.len - 1}` : "—"]) {
+      const td = document.createElement("td"); td.textContent = t; tr.append(td);
+    }
+    return tr;
+  }));
+  const ranges = m.file_ranges.map(([o, l]) => `${o}+${l}`).join(", ");
+  $("where").textContent = `stream offset ${m.stream_offset}; frame${m.frames.length > 1 ? "s" : ""} ${m.frames.join(", ")}; file bytes ${ranges}`;
+  renderHex(m, null);
+}
+
+function renderHex(m, field) {
+  const bytes = m.hex.match(/../g) ?? [];
+  const pre = $("hex");
+  const frag = document.createDocumentFragment();
+  for (let row = 0; row < bytes.length; row += 16) {
+    const off = document.createElement("span");
+    off.className = "off";
+    off.textContent = row.toString(16).padStart(4, "0") + "  ";
+    frag.append(off);
+    let ascii = "";
+    for (let k = row; k < Math.min(row + 16, bytes.length); k++) {
+      const b = document.createElement("span");
+      b.className = "b";
+      b.dataset.k = k;
+      const masked = bytes[k] === "**";
+      b.textContent = masked ? "••" : bytes[k];
+      if (masked) b.classList.add("masked");
+      if (field && k >= field.offset && k < field.offset + field.len) b.classList.add("hl");
+      frag.append(b, k % 16 === 7 ? "  " : " ");
+      const v = masked ? 46 : parseInt(bytes[k], 16);
+      ascii += v >= 32 && v < 127 ? String.fromCharCode(v) : ".";
+    }
+    const pad = 16 - Math.min(16, bytes.length - row);
+    frag.append(" ".repeat(pad * 3 + (pad > 8 ? 1 : 0)) + " ");
+    const asc = document.createElement("span");
+    asc.className = "ascii";
+    asc.textContent = ascii;
+    frag.append(asc, "\n");
+  }
+  pre.replaceChildren(frag);
+}
+
+function selectField(j) {
+  const s = state.rows.find((r) => r.n === state.selected)?.session;
+  if (!s || state.message === null) return;
+  const m = s.messages[state.message];
+  for (const tr of document.querySelectorAll("#fields tbody tr")) {
+    tr.classList.toggle("selected", Number(tr.dataset.j) === j);
+  }
+  renderHex(m, m.fields[j]);
+}
+
+function download(name, type, text) {
+  const url = URL.createObjectURL(new Blob([text], { type }));
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = name;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
+}
+
+const CSV_KEYS = ["client", "server", "version", "methods_offered", "method", "username", "auth_ok",
+  "command", "dst_host", "dst_port", "reply_code", "bound", "bind_peer", "bytes_up", "bytes_down",
+  "udp_datagrams_up", "udp_datagrams_down", "start", "end", "tunnelled", "sni", "anomalies"];
+
+function toCsv(sessions) {
+  const esc = (v) => {
+    if (v === null || v === undefined) return "";
+    const s = Array.isArray(v) ? v.join(";") : String(v);
+    return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+  };
+  const keys = sessions.some((s) => "password" in s) ? [...CSV_KEYS, "password"] : CSV_KEYS;
+  return [keys.join(","), ...sessions.map((s) => keys.map((k) => esc(s[k])).join(","))].join("\r\n") + "\r\n";
+}
+
+function baseName() {
+  return (state.file?.name ?? "capture").replace(/\.(pcapng|pcap|cap)$/i, "");
+}
+
+// ---- wiring ----
+$("file").addEventListener("change", (e) => { const f = e.target.files[0]; if (f) run(f); });
+$("reveal").addEventListener("change", () => { if (state.file) run(state.file); });
+$("filter").addEventListener("input", (e) => { state.filter = e.target.value; renderTable(); });
+document.querySelector("#sessions thead").addEventListener("click", (e) => {
+  const th = e.target.closest("th"); if (th) sortBy(th.dataset.key);
+});
+document.querySelector("#sessions thead").addEventListener("keydown", (e) => {
+  const th = e.target.closest("th"); if (th && (e.key === "Enter" || e.key === " ")) { e.preventDefault(); sortBy(th.dataset.key); }
+});
+document.querySelector("#sessions tbody").addEventListener("click", (e) => {
+  const tr = e.target.closest("tr"); if (tr) openSession(Number(tr.dataset.n));
+});
+$("messages").addEventListener("click", (e) => {
+  const li = e.target.closest("li"); if (li) selectMessage(Number(li.dataset.i));
+});
+document.querySelector("#fields tbody").addEventListener("click", (e) => {
+  const tr = e.target.closest("tr"); if (tr) selectField(Number(tr.dataset.j));
+});
+for (const [id, handler] of [["messages", selectMessage], ["fields", selectField]]) {
+  $(id).addEventListener("keydown", (e) => {
+    const el = e.target.closest("[data-i],[data-j]");
+    if (el && e.key === "Enter") handler(Number(el.dataset.i ?? el.dataset.j));
+  });
+}
+$("detail-close").addEventListener("click", () => { $("detail").hidden = true; state.selected = null; renderTable(); });
+$("export-json").addEventListener("click", async () =>
+  download(baseName() + ".socks.json", "application/json", JSON.stringify(await ask("full"), null, 2)));
+$("export-csv").addEventListener("click", () =>
+  download(baseName() + ".socks.csv", "text/csv", toCsv(state.report.sessions)));
+
+for (const ev of ["dragenter", "dragover"]) {
+  document.addEventListener(ev, (e) => { e.preventDefault(); document.body.classList.add("dragging"); });
+}
+for (const ev of ["dragleave", "drop"]) {
+  document.addEventListener(ev, (e) => { e.preventDefault(); document.body.classList.remove("dragging"); });
+}
+document.addEventListener("drop", (e) => {
+  const f = e.dataTransfer?.files?.[0];
+  if (f) run(f);
+});
+
+if ("serviceWorker" in navigator && location.protocol !== "file:") {
+  navigator.serviceWorker.register("sw.js").catch(() => {});
+}

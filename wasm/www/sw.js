@@ -1,0 +1,22 @@
+// Offline support: network first, cached copy when offline. Nothing is sent anywhere.
+const CACHE = "socksgate-inspector-v1";
+const SHELL = ["./", "index.html", "style.css", "app.js", "worker.js",
+  "pkg/socksgate_wasm.js", "pkg/socksgate_wasm_bg.wasm"];
+
+self.addEventListener("install", (e) => {
+  e.waitUntil(caches.open(CACHE).then((c) => c.addAll(SHELL)).catch(() => {}));
+  self.skipWaiting();
+});
+self.addEventListener("activate", (e) => e.waitUntil(self.clients.claim()));
+self.addEventListener("fetch", (e) => {
+  if (e.request.method !== "GET") return;
+  e.respondWith(
+    fetch(e.request)
+      .then((r) => {
+        const copy = r.clone();
+        caches.open(CACHE).then((c) => c.put(e.request, copy));
+        return r;
+      })
+      .catch(() => caches.match(e.request)),
+  );
+});
