@@ -28,6 +28,8 @@ pub enum Command {
     Connect(ConnectArgs),
     /// Validate a config file and print the effective configuration.
     CheckConfig(CheckConfigArgs),
+    /// Find and decode SOCKS sessions in a pcap or pcapng capture.
+    Inspect(InspectArgs),
 }
 
 /// Log output format.
@@ -101,6 +103,20 @@ pub struct CheckConfigArgs {
     /// The TOML configuration file to check.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
+}
+
+/// `socksgate inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The capture file (pcap or pcapng).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Print the JSON document (the same one the web inspector produces).
+    #[arg(long)]
+    pub json: bool,
+    /// Show RFC 1929 passwords instead of masking them.
+    #[arg(long)]
+    pub show_secrets: bool,
 }
 
 #[cfg(test)]

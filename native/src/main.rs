@@ -74,6 +74,14 @@ fn run(cli: Cli) -> Result<()> {
             result?;
             Ok(())
         }
+        Command::Inspect(args) => {
+            let capture = std::fs::read(&args.file)
+                .with_context(|| format!("reading {}", args.file.display()))?;
+            let text = socksgate_inspect::render(&capture, args.json, args.show_secrets)
+                .with_context(|| args.file.display().to_string())?;
+            print!("{text}");
+            Ok(())
+        }
         Command::CheckConfig(args) => {
             let mut config = Config::load(&args.file)?;
             config.finish();

@@ -255,3 +255,95 @@ fn connect_exits_when_the_destination_closes_with_stdin_open() {
         .unwrap();
     assert_eq!(out, "bye");
 }
+
+/// A real capture (curl and PySocks through microsocks and Dante on loopback, recorded by
+/// the inspector's test suite) decoded by `socksgate inspect`.
+const CAPTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../wasm/tests/fixtures/curl-lo.pcapng"
+);
+
+#[test]
+fn inspect_prints_the_json_contract() {
+    let (code, out, err) = run(&["inspect", CAPTURE, "--json"], b"");
+    assert_eq!(code, 0, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["capture"]["format"], "pcapng");
+    assert_eq!(
+        doc["capture"]["link_types"],
+        serde_json::json!(["ETHERNET"])
+    );
+    let sessions = doc["sessions"].as_array().unwrap();
+    let versions: Vec<_> = sessions
+        .iter()
+        .map(|s| s["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        versions,
+        ["socks5", "socks5", "socks5", "socks4", "socks4a", "socks5"]
+    );
+    let login = &sessions[2];
+    assert_eq!(
+        (&login["method"], &login["username"], &login["auth_ok"]),
+        (&2.into(), &"alice".into(), &true.into())
+    );
+    assert!(
+        login.get("password").is_none(),
+        "passwords are masked by default"
+    );
+    assert_eq!(
+        (&sessions[1]["dst_host"], &sessions[1]["dst_port"]),
+        (&"localhost".into(), &33665.into())
+    );
+    assert_eq!(sessions[0]["tunnelled"], "http");
+    assert_eq!(sessions[4]["reply_code"], 91);
+    assert_eq!(sessions[5]["command"], "udp_associate");
+    for key in [
+        "client",
+        "server",
+        "methods_offered",
+        "bound",
+        "bind_peer",
+        "bytes_up",
+        "bytes_down",
+        "udp_datagrams_up",
+        "udp_datagrams_down",
+        "start",
+        "end",
+        "sni",
+        "anomalies",
+    ] {
+        assert!(
+            sessions.iter().all(|s| s.get(key).is_some()),
+            "every session has {key}"
+        );
+    }
+
+    let (_, shown, _) = run(&["inspect", CAPTURE, "--json", "--show-secrets"], b"");
+    let doc: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert!(
+        doc["sessions"][2]["password"].is_string(),
+        "--show-secrets reveals the password"
+    );
+}
+
+#[test]
+fn inspect_text_and_errors() {
+    let (code, out, _) = run(&["inspect", CAPTURE], b"");
+    assert_eq!(code, 0);
+    assert!(out.contains("6 SOCKS sessions"), "{out}");
+    assert!(out.contains("user \"alice\"  auth ok"), "{out}");
+
+    let (code, _, err) = run(
+        &[
+            "inspect",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"),
+        ],
+        b"",
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("not a capture file"), "{err}");
+    let (code, _, err) = run(&["inspect", "/nonexistent/capture.pcap"], b"");
+    assert_eq!(code, 1);
+    assert!(err.contains("reading /nonexistent/capture.pcap"), "{err}");
+}

@@ -1,0 +1,118 @@
+//! A proxy's CPU time and memory from `/proc`, summed over its process tree (Dante forks
+//! worker processes; socksgate and microsocks are one process each).
+
+use std::collections::HashMap;
+
+use crate::error::{BenchError, Result};
+
+/// `pid` and every live descendant of it.
+pub(crate) fn tree(root: u32) -> Vec<u32> {
+    let mut parent = HashMap::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Some(fields) = stat_fields(pid)
+                && let Some(ppid) = fields.get(1).and_then(|f| f.parse::<u32>().ok())
+            {
+                parent.insert(pid, ppid);
+            }
+        }
+    }
+    let mut out = vec![root];
+    // Bounded: each pass adds only unseen pids, and there are finitely many.
+    loop {
+        let before = out.len();
+        for (&pid, &ppid) in &parent {
+            if out.contains(&ppid) && !out.contains(&pid) {
+                out.push(pid);
+            }
+        }
+        if out.len() == before {
+            return out;
+        }
+    }
+}
+
+/// `/proc/PID/stat` fields after the command name: index 0 is the state (field 3), index 1
+/// the parent pid (field 4), index 11 utime (field 14), … .
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// CPU seconds spent by `root`'s tree so far: utime + stime of every live process plus the
+/// root's cutime + cstime (children it already reaped).
+pub(crate) fn cpu_seconds(root: u32) -> Result<f64> {
+    let hz = rustix::param::clock_ticks_per_second() as f64;
+    let mut ticks = 0u64;
+    for pid in tree(root) {
+        let Some(f) = stat_fields(pid) else { continue };
+        let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        ticks += field(11) + field(12);
+        if pid == root {
+            ticks += field(13) + field(14);
+        }
+    }
+    if ticks == 0 && stat_fields(root).is_none() {
+        return Err(BenchError::Setup(format!("process {root} is gone")));
+    }
+    Ok(ticks as f64 / hz)
+}
+
+/// A `kB` line of `/proc/PID/status` or `smaps_rollup`, summed over `root`'s tree.
+fn sum_kib(root: u32, file: &str, key: &str) -> Result<u64> {
+    let mut total = 0;
+    let mut seen = false;
+    for pid in tree(root) {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/{file}")) else {
+            continue;
+        };
+        seen = true;
+        total += text
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    if seen {
+        Ok(total)
+    } else {
+        Err(BenchError::Setup(format!("process {root} is gone")))
+    }
+}
+
+/// Resident memory of `root`'s tree in KiB (VmRSS summed; shared pages count once per
+/// process).
+pub(crate) fn rss_kib(root: u32) -> Result<u64> {
+    sum_kib(root, "status", "VmRSS:")
+}
+
+/// Proportional set size of `root`'s tree in KiB (shared pages split between processes).
+pub(crate) fn pss_kib(root: u32) -> Result<u64> {
+    sum_kib(root, "smaps_rollup", "Pss:")
+}
+
+/// Number of processes in `root`'s tree.
+pub(crate) fn processes(root: u32) -> usize {
+    tree(root).len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        let me = std::process::id();
+        assert!(rss_kib(me).unwrap() > 0);
+        assert!(cpu_seconds(me).unwrap() >= 0.0);
+        assert!(tree(me).contains(&me));
+    }
+}
