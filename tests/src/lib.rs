@@ -8,6 +8,8 @@
 //!   deterministic bodies, a TCP echo server, a "reply after EOF" server and a UDP echo.
 //! * [`peers`] starts Debian's `danted` and `microsocks` as reference SOCKS servers.
 //! * [`tools`] locates external programs and runs them with bounded timeouts.
+//! * [`reliability`] has process statistics (RSS, open fds), a curl loop, seeded byte
+//!   streams and close-outcome reads for the reliability tests.
 //! * [`socks`] is a scripted, blocking SOCKS4/4a/5 client for byte-exact tests.
 //!
 //! External tools are required: a missing one fails the test unless `SOCKSGATE_ALLOW_SKIP=1`
@@ -16,6 +18,7 @@
 
 pub mod origin;
 pub mod peers;
+pub mod reliability;
 pub mod socks;
 pub mod socksgate;
 pub mod tmp;

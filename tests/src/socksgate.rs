@@ -208,6 +208,11 @@ impl Server {
         tools::read_log(&self.log)
     }
 
+    /// The server's process id (for /proc statistics and `prlimit --pid`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The temp dir holding the server's files.
     pub fn dir(&self) -> &TempDir {
         &self.dir
