@@ -17,7 +17,7 @@ export FUZZ_SECS=${SOCKSGATE_FUZZ_SECS:-20}
 
 CARGO_FUZZ_VERSION=0.13.2
 APT_PACKAGES=(curl python3 python3-socks ncat proxychains4 dante-server dante-client microsocks
-    tshark iperf3 qemu-system-arm socat netcat-openbsd chromium procps iproute2 nodejs npm)
+    tshark iperf3 qemu-system-arm socat netcat-openbsd chromium procps iproute2 util-linux perl)
 
 step() { printf '\n==== %s ====\n' "$*"; }
 
@@ -35,6 +35,11 @@ install_missing() {
         $sudo apt-get update -qq
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
             "${missing[@]}" >/dev/null
+    fi
+    # Node 20 and npm come with the machine image (Debian's npm conflicts with its nodejs).
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        echo "error: node and npm are required (the wasm page's end-to-end test)" >&2
+        exit 1
     fi
     rustup component add rustfmt clippy >/dev/null 2>&1 || true
     rustup target add wasm32-unknown-unknown thumbv7em-none-eabihf
