@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use argon2::Argon2;
 use password_hash::rand_core::OsRng;
-use password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use password_hash::{PasswordHash, PasswordHasher, SaltString};
 
 /// Why a users file or an entry cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -173,25 +173,63 @@ impl Users {
         let Ok(parsed) = PasswordHash::new(hash) else {
             return false;
         };
-        let ok = Argon2::default().verify_password(password, &parsed).is_ok();
+        let ok = verify_with_pooled_memory(password, &parsed);
         ok & known
     }
+}
+
+/// Argon2 working memory kept for reuse (at most [`MEMORY_POOL_MAX`] buffers).
+///
+/// Each check needs the hash's memory cost (19 MiB by default). Allocated and freed per
+/// login, glibc keeps it resident in the arena of whichever blocking-pool thread ran the
+/// check, so RSS grew by that much per new thread; reusing a few buffers bounds it.
+static MEMORY_POOL: std::sync::Mutex<Vec<Vec<argon2::Block>>> = std::sync::Mutex::new(Vec::new());
+/// The number of password checks the server runs at once (see `session::AUTH_SLOTS`).
+const MEMORY_POOL_MAX: usize = 4;
+
+/// Recomputes the hash of `password` with `hash`'s algorithm, parameters and salt in pooled
+/// memory, and compares the outputs in constant time (`password_hash::Output`'s `Eq`).
+fn verify_with_pooled_memory(password: &[u8], hash: &PasswordHash<'_>) -> bool {
+    let (Some(argon), Some(salt), Some(expected)) = (argon2_of(hash), hash.salt, hash.hash) else {
+        return false;
+    };
+    let mut salt_buf = [0u8; password_hash::Salt::MAX_LENGTH];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let mut out = [0u8; password_hash::Output::MAX_LENGTH];
+    let out = &mut out[..expected.len()];
+    let taken = MEMORY_POOL.lock().map(|mut p| p.pop()).unwrap_or_default();
+    let mut blocks = taken.unwrap_or_default();
+    blocks.resize(argon.params().block_count(), argon2::Block::new());
+    let ok = argon
+        .hash_password_into_with_memory(password, salt, out, &mut blocks)
+        .is_ok()
+        && password_hash::Output::new(out).is_ok_and(|o| o == expected);
+    if let Ok(mut pool) = MEMORY_POOL.lock()
+        && pool.len() < MEMORY_POOL_MAX
+    {
+        pool.push(blocks);
+    }
+    ok
+}
+
+/// The Argon2 instance (algorithm, version, parameters) a PHC hash string was made with.
+fn argon2_of(p: &PasswordHash<'_>) -> Option<Argon2<'static>> {
+    let algorithm = argon2::Algorithm::try_from(p.algorithm).ok()?;
+    let version = match p.version {
+        Some(v) => argon2::Version::try_from(v).ok()?,
+        None => argon2::Version::default(),
+    };
+    let params = argon2::Params::try_from(p).ok()?;
+    Some(Argon2::new(algorithm, version, params))
 }
 
 /// A hash of a fixed password with the parameters (algorithm, version, memory, time,
 /// parallelism) of `like`, a real entry, or the defaults when there is none or it cannot be
 /// reproduced; verifying against it costs what verifying a real user costs.
 fn dummy_hash(like: Option<&str>) -> String {
-    let same_params = like.and_then(|h| {
-        let p = PasswordHash::new(h).ok()?;
-        let algorithm = argon2::Algorithm::try_from(p.algorithm).ok()?;
-        let version = match p.version {
-            Some(v) => argon2::Version::try_from(v).ok()?,
-            None => argon2::Version::default(),
-        };
-        let params = argon2::Params::try_from(&p).ok()?;
-        Some(Argon2::new(algorithm, version, params))
-    });
+    let same_params = like.and_then(|h| argon2_of(&PasswordHash::new(h).ok()?));
     let salt = SaltString::generate(&mut OsRng);
     same_params
         .unwrap_or_default()

@@ -615,10 +615,6 @@ fn bad_input_never_costs_other_users() {
 /// Successful RFC 1929 logins (each verifies an argon2 hash) must not leave the server's RSS
 /// higher than after the first few.
 #[test]
-#[ignore = "needs bounded memory per RFC 1929 login in native: each argon2 verify's 19 MiB \
-            working memory stays resident (glibc's dynamic mmap threshold moves it onto the \
-            heap, never trimmed), +19.5 MiB RSS per login, linear (20 logins -> +390 MiB) \
-            despite the 4-check limit; flat with MALLOC_MMAP_THRESHOLD_=131072"]
 fn logins_leave_rss_at_baseline() {
     let duration = pick(Duration::from_secs(8), Duration::from_secs(60));
     let server = Server::builder().user(USER, PASS).start();
