@@ -206,6 +206,8 @@ pub struct Config {
     pub bind: BindSettings,
     /// UDP ASSOCIATE settings.
     pub udp: UdpSettings,
+    /// Session limits.
+    pub limits: crate::limits::LimitSettings,
     /// Access rules, first match wins.
     #[serde(rename = "rule", skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<RuleConfig>,
@@ -227,6 +229,7 @@ impl Default for Config {
             timeouts: Timeouts::default(),
             bind: BindSettings::default(),
             udp: UdpSettings::default(),
+            limits: crate::limits::LimitSettings::default(),
             rules: Vec::new(),
             rule_lines: Vec::new(),
         }

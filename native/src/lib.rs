@@ -7,6 +7,7 @@
 //! * [`relay`] — TCP relay with half-close; [`server`] — listeners and the accept loop;
 //! * [`session`] — one connection: handshake through `socksgate_core::server`, CONNECT;
 //!   `bind` and `udp_relay` — the other commands; [`client`] — `socksgate connect`;
+//! * [`limits`] — session limits (global, per client IP, per user);
 //! * [`logging`] — text or JSON logs; [`metrics`] — Prometheus counters and endpoint.
 #![forbid(unsafe_code)]
 
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod connect;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod relay;

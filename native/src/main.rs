@@ -152,6 +152,7 @@ fn serve(args: &ServeArgs) -> Result<()> {
             rules,
             resolver: Resolver::from_system(),
             metrics,
+            sessions: Default::default(),
         });
         server::serve(listeners, shared, shutdown_signal()).await;
         Ok(())

@@ -1,8 +1,9 @@
 //! Listeners and the accept loop: one task per connection.
 
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
@@ -40,17 +41,52 @@ pub async fn serve(
     tasks.abort_all();
 }
 
+/// Longest pause between accept attempts while the process is out of file descriptors.
+pub const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Accept failures this close to the previous one belong to the same episode (not logged
+/// again): at the descriptor limit every closing session lets one accept through, and the
+/// log must not get a pair of lines per connection.
+const EPISODE_QUIET: Duration = Duration::from_secs(10);
+
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    // While accept keeps failing: the current pause (10 ms doubling up to 1 s).
+    let mut delay: Option<Duration> = None;
+    // Time of the last failure of the current episode; whether its recovery was logged.
+    let mut last_failure: Option<Instant> = None;
+    let mut recovery_logged = true;
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                if delay.take().is_some() && !recovery_logged {
+                    info!("accepting connections again");
+                    recovery_logged = true;
+                }
                 let _ = stream.set_nodelay(true);
                 tokio::spawn(session::handle(stream, peer, Arc::clone(&shared)));
             }
+            // The client gave up before we accepted it: nothing to wait for.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionAborted
+                        | ErrorKind::ConnectionReset
+                        | ErrorKind::Interrupted
+                ) => {}
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                error!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // EMFILE, ENFILE, ENOBUFS, ENOMEM: back off instead of spinning; sessions
+                // that end free descriptors and accepting resumes.
+                let now = Instant::now();
+                if last_failure.is_none_or(|t| now.duration_since(t) > EPISODE_QUIET) {
+                    error!("accept failed: {e}; backing off until it succeeds again");
+                    recovery_logged = false;
+                }
+                last_failure = Some(now);
+                let pause = delay.map_or(Duration::from_millis(10), |d| {
+                    (d * 2).min(MAX_ACCEPT_BACKOFF)
+                });
+                delay = Some(pause);
+                tokio::time::sleep(pause).await;
             }
         }
     }

@@ -18,6 +18,7 @@ use tracing::{Instrument, debug, info, warn};
 use crate::access::{AccessRules, Pass};
 use crate::config::Config;
 use crate::connect::ConnectError;
+use crate::limits::Sessions;
 use crate::metrics::Metrics;
 use crate::resolve::Resolver;
 use crate::users::Users;
@@ -46,6 +47,8 @@ pub struct Shared {
     pub resolver: Resolver,
     /// Counters for `--metrics`.
     pub metrics: Arc<Metrics>,
+    /// Open sessions, for the `[limits]`.
+    pub sessions: Sessions,
 }
 
 impl Shared {
@@ -209,6 +212,14 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
 async fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<(), SessionError> {
     let local = stream.local_addr()?;
     let _active = shared.metrics.accepted();
+    // Global and per-address limits: close before the handshake.
+    let mut slot = match shared.sessions.admit(peer.ip(), &shared.config.limits) {
+        Ok(slot) => slot,
+        Err(e) => {
+            warn!("connection refused: {e}");
+            return Ok(());
+        }
+    };
     let mut conn = Conn::new(stream, shared.server_config(), Arc::clone(&shared.metrics));
     let handshake = tokio::time::timeout(
         shared.config.timeouts.handshake(),
@@ -230,6 +241,14 @@ async fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<(),
             return Err(SessionError::HandshakeTimeout);
         }
     };
+    if let Some(name) = &user
+        && let Err(e) = slot.admit_user(name, &shared.config.limits)
+    {
+        warn!(user = %String::from_utf8_lossy(name), "request refused: {e}");
+        conn.respond(Err(ReplyCode::GeneralFailure)).await?;
+        conn.close().await;
+        return Ok(());
+    }
     let user_name = user.as_deref().map(String::from_utf8_lossy);
     let command = command_name(request.command);
     let user_shown = user_name.as_deref().unwrap_or("-");

@@ -347,3 +347,79 @@ fn inspect_text_and_errors() {
     assert_eq!(code, 1);
     assert!(err.contains("reading /nonexistent/capture.pcap"), "{err}");
 }
+
+#[test]
+fn accept_backs_off_when_out_of_file_descriptors_and_recovers() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    // A low descriptor limit, so a few held connections exhaust it.
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -n 48 && exec \"$0\" \"$@\"", BIN])
+        .args(["serve", "--listen", &listen])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let sink = std::sync::Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let server = Server(child);
+    let start = Instant::now();
+    while TcpStream::connect(&listen).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "serve did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let count = |needle: &str| {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    };
+    // Hold more connections than there are descriptors (they wait in the handshake).
+    let held: Vec<TcpStream> = (0..80)
+        .map(|_| TcpStream::connect(&listen).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut server = server;
+    assert!(
+        server.0.try_wait().unwrap().is_none(),
+        "the server must not exit"
+    );
+    assert_eq!(
+        count("backing off"),
+        1,
+        "one log line per episode: {:?}",
+        lines.lock().unwrap()
+    );
+    drop(held);
+    // Once descriptors are free again, a new client is served.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut s = TcpStream::connect(&listen).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.write_all(&[5, 1, 0]).unwrap();
+        let mut reply = [0u8; 2];
+        if s.read_exact(&mut reply).is_ok() {
+            assert_eq!(reply, [5, 0]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the server never recovered");
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while count("accepting connections again") == 0 {
+        assert!(Instant::now() < deadline, "no recovery log line");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(server.0.try_wait().unwrap().is_none());
+}

@@ -44,6 +44,7 @@ async fn start_with(config: Config, users: Option<&[(&str, &str)]>, resolver: Re
         rules,
         resolver,
         metrics: Default::default(),
+        sessions: Default::default(),
     });
     tokio::spawn(server::serve(
         vec![listener],
@@ -502,6 +503,7 @@ async fn ipv6_listener_and_destination() {
         rules,
         resolver: Resolver::from_system(),
         metrics: Default::default(),
+        sessions: Default::default(),
     });
     tokio::spawn(server::serve(
         vec![listener],
@@ -650,4 +652,139 @@ async fn udp_relay_ports_come_from_the_configured_range() {
         rejected(r),
         ClientError::Rejected(ReplyCode::GeneralFailure)
     );
+}
+
+/// An echo server for many connections that stay open until the client closes.
+async fn echo_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Connects from `from` (a loopback address) and waits for the proxy to close at once.
+async fn closed_before_handshake(proxy: SocketAddr, from: &str) -> bool {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut s = sock.connect(proxy).await.unwrap();
+    let _ = s.write_all(&[5, 1, 0]).await;
+    // Refused: EOF (or a reset) with no method selection; admitted: the selection `05 00`.
+    let mut out = [0u8; 2];
+    let r = tokio::time::timeout(Duration::from_secs(5), s.read(&mut out)).await;
+    match r {
+        Ok(Ok(0) | Err(_)) => true,
+        Ok(Ok(_)) => false,
+        Err(_) => panic!("neither refused nor answered"),
+    }
+}
+
+/// A relayed session from `from`, proven alive by one echo.
+async fn open_session(proxy: SocketAddr, from: &str, echo: SocketAddr) -> TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut stream = sock.connect(proxy).await.unwrap();
+    let config = ClientConfig {
+        version: Version::Socks5,
+        credentials: None,
+        command: Command::Connect,
+        target: Addr::Ip(echo),
+        user_id: b"",
+    };
+    let mut c = Client::new(config).unwrap();
+    client::handshake(&mut c, &mut stream).await.unwrap();
+    stream.write_all(b"x").await.unwrap();
+    let mut b = [0u8; 1];
+    stream.read_exact(&mut b).await.unwrap();
+    stream
+}
+
+#[tokio::test]
+async fn session_limits_global_and_per_ip_close_before_the_handshake() {
+    let mut config = Config::default();
+    config.limits.max_sessions = 2;
+    config.limits.max_sessions_per_ip = 1;
+    let proxy = start(config, None).await;
+    let echo = echo_server().await;
+    let a = open_session(proxy.addr, "127.0.0.1", echo).await;
+    assert!(
+        closed_before_handshake(proxy.addr, "127.0.0.1").await,
+        "per-IP limit"
+    );
+    let _b = open_session(proxy.addr, "127.0.0.2", echo).await;
+    assert!(
+        closed_before_handshake(proxy.addr, "127.0.0.3").await,
+        "global limit"
+    );
+    // Closing a session frees its place (the server notices asynchronously).
+    drop(a);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if !closed_before_handshake(proxy.addr, "127.0.0.3").await {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "place never freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn session_limit_per_user_is_reply_1() {
+    let mut config = Config::default();
+    config.limits.max_sessions_per_user = 1;
+    let proxy = start(config, Some(&[("alice", "pw"), ("bob", "pw")])).await;
+    let echo = echo_server().await;
+    let (first, r) = handshake(
+        proxy.addr,
+        Version::Socks5,
+        Addr::Ip(echo),
+        Some((b"alice", b"pw")),
+    )
+    .await;
+    r.unwrap();
+    let (_, r) = handshake(
+        proxy.addr,
+        Version::Socks5,
+        Addr::Ip(echo),
+        Some((b"alice", b"pw")),
+    )
+    .await;
+    assert_eq!(
+        rejected(r),
+        ClientError::Rejected(ReplyCode::GeneralFailure)
+    );
+    // Another user is not affected.
+    let (_bob, r) = handshake(
+        proxy.addr,
+        Version::Socks5,
+        Addr::Ip(echo),
+        Some((b"bob", b"pw")),
+    )
+    .await;
+    r.unwrap();
+    drop(first);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_s, r) = handshake(
+            proxy.addr,
+            Version::Socks5,
+            Addr::Ip(echo),
+            Some((b"alice", b"pw")),
+        )
+        .await;
+        if r.is_ok() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alice's place never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
