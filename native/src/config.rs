@@ -82,6 +82,9 @@ pub struct Timeouts {
     pub bind: u64,
     /// An idle UDP association (no datagram in either direction) is closed after this.
     pub udp_idle: u64,
+    /// A relayed TCP session (CONNECT, BIND) with no byte in either direction for this long is
+    /// closed; 0 = never.
+    pub tcp_idle: u64,
 }
 
 impl Default for Timeouts {
@@ -91,6 +94,7 @@ impl Default for Timeouts {
             connect: 10,
             bind: 120,
             udp_idle: 300,
+            tcp_idle: 0,
         }
     }
 }
@@ -107,6 +111,10 @@ impl Timeouts {
     /// `bind` as a duration.
     pub fn bind(&self) -> Duration {
         Duration::from_secs(self.bind)
+    }
+    /// `tcp_idle` as a duration; `None` when off.
+    pub fn tcp_idle(&self) -> Option<Duration> {
+        (self.tcp_idle > 0).then(|| Duration::from_secs(self.tcp_idle))
     }
     /// `udp_idle` as a duration.
     pub fn udp_idle(&self) -> Duration {

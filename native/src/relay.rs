@@ -16,6 +16,9 @@
 //! per idle session). Buffers start at [`SMALL`] and a direction that fills one switches to
 //! [`LARGE`] (fewer syscalls for bulk transfers).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
 use tokio::io::{AsyncWriteExt, ErrorKind};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
@@ -51,12 +54,15 @@ pub async fn relay(
     upstream: &mut TcpStream,
     early: &[u8],
 ) -> std::io::Result<Totals> {
-    relay_with(Mode::Auto, client, upstream, early).await
+    relay_with(Mode::Auto, None, client, upstream, early).await
 }
 
-/// [`relay`] with an explicit [`Mode`].
+/// [`relay`] with an explicit [`Mode`] and an idle timeout: when no byte has moved in either
+/// direction for `idle`, the relay ends (logged, with the bytes moved so far) and the caller
+/// closes both connections by dropping them.
 pub async fn relay_with(
     mode: Mode,
+    idle: Option<Duration>,
     client: &mut TcpStream,
     upstream: &mut TcpStream,
     early: &[u8],
@@ -64,34 +70,109 @@ pub async fn relay_with(
     if !early.is_empty() {
         upstream.write_all(early).await?;
     }
+    let activity = Activity::new();
     let (client_rd, client_wr) = client.split();
     let (up_rd, up_wr) = upstream.split();
-    let (up, down) = tokio::try_join!(
-        direction(mode, client_rd, up_wr),
-        direction(mode, up_rd, client_wr)
-    )?;
+    let both = async {
+        tokio::try_join!(
+            direction(mode, client_rd, up_wr, activity.meter(&activity.up)),
+            direction(mode, up_rd, client_wr, activity.meter(&activity.down))
+        )
+    };
+    let (up, down) = match idle {
+        None => both.await?,
+        Some(idle) => tokio::select! {
+            r = both => r?,
+            () = activity.idle_for(idle) => {
+                let up = activity.up.load(Ordering::Relaxed);
+                let down = activity.down.load(Ordering::Relaxed);
+                tracing::info!(up, down, "idle timeout: no data for {}s", idle.as_secs());
+                (up, down)
+            }
+        },
+    };
     Ok(Totals {
         up: up + early.len() as u64,
         down,
     })
 }
 
-/// One direction, by `mode`.
-async fn direction(mode: Mode, from: ReadHalf<'_>, to: WriteHalf<'_>) -> std::io::Result<u64> {
+/// When data last moved and how much, shared by both directions (for the idle timeout).
+#[derive(Debug)]
+pub(crate) struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+    up: AtomicU64,
+    down: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            up: AtomicU64::new(0),
+            down: AtomicU64::new(0),
+        }
+    }
+
+    fn meter<'a>(&'a self, counter: &'a AtomicU64) -> Meter<'a> {
+        Meter {
+            activity: self,
+            counter,
+        }
+    }
+
+    /// Completes once nothing has moved for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let deadline = last + idle;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline.into()).await;
+        }
+    }
+}
+
+/// One direction's view of the [`Activity`]: its byte counter.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Meter<'a> {
+    activity: &'a Activity,
+    counter: &'a AtomicU64,
+}
+
+impl Meter<'_> {
+    /// Records `n` bytes written by this direction.
+    pub(crate) fn add(&self, n: usize) {
+        self.counter.fetch_add(n as u64, Ordering::Relaxed);
+        let ms = u64::try_from(self.activity.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.activity.last_ms.store(ms, Ordering::Relaxed);
+    }
+}
+
+/// One direction, by `mode`; `meter` is told about every chunk.
+async fn direction(
+    mode: Mode,
+    from: ReadHalf<'_>,
+    to: WriteHalf<'_>,
+    meter: Meter<'_>,
+) -> std::io::Result<u64> {
     #[cfg(target_os = "linux")]
     if mode == Mode::Auto {
-        return match splice::pump(from.as_ref(), to.as_ref()).await {
+        return match splice::pump(from.as_ref(), to.as_ref(), meter).await {
             splice::Outcome::Done(total) => {
                 shutdown(to).await?;
                 Ok(total)
             }
             splice::Outcome::Failed(e) => Err(e),
-            splice::Outcome::Unsupported => pump(from, to).await,
+            splice::Outcome::Unsupported => pump(from, to, meter).await,
         };
     }
     #[cfg(not(target_os = "linux"))]
     let _ = mode;
-    pump(from, to).await
+    pump(from, to, meter).await
 }
 
 /// Passes EOF on as a half-close. The peer may already be gone.
@@ -104,7 +185,7 @@ async fn shutdown(mut to: WriteHalf<'_>) -> std::io::Result<()> {
 }
 
 /// Copies `from` to `to` until EOF, then shuts down `to`'s write side.
-async fn pump(from: ReadHalf<'_>, mut to: WriteHalf<'_>) -> std::io::Result<u64> {
+async fn pump(from: ReadHalf<'_>, mut to: WriteHalf<'_>, meter: Meter<'_>) -> std::io::Result<u64> {
     let source: &TcpStream = from.as_ref();
     let mut size = SMALL;
     let mut total = 0u64;
@@ -121,6 +202,7 @@ async fn pump(from: ReadHalf<'_>, mut to: WriteHalf<'_>) -> std::io::Result<u64>
                 Ok(n) => {
                     to.write_all(buf.get(..n).unwrap_or_default()).await?;
                     total += n as u64;
+                    meter.add(n);
                     if n == buf.len() && size < LARGE {
                         size = LARGE;
                         buf = vec![0u8; size];
@@ -151,6 +233,8 @@ pub mod splice {
     use rustix::pipe::{PipeFlags, SpliceFlags, pipe_with, splice};
     use tokio::io::Interest;
     use tokio::net::TcpStream;
+
+    use super::Meter;
 
     /// Bytes asked for per socket → pipe splice (the default pipe capacity; 64 KiB chunks
     /// cost about half the CPU of 16 KiB ones, notes/performance.md).
@@ -186,15 +270,19 @@ pub mod splice {
     }
 
     /// Moves `from` to `to` until EOF. Does not shut `to` down.
-    pub(crate) async fn pump(from: &TcpStream, to: &TcpStream) -> Outcome {
-        match run(from, to).await {
+    pub(crate) async fn pump(from: &TcpStream, to: &TcpStream, meter: Meter<'_>) -> Outcome {
+        match run(from, to, meter).await {
             Ok(Some(total)) => Outcome::Done(total),
             Ok(None) => Outcome::Unsupported,
             Err(e) => Outcome::Failed(e),
         }
     }
 
-    async fn run(from: &TcpStream, to: &TcpStream) -> std::io::Result<Option<u64>> {
+    async fn run(
+        from: &TcpStream,
+        to: &TcpStream,
+        meter: Meter<'_>,
+    ) -> std::io::Result<Option<u64>> {
         let mut pipe: Option<(OwnedFd, OwnedFd)> = None;
         let mut total = 0u64;
         let mut first = true;
@@ -243,6 +331,7 @@ pub mod splice {
                     Ok(m) => {
                         left -= m;
                         total += m as u64;
+                        meter.add(m);
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -276,7 +365,7 @@ mod tests {
                 let (mut client, mut c_in) = pair().await;
                 let (mut u_out, mut server) = pair().await;
                 let relay = tokio::spawn(async move {
-                    relay_with($mode, &mut c_in, &mut u_out, b"early:").await
+                    relay_with($mode, None, &mut c_in, &mut u_out, b"early:").await
                 });
 
                 // The server reads the whole request (until EOF), then answers with a large body.
@@ -310,10 +399,9 @@ mod tests {
             async fn half_close_from_the_server_side() {
                 let (mut client, mut c_in) = pair().await;
                 let (mut u_out, mut server) = pair().await;
-                let relay =
-                    tokio::spawn(
-                        async move { relay_with($mode, &mut c_in, &mut u_out, b"").await },
-                    );
+                let relay = tokio::spawn(async move {
+                    relay_with($mode, None, &mut c_in, &mut u_out, b"").await
+                });
                 // The server speaks first and closes its write side; the client keeps sending.
                 server.write_all(b"banner").await.unwrap();
                 server.shutdown().await.unwrap();
@@ -332,10 +420,9 @@ mod tests {
             async fn interactive_ping_pong() {
                 let (mut client, mut c_in) = pair().await;
                 let (mut u_out, mut server) = pair().await;
-                let relay =
-                    tokio::spawn(
-                        async move { relay_with($mode, &mut c_in, &mut u_out, b"").await },
-                    );
+                let relay = tokio::spawn(async move {
+                    relay_with($mode, None, &mut c_in, &mut u_out, b"").await
+                });
                 for i in 0..100u8 {
                     client.write_all(&[i]).await.unwrap();
                     let mut b = [0u8; 1];
@@ -353,10 +440,9 @@ mod tests {
             async fn reset_ends_both_directions() {
                 let (client, mut c_in) = pair().await;
                 let (mut u_out, server) = pair().await;
-                let relay =
-                    tokio::spawn(
-                        async move { relay_with($mode, &mut c_in, &mut u_out, b"").await },
-                    );
+                let relay = tokio::spawn(async move {
+                    relay_with($mode, None, &mut c_in, &mut u_out, b"").await
+                });
                 // The destination vanishes with a reset; the client never sends or closes.
                 let s2 = socket2::SockRef::from(&server);
                 s2.set_linger(Some(std::time::Duration::ZERO)).unwrap();
@@ -364,6 +450,31 @@ mod tests {
                 let r = tokio::time::timeout(std::time::Duration::from_secs(5), relay).await;
                 assert!(r.is_ok(), "the relay must end when one side resets");
                 drop(client);
+            }
+
+            #[tokio::test]
+            async fn idle_timeout_ends_a_silent_session_only() {
+                let (mut client, mut c_in) = pair().await;
+                let (mut u_out, mut server) = pair().await;
+                let idle = Some(std::time::Duration::from_millis(400));
+                let relay = tokio::spawn(async move {
+                    relay_with($mode, idle, &mut c_in, &mut u_out, b"").await
+                });
+                // Traffic every 100 ms for 1.2 s keeps it open…
+                for i in 0..12u8 {
+                    client.write_all(&[i]).await.unwrap();
+                    let mut b = [0u8; 1];
+                    server.read_exact(&mut b).await.unwrap();
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                assert!(!relay.is_finished(), "an active session must stay open");
+                // …silence ends it, with the bytes counted so far.
+                let totals = tokio::time::timeout(std::time::Duration::from_secs(5), relay)
+                    .await
+                    .expect("the idle timeout must end the relay")
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(totals, Totals { up: 12, down: 0 });
             }
         };
     }
@@ -385,7 +496,9 @@ mod tests {
         let (mut client, c_in) = pair().await;
         let (u_out, mut server) = pair().await;
         let pump = tokio::spawn(async move {
-            let out = splice::pump(&c_in, &u_out).await;
+            let activity = Activity::new();
+            let out = splice::pump(&c_in, &u_out, activity.meter(&activity.up)).await;
+            assert_eq!(activity.up.load(Ordering::Relaxed), 1 << 20);
             drop((c_in, u_out));
             out
         });

@@ -450,7 +450,14 @@ async fn connect(conn: &mut Conn, request: &Request, ctx: &Ctx<'_>) -> Result<()
     conn.respond(Ok(bound)).await?;
     debug!(%bound, %remote, "connected");
     let early = conn.take_leftover();
-    let totals = relay::relay(&mut conn.stream, &mut upstream, &early).await;
+    let totals = relay::relay_with(
+        relay::Mode::Auto,
+        ctx.shared.config.timeouts.tcp_idle(),
+        &mut conn.stream,
+        &mut upstream,
+        &early,
+    )
+    .await;
     match totals {
         Ok(t) => {
             ctx.shared.metrics.relayed(ctx.user, t.up, t.down);

@@ -788,3 +788,17 @@ async fn session_limit_per_user_is_reply_1() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn tcp_idle_timeout_closes_a_silent_session() {
+    let mut config = Config::default();
+    config.timeouts.tcp_idle = 1;
+    let proxy = start(config, None).await;
+    let echo = echo_server().await;
+    let mut s = open_session(proxy.addr, "127.0.0.1", echo).await;
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(r.is_ok(), "the proxy should close the idle session");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
