@@ -114,6 +114,7 @@ pub(crate) async fn run(
     {
         Ok(t) => {
             ctx.shared.metrics.relayed(ctx.user, t.up, t.down);
+            conn.bytes = (t.up, t.down);
             info!(%peer, up = t.up, down = t.down, "closed");
         }
         Err(e) => debug!("bind relay ended: {e}"),

@@ -96,6 +96,10 @@ pub(crate) struct Conn {
     start: usize,
     end: usize,
     out: [u8; 600],
+    /// The first reply sent (for the access log).
+    pub(crate) reply: Option<ReplyCode>,
+    /// Payload bytes relayed (up, down), set when the command ends (for the access log).
+    pub(crate) bytes: (u64, u64),
 }
 
 impl Conn {
@@ -108,6 +112,8 @@ impl Conn {
             start: 0,
             end: 0,
             out: [0; 600],
+            reply: None,
+            bytes: (0, 0),
         }
     }
 
@@ -178,8 +184,9 @@ impl Conn {
         &mut self,
         outcome: Result<SocketAddr, ReplyCode>,
     ) -> std::io::Result<()> {
-        self.metrics
-            .reply(outcome.err().unwrap_or(ReplyCode::Succeeded));
+        let code = outcome.err().unwrap_or(ReplyCode::Succeeded);
+        self.metrics.reply(code);
+        self.reply.get_or_insert(code);
         let _ = self.server.respond(outcome);
         self.flush().await
     }
@@ -194,22 +201,103 @@ impl Conn {
     }
 }
 
-/// Serves one accepted connection to the end.
+/// How a session ended, for the access log and `socksgate_sessions_total{outcome}`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Outcome {
+    /// The request succeeded (reply 0 / 90) and the command ran to its end.
+    Succeeded,
+    /// The request got a failure reply (denied, unreachable, refused, …).
+    Refused,
+    /// Username/password rejected.
+    AuthFailed,
+    /// Malformed, timed out or abandoned before a request.
+    #[default]
+    HandshakeFailed,
+    /// Refused by a `[limits]` setting.
+    Limited,
+    /// A request arrived but the connection failed before a reply.
+    Error,
+}
+
+impl Outcome {
+    /// The label used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Refused => "refused",
+            Self::AuthFailed => "auth_failed",
+            Self::HandshakeFailed => "handshake_failed",
+            Self::Limited => "limited",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// What the access log line says about a session.
+#[derive(Debug, Default)]
+struct Record {
+    version: Option<Version>,
+    command: Option<Command>,
+    dst: Option<String>,
+    user: Option<String>,
+    reply: Option<ReplyCode>,
+    bytes: (u64, u64),
+    outcome: Outcome,
+}
+
+impl Record {
+    /// The reply code as sent: SOCKS5 REP, or SOCKS4 CD (90 granted, 91 rejected).
+    fn reply_code(&self) -> Option<u8> {
+        let code = self.reply?;
+        Some(match self.version {
+            Some(Version::Socks5) | None => u8::from(code),
+            Some(_) if code == ReplyCode::Succeeded => 90,
+            Some(_) => 91,
+        })
+    }
+}
+
+/// Serves one accepted connection to the end, then writes its access-log line (target
+/// `socksgate::access`): client, user, command, destination, reply code, bytes each way,
+/// duration and outcome.
 pub async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let span = tracing::info_span!("session", client = %peer);
     async move {
-        if let Err(e) = run(stream, peer, &shared).await {
+        let started = std::time::Instant::now();
+        let mut record = Record::default();
+        if let Err(e) = run(stream, peer, &shared, &mut record).await {
             match e {
                 SessionError::Io(_) | SessionError::Eof => debug!("session ended: {e}"),
                 _ => info!("session ended: {e}"),
             }
         }
+        let duration = started.elapsed();
+        let command = record.command.map_or_else(|| "none".into(), command_name);
+        shared.metrics.session(&command, record.outcome.as_str());
+        info!(
+            target: "socksgate::access",
+            client = %peer,
+            user = record.user.as_deref().unwrap_or("-"),
+            %command,
+            dst = record.dst.as_deref().unwrap_or("-"),
+            reply = record.reply_code().map_or(-1, i16::from),
+            up = record.bytes.0,
+            down = record.bytes.1,
+            duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+            outcome = record.outcome.as_str(),
+            "session"
+        );
     }
     .instrument(span)
     .await;
 }
 
-async fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<(), SessionError> {
+async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    record: &mut Record,
+) -> Result<(), SessionError> {
     let local = stream.local_addr()?;
     let _active = shared.metrics.accepted();
     // Global and per-address limits: close before the handshake.
@@ -217,9 +305,11 @@ async fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<(),
         Ok(slot) => slot,
         Err(e) => {
             warn!("connection refused: {e}");
+            record.outcome = Outcome::Limited;
             return Ok(());
         }
     };
+    let accepted = std::time::Instant::now();
     let mut conn = Conn::new(stream, shared.server_config(), Arc::clone(&shared.metrics));
     let handshake = tokio::time::timeout(
         shared.config.timeouts.handshake(),
@@ -229,7 +319,11 @@ async fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<(),
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             match e {
-                SessionError::AuthFailed(_) => shared.metrics.auth_failed(),
+                SessionError::AuthFailed(ref name) => {
+                    shared.metrics.auth_failed();
+                    record.outcome = Outcome::AuthFailed;
+                    record.user = Some(name.clone());
+                }
                 _ => shared.metrics.handshake_failed(),
             }
             conn.close().await;
@@ -241,14 +335,44 @@ async fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<(),
             return Err(SessionError::HandshakeTimeout);
         }
     };
+    shared.metrics.handshake_done(accepted.elapsed());
+    record.version = Some(request.version);
+    record.command = Some(request.command);
+    record.dst = Some(request.target.to_string());
+    record.user = user
+        .as_deref()
+        .map(|u| String::from_utf8_lossy(u).into_owned());
+    record.outcome = Outcome::Error;
     if let Some(name) = &user
         && let Err(e) = slot.admit_user(name, &shared.config.limits)
     {
         warn!(user = %String::from_utf8_lossy(name), "request refused: {e}");
         conn.respond(Err(ReplyCode::GeneralFailure)).await?;
+        record.reply = conn.reply;
+        record.outcome = Outcome::Limited;
         conn.close().await;
         return Ok(());
     }
+    let result = command(&mut conn, request, user, peer, local, shared).await;
+    record.reply = conn.reply;
+    record.bytes = conn.bytes;
+    record.outcome = match conn.reply {
+        Some(ReplyCode::Succeeded) => Outcome::Succeeded,
+        Some(_) => Outcome::Refused,
+        None => Outcome::Error,
+    };
+    result
+}
+
+/// Logs the request, runs the command, closes the connection on failure.
+async fn command(
+    conn: &mut Conn,
+    request: Request,
+    user: Option<Vec<u8>>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    shared: &Shared,
+) -> Result<(), SessionError> {
     let user_name = user.as_deref().map(String::from_utf8_lossy);
     let command = command_name(request.command);
     let user_shown = user_name.as_deref().unwrap_or("-");
@@ -268,10 +392,10 @@ async fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<(),
         shared,
     };
     let result = match request.command {
-        Command::Connect => connect(&mut conn, &request, &ctx).await,
-        Command::Bind => bind::run(&mut conn, &request, &ctx).await,
+        Command::Connect => connect(conn, &request, &ctx).await,
+        Command::Bind => bind::run(conn, &request, &ctx).await,
         Command::UdpAssociate if request.version == Version::Socks5 => {
-            udp_relay::run(&mut conn, &request, &ctx).await
+            udp_relay::run(conn, &request, &ctx).await
         }
         other => {
             conn.respond(Err(ReplyCode::CommandNotSupported)).await?;
@@ -422,7 +546,8 @@ async fn connect(conn: &mut Conn, request: &Request, ctx: &Ctx<'_>) -> Result<()
                 Pass::PerAddress => ctx.check_resolved(Command::Connect, dest, sa.ip()),
             };
             let target = dest.to_target();
-            match tokio::time::timeout(
+            let started = std::time::Instant::now();
+            let r = match tokio::time::timeout(
                 ctx.shared.config.timeouts.connect(),
                 ctx.shared.resolver.connect(&target, allow),
             )
@@ -430,7 +555,9 @@ async fn connect(conn: &mut Conn, request: &Request, ctx: &Ctx<'_>) -> Result<()
             {
                 Ok(r) => r,
                 Err(_) => Err(ConnectError::TimedOut),
-            }
+            };
+            ctx.shared.metrics.connect_done(started.elapsed());
+            r
         }
     };
     let mut upstream = match outcome {
@@ -461,6 +588,7 @@ async fn connect(conn: &mut Conn, request: &Request, ctx: &Ctx<'_>) -> Result<()
     match totals {
         Ok(t) => {
             ctx.shared.metrics.relayed(ctx.user, t.up, t.down);
+            conn.bytes = (t.up, t.down);
             info!(dst = %request.target, %remote, up = t.up, down = t.down, "closed");
         }
         Err(e) => debug!(dst = %request.target, "relay ended: {e}"),

@@ -423,3 +423,120 @@ fn accept_backs_off_when_out_of_file_descriptors_and_recovers() {
     }
     assert!(server.0.try_wait().unwrap().is_none());
 }
+
+/// Collects a child's stderr lines in the background.
+fn collect_lines(
+    stderr: std::process::ChildStderr,
+) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+fn scrape(addr: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
+
+#[test]
+fn access_log_and_session_metrics_after_real_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    let users_s = users.to_str().unwrap();
+    assert_eq!(run(&["passwd", "--users", users_s, "alice"], b"pw\n").0, 0);
+    let config = dir.path().join("socksgate.toml");
+    std::fs::write(&config, "[[rule]]\naction = \"deny\"\nports = [\"9\"]\n").unwrap();
+    let echo = echo_after_eof();
+    let port = free_port();
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let mut server = serve(
+        port,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--users",
+            users_s,
+            "--metrics",
+            &metrics_addr,
+            "--log-format",
+            "json",
+        ],
+    );
+    let lines = collect_lines(server.0.stderr.take().unwrap());
+    let ok = format!("socks5h://alice:pw@127.0.0.1:{port}");
+    let (code, out, _) = run(
+        &["connect", "--proxy", &ok, "127.0.0.1", &echo.to_string()],
+        b"count me",
+    );
+    assert_eq!((code, out.as_str()), (0, "count me"));
+    let bad = format!("socks5h://alice:wrong@127.0.0.1:{port}");
+    let (code, _, _) = run(&["connect", "--proxy", &bad, "127.0.0.1", "80"], b"");
+    assert_ne!(code, 0);
+    let (code, _, _) = run(&["connect", "--proxy", &ok, "127.0.0.1", "9"], b"");
+    assert_ne!(code, 0);
+    let want = [
+        "socksgate_sessions_total{command=\"connect\",outcome=\"succeeded\"} 1\n",
+        "socksgate_sessions_total{command=\"connect\",outcome=\"refused\"} 1\n",
+        "socksgate_sessions_total{command=\"none\",outcome=\"auth_failed\"} 1\n",
+        "socksgate_auth_failures_total 1\n",
+        "socksgate_connections_active 0\n",
+        "socksgate_handshake_duration_seconds_count 2\n",
+        "socksgate_handshake_duration_seconds_bucket{le=\"+Inf\"} 2\n",
+        "socksgate_connect_duration_seconds_count 1\n",
+        "socksgate_bytes_total{direction=\"up\"} 8\n",
+        "socksgate_user_bytes_total{user=\"alice\",direction=\"down\"} 8\n",
+    ];
+    // Session ends are counted just after the clients exit.
+    let start = Instant::now();
+    let text = loop {
+        let text = scrape(&metrics_addr);
+        if want.iter().all(|w| text.contains(w)) || start.elapsed() > Duration::from_secs(5) {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for w in want {
+        assert!(text.contains(w), "missing {w:?} in\n{text}");
+    }
+    // One access line per session, with every field.
+    let access: Vec<serde_json::Value> = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "socksgate::access")
+        .collect();
+    // serve()'s readiness probe connects and leaves: a handshake_failed session of its own.
+    assert_eq!(access.len(), 4, "{access:?}");
+    assert_eq!(
+        access
+            .iter()
+            .filter(|v| v["outcome"] == "handshake_failed")
+            .count(),
+        1
+    );
+    let done = access
+        .iter()
+        .find(|v| v["outcome"] == "succeeded")
+        .expect("the successful session's line");
+    assert_eq!(done["user"], "alice");
+    assert_eq!(done["command"], "connect");
+    assert_eq!(done["dst"], format!("127.0.0.1:{echo}"));
+    assert_eq!(done["reply"], 0);
+    assert_eq!(
+        (done["up"].as_u64(), done["down"].as_u64()),
+        (Some(8), Some(8))
+    );
+    assert!(done["duration_ms"].is_u64());
+    assert!(done["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+    let denied = access.iter().find(|v| v["outcome"] == "refused").unwrap();
+    assert_eq!(denied["reply"], 2);
+}
