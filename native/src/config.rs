@@ -216,6 +216,8 @@ pub struct Config {
     pub udp: UdpSettings,
     /// Session limits.
     pub limits: crate::limits::LimitSettings,
+    /// Seconds that SIGTERM/SIGINT wait for open sessions to end after listeners close.
+    pub drain_timeout: u64,
     /// Access rules, first match wins.
     #[serde(rename = "rule", skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<RuleConfig>,
@@ -238,6 +240,7 @@ impl Default for Config {
             bind: BindSettings::default(),
             udp: UdpSettings::default(),
             limits: crate::limits::LimitSettings::default(),
+            drain_timeout: 30,
             rules: Vec::new(),
             rule_lines: Vec::new(),
         }

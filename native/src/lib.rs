@@ -8,6 +8,7 @@
 //! * [`session`] — one connection: handshake through `socksgate_core::server`, CONNECT;
 //!   `bind` and `udp_relay` — the other commands; [`client`] — `socksgate connect`;
 //! * [`limits`] — session limits (global, per client IP, per user);
+//! * [`systemd`] — `sd_notify` readiness;
 //! * [`logging`] — text or JSON logs; [`metrics`] — Prometheus counters and endpoint.
 #![forbid(unsafe_code)]
 
@@ -24,5 +25,6 @@ pub mod relay;
 pub mod resolve;
 pub mod server;
 pub mod session;
+pub mod systemd;
 mod udp_relay;
 pub mod users;

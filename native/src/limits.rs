@@ -48,6 +48,8 @@ struct Counts {
 #[derive(Debug, Default)]
 pub struct Sessions {
     counts: Mutex<Counts>,
+    /// Woken whenever a session ends (for draining).
+    ended: tokio::sync::Notify,
 }
 
 /// A place taken by one session; freed when dropped.
@@ -88,6 +90,19 @@ impl Sessions {
     pub fn active(&self) -> usize {
         self.lock().total
     }
+
+    /// Completes when no session is open.
+    pub async fn all_ended(&self) {
+        loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if self.active() == 0 {
+                return;
+            }
+            ended.await;
+        }
+    }
 }
 
 impl Slot<'_> {
@@ -112,6 +127,8 @@ impl Drop for Slot<'_> {
         if let Some(user) = &self.user {
             decrement(&mut c.per_user, user);
         }
+        drop(c);
+        self.sessions.ended.notify_waiters();
     }
 }
 
@@ -154,5 +171,21 @@ mod tests {
         drop((s2, s3));
         assert_eq!(s.active(), 0);
         assert!(s.lock().per_ip.is_empty() && s.lock().per_user.is_empty());
+    }
+
+    #[tokio::test]
+    async fn all_ended_waits_for_the_last_session() {
+        let s = std::sync::Arc::new(Sessions::default());
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let slot = s.admit(ip, &LimitSettings::default()).unwrap();
+        let s2 = std::sync::Arc::clone(&s);
+        let waiter = tokio::spawn(async move { s2.all_ended().await });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished());
+        drop(slot);
+        tokio::time::timeout(std::time::Duration::from_secs(2), waiter)
+            .await
+            .expect("drain completes when the last session ends")
+            .unwrap();
     }
 }

@@ -13,7 +13,7 @@ use socksgate::metrics::{self, Metrics};
 use socksgate::resolve::Resolver;
 use socksgate::session::Shared;
 use socksgate::users::{self, Users};
-use socksgate::{access, client, logging, server};
+use socksgate::{access, client, logging, server, systemd};
 
 fn main() {
     let cli = Cli::parse();
@@ -154,7 +154,14 @@ fn serve(args: &ServeArgs) -> Result<()> {
             metrics,
             sessions: Default::default(),
         });
-        server::serve(listeners, shared, shutdown_signal()).await;
+        if let Err(e) = systemd::notify("READY=1") {
+            tracing::warn!("cannot notify systemd: {e}");
+        }
+        let shutdown = async {
+            shutdown_signal().await;
+            let _ = systemd::notify("STOPPING=1");
+        };
+        server::serve(listeners, shared, shutdown).await;
         Ok(())
     })
 }

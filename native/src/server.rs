@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::session::{self, Shared};
 
@@ -37,8 +37,23 @@ pub async fn serve(
         tasks.spawn(accept_loop(listener, Arc::clone(&shared)));
     }
     shutdown.await;
-    info!("shutting down");
+    // Stop accepting (the listeners close with their tasks), then let open sessions finish.
     tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    let open = shared.sessions.active();
+    let deadline = Duration::from_secs(shared.config.drain_timeout);
+    info!(
+        sessions = open,
+        "shutting down: listeners closed, draining for up to {}s",
+        deadline.as_secs()
+    );
+    match tokio::time::timeout(deadline, shared.sessions.all_ended()).await {
+        Ok(()) => info!("all sessions ended"),
+        Err(_) => warn!(
+            sessions = shared.sessions.active(),
+            "drain timeout: closing the remaining sessions"
+        ),
+    }
 }
 
 /// Longest pause between accept attempts while the process is out of file descriptors.

@@ -540,3 +540,102 @@ fn access_log_and_session_metrics_after_real_sessions() {
     let denied = access.iter().find(|v| v["outcome"] == "refused").unwrap();
     assert_eq!(denied["reply"], 2);
 }
+
+#[test]
+fn sd_notify_and_sigterm_drains_with_a_deadline() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let config = dir.path().join("socksgate.toml");
+    std::fs::write(&config, "drain_timeout = 2\n").unwrap();
+    // A destination that keeps its connection open and reports what arrives.
+    let dest = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dest_port = dest.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let (mut s, _) = dest.accept().unwrap();
+        let mut buf = [0u8; 64];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut server = Server(
+        Command::new(BIN)
+            .args(["serve", "--listen", &listen, "--config"])
+            .arg(&config)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut msg = [0u8; 64];
+    let n = notify.recv(&mut msg).expect("READY=1 from serve");
+    assert_eq!(&msg[..n], b"READY=1");
+    // One session, kept open by the client's stdin.
+    let url = format!("socks5://127.0.0.1:{port}");
+    let mut client = Command::new(BIN)
+        .args([
+            "connect",
+            "--proxy",
+            &url,
+            "127.0.0.1",
+            &dest_port.to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = client.stdin.take().unwrap();
+    stdin.write_all(b"before").unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), b"before");
+    let stopped_at = Instant::now();
+    let pid = server.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let n = notify.recv(&mut msg).expect("STOPPING=1 from serve");
+    assert_eq!(&msg[..n], b"STOPPING=1");
+    // Listeners close at once…
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while TcpStream::connect(&listen).is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // …the open session keeps relaying while draining…
+    stdin.write_all(b"during").unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(2)).unwrap(), b"during");
+    assert!(
+        server.0.try_wait().unwrap().is_none(),
+        "exited before the drain deadline"
+    );
+    // …and the process exits at the deadline although the session is still open.
+    let status = loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopped_at.elapsed() < Duration::from_secs(8),
+            "no exit after drain_timeout"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(stopped_at.elapsed() >= Duration::from_millis(1900));
+    drop(stdin);
+    let _ = client.kill();
+    let _ = client.wait();
+}
