@@ -8,7 +8,7 @@
 //! * [`session`] — one connection: handshake through `socksgate_core::server`, CONNECT;
 //!   `bind` and `udp_relay` — the other commands; [`client`] — `socksgate connect`;
 //! * [`limits`] — session limits (global, per client IP, per user);
-//! * [`systemd`] — `sd_notify` readiness;
+//! * [`reload`] — SIGHUP reloads; [`systemd`] — `sd_notify` readiness;
 //! * [`logging`] — text or JSON logs; [`metrics`] — Prometheus counters and endpoint.
 #![forbid(unsafe_code)]
 
@@ -22,6 +22,7 @@ pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod relay;
+pub mod reload;
 pub mod resolve;
 pub mod server;
 pub mod session;

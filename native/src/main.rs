@@ -13,7 +13,7 @@ use socksgate::metrics::{self, Metrics};
 use socksgate::resolve::Resolver;
 use socksgate::session::Shared;
 use socksgate::users::{self, Users};
-use socksgate::{access, client, logging, server, systemd};
+use socksgate::{access, client, logging, reload, server, systemd};
 
 fn main() {
     let cli = Cli::parse();
@@ -161,7 +161,12 @@ fn serve(args: &ServeArgs) -> Result<()> {
             shutdown_signal().await;
             let _ = systemd::notify("STOPPING=1");
         };
-        server::serve(listeners, shared, shutdown).await;
+        let (current, updates) = tokio::sync::watch::channel(shared);
+        #[cfg(unix)]
+        tokio::spawn(reload::on_sighup(args.clone(), current, |state| {
+            let _ = systemd::notify(state);
+        }));
+        server::serve_reloadable(listeners, updates, shutdown).await;
         Ok(())
     })
 }

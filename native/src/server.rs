@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
@@ -26,20 +27,32 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Accepts connections on every listener until `shutdown` completes.
+/// Accepts connections on every listener until `shutdown` completes, then drains.
 pub async fn serve(
     listeners: Vec<TcpListener>,
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let (_keep, current) = watch::channel(shared);
+    serve_reloadable(listeners, current, shutdown).await;
+}
+
+/// [`serve`], handing each new session the newest [`Shared`] of `current` (SIGHUP reloads);
+/// sessions already running keep theirs.
+pub async fn serve_reloadable(
+    listeners: Vec<TcpListener>,
+    current: watch::Receiver<Arc<Shared>>,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut tasks = JoinSet::new();
     for listener in listeners {
-        tasks.spawn(accept_loop(listener, Arc::clone(&shared)));
+        tasks.spawn(accept_loop(listener, current.clone()));
     }
     shutdown.await;
     // Stop accepting (the listeners close with their tasks), then let open sessions finish.
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
+    let shared = Arc::clone(&current.borrow());
     let open = shared.sessions.active();
     let deadline = Duration::from_secs(shared.config.drain_timeout);
     info!(
@@ -64,7 +77,7 @@ pub const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 /// log must not get a pair of lines per connection.
 const EPISODE_QUIET: Duration = Duration::from_secs(10);
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(listener: TcpListener, current: watch::Receiver<Arc<Shared>>) {
     // While accept keeps failing: the current pause (10 ms doubling up to 1 s).
     let mut delay: Option<Duration> = None;
     // Time of the last failure of the current episode; whether its recovery was logged.
@@ -78,7 +91,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     recovery_logged = true;
                 }
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(session::handle(stream, peer, Arc::clone(&shared)));
+                let shared = Arc::clone(&current.borrow());
+                tokio::spawn(session::handle(stream, peer, shared));
             }
             // The client gave up before we accepted it: nothing to wait for.
             Err(e)

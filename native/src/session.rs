@@ -47,8 +47,8 @@ pub struct Shared {
     pub resolver: Resolver,
     /// Counters for `--metrics`.
     pub metrics: Arc<Metrics>,
-    /// Open sessions, for the `[limits]`.
-    pub sessions: Sessions,
+    /// Open sessions, for the `[limits]` and draining (kept across reloads).
+    pub sessions: Arc<Sessions>,
 }
 
 impl Shared {

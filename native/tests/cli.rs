@@ -639,3 +639,110 @@ fn sd_notify_and_sigterm_drains_with_a_deadline() {
     let _ = client.kill();
     let _ = client.wait();
 }
+
+#[test]
+fn sighup_reloads_rules_without_dropping_sessions() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let recv = || {
+        let mut msg = [0u8; 64];
+        let n = notify.recv(&mut msg).expect("a notification");
+        String::from_utf8_lossy(&msg[..n]).into_owned()
+    };
+    let config = dir.path().join("socksgate.toml");
+    std::fs::write(&config, "").unwrap();
+    // A destination that keeps its one connection open and reports what arrives.
+    let dest = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dest_port = dest.local_addr().unwrap().port().to_string();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let (mut s, _) = dest.accept().unwrap();
+        let mut buf = [0u8; 64];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let echo = echo_after_eof().to_string();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut server = Server(
+        Command::new(BIN)
+            .args(["serve", "--listen", &listen, "--config"])
+            .arg(&config)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = collect_lines(server.0.stderr.take().unwrap());
+    assert_eq!(recv(), "READY=1");
+    let url = format!("socks5://127.0.0.1:{port}");
+    let mut held = Command::new(BIN)
+        .args(["connect", "--proxy", &url, "127.0.0.1", &dest_port])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = held.stdin.take().unwrap();
+    stdin.write_all(b"before").unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), b"before");
+    let hup = |server: &Server| {
+        let pid = server.0.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    let through = |port: &str| run(&["connect", "--proxy", &url, "127.0.0.1", port], b"x");
+
+    // A new deny rule for the held session's destination.
+    std::fs::write(
+        &config,
+        format!("[[rule]]\naction = \"deny\"\nports = [\"{dest_port}\"]\n"),
+    )
+    .unwrap();
+    hup(&server);
+    assert_eq!(recv(), "RELOADING=1");
+    assert_eq!(recv(), "READY=1");
+    // The established session keeps relaying…
+    stdin.write_all(b"after").unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), b"after");
+    // …new sessions see the rule.
+    let (code, _, err) = through(&dest_port);
+    assert_ne!(code, 0, "denied after the reload");
+    assert!(err.contains("(reply 2)"), "{err}");
+    assert_eq!(through(&echo).1, "x");
+
+    // An invalid file is refused and the running rules stay.
+    std::fs::write(&config, "[[rule]]\naction = \"maybe\"\n").unwrap();
+    hup(&server);
+    assert_eq!(recv(), "RELOADING=1");
+    assert_eq!(recv(), "READY=1");
+    assert_ne!(through(&dest_port).0, 0, "the deny rule still applies");
+    assert_eq!(through(&echo).1, "x");
+    let refused = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("reload refused"))
+        .count();
+    assert_eq!(refused, 1, "{:?}", lines.lock().unwrap());
+    assert!(server.0.try_wait().unwrap().is_none());
+    stdin.write_all(b"still").unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), b"still");
+    drop(stdin);
+    let _ = held.kill();
+    let _ = held.wait();
+}
