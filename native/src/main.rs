@@ -104,8 +104,17 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn serve(args: &ServeArgs) -> Result<()> {
-    let config = Config::from_args(args)?;
+    let mut config = Config::from_args(args)?;
     logging::init(config.log_format);
+    // systemd socket activation: the inherited sockets replace `listen` (and are what the
+    // open-proxy guard checks).
+    let inherited = systemd::listeners().context("socket activation (LISTEN_FDS)")?;
+    if let Some(listeners) = &inherited {
+        config.listen = listeners
+            .iter()
+            .map(std::net::TcpListener::local_addr)
+            .collect::<std::io::Result<_>>()?;
+    }
     config.check_supported()?;
     config.check_open_proxy()?;
     let users = match &config.users {
@@ -123,10 +132,19 @@ fn serve(args: &ServeArgs) -> Result<()> {
     let rt = runtime()?;
     rt.block_on(async move {
         let mut listeners = Vec::new();
-        for addr in &config.listen {
-            let l = server::listen(*addr).with_context(|| format!("cannot listen on {addr}"))?;
-            tracing::info!(listen = %l.local_addr()?, "listening");
-            listeners.push(l);
+        if let Some(inherited) = inherited {
+            for l in inherited {
+                let l = tokio::net::TcpListener::from_std(l)?;
+                tracing::info!(listen = %l.local_addr()?, "listening (socket activation)");
+                listeners.push(l);
+            }
+        } else {
+            for addr in &config.listen {
+                let l =
+                    server::listen(*addr).with_context(|| format!("cannot listen on {addr}"))?;
+                tracing::info!(listen = %l.local_addr()?, "listening");
+                listeners.push(l);
+            }
         }
         tracing::info!(
             auth = if users.is_some() {

@@ -35,7 +35,11 @@ pub enum ReloadError {
 /// Builds the next [`Shared`] from the files named by `args`, keeping `old`'s counters,
 /// session counts and resolver.
 pub fn load(args: &ServeArgs, old: &Shared) -> Result<Shared, ReloadError> {
-    let config = Config::from_args(args)?;
+    let mut config = Config::from_args(args)?;
+    if crate::systemd::socket_activated() {
+        // The listeners are systemd's; the file's `listen` does not apply.
+        config.listen.clone_from(&old.config.listen);
+    }
     config.check_supported()?;
     config.check_open_proxy()?;
     let users = match &config.users {

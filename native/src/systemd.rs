@@ -37,3 +37,30 @@ fn send(path: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {
 fn send(_path: &std::ffi::OsStr, _state: &str) -> std::io::Result<()> {
     Ok(())
 }
+
+static ACTIVATED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Listening sockets passed by systemd socket activation (`LISTEN_FDS` descriptors from fd 3,
+/// for this process when `LISTEN_PID` is set), or `None` when there are none. Call it once,
+/// before starting threads: it removes the variables from the environment, so children do
+/// not inherit them.
+pub fn listeners() -> std::io::Result<Option<Vec<std::net::TcpListener>>> {
+    let mut fds = listenfd::ListenFd::from_env();
+    if fds.len() == 0 {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(fds.len());
+    for i in 0..fds.len() {
+        if let Some(l) = fds.take_tcp_listener(i)? {
+            l.set_nonblocking(true)?;
+            out.push(l);
+        }
+    }
+    ACTIVATED.store(true, std::sync::atomic::Ordering::Relaxed);
+    Ok(Some(out))
+}
+
+/// Whether the listeners came from socket activation.
+pub fn socket_activated() -> bool {
+    ACTIVATED.load(std::sync::atomic::Ordering::Relaxed)
+}

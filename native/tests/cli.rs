@@ -746,3 +746,56 @@ fn sighup_reloads_rules_without_dropping_sessions() {
     let _ = held.kill();
     let _ = held.wait();
 }
+
+#[test]
+fn systemd_socket_activation() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // Python binds and listens, puts the socket on fd 3, sets LISTEN_FDS/LISTEN_PID for its
+    // own pid and execs socksgate in its place (same pid), as systemd would.
+    let script = r#"
+import os, socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(16)
+print(s.getsockname()[1], flush=True)
+if s.fileno() != 3:
+    os.dup2(s.fileno(), 3)
+os.set_inheritable(3, True)
+os.environ["LISTEN_FDS"] = "1"
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.execv(sys.argv[1], [sys.argv[1], "serve"])
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", script, BIN])
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let lines = collect_lines(child.stderr.take().unwrap());
+    let server = Server(child);
+    let mut port = String::new();
+    stdout.read_line(&mut port).unwrap();
+    let port = port.trim().to_owned();
+    let mut msg = [0u8; 64];
+    let n = notify.recv(&mut msg).expect("READY=1");
+    assert_eq!(&msg[..n], b"READY=1");
+    let echo = echo_after_eof().to_string();
+    let url = format!("socks5://127.0.0.1:{port}");
+    let (code, out, err) = run(&["connect", "--proxy", &url, "127.0.0.1", &echo], b"fd 3");
+    assert_eq!((code, out.as_str()), (0, "fd 3"), "{err}");
+    let log = lines.lock().unwrap().join("\n");
+    assert!(log.contains("listening (socket activation)"), "{log}");
+    assert!(
+        !log.contains("127.0.0.1:1080"),
+        "bound the default listener too: {log}"
+    );
+    drop(server);
+}
