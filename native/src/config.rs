@@ -218,6 +218,8 @@ pub struct Config {
     pub limits: crate::limits::LimitSettings,
     /// Seconds that SIGTERM/SIGINT wait for open sessions to end after listeners close.
     pub drain_timeout: u64,
+    /// Set SO_REUSEPORT on the listeners (several processes on one port).
+    pub reuse_port: bool,
     /// Access rules, first match wins.
     #[serde(rename = "rule", skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<RuleConfig>,
@@ -241,6 +243,7 @@ impl Default for Config {
             udp: UdpSettings::default(),
             limits: crate::limits::LimitSettings::default(),
             drain_timeout: 30,
+            reuse_port: false,
             rules: Vec::new(),
             rule_lines: Vec::new(),
         }

@@ -140,8 +140,8 @@ fn serve(args: &ServeArgs) -> Result<()> {
             }
         } else {
             for addr in &config.listen {
-                let l =
-                    server::listen(*addr).with_context(|| format!("cannot listen on {addr}"))?;
+                let l = server::listen_with(*addr, config.reuse_port)
+                    .with_context(|| format!("cannot listen on {addr}"))?;
                 tracing::info!(listen = %l.local_addr()?, "listening");
                 listeners.push(l);
             }

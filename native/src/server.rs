@@ -16,11 +16,23 @@ use crate::session::{self, Shared};
 /// Opens a listener. IPv6 listeners are IPv6-only, so `0.0.0.0:1080` and `[::]:1080` can
 /// both be configured; SO_REUSEADDR lets a restart rebind at once.
 pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    listen_with(addr, false)
+}
+
+/// [`listen`], with SO_REUSEPORT when `reuse_port` is set: several socksgate processes can
+/// then listen on the same address and the kernel spreads connections over them.
+pub fn listen_with(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
     socket.set_reuse_address(true)?;
+    #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    #[cfg(not(all(unix, not(any(target_os = "solaris", target_os = "illumos")))))]
+    let _ = reuse_port;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
@@ -118,5 +130,20 @@ async fn accept_loop(listener: TcpListener, current: watch::Receiver<Arc<Shared>
                 tokio::time::sleep(pause).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reuse_port_lets_two_listeners_share_an_address() {
+        let first = listen_with("127.0.0.1:0".parse().unwrap(), true).unwrap();
+        let addr = first.local_addr().unwrap();
+        let second = listen_with(addr, true);
+        assert!(second.is_ok(), "{second:?}");
+        // Without it the address is taken.
+        assert!(listen(addr).is_err());
     }
 }
