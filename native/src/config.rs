@@ -186,6 +186,19 @@ pub struct RuleConfig {
     /// Authenticated user names (RFC 1929) or SOCKS4 user ids.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<Spanned<String>>,
+    /// For an allow rule: send matching CONNECT requests through this `[[upstream]]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<Spanned<String>>,
+}
+
+/// One `[[upstream]]`: a SOCKS proxy that rules can chain CONNECT requests through.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The name rules use (`upstream = "corp"`).
+    pub name: String,
+    /// `socks5://`, `socks5h://`, `socks4://` or `socks4a://`, with `user:pass@` if needed.
+    pub url: Spanned<String>,
 }
 
 /// The whole file; also the effective configuration after flags are applied.
@@ -220,6 +233,9 @@ pub struct Config {
     pub drain_timeout: u64,
     /// Set SO_REUSEPORT on the listeners (several processes on one port).
     pub reuse_port: bool,
+    /// Upstream proxies for rules with `upstream = "name"`.
+    #[serde(rename = "upstream", skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<UpstreamConfig>,
     /// Access rules, first match wins.
     #[serde(rename = "rule", skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<RuleConfig>,
@@ -244,6 +260,7 @@ impl Default for Config {
             limits: crate::limits::LimitSettings::default(),
             drain_timeout: 30,
             reuse_port: false,
+            upstreams: Vec::new(),
             rules: Vec::new(),
             rule_lines: Vec::new(),
         }
@@ -278,10 +295,58 @@ impl Config {
                 ),
             });
         }
+        config.check_upstreams(text, path)?;
         config.rule_lines = rule_lines(text);
         crate::access::compile(&config.rules, config.default_action, &config.rule_lines)
             .map_err(|e| e.locate(text, path))?;
         Ok(config)
+    }
+
+    /// Upstream URLs parse; rules name defined upstreams.
+    fn check_upstreams(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |span: core::ops::Range<usize>, message: String| {
+            let (line, column) = line_column(text, span.start);
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line,
+                column,
+                message,
+            }
+        };
+        for u in &self.upstreams {
+            if let Err(e) = u.url.get_ref().parse::<crate::client::ProxyUrl>() {
+                return Err(invalid(
+                    u.url.span(),
+                    format!("[[upstream]] {:?}: {e}", u.name),
+                ));
+            }
+        }
+        for r in &self.rules {
+            if let Some(name) = &r.upstream {
+                if !self.upstreams.iter().any(|u| &u.name == name.get_ref()) {
+                    return Err(invalid(
+                        name.span(),
+                        format!(
+                            "upstream {:?} is not defined by an [[upstream]]",
+                            name.get_ref()
+                        ),
+                    ));
+                }
+                if r.action != RuleAction::Allow {
+                    return Err(invalid(
+                        name.span(),
+                        "upstream is only meaningful on an allow rule".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The upstream named `name`, parsed.
+    pub fn upstream(&self, name: &str) -> Option<crate::client::ProxyUrl> {
+        let u = self.upstreams.iter().find(|u| u.name == name)?;
+        u.url.get_ref().parse().ok()
     }
 
     /// Reads and parses a file.

@@ -537,7 +537,17 @@ async fn handshake(
 /// address, relay.
 async fn connect(conn: &mut Conn, request: &Request, ctx: &Ctx<'_>) -> Result<(), SessionError> {
     let dest = request.target.as_addr().normalized();
-    let outcome = match ctx.check(Command::Connect, dest) {
+    let pass = ctx.check(Command::Connect, dest);
+    if matches!(pass, Ok(Pass::Allowed))
+        && let Some(name) = ctx
+            .shared
+            .rules
+            .upstream(&ctx.query(Command::Connect, dest))
+        && let Some(url) = ctx.shared.config.upstream(name)
+    {
+        return chain(conn, request, ctx, name, &url).await;
+    }
+    let outcome = match pass {
         Err(e) => Err(e),
         Ok(pass) => {
             // When the decision depends on the address, every resolved address is checked.
@@ -590,6 +600,80 @@ async fn connect(conn: &mut Conn, request: &Request, ctx: &Ctx<'_>) -> Result<()
             ctx.shared.metrics.relayed(ctx.user, t.up, t.down);
             conn.bytes = (t.up, t.down);
             info!(dst = %request.target, %remote, up = t.up, down = t.down, "closed");
+        }
+        Err(e) => debug!(dst = %request.target, "relay ended: {e}"),
+    }
+    Ok(())
+}
+
+/// CONNECT through an `[[upstream]]` proxy (the core's client state machine): the upstream
+/// resolves and connects; its failure reply is passed on.
+async fn chain(
+    conn: &mut Conn,
+    request: &Request,
+    ctx: &Ctx<'_>,
+    name: &str,
+    url: &crate::client::ProxyUrl,
+) -> Result<(), SessionError> {
+    use crate::client::ClientFailure;
+    use socksgate_core::client::ClientError;
+    let (host, port) = match request.target.as_addr().normalized() {
+        Addr::Ip(sa) => (sa.ip().to_string(), sa.port()),
+        Addr::Domain(d, port) => (d.to_string(), port),
+    };
+    let started = std::time::Instant::now();
+    let opened = tokio::time::timeout(
+        ctx.shared.config.timeouts.connect(),
+        crate::client::open(url, &host, port, &ctx.shared.resolver),
+    )
+    .await;
+    ctx.shared.metrics.connect_done(started.elapsed());
+    let (mut upstream, from_upstream) = match opened {
+        Ok(Ok((stream, rest, _))) => (stream, rest),
+        Ok(Err(e)) => {
+            let code = match &e {
+                ClientFailure::Handshake(ClientError::Rejected(code)) => *code,
+                ClientFailure::Connect { source, .. } => source.reply(),
+                _ => ReplyCode::GeneralFailure,
+            };
+            conn.respond(Err(code)).await?;
+            return Err(SessionError::Refused(format!(
+                "connect to {} through upstream {name} failed: {e} (reply {})",
+                request.target,
+                u8::from(code)
+            )));
+        }
+        Err(_) => {
+            let code = ConnectError::TimedOut.reply();
+            conn.respond(Err(code)).await?;
+            return Err(SessionError::Refused(format!(
+                "connect to {} through upstream {name} timed out (reply {})",
+                request.target,
+                u8::from(code)
+            )));
+        }
+    };
+    let bound = upstream.local_addr()?;
+    conn.respond(Ok(bound)).await?;
+    if !from_upstream.is_empty() {
+        conn.stream.write_all(&from_upstream).await?;
+    }
+    debug!(upstream = name, "connected through upstream");
+    let early = conn.take_leftover();
+    let totals = relay::relay_with(
+        relay::Mode::Auto,
+        ctx.shared.config.timeouts.tcp_idle(),
+        &mut conn.stream,
+        &mut upstream,
+        &early,
+    )
+    .await;
+    match totals {
+        Ok(t) => {
+            let down = t.down + from_upstream.len() as u64;
+            ctx.shared.metrics.relayed(ctx.user, t.up, down);
+            conn.bytes = (t.up, down);
+            info!(dst = %request.target, upstream = name, up = t.up, down, "closed");
         }
         Err(e) => debug!(dst = %request.target, "relay ended: {e}"),
     }

@@ -802,3 +802,93 @@ async fn tcp_idle_timeout_closes_a_silent_session() {
     assert!(r.is_ok(), "the proxy should close the idle session");
     assert!(started.elapsed() >= Duration::from_millis(900));
 }
+
+/// A CONNECT through `proxy` to a name; returns the stream or the failure.
+async fn connect_name(
+    proxy: SocketAddr,
+    name: &str,
+    port: u16,
+) -> (TcpStream, Result<(Target, Vec<u8>), client::ClientFailure>) {
+    let domain = Domain::new(name.as_bytes()).unwrap();
+    handshake(proxy, Version::Socks5, Addr::Domain(domain, port), None).await
+}
+
+#[tokio::test]
+async fn upstream_chaining_through_a_second_socksgate_with_credentials() {
+    // B knows the name "behind-b.test"; A knows no names at all, so a success proves that A
+    // sent the request through B (which also requires a login).
+    let hosts = std::collections::HashMap::from([(
+        "behind-b.test".to_owned(),
+        vec!["127.0.0.1".parse().unwrap()],
+    )]);
+    let b = start_with(
+        Config::default(),
+        Some(&[("bob", "pw")]),
+        Resolver::with_hosts(hosts),
+    )
+    .await;
+    let a_config = |password: &str| {
+        let text = format!(
+            "[[upstream]]\nname = \"b\"\nurl = \"socks5h://bob:{password}@{}\"\n\n\
+             [[rule]]\naction = \"allow\"\nto = [\".test\"]\nupstream = \"b\"\n",
+            b.addr
+        );
+        Config::parse(&text, std::path::Path::new("a.toml")).unwrap()
+    };
+    let a = start_with(
+        a_config("pw"),
+        None,
+        Resolver::with_hosts(Default::default()),
+    )
+    .await;
+    let echo = echo_server().await;
+
+    let (mut s, r) = connect_name(a.addr, "behind-b.test", echo.port()).await;
+    r.unwrap();
+    s.write_all(b"ping").await.unwrap();
+    let mut back = [0u8; 4];
+    s.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"ping");
+
+    // B's failure reply comes back through A unchanged (B cannot resolve this name: 4).
+    let (_, r) = connect_name(a.addr, "nowhere.test", 80).await;
+    assert_eq!(
+        rejected(r),
+        ClientError::Rejected(ReplyCode::HostUnreachable)
+    );
+
+    // Requests no upstream rule matches go direct.
+    let (_, r) = handshake(a.addr, Version::Socks5, Addr::Ip(echo), None).await;
+    r.unwrap();
+
+    // Wrong upstream credentials: general failure.
+    let a_bad = start_with(
+        a_config("wrong"),
+        None,
+        Resolver::with_hosts(Default::default()),
+    )
+    .await;
+    let (_, r) = connect_name(a_bad.addr, "behind-b.test", echo.port()).await;
+    assert_eq!(
+        rejected(r),
+        ClientError::Rejected(ReplyCode::GeneralFailure)
+    );
+}
+
+#[test]
+fn upstream_config_errors_name_the_line() {
+    let e = Config::parse(
+        "[[rule]]\naction = \"allow\"\nupstream = \"nope\"\n",
+        std::path::Path::new("c.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("c.toml:3:") && e.contains("not defined"), "{e}");
+    let e = Config::parse(
+        "[[upstream]]\nname = \"x\"\nurl = \"http://127.0.0.1:1\"\n",
+        std::path::Path::new("c.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("c.toml:3:"), "{e}");
+}
