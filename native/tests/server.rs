@@ -892,3 +892,91 @@ fn upstream_config_errors_name_the_line() {
     .to_string();
     assert!(e.contains("c.toml:3:"), "{e}");
 }
+
+/// A Debian dante-server (`danted`) on loopback, killed on drop.
+struct Dante {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Dante {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts danted on a free loopback port, blocking destination port `blocked`; `None` when
+/// danted is not installed.
+async fn dante(blocked: u16) -> Option<(Dante, SocketAddr)> {
+    if std::process::Command::new("danted")
+        .arg("-v")
+        .output()
+        .is_err()
+    {
+        return None;
+    }
+    let port = closed_port();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("sockd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "logoutput: stderr\n\
+             internal: 127.0.0.1 port = {port}\n\
+             external: 127.0.0.1\n\
+             clientmethod: none\n\
+             socksmethod: none\n\
+             user.privileged: root\n\
+             user.unprivileged: nobody\n\
+             client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}\n\
+             socks block {{ from: 0.0.0.0/0 to: 0.0.0.0/0 port = {blocked} }}\n\
+             socks pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}\n"
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new("danted")
+        .args(["-f", conf.to_str().unwrap(), "-N", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard = Dante { child, _dir: dir };
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "danted did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Some((guard, addr))
+}
+
+#[tokio::test]
+async fn upstream_chaining_through_dante() {
+    let blocked = closed_port();
+    let Some((_dante, dante_addr)) = dante(blocked).await else {
+        eprintln!("danted is not installed: skipping");
+        return;
+    };
+    let text = format!(
+        "[[upstream]]\nname = \"dante\"\nurl = \"socks5://{dante_addr}\"\n\n\
+         [[rule]]\naction = \"allow\"\nto = [\"127.0.0.1\"]\nupstream = \"dante\"\n"
+    );
+    let config = Config::parse(&text, std::path::Path::new("a.toml")).unwrap();
+    let proxy = start(config, None).await;
+    let echo = echo_server().await;
+    let (mut s, r) = handshake(proxy.addr, Version::Socks5, Addr::Ip(echo), None).await;
+    r.unwrap();
+    s.write_all(b"via dante").await.unwrap();
+    let mut back = [0u8; 9];
+    s.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"via dante");
+    // dante's own refusal (its ruleset: reply 2) reaches the client; a direct attempt would
+    // have been "connection refused" (5).
+    let dst: SocketAddr = format!("127.0.0.1:{blocked}").parse().unwrap();
+    let (_, r) = handshake(proxy.addr, Version::Socks5, Addr::Ip(dst), None).await;
+    assert_eq!(rejected(r), ClientError::Rejected(ReplyCode::NotAllowed));
+}
