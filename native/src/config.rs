@@ -198,7 +198,35 @@ pub struct UpstreamConfig {
     /// The name rules use (`upstream = "corp"`).
     pub name: String,
     /// `socks5://`, `socks5h://`, `socks4://` or `socks4a://`, with `user:pass@` if needed.
+    /// `check-config` shows the password as `***`.
+    #[serde(serialize_with = "serialize_redacted_url")]
     pub url: Spanned<String>,
+}
+
+/// The URL with the password of its `user:pass@` part replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = url.get(scheme_end..).unwrap_or_default();
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = rest.get(..authority_end).unwrap_or_default();
+    match (authority.rfind('@'), authority.find(':')) {
+        (Some(at), Some(colon)) if colon < at => format!(
+            "{}{}:***{}",
+            url.get(..scheme_end).unwrap_or_default(),
+            rest.get(..colon).unwrap_or_default(),
+            rest.get(at..).unwrap_or_default()
+        ),
+        _ => url.to_owned(),
+    }
+}
+
+fn serialize_redacted_url<S: serde::Serializer>(
+    url: &Spanned<String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_url(url.get_ref()))
 }
 
 /// The whole file; also the effective configuration after flags are applied.
@@ -643,5 +671,25 @@ users = ["alice"]
     fn line_column_counts_from_one() {
         assert_eq!(line_column("ab\ncd", 0), (1, 1));
         assert_eq!(line_column("ab\ncd", 4), (2, 2));
+    }
+
+    #[test]
+    fn upstream_passwords_are_redacted() {
+        assert_eq!(
+            redact_url("socks5h://bob:s3cret@proxy.example:1080"),
+            "socks5h://bob:***@proxy.example:1080"
+        );
+        assert_eq!(redact_url("socks5://bob@h:1"), "socks5://bob@h:1");
+        assert_eq!(redact_url("socks4://h:1"), "socks4://h:1");
+        let c = Config::parse(
+            "[[upstream]]\nname = \"u\"\nurl = \"socks5://a:pw@127.0.0.1:1\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        let text = c.to_toml();
+        assert!(
+            text.contains("socks5://a:***@127.0.0.1:1") && !text.contains("pw@"),
+            "{text}"
+        );
     }
 }
