@@ -184,6 +184,8 @@ fn serve(args: &ServeArgs) -> Result<()> {
         tokio::spawn(reload::on_sighup(args.clone(), current, |state| {
             let _ = systemd::notify(state);
         }));
+        #[cfg(not(unix))]
+        drop(current);
         server::serve_reloadable(listeners, updates, shutdown).await;
         Ok(())
     })

@@ -9,8 +9,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::warn;
 
 use crate::access;
 use crate::cli::ServeArgs;
@@ -70,10 +69,14 @@ pub fn load(args: &ServeArgs, old: &Shared) -> Result<Shared, ReloadError> {
 /// Reloads on every SIGHUP until the process ends; `notify` is called with `RELOADING=1` and
 /// `READY=1` around each attempt (sd_notify).
 #[cfg(unix)]
-pub async fn on_sighup(args: ServeArgs, current: watch::Sender<Arc<Shared>>, notify: fn(&str)) {
+pub async fn on_sighup(
+    args: ServeArgs,
+    current: tokio::sync::watch::Sender<Arc<Shared>>,
+    notify: fn(&str),
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        error!("cannot install the SIGHUP handler: reloading is off");
+        tracing::error!("cannot install the SIGHUP handler: reloading is off");
         return;
     };
     let args = Arc::new(args);
@@ -84,15 +87,15 @@ pub async fn on_sighup(args: ServeArgs, current: watch::Sender<Arc<Shared>>, not
         // Argon2 hashes are only parsed, but the files are read: off the async threads.
         match tokio::task::spawn_blocking(move || load(&args, &old)).await {
             Ok(Ok(next)) => {
-                info!(
+                tracing::info!(
                     rules = next.config.rules.len(),
                     users = next.users.as_ref().map_or(0, |u| u.len()),
                     "reloaded: new sessions use the new configuration"
                 );
                 current.send_replace(Arc::new(next));
             }
-            Ok(Err(e)) => error!("reload refused, keeping the running configuration: {e}"),
-            Err(e) => error!("reload failed: {e}"),
+            Ok(Err(e)) => tracing::error!("reload refused, keeping the running configuration: {e}"),
+            Err(e) => tracing::error!("reload failed: {e}"),
         }
         notify("READY=1");
     }
