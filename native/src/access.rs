@@ -50,6 +50,8 @@ pub struct AccessRules {
     origin: Vec<usize>,
     /// For each config rule, how logs name it.
     labels: Vec<String>,
+    /// For each config rule, the `[[upstream]]` it sends requests through.
+    upstreams: Vec<Option<String>>,
     default: Action,
 }
 
@@ -59,6 +61,7 @@ impl Default for AccessRules {
             rules: Vec::new(),
             origin: Vec::new(),
             labels: Vec::new(),
+            upstreams: Vec::new(),
             default: Action::Allow,
         }
     }
@@ -97,6 +100,18 @@ impl AccessRules {
             Verdict::Decided(d) if d.is_allowed() => Ok(Pass::Allowed),
             Verdict::Decided(d) => Err(self.denial(d)),
             Verdict::NeedsResolution => Ok(Pass::PerAddress),
+        }
+    }
+
+    /// The upstream of the allow rule that decides `query` before resolving, if it has one.
+    /// (Rules that need the resolved address never chain: the request goes direct.)
+    pub fn upstream(&self, query: &Query<'_>) -> Option<&str> {
+        match self.rules().evaluate(query) {
+            Verdict::Decided(d) if d.is_allowed() => {
+                let origin = self.origin.get(d.rule?)?;
+                self.upstreams.get(*origin)?.as_deref()
+            }
+            _ => None,
         }
     }
 
@@ -195,6 +210,8 @@ pub fn compile(
                 }
             }
         }
+        out.upstreams
+            .push(rc.upstream.as_ref().map(|u| u.get_ref().clone()));
         out.labels.push(match lines.get(i) {
             Some(line) => format!("rule #{} (line {line}, {})", i + 1, describe(rc)),
             None => format!("rule #{} ({})", i + 1, describe(rc)),

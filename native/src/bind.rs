@@ -102,9 +102,19 @@ pub(crate) async fn run(
     conn.respond_bind_peer(Ok(peer)).await?;
     info!(%peer, "bind: peer connected");
     let early = conn.take_leftover();
-    match relay::relay(&mut conn.stream, &mut peer_stream, &early).await {
+    let idle = ctx.shared.config.timeouts.tcp_idle();
+    match relay::relay_with(
+        relay::Mode::Auto,
+        idle,
+        &mut conn.stream,
+        &mut peer_stream,
+        &early,
+    )
+    .await
+    {
         Ok(t) => {
             ctx.shared.metrics.relayed(ctx.user, t.up, t.down);
+            conn.bytes = (t.up, t.down);
             info!(%peer, up = t.up, down = t.down, "closed");
         }
         Err(e) => debug!("bind relay ended: {e}"),

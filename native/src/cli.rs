@@ -46,7 +46,7 @@ pub enum LogFormat {
 }
 
 /// `socksgate serve`.
-#[derive(Debug, Default, Args)]
+#[derive(Clone, Debug, Default, Args)]
 pub struct ServeArgs {
     /// Address to listen on (repeatable; IPv4 `127.0.0.1:1080` or IPv6 `[::1]:1080`).
     #[arg(long = "listen", value_name = "ADDR")]

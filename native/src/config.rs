@@ -82,6 +82,9 @@ pub struct Timeouts {
     pub bind: u64,
     /// An idle UDP association (no datagram in either direction) is closed after this.
     pub udp_idle: u64,
+    /// A relayed TCP session (CONNECT, BIND) with no byte in either direction for this long is
+    /// closed; 0 = never.
+    pub tcp_idle: u64,
 }
 
 impl Default for Timeouts {
@@ -91,6 +94,7 @@ impl Default for Timeouts {
             connect: 10,
             bind: 120,
             udp_idle: 300,
+            tcp_idle: 0,
         }
     }
 }
@@ -107,6 +111,10 @@ impl Timeouts {
     /// `bind` as a duration.
     pub fn bind(&self) -> Duration {
         Duration::from_secs(self.bind)
+    }
+    /// `tcp_idle` as a duration; `None` when off.
+    pub fn tcp_idle(&self) -> Option<Duration> {
+        (self.tcp_idle > 0).then(|| Duration::from_secs(self.tcp_idle))
     }
     /// `udp_idle` as a duration.
     pub fn udp_idle(&self) -> Duration {
@@ -178,6 +186,47 @@ pub struct RuleConfig {
     /// Authenticated user names (RFC 1929) or SOCKS4 user ids.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<Spanned<String>>,
+    /// For an allow rule: send matching CONNECT requests through this `[[upstream]]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<Spanned<String>>,
+}
+
+/// One `[[upstream]]`: a SOCKS proxy that rules can chain CONNECT requests through.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The name rules use (`upstream = "corp"`).
+    pub name: String,
+    /// `socks5://`, `socks5h://`, `socks4://` or `socks4a://`, with `user:pass@` if needed.
+    /// `check-config` shows the password as `***`.
+    #[serde(serialize_with = "serialize_redacted_url")]
+    pub url: Spanned<String>,
+}
+
+/// The URL with the password of its `user:pass@` part replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = url.get(scheme_end..).unwrap_or_default();
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = rest.get(..authority_end).unwrap_or_default();
+    match (authority.rfind('@'), authority.find(':')) {
+        (Some(at), Some(colon)) if colon < at => format!(
+            "{}{}:***{}",
+            url.get(..scheme_end).unwrap_or_default(),
+            rest.get(..colon).unwrap_or_default(),
+            rest.get(at..).unwrap_or_default()
+        ),
+        _ => url.to_owned(),
+    }
+}
+
+fn serialize_redacted_url<S: serde::Serializer>(
+    url: &Spanned<String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_url(url.get_ref()))
 }
 
 /// The whole file; also the effective configuration after flags are applied.
@@ -209,6 +258,15 @@ pub struct Config {
     pub bind: BindSettings,
     /// UDP ASSOCIATE settings.
     pub udp: UdpSettings,
+    /// Session limits.
+    pub limits: crate::limits::LimitSettings,
+    /// Seconds that SIGTERM/SIGINT wait for open sessions to end after listeners close.
+    pub drain_timeout: u64,
+    /// Set SO_REUSEPORT on the listeners (several processes on one port).
+    pub reuse_port: bool,
+    /// Upstream proxies for rules with `upstream = "name"`.
+    #[serde(rename = "upstream", skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<UpstreamConfig>,
     /// Access rules, first match wins.
     #[serde(rename = "rule", skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<RuleConfig>,
@@ -231,6 +289,10 @@ impl Default for Config {
             timeouts: Timeouts::default(),
             bind: BindSettings::default(),
             udp: UdpSettings::default(),
+            limits: crate::limits::LimitSettings::default(),
+            drain_timeout: 30,
+            reuse_port: false,
+            upstreams: Vec::new(),
             rules: Vec::new(),
             rule_lines: Vec::new(),
         }
@@ -265,10 +327,58 @@ impl Config {
                 ),
             });
         }
+        config.check_upstreams(text, path)?;
         config.rule_lines = rule_lines(text);
         crate::access::compile(&config.rules, config.default_action, &config.rule_lines)
             .map_err(|e| e.locate(text, path))?;
         Ok(config)
+    }
+
+    /// Upstream URLs parse; rules name defined upstreams.
+    fn check_upstreams(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |span: core::ops::Range<usize>, message: String| {
+            let (line, column) = line_column(text, span.start);
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line,
+                column,
+                message,
+            }
+        };
+        for u in &self.upstreams {
+            if let Err(e) = u.url.get_ref().parse::<crate::client::ProxyUrl>() {
+                return Err(invalid(
+                    u.url.span(),
+                    format!("[[upstream]] {:?}: {e}", u.name),
+                ));
+            }
+        }
+        for r in &self.rules {
+            if let Some(name) = &r.upstream {
+                if !self.upstreams.iter().any(|u| &u.name == name.get_ref()) {
+                    return Err(invalid(
+                        name.span(),
+                        format!(
+                            "upstream {:?} is not defined by an [[upstream]]",
+                            name.get_ref()
+                        ),
+                    ));
+                }
+                if r.action != RuleAction::Allow {
+                    return Err(invalid(
+                        name.span(),
+                        "upstream is only meaningful on an allow rule".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The upstream named `name`, parsed.
+    pub fn upstream(&self, name: &str) -> Option<crate::client::ProxyUrl> {
+        let u = self.upstreams.iter().find(|u| u.name == name)?;
+        u.url.get_ref().parse().ok()
     }
 
     /// Reads and parses a file.
@@ -587,5 +697,25 @@ users = ["alice"]
     fn line_column_counts_from_one() {
         assert_eq!(line_column("ab\ncd", 0), (1, 1));
         assert_eq!(line_column("ab\ncd", 4), (2, 2));
+    }
+
+    #[test]
+    fn upstream_passwords_are_redacted() {
+        assert_eq!(
+            redact_url("socks5h://bob:s3cret@proxy.example:1080"),
+            "socks5h://bob:***@proxy.example:1080"
+        );
+        assert_eq!(redact_url("socks5://bob@h:1"), "socks5://bob@h:1");
+        assert_eq!(redact_url("socks4://h:1"), "socks4://h:1");
+        let c = Config::parse(
+            "[[upstream]]\nname = \"u\"\nurl = \"socks5://a:pw@127.0.0.1:1\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        let text = c.to_toml();
+        assert!(
+            text.contains("socks5://a:***@127.0.0.1:1") && !text.contains("pw@"),
+            "{text}"
+        );
     }
 }

@@ -7,6 +7,8 @@
 //! * [`relay`] — TCP relay with half-close; [`server`] — listeners and the accept loop;
 //! * [`session`] — one connection: handshake through `socksgate_core::server`, CONNECT;
 //!   `bind` and `udp_relay` — the other commands; [`client`] — `socksgate connect`;
+//! * [`limits`] — session limits (global, per client IP, per user);
+//! * [`reload`] — SIGHUP reloads; [`systemd`] — `sd_notify` readiness;
 //! * [`logging`] — text or JSON logs; [`metrics`] — Prometheus counters and endpoint.
 #![forbid(unsafe_code)]
 
@@ -16,14 +18,17 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod connect;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 #[cfg(target_os = "linux")]
 pub mod privdrop;
 pub mod relay;
+pub mod reload;
 pub mod resolve;
 pub mod server;
 pub mod session;
+pub mod systemd;
 pub mod throttle;
 mod udp_relay;
 pub mod users;

@@ -13,7 +13,7 @@ use socksgate::metrics::{self, Metrics};
 use socksgate::resolve::Resolver;
 use socksgate::session::Shared;
 use socksgate::users::{self, Users};
-use socksgate::{access, client, logging, server};
+use socksgate::{access, client, logging, reload, server, systemd};
 
 fn main() {
     let cli = Cli::parse();
@@ -104,8 +104,17 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn serve(args: &ServeArgs) -> Result<()> {
-    let config = Config::from_args(args)?;
+    let mut config = Config::from_args(args)?;
     logging::init(config.log_format);
+    // systemd socket activation: the inherited sockets replace `listen` (and are what the
+    // open-proxy guard checks).
+    let inherited = systemd::listeners().context("socket activation (LISTEN_FDS)")?;
+    if let Some(listeners) = &inherited {
+        config.listen = listeners
+            .iter()
+            .map(std::net::TcpListener::local_addr)
+            .collect::<std::io::Result<_>>()?;
+    }
     config.check_supported()?;
     config.check_open_proxy()?;
     let users = match &config.users {
@@ -134,10 +143,19 @@ fn serve(args: &ServeArgs) -> Result<()> {
     let rt = runtime()?;
     rt.block_on(async move {
         let mut listeners = Vec::new();
-        for addr in &config.listen {
-            let l = server::listen(*addr).with_context(|| format!("cannot listen on {addr}"))?;
-            tracing::info!(listen = %l.local_addr()?, "listening");
-            listeners.push(l);
+        if let Some(inherited) = inherited {
+            for l in inherited {
+                let l = tokio::net::TcpListener::from_std(l)?;
+                tracing::info!(listen = %l.local_addr()?, "listening (socket activation)");
+                listeners.push(l);
+            }
+        } else {
+            for addr in &config.listen {
+                let l = server::listen_with(*addr, config.reuse_port)
+                    .with_context(|| format!("cannot listen on {addr}"))?;
+                tracing::info!(listen = %l.local_addr()?, "listening");
+                listeners.push(l);
+            }
         }
         tracing::info!(
             auth = if users.is_some() {
@@ -164,6 +182,7 @@ fn serve(args: &ServeArgs) -> Result<()> {
             resolver: Resolver::from_system(),
             metrics,
             auth_throttle: Default::default(),
+            sessions: Default::default(),
         });
         // Every listener is open, the users file and the resolver configuration are read:
         // give up root (see `privdrop`).
@@ -172,7 +191,21 @@ fn serve(args: &ServeArgs) -> Result<()> {
             socksgate::privdrop::drop_to(account)?;
             tracing::info!(user = %account.name, uid = account.uid, gid = account.gid, "dropped privileges");
         }
-        server::serve(listeners, shared, shutdown_signal()).await;
+        if let Err(e) = systemd::notify("READY=1") {
+            tracing::warn!("cannot notify systemd: {e}");
+        }
+        let shutdown = async {
+            shutdown_signal().await;
+            let _ = systemd::notify("STOPPING=1");
+        };
+        let (current, updates) = tokio::sync::watch::channel(shared);
+        #[cfg(unix)]
+        tokio::spawn(reload::on_sighup(args.clone(), current, |state| {
+            let _ = systemd::notify(state);
+        }));
+        #[cfg(not(unix))]
+        drop(current);
+        server::serve_reloadable(listeners, updates, shutdown).await;
         Ok(())
     })
 }

@@ -32,6 +32,55 @@ pub struct Metrics {
     udp_datagrams_up: AtomicU64,
     udp_datagrams_down: AtomicU64,
     per_user: Mutex<HashMap<String, UserCounters>>,
+    sessions: Mutex<HashMap<(String, &'static str), u64>>,
+    handshake_seconds: Histogram,
+    connect_seconds: Histogram,
+}
+
+/// Upper bounds (seconds) of the latency histograms' buckets.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// A Prometheus histogram of durations with the fixed [`BUCKETS`].
+#[derive(Debug, Default)]
+struct Histogram {
+    /// Non-cumulative counts per bucket; the last is +Inf.
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(BUCKETS.len());
+        if let Some(c) = self.counts.get(i) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    fn render(&self, o: &mut String, name: &str, help: &str) {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0u64;
+        for (i, c) in self.counts.iter().enumerate() {
+            cumulative += c.load(Ordering::Relaxed);
+            match BUCKETS.get(i) {
+                Some(b) => {
+                    let _ = writeln!(o, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+                }
+                None => {
+                    let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+                }
+            }
+        }
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(o, "{name}_sum {sum}\n{name}_count {cumulative}");
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -57,6 +106,23 @@ impl Metrics {
         self.connections.fetch_add(1, Ordering::Relaxed);
         self.active.fetch_add(1, Ordering::Relaxed);
         ActiveGuard(self)
+    }
+
+    /// A session ended: its command (`none` before a request) and outcome.
+    pub fn session(&self, command: &str, outcome: &'static str) {
+        if let Ok(mut map) = self.sessions.lock() {
+            *map.entry((command.to_owned(), outcome)).or_insert(0) += 1;
+        }
+    }
+
+    /// A handshake completed (accept → request received) in `d`.
+    pub fn handshake_done(&self, d: Duration) {
+        self.handshake_seconds.observe(d);
+    }
+
+    /// Resolving and connecting a CONNECT destination took `d` (success or failure).
+    pub fn connect_done(&self, d: Duration) {
+        self.connect_seconds.observe(d);
     }
 
     /// The handshake failed (malformed, timed out, closed early).
@@ -224,6 +290,31 @@ impl Metrics {
             o,
             "socksgate_udp_datagrams_total{{direction=\"down\"}} {}",
             get(&self.udp_datagrams_down)
+        );
+        if let Ok(map) = self.sessions.lock() {
+            let mut rows: Vec<_> = map.iter().collect();
+            rows.sort();
+            let _ = writeln!(
+                o,
+                "# HELP socksgate_sessions_total Finished sessions by command (none: no request) and outcome.\n# TYPE socksgate_sessions_total counter"
+            );
+            for ((command, outcome), n) in rows {
+                let _ = writeln!(
+                    o,
+                    "socksgate_sessions_total{{command=\"{}\",outcome=\"{outcome}\"}} {n}",
+                    escape(command)
+                );
+            }
+        }
+        self.handshake_seconds.render(
+            &mut o,
+            "socksgate_handshake_duration_seconds",
+            "From accept to the complete request (authentication included).",
+        );
+        self.connect_seconds.render(
+            &mut o,
+            "socksgate_connect_duration_seconds",
+            "Resolving and connecting CONNECT destinations, successful or not.",
         );
         if let Ok(map) = self.per_user.lock()
             && !map.is_empty()

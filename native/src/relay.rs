@@ -5,11 +5,19 @@
 //! shuts down its write side still receives the whole response. An error in either direction
 //! ends both.
 //!
-//! Memory: a direction holds no buffer while its source is idle. A buffer is allocated when
-//! the socket becomes readable and released once the socket is drained, so an idle session
-//! costs only its sockets and a few words of state (notes/performance.md: ≤ 4 KiB per idle
-//! session). Buffers start at [`SMALL`] and a direction that fills one switches to [`LARGE`]
-//! (fewer syscalls for bulk transfers).
+//! On Linux each direction moves bytes with splice(2) through its own pipe (zero copy: socket →
+//! pipe → socket, never through user space), see [`splice`]. Elsewhere, or when the kernel
+//! refuses splice for a socket (EINVAL, ENOSYS, …), the direction falls back to the buffered
+//! copy below.
+//!
+//! Memory: a direction holds no buffer (and no pipe) while its source is idle. A buffer is
+//! allocated when the socket becomes readable and released once the socket is drained, so an
+//! idle session costs only its sockets and a few words of state (notes/performance.md: ≤ 4 KiB
+//! per idle session). Buffers start at [`SMALL`] and a direction that fills one switches to
+//! [`LARGE`] (fewer syscalls for bulk transfers).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncWriteExt, ErrorKind};
 use tokio::net::TcpStream;
@@ -29,6 +37,16 @@ pub struct Totals {
     pub down: u64,
 }
 
+/// How the relay moves bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// splice(2) on Linux, the buffered copy elsewhere or when splice is refused.
+    #[default]
+    Auto,
+    /// Always the buffered copy (read into a user-space buffer, write it out).
+    Copy,
+}
+
 /// Writes `early` (client bytes that arrived with the handshake) upstream, then relays until
 /// both directions have ended.
 pub async fn relay(
@@ -36,20 +54,138 @@ pub async fn relay(
     upstream: &mut TcpStream,
     early: &[u8],
 ) -> std::io::Result<Totals> {
+    relay_with(Mode::Auto, None, client, upstream, early).await
+}
+
+/// [`relay`] with an explicit [`Mode`] and an idle timeout: when no byte has moved in either
+/// direction for `idle`, the relay ends (logged, with the bytes moved so far) and the caller
+/// closes both connections by dropping them.
+pub async fn relay_with(
+    mode: Mode,
+    idle: Option<Duration>,
+    client: &mut TcpStream,
+    upstream: &mut TcpStream,
+    early: &[u8],
+) -> std::io::Result<Totals> {
     if !early.is_empty() {
         upstream.write_all(early).await?;
     }
+    let activity = Activity::new();
     let (client_rd, client_wr) = client.split();
     let (up_rd, up_wr) = upstream.split();
-    let (up, down) = tokio::try_join!(pump(client_rd, up_wr), pump(up_rd, client_wr))?;
+    let both = async {
+        tokio::try_join!(
+            direction(mode, client_rd, up_wr, activity.meter(&activity.up)),
+            direction(mode, up_rd, client_wr, activity.meter(&activity.down))
+        )
+    };
+    let (up, down) = match idle {
+        None => both.await?,
+        Some(idle) => tokio::select! {
+            r = both => r?,
+            () = activity.idle_for(idle) => {
+                let up = activity.up.load(Ordering::Relaxed);
+                let down = activity.down.load(Ordering::Relaxed);
+                tracing::info!(up, down, "idle timeout: no data for {}s", idle.as_secs());
+                (up, down)
+            }
+        },
+    };
     Ok(Totals {
         up: up + early.len() as u64,
         down,
     })
 }
 
+/// When data last moved and how much, shared by both directions (for the idle timeout).
+#[derive(Debug)]
+pub(crate) struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+    up: AtomicU64,
+    down: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            up: AtomicU64::new(0),
+            down: AtomicU64::new(0),
+        }
+    }
+
+    fn meter<'a>(&'a self, counter: &'a AtomicU64) -> Meter<'a> {
+        Meter {
+            activity: self,
+            counter,
+        }
+    }
+
+    /// Completes once nothing has moved for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let deadline = last + idle;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline.into()).await;
+        }
+    }
+}
+
+/// One direction's view of the [`Activity`]: its byte counter.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Meter<'a> {
+    activity: &'a Activity,
+    counter: &'a AtomicU64,
+}
+
+impl Meter<'_> {
+    /// Records `n` bytes written by this direction.
+    pub(crate) fn add(&self, n: usize) {
+        self.counter.fetch_add(n as u64, Ordering::Relaxed);
+        let ms = u64::try_from(self.activity.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.activity.last_ms.store(ms, Ordering::Relaxed);
+    }
+}
+
+/// One direction, by `mode`; `meter` is told about every chunk.
+async fn direction(
+    mode: Mode,
+    from: ReadHalf<'_>,
+    to: WriteHalf<'_>,
+    meter: Meter<'_>,
+) -> std::io::Result<u64> {
+    #[cfg(target_os = "linux")]
+    if mode == Mode::Auto {
+        return match splice::pump(from.as_ref(), to.as_ref(), meter).await {
+            splice::Outcome::Done(total) => {
+                shutdown(to).await?;
+                Ok(total)
+            }
+            splice::Outcome::Failed(e) => Err(e),
+            splice::Outcome::Unsupported => pump(from, to, meter).await,
+        };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = mode;
+    pump(from, to, meter).await
+}
+
+/// Passes EOF on as a half-close. The peer may already be gone.
+async fn shutdown(mut to: WriteHalf<'_>) -> std::io::Result<()> {
+    match to.shutdown().await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotConnected => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Copies `from` to `to` until EOF, then shuts down `to`'s write side.
-async fn pump(from: ReadHalf<'_>, mut to: WriteHalf<'_>) -> std::io::Result<u64> {
+async fn pump(from: ReadHalf<'_>, mut to: WriteHalf<'_>, meter: Meter<'_>) -> std::io::Result<u64> {
     let source: &TcpStream = from.as_ref();
     let mut size = SMALL;
     let mut total = 0u64;
@@ -60,17 +196,13 @@ async fn pump(from: ReadHalf<'_>, mut to: WriteHalf<'_>) -> std::io::Result<u64>
         loop {
             match source.try_read(&mut buf) {
                 Ok(0) => {
-                    // EOF: pass the half-close on. The peer may already be gone.
-                    match to.shutdown().await {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == ErrorKind::NotConnected => {}
-                        Err(e) => return Err(e),
-                    }
+                    shutdown(to).await?;
                     return Ok(total);
                 }
                 Ok(n) => {
                     to.write_all(buf.get(..n).unwrap_or_default()).await?;
                     total += n as u64;
+                    meter.add(n);
                     if n == buf.len() && size < LARGE {
                         size = LARGE;
                         buf = vec![0u8; size];
@@ -79,6 +211,132 @@ async fn pump(from: ReadHalf<'_>, mut to: WriteHalf<'_>) -> std::io::Result<u64>
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Zero-copy relaying with splice(2) through a pipe (Linux).
+///
+/// A direction creates its pipe when its source first has data (idle sessions hold none) and
+/// closes it again after [`IDLE_RELEASE`] without data, so long-idle sessions cost 2 fds, not
+/// 6. Bytes go socket → pipe (at most [`CHUNK`] per call) and then pipe → socket until the pipe
+/// is empty, so nothing is left in the pipe when it is closed. Both splices use
+/// `SPLICE_F_NONBLOCK | SPLICE_F_MOVE` and tokio's readiness (`try_io`), so a full destination
+/// or an empty source clears readiness exactly as a `try_read`/`try_write` would.
+#[cfg(target_os = "linux")]
+pub mod splice {
+    use std::os::fd::OwnedFd;
+    use std::time::Duration;
+
+    use rustix::io::Errno;
+    use rustix::pipe::{PipeFlags, SpliceFlags, pipe_with, splice};
+    use tokio::io::Interest;
+    use tokio::net::TcpStream;
+
+    use super::Meter;
+
+    /// Bytes asked for per socket → pipe splice (the default pipe capacity; 64 KiB chunks
+    /// cost about half the CPU of 16 KiB ones, notes/performance.md).
+    pub const CHUNK: usize = 64 * 1024;
+
+    /// A direction without data for this long closes its pipe.
+    pub const IDLE_RELEASE: Duration = Duration::from_secs(5);
+
+    const FLAGS: SpliceFlags = SpliceFlags::MOVE.union(SpliceFlags::NONBLOCK);
+
+    /// How a spliced direction ended.
+    #[derive(Debug)]
+    pub(crate) enum Outcome {
+        /// EOF from the source after this many bytes (everything was written).
+        Done(u64),
+        /// An I/O error.
+        Failed(std::io::Error),
+        /// splice is not available for these sockets; nothing was moved yet.
+        Unsupported,
+    }
+
+    fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+        let (r, w) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
+        // Best effort: the default is already 64 KiB unless the user's pipe quota is used up,
+        // in which case the kernel gives one page and splices just move less per call.
+        let _ = rustix::pipe::fcntl_setpipe_size(&w, CHUNK);
+        Ok((r, w))
+    }
+
+    /// Errors meaning "splice cannot be used here" rather than "the connection failed".
+    fn unsupported(e: Errno) -> bool {
+        e == Errno::INVAL || e == Errno::NOSYS || e == Errno::OPNOTSUPP || e == Errno::PERM
+    }
+
+    /// Moves `from` to `to` until EOF. Does not shut `to` down.
+    pub(crate) async fn pump(from: &TcpStream, to: &TcpStream, meter: Meter<'_>) -> Outcome {
+        match run(from, to, meter).await {
+            Ok(Some(total)) => Outcome::Done(total),
+            Ok(None) => Outcome::Unsupported,
+            Err(e) => Outcome::Failed(e),
+        }
+    }
+
+    async fn run(
+        from: &TcpStream,
+        to: &TcpStream,
+        meter: Meter<'_>,
+    ) -> std::io::Result<Option<u64>> {
+        let mut pipe: Option<(OwnedFd, OwnedFd)> = None;
+        let mut total = 0u64;
+        let mut first = true;
+        loop {
+            // Wait for data; a held pipe is closed if none comes for a while.
+            if pipe.is_some() {
+                if tokio::time::timeout(IDLE_RELEASE, from.readable())
+                    .await
+                    .is_err()
+                {
+                    pipe = None;
+                    from.readable().await?;
+                }
+            } else {
+                from.readable().await?;
+            }
+            let (pr, pw) = match &pipe {
+                Some(p) => p,
+                None => pipe.insert(self::pipe()?),
+            };
+            // Socket → pipe. The pipe is empty here, so EAGAIN means the socket is drained.
+            let n = match from.try_io(Interest::READABLE, || {
+                splice(from, None, pw, None, CHUNK, FLAGS).map_err(std::io::Error::from)
+            }) {
+                Ok(0) => return Ok(Some(total)),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let errno = e.raw_os_error().map(Errno::from_raw_os_error);
+                    if first && errno.is_some_and(unsupported) {
+                        return Ok(None);
+                    }
+                    return Err(e);
+                }
+            };
+            first = false;
+            // Pipe → socket, until the pipe is empty.
+            let mut left = n;
+            while left > 0 {
+                to.writable().await?;
+                match to.try_io(Interest::WRITABLE, || {
+                    splice(pr, None, to, None, left, FLAGS).map_err(std::io::Error::from)
+                }) {
+                    Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                    Ok(m) => {
+                        left -= m;
+                        total += m as u64;
+                        meter.add(m);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
     }
@@ -98,88 +356,161 @@ mod tests {
         (a, b)
     }
 
-    #[tokio::test]
-    async fn half_close_client_still_gets_the_whole_response() {
-        // client <-> (c_in | relay | u_out) <-> server
-        let (mut client, mut c_in) = pair().await;
-        let (mut u_out, mut server) = pair().await;
-        let relay = tokio::spawn(async move { relay(&mut c_in, &mut u_out, b"early:").await });
+    /// The same tests for each relay mode.
+    macro_rules! suite {
+        ($mode:expr) => {
+            #[tokio::test]
+            async fn half_close_client_still_gets_the_whole_response() {
+                // client <-> (c_in | relay | u_out) <-> server
+                let (mut client, mut c_in) = pair().await;
+                let (mut u_out, mut server) = pair().await;
+                let relay = tokio::spawn(async move {
+                    relay_with($mode, None, &mut c_in, &mut u_out, b"early:").await
+                });
 
-        // The server reads the whole request (until EOF), then answers with a large body.
-        let server = tokio::spawn(async move {
-            let mut req = Vec::new();
-            server.read_to_end(&mut req).await.unwrap();
-            let body: Vec<u8> = (0..(4u32 << 20)).map(|i| (i % 251) as u8).collect();
-            server.write_all(&body).await.unwrap();
-            server.shutdown().await.unwrap();
-            (req, body)
-        });
+                // The server reads the whole request (until EOF), then answers with a large body.
+                let server = tokio::spawn(async move {
+                    let mut req = Vec::new();
+                    server.read_to_end(&mut req).await.unwrap();
+                    let body: Vec<u8> = (0..(4u32 << 20)).map(|i| (i % 251) as u8).collect();
+                    server.write_all(&body).await.unwrap();
+                    server.shutdown().await.unwrap();
+                    (req, body)
+                });
 
-        client.write_all(b"request").await.unwrap();
-        client.shutdown().await.unwrap(); // half-close: no more requests
-        let mut resp = Vec::new();
-        client.read_to_end(&mut resp).await.unwrap();
-        let (req, body) = server.await.unwrap();
-        assert_eq!(req, b"early:request");
-        assert!(resp == body, "the response arrives whole and in order");
-        let totals = relay.await.unwrap().unwrap();
-        assert_eq!(
-            totals,
-            Totals {
-                up: 13,
-                down: 4 << 20
+                client.write_all(b"request").await.unwrap();
+                client.shutdown().await.unwrap(); // half-close: no more requests
+                let mut resp = Vec::new();
+                client.read_to_end(&mut resp).await.unwrap();
+                let (req, body) = server.await.unwrap();
+                assert_eq!(req, b"early:request");
+                assert!(resp == body, "the response arrives whole and in order");
+                let totals = relay.await.unwrap().unwrap();
+                assert_eq!(
+                    totals,
+                    Totals {
+                        up: 13,
+                        down: 4 << 20
+                    }
+                );
             }
-        );
+
+            #[tokio::test]
+            async fn half_close_from_the_server_side() {
+                let (mut client, mut c_in) = pair().await;
+                let (mut u_out, mut server) = pair().await;
+                let relay = tokio::spawn(async move {
+                    relay_with($mode, None, &mut c_in, &mut u_out, b"").await
+                });
+                // The server speaks first and closes its write side; the client keeps sending.
+                server.write_all(b"banner").await.unwrap();
+                server.shutdown().await.unwrap();
+                let mut got = Vec::new();
+                client.read_to_end(&mut got).await.unwrap();
+                assert_eq!(got, b"banner");
+                client.write_all(b"after").await.unwrap();
+                client.shutdown().await.unwrap();
+                let mut rest = Vec::new();
+                server.read_to_end(&mut rest).await.unwrap();
+                assert_eq!(rest, b"after");
+                relay.await.unwrap().unwrap();
+            }
+
+            #[tokio::test]
+            async fn interactive_ping_pong() {
+                let (mut client, mut c_in) = pair().await;
+                let (mut u_out, mut server) = pair().await;
+                let relay = tokio::spawn(async move {
+                    relay_with($mode, None, &mut c_in, &mut u_out, b"").await
+                });
+                for i in 0..100u8 {
+                    client.write_all(&[i]).await.unwrap();
+                    let mut b = [0u8; 1];
+                    server.read_exact(&mut b).await.unwrap();
+                    server.write_all(&[b[0].wrapping_add(1)]).await.unwrap();
+                    client.read_exact(&mut b).await.unwrap();
+                    assert_eq!(b[0], i.wrapping_add(1));
+                }
+                drop(client);
+                drop(server);
+                let _ = relay.await.unwrap();
+            }
+
+            #[tokio::test]
+            async fn reset_ends_both_directions() {
+                let (client, mut c_in) = pair().await;
+                let (mut u_out, server) = pair().await;
+                let relay = tokio::spawn(async move {
+                    relay_with($mode, None, &mut c_in, &mut u_out, b"").await
+                });
+                // The destination vanishes with a reset; the client never sends or closes.
+                let s2 = socket2::SockRef::from(&server);
+                s2.set_linger(Some(std::time::Duration::ZERO)).unwrap();
+                drop(server);
+                let r = tokio::time::timeout(std::time::Duration::from_secs(5), relay).await;
+                assert!(r.is_ok(), "the relay must end when one side resets");
+                drop(client);
+            }
+
+            #[tokio::test]
+            async fn idle_timeout_ends_a_silent_session_only() {
+                let (mut client, mut c_in) = pair().await;
+                let (mut u_out, mut server) = pair().await;
+                let idle = Some(std::time::Duration::from_millis(400));
+                let relay = tokio::spawn(async move {
+                    relay_with($mode, idle, &mut c_in, &mut u_out, b"").await
+                });
+                // Traffic every 100 ms for 1.2 s keeps it open…
+                for i in 0..12u8 {
+                    client.write_all(&[i]).await.unwrap();
+                    let mut b = [0u8; 1];
+                    server.read_exact(&mut b).await.unwrap();
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                assert!(!relay.is_finished(), "an active session must stay open");
+                // …silence ends it, with the bytes counted so far.
+                let totals = tokio::time::timeout(std::time::Duration::from_secs(5), relay)
+                    .await
+                    .expect("the idle timeout must end the relay")
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(totals, Totals { up: 12, down: 0 });
+            }
+        };
     }
 
+    mod auto {
+        use super::*;
+        suite!(Mode::Auto);
+    }
+
+    mod copy {
+        use super::*;
+        suite!(Mode::Copy);
+    }
+
+    /// splice really is used on Linux for TCP sockets (no silent fallback).
+    #[cfg(target_os = "linux")]
     #[tokio::test]
-    async fn half_close_from_the_server_side() {
-        let (mut client, mut c_in) = pair().await;
-        let (mut u_out, mut server) = pair().await;
-        let relay = tokio::spawn(async move { relay(&mut c_in, &mut u_out, b"").await });
-        // The server speaks first and closes its write side; the client keeps sending.
-        server.write_all(b"banner").await.unwrap();
-        server.shutdown().await.unwrap();
-        let mut got = Vec::new();
-        client.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, b"banner");
-        client.write_all(b"after").await.unwrap();
+    async fn splice_is_supported_for_tcp() {
+        let (mut client, c_in) = pair().await;
+        let (u_out, mut server) = pair().await;
+        let pump = tokio::spawn(async move {
+            let activity = Activity::new();
+            let out = splice::pump(&c_in, &u_out, activity.meter(&activity.up)).await;
+            assert_eq!(activity.up.load(Ordering::Relaxed), 1 << 20);
+            drop((c_in, u_out));
+            out
+        });
+        let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 253) as u8).collect();
+        client.write_all(&data).await.unwrap();
         client.shutdown().await.unwrap();
-        let mut rest = Vec::new();
-        server.read_to_end(&mut rest).await.unwrap();
-        assert_eq!(rest, b"after");
-        relay.await.unwrap().unwrap();
-    }
-
-    #[tokio::test]
-    async fn interactive_ping_pong() {
-        let (mut client, mut c_in) = pair().await;
-        let (mut u_out, mut server) = pair().await;
-        let relay = tokio::spawn(async move { relay(&mut c_in, &mut u_out, b"").await });
-        for i in 0..100u8 {
-            client.write_all(&[i]).await.unwrap();
-            let mut b = [0u8; 1];
-            server.read_exact(&mut b).await.unwrap();
-            server.write_all(&[b[0].wrapping_add(1)]).await.unwrap();
-            client.read_exact(&mut b).await.unwrap();
-            assert_eq!(b[0], i.wrapping_add(1));
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.unwrap();
+        assert!(got == data);
+        match pump.await.unwrap() {
+            splice::Outcome::Done(n) => assert_eq!(n, 1 << 20),
+            other => panic!("splice not used: {other:?}"),
         }
-        drop(client);
-        drop(server);
-        let _ = relay.await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn reset_ends_both_directions() {
-        let (client, mut c_in) = pair().await;
-        let (mut u_out, server) = pair().await;
-        let relay = tokio::spawn(async move { relay(&mut c_in, &mut u_out, b"").await });
-        // The destination vanishes with a reset; the client never sends or closes.
-        let s2 = socket2::SockRef::from(&server);
-        s2.set_linger(Some(std::time::Duration::ZERO)).unwrap();
-        drop(server);
-        let r = tokio::time::timeout(std::time::Duration::from_secs(5), relay).await;
-        assert!(r.is_ok(), "the relay must end when one side resets");
-        drop(client);
     }
 }

@@ -1,57 +1,149 @@
 //! Listeners and the accept loop: one task per connection.
 
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::session::{self, Shared};
 
 /// Opens a listener. IPv6 listeners are IPv6-only, so `0.0.0.0:1080` and `[::]:1080` can
 /// both be configured; SO_REUSEADDR lets a restart rebind at once.
 pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    listen_with(addr, false)
+}
+
+/// [`listen`], with SO_REUSEPORT when `reuse_port` is set: several socksgate processes can
+/// then listen on the same address and the kernel spreads connections over them.
+pub fn listen_with(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
     socket.set_reuse_address(true)?;
+    #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    #[cfg(not(all(unix, not(any(target_os = "solaris", target_os = "illumos")))))]
+    let _ = reuse_port;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     TcpListener::from_std(socket.into())
 }
 
-/// Accepts connections on every listener until `shutdown` completes.
+/// Accepts connections on every listener until `shutdown` completes, then drains.
 pub async fn serve(
     listeners: Vec<TcpListener>,
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut tasks = JoinSet::new();
-    for listener in listeners {
-        tasks.spawn(accept_loop(listener, Arc::clone(&shared)));
-    }
-    shutdown.await;
-    info!("shutting down");
-    tasks.abort_all();
+    let (_keep, current) = watch::channel(shared);
+    serve_reloadable(listeners, current, shutdown).await;
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+/// [`serve`], handing each new session the newest [`Shared`] of `current` (SIGHUP reloads);
+/// sessions already running keep theirs.
+pub async fn serve_reloadable(
+    listeners: Vec<TcpListener>,
+    current: watch::Receiver<Arc<Shared>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut tasks = JoinSet::new();
+    for listener in listeners {
+        tasks.spawn(accept_loop(listener, current.clone()));
+    }
+    shutdown.await;
+    // Stop accepting (the listeners close with their tasks), then let open sessions finish.
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    let shared = Arc::clone(&current.borrow());
+    let open = shared.sessions.active();
+    let deadline = Duration::from_secs(shared.config.drain_timeout);
+    info!(
+        sessions = open,
+        "shutting down: listeners closed, draining for up to {}s",
+        deadline.as_secs()
+    );
+    match tokio::time::timeout(deadline, shared.sessions.all_ended()).await {
+        Ok(()) => info!("all sessions ended"),
+        Err(_) => warn!(
+            sessions = shared.sessions.active(),
+            "drain timeout: closing the remaining sessions"
+        ),
+    }
+}
+
+/// Longest pause between accept attempts while the process is out of file descriptors.
+pub const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Accept failures this close to the previous one belong to the same episode (not logged
+/// again): at the descriptor limit every closing session lets one accept through, and the
+/// log must not get a pair of lines per connection.
+const EPISODE_QUIET: Duration = Duration::from_secs(10);
+
+async fn accept_loop(listener: TcpListener, current: watch::Receiver<Arc<Shared>>) {
+    // While accept keeps failing: the current pause (10 ms doubling up to 1 s).
+    let mut delay: Option<Duration> = None;
+    // Time of the last failure of the current episode; whether its recovery was logged.
+    let mut last_failure: Option<Instant> = None;
+    let mut recovery_logged = true;
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                if delay.take().is_some() && !recovery_logged {
+                    info!("accepting connections again");
+                    recovery_logged = true;
+                }
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(session::handle(stream, peer, Arc::clone(&shared)));
+                let shared = Arc::clone(&current.borrow());
+                tokio::spawn(session::handle(stream, peer, shared));
             }
+            // The client gave up before we accepted it: nothing to wait for.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionAborted
+                        | ErrorKind::ConnectionReset
+                        | ErrorKind::Interrupted
+                ) => {}
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                error!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // EMFILE, ENFILE, ENOBUFS, ENOMEM: back off instead of spinning; sessions
+                // that end free descriptors and accepting resumes.
+                let now = Instant::now();
+                if last_failure.is_none_or(|t| now.duration_since(t) > EPISODE_QUIET) {
+                    error!("accept failed: {e}; backing off until it succeeds again");
+                    recovery_logged = false;
+                }
+                last_failure = Some(now);
+                let pause = delay.map_or(Duration::from_millis(10), |d| {
+                    (d * 2).min(MAX_ACCEPT_BACKOFF)
+                });
+                delay = Some(pause);
+                tokio::time::sleep(pause).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reuse_port_lets_two_listeners_share_an_address() {
+        let first = listen_with("127.0.0.1:0".parse().unwrap(), true).unwrap();
+        let addr = first.local_addr().unwrap();
+        let second = listen_with(addr, true);
+        assert!(second.is_ok(), "{second:?}");
+        // Without it the address is taken.
+        assert!(listen(addr).is_err());
     }
 }

@@ -18,6 +18,7 @@ use tracing::{Instrument, debug, info, warn};
 use crate::access::{AccessRules, Pass};
 use crate::config::Config;
 use crate::connect::ConnectError;
+use crate::limits::Sessions;
 use crate::metrics::Metrics;
 use crate::resolve::Resolver;
 use crate::throttle::{Admission, AuthThrottle};
@@ -47,8 +48,10 @@ pub struct Shared {
     pub resolver: Resolver,
     /// Counters for `--metrics`.
     pub metrics: Arc<Metrics>,
-    /// Per-client back-off after failed logins.
-    pub auth_throttle: AuthThrottle,
+    /// Per-client back-off after failed logins (kept across reloads).
+    pub auth_throttle: Arc<AuthThrottle>,
+    /// Open sessions, for the `[limits]` and draining (kept across reloads).
+    pub sessions: Arc<Sessions>,
 }
 
 impl Shared {
@@ -96,6 +99,10 @@ pub(crate) struct Conn {
     start: usize,
     end: usize,
     out: [u8; 600],
+    /// The first reply sent (for the access log).
+    pub(crate) reply: Option<ReplyCode>,
+    /// Payload bytes relayed (up, down), set when the command ends (for the access log).
+    pub(crate) bytes: (u64, u64),
 }
 
 impl Conn {
@@ -108,6 +115,8 @@ impl Conn {
             start: 0,
             end: 0,
             out: [0; 600],
+            reply: None,
+            bytes: (0, 0),
         }
     }
 
@@ -178,8 +187,9 @@ impl Conn {
         &mut self,
         outcome: Result<SocketAddr, ReplyCode>,
     ) -> std::io::Result<()> {
-        self.metrics
-            .reply(outcome.err().unwrap_or(ReplyCode::Succeeded));
+        let code = outcome.err().unwrap_or(ReplyCode::Succeeded);
+        self.metrics.reply(code);
+        self.reply.get_or_insert(code);
         let _ = self.server.respond(outcome);
         self.flush().await
     }
@@ -194,24 +204,115 @@ impl Conn {
     }
 }
 
-/// Serves one accepted connection to the end.
+/// How a session ended, for the access log and `socksgate_sessions_total{outcome}`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Outcome {
+    /// The request succeeded (reply 0 / 90) and the command ran to its end.
+    Succeeded,
+    /// The request got a failure reply (denied, unreachable, refused, …).
+    Refused,
+    /// Username/password rejected.
+    AuthFailed,
+    /// Malformed, timed out or abandoned before a request.
+    #[default]
+    HandshakeFailed,
+    /// Refused by a `[limits]` setting.
+    Limited,
+    /// A request arrived but the connection failed before a reply.
+    Error,
+}
+
+impl Outcome {
+    /// The label used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Refused => "refused",
+            Self::AuthFailed => "auth_failed",
+            Self::HandshakeFailed => "handshake_failed",
+            Self::Limited => "limited",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// What the access log line says about a session.
+#[derive(Debug, Default)]
+struct Record {
+    version: Option<Version>,
+    command: Option<Command>,
+    dst: Option<String>,
+    user: Option<String>,
+    reply: Option<ReplyCode>,
+    bytes: (u64, u64),
+    outcome: Outcome,
+}
+
+impl Record {
+    /// The reply code as sent: SOCKS5 REP, or SOCKS4 CD (90 granted, 91 rejected).
+    fn reply_code(&self) -> Option<u8> {
+        let code = self.reply?;
+        Some(match self.version {
+            Some(Version::Socks5) | None => u8::from(code),
+            Some(_) if code == ReplyCode::Succeeded => 90,
+            Some(_) => 91,
+        })
+    }
+}
+
+/// Serves one accepted connection to the end, then writes its access-log line (target
+/// `socksgate::access`): client, user, command, destination, reply code, bytes each way,
+/// duration and outcome.
 pub async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let span = tracing::info_span!("session", client = %peer);
     async move {
-        if let Err(e) = run(stream, peer, &shared).await {
+        let started = std::time::Instant::now();
+        let mut record = Record::default();
+        if let Err(e) = run(stream, peer, &shared, &mut record).await {
             match e {
                 SessionError::Io(_) | SessionError::Eof => debug!("session ended: {e}"),
                 _ => info!("session ended: {e}"),
             }
         }
+        let duration = started.elapsed();
+        let command = record.command.map_or_else(|| "none".into(), command_name);
+        shared.metrics.session(&command, record.outcome.as_str());
+        info!(
+            target: "socksgate::access",
+            client = %peer,
+            user = record.user.as_deref().unwrap_or("-"),
+            %command,
+            dst = record.dst.as_deref().unwrap_or("-"),
+            reply = record.reply_code().map_or(-1, i16::from),
+            up = record.bytes.0,
+            down = record.bytes.1,
+            duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+            outcome = record.outcome.as_str(),
+            "session"
+        );
     }
     .instrument(span)
     .await;
 }
 
-async fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<(), SessionError> {
+async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    record: &mut Record,
+) -> Result<(), SessionError> {
     let local = stream.local_addr()?;
     let _active = shared.metrics.accepted();
+    // Global and per-address limits: close before the handshake.
+    let mut slot = match shared.sessions.admit(peer.ip(), &shared.config.limits) {
+        Ok(slot) => slot,
+        Err(e) => {
+            warn!("connection refused: {e}");
+            record.outcome = Outcome::Limited;
+            return Ok(());
+        }
+    };
+    let accepted = std::time::Instant::now();
     let mut conn = Conn::new(stream, shared.server_config(), Arc::clone(&shared.metrics));
     let handshake = tokio::time::timeout(
         shared.config.timeouts.handshake(),
@@ -221,7 +322,11 @@ async fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<(),
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             match e {
-                SessionError::AuthFailed(_) => shared.metrics.auth_failed(),
+                SessionError::AuthFailed(ref name) => {
+                    shared.metrics.auth_failed();
+                    record.outcome = Outcome::AuthFailed;
+                    record.user = Some(name.clone());
+                }
                 _ => shared.metrics.handshake_failed(),
             }
             conn.close().await;
@@ -233,6 +338,44 @@ async fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<(),
             return Err(SessionError::HandshakeTimeout);
         }
     };
+    shared.metrics.handshake_done(accepted.elapsed());
+    record.version = Some(request.version);
+    record.command = Some(request.command);
+    record.dst = Some(request.target.to_string());
+    record.user = user
+        .as_deref()
+        .map(|u| String::from_utf8_lossy(u).into_owned());
+    record.outcome = Outcome::Error;
+    if let Some(name) = &user
+        && let Err(e) = slot.admit_user(name, &shared.config.limits)
+    {
+        warn!(user = %String::from_utf8_lossy(name), "request refused: {e}");
+        conn.respond(Err(ReplyCode::GeneralFailure)).await?;
+        record.reply = conn.reply;
+        record.outcome = Outcome::Limited;
+        conn.close().await;
+        return Ok(());
+    }
+    let result = command(&mut conn, request, user, peer, local, shared).await;
+    record.reply = conn.reply;
+    record.bytes = conn.bytes;
+    record.outcome = match conn.reply {
+        Some(ReplyCode::Succeeded) => Outcome::Succeeded,
+        Some(_) => Outcome::Refused,
+        None => Outcome::Error,
+    };
+    result
+}
+
+/// Logs the request, runs the command, closes the connection on failure.
+async fn command(
+    conn: &mut Conn,
+    request: Request,
+    user: Option<Vec<u8>>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    shared: &Shared,
+) -> Result<(), SessionError> {
     let user_name = user.as_deref().map(String::from_utf8_lossy);
     let command = command_name(request.command);
     let user_shown = user_name.as_deref().unwrap_or("-");
@@ -252,10 +395,10 @@ async fn run(stream: TcpStream, peer: SocketAddr, shared: &Shared) -> Result<(),
         shared,
     };
     let result = match request.command {
-        Command::Connect => connect(&mut conn, &request, &ctx).await,
-        Command::Bind => bind::run(&mut conn, &request, &ctx).await,
+        Command::Connect => connect(conn, &request, &ctx).await,
+        Command::Bind => bind::run(conn, &request, &ctx).await,
         Command::UdpAssociate if request.version == Version::Socks5 => {
-            udp_relay::run(&mut conn, &request, &ctx).await
+            udp_relay::run(conn, &request, &ctx).await
         }
         other => {
             conn.respond(Err(ReplyCode::CommandNotSupported)).await?;
@@ -425,7 +568,17 @@ async fn handshake(
 /// address, relay.
 async fn connect(conn: &mut Conn, request: &Request, ctx: &Ctx<'_>) -> Result<(), SessionError> {
     let dest = request.target.as_addr().normalized();
-    let outcome = match ctx.check(Command::Connect, dest) {
+    let pass = ctx.check(Command::Connect, dest);
+    if matches!(pass, Ok(Pass::Allowed))
+        && let Some(name) = ctx
+            .shared
+            .rules
+            .upstream(&ctx.query(Command::Connect, dest))
+        && let Some(url) = ctx.shared.config.upstream(name)
+    {
+        return chain(conn, request, ctx, name, &url).await;
+    }
+    let outcome = match pass {
         Err(e) => Err(e),
         Ok(pass) => {
             // When the decision depends on the address, every resolved address is checked.
@@ -434,7 +587,8 @@ async fn connect(conn: &mut Conn, request: &Request, ctx: &Ctx<'_>) -> Result<()
                 Pass::PerAddress => ctx.check_resolved(Command::Connect, dest, sa.ip()),
             };
             let target = dest.to_target();
-            match tokio::time::timeout(
+            let started = std::time::Instant::now();
+            let r = match tokio::time::timeout(
                 ctx.shared.config.timeouts.connect(),
                 ctx.shared.resolver.connect(&target, allow),
             )
@@ -442,7 +596,9 @@ async fn connect(conn: &mut Conn, request: &Request, ctx: &Ctx<'_>) -> Result<()
             {
                 Ok(r) => r,
                 Err(_) => Err(ConnectError::TimedOut),
-            }
+            };
+            ctx.shared.metrics.connect_done(started.elapsed());
+            r
         }
     };
     let mut upstream = match outcome {
@@ -462,11 +618,93 @@ async fn connect(conn: &mut Conn, request: &Request, ctx: &Ctx<'_>) -> Result<()
     conn.respond(Ok(bound)).await?;
     debug!(%bound, %remote, "connected");
     let early = conn.take_leftover();
-    let totals = relay::relay(&mut conn.stream, &mut upstream, &early).await;
+    let totals = relay::relay_with(
+        relay::Mode::Auto,
+        ctx.shared.config.timeouts.tcp_idle(),
+        &mut conn.stream,
+        &mut upstream,
+        &early,
+    )
+    .await;
     match totals {
         Ok(t) => {
             ctx.shared.metrics.relayed(ctx.user, t.up, t.down);
+            conn.bytes = (t.up, t.down);
             info!(dst = %request.target, %remote, up = t.up, down = t.down, "closed");
+        }
+        Err(e) => debug!(dst = %request.target, "relay ended: {e}"),
+    }
+    Ok(())
+}
+
+/// CONNECT through an `[[upstream]]` proxy (the core's client state machine): the upstream
+/// resolves and connects; its failure reply is passed on.
+async fn chain(
+    conn: &mut Conn,
+    request: &Request,
+    ctx: &Ctx<'_>,
+    name: &str,
+    url: &crate::client::ProxyUrl,
+) -> Result<(), SessionError> {
+    use crate::client::ClientFailure;
+    use socksgate_core::client::ClientError;
+    let (host, port) = match request.target.as_addr().normalized() {
+        Addr::Ip(sa) => (sa.ip().to_string(), sa.port()),
+        Addr::Domain(d, port) => (d.to_string(), port),
+    };
+    let started = std::time::Instant::now();
+    let opened = tokio::time::timeout(
+        ctx.shared.config.timeouts.connect(),
+        crate::client::open(url, &host, port, &ctx.shared.resolver),
+    )
+    .await;
+    ctx.shared.metrics.connect_done(started.elapsed());
+    let (mut upstream, from_upstream) = match opened {
+        Ok(Ok((stream, rest, _))) => (stream, rest),
+        Ok(Err(e)) => {
+            let code = match &e {
+                ClientFailure::Handshake(ClientError::Rejected(code)) => *code,
+                ClientFailure::Connect { source, .. } => source.reply(),
+                _ => ReplyCode::GeneralFailure,
+            };
+            conn.respond(Err(code)).await?;
+            return Err(SessionError::Refused(format!(
+                "connect to {} through upstream {name} failed: {e} (reply {})",
+                request.target,
+                u8::from(code)
+            )));
+        }
+        Err(_) => {
+            let code = ConnectError::TimedOut.reply();
+            conn.respond(Err(code)).await?;
+            return Err(SessionError::Refused(format!(
+                "connect to {} through upstream {name} timed out (reply {})",
+                request.target,
+                u8::from(code)
+            )));
+        }
+    };
+    let bound = upstream.local_addr()?;
+    conn.respond(Ok(bound)).await?;
+    if !from_upstream.is_empty() {
+        conn.stream.write_all(&from_upstream).await?;
+    }
+    debug!(upstream = name, "connected through upstream");
+    let early = conn.take_leftover();
+    let totals = relay::relay_with(
+        relay::Mode::Auto,
+        ctx.shared.config.timeouts.tcp_idle(),
+        &mut conn.stream,
+        &mut upstream,
+        &early,
+    )
+    .await;
+    match totals {
+        Ok(t) => {
+            let down = t.down + from_upstream.len() as u64;
+            ctx.shared.metrics.relayed(ctx.user, t.up, down);
+            conn.bytes = (t.up, down);
+            info!(dst = %request.target, upstream = name, up = t.up, down, "closed");
         }
         Err(e) => debug!(dst = %request.target, "relay ended: {e}"),
     }

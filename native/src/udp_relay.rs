@@ -243,6 +243,7 @@ pub(crate) async fn run(
     ctx.shared
         .metrics
         .udp(ctx.user, datagrams_up, datagrams_down, up, down);
+    conn.bytes = (up, down);
     info!(
         up,
         down, datagrams_up, datagrams_down, "udp associate ended: {reason}"

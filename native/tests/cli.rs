@@ -548,3 +548,455 @@ fn user_flag_drops_privileges_after_binding() {
     let err = stop_and_read_stderr(server);
     assert!(err.contains("dropped privileges"), "{err}");
 }
+
+#[test]
+fn accept_backs_off_when_out_of_file_descriptors_and_recovers() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    // A low descriptor limit, so a few held connections exhaust it.
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -n 48 && exec \"$0\" \"$@\"", BIN])
+        .args(["serve", "--listen", &listen])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let sink = std::sync::Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let server = Server(child);
+    let start = Instant::now();
+    while TcpStream::connect(&listen).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "serve did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let count = |needle: &str| {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    };
+    // Hold more connections than there are descriptors (they wait in the handshake).
+    let held: Vec<TcpStream> = (0..80)
+        .map(|_| TcpStream::connect(&listen).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut server = server;
+    assert!(
+        server.0.try_wait().unwrap().is_none(),
+        "the server must not exit"
+    );
+    assert_eq!(
+        count("backing off"),
+        1,
+        "one log line per episode: {:?}",
+        lines.lock().unwrap()
+    );
+    drop(held);
+    // Once descriptors are free again, a new client is served.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut s = TcpStream::connect(&listen).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.write_all(&[5, 1, 0]).unwrap();
+        let mut reply = [0u8; 2];
+        if s.read_exact(&mut reply).is_ok() {
+            assert_eq!(reply, [5, 0]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the server never recovered");
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while count("accepting connections again") == 0 {
+        assert!(Instant::now() < deadline, "no recovery log line");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(server.0.try_wait().unwrap().is_none());
+}
+
+/// Collects a child's stderr lines in the background.
+fn collect_lines(
+    stderr: std::process::ChildStderr,
+) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+fn scrape(addr: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
+
+#[test]
+fn access_log_and_session_metrics_after_real_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    let users_s = users.to_str().unwrap();
+    assert_eq!(run(&["passwd", "--users", users_s, "alice"], b"pw\n").0, 0);
+    let config = dir.path().join("socksgate.toml");
+    std::fs::write(&config, "[[rule]]\naction = \"deny\"\nports = [\"9\"]\n").unwrap();
+    let echo = echo_after_eof();
+    let port = free_port();
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let mut server = serve(
+        port,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--users",
+            users_s,
+            "--metrics",
+            &metrics_addr,
+            "--log-format",
+            "json",
+        ],
+    );
+    let lines = collect_lines(server.0.stderr.take().unwrap());
+    let ok = format!("socks5h://alice:pw@127.0.0.1:{port}");
+    let (code, out, _) = run(
+        &["connect", "--proxy", &ok, "127.0.0.1", &echo.to_string()],
+        b"count me",
+    );
+    assert_eq!((code, out.as_str()), (0, "count me"));
+    let bad = format!("socks5h://alice:wrong@127.0.0.1:{port}");
+    let (code, _, _) = run(&["connect", "--proxy", &bad, "127.0.0.1", "80"], b"");
+    assert_ne!(code, 0);
+    let (code, _, _) = run(&["connect", "--proxy", &ok, "127.0.0.1", "9"], b"");
+    assert_ne!(code, 0);
+    let want = [
+        "socksgate_sessions_total{command=\"connect\",outcome=\"succeeded\"} 1\n",
+        "socksgate_sessions_total{command=\"connect\",outcome=\"refused\"} 1\n",
+        "socksgate_sessions_total{command=\"none\",outcome=\"auth_failed\"} 1\n",
+        "socksgate_auth_failures_total 1\n",
+        "socksgate_connections_active 0\n",
+        "socksgate_handshake_duration_seconds_count 2\n",
+        "socksgate_handshake_duration_seconds_bucket{le=\"+Inf\"} 2\n",
+        "socksgate_connect_duration_seconds_count 1\n",
+        "socksgate_bytes_total{direction=\"up\"} 8\n",
+        "socksgate_user_bytes_total{user=\"alice\",direction=\"down\"} 8\n",
+    ];
+    // Session ends are counted just after the clients exit.
+    let start = Instant::now();
+    let text = loop {
+        let text = scrape(&metrics_addr);
+        if want.iter().all(|w| text.contains(w)) || start.elapsed() > Duration::from_secs(5) {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for w in want {
+        assert!(text.contains(w), "missing {w:?} in\n{text}");
+    }
+    // One access line per session, with every field.
+    let access: Vec<serde_json::Value> = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "socksgate::access")
+        .collect();
+    // serve()'s readiness probe connects and leaves: a handshake_failed session of its own.
+    assert_eq!(access.len(), 4, "{access:?}");
+    assert_eq!(
+        access
+            .iter()
+            .filter(|v| v["outcome"] == "handshake_failed")
+            .count(),
+        1
+    );
+    let done = access
+        .iter()
+        .find(|v| v["outcome"] == "succeeded")
+        .expect("the successful session's line");
+    assert_eq!(done["user"], "alice");
+    assert_eq!(done["command"], "connect");
+    assert_eq!(done["dst"], format!("127.0.0.1:{echo}"));
+    assert_eq!(done["reply"], 0);
+    assert_eq!(
+        (done["up"].as_u64(), done["down"].as_u64()),
+        (Some(8), Some(8))
+    );
+    assert!(done["duration_ms"].is_u64());
+    assert!(done["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+    let denied = access.iter().find(|v| v["outcome"] == "refused").unwrap();
+    assert_eq!(denied["reply"], 2);
+}
+
+#[test]
+fn sd_notify_and_sigterm_drains_with_a_deadline() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let config = dir.path().join("socksgate.toml");
+    std::fs::write(&config, "drain_timeout = 2\n").unwrap();
+    // A destination that keeps its connection open and reports what arrives.
+    let dest = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dest_port = dest.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let (mut s, _) = dest.accept().unwrap();
+        let mut buf = [0u8; 64];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut server = Server(
+        Command::new(BIN)
+            .args(["serve", "--listen", &listen, "--config"])
+            .arg(&config)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut msg = [0u8; 64];
+    let n = notify.recv(&mut msg).expect("READY=1 from serve");
+    assert_eq!(&msg[..n], b"READY=1");
+    // One session, kept open by the client's stdin.
+    let url = format!("socks5://127.0.0.1:{port}");
+    let mut client = Command::new(BIN)
+        .args([
+            "connect",
+            "--proxy",
+            &url,
+            "127.0.0.1",
+            &dest_port.to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = client.stdin.take().unwrap();
+    stdin.write_all(b"before").unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), b"before");
+    let stopped_at = Instant::now();
+    let pid = server.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let n = notify.recv(&mut msg).expect("STOPPING=1 from serve");
+    assert_eq!(&msg[..n], b"STOPPING=1");
+    // Listeners close at once…
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while TcpStream::connect(&listen).is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // …the open session keeps relaying while draining…
+    stdin.write_all(b"during").unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(2)).unwrap(), b"during");
+    assert!(
+        server.0.try_wait().unwrap().is_none(),
+        "exited before the drain deadline"
+    );
+    // …and the process exits at the deadline although the session is still open.
+    let status = loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopped_at.elapsed() < Duration::from_secs(8),
+            "no exit after drain_timeout"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(stopped_at.elapsed() >= Duration::from_millis(1900));
+    drop(stdin);
+    let _ = client.kill();
+    let _ = client.wait();
+}
+
+#[test]
+fn sighup_reloads_rules_without_dropping_sessions() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let recv = || {
+        let mut msg = [0u8; 64];
+        let n = notify.recv(&mut msg).expect("a notification");
+        String::from_utf8_lossy(&msg[..n]).into_owned()
+    };
+    let config = dir.path().join("socksgate.toml");
+    std::fs::write(&config, "").unwrap();
+    // A destination that keeps its one connection open and reports what arrives.
+    let dest = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dest_port = dest.local_addr().unwrap().port().to_string();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let (mut s, _) = dest.accept().unwrap();
+        let mut buf = [0u8; 64];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let echo = echo_after_eof().to_string();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut server = Server(
+        Command::new(BIN)
+            .args(["serve", "--listen", &listen, "--config"])
+            .arg(&config)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = collect_lines(server.0.stderr.take().unwrap());
+    assert_eq!(recv(), "READY=1");
+    let url = format!("socks5://127.0.0.1:{port}");
+    let mut held = Command::new(BIN)
+        .args(["connect", "--proxy", &url, "127.0.0.1", &dest_port])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = held.stdin.take().unwrap();
+    stdin.write_all(b"before").unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), b"before");
+    let hup = |server: &Server| {
+        let pid = server.0.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    let through = |port: &str| run(&["connect", "--proxy", &url, "127.0.0.1", port], b"x");
+
+    // A new deny rule for the held session's destination.
+    std::fs::write(
+        &config,
+        format!("[[rule]]\naction = \"deny\"\nports = [\"{dest_port}\"]\n"),
+    )
+    .unwrap();
+    hup(&server);
+    assert_eq!(recv(), "RELOADING=1");
+    assert_eq!(recv(), "READY=1");
+    // The established session keeps relaying…
+    stdin.write_all(b"after").unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), b"after");
+    // …new sessions see the rule.
+    let (code, _, err) = through(&dest_port);
+    assert_ne!(code, 0, "denied after the reload");
+    assert!(err.contains("(reply 2)"), "{err}");
+    assert_eq!(through(&echo).1, "x");
+
+    // An invalid file is refused and the running rules stay.
+    std::fs::write(&config, "[[rule]]\naction = \"maybe\"\n").unwrap();
+    hup(&server);
+    assert_eq!(recv(), "RELOADING=1");
+    assert_eq!(recv(), "READY=1");
+    assert_ne!(through(&dest_port).0, 0, "the deny rule still applies");
+    assert_eq!(through(&echo).1, "x");
+    let refused = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("reload refused"))
+        .count();
+    assert_eq!(refused, 1, "{:?}", lines.lock().unwrap());
+    assert!(server.0.try_wait().unwrap().is_none());
+    stdin.write_all(b"still").unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), b"still");
+    drop(stdin);
+    let _ = held.kill();
+    let _ = held.wait();
+}
+
+#[test]
+fn systemd_socket_activation() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // Python binds and listens, puts the socket on fd 3, sets LISTEN_FDS/LISTEN_PID for its
+    // own pid and execs socksgate in its place (same pid), as systemd would.
+    let script = r#"
+import os, socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(16)
+print(s.getsockname()[1], flush=True)
+if s.fileno() != 3:
+    os.dup2(s.fileno(), 3)
+os.set_inheritable(3, True)
+os.environ["LISTEN_FDS"] = "1"
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.execv(sys.argv[1], [sys.argv[1], "serve"])
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", script, BIN])
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let lines = collect_lines(child.stderr.take().unwrap());
+    let server = Server(child);
+    let mut port = String::new();
+    stdout.read_line(&mut port).unwrap();
+    let port = port.trim().to_owned();
+    let mut msg = [0u8; 64];
+    let n = notify.recv(&mut msg).expect("READY=1");
+    assert_eq!(&msg[..n], b"READY=1");
+    let echo = echo_after_eof().to_string();
+    let url = format!("socks5://127.0.0.1:{port}");
+    let (code, out, err) = run(&["connect", "--proxy", &url, "127.0.0.1", &echo], b"fd 3");
+    assert_eq!((code, out.as_str()), (0, "fd 3"), "{err}");
+    let log = lines.lock().unwrap().join("\n");
+    assert!(log.contains("listening (socket activation)"), "{log}");
+    assert!(
+        !log.contains("127.0.0.1:1080"),
+        "bound the default listener too: {log}"
+    );
+    drop(server);
+}

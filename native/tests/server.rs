@@ -46,6 +46,7 @@ async fn start_with(config: Config, users: Option<&[(&str, &str)]>, resolver: Re
         resolver,
         metrics: Default::default(),
         auth_throttle: Default::default(),
+        sessions: Default::default(),
     });
     tokio::spawn(server::serve(
         vec![listener],
@@ -671,6 +672,7 @@ async fn ipv6_listener_and_destination() {
         resolver: Resolver::from_system(),
         metrics: Default::default(),
         auth_throttle: Default::default(),
+        sessions: Default::default(),
     });
     tokio::spawn(server::serve(
         vec![listener],
@@ -819,4 +821,331 @@ async fn udp_relay_ports_come_from_the_configured_range() {
         rejected(r),
         ClientError::Rejected(ReplyCode::GeneralFailure)
     );
+}
+
+/// An echo server for many connections that stay open until the client closes.
+async fn echo_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Connects from `from` (a loopback address) and waits for the proxy to close at once.
+async fn closed_before_handshake(proxy: SocketAddr, from: &str) -> bool {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut s = sock.connect(proxy).await.unwrap();
+    let _ = s.write_all(&[5, 1, 0]).await;
+    // Refused: EOF (or a reset) with no method selection; admitted: the selection `05 00`.
+    let mut out = [0u8; 2];
+    let r = tokio::time::timeout(Duration::from_secs(5), s.read(&mut out)).await;
+    match r {
+        Ok(Ok(0) | Err(_)) => true,
+        Ok(Ok(_)) => false,
+        Err(_) => panic!("neither refused nor answered"),
+    }
+}
+
+/// A relayed session from `from`, proven alive by one echo.
+async fn open_session(proxy: SocketAddr, from: &str, echo: SocketAddr) -> TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut stream = sock.connect(proxy).await.unwrap();
+    let config = ClientConfig {
+        version: Version::Socks5,
+        credentials: None,
+        command: Command::Connect,
+        target: Addr::Ip(echo),
+        user_id: b"",
+    };
+    let mut c = Client::new(config).unwrap();
+    client::handshake(&mut c, &mut stream).await.unwrap();
+    stream.write_all(b"x").await.unwrap();
+    let mut b = [0u8; 1];
+    stream.read_exact(&mut b).await.unwrap();
+    stream
+}
+
+#[tokio::test]
+async fn session_limits_global_and_per_ip_close_before_the_handshake() {
+    let mut config = Config::default();
+    config.limits.max_sessions = 2;
+    config.limits.max_sessions_per_ip = 1;
+    let proxy = start(config, None).await;
+    let echo = echo_server().await;
+    let a = open_session(proxy.addr, "127.0.0.1", echo).await;
+    assert!(
+        closed_before_handshake(proxy.addr, "127.0.0.1").await,
+        "per-IP limit"
+    );
+    let _b = open_session(proxy.addr, "127.0.0.2", echo).await;
+    assert!(
+        closed_before_handshake(proxy.addr, "127.0.0.3").await,
+        "global limit"
+    );
+    // Closing a session frees its place (the server notices asynchronously).
+    drop(a);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if !closed_before_handshake(proxy.addr, "127.0.0.3").await {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "place never freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn session_limit_per_user_is_reply_1() {
+    let mut config = Config::default();
+    config.limits.max_sessions_per_user = 1;
+    let proxy = start(config, Some(&[("alice", "pw"), ("bob", "pw")])).await;
+    let echo = echo_server().await;
+    let (first, r) = handshake(
+        proxy.addr,
+        Version::Socks5,
+        Addr::Ip(echo),
+        Some((b"alice", b"pw")),
+    )
+    .await;
+    r.unwrap();
+    let (_, r) = handshake(
+        proxy.addr,
+        Version::Socks5,
+        Addr::Ip(echo),
+        Some((b"alice", b"pw")),
+    )
+    .await;
+    assert_eq!(
+        rejected(r),
+        ClientError::Rejected(ReplyCode::GeneralFailure)
+    );
+    // Another user is not affected.
+    let (_bob, r) = handshake(
+        proxy.addr,
+        Version::Socks5,
+        Addr::Ip(echo),
+        Some((b"bob", b"pw")),
+    )
+    .await;
+    r.unwrap();
+    drop(first);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_s, r) = handshake(
+            proxy.addr,
+            Version::Socks5,
+            Addr::Ip(echo),
+            Some((b"alice", b"pw")),
+        )
+        .await;
+        if r.is_ok() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alice's place never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn tcp_idle_timeout_closes_a_silent_session() {
+    let mut config = Config::default();
+    config.timeouts.tcp_idle = 1;
+    let proxy = start(config, None).await;
+    let echo = echo_server().await;
+    let mut s = open_session(proxy.addr, "127.0.0.1", echo).await;
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(r.is_ok(), "the proxy should close the idle session");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
+/// A CONNECT through `proxy` to a name; returns the stream or the failure.
+async fn connect_name(
+    proxy: SocketAddr,
+    name: &str,
+    port: u16,
+) -> (TcpStream, Result<(Target, Vec<u8>), client::ClientFailure>) {
+    let domain = Domain::new(name.as_bytes()).unwrap();
+    handshake(proxy, Version::Socks5, Addr::Domain(domain, port), None).await
+}
+
+#[tokio::test]
+async fn upstream_chaining_through_a_second_socksgate_with_credentials() {
+    // B knows the name "behind-b.test"; A knows no names at all, so a success proves that A
+    // sent the request through B (which also requires a login).
+    let hosts = std::collections::HashMap::from([(
+        "behind-b.test".to_owned(),
+        vec!["127.0.0.1".parse().unwrap()],
+    )]);
+    let b = start_with(
+        Config::default(),
+        Some(&[("bob", "pw")]),
+        Resolver::with_hosts(hosts),
+    )
+    .await;
+    let a_config = |password: &str| {
+        let text = format!(
+            "[[upstream]]\nname = \"b\"\nurl = \"socks5h://bob:{password}@{}\"\n\n\
+             [[rule]]\naction = \"allow\"\nto = [\".test\"]\nupstream = \"b\"\n",
+            b.addr
+        );
+        Config::parse(&text, std::path::Path::new("a.toml")).unwrap()
+    };
+    let a = start_with(
+        a_config("pw"),
+        None,
+        Resolver::with_hosts(Default::default()),
+    )
+    .await;
+    let echo = echo_server().await;
+
+    let (mut s, r) = connect_name(a.addr, "behind-b.test", echo.port()).await;
+    r.unwrap();
+    s.write_all(b"ping").await.unwrap();
+    let mut back = [0u8; 4];
+    s.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"ping");
+
+    // B's failure reply comes back through A unchanged (B cannot resolve this name: 4).
+    let (_, r) = connect_name(a.addr, "nowhere.test", 80).await;
+    assert_eq!(
+        rejected(r),
+        ClientError::Rejected(ReplyCode::HostUnreachable)
+    );
+
+    // Requests no upstream rule matches go direct.
+    let (_, r) = handshake(a.addr, Version::Socks5, Addr::Ip(echo), None).await;
+    r.unwrap();
+
+    // Wrong upstream credentials: general failure.
+    let a_bad = start_with(
+        a_config("wrong"),
+        None,
+        Resolver::with_hosts(Default::default()),
+    )
+    .await;
+    let (_, r) = connect_name(a_bad.addr, "behind-b.test", echo.port()).await;
+    assert_eq!(
+        rejected(r),
+        ClientError::Rejected(ReplyCode::GeneralFailure)
+    );
+}
+
+#[test]
+fn upstream_config_errors_name_the_line() {
+    let e = Config::parse(
+        "[[rule]]\naction = \"allow\"\nupstream = \"nope\"\n",
+        std::path::Path::new("c.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("c.toml:3:") && e.contains("not defined"), "{e}");
+    let e = Config::parse(
+        "[[upstream]]\nname = \"x\"\nurl = \"http://127.0.0.1:1\"\n",
+        std::path::Path::new("c.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("c.toml:3:"), "{e}");
+}
+
+/// A Debian dante-server (`danted`) on loopback, killed on drop.
+struct Dante {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Dante {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts danted on a free loopback port, blocking destination port `blocked`; `None` when
+/// danted is not installed.
+async fn dante(blocked: u16) -> Option<(Dante, SocketAddr)> {
+    if std::process::Command::new("danted")
+        .arg("-v")
+        .output()
+        .is_err()
+    {
+        return None;
+    }
+    let port = closed_port();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("sockd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "logoutput: stderr\n\
+             internal: 127.0.0.1 port = {port}\n\
+             external: 127.0.0.1\n\
+             clientmethod: none\n\
+             socksmethod: none\n\
+             user.privileged: root\n\
+             user.unprivileged: nobody\n\
+             client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}\n\
+             socks block {{ from: 0.0.0.0/0 to: 0.0.0.0/0 port = {blocked} }}\n\
+             socks pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}\n"
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new("danted")
+        .args(["-f", conf.to_str().unwrap(), "-N", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard = Dante { child, _dir: dir };
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "danted did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Some((guard, addr))
+}
+
+#[tokio::test]
+async fn upstream_chaining_through_dante() {
+    let blocked = closed_port();
+    let Some((_dante, dante_addr)) = dante(blocked).await else {
+        eprintln!("danted is not installed: skipping");
+        return;
+    };
+    let text = format!(
+        "[[upstream]]\nname = \"dante\"\nurl = \"socks5://{dante_addr}\"\n\n\
+         [[rule]]\naction = \"allow\"\nto = [\"127.0.0.1\"]\nupstream = \"dante\"\n"
+    );
+    let config = Config::parse(&text, std::path::Path::new("a.toml")).unwrap();
+    let proxy = start(config, None).await;
+    let echo = echo_server().await;
+    let (mut s, r) = handshake(proxy.addr, Version::Socks5, Addr::Ip(echo), None).await;
+    r.unwrap();
+    s.write_all(b"via dante").await.unwrap();
+    let mut back = [0u8; 9];
+    s.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"via dante");
+    // dante's own refusal (its ruleset: reply 2) reaches the client; a direct attempt would
+    // have been "connection refused" (5).
+    let dst: SocketAddr = format!("127.0.0.1:{blocked}").parse().unwrap();
+    let (_, r) = handshake(proxy.addr, Version::Socks5, Addr::Ip(dst), None).await;
+    assert_eq!(rejected(r), ClientError::Rejected(ReplyCode::NotAllowed));
 }
