@@ -398,9 +398,6 @@ fn fd_exhaustion_server_survives_and_recovers() {
 }
 
 #[test]
-#[ignore = "needs rate-limited accept-error logging in native: the accept loop logs `accept \
-            failed: Too many open files` on every 100 ms back-off tick, ~30 lines in a 3 s \
-            exhaustion (36 000 an hour)"]
 fn fd_exhaustion_logged_once() {
     const TEST: &str = "fd_exhaustion_logged_once";
     let mut server = Server::start();
