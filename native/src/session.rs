@@ -98,7 +98,6 @@ pub(crate) struct Conn {
     buf: Vec<u8>,
     start: usize,
     end: usize,
-    out: [u8; 600],
     /// The first reply sent (for the access log).
     pub(crate) reply: Option<ReplyCode>,
     /// Payload bytes relayed (up, down), set when the command ends (for the access log).
@@ -114,7 +113,6 @@ impl Conn {
             buf: vec![0; READ_BUF],
             start: 0,
             end: 0,
-            out: [0; 600],
             reply: None,
             bytes: (0, 0),
         }
@@ -122,15 +120,15 @@ impl Conn {
 
     /// Sends everything the core has queued.
     pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
-        loop {
-            let n = self.server.poll_transmit(&mut self.out);
+        // Written straight from the core's queue: no copy, no buffer in the session.
+        while !self.server.pending_transmit().is_empty() {
+            let n = self.stream.write(self.server.pending_transmit()).await?;
             if n == 0 {
-                return Ok(());
+                return Err(std::io::ErrorKind::WriteZero.into());
             }
-            self.stream
-                .write_all(self.out.get(..n).unwrap_or_default())
-                .await?;
+            self.server.consume_transmit(n);
         }
+        Ok(())
     }
 
     /// Flushes the failure reply and closes our write side, so the client sees the reply and
@@ -157,6 +155,8 @@ impl Conn {
         let mut buf = core::mem::take(&mut self.buf);
         buf.truncate(self.end);
         buf.drain(..self.start.min(self.end));
+        // Usually empty: do not keep the 4 KiB read buffer alive for the whole relay.
+        buf.shrink_to_fit();
         self.start = 0;
         self.end = 0;
         buf
@@ -314,9 +314,11 @@ async fn run(
     };
     let accepted = std::time::Instant::now();
     let mut conn = Conn::new(stream, shared.server_config(), Arc::clone(&shared.metrics));
+    // Boxed (here and for the rarer commands below) so that its state is freed once it is
+    // done instead of sizing every session task, idle relays included.
     let handshake = tokio::time::timeout(
         shared.config.timeouts.handshake(),
-        handshake(&mut conn, shared, peer.ip()),
+        Box::pin(handshake(&mut conn, shared, peer.ip())),
     );
     let (request, user) = match handshake.await {
         Ok(Ok(r)) => r,
@@ -396,9 +398,9 @@ async fn command(
     };
     let result = match request.command {
         Command::Connect => connect(conn, &request, &ctx).await,
-        Command::Bind => bind::run(conn, &request, &ctx).await,
+        Command::Bind => Box::pin(bind::run(conn, &request, &ctx)).await,
         Command::UdpAssociate if request.version == Version::Socks5 => {
-            udp_relay::run(conn, &request, &ctx).await
+            Box::pin(udp_relay::run(conn, &request, &ctx)).await
         }
         other => {
             conn.respond(Err(ReplyCode::CommandNotSupported)).await?;
@@ -576,7 +578,7 @@ async fn connect(conn: &mut Conn, request: &Request, ctx: &Ctx<'_>) -> Result<()
             .upstream(&ctx.query(Command::Connect, dest))
         && let Some(url) = ctx.shared.config.upstream(name)
     {
-        return chain(conn, request, ctx, name, &url).await;
+        return Box::pin(chain(conn, request, ctx, name, &url)).await;
     }
     let outcome = match pass {
         Err(e) => Err(e),
@@ -590,7 +592,7 @@ async fn connect(conn: &mut Conn, request: &Request, ctx: &Ctx<'_>) -> Result<()
             let started = std::time::Instant::now();
             let r = match tokio::time::timeout(
                 ctx.shared.config.timeouts.connect(),
-                ctx.shared.resolver.connect(&target, allow),
+                Box::pin(ctx.shared.resolver.connect(&target, allow)),
             )
             .await
             {
