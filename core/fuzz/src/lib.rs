@@ -56,11 +56,15 @@ pub fn check_prefixes<'a, T: PartialEq + Debug>(
         match prefix {
             Ok(Status::Partial) => {
                 if let Some(n) = complete_len {
-                    assert!(k < n, "prefix of {k} bytes is Partial, whole message is {n}");
+                    assert!(
+                        k < n,
+                        "prefix of {k} bytes is Partial, whole message is {n}"
+                    );
                 }
             }
             _ => assert_eq!(
-                prefix, full,
+                prefix,
+                full,
                 "prefix of {k} bytes decided differently from all {} bytes",
                 data.len()
             ),
@@ -409,7 +413,10 @@ pub fn drive_server(plan: &ServerPlan, input: &[u8], chunked: bool) -> ServerTra
                 Ok(n) => n,
                 Err(e) => {
                     let _ = (e.to_string(), e.reply());
-                    assert!(server.is_closed(), "feed failed with {e:?} but is not closed");
+                    assert!(
+                        server.is_closed(),
+                        "feed failed with {e:?} but is not closed"
+                    );
                     trace.error = Some(e);
                     pending.clear();
                     break 'input;
@@ -420,7 +427,11 @@ pub fn drive_server(plan: &ServerPlan, input: &[u8], chunked: bool) -> ServerTra
             let mut answered = false;
             while let Some(event) = server.poll_event() {
                 let _ = format!("{event:?}");
-                answer(&mut server, &event, &plan.answers[answers % plan.answers.len()]);
+                answer(
+                    &mut server,
+                    &event,
+                    &plan.answers[answers % plan.answers.len()],
+                );
                 answers += 1;
                 trace.events.push(event);
                 answered = true;
@@ -441,7 +452,11 @@ pub fn drive_server(plan: &ServerPlan, input: &[u8], chunked: bool) -> ServerTra
     trace.closed = server.is_closed();
     assert!(!(trace.established && trace.closed));
     if trace.established || trace.closed {
-        assert_eq!(server.feed(b"\x05\x01\x00"), Ok(0), "feed after the handshake");
+        assert_eq!(
+            server.feed(b"\x05\x01\x00"),
+            Ok(0),
+            "feed after the handshake"
+        );
         assert_eq!(server.poll_event(), None);
     }
     if trace.error.is_none() {
@@ -470,7 +485,8 @@ impl ClientPlan {
     /// octets (4, 16 or that length), port (2, big-endian), USERID length, USERID,
     /// 8 chunk sizes, 4 transmit sizes.
     pub fn new(u: &mut Unstructured<'_>) -> Self {
-        let version = [Version::Socks5, Version::Socks4, Version::Socks4a][usize::from(byte(u) % 3)];
+        let version =
+            [Version::Socks5, Version::Socks4, Version::Socks4a][usize::from(byte(u) % 3)];
         let command = Command::from(byte(u) ^ 1);
         let has_credentials = byte(u) % 2 == 1;
         let (ulen, plen) = (usize::from(byte(u)), usize::from(byte(u)));
