@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
+#![warn(clippy::std_instead_of_core, clippy::alloc_instead_of_core)]
 // Owned names live inline (no allocator here), so enums holding a `Target` are large by
 // design; boxing is not available.
 #![allow(clippy::large_enum_variant)]
