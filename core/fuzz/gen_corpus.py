@@ -2,7 +2,10 @@
 """Writes the seed corpora under corpus/<target>/: a handful of small valid messages each,
 from the RFC 1928/1929/1961 and SOCKS4/4a byte layouts. Rerun after changing a seed:
     python3 gen_corpus.py
-File names are the first 16 hex digits of SHA-1 of the content, as libFuzzer names them."""
+File names are the first 16 hex digits of SHA-1 of the content.
+
+udp_reassembly and rules_eval take `arbitrary`-encoded structures, which have no readable
+byte layout: their seeds are a few small inputs kept from early fuzzing runs instead."""
 
 import hashlib
 import os
@@ -57,7 +60,14 @@ USER_PASS_ONLY = 0b0010 ^ 0b1001
 GSSAPI_ONLY = 0b0100 ^ 0b1001
 ALL = 0b1111 ^ 0b1001
 
+UDP_V4 = b"\x00\x00\x00" + atyp_v4("192.0.2.7", 53) + b"query"
+UDP_V6 = b"\x00\x00\x00" + atyp_v6(1, 53)
+UDP_DOM = b"\x00\x00\x00" + atyp_dom(b"example.com", 53) + b"\x12\x34"
+UDP_FRAG1 = b"\x00\x00\x01" + atyp_v4("192.0.2.7", 53) + b"hello, "
+UDP_FRAG2_LAST = b"\x00\x00\x82" + atyp_v4("192.0.2.7", 53) + b"world"
+
 SEEDS = {
+    "udp_header": [UDP_V4, UDP_V6, UDP_DOM, UDP_FRAG1, UDP_FRAG2_LAST],
     "method_request": [GREETING, b"\x05\x02\x00\x02", b"\x05\x03\x00\x01\x02", b"\x05\x01\x80"],
     "method_reply": [b"\x05\x00", b"\x05\x02", b"\x05\xff", b"\x05\x01"],
     "userpass_request": [USERPASS, b"\x01\x01u\x01p", b"\x01\x03bob\x07hunter2"],

@@ -21,6 +21,9 @@ use socksgate_core::server::{
 use socksgate_core::wire::{Command, Emit, ParseResult, ReplyCode};
 use socksgate_core::{Addr, BufferTooSmall, Domain, Status};
 
+pub mod rules;
+pub mod udp;
+
 /// Checks every prefix of `data` (every one up to 1 KiB, a sample beyond) against the whole:
 /// a prefix is `Partial` or decides exactly like the whole input (same message and length,
 /// or same error). In particular every proper prefix of a complete message is `Partial`.
