@@ -10,6 +10,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use socksgate_core::server::{Config, Event, Server};
 use socksgate_core::wire::method::MethodRequest;
 use socksgate_core::wire::socks5::Request;
+use socksgate_core::wire::udp::{UdpHeader, encapsulate};
 use socksgate_core::wire::{Command, Status};
 use socksgate_core::{Addr, Domain};
 
@@ -55,6 +56,13 @@ fn wire(c: &mut Criterion) {
         b.iter(|| parse_greeting_connect(black_box(&input)))
     });
 
+    g.bench_function("parse greeting", |b| {
+        b.iter(|| MethodRequest::parse(black_box(&input[..3])))
+    });
+    g.bench_function("parse connect ipv4", |b| {
+        b.iter(|| Request::parse(black_box(&input[3..])))
+    });
+
     let greeting = MethodRequest::new(&[0]).unwrap();
     let connect = Request {
         command: Command::Connect,
@@ -81,6 +89,23 @@ fn wire(c: &mut Criterion) {
         let mut out = [0u8; 262];
         b.iter(|| {
             let n = black_box(&domain_req).emit(&mut out).unwrap();
+            black_box(&out);
+            n
+        })
+    });
+
+    let mut datagram = [0u8; 64];
+    let dns: SocketAddr = "192.0.2.7:53".parse().unwrap();
+    let n = encapsulate(Addr::Ip(dns), &[0x5a; 32], &mut datagram).unwrap();
+    let datagram = &datagram[..n];
+    g.bench_function("parse udp header ipv4", |b| {
+        b.iter(|| UdpHeader::parse(black_box(datagram)))
+    });
+    let (header, _) = UdpHeader::parse(datagram).unwrap();
+    g.bench_function("emit udp header ipv4", |b| {
+        let mut out = [0u8; 16];
+        b.iter(|| {
+            let n = black_box(&header).emit(&mut out).unwrap();
             black_box(&out);
             n
         })
