@@ -32,6 +32,10 @@ impl<const N: usize> InBuffer<N> {
             // Fast path: the whole message is usually in one read; parse it in place.
             return match parse(input)? {
                 Status::Complete((msg, n)) => Ok(Next::Message(msg, n)),
+                // Still partial after `N` bytes: the message cannot fit. Fail now, exactly as
+                // the buffered path below does, so the outcome does not depend on how the
+                // input was split.
+                Status::Partial if input.len() >= N => Err(overflow),
                 Status::Partial => match self.buf.extend_from_slice(input) {
                     Ok(()) => Ok(Next::NeedMore(input.len())),
                     Err(_) => Err(overflow),

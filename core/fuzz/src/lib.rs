@@ -1,0 +1,637 @@
+//! Shared checks for the socksgate-core fuzz targets.
+//!
+//! * [`check_parser!`] — the wire-layer contracts of one message type.
+//! * [`ServerPlan`] / [`drive_server`] and [`ClientPlan`] / [`drive_client`] — run a state
+//!   machine over an input split into chunks, answering events, and record what it did, so a
+//!   target can compare a chunked run with a one-shot run.
+//!
+//! Inputs of the state-machine targets are `[H, header (H bytes), input…]`: the header picks
+//! the configuration, chunk sizes and answers (missing bytes read as 0, which means the
+//! default configuration, 1-byte chunks and "accept"), the rest is the peer's byte stream.
+//! Seeds are therefore easy to write by hand: `00` followed by a valid handshake.
+
+use core::fmt::Debug;
+use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+use arbitrary::{Arbitrary, Unstructured};
+use socksgate_core::client::{Client, ClientConfig, ClientError, ClientEvent, Credentials};
+use socksgate_core::server::{
+    Config, Event, MAX_GSSAPI_TOKEN, Server, ServerError, UnexpectedCall, Version,
+};
+use socksgate_core::wire::{Command, Emit, ParseResult, ReplyCode};
+use socksgate_core::{Addr, BufferTooSmall, Domain, Status};
+
+pub mod rules;
+pub mod udp;
+
+/// Checks every prefix of `data` (every one up to 1 KiB, a sample beyond) against the whole:
+/// a prefix is `Partial` or decides exactly like the whole input (same message and length,
+/// or same error). In particular every proper prefix of a complete message is `Partial`.
+/// Returns the complete message, if any.
+pub fn check_prefixes<'a, T: PartialEq + Debug>(
+    data: &'a [u8],
+    parse: impl Fn(&'a [u8]) -> ParseResult<T>,
+) -> Option<(T, usize)> {
+    let full = parse(data);
+    let _ = format!("{full:?}");
+    if let Err(e) = &full {
+        let _ = e.to_string();
+    }
+    let complete_len = match &full {
+        Ok(Status::Complete((_, n))) => {
+            assert!(*n <= data.len(), "consumed {n} of {} bytes", data.len());
+            assert!(*n > 0, "a message is never empty");
+            Some(*n)
+        }
+        _ => None,
+    };
+    let step = if data.len() <= 1024 {
+        1
+    } else {
+        data.len() / 512
+    };
+    let mut cuts: Vec<usize> = (0..data.len()).step_by(step).collect();
+    if let Some(n) = complete_len {
+        cuts.extend([n.saturating_sub(1), n]);
+    }
+    for k in cuts {
+        let prefix = parse(&data[..k]);
+        match prefix {
+            Ok(Status::Partial) => {
+                if let Some(n) = complete_len {
+                    assert!(
+                        k < n,
+                        "prefix of {k} bytes is Partial, whole message is {n}"
+                    );
+                }
+            }
+            _ => assert_eq!(
+                prefix,
+                full,
+                "prefix of {k} bytes decided differently from all {} bytes",
+                data.len()
+            ),
+        }
+    }
+    full.ok().and_then(Status::complete)
+}
+
+/// Checks `buffer_len`/`emit` of a message parsed from `n` bytes and returns its encoding.
+pub fn check_emit<T: Emit + Debug>(msg: &T, n: usize) -> Vec<u8> {
+    assert_eq!(msg.buffer_len(), n, "buffer_len of {msg:?}");
+    let mut out = vec![0u8; n + 8];
+    assert_eq!(msg.emit(&mut out), Ok(n), "emit of {msg:?}");
+    assert!(out[n..].iter().all(|&b| b == 0), "emit wrote past {n}");
+    out.truncate(n);
+    // Too small: error with the size, and the buffer untouched.
+    let mut short = vec![0xa5u8; n - 1];
+    assert_eq!(msg.emit(&mut short), Err(BufferTooSmall { required: n }));
+    assert!(short.iter().all(|&b| b == 0xa5), "failed emit wrote bytes");
+    out
+}
+
+/// All wire contracts of one message type: `check_parser!(data, Type, |msg| canonical)`,
+/// where `canonical` says whether the message's encoding must equal the input bytes.
+/// Evaluates to the encoding and the length consumed when the input held a whole message.
+#[macro_export]
+macro_rules! check_parser {
+    ($data:expr, $ty:ty, $canonical:expr) => {{
+        let data: &[u8] = $data;
+        if let Some((msg, n)) = $crate::check_prefixes(data, <$ty>::parse) {
+            let out = $crate::check_emit(&msg, n);
+            match <$ty>::parse(&out) {
+                Ok(socksgate_core::Status::Complete((again, m))) => {
+                    assert_eq!(m, n, "re-parse consumed a different length");
+                    assert_eq!(again, msg, "emit -> parse changed the message");
+                }
+                other => panic!("emitted {out:02x?} of {msg:?} re-parses as {other:?}"),
+            }
+            let canonical: fn(&$ty) -> bool = $canonical;
+            if canonical(&msg) {
+                assert_eq!(&out[..], &data[..n], "emit is not byte-identical");
+            }
+            Some((out, n))
+        } else {
+            None
+        }
+    }};
+}
+
+/// Splits a state-machine input into its header and the byte stream.
+pub fn split(data: &[u8]) -> (Unstructured<'_>, &[u8]) {
+    match data.split_first() {
+        Some((&len, rest)) => {
+            let (header, input) = rest.split_at(usize::from(len).min(rest.len()));
+            (Unstructured::new(header), input)
+        }
+        None => (Unstructured::new(&[]), &[]),
+    }
+}
+
+fn byte(u: &mut Unstructured<'_>) -> u8 {
+    u8::arbitrary(u).unwrap_or(0)
+}
+
+fn take<'a>(u: &mut Unstructured<'a>, n: usize) -> &'a [u8] {
+    let n = n.min(u.len());
+    u.bytes(n).unwrap_or_default()
+}
+
+/// Chunk sizes (1–256) and transmit-buffer sizes (1–256) for the chunked run.
+#[derive(Clone, Debug)]
+pub struct Split {
+    chunks: Vec<usize>,
+    out: Vec<usize>,
+}
+
+impl Split {
+    fn new(u: &mut Unstructured<'_>) -> Self {
+        Self {
+            chunks: (0..8).map(|_| usize::from(byte(u)) + 1).collect(),
+            out: (0..4).map(|_| usize::from(byte(u)) + 1).collect(),
+        }
+    }
+}
+
+/// A socket address drawn from the header.
+#[derive(Arbitrary, Clone, Copy, Debug)]
+pub enum FuzzSocketAddr {
+    /// IPv4.
+    V4([u8; 4], u16),
+    /// IPv6.
+    V6([u8; 16], u16),
+}
+
+impl From<FuzzSocketAddr> for SocketAddr {
+    fn from(a: FuzzSocketAddr) -> Self {
+        match a {
+            FuzzSocketAddr::V4(ip, port) => SocketAddrV4::new(Ipv4Addr::from(ip), port).into(),
+            FuzzSocketAddr::V6(ip, port) => {
+                SocketAddrV6::new(Ipv6Addr::from(ip), port, 0, 0).into()
+            }
+        }
+    }
+}
+
+/// How to answer a GSS-API event.
+#[derive(Arbitrary, Clone, Copy, Debug)]
+pub enum GssAnswer {
+    /// `send_gssapi(kind, token)` with a token of this length (may exceed the limit).
+    Send {
+        /// MTYP.
+        kind: u8,
+        /// Token length, modulo `MAX_GSSAPI_TOKEN + 8`.
+        len: u16,
+    },
+    /// `gssapi_complete(ok)`.
+    Complete(bool),
+}
+
+/// The caller's answer to one server event.
+#[derive(Arbitrary, Clone, Copy, Debug)]
+pub struct Answer {
+    /// Refuse (authenticate false / respond Err).
+    pub reject: bool,
+    /// Reply code for a refusal.
+    pub code: u8,
+    /// Bound address for a success.
+    pub bound: FuzzSocketAddr,
+    /// Refuse BIND's second reply.
+    pub peer_reject: bool,
+    /// BIND peer address.
+    pub peer: FuzzSocketAddr,
+    /// GSS-API answer.
+    pub gssapi: GssAnswer,
+    /// Also call answer methods that do not apply, which must fail and change nothing.
+    pub misuse: bool,
+}
+
+impl Default for Answer {
+    fn default() -> Self {
+        Self {
+            reject: false,
+            code: 0,
+            bound: FuzzSocketAddr::V4([0; 4], 0),
+            peer_reject: false,
+            peer: FuzzSocketAddr::V4([0; 4], 0),
+            gssapi: GssAnswer::Send { kind: 0, len: 0 },
+            misuse: false,
+        }
+    }
+}
+
+/// Everything a server run depends on besides the input.
+#[derive(Clone, Debug)]
+pub struct ServerPlan {
+    /// The server configuration.
+    pub config: Config,
+    split: Split,
+    answers: Vec<Answer>,
+}
+
+impl ServerPlan {
+    /// Header layout: config flags (XOR 0b1001, so 0 = `Config::default()`: bit 0 no_auth,
+    /// 1 user_pass, 2 gssapi, 3 socks4), 8 chunk-size bytes, 4 transmit-size bytes, then
+    /// answers.
+    pub fn new(u: &mut Unstructured<'_>) -> Self {
+        let flags = byte(u) ^ 0b1001;
+        let config = Config {
+            no_auth: flags & 1 != 0,
+            user_pass: flags & 2 != 0,
+            gssapi: flags & 4 != 0,
+            socks4: flags & 8 != 0,
+        };
+        let split = Split::new(u);
+        let answers = (0..4)
+            .map(|_| Answer::arbitrary(u).unwrap_or_default())
+            .collect();
+        Self {
+            config,
+            split,
+            answers,
+        }
+    }
+}
+
+/// What a server did with an input.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ServerTrace {
+    /// Events in order.
+    pub events: Vec<Event>,
+    /// All bytes transmitted.
+    pub output: Vec<u8>,
+    /// The error `feed` returned, if any.
+    pub error: Option<ServerError>,
+    /// Final state.
+    pub established: bool,
+    /// Final state.
+    pub closed: bool,
+    /// Input not consumed (the payload, once established); empty after an error.
+    pub leftover: Vec<u8>,
+}
+
+struct Drain<'p> {
+    sizes: &'p [usize],
+    next: usize,
+    chunked: bool,
+}
+
+impl Drain<'_> {
+    fn size(&mut self) -> usize {
+        if !self.chunked {
+            return 1024;
+        }
+        let s = self.sizes[self.next % self.sizes.len()];
+        self.next += 1;
+        s
+    }
+
+    /// Drains queued output through `poll_transmit` or `pending_transmit`/`consume_transmit`.
+    fn server(&mut self, server: &mut Server, out: &mut Vec<u8>) {
+        let mut buf = [0u8; 1024];
+        loop {
+            let size = self.size();
+            let n = if size % 3 == 0 {
+                let pending = server.pending_transmit();
+                let n = size.min(pending.len());
+                out.extend_from_slice(&pending[..n]);
+                server.consume_transmit(n);
+                n
+            } else {
+                let n = server.poll_transmit(&mut buf[..size]);
+                assert!(n <= size);
+                out.extend_from_slice(&buf[..n]);
+                n
+            };
+            if n == 0 {
+                return;
+            }
+        }
+    }
+
+    fn client(&mut self, client: &mut Client, out: &mut Vec<u8>) {
+        let mut buf = [0u8; 1024];
+        loop {
+            let size = self.size();
+            let n = client.poll_transmit(&mut buf[..size]);
+            assert!(n <= size);
+            out.extend_from_slice(&buf[..n]);
+            if n == 0 {
+                return;
+            }
+        }
+    }
+}
+
+fn answer(server: &mut Server, event: &Event, a: &Answer) {
+    let code = ReplyCode::from(a.code);
+    match event {
+        Event::Authenticate { .. } => {
+            if a.misuse {
+                assert_eq!(server.respond(Err(code)), Err(UnexpectedCall));
+                assert_eq!(server.respond_bind_peer(Err(code)), Err(UnexpectedCall));
+            }
+            server
+                .authenticate(!a.reject)
+                .expect("authenticate answers Event::Authenticate");
+        }
+        Event::Gssapi { .. } => {
+            if a.misuse {
+                assert_eq!(server.authenticate(true), Err(UnexpectedCall));
+                assert_eq!(server.respond(Err(code)), Err(UnexpectedCall));
+            }
+            match a.gssapi {
+                GssAnswer::Send { kind, len } => {
+                    let len = usize::from(len) % (MAX_GSSAPI_TOKEN + 8);
+                    let token = vec![kind; len];
+                    let r = server.send_gssapi(kind.into(), &token);
+                    assert_eq!(r.is_ok(), len <= MAX_GSSAPI_TOKEN, "send_gssapi({len})");
+                }
+                GssAnswer::Complete(ok) => server
+                    .gssapi_complete(ok)
+                    .expect("gssapi_complete answers Event::Gssapi"),
+            }
+        }
+        Event::Request(req) => {
+            if a.misuse {
+                assert_eq!(server.authenticate(true), Err(UnexpectedCall));
+                assert_eq!(server.respond_bind_peer(Err(code)), Err(UnexpectedCall));
+            }
+            let _ = req.target.to_string();
+            let outcome = if a.reject {
+                Err(code)
+            } else {
+                Ok(a.bound.into())
+            };
+            server
+                .respond(outcome)
+                .expect("respond answers Event::Request");
+            if outcome.is_ok() && req.command == Command::Bind {
+                let peer = if a.peer_reject {
+                    Err(code)
+                } else {
+                    Ok(a.peer.into())
+                };
+                server
+                    .respond_bind_peer(peer)
+                    .expect("respond_bind_peer after a successful BIND reply");
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Runs a server over `input`, all at once or in the plan's chunks, answering every event.
+pub fn drive_server(plan: &ServerPlan, input: &[u8], chunked: bool) -> ServerTrace {
+    let mut server = Server::new(plan.config);
+    let mut drain = Drain {
+        sizes: &plan.split.out,
+        next: 0,
+        chunked,
+    };
+    let mut trace = ServerTrace {
+        events: Vec::new(),
+        output: Vec::new(),
+        error: None,
+        established: false,
+        closed: false,
+        leftover: Vec::new(),
+    };
+    let mut pending: Vec<u8> = Vec::new();
+    let (mut pos, mut chunk, mut answers) = (0, 0, 0);
+    'input: loop {
+        let size = if chunked {
+            plan.split.chunks[chunk % plan.split.chunks.len()]
+        } else {
+            input.len()
+        };
+        chunk += 1;
+        let end = (pos + size).min(input.len());
+        pending.extend_from_slice(&input[pos..end]);
+        pos = end;
+        loop {
+            let result = server.feed(&pending);
+            drain.server(&mut server, &mut trace.output);
+            let n = match result {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = (e.to_string(), e.reply());
+                    assert!(
+                        server.is_closed(),
+                        "feed failed with {e:?} but is not closed"
+                    );
+                    trace.error = Some(e);
+                    pending.clear();
+                    break 'input;
+                }
+            };
+            assert!(n <= pending.len(), "feed consumed {n} of {}", pending.len());
+            pending.drain(..n);
+            let mut answered = false;
+            while let Some(event) = server.poll_event() {
+                let _ = format!("{event:?}");
+                answer(
+                    &mut server,
+                    &event,
+                    &plan.answers[answers % plan.answers.len()],
+                );
+                answers += 1;
+                trace.events.push(event);
+                answered = true;
+                drain.server(&mut server, &mut trace.output);
+            }
+            if server.is_established() || server.is_closed() {
+                break 'input;
+            }
+            if n == 0 && !answered {
+                break;
+            }
+        }
+        if pos == input.len() {
+            break;
+        }
+    }
+    trace.established = server.is_established();
+    trace.closed = server.is_closed();
+    assert!(!(trace.established && trace.closed));
+    if trace.established || trace.closed {
+        assert_eq!(
+            server.feed(b"\x05\x01\x00"),
+            Ok(0),
+            "feed after the handshake"
+        );
+        assert_eq!(server.poll_event(), None);
+    }
+    if trace.error.is_none() {
+        pending.extend_from_slice(&input[pos..]);
+        trace.leftover = pending;
+    }
+    trace
+}
+
+/// Everything a client run depends on besides the proxy's bytes.
+#[derive(Clone, Debug)]
+pub struct ClientPlan {
+    version: Version,
+    command: Command,
+    credentials: Option<(Vec<u8>, Vec<u8>)>,
+    target: (u8, Vec<u8>, u16),
+    user_id: Vec<u8>,
+    split: Split,
+}
+
+impl ClientPlan {
+    /// Header layout (all single octets unless noted; 0 = the default):
+    /// version (mod 3: SOCKS5, SOCKS4, SOCKS4a), command (XOR 1, so 0 = CONNECT),
+    /// credentials flag (odd = present), ULEN, PLEN, username, password,
+    /// target kind (mod 3: IPv4, IPv6, domain), address length for a domain, the address
+    /// octets (4, 16 or that length), port (2, big-endian), USERID length, USERID,
+    /// 8 chunk sizes, 4 transmit sizes.
+    pub fn new(u: &mut Unstructured<'_>) -> Self {
+        let version =
+            [Version::Socks5, Version::Socks4, Version::Socks4a][usize::from(byte(u) % 3)];
+        let command = Command::from(byte(u) ^ 1);
+        let has_credentials = byte(u) % 2 == 1;
+        let (ulen, plen) = (usize::from(byte(u)), usize::from(byte(u)));
+        let username = take(u, ulen).to_vec();
+        let password = take(u, plen).to_vec();
+        let credentials = has_credentials.then_some((username, password));
+        let kind = byte(u) % 3;
+        let len = match kind {
+            0 => 4,
+            1 => 16,
+            _ => usize::from(byte(u)),
+        };
+        let addr = take(u, len).to_vec();
+        let port = u16::from_be_bytes([byte(u), byte(u)]);
+        let user_id_len = usize::from(byte(u));
+        let user_id = take(u, user_id_len).to_vec();
+        let split = Split::new(u);
+        Self {
+            version,
+            command,
+            credentials,
+            target: (kind, addr, port),
+            user_id,
+            split,
+        }
+    }
+
+    fn target(&self) -> Addr<'_> {
+        let (kind, bytes, port) = &self.target;
+        let mut v6 = [0u8; 16];
+        let mut v4 = [0u8; 4];
+        match kind {
+            0 => {
+                v4[..bytes.len()].copy_from_slice(bytes);
+                Addr::Ip(SocketAddrV4::new(v4.into(), *port).into())
+            }
+            1 => {
+                v6[..bytes.len()].copy_from_slice(bytes);
+                Addr::Ip(SocketAddrV6::new(v6.into(), *port, 0, 0).into())
+            }
+            _ => match Domain::new(bytes) {
+                Ok(name) => Addr::Domain(name, *port),
+                Err(_) => Addr::Domain(Domain::new(b"example.com").expect("valid"), *port),
+            },
+        }
+    }
+
+    /// The client configuration.
+    pub fn config(&self) -> ClientConfig<'_> {
+        let mut config = ClientConfig::new(self.version, self.command, self.target());
+        config.credentials = self.credentials.as_ref().map(|(u, p)| Credentials {
+            username: u,
+            password: p,
+        });
+        config.user_id = &self.user_id;
+        config
+    }
+}
+
+/// What a client did with the proxy's bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ClientTrace {
+    /// Events in order.
+    pub events: Vec<ClientEvent>,
+    /// All bytes transmitted (including the first message).
+    pub output: Vec<u8>,
+    /// The error `feed` returned, if any.
+    pub error: Option<ClientError>,
+    /// Final state.
+    pub established: bool,
+    /// Input not consumed (payload from the destination, once established).
+    pub leftover: Vec<u8>,
+}
+
+/// Runs a client over the proxy's `input`, all at once or in the plan's chunks. `None` when
+/// `Client::new` refuses the configuration.
+pub fn drive_client(plan: &ClientPlan, input: &[u8], chunked: bool) -> Option<ClientTrace> {
+    let mut client = Client::new(plan.config()).ok()?;
+    let mut drain = Drain {
+        sizes: &plan.split.out,
+        next: 0,
+        chunked,
+    };
+    let mut trace = ClientTrace {
+        events: Vec::new(),
+        output: Vec::new(),
+        error: None,
+        established: false,
+        leftover: Vec::new(),
+    };
+    drain.client(&mut client, &mut trace.output);
+    let mut pending: Vec<u8> = Vec::new();
+    let (mut pos, mut chunk) = (0, 0);
+    'input: loop {
+        let size = if chunked {
+            plan.split.chunks[chunk % plan.split.chunks.len()]
+        } else {
+            input.len()
+        };
+        chunk += 1;
+        let end = (pos + size).min(input.len());
+        pending.extend_from_slice(&input[pos..end]);
+        pos = end;
+        loop {
+            let result = client.feed(&pending);
+            drain.client(&mut client, &mut trace.output);
+            let n = match result {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = e.to_string();
+                    assert_eq!(client.feed(&pending), Ok(0), "feed after {e:?}");
+                    trace.error = Some(e);
+                    pending.clear();
+                    break 'input;
+                }
+            };
+            assert!(n <= pending.len(), "feed consumed {n} of {}", pending.len());
+            pending.drain(..n);
+            let mut events = false;
+            while let Some(event) = client.poll_event() {
+                let _ = format!("{event:?}");
+                trace.events.push(event);
+                events = true;
+            }
+            if client.is_established() {
+                break 'input;
+            }
+            if n == 0 && !events {
+                break;
+            }
+        }
+        if pos == input.len() {
+            break;
+        }
+    }
+    trace.established = client.is_established();
+    if trace.established {
+        assert_eq!(client.feed(b"\x05\x00"), Ok(0), "feed after the handshake");
+    }
+    if trace.error.is_none() {
+        pending.extend_from_slice(&input[pos..]);
+        trace.leftover = pending;
+    }
+    Some(trace)
+}
