@@ -262,18 +262,15 @@ impl Record {
 
 /// Serves one accepted connection to the end, then writes its access-log line (target
 /// `socksgate::access`): client, user, command, destination, reply code, bytes each way,
-/// duration and outcome.
+/// duration, outcome and the error that ended it, if any.
 pub async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let span = tracing::info_span!("session", client = %peer);
     async move {
         let started = std::time::Instant::now();
         let mut record = Record::default();
-        if let Err(e) = run(stream, peer, &shared, &mut record).await {
-            match e {
-                SessionError::Io(_) | SessionError::Eof => debug!("session ended: {e}"),
-                _ => info!("session ended: {e}"),
-            }
-        }
+        // The access-log line below is the one record of a session; its error, if any,
+        // goes there rather than into a line of its own.
+        let error = run(stream, peer, &shared, &mut record).await.err();
         let duration = started.elapsed();
         let command = record.command.map_or_else(|| "none".into(), command_name);
         shared.metrics.session(&command, record.outcome.as_str());
@@ -288,6 +285,7 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             down = record.bytes.1,
             duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
             outcome = record.outcome.as_str(),
+            error = error.as_ref().map(tracing::field::display),
             "session"
         );
     }
@@ -381,12 +379,13 @@ async fn command(
     let user_name = user.as_deref().map(String::from_utf8_lossy);
     let command = command_name(request.command);
     let user_shown = user_name.as_deref().unwrap_or("-");
+    // At debug level: the access-log line at the end says the same for every session.
     if request.user_id.is_empty() {
-        info!(version = ?request.version, %command, dst = %request.target, user = user_shown, "request");
+        debug!(version = ?request.version, %command, dst = %request.target, user = user_shown, "request");
     } else {
         // A SOCKS4 USERID is the client's claim, not an authenticated name.
         let userid = String::from_utf8_lossy(&request.user_id);
-        info!(version = ?request.version, %command, dst = %request.target, user = user_shown, %userid, "request");
+        debug!(version = ?request.version, %command, dst = %request.target, user = user_shown, %userid, "request");
     }
     shared.metrics.request(request.command);
     shared.metrics.user_session(user.as_deref());
