@@ -93,12 +93,14 @@ run_frontend_scripts() {
 fuzz_smoke() {
     [ "$FUZZ_SECS" != 0 ] || { echo "fuzzing skipped"; return; }
     step "fuzz smoke (${FUZZ_SECS}s per target)"
-    (cd core/fuzz && for target in $(cargo +nightly fuzz list); do
-        echo "-- $target"
-        cargo +nightly fuzz run "$target" -- -max_total_time="$FUZZ_SECS" -rss_limit_mb=2048 \
-            2>&1 | tail -n 3
-        test "${PIPESTATUS[0]}" -eq 0
-    done)
+    for dir in core/fuzz inspect/fuzz; do
+        (cd "$dir" && for target in $(cargo +nightly fuzz list); do
+            echo "-- $dir: $target"
+            cargo +nightly fuzz run "$target" -- -max_total_time="$FUZZ_SECS" -rss_limit_mb=2048 \
+                2>&1 | tail -n 3
+            test "${PIPESTATUS[0]}" -eq 0
+        done)
+    done
 }
 
 install_missing
