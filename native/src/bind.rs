@@ -37,7 +37,7 @@ pub(crate) async fn outbound_ip(dest: IpAddr) -> Option<IpAddr> {
 }
 
 pub(crate) async fn run(
-    conn: &mut Conn,
+    conn: &mut Conn<'_>,
     request: &Request,
     ctx: &Ctx<'_>,
 ) -> Result<(), SessionError> {
@@ -115,14 +115,14 @@ pub(crate) async fn run(
         Ok(t) => {
             ctx.shared.metrics.relayed(ctx.user, t.up, t.down);
             conn.bytes = (t.up, t.down);
-            info!(%peer, up = t.up, down = t.down, "closed");
+            debug!(%peer, up = t.up, down = t.down, "closed");
         }
         Err(e) => debug!("bind relay ended: {e}"),
     }
     Ok(())
 }
 
-async fn refuse(conn: &mut Conn, e: ConnectError) -> Result<(), SessionError> {
+async fn refuse(conn: &mut Conn<'_>, e: ConnectError) -> Result<(), SessionError> {
     conn.respond(Err(e.reply())).await?;
     Err(SessionError::Refused(format!("bind: {e}")))
 }

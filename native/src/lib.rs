@@ -6,6 +6,7 @@
 //! * [`resolve`] — hickory resolver and Happy Eyeballs; [`connect`] — errno → reply codes;
 //! * [`relay`] — TCP relay with half-close; [`server`] — listeners and the accept loop;
 //! * [`session`] — one connection: handshake through `socksgate_core::server`, CONNECT;
+//!   `pool` — handshake state recycled across connections;
 //!   `bind` and `udp_relay` — the other commands; [`client`] — `socksgate connect`;
 //! * [`limits`] — session limits (global, per client IP, per user);
 //! * [`reload`] — SIGHUP reloads; [`systemd`] — `sd_notify` readiness;
@@ -21,6 +22,7 @@ pub mod connect;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+mod pool;
 #[cfg(target_os = "linux")]
 pub mod privdrop;
 pub mod relay;

@@ -4,6 +4,7 @@
 //! Per-user byte counters exist only for users who authenticated (RFC 1929), so their number
 //! is bounded by the users file.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
@@ -32,7 +33,7 @@ pub struct Metrics {
     udp_datagrams_up: AtomicU64,
     udp_datagrams_down: AtomicU64,
     per_user: Mutex<HashMap<String, UserCounters>>,
-    sessions: Mutex<HashMap<(String, &'static str), u64>>,
+    sessions: Mutex<HashMap<(Cow<'static, str>, &'static str), u64>>,
     handshake_seconds: Histogram,
     connect_seconds: Histogram,
 }
@@ -109,9 +110,9 @@ impl Metrics {
     }
 
     /// A session ended: its command (`none` before a request) and outcome.
-    pub fn session(&self, command: &str, outcome: &'static str) {
+    pub fn session(&self, command: Cow<'static, str>, outcome: &'static str) {
         if let Ok(mut map) = self.sessions.lock() {
-            *map.entry((command.to_owned(), outcome)).or_insert(0) += 1;
+            *map.entry((command, outcome)).or_insert(0) += 1;
         }
     }
 

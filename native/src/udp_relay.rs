@@ -95,7 +95,7 @@ async fn recv_opt(sock: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize
 }
 
 pub(crate) async fn run(
-    conn: &mut Conn,
+    conn: &mut Conn<'_>,
     request: &Request,
     ctx: &Ctx<'_>,
 ) -> Result<(), SessionError> {
