@@ -9,9 +9,9 @@ use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use socksgate_core::{Addr, Target};
 use socksgate_core::server::{self, Event, Octets, Request, ServerError, Version};
 use socksgate_core::wire::{Command, ReplyCode};
+use socksgate_core::{Addr, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{Instrument, debug, info, warn};
@@ -290,7 +290,9 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         let error = run(stream, peer, &shared, &mut record).await.err();
         let duration = started.elapsed();
         let command = record.command.map_or_else(|| "none".into(), command_name);
-        shared.metrics.session(command.clone(), record.outcome.as_str());
+        shared
+            .metrics
+            .session(command.clone(), record.outcome.as_str());
         info!(
             target: "socksgate::access",
             client = %peer,
