@@ -14,10 +14,16 @@
 //!   client encapsulated with their source address.
 //! * The association ends when the control connection closes (EOF or error) or after
 //!   `timeouts.udp_idle` without a datagram either way.
+//! * One task runs the association. When a socket is readable it handles the datagrams
+//!   waiting there (up to [`BATCH`] per wake-up) before looking at the others again; the
+//!   idle and reassembly timers are registered once and moved only when they fire or their
+//!   deadline changes, so a datagram costs no timer work.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
 
 use socksgate_core::server::Request;
 use socksgate_core::udp::{Instant as CoreInstant, Reassembler};
@@ -87,22 +93,14 @@ async fn bind_relay(ip: IpAddr, range: Option<(u16, u16)>) -> io::Result<UdpSock
     ))
 }
 
-async fn recv_opt(sock: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-    match sock {
-        Some(s) => s.recv_from(buf).await,
-        None => std::future::pending().await,
-    }
-}
-
 pub(crate) async fn run(
     conn: &mut Conn<'_>,
     request: &Request,
     ctx: &Ctx<'_>,
 ) -> Result<(), SessionError> {
-    let client_ip = ctx.peer.ip().to_canonical();
     // DST is the client's expected source; only its port is used (the IP must be the
     // control connection's). Names (PySocks sends "0") and zeros mean "unknown".
-    let mut client_port: Option<u16> = match &request.target {
+    let client_port: Option<u16> = match &request.target {
         Target::Ip(sa) if sa.port() != 0 => Some(sa.port()),
         _ => None,
     };
@@ -123,123 +121,56 @@ pub(crate) async fn run(
     info!(relay = %advertised, "udp associate: relay open");
 
     let idle = ctx.shared.config.timeouts.udp_idle();
-    let start = Instant::now();
-    let now_core =
-        || CoreInstant::from_millis(u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX));
-    let mut reasm: Box<Reassembler<REASSEMBLY>> = Box::default();
-    let mut out = Outbound { v4: None, v6: None };
-    let mut from_client = vec![0u8; DATAGRAM];
-    let mut from_v4 = vec![0u8; DATAGRAM];
-    let mut from_v6 = vec![0u8; DATAGRAM];
-    let mut to_client = vec![0u8; DATAGRAM];
+    let mut assoc = Association::new(ctx, relay, client_port);
+    let mut buf = vec![0u8; DATAGRAM];
     let mut control = [0u8; 512];
-    let mut contacted: HashSet<SocketAddr> = HashSet::new();
-    let mut names: HashMap<String, IpAddr> = HashMap::new();
-    let (mut up, mut down) = (0u64, 0u64);
-    let (mut datagrams_up, mut datagrams_down) = (0u64, 0u64);
-    let mut deadline = Instant::now() + idle;
+    // Both timers are registered once and moved only when they fire or their deadline
+    // changes; a fresh timer per datagram cost a timer-wheel insertion and removal each.
+    let idle_timer = tokio::time::sleep(idle);
+    tokio::pin!(idle_timer);
+    let reasm_timer = tokio::time::sleep_until(assoc.start);
+    tokio::pin!(reasm_timer);
+    let mut reasm_armed: Option<Instant> = None;
 
     let reason = loop {
-        let reasm_deadline = reasm
-            .poll_timeout()
-            .map(|t| start + std::time::Duration::from_millis(t.as_millis()));
-        tokio::select! {
-            r = conn.stream.read(&mut control) => {
-                match r {
-                    Ok(0) => break "control connection closed",
-                    Err(_) => break "control connection failed",
-                    Ok(_) => {} // nothing is expected on it; ignore
-                }
+        let due = assoc.reassembly_deadline();
+        if due != reasm_armed {
+            if let Some(t) = due {
+                reasm_timer.as_mut().reset(t);
             }
-            () = tokio::time::sleep_until(deadline) => break "idle timeout",
-            () = sleep_opt(reasm_deadline) => {
-                if reasm.handle_timeout(now_core()) {
+            reasm_armed = due;
+        }
+        tokio::select! {
+            r = conn.stream.read(&mut control) => match r {
+                Ok(0) => break "control connection closed",
+                Err(_) => break "control connection failed",
+                Ok(_) => {} // nothing is expected on it; ignore
+            },
+            () = &mut idle_timer => {
+                // Datagrams only record when they came; the timer catches up here.
+                let due = assoc.last_active + idle;
+                if due <= Instant::now() {
+                    break "idle timeout";
+                }
+                idle_timer.as_mut().reset(due);
+            }
+            () = &mut reasm_timer, if reasm_armed.is_some() => {
+                reasm_armed = None; // re-armed above if a queue is still pending
+                if assoc.reasm.handle_timeout(assoc.core_time(Instant::now())) {
                     debug!("udp: fragment reassembly timed out");
                 }
             }
-            r = relay.recv_from(&mut from_client) => {
-                let (n, src) = match r {
-                    Ok(x) => x,
-                    Err(e) => { debug!("udp: client socket: {e}"); continue; }
-                };
-                if src.ip().to_canonical() != client_ip || client_port.is_some_and(|p| p != src.port()) {
-                    debug!(%src, "udp: dropped a datagram from a stranger");
-                    continue;
-                }
-                if client_port.is_none() {
-                    client_port = Some(src.port());
-                    debug!(%src, "udp: client port latched");
-                }
-                deadline = Instant::now() + idle;
-                let datagram = from_client.get(..n).unwrap_or_default();
-                let whole = match reasm.push_datagram(now_core(), datagram) {
-                    Ok(Some(w)) => w,
-                    Ok(None) => continue,
-                    Err(e) => { debug!("udp: {e}"); continue; }
-                };
-                let dst = whole.dst.normalized();
-                let (name, port) = match dst {
-                    Addr::Ip(sa) => (None, sa.port()),
-                    Addr::Domain(name, port) => (Some(name.to_string()), port),
-                };
-                // Resolve (cached), then the rules on name and address.
-                let ip = match (&name, dst) {
-                    (None, Addr::Ip(sa)) => sa.ip(),
-                    (Some(n), _) => match names.get(n) {
-                        Some(ip) => *ip,
-                        None => {
-                            let prefer_v6 = ctx.local.is_ipv6();
-                            match ctx.shared.resolver.lookup(n).await {
-                                Ok(ips) => {
-                                    let ip = ips.iter().copied().find(|ip| ip.is_ipv6() == prefer_v6).or(ips.first().copied());
-                                    let Some(ip) = ip else { continue };
-                                    if names.len() < MAX_PEERS { names.insert(n.clone(), ip); }
-                                    ip
-                                }
-                                Err(e) => { debug!("udp: {n}: {e}"); continue; }
-                            }
-                        }
-                    },
-                    (None, Addr::Domain(..)) => continue,
-                };
-                if ctx.check_addr(Command::UdpAssociate, dst, Some(ip)).is_err() {
-                    continue;
-                }
-                let target = SocketAddr::new(ip.to_canonical(), port);
-                let data = whole.data;
-                let sock = match out.socket(target.is_ipv6()).await {
-                    Ok(s) => s,
-                    Err(e) => { debug!("udp: outbound socket: {e}"); continue; }
-                };
-                match sock.send_to(data, target).await {
-                    Ok(_) => {
-                        up += data.len() as u64;
-                        datagrams_up += 1;
-                        if contacted.len() < MAX_PEERS || contacted.contains(&target) {
-                            contacted.insert(target);
-                        }
-                    }
-                    Err(e) => debug!(%target, "udp: send failed: {e}"),
-                }
-            }
-            r = recv_opt(out.v4.as_ref(), &mut from_v4) => {
-                if let Ok((n, src)) = r {
-                    let sent = forward_back(&relay, &contacted, client_ip, client_port, src, from_v4.get(..n).unwrap_or_default(), &mut to_client).await;
-                    down += sent.unwrap_or(0);
-                    datagrams_down += u64::from(sent.is_some());
-                    deadline = Instant::now() + idle;
-                }
-            }
-            r = recv_opt(out.v6.as_ref(), &mut from_v6) => {
-                if let Ok((n, src)) = r {
-                    let sent = forward_back(&relay, &contacted, client_ip, client_port, src, from_v6.get(..n).unwrap_or_default(), &mut to_client).await;
-                    down += sent.unwrap_or(0);
-                    datagrams_down += u64::from(sent.is_some());
-                    deadline = Instant::now() + idle;
-                }
-            }
+            _ = readable(Some(&assoc.relay)) => assoc.drain_client(&mut buf).await,
+            _ = readable(assoc.out.v4.as_ref()) => assoc.drain_outbound(false, &mut buf).await,
+            _ = readable(assoc.out.v6.as_ref()) => assoc.drain_outbound(true, &mut buf).await,
         }
     };
+    let Counters {
+        up,
+        down,
+        datagrams_up,
+        datagrams_down,
+    } = assoc.counters;
     ctx.shared
         .metrics
         .udp(ctx.user, datagrams_up, datagrams_down, up, down);
@@ -251,44 +182,238 @@ pub(crate) async fn run(
     Ok(())
 }
 
-/// Sends a destination's datagram to the client, with its source as the header's address.
-/// Returns the payload bytes forwarded, `None` if the datagram was dropped.
-async fn forward_back(
-    relay: &UdpSocket,
-    contacted: &HashSet<SocketAddr>,
+/// Datagrams handled per socket and wake-up: enough to amortise the wake-up under load, few
+/// enough that one busy socket cannot hold off the control connection, timers and others.
+const BATCH: usize = 64;
+
+/// Payload bytes and datagrams relayed: up (client to destinations) and down.
+#[derive(Clone, Copy, Default)]
+struct Counters {
+    up: u64,
+    down: u64,
+    datagrams_up: u64,
+    datagrams_down: u64,
+}
+
+/// One association's sockets and state, kept across wake-ups of [`run`]'s loop.
+struct Association<'a> {
+    ctx: &'a Ctx<'a>,
+    /// Faces the client.
+    relay: UdpSocket,
+    out: Outbound,
+    /// The control connection's client IP: the only source accepted on `relay`.
     client_ip: IpAddr,
+    /// The only source port accepted on `relay`: the request's, or latched from the first
+    /// datagram.
     client_port: Option<u16>,
-    src: SocketAddr,
-    payload: &[u8],
-    buf: &mut [u8],
-) -> Option<u64> {
-    let src = SocketAddr::new(src.ip().to_canonical(), src.port());
-    let port = client_port?;
-    if !contacted.contains(&src) {
-        debug!(%src, "udp: dropped a datagram from an address the client did not contact");
-        return None;
+    /// Time zero of the reassembler's clock.
+    start: Instant,
+    /// When the last datagram either way arrived, for the idle timeout.
+    last_active: Instant,
+    reasm: Box<Reassembler<REASSEMBLY>>,
+    /// Destinations the client has sent to: the only sources relayed back.
+    contacted: HashSet<SocketAddr>,
+    /// Names resolved for this association.
+    names: HashMap<String, IpAddr>,
+    /// Holds a datagram to the client while it is encapsulated.
+    to_client: Vec<u8>,
+    counters: Counters,
+}
+
+impl<'a> Association<'a> {
+    fn new(ctx: &'a Ctx<'a>, relay: UdpSocket, client_port: Option<u16>) -> Self {
+        let start = Instant::now();
+        Self {
+            ctx,
+            relay,
+            out: Outbound { v4: None, v6: None },
+            client_ip: ctx.peer.ip().to_canonical(),
+            client_port,
+            start,
+            last_active: start,
+            reasm: Box::default(),
+            contacted: HashSet::new(),
+            names: HashMap::new(),
+            to_client: vec![0u8; DATAGRAM],
+            counters: Counters::default(),
+        }
     }
-    let Ok(n) = encapsulate(Addr::Ip(src), payload, buf) else {
-        return None;
-    };
-    let client = SocketAddr::new(client_ip, port);
-    // A v4 client address on a v6 relay socket would need mapping; the relay socket has the
-    // control connection's family, like the client.
-    match relay
-        .send_to(buf.get(..n).unwrap_or_default(), client)
-        .await
-    {
-        Ok(_) => Some(payload.len() as u64),
+
+    /// `now` on the reassembler's clock (milliseconds since `start`).
+    fn core_time(&self, now: Instant) -> CoreInstant {
+        let ms = now.saturating_duration_since(self.start).as_millis();
+        CoreInstant::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
+    }
+
+    /// When the pending fragment queue expires, if there is one.
+    fn reassembly_deadline(&self) -> Option<Instant> {
+        self.reasm
+            .poll_timeout()
+            .map(|t| self.start + Duration::from_millis(t.as_millis()))
+    }
+
+    /// Handles the datagrams waiting on the client-facing socket, at most [`BATCH`], using
+    /// `buf` to receive them. Returns at once when none is waiting.
+    async fn drain_client(&mut self, buf: &mut [u8]) {
+        for _ in 0..BATCH {
+            match self.relay.try_recv_from(buf) {
+                Ok((n, src)) => {
+                    self.forward_up(src, buf.get(..n).unwrap_or_default()).await;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    debug!("udp: client socket: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Handles the datagrams waiting on the outbound socket of one family, at most
+    /// [`BATCH`], using `buf` to receive them. Returns at once when none is waiting or the
+    /// socket does not exist.
+    async fn drain_outbound(&mut self, v6: bool, buf: &mut [u8]) {
+        for _ in 0..BATCH {
+            let sock = if v6 { &self.out.v6 } else { &self.out.v4 };
+            let Some(Ok((n, src))) = sock.as_ref().map(|s| s.try_recv_from(buf)) else {
+                return;
+            };
+            self.last_active = Instant::now();
+            self.forward_back(src, buf.get(..n).unwrap_or_default())
+                .await;
+        }
+    }
+
+    /// Relays one datagram received from `src` on the client-facing socket: dropped unless
+    /// it comes from the client, then reassembled, resolved, checked against the rules and
+    /// sent to its destination, which is then remembered as contacted.
+    async fn forward_up(&mut self, src: SocketAddr, datagram: &[u8]) {
+        if src.ip().to_canonical() != self.client_ip
+            || self.client_port.is_some_and(|p| p != src.port())
+        {
+            debug!(%src, "udp: dropped a datagram from a stranger");
+            return;
+        }
+        if self.client_port.is_none() {
+            self.client_port = Some(src.port());
+            debug!(%src, "udp: client port latched");
+        }
+        let now = Instant::now();
+        self.last_active = now;
+        let now = self.core_time(now);
+        let whole = match self.reasm.push_datagram(now, datagram) {
+            Ok(Some(w)) => w,
+            Ok(None) => return,
+            Err(e) => {
+                debug!("udp: {e}");
+                return;
+            }
+        };
+        let dst = whole.dst.normalized();
+        // Resolve (cached), then the rules on name and address.
+        let ip = match dst {
+            Addr::Ip(sa) => sa.ip(),
+            Addr::Domain(name, _) => {
+                // Only a name that is not UTF-8 needs the (escaped) owned form.
+                let name = name
+                    .as_str()
+                    .map_or_else(|| Cow::Owned(name.to_string()), Cow::Borrowed);
+                match resolve(self.ctx, &mut self.names, &name).await {
+                    Some(ip) => ip,
+                    None => return,
+                }
+            }
+        };
+        if self
+            .ctx
+            .check_addr(Command::UdpAssociate, dst, Some(ip))
+            .is_err()
+        {
+            return;
+        }
+        let target = SocketAddr::new(ip.to_canonical(), dst.port());
+        let sock = match self.out.socket(target.is_ipv6()).await {
+            Ok(s) => s,
+            Err(e) => {
+                debug!("udp: outbound socket: {e}");
+                return;
+            }
+        };
+        match sock.send_to(whole.data, target).await {
+            Ok(_) => {
+                self.counters.up += whole.data.len() as u64;
+                self.counters.datagrams_up += 1;
+                if self.contacted.len() < MAX_PEERS {
+                    self.contacted.insert(target);
+                }
+            }
+            Err(e) => debug!(%target, "udp: send failed: {e}"),
+        }
+    }
+
+    /// Sends a destination's datagram to the client, with its source as the header's
+    /// address; dropped unless the client's port is known and it has sent to `src`.
+    async fn forward_back(&mut self, src: SocketAddr, payload: &[u8]) {
+        let src = SocketAddr::new(src.ip().to_canonical(), src.port());
+        let Some(port) = self.client_port else { return };
+        if !self.contacted.contains(&src) {
+            debug!(%src, "udp: dropped a datagram from an address the client did not contact");
+            return;
+        }
+        let Ok(n) = encapsulate(Addr::Ip(src), payload, &mut self.to_client) else {
+            return;
+        };
+        let client = SocketAddr::new(self.client_ip, port);
+        // A v4 client address on a v6 relay socket would need mapping; the relay socket has
+        // the control connection's family, like the client.
+        match self
+            .relay
+            .send_to(self.to_client.get(..n).unwrap_or_default(), client)
+            .await
+        {
+            Ok(_) => {
+                self.counters.down += payload.len() as u64;
+                self.counters.datagrams_down += 1;
+            }
+            Err(e) => debug!("udp: to client: {e}"),
+        }
+    }
+}
+
+/// `name`'s address from the association's cache, else from the resolver (preferring the
+/// control connection's family, and then cached while the cache has room); `None` when
+/// it does not resolve.
+async fn resolve(ctx: &Ctx<'_>, names: &mut HashMap<String, IpAddr>, name: &str) -> Option<IpAddr> {
+    if let Some(ip) = names.get(name) {
+        return Some(*ip);
+    }
+    let prefer_v6 = ctx.local.is_ipv6();
+    match ctx.shared.resolver.lookup(name).await {
+        Ok(ips) => {
+            let ip = ips
+                .iter()
+                .copied()
+                .find(|ip| ip.is_ipv6() == prefer_v6)
+                .or(ips.first().copied())?;
+            if names.len() < MAX_PEERS {
+                names.insert(name.to_owned(), ip);
+            }
+            Some(ip)
+        }
         Err(e) => {
-            debug!("udp: to client: {e}");
+            debug!("udp: {name}: {e}");
             None
         }
     }
 }
 
-async fn sleep_opt(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t).await,
+/// Waits until `sock` may have a datagram waiting (forever when there is no socket).
+///
+/// Polled readiness, unlike `UdpSocket::readable`, counts against the task's cooperative
+/// budget, so a socket that never runs dry still lets the runtime's other tasks run.
+async fn readable(sock: Option<&UdpSocket>) -> io::Result<()> {
+    match sock {
+        Some(s) => std::future::poll_fn(|cx| s.poll_recv_ready(cx)).await,
         None => std::future::pending().await,
     }
 }

@@ -600,6 +600,36 @@ mod udp {
         assert_eq!(recv(&client).await, None, "the relay must be gone");
     }
 
+    /// Traffic keeps an association alive past `udp_idle` counted from its start; silence
+    /// for `udp_idle` ends it (and its control connection).
+    #[tokio::test]
+    async fn idle_timeout_counts_from_the_last_datagram() {
+        let mut config = Config::default();
+        config.timeouts.udp_idle = 1;
+        let proxy = start(config, None).await;
+        let echo = udp_echo().await;
+        let (mut ctl, relay) = associate(proxy.addr, Addr::Ip("0.0.0.0:0".parse().unwrap())).await;
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.connect(relay).await.unwrap();
+        // 2 s of a datagram every 0.4 s: the idle timer fires at least once meanwhile.
+        for i in 0..6u8 {
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+            }
+            client
+                .send(&datagram(Addr::Ip(echo), 0, &[i]))
+                .await
+                .unwrap();
+            let reply = recv(&client).await.expect("the association is alive");
+            assert_eq!(UdpHeader::parse(&reply).unwrap().1, [i]);
+        }
+        let quiet = std::time::Instant::now();
+        let mut rest = Vec::new();
+        let r = tokio::time::timeout(Duration::from_secs(5), ctl.read_to_end(&mut rest)).await;
+        assert!(r.is_ok(), "the proxy should end the idle association");
+        assert!(quiet.elapsed() >= Duration::from_millis(900));
+    }
+
     #[tokio::test]
     async fn public_address_is_advertised() {
         let mut config = Config::default();
