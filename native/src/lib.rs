@@ -10,8 +10,10 @@
 //!   `bind` and `udp_relay` — the other commands; [`client`] — `socksgate connect`;
 //! * [`limits`] — session limits (global, per client IP, per user);
 //! * [`reload`] — SIGHUP reloads; [`systemd`] — `sd_notify` readiness;
-//! * [`logging`] — text or JSON logs; [`metrics`] — Prometheus counters and endpoint.
-#![forbid(unsafe_code)]
+//! * [`logging`] — text or JSON logs; [`metrics`] — Prometheus counters and endpoint;
+//! * [`memory`] — freed memory back to the system after bursts of sessions.
+// Denied everywhere but in `memory`, whose one libc call carries its SAFETY comment.
+#![deny(unsafe_code)]
 
 pub mod access;
 mod bind;
@@ -21,6 +23,7 @@ pub mod config;
 pub mod connect;
 pub mod limits;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 mod pool;
 #[cfg(target_os = "linux")]

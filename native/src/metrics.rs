@@ -109,6 +109,11 @@ impl Metrics {
         ActiveGuard(self)
     }
 
+    /// Connections accepted since the start.
+    pub fn connections_accepted(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
     /// A session ended: its command (`none` before a request) and outcome.
     pub fn session(&self, command: Cow<'static, str>, outcome: &'static str) {
         if let Ok(mut map) = self.sessions.lock() {

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
+use crate::memory;
 use crate::session::{self, Shared};
 
 /// Opens a listener. IPv6 listeners are IPv6-only, so `0.0.0.0:1080` and `[::]:1080` can
@@ -60,6 +61,10 @@ pub async fn serve_reloadable(
     for listener in listeners {
         tasks.spawn(accept_loop(listener, current.clone()));
     }
+    // The metrics (and their connection count) are kept across reloads.
+    tasks.spawn(memory::trim_after_bursts(Arc::clone(
+        &current.borrow().metrics,
+    )));
     shutdown.await;
     // Stop accepting (the listeners close with their tasks), then let open sessions finish.
     tasks.abort_all();
