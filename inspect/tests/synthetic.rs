@@ -744,32 +744,6 @@ fn progress_reaches_the_end() {
     assert_eq!(p.total, bytes.len());
 }
 
-/// A minimal TLS 1.2 ClientHello record with an SNI extension.
-fn tls_hello(host: &str) -> Vec<u8> {
-    let name = host.as_bytes();
-    let mut sni = Vec::new();
-    sni.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
-    sni.push(0);
-    sni.extend_from_slice(&(name.len() as u16).to_be_bytes());
-    sni.extend_from_slice(name);
-    let mut exts = vec![0, 0];
-    exts.extend_from_slice(&(sni.len() as u16).to_be_bytes());
-    exts.extend_from_slice(&sni);
-    let mut body = vec![0x03, 0x03];
-    body.extend_from_slice(&[7; 32]);
-    body.push(0);
-    body.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]);
-    body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
-    body.extend_from_slice(&exts);
-    let mut hs = vec![1];
-    hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-    hs.extend_from_slice(&body);
-    let mut rec = vec![0x16, 0x03, 0x01];
-    rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
-    rec.extend_from_slice(&hs);
-    rec
-}
-
 #[test]
 fn gssapi_abort_and_failed_bind_second_reply() {
     let mut cap = Cap::new(Link::Ethernet);

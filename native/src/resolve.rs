@@ -128,32 +128,43 @@ impl Resolver {
 
     /// IPv6 addresses of `name`.
     pub async fn lookup_v6(&self, name: &str) -> Result<Vec<IpAddr>, ConnectError> {
-        if let Some(ips) = self.hosts_entry(name) {
-            return Ok(ips.iter().copied().filter(IpAddr::is_ipv6).collect());
-        }
-        if Self::is_localhost(name) {
-            return Ok(vec![IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)]);
-        }
-        let (dns, fqdn) = self.query_name(name)?;
-        match dns.ipv6_lookup(fqdn).await {
-            Ok(l) => Ok(l.iter().map(|a| IpAddr::V6(a.0)).collect()),
-            Err(e) => Err(resolve_error(name, &e)),
-        }
+        self.lookup_family(name, true).await
     }
 
     /// IPv4 addresses of `name`.
     pub async fn lookup_v4(&self, name: &str) -> Result<Vec<IpAddr>, ConnectError> {
+        self.lookup_family(name, false).await
+    }
+
+    /// The addresses of `name` in one family: from the hosts table, `localhost`'s loopback,
+    /// or AAAA (`v6`) or A records.
+    async fn lookup_family(&self, name: &str, v6: bool) -> Result<Vec<IpAddr>, ConnectError> {
         if let Some(ips) = self.hosts_entry(name) {
-            return Ok(ips.iter().copied().filter(IpAddr::is_ipv4).collect());
+            return Ok(ips
+                .iter()
+                .copied()
+                .filter(|ip| ip.is_ipv6() == v6)
+                .collect());
         }
         if Self::is_localhost(name) {
-            return Ok(vec![IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)]);
+            let loopback = if v6 {
+                IpAddr::V6(core::net::Ipv6Addr::LOCALHOST)
+            } else {
+                IpAddr::V4(core::net::Ipv4Addr::LOCALHOST)
+            };
+            return Ok(vec![loopback]);
         }
         let (dns, fqdn) = self.query_name(name)?;
-        match dns.ipv4_lookup(fqdn).await {
-            Ok(l) => Ok(l.iter().map(|a| IpAddr::V4(a.0)).collect()),
-            Err(e) => Err(resolve_error(name, &e)),
-        }
+        let found = if v6 {
+            dns.ipv6_lookup(fqdn)
+                .await
+                .map(|l| l.iter().map(|a| IpAddr::V6(a.0)).collect())
+        } else {
+            dns.ipv4_lookup(fqdn)
+                .await
+                .map(|l| l.iter().map(|a| IpAddr::V4(a.0)).collect())
+        };
+        found.map_err(|e| resolve_error(name, &e))
     }
 
     /// All addresses of `name`, IPv6 first (for UDP, which takes the first usable one).
