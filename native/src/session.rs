@@ -290,9 +290,6 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         let error = run(stream, peer, &shared, &mut record).await.err();
         let duration = started.elapsed();
         let command = record.command.map_or_else(|| "none".into(), command_name);
-        shared
-            .metrics
-            .session(command.clone(), record.outcome.as_str());
         info!(
             target: "socksgate::access",
             client = %peer,
@@ -307,6 +304,7 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             error = error.as_ref().map(tracing::field::display),
             "session"
         );
+        shared.metrics.session(command, record.outcome.as_str());
     }
     .instrument(span)
     .await;
