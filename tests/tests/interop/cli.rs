@@ -221,19 +221,25 @@ fn non_loopback_listener_with_allow_rules_starts() {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let up = socksgate_tests::wait_for_listener(addr, TIMEOUT);
     let echo = origin::echo();
+    // A failed exchange is reported below with the server's log and whether it had exited.
     let got = up.then(|| {
-        let mut c = socks::connect5(addr, &Dst::Ip(echo.addr()));
-        c.send(b"ruled");
-        c.read_exact(5)
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut c = socks::connect5(addr, &Dst::Ip(echo.addr()));
+            c.send(b"ruled");
+            c.read_exact(5)
+        }))
+        .ok()
     });
+    let exited = child.try_wait().ok().flatten();
     let _ = child.kill();
     let _ = child.wait();
-    assert!(
-        up,
-        "serve with allow rules on 0.0.0.0 did not start: {}",
-        tools::read_log(&dir.join("serve.log"))
+    let log = tools::read_log(&dir.join("serve.log"));
+    assert!(up, "serve with allow rules on 0.0.0.0 did not start: {log}");
+    assert_eq!(
+        got.flatten().as_deref(),
+        Some(&b"ruled"[..]),
+        "no echo through socksgate on 0.0.0.0:{port} (exited before the kill: {exited:?}); log: {log}"
     );
-    assert_eq!(got.as_deref(), Some(&b"ruled"[..]));
 }
 
 #[test]
