@@ -5,8 +5,9 @@
 //! shuts down its write side still receives the whole response. An error in either direction
 //! ends both.
 //!
-//! On Linux each direction moves bytes with splice(2) through its own pipe (zero copy: socket →
-//! pipe → socket, never through user space), see [`splice`]. Elsewhere, or when the kernel
+//! On Linux each direction copies short messages through a stack buffer and moves transfers
+//! with splice(2) through its own pipe (zero copy: socket → pipe → socket, never through user
+//! space), see [`splice`]. Elsewhere, or when the kernel
 //! refuses splice for a socket (EINVAL, ENOSYS, …), the direction falls back to the buffered
 //! copy below.
 //!
@@ -162,12 +163,12 @@ async fn direction(
     #[cfg(target_os = "linux")]
     if mode == Mode::Auto {
         return match splice::pump(from.as_ref(), to.as_ref(), meter).await {
-            splice::Outcome::Done(total) => {
+            splice::Outcome::Done(moved) => {
                 shutdown(to).await?;
-                Ok(total)
+                Ok(moved.total)
             }
             splice::Outcome::Failed(e) => Err(e),
-            splice::Outcome::Unsupported => pump(from, to, meter).await,
+            splice::Outcome::Unsupported(moved) => Ok(moved.total + pump(from, to, meter).await?),
         };
     }
     #[cfg(not(target_os = "linux"))]
@@ -218,12 +219,16 @@ async fn pump(from: ReadHalf<'_>, mut to: WriteHalf<'_>, meter: Meter<'_>) -> st
 
 /// Zero-copy relaying with splice(2) through a pipe (Linux).
 ///
-/// A direction creates its pipe when its source first has data (idle sessions hold none) and
-/// closes it again after [`IDLE_RELEASE`] without data, so long-idle sessions cost 2 fds, not
-/// 6. Bytes go socket → pipe (at most the pipe's capacity per call) and then pipe → socket
-/// until the pipe is empty, so nothing is left in the pipe when it is closed. Both splices use
-/// `SPLICE_F_MOVE | SPLICE_F_NONBLOCK` and tokio's readiness (`try_io`), so a full destination
-/// or an empty source clears readiness exactly as a `try_read`/`try_write` would.
+/// A direction starts by copying through a [`COPY_FIRST`]-byte stack buffer: short messages
+/// (a request, an echo, interactive typing) cost one read and one write, where a pipe would
+/// cost its creation, two splices and two closes. The first read that fills the buffer marks
+/// a transfer, and the direction creates its pipe and splices from then on. It closes the
+/// pipe again after [`IDLE_RELEASE`] without data and goes back to copying, so long-idle
+/// sessions cost 2 fds, not 6. Bytes go socket → pipe (at most the pipe's capacity per call)
+/// and then pipe → socket until the pipe is empty, so nothing is left in the pipe when it is
+/// closed. Both splices use `SPLICE_F_MOVE | SPLICE_F_NONBLOCK` and tokio's readiness
+/// (`try_io`), so a full destination or an empty source clears readiness exactly as a
+/// `try_read`/`try_write` would.
 ///
 /// Pipes start at [`CHUNK`]; a direction that keeps filling its pipe (a bulk transfer) grows
 /// it to [`BULK`], which moves more per syscall and wake-up and costs about a third less CPU
@@ -264,17 +269,47 @@ pub mod splice {
     /// A direction without data for this long closes its pipe.
     pub const IDLE_RELEASE: Duration = Duration::from_secs(5);
 
+    /// The stack buffer a direction copies through before it has a pipe; a read that fills it
+    /// switches the direction to splice.
+    pub const COPY_FIRST: usize = 16 * 1024;
+
     const FLAGS: SpliceFlags = SpliceFlags::MOVE.union(SpliceFlags::NONBLOCK);
 
     /// How a spliced direction ended.
     #[derive(Debug)]
     pub(crate) enum Outcome {
-        /// EOF from the source after this many bytes (everything was written).
-        Done(u64),
+        /// EOF from the source; everything was written.
+        Done(Moved),
         /// An I/O error.
         Failed(std::io::Error),
-        /// splice is not available for these sockets; nothing was moved yet.
-        Unsupported,
+        /// splice is not available for these sockets; the caller goes on with the buffered
+        /// copy after the bytes moved so far (all of them written).
+        Unsupported(Moved),
+    }
+
+    /// Bytes a direction has moved.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub(crate) struct Moved {
+        /// All of them.
+        pub(crate) total: u64,
+        /// Those that went through a pipe.
+        pub(crate) spliced: u64,
+    }
+
+    /// What one [`copy_now`] did.
+    enum Copied {
+        /// EOF from the source.
+        Eof,
+        /// Nothing to read (readiness cleared).
+        Drained,
+        /// Read and wrote this many bytes; `full` when the read filled the buffer.
+        Moved { n: usize, full: bool },
+        /// Wrote `written` bytes of a read; the destination is full and `rest` is left over.
+        Blocked {
+            written: usize,
+            rest: Vec<u8>,
+            full: bool,
+        },
     }
 
     /// A direction's pipe.
@@ -351,23 +386,76 @@ pub mod splice {
 
     /// Moves `from` to `to` until EOF. Does not shut `to` down.
     pub(crate) async fn pump(from: &TcpStream, to: &TcpStream, meter: Meter<'_>) -> Outcome {
-        match run(from, to, meter).await {
-            Ok(Some(total)) => Outcome::Done(total),
-            Ok(None) => Outcome::Unsupported,
+        let mut moved = Moved::default();
+        match run(from, to, meter, &mut moved).await {
+            Ok(true) => Outcome::Done(moved),
+            Ok(false) => Outcome::Unsupported(moved),
             Err(e) => Outcome::Failed(e),
         }
     }
 
+    /// One read into a stack buffer and as much of it written as `to` takes now. Not async:
+    /// the buffer lives only in this call, never in the session's future.
+    fn copy_now(from: &TcpStream, to: &TcpStream) -> std::io::Result<Copied> {
+        let mut buf = [0u8; COPY_FIRST];
+        let n = match from.try_read(&mut buf) {
+            Ok(0) => return Ok(Copied::Eof),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(Copied::Drained),
+            Err(e) => return Err(e),
+        };
+        let full = n == buf.len();
+        let data = buf.get(..n).unwrap_or_default();
+        let mut written = 0;
+        while let Some(rest) = data.get(written..).filter(|r| !r.is_empty()) {
+            match to.try_write(rest) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(m) => written += m,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    return Ok(Copied::Blocked {
+                        written,
+                        rest: rest.to_vec(),
+                        full,
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Copied::Moved { n, full })
+    }
+
+    /// Writes all of `data` to `to`, waiting for room.
+    async fn write_all(to: &TcpStream, mut data: &[u8]) -> std::io::Result<()> {
+        while !data.is_empty() {
+            to.writable().await?;
+            match to.try_write(data) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(m) => data = data.get(m..).unwrap_or_default(),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The direction's loop; `Ok(false)` when splice turned out to be unsupported.
     async fn run(
         from: &TcpStream,
         to: &TcpStream,
         meter: Meter<'_>,
-    ) -> std::io::Result<Option<u64>> {
+        moved: &mut Moved,
+    ) -> std::io::Result<bool> {
         let mut pipe: Option<Pipe> = None;
-        let mut total = 0u64;
-        let mut first = true;
+        // Whether this direction carries a transfer (it has filled the copy buffer since it
+        // last had a pipe).
+        let mut bulk = false;
         // Readiness is awaited only when the socket is drained: while data keeps coming, each
-        // turn is two splices and no timer.
+        // turn is a read and a write (or two splices) and no timer.
         let mut drained = true;
         loop {
             if drained {
@@ -378,11 +466,38 @@ pub mod splice {
                         .is_err()
                     {
                         pipe = None;
+                        bulk = false;
                         from.readable().await?;
                     }
                 } else {
                     from.readable().await?;
                 }
+            }
+            if !bulk {
+                let n = match copy_now(from, to)? {
+                    Copied::Eof => return Ok(true),
+                    Copied::Drained => {
+                        drained = true;
+                        continue;
+                    }
+                    Copied::Moved { n, full } => {
+                        bulk = full;
+                        n
+                    }
+                    Copied::Blocked {
+                        written,
+                        rest,
+                        full,
+                    } => {
+                        bulk = full;
+                        write_all(to, &rest).await?;
+                        written + rest.len()
+                    }
+                };
+                drained = false;
+                moved.total += n as u64;
+                meter.add(n);
+                continue;
             }
             let pipe = match &mut pipe {
                 Some(p) => p,
@@ -393,7 +508,7 @@ pub mod splice {
                 splice(from, None, &pipe.write, None, pipe.capacity, FLAGS)
                     .map_err(std::io::Error::from)
             }) {
-                Ok(0) => return Ok(Some(total)),
+                Ok(0) => return Ok(true),
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     drained = true;
@@ -402,14 +517,13 @@ pub mod splice {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     let errno = e.raw_os_error().map(Errno::from_raw_os_error);
-                    if first && errno.is_some_and(unsupported) {
-                        return Ok(None);
+                    if moved.spliced == 0 && errno.is_some_and(unsupported) {
+                        return Ok(false);
                     }
                     return Err(e);
                 }
             };
             drained = false;
-            first = false;
             pipe.filled(n);
             // Pipe → socket, until the pipe is empty.
             let mut left = n;
@@ -421,7 +535,8 @@ pub mod splice {
                     Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
                     Ok(m) => {
                         left -= m;
-                        total += m as u64;
+                        moved.total += m as u64;
+                        moved.spliced += m as u64;
                         meter.add(m);
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -648,8 +763,44 @@ mod tests {
         server.read_to_end(&mut got).await.unwrap();
         assert!(got == data);
         match pump.await.unwrap() {
-            splice::Outcome::Done(n) => assert_eq!(n, 1 << 20),
+            splice::Outcome::Done(moved) => {
+                assert_eq!(moved.total, 1 << 20);
+                assert!(
+                    moved.spliced >= 1 << 19,
+                    "splice not used once the transfer started: {moved:?}"
+                );
+            }
             other => panic!("splice not used: {other:?}"),
+        }
+    }
+
+    /// Short messages are copied: a ping-pong never creates a pipe.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn short_messages_are_copied_without_a_pipe() {
+        let (mut client, c_in) = pair().await;
+        let (u_out, mut server) = pair().await;
+        let pump = tokio::spawn(async move {
+            let activity = Activity::new();
+            let out = splice::pump(&c_in, &u_out, activity.meter(&activity.up)).await;
+            drop((c_in, u_out));
+            out
+        });
+        let mut got = [0u8; 100];
+        for round in 0..50u8 {
+            let msg = [round; 100];
+            client.write_all(&msg).await.unwrap();
+            server.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, msg);
+        }
+        client.shutdown().await.unwrap();
+        assert_eq!(server.read(&mut got).await.unwrap(), 0, "EOF passed on");
+        match pump.await.unwrap() {
+            splice::Outcome::Done(moved) => {
+                assert_eq!(moved.total, 5000);
+                assert_eq!(moved.spliced, 0, "a pipe was used for short messages");
+            }
+            other => panic!("{other:?}"),
         }
     }
 }
