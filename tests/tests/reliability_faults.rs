@@ -111,16 +111,21 @@ fn assert_logged_at_most(server: &Server, needle: &str, max: usize, what: &str) 
 fn upstream_reset_mid_transfer() {
     let mut server = Server::start();
     let baseline = idle_fds(&mut server);
-    // An origin that sends 256 KiB, then resets the connection.
+    // An origin that sends 256 KiB, then resets the connection once the client has said it
+    // is receiving (a reset before the proxy has seen its connect complete is a failed
+    // CONNECT, reply 5, not a reset mid-transfer).
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
     let port = listener.local_addr().expect("addr").port();
     const SENT: usize = 256 * 1024;
     let origin = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().expect("accept");
         s.write_all(&body(SENT)).expect("write to proxy");
+        let mut receiving = [0u8; 1];
+        s.read_exact(&mut receiving).expect("the client's signal");
         reset(s);
     });
     let mut c = raw_connect5(server.addr(), SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    c.write_all(b"r").expect("signal the origin");
     let end = read_until_end(&mut c, Instant::now() + PROMPT);
     origin.join().expect("origin");
     assert!(
