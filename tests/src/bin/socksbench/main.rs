@@ -5,7 +5,13 @@
 //! ```text
 //! cargo build --release -p socksgate -p socksgate-tests --bin socksgate --bin socksbench
 //! target/release/socksbench [--quick] [--bytes N] [--only NAME[,NAME…]] [--rounds N]
+//!                           [--net private|host] [--cc NAME|default]
 //! ```
+//!
+//! By default the whole run (load generator, its servers, every proxy) happens in a private
+//! network namespace with only `lo` and TCP congestion control cubic (`--net`, `--cc`; see
+//! `netns`), falling back to the host's loopback when no namespace can be created; the
+//! report's `network:` line says which.
 //!
 //! Measurements (each proxy on its own 127.0.0.1 port, rounds interleaved across systems):
 //! single-stream throughput up and down (fixed byte count, every byte checked), proxy CPU
@@ -17,6 +23,7 @@
 
 mod error;
 mod measure;
+mod netns;
 mod pattern;
 mod procfs;
 mod proxies;
@@ -31,6 +38,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 
+use crate::netns::{Entered, Net};
 use crate::proxies::Kind;
 use crate::report::Metric;
 
@@ -59,11 +67,17 @@ pub(crate) struct Config {
     pub(crate) metrics: Vec<Metric>,
     /// The socksgate executable.
     pub(crate) socksgate: PathBuf,
+    /// Where the run happens.
+    pub(crate) net: Net,
+    /// The TCP congestion control to set in the private namespace (`None`: leave the
+    /// kernel's default).
+    pub(crate) cc: Option<String>,
 }
 
 const USAGE: &str = "\
 usage: socksbench [--quick] [--bytes N[K|M|G]] [--only NAME[,NAME...]] [--rounds N]
                   [--secs S] [--conns N] [--socksgate PATH]
+                  [--net private|host] [--cc NAME|default]
 
   --quick        seconds-long smoke run (CI): 64 MiB transfers, 1 round, 200 idle conns
   --bytes N      bytes per transfer and direction (default 1G; K/M/G are binary)
@@ -72,7 +86,13 @@ usage: socksbench [--quick] [--bytes N[K|M|G]] [--only NAME[,NAME...]] [--rounds
   --rounds N     rounds per measurement, interleaved across systems (default 5)
   --secs S       seconds per sessions run (default 5; UDP runs take 3/5 of it)
   --conns N      idle connections for the memory measurement (default 2000)
-  --socksgate P  the socksgate binary (default $SOCKSGATE_BIN or target/release/socksgate)";
+  --socksgate P  the socksgate binary (default $SOCKSGATE_BIN or target/release/socksgate)
+  --net private  run everything in a new network namespace with only lo (default; needs
+                 root or CAP_SYS_ADMIN, util-linux unshare and iproute2 ip, else the run
+                 falls back to `host` with a warning)
+  --net host     run on the host's loopback, with its congestion control
+  --cc NAME      TCP congestion control in the private namespace (default cubic; e.g. bbr,
+                 reno); `default` keeps the kernel's default. Only `default` with --net host";
 
 fn parse_bytes(s: &str) -> anyhow::Result<u64> {
     let (num, mult) = match s.as_bytes().last() {
@@ -110,8 +130,9 @@ fn default_socksgate() -> PathBuf {
     target.join("release").join("socksgate")
 }
 
-fn parse_args() -> anyhow::Result<Option<Config>> {
-    let mut args = std::env::args().skip(1);
+/// Parses the arguments after the program name; `Ok(None)` after printing the help.
+fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Option<Config>> {
+    let mut args = args.into_iter();
     let mut quick = false;
     let mut bytes = None;
     let mut rounds = None;
@@ -119,6 +140,8 @@ fn parse_args() -> anyhow::Result<Option<Config>> {
     let mut idle = None;
     let mut only: Vec<String> = Vec::new();
     let mut socksgate = None;
+    let mut net = Net::Private;
+    let mut cc: Option<Option<String>> = None;
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
         match a.as_str() {
@@ -129,6 +152,8 @@ fn parse_args() -> anyhow::Result<Option<Config>> {
             "--conns" => idle = Some(value("--conns")?.parse::<usize>().context("--conns")?),
             "--only" => only.extend(value("--only")?.split(',').map(str::to_owned)),
             "--socksgate" => socksgate = Some(PathBuf::from(value("--socksgate")?)),
+            "--net" => net = Net::parse(&value("--net")?)?,
+            "--cc" => cc = Some(netns::parse_cc(&value("--cc")?)?),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(None);
@@ -159,6 +184,15 @@ fn parse_args() -> anyhow::Result<Option<Config>> {
     if !(0.05..=600.0).contains(&secs) {
         bail!("--secs must be between 0.05 and 600");
     }
+    let cc = match (net, cc) {
+        (Net::Host, Some(Some(name))) => bail!(
+            "--cc {name} needs --net private: socksbench never changes the host's congestion \
+             control (with --net host, leave --cc out or pass --cc default)"
+        ),
+        (Net::Host, _) => None,
+        (Net::Private, None) => Some("cubic".to_owned()),
+        (Net::Private, Some(cc)) => cc,
+    };
     let rounds = rounds.unwrap_or(if quick { 1 } else { 5 });
     if !(1..=20).contains(&rounds) {
         bail!("--rounds must be between 1 and 20");
@@ -175,6 +209,8 @@ fn parse_args() -> anyhow::Result<Option<Config>> {
         kinds,
         metrics,
         socksgate: socksgate.unwrap_or_else(default_socksgate),
+        net,
+        cc,
     }))
 }
 
@@ -203,8 +239,7 @@ fn raise_nofile(need: u64) -> anyhow::Result<u64> {
 
 fn main() -> ExitCode {
     match run() {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("socksbench: {e:#}");
             ExitCode::from(2)
@@ -212,13 +247,65 @@ fn main() -> ExitCode {
     }
 }
 
-/// `Ok(true)` when every measurement completed (targets may still be missed).
-fn run() -> anyhow::Result<bool> {
-    let Some(cfg) = parse_args()? else {
-        return Ok(true);
+/// Success when every measurement completed (targets may still be missed).
+fn run() -> anyhow::Result<ExitCode> {
+    let Some(mut cfg) = parse_args(std::env::args().skip(1))? else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    // First, while this process has one thread: it may re-run itself in a new namespace.
+    let network = match netns::enter(&mut cfg)? {
+        Entered::Ran(code) => return Ok(code),
+        Entered::Here(network) => network,
     };
     // Client + sink side in this process, plus slack.
     raise_nofile(2 * cfg.idle as u64 + 512)?;
-    let outcome = run::run(&cfg)?;
-    Ok(outcome)
+    Ok(if run::run(&cfg, &network)? {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> anyhow::Result<Config> {
+        parse_args(args.iter().map(|&a| a.to_owned())).map(|c| c.expect("not --help"))
+    }
+
+    #[test]
+    fn network_defaults_to_a_private_namespace_with_cubic() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.net, Net::Private);
+        assert_eq!(c.cc.as_deref(), Some("cubic"));
+        let c = parse(&["--quick", "--only", "socksgate"]).unwrap();
+        assert_eq!((c.net, c.cc.as_deref()), (Net::Private, Some("cubic")));
+    }
+
+    #[test]
+    fn cc_choices_in_the_private_namespace() {
+        let c = parse(&["--cc", "bbr"]).unwrap();
+        assert_eq!((c.net, c.cc.as_deref()), (Net::Private, Some("bbr")));
+        let c = parse(&["--net", "private", "--cc", "default"]).unwrap();
+        assert_eq!((c.net, c.cc), (Net::Private, None));
+        assert!(parse(&["--cc"]).is_err());
+        assert!(parse(&["--cc", "not a name"]).is_err());
+    }
+
+    #[test]
+    fn host_network_never_sets_a_congestion_control() {
+        let c = parse(&["--net", "host"]).unwrap();
+        assert_eq!((c.net, c.cc), (Net::Host, None));
+        let c = parse(&["--cc", "default", "--net", "host"]).unwrap();
+        assert_eq!((c.net, c.cc), (Net::Host, None));
+        for args in [
+            &["--net", "host", "--cc", "cubic"][..],
+            &["--cc", "bbr", "--net", "host"],
+        ] {
+            let e = parse(args).unwrap_err().to_string();
+            assert!(e.contains("never changes the host"), "{e}");
+        }
+        assert!(parse(&["--net", "bridge"]).is_err());
+    }
 }

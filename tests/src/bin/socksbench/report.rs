@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::process::Command;
 
 use crate::Config;
+use crate::netns::{self, Network};
 use crate::proxies::{Kind, Target};
 
 /// A measurement, as `--only` names it.
@@ -62,6 +63,7 @@ pub(crate) struct Results {
     kinds: Vec<Kind>,
     columns: HashMap<Kind, Column>,
     settings: String,
+    network: String,
     quick: bool,
     metrics: Vec<Metric>,
     /// Remarks printed under the table.
@@ -117,7 +119,7 @@ struct Row {
 }
 
 impl Results {
-    pub(crate) fn new(cfg: &Config, targets: &[Target]) -> Self {
+    pub(crate) fn new(cfg: &Config, network: &Network, targets: &[Target]) -> Self {
         let kinds: Vec<Kind> = targets.iter().map(|t| t.kind).collect();
         let settings = format!(
             "{} per transfer, {} round(s) interleaved (median shown), sessions {:.1} s × {} \
@@ -134,6 +136,7 @@ impl Results {
             columns: kinds.iter().map(|&k| (k, Column::default())).collect(),
             kinds,
             settings,
+            network: network.describe(),
             quick: cfg.quick,
             metrics: cfg.metrics.clone(),
             notes: Vec::new(),
@@ -394,12 +397,9 @@ impl Results {
             "- date: {}",
             cmd_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
         );
-        let _ = writeln!(
-            out,
-            "- command: `{}`",
-            std::env::args().collect::<Vec<_>>().join(" ")
-        );
+        let _ = writeln!(out, "- command: `{}`", netns::command_line());
         let _ = writeln!(out, "- machine: {}", machine());
+        let _ = writeln!(out, "- network: {}", self.network);
         let _ = writeln!(
             out,
             "- load average before / after: {} / {} (shared machine: other work runs alongside)",

@@ -8,6 +8,7 @@ use socksgate_tests::tools;
 use crate::Config;
 use crate::error::BenchError;
 use crate::measure::{self, Direction};
+use crate::netns::Network;
 use crate::procfs;
 use crate::proxies::{Kind, Target};
 use crate::report::{Metric, Results};
@@ -21,7 +22,7 @@ const ECHO_THREADS: usize = 64;
 const MAX_FAILED_SESSIONS: f64 = 0.01;
 
 /// Starts everything, measures, prints the report; `Ok(false)` if a measurement broke.
-pub(crate) fn run(cfg: &Config) -> anyhow::Result<bool> {
+pub(crate) fn run(cfg: &Config, network: &Network) -> anyhow::Result<bool> {
     let bulk = Bulk::start()?;
     let echo = Echo::start(ECHO_THREADS)?;
     let idle = Idle::start()?;
@@ -64,7 +65,7 @@ pub(crate) fn run(cfg: &Config) -> anyhow::Result<bool> {
         }
     }
 
-    let mut res = Results::new(cfg, &targets);
+    let mut res = Results::new(cfg, network, &targets);
     res.notes.extend(notes);
     res.load_before = loadavg();
     let started = Instant::now();
