@@ -66,6 +66,14 @@ pub(crate) fn cpu_seconds(root: u32) -> Result<f64> {
     Ok(ticks as f64 / hz)
 }
 
+/// CPU seconds spent by process `pid` alone (all its threads), not its children.
+pub(crate) fn process_cpu_seconds(pid: u32) -> Result<f64> {
+    let hz = rustix::param::clock_ticks_per_second() as f64;
+    let f = stat_fields(pid).ok_or_else(|| BenchError::Setup(format!("process {pid} is gone")))?;
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Ok((field(11) + field(12)) as f64 / hz)
+}
+
 /// A `kB` line of `/proc/PID/status` or `smaps_rollup`, summed over `root`'s tree.
 fn sum_kib(root: u32, file: &str, key: &str) -> Result<u64> {
     let mut total = 0;

@@ -46,6 +46,8 @@ struct Column {
     session_count: u64,
     generator_cpu: f64,
     generator_sessions: u64,
+    /// Wall time of the sessions runs.
+    session_wall: f64,
     up: Vec<f64>,
     down: Vec<f64>,
     cpu_seconds: f64,
@@ -54,7 +56,65 @@ struct Column {
     udp_unsupported: bool,
     udp_cpu: f64,
     udp_count: u64,
+    generator_udp_cpu: f64,
+    generator_udp_count: u64,
+    /// Wall time of the UDP runs.
+    udp_wall: f64,
     failed: Vec<Metric>,
+}
+
+/// Busy share of the cores above which a rate counts as bound by CPU.
+const CPU_BOUND: f64 = 0.9;
+
+/// What one unit of work (a session, a UDP round trip) cost through one system.
+#[derive(Clone, Copy, Debug)]
+struct Cost {
+    /// The proxy's CPU, µs.
+    proxy_us: f64,
+    /// The load generator's own CPU (clients and the servers behind the proxy), µs.
+    generator_us: f64,
+    /// Share of the machine's cores the two kept busy during the runs.
+    busy: f64,
+}
+
+impl Cost {
+    fn new(proxy: (f64, u64), generator: (f64, u64), wall: f64) -> Option<Self> {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+        // No proxy count: the direct baseline (no proxy process).
+        (generator.1 > 0 && wall > 0.0).then(|| Self {
+            proxy_us: if proxy.1 > 0 {
+                proxy.0 * 1e6 / proxy.1 as f64
+            } else {
+                0.0
+            },
+            generator_us: generator.0 * 1e6 / generator.1 as f64,
+            busy: (proxy.0 + generator.0) / (wall * cores),
+        })
+    }
+
+    /// The most a proxy using no CPU at all could reach against `peer`'s rate, were the run
+    /// bound by CPU alone: the peer's whole cost over the generator's own through socksgate.
+    fn ceiling_against(self, peer: Self) -> f64 {
+        (peer.proxy_us + peer.generator_us) / self.generator_us
+    }
+}
+
+impl Column {
+    fn session_cost(&self) -> Option<Cost> {
+        Cost::new(
+            (self.session_cpu, self.session_count),
+            (self.generator_cpu, self.generator_sessions),
+            self.session_wall,
+        )
+    }
+
+    fn udp_cost(&self) -> Option<Cost> {
+        Cost::new(
+            (self.udp_cpu, self.udp_count),
+            (self.generator_udp_cpu, self.generator_udp_count),
+            self.udp_wall,
+        )
+    }
 }
 
 /// The run's results.
@@ -180,11 +240,32 @@ impl Results {
         c.session_count += sessions;
     }
 
-    /// CPU the load generator itself (clients and servers) spent on sessions.
-    pub(crate) fn add_generator_cpu(&mut self, k: Kind, seconds: f64, sessions: u64) {
+    /// CPU the load generator itself (clients and servers) spent on a sessions run.
+    pub(crate) fn add_generator_cpu(
+        &mut self,
+        k: Kind,
+        seconds: f64,
+        sessions: u64,
+        wall: Duration,
+    ) {
         let c = self.col(k);
         c.generator_cpu += seconds;
         c.generator_sessions += sessions;
+        c.session_wall += wall.as_secs_f64();
+    }
+
+    /// CPU the load generator itself spent on a UDP run.
+    pub(crate) fn add_generator_udp_cpu(
+        &mut self,
+        k: Kind,
+        seconds: f64,
+        round_trips: u64,
+        wall: Duration,
+    ) {
+        let c = self.col(k);
+        c.generator_udp_cpu += seconds;
+        c.generator_udp_count += round_trips;
+        c.udp_wall += wall.as_secs_f64();
     }
 
     pub(crate) fn add_udp_cpu(&mut self, k: Kind, seconds: f64, round_trips: u64) {
@@ -572,28 +653,75 @@ impl Results {
             }
         }
 
-        let generator: Vec<String> = self
-            .kinds
-            .iter()
-            .filter_map(|k| {
-                let c = self.columns.get(k)?;
-                (c.generator_sessions > 0).then(|| {
+        let mut cost_notes = Vec::new();
+        type Pick = (fn(&Column) -> Option<Cost>, fn(&Column) -> &Vec<f64>);
+        let sessions: Pick = (Column::session_cost, |c| &c.sessions);
+        let udp: Pick = (Column::udp_cost, |c| &c.udp);
+        for (what, unit, peers, target, (cost, rates)) in [
+            (
+                "sessions",
+                "session",
+                &[Kind::Dante, Kind::Microsocks][..],
+                1.5,
+                sessions,
+            ),
+            ("UDP", "round trip", &[Kind::Dante][..], 1.2, udp),
+        ] {
+            let costs: Vec<(Kind, Cost)> = self
+                .kinds
+                .iter()
+                .filter_map(|&k| Some((k, self.columns.get(&k).and_then(cost)?)))
+                .collect();
+            if costs.is_empty() {
+                continue;
+            }
+            let per_system: Vec<String> = costs
+                .iter()
+                .map(|(k, c)| format!("{k} {:.1}", c.generator_us))
+                .collect();
+            cost_notes.push(format!(
+                "load generator's own CPU per {unit} (µs; clients + the servers behind the proxy, \
+                 same process): {}",
+                per_system.join(", ")
+            ));
+            // The peer with the highest median rate, as in the table's "best peer".
+            let rate = |k: Kind| median(rates(self.columns.get(&k)?));
+            let best = peers
+                .iter()
+                .filter_map(|&k| Some((k, rate(k)?)))
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .map(|(k, _)| k);
+            let find = |k: Kind| costs.iter().find(|(c, _)| *c == k).map(|(_, c)| *c);
+            if let (Some(peer), Some(sg)) = (best, find(Kind::Socksgate))
+                && let Some(pc) = find(peer)
+            {
+                let busy = format!(
+                    "during those runs the proxy and the load generator kept {:.0}% of the \
+                     cores busy through socksgate and {:.0}% through {peer}",
+                    sg.busy * 100.0,
+                    pc.busy * 100.0
+                );
+                cost_notes.push(if sg.busy.min(pc.busy) >= CPU_BOUND {
                     format!(
-                        "{k} {:.0}",
-                        c.generator_cpu * 1e6 / c.generator_sessions as f64
+                        "{what} ceiling on this machine: {busy}, so the rate is set by CPU per \
+                         {unit}. {peer} and the generator spend {:.1} µs per {unit} together; \
+                         the generator alone spends {:.1} µs through socksgate. Even a proxy \
+                         using no CPU at all would reach at most {:.2}× {peer}'s rate (target \
+                         {target}×).",
+                        pc.proxy_us + pc.generator_us,
+                        sg.generator_us,
+                        sg.ceiling_against(pc),
                     )
-                })
-            })
-            .collect();
-        if !generator.is_empty() {
-            self.notes.insert(
-                0,
-                format!(
-                    "load generator's own CPU per session (µs; clients + echo server, same \
-                     process): {}",
-                    generator.join(", ")
-                ),
-            );
+                } else {
+                    format!(
+                        "{what}: {busy}; the cores were not saturated, so the rate is set by \
+                         latency (each client waits for its {unit}) more than by CPU"
+                    )
+                });
+            }
+        }
+        for (i, n) in cost_notes.into_iter().enumerate() {
+            self.notes.insert(i, n);
         }
         if !self.memory_detail.is_empty() || !self.notes.is_empty() {
             let _ = writeln!(out, "\n### Notes\n");

@@ -164,13 +164,14 @@ fn sessions(cfg: &Config, targets: &mut [Target], echo: core::net::SocketAddr, r
             if res.failed(t.kind, Metric::Sessions) {
                 continue;
             }
+            // This process alone: its tree would include the proxies it started.
             let me = std::process::id();
-            let gen0 = procfs::cpu_seconds(me).unwrap_or(0.0);
+            let gen0 = procfs::process_cpu_seconds(me).unwrap_or(0.0);
             let cpu0 = t.pid().and_then(|p| procfs::cpu_seconds(p).ok());
             let s = measure::sessions(t.via, echo, cfg.clients, cfg.session_time);
             let cpu1 = t.pid().and_then(|p| procfs::cpu_seconds(p).ok());
-            let gen1 = procfs::cpu_seconds(me).unwrap_or(0.0);
-            res.add_generator_cpu(t.kind, gen1 - gen0, s.done);
+            let gen1 = procfs::process_cpu_seconds(me).unwrap_or(0.0);
+            res.add_generator_cpu(t.kind, gen1 - gen0, s.done, s.elapsed);
             let attempts = s.done + s.failed;
             if s.done == 0 || s.failed as f64 > MAX_FAILED_SESSIONS * attempts as f64 {
                 res.fail(
@@ -255,11 +256,18 @@ fn udp(cfg: &Config, targets: &mut [Target], echo: core::net::SocketAddr, res: &
             if !t.kind.has_udp() || res.failed(t.kind, Metric::Udp) || res.unsupported(t.kind) {
                 continue;
             }
+            // This process alone: its tree would include the proxies it started.
+            let me = std::process::id();
+            let gen0 = procfs::process_cpu_seconds(me).unwrap_or(0.0);
             let cpu0 = t.pid().and_then(|p| procfs::cpu_seconds(p).ok());
             let r = measure::udp(t.via, echo, cfg.udp_clients, cfg.udp_time);
             let cpu1 = t.pid().and_then(|p| procfs::cpu_seconds(p).ok());
-            if let (Ok(Some(u)), Some(c0), Some(c1)) = (&r, cpu0, cpu1) {
-                res.add_udp_cpu(t.kind, c1 - c0, u.round_trips);
+            let gen1 = procfs::process_cpu_seconds(me).unwrap_or(0.0);
+            if let Ok(Some(u)) = &r {
+                res.add_generator_udp_cpu(t.kind, gen1 - gen0, u.round_trips, u.elapsed);
+                if let (Some(c0), Some(c1)) = (cpu0, cpu1) {
+                    res.add_udp_cpu(t.kind, c1 - c0, u.round_trips);
+                }
             }
             match r {
                 Ok(Some(u)) if u.round_trips > 0 => {
