@@ -162,7 +162,8 @@ async fn direction(
 ) -> std::io::Result<u64> {
     #[cfg(target_os = "linux")]
     if mode == Mode::Auto {
-        return match splice::pump(from.as_ref(), to.as_ref(), meter).await {
+        let mut from = from;
+        return match splice::pump(&mut from, to.as_ref(), meter).await {
             splice::Outcome::Done(moved) => {
                 shutdown(to).await?;
                 Ok(moved.total)
@@ -237,13 +238,16 @@ async fn pump(from: ReadHalf<'_>, mut to: WriteHalf<'_>, meter: Meter<'_>) -> st
 #[cfg(target_os = "linux")]
 pub mod splice {
     use std::os::fd::OwnedFd;
+    use std::pin::Pin;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Poll;
     use std::time::Duration;
 
     use rustix::io::Errno;
     use rustix::pipe::{PipeFlags, SpliceFlags, fcntl_setpipe_size, pipe_with, splice};
-    use tokio::io::Interest;
+    use tokio::io::{AsyncRead, Interest, ReadBuf};
     use tokio::net::TcpStream;
+    use tokio::net::tcp::ReadHalf;
 
     use super::Meter;
 
@@ -296,12 +300,10 @@ pub mod splice {
         pub(crate) spliced: u64,
     }
 
-    /// What one [`copy_now`] did.
+    /// What one [`copy_step`] did.
     enum Copied {
         /// EOF from the source.
         Eof,
-        /// Nothing to read (readiness cleared).
-        Drained,
         /// Read and wrote this many bytes; `full` when the read filled the buffer.
         Moved { n: usize, full: bool },
         /// Wrote `written` bytes of a read; the destination is full and `rest` is left over.
@@ -385,7 +387,7 @@ pub mod splice {
     }
 
     /// Moves `from` to `to` until EOF. Does not shut `to` down.
-    pub(crate) async fn pump(from: &TcpStream, to: &TcpStream, meter: Meter<'_>) -> Outcome {
+    pub(crate) async fn pump(from: &mut ReadHalf<'_>, to: &TcpStream, meter: Meter<'_>) -> Outcome {
         let mut moved = Moved::default();
         match run(from, to, meter, &mut moved).await {
             Ok(true) => Outcome::Done(moved),
@@ -394,18 +396,31 @@ pub mod splice {
         }
     }
 
-    /// One read into a stack buffer and as much of it written as `to` takes now. Not async:
-    /// the buffer lives only in this call, never in the session's future.
-    fn copy_now(from: &TcpStream, to: &TcpStream) -> std::io::Result<Copied> {
-        let mut buf = [0u8; COPY_FIRST];
-        let n = match from.try_read(&mut buf) {
-            Ok(0) => return Ok(Copied::Eof),
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(Copied::Drained),
-            Err(e) => return Err(e),
-        };
-        let full = n == buf.len();
-        let data = buf.get(..n).unwrap_or_default();
+    /// Waits for data on `from`, reads it into a stack buffer and writes as much of it as `to`
+    /// takes now. The buffer lives only inside one poll, never in the session's future.
+    ///
+    /// The read is tokio's `poll_read`, which treats a short read as "drained" and clears the
+    /// socket's readiness (safely: an edge that came in meanwhile sets it again), so a short
+    /// message costs one read, not a second one that finds the socket empty.
+    async fn copy_step(from: &mut ReadHalf<'_>, to: &TcpStream) -> std::io::Result<Copied> {
+        std::future::poll_fn(|cx| {
+            let mut buf = [0u8; COPY_FIRST];
+            let mut read = ReadBuf::new(&mut buf);
+            match Pin::new(&mut *from).poll_read(cx, &mut read) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => Poll::Ready(write_now(read.filled(), to)),
+            }
+        })
+        .await
+    }
+
+    /// Writes as much of `data` (one read's worth; empty at EOF) as `to` takes now.
+    fn write_now(data: &[u8], to: &TcpStream) -> std::io::Result<Copied> {
+        if data.is_empty() {
+            return Ok(Copied::Eof);
+        }
+        let full = data.len() == COPY_FIRST;
         let mut written = 0;
         while let Some(rest) = data.get(written..).filter(|r| !r.is_empty()) {
             match to.try_write(rest) {
@@ -422,7 +437,10 @@ pub mod splice {
                 Err(e) => return Err(e),
             }
         }
-        Ok(Copied::Moved { n, full })
+        Ok(Copied::Moved {
+            n: data.len(),
+            full,
+        })
     }
 
     /// Writes all of `data` to `to`, waiting for room.
@@ -445,7 +463,7 @@ pub mod splice {
 
     /// The direction's loop; `Ok(false)` when splice turned out to be unsupported.
     async fn run(
-        from: &TcpStream,
+        from_half: &mut ReadHalf<'_>,
         to: &TcpStream,
         meter: Meter<'_>,
         moved: &mut Moved,
@@ -455,31 +473,12 @@ pub mod splice {
         // last had a pipe).
         let mut bulk = false;
         // Readiness is awaited only when the socket is drained: while data keeps coming, each
-        // turn is a read and a write (or two splices) and no timer.
+        // turn is two splices and no timer.
         let mut drained = true;
         loop {
-            if drained {
-                // Wait for data; a held pipe is closed if none comes for a while.
-                if pipe.is_some() {
-                    if tokio::time::timeout(IDLE_RELEASE, from.readable())
-                        .await
-                        .is_err()
-                    {
-                        pipe = None;
-                        bulk = false;
-                        from.readable().await?;
-                    }
-                } else {
-                    from.readable().await?;
-                }
-            }
             if !bulk {
-                let n = match copy_now(from, to)? {
+                let n = match copy_step(from_half, to).await? {
                     Copied::Eof => return Ok(true),
-                    Copied::Drained => {
-                        drained = true;
-                        continue;
-                    }
                     Copied::Moved { n, full } => {
                         bulk = full;
                         n
@@ -494,10 +493,22 @@ pub mod splice {
                         written + rest.len()
                     }
                 };
-                drained = false;
                 moved.total += n as u64;
                 meter.add(n);
                 continue;
+            }
+            let from: &TcpStream = from_half.as_ref();
+            if drained {
+                // Wait for data; the pipe is closed if none comes for a while, and the
+                // direction goes back to copying.
+                if tokio::time::timeout(IDLE_RELEASE, from.readable())
+                    .await
+                    .is_err()
+                {
+                    pipe = None;
+                    bulk = false;
+                    continue;
+                }
             }
             let pipe = match &mut pipe {
                 Some(p) => p,
@@ -750,8 +761,10 @@ mod tests {
         let (mut client, c_in) = pair().await;
         let (u_out, mut server) = pair().await;
         let pump = tokio::spawn(async move {
+            let mut c_in = c_in;
             let activity = Activity::new();
-            let out = splice::pump(&c_in, &u_out, activity.meter(&activity.up)).await;
+            let (mut from, _) = c_in.split();
+            let out = splice::pump(&mut from, &u_out, activity.meter(&activity.up)).await;
             assert_eq!(activity.up.load(Ordering::Relaxed), 1 << 20);
             drop((c_in, u_out));
             out
@@ -781,8 +794,10 @@ mod tests {
         let (mut client, c_in) = pair().await;
         let (u_out, mut server) = pair().await;
         let pump = tokio::spawn(async move {
+            let mut c_in = c_in;
             let activity = Activity::new();
-            let out = splice::pump(&c_in, &u_out, activity.meter(&activity.up)).await;
+            let (mut from, _) = c_in.split();
+            let out = splice::pump(&mut from, &u_out, activity.meter(&activity.up)).await;
             drop((c_in, u_out));
             out
         });

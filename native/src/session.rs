@@ -279,15 +279,22 @@ impl Record {
 
 /// Serves one accepted connection to the end, then writes its access-log line (target
 /// `socksgate::access`): client, user, command, destination, reply code, bytes each way,
-/// duration, outcome and the error that ended it, if any.
-pub async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+/// duration, outcome and the error that ended it, if any. `local` is the connection's local
+/// address when the caller knows it (a listener on a specific address); `None` asks the
+/// socket.
+pub async fn handle(
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    shared: Arc<Shared>,
+) {
     let span = tracing::info_span!("session", client = %peer);
     async move {
         let started = std::time::Instant::now();
         let mut record = Record::default();
         // The access-log line below is the one record of a session; its error, if any,
         // goes there rather than into a line of its own.
-        let error = run(stream, peer, &shared, &mut record).await.err();
+        let error = run(stream, peer, local, &shared, &mut record).await.err();
         let duration = started.elapsed();
         let command = record.command.map_or_else(|| "none".into(), command_name);
         info!(
@@ -313,10 +320,14 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
 async fn run(
     stream: TcpStream,
     peer: SocketAddr,
+    local: Option<SocketAddr>,
     shared: &Shared,
     record: &mut Record,
 ) -> Result<(), SessionError> {
-    let local = stream.local_addr()?;
+    let local = match local {
+        Some(local) => local,
+        None => stream.local_addr()?,
+    };
     let _active = shared.metrics.accepted();
     // Global and per-address limits: close before the handshake.
     let mut slot = match shared.sessions.admit(peer.ip(), &shared.config.limits) {
@@ -856,7 +867,7 @@ mod tests {
             sessions: Default::default(),
         });
         let peer = client.local_addr().unwrap();
-        let session = handle(client, peer, shared);
+        let session = handle(client, peer, None, shared);
         // 2.1 KiB in a debug build, 2.0 KiB optimised (6.6 KiB before the handshake state
         // moved to the pool); the relay alone is 1.4 KiB.
         let size = size_of_val(&session);
