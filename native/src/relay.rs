@@ -80,22 +80,48 @@ pub async fn relay_with(
             direction(mode, up_rd, client_wr, activity.meter(&activity.down))
         )
     };
-    let (up, down) = match idle {
-        None => both.await?,
+    let ended = match idle {
+        None => both.await,
         Some(idle) => tokio::select! {
-            r = both => r?,
+            r = both => r,
             () = activity.idle_for(idle) => {
                 let up = activity.up.load(Ordering::Relaxed);
                 let down = activity.down.load(Ordering::Relaxed);
                 tracing::info!(up, down, "idle timeout: no data for {}s", idle.as_secs());
-                (up, down)
+                Ok((up, down))
             }
         },
+    };
+    let (up, down) = match ended {
+        Ok(totals) => totals,
+        Err(e) => {
+            if is_abort(&e) {
+                pass_abort_on(client, upstream);
+            }
+            return Err(e);
+        }
     };
     Ok(Totals {
         up: up + early.len() as u64,
         down,
     })
+}
+
+/// Whether `e` means a peer aborted its connection (a reset) rather than closing it.
+fn is_abort(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe
+    )
+}
+
+/// Makes both connections close with a reset when they are dropped (SO_LINGER 0), so the
+/// side still open sees the other's abort as an abort: a FIN would make a transfer cut off
+/// by a reset look complete to it. The aborted side is gone already and ignores it.
+fn pass_abort_on(client: &TcpStream, upstream: &TcpStream) {
+    for s in [client, upstream] {
+        let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+    }
 }
 
 /// When data last moved and how much, shared by both directions (for the idle timeout).
@@ -714,7 +740,15 @@ mod tests {
                 drop(server);
                 let r = tokio::time::timeout(std::time::Duration::from_secs(5), relay).await;
                 assert!(r.is_ok(), "the relay must end when one side resets");
-                drop(client);
+                // The client sees the abort as an abort, not as the end of a complete response.
+                let mut client = client;
+                let mut buf = [0u8; 16];
+                let got = client.read(&mut buf).await;
+                assert_eq!(
+                    got.map_err(|e| e.kind()),
+                    Err(ErrorKind::ConnectionReset),
+                    "the reset is passed on"
+                );
             }
 
             #[tokio::test]
