@@ -788,21 +788,28 @@ mod tests {
         suite!(Mode::Copy);
     }
 
+    /// Runs the spliced direction from `c_in` to `u_out` on a task, which closes both when
+    /// it ends; yields how it ended and the bytes its meter counted.
+    #[cfg(target_os = "linux")]
+    fn spawn_pump(
+        mut c_in: TcpStream,
+        u_out: TcpStream,
+    ) -> tokio::task::JoinHandle<(splice::Outcome, u64)> {
+        tokio::spawn(async move {
+            let activity = Activity::new();
+            let (mut from, _) = c_in.split();
+            let out = splice::pump(&mut from, &u_out, activity.meter(&activity.up)).await;
+            (out, activity.up.load(Ordering::Relaxed))
+        })
+    }
+
     /// splice really is used on Linux for TCP sockets (no silent fallback).
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn splice_is_supported_for_tcp() {
         let (mut client, c_in) = pair().await;
         let (u_out, mut server) = pair().await;
-        let pump = tokio::spawn(async move {
-            let mut c_in = c_in;
-            let activity = Activity::new();
-            let (mut from, _) = c_in.split();
-            let out = splice::pump(&mut from, &u_out, activity.meter(&activity.up)).await;
-            assert_eq!(activity.up.load(Ordering::Relaxed), 1 << 20);
-            drop((c_in, u_out));
-            out
-        });
+        let pump = spawn_pump(c_in, u_out);
         let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 253) as u8).collect();
         client.write_all(&data).await.unwrap();
         client.shutdown().await.unwrap();
@@ -810,7 +817,8 @@ mod tests {
         server.read_to_end(&mut got).await.unwrap();
         assert!(got == data);
         match pump.await.unwrap() {
-            splice::Outcome::Done(moved) => {
+            (splice::Outcome::Done(moved), metered) => {
+                assert_eq!(metered, 1 << 20);
                 assert_eq!(moved.total, 1 << 20);
                 assert!(
                     moved.spliced >= 1 << 19,
@@ -827,14 +835,7 @@ mod tests {
     async fn short_messages_are_copied_without_a_pipe() {
         let (mut client, c_in) = pair().await;
         let (u_out, mut server) = pair().await;
-        let pump = tokio::spawn(async move {
-            let mut c_in = c_in;
-            let activity = Activity::new();
-            let (mut from, _) = c_in.split();
-            let out = splice::pump(&mut from, &u_out, activity.meter(&activity.up)).await;
-            drop((c_in, u_out));
-            out
-        });
+        let pump = spawn_pump(c_in, u_out);
         let mut got = [0u8; 100];
         for round in 0..50u8 {
             let msg = [round; 100];
@@ -845,7 +846,7 @@ mod tests {
         client.shutdown().await.unwrap();
         assert_eq!(server.read(&mut got).await.unwrap(), 0, "EOF passed on");
         match pump.await.unwrap() {
-            splice::Outcome::Done(moved) => {
+            (splice::Outcome::Done(moved), _) => {
                 assert_eq!(moved.total, 5000);
                 assert_eq!(moved.spliced, 0, "a pipe was used for short messages");
             }

@@ -44,10 +44,7 @@ struct Column {
     latencies_us: Vec<u32>,
     session_cpu: f64,
     session_count: u64,
-    generator_cpu: f64,
-    generator_sessions: u64,
-    /// Wall time of the sessions runs.
-    session_wall: f64,
+    generator_sessions: GeneratorLoad,
     up: Vec<f64>,
     down: Vec<f64>,
     cpu_seconds: f64,
@@ -56,11 +53,18 @@ struct Column {
     udp_unsupported: bool,
     udp_cpu: f64,
     udp_count: u64,
-    generator_udp_cpu: f64,
-    generator_udp_count: u64,
-    /// Wall time of the UDP runs.
-    udp_wall: f64,
+    generator_udp: GeneratorLoad,
     failed: Vec<Metric>,
+}
+
+/// The load generator's own CPU over the runs of one measurement.
+#[derive(Debug, Default)]
+struct GeneratorLoad {
+    cpu: f64,
+    /// Sessions or round trips done.
+    count: u64,
+    /// Wall time of the runs.
+    wall: f64,
 }
 
 /// Busy share of the cores above which a rate counts as bound by CPU.
@@ -103,16 +107,16 @@ impl Column {
     fn session_cost(&self) -> Option<Cost> {
         Cost::new(
             (self.session_cpu, self.session_count),
-            (self.generator_cpu, self.generator_sessions),
-            self.session_wall,
+            (self.generator_sessions.cpu, self.generator_sessions.count),
+            self.generator_sessions.wall,
         )
     }
 
     fn udp_cost(&self) -> Option<Cost> {
         Cost::new(
             (self.udp_cpu, self.udp_count),
-            (self.generator_udp_cpu, self.generator_udp_count),
-            self.udp_wall,
+            (self.generator_udp.cpu, self.generator_udp.count),
+            self.generator_udp.wall,
         )
     }
 }
@@ -240,32 +244,24 @@ impl Results {
         c.session_count += sessions;
     }
 
-    /// CPU the load generator itself (clients and servers) spent on a sessions run.
+    /// CPU the load generator itself (clients and servers) spent on a sessions or UDP run
+    /// of `count` sessions or round trips.
     pub(crate) fn add_generator_cpu(
         &mut self,
         k: Kind,
+        m: Metric,
         seconds: f64,
-        sessions: u64,
+        count: u64,
         wall: Duration,
     ) {
         let c = self.col(k);
-        c.generator_cpu += seconds;
-        c.generator_sessions += sessions;
-        c.session_wall += wall.as_secs_f64();
-    }
-
-    /// CPU the load generator itself spent on a UDP run.
-    pub(crate) fn add_generator_udp_cpu(
-        &mut self,
-        k: Kind,
-        seconds: f64,
-        round_trips: u64,
-        wall: Duration,
-    ) {
-        let c = self.col(k);
-        c.generator_udp_cpu += seconds;
-        c.generator_udp_count += round_trips;
-        c.udp_wall += wall.as_secs_f64();
+        let load = match m {
+            Metric::Udp => &mut c.generator_udp,
+            _ => &mut c.generator_sessions,
+        };
+        load.cpu += seconds;
+        load.count += count;
+        load.wall += wall.as_secs_f64();
     }
 
     pub(crate) fn add_udp_cpu(&mut self, k: Kind, seconds: f64, round_trips: u64) {

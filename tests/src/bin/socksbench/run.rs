@@ -171,7 +171,7 @@ fn sessions(cfg: &Config, targets: &mut [Target], echo: core::net::SocketAddr, r
             let s = measure::sessions(t.via, echo, cfg.clients, cfg.session_time);
             let cpu1 = t.pid().and_then(|p| procfs::cpu_seconds(p).ok());
             let gen1 = procfs::process_cpu_seconds(me).unwrap_or(0.0);
-            res.add_generator_cpu(t.kind, gen1 - gen0, s.done, s.elapsed);
+            res.add_generator_cpu(t.kind, Metric::Sessions, gen1 - gen0, s.done, s.elapsed);
             let attempts = s.done + s.failed;
             if s.done == 0 || s.failed as f64 > MAX_FAILED_SESSIONS * attempts as f64 {
                 res.fail(
@@ -264,7 +264,7 @@ fn udp(cfg: &Config, targets: &mut [Target], echo: core::net::SocketAddr, res: &
             let cpu1 = t.pid().and_then(|p| procfs::cpu_seconds(p).ok());
             let gen1 = procfs::process_cpu_seconds(me).unwrap_or(0.0);
             if let Ok(Some(u)) = &r {
-                res.add_generator_udp_cpu(t.kind, gen1 - gen0, u.round_trips, u.elapsed);
+                res.add_generator_cpu(t.kind, Metric::Udp, gen1 - gen0, u.round_trips, u.elapsed);
                 if let (Some(c0), Some(c1)) = (cpu0, cpu1) {
                     res.add_udp_cpu(t.kind, c1 - c0, u.round_trips);
                 }
