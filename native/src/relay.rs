@@ -7,9 +7,10 @@
 //!
 //! On Linux each direction copies short messages through a stack buffer and moves transfers
 //! with splice(2) through its own pipe (zero copy: socket → pipe → socket, never through user
-//! space), see [`splice`]. Elsewhere, or when the kernel
-//! refuses splice for a socket (EINVAL, ENOSYS, …), the direction falls back to the buffered
-//! copy below.
+//! space), see [`splice`]. Elsewhere, or when the kernel refuses splice for a socket (EINVAL,
+//! ENOSYS, …), the direction falls back to the buffered copy below.
+//!
+//! An abort is passed on: when either connection is reset, both are closed with a reset.
 //!
 //! Memory: a direction holds no buffer (and no pipe) while its source is idle. A buffer is
 //! allocated when the socket becomes readable and released once the socket is drained, so an
