@@ -155,38 +155,16 @@ fn client_hello_sni(buf: &[u8]) -> Hello {
     }
 }
 
+/// The ClientHello builder the integration tests use too.
+#[cfg(test)]
+#[path = "../tests/common/tls.rs"]
+mod test_tls;
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A minimal TLS 1.2 ClientHello record with an SNI extension.
-    pub(crate) fn client_hello(host: &str) -> Vec<u8> {
-        let name = host.as_bytes();
-        let mut sni = Vec::new();
-        sni.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
-        sni.push(0);
-        sni.extend_from_slice(&(name.len() as u16).to_be_bytes());
-        sni.extend_from_slice(name);
-        let mut exts = Vec::new();
-        exts.extend_from_slice(&[0x00, 0x0b, 0x00, 0x02, 0x01, 0x00]); // ec_point_formats
-        exts.extend_from_slice(&[0, 0]);
-        exts.extend_from_slice(&(sni.len() as u16).to_be_bytes());
-        exts.extend_from_slice(&sni);
-        let mut body = vec![0x03, 0x03];
-        body.extend_from_slice(&[7; 32]);
-        body.push(0); // session id
-        body.extend_from_slice(&[0, 2, 0x13, 0x01]);
-        body.extend_from_slice(&[1, 0]);
-        body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
-        body.extend_from_slice(&exts);
-        let mut hs = vec![1];
-        hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-        hs.extend_from_slice(&body);
-        let mut rec = vec![0x16, 0x03, 0x01];
-        rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
-        rec.extend_from_slice(&hs);
-        rec
-    }
+    use super::test_tls::tls_hello;
 
     #[test]
     fn recognises() {
@@ -201,7 +179,7 @@ mod tests {
         assert_eq!(recognise(b"GE", b"", false), None);
         assert_eq!(recognise(b"GE", b"", true), Some(None));
         assert_eq!(recognise(b"\x00\x01binary", b"", false), Some(None));
-        let hello = client_hello("example.com");
+        let hello = tls_hello("example.com");
         let sni = Some(Some(Tunnelled::Tls {
             sni: Some("example.com".into()),
         }));

@@ -7,6 +7,9 @@ use core::net::{IpAddr, SocketAddr};
 
 use etherparse::PacketBuilder;
 
+mod tls;
+pub use tls::tls_hello;
+
 /// Link-layer framing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Link {
@@ -432,29 +435,3 @@ pub fn gss(mtyp: u8, token: &[u8]) -> Vec<u8> {
 
 pub const HTTP_GET: &[u8] = b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n";
 pub const HTTP_OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi";
-
-/// A minimal TLS 1.2 ClientHello record with an SNI extension.
-pub fn tls_hello(host: &str) -> Vec<u8> {
-    let name = host.as_bytes();
-    let mut sni = Vec::new();
-    sni.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
-    sni.push(0);
-    sni.extend_from_slice(&(name.len() as u16).to_be_bytes());
-    sni.extend_from_slice(name);
-    let mut exts = vec![0, 0];
-    exts.extend_from_slice(&(sni.len() as u16).to_be_bytes());
-    exts.extend_from_slice(&sni);
-    let mut body = vec![0x03, 0x03];
-    body.extend_from_slice(&[7; 32]);
-    body.push(0);
-    body.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]);
-    body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
-    body.extend_from_slice(&exts);
-    let mut hs = vec![1];
-    hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-    hs.extend_from_slice(&body);
-    let mut rec = vec![0x16, 0x03, 0x01];
-    rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
-    rec.extend_from_slice(&hs);
-    rec
-}
