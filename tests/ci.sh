@@ -5,9 +5,10 @@
 # `socksbench --quick` (a few seconds of each measurement against a direct connection,
 # Dante and microsocks). It fails only if a measurement breaks (wrong bytes, a SOCKS
 # failure, a proxy exiting), not when a performance target is missed. As root it runs in a
-# network namespace of its own with TCP congestion control cubic; where it cannot create
-# one, it says so and measures on the host's loopback instead. The full benchmark
-# and its latest table are in tests/README.md ("Benchmark").
+# network namespace of its own with TCP congestion control cubic (reno where the host does
+# not allow cubic in namespaces); where it cannot create one, it says so and measures on the
+# host's loopback instead. The full benchmark and its latest table are in tests/README.md
+# ("Benchmark").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -9,7 +9,7 @@
 //! ```
 //!
 //! By default the whole run (load generator, its servers, every proxy) happens in a private
-//! network namespace with only `lo` and TCP congestion control cubic (`--net`, `--cc`; see
+//! network namespace with only `lo` and TCP congestion control cubic, else reno (`--net`, `--cc`; see
 //! `netns`), falling back to the host's loopback when no namespace can be created; the
 //! report's `network:` line says which.
 //!
@@ -72,6 +72,9 @@ pub(crate) struct Config {
     /// The TCP congestion control to set in the private namespace (`None`: leave the
     /// kernel's default).
     pub(crate) cc: Option<String>,
+    /// Whether `--cc NAME` asked for `cc`: the run fails if it cannot be set. Otherwise `cc`
+    /// is the default preference, cubic, with reno in its place where the kernel refuses it.
+    pub(crate) cc_required: bool,
 }
 
 const USAGE: &str = "\
@@ -91,8 +94,11 @@ usage: socksbench [--quick] [--bytes N[K|M|G]] [--only NAME[,NAME...]] [--rounds
                  root or CAP_SYS_ADMIN, util-linux unshare and iproute2 ip, else the run
                  falls back to `host` with a warning)
   --net host     run on the host's loopback, with its congestion control
-  --cc NAME      TCP congestion control in the private namespace (default cubic; e.g. bbr,
-                 reno); `default` keeps the kernel's default. Only `default` with --net host";
+  --cc NAME      TCP congestion control in the private namespace (e.g. cubic, bbr, reno;
+                 the run fails if the kernel refuses it); `default` keeps the kernel's
+                 default. Without --cc: cubic, or reno where the kernel does not let a
+                 namespace choose cubic (the report says which). Only `default` with
+                 --net host";
 
 fn parse_bytes(s: &str) -> anyhow::Result<u64> {
     let (num, mult) = match s.as_bytes().last() {
@@ -184,6 +190,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Option<C
     if !(0.05..=600.0).contains(&secs) {
         bail!("--secs must be between 0.05 and 600");
     }
+    let cc_required = matches!(cc, Some(Some(_)));
     let cc = match (net, cc) {
         (Net::Host, Some(Some(name))) => bail!(
             "--cc {name} needs --net private: socksbench never changes the host's congestion \
@@ -211,6 +218,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Option<C
         socksgate: socksgate.unwrap_or_else(default_socksgate),
         net,
         cc,
+        cc_required,
     }))
 }
 
@@ -279,6 +287,7 @@ mod tests {
         let c = parse(&[]).unwrap();
         assert_eq!(c.net, Net::Private);
         assert_eq!(c.cc.as_deref(), Some("cubic"));
+        assert!(!c.cc_required, "cubic is a preference, not a requirement");
         let c = parse(&["--quick", "--only", "socksgate"]).unwrap();
         assert_eq!((c.net, c.cc.as_deref()), (Net::Private, Some("cubic")));
     }
@@ -287,8 +296,9 @@ mod tests {
     fn cc_choices_in_the_private_namespace() {
         let c = parse(&["--cc", "bbr"]).unwrap();
         assert_eq!((c.net, c.cc.as_deref()), (Net::Private, Some("bbr")));
+        assert!(c.cc_required);
         let c = parse(&["--net", "private", "--cc", "default"]).unwrap();
-        assert_eq!((c.net, c.cc), (Net::Private, None));
+        assert_eq!((c.net, c.cc, c.cc_required), (Net::Private, None, false));
         assert!(parse(&["--cc"]).is_err());
         assert!(parse(&["--cc", "not a name"]).is_err());
     }

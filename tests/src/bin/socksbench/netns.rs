@@ -1,8 +1,9 @@
 //! The network the benchmark runs in. By default (`--net private`) a network namespace of its
 //! own, with only `lo`, brought up, and a stated TCP congestion control (`--cc`, default
-//! cubic): other loopback traffic on the machine stays out of the measurement, and runs on
-//! kernels with different defaults compare (this project's VM defaults to bbr, whose pacing
-//! caps loopback throughput).
+//! cubic, else reno where the host does not let a namespace choose cubic): other loopback
+//! traffic on the machine stays out of the measurement, and runs on kernels with different
+//! defaults compare (this project's VM defaults to bbr, whose pacing caps loopback
+//! throughput).
 //!
 //! Without `unsafe`, the namespace is entered by re-executing this program under util-linux
 //! `unshare --net`, before any thread exists; the load generator, its servers and every proxy
@@ -30,6 +31,12 @@ const HOST_CC: &str = "SOCKSBENCH_HOST_CC";
 const ARGV0: &str = "SOCKSBENCH_ARGV0";
 /// The default TCP congestion control of the current network namespace.
 const CC_PATH: &str = "/proc/sys/net/ipv4/tcp_congestion_control";
+/// The congestion controls the kernel has loaded.
+const AVAILABLE_CC_PATH: &str = "/proc/sys/net/ipv4/tcp_available_congestion_control";
+/// The congestion controls a network namespace other than the initial one may choose.
+const ALLOWED_CC_PATH: &str = "/proc/sys/net/ipv4/tcp_allowed_congestion_control";
+/// Used in place of the default preference (cubic) where the kernel refuses it.
+const FALLBACK_CC: &str = "reno";
 
 /// `--net`: where the benchmark runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +81,8 @@ pub(crate) struct Network {
     cc: String,
     /// Whether `--cc` set it (else it is the namespace's default).
     cc_set: bool,
+    /// Why the default preference (cubic) gave way to reno.
+    cc_note: Option<String>,
     /// The host's default.
     host_cc: String,
     /// Why a private namespace was asked for but could not be created.
@@ -92,10 +101,10 @@ impl Network {
                 self.cc
             );
         }
-        let how = if self.cc_set {
-            ""
-        } else {
-            "left at the kernel's default; "
+        let how = match (&self.cc_note, self.cc_set) {
+            (Some(note), _) => format!("{note}; "),
+            (None, true) => String::new(),
+            (None, false) => "left at the kernel's default; ".into(),
         };
         format!(
             "private namespace, loopback only; TCP congestion control {} ({how}host default: {})",
@@ -122,6 +131,7 @@ pub(crate) fn enter(cfg: &mut Config) -> anyhow::Result<Entered> {
             private: false,
             cc: cc.clone(),
             cc_set: false,
+            cc_note: None,
             host_cc: cc,
             fallback: None,
         }));
@@ -143,6 +153,7 @@ pub(crate) fn enter(cfg: &mut Config) -> anyhow::Result<Entered> {
                 private: false,
                 cc: host_cc.clone(),
                 cc_set: false,
+                cc_note: None,
                 host_cc,
                 fallback: Some(why),
             }));
@@ -222,29 +233,52 @@ fn inside(cfg: &Config, parent_ns: &std::ffi::OsStr) -> anyhow::Result<Network> 
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    if let Some(cc) = &cfg.cc {
-        if let Err(e) = std::fs::write(CC_PATH, cc) {
-            let available =
-                std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
-                    .unwrap_or_default();
-            bail!(
-                "--cc {cc}: cannot set it in the private namespace ({e}); loaded: {}; \
-                 `--cc default` keeps the kernel's default",
-                available.trim()
-            );
+    let mut cc_note = None;
+    if let Some(cc) = &cfg.cc
+        && let Err(why) = set_cc(cc)
+    {
+        if cfg.cc_required {
+            bail!("--cc {cc}: {why}; `--cc default` keeps the kernel's default");
         }
-        let now = read_cc();
-        if now != *cc {
-            bail!("--cc {cc}: wrote it to {CC_PATH}, but it reads back as {now:?}");
-        }
+        // The default preference: a congestion control that does not pace, as Linux's
+        // default, cubic, does not. Reno is always built in and always allowed.
+        set_cc(FALLBACK_CC).map_err(|e| anyhow::anyhow!("{why}; {FALLBACK_CC}: {e}"))?;
+        eprintln!("socksbench: {why}; using {FALLBACK_CC}, which does not pace either");
+        cc_note = Some(format!(
+            "{why}; {FALLBACK_CC} instead, which does not pace either"
+        ));
     }
     Ok(Network {
         private: true,
         cc: read_cc(),
         cc_set: cfg.cc.is_some(),
+        cc_note,
         host_cc: std::env::var(HOST_CC).unwrap_or_else(|_| "unknown".into()),
         fallback: None,
     })
+}
+
+/// Makes `cc` this network namespace's default congestion control; else says why not.
+fn set_cc(cc: &str) -> Result<(), String> {
+    if let Err(e) = std::fs::write(CC_PATH, cc) {
+        // Outside the initial namespace the kernel lets a namespace choose only among
+        // net.ipv4.tcp_allowed_congestion_control (EPERM for the others): a host setting,
+        // which socksbench never changes.
+        let read = |path| std::fs::read_to_string(path).unwrap_or_default();
+        return Err(format!(
+            "cannot set {cc} in the private namespace ({e}); loaded: {}; allowed in \
+             namespaces: {}",
+            read(AVAILABLE_CC_PATH).trim(),
+            read(ALLOWED_CC_PATH).trim()
+        ));
+    }
+    let now = read_cc();
+    if now != cc {
+        return Err(format!(
+            "wrote {cc} to {CC_PATH}, but it reads back as {now:?}"
+        ));
+    }
+    Ok(())
 }
 
 /// This network namespace's default congestion control, or `unknown`.
@@ -300,6 +334,7 @@ mod tests {
             private: true,
             cc: "cubic".into(),
             cc_set: true,
+            cc_note: None,
             host_cc: "bbr".into(),
             fallback: None,
         };
@@ -307,10 +342,21 @@ mod tests {
             private.describe(),
             "private namespace, loopback only; TCP congestion control cubic (host default: bbr)"
         );
+        let fell_back = Network {
+            cc: "reno".into(),
+            cc_note: Some("cannot set cubic (EPERM); reno instead".into()),
+            ..private.clone()
+        };
+        assert_eq!(
+            fell_back.describe(),
+            "private namespace, loopback only; TCP congestion control reno (cannot set cubic \
+             (EPERM); reno instead; host default: bbr)"
+        );
         let mut host = Network {
             private: false,
             cc: "bbr".into(),
             cc_set: false,
+            cc_note: None,
             host_cc: "bbr".into(),
             fallback: None,
         };
