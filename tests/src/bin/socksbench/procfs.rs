@@ -47,23 +47,59 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
     Some(rest.split_whitespace().map(str::to_owned).collect())
 }
 
-/// CPU seconds spent by `root`'s tree so far: utime + stime of every live process plus the
-/// root's cutime + cstime (children it already reaped).
-pub(crate) fn cpu_seconds(root: u32) -> Result<f64> {
+/// CPU time of a process tree, in seconds, split as the kernel accounts it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct CpuTimes {
+    /// In user space (the program's own code and its libraries).
+    pub(crate) user: f64,
+    /// In the kernel on the process's behalf: its system calls, and the network stack's work
+    /// done in them (on loopback, a send also delivers the packet to the receiving socket).
+    pub(crate) system: f64,
+}
+
+impl CpuTimes {
+    pub(crate) fn total(self) -> f64 {
+        self.user + self.system
+    }
+}
+
+impl std::ops::Sub for CpuTimes {
+    type Output = Self;
+    fn sub(self, earlier: Self) -> Self {
+        Self {
+            user: self.user - earlier.user,
+            system: self.system - earlier.system,
+        }
+    }
+}
+
+/// CPU time spent by `root`'s tree so far: utime and stime of every live process plus the
+/// root's cutime and cstime (children it already reaped).
+pub(crate) fn cpu_times(root: u32) -> Result<CpuTimes> {
     let hz = rustix::param::clock_ticks_per_second() as f64;
-    let mut ticks = 0u64;
+    let (mut user, mut system) = (0u64, 0u64);
     for pid in tree(root) {
         let Some(f) = stat_fields(pid) else { continue };
         let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        ticks += field(11) + field(12);
+        user += field(11);
+        system += field(12);
         if pid == root {
-            ticks += field(13) + field(14);
+            user += field(13);
+            system += field(14);
         }
     }
-    if ticks == 0 && stat_fields(root).is_none() {
+    if user + system == 0 && stat_fields(root).is_none() {
         return Err(BenchError::Setup(format!("process {root} is gone")));
     }
-    Ok(ticks as f64 / hz)
+    Ok(CpuTimes {
+        user: user as f64 / hz,
+        system: system as f64 / hz,
+    })
+}
+
+/// CPU seconds spent by `root`'s tree so far (see [`cpu_times`]).
+pub(crate) fn cpu_seconds(root: u32) -> Result<f64> {
+    cpu_times(root).map(CpuTimes::total)
 }
 
 /// CPU seconds spent by process `pid` alone (all its threads), not its children.
@@ -120,7 +156,9 @@ mod tests {
     fn reads_this_process() {
         let me = std::process::id();
         assert!(rss_kib(me).unwrap() > 0);
-        assert!(cpu_seconds(me).unwrap() >= 0.0);
+        let t = cpu_times(me).unwrap();
+        assert!(t.user >= 0.0 && t.system >= 0.0);
+        assert_eq!(cpu_seconds(me).unwrap(), t.total());
         assert!(tree(me).contains(&me));
     }
 }

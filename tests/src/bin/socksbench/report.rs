@@ -7,6 +7,7 @@ use std::process::Command;
 
 use crate::Config;
 use crate::netns::{self, Network};
+use crate::procfs::CpuTimes;
 use crate::proxies::{Kind, Target};
 
 /// A measurement, as `--only` names it.
@@ -42,7 +43,7 @@ struct Column {
     memory_kib: Option<f64>,
     sessions: Vec<f64>,
     latencies_us: Vec<u32>,
-    session_cpu: f64,
+    session_cpu: CpuTimes,
     session_count: u64,
     generator_sessions: GeneratorLoad,
     up: Vec<f64>,
@@ -51,7 +52,7 @@ struct Column {
     cpu_bytes: u64,
     udp: Vec<f64>,
     udp_unsupported: bool,
-    udp_cpu: f64,
+    udp_cpu: CpuTimes,
     udp_count: u64,
     generator_udp: GeneratorLoad,
     failed: Vec<Metric>,
@@ -75,6 +76,8 @@ const CPU_BOUND: f64 = 0.9;
 struct Cost {
     /// The proxy's CPU, µs.
     proxy_us: f64,
+    /// The part of `proxy_us` spent in the kernel, µs.
+    proxy_system_us: f64,
     /// The load generator's own CPU (clients and the servers behind the proxy), µs.
     generator_us: f64,
     /// Share of the machine's cores the two kept busy during the runs.
@@ -82,18 +85,36 @@ struct Cost {
 }
 
 impl Cost {
-    fn new(proxy: (f64, u64), generator: (f64, u64), wall: f64) -> Option<Self> {
+    fn new(proxy: (CpuTimes, u64), generator: (f64, u64), wall: f64) -> Option<Self> {
         let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
         // No proxy count: the direct baseline (no proxy process).
-        (generator.1 > 0 && wall > 0.0).then(|| Self {
-            proxy_us: if proxy.1 > 0 {
-                proxy.0 * 1e6 / proxy.1 as f64
+        let per = |seconds: f64| {
+            if proxy.1 > 0 {
+                seconds * 1e6 / proxy.1 as f64
             } else {
                 0.0
-            },
+            }
+        };
+        (generator.1 > 0 && wall > 0.0).then(|| Self {
+            proxy_us: per(proxy.0.total()),
+            proxy_system_us: per(proxy.0.system),
             generator_us: generator.0 * 1e6 / generator.1 as f64,
-            busy: (proxy.0 + generator.0) / (wall * cores),
+            busy: (proxy.0.total() + generator.0) / (wall * cores),
         })
+    }
+
+    /// The proxy CPU per unit that would reach `target`× `peer`'s rate, were the run bound
+    /// by CPU alone and the generator's cost through socksgate what it is.
+    fn budget_against(self, peer: Self, target: f64) -> f64 {
+        (peer.proxy_us + peer.generator_us) / target - self.generator_us
+    }
+
+    /// `12.3 µs (10.1 in the kernel)`.
+    fn proxy_split(self) -> String {
+        format!(
+            "{:.1} µs ({:.1} in the kernel)",
+            self.proxy_us, self.proxy_system_us
+        )
     }
 
     /// The most a proxy using no CPU at all could reach against `peer`'s rate, were the run
@@ -238,9 +259,10 @@ impl Results {
         c.cpu_bytes += bytes;
     }
 
-    pub(crate) fn add_session_cpu(&mut self, k: Kind, seconds: f64, sessions: u64) {
+    pub(crate) fn add_session_cpu(&mut self, k: Kind, cpu: CpuTimes, sessions: u64) {
         let c = self.col(k);
-        c.session_cpu += seconds;
+        c.session_cpu.user += cpu.user;
+        c.session_cpu.system += cpu.system;
         c.session_count += sessions;
     }
 
@@ -264,9 +286,10 @@ impl Results {
         load.wall += wall.as_secs_f64();
     }
 
-    pub(crate) fn add_udp_cpu(&mut self, k: Kind, seconds: f64, round_trips: u64) {
+    pub(crate) fn add_udp_cpu(&mut self, k: Kind, cpu: CpuTimes, round_trips: u64) {
         let c = self.col(k);
-        c.udp_cpu += seconds;
+        c.udp_cpu.user += cpu.user;
+        c.udp_cpu.system += cpu.system;
         c.udp_count += round_trips;
     }
 
@@ -410,7 +433,10 @@ impl Results {
                 } else if c.session_count == 0 {
                     (None, na(c, Metric::Sessions))
                 } else {
-                    (Some(c.session_cpu * 1e6 / c.session_count as f64), "")
+                    (
+                        Some(c.session_cpu.total() * 1e6 / c.session_count as f64),
+                        "",
+                    )
                 }
             },
         );
@@ -453,7 +479,7 @@ impl Results {
                 } else if c.udp_count == 0 {
                     (None, na(c, Metric::Udp))
                 } else {
-                    (Some(c.udp_cpu * 1e6 / c.udp_count as f64), "")
+                    (Some(c.udp_cpu.total() * 1e6 / c.udp_count as f64), "")
                 }
             },
         );
@@ -697,13 +723,25 @@ impl Results {
                     sg.busy * 100.0,
                     pc.busy * 100.0
                 );
+                let split = format!(
+                    "proxy CPU per {unit}: socksgate {}, {peer} {}",
+                    sg.proxy_split(),
+                    pc.proxy_split()
+                );
                 cost_notes.push(if sg.busy.min(pc.busy) >= CPU_BOUND {
+                    let budget = sg.budget_against(pc, target);
+                    let over = if sg.proxy_system_us > budget {
+                        "; socksgate's kernel time alone is over that budget"
+                    } else {
+                        ""
+                    };
                     format!(
                         "{what} ceiling on this machine: {busy}, so the rate is set by CPU per \
                          {unit}. {peer} and the generator spend {:.1} µs per {unit} together; \
                          the generator alone spends {:.1} µs through socksgate. Even a proxy \
-                         using no CPU at all would reach at most {:.2}× {peer}'s rate (target \
-                         {target}×).",
+                         using no CPU at all would reach at most {:.2}× {peer}'s rate. The \
+                         target, {target}×, leaves socksgate {budget:.1} µs per {unit} of its \
+                         own; {split}{over}.",
                         pc.proxy_us + pc.generator_us,
                         sg.generator_us,
                         sg.ceiling_against(pc),
@@ -711,7 +749,7 @@ impl Results {
                 } else {
                     format!(
                         "{what}: {busy}; the cores were not saturated, so the rate is set by \
-                         latency (each client waits for its {unit}) more than by CPU"
+                         latency (each client waits for its {unit}) more than by CPU; {split}"
                     )
                 });
             }
@@ -795,5 +833,26 @@ mod tests {
         let mut v: Vec<u32> = (1..=100).rev().collect();
         assert_eq!(quantile(&mut v, 0.5), Some(51.0));
         assert_eq!(quantile(&mut v, 0.99), Some(100.0));
+    }
+
+    #[test]
+    fn session_cost_budget() {
+        let cpu = |user, system| CpuTimes { user, system };
+        // 1000 sessions in 1 s of wall time: 0.1 s of proxy CPU (0.08 of it in the kernel)
+        // is 100 µs per session; the generator's 0.2 s is 200 µs.
+        let sg = Cost::new((cpu(0.02, 0.08), 1000), (0.2, 1000), 1.0).unwrap();
+        assert!((sg.proxy_us - 100.0).abs() < 1e-9);
+        assert!((sg.proxy_system_us - 80.0).abs() < 1e-9);
+        assert!((sg.generator_us - 200.0).abs() < 1e-9);
+        let peer = Cost::new((cpu(0.05, 0.10), 1000), (0.21, 1000), 1.0).unwrap();
+        // A free proxy: (150 + 210) / 200.
+        assert!((sg.ceiling_against(peer) - 1.8).abs() < 1e-9);
+        // 1.5× the peer's rate: a session may cost (150 + 210) / 1.5 = 240 µs in all, of
+        // which the generator takes 200.
+        assert!((sg.budget_against(peer, 1.5) - 40.0).abs() < 1e-9);
+        assert_eq!(sg.proxy_split(), "100.0 µs (80.0 in the kernel)");
+        // The direct baseline has no proxy.
+        let direct = Cost::new((CpuTimes::default(), 0), (0.1, 1000), 1.0).unwrap();
+        assert_eq!(direct.proxy_us, 0.0);
     }
 }

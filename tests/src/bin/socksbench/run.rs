@@ -167,9 +167,9 @@ fn sessions(cfg: &Config, targets: &mut [Target], echo: core::net::SocketAddr, r
             // This process alone: its tree would include the proxies it started.
             let me = std::process::id();
             let gen0 = procfs::process_cpu_seconds(me).unwrap_or(0.0);
-            let cpu0 = t.pid().and_then(|p| procfs::cpu_seconds(p).ok());
+            let cpu0 = t.pid().and_then(|p| procfs::cpu_times(p).ok());
             let s = measure::sessions(t.via, echo, cfg.clients, cfg.session_time);
-            let cpu1 = t.pid().and_then(|p| procfs::cpu_seconds(p).ok());
+            let cpu1 = t.pid().and_then(|p| procfs::cpu_times(p).ok());
             let gen1 = procfs::process_cpu_seconds(me).unwrap_or(0.0);
             res.add_generator_cpu(t.kind, Metric::Sessions, gen1 - gen0, s.done, s.elapsed);
             let attempts = s.done + s.failed;
@@ -259,9 +259,9 @@ fn udp(cfg: &Config, targets: &mut [Target], echo: core::net::SocketAddr, res: &
             // This process alone: its tree would include the proxies it started.
             let me = std::process::id();
             let gen0 = procfs::process_cpu_seconds(me).unwrap_or(0.0);
-            let cpu0 = t.pid().and_then(|p| procfs::cpu_seconds(p).ok());
+            let cpu0 = t.pid().and_then(|p| procfs::cpu_times(p).ok());
             let r = measure::udp(t.via, echo, cfg.udp_clients, cfg.udp_time);
-            let cpu1 = t.pid().and_then(|p| procfs::cpu_seconds(p).ok());
+            let cpu1 = t.pid().and_then(|p| procfs::cpu_times(p).ok());
             let gen1 = procfs::process_cpu_seconds(me).unwrap_or(0.0);
             if let Ok(Some(u)) = &r {
                 res.add_generator_cpu(t.kind, Metric::Udp, gen1 - gen0, u.round_trips, u.elapsed);
