@@ -7,7 +7,8 @@
 //! * [`relay`] — TCP relay with half-close; [`server`] — listeners and the accept loop;
 //! * [`session`] — one connection: handshake through `socksgate_core::server`, CONNECT;
 //!   `pool` — handshake state recycled across connections;
-//!   `bind` and `udp_relay` — the other commands; [`client`] — `socksgate connect`;
+//!   `bind` and `udp_relay` — the other commands (`udp_recv`: datagrams two per call);
+//!   [`client`] — `socksgate connect`;
 //! * [`limits`] — session limits (global, per client IP, per user);
 //! * [`reload`] — SIGHUP reloads; [`systemd`] — `sd_notify` readiness;
 //! * [`logging`] — text or JSON logs; [`metrics`] — Prometheus counters and endpoint;
@@ -35,5 +36,6 @@ pub mod server;
 pub mod session;
 pub mod systemd;
 pub mod throttle;
+mod udp_recv;
 mod udp_relay;
 pub mod users;

@@ -37,9 +37,8 @@ use tracing::{debug, info};
 
 use crate::connect::io_reply;
 use crate::session::{Conn, Ctx, SessionError};
+use crate::udp_recv::{DATAGRAM, PER_CALL, RecvBufs, recv_some};
 
-/// Largest UDP payload plus the largest SOCKS UDP header (4 + 1 + 255 + 2).
-const DATAGRAM: usize = 65_535 + 262;
 /// Reassembly capacity: a whole UDP/IPv4 datagram.
 const REASSEMBLY: usize = 65_507;
 /// Remembered destinations (for reply filtering) and resolved names, per association.
@@ -122,7 +121,7 @@ pub(crate) async fn run(
 
     let idle = ctx.shared.config.timeouts.udp_idle();
     let mut assoc = Association::new(ctx, relay, client_port);
-    let mut buf = vec![0u8; DATAGRAM];
+    let mut bufs = RecvBufs::new();
     let mut control = [0u8; 512];
     // Both timers are registered once and moved only when they fire or their deadline
     // changes; a fresh timer per datagram cost a timer-wheel insertion and removal each.
@@ -160,9 +159,9 @@ pub(crate) async fn run(
                     debug!("udp: fragment reassembly timed out");
                 }
             }
-            _ = readable(Some(&assoc.relay)) => assoc.drain_client(&mut buf).await,
-            _ = readable(assoc.out.v4.as_ref()) => assoc.drain_outbound(false, &mut buf).await,
-            _ = readable(assoc.out.v6.as_ref()) => assoc.drain_outbound(true, &mut buf).await,
+            _ = readable(Some(&assoc.relay)) => assoc.drain_client(&mut bufs).await,
+            _ = readable(assoc.out.v4.as_ref()) => assoc.drain_outbound(false, &mut bufs).await,
+            _ = readable(assoc.out.v6.as_ref()) => assoc.drain_outbound(true, &mut bufs).await,
         }
     };
     let Counters {
@@ -253,34 +252,42 @@ impl<'a> Association<'a> {
     }
 
     /// Handles the datagrams waiting on the client-facing socket, at most [`BATCH`], using
-    /// `buf` to receive them. Returns at once when none is waiting.
-    async fn drain_client(&mut self, buf: &mut [u8]) {
-        for _ in 0..BATCH {
-            match self.relay.try_recv_from(buf) {
-                Ok((n, src)) => {
-                    self.forward_up(src, buf.get(..n).unwrap_or_default()).await;
-                }
+    /// `bufs` to receive them. Returns when none is left or none was waiting.
+    async fn drain_client(&mut self, bufs: &mut RecvBufs) {
+        for _ in 0..BATCH / PER_CALL {
+            let got = match recv_some(&self.relay, bufs) {
+                Ok(got) => got,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
                     debug!("udp: client socket: {e}");
                     return;
                 }
+            };
+            for (i, &(n, src)) in got.datagrams.iter().enumerate() {
+                self.forward_up(src, bufs.datagram(i, n)).await;
+            }
+            if got.drained {
+                return;
             }
         }
     }
 
     /// Handles the datagrams waiting on the outbound socket of one family, at most
-    /// [`BATCH`], using `buf` to receive them. Returns at once when none is waiting or the
-    /// socket does not exist.
-    async fn drain_outbound(&mut self, v6: bool, buf: &mut [u8]) {
-        for _ in 0..BATCH {
+    /// [`BATCH`], using `bufs` to receive them. Returns when none is left, none was waiting
+    /// or the socket does not exist.
+    async fn drain_outbound(&mut self, v6: bool, bufs: &mut RecvBufs) {
+        for _ in 0..BATCH / PER_CALL {
             let sock = if v6 { &self.out.v6 } else { &self.out.v4 };
-            let Some(Ok((n, src))) = sock.as_ref().map(|s| s.try_recv_from(buf)) else {
+            let Some(Ok(got)) = sock.as_ref().map(|s| recv_some(s, bufs)) else {
                 return;
             };
             self.last_active = Instant::now();
-            self.forward_back(src, buf.get(..n).unwrap_or_default())
-                .await;
+            for (i, &(n, src)) in got.datagrams.iter().enumerate() {
+                self.forward_back(src, bufs.datagram(i, n)).await;
+            }
+            if got.drained {
+                return;
+            }
         }
     }
 
