@@ -9,9 +9,9 @@
 //! ```
 //!
 //! By default the whole run (load generator, its servers, every proxy) happens in a private
-//! network namespace with only `lo` and TCP congestion control cubic, else reno (`--net`, `--cc`; see
-//! `netns`), falling back to the host's loopback when no namespace can be created; the
-//! report's `network:` line says which.
+//! network namespace with only `lo` and TCP congestion control cubic, else reno (`--net`,
+//! `--cc`; see `netns`), falling back to the host's loopback when no namespace can be
+//! created; the report's `network:` line says which.
 //!
 //! Measurements (each proxy on its own 127.0.0.1 port, rounds interleaved across systems):
 //! single-stream throughput up and down (fixed byte count, every byte checked), proxy CPU

@@ -63,6 +63,13 @@ impl CpuTimes {
     }
 }
 
+impl std::ops::AddAssign for CpuTimes {
+    fn add_assign(&mut self, more: Self) {
+        self.user += more.user;
+        self.system += more.system;
+    }
+}
+
 impl std::ops::Sub for CpuTimes {
     type Output = Self;
     fn sub(self, earlier: Self) -> Self {

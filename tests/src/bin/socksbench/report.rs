@@ -261,8 +261,7 @@ impl Results {
 
     pub(crate) fn add_session_cpu(&mut self, k: Kind, cpu: CpuTimes, sessions: u64) {
         let c = self.col(k);
-        c.session_cpu.user += cpu.user;
-        c.session_cpu.system += cpu.system;
+        c.session_cpu += cpu;
         c.session_count += sessions;
     }
 
@@ -288,8 +287,7 @@ impl Results {
 
     pub(crate) fn add_udp_cpu(&mut self, k: Kind, cpu: CpuTimes, round_trips: u64) {
         let c = self.col(k);
-        c.udp_cpu.user += cpu.user;
-        c.udp_cpu.system += cpu.system;
+        c.udp_cpu += cpu;
         c.udp_count += round_trips;
     }
 
