@@ -57,7 +57,7 @@ pub(crate) fn recv_some(sock: &UdpSocket, bufs: &mut RecvBufs) -> io::Result<Rec
     use std::net::{SocketAddrV4, SocketAddrV6};
     use std::os::fd::AsRawFd as _;
 
-    use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrLike as _, SockaddrStorage, recvmmsg};
+    use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
     use tokio::io::Interest;
 
     thread_local! {
@@ -67,7 +67,8 @@ pub(crate) fn recv_some(sock: &UdpSocket, bufs: &mut RecvBufs) -> io::Result<Rec
             RefCell::new(MultiHeaders::preallocate(PER_CALL, None));
     }
     let mut out = Received::default();
-    let mut received_any = false;
+    // Messages the call returned, usable or not.
+    let mut count = 0;
     let result = sock.try_io(Interest::READABLE, || {
         HEADERS.with_borrow_mut(|headers| {
             let [first, second] = &mut bufs.0;
@@ -83,24 +84,21 @@ pub(crate) fn recv_some(sock: &UdpSocket, bufs: &mut RecvBufs) -> io::Result<Rec
                 None,
             )
             .map_err(io::Error::from)?;
-            let mut count = 0;
             for msg in received {
                 count += 1;
-                let src = msg.address.and_then(|a| match a.family() {
-                    Some(nix::sys::socket::AddressFamily::Inet) => a
-                        .as_sockaddr_in()
-                        .map(|v4| SocketAddr::V4(SocketAddrV4::from(*v4))),
-                    Some(nix::sys::socket::AddressFamily::Inet6) => a
-                        .as_sockaddr_in6()
-                        .map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6))),
-                    _ => None,
+                let src = msg.address.and_then(|a| {
+                    a.as_sockaddr_in()
+                        .map(|v4| SocketAddr::V4(SocketAddrV4::from(*v4)))
+                        .or_else(|| {
+                            a.as_sockaddr_in6()
+                                .map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
+                        })
                 });
                 // An IP socket always reports an IP source; anything else is dropped.
                 if let Some(src) = src {
                     let _ = out.datagrams.push((msg.bytes, src));
                 }
             }
-            received_any = count > 0;
             if count < PER_CALL {
                 // Fewer than asked for: the queue was empty when the call returned. Saying
                 // WouldBlock here makes tokio clear the readiness it saw before the call; a
@@ -113,7 +111,7 @@ pub(crate) fn recv_some(sock: &UdpSocket, bufs: &mut RecvBufs) -> io::Result<Rec
     match result {
         Ok(()) => Ok(out),
         // Not `datagrams.is_empty()`: a call that got one unusable datagram still drained.
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock && received_any => {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && count > 0 => {
             out.drained = true;
             Ok(out)
         }
