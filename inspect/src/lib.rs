@@ -3,7 +3,7 @@
 //! The capture inspector engine behind `socksgate inspect` and the browser page: reads a
 //! pcap or pcapng capture, reassembles TCP, finds SOCKS4/4a/5 control connections on any port,
 //! decodes their handshakes with `socksgate-core`'s parsers, matches UDP ASSOCIATE datagrams,
-//! and reports one [`Session`] per SOCKS connection — the JSON contract of `PRODUCT.md`.
+//! and reports one [`Session`] per SOCKS connection — the JSON contract in inspect/README.md.
 //!
 //! ```no_run
 //! let bytes = std::fs::read("capture.pcapng").unwrap();

@@ -1,5 +1,5 @@
-//! The report: the product's inspector JSON contract (see `PRODUCT.md`) plus extra keys for
-//! the web page, and a human-readable text rendering for the CLI.
+//! The report: the inspector's JSON contract (see "JSON contract" in inspect/README.md) plus
+//! extra keys for the web page, and a human-readable text rendering for the CLI.
 
 use core::fmt::{self, Write as _};
 
@@ -31,7 +31,8 @@ pub struct CaptureInfo {
     pub truncated: bool,
 }
 
-/// One SOCKS control connection. Field meanings are those of `PRODUCT.md`.
+/// One SOCKS control connection. Field meanings are those of the JSON contract in
+/// inspect/README.md.
 #[derive(Clone, Debug, Serialize)]
 pub struct Session {
     /// `ip:port` of the client (`[v6]:port` for IPv6).

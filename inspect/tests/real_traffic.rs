@@ -6,8 +6,9 @@
 //! lacks 4a support) to a local HTTP server on 127.0.0.1, then
 //!
 //! 1. checks our sessions against what the test did (exact), and
-//! 2. compares our fields with `tshark -T fields -e socks.…` (per TCP client port), listing the
-//!    known Wireshark bugs of `notes/inspector.md` as documented divergences.
+//! 2. compares our fields with `tshark -T fields -e socks.…` (per TCP client port), listing
+//!    known Wireshark bugs as documented divergences (numbered as in "Differences from
+//!    Wireshark/tshark" in inspect/README.md).
 //!
 //! Skips (with a message, passing) when a tool is missing or capturing on `lo` is not allowed.
 //! `SOCKSGATE_KEEP_CAPTURE=FILE` keeps a copy of the recorded capture.
@@ -527,7 +528,7 @@ fn curl_through_microsocks_and_danted_matches_wireshark() {
             "socks4" => {
                 assert!(has("socks.dstport", &port_s), "{name}: port; oracle {o:?}");
                 assert!(has("socks.results", "90"), "{name}: results; oracle {o:?}");
-                // Divergence 3 (notes/inspector.md): the generated socks.dst after the
+                // Divergence 3 (inspect/README.md): the generated socks.dst after the
                 // handshake is VN.CD.DSTPORT, so the set holds a wrong address as well.
                 if o.get("socks.dst").is_some_and(|d| d.len() > 1) {
                     divergences.push(format!(

@@ -1,7 +1,8 @@
-//! The command line: `serve`, `passwd`, `connect`, `check-config`.
+//! The command line: `serve`, `passwd`, `connect`, `check-config`, `inspect`.
 //!
-//! The spellings in PRODUCT.md are a fixed interface; every `serve` flag also has a config-file
-//! key (see [`crate::config`]), and a flag given on the command line wins over the file.
+//! The spellings documented under "Command line" in native/README.md are a fixed interface;
+//! every `serve` flag also has a config-file key (see [`crate::config`]), and a flag given on
+//! the command line wins over the file.
 
 use core::net::SocketAddr;
 use std::path::PathBuf;

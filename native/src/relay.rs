@@ -14,9 +14,11 @@
 //!
 //! Memory: a direction holds no buffer (and no pipe) while its source is idle. A buffer is
 //! allocated when the socket becomes readable and released once the socket is drained, so an
-//! idle session costs only its sockets and a few words of state (notes/performance.md: ≤ 4 KiB
-//! per idle session). Buffers start at [`SMALL`] and a direction that fills one switches to
-//! [`LARGE`] (fewer syscalls for bulk transfers).
+//! idle session costs only its sockets and a few words of state. That is the design constraint:
+//! an idle session must stay within 4 KiB of user-space memory, so thousands of mostly idle
+//! connections cost little (measured by `socksbench`, see tests/README.md#benchmark). Buffers
+//! start at [`SMALL`] and a direction that fills one switches to [`LARGE`] (fewer syscalls for
+//! bulk transfers).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -278,13 +280,14 @@ pub mod splice {
 
     use super::Meter;
 
-    /// A new pipe's capacity (the kernel's default): 64 KiB per splice costs about half the
-    /// CPU of 16 KiB (notes/performance.md).
+    /// A new pipe's capacity (the kernel's default). Each splice is a system call with a
+    /// fixed cost, so moving 64 KiB per call rather than 16 KiB about halves the CPU per byte.
     pub const CHUNK: usize = 64 * 1024;
 
     /// The capacity of a bulk direction's pipe: the largest an unprivileged process may set
-    /// (`/proc/sys/fs/pipe-max-size`). On this project's benchmark it cuts the relay's CPU
-    /// per GB from ~0.31 to ~0.23 s.
+    /// (`/proc/sys/fs/pipe-max-size`). A bigger pipe moves more per splice, so a long transfer
+    /// needs fewer system calls and less CPU per byte (about a quarter less than with
+    /// [`CHUNK`]).
     pub const BULK: usize = 1024 * 1024;
 
     /// Consecutive splices that fill at least half the pipe before it grows to [`BULK`].

@@ -1,8 +1,8 @@
 //! Browser and edge-runtime binding of the socksgate capture inspector.
 //!
-//! Pure functions: bytes in, the inspector's JSON document (the contract of `PRODUCT.md`, plus
-//! `messages` for the detail pane) out. Nothing is fetched or stored; the capture never leaves
-//! the caller.
+//! Pure functions: bytes in, the inspector's JSON document (the JSON contract in
+//! inspect/README.md, plus `messages` for the detail pane) out. Nothing is fetched or stored;
+//! the capture never leaves the caller.
 //!
 //! ```js
 //! import init, { inspect } from "./pkg/socksgate_wasm.js";

@@ -188,7 +188,8 @@ fn passwd_reads_password_from_stdin_and_replaces_users() {
 
 #[test]
 fn passwd_does_not_store_cleartext() {
-    // Not in PRODUCT.md's contract, but a users file should hold hashes, not passwords.
+    // Not part of the command-line contract in native/README.md, but a users file should
+    // hold hashes, not passwords.
     let dir = TempDir::new();
     let users = dir.join("users");
     socksgate::passwd(&users, USER, PASS);
