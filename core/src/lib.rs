@@ -33,10 +33,18 @@
 pub mod addr;
 mod buffers;
 pub mod client;
+pub mod failure;
+pub mod policy;
 pub mod rules;
 pub mod server;
+pub mod session;
+pub mod time;
 pub mod udp;
 pub mod wire;
 
 pub use addr::{Addr, Domain, DomainBuf, Target};
+pub use failure::Failure;
+pub use policy::{Authentication, Policy};
+pub use session::Session;
+pub use time::Instant;
 pub use wire::{BufferTooSmall, Status, WireError};

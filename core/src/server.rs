@@ -56,6 +56,7 @@ use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use crate::addr::{Addr, Target};
 use crate::buffers::{InBuffer, Next, OutBuffer};
+use crate::policy::Authentication;
 use crate::wire::gssapi::{GssapiMessage, GssapiMessageType};
 use crate::wire::method::{MethodReply, MethodRequest};
 use crate::wire::socks4::{Socks4Reply, Socks4Request};
@@ -72,30 +73,29 @@ const OUT_LEN: usize = MAX_MESSAGE_LEN;
 /// A username, password, SOCKS4 USERID or similar octet string of at most 255 octets.
 pub type Octets = heapless::Vec<u8, 255>;
 
-/// What the server offers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What the server offers: the methods and versions of an [`Authentication`], which makes
+/// "authentication required, yet SOCKS4 accepted" impossible to configure.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Config {
-    /// Accept SOCKS5 method 0 (no authentication).
-    pub no_auth: bool,
-    /// Accept SOCKS5 method 2 (RFC 1929 username/password). Preferred over `no_auth` when a
-    /// client offers both, so that users are identified whenever possible.
-    pub user_pass: bool,
-    /// Accept SOCKS5 method 1 (GSS-API); the caller runs the GSS-API exchange.
-    pub gssapi: bool,
-    /// Accept SOCKS4 and SOCKS4a (which cannot authenticate; turn off when auth is required).
-    pub socks4: bool,
+    authentication: Authentication,
 }
 
-impl Default for Config {
-    /// No authentication, SOCKS4/4a and SOCKS5: what `socksgate serve` does with no flags.
-    fn default() -> Self {
-        Self {
-            no_auth: true,
-            user_pass: false,
-            gssapi: false,
-            socks4: true,
-        }
+impl Config {
+    /// The handshake for `authentication`.
+    pub const fn new(authentication: Authentication) -> Self {
+        Self { authentication }
+    }
+
+    /// The authentication this handshake requires.
+    pub const fn authentication(&self) -> Authentication {
+        self.authentication
+    }
+}
+
+impl From<Authentication> for Config {
+    fn from(authentication: Authentication) -> Self {
+        Self::new(authentication)
     }
 }
 
@@ -285,16 +285,12 @@ fn octets(bytes: &[u8]) -> Octets {
     v
 }
 
+/// The method for a greeting: GSS-API before a password before none, among those enabled.
 fn choose_method(config: &Config, greeting: &MethodRequest<'_>) -> Method {
-    let preference = [
-        (config.gssapi, Method::Gssapi),
-        (config.user_pass, Method::UserPass),
-        (config.no_auth, Method::NoAuth),
-    ];
-    preference
+    [Method::Gssapi, Method::UserPass, Method::NoAuth]
         .into_iter()
-        .find(|&(enabled, m)| enabled && greeting.offers(m))
-        .map_or(Method::NoAcceptable, |(_, m)| m)
+        .find(|&m| config.authentication.accepts(m) && greeting.offers(m))
+        .unwrap_or(Method::NoAcceptable)
 }
 
 fn parse_message(
@@ -454,7 +450,7 @@ impl Server {
             }
             Message::Socks4(req) => {
                 self.version = Some(req.version);
-                if !self.config.socks4 {
+                if !self.config.authentication.accepts_socks4() {
                     self.fail(ServerError::Socks4Disabled);
                     return Err(ServerError::Socks4Disabled);
                 }

@@ -1,5 +1,6 @@
 //! Inputs found by the fuzz targets in core/fuzz, kept as regression tests.
 
+use socksgate_core::Authentication;
 use socksgate_core::server::{Config, Server, ServerError};
 use socksgate_core::wire::gssapi::GssapiMessageType;
 
@@ -49,12 +50,10 @@ fn run_server(config: Config, input: &[u8], bytewise: bool) -> (Option<ServerErr
 /// buffered (and the error deferred to the next octet) when it arrived in one read.
 #[test]
 fn partial_message_filling_the_input_buffer_fails_however_it_is_split() {
-    let config = Config {
-        no_auth: false,
-        user_pass: false,
+    let config = Config::new(Authentication::Required {
+        password: false,
         gssapi: true,
-        socks4: false,
-    };
+    });
     let mut input = vec![5, 1, 1]; // greeting offering GSS-API
     input.extend_from_slice(&[1, 1, 0xff, 0xff]); // context token of 65535 octets…
     input.resize(3 + socksgate_core::server::MAX_MESSAGE_LEN, 0xaa); // …of which 516 arrive

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use socksgate_core::client::{Client, ClientConfig, ClientError, ClientEvent, Credentials};
 use socksgate_core::server::{Config, Event, Server, ServerError, Version};
 use socksgate_core::wire::{Command, ReplyCode};
-use socksgate_core::{Addr, Domain, Target, WireError};
+use socksgate_core::{Addr, Authentication, Domain, Target, WireError};
 
 /// How the test's "caller" answers the server's events.
 #[derive(Clone, Debug)]
@@ -118,12 +118,7 @@ fn run_server(
 }
 
 fn userpass() -> Config {
-    Config {
-        no_auth: false,
-        user_pass: true,
-        gssapi: false,
-        socks4: false,
-    }
+    Config::new(Authentication::PASSWORD)
 }
 
 /// Every scripted client conversation: (name, config, client bytes, answers).

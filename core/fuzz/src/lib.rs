@@ -19,7 +19,7 @@ use socksgate_core::server::{
     Config, Event, MAX_GSSAPI_TOKEN, Server, ServerError, UnexpectedCall, Version,
 };
 use socksgate_core::wire::{Command, Emit, ParseResult, ReplyCode};
-use socksgate_core::{Addr, BufferTooSmall, Domain, Status};
+use socksgate_core::{Addr, Authentication, BufferTooSmall, Domain, Status};
 
 pub mod rules;
 pub mod udp;
@@ -230,17 +230,21 @@ pub struct ServerPlan {
 }
 
 impl ServerPlan {
-    /// Header layout: config flags (XOR 0b1001, so 0 = `Config::default()`: bit 0 no_auth,
-    /// 1 user_pass, 2 gssapi, 3 socks4), 8 chunk-size bytes, 4 transmit-size bytes, then
+    /// Header layout: config flags (XOR 0b1001, so 0 = `Config::default()`: bit 0 no
+    /// authentication, with bit 3 SOCKS4 too; else bit 1 password, bit 2 GSS-API required), 8 chunk-size bytes, 4 transmit-size bytes, then
     /// answers.
     pub fn new(u: &mut Unstructured<'_>) -> Self {
         let flags = byte(u) ^ 0b1001;
-        let config = Config {
-            no_auth: flags & 1 != 0,
-            user_pass: flags & 2 != 0,
-            gssapi: flags & 4 != 0,
-            socks4: flags & 8 != 0,
-        };
+        let config = Config::new(if flags & 1 != 0 {
+            Authentication::None {
+                socks4: flags & 8 != 0,
+            }
+        } else {
+            Authentication::Required {
+                password: flags & 2 != 0,
+                gssapi: flags & 4 != 0,
+            }
+        });
         let split = Split::new(u);
         let answers = (0..4)
             .map(|_| Answer::arbitrary(u).unwrap_or_default())

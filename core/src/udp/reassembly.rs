@@ -1,9 +1,9 @@
-//! UDP ASSOCIATE support: RFC 1928 §7 fragment reassembly with fixed capacity.
+//! RFC 1928 §7 fragment reassembly with fixed capacity.
 //!
 //! The header itself lives in [`wire::udp`](crate::wire::udp). This module holds the
-//! [`Reassembler`]: one reassembly queue and timer, as §7 gives "each receiver". A relay keeps
-//! one per association (for the client → relay direction; the relay never fragments what it
-//! sends back).
+//! [`Reassembler`]: one reassembly queue and timer, as §7 gives "each receiver". An
+//! [`Association`](super::Association) keeps one (for the client → relay direction; the relay
+//! never fragments what it sends back).
 //!
 //! The core has no clock: every call takes the current time as an [`Instant`] the driver
 //! builds from its own monotonic clock, and [`Reassembler::poll_timeout`] tells the driver
@@ -52,53 +52,12 @@
 //! ```
 
 use core::fmt;
-use core::ops::Add;
 use core::time::Duration;
 
 use crate::addr::{Addr, Target};
+use crate::time::Instant;
 use crate::wire::WireError;
 use crate::wire::udp::{FRAG_LAST, UdpHeader};
-
-/// A point in time on the driver's monotonic clock, in milliseconds since an arbitrary epoch.
-///
-/// Drivers convert from their clock (`tokio::time::Instant` relative to a start instant,
-/// `embassy_time::Instant::as_millis`, …). Arithmetic saturates, so no input panics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Instant(u64);
-
-impl Instant {
-    /// The instant `ms` milliseconds after the driver's epoch.
-    pub const fn from_millis(ms: u64) -> Self {
-        Self(ms)
-    }
-
-    /// Milliseconds since the driver's epoch.
-    pub const fn as_millis(self) -> u64 {
-        self.0
-    }
-
-    /// `self + d`, saturating at the largest instant.
-    #[must_use]
-    pub fn saturating_add(self, d: Duration) -> Self {
-        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        Self(self.0.saturating_add(ms))
-    }
-
-    /// The time from `earlier` to `self`, or zero if `earlier` is later.
-    pub fn saturating_duration_since(self, earlier: Self) -> Duration {
-        Duration::from_millis(self.0.saturating_sub(earlier.0))
-    }
-}
-
-impl Add<Duration> for Instant {
-    type Output = Self;
-
-    /// Saturating: see [`Instant::saturating_add`].
-    fn add(self, d: Duration) -> Self {
-        self.saturating_add(d)
-    }
-}
 
 /// Why a fragment was not added to the queue. Each variant says what happened to the queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -217,7 +176,7 @@ impl<const N: usize> Reassembler<N> {
             data: heapless::Vec::new(),
             dst: None,
             highest: 0,
-            deadline: Instant(0),
+            deadline: Instant::from_millis(0),
             timeout,
         }
     }

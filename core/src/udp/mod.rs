@@ -1,0 +1,17 @@
+//! UDP ASSOCIATE: which datagrams a relay forwards, and RFC 1928 §7 fragment reassembly.
+//!
+//! The header itself lives in [`wire::udp`](crate::wire::udp).
+//!
+//! * [`Association`] — one association's decisions: the client it belongs to, the
+//!   destinations it contacted (the only sources whose datagrams reach the client), the rules
+//!   for every datagram, reassembly and the idle deadline. Every front end relays through it,
+//!   so every front end drops the same datagrams.
+//! * [`Reassembler`] — one §7 reassembly queue and timer, with fixed capacity.
+
+pub mod association;
+pub mod reassembly;
+
+pub use association::{Association, Contacted, Dropped, Outbound, PeerList, Unresolved};
+pub use reassembly::{Reassembled, Reassembler, ReassemblyError};
+
+pub use crate::time::Instant;
