@@ -16,7 +16,7 @@ use socksgate_core::wire::socks4::{Socks4Dst, Socks4Reply, Socks4Request};
 use socksgate_core::wire::socks5::{Reply, Request};
 use socksgate_core::wire::udp::UdpHeader;
 use socksgate_core::wire::userpass::{UserPassReply, UserPassRequest};
-use socksgate_core::wire::{Command, Status, WireError};
+use socksgate_core::wire::{AddrType, Command, Method, ReplyCode, Status, WireError};
 
 use crate::report::Field;
 
@@ -106,26 +106,13 @@ fn step<T>(
     }
 }
 
-/// A command's report name: `"connect"`, `"bind"`, `"udp_associate"` or `"unknown:0xNN"`.
+/// A command's report name: the core's spelling (`"connect"`, …, `"unknown:0xNN"`).
 pub(crate) fn command_name(code: u8) -> String {
-    match Command::from(code) {
-        Command::Connect => "connect".into(),
-        Command::Bind => "bind".into(),
-        Command::UdpAssociate => "udp_associate".into(),
-        Command::Unknown(n) => format!("unknown:{n:#04x}"),
-    }
+    Command::from(code).to_string()
 }
 
 fn method_name(m: u8) -> &'static str {
-    match m {
-        0 => "no authentication",
-        1 => "GSS-API",
-        2 => "username/password",
-        3 => "CHAP",
-        0xff => "no acceptable method",
-        0x80..=0xfe => "private",
-        _ => "IANA assigned",
-    }
+    Method::from(m).describe()
 }
 
 /// SOCKS5 address fields (ATYP at `at`), as laid out by RFC 1928 §5. Returns the fields,
@@ -136,15 +123,12 @@ fn addr_fields(prefix: &'static str, addr: &Addr<'_>, at: usize) -> (Vec<Field>,
         "bnd" => ["ATYP", "BND.ADDR", "BND.PORT"],
         _ => ["ATYP", "ADDR", "PORT"],
     };
-    let (atyp, host, host_len, port) = match addr {
-        Addr::Ip(SocketAddr::V4(sa)) => ("1 (IPv4)", sa.ip().to_string(), 4, sa.port()),
-        Addr::Ip(SocketAddr::V6(sa)) => ("4 (IPv6)", sa.ip().to_string(), 16, sa.port()),
-        Addr::Domain(name, port) => (
-            "3 (domain name)",
-            name.to_string(),
-            1 + name.as_bytes().len(),
-            *port,
-        ),
+    let t = AddrType::of(addr);
+    let atyp = format!("{} ({t})", u8::from(t));
+    let (host, host_len, port) = match addr {
+        Addr::Ip(SocketAddr::V4(sa)) => (sa.ip().to_string(), 4, sa.port()),
+        Addr::Ip(SocketAddr::V6(sa)) => (sa.ip().to_string(), 16, sa.port()),
+        Addr::Domain(name, port) => (name.to_string(), 1 + name.as_bytes().len(), *port),
     };
     let fields = vec![
         field(names[0], atyp, at, 1),
@@ -241,13 +225,7 @@ pub(crate) fn gssapi(buf: &[u8]) -> Step {
     step(GssapiMessage::parse(buf), |m, _| {
         let mtyp = u8::from(m.kind);
         let token_len = m.token.len();
-        let what = match m.kind {
-            GssapiMessageType::Context => "authentication",
-            GssapiMessageType::Protection => "protection-level negotiation",
-            GssapiMessageType::Encapsulated => "encapsulated message",
-            GssapiMessageType::Abort => "abort",
-            GssapiMessageType::Unknown(_) => "unknown",
-        };
+        let what = m.kind.describe();
         let mut fields = vec![
             ver(0, 1),
             field("MTYP", format!("{mtyp:#04x} ({what})"), 1, 1),
@@ -310,13 +288,7 @@ pub(crate) fn socks4_request(buf: &[u8]) -> Step {
 pub(crate) fn socks4_reply(buf: &[u8]) -> Step {
     step(Socks4Reply::parse(buf), |m, _| {
         let code = u8::from(m.code);
-        let meaning = match code {
-            90 => "granted",
-            91 => "rejected or failed",
-            92 => "rejected: no identd",
-            93 => "rejected: identd mismatch",
-            _ => "unknown",
-        };
+        let meaning = m.code.describe();
         Parsed {
             summary: format!("SOCKS4 reply {code} ({meaning}), {}", m.addr),
             fields: vec![
@@ -353,18 +325,7 @@ pub(crate) fn request(buf: &[u8]) -> Step {
 }
 
 fn reply_meaning(code: u8) -> &'static str {
-    match code {
-        0 => "succeeded",
-        1 => "general failure",
-        2 => "not allowed by ruleset",
-        3 => "network unreachable",
-        4 => "host unreachable",
-        5 => "connection refused",
-        6 => "TTL expired",
-        7 => "command not supported",
-        8 => "address type not supported",
-        _ => "unassigned",
-    }
+    ReplyCode::from(code).describe()
 }
 
 /// SOCKS5 reply (also BIND's second reply).

@@ -17,13 +17,23 @@ code_enum! {
     /// RFC 1961 message type (MTYP).
     pub enum GssapiMessageType {
         /// Context establishment token (§3).
-        Context = 1,
+        Context = 1 => "authentication",
         /// Per-message protection level negotiation (§4).
-        Protection = 2,
+        Protection = 2 => "protection-level negotiation",
         /// Encapsulated (protected) user data (§5).
-        Encapsulated = 3,
+        Encapsulated = 3 => "encapsulated message",
         /// Abort: the peer gives up; no length or token follows.
-        Abort = 0xff,
+        Abort = 0xff => "abort",
+    }
+}
+
+impl GssapiMessageType {
+    /// The name, or `"unknown"`.
+    pub const fn describe(self) -> &'static str {
+        match self.name() {
+            Some(name) => name,
+            None => "unknown",
+        }
     }
 }
 

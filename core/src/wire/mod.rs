@@ -188,13 +188,15 @@ macro_rules! code_enum {
     (
         $(#[$meta:meta])*
         pub enum $name:ident {
-            $( $(#[$vmeta:meta])* $variant:ident = $value:literal, )+
+            $( $(#[$vmeta:meta])* $variant:ident = $value:literal => $text:literal, )+
         }
     ) => {
         $(#[$meta])*
         ///
         /// Unknown values parse as `Unknown(n)` and emit back as `n`; build values with
-        /// `From<u8>` so a known number never ends up in `Unknown`.
+        /// `From<u8>` so a known number never ends up in `Unknown`. `Display` writes the
+        /// [`name`](Self::name) of a known value and `unknown:0xNN` otherwise; logs, metrics
+        /// and the inspector's output all use these spellings.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         #[cfg_attr(feature = "defmt", derive(defmt::Format))]
         pub enum $name {
@@ -220,6 +222,25 @@ macro_rules! code_enum {
                 }
             }
         }
+
+        impl $name {
+            /// The name of a known value; `None` for `Unknown`.
+            pub const fn name(self) -> Option<&'static str> {
+                match self {
+                    $( Self::$variant => Some($text), )+
+                    Self::Unknown(_) => None,
+                }
+            }
+        }
+
+        impl core::fmt::Display for $name {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                match *self {
+                    Self::Unknown(n) => write!(f, "unknown:{n:#04x}"),
+                    known => f.write_str(known.name().unwrap_or_default()),
+                }
+            }
+        }
     };
 }
 pub(crate) use code_enum;
@@ -228,11 +249,11 @@ code_enum! {
     /// A request's command (SOCKS4 CD and SOCKS5 CMD share the numbering).
     pub enum Command {
         /// Open a TCP connection to the destination.
-        Connect = 1,
+        Connect = 1 => "connect",
         /// Listen for one inbound TCP connection from the destination.
-        Bind = 2,
+        Bind = 2 => "bind",
         /// Relay UDP datagrams (SOCKS5 only).
-        UdpAssociate = 3,
+        UdpAssociate = 3 => "udp_associate",
     }
 }
 
@@ -240,13 +261,13 @@ code_enum! {
     /// A SOCKS5 authentication method.
     pub enum Method {
         /// No authentication required.
-        NoAuth = 0x00,
+        NoAuth = 0x00 => "no authentication",
         /// GSS-API (RFC 1961).
-        Gssapi = 0x01,
+        Gssapi = 0x01 => "GSS-API",
         /// Username/password (RFC 1929).
-        UserPass = 0x02,
+        UserPass = 0x02 => "username/password",
         /// No acceptable method: the server closes after sending it.
-        NoAcceptable = 0xff,
+        NoAcceptable = 0xff => "no acceptable method",
     }
 }
 
@@ -254,23 +275,23 @@ code_enum! {
     /// A SOCKS5 reply code (REP).
     pub enum ReplyCode {
         /// Succeeded.
-        Succeeded = 0,
+        Succeeded = 0 => "succeeded",
         /// General SOCKS server failure.
-        GeneralFailure = 1,
+        GeneralFailure = 1 => "general failure",
         /// Connection not allowed by ruleset.
-        NotAllowed = 2,
+        NotAllowed = 2 => "not allowed by ruleset",
         /// Network unreachable.
-        NetworkUnreachable = 3,
+        NetworkUnreachable = 3 => "network unreachable",
         /// Host unreachable (also used for names that do not resolve).
-        HostUnreachable = 4,
+        HostUnreachable = 4 => "host unreachable",
         /// Connection refused.
-        ConnectionRefused = 5,
+        ConnectionRefused = 5 => "connection refused",
         /// TTL expired (also used for connect timeouts).
-        TtlExpired = 6,
+        TtlExpired = 6 => "TTL expired",
         /// Command not supported.
-        CommandNotSupported = 7,
+        CommandNotSupported = 7 => "command not supported",
         /// Address type not supported.
-        AddressTypeNotSupported = 8,
+        AddressTypeNotSupported = 8 => "address type not supported",
     }
 }
 
@@ -278,13 +299,69 @@ code_enum! {
     /// A SOCKS4 reply code (CD).
     pub enum Socks4Code {
         /// Request granted.
-        Granted = 90,
+        Granted = 90 => "granted",
         /// Request rejected or failed.
-        Rejected = 91,
+        Rejected = 91 => "rejected or failed",
         /// Rejected: the server cannot reach the client's identd.
-        NoIdentd = 92,
+        NoIdentd = 92 => "rejected: no identd",
         /// Rejected: identd reported a different user-id.
-        IdentMismatch = 93,
+        IdentMismatch = 93 => "rejected: identd mismatch",
+    }
+}
+
+code_enum! {
+    /// A SOCKS5 address type (ATYP, RFC 1928 §5).
+    pub enum AddrType {
+        /// An IPv4 address, 4 octets.
+        Ipv4 = 1 => "IPv4",
+        /// A domain name: a length octet, then the name.
+        Domain = 3 => "domain name",
+        /// An IPv6 address, 16 octets.
+        Ipv6 = 4 => "IPv6",
+    }
+}
+
+impl AddrType {
+    /// The type SOCKS5 encodes `addr` with.
+    pub const fn of(addr: &Addr<'_>) -> Self {
+        match addr {
+            Addr::Ip(SocketAddr::V4(_)) => Self::Ipv4,
+            Addr::Ip(SocketAddr::V6(_)) => Self::Ipv6,
+            Addr::Domain(..) => Self::Domain,
+        }
+    }
+}
+
+impl Method {
+    /// The name, or for a value this crate does not name, its IANA range: `"CHAP"` (3),
+    /// `"private"` (0x80–0xFE) or `"IANA assigned"`.
+    pub const fn describe(self) -> &'static str {
+        match (self.name(), self) {
+            (Some(name), _) => name,
+            (None, Self::Unknown(3)) => "CHAP",
+            (None, Self::Unknown(0x80..=0xfe)) => "private",
+            (None, _) => "IANA assigned",
+        }
+    }
+}
+
+impl ReplyCode {
+    /// The name, or `"unassigned"` (RFC 1928 leaves X'09'–X'FF' unassigned).
+    pub const fn describe(self) -> &'static str {
+        match self.name() {
+            Some(name) => name,
+            None => "unassigned",
+        }
+    }
+}
+
+impl Socks4Code {
+    /// The name, or `"unknown"`.
+    pub const fn describe(self) -> &'static str {
+        match self.name() {
+            Some(name) => name,
+            None => "unknown",
+        }
     }
 }
 
@@ -471,5 +548,23 @@ impl<'a> Writer<'a> {
     /// Bytes written.
     pub(crate) fn finish(self) -> usize {
         self.pos
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_names_are_the_report_spellings() {
+        assert_eq!(Command::UdpAssociate.to_string(), "udp_associate");
+        assert_eq!(Command::from(7).to_string(), "unknown:0x07");
+        assert_eq!(Command::from(7).name(), None);
+        assert_eq!(ReplyCode::from(9).describe(), "unassigned");
+        assert_eq!(Method::from(3).describe(), "CHAP");
+        assert_eq!(Method::from(0x90).describe(), "private");
+        assert_eq!(Method::from(0x10).describe(), "IANA assigned");
+        assert_eq!(Socks4Code::from(90).to_string(), "granted");
+        assert_eq!(AddrType::of(&Addr::Ip("[::1]:1".parse().unwrap())), AddrType::Ipv6);
     }
 }
