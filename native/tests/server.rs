@@ -14,6 +14,7 @@ use socksgate_core::client::{Client, ClientConfig, ClientError, Credentials};
 use socksgate_core::server::Version;
 use socksgate_core::wire::{Command, ReplyCode, Socks4Code};
 use socksgate_core::{Addr, Domain, Target};
+use socksgate_tests::{free_port, peers, tools};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -137,15 +138,10 @@ async fn connect_by_name_socks5h_and_socks4a() {
     }
 }
 
-fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 #[tokio::test]
 async fn refused_maps_to_5_and_91() {
     let proxy = start(Config::default(), None).await;
-    let dst = Addr::Ip(SocketAddr::from(([127, 0, 0, 1], closed_port())));
+    let dst = Addr::Ip(SocketAddr::from(([127, 0, 0, 1], free_port())));
     let (_, r) = handshake(proxy.addr, Version::Socks5, dst, None).await;
     assert_eq!(
         rejected(r),
@@ -269,7 +265,7 @@ async fn login_from(proxy: SocketAddr, src: [u8; 4], password: &'static [u8]) ->
             password,
         }),
         command: Command::Connect,
-        target: Addr::Ip(SocketAddr::from(([127, 0, 0, 1], closed_port()))),
+        target: Addr::Ip(SocketAddr::from(([127, 0, 0, 1], free_port()))),
         user_id: b"",
     };
     let mut c = Client::new(config).unwrap();
@@ -769,7 +765,7 @@ async fn failure_reply_survives_a_pipelined_payload() {
     // still read the failure reply (no RST from closing with unread data).
     let proxy = start(Config::default(), None).await;
     let mut msg = vec![5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1];
-    msg.extend_from_slice(&closed_port().to_be_bytes());
+    msg.extend_from_slice(&free_port().to_be_bytes());
     msg.extend_from_slice(&vec![b'x'; 200_000]);
     let s = TcpStream::connect(proxy.addr).await.unwrap();
     let (mut rd, mut wr) = s.into_split();
@@ -1097,74 +1093,19 @@ fn upstream_config_errors_name_the_line() {
     assert!(e.contains("c.toml:3:"), "{e}");
 }
 
-/// A Debian dante-server (`danted`) on loopback, killed on drop.
-struct Dante {
-    child: std::process::Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Dante {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts danted on a free loopback port, blocking destination port `blocked`; `None` when
-/// danted is not installed.
-async fn dante(blocked: u16) -> Option<(Dante, SocketAddr)> {
-    if std::process::Command::new("danted")
-        .arg("-v")
-        .output()
-        .is_err()
-    {
-        return None;
-    }
-    let port = closed_port();
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("sockd.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "logoutput: stderr\n\
-             internal: 127.0.0.1 port = {port}\n\
-             external: 127.0.0.1\n\
-             clientmethod: none\n\
-             socksmethod: none\n\
-             user.privileged: root\n\
-             user.unprivileged: nobody\n\
-             client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}\n\
-             socks block {{ from: 0.0.0.0/0 to: 0.0.0.0/0 port = {blocked} }}\n\
-             socks pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}\n"
-        ),
-    )
-    .unwrap();
-    let child = std::process::Command::new("danted")
-        .args(["-f", conf.to_str().unwrap(), "-N", "1"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let guard = Dante { child, _dir: dir };
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(addr).await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "danted did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Some((guard, addr))
-}
-
 #[tokio::test]
 async fn upstream_chaining_through_dante() {
-    let blocked = closed_port();
-    let Some((_dante, dante_addr)) = dante(blocked).await else {
-        eprintln!("danted is not installed: skipping");
+    let blocked = free_port();
+    let Some(danted) = tools::require("upstream_chaining_through_dante", &["danted"]) else {
         return;
     };
+    // Started from a blocking thread: it polls until danted accepts.
+    let dante = tokio::task::spawn_blocking(move || {
+        peers::Danted::new(&danted[0]).block_port(blocked).start()
+    })
+    .await
+    .unwrap();
+    let dante_addr = dante.addr();
     let text = format!(
         "[[upstream]]\nname = \"dante\"\nurl = \"socks5://{dante_addr}\"\n\n\
          [[rule]]\naction = \"allow\"\nto = [\"127.0.0.1\"]\nupstream = \"dante\"\n"

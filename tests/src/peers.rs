@@ -1,50 +1,56 @@
-//! Reference SOCKS servers from Debian: Dante's `danted` and `microsocks`, on loopback ports.
+//! Reference SOCKS servers from Debian, Dante's `danted` and `microsocks`, on loopback ports:
+//! the one launcher for the interop tests, native's integration tests and socksbench.
+//!
+//! [`Danted`] and [`Microsocks`] describe a peer; `start` runs it and panics if it does not
+//! come up (for tests), `try_start` returns the failure instead (for socksbench).
+//! [`Process::spawn`] is the launcher underneath, for any server that takes its port on the
+//! command line.
 
+use core::fmt::Write as _;
 use core::net::{Ipv4Addr, SocketAddr};
 use core::time::Duration;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Instant;
 
 use crate::tmp::TempDir;
 use crate::{TIMEOUT, free_port, tools};
 
-/// A peer server process; stopped on drop (`SIGTERM` first, so `danted` takes its worker
-/// processes down with it, then `SIGKILL`).
+/// A server process listening on a loopback port; stopped on drop (`SIGTERM` first, so
+/// `danted` takes its worker processes down with it, then `SIGKILL`).
 #[derive(Debug)]
-pub struct Peer {
+pub struct Process {
     name: &'static str,
     child: Child,
     addr: SocketAddr,
     log: PathBuf,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
-impl Peer {
-    /// The listening address (127.0.0.1).
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
+/// A peer server ([`danted`], [`microsocks`]).
+pub type Peer = Process;
 
-    /// The peer's log so far.
-    pub fn log(&self) -> String {
-        tools::read_log(&self.log)
-    }
-
-    #[track_caller]
-    fn spawn(name: &'static str, dir: TempDir, make: impl Fn(u16, &Path) -> Command) -> Self {
+impl Process {
+    /// Starts `make(port, dir)` on a [`free_port`] of 127.0.0.1 and waits until it accepts
+    /// connections; stdout and stderr go to a log in `dir` (kept with the process). A
+    /// process that exits or does not accept within [`TIMEOUT`] is retried on another port,
+    /// five times in all; the error carries the last attempt's log.
+    pub fn spawn(
+        name: &'static str,
+        dir: TempDir,
+        make: impl Fn(u16, &TempDir) -> Command,
+    ) -> Result<Self, String> {
         let mut last = String::new();
         for attempt in 0..5 {
             let port = free_port();
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
             let log = dir.join(&format!("{name}-{attempt}.log"));
-            let file = File::create(&log).expect("create log");
-            let mut cmd = make(port, &log);
-            cmd.stdin(Stdio::null())
-                .stdout(file.try_clone().expect("dup log"))
-                .stderr(file);
-            let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+            let file = File::create(&log).map_err(|e| format!("create {}: {e}", log.display()))?;
+            let err = file.try_clone().map_err(|e| format!("dup log: {e}"))?;
+            let mut cmd = make(port, &dir);
+            cmd.stdin(Stdio::null()).stdout(file).stderr(err);
+            let mut child = cmd.spawn().map_err(|e| format!("spawn {cmd:?}: {e}"))?;
             let deadline = Instant::now() + TIMEOUT;
             loop {
                 if let Ok(Some(status)) = child.try_wait() {
@@ -52,13 +58,13 @@ impl Peer {
                     break;
                 }
                 if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
-                    return Self {
+                    return Ok(Self {
                         name,
                         child,
                         addr,
                         log,
-                        _dir: dir,
-                    };
+                        dir,
+                    });
                 }
                 if Instant::now() >= deadline {
                     let _ = child.kill();
@@ -69,11 +75,36 @@ impl Peer {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        panic!("{name} did not start: {last}");
+        Err(format!("{name} did not start: {last}"))
+    }
+
+    /// The listening address (127.0.0.1).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The process's log (stdout and stderr) so far.
+    pub fn log(&self) -> String {
+        tools::read_log(&self.log)
+    }
+
+    /// The process id (for `danted`: the main process).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status if the process has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// The temp dir holding the process's files.
+    pub fn dir(&self) -> &TempDir {
+        &self.dir
     }
 }
 
-impl Drop for Peer {
+impl Drop for Process {
     fn drop(&mut self) {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill")
@@ -94,53 +125,177 @@ impl Drop for Peer {
     }
 }
 
-/// Starts `danted` (Dante server, SOCKS4 and SOCKS5, no authentication, CONNECT and BIND from
-/// and to loopback) with a minimal `sockd.conf`. It runs as root here, so the
-/// privileged user is root and the unprivileged one `nobody`.
-#[track_caller]
-pub fn danted(exe: &Path) -> Peer {
-    let dir = TempDir::new();
-    let conf_dir = dir.path().to_path_buf();
-    let exe = exe.to_path_buf();
-    Peer::spawn("danted", dir, move |port, log| {
-        let conf = format!(
-            "logoutput: {log}\n\
+/// Dante's `danted`: SOCKS4 and SOCKS5, no authentication, clients from 127.0.0.0/8.
+///
+/// By default it allows CONNECT and BIND to 127.0.0.0/8, logs what Dante logs by default
+/// and runs one main server (`-N 1`).
+#[derive(Clone, Debug)]
+pub struct Danted {
+    exe: PathBuf,
+    commands: &'static str,
+    to: &'static str,
+    blocked_ports: Vec<u16>,
+    errors_only: bool,
+    main_servers: u32,
+}
+
+impl Danted {
+    /// `danted` at `exe` with the defaults above.
+    pub fn new(exe: &Path) -> Self {
+        Self {
+            exe: exe.to_path_buf(),
+            commands: "connect bind bindreply",
+            to: "127.0.0.0/8",
+            blocked_ports: Vec::new(),
+            errors_only: false,
+            main_servers: 1,
+        }
+    }
+
+    /// The commands the `socks pass` rule allows, in Dante's words (`connect`, `bind`,
+    /// `bindreply`, `udpassociate`, `udpreply`).
+    pub fn commands(mut self, commands: &'static str) -> Self {
+        self.commands = commands;
+        self
+    }
+
+    /// The destinations the `socks pass` rule allows (a CIDR block).
+    pub fn to(mut self, cidr: &'static str) -> Self {
+        self.to = cidr;
+        self
+    }
+
+    /// Refuses every request to destination port `port` (Dante's reply 2, "not allowed").
+    pub fn block_port(mut self, port: u16) -> Self {
+        self.blocked_ports.push(port);
+        self
+    }
+
+    /// Logs errors only (`log: error` on the rules): no per-session lines.
+    pub fn errors_only(mut self) -> Self {
+        self.errors_only = true;
+        self
+    }
+
+    /// How many main servers Dante forks at startup (`-N`).
+    pub fn main_servers(mut self, n: u32) -> Self {
+        self.main_servers = n;
+        self
+    }
+
+    /// The `sockd.conf` for `port`; Dante logs to stderr, which is the process's log.
+    fn conf(&self, port: u16) -> String {
+        let mut conf = format!(
+            "logoutput: stderr\n\
              internal: 127.0.0.1 port = {port}\n\
              external: 127.0.0.1\n\
              clientmethod: none\n\
              socksmethod: none\n\
-             user.privileged: root\n\
-             user.unprivileged: nobody\n\
-             timeout.negotiate: 30\n\
-             client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}\n\
-             socks pass {{ from: 127.0.0.0/8 to: 127.0.0.0/8\n\
-                 command: connect bind bindreply }}\n",
-            log = log.display()
+             timeout.negotiate: 30\n"
         );
-        let conf_path = conf_dir.join(format!("sockd-{port}.conf"));
-        std::fs::write(&conf_path, conf).expect("write sockd.conf");
-        let mut cmd = Command::new(&exe);
-        cmd.arg("-f")
-            .arg(&conf_path)
-            .arg("-p")
-            .arg(conf_dir.join(format!("danted-{port}.pid")))
-            .args(["-N", "1"]);
-        cmd
-    })
+        // As root, Dante insists on being told which users to switch to.
+        if rustix::process::geteuid().is_root() {
+            conf.push_str("user.privileged: root\nuser.unprivileged: nobody\n");
+        }
+        let log_rule = if self.errors_only {
+            "\n    log: error"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            conf,
+            "client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0{log_rule} }}"
+        );
+        for p in &self.blocked_ports {
+            let _ = writeln!(
+                conf,
+                "socks block {{ from: 0.0.0.0/0 to: 0.0.0.0/0 port = {p}{log_rule} }}"
+            );
+        }
+        let _ = writeln!(
+            conf,
+            "socks pass {{ from: 127.0.0.0/8 to: {}\n    command: {}{log_rule} }}",
+            self.to, self.commands
+        );
+        conf
+    }
+
+    /// Starts it on a free loopback port; the error says why it did not start.
+    pub fn try_start(self) -> Result<Peer, String> {
+        Process::spawn("danted", TempDir::new(), move |port, dir| {
+            let conf = dir.write(&format!("sockd-{port}.conf"), self.conf(port));
+            let mut cmd = Command::new(&self.exe);
+            cmd.arg("-f")
+                .arg(conf)
+                .arg("-p")
+                .arg(dir.join(&format!("danted-{port}.pid")))
+                .arg("-N")
+                .arg(self.main_servers.to_string());
+            cmd
+        })
+    }
+
+    /// Starts it on a free loopback port; panics if it does not start.
+    #[track_caller]
+    pub fn start(self) -> Peer {
+        self.try_start().unwrap_or_else(|e| panic!("{e}"))
+    }
 }
 
-/// Starts `microsocks -i 127.0.0.1 -p PORT` (SOCKS5 CONNECT only), with `-u USER -P PASS` if
-/// `auth` is given.
+/// `microsocks -i 127.0.0.1 -p PORT` (SOCKS5 CONNECT only).
+#[derive(Clone, Debug)]
+pub struct Microsocks {
+    exe: PathBuf,
+    auth: Option<(String, String)>,
+}
+
+impl Microsocks {
+    /// `microsocks` at `exe`, no authentication.
+    pub fn new(exe: &Path) -> Self {
+        Self {
+            exe: exe.to_path_buf(),
+            auth: None,
+        }
+    }
+
+    /// Requires this username and password (`-u USER -P PASS`).
+    pub fn auth(mut self, user: &str, pass: &str) -> Self {
+        self.auth = Some((user.to_owned(), pass.to_owned()));
+        self
+    }
+
+    /// Starts it on a free loopback port; the error says why it did not start.
+    pub fn try_start(self) -> Result<Peer, String> {
+        Process::spawn("microsocks", TempDir::new(), move |port, _| {
+            let mut cmd = Command::new(&self.exe);
+            cmd.args(["-i", "127.0.0.1", "-p", &port.to_string()]);
+            if let Some((u, p)) = &self.auth {
+                cmd.args(["-u", u, "-P", p]);
+            }
+            cmd
+        })
+    }
+
+    /// Starts it on a free loopback port; panics if it does not start.
+    #[track_caller]
+    pub fn start(self) -> Peer {
+        self.try_start().unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+/// Starts `danted` with the defaults of [`Danted::new`].
+#[track_caller]
+pub fn danted(exe: &Path) -> Peer {
+    Danted::new(exe).start()
+}
+
+/// Starts `microsocks`, with `-u USER -P PASS` if `auth` is given.
 #[track_caller]
 pub fn microsocks(exe: &Path, auth: Option<(&str, &str)>) -> Peer {
-    let auth = auth.map(|(u, p)| (u.to_owned(), p.to_owned()));
-    let exe = exe.to_path_buf();
-    Peer::spawn("microsocks", TempDir::new(), move |port, _log| {
-        let mut cmd = Command::new(&exe);
-        cmd.args(["-i", "127.0.0.1", "-p", &port.to_string()]);
-        if let Some((u, p)) = &auth {
-            cmd.args(["-u", u, "-P", p]);
-        }
-        cmd
-    })
+    let m = Microsocks::new(exe);
+    match auth {
+        Some((u, p)) => m.auth(u, p),
+        None => m,
+    }
+    .start()
 }

@@ -30,7 +30,7 @@ mod proxies;
 mod report;
 mod run;
 mod servers;
-mod socks;
+mod via;
 
 use core::time::Duration;
 use std::path::PathBuf;

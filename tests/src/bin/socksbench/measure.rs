@@ -13,7 +13,7 @@ use rustix::net::sockopt;
 use crate::error::{BenchError, Context, Result};
 use crate::pattern::{self, CHUNK};
 use crate::servers::{DOWNLOAD, STATUS_OK, UPLOAD};
-use crate::socks::{self, Via};
+use crate::via::{self, Via};
 
 /// Which way the bytes go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,7 +27,7 @@ pub(crate) enum Direction {
 /// Moves `total` pattern bytes over one connection and checks every one; returns the time
 /// from the request to the last byte (download) or to the server's verdict (upload).
 pub(crate) fn transfer(via: Via, bulk: SocketAddr, dir: Direction, total: u64) -> Result<Duration> {
-    let mut s = socks::connect(via, bulk)?;
+    let mut s = via::connect(via, bulk)?;
     let mut head = [0u8; 9];
     head[0] = match dir {
         Direction::Up => UPLOAD,
@@ -155,7 +155,7 @@ pub(crate) fn sessions(via: Via, echo: SocketAddr, clients: usize, duration: Dur
 }
 
 fn one_session(via: Via, echo: SocketAddr, sent: [u8; 1], byte: &mut [u8; 1]) -> Result<()> {
-    let mut s = socks::connect(via, echo)?;
+    let mut s = via::connect(via, echo)?;
     s.write_all(&sent).ctx(|| "send echo byte".into())?;
     s.read_exact(byte).ctx(|| "read echo byte".into())?;
     if *byte != sent {
@@ -176,7 +176,7 @@ fn abort(s: &TcpStream) {
 pub(crate) fn open_idle(via: Via, sink: SocketAddr, n: usize) -> Result<Vec<TcpStream>> {
     let mut held = Vec::with_capacity(n);
     for i in 0..n {
-        let s = socks::connect(via, sink).map_err(|e| match e {
+        let s = via::connect(via, sink).map_err(|e| match e {
             BenchError::Io { what, source } => BenchError::Io {
                 what: format!("idle session {i} of {n}: {what}"),
                 source,
@@ -260,17 +260,17 @@ fn udp_client(
     deadline: Instant,
     refused: &AtomicBool,
 ) -> Result<Udp> {
-    let sock = socks::udp_socket(UDP_WAIT)?;
+    let sock = via::udp_socket(UDP_WAIT)?;
     let local = sock.local_addr().ctx(|| "UDP local_addr".into())?;
     let (relay, _assoc, header_len, mut out) = match via {
         Via::Direct => (echo, None, 0, [0u8; 64]),
-        Via::Socks(proxy) => match socks::udp_associate(proxy, local)? {
+        Via::Socks(proxy) => match via::udp_associate(proxy, local)? {
             Ok(a) => {
                 let mut out = [0u8; 64];
-                let n = socks::udp_header(echo, &mut out)?;
+                let n = via::udp_header(echo, &mut out)?;
                 (a.relay, Some(a), n, out)
             }
-            Err(socks::Refused(code)) => {
+            Err(via::Refused(code)) => {
                 refused.store(true, Ordering::SeqCst);
                 return Err(BenchError::Socks(format!(
                     "UDP ASSOCIATE refused: {code:?}"
@@ -315,7 +315,7 @@ fn udp_client(
             let body = if header_len == 0 {
                 &buf[..n]
             } else {
-                let (src, off) = socks::parse_udp(&buf[..n])?;
+                let (src, off) = via::parse_udp(&buf[..n])?;
                 if src != echo {
                     return Err(BenchError::Corrupt(format!(
                         "relayed datagram says it came from {src}, not {echo}"
