@@ -1,58 +1,27 @@
-//! A blocking, scripted SOCKS client for byte-exact tests. Messages are built and parsed one
-//! at a time; bytes that arrive after a reply stay buffered for the relayed-data reads.
+//! The one SOCKS test client, blocking, built on socksgate-core: messages are emitted and
+//! parsed with the core's wire types, whole handshakes run on the core's client state machine.
+//!
+//! * [`Client`] is scripted, for byte-exact tests: messages are sent and read one at a time
+//!   ([`encode`], [`decode`]), raw bytes can be sent where a test is about malformed input,
+//!   and bytes that arrive after a reply stay buffered for the relayed-data reads. It panics
+//!   on anything unexpected.
+//! * [`handshake`] drives [`socksgate_core::client::Client`] over any blocking stream and
+//!   returns errors instead of panicking; with [`udp_header`] and [`udp_source`] it is lean
+//!   enough for socksbench's per-session loop (no allocation, one message per round trip).
 
+use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use core::time::Duration;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 
-use socksgate_core::{Addr, Domain};
+use socksgate_core::client::{ClientConfig, ClientError, ClientEvent};
+use socksgate_core::wire::udp::UdpHeader;
+use socksgate_core::{Addr, BufferTooSmall, Domain, Target};
 
 use crate::TIMEOUT;
 
-/// SOCKS5 and SOCKS4 command codes.
-pub mod cmd {
-    /// CONNECT.
-    pub const CONNECT: u8 = 1;
-    /// BIND.
-    pub const BIND: u8 = 2;
-    /// UDP ASSOCIATE (SOCKS5 only).
-    pub const UDP_ASSOCIATE: u8 = 3;
-}
-
-/// SOCKS5 reply codes (REP) and SOCKS4 result codes (CD).
-pub mod rep {
-    /// Succeeded.
-    pub const SUCCEEDED: u8 = 0;
-    /// General SOCKS server failure.
-    pub const GENERAL_FAILURE: u8 = 1;
-    /// Connection not allowed by ruleset.
-    pub const NOT_ALLOWED: u8 = 2;
-    /// Network unreachable.
-    pub const NETWORK_UNREACHABLE: u8 = 3;
-    /// Host unreachable (also: name does not resolve).
-    pub const HOST_UNREACHABLE: u8 = 4;
-    /// Connection refused.
-    pub const CONNECTION_REFUSED: u8 = 5;
-    /// Command not supported.
-    pub const COMMAND_NOT_SUPPORTED: u8 = 7;
-    /// Address type not supported.
-    pub const ADDRESS_TYPE_NOT_SUPPORTED: u8 = 8;
-    /// SOCKS4: request granted.
-    pub const V4_GRANTED: u8 = 90;
-    /// SOCKS4: request rejected or failed.
-    pub const V4_REJECTED: u8 = 91;
-}
-
-/// SOCKS5 method codes.
-pub mod method {
-    /// No authentication.
-    pub const NO_AUTH: u8 = 0;
-    /// Username/password (RFC 1929).
-    pub const USER_PASS: u8 = 2;
-    /// No acceptable methods.
-    pub const NO_ACCEPTABLE: u8 = 0xff;
-}
+pub use socksgate_core::wire::{Command, Method, ReplyCode, Socks4Code};
 
 /// A request destination.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,7 +42,7 @@ impl From<SocketAddr> for Dst {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reply5 {
     /// REP.
-    pub rep: u8,
+    pub rep: ReplyCode,
     /// BND.ADDR and BND.PORT.
     pub bound: Dst,
 }
@@ -92,8 +61,8 @@ impl Reply5 {
 /// A SOCKS4 reply (VN already checked to be 0).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reply4 {
-    /// CD (90–93).
-    pub cd: u8,
+    /// CD.
+    pub cd: Socks4Code,
     /// DSTPORT and DSTIP.
     pub addr: SocketAddr,
 }
@@ -126,12 +95,12 @@ impl Dst {
 pub mod encode {
     use super::Dst;
     use core::net::SocketAddr;
-    use socksgate_core::wire::Command;
     use socksgate_core::wire::method::MethodRequest;
     use socksgate_core::wire::socks4::{Socks4Dst, Socks4Request};
     use socksgate_core::wire::socks5::Request;
     use socksgate_core::wire::udp::UdpHeader;
     use socksgate_core::wire::userpass::UserPassRequest;
+    use socksgate_core::wire::{Command, Method};
     use socksgate_core::{BufferTooSmall, Domain};
 
     fn emit(len: usize, f: impl FnOnce(&mut [u8]) -> Result<usize, BufferTooSmall>) -> Vec<u8> {
@@ -143,8 +112,9 @@ pub mod encode {
 
     /// SOCKS5 method selection: VER 5, NMETHODS, METHODS.
     #[track_caller]
-    pub fn greeting(methods: &[u8]) -> Vec<u8> {
-        let m = MethodRequest::new(methods).expect("1..=255 methods");
+    pub fn greeting(methods: &[Method]) -> Vec<u8> {
+        let methods: Vec<u8> = methods.iter().map(|&m| m.into()).collect();
+        let m = MethodRequest::new(&methods).expect("1..=255 methods");
         emit(m.buffer_len(), |b| m.emit(b))
     }
 
@@ -157,9 +127,9 @@ pub mod encode {
 
     /// SOCKS5 request: VER 5, CMD, RSV 0, DST.
     #[track_caller]
-    pub fn request(cmd: u8, dst: &Dst) -> Vec<u8> {
+    pub fn request(command: Command, dst: &Dst) -> Vec<u8> {
         let m = Request {
-            command: Command::from(cmd),
+            command,
             dst: dst.as_addr(),
         };
         emit(m.buffer_len(), |b| m.emit(b))
@@ -167,7 +137,7 @@ pub mod encode {
 
     /// SOCKS4 request (SOCKS4a for a name): VN 4, CD, DSTPORT, DSTIP, USERID NUL [HOST NUL].
     #[track_caller]
-    pub fn socks4(cmd: u8, dst: &Dst, userid: &str) -> Vec<u8> {
+    pub fn socks4(command: Command, dst: &Dst, userid: &str) -> Vec<u8> {
         let (dst, port) = match dst {
             Dst::Ip(SocketAddr::V4(a)) => (Socks4Dst::Ip(*a.ip()), a.port()),
             Dst::Ip(SocketAddr::V6(_)) => panic!("SOCKS4 cannot carry IPv6"),
@@ -177,7 +147,7 @@ pub mod encode {
             ),
         };
         let m = Socks4Request {
-            command: Command::from(cmd),
+            command,
             port,
             dst,
             user_id: userid.as_bytes(),
@@ -204,6 +174,7 @@ pub mod decode {
     use super::{Dst, Reply4, Reply5};
     use core::net::SocketAddr;
     use socksgate_core::Status;
+    use socksgate_core::wire::Method;
     use socksgate_core::wire::ParseResult;
     use socksgate_core::wire::method::MethodReply;
     use socksgate_core::wire::socks4::Socks4Reply;
@@ -221,9 +192,9 @@ pub mod decode {
         }
     }
 
-    /// A method-selection reply: the METHOD octet (VER checked).
-    pub fn method(b: &[u8]) -> Decoded<u8> {
-        map(MethodReply::parse(b), |m| m.method.into())
+    /// A method-selection reply: METHOD (VER checked).
+    pub fn method(b: &[u8]) -> Decoded<Method> {
+        map(MethodReply::parse(b), |m| m.method)
     }
 
     /// An RFC 1929 reply: STATUS (VER 1 checked).
@@ -234,7 +205,7 @@ pub mod decode {
     /// A SOCKS5 reply.
     pub fn reply5(b: &[u8]) -> Decoded<Reply5> {
         map(Reply::parse(b), |r| Reply5 {
-            rep: r.code.into(),
+            rep: r.code,
             bound: Dst::from_addr(&r.bound),
         })
     }
@@ -247,7 +218,7 @@ pub mod decode {
             return Err(format!("SOCKS4 reply VN {vn}, must be 0"));
         }
         map(Socks4Reply::parse(b), |r| Reply4 {
-            cd: r.code.into(),
+            cd: r.code,
             addr: SocketAddr::V4(r.addr),
         })
     }
@@ -330,7 +301,7 @@ impl Client {
 
     /// Reads the method-selection reply (VER must be 5): METHOD.
     #[track_caller]
-    pub fn read_method(&mut self) -> u8 {
+    pub fn read_method(&mut self) -> Method {
         self.read_msg("method selection reply", decode::method)
     }
 
@@ -354,7 +325,7 @@ impl Client {
 
     /// Method negotiation offering `methods`; returns the selected method (after checking VER).
     #[track_caller]
-    pub fn greet(&mut self, methods: &[u8]) -> u8 {
+    pub fn greet(&mut self, methods: &[Method]) -> Method {
         self.send(&encode::greeting(methods));
         self.read_method()
     }
@@ -362,28 +333,28 @@ impl Client {
     /// Offers no-auth only and asserts the server takes it.
     #[track_caller]
     pub fn greet_no_auth(&mut self) {
-        assert_eq!(self.greet(&[method::NO_AUTH]), method::NO_AUTH);
+        assert_eq!(self.greet(&[Method::NoAuth]), Method::NoAuth);
     }
 
     /// Offers username/password, asserts it is selected and authenticates; returns STATUS.
     #[track_caller]
     pub fn login(&mut self, user: &str, pass: &str) -> u8 {
-        assert_eq!(self.greet(&[method::USER_PASS]), method::USER_PASS);
+        assert_eq!(self.greet(&[Method::UserPass]), Method::UserPass);
         self.send(&encode::userpass(user, pass));
         self.read_auth_status()
     }
 
     /// Sends a SOCKS5 request and reads the reply.
     #[track_caller]
-    pub fn request5(&mut self, cmd: u8, dst: &Dst) -> Reply5 {
-        self.send(&encode::request(cmd, dst));
+    pub fn request5(&mut self, command: Command, dst: &Dst) -> Reply5 {
+        self.send(&encode::request(command, dst));
         self.read_reply5()
     }
 
     /// Sends a SOCKS4/4a request and reads the reply.
     #[track_caller]
-    pub fn request4(&mut self, cmd: u8, dst: &Dst, userid: &str) -> Reply4 {
-        self.send(&encode::socks4(cmd, dst, userid));
+    pub fn request4(&mut self, command: Command, dst: &Dst, userid: &str) -> Reply4 {
+        self.send(&encode::socks4(command, dst, userid));
         self.read_reply4()
     }
 
@@ -447,12 +418,147 @@ impl Client {
 pub fn connect5(proxy: SocketAddr, dst: &Dst) -> Client {
     let mut c = Client::connect(proxy);
     c.greet_no_auth();
-    let r = c.request5(cmd::CONNECT, dst);
-    assert_eq!(r.rep, rep::SUCCEEDED, "CONNECT {dst:?} reply: {r:?}");
+    let r = c.request5(Command::Connect, dst);
+    assert_eq!(r.rep, ReplyCode::Succeeded, "CONNECT {dst:?} reply: {r:?}");
     c
 }
 
 /// 127.0.0.1 with `port`.
 pub fn v4(port: u16) -> Dst {
     Dst::Ip(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port))
+}
+
+/// Why [`handshake`] failed.
+#[derive(Debug)]
+pub enum HandshakeError {
+    /// Reading from or writing to the proxy failed.
+    Io(std::io::Error),
+    /// The proxy closed the connection before its reply.
+    Closed,
+    /// The core's client state machine gave up: a refusal ([`ClientError::Rejected`],
+    /// [`ClientError::Socks4Rejected`], [`ClientError::AuthFailed`], …) or a malformed message.
+    Socks(ClientError),
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Io(e) => write!(f, "SOCKS handshake: {e}"),
+            Self::Closed => f.write_str("SOCKS handshake: the proxy closed the connection"),
+            Self::Socks(e) => write!(f, "SOCKS handshake: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for HandshakeError {}
+
+/// Runs the handshake `config` describes over `stream` with the core's client state machine,
+/// up to the proxy's (first) reply: one message per round trip, nothing allocated. `buf`
+/// receives the proxy's bytes and MUST hold at least one byte; on success it starts with the
+/// bytes that followed the reply (the destination's first payload, or BIND's second reply)
+/// and their count is returned with the reply's bound address.
+pub fn handshake<S: Read + Write>(
+    stream: &mut S,
+    config: ClientConfig<'_>,
+    buf: &mut [u8],
+) -> Result<(Target, usize), HandshakeError> {
+    let mut client = socksgate_core::client::Client::new(config).map_err(HandshakeError::Socks)?;
+    // The largest client message (RFC 1929 with 255-octet fields).
+    let mut out = [0u8; 513];
+    loop {
+        let n = client.poll_transmit(&mut out);
+        if n > 0 {
+            stream.write_all(&out[..n]).map_err(HandshakeError::Io)?;
+        }
+        let got = stream.read(buf).map_err(HandshakeError::Io)?;
+        if got == 0 {
+            return Err(HandshakeError::Closed);
+        }
+        let used = client.feed(&buf[..got]).map_err(HandshakeError::Socks)?;
+        if let Some(ClientEvent::Replied { bound }) = client.poll_event() {
+            buf.copy_within(used..got, 0);
+            return Ok((bound, got - used));
+        }
+    }
+}
+
+/// Writes a UDP ASSOCIATE datagram header (RSV, FRAG 0, DST) for `dst` into `out`; returns
+/// its length.
+pub fn udp_header(dst: SocketAddr, out: &mut [u8]) -> Result<usize, BufferTooSmall> {
+    UdpHeader {
+        frag: 0,
+        dst: Addr::Ip(dst),
+    }
+    .emit(out)
+}
+
+/// A relayed datagram's source address and payload offset; an error for a malformed header,
+/// a fragment or a domain-name source.
+pub fn udp_source(datagram: &[u8]) -> Result<(SocketAddr, usize), String> {
+    let (h, payload) = UdpHeader::parse(datagram).map_err(|e| e.to_string())?;
+    if !h.is_standalone() {
+        return Err(format!("datagram with FRAG {}", h.frag));
+    }
+    match h.dst {
+        Addr::Ip(src) => Ok((src, datagram.len() - payload.len())),
+        Addr::Domain(..) => Err("datagram from a domain name".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn udp_header_round_trips() {
+        let dst: SocketAddr = "127.0.0.1:5353".parse().unwrap();
+        let mut buf = [0u8; 64];
+        let n = udp_header(dst, &mut buf).unwrap();
+        assert_eq!(&buf[..n], &[0, 0, 0, 1, 127, 0, 0, 1, 0x14, 0xe9]);
+        buf[n..n + 3].copy_from_slice(b"abc");
+        assert_eq!(udp_source(&buf[..n + 3]).unwrap(), (dst, n));
+        buf[2] = 1;
+        assert!(udp_source(&buf[..n + 3]).is_err(), "a fragment");
+    }
+
+    /// A scripted proxy on the other end of a socket pair: the exchange [`handshake`] must
+    /// produce, byte for byte, and the payload after the reply left in `buf`.
+    #[test]
+    fn handshake_sends_one_message_per_round_trip_and_keeps_early_payload() {
+        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let proxy = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut greeting = [0u8; 3];
+            s.read_exact(&mut greeting).unwrap();
+            s.write_all(&[5, 0]).unwrap();
+            let mut request = [0u8; 10];
+            s.read_exact(&mut request).unwrap();
+            s.write_all(&[5, 0, 0, 1, 127, 0, 0, 1, 0x9c, 0x40, b'h', b'i'])
+                .unwrap();
+            (greeting, request)
+        });
+        let mut s = TcpStream::connect(addr).unwrap();
+        let dst = Addr::Ip("127.0.0.1:80".parse().unwrap());
+        let config = ClientConfig::new(
+            socksgate_core::server::Version::Socks5,
+            Command::Connect,
+            dst,
+        );
+        let mut buf = [0u8; 64];
+        let (bound, extra) = handshake(&mut s, config, &mut buf).unwrap();
+        let (greeting, request) = proxy.join().unwrap();
+        assert_eq!(greeting, [5, 1, 0]);
+        assert_eq!(request, [5, 1, 0, 1, 127, 0, 0, 1, 0, 80]);
+        assert_eq!(bound, Target::Ip("127.0.0.1:40000".parse().unwrap()));
+        // Both payload bytes may come in a later segment than the reply.
+        let mut payload = buf[..extra].to_vec();
+        while payload.len() < 2 {
+            let mut more = [0u8; 2];
+            let n = s.read(&mut more).unwrap();
+            assert_ne!(n, 0, "EOF before the payload");
+            payload.extend_from_slice(&more[..n]);
+        }
+        assert_eq!(payload, b"hi");
+    }
 }

@@ -28,7 +28,7 @@ use socksgate_tests::free_port;
 use socksgate_tests::reliability::{
     self, CurlLoop, CurlMode, End, Rng, fd_count, pick, read_until_end, rss_kib,
 };
-use socksgate_tests::socks::{self, decode, rep};
+use socksgate_tests::socks::{self, Command, Method, ReplyCode, Socks4Code, decode};
 use socksgate_tests::socksgate::Server;
 
 const USER: &str = "alice";
@@ -53,15 +53,15 @@ enum Expect {
     /// Close without sending anything.
     Close,
     /// Method selection reply with this METHOD, then close.
-    Method(u8),
+    Method(Method),
     /// Method 2 selected, then an RFC 1929 failure status, then close.
     AuthFailure,
     /// Method 0 selected, then nothing, then close (truncated request and EOF).
     MethodThenClose,
     /// Method 0 selected, then a SOCKS5 reply with this REP, then close.
-    Reply5(u8),
+    Reply5(ReplyCode),
     /// A SOCKS4 reply with this CD, then close.
-    Reply4(u8),
+    Reply4(Socks4Code),
 }
 
 /// Which server a case targets.
@@ -128,13 +128,13 @@ fn make_case(name: &'static str, rng: &mut Rng, closed_port: u16) -> Case {
         }
         "NMETHODS 0" => {
             case.bytes = vec![5, 0];
-            case.expect = Expect::Method(0xff);
+            case.expect = Expect::Method(Method::NoAcceptable);
         }
         "oversized greeting" => {
             // 255 methods (the most there can be), none of them "no authentication".
             case.bytes = vec![5, 255];
             case.bytes.extend(1..=255u8);
-            case.expect = Expect::Method(0xff);
+            case.expect = Expect::Method(Method::NoAcceptable);
         }
         "truncated greeting" => {
             let n = rng.range(2, 255);
@@ -159,12 +159,12 @@ fn make_case(name: &'static str, rng: &mut Rng, closed_port: u16) -> Case {
             case.bytes = vec![5, 1, 0, 5, 1, 0, atyp];
             let tail = rng.range(0, 18);
             case.bytes.extend(rng.bytes(tail));
-            case.expect = Expect::Reply5(rep::ADDRESS_TYPE_NOT_SUPPORTED);
+            case.expect = Expect::Reply5(ReplyCode::AddressTypeNotSupported);
         }
         "domain length 0" => {
             case.bytes = vec![5, 1, 0, 5, 1, 0, 3, 0];
             case.bytes.extend_from_slice(&port);
-            case.expect = Expect::Reply5(rep::GENERAL_FAILURE);
+            case.expect = Expect::Reply5(ReplyCode::GeneralFailure);
         }
         "NUL in domain" => {
             let mut name = b"localhost".to_vec();
@@ -173,7 +173,7 @@ fn make_case(name: &'static str, rng: &mut Rng, closed_port: u16) -> Case {
             case.bytes = vec![5, 1, 0, 5, 1, 0, 3, name.len() as u8];
             case.bytes.extend_from_slice(&name);
             case.bytes.extend_from_slice(&port);
-            case.expect = Expect::Reply5(rep::GENERAL_FAILURE);
+            case.expect = Expect::Reply5(ReplyCode::GeneralFailure);
         }
         "unknown CMD" => {
             // 0 and 4..=255, except Tor's RESOLVE extensions 0xF0/0xF1.
@@ -183,20 +183,20 @@ fn make_case(name: &'static str, rng: &mut Rng, closed_port: u16) -> Case {
             }
             case.bytes = vec![5, 1, 0];
             case.bytes.extend(request_v4(cmd, closed_port));
-            case.expect = Expect::Reply5(rep::COMMAND_NOT_SUPPORTED);
+            case.expect = Expect::Reply5(ReplyCode::CommandNotSupported);
         }
         "SOCKS4 USERID over limit" => {
             case.bytes = vec![4, 1, port[0], port[1], 127, 0, 0, 1];
             let len = rng.range(256, 1500);
             case.bytes.extend(core::iter::repeat_n(b'u', len));
-            case.expect = Expect::Reply4(rep::V4_REJECTED);
+            case.expect = Expect::Reply4(Socks4Code::Rejected);
         }
         "SOCKS4a hostname over limit" => {
             case.bytes = vec![4, 1, port[0], port[1], 0, 0, 0, 1];
             case.bytes.extend_from_slice(b"user\0");
             let len = rng.range(256, 1500);
             case.bytes.extend(core::iter::repeat_n(b'h', len));
-            case.expect = Expect::Reply4(rep::V4_REJECTED);
+            case.expect = Expect::Reply4(Socks4Code::Rejected);
         }
         "ULEN 0" => {
             case.target = Target::Auth;
@@ -232,14 +232,15 @@ fn check_reply(expect: Expect, got: &[u8]) -> Result<(), String> {
             Err(e) => Err(format!("{what}: {e}")),
         }
     };
-    let method = |b: &[u8]| decode::method(b);
+    let method = |b: &[u8]| decode::method(b).map(|o| o.map(|(m, n)| (u8::from(m), n)));
     let status = |b: &[u8]| decode::auth_status(b);
-    let reply5 = |b: &[u8]| decode::reply5(b).map(|o| o.map(|(r, n)| (r.rep, n)));
-    let reply4 = |b: &[u8]| decode::reply4(b).map(|o| o.map(|(r, n)| (r.cd, n)));
+    let reply5 = |b: &[u8]| decode::reply5(b).map(|o| o.map(|(r, n)| (u8::from(r.rep), n)));
+    let reply4 = |b: &[u8]| decode::reply4(b).map(|o| o.map(|(r, n)| (u8::from(r.cd), n)));
     match expect {
         Expect::Close => {}
         Expect::Method(m) => {
             let got = take("method reply", &method)?;
+            let m = u8::from(m);
             if got != m {
                 return Err(format!("METHOD {got:#04x}, want {m:#04x}"));
             }
@@ -265,13 +266,13 @@ fn check_reply(expect: Expect, got: &[u8]) -> Result<(), String> {
             if got != 0 {
                 return Err(format!("METHOD {got:#04x}, want 0x00"));
             }
-            let r = take("SOCKS5 reply", &reply5)?;
+            let (r, code) = (take("SOCKS5 reply", &reply5)?, u8::from(code));
             if r != code {
                 return Err(format!("REP {r}, want {code}"));
             }
         }
         Expect::Reply4(cd) => {
-            let r = take("SOCKS4 reply", &reply4)?;
+            let (r, cd) = (take("SOCKS4 reply", &reply4)?, u8::from(cd));
             if r != cd {
                 return Err(format!("CD {r}, want {cd}"));
             }
@@ -622,8 +623,8 @@ fn logins_leave_rss_at_baseline() {
     let login = |addr: SocketAddr| {
         let mut c = socks::Client::connect(addr);
         assert_eq!(c.login(USER, PASS), 0, "login");
-        let r = c.request5(socks::cmd::CONNECT, &socks::Dst::Ip(echo.addr()));
-        assert_eq!(r.rep, rep::SUCCEEDED, "{r:?}");
+        let r = c.request5(Command::Connect, &socks::Dst::Ip(echo.addr()));
+        assert_eq!(r.rep, ReplyCode::Succeeded, "{r:?}");
         c.send(b"hi");
         assert_eq!(c.read_exact(2), b"hi");
     };

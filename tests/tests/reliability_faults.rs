@@ -16,12 +16,9 @@ use std::time::Instant;
 
 use socket2::{Domain, SockRef, Socket, Type};
 use socksgate_tests::reliability::{self, End, fd_count, read_until_end};
-use socksgate_tests::socks::{self, Client, Dst, cmd, rep};
+use socksgate_tests::socks::{self, Client, Dst, Method, ReplyCode, Socks4Code};
 use socksgate_tests::socksgate::Server;
 use socksgate_tests::{body, origin, tools};
-
-/// SOCKS5 REP 6, "TTL expired": what a connect timeout answers.
-const TTL_EXPIRED: u8 = 6;
 
 /// Bound for anything that should be prompt on loopback, even on a loaded machine.
 const PROMPT: Duration = Duration::from_secs(10);
@@ -40,16 +37,22 @@ fn reset(stream: TcpStream) {
 fn raw_connect5(proxy: SocketAddr, dst: SocketAddr) -> TcpStream {
     let mut s = TcpStream::connect_timeout(&proxy, PROMPT).expect("connect to the proxy");
     s.set_read_timeout(Some(PROMPT)).expect("timeout");
-    let mut msg = vec![5, 1, 0];
-    msg.extend(socks::encode::request(cmd::CONNECT, &Dst::Ip(dst)));
+    let mut msg = socks::encode::greeting(&[Method::NoAuth]);
+    msg.extend(socks::encode::request(
+        socks::Command::Connect,
+        &Dst::Ip(dst),
+    ));
     s.write_all(&msg).expect("greeting and request");
     // Method reply (2) and a reply with an IPv4 BND (10): the proxy answers from 127.0.0.1.
     let mut got = [0u8; 12];
     s.read_exact(&mut got).expect("replies");
-    assert_eq!(socks::decode::method(&got[..2]), Ok(Some((0, 2))));
+    assert_eq!(
+        socks::decode::method(&got[..2]),
+        Ok(Some((Method::NoAuth, 2)))
+    );
     let reply = socks::decode::reply5(&got[2..]).expect("a SOCKS5 reply");
     match reply {
-        Some((r, 10)) if r.rep == rep::SUCCEEDED => s,
+        Some((r, 10)) if r.rep == ReplyCode::Succeeded => s,
         other => panic!("CONNECT {dst}: {other:?} from {got:?}"),
     }
 }
@@ -199,9 +202,9 @@ fn upstream_never_answers_gets_ttl_expired_after_connect_timeout() {
     let mut c = Client::connect(server.addr());
     c.greet_no_auth();
     let start = Instant::now();
-    let r = c.request5(cmd::CONNECT, &Dst::Ip(hole.addr));
+    let r = c.request5(socks::Command::Connect, &Dst::Ip(hole.addr));
     let took = start.elapsed();
-    assert_eq!(r.rep, TTL_EXPIRED, "{r:?}");
+    assert_eq!(r.rep, ReplyCode::TtlExpired, "{r:?}");
     assert!(
         took >= CONNECT_TIMEOUT - Duration::from_millis(100) && took <= CONNECT_TIMEOUT * 5,
         "REP 6 after {took:?}; the connect timeout is {CONNECT_TIMEOUT:?}"
@@ -209,8 +212,8 @@ fn upstream_never_answers_gets_ttl_expired_after_connect_timeout() {
     c.assert_closed(PROMPT);
     // The same through SOCKS4: CD 91.
     let mut c4 = Client::connect(server.addr());
-    let r4 = c4.request4(cmd::CONNECT, &Dst::Ip(hole.addr), "");
-    assert_eq!(r4.cd, rep::V4_REJECTED, "{r4:?}");
+    let r4 = c4.request4(socks::Command::Connect, &Dst::Ip(hole.addr), "");
+    assert_eq!(r4.cd, Socks4Code::Rejected, "{r4:?}");
     c4.assert_closed(PROMPT);
     assert_fds_back(&server, baseline);
     assert_serves(&mut server);
@@ -239,11 +242,11 @@ fn dns_failure_gets_host_unreachable() {
             let mut c = Client::connect(addr);
             if i % 2 == 0 {
                 c.greet_no_auth();
-                let r = c.request5(cmd::CONNECT, &Dst::Name(name, 80));
-                assert_eq!(r.rep, rep::HOST_UNREACHABLE, "{r:?}");
+                let r = c.request5(socks::Command::Connect, &Dst::Name(name, 80));
+                assert_eq!(r.rep, ReplyCode::HostUnreachable, "{r:?}");
             } else {
-                let r = c.request4(cmd::CONNECT, &Dst::Name(name, 80), "");
-                assert_eq!(r.cd, rep::V4_REJECTED, "{r:?}");
+                let r = c.request4(socks::Command::Connect, &Dst::Name(name, 80), "");
+                assert_eq!(r.cd, Socks4Code::Rejected, "{r:?}");
             }
             c.assert_closed(PROMPT);
         }));
@@ -303,7 +306,8 @@ fn client_vanishing_without_fin_releases_the_session() {
     // Mid-handshake: greeting sent, then a reset.
     for _ in 0..5 {
         let mut s = TcpStream::connect(server.addr()).expect("connect");
-        s.write_all(&[5, 1, 0]).expect("greeting");
+        s.write_all(&socks::encode::greeting(&[Method::NoAuth]))
+            .expect("greeting");
         let mut m = [0u8; 2];
         s.read_exact(&mut m).expect("method reply");
         reset(s);
@@ -343,8 +347,11 @@ fn exhaust(test: &str, server: &mut Server, hold: Duration) -> bool {
     if !limit_fds(test, server.pid(), LIMIT) {
         return false;
     }
-    let mut req = vec![5, 1, 0];
-    req.extend(socks::encode::request(cmd::CONNECT, &Dst::Ip(echo.addr())));
+    let mut req = socks::encode::greeting(&[Method::NoAuth]);
+    req.extend(socks::encode::request(
+        socks::Command::Connect,
+        &Dst::Ip(echo.addr()),
+    ));
     let mut clients = Vec::new();
     for _ in 0..LIMIT * 2 {
         // The kernel completes these handshakes into the listen queue even when the server
@@ -383,16 +390,24 @@ fn fd_exhaustion_server_survives_and_recovers() {
         };
         let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
         let mut s = s;
-        let mut req = vec![5, 1, 0];
-        req.extend(socks::encode::request(cmd::CONNECT, &Dst::Ip(echo.addr())));
+        let mut req = socks::encode::greeting(&[Method::NoAuth]);
+        req.extend(socks::encode::request(
+            socks::Command::Connect,
+            &Dst::Ip(echo.addr()),
+        ));
         req.extend_from_slice(b"ping");
         if s.write_all(&req).is_err() {
             return false;
         }
-        let mut want = vec![5, 0];
-        want.extend_from_slice(&[5, 0, 0, 1]);
+        // Method reply (2), a reply with an IPv4 BND (10), the echo (4).
         let mut got = [0u8; 2 + 10 + 4];
-        s.read_exact(&mut got).is_ok() && got[..6] == want[..] && &got[12..] == b"ping"
+        s.read_exact(&mut got).is_ok()
+            && socks::decode::method(&got[..2]) == Ok(Some((Method::NoAuth, 2)))
+            && matches!(
+                socks::decode::reply5(&got[2..12]),
+                Ok(Some((r, 10))) if r.rep == ReplyCode::Succeeded
+            )
+            && &got[12..] == b"ping"
     });
     assert!(
         served,

@@ -18,7 +18,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::Instant;
 
 use socksgate_tests::reliability::{self, Rng, fd_count, pick, rss_kib};
-use socksgate_tests::socks::{self, Client, Dst, cmd, decode, encode, rep};
+use socksgate_tests::socks::{self, Client, Dst, ReplyCode, decode, encode};
 use socksgate_tests::socksgate::Server;
 use socksgate_tests::{origin, tools};
 
@@ -280,10 +280,10 @@ fn one_association(proxy: SocketAddr, echo: SocketAddr, i: usize) -> Result<(), 
         let mut c = Client::connect(proxy);
         c.greet_no_auth();
         let r = c.request5(
-            cmd::UDP_ASSOCIATE,
+            socks::Command::UdpAssociate,
             &Dst::Ip(udp.local_addr().map_err(|e| e.to_string())?),
         );
-        if r.rep != rep::SUCCEEDED {
+        if r.rep != ReplyCode::Succeeded {
             return Err(format!("association {i}: UDP ASSOCIATE reply {r:?}"));
         }
         let mut relay = r.bound_addr();

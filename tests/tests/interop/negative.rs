@@ -2,7 +2,7 @@
 
 use core::time::Duration;
 
-use socksgate_tests::socks::{self, Client, Dst, cmd, method, rep};
+use socksgate_tests::socks::{self, Client, Command, Dst, Method, ReplyCode, Socks4Code};
 use socksgate_tests::socksgate::Server;
 use socksgate_tests::{free_port, origin};
 
@@ -44,7 +44,7 @@ fn unknown_user_gets_failure_status_and_close() {
 fn no_credentials_when_required_gets_no_acceptable_method() {
     let server = Server::builder().user(USER, PASS).start();
     let mut c = Client::connect(server.addr());
-    assert_eq!(c.greet(&[method::NO_AUTH]), method::NO_ACCEPTABLE);
+    assert_eq!(c.greet(&[Method::NoAuth]), Method::NoAcceptable);
     c.assert_closed(CLOSE_WITHIN);
 }
 
@@ -54,8 +54,8 @@ fn socks4_rejected_when_auth_required() {
     let server = Server::builder().user(USER, PASS).start();
     let echo = origin::echo();
     let mut c = Client::connect(server.addr());
-    let r = c.request4(cmd::CONNECT, &Dst::Ip(echo.addr()), USER);
-    assert_eq!(r.cd, rep::V4_REJECTED, "{r:?}");
+    let r = c.request4(Command::Connect, &Dst::Ip(echo.addr()), USER);
+    assert_eq!(r.cd, Socks4Code::Rejected, "{r:?}");
     c.assert_closed(CLOSE_WITHIN);
     assert_eq!(echo.accepted(), 0, "the destination must not be contacted");
 }
@@ -66,8 +66,8 @@ fn correct_password_is_accepted() {
     let echo = origin::echo();
     let mut c = Client::connect(server.addr());
     assert_eq!(c.login(USER, PASS), 0);
-    let r = c.request5(cmd::CONNECT, &Dst::Ip(echo.addr()));
-    assert_eq!(r.rep, rep::SUCCEEDED, "{r:?}");
+    let r = c.request5(Command::Connect, &Dst::Ip(echo.addr()));
+    assert_eq!(r.rep, ReplyCode::Succeeded, "{r:?}");
     c.send(b"authenticated");
     assert_eq!(c.read_exact(13), b"authenticated");
 }
@@ -77,8 +77,8 @@ fn refused_port_socks5() {
     let server = Server::start();
     let mut c = Client::connect(server.addr());
     c.greet_no_auth();
-    let r = c.request5(cmd::CONNECT, &socks::v4(closed_port()));
-    assert_eq!(r.rep, rep::CONNECTION_REFUSED, "{r:?}");
+    let r = c.request5(Command::Connect, &socks::v4(closed_port()));
+    assert_eq!(r.rep, ReplyCode::ConnectionRefused, "{r:?}");
     c.assert_closed(CLOSE_WITHIN);
 }
 
@@ -86,8 +86,8 @@ fn refused_port_socks5() {
 fn refused_port_socks4() {
     let server = Server::start();
     let mut c = Client::connect(server.addr());
-    let r = c.request4(cmd::CONNECT, &socks::v4(closed_port()), "");
-    assert_eq!(r.cd, rep::V4_REJECTED, "{r:?}");
+    let r = c.request4(Command::Connect, &socks::v4(closed_port()), "");
+    assert_eq!(r.cd, Socks4Code::Rejected, "{r:?}");
     c.assert_closed(CLOSE_WITHIN);
 }
 
@@ -97,8 +97,11 @@ fn refused_port_by_name_socks5() {
     let server = Server::start();
     let mut c = Client::connect(server.addr());
     c.greet_no_auth();
-    let r = c.request5(cmd::CONNECT, &Dst::Name("localhost".into(), closed_port()));
-    assert_eq!(r.rep, rep::CONNECTION_REFUSED, "{r:?}");
+    let r = c.request5(
+        Command::Connect,
+        &Dst::Name("localhost".into(), closed_port()),
+    );
+    assert_eq!(r.rep, ReplyCode::ConnectionRefused, "{r:?}");
 }
 
 #[test]
@@ -106,8 +109,8 @@ fn unresolvable_name_socks5() {
     let server = Server::start();
     let mut c = Client::connect(server.addr());
     c.greet_no_auth();
-    let r = c.request5(cmd::CONNECT, &Dst::Name(unresolvable_name(), 80));
-    assert_eq!(r.rep, rep::HOST_UNREACHABLE, "{r:?}");
+    let r = c.request5(Command::Connect, &Dst::Name(unresolvable_name(), 80));
+    assert_eq!(r.rep, ReplyCode::HostUnreachable, "{r:?}");
     c.assert_closed(CLOSE_WITHIN);
 }
 
@@ -115,8 +118,8 @@ fn unresolvable_name_socks5() {
 fn unresolvable_name_socks4a() {
     let server = Server::start();
     let mut c = Client::connect(server.addr());
-    let r = c.request4(cmd::CONNECT, &Dst::Name(unresolvable_name(), 80), "");
-    assert_eq!(r.cd, rep::V4_REJECTED, "{r:?}");
+    let r = c.request4(Command::Connect, &Dst::Name(unresolvable_name(), 80), "");
+    assert_eq!(r.cd, Socks4Code::Rejected, "{r:?}");
     c.assert_closed(CLOSE_WITHIN);
 }
 
@@ -127,8 +130,8 @@ fn unsupported_command_socks5() {
     let mut c = Client::connect(server.addr());
     c.greet_no_auth();
     // CMD 0x04 is not defined by RFC 1928.
-    let r = c.request5(0x04, &Dst::Ip(echo.addr()));
-    assert_eq!(r.rep, rep::COMMAND_NOT_SUPPORTED, "{r:?}");
+    let r = c.request5(Command::from(0x04), &Dst::Ip(echo.addr()));
+    assert_eq!(r.rep, ReplyCode::CommandNotSupported, "{r:?}");
     c.assert_closed(CLOSE_WITHIN);
     assert_eq!(echo.accepted(), 0);
 }
@@ -139,8 +142,8 @@ fn unsupported_command_socks4() {
     let server = Server::start();
     let echo = origin::echo();
     let mut c = Client::connect(server.addr());
-    let r = c.request4(cmd::UDP_ASSOCIATE, &Dst::Ip(echo.addr()), "");
-    assert_eq!(r.cd, rep::V4_REJECTED, "{r:?}");
+    let r = c.request4(Command::UdpAssociate, &Dst::Ip(echo.addr()), "");
+    assert_eq!(r.cd, Socks4Code::Rejected, "{r:?}");
     c.assert_closed(CLOSE_WITHIN);
     assert_eq!(echo.accepted(), 0);
 }
@@ -151,9 +154,9 @@ fn unsupported_address_type_socks5() {
     let mut c = Client::connect(server.addr());
     c.greet_no_auth();
     // ATYP 0x05 does not exist; the request cannot be framed, so the server answers 0x08.
-    c.send(&[5, cmd::CONNECT, 0, 5, 127, 0, 0, 1, 0, 80]);
+    c.send(&[5, u8::from(Command::Connect), 0, 5, 127, 0, 0, 1, 0, 80]);
     let r = c.read_reply5();
-    assert_eq!(r.rep, rep::ADDRESS_TYPE_NOT_SUPPORTED, "{r:?}");
+    assert_eq!(r.rep, ReplyCode::AddressTypeNotSupported, "{r:?}");
     c.assert_closed(CLOSE_WITHIN);
 }
 
@@ -185,7 +188,7 @@ fn empty_method_list_is_closed() {
         }
     }
     assert!(
-        got.is_empty() || got == [5, method::NO_ACCEPTABLE],
+        got.is_empty() || got == [5, u8::from(Method::NoAcceptable)],
         "NMETHODS 0 answered with {got:?}"
     );
 }
@@ -198,8 +201,8 @@ fn failure_replies_leave_server_usable() {
     for _ in 0..3 {
         let mut c = Client::connect(server.addr());
         c.greet_no_auth();
-        let r = c.request5(cmd::CONNECT, &socks::v4(closed_port()));
-        assert_eq!(r.rep, rep::CONNECTION_REFUSED);
+        let r = c.request5(Command::Connect, &socks::v4(closed_port()));
+        assert_eq!(r.rep, ReplyCode::ConnectionRefused);
     }
     let mut c = socks::connect5(server.addr(), &Dst::Ip(echo.addr()));
     c.send(b"still up");
@@ -222,8 +225,8 @@ fn denied_destination_socks5() {
     let server = server_denying(denied.port());
     let mut c = Client::connect(server.addr());
     c.greet_no_auth();
-    let r = c.request5(cmd::CONNECT, &Dst::Ip(denied.addr()));
-    assert_eq!(r.rep, rep::NOT_ALLOWED, "{r:?}");
+    let r = c.request5(Command::Connect, &Dst::Ip(denied.addr()));
+    assert_eq!(r.rep, ReplyCode::NotAllowed, "{r:?}");
     c.assert_closed(CLOSE_WITHIN);
     // The rule is specific: another port on the same host is allowed.
     let mut c = socks::connect5(server.addr(), &Dst::Ip(allowed.addr()));
@@ -243,11 +246,14 @@ fn denied_destination_by_name_socks5() {
     let server = server_denying(denied.port());
     let mut c = Client::connect(server.addr());
     c.greet_no_auth();
-    let r = c.request5(cmd::CONNECT, &Dst::Name("localhost".into(), denied.port()));
+    let r = c.request5(
+        Command::Connect,
+        &Dst::Name("localhost".into(), denied.port()),
+    );
     // Where `localhost` also resolves to ::1 (Debian's /etc/hosts) the server may reach the
     // echo there; only 127.0.0.1 is denied. Either way the denied address is never contacted
     // over IPv4, and without an IPv6 entry the reply must be "not allowed".
-    if r.rep == rep::SUCCEEDED {
+    if r.rep == ReplyCode::Succeeded {
         assert!(
             std::fs::read_to_string("/etc/hosts")
                 .unwrap_or_default()
@@ -256,7 +262,7 @@ fn denied_destination_by_name_socks5() {
             "CONNECT to a denied destination by name succeeded: {r:?}"
         );
     } else {
-        assert_eq!(r.rep, rep::NOT_ALLOWED, "{r:?}");
+        assert_eq!(r.rep, ReplyCode::NotAllowed, "{r:?}");
     }
 }
 
@@ -265,8 +271,8 @@ fn denied_destination_socks4() {
     let denied = origin::echo();
     let server = server_denying(denied.port());
     let mut c = Client::connect(server.addr());
-    let r = c.request4(cmd::CONNECT, &Dst::Ip(denied.addr()), "");
-    assert_eq!(r.cd, rep::V4_REJECTED, "{r:?}");
+    let r = c.request4(Command::Connect, &Dst::Ip(denied.addr()), "");
+    assert_eq!(r.cd, Socks4Code::Rejected, "{r:?}");
     c.assert_closed(CLOSE_WITHIN);
     assert_eq!(denied.accepted(), 0);
 }

@@ -5,7 +5,9 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream, UdpSocket};
 
-use socksgate_tests::socks::{self, Client, Dst, cmd, decode, encode, rep};
+use socksgate_tests::socks::{
+    self, Client, Command, Dst, Method, ReplyCode, Socks4Code, decode, encode,
+};
 use socksgate_tests::socksgate::Server;
 use socksgate_tests::{TIMEOUT, assert_same_bytes, body, origin};
 
@@ -32,8 +34,8 @@ fn half_close_socks4() {
     let server = Server::start();
     let peer = origin::reply_after_eof();
     let mut c = Client::connect(server.addr());
-    let r = c.request4(cmd::CONNECT, &Dst::Ip(peer.addr()), "");
-    assert_eq!(r.cd, rep::V4_GRANTED, "{r:?}");
+    let r = c.request4(Command::Connect, &Dst::Ip(peer.addr()), "");
+    assert_eq!(r.cd, Socks4Code::Granted, "{r:?}");
     let request = b"half-closed over SOCKS4".repeat(1000);
     c.send(&request);
     c.shutdown_write();
@@ -53,11 +55,11 @@ fn pipelined_data_after_connect_request() {
     let mut c = Client::connect(server.addr());
     c.greet_no_auth();
     let payload = body(64 * 1024);
-    let mut bytes = encode::request(cmd::CONNECT, &Dst::Ip(echo.addr()));
+    let mut bytes = encode::request(Command::Connect, &Dst::Ip(echo.addr()));
     bytes.extend_from_slice(&payload);
     c.send(&bytes);
     let r = c.read_reply5();
-    assert_eq!(r.rep, rep::SUCCEEDED, "{r:?}");
+    assert_eq!(r.rep, ReplyCode::Succeeded, "{r:?}");
     assert_same_bytes(&c.read_exact(payload.len()), &payload, "echoed payload");
 }
 
@@ -68,13 +70,13 @@ fn pipelined_greeting_request_and_data() {
     let echo = origin::echo();
     let mut c = Client::connect(server.addr());
     let payload = b"GET / HTTP/1.0\r\n\r\n pipelined".to_vec();
-    let mut bytes = encode::greeting(&[socks::method::NO_AUTH]);
-    bytes.extend(encode::request(cmd::CONNECT, &Dst::Ip(echo.addr())));
+    let mut bytes = encode::greeting(&[Method::NoAuth]);
+    bytes.extend(encode::request(Command::Connect, &Dst::Ip(echo.addr())));
     bytes.extend_from_slice(&payload);
     c.send(&bytes);
-    assert_eq!(c.read_method(), socks::method::NO_AUTH);
+    assert_eq!(c.read_method(), Method::NoAuth);
     let r = c.read_reply5();
-    assert_eq!(r.rep, rep::SUCCEEDED, "{r:?}");
+    assert_eq!(r.rep, ReplyCode::Succeeded, "{r:?}");
     assert_same_bytes(&c.read_exact(payload.len()), &payload, "echoed payload");
 }
 
@@ -84,18 +86,15 @@ fn pipelined_auth_request_and_data() {
     let server = Server::builder().user(USER, PASS).start();
     let echo = origin::echo();
     let mut c = Client::connect(server.addr());
-    assert_eq!(
-        c.greet(&[socks::method::USER_PASS]),
-        socks::method::USER_PASS
-    );
+    assert_eq!(c.greet(&[Method::UserPass]), Method::UserPass);
     let payload = body(10_000);
     let mut bytes = encode::userpass(USER, PASS);
-    bytes.extend(encode::request(cmd::CONNECT, &Dst::Ip(echo.addr())));
+    bytes.extend(encode::request(Command::Connect, &Dst::Ip(echo.addr())));
     bytes.extend_from_slice(&payload);
     c.send(&bytes);
     assert_eq!(c.read_auth_status(), 0);
     let r = c.read_reply5();
-    assert_eq!(r.rep, rep::SUCCEEDED, "{r:?}");
+    assert_eq!(r.rep, ReplyCode::Succeeded, "{r:?}");
     assert_same_bytes(&c.read_exact(payload.len()), &payload, "echoed payload");
 }
 
@@ -105,11 +104,11 @@ fn pipelined_data_after_socks4_request() {
     let echo = origin::echo();
     let mut c = Client::connect(server.addr());
     let payload = body(32 * 1024);
-    let mut bytes = encode::socks4(cmd::CONNECT, &Dst::Ip(echo.addr()), "bob");
+    let mut bytes = encode::socks4(Command::Connect, &Dst::Ip(echo.addr()), "bob");
     bytes.extend_from_slice(&payload);
     c.send(&bytes);
     let r = c.read_reply4();
-    assert_eq!(r.cd, rep::V4_GRANTED, "{r:?}");
+    assert_eq!(r.cd, Socks4Code::Granted, "{r:?}");
     assert_same_bytes(&c.read_exact(payload.len()), &payload, "echoed payload");
 }
 
@@ -119,11 +118,11 @@ fn socks4a_resolves_name() {
     let echo = origin::echo();
     let mut c = Client::connect(server.addr());
     let r = c.request4(
-        cmd::CONNECT,
+        Command::Connect,
         &Dst::Name("localhost".into(), echo.port()),
         "",
     );
-    assert_eq!(r.cd, rep::V4_GRANTED, "{r:?}");
+    assert_eq!(r.cd, Socks4Code::Granted, "{r:?}");
     c.send(b"4a");
     assert_eq!(c.read_exact(2), b"4a");
 }
@@ -134,8 +133,8 @@ fn socks5_connect_reply_and_1mb_echo() {
     let echo = origin::echo();
     let mut c = Client::connect(server.addr());
     c.greet_no_auth();
-    let r = c.request5(cmd::CONNECT, &Dst::Ip(echo.addr()));
-    assert_eq!(r.rep, rep::SUCCEEDED, "{r:?}");
+    let r = c.request5(Command::Connect, &Dst::Ip(echo.addr()));
+    assert_eq!(r.rep, ReplyCode::Succeeded, "{r:?}");
     // BND is the server's outbound local address: loopback here, or 0.0.0.0 (unspecified).
     let bound = r.bound_addr();
     assert!(
@@ -176,14 +175,22 @@ fn bind_socks5_scripted() {
     let mut c = Client::connect(server.addr());
     c.greet_no_auth();
     // DST is the address the inbound connection is expected from.
-    let first = c.request5(cmd::BIND, &socks::v4(0));
-    assert_eq!(first.rep, rep::SUCCEEDED, "first BIND reply {first:?}");
+    let first = c.request5(Command::Bind, &socks::v4(0));
+    assert_eq!(
+        first.rep,
+        ReplyCode::Succeeded,
+        "first BIND reply {first:?}"
+    );
     let listen = reachable(first.bound_addr(), server.addr());
     assert_ne!(listen.port(), 0, "BIND reply must carry the listening port");
     let mut peer = TcpStream::connect_timeout(&listen, TIMEOUT).expect("connect to BND");
     peer.set_read_timeout(Some(TIMEOUT)).expect("timeout");
     let second = c.read_reply5();
-    assert_eq!(second.rep, rep::SUCCEEDED, "second BIND reply {second:?}");
+    assert_eq!(
+        second.rep,
+        ReplyCode::Succeeded,
+        "second BIND reply {second:?}"
+    );
     assert_eq!(
         second.bound_addr(),
         peer.local_addr().expect("local_addr"),
@@ -202,13 +209,13 @@ fn bind_socks5_scripted() {
 fn bind_socks4_scripted() {
     let server = Server::start();
     let mut c = Client::connect(server.addr());
-    let first = c.request4(cmd::BIND, &socks::v4(0), "");
-    assert_eq!(first.cd, rep::V4_GRANTED, "{first:?}");
+    let first = c.request4(Command::Bind, &socks::v4(0), "");
+    assert_eq!(first.cd, Socks4Code::Granted, "{first:?}");
     let listen = reachable(first.addr, server.addr());
     let mut peer = TcpStream::connect_timeout(&listen, TIMEOUT).expect("connect to BND");
     peer.set_read_timeout(Some(TIMEOUT)).expect("timeout");
     let second = c.read_reply4();
-    assert_eq!(second.cd, rep::V4_GRANTED, "{second:?}");
+    assert_eq!(second.cd, Socks4Code::Granted, "{second:?}");
     peer.write_all(b"v4 bind").expect("peer writes");
     assert_eq!(c.read_exact(7), b"v4 bind");
     c.send(b"back");
@@ -226,10 +233,10 @@ fn udp_associate_scripted() {
     let mut c = Client::connect(server.addr());
     c.greet_no_auth();
     let r = c.request5(
-        cmd::UDP_ASSOCIATE,
+        Command::UdpAssociate,
         &Dst::Ip(udp.local_addr().expect("local_addr")),
     );
-    assert_eq!(r.rep, rep::SUCCEEDED, "{r:?}");
+    assert_eq!(r.rep, ReplyCode::Succeeded, "{r:?}");
     let relay = reachable(r.bound_addr(), server.addr());
     for (i, dst) in [
         Dst::Ip(echo.addr()),
@@ -261,10 +268,10 @@ fn udp_associate_ipv6() {
     let mut c = Client::connect(server.addr());
     c.greet_no_auth();
     let r = c.request5(
-        cmd::UDP_ASSOCIATE,
+        Command::UdpAssociate,
         &Dst::Ip(udp.local_addr().expect("local_addr")),
     );
-    assert_eq!(r.rep, rep::SUCCEEDED, "{r:?}");
+    assert_eq!(r.rep, ReplyCode::Succeeded, "{r:?}");
     let relay = reachable(r.bound_addr(), server.addr());
     udp.send_to(
         &encode::udp_datagram(&Dst::Ip(echo.addr()), b"v6 udp"),
@@ -284,10 +291,10 @@ fn associate(server: &Server, udp: &UdpSocket) -> (Client, SocketAddr) {
     let mut c = Client::connect(server.addr());
     c.greet_no_auth();
     let r = c.request5(
-        cmd::UDP_ASSOCIATE,
+        Command::UdpAssociate,
         &Dst::Ip(udp.local_addr().expect("local_addr")),
     );
-    assert_eq!(r.rep, rep::SUCCEEDED, "{r:?}");
+    assert_eq!(r.rep, ReplyCode::Succeeded, "{r:?}");
     (c, reachable(r.bound_addr(), server.addr()))
 }
 

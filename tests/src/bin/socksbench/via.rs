@@ -1,18 +1,17 @@
-//! The load generator's SOCKS5 client: blocking, no authentication, built on socksgate-core's
-//! `emit`/`parse` wire types. It reads replies incrementally, so it never relies on a proxy
-//! sending a message in one segment.
+//! How the load generator reaches a server: straight, or through a SOCKS5 proxy with the
+//! harness's SOCKS client ([`socksgate_tests::socks::handshake`], the core's client state
+//! machine: no authentication, one message per round trip, nothing allocated per session).
 
 use core::net::{IpAddr, SocketAddr};
 use core::time::Duration;
-use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 
 use socksgate_core::Addr;
-use socksgate_core::Status;
-use socksgate_core::wire::method::{MethodReply, MethodRequest};
-use socksgate_core::wire::socks5::{Reply, Request};
-use socksgate_core::wire::udp::UdpHeader;
-use socksgate_core::wire::{Command, Method, ReplyCode};
+use socksgate_core::Target;
+use socksgate_core::client::{ClientConfig, ClientError};
+use socksgate_core::server::Version;
+use socksgate_core::wire::{Command, ReplyCode};
+use socksgate_tests::socks::{self, HandshakeError};
 
 use crate::error::{BenchError, Context, Result};
 
@@ -42,42 +41,6 @@ fn tcp(addr: SocketAddr) -> Result<TcpStream> {
     Ok(s)
 }
 
-/// Reads from `s` until `parse` accepts a whole message; returns it and the bytes read.
-fn read_msg<T>(
-    s: &mut TcpStream,
-    buf: &mut [u8],
-    what: &str,
-    parse: impl Fn(&[u8]) -> core::result::Result<Status<(T, usize)>, String>,
-) -> Result<(T, usize)> {
-    let mut len = 0;
-    loop {
-        match parse(&buf[..len]).map_err(|e| BenchError::Socks(format!("{what}: {e}")))? {
-            Status::Complete((m, n)) => {
-                if n != len {
-                    return Err(BenchError::Socks(format!(
-                        "{what}: {} unexpected bytes after the message",
-                        len - n
-                    )));
-                }
-                return Ok((m, n));
-            }
-            Status::Partial if len == buf.len() => {
-                return Err(BenchError::Socks(format!(
-                    "{what}: longer than {len} bytes"
-                )));
-            }
-            Status::Partial => {}
-        }
-        let n = s.read(&mut buf[len..]).ctx(|| format!("read {what}"))?;
-        if n == 0 {
-            return Err(BenchError::Socks(format!(
-                "{what}: connection closed after {len} bytes"
-            )));
-        }
-        len += n;
-    }
-}
-
 /// Greets with "no authentication" and sends `command` for `dst`; returns the reply's bound
 /// address, or [`Refused`] inside `Ok(Err(..))` when the proxy answered with a failure code.
 fn handshake(
@@ -85,54 +48,22 @@ fn handshake(
     command: Command,
     dst: SocketAddr,
 ) -> Result<core::result::Result<SocketAddr, Refused>> {
-    let mut out = [0u8; 32];
-    let greeting = MethodRequest::new(&[0]).map_err(|e| BenchError::Socks(e.to_string()))?;
-    let n = greeting
-        .emit(&mut out)
-        .map_err(|e| BenchError::Socks(format!("emit greeting: {e:?}")))?;
-    s.write_all(&out[..n]).ctx(|| "send greeting".into())?;
+    let config = ClientConfig::new(Version::Socks5, command, Addr::Ip(dst));
     let mut buf = [0u8; 300];
-    let (method, _) = read_msg(s, &mut buf, "method reply", |b| {
-        MethodReply::parse(b)
-            .map(|st| match st {
-                Status::Complete((m, n)) => Status::Complete((m.method, n)),
-                Status::Partial => Status::Partial,
-            })
-            .map_err(|e| e.to_string())
-    })?;
-    if method != Method::NoAuth {
-        return Err(BenchError::Socks(format!(
-            "proxy chose method {method:?}, not no-auth"
-        )));
-    }
-    let req = Request {
-        command,
-        dst: Addr::Ip(dst),
-    };
-    let n = req
-        .emit(&mut out)
-        .map_err(|e| BenchError::Socks(format!("emit request: {e:?}")))?;
-    s.write_all(&out[..n]).ctx(|| "send request".into())?;
-    let ((code, bound), _) = read_msg(s, &mut buf, "reply", |b| {
-        Reply::parse(b)
-            .map(|st| match st {
-                Status::Complete((r, n)) => Status::Complete(((r.code, bound_addr(&r.bound)), n)),
-                Status::Partial => Status::Partial,
-            })
-            .map_err(|e| e.to_string())
-    })?;
-    if code != ReplyCode::Succeeded {
-        return Ok(Err(Refused(code)));
-    }
-    let bound =
-        bound.ok_or_else(|| BenchError::Socks("reply with a domain as bound address".into()))?;
-    Ok(Ok(bound))
-}
-
-fn bound_addr(a: &Addr<'_>) -> Option<SocketAddr> {
-    match a {
-        Addr::Ip(sa) => Some(*sa),
-        _ => None,
+    match socks::handshake(s, config, &mut buf) {
+        Ok((Target::Ip(bound), 0)) => Ok(Ok(bound)),
+        Ok((Target::Ip(_), extra)) => Err(BenchError::Socks(format!(
+            "reply: {extra} unexpected bytes after the message"
+        ))),
+        Ok((Target::Domain(..), _)) => Err(BenchError::Socks(
+            "reply with a domain as bound address".into(),
+        )),
+        Err(HandshakeError::Socks(ClientError::Rejected(code))) => Ok(Err(Refused(code))),
+        Err(HandshakeError::Io(source)) => Err(BenchError::Io {
+            what: "SOCKS handshake".into(),
+            source,
+        }),
+        Err(e) => Err(BenchError::Socks(e.to_string())),
     }
 }
 
@@ -180,27 +111,12 @@ pub(crate) fn udp_associate(
 
 /// Writes the UDP request header (RSV, FRAG 0, DST) for `dst` into `out`; returns its length.
 pub(crate) fn udp_header(dst: SocketAddr, out: &mut [u8]) -> Result<usize> {
-    UdpHeader {
-        frag: 0,
-        dst: Addr::Ip(dst),
-    }
-    .emit(out)
-    .map_err(|e| BenchError::Socks(format!("emit UDP header: {e:?}")))
+    socks::udp_header(dst, out).map_err(|e| BenchError::Socks(format!("emit UDP header: {e:?}")))
 }
 
 /// Parses a relayed datagram's header: the source address and the payload offset.
 pub(crate) fn parse_udp(dgram: &[u8]) -> Result<(SocketAddr, usize)> {
-    let (h, payload) =
-        UdpHeader::parse(dgram).map_err(|e| BenchError::Socks(format!("UDP datagram: {e}")))?;
-    if !h.is_standalone() {
-        return Err(BenchError::Socks(format!(
-            "UDP datagram with FRAG {}",
-            h.frag
-        )));
-    }
-    let src =
-        bound_addr(&h.dst).ok_or_else(|| BenchError::Socks("UDP datagram from a domain".into()))?;
-    Ok((src, dgram.len() - payload.len()))
+    socks::udp_source(dgram).map_err(|e| BenchError::Socks(format!("UDP datagram: {e}")))
 }
 
 /// A UDP socket on 127.0.0.1 with a receive timeout.
@@ -209,19 +125,4 @@ pub(crate) fn udp_socket(timeout: Duration) -> Result<UdpSocket> {
     s.set_read_timeout(Some(timeout))
         .ctx(|| "UDP SO_RCVTIMEO".into())?;
     Ok(s)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn udp_header_round_trips() {
-        let dst: SocketAddr = "127.0.0.1:5353".parse().unwrap();
-        let mut buf = [0u8; 64];
-        let n = udp_header(dst, &mut buf).unwrap();
-        assert_eq!(&buf[..n], &[0, 0, 0, 1, 127, 0, 0, 1, 0x14, 0xe9]);
-        buf[n..n + 3].copy_from_slice(b"abc");
-        assert_eq!(parse_udp(&buf[..n + 3]).unwrap(), (dst, n));
-    }
 }
