@@ -5,7 +5,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use socksgate_tests::free_port;
+use socksgate_tests::{free_port, socks};
 
 const BIN: &str = env!("CARGO_BIN_EXE_socksgate");
 
@@ -603,10 +603,14 @@ fn accept_backs_off_when_out_of_file_descriptors_and_recovers() {
     loop {
         let mut s = TcpStream::connect(&listen).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        s.write_all(&[5, 1, 0]).unwrap();
+        s.write_all(&socks::encode::greeting(&[socks::Method::NoAuth]))
+            .unwrap();
         let mut reply = [0u8; 2];
         if s.read_exact(&mut reply).is_ok() {
-            assert_eq!(reply, [5, 0]);
+            assert_eq!(
+                socks::decode::method(&reply),
+                Ok(Some((socks::Method::NoAuth, 2)))
+            );
             break;
         }
         assert!(Instant::now() < deadline, "the server never recovered");

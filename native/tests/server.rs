@@ -12,9 +12,9 @@ use socksgate::users::{self, Users};
 use socksgate::{access, client, server};
 use socksgate_core::client::{Client, ClientConfig, ClientError, Credentials};
 use socksgate_core::server::Version;
-use socksgate_core::wire::{Command, ReplyCode, Socks4Code};
+use socksgate_core::wire::{Command, Method, ReplyCode, Socks4Code};
 use socksgate_core::{Addr, Domain, Target};
-use socksgate_tests::{free_port, peers, tools};
+use socksgate_tests::{free_port, peers, socks, tools};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -183,34 +183,74 @@ async fn raw(proxy: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Parses what a SOCKS5 server sent after a greeting and a request: the method reply, the
+/// reply, and where the bytes after them start.
+fn socks5_replies(out: &[u8]) -> (Method, socks::Reply5, usize) {
+    let (method, n) = socks::decode::method(out)
+        .unwrap()
+        .unwrap_or_else(|| panic!("no method reply in {out:?}"));
+    let (reply, m) = socks::decode::reply5(&out[n..])
+        .unwrap()
+        .unwrap_or_else(|| panic!("no SOCKS5 reply in {out:?}"));
+    (method, reply, n + m)
+}
+
+/// A no-authentication greeting followed by `request`.
+fn greeting_and(request: &[u8]) -> Vec<u8> {
+    let mut msg = socks::encode::greeting(&[Method::NoAuth]);
+    msg.extend_from_slice(request);
+    msg
+}
+
 #[tokio::test]
 async fn unsupported_command_and_address_type() {
     let proxy = start(Config::default(), None).await;
+    let dst = socks::v4(80);
     // CMD 9: reply 7, then the server closes.
-    let out = raw(proxy.addr, &[5, 1, 0, 5, 9, 0, 1, 127, 0, 0, 1, 0, 80]).await;
-    assert_eq!(out.get(..4), Some(&[5, 0, 5, 7][..]));
-    // ATYP 2: reply 8.
-    let out = raw(proxy.addr, &[5, 1, 0, 5, 1, 0, 2, 127, 0, 0, 1, 0, 80]).await;
-    assert_eq!(out.get(..4), Some(&[5, 0, 5, 8][..]));
+    let request = socks::encode::request(Command::from(9), &dst);
+    let out = raw(proxy.addr, &greeting_and(&request)).await;
+    let (method, reply, _) = socks5_replies(&out);
+    assert_eq!(method, Method::NoAuth);
+    assert_eq!(reply.rep, ReplyCode::CommandNotSupported, "{reply:?}");
+    // ATYP 2 (no such type; raw bytes, as no well-formed request carries it): reply 8.
+    let out = raw(
+        proxy.addr,
+        &greeting_and(&[5, 1, 0, 2, 127, 0, 0, 1, 0, 80]),
+    )
+    .await;
+    let (method, reply, _) = socks5_replies(&out);
+    assert_eq!(method, Method::NoAuth);
+    assert_eq!(reply.rep, ReplyCode::AddressTypeNotSupported, "{reply:?}");
     // SOCKS4 has no UDP ASSOCIATE: CD 91.
-    let out = raw(proxy.addr, &[4, 3, 0, 80, 127, 0, 0, 1, 0]).await;
-    assert_eq!(out.get(..2), Some(&[0, 91][..]));
+    let out = raw(
+        proxy.addr,
+        &socks::encode::socks4(Command::UdpAssociate, &dst, ""),
+    )
+    .await;
+    let (reply, _) = socks::decode::reply4(&out)
+        .unwrap()
+        .unwrap_or_else(|| panic!("no SOCKS4 reply in {out:?}"));
+    assert_eq!(reply.cd, Socks4Code::Rejected, "{reply:?}");
 }
 
 #[tokio::test]
 async fn pipelined_greeting_request_and_payload() {
     let proxy = start(Config::default(), None).await;
     let (echo, _) = echo_after_eof().await;
-    let mut msg = vec![5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1];
-    msg.extend_from_slice(&echo.port().to_be_bytes());
+    let mut msg = greeting_and(&socks::encode::request(
+        Command::Connect,
+        &socks::Dst::Ip(echo),
+    ));
     msg.extend_from_slice(b"early payload");
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     s.write_all(&msg).await.unwrap();
     s.shutdown().await.unwrap();
     let mut out = Vec::new();
     s.read_to_end(&mut out).await.unwrap();
-    assert_eq!(out.get(..4), Some(&[5, 0, 5, 0][..]));
-    assert_eq!(out.get(12..), Some(&b"early payload"[..]));
+    let (method, reply, n) = socks5_replies(&out);
+    assert_eq!(method, Method::NoAuth);
+    assert_eq!(reply.rep, ReplyCode::Succeeded, "{reply:?}");
+    assert_eq!(&out[n..], b"early payload");
 }
 
 #[tokio::test]
@@ -764,8 +804,10 @@ async fn failure_reply_survives_a_pipelined_payload() {
     // CONNECT to a closed port with a large payload pipelined behind it: the client must
     // still read the failure reply (no RST from closing with unread data).
     let proxy = start(Config::default(), None).await;
-    let mut msg = vec![5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1];
-    msg.extend_from_slice(&free_port().to_be_bytes());
+    let mut msg = greeting_and(&socks::encode::request(
+        Command::Connect,
+        &socks::v4(free_port()),
+    ));
     msg.extend_from_slice(&vec![b'x'; 200_000]);
     let s = TcpStream::connect(proxy.addr).await.unwrap();
     let (mut rd, mut wr) = s.into_split();
@@ -773,12 +815,25 @@ async fn failure_reply_survives_a_pipelined_payload() {
         let _ = wr.write_all(&msg).await;
         wr
     });
-    let mut reply = [0u8; 4];
-    tokio::time::timeout(Duration::from_secs(5), rd.read_exact(&mut reply))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(reply, [5, 0, 5, 5]);
+    // Method reply and reply, read until both parse (or 5 s pass).
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let (method, reply) = loop {
+        if let Ok(Some((m, n))) = socks::decode::method(&out)
+            && let Ok(Some((r, _))) = socks::decode::reply5(&out[n..])
+        {
+            break (m, r);
+        }
+        let mut chunk = [0u8; 64];
+        let n = tokio::time::timeout_at(deadline, rd.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(n, 0, "closed after {out:?}");
+        out.extend_from_slice(&chunk[..n]);
+    };
+    assert_eq!(method, Method::NoAuth);
+    assert_eq!(reply.rep, ReplyCode::ConnectionRefused, "{reply:?}");
     drop(writer.await);
 }
 
@@ -874,7 +929,9 @@ async fn closed_before_handshake(proxy: SocketAddr, from: &str) -> bool {
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
     let mut s = sock.connect(proxy).await.unwrap();
-    let _ = s.write_all(&[5, 1, 0]).await;
+    let _ = s
+        .write_all(&socks::encode::greeting(&[Method::NoAuth]))
+        .await;
     // Refused: EOF (or a reset) with no method selection; admitted: the selection `05 00`.
     let mut out = [0u8; 2];
     let r = tokio::time::timeout(Duration::from_secs(5), s.read(&mut out)).await;
