@@ -72,16 +72,6 @@ fn echo_after_eof() -> u16 {
 }
 
 #[test]
-fn serve_refuses_an_open_proxy_and_says_why() {
-    let (code, _, err) = run(&["serve", "--listen", "0.0.0.0:0"], b"");
-    assert_eq!(code, 1);
-    assert!(
-        err.contains("open proxy") && err.contains("--allow-open"),
-        "{err}"
-    );
-}
-
-#[test]
 fn metrics_endpoint_counts_requests() {
     let echo = echo_after_eof();
     let port = free_port();
@@ -109,6 +99,7 @@ fn metrics_endpoint_counts_requests() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(text.contains("# TYPE "), "not Prometheus text: {text}");
     assert!(
         text.contains("socksgate_requests_total{command=\"connect\"} 1\n"),
         "{text}"
@@ -187,26 +178,6 @@ fn connect_through_serve_with_every_scheme_and_auth() {
         b"authed",
     );
     assert_eq!((code, out.as_str()), (0, "authed"), "{err}");
-    let url = format!("socks5h://bob:wrong@127.0.0.1:{port}");
-    let (code, _, err) = run(
-        &["connect", "--proxy", &url, "127.0.0.1", &echo.to_string()],
-        b"x",
-    );
-    assert_eq!(code, 1);
-    assert!(err.contains("rejected the username/password"), "{err}");
-}
-
-#[test]
-fn json_logs() {
-    let port = free_port();
-    let mut server = serve(port, &["--log-format", "json"]);
-    let stderr = server.0.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let first = lines.next().unwrap().unwrap();
-    assert!(
-        first.starts_with('{') && first.contains("\"level\":\"INFO\""),
-        "{first}"
-    );
 }
 
 #[test]
@@ -343,10 +314,7 @@ fn inspect_text_and_errors() {
 }
 
 #[test]
-fn open_proxy_guard_covers_ipv6_and_config_files() {
-    let (code, _, err) = run(&["serve", "--listen", "[::]:0"], b"");
-    assert_eq!(code, 1);
-    assert!(err.contains("open proxy"), "{err}");
+fn open_proxy_guard_covers_config_files() {
     // A config file whose only rule denies is still open (default allow): refused, also by
     // check-config. Nothing is bound: the check comes first.
     let dir = tempfile::tempdir().unwrap();
