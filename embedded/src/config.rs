@@ -1,10 +1,15 @@
 //! Static gateway configuration.
 //!
-//! Firmware builds one [`GatewayConfig`] in a `static` (see each board's `config.rs`); nothing
-//! here allocates or changes at run time.
+//! Firmware builds one [`GatewayConfig`] in a `static` (see each board's `config.rs`) with
+//! `const` builder calls; nothing here allocates or changes at run time.
+//!
+//! The protocol side of the configuration is a [`socksgate_core::Policy`], built here and
+//! nowhere else: the credential table decides the authentication, so a gateway with users
+//! always requires them and never accepts SOCKS4 (which cannot authenticate).
 
 use embassy_time::Duration;
-use socksgate_core::rules::{Action, Rules};
+use socksgate_core::policy::{Authentication, Policy, Timeouts};
+use socksgate_core::rules::{Action, CommandSet, Rules};
 
 /// One RFC 1929 username/password pair.
 #[derive(Clone, Copy, Debug)]
@@ -16,44 +21,105 @@ pub struct User {
 }
 
 /// Everything a gateway needs to know, fixed at build time.
+///
+/// ```
+/// use socksgate_core::rules::{Action, Rules};
+/// use socksgate_embedded::GatewayConfig;
+///
+/// static GATEWAY: GatewayConfig =
+///     GatewayConfig::new(1080, &[]).with_rules(Rules::new(&[], Action::Allow));
+/// assert!(GATEWAY.policy().authentication.accepts_socks4());
+/// ```
 #[derive(Debug)]
 pub struct GatewayConfig {
-    /// TCP port the sessions listen on (1080 in the firmware).
-    pub port: u16,
-    /// Credential table. Empty: SOCKS5 "no authentication" is offered instead of method 2.
-    pub users: &'static [User],
-    /// Access rules (the core's evaluator): checked before resolution and again with the
-    /// resolved address; a denied request gets "not allowed by ruleset".
-    pub rules: Rules<'static>,
-    /// Accept SOCKS4 and SOCKS4a requests (they cannot authenticate with a password: only
-    /// allowed when `users` is empty).
-    pub socks4: bool,
-    /// The client must send its whole handshake (greeting to request) within this time.
-    /// Resolution and the upstream connect are bounded separately (smoltcp's DNS timeout,
-    /// `connect_timeout`), so a request being worked on always gets its reply.
-    pub handshake_timeout: Duration,
-    /// Upstream TCP connect (after resolution) must finish within this time.
-    pub connect_timeout: Duration,
-    /// A relayed connection with no byte in either direction for this long is closed.
-    pub idle_timeout: Duration,
-    /// Bound on the orderly close (FIN exchange) before a socket is aborted.
-    pub close_timeout: Duration,
+    port: u16,
+    users: &'static [User],
+    policy: Policy<'static>,
+    idle_timeout: Duration,
+    close_timeout: Duration,
 }
 
 impl GatewayConfig {
-    /// Defaults for `port` with the given users: no rules (everything allowed), SOCKS4
-    /// only when there are no users, 10 s handshake and connect, 5 min idle, 5 s close.
+    /// SOCKS on `port` with the credential table `users`.
+    ///
+    /// With users, every client authenticates with RFC 1929 username/password and SOCKS4 is
+    /// refused; without, SOCKS5 "no authentication" and SOCKS4/4a are offered. No rules
+    /// (everything allowed), CONNECT and UDP ASSOCIATE (BIND gets "command not supported"),
+    /// the core's default handshake, connect and UDP idle timeouts, 5 min relay idle, 5 s
+    /// close.
     pub const fn new(port: u16, users: &'static [User]) -> Self {
+        let authentication = if users.is_empty() {
+            Authentication::None { socks4: true }
+        } else {
+            Authentication::PASSWORD
+        };
+        let mut policy = Policy::new(authentication, Rules::new(&[], Action::Allow));
+        policy.commands = CommandSet::CONNECT.union(CommandSet::UDP_ASSOCIATE);
         Self {
             port,
             users,
-            rules: Rules::new(&[], Action::Allow),
-            socks4: users.is_empty(),
-            handshake_timeout: Duration::from_secs(10),
-            connect_timeout: Duration::from_secs(10),
+            policy,
             idle_timeout: Duration::from_secs(300),
             close_timeout: Duration::from_secs(5),
         }
+    }
+
+    /// Access rules (the core's evaluator), for every request and every UDP datagram.
+    #[must_use]
+    pub const fn with_rules(mut self, rules: Rules<'static>) -> Self {
+        self.policy.rules = rules;
+        self
+    }
+
+    /// Refuses SOCKS4/4a also when there are no users (with users it is always refused).
+    #[must_use]
+    pub const fn without_socks4(mut self) -> Self {
+        if let Authentication::None { .. } = self.policy.authentication {
+            self.policy.authentication = Authentication::None { socks4: false };
+        }
+        self
+    }
+
+    /// The session time limits: handshake, connect (resolution included) and UDP association
+    /// idle. (`bind` is unused: BIND is not served.)
+    #[must_use]
+    pub const fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.policy.timeouts = timeouts;
+        self
+    }
+
+    /// A relayed TCP connection with no byte in either direction for `idle` is closed.
+    #[must_use]
+    pub const fn with_idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle_timeout = idle;
+        self
+    }
+
+    /// Bound on the orderly close (FIN exchange) before a socket is aborted.
+    #[must_use]
+    pub const fn with_close_timeout(mut self, close: Duration) -> Self {
+        self.close_timeout = close;
+        self
+    }
+
+    /// The TCP port the sessions listen on.
+    pub const fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// What the core decides with: authentication, rules, commands, session timeouts.
+    pub const fn policy(&self) -> &Policy<'static> {
+        &self.policy
+    }
+
+    /// The relay's idle limit.
+    pub const fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
+    /// The orderly close's limit.
+    pub const fn close_timeout(&self) -> Duration {
+        self.close_timeout
     }
 
     /// Checks a username/password pair against the table, in constant time per entry.
@@ -71,6 +137,8 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use socksgate_core::wire::Command;
+
     use super::*;
 
     static USERS: [User; 2] = [
@@ -97,9 +165,39 @@ mod tests {
     }
 
     #[test]
-    fn defaults_follow_the_user_table() {
-        assert!(GatewayConfig::new(1080, &[]).socks4);
-        assert!(!GatewayConfig::new(1080, &USERS).socks4);
-        assert!(GatewayConfig::new(1080, &[]).rules.rules.is_empty());
+    fn users_require_a_password_and_refuse_socks4() {
+        let open = GatewayConfig::new(1080, &[]);
+        assert_eq!(
+            open.policy().authentication,
+            Authentication::None { socks4: true }
+        );
+        assert_eq!(
+            GatewayConfig::new(1080, &[])
+                .without_socks4()
+                .policy()
+                .authentication,
+            Authentication::None { socks4: false }
+        );
+        let auth = GatewayConfig::new(1080, &USERS);
+        assert_eq!(auth.policy().authentication, Authentication::PASSWORD);
+        assert!(!auth.policy().authentication.accepts_socks4());
+        // Nothing turns SOCKS4 back on once users are listed.
+        assert_eq!(
+            GatewayConfig::new(1080, &USERS)
+                .without_socks4()
+                .policy()
+                .authentication,
+            Authentication::PASSWORD
+        );
+        assert!(open.policy().rules.rules.is_empty());
+    }
+
+    #[test]
+    fn bind_is_not_served() {
+        let commands = GatewayConfig::new(1080, &[]).policy().commands;
+        assert!(commands.contains(Command::Connect));
+        assert!(commands.contains(Command::UdpAssociate));
+        assert!(!commands.contains(Command::Bind));
+        assert!(!commands.contains(Command::Unknown(9)));
     }
 }

@@ -16,8 +16,11 @@ use embassy_net::tcp::TcpSocket;
 use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use embassy_sync::signal::Signal;
 
+use socksgate_core::Policy;
+use socksgate_core::rules::CommandSet;
+
 use crate::config::GatewayConfig;
-use crate::session::{self, Scratch, SessionEnd};
+use crate::session::{self, SessionEnd};
 use crate::udp::UdpBuffers;
 
 /// Default size of each TCP socket buffer of a session (receive window and send queue):
@@ -33,14 +36,14 @@ pub const fn sockets_needed(sessions: usize, udp: usize) -> usize {
     2 * sessions + udp + 2
 }
 
-/// Memory of one session: client and upstream socket buffers plus handshake scratch.
+/// Socket buffers of one session: client and upstream, receive and send. (The session
+/// itself, with its input buffer, lives in the gateway's future.)
 #[derive(Debug)]
 pub struct SessionBuffers<const B: usize = SOCKET_BUF> {
     client_rx: [u8; B],
     client_tx: [u8; B],
     upstream_rx: [u8; B],
     upstream_tx: [u8; B],
-    scratch: Scratch,
 }
 
 impl<const B: usize> SessionBuffers<B> {
@@ -51,7 +54,6 @@ impl<const B: usize> SessionBuffers<B> {
             client_tx: [0; B],
             upstream_rx: [0; B],
             upstream_tx: [0; B],
-            scratch: Scratch::new(),
         }
     }
 }
@@ -67,12 +69,11 @@ impl<const B: usize> Default for SessionBuffers<B> {
 struct RefusalBuffers {
     rx: [u8; REFUSAL_BUF],
     tx: [u8; REFUSAL_BUF],
-    scratch: Scratch,
 }
 
 /// All memory of a gateway of `N` sessions, of which at most `U` can be UDP associations
-/// at a time, with `B`-byte TCP socket buffers, allocated up front (put it in a `static`). `U = 0` turns UDP ASSOCIATE off
-/// ("command not supported").
+/// at a time, with `B`-byte TCP socket buffers, allocated up front (put it in a `static`).
+/// `U = 0` turns UDP ASSOCIATE off ("command not supported").
 #[derive(Debug)]
 pub struct GatewayStorage<const N: usize, const U: usize, const B: usize = SOCKET_BUF> {
     sessions: [SessionBuffers<B>; N],
@@ -89,7 +90,6 @@ impl<const N: usize, const U: usize, const B: usize> GatewayStorage<N, U, B> {
             refusal: RefusalBuffers {
                 rx: [0; REFUSAL_BUF],
                 tx: [0; REFUSAL_BUF],
-                scratch: Scratch::new(),
             },
         }
     }
@@ -170,25 +170,51 @@ impl<'s, const N: usize, const U: usize, const B: usize> Gateway<'s, N, U, B> {
             changed: Signal::new(),
         };
         let occupancy = &occupancy;
+        // The configuration's policy, without UDP ASSOCIATE when there is no slot for it.
+        let mut policy = *config.policy();
+        if U == 0 {
+            policy.commands = CommandSet::CONNECT;
+        }
+        let shared = Shared {
+            stack,
+            config,
+            policy: &policy,
+            occupancy,
+            report,
+        };
+        let shared = &shared;
         let sessions = storage
             .sessions
             .each_mut()
-            .map(|buffers| session_loop(stack, config, buffers, &storage.udp, occupancy, report));
-        let refusal = refusal_loop::<N>(stack, config, &mut storage.refusal, occupancy, report);
+            .map(|buffers| session_loop(shared, buffers, &storage.udp));
+        let refusal = refusal_loop::<N>(shared, &mut storage.refusal);
         let (_, never) = join(join_array(sessions), refusal).await;
         never
     }
 }
 
+/// What every session and the refusal slot share.
+struct Shared<'a> {
+    stack: Stack<'static>,
+    config: &'a GatewayConfig,
+    policy: &'a Policy<'a>,
+    occupancy: &'a Occupancy,
+    report: fn(SessionEnd),
+}
+
 /// One session slot: listen, serve, close, repeat.
 async fn session_loop<const B: usize>(
-    stack: Stack<'static>,
-    config: &GatewayConfig,
+    shared: &Shared<'_>,
     buffers: &mut SessionBuffers<B>,
     udp: &[RefCell<UdpBuffers>],
-    occupancy: &Occupancy,
-    report: fn(SessionEnd),
 ) -> ! {
+    let Shared {
+        stack,
+        config,
+        policy,
+        occupancy,
+        report,
+    } = *shared;
     // Set while this slot still counts as busy after its session ended.
     let release_pending = Cell::new(false);
     loop {
@@ -197,7 +223,6 @@ async fn session_loop<const B: usize>(
             client_tx,
             upstream_rx,
             upstream_tx,
-            scratch,
         } = &mut *buffers;
         let mut client = TcpSocket::new(stack, client_rx, client_tx);
         client.set_keep_alive(Some(embassy_time::Duration::from_secs(60)));
@@ -208,7 +233,7 @@ async fn session_loop<const B: usize>(
             }
             core::future::pending::<()>().await
         };
-        let accepted = match select(client.accept(config.port), release).await {
+        let accepted = match select(client.accept(config.port()), release).await {
             Either::First(result) => result,
             Either::Second(()) => continue,
         };
@@ -221,33 +246,34 @@ async fn session_loop<const B: usize>(
         occupancy.update(1);
         release_pending.set(true);
         let mut upstream = TcpSocket::new(stack, upstream_rx, upstream_tx);
-        let end = session::serve(stack, config, &mut client, &mut upstream, scratch, udp).await;
+        let end = session::serve(stack, config, policy, &mut client, &mut upstream, udp).await;
         report(end);
     }
 }
 
 /// The refusal slot: listens only while all `N` sessions are busy.
-async fn refusal_loop<const N: usize>(
-    stack: Stack<'static>,
-    config: &GatewayConfig,
-    buffers: &mut RefusalBuffers,
-    occupancy: &Occupancy,
-    report: fn(SessionEnd),
-) -> ! {
+async fn refusal_loop<const N: usize>(shared: &Shared<'_>, buffers: &mut RefusalBuffers) -> ! {
+    let Shared {
+        stack,
+        config,
+        policy,
+        occupancy,
+        report,
+    } = *shared;
     loop {
         while occupancy.busy.get() < N {
             occupancy.changed.wait().await;
         }
-        let RefusalBuffers { rx, tx, scratch } = &mut *buffers;
+        let RefusalBuffers { rx, tx } = &mut *buffers;
         let mut client = TcpSocket::new(stack, rx, tx);
         let slot_freed = async {
             while occupancy.busy.get() >= N {
                 occupancy.changed.wait().await;
             }
         };
-        match select(client.accept(config.port), slot_freed).await {
+        match select(client.accept(config.port()), slot_freed).await {
             Either::First(Ok(())) => {
-                report(session::refuse(stack, config, &mut client, scratch).await);
+                report(session::refuse(stack, config, policy, &mut client).await);
             }
             // Still listening (or never connected): closing sends nothing.
             Either::First(Err(_)) | Either::Second(()) => client.abort(),

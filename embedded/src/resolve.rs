@@ -1,48 +1,36 @@
-//! Destination resolution through the stack's DNS client.
+//! Name resolution through the stack's DNS client.
+//!
+//! Only real names come here: the core hands over a name that spells an IP address as that
+//! address.
 
-use core::net::{IpAddr, SocketAddr};
+use core::net::IpAddr;
 
 use embassy_net::Stack;
 use embassy_net::dns::DnsQueryType;
-use socksgate_core::{Addr, Domain};
+use socksgate_core::{Domain, Failure};
 
-/// Why a destination has no address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub(crate) enum ResolveError {
-    /// The name is not UTF-8, so it cannot be a DNS name.
-    NotText,
-    /// No A (nor AAAA) record, or no DNS server answered.
-    NotFound,
-}
+/// How many addresses of a name are kept: smoltcp's default `DNS_MAX_RESULT_COUNT`, so one
+/// query returns at most this many; further ones (with a larger smoltcp setting) are ignored.
+const MAX_ADDRESSES: usize = 1;
 
-/// Resolves `target`: IP targets and IP literals sent as names need no query; names ask for
-/// A records first, then AAAA.
-pub(crate) async fn resolve(
-    stack: Stack<'_>,
-    target: Addr<'_>,
-) -> Result<SocketAddr, ResolveError> {
-    match target {
-        Addr::Ip(sa) => Ok(sa),
-        Addr::Domain(name, port) => resolve_name(stack, name, port).await,
-    }
-}
+/// Addresses of one name, in the order to try them.
+pub(crate) type Addresses = heapless::Vec<IpAddr, MAX_ADDRESSES>;
 
-async fn resolve_name(
-    stack: Stack<'_>,
-    name: Domain<'_>,
-    port: u16,
-) -> Result<SocketAddr, ResolveError> {
-    if let Some(ip) = name.ip_literal() {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    let text = name.as_str().ok_or(ResolveError::NotText)?;
+/// The addresses of `name`: its A records, or if it has none its AAAA records. Every way of
+/// not getting one (not a DNS name, NXDOMAIN, no record, no server answering) is
+/// [`Failure::NameNotFound`]: embassy-net does not tell them apart.
+pub(crate) async fn resolve(stack: Stack<'_>, name: Domain<'_>) -> Result<Addresses, Failure> {
+    let text = name.as_str().ok_or(Failure::NameNotFound)?;
     for qtype in [DnsQueryType::A, DnsQueryType::Aaaa] {
-        if let Ok(addrs) = stack.dns_query(text, qtype).await
-            && let Some(first) = addrs.first()
+        if let Ok(found) = stack.dns_query(text, qtype).await
+            && !found.is_empty()
         {
-            return Ok(SocketAddr::new(IpAddr::from(*first), port));
+            let mut addrs = Addresses::new();
+            for &ip in &found {
+                let _ = addrs.push(IpAddr::from(ip));
+            }
+            return Ok(addrs);
         }
     }
-    Err(ResolveError::NotFound)
+    Err(Failure::NameNotFound)
 }

@@ -1,41 +1,39 @@
-//! One client session: SOCKS handshake through the core, upstream connect, relay, close.
+//! One client session: the core's [`Session`] driven over embassy-net sockets.
 //!
-//! Every protocol byte goes through [`socksgate_core::server::Server`]: this module only
-//! moves bytes between sockets and the state machine and answers its events (credentials,
-//! access rules, resolution, connect).
+//! The core decides everything about the protocol — methods and versions, access rules,
+//! reply codes, deadlines. This module is its driver: it moves bytes between the client
+//! socket and the session, tells it the time, does what its events ask (check credentials,
+//! resolve, connect, open a UDP relay) and reports the results as facts (an address, a
+//! [`Failure`]). Then it relays and closes in order.
 
 use core::cell::RefCell;
-use core::net::SocketAddr;
+use core::net::{IpAddr, SocketAddr};
 
 use embassy_net::tcp::{ConnectError, TcpSocket};
 use embassy_net::{IpEndpoint, Stack};
-use embassy_time::{Instant, with_deadline, with_timeout};
-use socksgate_core::rules::{Query, Verdict};
-use socksgate_core::server::{Config, Event, Octets, Request, Server};
-use socksgate_core::wire::{Command, ReplyCode};
+use embassy_time::with_deadline;
+use socksgate_core::session::{Close, Event, Session};
+use socksgate_core::{Addr, Failure, Policy};
 
 use crate::config::GatewayConfig;
 use crate::relay::{self, RelayEnd};
-use crate::resolve::resolve;
+use crate::resolve::{Addresses, resolve};
 use crate::udp::{self, UdpBuffers};
 
-/// Handshake input buffer (the core buffers partial messages itself, so any size works);
-/// reused as the relay's chunk buffer once the handshake is over.
-pub(crate) const INPUT_BUF: usize = relay::RELAY_CHUNK;
+/// The session's input buffer: the client's handshake bytes, then (through
+/// `release_buffer`) the relay's chunk buffer, so a session holds one such buffer, not two.
+pub(crate) type ClientSession = Session<{ relay::RELAY_CHUNK }>;
 
-/// Per-session scratch memory besides the four socket buffers.
-#[derive(Debug)]
-pub(crate) struct Scratch {
-    /// Handshake input, then the relay's chunk buffer.
-    pub(crate) input: [u8; INPUT_BUF],
+/// The core's clock: milliseconds since embassy-time's epoch.
+pub(crate) fn now() -> socksgate_core::Instant {
+    socksgate_core::Instant::from_millis(embassy_time::Instant::now().as_millis())
 }
 
-impl Scratch {
-    pub(crate) const fn new() -> Self {
-        Self {
-            input: [0; INPUT_BUF],
-        }
-    }
+/// A core deadline on embassy-time's clock; `None` (no deadline) is never.
+pub(crate) fn embassy_instant(at: Option<socksgate_core::Instant>) -> embassy_time::Instant {
+    at.map_or(embassy_time::Instant::MAX, |t| {
+        embassy_time::Instant::from_millis(t.as_millis())
+    })
 }
 
 /// How a session ended (kept for logs and tests).
@@ -56,24 +54,33 @@ pub enum SessionEnd {
     Relayed(RelayEnd),
 }
 
-/// What the core is told about the methods and versions we accept.
-fn core_config(config: &GatewayConfig) -> Config {
-    Config {
-        no_auth: config.users.is_empty(),
-        user_pass: !config.users.is_empty(),
-        gssapi: false,
-        socks4: config.socks4,
+impl From<Close> for SessionEnd {
+    fn from(reason: Close) -> Self {
+        match reason {
+            Close::Protocol(_) => Self::ProtocolError,
+            Close::HandshakeTimeout => Self::HandshakeTimeout,
+            _ => Self::Refused,
+        }
+    }
+}
+
+/// The outbound side's failure as the core classifies it (the core picks the reply code).
+fn connect_failure(error: ConnectError) -> Failure {
+    match error {
+        ConnectError::ConnectionReset => Failure::Refused,
+        ConnectError::NoRoute => Failure::NetworkUnreachable,
+        ConnectError::TimedOut => Failure::TimedOut,
+        ConnectError::InvalidState => Failure::Other,
     }
 }
 
 /// What a successful handshake ended with.
 #[derive(Debug)]
 enum Outcome {
-    /// CONNECT succeeded; the first `n` bytes of `scratch.input` are early payload.
-    Connected(usize),
-    /// UDP ASSOCIATE, not answered yet (the caller owns the UDP slots), with the client's
-    /// UDP port if the request announced one.
-    UdpAssociate(Option<u16>),
+    /// CONNECT: `upstream` is connected and the reply sent.
+    Connected,
+    /// UDP ASSOCIATE: the session waits for the relay socket (`handle_opened`).
+    Associate,
 }
 
 /// Serves one accepted client: handshake, relay (TCP, or UDP for an association),
@@ -81,199 +88,226 @@ enum Outcome {
 pub(crate) async fn serve(
     stack: Stack<'static>,
     config: &GatewayConfig,
+    policy: &Policy<'_>,
     client: &mut TcpSocket<'_>,
     upstream: &mut TcpSocket<'_>,
-    scratch: &mut Scratch,
     udp_slots: &[RefCell<UdpBuffers>],
 ) -> SessionEnd {
-    let mut server = Server::new(core_config(config));
-    let mut user = None;
-    let answers = Answers {
-        server: &mut server,
-        user: &mut user,
-        udp: !udp_slots.is_empty(),
-    };
-    let handshake = handshake(
-        stack,
-        config,
-        client,
-        Some(&mut *upstream),
-        scratch,
-        answers,
-    )
-    .await;
-    let end = match handshake {
-        Err(end) => end,
-        Ok(Outcome::UdpAssociate(client_port)) => {
-            udp::associate(
+    let end = match client.remote_endpoint() {
+        None => SessionEnd::ClientGone,
+        Some(peer) => {
+            let mut session = ClientSession::new(policy, SocketAddr::from(peer), now());
+            let outcome = handshake(
                 stack,
                 config,
+                policy,
                 client,
-                &mut server,
-                client_port,
-                user.as_deref(),
-                udp_slots,
+                &mut session,
+                Some(&mut *upstream),
             )
-            .await
-        }
-        Ok(Outcome::Connected(early)) => {
-            // Payload the client sent right after its request goes first.
-            let forwarded = match scratch.input.get(..early) {
-                Some(bytes) if !bytes.is_empty() => write_all(upstream, bytes).await,
-                _ => Ok(()),
-            };
-            match forwarded {
-                Ok(()) => SessionEnd::Relayed(
-                    relay::relay(client, upstream, &mut scratch.input, config.idle_timeout).await,
-                ),
-                Err(()) => SessionEnd::Relayed(RelayEnd::Reset),
+            .await;
+            match outcome {
+                Err(end) => end,
+                Ok(Outcome::Associate) => {
+                    udp::associate(stack, policy, client, &mut session, udp_slots).await
+                }
+                Ok(Outcome::Connected) => {
+                    relay_connected(config, client, upstream, &mut session).await
+                }
             }
         }
     };
-    relay::close(upstream, config.close_timeout).await;
-    relay::close(client, config.close_timeout).await;
+    relay::close(upstream, config.close_timeout()).await;
+    relay::close(client, config.close_timeout()).await;
     end
+}
+
+/// Relays an established CONNECT, starting with the payload the client pipelined after its
+/// request; the session's input buffer becomes the relay's chunk buffer.
+async fn relay_connected(
+    config: &GatewayConfig,
+    client: &mut TcpSocket<'_>,
+    upstream: &mut TcpSocket<'_>,
+    session: &mut ClientSession,
+) -> SessionEnd {
+    let Some((chunk, early)) = session.release_buffer() else {
+        return SessionEnd::ProtocolError; // not established: cannot happen
+    };
+    let forwarded = match chunk.get(..early) {
+        Some(bytes) if !bytes.is_empty() => write_all(upstream, bytes).await,
+        _ => Ok(()),
+    };
+    match forwarded {
+        Ok(()) => SessionEnd::Relayed(
+            relay::relay(client, upstream, chunk, config.idle_timeout()).await,
+        ),
+        Err(()) => SessionEnd::Relayed(RelayEnd::Reset),
+    }
 }
 
 /// Answers one client while every session is busy: the handshake runs as usual (so the
 /// client gets a well-formed reply in its own protocol version), then the request is
-/// refused with "general failure" and the connection closed in order.
+/// answered with [`Failure::Other`] ("general failure", SOCKS4 CD 91) and the connection
+/// closed in order.
 pub(crate) async fn refuse(
     stack: Stack<'static>,
     config: &GatewayConfig,
+    policy: &Policy<'_>,
     client: &mut TcpSocket<'_>,
-    scratch: &mut Scratch,
 ) -> SessionEnd {
-    let mut server = Server::new(core_config(config));
-    let mut user = None;
-    let answers = Answers {
-        server: &mut server,
-        user: &mut user,
-        udp: false,
+    let end = match client.remote_endpoint() {
+        None => SessionEnd::ClientGone,
+        Some(peer) => {
+            let mut session = ClientSession::new(policy, SocketAddr::from(peer), now());
+            match handshake(stack, config, policy, client, &mut session, None).await {
+                Err(SessionEnd::Refused) => SessionEnd::PoolFull,
+                Err(end) => end,
+                Ok(_) => SessionEnd::ProtocolError, // cannot happen: every request is refused
+            }
+        }
     };
-    let end = match handshake(stack, config, client, None, scratch, answers).await {
-        Err(SessionEnd::Refused) => SessionEnd::PoolFull,
-        Err(end) => end,
-        Ok(_) => SessionEnd::ProtocolError, // unreachable: every request is refused
-    };
-    relay::close(client, config.close_timeout).await;
+    relay::close(client, config.close_timeout()).await;
     end
 }
 
-/// The state machine and what the handshake learns, owned by the caller.
-struct Answers<'a> {
-    server: &'a mut Server,
-    /// The RFC 1929 user once authenticated: access rules may name it.
-    user: &'a mut Option<Octets>,
-    /// Hand UDP ASSOCIATE requests back to the caller (else: "command not supported").
-    udp: bool,
-}
-
-/// Runs the handshake; reading the client's messages is bounded by
-/// `config.handshake_timeout`. On success either the upstream is connected and the first `n` bytes
-/// of `scratch.input` are client payload that arrived with the request, or a UDP ASSOCIATE
-/// request awaits its answer. Without an upstream socket every request is refused with
-/// "general failure".
+/// Runs `session` until it is established or closed: reads the client until the session's
+/// deadline, answers its events and sends its output.
+///
+/// With `upstream`, a CONNECT is resolved and connected on it and a UDP ASSOCIATE handed
+/// back to the caller; without (the refusal slot), every request is answered with
+/// [`Failure::Other`].
 async fn handshake(
     stack: Stack<'static>,
     config: &GatewayConfig,
+    policy: &Policy<'_>,
     client: &mut TcpSocket<'_>,
+    session: &mut ClientSession,
     mut upstream: Option<&mut TcpSocket<'_>>,
-    scratch: &mut Scratch,
-    answers: Answers<'_>,
 ) -> Result<Outcome, SessionEnd> {
-    let Answers { server, user, udp } = answers;
-    // The client must complete its messages in time; resolution and the upstream connect
-    // have their own bounds, so a request being worked on always gets its reply.
-    let deadline = Instant::now() + config.handshake_timeout;
-    let mut len = 0;
+    // A CONNECT's resolved addresses, from `Event::Resolve` to `Event::Connect(None)`.
+    let mut addrs = Addresses::new();
+    let mut closed = None;
     loop {
-        // Let the core take all it can before reading more.
-        loop {
-            let input = scratch.input.get(..len).unwrap_or_default();
-            let consumed = match server.feed(input) {
-                Ok(n) => n.min(len),
-                Err(_) => {
-                    let _ = transmit(server, client).await;
-                    return Err(SessionEnd::ProtocolError);
+        while let Some(event) = session.poll_event() {
+            match (event, upstream.as_deref_mut()) {
+                (Event::Authenticate, _) => {
+                    let ok = session
+                        .credentials()
+                        .is_some_and(|(name, password)| config.authenticate(name, password));
+                    let _ = session.handle_auth(policy, ok, now());
                 }
-            };
-            scratch.input.copy_within(consumed..len, 0);
-            len -= consumed;
-
-            let mut evented = false;
-            while let Some(event) = server.poll_event() {
-                evented = true;
-                match event {
-                    Event::Authenticate { username, password } => {
-                        let ok = config.authenticate(&username, &password);
-                        if ok {
-                            *user = Some(username);
+                (Event::Resolve | Event::Connect(_) | Event::Associate, None) | (Event::Bind, _) => {
+                    // The refusal slot; BIND is not served (the policy lets the core refuse
+                    // it first).
+                    let _ = session.handle_failure(Failure::Other);
+                }
+                (Event::Resolve, Some(_)) => {
+                    let until = embassy_instant(session.poll_timeout());
+                    let found = match session.destination() {
+                        Some(Addr::Domain(name, _)) => {
+                            with_deadline(until, resolve(stack, name)).await
                         }
-                        let _ = server.authenticate(ok);
+                        _ => Ok(Err(Failure::Other)),
+                    };
+                    match found {
+                        Err(_) => session.handle_timeout(now()),
+                        Ok(Err(failure)) => {
+                            let _ = session.handle_failure(failure);
+                        }
+                        Ok(Ok(found)) => {
+                            addrs = found;
+                            let kept = session.handle_resolved(policy, &mut addrs).unwrap_or(0);
+                            addrs.truncate(kept);
+                        }
                     }
-                    Event::Request(request)
-                        if udp
-                            && upstream.is_some()
-                            && request.command == Command::UdpAssociate =>
-                    {
-                        let port = request.target.port();
-                        return Ok(Outcome::UdpAssociate((port != 0).then_some(port)));
-                    }
-                    Event::Request(request) => {
-                        let result = match upstream.as_deref_mut() {
-                            Some(upstream) => {
-                                let client_ip =
-                                    client.remote_endpoint().map(|ep| SocketAddr::from(ep).ip());
-                                let Some(client_ip) = client_ip else {
-                                    return Err(SessionEnd::ClientGone);
-                                };
-                                let query = Query {
-                                    client: client_ip,
-                                    user: user.as_deref(),
-                                    command: request.command,
-                                    dst: request.target.as_addr(),
-                                };
-                                connect(stack, config, upstream, &request, &query).await
-                            }
-                            None => Err(ReplyCode::GeneralFailure),
-                        };
-                        let _ = server.respond(result);
-                    }
-                    #[allow(unreachable_patterns)] // the core may add events
-                    _ => {}
                 }
-            }
-            transmit(server, client)
-                .await
-                .map_err(|()| SessionEnd::ClientGone)?;
-            if server.is_established() {
-                return Ok(Outcome::Connected(len));
-            }
-            if server.is_closed() {
-                return Err(SessionEnd::Refused);
-            }
-            if consumed == 0 && !evented {
-                break;
+                (Event::Connect(to), Some(upstream)) => {
+                    let until = embassy_instant(session.poll_timeout());
+                    let port = session.destination().map_or(0, |dst| dst.port());
+                    let result = match to {
+                        Some(to) => connect(upstream, &[to.ip()], to.port(), until).await,
+                        None => connect(upstream, &addrs, port, until).await,
+                    };
+                    let _ = match result {
+                        Ok(bound) => session.handle_opened(policy, bound, now()),
+                        Err(Some(failure)) => session.handle_failure(failure),
+                        Err(None) => {
+                            session.handle_timeout(now());
+                            Ok(())
+                        }
+                    };
+                }
+                (Event::Associate, Some(_)) => return Ok(Outcome::Associate),
+                (Event::Closed(reason), _) => closed = Some(SessionEnd::from(reason)),
+                // Established is read from the session below; GSS-API is never offered.
+                _ => {}
             }
         }
-        let Some(free) = scratch.input.get_mut(len..).filter(|free| !free.is_empty()) else {
-            return Err(SessionEnd::ProtocolError); // the core never needs this much
-        };
-        match with_deadline(deadline, client.read(free)).await {
-            Err(_) => return Err(SessionEnd::HandshakeTimeout),
+        transmit(session, client)
+            .await
+            .map_err(|()| SessionEnd::ClientGone)?;
+        if session.is_established() {
+            return Ok(Outcome::Connected);
+        }
+        if let Some(end) = closed {
+            return Err(end);
+        }
+        let until = embassy_instant(session.poll_timeout());
+        let free = session.recv_buffer();
+        if free.is_empty() {
+            // Every event is answered before reading, so the session always takes input.
+            return Err(SessionEnd::ProtocolError);
+        }
+        match with_deadline(until, client.read(free)).await {
+            Err(_) => session.handle_timeout(now()),
             Ok(Ok(0) | Err(_)) => return Err(SessionEnd::ClientGone),
-            Ok(Ok(n)) => len += n,
+            Ok(Ok(n)) => session.handle_received(policy, n, now()),
         }
     }
 }
 
-/// Sends everything the core has queued, straight from its output buffer.
-pub(crate) async fn transmit(server: &mut Server, client: &mut TcpSocket<'_>) -> Result<(), ()> {
-    while !server.pending_transmit().is_empty() {
-        match client.write(server.pending_transmit()).await {
+/// Connects `upstream` to the first of `ips` (at `port`) that answers, before `until`.
+/// Returns the local address for the reply, or the most telling failure of the attempts;
+/// `Err(None)`: `until` passed (the session's deadline decides the reply).
+async fn connect(
+    upstream: &mut TcpSocket<'_>,
+    ips: &[IpAddr],
+    port: u16,
+    until: embassy_time::Instant,
+) -> Result<SocketAddr, Option<Failure>> {
+    let mut failure = Failure::HostUnreachable;
+    for (i, &ip) in ips.iter().enumerate() {
+        let endpoint = IpEndpoint::from(SocketAddr::new(ip, port));
+        match with_deadline(until, upstream.connect(endpoint)).await {
+            Err(_) => {
+                upstream.abort();
+                return Err(None);
+            }
+            Ok(Ok(())) => {
+                return upstream
+                    .local_endpoint()
+                    .map(SocketAddr::from)
+                    .ok_or(Some(Failure::Other));
+            }
+            Ok(Err(error)) => {
+                upstream.abort();
+                let this = connect_failure(error);
+                failure = if i == 0 { this } else { failure.most_telling(this) };
+            }
+        }
+    }
+    Err(Some(failure))
+}
+
+/// Sends everything the session has queued, straight from its output buffer.
+pub(crate) async fn transmit(
+    session: &mut ClientSession,
+    client: &mut TcpSocket<'_>,
+) -> Result<(), ()> {
+    while !session.pending_transmit().is_empty() {
+        match client.write(session.pending_transmit()).await {
             Ok(0) | Err(_) => return Err(()),
-            Ok(n) => server.consume_transmit(n),
+            Ok(n) => session.consume_transmit(n),
         }
     }
     Ok(())
@@ -287,51 +321,4 @@ async fn write_all(socket: &mut TcpSocket<'_>, mut bytes: &[u8]) -> Result<(), (
         }
     }
     Ok(())
-}
-
-/// Answers a request: checks it against the rules (before resolution, so a denied name is
-/// never looked up, and again with the address), resolves the destination and connects
-/// `upstream`. Returns the address to report (the upstream socket's local address) or the
-/// reply code.
-async fn connect(
-    stack: Stack<'static>,
-    config: &GatewayConfig,
-    upstream: &mut TcpSocket<'_>,
-    request: &Request,
-    query: &Query<'_>,
-) -> Result<SocketAddr, ReplyCode> {
-    if request.command != Command::Connect {
-        return Err(ReplyCode::CommandNotSupported);
-    }
-    if let Verdict::Decided(decision) = config.rules.evaluate(query)
-        && !decision.is_allowed()
-    {
-        return Err(ReplyCode::NotAllowed);
-    }
-    let addr = resolve(stack, request.target.as_addr())
-        .await
-        .map_err(|_| ReplyCode::HostUnreachable)?;
-    if !config
-        .rules
-        .evaluate_resolved(query, addr.ip())
-        .is_allowed()
-    {
-        return Err(ReplyCode::NotAllowed);
-    }
-    let endpoint = IpEndpoint::from(addr);
-    match with_timeout(config.connect_timeout, upstream.connect(endpoint)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(ConnectError::ConnectionReset)) => return Err(ReplyCode::ConnectionRefused),
-        Ok(Err(ConnectError::NoRoute)) => return Err(ReplyCode::NetworkUnreachable),
-        Ok(Err(ConnectError::TimedOut)) => return Err(ReplyCode::TtlExpired),
-        Ok(Err(ConnectError::InvalidState)) => return Err(ReplyCode::GeneralFailure),
-        Err(_) => {
-            upstream.abort();
-            return Err(ReplyCode::TtlExpired);
-        }
-    }
-    upstream
-        .local_endpoint()
-        .map(SocketAddr::from)
-        .ok_or(ReplyCode::GeneralFailure)
 }

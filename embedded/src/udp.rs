@@ -1,38 +1,47 @@
 //! UDP ASSOCIATE: one relay socket per association, from a small fixed pool of slots.
 //!
-//! The association lives as long as its TCP control connection (RFC 1928 §7). Datagrams
-//! from the client's address are decapsulated (RFC 1928 §7 header and fragment reassembly in
-//! the core), checked against the rules (command UDP ASSOCIATE, the datagram's destination,
-//! before and after resolution) and sent on; datagrams from anywhere else are encapsulated
-//! with their source and sent to the client. The first client datagram fixes the client's
-//! UDP port unless the request named it.
+//! The association lives as long as its TCP control connection (RFC 1928 §7). Every decision
+//! is the core's [`Association`]: which datagrams come from the client (its control
+//! connection's address; the port announced in an address-form request, else latched from
+//! the first datagram), header parsing and fragment reassembly, the rules per datagram
+//! (before and after resolution), which sources may answer (only destinations the client
+//! contacted) and the idle limit. This module moves datagrams and resolves names.
+//!
+//! One socket faces both the client and the destinations, so a datagram is first offered
+//! to the association as the client's; one it calls a [stranger](Dropped::Stranger) is then
+//! offered as a destination's reply.
 
 use core::cell::RefCell;
 use core::net::{IpAddr, SocketAddr};
 
 use embassy_futures::select::{Either3, select3};
-use embassy_net::udp::{PacketMetadata, UdpSocket};
 use embassy_net::{IpEndpoint, Stack};
-use embassy_time::{Instant, Timer};
-use socksgate_core::Addr;
-use socksgate_core::rules::{Query, Verdict};
-use socksgate_core::server::Server;
-use socksgate_core::udp::{self as core_udp, Reassembled, Reassembler};
-use socksgate_core::wire::udp::encapsulate;
-use socksgate_core::wire::{Command, ReplyCode};
+use embassy_net::tcp::TcpSocket;
+use embassy_net::udp::{PacketMetadata, UdpSocket};
+use embassy_time::Timer;
+use socksgate_core::Policy;
+use socksgate_core::udp::{Association, Dropped, Outbound, PeerList};
+use socksgate_core::Failure;
 
-use crate::config::GatewayConfig;
 use crate::relay::RelayEnd;
 use crate::resolve::resolve;
-use crate::session::{SessionEnd, transmit};
+use crate::session::{ClientSession, SessionEnd, embassy_instant, now, transmit};
 
-/// Largest datagram relayed (client side, SOCKS header included; one Ethernet MTU).
+/// Largest datagram relayed (client side, SOCKS header included; one Ethernet MTU), and the
+/// association's reassembly capacity.
 pub(crate) const UDP_DATAGRAM: usize = 1500;
 /// Socket buffer per direction of a UDP slot.
 pub(crate) const UDP_SOCKET_BUF: usize = 4096;
+/// Destinations one association remembers as contacted (each ≈ 32 B). Replies come only
+/// from these; once the list is full, replies from further destinations are dropped, never
+/// let through. A handful covers a device's typical associations (DNS, NTP, a game or VoIP
+/// peer).
+pub(crate) const CONTACTED: usize = 8;
 /// Room for the largest SOCKS UDP header (a 255-octet name) in front of a datagram.
 const MAX_HEADER: usize = 4 + 1 + 255 + 2;
 const PACKETS: usize = 4;
+
+type UdpAssociation = Association<PeerList<CONTACTED>, UDP_DATAGRAM>;
 
 /// Memory of one UDP association slot.
 #[derive(Debug)]
@@ -43,7 +52,8 @@ pub(crate) struct UdpBuffers {
     tx: [u8; UDP_SOCKET_BUF],
     datagram: [u8; UDP_DATAGRAM],
     out: [u8; UDP_DATAGRAM + MAX_HEADER],
-    reassembler: Reassembler<UDP_DATAGRAM>,
+    /// The slot's association while one runs (its reassembler is the slot's only one).
+    association: Option<UdpAssociation>,
 }
 
 impl UdpBuffers {
@@ -56,7 +66,7 @@ impl UdpBuffers {
             tx: [0; UDP_SOCKET_BUF],
             datagram: [0; UDP_DATAGRAM],
             out: [0; UDP_DATAGRAM + MAX_HEADER],
-            reassembler: Reassembler::new(),
+            association: None,
         }
     }
 }
@@ -67,34 +77,25 @@ impl Default for UdpBuffers {
     }
 }
 
-fn core_now() -> core_udp::Instant {
-    core_udp::Instant::from_millis(Instant::now().as_millis())
-}
-
-/// Answers a UDP ASSOCIATE request and relays until the control connection closes or the
-/// association is idle for `config.idle_timeout`. `client_port` is the client's UDP source
-/// port if the request announced it.
+/// Answers the session's UDP ASSOCIATE (a relay socket from a free slot, or "general
+/// failure" when none is free) and relays until the control connection closes or the
+/// association's idle limit passes.
 // The claimed slot's `RefMut` is held across awaits on purpose: it is the slot's lock. All
 // sessions run in one task and claim with `try_borrow_mut`, so a busy slot is skipped,
 // never a panic.
 #[allow(clippy::await_holding_refcell_ref)]
 pub(crate) async fn associate(
     stack: Stack<'static>,
-    config: &GatewayConfig,
-    control: &mut embassy_net::tcp::TcpSocket<'_>,
-    server: &mut Server,
-    client_port: Option<u16>,
-    user: Option<&[u8]>,
+    policy: &Policy<'_>,
+    control: &mut TcpSocket<'_>,
+    session: &mut ClientSession,
     slots: &[RefCell<UdpBuffers>],
 ) -> SessionEnd {
-    let endpoints = control.remote_endpoint().zip(control.local_endpoint());
+    let local = control.local_endpoint();
     let slot = slots.iter().find_map(|slot| slot.try_borrow_mut().ok());
-    let (Some((peer, local)), Some(mut slot)) = (endpoints, slot) else {
-        let _ = server.respond(Err(ReplyCode::GeneralFailure));
-        let _ = transmit(server, control).await;
-        return SessionEnd::Refused;
+    let (Some(local), Some(mut slot)) = (local, slot) else {
+        return refused(session, control).await;
     };
-    let client_ip = IpAddr::from(peer.addr);
     let UdpBuffers {
         rx_meta,
         rx,
@@ -102,87 +103,85 @@ pub(crate) async fn associate(
         tx,
         datagram,
         out,
-        reassembler,
+        association,
     } = &mut *slot;
-    reassembler.reset();
     let mut socket = UdpSocket::new(stack, rx_meta, rx, tx_meta, tx);
     if socket.bind(0).is_err() {
-        let _ = server.respond(Err(ReplyCode::GeneralFailure));
-        let _ = transmit(server, control).await;
-        return SessionEnd::Refused;
+        return refused(session, control).await;
     }
     let bound = SocketAddr::new(IpAddr::from(local.addr), socket.endpoint().port);
-    let _ = server.respond(Ok(bound));
-    if transmit(server, control).await.is_err() {
+    let _ = session.handle_opened(policy, bound, now());
+    if transmit(session, control).await.is_err() {
         return SessionEnd::ClientGone;
     }
+    let Some(requested) = session.destination() else {
+        return SessionEnd::ProtocolError; // established without a request: cannot happen
+    };
+    let association = association.insert(Association::new(
+        session.client().ip(),
+        requested,
+        session.user(),
+        PeerList::new(),
+        policy.timeouts.udp_idle,
+        now(),
+    ));
 
-    // The client's UDP source: named in the request (port ≠ 0), else learnt.
-    let mut client_udp = client_port.map(|port| IpEndpoint::new(peer.addr, port));
-    let mut last = Instant::now();
     let mut sink = [0u8; 16];
     loop {
         let event = select3(
             control.read(&mut sink),
             socket.recv_from(datagram),
-            Timer::at(last + config.idle_timeout),
+            Timer::at(embassy_instant(association.poll_timeout())),
         )
         .await;
         match event {
             Either3::First(Ok(0) | Err(_)) => return SessionEnd::Relayed(RelayEnd::Finished),
             Either3::First(Ok(_)) => {} // nothing is expected on the control connection
-            Either3::Third(()) => return SessionEnd::Relayed(RelayEnd::Idle),
+            Either3::Third(()) => {
+                if association.handle_timeout(now()) {
+                    return SessionEnd::Relayed(RelayEnd::Idle);
+                }
+            }
             Either3::Second(Err(_)) => {} // truncated: larger than the buffer
             Either3::Second(Ok((n, meta))) => {
-                last = Instant::now();
-                let from = meta.endpoint;
+                let from = SocketAddr::new(IpAddr::from(meta.endpoint.addr), meta.endpoint.port);
                 let Some(bytes) = datagram.get(..n) else {
                     continue;
                 };
-                let from_client = IpAddr::from(from.addr) == client_ip
-                    && client_udp.is_none_or(|expected| expected == from);
-                if from_client {
-                    client_udp = Some(from);
-                    if let Ok(Some(whole)) = reassembler.push_datagram(core_now(), bytes) {
-                        let query = Query {
-                            client: client_ip,
-                            user,
-                            command: Command::UdpAssociate,
-                            dst: whole.dst,
+                match association.handle_client_datagram(&policy.rules, from, bytes, now()) {
+                    Ok(Outbound::Send { to, data }) => {
+                        let _ = socket.send_to(data, IpEndpoint::from(to)).await;
+                    }
+                    Ok(Outbound::Resolve(unresolved)) => {
+                        let to = match resolve(stack, unresolved.name()).await {
+                            Ok(addrs) => addrs.first().copied(),
+                            Err(_) => None,
                         };
-                        send_out(stack, config, &socket, &query, whole).await;
+                        if let Some(sent) = to.map(|ip| unresolved.resolved(&policy.rules, ip))
+                            && let Ok((to, data)) = sent
+                        {
+                            let _ = socket.send_to(data, IpEndpoint::from(to)).await;
+                        }
                     }
-                } else if let Some(to) = client_udp {
-                    let src = Addr::Ip(SocketAddr::new(IpAddr::from(from.addr), from.port));
-                    if let Ok(len) = encapsulate(src, bytes, out)
-                        && let Some(packet) = out.get(..len)
-                    {
-                        let _ = socket.send_to(packet, to).await;
+                    Ok(Outbound::Queued) => {}
+                    Err(Dropped::Stranger) => {
+                        if let Ok((client, len)) =
+                            association.handle_remote_datagram(from, bytes, out, now())
+                            && let Some(packet) = out.get(..len)
+                        {
+                            let _ = socket.send_to(packet, IpEndpoint::from(client)).await;
+                        }
                     }
+                    Err(_) => {}
                 }
             }
         }
     }
 }
 
-/// Sends one client datagram to its destination if the rules allow it.
-async fn send_out(
-    stack: Stack<'static>,
-    config: &GatewayConfig,
-    socket: &UdpSocket<'_>,
-    query: &Query<'_>,
-    whole: Reassembled<'_>,
-) {
-    if let Verdict::Decided(decision) = config.rules.evaluate(query)
-        && !decision.is_allowed()
-    {
-        return;
-    }
-    let Ok(to) = resolve(stack, whole.dst).await else {
-        return;
-    };
-    if !config.rules.evaluate_resolved(query, to.ip()).is_allowed() {
-        return;
-    }
-    let _ = socket.send_to(whole.data, IpEndpoint::from(to)).await;
+/// Answers the request "general failure": no relay socket could be opened.
+async fn refused(session: &mut ClientSession, control: &mut TcpSocket<'_>) -> SessionEnd {
+    let _ = session.handle_failure(Failure::Other);
+    let _ = transmit(session, control).await;
+    SessionEnd::Refused
 }

@@ -21,6 +21,7 @@ use embassy_net::{
 use embassy_net_driver_channel as ch;
 use embassy_net_driver_channel::driver::{HardwareAddress, LinkState};
 use embassy_time::{Duration, Timer, with_timeout};
+use socksgate_core::policy::Timeouts;
 use socksgate_core::rules::{Action, Rule, Rules};
 use socksgate_embedded::pool::sockets_needed;
 use socksgate_embedded::{Gateway, GatewayConfig, GatewayStorage, User};
@@ -49,23 +50,26 @@ static USERS: [User; 2] = [
 ];
 
 /// Username/password required (SOCKS4 therefore off); short handshake timeout.
-static AUTH: GatewayConfig = GatewayConfig {
-    handshake_timeout: HANDSHAKE_TIMEOUT,
-    close_timeout: Duration::from_secs(1),
-    ..GatewayConfig::new(SOCKS_PORT, &USERS)
-};
+static AUTH: GatewayConfig = test_config(&USERS);
 
 /// No authentication, SOCKS4/4a allowed.
-static OPEN: GatewayConfig = GatewayConfig {
-    handshake_timeout: HANDSHAKE_TIMEOUT,
-    close_timeout: Duration::from_secs(1),
-    ..GatewayConfig::new(SOCKS_PORT, &[])
-};
+static OPEN: GatewayConfig = test_config(&[]);
+
+/// The tests' gateway: `users`, a short handshake timeout, a 1 s close bound.
+const fn test_config(users: &'static [User]) -> GatewayConfig {
+    GatewayConfig::new(SOCKS_PORT, users)
+        .with_timeouts(Timeouts {
+            handshake: core::time::Duration::from_secs(HANDSHAKE_SECS),
+            ..Timeouts::DEFAULT
+        })
+        .with_close_timeout(Duration::from_secs(1))
+}
 
 type Device = ch::Device<'static, MTU>;
 
 /// Generous: CI machines are loaded, and the bytewise test takes dozens of round trips.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+const HANDSHAKE_SECS: u64 = 2;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(HANDSHAKE_SECS);
 
 fn node(
     ip: Ipv4Address,
@@ -596,12 +600,9 @@ fn upstream_close_is_passed_on_as_fin() {
 /// A gateway config with `rules` (leaked: tests build them at run time).
 fn with_rules(users: &'static [User], rules: Vec<Rule>, default: Action) -> &'static GatewayConfig {
     let rules: &'static [Rule] = Vec::leak(rules);
-    Box::leak(Box::new(GatewayConfig {
-        rules: Rules::new(rules, default),
-        handshake_timeout: HANDSHAKE_TIMEOUT,
-        close_timeout: Duration::from_secs(1),
-        ..GatewayConfig::new(SOCKS_PORT, users)
-    }))
+    Box::leak(Box::new(
+        test_config(users).with_rules(Rules::new(rules, default)),
+    ))
 }
 
 async fn socks5_noauth_request(stack: Stack<'static>, request: &[u8]) -> (Client, Vec<u8>) {
@@ -806,12 +807,9 @@ fn udp_associate_relays_datagrams_until_the_control_connection_closes() {
 
 #[test]
 fn idle_relay_is_closed_in_order() {
-    let config: &'static GatewayConfig = Box::leak(Box::new(GatewayConfig {
-        idle_timeout: Duration::from_millis(300),
-        handshake_timeout: HANDSHAKE_TIMEOUT,
-        close_timeout: Duration::from_secs(1),
-        ..GatewayConfig::new(SOCKS_PORT, &[])
-    }));
+    let config: &'static GatewayConfig = Box::leak(Box::new(
+        test_config(&[]).with_idle_timeout(Duration::from_millis(300)),
+    ));
     run(config, |stack| async move {
         let (mut client, reply) = socks5_noauth_request(stack, &CONNECT_ECHO_V4).await;
         assert_success_v4(&reply);

@@ -62,7 +62,5 @@ const fn deny_net(addr: Ipv4Addr, prefix: u8) -> Rule {
 }
 
 /// SOCKS on port 1080 with the users and rules above and the default timeouts.
-pub(crate) static GATEWAY: GatewayConfig = GatewayConfig {
-    rules: Rules::new(&RULES, Action::Allow),
-    ..GatewayConfig::new(1080, &USERS)
-};
+pub(crate) static GATEWAY: GatewayConfig =
+    GatewayConfig::new(1080, &USERS).with_rules(Rules::new(&RULES, Action::Allow));

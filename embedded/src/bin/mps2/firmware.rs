@@ -32,7 +32,7 @@ async fn gateway_task(
     stack.wait_config_up().await;
     hprintln!(
         "gateway up: 10.0.2.15:{} ({} sessions)",
-        GATEWAY.port,
+        GATEWAY.port(),
         SESSIONS
     );
     Gateway::new(stack, &GATEWAY, storage)
