@@ -34,6 +34,7 @@ pub mod addr;
 mod buffers;
 pub mod client;
 pub mod failure;
+pub mod observe;
 pub mod policy;
 pub mod rules;
 pub mod server;

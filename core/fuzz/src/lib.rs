@@ -21,6 +21,7 @@ use socksgate_core::server::{
 use socksgate_core::wire::{Command, Emit, ParseResult, ReplyCode};
 use socksgate_core::{Addr, Authentication, BufferTooSmall, Domain, Status};
 
+pub mod observe;
 pub mod rules;
 pub mod udp;
 

@@ -4,6 +4,8 @@
 //! The core frames the messages; establishing the GSS-API context (and unwrapping protected
 //! messages) is the caller's job.
 
+use core::ops::Range;
+
 use nom::Parser;
 use nom::bytes::streaming::take;
 use nom::number::streaming::{be_u8, be_u16};
@@ -61,6 +63,15 @@ impl<'a> GssapiMessage<'a> {
             let (i, token) = take(len).parse(i)?;
             Ok((i, Self { kind, token }))
         })
+    }
+
+    /// Where TOKEN sits in the encoded message (after VER, MTYP and LEN); `None` for an
+    /// abort, which has neither LEN nor TOKEN.
+    pub const fn token_span(&self) -> Option<Range<usize>> {
+        match self.kind {
+            GssapiMessageType::Abort => None,
+            _ => Some(4..4 + self.token.len()),
+        }
     }
 
     /// Encoded length.

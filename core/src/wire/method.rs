@@ -1,5 +1,7 @@
 //! SOCKS5 method selection (RFC 1928 §3): the client's greeting and the server's choice.
 
+use core::ops::Range;
+
 use nom::Parser;
 use nom::bytes::streaming::take;
 use nom::number::streaming::be_u8;
@@ -62,6 +64,11 @@ impl<'a> MethodRequest<'a> {
     /// Whether `method` is among those offered.
     pub fn offers(&self, method: Method) -> bool {
         self.methods.contains(&u8::from(method))
+    }
+
+    /// Where METHODS sits in the encoded message (after VER and NMETHODS).
+    pub const fn methods_span(&self) -> Range<usize> {
+        2..2 + self.methods.len()
     }
 
     /// Encoded length.

@@ -26,6 +26,7 @@
 
 use core::fmt;
 use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use core::ops::Range;
 
 use nom::Parser;
 use nom::bytes::streaming::take;
@@ -479,6 +480,31 @@ pub(crate) fn socks5_addr(i: &[u8]) -> IResult<'_, Addr<'_>> {
     }
 }
 
+/// Where ATYP, the address and the port sit in a message (byte ranges from the message's
+/// start), for an address encoded at `start` as in SOCKS5 requests, replies and UDP headers.
+/// A domain's `addr` range includes its length octet.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AddrSpans {
+    /// ATYP.
+    pub atyp: Range<usize>,
+    /// DST.ADDR / BND.ADDR.
+    pub addr: Range<usize>,
+    /// DST.PORT / BND.PORT.
+    pub port: Range<usize>,
+}
+
+impl AddrSpans {
+    pub(crate) fn at(start: usize, addr: &Addr<'_>) -> Self {
+        let addr_at = start + 1;
+        let port_at = start + socks5_addr_len(addr) - 2;
+        Self {
+            atyp: start..addr_at,
+            addr: addr_at..port_at,
+            port: port_at..port_at + 2,
+        }
+    }
+}
+
 /// Encoded length of [`socks5_addr`]'s form.
 pub(crate) fn socks5_addr_len(addr: &Addr<'_>) -> usize {
     match addr {
@@ -565,6 +591,9 @@ mod tests {
         assert_eq!(Method::from(0x90).describe(), "private");
         assert_eq!(Method::from(0x10).describe(), "IANA assigned");
         assert_eq!(Socks4Code::from(90).to_string(), "granted");
-        assert_eq!(AddrType::of(&Addr::Ip("[::1]:1".parse().unwrap())), AddrType::Ipv6);
+        assert_eq!(
+            AddrType::of(&Addr::Ip("[::1]:1".parse().unwrap())),
+            AddrType::Ipv6
+        );
     }
 }

@@ -4,6 +4,8 @@
 //! is 0.0.0.x with x ≠ 0, `| HOSTNAME | NUL` after it. Reply: `VN=0 | CD | DSTPORT | DSTIP`.
 //! USERID and HOSTNAME are bounded to 255 octets before their NUL.
 
+use core::ops::Range;
+
 use core::net::{Ipv4Addr, SocketAddrV4};
 
 use nom::number::streaming::{be_u8, be_u16};
@@ -117,6 +119,23 @@ impl<'a> Socks4Request<'a> {
     /// Whether this is a SOCKS4a request (hostname form).
     pub const fn is_4a(&self) -> bool {
         matches!(self.dst, Socks4Dst::Domain(_))
+    }
+
+    /// Where USERID (without its NUL) sits in the encoded request (after VN, CD, DSTPORT and
+    /// DSTIP).
+    pub const fn user_id_span(&self) -> Range<usize> {
+        8..8 + self.user_id.len()
+    }
+
+    /// Where the SOCKS4a hostname (without its NUL) sits: after the USERID's NUL.
+    pub const fn hostname_span(&self) -> Option<Range<usize>> {
+        match self.dst {
+            Socks4Dst::Ip(_) => None,
+            Socks4Dst::Domain(name) => {
+                let at = 8 + self.user_id.len() + 1;
+                Some(at..at + name.as_bytes().len())
+            }
+        }
     }
 
     /// Encoded length. A USERID longer than 255 octets is cut to 255 on emit.

@@ -6,8 +6,8 @@
 use nom::number::streaming::be_u8;
 
 use super::{
-    BufferTooSmall, Command, ParseResult, ReplyCode, WireError, Writer, fail, put_socks5_addr, run,
-    socks5_addr, socks5_addr_len, version,
+    AddrSpans, BufferTooSmall, Command, ParseResult, ReplyCode, WireError, Writer, fail,
+    put_socks5_addr, run, socks5_addr, socks5_addr_len, version,
 };
 use crate::addr::Addr;
 
@@ -49,6 +49,11 @@ impl<'a> Request<'a> {
                 },
             ))
         })
+    }
+
+    /// Where ATYP, DST.ADDR and DST.PORT sit in the encoded request (after VER, CMD, RSV).
+    pub fn dst_spans(&self) -> AddrSpans {
+        AddrSpans::at(3, &self.dst)
     }
 
     /// Encoded length.
@@ -94,6 +99,11 @@ impl<'a> Reply<'a> {
                 },
             ))
         })
+    }
+
+    /// Where ATYP, BND.ADDR and BND.PORT sit in the encoded reply (after VER, REP, RSV).
+    pub fn bound_spans(&self) -> AddrSpans {
+        AddrSpans::at(3, &self.bound)
     }
 
     /// Encoded length.

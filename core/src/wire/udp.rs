@@ -33,8 +33,8 @@
 use nom::number::streaming::{be_u8, be_u16};
 
 use super::{
-    BufferTooSmall, IResult, Status, WireError, Writer, fail, put_socks5_addr, run, socks5_addr,
-    socks5_addr_len,
+    AddrSpans, BufferTooSmall, IResult, Status, WireError, Writer, fail, put_socks5_addr, run,
+    socks5_addr, socks5_addr_len,
 };
 use crate::addr::Addr;
 
@@ -69,6 +69,11 @@ impl<'a> UdpHeader<'a> {
             Ok(Status::Partial) => Err(WireError::Truncated),
             Err(e) => Err(e),
         }
+    }
+
+    /// Where ATYP, DST.ADDR and DST.PORT sit in the header (after RSV and FRAG).
+    pub fn dst_spans(&self) -> AddrSpans {
+        AddrSpans::at(3, &self.dst)
     }
 
     /// The encoded header length (RSV + FRAG + address), without the payload.

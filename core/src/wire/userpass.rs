@@ -1,5 +1,7 @@
 //! RFC 1929 username/password sub-negotiation.
 
+use core::ops::Range;
+
 use core::fmt;
 
 use nom::number::streaming::be_u8;
@@ -53,6 +55,17 @@ impl<'a> UserPassRequest<'a> {
     /// The password octets. Never log them.
     pub const fn password(&self) -> &'a [u8] {
         self.password
+    }
+
+    /// Where UNAME sits in the encoded request (after VER and ULEN).
+    pub const fn username_span(&self) -> Range<usize> {
+        2..2 + self.username.len()
+    }
+
+    /// Where PASSWD sits in the encoded request (after ULEN, UNAME and PLEN).
+    pub const fn password_span(&self) -> Range<usize> {
+        let at = 3 + self.username.len();
+        at..at + self.password.len()
     }
 
     /// Encoded length.
