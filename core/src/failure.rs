@@ -16,6 +16,7 @@
 //! | a local firewall refused (EACCES, EPERM) | [`PermissionDenied`](Failure::PermissionDenied) | 2 not allowed |
 //! | the resolver could not answer at all | [`ResolverFailed`](Failure::ResolverFailed) | 1 general failure |
 //! | anything else (EMFILE, …) | [`Other`](Failure::Other) | 1 general failure |
+//! | an upstream SOCKS proxy refused with REP *n* | [`Upstream`](Failure::Upstream) | *n*, passed on (1 for a nonsensical 0) |
 //!
 //! No reply code exists for DNS failures; like Dante and most peers, a name that does not
 //! resolve is "host unreachable", while a resolver that cannot answer is a failure of the
@@ -48,6 +49,8 @@ pub enum Failure {
     ResolverFailed,
     /// Any other local failure (out of sockets, out of memory, …).
     Other,
+    /// The upstream SOCKS proxy a request was chained through refused with this code.
+    Upstream(ReplyCode),
 }
 
 impl Failure {
@@ -61,7 +64,10 @@ impl Failure {
             }
             Self::TimedOut => ReplyCode::TtlExpired,
             Self::PermissionDenied => ReplyCode::NotAllowed,
-            Self::ResolverFailed | Self::Other => ReplyCode::GeneralFailure,
+            Self::ResolverFailed | Self::Other | Self::Upstream(ReplyCode::Succeeded) => {
+                ReplyCode::GeneralFailure
+            }
+            Self::Upstream(code) => code,
         }
     }
 
@@ -86,7 +92,7 @@ impl Failure {
             | Self::NameNotFound => 3,
             Self::PermissionDenied => 2,
             Self::TimedOut => 1,
-            Self::ResolverFailed | Self::Other => 0,
+            Self::ResolverFailed | Self::Other | Self::Upstream(_) => 0,
         }
     }
 
@@ -102,6 +108,7 @@ impl Failure {
             Self::PermissionDenied => "permission denied",
             Self::ResolverFailed => "resolver failed",
             Self::Other => "failed",
+            Self::Upstream(_) => "refused by the upstream proxy",
         }
     }
 }
@@ -128,6 +135,8 @@ mod test {
             (Failure::PermissionDenied, 2),
             (Failure::ResolverFailed, 1),
             (Failure::Other, 1),
+            (Failure::Upstream(ReplyCode::HostUnreachable), 4),
+            (Failure::Upstream(ReplyCode::Succeeded), 1),
         ];
         for (failure, rep) in table {
             assert_eq!(u8::from(failure.reply()), rep, "{failure:?}");

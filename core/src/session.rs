@@ -119,7 +119,7 @@ impl fmt::Display for Close {
                 Some(i) => write!(f, "denied by rule {i}"),
                 None => f.write_str("denied by the default action"),
             },
-            Self::Unsupported(c) => write!(f, "command {:#04x} not supported", u8::from(*c)),
+            Self::Unsupported(c) => write!(f, "command {c} not supported"),
             Self::Failed(e) => e.fmt(f),
         }
     }
@@ -218,6 +218,24 @@ impl<const N: usize> Session<N> {
         }
     }
 
+    /// Makes this a new session, as [`new`](Self::new) would, for drivers that recycle
+    /// sessions: the buffer's old bytes are not cleared (they are never read before being
+    /// overwritten).
+    pub fn reset(&mut self, policy: &Policy<'_>, client: SocketAddr, now: Instant) {
+        self.server = Server::new(server::Config::new(policy.authentication));
+        self.client = client;
+        self.phase = Phase::Handshake;
+        self.held = Held::None;
+        self.user = None;
+        self.verdict = None;
+        self.bind_peer = None;
+        self.deadline = Some(now + policy.timeouts.handshake);
+        self.event = None;
+        self.reply = None;
+        self.start = 0;
+        self.end = 0;
+    }
+
     // ---- input -------------------------------------------------------------------------
 
     /// Free space to read client bytes into, then report them with
@@ -289,7 +307,10 @@ impl<const N: usize> Session<N> {
     fn close(&mut self, reason: Close) {
         self.phase = Phase::Closed;
         self.deadline = None;
-        self.held = Held::None;
+        // Credentials go at once; a request stays for the driver's records.
+        if !matches!(self.held, Held::Request(_)) {
+            self.held = Held::None;
+        }
         self.event = Some(Event::Closed(reason));
     }
 
@@ -483,6 +504,43 @@ impl<const N: usize> Session<N> {
             Some(_) => self.wait(Phase::Connecting, Event::Connect(None)),
         }
         Ok(kept)
+    }
+
+    /// Step two of the rules for one resolved address, for drivers that connect while
+    /// still resolving (Happy Eyeballs) instead of calling
+    /// [`handle_resolved`](Self::handle_resolved): `Err` with the deciding rule when the
+    /// driver must not connect to `ip`. When every address was denied, report it with
+    /// [`handle_denied`](Self::handle_denied).
+    pub fn check_resolved(&self, policy: &Policy<'_>, ip: IpAddr) -> Result<(), Decision> {
+        let (Some(dst), Some(command)) = (self.destination(), self.command()) else {
+            return Err(Decision {
+                action: Action::Deny,
+                rule: None,
+            });
+        };
+        match self.verdict {
+            Some(Verdict::Decided(d)) if d.is_allowed() => Ok(()),
+            Some(Verdict::NeedsResolution) => {
+                let d = policy
+                    .rules
+                    .evaluate_resolved(&self.query(command, dst), ip);
+                if d.is_allowed() { Ok(()) } else { Err(d) }
+            }
+            _ => Err(Decision {
+                action: Action::Deny,
+                rule: None,
+            }),
+        }
+    }
+
+    /// Reports that [`check_resolved`](Self::check_resolved) denied every address of the
+    /// name (the last denial given): queues REP 2 and closes.
+    pub fn handle_denied(&mut self, decision: Decision) -> Result<(), UnexpectedCall> {
+        if self.phase != Phase::Resolving {
+            return Err(UnexpectedCall);
+        }
+        self.refuse(ReplyCode::NotAllowed, Close::Denied(decision));
+        Ok(())
     }
 
     /// Reports that the outbound side is open: `bound` is what the reply carries — the

@@ -2,22 +2,18 @@
 //!
 //! A `[[rule]]` in the config may list several clients, destinations, ports and users; it is
 //! expanded into one core rule per combination (all pointing back at the config rule), so
-//! "first match wins" keeps its meaning. Evaluation follows the core's two steps: before
-//! resolving ([`AccessRules::check`]) and, when the answer depends on the address, for each
-//! resolved address ([`AccessRules::check_resolved`]).
+//! "first match wins" keeps its meaning. The core's session evaluates them (before resolving,
+//! then for each resolved address); this module names the rule behind a decision for logs
+//! and finds the `[[upstream]]` an allow rule routes through.
 
-use std::net::IpAddr;
 use std::path::Path;
 
-use socksgate_core::Addr;
 use socksgate_core::rules::{
-    Action, Cidr, CommandSet, Decision, HostPattern, PortRange, Query, Rule, Rules, UserName,
-    Verdict,
+    Action, Cidr, CommandSet, Decision, HostPattern, PortRange, Rule, Rules, UserName,
 };
 use toml::Spanned;
 
 use crate::config::{ConfigError, RuleAction, RuleConfig, line_column};
-use crate::connect::ConnectError;
 
 /// A rule field that cannot be compiled, with its location in the file.
 #[derive(Debug, thiserror::Error)]
@@ -67,78 +63,28 @@ impl Default for AccessRules {
     }
 }
 
-/// Whether a request passed the first step.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pass {
-    /// Allowed whatever the destination resolves to.
-    Allowed,
-    /// Check every resolved address with [`AccessRules::check_resolved`].
-    PerAddress,
-}
-
 impl AccessRules {
-    fn rules(&self) -> Rules<'_> {
+    /// The rules, for the core's [`Policy`](socksgate_core::Policy).
+    pub(crate) fn rules(&self) -> Rules<'_> {
         Rules::new(&self.rules, self.default)
     }
 
-    fn denial(&self, d: Decision) -> ConnectError {
-        ConnectError::Denied(
-            match d
-                .rule
-                .and_then(|i| self.origin.get(i))
-                .and_then(|o| self.labels.get(*o))
-            {
-                Some(label) => label.clone(),
-                None => "default_action = \"deny\"".to_owned(),
-            },
-        )
+    /// How logs name the rule behind `decision`: the config rule's label, or the default.
+    pub fn label(&self, decision: Decision) -> &str {
+        decision
+            .rule
+            .and_then(|i| self.origin.get(i))
+            .and_then(|o| self.labels.get(*o))
+            .map_or("default_action = \"deny\"", String::as_str)
     }
 
-    /// Step one, before resolving: a denial names the rule that matched.
-    pub fn check(&self, query: &Query<'_>) -> Result<Pass, ConnectError> {
-        match self.rules().evaluate(query) {
-            Verdict::Decided(d) if d.is_allowed() => Ok(Pass::Allowed),
-            Verdict::Decided(d) => Err(self.denial(d)),
-            Verdict::NeedsResolution => Ok(Pass::PerAddress),
+    /// The `[[upstream]]` of the allow rule behind `decision`, if it has one.
+    pub fn upstream(&self, decision: Decision) -> Option<&str> {
+        if !decision.is_allowed() {
+            return None;
         }
-    }
-
-    /// The upstream of the allow rule that decides `query` before resolving, if it has one.
-    /// (Rules that need the resolved address never chain: the request goes direct.)
-    pub fn upstream(&self, query: &Query<'_>) -> Option<&str> {
-        match self.rules().evaluate(query) {
-            Verdict::Decided(d) if d.is_allowed() => {
-                let origin = self.origin.get(d.rule?)?;
-                self.upstreams.get(*origin)?.as_deref()
-            }
-            _ => None,
-        }
-    }
-
-    /// Step two, for each resolved address of the destination.
-    pub fn check_resolved(&self, query: &Query<'_>, ip: IpAddr) -> Result<(), ConnectError> {
-        let d = self.rules().evaluate_resolved(query, ip);
-        if d.is_allowed() {
-            Ok(())
-        } else {
-            Err(self.denial(d))
-        }
-    }
-
-    /// Both steps for a destination that is already an address, or a name with its address.
-    pub fn check_addr(
-        &self,
-        query: &Query<'_>,
-        resolved: Option<IpAddr>,
-    ) -> Result<(), ConnectError> {
-        match (self.check(query)?, resolved, query.dst) {
-            (Pass::Allowed, _, _) => Ok(()),
-            (Pass::PerAddress, Some(ip), _) => self.check_resolved(query, ip),
-            (Pass::PerAddress, None, Addr::Ip(sa)) => self.check_resolved(query, sa.ip()),
-            (Pass::PerAddress, None, Addr::Domain(..)) => Err(ConnectError::Denied(
-                "rules that need the resolved address".into(),
-            )),
-        }
+        let origin = self.origin.get(decision.rule?)?;
+        self.upstreams.get(*origin)?.as_deref()
     }
 
     /// Number of core rules after expansion.
@@ -261,8 +207,11 @@ fn or_any<T>(v: Vec<T>, any: T) -> Vec<T> {
 
 #[cfg(test)]
 mod tests {
-    use socksgate_core::Domain;
+    use std::net::IpAddr;
+
+    use socksgate_core::rules::{Query, Verdict};
     use socksgate_core::wire::Command;
+    use socksgate_core::{Addr, Domain};
 
     use super::*;
     use crate::config::Config;
@@ -278,6 +227,30 @@ mod tests {
             user,
             command,
             dst,
+        }
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum Pass {
+        Allowed,
+        PerAddress,
+    }
+
+    /// Step one as the session takes it; a denial is the label logs show.
+    fn check(r: &AccessRules, query: &Query<'_>) -> Result<Pass, String> {
+        match r.rules().evaluate(query) {
+            Verdict::Decided(d) if d.is_allowed() => Ok(Pass::Allowed),
+            Verdict::Decided(d) => Err(r.label(d).to_owned()),
+            Verdict::NeedsResolution => Ok(Pass::PerAddress),
+        }
+    }
+
+    fn check_resolved(r: &AccessRules, query: &Query<'_>, ip: IpAddr) -> Result<(), String> {
+        let d = r.rules().evaluate_resolved(query, ip);
+        if d.is_allowed() {
+            Ok(())
+        } else {
+            Err(r.label(d).to_owned())
         }
     }
 
@@ -300,53 +273,54 @@ commands = ["connect"]
         );
         let ip = |s: &str| Addr::Ip(s.parse().unwrap());
         assert_eq!(
-            r.check(&q("127.0.0.1", None, Command::Connect, ip("192.0.2.1:443")))
-                .unwrap(),
+            check(
+                &r,
+                &q("127.0.0.1", None, Command::Connect, ip("192.0.2.1:443"))
+            )
+            .unwrap(),
             Pass::Allowed
         );
-        assert!(
-            r.check(&q("::1", None, Command::Connect, ip("192.0.2.1:8080")))
-                .is_ok()
-        );
+        assert!(check(&r, &q("::1", None, Command::Connect, ip("192.0.2.1:8080"))).is_ok());
         // Wrong port, wrong client, wrong command: the default denies.
-        let e = r
-            .check(&q("127.0.0.1", None, Command::Connect, ip("192.0.2.1:22")))
-            .unwrap_err();
+        let e = check(
+            &r,
+            &q("127.0.0.1", None, Command::Connect, ip("192.0.2.1:22")),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("default_action"), "{e}");
         assert!(
-            r.check(&q("192.0.2.9", None, Command::Connect, ip("192.0.2.1:443")))
-                .is_err()
+            check(
+                &r,
+                &q("192.0.2.9", None, Command::Connect, ip("192.0.2.1:443"))
+            )
+            .is_err()
         );
         assert!(
-            r.check(&q("127.0.0.1", None, Command::Bind, ip("192.0.2.1:443")))
-                .is_err()
+            check(
+                &r,
+                &q("127.0.0.1", None, Command::Bind, ip("192.0.2.1:443"))
+            )
+            .is_err()
         );
         // Rule 1 by address and by name, and its line.
-        let e = r
-            .check(&q("127.0.0.1", None, Command::Connect, ip("10.1.2.3:443")))
-            .unwrap_err();
+        let e = check(
+            &r,
+            &q("127.0.0.1", None, Command::Connect, ip("10.1.2.3:443")),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("rule #1 (line 4"), "{e}");
         // By name: denied whatever it resolves to (the CIDR rule before it may need the
         // address first, so the core may ask for it).
         let name = Addr::Domain(Domain::new(b"db.internal.example").unwrap(), 443);
         let query = q("127.0.0.1", None, Command::Connect, name);
-        assert!(matches!(r.check(&query), Ok(Pass::PerAddress) | Err(_)));
-        assert!(
-            r.check_resolved(&query, "192.0.2.1".parse().unwrap())
-                .is_err()
-        );
+        assert!(matches!(check(&r, &query), Ok(Pass::PerAddress) | Err(_)));
+        assert!(check_resolved(&r, &query, "192.0.2.1".parse().unwrap()).is_err());
         // A name that may resolve into 10/8: decided per address.
         let name = Addr::Domain(Domain::new(b"www.example.com").unwrap(), 443);
         let query = q("127.0.0.1", None, Command::Connect, name);
-        assert_eq!(r.check(&query).unwrap(), Pass::PerAddress);
-        assert!(
-            r.check_resolved(&query, "10.0.0.1".parse().unwrap())
-                .is_err()
-        );
-        assert!(
-            r.check_resolved(&query, "192.0.2.1".parse().unwrap())
-                .is_ok()
-        );
+        assert_eq!(check(&r, &query).unwrap(), Pass::PerAddress);
+        assert!(check_resolved(&r, &query, "10.0.0.1".parse().unwrap()).is_err());
+        assert!(check_resolved(&r, &query, "192.0.2.1".parse().unwrap()).is_ok());
     }
 
     #[test]
@@ -355,22 +329,10 @@ commands = ["connect"]
             "default_action = \"deny\"\n[[rule]]\naction = \"allow\"\nusers = [\"alice\", \"bob\"]\n",
         );
         let dst = Addr::Ip("192.0.2.1:80".parse().unwrap());
-        assert!(
-            r.check(&q("127.0.0.1", Some(b"alice"), Command::Connect, dst))
-                .is_ok()
-        );
-        assert!(
-            r.check(&q("127.0.0.1", Some(b"bob"), Command::Connect, dst))
-                .is_ok()
-        );
-        assert!(
-            r.check(&q("127.0.0.1", Some(b"carol"), Command::Connect, dst))
-                .is_err()
-        );
-        assert!(
-            r.check(&q("127.0.0.1", None, Command::Connect, dst))
-                .is_err()
-        );
+        assert!(check(&r, &q("127.0.0.1", Some(b"alice"), Command::Connect, dst)).is_ok());
+        assert!(check(&r, &q("127.0.0.1", Some(b"bob"), Command::Connect, dst)).is_ok());
+        assert!(check(&r, &q("127.0.0.1", Some(b"carol"), Command::Connect, dst)).is_err());
+        assert!(check(&r, &q("127.0.0.1", None, Command::Connect, dst)).is_err());
     }
 
     #[test]

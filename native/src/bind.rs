@@ -2,24 +2,24 @@
 //! the client who, relay.
 //!
 //! The listening socket uses the address this host would use to reach the peer the client
-//! named (its outbound address), falling back to the address the client reached us on. Only a
-//! connection from the named peer's IP is accepted (RFC 1928 §6; the port is not compared, as
-//! the peer's source port is ephemeral) unless `[bind] any_peer = true` or the client named
-//! 0.0.0.0 / `::`. Others are logged and closed. The wait ends after the `bind` timeout
-//! (reply 6) or when the client closes the control connection.
+//! named (its outbound address), falling back to the address the client reached us on. Which
+//! inbound connection is the peer is the core's decision (`Session::handle_bind_peer`: the
+//! named address, and its port when the request gave one, unless `[bind] any_peer`); others
+//! are logged and closed. The wait ends at the session's BIND deadline (reply 6) or when the
+//! client closes the control connection. Bytes the client sends while waiting are kept for
+//! the relay.
 
 use std::net::{IpAddr, SocketAddr};
 
-use socksgate_core::Addr;
-use socksgate_core::server::Request;
-use socksgate_core::wire::{Command, ReplyCode};
+use socksgate_core::Failure;
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, UdpSocket};
 use tracing::{debug, info, warn};
 
-use crate::access::Pass;
-use crate::connect::{ConnectError, io_reply};
+use crate::clock;
+use crate::connect::io_failure;
 use crate::relay;
-use crate::session::{Conn, Ctx, SessionError, concrete_ip};
+use crate::session::{Conn, SessionError};
 
 /// The local IP this host uses to reach `dest` (a connected UDP socket sends nothing).
 pub(crate) async fn outbound_ip(dest: IpAddr) -> Option<IpAddr> {
@@ -36,73 +36,106 @@ pub(crate) async fn outbound_ip(dest: IpAddr) -> Option<IpAddr> {
     sock.local_addr().ok().map(|a| a.ip())
 }
 
-pub(crate) async fn run(
-    conn: &mut Conn<'_>,
-    request: &Request,
-    ctx: &Ctx<'_>,
-) -> Result<(), SessionError> {
-    let dest = request.target.as_addr().normalized();
-    // Rules by name first (a denied name is not even resolved), then by address.
-    let pass = match ctx.check(Command::Bind, dest) {
-        Ok(p) => p,
-        Err(e) => return refuse(conn, e).await,
-    };
-    // The expected peer: an IP literal, or a name we resolve.
-    let expected: Option<IpAddr> = match dest {
-        Addr::Ip(sa) => Some(sa.ip()),
-        Addr::Domain(name, _) => {
-            let name = name.as_str().unwrap_or_default().to_owned();
-            match ctx.shared.resolver.lookup(&name).await {
-                Ok(ips) => ips.first().copied(),
-                Err(e) => return refuse(conn, e).await,
-            }
-        }
-    };
-    if pass == Pass::PerAddress
-        && let Err(e) = ctx.check_addr(Command::Bind, dest, expected)
-    {
-        return refuse(conn, e).await;
+/// The IP to report for "this server" when a socket is bound to a wildcard address.
+pub(crate) fn concrete_ip(bound: IpAddr, fallback: IpAddr) -> IpAddr {
+    if bound.is_unspecified() {
+        fallback
+    } else {
+        bound
     }
-    let expected = expected.filter(|ip| !ip.is_unspecified() && !ctx.shared.config.bind.any_peer);
+}
+
+/// Answers a BIND's [`Event::Resolve`](socksgate_core::session::Event::Resolve): the expected
+/// peer's addresses, which the session checks against the rules.
+pub(crate) async fn resolve(conn: &mut Conn<'_>) -> Result<(), SessionError> {
+    let Some(socksgate_core::Addr::Domain(name, _)) = conn.session.destination() else {
+        return Ok(());
+    };
+    let found = conn.shared.resolver.lookup(&name.to_string()).await;
+    match found {
+        Ok(mut ips) => {
+            let _ = conn.session.handle_resolved(&conn.policy, &mut ips);
+        }
+        Err(e) => {
+            debug!("bind: {e}");
+            let _ = conn.session.handle_failure(e.failure());
+        }
+    }
+    Ok(())
+}
+
+/// Answers [`Event::Bind`](socksgate_core::session::Event::Bind): listens, waits for the
+/// peer the session accepts, and relays to the end.
+pub(crate) async fn run(conn: &mut Conn<'_>) -> Result<(), SessionError> {
+    let expected = conn.session.bind_peer();
     let listen_ip = match expected {
-        Some(ip) => outbound_ip(ip).await.unwrap_or(ctx.local.ip()),
-        None => ctx.local.ip(),
+        Some(peer) => outbound_ip(peer.ip()).await.unwrap_or(conn.local.ip()),
+        None => conn.local.ip(),
     };
     let listener = match TcpListener::bind((listen_ip, 0)).await {
         Ok(l) => l,
         Err(e) => {
-            conn.respond(Err(io_reply(&e))).await?;
-            return Err(SessionError::Refused(format!(
-                "bind: cannot listen on {listen_ip}: {e}"
-            )));
+            warn!("bind: cannot listen on {listen_ip}: {e}");
+            let _ = conn.session.handle_failure(io_failure(&e));
+            return Ok(());
         }
     };
     let mut listening = listener.local_addr()?;
-    listening.set_ip(concrete_ip(listening.ip(), ctx.local.ip()));
-    conn.respond(Ok(listening)).await?;
+    listening.set_ip(concrete_ip(listening.ip(), conn.local.ip()));
+    let _ = conn
+        .session
+        .handle_opened(&conn.policy, listening, clock::now());
+    conn.flush().await?;
     debug!(%listening, ?expected, "bind: listening");
 
-    let accepted = tokio::select! {
-        a = accept_expected(&listener, expected) => a,
-        () = tokio::time::sleep(ctx.shared.config.timeouts.bind()) => {
-            conn.respond_bind_peer(Err(ConnectError::TimedOut.reply())).await?;
-            return Err(SessionError::Refused("bind: no peer before the timeout".into()));
-        }
-        () = client_gone(&conn.stream) => {
-            return Err(SessionError::Refused("bind: the client closed while waiting".into()));
+    // Client bytes while waiting, copied into the session (which keeps them as payload).
+    let mut waiting = [0u8; 512];
+    let mut peer_stream = loop {
+        let deadline = conn.session.poll_timeout().map(clock::deadline);
+        let timer = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let room = conn.session.recv_buffer().len().min(waiting.len());
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    if conn.session.handle_bind_peer(peer).unwrap_or(false) {
+                        info!(%peer, "bind: peer connected");
+                        break stream;
+                    }
+                    warn!(%peer, expected = ?expected, "bind: refused a connection from an unexpected address");
+                }
+                Err(e) => {
+                    warn!("bind: accept failed: {e}");
+                    let _ = conn.session.handle_failure(Failure::Other);
+                    return Ok(());
+                }
+            },
+            read = conn.stream.read(&mut waiting[..room]), if room > 0 => match read {
+                Ok(0) | Err(_) => {
+                    return Err(SessionError::Refused("bind: the client closed while waiting".into()));
+                }
+                Ok(n) => {
+                    let input = waiting.get(..n).unwrap_or_default();
+                    let _ = conn.session.handle_input(&conn.policy, input, clock::now());
+                }
+            },
+            () = timer => {
+                conn.session.handle_timeout(clock::now());
+                if conn.session.is_closed() {
+                    return Ok(());
+                }
+            }
         }
     };
-    let Some((mut peer_stream, peer)) = accepted else {
-        conn.respond_bind_peer(Err(ReplyCode::GeneralFailure))
-            .await?;
-        return Err(SessionError::Refused("bind: accept failed".into()));
-    };
-    let _ = peer_stream.set_nodelay(true);
     drop(listener);
-    conn.respond_bind_peer(Ok(peer)).await?;
-    info!(%peer, "bind: peer connected");
-    let early = conn.take_leftover();
-    let idle = ctx.shared.config.timeouts.tcp_idle();
+    let _ = peer_stream.set_nodelay(true);
+    conn.flush().await?;
+    let early = conn.session.payload().to_vec();
+    let idle = conn.shared.config.timeouts.tcp_idle();
     match relay::relay_with(
         relay::Mode::Auto,
         idle,
@@ -113,55 +146,15 @@ pub(crate) async fn run(
     .await
     {
         Ok(t) => {
-            ctx.shared.metrics.relayed(ctx.user, t.up, t.down);
+            conn.shared
+                .metrics
+                .relayed(conn.session.user(), t.up, t.down);
             conn.bytes = (t.up, t.down);
-            debug!(%peer, up = t.up, down = t.down, "closed");
+            debug!(up = t.up, down = t.down, "bind: closed");
         }
         Err(e) => debug!("bind relay ended: {e}"),
     }
     Ok(())
-}
-
-async fn refuse(conn: &mut Conn<'_>, e: ConnectError) -> Result<(), SessionError> {
-    conn.respond(Err(e.reply())).await?;
-    Err(SessionError::Refused(format!("bind: {e}")))
-}
-
-/// Completes when the client closes the control connection. Early payload the client sends
-/// while waiting stays queued for the relay.
-async fn client_gone(stream: &tokio::net::TcpStream) {
-    let mut probe = [0u8; 1];
-    match stream.peek(&mut probe).await {
-        Ok(0) | Err(_) => {}
-        Ok(_) => std::future::pending().await,
-    }
-}
-
-/// Accepts connections until one comes from the expected peer; `None` if accepting fails.
-async fn accept_expected(
-    listener: &TcpListener,
-    expected: Option<IpAddr>,
-) -> Option<(tokio::net::TcpStream, SocketAddr)> {
-    loop {
-        let (s, peer) = match listener.accept().await {
-            Ok(a) => a,
-            Err(e) => {
-                warn!("bind: accept failed: {e}");
-                return None;
-            }
-        };
-        match expected {
-            Some(ip) if !same_ip(ip, peer.ip()) => {
-                warn!(%peer, expected = %ip, "bind: refused a connection from an unexpected address");
-            }
-            _ => return Some((s, peer)),
-        }
-    }
-}
-
-/// Compares addresses, treating IPv4-mapped IPv6 as IPv4.
-fn same_ip(a: IpAddr, b: IpAddr) -> bool {
-    a.to_canonical() == b.to_canonical()
 }
 
 #[cfg(test)]
@@ -175,17 +168,5 @@ mod tests {
             Some("127.0.0.1".parse().unwrap())
         );
         assert_eq!(outbound_ip("0.0.0.0".parse().unwrap()).await, None);
-    }
-
-    #[test]
-    fn mapped_addresses_compare_equal() {
-        assert!(same_ip(
-            "127.0.0.1".parse().unwrap(),
-            "::ffff:127.0.0.1".parse().unwrap()
-        ));
-        assert!(!same_ip(
-            "127.0.0.1".parse().unwrap(),
-            "127.0.0.2".parse().unwrap()
-        ));
     }
 }

@@ -1,28 +1,32 @@
-//! Why an outbound connection failed, and which reply code says so.
+//! CONNECT's outbound connection, and how an outbound error is classified for the core.
 //!
-//! The table (SOCKS5 REP; SOCKS4 has only 91 "rejected or failed" for every failure):
+//! The core chooses every reply code (`socksgate_core::failure` has the table); this module
+//! only says which [`Failure`] an `io::Error` or a resolver error is:
 //!
-//! | cause | `io::ErrorKind` / errno | REP |
-//! |---|---|---|
-//! | refused by the destination | `ConnectionRefused` (ECONNREFUSED), `ConnectionReset` | 5 connection refused |
-//! | no route to the network | `NetworkUnreachable` (ENETUNREACH), `NetworkDown` (ENETDOWN) | 3 network unreachable |
-//! | no route to the host | `HostUnreachable` (EHOSTUNREACH, EHOSTDOWN) | 4 host unreachable |
-//! | name does not resolve (NXDOMAIN, no A/AAAA) | — | 4 host unreachable |
-//! | connect or resolve timed out | `TimedOut` (ETIMEDOUT), our own timer | 6 TTL expired |
-//! | local firewall / policy | `PermissionDenied` (EACCES, EPERM) | 2 not allowed |
-//! | denied by socksgate's rules | — | 2 not allowed |
-//! | unusable destination address | `AddrNotAvailable` (EADDRNOTAVAIL), `InvalidInput` | 4 host unreachable |
-//! | anything else (EMFILE, DNS server failure, …) | — | 1 general failure |
-//!
-//! No reply code exists for DNS failures; like Dante and most peers, a name that does not
-//! resolve is "host unreachable", while a resolver that cannot answer at all is a general
-//! failure of the proxy.
+//! | `io::ErrorKind` / errno | [`Failure`] |
+//! |---|---|
+//! | `ConnectionRefused` (ECONNREFUSED), `ConnectionReset` | `Refused` |
+//! | `NetworkUnreachable` (ENETUNREACH), `NetworkDown` (ENETDOWN) | `NetworkUnreachable` |
+//! | `HostUnreachable` (EHOSTUNREACH), EHOSTDOWN | `HostUnreachable` |
+//! | `AddrNotAvailable` (EADDRNOTAVAIL), `InvalidInput` | `AddressUnusable` |
+//! | `TimedOut` (ETIMEDOUT) | `TimedOut` |
+//! | `PermissionDenied` (EACCES, EPERM) | `PermissionDenied` |
+//! | anything else (EMFILE, …) | `Other` |
 
 use std::io;
+use std::net::SocketAddr;
 
-use socksgate_core::wire::ReplyCode;
+use socksgate_core::Failure;
+use socksgate_core::rules::Decision;
+use socksgate_core::session::Event;
+use socksgate_core::wire::Command;
+use tracing::debug;
 
-/// Why CONNECT (or the outbound side of another command) failed.
+use crate::clock;
+use crate::resolve;
+use crate::session::{Conn, Upstream};
+
+/// Why resolving or connecting failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// Every connection attempt failed; this is the most telling error among them.
@@ -37,37 +41,38 @@ pub enum ConnectError {
     /// Resolving and connecting took longer than the connect timeout.
     #[error("timed out")]
     TimedOut,
-    /// The access rules refuse the destination (possibly only once resolved).
-    #[error("denied by {0}")]
-    Denied(String),
+    /// The access rules refuse every address the name resolved to.
+    #[error("denied by the rules")]
+    Denied(Decision),
 }
 
 impl ConnectError {
-    /// The SOCKS5 reply code for this failure.
-    pub fn reply(&self) -> ReplyCode {
+    /// What the core is told (a denial goes to `Session::handle_denied` instead).
+    pub fn failure(&self) -> Failure {
         match self {
-            Self::Io(e) => io_reply(e),
-            Self::NameNotFound(_) => ReplyCode::HostUnreachable,
-            Self::Resolver(_) => ReplyCode::GeneralFailure,
-            Self::TimedOut => ReplyCode::TtlExpired,
-            Self::Denied(_) => ReplyCode::NotAllowed,
+            Self::Io(e) => io_failure(e),
+            Self::NameNotFound(_) => Failure::NameNotFound,
+            Self::Resolver(_) => Failure::ResolverFailed,
+            Self::TimedOut => Failure::TimedOut,
+            Self::Denied(_) => Failure::PermissionDenied,
         }
     }
 }
 
-/// Maps an I/O error from `connect`/`bind`/`send` to a SOCKS5 reply code (see the table above).
-pub fn io_reply(e: &io::Error) -> ReplyCode {
+/// Classifies an I/O error from `connect`/`bind`/`send` (see the table above).
+pub fn io_failure(e: &io::Error) -> Failure {
     use io::ErrorKind as K;
     match e.kind() {
-        K::ConnectionRefused | K::ConnectionReset => ReplyCode::ConnectionRefused,
-        K::NetworkUnreachable | K::NetworkDown => ReplyCode::NetworkUnreachable,
-        K::HostUnreachable | K::AddrNotAvailable | K::InvalidInput => ReplyCode::HostUnreachable,
-        K::TimedOut => ReplyCode::TtlExpired,
-        K::PermissionDenied => ReplyCode::NotAllowed,
+        K::ConnectionRefused | K::ConnectionReset => Failure::Refused,
+        K::NetworkUnreachable | K::NetworkDown => Failure::NetworkUnreachable,
+        K::HostUnreachable => Failure::HostUnreachable,
+        K::AddrNotAvailable | K::InvalidInput => Failure::AddressUnusable,
+        K::TimedOut => Failure::TimedOut,
+        K::PermissionDenied => Failure::PermissionDenied,
         _ => match e.raw_os_error() {
             // EHOSTDOWN has no ErrorKind of its own.
-            Some(EHOSTDOWN) => ReplyCode::HostUnreachable,
-            _ => ReplyCode::GeneralFailure,
+            Some(EHOSTDOWN) => Failure::HostUnreachable,
+            _ => Failure::Other,
         },
     }
 }
@@ -77,15 +82,74 @@ const EHOSTDOWN: i32 = 112;
 #[cfg(not(target_os = "linux"))]
 const EHOSTDOWN: i32 = 64;
 
-/// How specific an error is, to pick the one worth reporting among several attempts: a
-/// destination that answered (refused) beats a route error, which beats a timeout.
-pub(crate) fn rank(e: &io::Error) -> u8 {
-    match io_reply(e) {
-        ReplyCode::ConnectionRefused => 4,
-        ReplyCode::HostUnreachable | ReplyCode::NetworkUnreachable => 3,
-        ReplyCode::NotAllowed => 2,
-        ReplyCode::TtlExpired => 1,
-        _ => 0,
+/// Answers a CONNECT's [`Event::Resolve`] or [`Event::Connect`]: through the `[[upstream]]`
+/// the deciding rule names, or directly — one address, or a name with Happy Eyeballs, each
+/// address checked by the session's rules before it is tried — within the session's connect
+/// deadline. Reports the outcome to the session; returns the connection on success.
+pub(crate) async fn open(conn: &mut Conn<'_>, event: Event) -> Option<Upstream> {
+    let shared = conn.shared;
+    if let Some(name) = conn
+        .session
+        .decision()
+        .and_then(|d| shared.rules.upstream(d))
+        && let Some(url) = shared.config.upstream(name)
+    {
+        return crate::chain::open(conn, name, &url).await;
+    }
+    let started = std::time::Instant::now();
+    let deadline = conn.session.poll_timeout().map(clock::deadline);
+    let attempt = async {
+        match (event, conn.session.request()) {
+            (Event::Connect(Some(sa)), _) => {
+                resolve::connect_tcp(sa).await.map_err(ConnectError::from)
+            }
+            (_, Some(request)) if request.command == Command::Connect => {
+                let session = &*conn.session;
+                let policy = &conn.policy;
+                let allow = |sa: SocketAddr| {
+                    session
+                        .check_resolved(policy, sa.ip())
+                        .map_err(ConnectError::Denied)
+                };
+                Box::pin(shared.resolver.connect(&request.target, allow)).await
+            }
+            _ => Err(ConnectError::Io(io::ErrorKind::InvalidInput.into())),
+        }
+    };
+    let outcome = match deadline {
+        Some(at) => tokio::time::timeout_at(at, attempt)
+            .await
+            .unwrap_or(Err(ConnectError::TimedOut)),
+        None => attempt.await,
+    };
+    shared.metrics.connect_done(started.elapsed());
+    let stream = match outcome {
+        Ok(stream) => stream,
+        Err(ConnectError::Denied(d)) => {
+            let _ = conn.session.handle_denied(d);
+            return None;
+        }
+        Err(e) => {
+            debug!("connect failed: {e}");
+            let _ = conn.session.handle_failure(e.failure());
+            return None;
+        }
+    };
+    match stream.local_addr() {
+        Ok(bound) => {
+            debug!(%bound, remote = ?stream.peer_addr().ok(), "connected");
+            let _ = conn
+                .session
+                .handle_opened(&conn.policy, bound, clock::now());
+            Some(Upstream {
+                stream,
+                early_down: Vec::new(),
+            })
+        }
+        Err(e) => {
+            let _ = conn.session.handle_failure(io_failure(&e));
+            None
+        }
     }
 }
 
@@ -93,41 +157,37 @@ pub(crate) fn rank(e: &io::Error) -> u8 {
 mod tests {
     use super::*;
 
-    fn os(code: i32) -> ReplyCode {
-        io_reply(&io::Error::from_raw_os_error(code))
+    fn os(code: i32) -> Failure {
+        io_failure(&io::Error::from_raw_os_error(code))
     }
 
     #[cfg(target_os = "linux")]
     #[test]
     fn errno_table() {
         // Linux errno values.
-        assert_eq!(os(111), ReplyCode::ConnectionRefused); // ECONNREFUSED
-        assert_eq!(os(104), ReplyCode::ConnectionRefused); // ECONNRESET
-        assert_eq!(os(101), ReplyCode::NetworkUnreachable); // ENETUNREACH
-        assert_eq!(os(100), ReplyCode::NetworkUnreachable); // ENETDOWN
-        assert_eq!(os(113), ReplyCode::HostUnreachable); // EHOSTUNREACH
-        assert_eq!(os(112), ReplyCode::HostUnreachable); // EHOSTDOWN
-        assert_eq!(os(99), ReplyCode::HostUnreachable); // EADDRNOTAVAIL
-        assert_eq!(os(110), ReplyCode::TtlExpired); // ETIMEDOUT
-        assert_eq!(os(13), ReplyCode::NotAllowed); // EACCES
-        assert_eq!(os(1), ReplyCode::NotAllowed); // EPERM
-        assert_eq!(os(24), ReplyCode::GeneralFailure); // EMFILE
+        assert_eq!(os(111), Failure::Refused); // ECONNREFUSED
+        assert_eq!(os(104), Failure::Refused); // ECONNRESET
+        assert_eq!(os(101), Failure::NetworkUnreachable); // ENETUNREACH
+        assert_eq!(os(100), Failure::NetworkUnreachable); // ENETDOWN
+        assert_eq!(os(113), Failure::HostUnreachable); // EHOSTUNREACH
+        assert_eq!(os(112), Failure::HostUnreachable); // EHOSTDOWN
+        assert_eq!(os(99), Failure::AddressUnusable); // EADDRNOTAVAIL
+        assert_eq!(os(110), Failure::TimedOut); // ETIMEDOUT
+        assert_eq!(os(13), Failure::PermissionDenied); // EACCES
+        assert_eq!(os(1), Failure::PermissionDenied); // EPERM
+        assert_eq!(os(24), Failure::Other); // EMFILE
     }
 
     #[test]
     fn other_causes() {
         assert_eq!(
-            ConnectError::NameNotFound("x".into()).reply(),
-            ReplyCode::HostUnreachable
+            ConnectError::NameNotFound("x".into()).failure(),
+            Failure::NameNotFound
         );
-        assert_eq!(ConnectError::TimedOut.reply(), ReplyCode::TtlExpired);
+        assert_eq!(ConnectError::TimedOut.failure(), Failure::TimedOut);
         assert_eq!(
-            ConnectError::Denied("rule 1".into()).reply(),
-            ReplyCode::NotAllowed
-        );
-        assert_eq!(
-            ConnectError::Resolver("x".into()).reply(),
-            ReplyCode::GeneralFailure
+            ConnectError::Resolver("x".into()).failure(),
+            Failure::ResolverFailed
         );
     }
 
@@ -141,6 +201,6 @@ mod tests {
         let e = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .unwrap_err();
-        assert_eq!(io_reply(&e), ReplyCode::ConnectionRefused);
+        assert_eq!(io_failure(&e), Failure::Refused);
     }
 }

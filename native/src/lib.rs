@@ -2,12 +2,16 @@
 //!
 //! Modules, one per concept:
 //! * [`cli`] — command-line definitions; [`config`] — the TOML file and the effective settings;
-//! * [`users`] — the Argon2 users file; [`access`] — access rules (core evaluator);
-//! * [`resolve`] — hickory resolver and Happy Eyeballs; [`connect`] — errno → reply codes;
+//! * [`users`] — the Argon2 users file, `login` — password checks with back-off;
+//!   [`access`] — access rules from the config (the core evaluates them);
+//! * [`shared`] — what all sessions of one configuration share, and its core policy;
+//! * [`session`] — one connection: the tokio driver of the core's session, which makes every
+//!   decision; `pool` — sessions recycled across connections; `clock` — the core's time;
+//!   [`access_log`] — the access record;
+//! * the commands: [`connect`] (and errno → failure cause), `chain` (through an upstream
+//!   proxy), `bind`, `udp_relay` (`udp_recv`: datagrams two per call);
+//! * [`resolve`] — hickory resolver and Happy Eyeballs;
 //! * [`relay`] — TCP relay with half-close; [`server`] — listeners and the accept loop;
-//! * [`session`] — one connection: handshake through `socksgate_core::server`, CONNECT;
-//!   `pool` — handshake state recycled across connections;
-//!   `bind` and `udp_relay` — the other commands (`udp_recv`: datagrams two per call);
 //!   [`client`] — `socksgate connect`;
 //! * [`limits`] — session limits (global, per client IP, per user);
 //! * [`reload`] — SIGHUP reloads; [`systemd`] — `sd_notify` readiness;
@@ -17,13 +21,17 @@
 #![deny(unsafe_code)]
 
 pub mod access;
+pub mod access_log;
 mod bind;
+mod chain;
 pub mod cli;
 pub mod client;
+mod clock;
 pub mod config;
 pub mod connect;
 pub mod limits;
 pub mod logging;
+mod login;
 pub mod memory;
 pub mod metrics;
 mod pool;
@@ -34,6 +42,8 @@ pub mod reload;
 pub mod resolve;
 pub mod server;
 pub mod session;
+pub mod shared;
+pub mod splice;
 pub mod systemd;
 pub mod throttle;
 mod udp_recv;

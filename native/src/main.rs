@@ -11,7 +11,7 @@ use socksgate::cli::{Cli, Command, ServeArgs};
 use socksgate::config::Config;
 use socksgate::metrics::{self, Metrics};
 use socksgate::resolve::Resolver;
-use socksgate::session::Shared;
+use socksgate::shared::Shared;
 use socksgate::users::{self, Users};
 use socksgate::{access, client, logging, reload, server, systemd};
 

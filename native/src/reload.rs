@@ -14,7 +14,7 @@ use tracing::warn;
 use crate::access;
 use crate::cli::ServeArgs;
 use crate::config::{Config, ConfigError};
-use crate::session::Shared;
+use crate::shared::Shared;
 use crate::users::{Users, UsersError};
 
 /// Why a reload was refused.

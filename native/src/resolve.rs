@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::connect::{ConnectError, rank};
+use crate::connect::{ConnectError, io_failure};
 
 /// RFC 8305 timing parameters.
 #[derive(Clone, Copy, Debug)]
@@ -366,7 +366,9 @@ where
                     Ok((sa, Ok(stream))) => return Ok((stream, sa)),
                     Ok((sa, Err(e))) => {
                         tracing::debug!(%sa, error = %e, "connection attempt failed");
-                        if conn_err.as_ref().is_none_or(|old| rank(&e) >= rank(old)) {
+                        if conn_err.as_ref().is_none_or(|old| {
+                            io_failure(old).most_telling(io_failure(&e)) == io_failure(&e)
+                        }) {
                             conn_err = Some(e);
                         }
                         // A failure starts the next attempt at once (§5).
@@ -645,7 +647,7 @@ mod tests {
         .await
         .unwrap_err();
         assert_eq!(
-            e.reply(),
+            e.failure().reply(),
             socksgate_core::wire::ReplyCode::ConnectionRefused
         );
         assert_eq!(fake.log().len(), 3);
@@ -657,7 +659,10 @@ mod tests {
         let f = fake.clone();
         let allow = |sa: SocketAddr| {
             if sa.is_ipv6() {
-                Err(ConnectError::Denied("rule 1".into()))
+                Err(ConnectError::Denied(socksgate_core::rules::Decision {
+                    action: socksgate_core::rules::Action::Deny,
+                    rule: Some(1),
+                }))
             } else {
                 Ok(())
             }
@@ -701,7 +706,10 @@ mod tests {
         )
         .await
         .unwrap_err();
-        assert_eq!(e.reply(), socksgate_core::wire::ReplyCode::HostUnreachable);
+        assert_eq!(
+            e.failure().reply(),
+            socksgate_core::wire::ReplyCode::HostUnreachable
+        );
     }
 
     #[tokio::test]
@@ -735,7 +743,7 @@ mod tests {
         let name = format!("{}.invalid", "x".repeat(64));
         let e = resolver.lookup(&name).await.unwrap_err();
         assert_eq!(
-            e.reply(),
+            e.failure().reply(),
             socksgate_core::wire::ReplyCode::HostUnreachable,
             "{e}"
         );

@@ -12,7 +12,8 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use crate::memory;
-use crate::session::{self, Shared};
+use crate::session;
+use crate::shared::Shared;
 
 /// Opens a listener. IPv6 listeners are IPv6-only, so `0.0.0.0:1080` and `[::]:1080` can
 /// both be configured; SO_REUSEADDR lets a restart rebind at once.

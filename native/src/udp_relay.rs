@@ -4,45 +4,58 @@
 //!   the address the client reached us on; its port is advertised in the reply, with the IP
 //!   replaced by `[udp] public_address` when set, for NAT) and, created on first use, one IPv4
 //!   and one IPv6 socket facing destinations.
-//! * Datagrams are accepted only from the control connection's client IP. The request's
-//!   DST.PORT, when non-zero, must match too; when zero (`0.0.0.0:0`, or a domain such as
-//!   `"0"` as PySocks sends) the port of the first datagram is latched.
-//! * Headers are parsed and fragments (FRAG ≠ 0) reassembled by `socksgate_core::udp`; names
-//!   are resolved (and cached for the association); every destination passes the access
-//!   rules (command `udp_associate`).
-//! * Replies are accepted only from addresses the client has sent to, and go back to the
-//!   client encapsulated with their source address.
-//! * The association ends when the control connection closes (EOF or error) or after
-//!   `timeouts.udp_idle` without a datagram either way.
+//! * Which datagrams go where is the core's `udp::Association`: only the control
+//!   connection's client (its IP, and the announced or first-seen port), reassembly, the
+//!   access rules for every destination (command `udp_associate`), replies only from
+//!   addresses the client has sent to, and the idle deadline (`timeouts.udp_idle`). This
+//!   module resolves names (cached for the association) and moves the datagrams.
+//! * The association ends when the control connection closes (EOF or error) or when the
+//!   core says it has been idle.
 //! * One task runs the association. When a socket is readable it handles the datagrams
 //!   waiting there (up to [`BATCH`] per wake-up) before looking at the others again; the
 //!   idle and reassembly timers are registered once and moved only when they fire or their
 //!   deadline changes, so a datagram costs no timer work.
 
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Duration;
 
-use socksgate_core::server::Request;
-use socksgate_core::udp::{Instant as CoreInstant, Reassembler};
-use socksgate_core::wire::Command;
-use socksgate_core::wire::udp::encapsulate;
-use socksgate_core::{Addr, Target};
+use socksgate_core::rules::Rules;
+use socksgate_core::udp::{self, Contacted, Outbound as Next};
 use tokio::io::AsyncReadExt;
 use tokio::net::UdpSocket;
-use tokio::time::Instant;
 use tracing::{debug, info};
 
-use crate::connect::io_reply;
-use crate::session::{Conn, Ctx, SessionError};
+use crate::clock;
+use crate::connect::io_failure;
+use crate::resolve::Resolver;
+use crate::session::{Conn, SessionError};
 use crate::udp_recv::{DATAGRAM, PER_CALL, RecvBufs, recv_some};
 
 /// Reassembly capacity: a whole UDP/IPv4 datagram.
 const REASSEMBLY: usize = 65_507;
 /// Remembered destinations (for reply filtering) and resolved names, per association.
 const MAX_PEERS: usize = 4096;
+
+/// The destinations an association contacted: a hash set that grows with use, up to
+/// [`MAX_PEERS`].
+#[derive(Debug, Default)]
+struct Peers(HashSet<SocketAddr>);
+
+impl Contacted for Peers {
+    fn contains(&self, addr: &SocketAddr) -> bool {
+        self.0.contains(addr)
+    }
+
+    fn insert(&mut self, addr: SocketAddr) -> bool {
+        if self.0.contains(&addr) {
+            return true;
+        }
+        self.0.len() < MAX_PEERS && self.0.insert(addr)
+    }
+}
+
+type Association = udp::Association<Peers, REASSEMBLY>;
 
 struct Outbound {
     v4: Option<UdpSocket>,
@@ -92,52 +105,60 @@ async fn bind_relay(ip: IpAddr, range: Option<(u16, u16)>) -> io::Result<UdpSock
     ))
 }
 
-pub(crate) async fn run(
-    conn: &mut Conn<'_>,
-    request: &Request,
-    ctx: &Ctx<'_>,
-) -> Result<(), SessionError> {
-    // DST is the client's expected source; only its port is used (the IP must be the
-    // control connection's). Names (PySocks sends "0") and zeros mean "unknown".
-    let client_port: Option<u16> = match &request.target {
-        Target::Ip(sa) if sa.port() != 0 => Some(sa.port()),
-        _ => None,
-    };
-    let relay = match bind_relay(ctx.local.ip(), ctx.shared.config.udp.port_range()).await {
+pub(crate) async fn run(conn: &mut Conn<'_>) -> Result<(), SessionError> {
+    let shared = conn.shared;
+    let relay = match bind_relay(conn.local.ip(), shared.config.udp.port_range()).await {
         Ok(s) => s,
         Err(e) => {
-            conn.respond(Err(io_reply(&e))).await?;
-            return Err(SessionError::Refused(format!(
-                "udp associate: cannot bind: {e}"
-            )));
+            debug!("udp associate: cannot bind: {e}");
+            let _ = conn.session.handle_failure(io_failure(&e));
+            return Ok(());
         }
     };
     let mut advertised = relay.local_addr()?;
-    if let Some(ip) = ctx.shared.config.udp.public_address {
+    if let Some(ip) = shared.config.udp.public_address {
         advertised.set_ip(ip);
     }
-    conn.respond(Ok(advertised)).await?;
+    let now = clock::now();
+    let _ = conn.session.handle_opened(&conn.policy, advertised, now);
+    conn.flush().await?;
     info!(relay = %advertised, "udp associate: relay open");
 
-    let idle = ctx.shared.config.timeouts.udp_idle();
-    let mut assoc = Association::new(ctx, relay, client_port);
+    let requested = conn.session.destination();
+    let association = Box::new(Association::new(
+        conn.peer.ip(),
+        requested.unwrap_or(socksgate_core::Addr::Ip(conn.peer)),
+        conn.session.user(),
+        Peers::default(),
+        conn.policy.timeouts.udp_idle,
+        now,
+    ));
+    let mut relay = Relay {
+        rules: conn.policy.rules,
+        resolver: &shared.resolver,
+        prefer_v6: conn.local.is_ipv6(),
+        socket: relay,
+        out: Outbound { v4: None, v6: None },
+        association,
+        names: HashMap::new(),
+        to_client: vec![0u8; DATAGRAM],
+        counters: Counters::default(),
+    };
     let mut bufs = RecvBufs::new();
     let mut control = [0u8; 512];
-    // Both timers are registered once and moved only when they fire or their deadline
-    // changes; a fresh timer per datagram cost a timer-wheel insertion and removal each.
-    let idle_timer = tokio::time::sleep(idle);
-    tokio::pin!(idle_timer);
-    let reasm_timer = tokio::time::sleep_until(assoc.start);
-    tokio::pin!(reasm_timer);
-    let mut reasm_armed: Option<Instant> = None;
+    // The timer is registered once and moved only when the association's deadline changes;
+    // a fresh timer per datagram cost a timer-wheel insertion and removal each.
+    let mut armed = relay.association.poll_timeout();
+    let timer = tokio::time::sleep_until(clock::deadline(armed.unwrap_or(now)));
+    tokio::pin!(timer);
 
     let reason = loop {
-        let due = assoc.reassembly_deadline();
-        if due != reasm_armed {
-            if let Some(t) = due {
-                reasm_timer.as_mut().reset(t);
+        let due = relay.association.poll_timeout();
+        if due != armed {
+            if let Some(at) = due {
+                timer.as_mut().reset(clock::deadline(at));
             }
-            reasm_armed = due;
+            armed = due;
         }
         tokio::select! {
             r = conn.stream.read(&mut control) => match r {
@@ -145,23 +166,15 @@ pub(crate) async fn run(
                 Err(_) => break "control connection failed",
                 Ok(_) => {} // nothing is expected on it; ignore
             },
-            () = &mut idle_timer => {
-                // Datagrams only record when they came; the timer catches up here.
-                let due = assoc.last_active + idle;
-                if due <= Instant::now() {
+            () = &mut timer, if armed.is_some() => {
+                armed = None; // re-armed above
+                if relay.association.handle_timeout(clock::now()) {
                     break "idle timeout";
                 }
-                idle_timer.as_mut().reset(due);
             }
-            () = &mut reasm_timer, if reasm_armed.is_some() => {
-                reasm_armed = None; // re-armed above if a queue is still pending
-                if assoc.reasm.handle_timeout(assoc.core_time(Instant::now())) {
-                    debug!("udp: fragment reassembly timed out");
-                }
-            }
-            _ = readable(Some(&assoc.relay)) => assoc.drain_client(&mut bufs).await,
-            _ = readable(assoc.out.v4.as_ref()) => assoc.drain_outbound(false, &mut bufs).await,
-            _ = readable(assoc.out.v6.as_ref()) => assoc.drain_outbound(true, &mut bufs).await,
+            _ = readable(Some(&relay.socket)) => relay.drain_client(&mut bufs).await,
+            _ = readable(relay.out.v4.as_ref()) => relay.drain_outbound(false, &mut bufs).await,
+            _ = readable(relay.out.v6.as_ref()) => relay.drain_outbound(true, &mut bufs).await,
         }
     };
     let Counters {
@@ -169,10 +182,10 @@ pub(crate) async fn run(
         down,
         datagrams_up,
         datagrams_down,
-    } = assoc.counters;
-    ctx.shared
+    } = relay.counters;
+    shared
         .metrics
-        .udp(ctx.user, datagrams_up, datagrams_down, up, down);
+        .udp(conn.session.user(), datagrams_up, datagrams_down, up, down);
     conn.bytes = (up, down);
     info!(
         up,
@@ -194,24 +207,17 @@ struct Counters {
     datagrams_down: u64,
 }
 
-/// One association's sockets and state, kept across wake-ups of [`run`]'s loop.
-struct Association<'a> {
-    ctx: &'a Ctx<'a>,
+/// One association's sockets, its core decisions and its name cache, kept across wake-ups
+/// of [`run`]'s loop.
+struct Relay<'a> {
+    rules: Rules<'a>,
+    resolver: &'a Resolver,
+    /// Prefer IPv6 answers (the control connection's family).
+    prefer_v6: bool,
     /// Faces the client.
-    relay: UdpSocket,
+    socket: UdpSocket,
     out: Outbound,
-    /// The control connection's client IP: the only source accepted on `relay`.
-    client_ip: IpAddr,
-    /// The only source port accepted on `relay`: the request's, or latched from the first
-    /// datagram.
-    client_port: Option<u16>,
-    /// Time zero of the reassembler's clock.
-    start: Instant,
-    /// When the last datagram either way arrived, for the idle timeout.
-    last_active: Instant,
-    reasm: Box<Reassembler<REASSEMBLY>>,
-    /// Destinations the client has sent to: the only sources relayed back.
-    contacted: HashSet<SocketAddr>,
+    association: Box<Association>,
     /// Names resolved for this association.
     names: HashMap<String, IpAddr>,
     /// Holds a datagram to the client while it is encapsulated.
@@ -219,43 +225,12 @@ struct Association<'a> {
     counters: Counters,
 }
 
-impl<'a> Association<'a> {
-    fn new(ctx: &'a Ctx<'a>, relay: UdpSocket, client_port: Option<u16>) -> Self {
-        let start = Instant::now();
-        Self {
-            ctx,
-            relay,
-            out: Outbound { v4: None, v6: None },
-            client_ip: ctx.peer.ip().to_canonical(),
-            client_port,
-            start,
-            last_active: start,
-            reasm: Box::default(),
-            contacted: HashSet::new(),
-            names: HashMap::new(),
-            to_client: vec![0u8; DATAGRAM],
-            counters: Counters::default(),
-        }
-    }
-
-    /// `now` on the reassembler's clock (milliseconds since `start`).
-    fn core_time(&self, now: Instant) -> CoreInstant {
-        let ms = now.saturating_duration_since(self.start).as_millis();
-        CoreInstant::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
-    }
-
-    /// When the pending fragment queue expires, if there is one.
-    fn reassembly_deadline(&self) -> Option<Instant> {
-        self.reasm
-            .poll_timeout()
-            .map(|t| self.start + Duration::from_millis(t.as_millis()))
-    }
-
+impl Relay<'_> {
     /// Handles the datagrams waiting on the client-facing socket, at most [`BATCH`], using
     /// `bufs` to receive them. Returns when none is left or none was waiting.
     async fn drain_client(&mut self, bufs: &mut RecvBufs) {
         for _ in 0..BATCH / PER_CALL {
-            let got = match recv_some(&self.relay, bufs) {
+            let got = match recv_some(&self.socket, bufs) {
                 Ok(got) => got,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
@@ -281,7 +256,6 @@ impl<'a> Association<'a> {
             let Some(Ok(got)) = sock.as_ref().map(|s| recv_some(s, bufs)) else {
                 return;
             };
-            self.last_active = Instant::now();
             for (i, &(n, src)) in got.datagrams.iter().enumerate() {
                 self.forward_back(src, bufs.datagram(i, n)).await;
             }
@@ -291,90 +265,77 @@ impl<'a> Association<'a> {
         }
     }
 
-    /// Relays one datagram received from `src` on the client-facing socket: dropped unless
-    /// it comes from the client, then reassembled, resolved, checked against the rules and
-    /// sent to its destination, which is then remembered as contacted.
+    /// Relays one datagram received from `src` on the client-facing socket, as the
+    /// association decides.
     async fn forward_up(&mut self, src: SocketAddr, datagram: &[u8]) {
-        if src.ip().to_canonical() != self.client_ip
-            || self.client_port.is_some_and(|p| p != src.port())
-        {
-            debug!(%src, "udp: dropped a datagram from a stranger");
-            return;
-        }
-        if self.client_port.is_none() {
-            self.client_port = Some(src.port());
-            debug!(%src, "udp: client port latched");
-        }
-        let now = Instant::now();
-        self.last_active = now;
-        let now = self.core_time(now);
-        let whole = match self.reasm.push_datagram(now, datagram) {
-            Ok(Some(w)) => w,
-            Ok(None) => return,
-            Err(e) => {
-                debug!("udp: {e}");
+        let Self {
+            rules,
+            resolver,
+            prefer_v6,
+            out,
+            association,
+            names,
+            counters,
+            ..
+        } = self;
+        let next = association.handle_client_datagram(rules, src, datagram, clock::now());
+        let (target, data) = match next {
+            Ok(Next::Send { to, data }) => (to, data),
+            Ok(Next::Resolve(pending)) => {
+                let name = pending.name().to_string();
+                let Some(ip) = resolve(resolver, *prefer_v6, names, &name).await else {
+                    return;
+                };
+                match pending.resolved(rules, ip) {
+                    Ok(sent) => sent,
+                    Err(dropped) => {
+                        debug!(%src, "udp: {dropped}");
+                        return;
+                    }
+                }
+            }
+            Ok(Next::Queued) => return,
+            Err(dropped) => {
+                debug!(%src, "udp: {dropped}");
                 return;
             }
         };
-        let dst = whole.dst.normalized();
-        // Resolve (cached), then the rules on name and address.
-        let ip = match dst {
-            Addr::Ip(sa) => sa.ip(),
-            Addr::Domain(name, _) => {
-                // Only a name that is not UTF-8 needs the (escaped) owned form.
-                let name = name
-                    .as_str()
-                    .map_or_else(|| Cow::Owned(name.to_string()), Cow::Borrowed);
-                match resolve(self.ctx, &mut self.names, &name).await {
-                    Some(ip) => ip,
-                    None => return,
-                }
-            }
-        };
-        if self
-            .ctx
-            .check_addr(Command::UdpAssociate, dst, Some(ip))
-            .is_err()
-        {
-            return;
-        }
-        let target = SocketAddr::new(ip.to_canonical(), dst.port());
-        let sock = match self.out.socket(target.is_ipv6()).await {
+        let sock = match out.socket(target.is_ipv6()).await {
             Ok(s) => s,
             Err(e) => {
                 debug!("udp: outbound socket: {e}");
                 return;
             }
         };
-        match sock.send_to(whole.data, target).await {
+        match sock.send_to(data, target).await {
             Ok(_) => {
-                self.counters.up += whole.data.len() as u64;
-                self.counters.datagrams_up += 1;
-                if self.contacted.len() < MAX_PEERS {
-                    self.contacted.insert(target);
-                }
+                counters.up += data.len() as u64;
+                counters.datagrams_up += 1;
             }
             Err(e) => debug!(%target, "udp: send failed: {e}"),
         }
     }
 
-    /// Sends a destination's datagram to the client, with its source as the header's
-    /// address; dropped unless the client's port is known and it has sent to `src`.
+    /// Sends a destination's datagram to the client, encapsulated with its source, when the
+    /// association allows it.
     async fn forward_back(&mut self, src: SocketAddr, payload: &[u8]) {
-        let src = SocketAddr::new(src.ip().to_canonical(), src.port());
-        let Some(port) = self.client_port else { return };
-        if !self.contacted.contains(&src) {
-            debug!(%src, "udp: dropped a datagram from an address the client did not contact");
-            return;
-        }
-        let Ok(n) = encapsulate(Addr::Ip(src), payload, &mut self.to_client) else {
-            return;
+        let decided = self.association.handle_remote_datagram(
+            src,
+            payload,
+            &mut self.to_client,
+            clock::now(),
+        );
+        let (client, n) = match decided {
+            Ok(to) => to,
+            Err(dropped) => {
+                debug!(%src, "udp: {dropped}");
+                return;
+            }
         };
-        let client = SocketAddr::new(self.client_ip, port);
         // A v4 client address on a v6 relay socket would need mapping; the relay socket has
         // the control connection's family, like the client.
         match self
-            .relay
+            .socket
             .send_to(self.to_client.get(..n).unwrap_or_default(), client)
             .await
         {
@@ -390,12 +351,16 @@ impl<'a> Association<'a> {
 /// `name`'s address from the association's cache, else from the resolver (preferring the
 /// control connection's family, and then cached while the cache has room); `None` when
 /// it does not resolve.
-async fn resolve(ctx: &Ctx<'_>, names: &mut HashMap<String, IpAddr>, name: &str) -> Option<IpAddr> {
+async fn resolve(
+    resolver: &Resolver,
+    prefer_v6: bool,
+    names: &mut HashMap<String, IpAddr>,
+    name: &str,
+) -> Option<IpAddr> {
     if let Some(ip) = names.get(name) {
         return Some(*ip);
     }
-    let prefer_v6 = ctx.local.is_ipv6();
-    match ctx.shared.resolver.lookup(name).await {
+    match resolver.lookup(name).await {
         Ok(ips) => {
             let ip = ips
                 .iter()

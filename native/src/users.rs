@@ -184,7 +184,7 @@ impl Users {
 /// login, glibc keeps it resident in the arena of whichever blocking-pool thread ran the
 /// check, so RSS grew by that much per new thread; reusing a few buffers bounds it.
 static MEMORY_POOL: std::sync::Mutex<Vec<Vec<argon2::Block>>> = std::sync::Mutex::new(Vec::new());
-/// The number of password checks the server runs at once (see `session::AUTH_SLOTS`).
+/// The number of password checks the server runs at once (see `login::AUTH_SLOTS`).
 const MEMORY_POOL_MAX: usize = 4;
 
 /// Recomputes the hash of `password` with `hash`'s algorithm, parameters and salt in pooled

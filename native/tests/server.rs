@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use socksgate::config::Config;
 use socksgate::resolve::Resolver;
-use socksgate::session::Shared;
+use socksgate::shared::Shared;
 use socksgate::users::{self, Users};
 use socksgate::{access, client, server};
 use socksgate_core::client::{Client, ClientConfig, ClientError, Credentials};

@@ -1,0 +1,53 @@
+//! CONNECT through an `[[upstream]]` SOCKS proxy (the core's client state machine): the
+//! upstream resolves and connects; its failure reply is passed on.
+
+use socksgate_core::Addr;
+use socksgate_core::Failure;
+use socksgate_core::client::ClientError;
+use tracing::debug;
+
+use crate::client::{ClientFailure, ProxyUrl};
+use crate::clock;
+use crate::connect::io_failure;
+use crate::session::{Conn, Upstream};
+
+/// Opens the request's destination through the upstream `name` at `url`, within the
+/// session's connect deadline, and reports the outcome to the session.
+pub(crate) async fn open(conn: &mut Conn<'_>, name: &str, url: &ProxyUrl) -> Option<Upstream> {
+    let shared = conn.shared;
+    let (host, port) = match conn.session.destination()? {
+        Addr::Ip(sa) => (sa.ip().to_string(), sa.port()),
+        Addr::Domain(d, port) => (d.to_string(), port),
+    };
+    let started = std::time::Instant::now();
+    let attempt = crate::client::open(url, &host, port, &shared.resolver);
+    let opened = match conn.session.poll_timeout() {
+        Some(at) => tokio::time::timeout_at(clock::deadline(at), attempt)
+            .await
+            .ok(),
+        None => Some(attempt.await),
+    };
+    shared.metrics.connect_done(started.elapsed());
+    let failure = match opened {
+        Some(Ok((stream, early_down, _))) => match stream.local_addr() {
+            Ok(bound) => {
+                debug!(upstream = name, "connected through upstream");
+                let _ = conn
+                    .session
+                    .handle_opened(&conn.policy, bound, clock::now());
+                return Some(Upstream { stream, early_down });
+            }
+            Err(e) => io_failure(&e),
+        },
+        Some(Err(ClientFailure::Handshake(ClientError::Rejected(code)))) => Failure::Upstream(code),
+        Some(Err(ClientFailure::Connect { source, .. })) => source.failure(),
+        Some(Err(e)) => {
+            debug!(upstream = name, "upstream failed: {e}");
+            Failure::Other
+        }
+        None => Failure::TimedOut,
+    };
+    debug!(upstream = name, %failure, "connect through upstream failed");
+    let _ = conn.session.handle_failure(failure);
+    None
+}
