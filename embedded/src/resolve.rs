@@ -9,27 +9,17 @@ use embassy_net::Stack;
 use embassy_net::dns::DnsQueryType;
 use socksgate_core::{Domain, Failure};
 
-/// How many addresses of a name are kept: smoltcp's default `DNS_MAX_RESULT_COUNT`, so one
-/// query returns at most this many; further ones (with a larger smoltcp setting) are ignored.
-const MAX_ADDRESSES: usize = 1;
-
-/// Addresses of one name, in the order to try them.
-pub(crate) type Addresses = heapless::Vec<IpAddr, MAX_ADDRESSES>;
-
-/// The addresses of `name`: its A records, or if it has none its AAAA records. Every way of
+/// The address of `name`: its first A record, or if it has none its first AAAA record.
+/// (smoltcp keeps one record per query by default: `DNS_MAX_RESULT_COUNT`.) Every way of
 /// not getting one (not a DNS name, NXDOMAIN, no record, no server answering) is
 /// [`Failure::NameNotFound`]: embassy-net does not tell them apart.
-pub(crate) async fn resolve(stack: Stack<'_>, name: Domain<'_>) -> Result<Addresses, Failure> {
+pub(crate) async fn resolve(stack: Stack<'_>, name: Domain<'_>) -> Result<IpAddr, Failure> {
     let text = name.as_str().ok_or(Failure::NameNotFound)?;
     for qtype in [DnsQueryType::A, DnsQueryType::Aaaa] {
         if let Ok(found) = stack.dns_query(text, qtype).await
-            && !found.is_empty()
+            && let Some(&first) = found.first()
         {
-            let mut addrs = Addresses::new();
-            for &ip in &found {
-                let _ = addrs.push(IpAddr::from(ip));
-            }
-            return Ok(addrs);
+            return Ok(IpAddr::from(first));
         }
     }
     Err(Failure::NameNotFound)

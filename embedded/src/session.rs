@@ -17,7 +17,7 @@ use socksgate_core::{Addr, Failure, Policy};
 
 use crate::config::GatewayConfig;
 use crate::relay::{self, RelayEnd};
-use crate::resolve::{Addresses, resolve};
+use crate::resolve::resolve;
 use crate::udp::{self, UdpBuffers};
 
 /// The session's input buffer: the client's handshake bytes, then (through
@@ -138,9 +138,9 @@ async fn relay_connected(
         _ => Ok(()),
     };
     match forwarded {
-        Ok(()) => SessionEnd::Relayed(
-            relay::relay(client, upstream, chunk, config.idle_timeout()).await,
-        ),
+        Ok(()) => {
+            SessionEnd::Relayed(relay::relay(client, upstream, chunk, config.idle_timeout()).await)
+        }
         Err(()) => SessionEnd::Relayed(RelayEnd::Reset),
     }
 }
@@ -184,8 +184,8 @@ async fn handshake(
     session: &mut ClientSession,
     mut upstream: Option<&mut TcpSocket<'_>>,
 ) -> Result<Outcome, SessionEnd> {
-    // A CONNECT's resolved addresses, from `Event::Resolve` to `Event::Connect(None)`.
-    let mut addrs = Addresses::new();
+    // A CONNECT's resolved address, from `Event::Resolve` to `Event::Connect(None)`.
+    let mut resolved = [IpAddr::V4(core::net::Ipv4Addr::UNSPECIFIED)];
     let mut closed = None;
     loop {
         while let Some(event) = session.poll_event() {
@@ -196,7 +196,8 @@ async fn handshake(
                         .is_some_and(|(name, password)| config.authenticate(name, password));
                     let _ = session.handle_auth(policy, ok, now());
                 }
-                (Event::Resolve | Event::Connect(_) | Event::Associate, None) | (Event::Bind, _) => {
+                (Event::Resolve | Event::Connect(_) | Event::Associate, None)
+                | (Event::Bind, _) => {
                     // The refusal slot; BIND is not served (the policy lets the core refuse
                     // it first).
                     let _ = session.handle_failure(Failure::Other);
@@ -214,20 +215,20 @@ async fn handshake(
                         Ok(Err(failure)) => {
                             let _ = session.handle_failure(failure);
                         }
-                        Ok(Ok(found)) => {
-                            addrs = found;
-                            let kept = session.handle_resolved(policy, &mut addrs).unwrap_or(0);
-                            addrs.truncate(kept);
+                        Ok(Ok(ip)) => {
+                            resolved = [ip];
+                            // Allowed or not, the session queues what follows.
+                            let _ = session.handle_resolved(policy, &mut resolved);
                         }
                     }
                 }
                 (Event::Connect(to), Some(upstream)) => {
                     let until = embassy_instant(session.poll_timeout());
-                    let port = session.destination().map_or(0, |dst| dst.port());
-                    let result = match to {
-                        Some(to) => connect(upstream, &[to.ip()], to.port(), until).await,
-                        None => connect(upstream, &addrs, port, until).await,
-                    };
+                    let to = to.unwrap_or_else(|| {
+                        let port = session.destination().map_or(0, |dst| dst.port());
+                        SocketAddr::new(resolved[0], port)
+                    });
+                    let result = connect(upstream, to, until).await;
                     let _ = match result {
                         Ok(bound) => session.handle_opened(policy, bound, now()),
                         Err(Some(failure)) => session.handle_failure(failure),
@@ -266,37 +267,24 @@ async fn handshake(
     }
 }
 
-/// Connects `upstream` to the first of `ips` (at `port`) that answers, before `until`.
-/// Returns the local address for the reply, or the most telling failure of the attempts;
-/// `Err(None)`: `until` passed (the session's deadline decides the reply).
+/// Connects `upstream` to `to` before `until`. Returns the local address for the reply or
+/// why not; `Err(None)`: `until` passed (the session's deadline decides the reply).
 async fn connect(
     upstream: &mut TcpSocket<'_>,
-    ips: &[IpAddr],
-    port: u16,
+    to: SocketAddr,
     until: embassy_time::Instant,
 ) -> Result<SocketAddr, Option<Failure>> {
-    let mut failure = Failure::HostUnreachable;
-    for (i, &ip) in ips.iter().enumerate() {
-        let endpoint = IpEndpoint::from(SocketAddr::new(ip, port));
-        match with_deadline(until, upstream.connect(endpoint)).await {
-            Err(_) => {
-                upstream.abort();
-                return Err(None);
-            }
-            Ok(Ok(())) => {
-                return upstream
-                    .local_endpoint()
-                    .map(SocketAddr::from)
-                    .ok_or(Some(Failure::Other));
-            }
-            Ok(Err(error)) => {
-                upstream.abort();
-                let this = connect_failure(error);
-                failure = if i == 0 { this } else { failure.most_telling(this) };
-            }
+    match with_deadline(until, upstream.connect(IpEndpoint::from(to))).await {
+        Err(_) => {
+            upstream.abort();
+            Err(None)
         }
+        Ok(Err(error)) => Err(Some(connect_failure(error))),
+        Ok(Ok(())) => upstream
+            .local_endpoint()
+            .map(SocketAddr::from)
+            .ok_or(Some(Failure::Other)),
     }
-    Err(Some(failure))
 }
 
 /// Sends everything the session has queued, straight from its output buffer.

@@ -15,13 +15,13 @@ use core::cell::RefCell;
 use core::net::{IpAddr, SocketAddr};
 
 use embassy_futures::select::{Either3, select3};
-use embassy_net::{IpEndpoint, Stack};
 use embassy_net::tcp::TcpSocket;
 use embassy_net::udp::{PacketMetadata, UdpSocket};
+use embassy_net::{IpEndpoint, Stack};
 use embassy_time::Timer;
+use socksgate_core::Failure;
 use socksgate_core::Policy;
 use socksgate_core::udp::{Association, Dropped, Outbound, PeerList};
-use socksgate_core::Failure;
 
 use crate::relay::RelayEnd;
 use crate::resolve::resolve;
@@ -153,12 +153,8 @@ pub(crate) async fn associate(
                         let _ = socket.send_to(data, IpEndpoint::from(to)).await;
                     }
                     Ok(Outbound::Resolve(unresolved)) => {
-                        let to = match resolve(stack, unresolved.name()).await {
-                            Ok(addrs) => addrs.first().copied(),
-                            Err(_) => None,
-                        };
-                        if let Some(sent) = to.map(|ip| unresolved.resolved(&policy.rules, ip))
-                            && let Ok((to, data)) = sent
+                        if let Ok(ip) = resolve(stack, unresolved.name()).await
+                            && let Ok((to, data)) = unresolved.resolved(&policy.rules, ip)
                         {
                             let _ = socket.send_to(data, IpEndpoint::from(to)).await;
                         }

@@ -444,6 +444,20 @@ fn no_acceptable_method_without_credentials() {
 }
 
 #[test]
+fn socks4_is_refused_when_users_are_configured() {
+    // SOCKS4 cannot authenticate: with a credential table it never gets past the request.
+    run(&AUTH, |stack| async move {
+        let mut client = Client::connect(stack).await;
+        client
+            .send(&[4, 1, 0, ECHO_PORT as u8, 10, 0, 0, 2, b'u', 0])
+            .await;
+        assert_eq!(client.recv(8).await[..2], [0, 91], "SOCKS4 rejected");
+        client.expect_eof().await;
+        client.close().await;
+    });
+}
+
+#[test]
 fn socks4_and_socks4a_connect() {
     run(&OPEN, |stack| async move {
         let mut client = Client::connect(stack).await;
@@ -802,6 +816,103 @@ fn udp_associate_relays_datagrams_until_the_control_connection_closes() {
         udp.send_to(&datagram, relay).await.unwrap();
         let late = with_timeout(Duration::from_millis(300), udp.recv_from(&mut buf)).await;
         assert!(late.is_err(), "no relay after the association ended");
+    });
+}
+
+/// A UDP socket on the peer stack bound to `port`, with leaked buffers.
+fn peer_udp(stack: Stack<'static>, port: u16) -> UdpSocket<'static> {
+    let mut socket = UdpSocket::new(
+        stack,
+        Box::leak(Box::new([PacketMetadata::EMPTY; 4])),
+        Box::leak(Box::new([0u8; 4096])),
+        Box::leak(Box::new([PacketMetadata::EMPTY; 4])),
+        Box::leak(Box::new([0u8; 4096])),
+    );
+    socket.bind(port).unwrap();
+    socket
+}
+
+/// Opens a UDP association announcing 10.0.0.2:40000; returns the control connection and
+/// the relay's endpoint.
+async fn udp_associate(stack: Stack<'static>) -> (Client, IpEndpoint) {
+    let (control, reply) =
+        socks5_noauth_request(stack, &[5, 3, 0, 1, 10, 0, 0, 2, 0x9c, 0x40]).await;
+    assert_eq!(reply[..4], [5, 0, 0, 1], "UDP ASSOCIATE granted");
+    let relay = IpEndpoint::new(GATEWAY_IP.into(), u16::from_be_bytes([reply[8], reply[9]]));
+    (control, relay)
+}
+
+/// Expects no datagram on `socket` for 300 ms.
+async fn expect_silence(socket: &UdpSocket<'_>, why: &str) {
+    let mut buf = [0u8; 2048];
+    if let Ok(Ok((n, from))) =
+        with_timeout(Duration::from_millis(300), socket.recv_from(&mut buf)).await
+    {
+        panic!("{why}: got {:?} from {from:?}", &buf[..n]);
+    }
+}
+
+#[test]
+fn udp_replies_only_from_contacted_destinations() {
+    run(&OPEN, |stack| async move {
+        let client = peer_udp(stack, 40000);
+        // On the client's own host, but not its announced port and never contacted.
+        let stranger = peer_udp(stack, 9999);
+        let (control, relay) = udp_associate(stack).await;
+        let echo_header = [0, 0, 0, 1, 10, 0, 0, 2, 0, ECHO_PORT as u8];
+        let mut buf = [0u8; 2048];
+
+        let mut ping = echo_header.to_vec();
+        ping.extend_from_slice(b"ping");
+        client.send_to(&ping, relay).await.unwrap();
+        let (n, _) = client.recv_from(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], &ping[..], "the contacted echo server answers");
+
+        stranger.send_to(b"injected", relay).await.unwrap();
+        expect_silence(
+            &client,
+            "a datagram from an uncontacted source reached the client",
+        )
+        .await;
+
+        // The association goes on: the contacted destination still gets through.
+        client.send_to(&ping, relay).await.unwrap();
+        let (n, _) = client.recv_from(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], &ping[..]);
+        control.close().await;
+    });
+}
+
+#[test]
+fn udp_datagrams_from_another_client_address_are_dropped() {
+    run(&OPEN, |stack| async move {
+        let client = peer_udp(stack, 40000);
+        let other_port = peer_udp(stack, 40001);
+        let (control, relay) = udp_associate(stack).await;
+        let relay6 = IpEndpoint::new(GATEWAY_IP6.into(), relay.port);
+        let echo_header = [0, 0, 0, 1, 10, 0, 0, 2, 0, ECHO_PORT as u8];
+        let mut forged = echo_header.to_vec();
+        forged.extend_from_slice(b"forged");
+
+        // Same IP, another port than the one announced: not the client. Had it been relayed,
+        // the echo server's answer (a contacted source) would reach the client.
+        other_port.send_to(&forged, relay).await.unwrap();
+        expect_silence(&other_port, "the other port got an answer").await;
+        expect_silence(&client, "a datagram from another port was relayed").await;
+        // Another IP: the peer's IPv6 address.
+        let other_ip = peer_udp(stack, 40002);
+        other_ip.send_to(&forged, relay6).await.unwrap();
+        expect_silence(&other_ip, "the other address got an answer").await;
+        expect_silence(&client, "a datagram from another address was relayed").await;
+
+        // The client itself is served.
+        let mut ping = echo_header.to_vec();
+        ping.extend_from_slice(b"mine");
+        client.send_to(&ping, relay).await.unwrap();
+        let mut buf = [0u8; 2048];
+        let (n, _) = client.recv_from(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], &ping[..]);
+        control.close().await;
     });
 }
 
