@@ -673,14 +673,25 @@ fn access_log_and_session_metrics_after_real_sessions() {
     for w in want {
         assert!(text.contains(w), "missing {w:?} in\n{text}");
     }
-    // One access line per session, with every field.
-    let access: Vec<serde_json::Value> = lines
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["target"] == "socksgate::access")
-        .collect();
+    // One access line per session, with every field. A line may reach stderr (and the
+    // collecting thread) after the counters it goes with: poll briefly.
+    let access_lines = || -> Vec<serde_json::Value> {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["target"] == "socksgate::access")
+            .collect()
+    };
+    let start = Instant::now();
+    let access = loop {
+        let access = access_lines();
+        if access.len() >= 4 || start.elapsed() > Duration::from_secs(5) {
+            break access;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     // serve()'s readiness probe connects and leaves: a handshake_failed session of its own.
     assert_eq!(access.len(), 4, "{access:?}");
     assert_eq!(
