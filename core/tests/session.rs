@@ -1,0 +1,436 @@
+//! The session's decisions, case by case: client bytes and the driver's facts (credentials
+//! checked, resolved addresses, connect results, time) in; replies and events out. Each
+//! case runs once with the input whole and once fed byte by byte: the outcome must not
+//! depend on the split.
+
+use core::net::{IpAddr, SocketAddr};
+use core::time::Duration;
+
+use socksgate_core::policy::Authentication;
+use socksgate_core::rules::{Action, Rule, Rules};
+use socksgate_core::session::{Close, Event, Session};
+use socksgate_core::wire::{Command, ReplyCode};
+use socksgate_core::{Failure, Instant, Policy};
+
+const CLIENT: &str = "192.0.2.10:40000";
+const BOUND: &str = "198.51.100.1:5555";
+
+/// What the driver answers, in order of the events that ask.
+#[derive(Clone, Copy, Debug)]
+enum Fact {
+    Password(bool),
+    Resolved(&'static [&'static str]),
+    Opened,
+    Failed(Failure),
+    Peer(&'static str),
+    /// Advance time by this many seconds and tell the session.
+    Wait(u64),
+}
+
+/// Drives `session` over `input` (split into `chunk`-byte reads), answering events with
+/// `facts`; returns the bytes sent and the event that ended the run.
+fn drive(
+    policy: &Policy<'_>,
+    input: &[u8],
+    chunk: usize,
+    facts: &[Fact],
+) -> (Vec<u8>, Option<Event>) {
+    let mut now = Instant::from_millis(1_000);
+    let mut s = Session::<64>::new(policy, CLIENT.parse().unwrap(), now);
+    let mut sent = Vec::new();
+    let mut facts = facts.iter();
+    let mut pending = input;
+    let mut end = None;
+    loop {
+        while let Some(event) = s.poll_event() {
+            match event {
+                Event::Established | Event::Closed(_) => end = Some(event),
+                Event::Connect(_)
+                | Event::Bind
+                | Event::Associate
+                | Event::Resolve
+                | Event::Authenticate => {}
+                other => panic!("unexpected {other:?}"),
+            }
+            let fact = if matches!(event, Event::Established | Event::Closed(_)) {
+                None
+            } else {
+                facts.next().copied()
+            };
+            match fact {
+                None => {}
+                Some(Fact::Password(ok)) => s.handle_auth(policy, ok, now).unwrap(),
+                Some(Fact::Resolved(addrs)) => {
+                    let mut ips: Vec<IpAddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
+                    s.handle_resolved(policy, &mut ips).unwrap();
+                }
+                Some(Fact::Opened) => s
+                    .handle_opened(policy, BOUND.parse().unwrap(), now)
+                    .unwrap(),
+                Some(Fact::Failed(f)) => s.handle_failure(f).unwrap(),
+                Some(Fact::Wait(secs)) => {
+                    now = now + Duration::from_secs(secs);
+                    s.handle_timeout(now);
+                }
+                Some(Fact::Peer(_)) => panic!("a peer answers no event"),
+            }
+        }
+        sent.extend_from_slice(s.pending_transmit());
+        let n = s.pending_transmit().len();
+        s.consume_transmit(n);
+        if end.is_some() {
+            return (sent, end);
+        }
+        // No event pending: more input, a BIND peer, or the clock.
+        if !pending.is_empty() && !s.recv_buffer().is_empty() {
+            let take = chunk.min(pending.len());
+            let took = s.handle_input(policy, &pending[..take], now);
+            pending = &pending[took..];
+            continue;
+        }
+        match facts.next().copied() {
+            Some(Fact::Peer(peer)) => {
+                s.handle_bind_peer(peer.parse().unwrap()).unwrap();
+            }
+            Some(Fact::Wait(secs)) => {
+                now = now + Duration::from_secs(secs);
+                s.handle_timeout(now);
+            }
+            Some(other) => panic!("stalled with {other:?}; sent {sent:?}"),
+            None => return (sent, None), // waiting for more of the client
+        }
+    }
+}
+
+fn socks5_connect(atyp_addr: &[u8], port: u16) -> Vec<u8> {
+    let mut v = vec![5, 1, 0, 5, 1, 0];
+    v.extend_from_slice(atyp_addr);
+    v.extend_from_slice(&port.to_be_bytes());
+    v
+}
+
+fn name(n: &str) -> Vec<u8> {
+    let mut v = vec![3, n.len() as u8];
+    v.extend_from_slice(n.as_bytes());
+    v
+}
+
+/// SOCKS5 reply code in a greeting-reply + request-reply exchange.
+fn rep(sent: &[u8]) -> u8 {
+    sent[3]
+}
+
+struct Case {
+    what: &'static str,
+    policy: Policy<'static>,
+    input: Vec<u8>,
+    facts: &'static [Fact],
+    /// The bytes the client must receive.
+    want: Vec<u8>,
+    established: bool,
+}
+
+fn deny_ten() -> Rules<'static> {
+    static RULES: std::sync::OnceLock<Vec<Rule>> = std::sync::OnceLock::new();
+    let rules = RULES.get_or_init(|| {
+        vec![
+            Rule::deny().dst(".blocked.example".parse().unwrap()),
+            Rule::deny().dst("10.0.0.0/8".parse().unwrap()),
+        ]
+    });
+    Rules::new(rules, Action::Allow)
+}
+
+fn password() -> Policy<'static> {
+    Policy::new(Authentication::PASSWORD, Rules::new(&[], Action::Allow))
+}
+
+fn socks5_reply(code: u8, bound: &str) -> Vec<u8> {
+    let sa: SocketAddr = bound.parse().unwrap();
+    let SocketAddr::V4(v4) = sa else {
+        unreachable!()
+    };
+    let mut v = vec![5, code, 0, 1];
+    v.extend_from_slice(&v4.ip().octets());
+    v.extend_from_slice(&v4.port().to_be_bytes());
+    v
+}
+
+fn cases() -> Vec<Case> {
+    let ok = |code: u8| {
+        [
+            vec![5, 0],
+            socks5_reply(code, if code == 0 { BOUND } else { "0.0.0.0:0" }),
+        ]
+        .concat()
+    };
+    vec![
+        Case {
+            what: "SOCKS4 with users configured is refused (CD 91)",
+            policy: password(),
+            input: vec![4, 1, 0, 80, 127, 0, 0, 1, b'u', 0],
+            facts: &[],
+            want: vec![0, 91, 0, 0, 0, 0, 0, 0],
+            established: false,
+        },
+        Case {
+            what: "methods with users: only username/password",
+            policy: password(),
+            input: vec![5, 1, 0],
+            facts: &[],
+            want: vec![5, 0xff],
+            established: false,
+        },
+        Case {
+            what: "methods without users: no authentication",
+            policy: Policy::default(),
+            input: vec![5, 2, 2, 0],
+            facts: &[],
+            want: vec![5, 0],
+            established: false,
+        },
+        Case {
+            what: "password accepted, then CONNECT",
+            policy: password(),
+            input: [
+                vec![5, 1, 2, 1, 1, b'a', 1, b'b'],
+                vec![5, 1, 0, 1, 192, 0, 2, 1, 0, 80],
+            ]
+            .concat(),
+            facts: &[Fact::Password(true), Fact::Opened],
+            want: [vec![5, 2, 1, 0], socks5_reply(0, BOUND)].concat(),
+            established: true,
+        },
+        Case {
+            what: "password rejected",
+            policy: password(),
+            input: vec![5, 1, 2, 1, 1, b'a', 1, b'b'],
+            facts: &[Fact::Password(false)],
+            want: vec![5, 2, 1, 1],
+            established: false,
+        },
+        Case {
+            what: "denied address: REP 2",
+            policy: Policy::new(Authentication::default(), deny_ten()),
+            input: socks5_connect(&[1, 10, 1, 2, 3], 80),
+            facts: &[],
+            want: ok(2),
+            established: false,
+        },
+        Case {
+            what: "denied name is refused before resolving",
+            policy: Policy::new(Authentication::default(), deny_ten()),
+            input: socks5_connect(&name("db.blocked.example"), 80),
+            facts: &[],
+            want: ok(2),
+            established: false,
+        },
+        Case {
+            what: "allowed name resolving to a denied address: REP 2",
+            policy: Policy::new(Authentication::default(), deny_ten()),
+            input: socks5_connect(&name("www.example.com"), 80),
+            facts: &[Fact::Resolved(&["10.9.9.9"])],
+            want: ok(2),
+            established: false,
+        },
+        Case {
+            what: "allowed name with one denied and one allowed address connects",
+            policy: Policy::new(Authentication::default(), deny_ten()),
+            input: socks5_connect(&name("www.example.com"), 80),
+            facts: &[Fact::Resolved(&["10.9.9.9", "192.0.2.7"]), Fact::Opened],
+            want: ok(0),
+            established: true,
+        },
+        Case {
+            what: "name that does not resolve: REP 4",
+            policy: Policy::default(),
+            input: socks5_connect(&name("nowhere.example"), 80),
+            facts: &[Fact::Resolved(&[])],
+            want: ok(4),
+            established: false,
+        },
+        Case {
+            what: "connection refused: REP 5",
+            policy: Policy::default(),
+            input: socks5_connect(&[1, 192, 0, 2, 1], 80),
+            facts: &[Fact::Failed(Failure::Refused)],
+            want: ok(5),
+            established: false,
+        },
+        Case {
+            what: "network unreachable: REP 3",
+            policy: Policy::default(),
+            input: socks5_connect(&[1, 192, 0, 2, 1], 80),
+            facts: &[Fact::Failed(Failure::NetworkUnreachable)],
+            want: ok(3),
+            established: false,
+        },
+        Case {
+            what: "host unreachable: REP 4",
+            policy: Policy::default(),
+            input: socks5_connect(&[1, 192, 0, 2, 1], 80),
+            facts: &[Fact::Failed(Failure::HostUnreachable)],
+            want: ok(4),
+            established: false,
+        },
+        Case {
+            what: "connect past the deadline: REP 6",
+            policy: Policy::default(),
+            input: socks5_connect(&[1, 192, 0, 2, 1], 80),
+            facts: &[Fact::Wait(11)],
+            want: ok(6),
+            established: false,
+        },
+        Case {
+            what: "unknown command: REP 7",
+            policy: Policy::default(),
+            input: vec![5, 1, 0, 5, 9, 0, 1, 192, 0, 2, 1, 0, 80],
+            facts: &[],
+            want: ok(7),
+            established: false,
+        },
+        Case {
+            what: "command not served here: REP 7",
+            policy: Policy {
+                commands: socksgate_core::rules::CommandSet::CONNECT,
+                ..Policy::default()
+            },
+            input: vec![5, 1, 0, 5, 2, 0, 1, 192, 0, 2, 1, 0, 80],
+            facts: &[],
+            want: ok(7),
+            established: false,
+        },
+        Case {
+            what: "address type not supported: REP 8",
+            policy: Policy::default(),
+            input: vec![5, 1, 0, 5, 1, 0, 9, 0, 0],
+            facts: &[],
+            want: ok(8),
+            established: false,
+        },
+        Case {
+            what: "handshake past the deadline closes without a reply",
+            policy: Policy::default(),
+            input: vec![5, 1, 0, 5, 1],
+            facts: &[Fact::Wait(11)],
+            want: vec![5, 0],
+            established: false,
+        },
+        Case {
+            what: "BIND answered by a stranger waits; the expected peer is accepted",
+            policy: Policy::default(),
+            input: vec![5, 1, 0, 5, 2, 0, 1, 192, 0, 2, 1, 0, 0],
+            facts: &[
+                Fact::Opened,
+                Fact::Peer("192.0.2.66:1234"),
+                Fact::Peer("192.0.2.1:4321"),
+            ],
+            want: [
+                vec![5, 0],
+                socks5_reply(0, BOUND),
+                socks5_reply(0, "192.0.2.1:4321"),
+            ]
+            .concat(),
+            established: true,
+        },
+        Case {
+            what: "BIND with a port accepts only that port",
+            policy: Policy::default(),
+            input: vec![5, 1, 0, 5, 2, 0, 1, 192, 0, 2, 1, 0, 21],
+            facts: &[
+                Fact::Opened,
+                Fact::Peer("192.0.2.1:4321"),
+                Fact::Peer("192.0.2.1:21"),
+            ],
+            want: [
+                vec![5, 0],
+                socks5_reply(0, BOUND),
+                socks5_reply(0, "192.0.2.1:21"),
+            ]
+            .concat(),
+            established: true,
+        },
+        Case {
+            what: "BIND with no peer in time: REP 6",
+            policy: Policy::default(),
+            input: vec![5, 1, 0, 5, 2, 0, 1, 192, 0, 2, 1, 0, 0],
+            facts: &[Fact::Opened, Fact::Wait(121)],
+            want: [
+                vec![5, 0],
+                socks5_reply(0, BOUND),
+                socks5_reply(6, "0.0.0.0:0"),
+            ]
+            .concat(),
+            established: false,
+        },
+        Case {
+            what: "UDP ASSOCIATE over SOCKS4 does not exist: CD 91",
+            policy: Policy::default(),
+            input: vec![4, 3, 0, 80, 127, 0, 0, 1, 0],
+            facts: &[],
+            want: vec![0, 91, 0, 0, 0, 0, 0, 0],
+            established: false,
+        },
+        Case {
+            what: "SOCKS4 refused connection: CD 91",
+            policy: Policy::default(),
+            input: vec![4, 1, 0, 80, 192, 0, 2, 1, 0],
+            facts: &[Fact::Failed(Failure::Refused)],
+            want: vec![0, 91, 0, 0, 0, 0, 0, 0],
+            established: false,
+        },
+    ]
+}
+
+#[test]
+fn every_case_decides_the_same_whatever_the_split() {
+    for case in cases() {
+        for chunk in [usize::MAX, 1] {
+            let (sent, end) = drive(&case.policy, &case.input, chunk, case.facts);
+            assert_eq!(sent, case.want, "{} (chunk {chunk})", case.what);
+            assert_eq!(
+                matches!(end, Some(Event::Established)),
+                case.established,
+                "{}: ended with {end:?}",
+                case.what
+            );
+        }
+    }
+}
+
+#[test]
+fn pipelined_payload_is_handed_back_whole() {
+    let policy = Policy::default();
+    let now = Instant::from_millis(0);
+    let mut s = Session::<64>::new(&policy, CLIENT.parse().unwrap(), now);
+    let mut input = socks5_connect(&[1, 192, 0, 2, 1], 80);
+    input.extend_from_slice(b"GET / HTTP/1.0\r\n\r\n");
+    assert_eq!(s.handle_input(&policy, &input, now), input.len());
+    assert_eq!(
+        s.poll_event(),
+        Some(Event::Connect(Some("192.0.2.1:80".parse().unwrap())))
+    );
+    s.handle_opened(&policy, BOUND.parse().unwrap(), now)
+        .unwrap();
+    assert_eq!(s.poll_event(), Some(Event::Established));
+    assert_eq!(s.payload(), b"GET / HTTP/1.0\r\n\r\n");
+    assert_eq!(rep(s.pending_transmit()), 0);
+}
+
+#[test]
+fn denial_names_its_rule_and_unresolved_names_are_not_looked_up() {
+    let policy = Policy::new(Authentication::default(), deny_ten());
+    let now = Instant::from_millis(0);
+    let mut s = Session::<64>::new(&policy, CLIENT.parse().unwrap(), now);
+    s.handle_input(
+        &policy,
+        &socks5_connect(&name("x.blocked.example"), 80),
+        now,
+    );
+    match s.poll_event() {
+        Some(Event::Closed(Close::Denied(d))) => assert_eq!(d.rule, Some(0)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.command(), Some(Command::Connect));
+    assert_eq!(s.reply(), Some(ReplyCode::NotAllowed));
+}
