@@ -3,17 +3,20 @@
 //! A SOCKS4/4a/5 gateway over embassy-net (smoltcp) for microcontrollers: `#![no_std]`, no
 //! allocator, every socket and buffer allocated up front.
 //!
-//! * [`config`] — the static configuration: port, users, access rules, timeouts.
+//! * [`config`] — the static configuration: port, users, access rules, timeouts; it builds
+//!   the core's [`Policy`](socksgate_core::Policy).
 //! * [`pool`] — the fixed pool of sessions ([`pool::Gateway`]) and its storage
 //!   ([`pool::GatewayStorage`]); one extra "refusal" slot answers clients that arrive while
 //!   every session is busy with a SOCKS failure reply instead of a TCP reset.
-//! * `session` — one client: handshake through the core's sans-IO [`socksgate_core::server`],
-//!   access rules, resolution (embassy-net DNS), upstream connect, relay and orderly close.
-//! * `udp` — UDP ASSOCIATE from a fixed pool of relay sockets, with the core's RFC 1928 §7
-//!   header and fragment reassembly.
+//! * `session` — one client: an embassy driver of the core's
+//!   [`Session`](socksgate_core::Session) (resolution through embassy-net DNS, upstream
+//!   connect), then the relay and the orderly close.
+//! * `udp` — UDP ASSOCIATE from a fixed pool of relay sockets, each association decided by
+//!   the core's [`udp::Association`](socksgate_core::udp::Association).
 //!
-//! All protocol bytes go through `socksgate-core`; this crate owns sockets, DNS, timeouts
-//! and the relay. The same code runs in firmware and in the host tests (which join two
+//! The core decides everything about the protocol — methods, versions, access rules, reply
+//! codes, deadlines, which datagrams are relayed; this crate owns sockets, DNS, the clock and
+//! the relay. The same code runs in firmware and in the host tests (which join two
 //! embassy-net stacks by an in-memory wire).
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
