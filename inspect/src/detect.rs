@@ -7,6 +7,7 @@
 //! VN 0 and CD 90–93. Anything the parsers reject, or a server that speaks first, is not SOCKS.
 
 use socksgate_core::Status;
+use socksgate_core::server::MAX_MESSAGE_LEN;
 use socksgate_core::wire::Socks4Code;
 use socksgate_core::wire::method::{MethodReply, MethodRequest};
 use socksgate_core::wire::socks4::{Socks4Reply, Socks4Request};
@@ -24,9 +25,9 @@ pub enum Verdict {
     NotSocks,
 }
 
-/// Longest client prefix that can still be an incomplete first SOCKS message (SOCKS4a: 8 bytes,
-/// USERID and hostname of up to 255 bytes plus NULs).
-const MAX_FIRST_MESSAGE: usize = 8 + 256 + 256;
+/// Longest client prefix that can still be an incomplete first SOCKS message: the core's
+/// bound on a handshake message.
+const MAX_FIRST_MESSAGE: usize = MAX_MESSAGE_LEN;
 
 /// Judges the first bytes `up` (client → server) and `down`. `last` means no more bytes will
 /// arrive; `server_first` that the server sent payload before the client.

@@ -2,18 +2,28 @@
 //! the two reassembled streams, the facts the report needs, and where every message's bytes
 //! are in the capture.
 //!
-//! The [`Decoder`] keeps a cursor per direction and expects messages in protocol order
-//! (greeting, method selection, sub-negotiation, request, reply, BIND's second reply), so a
-//! handshake split over many segments or coalesced with payload decodes the same way: only the
-//! byte streams matter, not the segment boundaries.
+//! The [`Decoder`] feeds both streams to the core's observer
+//! ([`socksgate_core::observe::Conversation`]), which follows the handshake order and reports
+//! each message with its stream position, so a handshake split over many segments or
+//! coalesced with payload decodes the same way: only the byte streams matter, not the segment
+//! boundaries.
 
 use core::net::SocketAddr;
 
+use socksgate_core::observe::{
+    Conversation, Direction, Event, Message as ObservedMessage, Observed, Phase,
+};
+use socksgate_core::wire::socks4::Socks4Dst;
+
 use crate::detect::Verdict;
 use crate::report::{Dir, Message};
-use crate::socks::{self, Fast, Info};
+use crate::socks;
 use crate::tcp_reassembly::Delivered;
 use crate::tunnel::{self, Tunnelled};
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
 
 /// How many bytes of each direction are kept for decoding (handshake plus the first payload
 /// bytes the tunnel recogniser needs).
@@ -125,43 +135,6 @@ pub(crate) fn message(
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Stage {
-    Greeting,
-    MethodReply,
-    UserPass,
-    UserPassReply,
-    Gssapi,
-    Request,
-    Reply,
-    SecondReply,
-    Established,
-    Finished,
-}
-
-impl Stage {
-    /// The message expected, for anomaly texts.
-    fn expecting(self) -> &'static str {
-        match self {
-            Self::Greeting => "greeting",
-            Self::MethodReply => "method selection",
-            Self::UserPass => "username/password request",
-            Self::UserPassReply => "username/password reply",
-            Self::Gssapi => "GSS-API message",
-            Self::Request => "request",
-            Self::Reply => "reply",
-            Self::SecondReply => "BIND second reply",
-            Self::Established | Self::Finished => "payload",
-        }
-    }
-    fn is_client_turn(self) -> bool {
-        matches!(
-            self,
-            Self::Greeting | Self::UserPass | Self::Request | Self::Gssapi
-        )
-    }
-}
-
 /// What the handshake established, in report terms.
 #[derive(Debug, Default)]
 pub struct Facts {
@@ -195,13 +168,16 @@ pub struct Facts {
     pub tunnelled: Option<Tunnelled>,
 }
 
-/// The handshake decoder of one connection.
+/// The handshake decoder of one connection: feeds the retained bytes to the core's
+/// [`Conversation`] and turns what it observes into report facts, messages and anomalies.
 #[derive(Debug)]
 pub struct Decoder {
-    stage: Stage,
-    socks4: bool,
-    up: usize,
-    down: usize,
+    conv: Conversation,
+    /// Bytes of each direction fed to `conv` so far.
+    fed: [usize; 2],
+    /// End of each direction's last handshake message: payload starts there.
+    handshake: [u64; 2],
+    finished: bool,
     show_secrets: bool,
     /// Facts for the report.
     pub facts: Facts,
@@ -211,24 +187,15 @@ pub struct Decoder {
     pub anomalies: Vec<String>,
 }
 
-enum Outcome {
-    Progress,
-    Wait,
-}
-
 impl Decoder {
     /// A decoder for a connection detected as `verdict` (SOCKS4 or SOCKS5).
     pub fn new(verdict: Verdict, show_secrets: bool) -> Self {
         let socks4 = verdict == Verdict::Socks4;
         Self {
-            stage: if socks4 {
-                Stage::Request
-            } else {
-                Stage::Greeting
-            },
-            socks4,
-            up: 0,
-            down: 0,
+            conv: Conversation::new(),
+            fed: [0, 0],
+            handshake: [0, 0],
+            finished: false,
             show_secrets,
             facts: Facts {
                 version: if socks4 { "socks4" } else { "socks5" },
@@ -241,316 +208,189 @@ impl Decoder {
 
     /// True when nothing more will be decoded (buffers can be released).
     pub fn finished(&self) -> bool {
-        self.stage == Stage::Finished
+        self.finished
     }
 
     /// Bytes of each direction taken by the decoded handshake: payload starts there.
     pub fn handshake_len(&self) -> (u64, u64) {
-        (self.up as u64, self.down as u64)
+        (self.handshake[0], self.handshake[1])
     }
 
     /// Decodes as far as the retained bytes allow. `last` = the capture has ended.
     pub fn advance(&mut self, up: &Retained, down: &Retained, last: bool) {
+        if self.finished {
+            return;
+        }
+        // Offer each direction's new bytes, taking what the observer reports, until neither
+        // moves: it accepts a direction's bytes only as far as its turn needs them.
         loop {
-            if self.stage == Stage::Finished {
-                return;
-            }
-            match self.step(up, down, last) {
-                Outcome::Progress => {}
-                Outcome::Wait => {
-                    let stuck = match self.stage {
-                        Stage::Established => up.full && down.full,
-                        s if s.is_client_turn() => up.full,
-                        _ => down.full,
-                    };
-                    if last || stuck {
-                        self.give_up(up, down);
+            let mut progress = false;
+            for (i, dir, buf) in [
+                (0, Direction::ClientToServer, up),
+                (1, Direction::ServerToClient, down),
+            ] {
+                let new = buf.data.get(self.fed[i]..).unwrap_or_default();
+                let n = self.conv.feed(dir, new);
+                self.fed[i] += n;
+                progress |= n > 0;
+                let Self {
+                    conv,
+                    handshake,
+                    show_secrets,
+                    facts,
+                    messages,
+                    anomalies,
+                    ..
+                } = self;
+                while let Some(event) = conv.poll() {
+                    progress = true;
+                    match event {
+                        Event::Message(m) => {
+                            let (buf, i) = match m.dir {
+                                Direction::ClientToServer => (up, 0),
+                                Direction::ServerToClient => (down, 1),
+                            };
+                            handshake[i] = m.span.offset + m.span.len as u64;
+                            messages.push(on_message(facts, *show_secrets, &m, buf));
+                        }
+                        Event::Anomaly(a) => anomalies.push(a.to_string()),
+                        // Counted from the stream offsets; recognised below.
+                        _ => {}
                     }
-                    return;
+                }
+            }
+            if !progress {
+                break;
+            }
+        }
+        let phase = self.conv.phase();
+        match phase.sender() {
+            None if phase == Phase::Established => self.tunnel_step(up, down, last),
+            None => self.finished = true,
+            Some(dir) => {
+                let buf = match dir {
+                    Direction::ClientToServer => up,
+                    Direction::ServerToClient => down,
+                };
+                if last || buf.full {
+                    self.give_up(phase, dir, buf);
                 }
             }
         }
     }
 
     /// Records why decoding stopped short, then finishes.
-    fn give_up(&mut self, up: &Retained, down: &Retained) {
-        if self.stage == Stage::Established {
-            // Payload bytes are not enough to recognise anything: fine.
-            self.stage = Stage::Finished;
-            return;
-        }
-        let (buf, pos) = if self.stage.is_client_turn() {
-            (up, self.up)
-        } else {
-            (down, self.down)
-        };
+    fn give_up(&mut self, phase: Phase, dir: Direction, buf: &Retained) {
+        let client = dir == Direction::ClientToServer;
+        let pos = usize::try_from(self.conv.position(dir)).unwrap_or(usize::MAX);
         let rest = buf.data.len().saturating_sub(pos);
-        let what = self.stage.expecting();
+        let what = phase.describe();
         let text = if buf.gap && rest == 0 {
             format!("gap: bytes missing where the {what} should be")
         } else if rest > 0 {
             format!("truncated: incomplete {what} ({rest} bytes)")
-        } else if self.stage.is_client_turn() {
+        } else if client {
             format!("missing {what}")
         } else {
             format!("missing reply: no {what}")
         };
         self.anomalies.push(text);
-        self.stage = Stage::Finished;
+        self.finished = true;
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn record(
-        &mut self,
-        dir: Dir,
-        kind: &'static str,
-        secret: Option<(usize, usize)>,
-        buf: &Retained,
-        start: usize,
-        len: usize,
-    ) {
-        let bytes = buf.data.get(start..start + len).unwrap_or_default();
-        let (frames, ranges) = buf.locate(start, len);
-        self.messages.push(message(
-            dir,
-            kind,
-            secret,
-            bytes,
-            len,
-            start as u64,
-            frames,
-            ranges,
-        ));
-    }
-
-    fn malformed(&mut self, what: &str, e: socksgate_core::WireError) {
-        self.anomalies.push(format!("malformed {what}: {e}"));
-        self.stage = Stage::Finished;
-    }
-
-    /// Tries one message of `kind` (from the client stream if `up_side`).
-    fn try_msg(&mut self, up_side: bool, buf: &Retained, kind: &'static str) -> Option<Info> {
-        let pos = if up_side { self.up } else { self.down };
-        let rest = buf.data.get(pos..).unwrap_or_default();
-        match socks::facts(kind, rest, self.show_secrets) {
-            Fast::Done { info, len, secret } => {
-                let dir = if up_side { Dir::Up } else { Dir::Down };
-                self.record(dir, kind, secret, buf, pos, len);
-                if up_side {
-                    self.up += len;
-                } else {
-                    self.down += len;
-                }
-                Some(info)
-            }
-            Fast::Partial => None,
-            Fast::Bad(e) => {
-                let what = self.stage.expecting();
-                self.malformed(what, e);
-                None
-            }
+    /// After the handshake: the tunnelled protocol, from the first payload bytes.
+    fn tunnel_step(&mut self, up: &Retained, down: &Retained, last: bool) {
+        let (hs_up, hs_down) = self.handshake_len();
+        fn at(buf: &Retained, hs: u64) -> &[u8] {
+            usize::try_from(hs)
+                .ok()
+                .and_then(|hs| buf.data.get(hs..))
+                .unwrap_or_default()
         }
-    }
-
-    fn step(&mut self, up: &Retained, down: &Retained, last: bool) -> Outcome {
-        let before = self.stage;
-        let got = match self.stage {
-            Stage::Greeting => self.try_msg(true, up, "method_request"),
-            Stage::MethodReply => self.try_msg(false, down, "method_reply"),
-            Stage::UserPass => self.try_msg(true, up, "userpass_request"),
-            Stage::UserPassReply => self.try_msg(false, down, "userpass_reply"),
-            Stage::Gssapi => return self.gssapi_step(up, down),
-            Stage::Request if self.socks4 => self.try_msg(true, up, "socks4_request"),
-            Stage::Request => self.try_msg(true, up, "request"),
-            Stage::Reply | Stage::SecondReply if self.socks4 => {
-                self.try_msg(false, down, "socks4_reply")
-            }
-            Stage::Reply | Stage::SecondReply => {
-                if self.facts.method == Some(1) && down.data.get(self.down) == Some(&1) {
-                    // A late GSS-API token from the server.
-                    return self.gss_one(false, down);
-                }
-                self.try_msg(false, down, "reply")
-            }
-            Stage::Established => return self.tunnel_step(up, down, last),
-            Stage::Finished => return Outcome::Wait,
-        };
-        if self.stage != before {
-            // An error finished the decoder.
-            return Outcome::Progress;
-        }
-        let Some(info) = got else {
-            return Outcome::Wait;
-        };
-        self.apply(info);
-        Outcome::Progress
-    }
-
-    fn apply(&mut self, info: Info) {
-        let f = &mut self.facts;
-        match info {
-            Info::Greeting { methods } => {
-                f.methods_offered = methods;
-                self.stage = Stage::MethodReply;
-            }
-            Info::MethodChoice { method } => {
-                f.method = Some(method);
-                if method != 0xff && !f.methods_offered.contains(&method) {
-                    self.anomalies.push(format!(
-                        "protocol violation: server selected method {method}, which the client did not offer"
-                    ));
-                }
-                self.stage = match method {
-                    0 => Stage::Request,
-                    1 => Stage::Gssapi,
-                    2 => Stage::UserPass,
-                    0xff => Stage::Finished,
-                    other => {
-                        self.anomalies.push(format!(
-                            "method {other:#04x} sub-negotiation cannot be decoded; rest of the connection not followed"
-                        ));
-                        Stage::Finished
-                    }
-                };
-            }
-            Info::UserPass { username, password } => {
-                f.username = Some(username);
-                // Not kept at all unless it will be shown.
-                f.password = self.show_secrets.then_some(password);
-                self.stage = Stage::UserPassReply;
-            }
-            Info::AuthStatus { status } => {
-                f.auth_ok = Some(status == 0);
-                self.stage = if status == 0 {
-                    Stage::Request
-                } else {
-                    Stage::Finished
-                };
-            }
-            Info::Gssapi { .. } => {}
-            Info::Socks4Request {
-                command,
-                host,
-                port,
-                socks4a,
-                user_id,
-            } => {
-                if socks4a {
-                    f.version = "socks4a";
-                }
-                f.command = Some(command);
-                f.dst_host = Some(host);
-                f.dst_port = Some(port);
-                f.username = (!user_id.is_empty()).then_some(user_id);
-                self.stage = Stage::Reply;
-            }
-            Info::Request {
-                command,
-                host,
-                port,
-            } => {
-                f.command = Some(command);
-                f.dst_host = Some(host);
-                f.dst_port = Some(port);
-                self.stage = Stage::Reply;
-            }
-            Info::Socks4Reply { code, addr } => {
-                if self.stage == Stage::SecondReply {
-                    f.bind_peer = Some(addr.to_string());
-                    self.stage = if code == 90 {
-                        Stage::Established
-                    } else {
-                        Stage::Finished
-                    };
-                } else {
-                    f.reply_code = Some(code);
-                    f.bound = Some(addr.to_string());
-                    f.bound_addr = Some(SocketAddr::V4(addr));
-                    self.stage = match (code, f.command) {
-                        (90, Some(2)) => Stage::SecondReply,
-                        (90, _) => Stage::Established,
-                        _ => Stage::Finished,
-                    };
-                }
-            }
-            Info::Reply {
-                code,
-                bound,
-                bound_addr,
-            } => {
-                if self.stage == Stage::SecondReply {
-                    f.bind_peer = Some(bound);
-                    self.stage = if code == 0 {
-                        Stage::Established
-                    } else {
-                        Stage::Finished
-                    };
-                } else {
-                    f.reply_code = Some(code);
-                    f.bound = Some(bound);
-                    f.bound_addr = bound_addr;
-                    self.stage = match (code, f.command) {
-                        (0, Some(2)) => Stage::SecondReply,
-                        // UDP ASSOCIATE: the control connection carries no payload.
-                        (0, Some(3)) => Stage::Finished,
-                        (0, _) => Stage::Established,
-                        _ => Stage::Finished,
-                    };
-                }
-            }
-        }
-    }
-
-    /// One GSS-API message from one side.
-    fn gss_one(&mut self, up_side: bool, buf: &Retained) -> Outcome {
-        let before = self.stage;
-        match self.try_msg(up_side, buf, "gssapi") {
-            Some(Info::Gssapi { mtyp }) => {
-                if mtyp == 0xff {
-                    self.anomalies.push("GSS-API context aborted".into());
-                    self.stage = Stage::Finished;
-                } else if mtyp == 3 && up_side {
-                    self.anomalies
-                        .push("GSS-API protected (encapsulated) request: not decoded".into());
-                    self.stage = Stage::Finished;
-                }
-                Outcome::Progress
-            }
-            Some(_) => Outcome::Progress,
-            None if self.stage != before => Outcome::Progress,
-            None => Outcome::Wait,
-        }
-    }
-
-    /// RFC 1961 exchange: tokens in both directions until the client sends its request.
-    fn gssapi_step(&mut self, up: &Retained, down: &Retained) -> Outcome {
-        if down.data.get(self.down) == Some(&1)
-            && let Outcome::Progress = self.gss_one(false, down)
-        {
-            return Outcome::Progress;
-        }
-        match up.data.get(self.up) {
-            Some(5) => {
-                self.stage = Stage::Request;
-                Outcome::Progress
-            }
-            Some(_) => self.gss_one(true, up),
-            None => Outcome::Wait,
-        }
-    }
-
-    fn tunnel_step(&mut self, up: &Retained, down: &Retained, last: bool) -> Outcome {
-        let (u, d) = (
-            up.data.get(self.up..).unwrap_or_default(),
-            down.data.get(self.down..).unwrap_or_default(),
-        );
-        match tunnel::recognise(u, d, last || (up.full && down.full)) {
+        let last = last || (up.full && down.full);
+        match tunnel::recognise(at(up, hs_up), at(down, hs_down), last) {
             Some(t) => {
                 self.facts.tunnelled = t;
-                self.stage = Stage::Finished;
-                Outcome::Progress
+                self.finished = true;
             }
-            None => Outcome::Wait,
+            // Payload bytes are not enough to recognise anything: fine.
+            None if last => self.finished = true,
+            None => {}
         }
     }
+}
+
+/// Applies a message's facts and returns it as kept for the report (`buf` = its direction).
+fn on_message(f: &mut Facts, show_secrets: bool, m: &Observed<'_>, buf: &Retained) -> Message {
+    let dir = match m.dir {
+        Direction::ClientToServer => Dir::Up,
+        Direction::ServerToClient => Dir::Down,
+    };
+    let start = usize::try_from(m.span.offset).unwrap_or(usize::MAX);
+    let len = m.span.len;
+    let mut secret = None;
+    match &m.message {
+        ObservedMessage::Greeting(g) => f.methods_offered = g.raw_methods().to_vec(),
+        ObservedMessage::MethodSelection(r) => f.method = Some(u8::from(r.method)),
+        ObservedMessage::UserPass(u) => {
+            f.username = Some(text(u.username()));
+            // Not kept at all unless it will be shown.
+            if show_secrets {
+                f.password = Some(text(u.password()));
+            } else {
+                let at = u.password_span();
+                secret = Some((at.start, at.len()));
+            }
+        }
+        ObservedMessage::UserPassStatus(s) => f.auth_ok = Some(s.is_success()),
+        ObservedMessage::Socks4Request(r) => {
+            if r.is_4a() {
+                f.version = "socks4a";
+            }
+            f.command = Some(u8::from(r.command));
+            f.dst_host = Some(match r.dst {
+                Socks4Dst::Ip(ip) => ip.to_string(),
+                Socks4Dst::Domain(name) => name.to_string(),
+            });
+            f.dst_port = Some(r.port);
+            f.username = (!r.user_id.is_empty()).then(|| text(r.user_id));
+        }
+        ObservedMessage::Request(r) => {
+            f.command = Some(u8::from(r.command));
+            f.dst_host = Some(socks::host_of(&r.dst));
+            f.dst_port = Some(r.dst.port());
+        }
+        ObservedMessage::Socks4Reply(r) if m.phase == Phase::SecondReply => {
+            f.bind_peer = Some(r.addr.to_string());
+        }
+        ObservedMessage::Socks4Reply(r) => {
+            f.reply_code = Some(u8::from(r.code));
+            f.bound = Some(r.addr.to_string());
+            f.bound_addr = Some(SocketAddr::V4(r.addr));
+        }
+        ObservedMessage::Reply(r) if m.phase == Phase::SecondReply => {
+            f.bind_peer = Some(r.bound.to_string());
+        }
+        ObservedMessage::Reply(r) => {
+            f.reply_code = Some(u8::from(r.code));
+            f.bound = Some(r.bound.to_string());
+            f.bound_addr = socks::bound_ip(&r.bound);
+        }
+        _ => {}
+    }
+    let bytes = buf
+        .data
+        .get(start..start.saturating_add(len))
+        .unwrap_or_default();
+    let (frames, ranges) = buf.locate(start, len);
+    message(
+        dir,
+        socks::kind(&m.message),
+        secret,
+        bytes,
+        len,
+        m.span.offset,
+        frames,
+        ranges,
+    )
 }
