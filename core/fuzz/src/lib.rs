@@ -23,6 +23,7 @@ use socksgate_core::{Addr, Authentication, BufferTooSmall, Domain, Status};
 
 pub mod observe;
 pub mod rules;
+pub mod session;
 pub mod udp;
 
 /// Checks every prefix of `data` (every one up to 1 KiB, a sample beyond) against the whole:

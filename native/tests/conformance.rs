@@ -1,0 +1,116 @@
+//! The conformance table (`core/tests/conformance/cases.rs`) against the native server over
+//! loopback: a real listener, real sockets, the resolver's hosts map for names.
+
+#[path = "../../core/tests/conformance/cases.rs"]
+mod cases;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cases::{CASES, Case, ECHO_NAME, PASSWORD, RuleSpec, USER, World};
+use socksgate::config::Config;
+use socksgate::resolve::Resolver;
+use socksgate::shared::Shared;
+use socksgate::users::{self, Users};
+use socksgate::{access, server};
+use socksgate_tests::free_port;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The config file a case implies: its rules, 1 s handshake and connect timeouts.
+fn config_text(case: &Case, world: &World) -> String {
+    let mut text = String::from("[timeouts]\nhandshake = 1\nconnect = 1\n");
+    for spec in case.rules {
+        let to = match spec {
+            RuleSpec::DenyEchoNet => world.echo_net,
+            RuleSpec::DenyEchoName => ECHO_NAME,
+        };
+        text.push_str(&format!("[[rule]]\naction = \"deny\"\nto = [\"{to}\"]\n"));
+    }
+    text
+}
+
+async fn start(case: &Case, world: &World, dir: &Path) -> SocketAddr {
+    let config = Config::parse(&config_text(case, world), Path::new("conformance.toml")).unwrap();
+    let users = case.users.then(|| {
+        let path = dir.join("users");
+        users::set_password(&path, USER, PASSWORD.as_bytes()).unwrap();
+        Arc::new(Users::load(&path).unwrap())
+    });
+    let rules = access::compile(&config.rules, config.default_action, &config.rule_lines).unwrap();
+    let hosts = HashMap::from([(ECHO_NAME.to_owned(), vec![world.echo.ip()])]);
+    let listener = server::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shared = Arc::new(Shared {
+        config,
+        users,
+        rules,
+        resolver: Resolver::with_hosts(hosts),
+        metrics: Default::default(),
+        auth_throttle: Default::default(),
+        sessions: Default::default(),
+    });
+    tokio::spawn(server::serve(
+        vec![listener],
+        shared,
+        std::future::pending(),
+    ));
+    addr
+}
+
+/// A listener with a full backlog that never accepts: further SYNs on loopback go
+/// unanswered (Linux's default `tcp_abort_on_overflow = 0`), so connects to it time out.
+fn blackhole() -> (socket2::Socket, Vec<socket2::Socket>, SocketAddr) {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    sock.listen(0).unwrap();
+    let addr = sock.local_addr().unwrap().as_socket().unwrap();
+    let fillers = (0..8)
+        .map(|_| {
+            let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+            s.set_nonblocking(true).unwrap();
+            let _ = s.connect(&addr.into());
+            s
+        })
+        .collect();
+    (sock, fillers, addr)
+}
+
+#[tokio::test]
+async fn native_server_decides_every_case() {
+    let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (_hole, _fillers, blackhole) = blackhole();
+    let world = World {
+        echo: echo.local_addr().unwrap(),
+        echo_net: "127.0.0.0/8",
+        closed: SocketAddr::from(([127, 0, 0, 1], free_port())),
+        blackhole,
+    };
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    for case in CASES {
+        let dir = tempfile::tempdir().unwrap();
+        let proxy = start(case, &world, dir.path()).await;
+        let mut client = TcpStream::connect(proxy).await.unwrap();
+        client.write_all(&case.client_bytes(&world)).await.unwrap();
+        let mut received = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut received))
+            .await
+            .unwrap_or_else(|_| panic!("{}: the proxy did not close", case.name))
+            .unwrap();
+        if let Err(e) = case.check(&received) {
+            panic!("{e}");
+        }
+    }
+}
