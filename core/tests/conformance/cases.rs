@@ -358,7 +358,7 @@ pub const CASES: &[Case] = &[
             command: CONNECT,
             dst: Dst::Closed,
         },
-        expect: Expect::Reply(ReplyCode::HostUnreachable),
+        expect: Expect::Reply(ReplyCode::ConnectionRefused),
     },
     Case {
         name: "connect timed out: REP 6",
