@@ -67,6 +67,9 @@ pub(crate) struct Config {
     pub(crate) metrics: Vec<Metric>,
     /// The socksgate executable.
     pub(crate) socksgate: PathBuf,
+    /// Another socksgate build measured beside it (`--baseline`), e.g. the commit before a
+    /// change.
+    pub(crate) baseline: Option<PathBuf>,
     /// Where the run happens.
     pub(crate) net: Net,
     /// The TCP congestion control to set in the private namespace (`None`: leave the
@@ -79,7 +82,7 @@ pub(crate) struct Config {
 
 const USAGE: &str = "\
 usage: socksbench [--quick] [--bytes N[K|M|G]] [--only NAME[,NAME...]] [--rounds N]
-                  [--secs S] [--conns N] [--socksgate PATH]
+                  [--secs S] [--conns N] [--socksgate PATH] [--baseline PATH]
                   [--net private|host] [--cc NAME|default]
 
   --quick        seconds-long smoke run (CI): 64 MiB transfers, 1 round, 200 idle conns
@@ -90,6 +93,8 @@ usage: socksbench [--quick] [--bytes N[K|M|G]] [--only NAME[,NAME...]] [--rounds
   --secs S       seconds per sessions run (default 5; UDP runs take 3/5 of it)
   --conns N      idle connections for the memory measurement (default 2000)
   --socksgate P  the socksgate binary (default $SOCKSGATE_BIN or target/release/socksgate)
+  --baseline P   also measure another socksgate binary (column `baseline`), in the same
+                 interleaved rounds: before/after figures for a change
   --net private  run everything in a new network namespace with only lo (default; needs
                  root or CAP_SYS_ADMIN, util-linux unshare and iproute2 ip, else the run
                  falls back to `host` with a warning)
@@ -146,6 +151,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Option<C
     let mut idle = None;
     let mut only: Vec<String> = Vec::new();
     let mut socksgate = None;
+    let mut baseline = None;
     let mut net = Net::Private;
     let mut cc: Option<Option<String>> = None;
     while let Some(a) = args.next() {
@@ -158,6 +164,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Option<C
             "--conns" => idle = Some(value("--conns")?.parse::<usize>().context("--conns")?),
             "--only" => only.extend(value("--only")?.split(',').map(str::to_owned)),
             "--socksgate" => socksgate = Some(PathBuf::from(value("--socksgate")?)),
+            "--baseline" => baseline = Some(PathBuf::from(value("--baseline")?)),
             "--net" => net = Net::parse(&value("--net")?)?,
             "--cc" => cc = Some(netns::parse_cc(&value("--cc")?)?),
             "-h" | "--help" => {
@@ -182,6 +189,13 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Option<C
         kinds = Kind::ALL.to_vec();
     } else if !kinds.contains(&Kind::Direct) {
         kinds.insert(0, Kind::Direct);
+    }
+    if baseline.is_some() && !kinds.contains(&Kind::Baseline) {
+        let after = kinds
+            .iter()
+            .position(|&k| k == Kind::Socksgate)
+            .map_or(1, |i| i + 1);
+        kinds.insert(after.min(kinds.len()), Kind::Baseline);
     }
     if metrics.is_empty() {
         metrics = Metric::ALL.to_vec();
@@ -216,6 +230,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Option<C
         kinds,
         metrics,
         socksgate: socksgate.unwrap_or_else(default_socksgate),
+        baseline,
         net,
         cc,
         cc_required,
@@ -280,6 +295,23 @@ mod tests {
 
     fn parse(args: &[&str]) -> anyhow::Result<Config> {
         parse_args(args.iter().map(|&a| a.to_owned())).map(|c| c.expect("not --help"))
+    }
+
+    #[test]
+    fn a_baseline_is_measured_right_after_socksgate() {
+        let c = parse(&[
+            "--baseline",
+            "/old/socksgate",
+            "--only",
+            "socksgate,sessions",
+        ])
+        .unwrap();
+        assert_eq!(c.kinds, [Kind::Direct, Kind::Socksgate, Kind::Baseline]);
+        assert_eq!(
+            c.baseline.as_deref(),
+            Some(std::path::Path::new("/old/socksgate"))
+        );
+        assert!(!parse(&[]).unwrap().kinds.contains(&Kind::Baseline));
     }
 
     #[test]

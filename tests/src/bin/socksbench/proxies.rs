@@ -18,6 +18,8 @@ use crate::via::Via;
 pub(crate) enum Kind {
     Direct,
     Socksgate,
+    /// Another socksgate build (`--baseline PATH`), to compare a change in the same run.
+    Baseline,
     Dante,
     Microsocks,
 }
@@ -30,6 +32,7 @@ impl Kind {
         match self {
             Self::Direct => "direct",
             Self::Socksgate => "socksgate",
+            Self::Baseline => "baseline",
             Self::Dante => "dante",
             Self::Microsocks => "microsocks",
         }
@@ -77,14 +80,15 @@ impl Target {
         })
     }
 
-    /// Starts `socksgate serve --listen 127.0.0.1:PORT` (defaults otherwise) from `exe`.
-    pub(crate) fn socksgate(exe: &Path) -> Result<Self> {
+    /// Starts `socksgate serve --listen 127.0.0.1:PORT` (defaults otherwise) from `exe`, as
+    /// the column `kind` (socksgate, or the baseline build).
+    pub(crate) fn socksgate(kind: Kind, exe: &Path) -> Result<Self> {
         let started = Process::spawn("socksgate", TempDir::new(), |port, _| {
             let mut cmd = Command::new(exe);
             cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")]);
             cmd
         });
-        Self::proxy(Kind::Socksgate, started)
+        Self::proxy(kind, started)
     }
 
     /// Starts Debian's `danted`: loopback in and out, no authentication, CONNECT and UDP

@@ -511,12 +511,23 @@ impl Results {
         let _ = writeln!(out, "- wall time: {:.0} s\n", self.wall.as_secs_f64());
 
         let names: Vec<&str> = self.kinds.iter().map(|k| k.name()).collect();
+        let with_baseline = self.kinds.contains(&Kind::Baseline);
         let _ = writeln!(
             out,
-            "| metric | {} | socksgate/direct | socksgate/best peer |",
-            names.join(" | ")
+            "| metric | {} | socksgate/direct | socksgate/best peer |{}",
+            names.join(" | "),
+            if with_baseline {
+                " socksgate/baseline |"
+            } else {
+                ""
+            }
         );
-        let _ = writeln!(out, "|---|{}---|---|", "---:|".repeat(names.len()));
+        let _ = writeln!(
+            out,
+            "|---|{}---|---|{}",
+            "---:|".repeat(names.len()),
+            if with_baseline { "---|" } else { "" }
+        );
         let mut lookup: HashMap<String, (Option<f64>, Option<f64>)> = HashMap::new();
         for r in &rows {
             let get = |k: Kind| r.values.iter().find(|v| v.0 == k).and_then(|v| v.1);
@@ -542,9 +553,17 @@ impl Results {
             };
             let vs_peer = sg.zip(best).map(|(a, b)| a / b);
             lookup.insert(r.label.clone(), (vs_direct, vs_peer));
+            let vs_baseline = if with_baseline {
+                format!(
+                    " {} |",
+                    ratio(sg.zip(get(Kind::Baseline)).map(|(a, b)| a / b))
+                )
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} |",
+                "| {} | {} | {} | {} |{vs_baseline}",
                 r.label,
                 cells.join(" | "),
                 ratio(vs_direct),

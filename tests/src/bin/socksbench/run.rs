@@ -41,8 +41,15 @@ pub(crate) fn run(cfg: &Config, network: &Network) -> anyhow::Result<bool> {
                         cfg.socksgate.display()
                     );
                 }
-                targets.push(Target::socksgate(&cfg.socksgate)?);
+                targets.push(Target::socksgate(Kind::Socksgate, &cfg.socksgate)?);
             }
+            Kind::Baseline => match &cfg.baseline {
+                Some(exe) if exe.is_file() => {
+                    targets.push(Target::socksgate(Kind::Baseline, exe)?);
+                }
+                Some(exe) => anyhow::bail!("--baseline {}: not found", exe.display()),
+                None => {}
+            },
             Kind::Dante => match tools::which("danted") {
                 Some(exe) => targets.push(Target::dante(&exe)?),
                 None => notes.push(
