@@ -917,6 +917,28 @@ fn udp_datagrams_from_another_client_address_are_dropped() {
 }
 
 #[test]
+fn udp_client_port_is_not_taken_from_a_domain_form_request() {
+    run(&OPEN, |stack| async move {
+        // DST as a name with port 40000: only an address form announces the client's port,
+        // so the first datagram's port (40001) is the client's.
+        let mut request = vec![5, 3, 0, 3, 11];
+        request.extend_from_slice(b"client.test");
+        request.extend_from_slice(&40000u16.to_be_bytes());
+        let (control, reply) = socks5_noauth_request(stack, &request).await;
+        assert_eq!(reply[..4], [5, 0, 0, 1], "UDP ASSOCIATE granted");
+        let relay = IpEndpoint::new(GATEWAY_IP.into(), u16::from_be_bytes([reply[8], reply[9]]));
+        let client = peer_udp(stack, 40001);
+        let mut ping = vec![0, 0, 0, 1, 10, 0, 0, 2, 0, ECHO_PORT as u8];
+        ping.extend_from_slice(b"latched");
+        client.send_to(&ping, relay).await.unwrap();
+        let mut buf = [0u8; 2048];
+        let (n, _) = client.recv_from(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], &ping[..]);
+        control.close().await;
+    });
+}
+
+#[test]
 fn idle_relay_is_closed_in_order() {
     let config: &'static GatewayConfig = Box::leak(Box::new(
         test_config(&[]).with_idle_timeout(Duration::from_millis(300)),
