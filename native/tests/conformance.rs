@@ -3,19 +3,17 @@
 
 #[path = "../../core/tests/conformance/cases.rs"]
 mod cases;
+mod common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use cases::{CASES, Case, ECHO_NAME, PASSWORD, RuleSpec, USER, World};
+use common::{Proxy, start_with};
 use socksgate::config::Config;
 use socksgate::resolve::Resolver;
-use socksgate::shared::Shared;
-use socksgate::users::{self, Users};
-use socksgate::{access, server};
 use socksgate_tests::free_port;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -33,32 +31,16 @@ fn config_text(case: &Case, world: &World) -> String {
     text
 }
 
-async fn start(case: &Case, world: &World, dir: &Path) -> SocketAddr {
+async fn start(case: &Case, world: &World) -> Proxy {
     let config = Config::parse(&config_text(case, world), Path::new("conformance.toml")).unwrap();
-    let users = case.users.then(|| {
-        let path = dir.join("users");
-        users::set_password(&path, USER, PASSWORD.as_bytes()).unwrap();
-        Arc::new(Users::load(&path).unwrap())
-    });
-    let rules = access::compile(&config.rules, config.default_action, &config.rule_lines).unwrap();
+    let users: &[(&str, &str)] = &[(USER, PASSWORD)];
     let hosts = HashMap::from([(ECHO_NAME.to_owned(), vec![world.echo.ip()])]);
-    let listener = server::listen("127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shared = Arc::new(Shared {
+    start_with(
         config,
-        users,
-        rules,
-        resolver: Resolver::with_hosts(hosts),
-        metrics: Default::default(),
-        auth_throttle: Default::default(),
-        sessions: Default::default(),
-    });
-    tokio::spawn(server::serve(
-        vec![listener],
-        shared,
-        std::future::pending(),
-    ));
-    addr
+        case.users.then_some(users),
+        Resolver::with_hosts(hosts),
+    )
+    .await
 }
 
 /// A listener with a full backlog that never accepts: further SYNs on loopback go
@@ -100,9 +82,8 @@ async fn native_server_decides_every_case() {
         }
     });
     for case in CASES {
-        let dir = tempfile::tempdir().unwrap();
-        let proxy = start(case, &world, dir.path()).await;
-        let mut client = TcpStream::connect(proxy).await.unwrap();
+        let proxy = start(case, &world).await;
+        let mut client = TcpStream::connect(proxy.addr).await.unwrap();
         client.write_all(&case.client_bytes(&world)).await.unwrap();
         let mut received = Vec::new();
         tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut received))

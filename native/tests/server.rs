@@ -8,7 +8,6 @@ use std::time::Duration;
 use socksgate::config::Config;
 use socksgate::resolve::Resolver;
 use socksgate::shared::Shared;
-use socksgate::users::{self, Users};
 use socksgate::{access, client, server};
 use socksgate_core::client::{Client, ClientConfig, ClientError, Credentials};
 use socksgate_core::server::Version;
@@ -18,47 +17,12 @@ use socksgate_tests::{free_port, peers, socks, tools};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-struct Proxy {
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    _dir: tempfile::TempDir,
-}
+mod common;
+
+use common::{Proxy, start_with};
 
 async fn start(config: Config, users: Option<&[(&str, &str)]>) -> Proxy {
     start_with(config, users, Resolver::from_system()).await
-}
-
-async fn start_with(config: Config, users: Option<&[(&str, &str)]>, resolver: Resolver) -> Proxy {
-    let dir = tempfile::tempdir().unwrap();
-    let users = users.map(|list| {
-        let path = dir.path().join("users");
-        for (u, p) in list {
-            users::set_password(&path, u, p.as_bytes()).unwrap();
-        }
-        Arc::new(Users::load(&path).unwrap())
-    });
-    let rules = access::compile(&config.rules, config.default_action, &config.rule_lines).unwrap();
-    let listener = server::listen("127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shared = Arc::new(Shared {
-        config,
-        users,
-        rules,
-        resolver,
-        metrics: Default::default(),
-        auth_throttle: Default::default(),
-        sessions: Default::default(),
-    });
-    tokio::spawn(server::serve(
-        vec![listener],
-        Arc::clone(&shared),
-        std::future::pending(),
-    ));
-    Proxy {
-        addr,
-        shared,
-        _dir: dir,
-    }
 }
 
 /// An echo server that reads to EOF and then echoes everything back, reporting the peer.
