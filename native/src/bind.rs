@@ -17,9 +17,9 @@ use tokio::net::{TcpListener, UdpSocket};
 use tracing::{debug, info, warn};
 
 use crate::clock;
-use crate::connect::io_failure;
+use crate::conn::{Conn, SessionError};
+use crate::failure::io_failure;
 use crate::relay;
-use crate::session::{Conn, SessionError};
 
 /// The local IP this host uses to reach `dest` (a connected UDP socket sends nothing).
 pub(crate) async fn outbound_ip(dest: IpAddr) -> Option<IpAddr> {

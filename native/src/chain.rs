@@ -8,8 +8,8 @@ use tracing::debug;
 
 use crate::client::{ClientFailure, ProxyUrl};
 use crate::clock;
-use crate::connect::io_failure;
-use crate::session::{Conn, Upstream};
+use crate::conn::{Conn, Upstream};
+use crate::failure::io_failure;
 
 /// Opens the request's destination through the upstream `name` at `url`, within the
 /// session's connect deadline, and reports the outcome to the session.

@@ -19,7 +19,7 @@ use socksgate_core::{Addr, Domain, Target};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::connect::ConnectError;
+use crate::failure::ConnectError;
 use crate::resolve::Resolver;
 
 /// Why `connect` failed.

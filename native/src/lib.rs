@@ -5,11 +5,11 @@
 //! * [`users`] — the Argon2 users file, `login` — password checks with back-off;
 //!   [`access`] — access rules from the config (the core evaluates them);
 //! * [`shared`] — what all sessions of one configuration share, and its core policy;
-//! * [`session`] — one connection: the tokio driver of the core's session, which makes every
-//!   decision; `pool` — sessions recycled across connections; `clock` — the core's time;
-//!   [`access_log`] — the access record;
-//! * the commands: [`connect`] (and errno → failure cause), `chain` (through an upstream
-//!   proxy), `bind`, `udp_relay` (`udp_recv`: datagrams two per call);
+//! * [`session`] — one connection, from accept to its access record; `conn` — the tokio
+//!   driver of the core's session, which makes every decision; `pool` — sessions recycled
+//!   across connections; `clock` — the core's time; [`access_log`] — the access record;
+//! * the commands: [`connect`], `chain` (through an upstream proxy), `bind`, `udp_relay`
+//!   (`udp_recv`: datagrams two per call); [`failure`] — errno → the core's failure cause;
 //! * [`resolve`] — hickory resolver and Happy Eyeballs;
 //! * [`relay`] — TCP relay with half-close; [`server`] — listeners and the accept loop;
 //!   [`client`] — `socksgate connect`;
@@ -28,7 +28,9 @@ pub mod cli;
 pub mod client;
 mod clock;
 pub mod config;
+mod conn;
 pub mod connect;
+pub mod failure;
 pub mod limits;
 pub mod logging;
 mod login;

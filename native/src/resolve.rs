@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::connect::{ConnectError, io_failure};
+use crate::failure::{ConnectError, io_failure};
 
 /// RFC 8305 timing parameters.
 #[derive(Clone, Copy, Debug)]

@@ -27,9 +27,9 @@ use tokio::net::UdpSocket;
 use tracing::{debug, info};
 
 use crate::clock;
-use crate::connect::io_failure;
+use crate::conn::{Conn, SessionError};
+use crate::failure::io_failure;
 use crate::resolve::Resolver;
-use crate::session::{Conn, SessionError};
 use crate::udp_recv::{DATAGRAM, PER_CALL, RecvBufs, recv_some};
 
 /// Reassembly capacity: a whole UDP/IPv4 datagram.
