@@ -15,7 +15,14 @@ use socksgate_core::wire::{Command, ReplyCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const COMMANDS: [&str; 4] = ["connect", "bind", "udp_associate", "unknown"];
+/// The commands of the request counters, in index order (the core's names); unknown commands
+/// share the last counter, labelled `unknown`.
+const COMMANDS: [Option<&str>; 4] = [
+    Command::Connect.name(),
+    Command::Bind.name(),
+    Command::UdpAssociate.name(),
+    None,
+];
 
 /// Every counter the server keeps.
 #[derive(Debug, Default)]
@@ -253,6 +260,7 @@ impl Metrics {
             "# HELP socksgate_requests_total Requests by command.\n# TYPE socksgate_requests_total counter"
         );
         for (name, c) in COMMANDS.iter().zip(&self.requests) {
+            let name = name.unwrap_or("unknown");
             let _ = writeln!(
                 o,
                 "socksgate_requests_total{{command=\"{name}\"}} {}",
