@@ -567,6 +567,9 @@ impl BitOr for CommandSet {
     }
 }
 
+/// The commands a set can name, by the core's names (`Command::name`).
+const NAMED: [Command; 3] = [Command::Connect, Command::Bind, Command::UdpAssociate];
+
 impl FromStr for CommandSet {
     type Err = ParseError;
 
@@ -580,13 +583,11 @@ impl FromStr for CommandSet {
             return Err(ParseError::Empty);
         }
         s.split(',').try_fold(Self::NONE, |set, name| {
-            let one = match name.trim() {
-                "connect" => Self::CONNECT,
-                "bind" => Self::BIND,
-                "udp_associate" => Self::UDP_ASSOCIATE,
-                _ => return Err(ParseError::UnknownCommand),
-            };
-            Ok(set | one)
+            let command = NAMED
+                .into_iter()
+                .find(|c| c.name() == Some(name.trim()))
+                .ok_or(ParseError::UnknownCommand)?;
+            Ok(set | Self::of(command))
         })
     }
 }
@@ -597,15 +598,9 @@ impl fmt::Display for CommandSet {
             return f.write_str("*");
         }
         let mut sep = "";
-        for (set, name) in [
-            (Self::CONNECT, "connect"),
-            (Self::BIND, "bind"),
-            (Self::UDP_ASSOCIATE, "udp_associate"),
-        ] {
-            if self.0 & set.0 != 0 {
-                write!(f, "{sep}{name}")?;
-                sep = ",";
-            }
+        for command in NAMED.into_iter().filter(|&c| self.contains(c)) {
+            write!(f, "{sep}{command}")?;
+            sep = ",";
         }
         Ok(())
     }
