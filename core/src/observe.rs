@@ -464,7 +464,8 @@ enum Next {
 ///   it accepted. Before the handshake is over it accepts only what fits its buffer; the
 ///   caller MUST keep the rest, call [`poll`](Self::poll) until it returns `None` (reported
 ///   messages free their bytes), and feed the rest again. A return of 0 after polling means
-///   the observer waits for the other direction. After the handshake everything is accepted.
+///   the observer waits for the other direction. After the handshake everything is accepted
+///   (and reported as payload).
 /// * [`poll`](Self::poll) returns the next event, or `None` when nothing more can be decided
 ///   from the bytes fed so far. Call it after every `feed`.
 /// * Every decision depends only on the bytes of the direction whose turn it is, so the
@@ -556,14 +557,17 @@ impl Conversation {
             Direction::ServerToClient => &mut self.down,
         };
         h.settle();
-        if over && h.buf.is_empty() {
-            if !input.is_empty() {
+        if over {
+            // Unreported bytes (if any) and the input become one payload span.
+            let n = h.buf.len() + input.len();
+            if n > 0 {
                 let span = h.payload.get_or_insert(Span {
                     offset: h.offset,
                     len: 0,
                 });
-                span.len += input.len();
-                h.offset += input.len() as u64;
+                span.len += n;
+                h.offset += n as u64;
+                h.buf.clear();
             }
             return input.len();
         }
