@@ -165,7 +165,8 @@ mod tests {
         assert!(rss_kib(me).unwrap() > 0);
         let t = cpu_times(me).unwrap();
         assert!(t.user >= 0.0 && t.system >= 0.0);
-        assert_eq!(cpu_seconds(me).unwrap(), t.total());
+        // Read later, while other test threads run: never less.
+        assert!(cpu_seconds(me).unwrap() >= t.total());
         assert!(tree(me).contains(&me));
     }
 }
