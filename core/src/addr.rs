@@ -25,7 +25,7 @@ impl<'a> Domain<'a> {
             Err(WireError::EmptyDomain)
         } else if name.len() > MAX_DOMAIN_LEN {
             Err(WireError::DomainTooLong)
-        } else if name.contains(&0) {
+        } else if name.iter().any(|&b| b == 0) {
             Err(WireError::NulInDomain)
         } else {
             Ok(Self(name))

@@ -287,9 +287,13 @@ fn octets(bytes: &[u8]) -> Octets {
 
 /// The method for a greeting: GSS-API before a password before none, among those enabled.
 fn choose_method(config: &Config, greeting: &MethodRequest<'_>) -> Method {
+    // One pass over the offer: bit `code` set for each of the three codes offered.
+    let offered = greeting.raw_methods().iter().fold(0u8, |set, &code| {
+        set | (1u8.checked_shl(u32::from(code)).unwrap_or(0) & 0b111)
+    });
     [Method::Gssapi, Method::UserPass, Method::NoAuth]
         .into_iter()
-        .find(|&m| config.authentication.accepts(m) && greeting.offers(m))
+        .find(|&m| offered & (1 << u8::from(m)) != 0 && config.authentication.accepts(m))
         .unwrap_or(Method::NoAcceptable)
 }
 

@@ -28,8 +28,16 @@ impl Instant {
 
     /// `self + d`, saturating at the largest instant.
     #[must_use]
+    // Not inlined: deadlines are computed in many places, and 64-bit saturating arithmetic
+    // is long on 32-bit targets.
+    #[inline(never)]
     pub fn saturating_add(self, d: Duration) -> Self {
-        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        // `Duration::as_millis` is a u128: costly on 32-bit targets, and any duration whose
+        // milliseconds overflow a u64 saturates anyway.
+        let ms = d
+            .as_secs()
+            .saturating_mul(1000)
+            .saturating_add(u64::from(d.subsec_millis()));
         Self(self.0.saturating_add(ms))
     }
 
@@ -45,5 +53,20 @@ impl Add<Duration> for Instant {
     /// Saturating: see [`Instant::saturating_add`].
     fn add(self, d: Duration) -> Self {
         self.saturating_add(d)
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn test_add_saturates_and_truncates() {
+        let t = Instant::from_millis(5);
+        assert_eq!(t + Duration::from_micros(1999), Instant::from_millis(6));
+        assert_eq!(t + Duration::from_secs(3), Instant::from_millis(3005));
+        assert_eq!(t + Duration::MAX, Instant::from_millis(u64::MAX));
+        let near = Duration::from_millis(u64::MAX - 1);
+        assert_eq!(t + near, Instant::from_millis(u64::MAX));
     }
 }

@@ -25,11 +25,14 @@ use crate::udp::{self, UdpBuffers};
 pub(crate) type ClientSession = Session<{ relay::RELAY_CHUNK }>;
 
 /// The core's clock: milliseconds since embassy-time's epoch.
+// Not inlined: called from many places, each copy would carry the tick conversion.
+#[inline(never)]
 pub(crate) fn now() -> socksgate_core::Instant {
     socksgate_core::Instant::from_millis(embassy_time::Instant::now().as_millis())
 }
 
 /// A core deadline on embassy-time's clock; `None` (no deadline) is never.
+#[inline(never)]
 pub(crate) fn embassy_instant(at: Option<socksgate_core::Instant>) -> embassy_time::Instant {
     at.map_or(embassy_time::Instant::MAX, |t| {
         embassy_time::Instant::from_millis(t.as_millis())
