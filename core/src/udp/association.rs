@@ -55,15 +55,21 @@ impl<const N: usize> PeerList<N> {
     pub const fn new() -> Self {
         Self(heapless::Vec::new())
     }
+
+    // One copy of the search, shared by `contains` and `insert`.
+    #[inline(never)]
+    fn find(&self, addr: &SocketAddr) -> bool {
+        self.0.contains(addr)
+    }
 }
 
 impl<const N: usize> Contacted for PeerList<N> {
     fn contains(&self, addr: &SocketAddr) -> bool {
-        self.0.contains(addr)
+        self.find(addr)
     }
 
     fn insert(&mut self, addr: SocketAddr) -> bool {
-        self.0.contains(&addr) || self.0.push(addr).is_ok()
+        self.find(&addr) || self.0.push(addr).is_ok()
     }
 }
 
@@ -203,6 +209,11 @@ impl<C: Contacted, const R: usize> Association<C, R> {
 
     /// Takes a datagram that arrived from `src` on the socket facing the client, and says
     /// what to send where ([`Outbound`]) or why it is dropped.
+    ///
+    /// [`Dropped::Stranger`] changes no state — neither the client's port, nor the idle
+    /// timer, nor the reassembly queue — so a driver with one socket for both sides may
+    /// offer the same datagram to [`handle_remote_datagram`](Self::handle_remote_datagram)
+    /// as a destination's reply.
     pub fn handle_client_datagram<'a>(
         &'a mut self,
         rules: &Rules<'_>,
@@ -304,5 +315,55 @@ impl<C: Contacted, const R: usize> Association<C, R> {
     pub fn client(&self) -> Option<SocketAddr> {
         self.client_port
             .map(|port| SocketAddr::new(self.client_ip, port))
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::rules::Action;
+    use crate::wire::udp::encapsulate;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn test_a_stranger_changes_nothing() {
+        let open = Rules::new(&[], Action::Allow);
+        let mut a = Association::<PeerList<4>, 1024>::new(
+            sa("192.0.2.10:1").ip(),
+            Addr::Ip(sa("0.0.0.0:0")),
+            None,
+            PeerList::new(),
+            Duration::from_secs(60),
+            Instant::from_millis(0),
+        );
+        let mut buf = [0u8; 64];
+        let n = encapsulate(Addr::Ip(sa("192.0.2.7:53")), b"part", &mut buf).unwrap();
+        let whole = buf[..n].to_vec();
+        // A first fragment: had it counted, it would latch the port, restart the idle timer
+        // and start a reassembly queue.
+        buf[2] = 1;
+        let frag = &buf[..n];
+        let later = Instant::from_millis(30_000);
+        let before = a.poll_timeout();
+        let r = a.handle_client_datagram(&open, sa("192.0.2.11:5000"), frag, later);
+        assert!(matches!(r, Err(Dropped::Stranger)));
+        assert_eq!(a.client(), None);
+        assert_eq!(a.poll_timeout(), before);
+        // The same datagram offered as a reply: not contacted, not delivered.
+        let mut out = [0u8; 64];
+        let r = a.handle_remote_datagram(sa("192.0.2.11:5000"), frag, &mut out, later);
+        assert_eq!(r, Err(Dropped::NotContacted));
+        // Once the client's port is latched, another port changes nothing either.
+        let now = Instant::from_millis(1);
+        let r = a.handle_client_datagram(&open, sa("192.0.2.10:7000"), &whole, now);
+        assert!(matches!(r, Ok(Outbound::Send { .. })));
+        let before = a.poll_timeout();
+        let r = a.handle_client_datagram(&open, sa("192.0.2.10:7001"), frag, later);
+        assert!(matches!(r, Err(Dropped::Stranger)));
+        assert_eq!(a.client(), Some(sa("192.0.2.10:7000")));
+        assert_eq!(a.poll_timeout(), before);
     }
 }
