@@ -20,6 +20,10 @@ pub struct Domain<'a>(&'a [u8]);
 impl<'a> Domain<'a> {
     /// Validates `name`: 1–255 octets and no NUL (C peers copy names into NUL-terminated
     /// buffers, so an embedded NUL would make the checked and the resolved name differ).
+    #[expect(
+        clippy::manual_contains,
+        reason = "slice::contains on bytes links memchr, large on small targets; names are short"
+    )]
     pub fn new(name: &'a [u8]) -> Result<Self, WireError> {
         if name.is_empty() {
             Err(WireError::EmptyDomain)

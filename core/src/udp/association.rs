@@ -214,6 +214,7 @@ impl<C: Contacted, const R: usize> Association<C, R> {
     /// timer, nor the reassembly queue — so a driver with one socket for both sides may
     /// offer the same datagram to [`handle_remote_datagram`](Self::handle_remote_datagram)
     /// as a destination's reply.
+    #[inline(never)]
     pub fn handle_client_datagram<'a>(
         &'a mut self,
         rules: &Rules<'_>,
@@ -275,6 +276,7 @@ impl<C: Contacted, const R: usize> Association<C, R> {
     /// Takes a datagram that arrived from `src` on a socket facing destinations: when it is
     /// to be relayed, writes it encapsulated (with `src` as its address) into `out` and
     /// returns the client's address and the length to send.
+    #[inline(never)]
     pub fn handle_remote_datagram(
         &mut self,
         src: SocketAddr,
