@@ -72,8 +72,13 @@ struct RefusalBuffers {
 }
 
 /// All memory of a gateway of `N` sessions, of which at most `U` can be UDP associations
-/// at a time, with `B`-byte TCP socket buffers, allocated up front (put it in a `static`).
-/// `U = 0` turns UDP ASSOCIATE off ("command not supported").
+/// at a time, with `B`-byte TCP socket buffers, allocated up front. `U = 0` turns UDP
+/// ASSOCIATE off ("command not supported").
+///
+/// Build it at run time, in place: e.g. `STORAGE.init_with(GatewayStorage::default)` on a
+/// `StaticCell`. The UDP slots are not all zero bytes (packet metadata,
+/// the empty association), so the constant [`new`](Self::new) makes is a flash image of them,
+/// and an initialised `static` of it would put all of it in `.data`.
 #[derive(Debug)]
 pub struct GatewayStorage<const N: usize, const U: usize, const B: usize = SOCKET_BUF> {
     sessions: [SessionBuffers<B>; N],
@@ -82,7 +87,8 @@ pub struct GatewayStorage<const N: usize, const U: usize, const B: usize = SOCKE
 }
 
 impl<const N: usize, const U: usize, const B: usize> GatewayStorage<N, U, B> {
-    /// Zeroed storage.
+    /// Zeroed storage, as a constant (for `const` contexts; see the type's documentation
+    /// for the run-time [`default`](Self::default)).
     pub const fn new() -> Self {
         Self {
             sessions: [const { SessionBuffers::new() }; N],
@@ -96,8 +102,17 @@ impl<const N: usize, const U: usize, const B: usize> GatewayStorage<N, U, B> {
 }
 
 impl<const N: usize, const U: usize, const B: usize> Default for GatewayStorage<N, U, B> {
+    /// The same as [`new`](Self::new), built at run time field by field: no flash image of
+    /// the UDP slots, and in place when the caller writes it straight into its destination.
     fn default() -> Self {
-        Self::new()
+        Self {
+            sessions: [const { SessionBuffers::new() }; N],
+            udp: core::array::from_fn(|_| RefCell::new(UdpBuffers::new())),
+            refusal: RefusalBuffers {
+                rx: [0; REFUSAL_BUF],
+                tx: [0; REFUSAL_BUF],
+            },
+        }
     }
 }
 

@@ -65,7 +65,8 @@ async fn main(spawner: Spawner) {
         RESOURCES.init(StackResources::new()),
         seed,
     );
-    let storage = STORAGE.init(GatewayStorage::new());
+    // Built in place at run time: no flash image of it, no copy of it on the stack.
+    let storage = STORAGE.init_with(GatewayStorage::default);
     spawner.spawn(net_task(runner).unwrap());
     spawner.spawn(gateway_task(stack, storage).unwrap());
 }
