@@ -293,7 +293,11 @@ impl<const N: usize> Session<N> {
                     self.held = Held::Gssapi(kind, token);
                     self.wait(Phase::Gssapi, Event::Gssapi);
                 }
-                Some(server::Event::Request(request)) => self.on_request(policy, request, now),
+                Some(server::Event::Request(request)) => {
+                    let (version, command) = (request.version, request.command);
+                    self.held = Held::Request(request);
+                    self.on_request(policy, version, command, now);
+                }
                 None => return, // needs more input
             }
         }
@@ -323,16 +327,20 @@ impl<const N: usize> Session<N> {
         }
     }
 
-    /// The request's first decisions: the command, then the rules before resolving.
-    fn on_request(&mut self, policy: &Policy<'_>, request: Request, now: Instant) {
-        let command = request.command;
+    /// The held request's first decisions: the command, then the rules before resolving.
+    fn on_request(
+        &mut self,
+        policy: &Policy<'_>,
+        version: Version,
+        command: Command,
+        now: Instant,
+    ) {
         let served = match command {
             Command::Connect | Command::Bind => true,
             // RFC 1928 only: SOCKS4 has no UDP.
-            Command::UdpAssociate => request.version == Version::Socks5,
+            Command::UdpAssociate => version == Version::Socks5,
             Command::Unknown(_) => false,
         };
-        self.held = Held::Request(request);
         if !served || !policy.commands.contains(command) {
             return self.refuse(ReplyCode::CommandNotSupported, Close::Unsupported(command));
         }
