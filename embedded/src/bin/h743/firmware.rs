@@ -75,7 +75,7 @@ async fn main(spawner: Spawner) {
     // NUCLEO-H743ZI2 RMII wiring (UM2407): REF_CLK PA1, CRS_DV PA7, RXD0 PC4, RXD1 PC5,
     // TXD0 PG13, TXD1 PB13, TX_EN PG11, MDIO PA2, MDC PC1.
     let device: Device = Ethernet::new(
-        PACKETS.init(PacketQueue::new()),
+        PACKETS.init_with(PacketQueue::new),
         p.ETH,
         Irqs,
         p.PA1,
@@ -99,7 +99,7 @@ async fn main(spawner: Spawner) {
     let (stack, runner) = embassy_net::new(
         device,
         net_config,
-        RESOURCES.init(StackResources::new()),
+        RESOURCES.init_with(StackResources::new),
         seed,
     );
     // Built in place at run time: no flash image of it, no copy of it on the stack.

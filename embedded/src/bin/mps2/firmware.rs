@@ -62,7 +62,7 @@ async fn main(spawner: Spawner) {
     let (stack, runner) = embassy_net::new(
         nic,
         Config::ipv4_static(network()),
-        RESOURCES.init(StackResources::new()),
+        RESOURCES.init_with(StackResources::new),
         seed,
     );
     // Built in place at run time: no flash image of it, no copy of it on the stack.
