@@ -365,17 +365,9 @@ mod tests {
     use std::sync::atomic::AtomicU64;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
 
     use super::*;
-    use crate::relay::Activity;
-
-    async fn pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        let (b, _) = l.accept().await.unwrap();
-        (a, b)
-    }
+    use crate::relay::{Activity, pair};
 
     #[test]
     fn a_pipe_that_keeps_filling_grows_to_bulk() {
