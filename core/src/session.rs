@@ -406,12 +406,18 @@ impl<const N: usize> Session<N> {
         match core::mem::replace(&mut self.held, Held::None) {
             Held::Credentials { username, .. } if ok => {
                 self.user = Some(username);
-                self.phase = Phase::Handshake;
-                self.process(policy, now);
+                self.resume(policy, now);
             }
             _ => self.close(Close::AuthFailed),
         }
         Ok(())
+    }
+
+    /// Back to reading the client once an answer let the handshake go on.
+    fn resume(&mut self, policy: &Policy<'_>, now: Instant) {
+        self.held = Held::None;
+        self.phase = Phase::Handshake;
+        self.process(policy, now);
     }
 
     /// Queues a GSS-API message for the client, answering [`Event::Gssapi`]; the session
@@ -427,9 +433,7 @@ impl<const N: usize> Session<N> {
             return Err(UnexpectedCall);
         }
         self.server.send_gssapi(kind, token)?;
-        self.held = Held::None;
-        self.phase = Phase::Handshake;
-        self.process(policy, now);
+        self.resume(policy, now);
         Ok(())
     }
 
@@ -446,13 +450,11 @@ impl<const N: usize> Session<N> {
             return Err(UnexpectedCall);
         }
         self.server.gssapi_complete(ok)?;
-        self.held = Held::None;
-        if !ok {
+        if ok {
+            self.resume(policy, now);
+        } else {
             self.close(Close::AuthFailed);
-            return Ok(());
         }
-        self.phase = Phase::Handshake;
-        self.process(policy, now);
         Ok(())
     }
 

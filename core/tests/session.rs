@@ -434,3 +434,31 @@ fn denial_names_its_rule_and_unresolved_names_are_not_looked_up() {
     assert_eq!(s.command(), Some(Command::Connect));
     assert_eq!(s.reply(), Some(ReplyCode::NotAllowed));
 }
+
+#[test]
+fn gssapi_exchange_is_passed_through_then_the_request_follows() {
+    use socksgate_core::wire::gssapi::GssapiMessageType;
+    let policy = Policy::new(
+        Authentication::Required {
+            password: false,
+            gssapi: true,
+        },
+        Rules::new(&[], Action::Allow),
+    );
+    let now = Instant::from_millis(0);
+    let mut s = Session::<64>::new(&policy, CLIENT.parse().unwrap(), now);
+    // Greeting offering GSS-API, then one context token.
+    s.handle_input(&policy, &[5, 1, 1, 1, 1, 0, 2, 0xaa, 0xbb], now);
+    assert_eq!(s.poll_event(), Some(Event::Gssapi));
+    let (kind, token) = s.gssapi_message().unwrap();
+    assert_eq!((u8::from(kind), token), (1, &[0xaa, 0xbb][..]));
+    s.send_gssapi(&policy, GssapiMessageType::from(1), &[0xcc], now)
+        .unwrap();
+    s.handle_gssapi_complete(&policy, true, now).unwrap();
+    s.handle_input(&policy, &socks5_connect(&[1, 192, 0, 2, 1], 80)[3..], now);
+    assert_eq!(
+        s.poll_event(),
+        Some(Event::Connect(Some("192.0.2.1:80".parse().unwrap())))
+    );
+    assert_eq!(s.pending_transmit(), [5, 1, 1, 1, 0, 1, 0xcc]);
+}
