@@ -3,55 +3,34 @@
 //! Records `dumpcap -i lo` (loopback only, filtered to this test's ports) while curl goes
 //! through microsocks (SOCKS5 with IP and with domain name, with and without
 //! username/password) and danted (SOCKS4; SOCKS4a, which Dante 1.4.2 rejects with 91 because it
-//! lacks 4a support) to a local HTTP server on 127.0.0.1, then
+//! lacks 4a support) to a local HTTP server on 127.0.0.1, and PySocks does a SOCKS5 UDP
+//! ASSOCIATE through danted to a local UDP echo, then
 //!
 //! 1. checks our sessions against what the test did (exact), and
 //! 2. compares our fields with `tshark -T fields -e socks.…` (per TCP client port), listing
 //!    known Wireshark bugs as documented divergences (numbered as in "Differences from
 //!    Wireshark/tshark" in inspect/README.md).
 //!
-//! Skips (with a message, passing) when a tool is missing or capturing on `lo` is not allowed.
-//! `SOCKSGATE_KEEP_CAPTURE=FILE` keeps a copy of the recorded capture.
+//! Needs dumpcap, tshark, curl, microsocks, danted and a python3 with python3-socks, and
+//! permission to capture on `lo`: a missing tool, a peer that does not start or a capture that
+//! does not begin fails the test (like every socksgate-tests user, a missing tool skips only
+//! with `SOCKSGATE_ALLOW_SKIP=1`). `SOCKSGATE_KEEP_CAPTURE=FILE` keeps a copy of the recorded
+//! capture.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use socksgate_inspect::{Options, Session, inspect};
+use socksgate_tests::peers::{Danted, Microsocks};
+use socksgate_tests::tmp::TempDir;
+use socksgate_tests::{free_port, tools};
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_listening(port: u16) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(5) {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
-/// Children killed on drop (by their own pid), also when an assertion fails.
-struct Procs(Vec<Child>);
+const TEST: &str = "curl_through_microsocks_and_danted_matches_wireshark";
 
 /// The capture process: stopped with SIGINT (so it finishes the file) on drop.
 struct Capture(Child);
@@ -78,18 +57,9 @@ impl Drop for Capture {
     }
 }
 
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// A tiny HTTP server: every connection gets one fixed response.
 fn http_server() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = TcpListener::bind(("127.0.0.1", free_port())).unwrap();
     let port = listener.local_addr().unwrap().port();
     thread::spawn(move || {
         for stream in listener.incoming().flatten() {
@@ -109,36 +79,9 @@ fn http_server() -> u16 {
     port
 }
 
-fn tmpdir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("socksgate-inspect-real-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn danted_conf(dir: &Path, port: u16) -> PathBuf {
-    let conf = dir.join("danted.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "logoutput: {log}\n\
-             internal: 127.0.0.1 port = {port}\n\
-             external: 127.0.0.1\n\
-             socksmethod: none\n\
-             clientmethod: none\n\
-             user.privileged: root\n\
-             user.unprivileged: nobody\n\
-             client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}\n\
-             socks pass {{ from: 0.0.0.0/0 to: 0.0.0.0/0 command: connect bind udpassociate udpreply }}\n",
-            log = dir.join("danted.log").display()
-        ),
-    )
-    .unwrap();
-    conf
-}
-
-/// PySocks (python3-socks) through danted: UDP ASSOCIATE, two datagrams to a local UDP echo
-/// server and their answers. Returns the control connection's client port.
-fn udp_associate(proxy_port: u16) -> Result<u16, String> {
+/// PySocks (python3-socks, run by `python`) through danted: UDP ASSOCIATE, two datagrams to a
+/// local UDP echo server and their answers. Returns the control connection's client port.
+fn udp_associate(python: &Path, proxy_port: u16) -> Result<u16, String> {
     const SCRIPT: &str = r#"
 import socket, sys, threading
 import socks
@@ -158,12 +101,6 @@ for m in (b"ping", b"ping2"):
     s.recvfrom(100)
 print(s._proxyconn.getsockname()[1])
 "#;
-    // Debian's interpreter, where python3-socks lives (a pyenv `python3` may lack it).
-    let python = if Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
-    };
     let out = Command::new(python)
         .args(["-c", SCRIPT, &proxy_port.to_string()])
         .output()
@@ -184,56 +121,46 @@ struct Run {
 
 #[test]
 fn curl_through_microsocks_and_danted_matches_wireshark() {
-    for tool in ["dumpcap", "tshark", "curl", "microsocks"] {
-        if !have(tool) {
-            eprintln!("SKIP real-traffic test: {tool} not installed");
-            return;
-        }
-    }
-    let dir = tmpdir();
+    let Some(exes) = tools::require(TEST, &["dumpcap", "tshark", "curl", "microsocks", "danted"])
+    else {
+        return;
+    };
+    let [
+        dumpcap_exe,
+        tshark_exe,
+        curl_exe,
+        microsocks_exe,
+        danted_exe,
+    ] = &exes[..]
+    else {
+        unreachable!("require returns one path per tool")
+    };
+    let Some(python) = tools::require_pysocks(TEST) else {
+        return;
+    };
+    let dir = TempDir::new();
     let http = http_server();
-    let (ms_open, ms_auth) = (free_port(), free_port());
-    let dante = have("danted").then(free_port);
-    let mut procs = Procs(Vec::new());
-    for (port, auth) in [(ms_open, false), (ms_auth, true)] {
-        let mut cmd = Command::new("microsocks");
-        cmd.args(["-i", "127.0.0.1", "-p", &port.to_string()]);
-        if auth {
-            cmd.args(["-u", "alice", "-P", "s3cret"]);
-        }
-        procs.0.push(
-            cmd.stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-    }
-    if let Some(port) = dante {
-        let conf = danted_conf(&dir, port);
-        procs.0.push(
-            Command::new("danted")
-                .args(["-f", conf.to_str().unwrap(), "-N", "1"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-    }
-    let dante = dante.filter(|&p| {
-        let ok = wait_listening(p);
-        if !ok {
-            eprintln!("note: danted did not start; SOCKS4/4a runs skipped");
-        }
-        ok
-    });
-    assert!(
-        wait_listening(ms_open) && wait_listening(ms_auth),
-        "microsocks did not start"
+    // Each start panics with the peer's log if it does not come up.
+    let ms_open_peer = Microsocks::new(microsocks_exe).start();
+    let ms_auth_peer = Microsocks::new(microsocks_exe)
+        .auth("alice", "s3cret")
+        .start();
+    // SOCKS4, SOCKS4a (rejected by Dante 1.4.2) and SOCKS5 UDP ASSOCIATE; any destination, so
+    // the SOCKS4a request for 0.0.0.1 is refused by Dante's missing 4a support, not a rule,
+    // and any announced source, as PySocks announces its UDP client as 0.0.0.0.
+    let dante_peer = Danted::new(danted_exe)
+        .commands("connect bind udpassociate udpreply")
+        .socks_from("0.0.0.0/0")
+        .to("0.0.0.0/0")
+        .start();
+    let (ms_open, ms_auth, dante) = (
+        ms_open_peer.addr().port(),
+        ms_auth_peer.addr().port(),
+        dante_peer.addr().port(),
     );
 
     let pcap = dir.join("lo.pcapng");
-    let mut ports = vec![ms_open, ms_auth, http];
-    ports.extend(dante);
+    let ports = [ms_open, ms_auth, http, dante];
     let mut filter = ports
         .iter()
         .map(|p| format!("tcp port {p}"))
@@ -242,7 +169,7 @@ fn curl_through_microsocks_and_danted_matches_wireshark() {
     // UDP ASSOCIATE relays use ports chosen at run time.
     filter.push_str(" or udp");
     let mut dumpcap = Capture(
-        Command::new("dumpcap")
+        Command::new(dumpcap_exe)
             .args([
                 "-q",
                 "-i",
@@ -255,7 +182,7 @@ fn curl_through_microsocks_and_danted_matches_wireshark() {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap(),
+            .unwrap_or_else(|e| panic!("{TEST}: spawn {}: {e}", dumpcap_exe.display())),
     );
     // dumpcap creates the file once capturing has started.
     let t = Instant::now();
@@ -266,13 +193,15 @@ fn curl_through_microsocks_and_danted_matches_wireshark() {
         dumpcap.stop();
         let mut err = String::new();
         let _ = dumpcap.0.stderr.take().unwrap().read_to_string(&mut err);
-        eprintln!("SKIP real-traffic test: dumpcap could not capture on lo: {err}");
-        return;
+        panic!(
+            "{TEST}: dumpcap could not capture on lo (capturing needs root or the \
+             wireshark group's capabilities): {err}"
+        );
     }
     thread::sleep(Duration::from_millis(500));
 
     let url = format!("http://127.0.0.1:{http}/x");
-    let mut runs = vec![
+    let runs = vec![
         Run {
             name: "socks5",
             args: vec!["--socks5".into(), format!("127.0.0.1:{ms_open}")],
@@ -290,21 +219,19 @@ fn curl_through_microsocks_and_danted_matches_wireshark() {
                 "alice:s3cret".into(),
             ],
         },
-    ];
-    if let Some(d) = dante {
-        runs.push(Run {
+        Run {
             name: "socks4",
-            args: vec!["--socks4".into(), format!("127.0.0.1:{d}")],
-        });
-        runs.push(Run {
+            args: vec!["--socks4".into(), format!("127.0.0.1:{dante}")],
+        },
+        Run {
             name: "socks4a",
-            args: vec!["--socks4a".into(), format!("127.0.0.1:{d}")],
-        });
-    }
+            args: vec!["--socks4a".into(), format!("127.0.0.1:{dante}")],
+        },
+    ];
     let mut client_ports = BTreeMap::new();
     for run in &runs {
         // Let curl pick the port, then learn it from the capture by order: run sequentially.
-        let out = Command::new("curl")
+        let out = Command::new(curl_exe)
             .args([
                 "-sS",
                 "--max-time",
@@ -321,7 +248,7 @@ fn curl_through_microsocks_and_danted_matches_wireshark() {
                 url.clone()
             })
             .output()
-            .unwrap();
+            .unwrap_or_else(|e| panic!("{}: run {}: {e}", run.name, curl_exe.display()));
         // Dante 1.4.2 has no SOCKS4a: it connects to 0.0.0.1 and answers 91. The capture still
         // holds a real SOCKS4a request and a rejection, which is what this run checks.
         if run.name != "socks4a" {
@@ -335,17 +262,16 @@ fn curl_through_microsocks_and_danted_matches_wireshark() {
         let port: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
         client_ports.insert(port, run.name);
     }
-    if let Some(d) = dante {
-        match udp_associate(d) {
-            Ok(port) => {
-                client_ports.insert(port, "socks5-udp");
-            }
-            Err(why) => eprintln!("note: UDP ASSOCIATE run skipped: {why}"),
-        }
-    }
+    let udp_port = udp_associate(&python, dante).unwrap_or_else(|why| {
+        panic!(
+            "socks5-udp: PySocks UDP ASSOCIATE through danted failed: {why}\ndanted log:\n{}",
+            dante_peer.log()
+        )
+    });
+    client_ports.insert(udp_port, "socks5-udp");
     thread::sleep(Duration::from_millis(700));
     dumpcap.stop();
-    drop(procs);
+    drop((ms_open_peer, ms_auth_peer, dante_peer));
 
     if let Some(keep) = std::env::var_os("SOCKSGATE_KEEP_CAPTURE") {
         // e.g. to refresh wasm/tests/fixtures/curl-lo.pcapng
@@ -419,9 +345,9 @@ fn curl_through_microsocks_and_danted_matches_wireshark() {
     }
 
     // 2. Wireshark as oracle (SOCKS only decoded on 1080 without Decode As).
-    let mut tshark = Command::new("tshark");
+    let mut tshark = Command::new(tshark_exe);
     tshark.args(["-r", pcap.to_str().unwrap()]);
-    for p in [ms_open, ms_auth].into_iter().chain(dante) {
+    for p in [ms_open, ms_auth, dante] {
         tshark.args(["-d", &format!("tcp.port=={p},socks")]);
     }
     tshark.args([
@@ -451,14 +377,16 @@ fn curl_through_microsocks_and_danted_matches_wireshark() {
     for f in fields {
         tshark.args(["-e", f]);
     }
-    let out = tshark.output().unwrap();
+    let out = tshark
+        .output()
+        .unwrap_or_else(|e| panic!("{TEST}: run {}: {e}", tshark_exe.display()));
     assert!(
         out.status.success(),
         "tshark: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let version = String::from_utf8_lossy(
-        &Command::new("tshark")
+        &Command::new(tshark_exe)
             .arg("--version")
             .output()
             .unwrap()
@@ -554,5 +482,4 @@ fn curl_through_microsocks_and_danted_matches_wireshark() {
         }
     }
     eprintln!("oracle: {version}; documented divergences: {divergences:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -13,8 +13,9 @@
 //! * [`socks`] is the SOCKS4/4a/5 test client on socksgate-core's types: scripted for
 //!   byte-exact tests, and a lean handshake on the core's client state machine.
 //!
-//! native's integration tests (through a dev-dependency) and the `socksbench` binary use the
-//! same [`free_port`], [`peers`] and [`socks`] rather than copies of their own.
+//! native's integration tests and inspect's real-traffic test (through dev-dependencies) and the
+//! `socksbench` binary use the same [`free_port`], [`peers`] and [`socks`] rather than copies
+//! of their own.
 //!
 //! External tools are required: a missing one fails the test unless `SOCKSGATE_ALLOW_SKIP=1`
 //! is set, in which case the test prints why it skipped and returns.

@@ -1,5 +1,6 @@
 //! Reference SOCKS servers from Debian, Dante's `danted` and `microsocks`, on loopback ports:
-//! the one launcher for the interop tests, native's integration tests and socksbench.
+//! the one launcher for the interop tests, native's integration tests, inspect's real-traffic
+//! test and socksbench.
 //!
 //! [`Danted`] and [`Microsocks`] describe a peer; `start` runs it and panics if it does not
 //! come up (for tests), `try_start` returns the failure instead (for socksbench).
@@ -133,6 +134,7 @@ impl Drop for Process {
 pub struct Danted {
     exe: PathBuf,
     commands: &'static str,
+    from: &'static str,
     to: &'static str,
     blocked_ports: Vec<u16>,
     errors_only: bool,
@@ -145,6 +147,7 @@ impl Danted {
         Self {
             exe: exe.to_path_buf(),
             commands: "connect bind bindreply",
+            from: "127.0.0.0/8",
             to: "127.0.0.0/8",
             blocked_ports: Vec::new(),
             errors_only: false,
@@ -156,6 +159,15 @@ impl Danted {
     /// `bindreply`, `udpassociate`, `udpreply`).
     pub fn commands(mut self, commands: &'static str) -> Self {
         self.commands = commands;
+        self
+    }
+
+    /// The sources the `socks pass` rule allows (a CIDR block; by default 127.0.0.0/8). For
+    /// `udpassociate` Dante matches the client address announced in the request, which
+    /// clients such as PySocks leave at 0.0.0.0, so those need `0.0.0.0/0`. Which clients
+    /// may connect at all stays 127.0.0.0/8 (the `client pass` rule).
+    pub fn socks_from(mut self, cidr: &'static str) -> Self {
+        self.from = cidr;
         self
     }
 
@@ -214,8 +226,8 @@ impl Danted {
         }
         let _ = writeln!(
             conf,
-            "socks pass {{ from: 127.0.0.0/8 to: {}\n    command: {}{log_rule} }}",
-            self.to, self.commands
+            "socks pass {{ from: {} to: {}\n    command: {}{log_rule} }}",
+            self.from, self.to, self.commands
         );
         conf
     }
