@@ -106,7 +106,10 @@ pub struct Policy<'r> {
     /// Methods and versions offered.
     pub authentication: Authentication,
     /// Access rules, applied to every request before resolving and to each resolved
-    /// address, and to every UDP datagram.
+    /// address, and to every UDP datagram; with their
+    /// [protected destinations](crate::rules::ProtectedDestinations) (off unless set with
+    /// [`Rules::with_protected`]), which refuse the proxy host's own and loopback,
+    /// link-local, unspecified and multicast addresses unless an allow rule names them.
     pub rules: Rules<'r>,
     /// Commands this front end serves; others are answered "command not supported" (REP 7).
     pub commands: CommandSet,

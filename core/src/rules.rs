@@ -817,7 +817,125 @@ struct Dst<'a> {
     port: u16,
 }
 
-/// Ordered rules in caller storage and the action when none matches.
+// ---- protected destinations ----------------------------------------------------------------
+
+/// Why a destination address is protected: see [`ProtectedDestinations`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum Protection {
+    /// 127.0.0.0/8 or `::1`: the proxy host's own services.
+    Loopback,
+    /// 169.254.0.0/16 (the cloud metadata service 169.254.169.254) or `fe80::/10`.
+    LinkLocal,
+    /// 0.0.0.0 or `::`, which a connect reaches the proxy host with.
+    Unspecified,
+    /// 224.0.0.0/4 or `ff00::/8`.
+    Multicast,
+    /// One of the proxy host's own addresses.
+    OwnAddress,
+}
+
+impl fmt::Display for Protection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Loopback => "loopback",
+            Self::LinkLocal => "link-local",
+            Self::Unspecified => "unspecified",
+            Self::Multicast => "multicast",
+            Self::OwnAddress => "the proxy host's own address",
+        })
+    }
+}
+
+/// Destination addresses refused unless an allow rule names them by address: the defence
+/// against a proxy being used to reach its own host (SSRF).
+///
+/// When on, a destination address is *protected* if it is loopback (127.0.0.0/8, `::1`),
+/// link-local (169.254.0.0/16 — the cloud metadata service 169.254.169.254 — and
+/// `fe80::/10`), unspecified (0.0.0.0, `::`), multicast (224.0.0.0/4, `ff00::/8`), or one of
+/// the [`own`](Self::own) addresses the driver supplies; IPv4-mapped IPv6 forms count as
+/// the IPv4 address. A protected address is refused even though the rules allow it, unless
+/// the deciding rule is an allow rule whose destination is a CIDR (or single address) that
+/// contains it ([`Rules::screen`]): `HostPattern::Any`, `0.0.0.0/0` and `::/0` (which name no
+/// address in particular), a name pattern or the default action never open one.
+///
+/// The [session](crate::session) applies it to CONNECT destinations and BIND peers (an IP
+/// destination before anything else, each resolved address of a name) and
+/// [associations](crate::udp::association) to every datagram's destination; a refused
+/// request gets REP 2 (SOCKS4: CD 91) with `Close::Protected`, a refused datagram is
+/// `Dropped::Protected`. A BIND peer of 0.0.0.0 means "any peer", not a destination, and is
+/// not refused. Off by default ([`Rules::new`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ProtectedDestinations<'r> {
+    on: bool,
+    own: &'r [IpAddr],
+}
+
+impl<'r> ProtectedDestinations<'r> {
+    /// Nothing protected.
+    pub const OFF: Self = Self {
+        on: false,
+        own: &[],
+    };
+
+    /// On, with `own` as the proxy host's addresses (in any form; compared canonically).
+    pub const fn on(own: &'r [IpAddr]) -> Self {
+        Self { on: true, own }
+    }
+
+    /// Whether destinations are protected.
+    pub const fn is_on(&self) -> bool {
+        self.on
+    }
+
+    /// The proxy host's addresses, protected as [`Protection::OwnAddress`].
+    pub const fn own(&self) -> &'r [IpAddr] {
+        self.own
+    }
+
+    /// Why `ip` is protected, or `None` when it is not (or protection is off).
+    pub fn protection(&self, ip: IpAddr) -> Option<Protection> {
+        if !self.on {
+            return None;
+        }
+        let ip = ip.to_canonical();
+        let kind = match ip {
+            IpAddr::V4(a) if a.is_loopback() => Protection::Loopback,
+            IpAddr::V4(a) if a.is_link_local() => Protection::LinkLocal,
+            IpAddr::V4(a) if a.is_unspecified() => Protection::Unspecified,
+            IpAddr::V4(a) if a.is_multicast() => Protection::Multicast,
+            IpAddr::V6(a) if a.is_loopback() => Protection::Loopback,
+            IpAddr::V6(a) if a.is_unicast_link_local() => Protection::LinkLocal,
+            IpAddr::V6(a) if a.is_unspecified() => Protection::Unspecified,
+            IpAddr::V6(a) if a.is_multicast() => Protection::Multicast,
+            _ if self.own.iter().any(|o| o.to_canonical() == ip) => Protection::OwnAddress,
+            _ => return None,
+        };
+        Some(kind)
+    }
+}
+
+/// Why a destination is refused: the rules deny it, or it is protected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Refusal {
+    /// The rules deny it.
+    Denied(Decision),
+    /// The rules allow it, but not by naming its address, and it is protected
+    /// ([`ProtectedDestinations`]).
+    Protected(Protection),
+}
+
+impl From<Decision> for Refusal {
+    fn from(d: Decision) -> Self {
+        Self::Denied(d)
+    }
+}
+
+/// Ordered rules in caller storage, the action when none matches, and the destinations only
+/// a rule naming them opens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Rules<'r> {
@@ -825,12 +943,58 @@ pub struct Rules<'r> {
     pub rules: &'r [Rule],
     /// The action when no rule matches.
     pub default: Action,
+    /// Destination addresses refused unless an allow rule names them by address; off by
+    /// default.
+    pub protected: ProtectedDestinations<'r>,
 }
 
 impl<'r> Rules<'r> {
-    /// Wraps `rules` with a `default` action.
+    /// Wraps `rules` with a `default` action; protected destinations are off.
     pub const fn new(rules: &'r [Rule], default: Action) -> Self {
-        Self { rules, default }
+        Self {
+            rules,
+            default,
+            protected: ProtectedDestinations::OFF,
+        }
+    }
+
+    /// The same rules with `protected` destinations.
+    #[must_use]
+    pub const fn with_protected(mut self, protected: ProtectedDestinations<'r>) -> Self {
+        self.protected = protected;
+        self
+    }
+
+    /// The protected-destination check for a connection to (or datagram for) `ip` that
+    /// `decision` allowed: `Err` when `ip` is [protected](ProtectedDestinations) and the
+    /// deciding rule is not an allow rule whose CIDR destination (longer than `/0`) contains
+    /// `ip`. Drivers that
+    /// use the session or the association never call this: they apply it.
+    pub fn screen(&self, decision: Decision, ip: IpAddr) -> Result<(), Protection> {
+        let Some(kind) = self.protected.protection(ip) else {
+            return Ok(());
+        };
+        let named = decision.is_allowed()
+            && decision
+                .rule
+                .and_then(|i| self.rules.get(i))
+                .is_some_and(|r| match r.dst {
+                    HostPattern::Cidr(net) => net.prefix_len() > 0 && net.contains(ip),
+                    _ => false,
+                });
+        if named { Ok(()) } else { Err(kind) }
+    }
+
+    /// Both checks for a connection to `ip`, the resolved address of `query`'s destination
+    /// (or the address itself): [`evaluate_resolved`](Self::evaluate_resolved), then
+    /// [`screen`](Self::screen).
+    pub fn check_resolved(&self, query: &Query<'_>, ip: IpAddr) -> Result<Decision, Refusal> {
+        let d = self.evaluate_resolved(query, ip);
+        if !d.is_allowed() {
+            return Err(Refusal::Denied(d));
+        }
+        self.screen(d, ip).map_err(Refusal::Protected)?;
+        Ok(d)
     }
 
     /// Evaluates `query` before its destination is resolved. See the

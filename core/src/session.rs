@@ -47,6 +47,10 @@
 //! * A name the rules deny is refused before it is resolved; each resolved address is checked
 //!   before the driver may connect to it ([`handle_resolved`](Session::handle_resolved) keeps
 //!   only the allowed ones).
+//! * With [protected destinations](crate::rules::ProtectedDestinations) on, no connection
+//!   goes to a loopback, link-local, unspecified, multicast or own address — given as an
+//!   address or resolved from a name — unless the deciding allow rule names it by address:
+//!   the request gets REP 2 (SOCKS4: CD 91) and closes with [`Close::Protected`].
 //! * Every request gets exactly one reply (two for a BIND that connects), in the client's
 //!   protocol version, and a session ends with exactly one [`Event::Closed`] or
 //!   [`Event::Established`].
@@ -57,7 +61,7 @@ use core::net::{IpAddr, SocketAddr};
 use crate::addr::Addr;
 use crate::failure::Failure;
 use crate::policy::Policy;
-use crate::rules::{Action, Decision, Query, Verdict};
+use crate::rules::{Action, Decision, Protection, Query, Refusal, Verdict};
 use crate::server::{self, MAX_GSSAPI_TOKEN, Octets, Request, Server, ServerError, Version};
 use crate::time::Instant;
 use crate::wire::gssapi::GssapiMessageType;
@@ -103,6 +107,9 @@ pub enum Close {
     HandshakeTimeout,
     /// The access rules deny the request (REP 2 is queued).
     Denied(Decision),
+    /// The rules allow the destination, but not by naming its address, and it is protected
+    /// ([`ProtectedDestinations`](crate::rules::ProtectedDestinations); REP 2 is queued).
+    Protected(Protection),
     /// The command is not served here (REP 7 is queued).
     Unsupported(Command),
     /// The outbound side failed (its reply is queued).
@@ -119,6 +126,7 @@ impl fmt::Display for Close {
                 Some(i) => write!(f, "denied by rule {i}"),
                 None => f.write_str("denied by the default action"),
             },
+            Self::Protected(p) => write!(f, "protected destination ({p})"),
             Self::Unsupported(c) => write!(f, "command {c} not supported"),
             Self::Failed(e) => e.fmt(f),
         }
@@ -357,10 +365,17 @@ impl<const N: usize> Session<N> {
             Addr::Ip(sa) => Some(sa),
             Addr::Domain(..) => None,
         };
-        if let Verdict::Decided(d) = verdict
-            && !d.is_allowed()
-        {
-            return self.refuse(ReplyCode::NotAllowed, Close::Denied(d));
+        if let Verdict::Decided(d) = verdict {
+            if !d.is_allowed() {
+                return self.refuse(ReplyCode::NotAllowed, Close::Denied(d));
+            }
+            // A BIND peer of 0.0.0.0 is "any peer", not a destination.
+            if let Some(sa) = ip
+                && !(command == Command::Bind && sa.ip().is_unspecified())
+                && let Err(p) = policy.rules.screen(d, sa.ip())
+            {
+                return self.refuse(ReplyCode::NotAllowed, Close::Protected(p));
+            }
         }
         self.verdict = Some(verdict);
         self.deadline = Some(now + policy.timeouts.connect);
@@ -484,29 +499,23 @@ impl<const N: usize> Session<N> {
             return Ok(0);
         }
         let mut kept = 0;
-        let mut denial = None;
+        let mut refusal = Refusal::Denied(Decision {
+            action: Action::Deny,
+            rule: None,
+        });
         for i in 0..addrs.len() {
             let Some(&ip) = addrs.get(i) else { break };
-            if self.verdict == Some(Verdict::NeedsResolution) {
-                let d = policy
-                    .rules
-                    .evaluate_resolved(&self.query(command, dst), ip);
-                if !d.is_allowed() {
-                    denial = Some(d);
-                    continue;
-                }
+            if let Err(r) = self.check_resolved(policy, ip) {
+                refusal = r;
+                continue;
             }
             addrs.swap(kept, i);
             kept += 1;
         }
         match addrs.first().filter(|_| kept > 0) {
             None => {
-                // Every address was denied by step two.
-                let d = denial.unwrap_or(Decision {
-                    action: Action::Deny,
-                    rule: None,
-                });
-                self.refuse(ReplyCode::NotAllowed, Close::Denied(d));
+                // Every address was refused by step two or is protected.
+                let _ = self.handle_denied(refusal);
             }
             Some(&ip) if command == Command::Bind => {
                 self.expect_peer(policy, SocketAddr::new(ip, port));
@@ -518,38 +527,50 @@ impl<const N: usize> Session<N> {
 
     /// Step two of the rules for one resolved address, for drivers that connect while
     /// still resolving (Happy Eyeballs) instead of calling
-    /// [`handle_resolved`](Self::handle_resolved): `Err` with the deciding rule when the
-    /// driver must not connect to `ip`. When every address was denied, report it with
+    /// [`handle_resolved`](Self::handle_resolved): `Err` when the driver must not connect to
+    /// `ip` — the rules deny it (with the deciding rule), or it is a protected address
+    /// ([`ProtectedDestinations`](crate::rules::ProtectedDestinations)) the deciding rule does
+    /// not name. When every address was refused, report it with
     /// [`handle_denied`](Self::handle_denied).
-    pub fn check_resolved(&self, policy: &Policy<'_>, ip: IpAddr) -> Result<(), Decision> {
+    pub fn check_resolved(&self, policy: &Policy<'_>, ip: IpAddr) -> Result<(), Refusal> {
+        let deny = Refusal::Denied(Decision {
+            action: Action::Deny,
+            rule: None,
+        });
         let (Some(dst), Some(command)) = (self.destination(), self.command()) else {
-            return Err(Decision {
-                action: Action::Deny,
-                rule: None,
-            });
+            return Err(deny);
         };
-        match self.verdict {
-            Some(Verdict::Decided(d)) if d.is_allowed() => Ok(()),
+        let d = match self.verdict {
+            Some(Verdict::Decided(d)) if d.is_allowed() => d,
             Some(Verdict::NeedsResolution) => {
                 let d = policy
                     .rules
                     .evaluate_resolved(&self.query(command, dst), ip);
-                if d.is_allowed() { Ok(()) } else { Err(d) }
+                if !d.is_allowed() {
+                    return Err(Refusal::Denied(d));
+                }
+                d
             }
-            _ => Err(Decision {
-                action: Action::Deny,
-                rule: None,
-            }),
+            _ => return Err(deny),
+        };
+        // A BIND peer of 0.0.0.0 is "any peer", not a destination.
+        if command == Command::Bind && ip.is_unspecified() {
+            return Ok(());
         }
+        policy.rules.screen(d, ip).map_err(Refusal::Protected)
     }
 
-    /// Reports that [`check_resolved`](Self::check_resolved) denied every address of the
-    /// name (the last denial given): queues REP 2 and closes.
-    pub fn handle_denied(&mut self, decision: Decision) -> Result<(), UnexpectedCall> {
+    /// Reports that [`check_resolved`](Self::check_resolved) refused every address of the
+    /// name (the last refusal given; a [`Decision`] converts): queues REP 2 and closes.
+    pub fn handle_denied(&mut self, refusal: impl Into<Refusal>) -> Result<(), UnexpectedCall> {
         if self.phase != Phase::Resolving {
             return Err(UnexpectedCall);
         }
-        self.refuse(ReplyCode::NotAllowed, Close::Denied(decision));
+        let reason = match refusal.into() {
+            Refusal::Denied(d) => Close::Denied(d),
+            Refusal::Protected(p) => Close::Protected(p),
+        };
+        self.refuse(ReplyCode::NotAllowed, reason);
         Ok(())
     }
 

@@ -151,3 +151,41 @@ fn idle_deadline() {
     assert!(!a.handle_timeout(Instant::from_millis(59_999)));
     assert!(a.handle_timeout(Instant::from_millis(60_000)));
 }
+
+#[test]
+fn protected_destinations_apply_per_datagram() {
+    use socksgate_core::rules::{ProtectedDestinations, Protection};
+    let named = [Rule::allow().dst("127.0.0.53/32".parse().unwrap())];
+    let rules = Rules::new(&named, Action::Allow).with_protected(ProtectedDestinations::on(&[]));
+    let now = Instant::from_millis(1);
+    let client = sa("192.0.2.10:7000");
+    let mut a = assoc("0.0.0.0:0");
+    let metadata = datagram(Addr::Ip(sa("169.254.169.254:80")), b"q");
+    assert_eq!(
+        a.handle_client_datagram(&rules, client, &metadata, now)
+            .err(),
+        Some(Dropped::Protected(Protection::LinkLocal))
+    );
+    // Named by rule 0.
+    let resolver = datagram(Addr::Ip(sa("127.0.0.53:53")), b"q");
+    assert!(matches!(
+        a.handle_client_datagram(&rules, client, &resolver, now),
+        Ok(Outbound::Send { .. })
+    ));
+    // A name resolving to loopback.
+    let host = datagram(Addr::Domain(Domain::new(b"local.test").unwrap(), 53), b"q");
+    let Ok(Outbound::Resolve(pending)) = a.handle_client_datagram(&rules, client, &host, now)
+    else {
+        panic!()
+    };
+    assert_eq!(
+        pending.resolved(&rules, "127.0.0.1".parse().unwrap()).err(),
+        Some(Dropped::Protected(Protection::Loopback))
+    );
+    // Nothing was contacted by the refused datagrams.
+    let mut out = [0u8; 64];
+    assert_eq!(
+        a.handle_remote_datagram(sa("169.254.169.254:80"), b"x", &mut out, now),
+        Err(Dropped::NotContacted)
+    );
+}

@@ -462,3 +462,130 @@ fn gssapi_exchange_is_passed_through_then_the_request_follows() {
     );
     assert_eq!(s.pending_transmit(), [5, 1, 1, 1, 0, 1, 0xcc]);
 }
+
+/// Rules that allow everything, with protected destinations on (own address 203.0.113.5),
+/// except that rule 0 names 127.0.0.2 and rule 2 allows `.example.com` by name.
+fn protected() -> Policy<'static> {
+    use socksgate_core::rules::ProtectedDestinations;
+    static RULES: std::sync::OnceLock<Vec<Rule>> = std::sync::OnceLock::new();
+    static OWN: [IpAddr; 1] = [IpAddr::V4(core::net::Ipv4Addr::new(203, 0, 113, 5))];
+    let rules = RULES.get_or_init(|| {
+        vec![
+            Rule::allow().dst("127.0.0.2/32".parse().unwrap()),
+            Rule::allow().dst("0.0.0.0/0".parse().unwrap()),
+            Rule::allow().dst(".example.com".parse().unwrap()),
+        ]
+    });
+    let rules = Rules::new(rules, Action::Allow).with_protected(ProtectedDestinations::on(&OWN));
+    Policy::new(Authentication::default(), rules)
+}
+
+/// The first event of a session fed `input` under `policy`, with `resolved` as the name's
+/// addresses if it asks.
+fn first_outcome(policy: &Policy<'_>, input: &[u8], resolved: &[&str]) -> (Option<Event>, usize) {
+    let now = Instant::from_millis(0);
+    let mut s = Session::<64>::new(policy, CLIENT.parse().unwrap(), now);
+    s.handle_input(policy, input, now);
+    let mut kept = 0;
+    let mut event = s.poll_event();
+    if event == Some(Event::Resolve) {
+        let mut ips: Vec<IpAddr> = resolved.iter().map(|a| a.parse().unwrap()).collect();
+        kept = s.handle_resolved(policy, &mut ips).unwrap();
+        event = s.poll_event();
+    }
+    if matches!(event, Some(Event::Closed(Close::Protected(_)))) {
+        assert_eq!(s.reply(), Some(ReplyCode::NotAllowed));
+    }
+    (event, kept)
+}
+
+fn v4(a: [u8; 4]) -> Vec<u8> {
+    vec![1, a[0], a[1], a[2], a[3]]
+}
+
+fn v6(s: &str) -> Vec<u8> {
+    let mut v = vec![4];
+    v.extend_from_slice(&s.parse::<core::net::Ipv6Addr>().unwrap().octets());
+    v
+}
+
+#[test]
+fn protected_destinations_are_refused_unless_a_rule_names_them() {
+    use socksgate_core::rules::Protection as P;
+    let policy = protected();
+    for (what, addr, want) in [
+        ("loopback", v4([127, 0, 0, 1]), P::Loopback),
+        ("loopback /8", v4([127, 9, 9, 9]), P::Loopback),
+        ("metadata", v4([169, 254, 169, 254]), P::LinkLocal),
+        ("unspecified", v4([0, 0, 0, 0]), P::Unspecified),
+        ("multicast", v4([224, 0, 0, 251]), P::Multicast),
+        ("own", v4([203, 0, 113, 5]), P::OwnAddress),
+        ("v6 loopback", v6("::1"), P::Loopback),
+        ("v6 link-local", v6("fe80::1"), P::LinkLocal),
+        ("v6 unspecified", v6("::"), P::Unspecified),
+        ("v6 multicast", v6("ff02::1"), P::Multicast),
+        ("mapped loopback", v6("::ffff:127.0.0.1"), P::Loopback),
+        (
+            "mapped metadata",
+            v6("::ffff:169.254.169.254"),
+            P::LinkLocal,
+        ),
+        ("literal name", name("127.0.0.1"), P::Loopback),
+    ] {
+        let (event, _) = first_outcome(&policy, &socks5_connect(&addr, 80), &[]);
+        assert_eq!(event, Some(Event::Closed(Close::Protected(want))), "{what}");
+    }
+    // Named by rule 0: open. Other addresses: unaffected.
+    for addr in [[127, 0, 0, 2], [192, 0, 2, 1], [10, 0, 0, 1]] {
+        let (event, _) = first_outcome(&policy, &socks5_connect(&v4(addr), 80), &[]);
+        assert!(matches!(event, Some(Event::Connect(Some(_)))), "{addr:?}");
+    }
+    // SOCKS4: CD 91.
+    let now = Instant::from_millis(0);
+    let mut s = Session::<64>::new(&policy, CLIENT.parse().unwrap(), now);
+    s.handle_input(&policy, &[4, 1, 0, 80, 169, 254, 169, 254, 0], now);
+    assert_eq!(
+        s.poll_event(),
+        Some(Event::Closed(Close::Protected(P::LinkLocal)))
+    );
+    assert_eq!(s.pending_transmit()[..2], [0, 91]);
+    // BIND: the expected peer is protected too, but 0.0.0.0 ("any peer") is not.
+    let bind = |a: [u8; 4]| {
+        let mut v = vec![5, 1, 0, 5, 2, 0];
+        v.extend_from_slice(&v4(a));
+        v.extend_from_slice(&0u16.to_be_bytes());
+        v
+    };
+    let (event, _) = first_outcome(&policy, &bind([127, 0, 0, 1]), &[]);
+    assert_eq!(event, Some(Event::Closed(Close::Protected(P::Loopback))));
+    let (event, _) = first_outcome(&policy, &bind([0, 0, 0, 0]), &[]);
+    assert_eq!(event, Some(Event::Bind));
+}
+
+#[test]
+fn a_name_resolving_to_a_protected_address_is_refused() {
+    use socksgate_core::rules::Protection as P;
+    let policy = protected();
+    // Decided by name at step one (rule 2), refused per address at step two.
+    let input = socks5_connect(&name("www.example.com"), 443);
+    let (event, kept) = first_outcome(&policy, &input, &["127.0.0.1"]);
+    assert_eq!(event, Some(Event::Closed(Close::Protected(P::Loopback))));
+    assert_eq!(kept, 0);
+    // The safe addresses are kept, the protected ones dropped.
+    let (event, kept) = first_outcome(&policy, &input, &["169.254.169.254", "192.0.2.1"]);
+    assert_eq!((event, kept), (Some(Event::Connect(None)), 1));
+    // Needs resolution (CIDR rules first): rule 0 names 127.0.0.2, `0.0.0.0/0` names nothing.
+    let input = socks5_connect(&name("other.test"), 80);
+    let (event, _) = first_outcome(&policy, &input, &["127.0.0.2"]);
+    assert_eq!(event, Some(Event::Connect(None)));
+    let (event, _) = first_outcome(&policy, &input, &["::ffff:127.0.0.1"]);
+    assert_eq!(event, Some(Event::Closed(Close::Protected(P::Loopback))));
+}
+
+#[test]
+fn protected_destinations_are_off_by_default() {
+    let policy = Policy::default();
+    assert!(!policy.rules.protected.is_on());
+    let (event, _) = first_outcome(&policy, &socks5_connect(&v4([127, 0, 0, 1]), 80), &[]);
+    assert!(matches!(event, Some(Event::Connect(Some(_)))));
+}

@@ -12,7 +12,9 @@
 //! * **Client → destination.** The header is parsed and fragments are reassembled (RFC 1928
 //!   §7). The destination then meets the access rules (command `udp_associate`) in the same
 //!   two steps as a CONNECT: a denied name is never resolved, and a name's address is checked
-//!   before anything is sent to it. A destination a datagram is sent to is recorded as
+//!   before anything is sent to it. The rules'
+//!   [protected destinations](crate::rules::ProtectedDestinations) apply to each datagram's
+//!   address the same way ([`Dropped::Protected`]). A destination a datagram is sent to is recorded as
 //!   *contacted*.
 //! * **Destination → client.** A datagram is relayed only from an address and port the client
 //!   has contacted (so no third party can inject datagrams into the association), and only
@@ -31,7 +33,7 @@ use core::time::Duration;
 
 use super::reassembly::{Reassembler, ReassemblyError};
 use crate::addr::{Addr, Domain};
-use crate::rules::{Decision, Query, Rules, Verdict};
+use crate::rules::{Decision, Protection, Query, Refusal, Rules, Verdict};
 use crate::server::Octets;
 use crate::time::Instant;
 use crate::wire::Command;
@@ -84,6 +86,9 @@ pub enum Dropped {
     Reassembly(ReassemblyError),
     /// The access rules deny the destination.
     Denied(Decision),
+    /// The destination is protected and the rule that allowed it does not name it
+    /// ([`ProtectedDestinations`](crate::rules::ProtectedDestinations)).
+    Protected(Protection),
     /// From a source the client has not contacted.
     NotContacted,
     /// For the client before its port is known (it has sent nothing yet).
@@ -101,6 +106,7 @@ impl fmt::Display for Dropped {
                 Some(i) => write!(f, "destination denied by rule {i}"),
                 None => f.write_str("destination denied by the default action"),
             },
+            Self::Protected(p) => write!(f, "protected destination ({p})"),
             Self::NotContacted => {
                 f.write_str("datagram from an address the client did not contact")
             }
@@ -151,10 +157,10 @@ impl<'a, C: Contacted> Unresolved<'a, C> {
         rules: &Rules<'_>,
         ip: IpAddr,
     ) -> Result<(SocketAddr, &'a [u8]), Dropped> {
-        let d = rules.evaluate_resolved(&self.query, ip);
-        if !d.is_allowed() {
-            return Err(Dropped::Denied(d));
-        }
+        rules.check_resolved(&self.query, ip).map_err(|r| match r {
+            Refusal::Denied(d) => Dropped::Denied(d),
+            Refusal::Protected(p) => Dropped::Protected(p),
+        })?;
         let to = SocketAddr::new(ip.to_canonical(), self.port);
         self.contacted.insert(to);
         Ok((to, self.data))
@@ -256,6 +262,9 @@ impl<C: Contacted, const R: usize> Association<C, R> {
         }
         match query.dst {
             Addr::Ip(sa) => {
+                if let Some(d) = verdict.decision() {
+                    rules.screen(d, sa.ip()).map_err(Dropped::Protected)?;
+                }
                 let to = SocketAddr::new(sa.ip().to_canonical(), sa.port());
                 contacted.insert(to);
                 Ok(Outbound::Send {
