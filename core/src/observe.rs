@@ -10,7 +10,12 @@
 //! and protocol violations as [`Anomaly`] values — nothing stops it but the end of the input.
 //!
 //! Fixed capacity: per direction it holds at most [`MAX_MESSAGE_LEN`] bytes (the largest
-//! message the server accepts); payload is never buffered, only reported by position.
+//! message the server accepts); payload is never buffered, only reported by position. An
+//! RFC 1961 GSS-API message can be longer (its 2-octet LEN allows a 65 535-byte token, and
+//! Kerberos tokens often exceed [`MAX_GSSAPI_TOKEN`]): once its 4-octet header is read, the
+//! token is skipped as it arrives rather than buffered, and the message is reported when its
+//! last byte has been fed, as [`Message::GssapiLong`] with the header and the token's
+//! [`Span`].
 //!
 //! ```
 //! use socksgate_core::observe::{Conversation, Direction, Event, Message};
@@ -43,6 +48,8 @@
 
 use core::fmt;
 
+#[cfg(doc)]
+use crate::server::MAX_GSSAPI_TOKEN;
 use crate::server::MAX_MESSAGE_LEN;
 use crate::wire::gssapi::{self, GssapiMessage, GssapiMessageType};
 use crate::wire::method::{MethodReply, MethodRequest};
@@ -156,8 +163,19 @@ pub enum Message<'a> {
     UserPass(UserPassRequest<'a>),
     /// RFC 1929 reply.
     UserPassStatus(UserPassReply),
-    /// RFC 1961 message (either direction).
+    /// RFC 1961 message (either direction) whose token is at most [`MAX_GSSAPI_TOKEN`]
+    /// bytes: the message fits the buffer and is parsed whole.
     Gssapi(GssapiMessage<'a>),
+    /// RFC 1961 message (either direction) whose token is longer than [`MAX_GSSAPI_TOKEN`]
+    /// bytes (LEN > 516): the token is not buffered, only its position is reported. The
+    /// message's span is the 4-octet header (VER, MTYP, LEN) followed by the token; it is
+    /// reported once all of it has been fed, like any other message.
+    GssapiLong {
+        /// The message type (MTYP); never [`GssapiMessageType::Abort`], which has no token.
+        kind: GssapiMessageType,
+        /// Where the token is in the sender's stream (its `len` is LEN).
+        token: Span,
+    },
     /// SOCKS4/4a request.
     Socks4Request(Socks4Request<'a>),
     /// SOCKS4 reply (first or BIND's second).
@@ -201,7 +219,8 @@ pub enum Anomaly {
         error: WireError,
     },
     /// `phase`'s message does not end within [`MAX_MESSAGE_LEN`] bytes; the handshake is
-    /// not followed further.
+    /// not followed further. Never raised for a GSS-API message, whose length its header
+    /// gives (see [`Message::GssapiLong`]).
     TooLong {
         /// What was awaited.
         phase: Phase,
@@ -281,6 +300,38 @@ struct Half {
     reported: usize,
     /// Payload fed past an empty `buf` after the handshake, not yet reported.
     payload: Option<Span>,
+    /// A GSS-API message too long for `buf`, being skipped.
+    long: Option<LongGssapi>,
+}
+
+/// A GSS-API message whose token is skipped as it arrives instead of buffered.
+#[derive(Clone, Copy, Debug)]
+struct LongGssapi {
+    /// Stream offset of its VER octet.
+    offset: u64,
+    kind: GssapiMessageType,
+    /// LEN.
+    token_len: u16,
+    /// Bytes of it not fed yet; it is reported when this reaches 0.
+    remaining: usize,
+}
+
+impl LongGssapi {
+    /// Recognises the header of a message too long for the buffer at the start of `buf`.
+    fn start(buf: &[u8], offset: u64) -> Option<Self> {
+        let &[gssapi::VERSION, mtyp, hi, lo, ..] = buf else {
+            return None;
+        };
+        let kind = GssapiMessageType::from(mtyp);
+        let token_len = u16::from_be_bytes([hi, lo]);
+        let len = 4 + usize::from(token_len);
+        (kind != GssapiMessageType::Abort && len > MAX_MESSAGE_LEN).then(|| Self {
+            offset,
+            kind,
+            token_len,
+            remaining: len.saturating_sub(buf.len()),
+        })
+    }
 }
 
 impl Half {
@@ -400,20 +451,22 @@ impl Track {
                     Phase::Ended
                 };
             }
-            Message::Gssapi(g) => match g.kind {
-                GssapiMessageType::Abort => {
-                    out[0] = Some(Anomaly::GssapiAbort(dir));
-                    self.phase = Phase::Ended;
+            Message::Gssapi(GssapiMessage { kind, .. }) | Message::GssapiLong { kind, .. } => {
+                match kind {
+                    GssapiMessageType::Abort => {
+                        out[0] = Some(Anomaly::GssapiAbort(dir));
+                        self.phase = Phase::Ended;
+                    }
+                    GssapiMessageType::Encapsulated if dir == Direction::ClientToServer => {
+                        out[0] = Some(Anomaly::GssapiEncapsulated);
+                        self.phase = Phase::Ended;
+                    }
+                    _ if dir == Direction::ClientToServer => self.phase = Phase::GssapiReply,
+                    // A late server token (read during the reply) changes nothing.
+                    _ if phase == Phase::GssapiReply => self.phase = Phase::Gssapi,
+                    _ => {}
                 }
-                GssapiMessageType::Encapsulated if dir == Direction::ClientToServer => {
-                    out[0] = Some(Anomaly::GssapiEncapsulated);
-                    self.phase = Phase::Ended;
-                }
-                _ if dir == Direction::ClientToServer => self.phase = Phase::GssapiReply,
-                // A late server token (read during the reply) changes nothing.
-                _ if phase == Phase::GssapiReply => self.phase = Phase::Gssapi,
-                _ => {}
-            },
+            }
             Message::Socks4Request(r) => {
                 self.command = Some(r.command);
                 self.phase = Phase::Reply;
@@ -461,11 +514,12 @@ enum Next {
 ///
 /// Contract:
 /// * [`feed`](Self::feed) takes bytes of one direction, in stream order, and returns how many
-///   it accepted. Before the handshake is over it accepts only what fits its buffer; the
-///   caller MUST keep the rest, call [`poll`](Self::poll) until it returns `None` (reported
-///   messages free their bytes), and feed the rest again. A return of 0 after polling means
-///   the observer waits for the other direction. After the handshake everything is accepted
-///   (and reported as payload).
+///   it accepted. Before the handshake is over it accepts only what fits its buffer — plus,
+///   while a GSS-API message longer than the buffer is being read, the rest of its token,
+///   which it counts and drops (see [`Message::GssapiLong`]). The caller MUST keep the rest,
+///   call [`poll`](Self::poll) until it returns `None` (reported messages free their bytes),
+///   and feed the rest again. A return of 0 after polling means the observer waits for the
+///   other direction. After the handshake everything is accepted (and reported as payload).
 /// * [`poll`](Self::poll) returns the next event, or `None` when nothing more can be decided
 ///   from the bytes fed so far. Call it after every `feed`.
 /// * Every decision depends only on the bytes of the direction whose turn it is, so the
@@ -497,6 +551,7 @@ impl Conversation {
                 offset: 0,
                 reported: 0,
                 payload: None,
+                long: None,
             }
         }
         Self {
@@ -531,14 +586,19 @@ impl Conversation {
     /// Stream offset in `dir` of the first byte not yet reported (as a message or payload).
     pub const fn position(&self, dir: Direction) -> u64 {
         let h = self.half(dir);
-        h.offset + h.reported as u64
+        match h.long {
+            Some(long) => long.offset,
+            None => h.offset + h.reported as u64,
+        }
     }
 
     /// Bytes of `dir` fed but not yet reported (the prefix of an awaited message, or bytes
-    /// waiting for their turn).
+    /// waiting for their turn). The part of a long GSS-API message fed so far counts,
+    /// although its token bytes are skipped, not held.
     pub fn buffered(&self, dir: Direction) -> usize {
         let h = self.half(dir);
-        h.buf.len().saturating_sub(h.reported)
+        let end = h.offset + h.buf.len() as u64;
+        usize::try_from(end.saturating_sub(self.position(dir))).unwrap_or(usize::MAX)
     }
 
     const fn half(&self, dir: Direction) -> &Half {
@@ -571,11 +631,19 @@ impl Conversation {
             }
             return input.len();
         }
+        // The token of a long GSS-API message is skipped, not kept.
+        let mut skip = 0;
+        if let Some(long) = &mut h.long {
+            skip = long.remaining.min(input.len());
+            long.remaining -= skip;
+            h.offset += skip as u64;
+        }
+        let input = input.get(skip..).unwrap_or_default();
         let take = input.len().min(MAX_MESSAGE_LEN - h.buf.len());
         let _ = h
             .buf
             .extend_from_slice(input.get(..take).unwrap_or_default());
-        take
+        skip + take
     }
 
     /// The next event, or `None` until more bytes are fed (see the [type contract](Self)).
@@ -610,6 +678,40 @@ impl Conversation {
         };
         let phase = track.phase;
         let offset = h.offset;
+        if let Kind::Gssapi = kind {
+            if h.long.is_none() {
+                h.long = LongGssapi::start(&h.buf, offset);
+                if h.long.is_some() {
+                    // Every buffered byte is part of the message: its token is skipped from
+                    // here on.
+                    h.offset += h.buf.len() as u64;
+                    h.buf.clear();
+                }
+            }
+            if let Some(long) = h.long {
+                if long.remaining > 0 {
+                    return None;
+                }
+                h.long = None;
+                let message = Message::GssapiLong {
+                    kind: long.kind,
+                    token: Span {
+                        offset: long.offset + 4,
+                        len: usize::from(long.token_len),
+                    },
+                };
+                *pending = track.apply(dir, &message);
+                return Some(Event::Message(Observed {
+                    dir,
+                    span: Span {
+                        offset: long.offset,
+                        len: 4 + usize::from(long.token_len),
+                    },
+                    phase,
+                    message,
+                }));
+            }
+        }
         match parse(kind, &h.buf) {
             Ok(Status::Complete((message, len))) => {
                 h.reported = len;
@@ -680,6 +782,13 @@ impl Conversation {
                     Next::Again
                 }
             },
+            // A long message being skipped is finished first.
+            Phase::Gssapi if self.up.long.is_some() => {
+                Next::Parse(Direction::ClientToServer, Kind::Gssapi)
+            }
+            Phase::GssapiReply | Phase::Reply | Phase::SecondReply if self.down.long.is_some() => {
+                Next::Parse(Direction::ServerToClient, Kind::Gssapi)
+            }
             Phase::Gssapi => match self.up.buf.first() {
                 None => Next::Wait,
                 Some(5) => {

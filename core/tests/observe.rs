@@ -3,7 +3,9 @@
 //! handled without panicking.
 
 use proptest::prelude::*;
-use socksgate_core::observe::{Conversation, Direction, Event};
+use socksgate_core::observe::{Conversation, Direction, Event, Message, Phase, Span};
+use socksgate_core::server::{MAX_GSSAPI_TOKEN, MAX_MESSAGE_LEN};
+use socksgate_core::wire::gssapi::GssapiMessageType;
 
 /// What a run saw: every non-payload event in order, and each direction's payload as
 /// merged `(start, end)` ranges.
@@ -61,6 +63,14 @@ fn run(up: &[u8], down: &[u8], sizes: &[usize], order: &[bool]) -> Seen {
             return seen;
         }
     }
+}
+
+/// An RFC 1961 message of type `mtyp` with a `len`-byte token (bytes `fill`, `fill + 1`, …).
+fn gss(mtyp: u8, len: usize, fill: u8) -> Vec<u8> {
+    let mut v = vec![1, mtyp];
+    v.extend_from_slice(&(len as u16).to_be_bytes());
+    v.extend((0..len).map(|i| fill.wrapping_add(i as u8)));
+    v
 }
 
 fn greeting(methods: &[u8]) -> Vec<u8> {
@@ -131,6 +141,48 @@ fn scripts() -> Vec<(Vec<u8>, Vec<u8>)> {
             vec![0, 91, 0, 0, 0, 0, 0, 0],
         ),
         (vec![7, 7, 7], vec![1, 2, 3]),
+        // GSS-API tokens longer than the buffer (Kerberos-sized, and the largest LEN), the
+        // boundary on either side of it, a late long server token, and a long protected
+        // message and an unknown type, which end the handshake or carry on.
+        (
+            cat(&[
+                &greeting(&[1]),
+                &gss(1, 2000, 0x60),
+                &gss(2, 1, 1),
+                &req(1),
+                b"data",
+            ]),
+            cat(&[
+                &[5, 1],
+                &gss(1, 1200, 0x61),
+                &gss(2, 1, 1),
+                &rep(0),
+                b"back",
+            ]),
+        ),
+        (
+            cat(&[
+                &greeting(&[1]),
+                &gss(1, MAX_GSSAPI_TOKEN, 1),
+                &gss(1, MAX_GSSAPI_TOKEN + 1, 2),
+                &gss(1, usize::from(u16::MAX), 3),
+                &req(1),
+                b"x",
+            ]),
+            cat(&[
+                &[5, 1],
+                &gss(1, MAX_GSSAPI_TOKEN + 1, 4),
+                &gss(1, MAX_GSSAPI_TOKEN, 5),
+                &gss(1, 3000, 6),
+                &gss(1, 700, 7),
+                &rep(0),
+                b"y",
+            ]),
+        ),
+        (
+            cat(&[&greeting(&[1]), &gss(9, 600, 0), &gss(3, 900, 0), b"zz"]),
+            cat(&[&[5, 1], &gss(9, 800, 0), b"w"]),
+        ),
     ]
 }
 
@@ -144,11 +196,16 @@ fn damage(mut v: Vec<u8>, cut: usize, at: usize, x: u8) -> Vec<u8> {
     v
 }
 
+/// How many [`scripts`] there are.
+const SCRIPTS: usize = 15;
+
 proptest! {
     #[test]
     fn chunking_and_interleaving_do_not_change_events(
-        pick in 0usize..12,
-        sizes in prop::collection::vec(1usize..16, 1..8),
+        pick in 0usize..SCRIPTS,
+        sizes in prop::collection::vec(1usize..16, 1..8).prop_union(
+            prop::collection::vec(1usize..3000, 1..8),
+        ),
         order in prop::collection::vec(any::<bool>(), 1..8),
     ) {
         let (up, down) = &scripts()[pick];
@@ -159,9 +216,9 @@ proptest! {
 
     #[test]
     fn damaged_handshakes_are_chunking_invariant(
-        pick in 0usize..12,
-        cut in (0usize..80, 0usize..80),
-        at in (0usize..80, 0usize..80),
+        pick in 0usize..SCRIPTS,
+        cut in (0usize..80, 0usize..80).prop_union((0usize..70_000, 0usize..70_000)),
+        at in (0usize..80, 0usize..80).prop_union((0usize..70_000, 0usize..70_000)),
         x in (any::<u8>(), any::<u8>()),
         sizes in prop::collection::vec(1usize..16, 1..8),
         order in prop::collection::vec(any::<bool>(), 1..8),
@@ -190,20 +247,185 @@ fn messages_and_payload_cover_each_stream() {
     for (up, down) in scripts() {
         let mut conv = Conversation::new();
         let mut covered = [0u64; 2];
-        let (a, b) = (
-            conv.feed(Direction::ClientToServer, &up),
-            conv.feed(Direction::ServerToClient, &down),
-        );
-        assert_eq!((a, b), (up.len(), down.len()));
-        while let Some(e) = conv.poll() {
-            let (dir, span) = match e {
-                Event::Message(m) => (m.dir, m.span),
-                Event::Payload { dir, span } => (dir, span),
-                _ => continue,
-            };
-            assert_eq!(span.offset, covered[dir as usize], "{e:?}");
-            covered[dir as usize] += span.len as u64;
+        let mut rest = [up.as_slice(), down.as_slice()];
+        loop {
+            let mut moved = false;
+            for (i, dir) in [Direction::ClientToServer, Direction::ServerToClient]
+                .into_iter()
+                .enumerate()
+            {
+                let n = conv.feed(dir, rest[i]);
+                rest[i] = &rest[i][n..];
+                moved |= n > 0;
+                while let Some(e) = conv.poll() {
+                    moved = true;
+                    let (dir, span) = match e {
+                        Event::Message(m) => (m.dir, m.span),
+                        Event::Payload { dir, span } => (dir, span),
+                        _ => continue,
+                    };
+                    assert_eq!(span.offset, covered[dir as usize], "{e:?}");
+                    covered[dir as usize] += span.len as u64;
+                }
+            }
+            if !moved {
+                break;
+            }
         }
+        assert_eq!(rest, [&[][..], &[][..]]);
         assert_eq!(covered, [up.len() as u64, down.len() as u64]);
     }
+}
+
+#[test]
+fn scripts_count() {
+    assert_eq!(scripts().len(), SCRIPTS);
+}
+
+/// Feeds both streams whole (re-offering what is not accepted) and returns every event.
+fn events(up: &[u8], down: &[u8]) -> Vec<String> {
+    let seen = run(up, down, &[usize::MAX], &[false]);
+    let mut out = seen.events;
+    out.extend(
+        seen.payload
+            .iter()
+            .flatten()
+            .map(|(a, b)| format!("payload {a}..{b}")),
+    );
+    out
+}
+
+/// A message's variant, with a long GSS-API message's fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Kind {
+    Long(GssapiMessageType, Span),
+    Other(&'static str),
+}
+
+fn kind(m: &Message<'_>) -> Kind {
+    match *m {
+        Message::GssapiLong { kind, token } => Kind::Long(kind, token),
+        Message::Gssapi(_) => Kind::Other("Gssapi"),
+        Message::Greeting(_) => Kind::Other("Greeting"),
+        Message::MethodSelection(_) => Kind::Other("MethodSelection"),
+        Message::Request(_) => Kind::Other("Request"),
+        Message::Reply(_) => Kind::Other("Reply"),
+        _ => Kind::Other("other"),
+    }
+}
+
+#[test]
+fn long_gssapi_tokens_are_reported_by_span_and_skipped() {
+    let (up, down) = &scripts()[12];
+    let mut conv = Conversation::new();
+    let mut rest = [up.as_slice(), down.as_slice()];
+    let mut got = Vec::new();
+    // One byte at a time, alternating.
+    while !rest[0].is_empty() || !rest[1].is_empty() {
+        let mut moved = false;
+        for (i, dir) in [Direction::ClientToServer, Direction::ServerToClient]
+            .into_iter()
+            .enumerate()
+        {
+            let n = conv.feed(dir, &rest[i][..rest[i].len().min(1)]);
+            rest[i] = &rest[i][n..];
+            moved |= n > 0;
+            while let Some(e) = conv.poll() {
+                moved = true;
+                if let Event::Message(m) = e {
+                    got.push((m.dir, m.span, kind(&m.message)));
+                }
+            }
+        }
+        assert!(moved, "stuck");
+    }
+    // Fixed memory: two message buffers and bookkeeping, whatever the token lengths.
+    assert!(size_of::<Conversation>() < 2 * MAX_MESSAGE_LEN + 256);
+    let (up, down) = (Direction::ClientToServer, Direction::ServerToClient);
+    let long = |offset: u64, len: usize| {
+        let token = Span {
+            offset: offset + 4,
+            len,
+        };
+        let span = Span {
+            offset,
+            len: len + 4,
+        };
+        (span, Kind::Long(GssapiMessageType::Context, token))
+    };
+    let other = |dir, offset, len, name| (dir, Span { offset, len }, Kind::Other(name));
+    let ((s1, k1), (s2, k2)) = (long(3, 2000), long(2, 1200));
+    assert_eq!(
+        got,
+        [
+            other(up, 0, 3, "Greeting"),
+            other(down, 0, 2, "MethodSelection"),
+            (up, s1, k1),
+            (down, s2, k2),
+            other(up, 2007, 5, "Gssapi"),
+            other(down, 1206, 5, "Gssapi"),
+            other(up, 2012, 18, "Request"),
+            other(down, 1211, 10, "Reply"),
+        ]
+    );
+    assert_eq!(conv.phase(), Phase::Established);
+}
+
+#[test]
+fn gssapi_length_boundary_and_no_too_long() {
+    let (up, down) = &scripts()[13];
+    let ev = events(up, down);
+    let text = ev.join("\n");
+    assert!(!text.contains("TooLong"), "{text}");
+    // 516-byte tokens fit the buffer: parsed whole; 517 and more are skipped.
+    assert_eq!(text.matches("GssapiLong").count(), 5, "{text}");
+    assert_eq!(text.matches("Gssapi(GssapiMessage").count(), 2, "{text}");
+    assert!(text.contains("len: 65535"), "{text}");
+    assert!(text.contains("Request("), "{text}");
+    assert!(ev.last().unwrap().starts_with("payload"), "{text}");
+    assert_eq!(MAX_GSSAPI_TOKEN + 4, MAX_MESSAGE_LEN);
+}
+
+#[test]
+fn long_protected_message_ends_the_handshake() {
+    let (up, down) = &scripts()[14];
+    let text = events(up, down).join("\n");
+    assert!(text.contains("GssapiEncapsulated"), "{text}");
+    assert!(text.contains("kind: Unknown(9)"), "{text}");
+    // The client's protected message (offset 607) is reported; the server's unknown-type
+    // token answered its first one; what follows is payload.
+    assert!(text.contains("offset: 607, len: 904"), "{text}");
+    assert!(text.contains("payload 1511..1513"), "{text}");
+    assert!(text.contains("payload 806..807"), "{text}");
+}
+
+#[test]
+fn truncated_long_token_reports_nothing_and_keeps_its_position() {
+    let up: Vec<u8> = [greeting(&[1]), gss(1, 2000, 0)].concat();
+    let mut conv = Conversation::new();
+    assert_eq!(conv.feed(Direction::ClientToServer, &up[..3]), 3);
+    assert_eq!(conv.feed(Direction::ServerToClient, &[5, 1]), 2);
+    while conv.poll().is_some() {}
+    // The header and the first bytes fill the buffer; the rest of the token is skipped.
+    let mut rest = &up[3..1500];
+    while !rest.is_empty() {
+        let n = conv.feed(Direction::ClientToServer, rest);
+        assert!(n > 0);
+        rest = &rest[n..];
+        assert!(conv.poll().is_none());
+    }
+    assert_eq!(conv.phase(), Phase::Gssapi);
+    assert_eq!(conv.position(Direction::ClientToServer), 3);
+    assert_eq!(conv.buffered(Direction::ClientToServer), 1497);
+    // The rest of the token and the next message's first byte.
+    assert_eq!(conv.feed(Direction::ClientToServer, &up[1500..]), 507);
+    assert_eq!(conv.feed(Direction::ClientToServer, &[1]), 1);
+    assert!(matches!(
+        conv.poll(),
+        Some(Event::Message(m)) if m.span == Span { offset: 3, len: 2004 }
+    ));
+    assert!(conv.poll().is_none());
+    assert_eq!(conv.phase(), Phase::GssapiReply);
+    assert_eq!(conv.position(Direction::ClientToServer), 2007);
+    assert_eq!(conv.buffered(Direction::ClientToServer), 1);
 }

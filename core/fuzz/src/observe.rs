@@ -1,5 +1,9 @@
 //! Driver for the `observe_chunks` target: runs `observe::Conversation` over two streams fed
 //! in chunks, and records what it saw in a form that does not depend on the chunking.
+//!
+//! Random bytes hardly ever frame a GSS-API exchange with tokens longer than the observer's
+//! buffer (which it skips instead of holding), so an input may ask for one to be put in
+//! front of its streams ([`Input::gssapi`]).
 
 use arbitrary::Arbitrary;
 use socksgate_core::observe::{Conversation, Direction, Event};
@@ -15,6 +19,41 @@ pub struct Input {
     pub sizes: Vec<u8>,
     /// Which direction each round feeds first, cycled.
     pub order: Vec<bool>,
+    /// A SOCKS5 GSS-API handshake put in front of `up` and `down`, if any.
+    pub gssapi: Option<Gssapi>,
+}
+
+/// A SOCKS5 greeting offering GSS-API and its selection, then RFC 1961 messages framed with
+/// these `(MTYP, LEN)` (at most four per direction, tokens of LEN pattern bytes: up to
+/// 65 535, so mostly longer than the observer's buffer).
+#[derive(Arbitrary, Debug)]
+pub struct Gssapi {
+    /// The client's messages.
+    pub up: Vec<(u8, u16)>,
+    /// The server's messages.
+    pub down: Vec<(u8, u16)>,
+}
+
+impl Input {
+    /// The client and server streams: [`Input::gssapi`]'s handshake, then `up` and `down`.
+    pub fn streams(&self) -> (Vec<u8>, Vec<u8>) {
+        let Some(g) = &self.gssapi else {
+            return (self.up.clone(), self.down.clone());
+        };
+        let frame = |mut out: Vec<u8>, msgs: &[(u8, u16)], tail: &[u8]| {
+            for (i, &(mtyp, len)) in msgs.iter().take(4).enumerate() {
+                out.extend_from_slice(&[1, mtyp]);
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend((0..len).map(|b| (b as u8).wrapping_add(i as u8)));
+            }
+            out.extend_from_slice(tail);
+            out
+        };
+        (
+            frame(vec![5, 1, 1], &g.up, &self.up),
+            frame(vec![5, 1], &g.down, &self.down),
+        )
+    }
 }
 
 /// Every non-payload event in order, and each direction's payload as merged ranges.
@@ -31,7 +70,8 @@ pub struct Seen {
 /// `feed` never takes more than offered and that messages and payload tile each stream.
 pub fn drive_observer(input: &Input, chunked: bool) -> Seen {
     let mut conv = Conversation::new();
-    let mut rest = [input.up.as_slice(), input.down.as_slice()];
+    let (up, down) = input.streams();
+    let mut rest = [up.as_slice(), down.as_slice()];
     let mut tiled = [0u64; 2];
     let mut seen = Seen {
         events: Vec::new(),
