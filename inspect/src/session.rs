@@ -6,7 +6,9 @@
 //! ([`socksgate_core::observe::Conversation`]), which follows the handshake order and reports
 //! each message with its stream position, so a handshake split over many segments or
 //! coalesced with payload decodes the same way: only the byte streams matter, not the segment
-//! boundaries.
+//! boundaries. A GSS-API token longer than the observer's buffer is skipped by it and reported
+//! by position ([`ObservedMessage::GssapiLong`]); its message is kept from the retained
+//! bytes like any other, so tokens up to [`RETAIN`] are decoded and shown in full.
 
 use core::net::SocketAddr;
 

@@ -49,7 +49,9 @@ pub(crate) fn kind(m: &Message<'_>) -> &'static str {
         Message::MethodSelection(_) => "method_reply",
         Message::UserPass(_) => "userpass_request",
         Message::UserPassStatus(_) => "userpass_reply",
-        Message::Gssapi(_) => "gssapi",
+        // A token longer than the observer's buffer is reported by position only; the
+        // message's bytes are in the retained stream and described from there like any other.
+        Message::Gssapi(_) | Message::GssapiLong { .. } => "gssapi",
         Message::Socks4Request(_) => "socks4_request",
         Message::Socks4Reply(_) => "socks4_reply",
         Message::Request(_) => "request",

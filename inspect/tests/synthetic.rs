@@ -893,3 +893,98 @@ fn arbitrary_segmentation_gives_identical_sessions() {
     assert!(k.contains("Some(\"example.com\") Some(443)"), "{k}");
     assert!(k.ends_with("Some(\"tls\") Some(\"example.com\") 6"), "{k}");
 }
+
+/// RFC 1961 with Kerberos-sized tokens (2 000 bytes each way, longer than the core
+/// observer's message buffer): the messages are listed with their lengths and fields, the
+/// request and reply follow, and nothing is reported as too long.
+#[test]
+fn gssapi_long_tokens() {
+    let client_token: Vec<u8> = (0..2000u32).map(|i| i as u8).collect();
+    let server_token = vec![0x61; 2000];
+    let mut cap = Cap::new(Link::Ethernet);
+    let mut c = Conv::new("127.0.0.1:40001", "127.0.0.1:1080");
+    c.open(&mut cap);
+    c.up(&mut cap, &greeting(&[1, 0]));
+    c.down(&mut cap, &[5, 1]);
+    // The client's token over two segments, the server's in one.
+    let msg = gss(1, &client_token);
+    c.up(&mut cap, &msg[..1448]);
+    c.up(&mut cap, &msg[1448..]);
+    c.down(&mut cap, &gss(1, &server_token));
+    c.up(&mut cap, &gss(2, &[1]));
+    c.down(&mut cap, &gss(2, &[1]));
+    c.up(&mut cap, &request5(1, "example.com", 80));
+    c.down(&mut cap, &reply5(0, "127.0.0.1", 5));
+    c.up(&mut cap, HTTP_GET);
+    c.down(&mut cap, HTTP_OK);
+    c.close(&mut cap);
+    let bytes = cap.pcap(false, false);
+    let s = only(&run(&bytes)).clone();
+    assert_eq!(s.method, Some(1));
+    assert!(s.anomalies.is_empty(), "{:?}", s.anomalies);
+    let kinds: Vec<_> = s
+        .messages
+        .iter()
+        .map(|m| (m.kind, m.len, m.stream_offset))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("method_request", 4, 0),
+            ("method_reply", 2, 0),
+            ("gssapi", 2004, 4),
+            ("gssapi", 2004, 2),
+            ("gssapi", 5, 2008),
+            ("gssapi", 5, 2006),
+            ("request", 18, 2013),
+            ("reply", 10, 2011),
+        ]
+    );
+    let (summary, fields) = s.messages[2].describe();
+    assert_eq!(summary, "GSS-API authentication message, 2000-byte token");
+    let fields: Vec<_> = fields
+        .iter()
+        .map(|f| (f.name, f.value.as_str(), f.offset, f.len))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            ("VER", "1", 0, 1),
+            ("MTYP", "0x01 (authentication)", 1, 1),
+            ("LEN", "2000", 2, 2),
+            ("TOKEN", "2000 bytes", 4, 2000),
+        ]
+    );
+    assert_eq!(s.messages[2].bytes, msg);
+    assert_eq!(s.messages[2].frames.len(), 2);
+    assert_eq!(s.dst_host.as_deref(), Some("example.com"));
+    assert_eq!(s.reply_code, Some(0));
+    assert_eq!(s.tunnelled, Some("http"));
+    let text = socksgate_inspect::render(&bytes, false, false).unwrap();
+    assert!(
+        text.contains("GSS-API authentication message, 2000-byte token"),
+        "{text}"
+    );
+    assert!(!text.contains("longer than"), "{text}");
+}
+
+/// A token longer than the inspector keeps of a stream (20 KiB) is reported as truncated,
+/// as it was before the core observer decoded the handshake.
+#[test]
+fn gssapi_token_beyond_the_retained_bytes_is_truncated() {
+    let mut cap = Cap::new(Link::Ethernet);
+    let mut c = Conv::new("127.0.0.1:40001", "127.0.0.1:1080");
+    c.open(&mut cap);
+    c.up(&mut cap, &greeting(&[1]));
+    c.down(&mut cap, &[5, 1]);
+    for chunk in gss(1, &[0x60; 30_000]).chunks(1448) {
+        c.up(&mut cap, chunk);
+    }
+    c.close(&mut cap);
+    let s = only(&run(&cap.pcap(false, false))).clone();
+    assert_eq!(
+        s.anomalies,
+        ["truncated: incomplete GSS-API message (20477 bytes)"]
+    );
+    assert_eq!(s.messages.len(), 2);
+}
