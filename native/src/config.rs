@@ -131,6 +131,46 @@ pub struct BindSettings {
     pub any_peer: bool,
 }
 
+/// `[access]`: destination safety beyond the rules.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessSettings {
+    /// Refuse destinations on this host and its links — loopback, link-local (the cloud
+    /// metadata service 169.254.169.254), unspecified, multicast and the host's own addresses
+    /// — unless an allow rule names them by address. Unset: on for connections accepted on a
+    /// non-loopback listener, off on loopback ones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protect_local_destinations: Option<bool>,
+}
+
+impl AccessSettings {
+    /// Whether sessions accepted on `local` have protected destinations.
+    pub fn protects(&self, local: IpAddr) -> bool {
+        self.protect_local_destinations
+            .unwrap_or_else(|| !local.to_canonical().is_loopback())
+    }
+
+    /// What `check-config` says about it: a TOML comment line.
+    pub fn describe(&self) -> &'static str {
+        match self.protect_local_destinations {
+            None => {
+                "# protected destinations: on for non-loopback listeners, off on loopback ones \
+                 (loopback, link-local incl. 169.254.169.254, unspecified, multicast, this \
+                 host's addresses; an allow rule naming an address by CIDR re-opens it)\n"
+            }
+            Some(true) => {
+                "# protected destinations: on for every listener (loopback, link-local incl. \
+                 169.254.169.254, unspecified, multicast, this host's addresses; an allow rule \
+                 naming an address by CIDR re-opens it)\n"
+            }
+            Some(false) => {
+                "# protected destinations: off (clients may reach this host's own services and \
+                 the link-local metadata service)\n"
+            }
+        }
+    }
+}
+
 /// UDP ASSOCIATE settings.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -256,6 +296,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// BIND settings.
     pub bind: BindSettings,
+    /// Destination safety (`[access]`).
+    pub access: AccessSettings,
     /// UDP ASSOCIATE settings.
     pub udp: UdpSettings,
     /// Session limits.
@@ -288,6 +330,7 @@ impl Default for Config {
             default_action: RuleAction::Allow,
             timeouts: Timeouts::default(),
             bind: BindSettings::default(),
+            access: AccessSettings::default(),
             udp: UdpSettings::default(),
             limits: crate::limits::LimitSettings::default(),
             drain_timeout: 30,

@@ -135,6 +135,14 @@ impl Conn<'_> {
                 warn!(dst = dst.as_deref().unwrap_or("-"), "denied by {rule}");
                 SessionError::Refused(format!("denied by {rule}"))
             }
+            Close::Protected(p) => {
+                let dst = self.session.request().map(|r| r.target.to_string());
+                warn!(
+                    dst = dst.as_deref().unwrap_or("-"),
+                    "refused: protected destination ({p}); see [access] protect_local_destinations"
+                );
+                SessionError::Refused(format!("protected destination ({p})"))
+            }
             other => SessionError::Refused(other.to_string()),
         }
     }

@@ -16,7 +16,7 @@
 use std::io;
 
 use socksgate_core::Failure;
-use socksgate_core::rules::Decision;
+use socksgate_core::rules::Refusal;
 
 /// Why resolving or connecting failed.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +35,7 @@ pub enum ConnectError {
     TimedOut,
     /// The access rules refuse every address the name resolved to.
     #[error("denied by the rules")]
-    Denied(Decision),
+    Denied(Refusal),
 }
 
 impl ConnectError {

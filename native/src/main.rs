@@ -97,6 +97,7 @@ fn run(cli: Cli) -> Result<()> {
             config.check_open_proxy()?;
             config.check_supported()?;
             print!("{}", config.to_toml());
+            print!("{}", config.access.describe());
             eprintln!("socksgate: {} is valid", args.file.display());
             Ok(())
         }
@@ -183,6 +184,7 @@ fn serve(args: &ServeArgs) -> Result<()> {
             metrics,
             auth_throttle: Default::default(),
             sessions: Default::default(),
+            own_addresses: socksgate::shared::own_addresses(),
         });
         // Every listener is open, the users file and the resolver configuration are read:
         // give up root (see `privdrop`).

@@ -659,10 +659,13 @@ mod tests {
         let f = fake.clone();
         let allow = |sa: SocketAddr| {
             if sa.is_ipv6() {
-                Err(ConnectError::Denied(socksgate_core::rules::Decision {
-                    action: socksgate_core::rules::Action::Deny,
-                    rule: Some(1),
-                }))
+                Err(ConnectError::Denied(
+                    socksgate_core::rules::Decision {
+                        action: socksgate_core::rules::Action::Deny,
+                        rule: Some(1),
+                    }
+                    .into(),
+                ))
             } else {
                 Ok(())
             }

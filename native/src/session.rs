@@ -122,7 +122,7 @@ async fn establish(
     slot: &mut Slot<'_>,
 ) -> Result<Option<Established>, SessionError> {
     let accepted = std::time::Instant::now();
-    let policy = shared.policy();
+    let policy = shared.policy(local);
     let mut lease = Lease::take(&policy, peer, clock::now());
     let mut conn = Conn {
         stream,
@@ -311,6 +311,7 @@ mod tests {
             metrics: Default::default(),
             auth_throttle: Default::default(),
             sessions: Default::default(),
+            own_addresses: Vec::new(),
         });
         let peer = client.local_addr().unwrap();
         let session = handle(client, peer, None, shared);

@@ -1,8 +1,10 @@
 //! What every session of one configuration shares, and the core policy it implies.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use socksgate_core::policy::Timeouts;
+use socksgate_core::rules::ProtectedDestinations;
 use socksgate_core::{Authentication, Policy};
 
 use crate::access::AccessRules;
@@ -30,12 +32,43 @@ pub struct Shared {
     pub auth_throttle: Arc<AuthThrottle>,
     /// Open sessions, for the `[limits]` and draining (kept across reloads).
     pub sessions: Arc<Sessions>,
+    /// This host's addresses, protected destinations when `[access]` protects them
+    /// ([`own_addresses`], gathered at start and on reload).
+    pub own_addresses: Vec<IpAddr>,
+}
+
+/// This host's interface addresses (getifaddrs), for protected destinations; empty when
+/// they cannot be listed (loopback, link-local and the other ranges stay protected).
+pub fn own_addresses() -> Vec<IpAddr> {
+    #[cfg(unix)]
+    {
+        let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+            tracing::warn!(
+                "cannot list this host's addresses: only loopback, link-local, unspecified and multicast destinations are protected"
+            );
+            return Vec::new();
+        };
+        let mut out: Vec<IpAddr> = addrs
+            .filter_map(|a| {
+                let a = a.address?;
+                a.as_sockaddr_in()
+                    .map(|v4| IpAddr::V4(v4.ip()))
+                    .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+            })
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+    #[cfg(not(unix))]
+    Vec::new()
 }
 
 impl Shared {
-    /// The core's policy for these settings: with users, every client authenticates (and
-    /// SOCKS4, which cannot, is refused by construction).
-    pub fn policy(&self) -> Policy<'_> {
+    /// The core's policy for these settings, for a session accepted on `local`: with users,
+    /// every client authenticates (and SOCKS4, which cannot, is refused by construction);
+    /// destinations are protected per `[access]` (by default on non-loopback listeners).
+    pub fn policy(&self, local: SocketAddr) -> Policy<'_> {
         let authentication = if self.users.is_some() {
             Authentication::PASSWORD
         } else {
@@ -44,6 +77,10 @@ impl Shared {
             }
         };
         let t = &self.config.timeouts;
+        let mut rules = self.rules.rules();
+        if self.config.access.protects(local.ip()) {
+            rules = rules.with_protected(ProtectedDestinations::on(&self.own_addresses));
+        }
         Policy {
             bind_any_peer: self.config.bind.any_peer,
             timeouts: Timeouts {
@@ -52,7 +89,71 @@ impl Shared {
                 bind: t.bind(),
                 udp_idle: t.udp_idle(),
             },
-            ..Policy::new(authentication, self.rules.rules())
+            ..Policy::new(authentication, rules)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resolve::Resolver;
+
+    fn shared(text: &str) -> Shared {
+        let config = Config::parse(text, std::path::Path::new("t.toml")).unwrap();
+        let rules =
+            crate::access::compile(&config.rules, config.default_action, &config.rule_lines)
+                .unwrap();
+        Shared {
+            config,
+            users: None,
+            rules,
+            resolver: Resolver::with_hosts(Default::default()),
+            metrics: Default::default(),
+            auth_throttle: Default::default(),
+            sessions: Default::default(),
+            own_addresses: vec!["192.0.2.10".parse().unwrap()],
+        }
+    }
+
+    #[test]
+    fn non_loopback_listeners_protect_destinations() {
+        let auto = shared("");
+        let p = auto
+            .policy("192.0.2.10:1080".parse().unwrap())
+            .rules
+            .protected;
+        assert!(p.is_on());
+        assert_eq!(p.own(), &["192.0.2.10".parse::<IpAddr>().unwrap()]);
+        assert!(
+            auto.policy("[::]:1080".parse().unwrap())
+                .rules
+                .protected
+                .is_on()
+        );
+        for loopback in ["127.0.0.1:1080", "[::1]:1080", "[::ffff:127.0.0.1]:1080"] {
+            let p = auto.policy(loopback.parse().unwrap()).rules.protected;
+            assert!(!p.is_on(), "{loopback}");
+        }
+        let on = shared("[access]\nprotect_local_destinations = true\n");
+        assert!(
+            on.policy("127.0.0.1:1080".parse().unwrap())
+                .rules
+                .protected
+                .is_on()
+        );
+        let off = shared("[access]\nprotect_local_destinations = false\n");
+        assert!(
+            !off.policy("192.0.2.10:1080".parse().unwrap())
+                .rules
+                .protected
+                .is_on()
+        );
+    }
+
+    #[test]
+    fn own_addresses_include_loopback() {
+        #[cfg(unix)]
+        assert!(own_addresses().iter().any(IpAddr::is_loopback));
     }
 }

@@ -663,6 +663,98 @@ mod udp {
             .unwrap();
         assert_eq!(recv(&client).await, None);
     }
+
+    /// `protect_local_destinations = true` forces protection on this loopback listener:
+    /// datagrams to loopback are dropped unless a rule names the address.
+    #[tokio::test]
+    async fn protected_destinations_apply_to_each_datagram() {
+        let echo = udp_echo().await;
+        let config = Config::parse(
+            "[access]\nprotect_local_destinations = true\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        let proxy = start(config, None).await;
+        let (_ctl, relay) = associate(proxy.addr, Addr::Ip("0.0.0.0:0".parse().unwrap())).await;
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.connect(relay).await.unwrap();
+        client
+            .send(&datagram(Addr::Ip(echo), 0, b"nope"))
+            .await
+            .unwrap();
+        assert_eq!(recv(&client).await, None);
+
+        let config = Config::parse(
+            "[access]\nprotect_local_destinations = true\n\n[[rule]]\naction = \"allow\"\nto = [\"127.0.0.1/32\"]\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        let proxy = start(config, None).await;
+        let (_ctl, relay) = associate(proxy.addr, Addr::Ip("0.0.0.0:0".parse().unwrap())).await;
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.connect(relay).await.unwrap();
+        client
+            .send(&datagram(Addr::Ip(echo), 0, b"named"))
+            .await
+            .unwrap();
+        assert!(
+            recv(&client).await.is_some(),
+            "a rule naming 127.0.0.1 re-opens it"
+        );
+    }
+}
+
+/// `protect_local_destinations = true` forces protection on this loopback listener (unset,
+/// only non-loopback listeners have it): the proxy host's loopback is refused with REP 2,
+/// by address or by a name that resolves to it, unless a rule names the address.
+#[tokio::test]
+async fn protected_destinations_are_reply_2_unless_a_rule_names_them() {
+    let echo = echo_server().await;
+    let hosts = std::collections::HashMap::from([(
+        "inside.test".to_owned(),
+        vec!["127.0.0.1".parse().unwrap()],
+    )]);
+    let protect = "[access]\nprotect_local_destinations = true\n";
+    let config = Config::parse(protect, std::path::Path::new("t.toml")).unwrap();
+    let proxy = start_with(config, None, Resolver::with_hosts(hosts.clone())).await;
+    let (_, r) = handshake(proxy.addr, Version::Socks5, Addr::Ip(echo), None).await;
+    assert_eq!(rejected(r), ClientError::Rejected(ReplyCode::NotAllowed));
+    let name = Addr::Domain(Domain::new(b"inside.test").unwrap(), echo.port());
+    let (_, r) = handshake(proxy.addr, Version::Socks5, name, None).await;
+    assert_eq!(rejected(r), ClientError::Rejected(ReplyCode::NotAllowed));
+    let metadata = Addr::Ip("169.254.169.254:80".parse().unwrap());
+    let (_, r) = handshake(proxy.addr, Version::Socks4, metadata, None).await;
+    assert_eq!(
+        rejected(r),
+        ClientError::Socks4Rejected(Socks4Code::Rejected)
+    );
+
+    // A rule naming 127.0.0.1 re-opens it, by address and by name.
+    let text = format!("{protect}\n[[rule]]\naction = \"allow\"\nto = [\"127.0.0.1/32\"]\n");
+    let config = Config::parse(&text, std::path::Path::new("t.toml")).unwrap();
+    let proxy = start_with(config, None, Resolver::with_hosts(hosts)).await;
+    assert!(
+        handshake(proxy.addr, Version::Socks5, Addr::Ip(echo), None)
+            .await
+            .1
+            .is_ok()
+    );
+    let name = Addr::Domain(Domain::new(b"inside.test").unwrap(), echo.port());
+    assert!(
+        handshake(proxy.addr, Version::Socks5, name, None)
+            .await
+            .1
+            .is_ok()
+    );
+
+    // Unset on a loopback listener: off, as before.
+    let proxy = start(Config::default(), None).await;
+    assert!(
+        handshake(proxy.addr, Version::Socks5, Addr::Ip(echo), None)
+            .await
+            .1
+            .is_ok()
+    );
 }
 
 #[tokio::test]
@@ -706,6 +798,7 @@ async fn ipv6_listener_and_destination() {
         metrics: Default::default(),
         auth_throttle: Default::default(),
         sessions: Default::default(),
+        own_addresses: Vec::new(),
     });
     tokio::spawn(server::serve(
         vec![listener],

@@ -42,6 +42,7 @@ pub(crate) async fn start_with(
         metrics: Default::default(),
         auth_throttle: Default::default(),
         sessions: Default::default(),
+        own_addresses: Vec::new(),
     });
     tokio::spawn(server::serve(
         vec![listener],
