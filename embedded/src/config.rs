@@ -9,7 +9,7 @@
 
 use embassy_time::Duration;
 use socksgate_core::policy::{Authentication, Policy, Timeouts};
-use socksgate_core::rules::{Action, CommandSet, Rules};
+use socksgate_core::rules::{Action, CommandSet, ProtectedDestinations, Rules};
 
 /// One RFC 1929 username/password pair.
 #[derive(Clone, Copy, Debug)]
@@ -46,14 +46,17 @@ impl GatewayConfig {
     /// refused; without, SOCKS5 "no authentication" and SOCKS4/4a are offered. No rules
     /// (everything allowed), CONNECT and UDP ASSOCIATE (BIND gets "command not supported"),
     /// the core's default handshake, connect and UDP idle timeouts, 5 min relay idle, 5 s
-    /// close.
+    /// close. [Protected destinations](ProtectedDestinations) are on (the gateway listens on
+    /// a network address): loopback, link-local, unspecified and multicast destinations are
+    /// refused unless an allow rule names them by address.
     pub const fn new(port: u16, users: &'static [User]) -> Self {
         let authentication = if users.is_empty() {
             Authentication::None { socks4: true }
         } else {
             Authentication::PASSWORD
         };
-        let mut policy = Policy::new(authentication, Rules::new(&[], Action::Allow));
+        let rules = Rules::new(&[], Action::Allow).with_protected(ProtectedDestinations::on(&[]));
+        let mut policy = Policy::new(authentication, rules);
         policy.commands = CommandSet::CONNECT.union(CommandSet::UDP_ASSOCIATE);
         Self {
             port,
@@ -64,10 +67,21 @@ impl GatewayConfig {
         }
     }
 
-    /// Access rules (the core's evaluator), for every request and every UDP datagram.
+    /// Access rules (the core's evaluator), for every request and every UDP datagram. The
+    /// protected destinations stay as they are ([`with_protected`](Self::with_protected)).
     #[must_use]
     pub const fn with_rules(mut self, rules: Rules<'static>) -> Self {
-        self.policy.rules = rules;
+        self.policy.rules = rules.with_protected(self.policy.rules.protected);
+        self
+    }
+
+    /// Which destinations only a rule naming them opens: on by default (without the
+    /// gateway's own address, which DHCP may change); [`ProtectedDestinations::OFF`] lets
+    /// clients reach loopback and link-local addresses, [`ProtectedDestinations::on`] with
+    /// a static address list adds those.
+    #[must_use]
+    pub const fn with_protected(mut self, protected: ProtectedDestinations<'static>) -> Self {
+        self.policy.rules.protected = protected;
         self
     }
 
@@ -190,6 +204,11 @@ mod tests {
             Authentication::PASSWORD
         );
         assert!(open.policy().rules.rules.is_empty());
+        assert!(open.policy().rules.protected.is_on());
+        let ruled = GatewayConfig::new(1080, &[]).with_rules(Rules::new(&[], Action::Deny));
+        assert!(ruled.policy().rules.protected.is_on());
+        let off = ruled.with_protected(ProtectedDestinations::OFF);
+        assert!(!off.policy().rules.protected.is_on());
     }
 
     #[test]
