@@ -1462,6 +1462,71 @@ mod test {
     }
 
     #[test]
+    fn test_protected_destinations() {
+        let own = [ip("::ffff:198.51.100.7"), ip("2001:db8::7")];
+        let on = ProtectedDestinations::on(&own);
+        for (a, want) in [
+            ("127.0.0.1", Some(Protection::Loopback)),
+            ("::ffff:127.1.2.3", Some(Protection::Loopback)),
+            ("::1", Some(Protection::Loopback)),
+            ("169.254.169.254", Some(Protection::LinkLocal)),
+            ("fe80::1", Some(Protection::LinkLocal)),
+            ("febf::1", Some(Protection::LinkLocal)),
+            ("0.0.0.0", Some(Protection::Unspecified)),
+            ("::", Some(Protection::Unspecified)),
+            ("239.1.1.1", Some(Protection::Multicast)),
+            ("ff05::2", Some(Protection::Multicast)),
+            ("198.51.100.7", Some(Protection::OwnAddress)),
+            ("2001:db8::7", Some(Protection::OwnAddress)),
+            ("198.51.100.8", None),
+            ("169.255.0.1", None),
+            ("fec0::1", None),
+            ("10.0.0.1", None),
+        ] {
+            assert_eq!(on.protection(ip(a)), want, "{a}");
+            assert_eq!(ProtectedDestinations::OFF.protection(ip(a)), None, "{a}");
+        }
+        // Only an allow rule whose CIDR (longer than /0) contains the address opens it.
+        let rules = [
+            Rule::deny().dst(pat("127.0.0.9/32")),
+            Rule::allow().dst(pat("127.0.0.0/30")),
+            Rule::allow().dst(pat("0.0.0.0/0")),
+            Rule::allow().dst(pat(".example.com")),
+            Rule::allow(),
+        ];
+        let r = Rules::new(&rules, Action::Allow).with_protected(on);
+        let by = |rule| Decision {
+            action: rules.get(rule).map_or(Action::Allow, |r: &Rule| r.action),
+            rule: Some(rule),
+        };
+        assert_eq!(r.screen(by(1), ip("127.0.0.2")), Ok(()));
+        assert_eq!(r.screen(by(1), ip("::ffff:127.0.0.2")), Ok(()));
+        assert_eq!(r.screen(by(1), ip("127.0.0.5")), Err(Protection::Loopback));
+        for rule in [0, 2, 3, 4] {
+            assert_eq!(
+                r.screen(by(rule), ip("127.0.0.2")),
+                Err(Protection::Loopback)
+            );
+        }
+        let default = Decision {
+            action: Action::Allow,
+            rule: None,
+        };
+        assert_eq!(r.screen(default, ip("::1")), Err(Protection::Loopback));
+        assert_eq!(r.screen(default, ip("192.0.2.1")), Ok(()));
+        let q = q("192.0.2.1", None, Command::Connect, sa("127.0.0.2:80"));
+        assert_eq!(r.check_resolved(&q, ip("127.0.0.2")), Ok(by(1)));
+        assert_eq!(
+            r.check_resolved(&q, ip("127.0.0.9")),
+            Err(Refusal::Denied(by(0)))
+        );
+        assert_eq!(
+            Rules::new(&rules, Action::Allow).screen(default, ip("::1")),
+            Ok(())
+        );
+    }
+
+    #[test]
     fn test_client_v4_mapped() {
         let rules = [Rule::allow().client(cidr("127.0.0.0/8"))];
         let r = Rules::new(&rules, Action::Deny);
