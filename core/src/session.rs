@@ -1,7 +1,7 @@
 //! One client connection of a SOCKS server: the handshake *and* every decision about it.
 //!
 //! A [`Session`] owns everything about a connection that is not I/O — the handshake's bytes
-//! (through the [`server`](crate::server) machine), the methods and versions offered, the
+//! (through the [`server`] machine), the methods and versions offered, the
 //! access rules before and after resolution, the reply code for every outcome, the BIND peer
 //! check and the time limits. Its driver owns the socket, the clock, DNS, outbound sockets
 //! and the relay, and hands the session *facts*: bytes read, the time, resolved addresses,
