@@ -13,7 +13,7 @@ use socksgate::metrics::{self, Metrics};
 use socksgate::resolve::Resolver;
 use socksgate::shared::Shared;
 use socksgate::users::{self, Users};
-use socksgate::{access, client, logging, reload, server, systemd};
+use socksgate::{client, logging, reload, server, systemd};
 
 fn main() {
     let cli = Cli::parse();
@@ -128,17 +128,19 @@ fn serve(args: &ServeArgs) -> Result<()> {
         }
         None => None,
     };
-    let rules = access::compile(&config.rules, config.default_action, &config.rule_lines)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Bad rules fail now, before any socket is opened.
+    let mut shared =
+        Shared::new(config, users, Resolver::from_system()).map_err(|e| anyhow::anyhow!("{e}"))?;
     // `--user`: an unknown name fails now, before any socket is opened.
     #[cfg(target_os = "linux")]
-    let account = config
+    let account = shared
+        .config
         .user
         .as_deref()
         .map(socksgate::privdrop::lookup)
         .transpose()?;
     #[cfg(not(target_os = "linux"))]
-    if config.user.is_some() {
+    if shared.config.user.is_some() {
         anyhow::bail!("--user is only supported on Linux");
     }
     let rt = runtime()?;
@@ -151,41 +153,33 @@ fn serve(args: &ServeArgs) -> Result<()> {
                 listeners.push(l);
             }
         } else {
-            for addr in &config.listen {
-                let l = server::listen_with(*addr, config.reuse_port)
+            for addr in &shared.config.listen {
+                let l = server::listen_with(*addr, shared.config.reuse_port)
                     .with_context(|| format!("cannot listen on {addr}"))?;
                 tracing::info!(listen = %l.local_addr()?, "listening");
                 listeners.push(l);
             }
         }
         tracing::info!(
-            auth = if users.is_some() {
+            auth = if shared.users.is_some() {
                 "username/password"
             } else {
                 "none"
             },
-            rules = config.rules.len(),
+            rules = shared.config.rules.len(),
             "socksgate {} ready",
             env!("CARGO_PKG_VERSION")
         );
         let metrics = Arc::new(Metrics::default());
-        if let Some(addr) = config.metrics {
+        if let Some(addr) = shared.config.metrics {
             let l = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr} for metrics"))?;
             tracing::info!(metrics = %l.local_addr()?, "serving Prometheus metrics at /metrics");
             tokio::spawn(metrics::serve(l, Arc::clone(&metrics)));
         }
-        let shared = Arc::new(Shared {
-            config,
-            users,
-            rules,
-            resolver: Resolver::from_system(),
-            metrics,
-            auth_throttle: Default::default(),
-            sessions: Default::default(),
-            own_addresses: socksgate::shared::own_addresses(),
-        });
+        shared.metrics = metrics;
+        let shared = Arc::new(shared);
         // Every listener is open, the users file and the resolver configuration are read:
         // give up root (see `privdrop`).
         #[cfg(target_os = "linux")]

@@ -299,20 +299,14 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        let config = crate::config::Config::default();
-        let rules =
-            crate::access::compile(&config.rules, config.default_action, &config.rule_lines)
-                .unwrap();
-        let shared = Arc::new(Shared {
-            config,
-            users: None,
-            rules,
-            resolver: Resolver::with_hosts(Default::default()),
-            metrics: Default::default(),
-            auth_throttle: Default::default(),
-            sessions: Default::default(),
-            own_addresses: Vec::new(),
-        });
+        let shared = Arc::new(
+            Shared::new(
+                crate::config::Config::default(),
+                None,
+                Resolver::with_hosts(Default::default()),
+            )
+            .unwrap(),
+        );
         let peer = client.local_addr().unwrap();
         let session = handle(client, peer, None, shared);
         let size = size_of_val(&session);

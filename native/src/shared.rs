@@ -37,6 +37,29 @@ pub struct Shared {
     pub own_addresses: Vec<IpAddr>,
 }
 
+impl Shared {
+    /// The state of a first start with `config`: its rules compiled, new counters, this
+    /// host's addresses read. (A reload keeps the counters: see `reload`.)
+    pub fn new(
+        config: Config,
+        users: Option<Arc<Users>>,
+        resolver: Resolver,
+    ) -> Result<Self, crate::access::RuleError> {
+        let rules =
+            crate::access::compile(&config.rules, config.default_action, &config.rule_lines)?;
+        Ok(Self {
+            config,
+            users,
+            rules,
+            resolver,
+            metrics: Default::default(),
+            auth_throttle: Default::default(),
+            sessions: Default::default(),
+            own_addresses: own_addresses(),
+        })
+    }
+}
+
 /// This host's interface addresses (getifaddrs), for protected destinations; empty when
 /// they cannot be listed (loopback, link-local and the other ranges stay protected).
 pub fn own_addresses() -> Vec<IpAddr> {
@@ -101,18 +124,9 @@ mod tests {
 
     fn shared(text: &str) -> Shared {
         let config = Config::parse(text, std::path::Path::new("t.toml")).unwrap();
-        let rules =
-            crate::access::compile(&config.rules, config.default_action, &config.rule_lines)
-                .unwrap();
         Shared {
-            config,
-            users: None,
-            rules,
-            resolver: Resolver::with_hosts(Default::default()),
-            metrics: Default::default(),
-            auth_throttle: Default::default(),
-            sessions: Default::default(),
             own_addresses: vec!["192.0.2.10".parse().unwrap()],
+            ..Shared::new(config, None, Resolver::with_hosts(Default::default())).unwrap()
         }
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use socksgate::config::Config;
 use socksgate::resolve::Resolver;
 use socksgate::shared::Shared;
-use socksgate::{access, client, server};
+use socksgate::{client, server};
 use socksgate_core::client::{Client, ClientConfig, ClientError, Credentials};
 use socksgate_core::server::Version;
 use socksgate_core::wire::{Command, Method, ReplyCode, Socks4Code};
@@ -788,18 +788,7 @@ async fn ipv6_listener_and_destination() {
     let listener = server::listen("[::1]:0".parse().unwrap())
         .expect("this test needs the IPv6 loopback address ::1");
     let addr = listener.local_addr().unwrap();
-    let config = Config::default();
-    let rules = access::compile(&config.rules, config.default_action, &config.rule_lines).unwrap();
-    let shared = Arc::new(Shared {
-        config,
-        users: None,
-        rules,
-        resolver: Resolver::from_system(),
-        metrics: Default::default(),
-        auth_throttle: Default::default(),
-        sessions: Default::default(),
-        own_addresses: Vec::new(),
-    });
+    let shared = Arc::new(Shared::new(Config::default(), None, Resolver::from_system()).unwrap());
     tokio::spawn(server::serve(
         vec![listener],
         shared,

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use socksgate::config::Config;
 use socksgate::resolve::Resolver;
+use socksgate::server;
 use socksgate::shared::Shared;
 use socksgate::users::{self, Users};
-use socksgate::{access, server};
 
 /// A server on a free loopback port, serving until the test's runtime ends.
 #[allow(dead_code)] // each test crate uses its own part
@@ -31,19 +31,9 @@ pub(crate) async fn start_with(
         }
         Arc::new(Users::load(&path).unwrap())
     });
-    let rules = access::compile(&config.rules, config.default_action, &config.rule_lines).unwrap();
     let listener = server::listen("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
-    let shared = Arc::new(Shared {
-        config,
-        users,
-        rules,
-        resolver,
-        metrics: Default::default(),
-        auth_throttle: Default::default(),
-        sessions: Default::default(),
-        own_addresses: Vec::new(),
-    });
+    let shared = Arc::new(Shared::new(config, users, resolver).unwrap());
     tokio::spawn(server::serve(
         vec![listener],
         Arc::clone(&shared),
