@@ -465,9 +465,12 @@ fn bad_input_never_costs_other_users() {
             Some(s)
         })
         .collect();
+    // The two workers and the curl loops keep a few sessions (two sockets each) open and
+    // closing meanwhile, so the count around the slowloris peak moves by up to that many.
+    const IN_FLIGHT: usize = 2 * 4;
     assert!(
         reliability::poll_until(Duration::from_secs(20), || fd_count(open.pid())
-            .is_some_and(|n| n >= fds_before + warm.len())),
+            .is_some_and(|n| n + IN_FLIGHT >= fds_before + warm.len())),
         "the server did not accept the warm-up slowloris connections"
     );
     drop(warm);
