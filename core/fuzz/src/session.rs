@@ -66,6 +66,7 @@ pub struct SessionInput {
 pub struct SessionTrace {
     events: Vec<Event>,
     output: Vec<u8>,
+    /// Once established: the bytes after the handshake, kept or not yet offered.
     payload: Vec<u8>,
     established: bool,
     closed: bool,
@@ -173,7 +174,12 @@ pub fn drive_session(input: &SessionInput, chunked: bool) -> SessionTrace {
         assert!(took <= take, "took more than offered");
         pending = &pending[took..];
     }
+    // What follows the handshake, in order: what the session kept, then what the driver had
+    // not offered it yet (a driver relays that straight from the socket).
     trace.payload = s.payload().to_vec();
+    if trace.established {
+        trace.payload.extend_from_slice(pending);
+    }
     trace
 }
 
