@@ -8,6 +8,7 @@
 //! * [`server`] and [`client`] — sans-IO handshake state machines: bytes in, events and bytes
 //!   out. The caller owns sockets, DNS, clocks and the relay.
 //! * [`rules`] — the allocation-free access-rule evaluator every front end shares.
+//! * [`rate`] — token buckets for bandwidth and session-rate limits.
 //! * [`udp`] — UDP ASSOCIATE encapsulation and RFC 1928 §7 fragment reassembly.
 //! * [`addr`] — destination addresses (IP or domain name), borrowed and owned.
 //!
@@ -36,6 +37,7 @@ pub mod client;
 pub mod failure;
 pub mod observe;
 pub mod policy;
+pub mod rate;
 pub mod rules;
 pub mod server;
 pub mod session;
