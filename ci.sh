@@ -2,9 +2,10 @@
 # socksgate's one test command: README and .ci/run call it.
 #
 # On a fresh Debian 12 machine (as root) it first installs what is missing, then runs:
-# formatting, clippy, every test (unit, property, doc, interop), the core's no_std builds
-# (thumbv7em-none-eabihf, wasm32) with a proof that `alloc` is unreachable from it, the
-# front ends' own checks (wasm/ci.sh, embedded/ci.sh, tests/ci.sh) and a fuzz smoke run.
+# formatting, clippy, rustdoc with warnings denied, every test (unit, property, doc,
+# interop), the core's no_std builds (thumbv7em-none-eabihf, wasm32) with a proof that
+# `alloc` is unreachable from it, the front ends' own checks (wasm/ci.sh, embedded/ci.sh,
+# tests/ci.sh) and a fuzz smoke run.
 #
 #   ./ci.sh                 everything above
 #   SOCKSGATE_FUZZ_SECS=N   seconds per fuzz target (default 20; 0 skips fuzzing)
@@ -56,6 +57,8 @@ check_style() {
     cargo fmt --all --check
     step "clippy"
     cargo clippy --all-targets --locked -- -D warnings   # default-members; embedded/ci.sh covers firmware
+    step "rustdoc"
+    RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked   # broken links in doc comments
 }
 
 test_workspace() {

@@ -86,8 +86,12 @@ pub struct PasswdArgs {
 /// `socksgate connect`.
 #[derive(Debug, Args)]
 pub struct ConnectArgs {
-    /// Proxy URL: socks4://, socks4a://, socks5:// or socks5h://[user:pass@]host:port.
-    #[arg(long, value_name = "URL")]
+    /// Proxy URL: `socks4://`, `socks4a://`, `socks5://` or `socks5h://[user:pass@]host:port`.
+    #[arg(
+        long,
+        value_name = "URL",
+        help = "Proxy URL: socks4://, socks4a://, socks5:// or socks5h://[user:pass@]host:port"
+    )]
     pub proxy: String,
     /// Destination host (name or IP address).
     #[arg(value_name = "HOST")]

@@ -75,7 +75,7 @@ impl TcpService {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.port)
     }
 
-    /// [::1]:port, if the service listens there.
+    /// `[::1]:port`, if the service listens there.
     pub fn addr_v6(&self) -> Option<SocketAddr> {
         self.has_v6
             .then(|| SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), self.port))

@@ -94,7 +94,7 @@ impl ServerBuilder {
         self
     }
 
-    /// Listens on [::1] instead of 127.0.0.1.
+    /// Listens on `[::1]` instead of `127.0.0.1`.
     pub fn ipv6(mut self) -> Self {
         self.ipv6 = true;
         self
