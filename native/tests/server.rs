@@ -60,6 +60,11 @@ async fn handshake(
     (stream, r)
 }
 
+/// A config file's text, parsed (as `t.toml`).
+fn parse(text: &str) -> Config {
+    Config::parse(text, std::path::Path::new("t.toml")).unwrap()
+}
+
 fn rejected(r: Result<(Target, Vec<u8>), client::ClientFailure>) -> ClientError {
     match r {
         Err(client::ClientFailure::Handshake(e)) => e,
@@ -484,6 +489,15 @@ mod udp {
         (s, relay)
     }
 
+    /// A UDP association through `proxy` (any client address), and the client's socket,
+    /// connected to the relay.
+    async fn open(proxy: SocketAddr) -> (TcpStream, UdpSocket) {
+        let (ctl, relay) = associate(proxy, Addr::Ip("0.0.0.0:0".parse().unwrap())).await;
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.connect(relay).await.unwrap();
+        (ctl, client)
+    }
+
     async fn recv(sock: &UdpSocket) -> Option<Vec<u8>> {
         let mut buf = vec![0u8; 70_000];
         match tokio::time::timeout(Duration::from_millis(500), sock.recv(&mut buf)).await {
@@ -566,9 +580,7 @@ mod udp {
     async fn reassembles_fragments() {
         let proxy = start(Config::default(), None).await;
         let echo = udp_echo().await;
-        let (_ctl, relay) = associate(proxy.addr, Addr::Ip("0.0.0.0:0".parse().unwrap())).await;
-        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        client.connect(relay).await.unwrap();
+        let (_ctl, client) = open(proxy.addr).await;
         client
             .send(&datagram(Addr::Ip(echo), 1, b"frag-one,"))
             .await
@@ -647,16 +659,12 @@ mod udp {
 
     #[tokio::test]
     async fn rules_apply_to_each_datagram() {
-        let config = Config::parse(
+        let config = parse(
             "[[rule]]\naction = \"deny\"\ncommands = [\"udp_associate\"]\nto = [\"127.0.0.0/8\"]\n",
-            std::path::Path::new("t.toml"),
-        )
-        .unwrap();
+        );
         let proxy = start(config, None).await;
         let echo = udp_echo().await;
-        let (_ctl, relay) = associate(proxy.addr, Addr::Ip("0.0.0.0:0".parse().unwrap())).await;
-        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        client.connect(relay).await.unwrap();
+        let (_ctl, client) = open(proxy.addr).await;
         client
             .send(&datagram(Addr::Ip(echo), 0, b"nope"))
             .await
@@ -669,30 +677,20 @@ mod udp {
     #[tokio::test]
     async fn protected_destinations_apply_to_each_datagram() {
         let echo = udp_echo().await;
-        let config = Config::parse(
-            "[access]\nprotect_local_destinations = true\n",
-            std::path::Path::new("t.toml"),
-        )
-        .unwrap();
+        let config = parse("[access]\nprotect_local_destinations = true\n");
         let proxy = start(config, None).await;
-        let (_ctl, relay) = associate(proxy.addr, Addr::Ip("0.0.0.0:0".parse().unwrap())).await;
-        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        client.connect(relay).await.unwrap();
+        let (_ctl, client) = open(proxy.addr).await;
         client
             .send(&datagram(Addr::Ip(echo), 0, b"nope"))
             .await
             .unwrap();
         assert_eq!(recv(&client).await, None);
 
-        let config = Config::parse(
+        let config = parse(
             "[access]\nprotect_local_destinations = true\n\n[[rule]]\naction = \"allow\"\nto = [\"127.0.0.1/32\"]\n",
-            std::path::Path::new("t.toml"),
-        )
-        .unwrap();
+        );
         let proxy = start(config, None).await;
-        let (_ctl, relay) = associate(proxy.addr, Addr::Ip("0.0.0.0:0".parse().unwrap())).await;
-        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        client.connect(relay).await.unwrap();
+        let (_ctl, client) = open(proxy.addr).await;
         client
             .send(&datagram(Addr::Ip(echo), 0, b"named"))
             .await
@@ -715,7 +713,7 @@ async fn protected_destinations_are_reply_2_unless_a_rule_names_them() {
         vec!["127.0.0.1".parse().unwrap()],
     )]);
     let protect = "[access]\nprotect_local_destinations = true\n";
-    let config = Config::parse(protect, std::path::Path::new("t.toml")).unwrap();
+    let config = parse(protect);
     let proxy = start_with(config, None, Resolver::with_hosts(hosts.clone())).await;
     let (_, r) = handshake(proxy.addr, Version::Socks5, Addr::Ip(echo), None).await;
     assert_eq!(rejected(r), ClientError::Rejected(ReplyCode::NotAllowed));
@@ -731,7 +729,7 @@ async fn protected_destinations_are_reply_2_unless_a_rule_names_them() {
 
     // A rule naming 127.0.0.1 re-opens it, by address and by name.
     let text = format!("{protect}\n[[rule]]\naction = \"allow\"\nto = [\"127.0.0.1/32\"]\n");
-    let config = Config::parse(&text, std::path::Path::new("t.toml")).unwrap();
+    let config = parse(&text);
     let proxy = start_with(config, None, Resolver::with_hosts(hosts)).await;
     assert!(
         handshake(proxy.addr, Version::Socks5, Addr::Ip(echo), None)
@@ -759,11 +757,9 @@ async fn protected_destinations_are_reply_2_unless_a_rule_names_them() {
 
 #[tokio::test]
 async fn denied_by_rule_is_reply_2() {
-    let config = Config::parse(
+    let config = parse(
         "[[rule]]\naction = \"deny\"\nto = [\"127.0.0.0/8\", \"localhost\"]\nports = [\"1-1023\"]\n",
-        std::path::Path::new("t.toml"),
-    )
-    .unwrap();
+    );
     let proxy = start(config, None).await;
     let dst = Addr::Ip("127.0.0.1:80".parse().unwrap());
     let (_, r) = handshake(proxy.addr, Version::Socks5, dst, None).await;
@@ -917,11 +913,7 @@ async fn bind_listener_closes_with_the_client() {
 
 #[tokio::test]
 async fn udp_relay_ports_come_from_the_configured_range() {
-    let config = Config::parse(
-        "[udp]\nports = \"29170-29171\"\n",
-        std::path::Path::new("t.toml"),
-    )
-    .unwrap();
+    let config = parse("[udp]\nports = \"29170-29171\"\n");
     let proxy = start(config, None).await;
     let mut held = Vec::new();
     for _ in 0..2 {
