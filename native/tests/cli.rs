@@ -402,6 +402,11 @@ fn passwords_are_never_logged_even_at_trace_level() {
                     "{level}/{format}: {secret} in\n{err}"
                 );
             }
+            // stderr is a pipe, not a terminal: no colour escape sequences.
+            assert!(
+                !err.contains('\x1b'),
+                "{level}/{format}: ANSI codes in\n{err}"
+            );
         }
     }
 }
