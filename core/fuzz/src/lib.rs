@@ -18,7 +18,7 @@ use socksgate_core::client::{Client, ClientConfig, ClientError, ClientEvent, Cre
 use socksgate_core::server::{
     Config, Event, MAX_GSSAPI_TOKEN, Server, ServerError, UnexpectedCall, Version,
 };
-use socksgate_core::wire::{Command, Emit, ParseResult, ReplyCode};
+use socksgate_core::wire::{Command, Emit, ReplyCode};
 use socksgate_core::{Addr, Authentication, BufferTooSmall, Domain, Status};
 
 pub mod observe;
@@ -30,9 +30,9 @@ pub mod udp;
 /// a prefix is `Partial` or decides exactly like the whole input (same message and length,
 /// or same error). In particular every proper prefix of a complete message is `Partial`.
 /// Returns the complete message, if any.
-pub fn check_prefixes<'a, T: PartialEq + Debug>(
+pub fn check_prefixes<'a, T: PartialEq + Debug, E: PartialEq + Debug + core::fmt::Display>(
     data: &'a [u8],
-    parse: impl Fn(&'a [u8]) -> ParseResult<T>,
+    parse: impl Fn(&'a [u8]) -> Result<Status<(T, usize)>, E>,
 ) -> Option<(T, usize)> {
     let full = parse(data);
     let _ = format!("{full:?}");

@@ -1,4 +1,5 @@
-//! The wire layer: every SOCKS message as a typed value with `parse` and `emit`.
+//! The wire layer: every SOCKS message as a typed value with `parse` and `emit`, and the
+//! [PROXY protocol header](proxy) a load balancer may put in front of one.
 //!
 //! Contracts shared by every message type:
 //!
@@ -36,6 +37,7 @@ use crate::addr::{Addr, Domain};
 
 pub mod gssapi;
 pub mod method;
+pub mod proxy;
 pub mod socks4;
 pub mod socks5;
 pub mod udp;
