@@ -175,10 +175,10 @@ fn serve(args: &ServeArgs) -> Result<()> {
             let l = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr} for metrics"))?;
-            tracing::info!(metrics = %l.local_addr()?, "serving Prometheus metrics at /metrics");
+            tracing::info!(metrics = %l.local_addr()?, "serving Prometheus metrics at /metrics, health checks at /healthz and /readyz");
             tokio::spawn(metrics::serve(l, Arc::clone(&metrics)));
         }
-        shared.metrics = metrics;
+        shared.metrics = Arc::clone(&metrics);
         let shared = Arc::new(shared);
         // Every listener is open, the users file and the resolver configuration are read:
         // give up root (see `privdrop`).
@@ -190,8 +190,9 @@ fn serve(args: &ServeArgs) -> Result<()> {
         if let Err(e) = systemd::notify("READY=1") {
             tracing::warn!("cannot notify systemd: {e}");
         }
-        let shutdown = async {
+        let shutdown = async move {
             shutdown_signal().await;
+            metrics.start_draining();
             let _ = systemd::notify("STOPPING=1");
         };
         let (current, updates) = tokio::sync::watch::channel(shared);

@@ -1,5 +1,7 @@
 //! Prometheus metrics (`serve --metrics ADDR`): counters kept with atomics by the sessions,
-//! rendered in the text exposition format at `GET /metrics`.
+//! rendered in the text exposition format at `GET /metrics`; beside them, the health checks
+//! `GET /healthz` (the process answers) and `GET /readyz` (it takes new sessions: 503 from the
+//! moment a drain starts, so a load balancer stops sending new ones while open ones finish).
 //!
 //! Per-user byte counters exist only for users who authenticated (RFC 1929), so their number
 //! is bounded by the users file.
@@ -8,7 +10,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use socksgate_core::wire::{Command, ReplyCode};
@@ -43,6 +45,7 @@ pub struct Metrics {
     sessions: Mutex<HashMap<(Cow<'static, str>, &'static str), u64>>,
     handshake_seconds: Histogram,
     connect_seconds: Histogram,
+    draining: AtomicBool,
 }
 
 /// Upper bounds (seconds) of the latency histograms' buckets.
@@ -114,6 +117,16 @@ impl Metrics {
         self.connections.fetch_add(1, Ordering::Relaxed);
         self.active.fetch_add(1, Ordering::Relaxed);
         ActiveGuard(self)
+    }
+
+    /// A drain started (SIGTERM/SIGINT): `/readyz` answers 503 from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a drain has started.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// Connections accepted since the start.
@@ -236,6 +249,11 @@ impl Metrics {
             o,
             "# HELP socksgate_connections_active Client connections open now.\n# TYPE socksgate_connections_active gauge\nsocksgate_connections_active {}",
             self.active.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP socksgate_draining 1 once shutdown started: no new sessions, open ones finishing.\n# TYPE socksgate_draining gauge\nsocksgate_draining {}",
+            u8::from(self.is_draining())
         );
         counter(
             &mut o,
@@ -377,7 +395,8 @@ fn escape(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Serves `GET /metrics` (anything else: 404) until the task is dropped.
+/// Serves `GET /metrics`, `/healthz` and `/readyz` (anything else: 404) until the task is
+/// dropped.
 pub async fn serve(listener: TcpListener, metrics: std::sync::Arc<Metrics>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -411,17 +430,31 @@ async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()>
         parts.next().unwrap_or_default(),
     );
     let path = path.split(|&b| b == b'?').next().unwrap_or_default();
-    let response = if method == b"GET" && (path == b"/metrics" || path == b"/") {
-        let body = metrics.render();
-        format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-    } else {
-        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
+    let response = match (method, path) {
+        (b"GET", b"/metrics" | b"/") => {
+            let body = metrics.render();
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        }
+        (b"GET", b"/healthz") => plain("200 OK", "ok\n"),
+        (b"GET", b"/readyz") if metrics.is_draining() => {
+            plain("503 Service Unavailable", "draining\n")
+        }
+        (b"GET", b"/readyz") => plain("200 OK", "ready\n"),
+        _ => plain("404 Not Found", ""),
     };
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
+}
+
+/// A `text/plain` response closing the connection.
+fn plain(status: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
 }
 
 #[cfg(test)]
@@ -457,23 +490,32 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn http_endpoint() {
+    async fn http_endpoints() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let m = std::sync::Arc::new(Metrics::default());
-        tokio::spawn(serve(l, m));
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
+        tokio::spawn(serve(l, std::sync::Arc::clone(&m)));
+        let get = |path: &'static str| async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        };
+        let out = get("/metrics").await;
         assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
         assert!(out.contains("socksgate_connections_total 0"));
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET /nope HTTP/1.1\r\n\r\n").await.unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        assert!(out.starts_with("HTTP/1.1 404"), "{out}");
+        assert!(out.contains("socksgate_draining 0\n"));
+        assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
+        assert!(get("/healthz").await.ends_with("\r\n\r\nok\n"));
+        assert!(get("/readyz").await.starts_with("HTTP/1.1 200 OK"));
+        m.start_draining();
+        let out = get("/readyz").await;
+        assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+        assert!(out.ends_with("\r\n\r\ndraining\n"), "{out}");
+        assert!(get("/healthz").await.starts_with("HTTP/1.1 200 OK"));
+        assert!(get("/metrics").await.contains("socksgate_draining 1\n"));
     }
 }

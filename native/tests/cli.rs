@@ -610,12 +610,18 @@ fn collect_lines(
     lines
 }
 
-fn scrape(addr: &str) -> String {
+/// The whole HTTP response to `GET path` from the metrics listener at `addr`.
+fn http_get(addr: &str, path: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     text
+}
+
+fn scrape(addr: &str) -> String {
+    http_get(addr, "/metrics")
 }
 
 #[test]
@@ -750,9 +756,17 @@ fn sd_notify_and_sigterm_drains_with_a_deadline() {
     });
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
+    let metrics = format!("127.0.0.1:{}", free_port());
     let mut server = Server(
         Command::new(BIN)
-            .args(["serve", "--listen", &listen, "--config"])
+            .args([
+                "serve",
+                "--listen",
+                &listen,
+                "--metrics",
+                &metrics,
+                "--config",
+            ])
             .arg(&config)
             .env("NOTIFY_SOCKET", &notify_path)
             .stdout(Stdio::null())
@@ -781,6 +795,7 @@ fn sd_notify_and_sigterm_drains_with_a_deadline() {
     let mut stdin = client.stdin.take().unwrap();
     stdin.write_all(b"before").unwrap();
     assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), b"before");
+    assert!(http_get(&metrics, "/readyz").starts_with("HTTP/1.1 200 OK"));
     let stopped_at = Instant::now();
     let pid = server.0.id().to_string();
     assert!(
@@ -798,6 +813,9 @@ fn sd_notify_and_sigterm_drains_with_a_deadline() {
         assert!(Instant::now() < deadline, "still accepting after SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // …readiness turns false (the process is still healthy)…
+    assert!(http_get(&metrics, "/readyz").starts_with("HTTP/1.1 503"));
+    assert!(http_get(&metrics, "/healthz").starts_with("HTTP/1.1 200 OK"));
     // …the open session keeps relaying while draining…
     stdin.write_all(b"during").unwrap();
     assert_eq!(rx.recv_timeout(Duration::from_secs(2)).unwrap(), b"during");
