@@ -10,6 +10,7 @@
 //! * [`rules`] — the allocation-free access-rule evaluator every front end shares.
 //! * [`rate`] — token buckets for bandwidth and session-rate limits.
 //! * [`udp`] — UDP ASSOCIATE encapsulation and RFC 1928 §7 fragment reassembly.
+//! * [`balancer`] — which sources may send a PROXY protocol header, and the client it names.
 //! * [`addr`] — destination addresses (IP or domain name), borrowed and owned.
 //!
 //! Nothing here panics on any input; every length is checked before use.
@@ -32,6 +33,7 @@
 )]
 
 pub mod addr;
+pub mod balancer;
 mod buffers;
 pub mod client;
 pub mod failure;
