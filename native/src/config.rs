@@ -243,6 +243,25 @@ pub struct UpstreamConfig {
     pub url: Spanned<String>,
 }
 
+/// One `[[proxy_protocol]]`: listeners behind a load balancer that puts a PROXY protocol
+/// header (v1 or v2) in front of each connection.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyProtocolConfig {
+    /// Listen addresses (as written in `listen`) that take PROXY headers.
+    pub listeners: Vec<Spanned<SocketAddr>>,
+    /// The balancers' networks (CIDR or single addresses): only their headers are believed.
+    pub from: Vec<Spanned<String>>,
+    /// Every connection must come from `from` with a header (default). `false`: sources in
+    /// `from` may send one, other clients connect directly and a header from them is refused.
+    #[serde(default = "yes")]
+    pub required: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
 /// The URL with the password of its `user:pass@` part replaced by `***`.
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
@@ -306,6 +325,9 @@ pub struct Config {
     pub drain_timeout: u64,
     /// Set SO_REUSEPORT on the listeners (several processes on one port).
     pub reuse_port: bool,
+    /// Listeners behind load balancers that send PROXY protocol headers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub proxy_protocol: Vec<ProxyProtocolConfig>,
     /// Upstream proxies for rules with `upstream = "name"`.
     #[serde(rename = "upstream", skip_serializing_if = "Vec::is_empty")]
     pub upstreams: Vec<UpstreamConfig>,
@@ -335,6 +357,7 @@ impl Default for Config {
             limits: crate::limits::LimitSettings::default(),
             drain_timeout: 30,
             reuse_port: false,
+            proxy_protocol: Vec::new(),
             upstreams: Vec::new(),
             rules: Vec::new(),
             rule_lines: Vec::new(),
@@ -371,6 +394,7 @@ impl Config {
             });
         }
         config.check_upstreams(text, path)?;
+        config.check_proxy_protocol(text, path)?;
         config.rule_lines = rule_lines(text);
         crate::access::compile(&config.rules, config.default_action, &config.rule_lines)
             .map_err(|e| e.locate(text, path))?;
@@ -413,6 +437,60 @@ impl Config {
                         "upstream is only meaningful on an allow rule".into(),
                     ));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// `[[proxy_protocol]]`: networks parse, listeners are listen addresses, each at most once.
+    fn check_proxy_protocol(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |span: core::ops::Range<usize>, message: String| {
+            let (line, column) = line_column(text, span.start);
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line,
+                column,
+                message,
+            }
+        };
+        let mut seen = Vec::new();
+        for entry in &self.proxy_protocol {
+            if entry.from.is_empty() || entry.listeners.is_empty() {
+                let at = entry
+                    .listeners
+                    .first()
+                    .map(Spanned::span)
+                    .or_else(|| entry.from.first().map(Spanned::span))
+                    .unwrap_or(0..0);
+                return Err(invalid(
+                    at,
+                    "[[proxy_protocol]] needs `listeners` and `from` (the balancers' networks)"
+                        .into(),
+                ));
+            }
+            for net in &entry.from {
+                if let Err(e) = net.get_ref().parse::<socksgate_core::rules::Cidr>() {
+                    return Err(invalid(
+                        net.span(),
+                        format!("[[proxy_protocol]] from {:?}: {e}", net.get_ref()),
+                    ));
+                }
+            }
+            for l in &entry.listeners {
+                let addr = *l.get_ref();
+                if !self.listen.is_empty() && !self.listen.contains(&addr) {
+                    return Err(invalid(
+                        l.span(),
+                        format!("[[proxy_protocol]] listener {addr} is not in `listen`"),
+                    ));
+                }
+                if seen.contains(&addr) {
+                    return Err(invalid(
+                        l.span(),
+                        format!("listener {addr} is in more than one [[proxy_protocol]]"),
+                    ));
+                }
+                seen.push(addr);
             }
         }
         Ok(())
@@ -627,6 +705,48 @@ users = ["alice"]
         let err = parse("\n\nlistn = []\n").unwrap_err().to_string();
         assert!(err.contains("line 3"), "{err}");
         assert!(err.contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn proxy_protocol_entries_are_checked_with_their_line() {
+        let head = "listen = [\"0.0.0.0:1080\", \"0.0.0.0:1081\"]\n\n[[proxy_protocol]]\n";
+        let ok = parse(&format!(
+            "{head}listeners = [\"0.0.0.0:1080\"]\nfrom = [\"10.0.0.0/24\", \"::1\"]\n"
+        ))
+        .unwrap();
+        assert!(ok.proxy_protocol[0].required, "required by default");
+        assert!(ok.to_toml().contains("[[proxy_protocol]]"));
+        for (body, line, what) in [
+            (
+                "listeners = [\"0.0.0.0:1080\"]\nfrom = [\"10.0.0.1/8\"]\n",
+                5,
+                "bits set beyond",
+            ),
+            (
+                "listeners = [\"0.0.0.0:1080\"]\nfrom = [\"ten\"]\n",
+                5,
+                "from \"ten\"",
+            ),
+            (
+                "listeners = [\"0.0.0.0:1082\"]\nfrom = [\"10.0.0.1\"]\n",
+                4,
+                "not in `listen`",
+            ),
+            (
+                "listeners = [\"0.0.0.0:1080\"]\nfrom = []\n",
+                4,
+                "needs `listeners` and `from`",
+            ),
+            (
+                "listeners = [\"0.0.0.0:1080\"]\nfrom = [\"10.0.0.1\"]\n[[proxy_protocol]]\nlisteners = [\"0.0.0.0:1080\"]\nfrom = [\"10.0.0.2\"]\n",
+                7,
+                "more than one",
+            ),
+        ] {
+            let err = parse(&format!("{head}{body}")).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("test.toml:{line}:")), "{err}");
+            assert!(err.contains(what), "{err}");
+        }
     }
 
     #[test]

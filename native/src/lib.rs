@@ -12,6 +12,7 @@
 //!   (`udp_recv`: datagrams two per call); [`failure`] — errno → the core's failure cause;
 //! * [`resolve`] — hickory resolver and Happy Eyeballs;
 //! * [`relay`] — TCP relay with half-close; [`server`] — listeners and the accept loop;
+//!   [`balancer`] — PROXY protocol headers from trusted load balancers;
 //!   [`client`] — `socksgate connect`;
 //! * [`limits`] — session limits (global, per client IP, per user);
 //! * [`reload`] — SIGHUP reloads; [`systemd`] — `sd_notify` readiness;
@@ -22,6 +23,7 @@
 
 pub mod access;
 pub mod access_log;
+pub mod balancer;
 mod bind;
 mod chain;
 pub mod cli;

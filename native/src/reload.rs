@@ -57,6 +57,7 @@ pub fn load(args: &ServeArgs, old: &Shared) -> Result<Shared, ReloadError> {
         }
     }
     Ok(Shared {
+        balancers: crate::balancer::Balancers::new(&config.proxy_protocol),
         config,
         users,
         rules,

@@ -104,10 +104,8 @@ async fn accept_loop(listener: TcpListener, current: watch::Receiver<Arc<Shared>
             .is_ok();
     // A listener on a specific address is every session's local address; only a wildcard
     // listener needs getsockname per session.
-    let local = listener
-        .local_addr()
-        .ok()
-        .filter(|a| !a.ip().is_unspecified());
+    let bound = listener.local_addr().ok();
+    let local = bound.filter(|a| !a.ip().is_unspecified());
     // While accept keeps failing: the current pause (10 ms doubling up to 1 s).
     let mut delay: Option<Duration> = None;
     // Time of the last failure of the current episode; whether its recovery was logged.
@@ -124,7 +122,7 @@ async fn accept_loop(listener: TcpListener, current: watch::Receiver<Arc<Shared>
                     let _ = stream.set_nodelay(true);
                 }
                 let shared = Arc::clone(&current.borrow());
-                tokio::spawn(session::handle(stream, peer, local, shared));
+                tokio::spawn(session::handle(stream, peer, local, bound, shared));
             }
             // The client gave up before we accepted it: nothing to wait for.
             Err(e)

@@ -20,18 +20,31 @@ use crate::conn::{Conn, SessionError, Upstream};
 use crate::limits::Slot;
 use crate::pool::Lease;
 use crate::shared::Shared;
-use crate::{bind, connect, login, relay, udp_relay};
+use crate::{balancer, bind, connect, login, relay, udp_relay};
 
 /// Serves one accepted connection to the end, then writes its access record: client, user,
 /// command, destination, reply code, bytes each way, duration, outcome and the error that
 /// ended it, if any. `local` is the connection's local address when the caller knows it (a
-/// listener on a specific address); `None` asks the socket.
+/// listener on a specific address); `None` asks the socket. `listener` is the address the
+/// listener is bound to: on a `[[proxy_protocol]]` listener the connection first gives the
+/// client it stands for, which is the session's client from then on.
 pub async fn handle(
-    stream: TcpStream,
-    peer: SocketAddr,
+    mut stream: TcpStream,
+    mut peer: SocketAddr,
     local: Option<SocketAddr>,
+    listener: Option<SocketAddr>,
     shared: Arc<Shared>,
 ) {
+    if let Some(trust) = listener.and_then(|l| shared.balancers.for_listener(l)) {
+        let timeout = shared.config.timeouts.handshake();
+        match balancer::accept(&mut stream, peer, trust, timeout).await {
+            Ok(client) => peer = client,
+            Err(e) => {
+                warn!(source = %peer, "connection closed: {e}");
+                return;
+            }
+        }
+    }
     let span = tracing::info_span!("session", client = %peer);
     async move {
         let started = std::time::Instant::now();
@@ -308,7 +321,7 @@ mod tests {
             .unwrap(),
         );
         let peer = client.local_addr().unwrap();
-        let session = handle(client, peer, None, shared);
+        let session = handle(client, peer, None, None, shared);
         let size = size_of_val(&session);
         assert!(size <= 2560, "a session task takes {size} bytes");
     }

@@ -8,6 +8,7 @@ use socksgate_core::rules::ProtectedDestinations;
 use socksgate_core::{Authentication, Policy};
 
 use crate::access::AccessRules;
+use crate::balancer::Balancers;
 use crate::config::Config;
 use crate::limits::Sessions;
 use crate::metrics::Metrics;
@@ -35,6 +36,8 @@ pub struct Shared {
     /// This host's addresses, protected destinations when `[access]` protects them
     /// ([`own_addresses`], gathered at start and on reload).
     pub own_addresses: Vec<IpAddr>,
+    /// Listeners that take PROXY protocol headers, and from whom.
+    pub balancers: Balancers,
 }
 
 impl Shared {
@@ -48,6 +51,7 @@ impl Shared {
         let rules =
             crate::access::compile(&config.rules, config.default_action, &config.rule_lines)?;
         Ok(Self {
+            balancers: Balancers::new(&config.proxy_protocol),
             config,
             users,
             rules,
