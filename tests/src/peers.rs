@@ -29,7 +29,7 @@ pub struct Process {
     dir: TempDir,
 }
 
-/// A peer server ([`danted`], [`microsocks`]).
+/// A peer server ([`danted`], [`microsocks`], [`Haproxy`]).
 pub type Peer = Process;
 
 impl Process {
@@ -289,6 +289,62 @@ impl Microsocks {
     }
 
     /// Starts it on a free loopback port; panics if it does not start.
+    #[track_caller]
+    pub fn start(self) -> Peer {
+        self.try_start().unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+/// HAProxy in TCP mode on a free loopback port, balancing round robin over `servers`, each
+/// with its own `server` line options after the address (e.g. `send-proxy-v2 check port
+/// 9100`). Health checks, when a line asks for them, are `GET /readyz` every 200 ms.
+#[derive(Clone, Debug)]
+pub struct Haproxy {
+    exe: PathBuf,
+    servers: Vec<(SocketAddr, String)>,
+}
+
+impl Haproxy {
+    /// `haproxy` at `exe`, with no servers yet.
+    pub fn new(exe: &Path) -> Self {
+        Self {
+            exe: exe.to_path_buf(),
+            servers: Vec::new(),
+        }
+    }
+
+    /// Adds a backend server with `options` on its `server` line.
+    pub fn server(mut self, addr: SocketAddr, options: &str) -> Self {
+        self.servers.push((addr, options.to_owned()));
+        self
+    }
+
+    /// The configuration for a frontend on `port`.
+    fn config(&self, port: u16) -> String {
+        let mut text = format!(
+            "global\n    maxconn 4096\n\ndefaults\n    mode tcp\n    timeout connect 5s\n    \
+             timeout client 120s\n    timeout server 120s\n    timeout check 1s\n    \
+             retries 3\n    option redispatch\n\nfrontend socks\n    bind 127.0.0.1:{port}\n    \
+             default_backend nodes\n\nbackend nodes\n    balance roundrobin\n    \
+             option httpchk GET /readyz\n    default-server inter 200ms fall 1 rise 1\n"
+        );
+        for (i, (addr, options)) in self.servers.iter().enumerate() {
+            text.push_str(&format!("    server node{i} {addr} {options}\n"));
+        }
+        text
+    }
+
+    /// Starts it in the foreground (`-db`); the error says why it did not start.
+    pub fn try_start(self) -> Result<Peer, String> {
+        Process::spawn("haproxy", TempDir::new(), move |port, dir| {
+            let path = dir.write("haproxy.cfg", self.config(port));
+            let mut cmd = Command::new(&self.exe);
+            cmd.arg("-db").arg("-f").arg(path);
+            cmd
+        })
+    }
+
+    /// Starts it; panics if it does not start.
     #[track_caller]
     pub fn start(self) -> Peer {
         self.try_start().unwrap_or_else(|e| panic!("{e}"))

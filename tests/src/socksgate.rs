@@ -88,7 +88,8 @@ impl ServerBuilder {
         self
     }
 
-    /// Passes `--config FILE` with this text (plus a `[timeouts]` table unless it has one).
+    /// Passes `--config FILE` with this text (plus a `[timeouts]` table unless it has one);
+    /// `{listen}` in it stands for the listen address, known only once a port is picked.
     pub fn config(mut self, text: &str) -> Self {
         self.config = Some(text.into());
         self
@@ -128,8 +129,11 @@ impl ServerBuilder {
                 TIMEOUT.as_secs()
             ));
         }
-        let path = dir.write("socksgate.conf", &config);
-        args.extend(["--config".into(), path.to_str().expect("utf-8").into()]);
+        let config_path = dir.join("socksgate.conf");
+        args.extend([
+            "--config".into(),
+            config_path.to_str().expect("utf-8").into(),
+        ]);
         args.extend(self.extra.iter().cloned());
         let mut last_log = String::new();
         for attempt in 0..5 {
@@ -139,6 +143,10 @@ impl ServerBuilder {
             } else {
                 SocketAddr::from((core::net::Ipv4Addr::LOCALHOST, port))
             };
+            dir.write(
+                "socksgate.conf",
+                config.replace("{listen}", &addr.to_string()),
+            );
             let log_path = dir.join(&format!("serve-{attempt}.log"));
             let log = File::create(&log_path).expect("create log");
             let mut cmd = command();

@@ -1,12 +1,13 @@
 //! Black-box interop tests: the `socksgate` binary against real SOCKS clients (curl, PySocks,
 //! Dante's socksify, ncat, proxychains4), against peer servers (danted, microsocks) and a
-//! scripted byte-exact client. Everything stays on loopback.
+//! scripted byte-exact client; a fleet of nodes behind HAProxy. Everything stays on loopback.
 #![forbid(unsafe_code)]
 
 mod cli;
 mod clients;
 mod connect_cli;
 mod curl;
+mod fleet;
 mod negative;
 mod raw;
 
