@@ -1,11 +1,12 @@
-//! `socksbench`: socksgate against a direct connection, Dante and microsocks, in one run on
-//! loopback. Not part of `cargo test`; `tests/ci.sh` runs `socksbench --quick` as a smoke test
+//! `socksbench`: socksgate against a direct connection, Dante, microsocks and any peer given
+//! with `--peer`, in one run on loopback. Not part of `cargo test`; `tests/ci.sh` runs `socksbench --quick` as a smoke test
 //! and tests/README.md ("Benchmark") carries the latest full table and its command.
 //!
 //! ```text
 //! cargo build --release -p socksgate -p socksgate-tests --bin socksgate --bin socksbench
 //! target/release/socksbench [--quick] [--bytes N] [--only NAME[,NAME…]] [--rounds N]
 //!                           [--net private|host] [--cc NAME|default]
+//!                           [--peer NAME=COMMAND [--peer-config NAME=FILE]]...
 //! ```
 //!
 //! By default the whole run (load generator, its servers, every proxy) happens in a private
@@ -17,10 +18,12 @@
 //! single-stream throughput up and down (fixed byte count, every byte checked), proxy CPU
 //! seconds per GB relayed, CONNECT + 1-byte echo sessions per second with 16 concurrent
 //! clients and p50/p99 latency, RSS growth per idle proxied connection, UDP ASSOCIATE echo
-//! round trips per second. Exit status 0 even when a target is missed; non-zero when a
+//! round trips per second on 1 and 4 associations, and UDP throughput: datagrams per second
+//! and loss with 16 associations sending 1,400-byte datagrams as fast as they can. Exit status 0 even when a target is missed; non-zero when a
 //! measurement breaks (wrong bytes, a SOCKS failure, a proxy exiting).
 #![forbid(unsafe_code)]
 
+mod added_peer;
 mod error;
 mod measure;
 mod netns;
@@ -30,6 +33,7 @@ mod proxies;
 mod report;
 mod run;
 mod servers;
+mod udp_flood;
 mod via;
 
 use core::time::Duration;
@@ -38,6 +42,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 
+use crate::added_peer::AddedPeer;
 use crate::netns::{Entered, Net};
 use crate::proxies::Kind;
 use crate::report::Metric;
@@ -59,8 +64,13 @@ pub(crate) struct Config {
     pub(crate) idle: usize,
     /// Length of each UDP run.
     pub(crate) udp_time: Duration,
-    /// Concurrent UDP associations.
+    /// Concurrent UDP associations of the round-trip runs (a run on one association comes
+    /// first).
     pub(crate) udp_clients: usize,
+    /// Concurrent UDP associations of the throughput runs.
+    pub(crate) flood_clients: usize,
+    /// Peers given with `--peer` (their columns are `Kind::Added`).
+    pub(crate) peers: Vec<AddedPeer>,
     /// Systems to measure (the direct baseline always runs).
     pub(crate) kinds: Vec<Kind>,
     /// Measurements to run.
@@ -84,11 +94,13 @@ const USAGE: &str = "\
 usage: socksbench [--quick] [--bytes N[K|M|G]] [--only NAME[,NAME...]] [--rounds N]
                   [--secs S] [--conns N] [--socksgate PATH] [--baseline PATH]
                   [--net private|host] [--cc NAME|default]
+                  [--peer NAME=COMMAND [--peer-config NAME=FILE]]...
 
   --quick        seconds-long smoke run (CI): 64 MiB transfers, 1 round, 200 idle conns
   --bytes N      bytes per transfer and direction (default 1G; K/M/G are binary)
   --only NAMES   systems (socksgate, dante, microsocks) and/or measurements (throughput,
-                 sessions, memory, udp); the direct baseline always runs
+                 sessions, memory, udp, udp-throughput); the direct baseline and the
+                 --peer peers always run
   --rounds N     rounds per measurement, interleaved across systems (default 5)
   --secs S       seconds per sessions run (default 5; UDP runs take 3/5 of it)
   --conns N      idle connections for the memory measurement (default 2000)
@@ -103,7 +115,15 @@ usage: socksbench [--quick] [--bytes N[K|M|G]] [--only NAME[,NAME...]] [--rounds
                  the run fails if the kernel refuses it); `default` keeps the kernel's
                  default. Without --cc: cubic, or reno where the kernel does not let a
                  namespace choose cubic (the report says which). Only `default` with
-                 --net host";
+                 --net host
+  --peer NAME=COMMAND
+                 also measure the SOCKS5 server that the shell command COMMAND starts on
+                 127.0.0.1:{port} ({port} is replaced by a free port), as the column NAME;
+                 repeatable. It runs inside the private namespace like the other peers and is
+                 stopped (with its child processes) at the end
+  --peer-config NAME=FILE
+                 FILE's text, with {port} replaced, is written to a fresh file whose path
+                 replaces {config} in NAME's command (for servers that take a config file)";
 
 fn parse_bytes(s: &str) -> anyhow::Result<u64> {
     let (num, mult) = match s.as_bytes().last() {
@@ -154,6 +174,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Option<C
     let mut baseline = None;
     let mut net = Net::Private;
     let mut cc: Option<Option<String>> = None;
+    let mut peer_args = Vec::new();
+    let mut peer_config_args = Vec::new();
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
         match a.as_str() {
@@ -167,6 +189,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Option<C
             "--baseline" => baseline = Some(PathBuf::from(value("--baseline")?)),
             "--net" => net = Net::parse(&value("--net")?)?,
             "--cc" => cc = Some(netns::parse_cc(&value("--cc")?)?),
+            "--peer" => peer_args.push(value("--peer")?),
+            "--peer-config" => peer_config_args.push(value("--peer-config")?),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(None);
@@ -174,6 +198,13 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Option<C
             other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
     }
+    let reserved: Vec<&str> = Kind::ALL
+        .iter()
+        .chain(&[Kind::Baseline])
+        .map(|k| k.name())
+        .chain(Metric::ALL.iter().map(|m| m.name()))
+        .collect();
+    let peers = added_peer::parse(&peer_args, &peer_config_args, &reserved)?;
     let mut kinds = Vec::new();
     let mut metrics = Vec::new();
     for name in only.iter().filter(|n| !n.is_empty()) {
@@ -181,6 +212,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Option<C
             kinds.push(*k);
         } else if let Some(m) = Metric::ALL.iter().find(|m| m.name() == name) {
             metrics.push(*m);
+        } else if peers.iter().any(|p| p.name == name) {
+            // Measured anyway, like --baseline: naming it in --only changes nothing.
         } else {
             bail!("--only: unknown name {name:?}\n{USAGE}");
         }
@@ -197,6 +230,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Option<C
             .map_or(1, |i| i + 1);
         kinds.insert(after.min(kinds.len()), Kind::Baseline);
     }
+    kinds.extend(peers.iter().map(|p| Kind::Added(p.name)));
     if metrics.is_empty() {
         metrics = Metric::ALL.to_vec();
     }
@@ -227,6 +261,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Option<C
         idle: idle.unwrap_or(if quick { 200 } else { 2000 }),
         udp_time: Duration::from_secs_f64(secs * 0.6),
         udp_clients: 4,
+        flood_clients: 16,
+        peers,
         kinds,
         metrics,
         socksgate: socksgate.unwrap_or_else(default_socksgate),
@@ -312,6 +348,57 @@ mod tests {
             Some(std::path::Path::new("/old/socksgate"))
         );
         assert!(!parse(&[]).unwrap().kinds.contains(&Kind::Baseline));
+    }
+
+    #[test]
+    fn added_peers_are_measured_after_the_others() {
+        let dir = socksgate_tests::tmp::TempDir::new();
+        let conf = dir.write("hev.yml", "main:\n  port: {port}\n");
+        let c = parse(&[
+            "--peer",
+            "hev=hev-socks5-server {config}",
+            "--peer-config",
+            &format!("hev={}", conf.display()),
+            "--peer",
+            "ms2=microsocks -i 127.0.0.1 -p {port}",
+            "--only",
+            "socksgate,hev,udp-throughput",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.kinds,
+            [
+                Kind::Direct,
+                Kind::Socksgate,
+                Kind::Added("hev"),
+                Kind::Added("ms2")
+            ]
+        );
+        assert_eq!(c.metrics, [Metric::UdpThroughput]);
+        assert_eq!(c.peers.len(), 2);
+        assert_eq!(c.peers[0].config_for(7).as_deref(), Some("main:\n  port: 7\n"));
+        let all = parse(&["--peer", "x=srv -p {port}"]).unwrap();
+        assert_eq!(all.kinds.last(), Some(&Kind::Added("x")));
+        assert!(all.kinds.contains(&Kind::Dante));
+    }
+
+    #[test]
+    fn bad_peer_flags_stop_the_run_with_the_reason() {
+        for (args, want) in [
+            (&["--peer"][..], "--peer needs a value"),
+            (&["--peer", "hev"], "expected NAME=COMMAND"),
+            (&["--peer", "=hev {port}"], "name before `=` is empty"),
+            (&["--peer", "hev="], "COMMAND after `=` is empty"),
+            (&["--peer", "socksgate=x {port}"], "already uses"),
+            (&["--peer", "baseline=x {port}"], "already uses"),
+            (&["--peer", "sessions=x {port}"], "already uses"),
+            (&["--peer", "hev=hev-socks5-server /etc/hev.yml"], "{port}"),
+            (&["--peer", "hev=hev-socks5-server {config}"], "--peer-config hev=FILE"),
+            (&["--peer-config", "hev=/nonexistent.yml"], "cannot read"),
+        ] {
+            let e = format!("{:#}", parse(args).unwrap_err());
+            assert!(e.contains(want), "{args:?}: {e}");
+        }
     }
 
     #[test]

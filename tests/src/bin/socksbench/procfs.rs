@@ -155,6 +155,30 @@ pub(crate) fn processes(root: u32) -> usize {
     tree(root).len()
 }
 
+/// Datagrams the kernel dropped at the UDP sockets bound to local `port` (`/proc/net/udp`'s
+/// last column, `drops`: a full receive queue, mostly), or `None` if no socket has that port.
+pub(crate) fn udp_drops(port: u16) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/udp").ok()?;
+    udp_drops_in(&text, port)
+}
+
+fn udp_drops_in(table: &str, port: u16) -> Option<u64> {
+    let mut found = None;
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let local_port = fields
+            .get(1)
+            .and_then(|a| a.rsplit_once(':'))
+            .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+        if local_port != Some(port) {
+            continue;
+        }
+        let drops = fields.last().and_then(|d| d.parse::<u64>().ok())?;
+        *found.get_or_insert(0) += drops;
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,5 +192,18 @@ mod tests {
         // Read later, while other test threads run: never less.
         assert!(cpu_seconds(me).unwrap() >= t.total());
         assert!(tree(me).contains(&me));
+    }
+
+    #[test]
+    fn udp_drops_of_a_port() {
+        let table = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+          1: 0100007F:D431 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 123 2 0000000000000000 17\n\
+          2: 0100007F:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 124 2 0000000000000000 0\n";
+        assert_eq!(udp_drops_in(table, 0xD431), Some(17));
+        assert_eq!(udp_drops_in(table, 53), Some(0));
+        assert_eq!(udp_drops_in(table, 54), None);
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = s.local_addr().unwrap().port();
+        assert_eq!(udp_drops(port), Some(0));
     }
 }

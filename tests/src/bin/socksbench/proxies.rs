@@ -1,16 +1,19 @@
-//! The systems under test: the direct baseline, socksgate (release build) and the peers from
-//! Debian, each on its own loopback port, all stopped when dropped. Every process is started
-//! with the harness's `peers` launcher; Dante is configured for the benchmark (UDP allowed,
-//! errors-only logging).
+//! The systems under test: the direct baseline, socksgate (release build), the peers from
+//! Debian and the peers given with `--peer`, each on its own loopback port, all stopped when
+//! dropped. Every process is started with the harness's `peers` launcher; Dante is configured
+//! for the benchmark (UDP allowed, errors-only logging).
 
 use core::fmt;
 use std::path::Path;
 use std::process::Command;
+use std::time::Instant;
 
 use socksgate_tests::peers::{Danted, Microsocks, Process};
 use socksgate_tests::tmp::TempDir;
 
+use crate::added_peer::AddedPeer;
 use crate::error::{BenchError, Result};
+use crate::procfs;
 use crate::via::Via;
 
 /// Which system a column measures.
@@ -22,6 +25,8 @@ pub(crate) enum Kind {
     Baseline,
     Dante,
     Microsocks,
+    /// A peer given with `--peer NAME=COMMAND`.
+    Added(&'static str),
 }
 
 impl Kind {
@@ -35,16 +40,19 @@ impl Kind {
             Self::Baseline => "baseline",
             Self::Dante => "dante",
             Self::Microsocks => "microsocks",
+            Self::Added(name) => name,
         }
     }
 
-    /// Whether it relays UDP ASSOCIATE.
+    /// Whether it may relay UDP ASSOCIATE (microsocks has no UDP; an added peer is asked, and
+    /// a refusal shows in the table).
     pub(crate) fn has_udp(self) -> bool {
         !matches!(self, Self::Microsocks)
     }
 
+    /// Whether it is a peer socksgate is compared with ("best peer", the targets).
     pub(crate) fn is_peer(self) -> bool {
-        matches!(self, Self::Dante | Self::Microsocks)
+        matches!(self, Self::Dante | Self::Microsocks | Self::Added(_))
     }
 }
 
@@ -106,6 +114,23 @@ impl Target {
         Self::proxy(Kind::Microsocks, Microsocks::new(exe).try_start())
     }
 
+    /// Starts an added peer: `sh -c COMMAND` with its placeholders replaced, after writing its
+    /// config file (if it has one) for the chosen port into the peer's temp directory. The
+    /// shell stays the root of the peer's process tree (dash does not exec the last command),
+    /// so CPU and RSS are summed over the tree, and dropping the target stops the whole tree.
+    pub(crate) fn added(peer: &AddedPeer) -> Result<Self> {
+        let started = Process::spawn(peer.name, TempDir::new(), |port, dir| {
+            let config = peer
+                .config_file_name(port)
+                .zip(peer.config_for(port))
+                .map(|(name, text)| dir.write(&name, text));
+            let mut cmd = Command::new("sh");
+            cmd.arg("-c").arg(peer.command_for(port, config.as_deref()));
+            cmd
+        });
+        Self::proxy(Kind::Added(peer.name), started)
+    }
+
     /// The proxy's (root) process id; `None` for the direct baseline.
     pub(crate) fn pid(&self) -> Option<u32> {
         self.process.as_ref().map(Process::pid)
@@ -132,6 +157,43 @@ impl Target {
             .as_ref()
             .map(|p| tail(&p.log(), 20))
             .unwrap_or_default()
+    }
+}
+
+impl Drop for Target {
+    /// An added peer runs under `sh -c`, whose SIGTERM (from the launcher) would leave the
+    /// server itself running: stop the shell's descendants first, SIGKILL after 5 s.
+    fn drop(&mut self) {
+        let (Kind::Added(_), Some(p)) = (self.kind, &self.process) else {
+            return;
+        };
+        let root = p.pid();
+        let descendants = || -> Vec<u32> {
+            procfs::tree(root)
+                .into_iter()
+                .filter(|&pid| pid != root)
+                .collect()
+        };
+        let signal = |pids: &[u32], sig: rustix::process::Signal| {
+            for &pid in pids {
+                if let Some(pid) = i32::try_from(pid)
+                    .ok()
+                    .and_then(rustix::process::Pid::from_raw)
+                {
+                    let _ = rustix::process::kill_process(pid, sig);
+                }
+            }
+        };
+        signal(&descendants(), rustix::process::Signal::TERM);
+        let deadline = Instant::now() + core::time::Duration::from_secs(5);
+        while Instant::now() < deadline && !descendants().is_empty() {
+            std::thread::sleep(core::time::Duration::from_millis(20));
+        }
+        let left = descendants();
+        if !left.is_empty() {
+            eprintln!("{}: {left:?} did not stop on SIGTERM; killing", self.kind);
+            signal(&left, rustix::process::Signal::KILL);
+        }
     }
 }
 

@@ -19,13 +19,21 @@ pub(crate) enum Metric {
     Sessions,
     /// Single-stream throughput up and down, CPU per GB.
     Throughput,
-    /// UDP ASSOCIATE round trips per second.
+    /// UDP ASSOCIATE round trips per second on 1 and on 4 associations.
     Udp,
+    /// UDP datagrams per second and loss, associations sending as fast as they can.
+    UdpThroughput,
 }
 
 impl Metric {
     /// In run order.
-    pub(crate) const ALL: [Self; 4] = [Self::Memory, Self::Sessions, Self::Throughput, Self::Udp];
+    pub(crate) const ALL: [Self; 5] = [
+        Self::Memory,
+        Self::Sessions,
+        Self::Throughput,
+        Self::Udp,
+        Self::UdpThroughput,
+    ];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
@@ -33,6 +41,7 @@ impl Metric {
             Self::Sessions => "sessions",
             Self::Throughput => "throughput",
             Self::Udp => "udp",
+            Self::UdpThroughput => "udp-throughput",
         }
     }
 }
@@ -51,11 +60,56 @@ struct Column {
     cpu_seconds: f64,
     cpu_bytes: u64,
     udp: Vec<f64>,
+    /// Round trips per second on a single association.
+    udp_single: Vec<f64>,
     udp_unsupported: bool,
     udp_cpu: CpuTimes,
     udp_count: u64,
     generator_udp: GeneratorLoad,
+    /// Echoed datagrams per second of each UDP throughput round.
+    flood: Vec<f64>,
+    /// Loss (share of sent) of each UDP throughput round.
+    flood_loss: Vec<f64>,
+    /// The UDP throughput rounds summed.
+    flood_total: FloodTotal,
+    flood_cpu: CpuTimes,
     failed: Vec<Metric>,
+}
+
+/// What the UDP throughput rounds of one system sent, echoed and lost, summed.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct FloodTotal {
+    /// Datagrams the clients sent.
+    pub(crate) sent: u64,
+    /// Datagrams the echo server received.
+    pub(crate) echo_got: u64,
+    /// Datagrams that came back to the clients.
+    pub(crate) echoed: u64,
+    /// Datagrams the kernel dropped at the clients' sockets.
+    pub(crate) client_drops: u64,
+    /// Datagrams the kernel dropped at the echo server's socket.
+    pub(crate) echo_drops: u64,
+}
+
+impl FloodTotal {
+    /// Sent but not echoed back, as a share of sent (0 when nothing was sent).
+    fn loss(self) -> f64 {
+        if self.sent == 0 {
+            0.0
+        } else {
+            self.sent.saturating_sub(self.echoed) as f64 / self.sent as f64
+        }
+    }
+}
+
+impl std::ops::AddAssign for FloodTotal {
+    fn add_assign(&mut self, more: Self) {
+        self.sent += more.sent;
+        self.echo_got += more.echo_got;
+        self.echoed += more.echoed;
+        self.client_drops += more.client_drops;
+        self.echo_drops += more.echo_drops;
+    }
 }
 
 /// The load generator's own CPU over the runs of one measurement.
@@ -148,6 +202,8 @@ pub(crate) struct Results {
     kinds: Vec<Kind>,
     columns: HashMap<Kind, Column>,
     settings: String,
+    /// The added peers' commands, for the `peers:` line.
+    peers: Vec<String>,
     network: String,
     quick: bool,
     metrics: Vec<Metric>,
@@ -186,6 +242,14 @@ fn quantile(v: &mut [u32], q: f64) -> Option<f64> {
     Some(f64::from(v[i]))
 }
 
+/// Row labels the targets look up.
+const UDP_ROUND_TRIPS: &str = "UDP echo round trips/s, 4 associations";
+const UDP_SINGLE: &str = "UDP echo round trips/s, 1 association";
+const UDP_CPU: &str = "Proxy CPU per UDP round trip (µs) ↓";
+const UDP_FLOOD: &str = "UDP throughput, 16 associations × 1400 B (echoed datagrams/s)";
+const UDP_FLOOD_LOSS: &str = "UDP throughput loss, sent but not echoed back (%) ↓";
+const UDP_FLOOD_CPU: &str = "Proxy CPU per echoed datagram (µs) ↓";
+
 /// Which way is better for a row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Better {
@@ -208,19 +272,34 @@ impl Results {
         let kinds: Vec<Kind> = targets.iter().map(|t| t.kind).collect();
         let settings = format!(
             "{} per transfer, {} round(s) interleaved (median shown), sessions {:.1} s × {} \
-             clients, {} idle connections, UDP {:.1} s × {} associations",
+             clients, {} idle connections, UDP round trips {:.1} s × 1 and × {} associations, \
+             UDP throughput {:.1} s × {} associations × {} B",
             human_bytes(cfg.bytes),
             cfg.rounds,
             cfg.session_time.as_secs_f64(),
             cfg.clients,
             cfg.idle,
             cfg.udp_time.as_secs_f64(),
-            cfg.udp_clients
+            cfg.udp_clients,
+            cfg.udp_time.as_secs_f64(),
+            cfg.flood_clients,
+            crate::udp_flood::DATAGRAM,
         );
+        let peers = cfg
+            .peers
+            .iter()
+            .map(|p| {
+                let config = p.config.as_ref().map_or(String::new(), |c| {
+                    format!(" with --peer-config {}", c.source.display())
+                });
+                format!("{} `{}`{config}", p.name, p.command)
+            })
+            .collect();
         Self {
             columns: kinds.iter().map(|&k| (k, Column::default())).collect(),
             kinds,
             settings,
+            peers,
             network: network.describe(),
             quick: cfg.quick,
             metrics: cfg.metrics.clone(),
@@ -245,6 +324,29 @@ impl Results {
             Metric::Sessions => c.sessions.push(v),
             Metric::Throughput => c.up.push(v),
             Metric::Udp => c.udp.push(v),
+            Metric::UdpThroughput => c.flood.push(v),
+        }
+    }
+
+    /// Records the round trips per second of a single-association UDP run.
+    pub(crate) fn set_udp_single(&mut self, k: Kind, v: f64) {
+        self.col(k).udp_single.push(v);
+    }
+
+    /// Records a UDP throughput round: what went where, and the proxy's CPU (`None` direct).
+    pub(crate) fn add_flood(
+        &mut self,
+        k: Kind,
+        round: FloodTotal,
+        per_second: f64,
+        cpu: Option<CpuTimes>,
+    ) {
+        let c = self.col(k);
+        c.flood.push(per_second);
+        c.flood_loss.push(round.loss());
+        c.flood_total += round;
+        if let Some(cpu) = cpu {
+            c.flood_cpu += cpu;
         }
     }
 
@@ -307,14 +409,7 @@ impl Results {
     pub(crate) fn fail(&mut self, k: Kind, what: &str, msg: String) {
         eprintln!("socksbench: {k} {what} FAILED: {msg}");
         self.failures.push(format!("{k} {what}: {msg}"));
-        let m = match what {
-            "memory" => Some(Metric::Memory),
-            "sessions" => Some(Metric::Sessions),
-            "throughput" => Some(Metric::Throughput),
-            "udp" => Some(Metric::Udp),
-            _ => None,
-        };
-        if let Some(m) = m {
+        if let Some(&m) = Metric::ALL.iter().find(|m| m.name() == what) {
             self.col(k).failed.push(m);
         }
     }
@@ -451,24 +546,32 @@ impl Results {
                 }
             },
         );
+        let udp_cell = |k: Kind, c: &Column, m: Metric, v: &[f64]| -> Cell {
+            if !k.has_udp() {
+                (None, "n/a")
+            } else if c.udp_unsupported {
+                (None, "refused")
+            } else {
+                (median(v), na(c, m))
+            }
+        };
         row(
             Metric::Udp,
-            "UDP ASSOCIATE echo round trips/s",
+            UDP_SINGLE,
             Better::Higher,
             0,
-            &mut |k, c| {
-                if !k.has_udp() {
-                    (None, "n/a")
-                } else if c.udp_unsupported {
-                    (None, "refused")
-                } else {
-                    (median(&c.udp), na(c, Metric::Udp))
-                }
-            },
+            &mut |k, c| udp_cell(k, c, Metric::Udp, &c.udp_single),
         );
         row(
             Metric::Udp,
-            "Proxy CPU per UDP round trip (µs) ↓",
+            UDP_ROUND_TRIPS,
+            Better::Higher,
+            0,
+            &mut |k, c| udp_cell(k, c, Metric::Udp, &c.udp),
+        );
+        row(
+            Metric::Udp,
+            UDP_CPU,
             Better::Lower,
             1,
             &mut |k, c| {
@@ -478,6 +581,41 @@ impl Results {
                     (None, na(c, Metric::Udp))
                 } else {
                     (Some(c.udp_cpu.total() * 1e6 / c.udp_count as f64), "")
+                }
+            },
+        );
+        row(
+            Metric::UdpThroughput,
+            UDP_FLOOD,
+            Better::Higher,
+            0,
+            &mut |k, c| udp_cell(k, c, Metric::UdpThroughput, &c.flood),
+        );
+        row(
+            Metric::UdpThroughput,
+            UDP_FLOOD_LOSS,
+            Better::Lower,
+            2,
+            &mut |k, c| {
+                let (v, why) = udp_cell(k, c, Metric::UdpThroughput, &c.flood_loss);
+                (v.map(|share| share * 100.0), why)
+            },
+        );
+        row(
+            Metric::UdpThroughput,
+            UDP_FLOOD_CPU,
+            Better::Lower,
+            2,
+            &mut |k, c| {
+                if !k.has_udp() || k == Kind::Direct {
+                    (None, "n/a")
+                } else if c.flood_total.echoed == 0 {
+                    (None, if c.udp_unsupported { "refused" } else { na(c, Metric::UdpThroughput) })
+                } else {
+                    (
+                        Some(c.flood_cpu.total() * 1e6 / c.flood_total.echoed as f64),
+                        "",
+                    )
                 }
             },
         );
@@ -506,7 +644,7 @@ impl Results {
             "- load average before / after: {} / {} (shared machine: other work runs alongside)",
             self.load_before, self.load_after
         );
-        let _ = writeln!(out, "- peers: {}", peer_versions());
+        let _ = writeln!(out, "- peers: {}", peer_versions(&self.peers));
         let _ = writeln!(out, "- settings: {}", self.settings);
         let _ = writeln!(out, "- wall time: {:.0} s\n", self.wall.as_secs_f64());
 
@@ -593,9 +731,7 @@ impl Results {
             .get("CONNECT + echo sessions/s, 16 clients")
             .and_then(|v| v.1);
         let rss = value("RSS per idle connection (KiB) ↓", Kind::Socksgate);
-        let udp = value("UDP ASSOCIATE echo round trips/s", Kind::Socksgate)
-            .zip(value("UDP ASSOCIATE echo round trips/s", Kind::Dante))
-            .map(|(a, b)| a / b);
+        let udp = lookup.get(UDP_ROUND_TRIPS).and_then(|v| v.1);
         let target = |out: &mut String,
                       what: &str,
                       got: Option<f64>,
@@ -638,12 +774,12 @@ impl Results {
         if self.unsupported(Kind::Socksgate) {
             let _ = writeln!(
                 out,
-                "- MISS: UDP round trips ≥ 1.2× Dante — socksgate refused UDP ASSOCIATE"
+                "- MISS: UDP round trips ≥ 1.2× the best peer — socksgate refused UDP ASSOCIATE"
             );
         } else {
             target(
                 &mut out,
-                "UDP round trips ≥ 1.2× Dante",
+                "UDP round trips (4 associations) ≥ 1.2× the best peer",
                 udp,
                 &|v| v >= 1.2,
                 ratio(udp),
@@ -662,13 +798,11 @@ impl Results {
             &|v| v <= 1.0 / 1.5,
             ratio(cpu_sess),
         );
-        let cpu_udp = value("Proxy CPU per UDP round trip (µs) ↓", Kind::Socksgate)
-            .zip(value("Proxy CPU per UDP round trip (µs) ↓", Kind::Dante))
-            .map(|(a, b)| a / b);
+        let cpu_udp = lookup.get(UDP_CPU).and_then(|v| v.1);
         target(
             &mut out,
-            "(generator-independent view of the UDP target) proxy CPU per round trip ≤ Dante's \
-             ÷ 1.2, i.e. ratio ≤ 0.83×",
+            "(generator-independent view of the UDP target) proxy CPU per round trip ≤ best \
+             peer ÷ 1.2, i.e. ratio ≤ 0.83×",
             cpu_udp,
             &|v| v <= 1.0 / 1.2,
             ratio(cpu_udp),
@@ -692,19 +826,51 @@ impl Results {
             }
         }
 
+        for k in &self.kinds {
+            let Some(c) = self.columns.get(k) else {
+                continue;
+            };
+            let t = c.flood_total;
+            if t.sent == 0 {
+                continue;
+            }
+            let share = |n: u64| n as f64 * 100.0 / t.sent as f64;
+            let cpu = if *k == Kind::Direct || t.echoed == 0 {
+                String::new()
+            } else {
+                let per = |s: f64| s * 1e6 / t.echoed as f64;
+                format!(
+                    "; proxy CPU {:.2} µs per echoed datagram ({:.2} in the kernel)",
+                    per(c.flood_cpu.total()),
+                    per(c.flood_cpu.system)
+                )
+            };
+            self.notes.push(format!(
+                "{k} UDP throughput, all rounds: {} datagrams sent, {} reached the echo server, \
+                 {} came back ({:.2}% lost: {:.2}% on the way out, {:.2}% on the way back); the \
+                 load generator's own sockets dropped {} at the clients and {} at the echo \
+                 server (full receive queues), the rest was lost in between; echoed payload \
+                 {:.2} Gbit/s (median round){cpu}",
+                t.sent,
+                t.echo_got,
+                t.echoed,
+                t.loss() * 100.0,
+                share(t.sent.saturating_sub(t.echo_got)),
+                share(t.echo_got.saturating_sub(t.echoed)),
+                t.client_drops,
+                t.echo_drops,
+                median(&c.flood).unwrap_or(0.0) * crate::udp_flood::DATAGRAM as f64 * 8.0 / 1e9,
+            ));
+        }
+
         let mut cost_notes = Vec::new();
         type Pick = (fn(&Column) -> Option<Cost>, fn(&Column) -> &Vec<f64>);
         let sessions: Pick = (Column::session_cost, |c| &c.sessions);
         let udp: Pick = (Column::udp_cost, |c| &c.udp);
-        for (what, unit, peers, target, (cost, rates)) in [
-            (
-                "sessions",
-                "session",
-                &[Kind::Dante, Kind::Microsocks][..],
-                1.5,
-                sessions,
-            ),
-            ("UDP", "round trip", &[Kind::Dante][..], 1.2, udp),
+        let peers: Vec<Kind> = self.kinds.iter().copied().filter(|k| k.is_peer()).collect();
+        for (what, unit, target, (cost, rates)) in [
+            ("sessions", "session", 1.5, sessions),
+            ("UDP", "round trip", 1.2, udp),
         ] {
             let costs: Vec<(Kind, Cost)> = self
                 .kinds
@@ -790,8 +956,10 @@ impl Results {
     }
 }
 
+/// `1.23×`, or `–` when there is no ratio (a value missing, or a division by zero).
 fn ratio(v: Option<f64>) -> String {
-    v.map_or("–".into(), |v| format!("{v:.2}×"))
+    v.filter(|v| v.is_finite())
+        .map_or("–".into(), |v| format!("{v:.2}×"))
 }
 
 fn human_bytes(n: u64) -> String {
@@ -827,13 +995,15 @@ fn machine() -> String {
     format!("{cores} × {cpu}, Linux {}", kernel.trim())
 }
 
-fn peer_versions() -> String {
+/// Debian's peers with their package versions, then the added peers' commands.
+fn peer_versions(added: &[String]) -> String {
     ["dante-server", "microsocks"]
         .iter()
         .map(|p| {
             let v = cmd_line("dpkg-query", &["-W", "-f=${Version}", p]);
             format!("{p} {}", if v.is_empty() { "?" } else { &v })
         })
+        .chain(added.iter().cloned())
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -871,5 +1041,20 @@ mod tests {
         // The direct baseline has no proxy.
         let direct = Cost::new((CpuTimes::default(), 0), (0.1, 1000), 1.0).unwrap();
         assert_eq!(direct.proxy_us, 0.0);
+    }
+
+    #[test]
+    fn flood_loss_is_what_did_not_come_back() {
+        let t = FloodTotal {
+            sent: 1000,
+            echo_got: 900,
+            echoed: 750,
+            ..FloodTotal::default()
+        };
+        assert!((t.loss() - 0.25).abs() < 1e-12);
+        assert_eq!(FloodTotal::default().loss(), 0.0);
+        // A peer with no loss has no "socksgate ÷ peer" ratio.
+        assert_eq!(ratio(Some(0.5 / 0.0)), "–");
+        assert_eq!(ratio(Some(1.0 / 4.0)), "0.25×");
     }
 }

@@ -11,8 +11,9 @@ use crate::measure::{self, Direction};
 use crate::netns::Network;
 use crate::procfs;
 use crate::proxies::{Kind, Target};
-use crate::report::{Metric, Results};
+use crate::report::{FloodTotal, Metric, Results};
 use crate::servers::{Bulk, Echo, Idle, UdpEcho};
+use crate::udp_flood;
 
 /// Echo server threads: enough that 16 clients never wait for one even when a proxy is slow
 /// to close its upstream connections.
@@ -61,13 +62,21 @@ pub(crate) fn run(cfg: &Config, network: &Network) -> anyhow::Result<bool> {
                 None => notes
                     .push("microsocks: not installed (Debian: microsocks); not measured".into()),
             },
+            Kind::Added(name) => {
+                let peer = cfg
+                    .peers
+                    .iter()
+                    .find(|p| p.name == name)
+                    .ok_or_else(|| anyhow::anyhow!("--peer {name}: lost its command"))?;
+                targets.push(Target::added(peer)?);
+            }
         }
     }
     for name in ["3proxy", "hev-socks5-server"] {
-        if tools::which(name).is_none() {
+        if !cfg.peers.iter().any(|p| p.command.contains(name)) {
             notes.push(format!(
                 "{name}: not measured — not a Debian 12 package (`apt-cache policy {name}` \
-                 has no candidate) and not installed"
+                 has no candidate); a build of it can be added with --peer (tests/README.md)"
             ));
         }
     }
@@ -87,6 +96,7 @@ pub(crate) fn run(cfg: &Config, network: &Network) -> anyhow::Result<bool> {
             Metric::Sessions => sessions(cfg, &mut targets, echo.addr(), &mut res),
             Metric::Throughput => throughput(cfg, &mut targets, &bulk, &mut res),
             Metric::Udp => udp(cfg, &mut targets, udp_echo.addr(), &mut res),
+            Metric::UdpThroughput => udp_throughput(cfg, &mut targets, &udp_echo, &mut res),
         }
     }
     if bulk.corrupt() != 0 {
@@ -263,6 +273,31 @@ fn udp(cfg: &Config, targets: &mut [Target], echo: core::net::SocketAddr, res: &
             if !t.kind.has_udp() || res.failed(t.kind, Metric::Udp) || res.unsupported(t.kind) {
                 continue;
             }
+            // One association first: the round trip's latency alone, nothing overlapping it.
+            match measure::udp(t.via, echo, 1, cfg.udp_time) {
+                Ok(Some(u)) if u.round_trips > 0 => {
+                    res.set_udp_single(t.kind, u.round_trips as f64 / u.elapsed.as_secs_f64());
+                }
+                Ok(Some(_)) => {
+                    res.fail(
+                        t.kind,
+                        "udp",
+                        format!(
+                            "no datagram came back on one association\n{}",
+                            t.log_tail()
+                        ),
+                    );
+                    continue;
+                }
+                Ok(None) => {
+                    res.set_unsupported(t.kind);
+                    continue;
+                }
+                Err(e) => {
+                    res.fail(t.kind, "udp", format!("{e}\n{}", t.log_tail()));
+                    continue;
+                }
+            }
             // This process alone: its tree would include the proxies it started.
             let me = std::process::id();
             let gen0 = procfs::process_cpu_seconds(me).unwrap_or(0.0);
@@ -303,6 +338,59 @@ fn udp(cfg: &Config, targets: &mut [Target], echo: core::net::SocketAddr, res: &
                 Ok(None) => res.set_unsupported(t.kind),
                 Err(e) => res.fail(t.kind, "udp", format!("{e}\n{}", t.log_tail())),
             }
+        }
+    }
+}
+
+fn udp_throughput(cfg: &Config, targets: &mut [Target], echo: &UdpEcho, res: &mut Results) {
+    for round in 0..cfg.rounds {
+        let n = targets.len();
+        for i in 0..n {
+            // Rotate the order each round, so no system always runs right after another.
+            let t = &mut targets[(i + round) % n];
+            if !t.kind.has_udp()
+                || res.failed(t.kind, Metric::UdpThroughput)
+                || res.unsupported(t.kind)
+            {
+                continue;
+            }
+            let (got0, drops0) = (echo.received(), echo.drops());
+            let cpu0 = t.pid().and_then(|p| procfs::cpu_times(p).ok());
+            let r = udp_flood::flood(t.via, echo.addr(), cfg.flood_clients, cfg.udp_time);
+            let cpu1 = t.pid().and_then(|p| procfs::cpu_times(p).ok());
+            match r {
+                Ok(Some(f)) if f.echoed > 0 => {
+                    let round_total = FloodTotal {
+                        sent: f.sent,
+                        echo_got: echo.received() - got0,
+                        echoed: f.echoed,
+                        client_drops: f.client_drops,
+                        echo_drops: echo.drops().saturating_sub(drops0),
+                    };
+                    let cpu = cpu0.zip(cpu1).map(|(c0, c1)| c1 - c0);
+                    // Per second of sending: every client sent for `udp_time`, and what came
+                    // back during the drain after it was sent within it.
+                    let rate = f.echoed as f64 / cfg.udp_time.as_secs_f64();
+                    res.add_flood(t.kind, round_total, rate, cpu);
+                }
+                Ok(Some(f)) => res.fail(
+                    t.kind,
+                    Metric::UdpThroughput.name(),
+                    format!(
+                        "none of {} datagrams came back\n{}",
+                        f.sent,
+                        t.log_tail()
+                    ),
+                ),
+                Ok(None) => res.set_unsupported(t.kind),
+                Err(e) => res.fail(
+                    t.kind,
+                    Metric::UdpThroughput.name(),
+                    format!("{e}\n{}", t.log_tail()),
+                ),
+            }
+            // Let the queues empty before the next system.
+            std::thread::sleep(Duration::from_millis(300));
         }
     }
 }

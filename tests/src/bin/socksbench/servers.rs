@@ -188,11 +188,26 @@ impl Idle {
     }
 }
 
-/// UDP echo: a few threads on one socket send every datagram back to its source.
+/// Receive buffer of the load generator's UDP sockets (the echo's and the throughput
+/// clients'): large, so that under a flood the datagrams are lost in the proxy rather than in
+/// the load generator (whose own drops the report counts apart anyway).
+pub(crate) const UDP_RCVBUF: usize = 4 << 20;
+
+/// Gives `s` a receive buffer of `bytes`: past `net.core.rmem_max` where the process may
+/// (SO_RCVBUFFORCE, root), else as much as the kernel allows.
+pub(crate) fn enlarge_rcvbuf(s: &UdpSocket, bytes: usize) {
+    if rustix::net::sockopt::set_socket_recv_buffer_size_force(s, bytes).is_err() {
+        let _ = rustix::net::sockopt::set_socket_recv_buffer_size(s, bytes);
+    }
+}
+
+/// UDP echo: a few threads on one socket send every datagram back to its source, and count
+/// what they received.
 #[derive(Debug)]
 pub(crate) struct UdpEcho {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    received: Arc<AtomicU64>,
 }
 
 impl UdpEcho {
@@ -200,25 +215,43 @@ impl UdpEcho {
         let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).ctx(|| "bind UDP echo".into())?;
         s.set_read_timeout(Some(Duration::from_millis(200)))
             .ctx(|| "UDP echo timeout".into())?;
+        enlarge_rcvbuf(&s, UDP_RCVBUF);
         let addr = s.local_addr().ctx(|| "UDP local_addr".into())?;
         let stop = Arc::new(AtomicBool::new(false));
+        let received = Arc::new(AtomicU64::new(0));
         for _ in 0..threads {
             let s = s.try_clone().ctx(|| "dup UDP socket".into())?;
             let stop = Arc::clone(&stop);
+            let received = Arc::clone(&received);
             std::thread::spawn(move || {
                 let mut buf = [0u8; 2048];
                 while !stop.load(Ordering::Relaxed) {
                     if let Ok((n, from)) = s.recv_from(&mut buf) {
+                        received.fetch_add(1, Ordering::Relaxed);
                         let _ = s.send_to(&buf[..n], from);
                     }
                 }
             });
         }
-        Ok(Self { addr, stop })
+        Ok(Self {
+            addr,
+            stop,
+            received,
+        })
     }
 
     pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Datagrams received so far.
+    pub(crate) fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Datagrams the kernel dropped at the echo's socket so far (its receive queue full).
+    pub(crate) fn drops(&self) -> u64 {
+        crate::procfs::udp_drops(self.addr.port()).unwrap_or(0)
     }
 }
 
