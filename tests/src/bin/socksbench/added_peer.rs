@@ -94,7 +94,10 @@ fn split<'a>(flag: &str, arg: &'a str, what: &str) -> anyhow::Result<(&'a str, &
     if name.is_empty() {
         bail!("{flag} {arg:?}: the name before `=` is empty");
     }
-    let first_ok = name.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric);
+    let first_ok = name
+        .as_bytes()
+        .first()
+        .is_some_and(u8::is_ascii_alphanumeric);
     let rest_ok = name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
@@ -204,11 +207,18 @@ mod tests {
 
     #[test]
     fn a_command_with_port() {
-        let p = parse(&strings(&["ms=microsocks -p {port} -i 127.0.0.1"]), &[], RESERVED)
-            .unwrap();
+        let p = parse(
+            &strings(&["ms=microsocks -p {port} -i 127.0.0.1"]),
+            &[],
+            RESERVED,
+        )
+        .unwrap();
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].name, "ms");
-        assert_eq!(p[0].command_for(1234, None), "microsocks -p 1234 -i 127.0.0.1");
+        assert_eq!(
+            p[0].command_for(1234, None),
+            "microsocks -p 1234 -i 127.0.0.1"
+        );
         assert_eq!(p[0].config_for(1234), None);
         // Only the first `=` separates: the command may hold more.
         let p = parse(&strings(&["x=env A=1 srv --port={port}"]), &[], RESERVED).unwrap();
@@ -225,7 +235,10 @@ mod tests {
             RESERVED,
         )
         .unwrap();
-        assert_eq!(p[0].config_for(4321).as_deref(), Some("main:\n  port: 4321\n"));
+        assert_eq!(
+            p[0].config_for(4321).as_deref(),
+            Some("main:\n  port: 4321\n")
+        );
         assert_eq!(p[0].config_file_name(4321).as_deref(), Some("hev-4321.yml"));
         assert_eq!(
             p[0].command_for(4321, Some(Path::new("/tmp/d/hev-4321.yml"))),
@@ -250,7 +263,10 @@ mod tests {
             (&["dante=srv {port}"], "already uses"),
             (&["udp=srv {port}"], "already uses"),
             (&["x=srv {port}", "x=other {port}"], "given twice"),
-            (&["x=srv --listen 1080"], "neither the command nor its --peer-config text"),
+            (
+                &["x=srv --listen 1080"],
+                "neither the command nor its --peer-config text",
+            ),
             (&["x=srv {config}"], "no --peer-config x=FILE"),
         ];
         for (peers, want) in cases {
@@ -267,7 +283,10 @@ mod tests {
         let a = format!("x={}", with_port.display());
         let e = err(&["x=srv {port}"], &[&a]);
         assert!(e.contains("has no {config}"), "{e}");
-        let e = err(&["y=srv {config}"], &[&a, &format!("y={}", with_port.display())]);
+        let e = err(
+            &["y=srv {config}"],
+            &[&a, &format!("y={}", with_port.display())],
+        );
         assert!(e.contains("no --peer x=COMMAND"), "{e}");
         let e = err(&["x=srv {config}"], &[&format!("x={}", without.display())]);
         assert!(e.contains("neither the command nor"), "{e}");

@@ -376,7 +376,10 @@ mod tests {
         );
         assert_eq!(c.metrics, [Metric::UdpThroughput]);
         assert_eq!(c.peers.len(), 2);
-        assert_eq!(c.peers[0].config_for(7).as_deref(), Some("main:\n  port: 7\n"));
+        assert_eq!(
+            c.peers[0].config_for(7).as_deref(),
+            Some("main:\n  port: 7\n")
+        );
         let all = parse(&["--peer", "x=srv -p {port}"]).unwrap();
         assert_eq!(all.kinds.last(), Some(&Kind::Added("x")));
         assert!(all.kinds.contains(&Kind::Dante));
@@ -393,7 +396,10 @@ mod tests {
             (&["--peer", "baseline=x {port}"], "already uses"),
             (&["--peer", "sessions=x {port}"], "already uses"),
             (&["--peer", "hev=hev-socks5-server /etc/hev.yml"], "{port}"),
-            (&["--peer", "hev=hev-socks5-server {config}"], "--peer-config hev=FILE"),
+            (
+                &["--peer", "hev=hev-socks5-server {config}"],
+                "--peer-config hev=FILE",
+            ),
             (&["--peer-config", "hev=/nonexistent.yml"], "cannot read"),
         ] {
             let e = format!("{:#}", parse(args).unwrap_err());

@@ -179,6 +179,23 @@ fn udp_drops_in(table: &str, port: u16) -> Option<u64> {
     found
 }
 
+/// Datagrams the kernel dropped at full UDP receive queues in this network namespace, all
+/// sockets together (`/proc/net/snmp`, `Udp: RcvbufErrors`).
+pub(crate) fn udp_rcvbuf_errors() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    snmp_field(&text, "Udp:", "RcvbufErrors")
+}
+
+/// `field` of the `proto` lines of a `/proc/net/snmp` table (a line of names, then one of
+/// values).
+fn snmp_field(table: &str, proto: &str, field: &str) -> Option<u64> {
+    let mut lines = table.lines().filter(|l| l.starts_with(proto));
+    let names = lines.next()?;
+    let values = lines.next()?;
+    let i = names.split_whitespace().position(|n| n == field)?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,5 +222,18 @@ mod tests {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = s.local_addr().unwrap().port();
         assert_eq!(udp_drops(port), Some(0));
+    }
+
+    #[test]
+    fn snmp_counters() {
+        let table = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
+                     Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\n\
+                     Udp: 10 0 7 12 5 0\n\
+                     UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\n\
+                     UdpLite: 0 0 0 0 0 0\n";
+        assert_eq!(snmp_field(table, "Udp:", "RcvbufErrors"), Some(5));
+        assert_eq!(snmp_field(table, "Udp:", "InErrors"), Some(7));
+        assert_eq!(snmp_field(table, "Udp:", "Nope"), None);
+        assert!(udp_rcvbuf_errors().is_some());
     }
 }

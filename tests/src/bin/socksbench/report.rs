@@ -89,6 +89,9 @@ pub(crate) struct FloodTotal {
     pub(crate) client_drops: u64,
     /// Datagrams the kernel dropped at the echo server's socket.
     pub(crate) echo_drops: u64,
+    /// Datagrams the kernel dropped at full receive queues in the whole network namespace
+    /// (the proxy's sockets and the generator's; on the host's network, anyone's).
+    pub(crate) queue_drops: u64,
 }
 
 impl FloodTotal {
@@ -109,6 +112,7 @@ impl std::ops::AddAssign for FloodTotal {
         self.echoed += more.echoed;
         self.client_drops += more.client_drops;
         self.echo_drops += more.echo_drops;
+        self.queue_drops += more.queue_drops;
     }
 }
 
@@ -555,13 +559,9 @@ impl Results {
                 (median(v), na(c, m))
             }
         };
-        row(
-            Metric::Udp,
-            UDP_SINGLE,
-            Better::Higher,
-            0,
-            &mut |k, c| udp_cell(k, c, Metric::Udp, &c.udp_single),
-        );
+        row(Metric::Udp, UDP_SINGLE, Better::Higher, 0, &mut |k, c| {
+            udp_cell(k, c, Metric::Udp, &c.udp_single)
+        });
         row(
             Metric::Udp,
             UDP_ROUND_TRIPS,
@@ -569,21 +569,15 @@ impl Results {
             0,
             &mut |k, c| udp_cell(k, c, Metric::Udp, &c.udp),
         );
-        row(
-            Metric::Udp,
-            UDP_CPU,
-            Better::Lower,
-            1,
-            &mut |k, c| {
-                if !k.has_udp() || k == Kind::Direct {
-                    (None, "n/a")
-                } else if c.udp_count == 0 {
-                    (None, na(c, Metric::Udp))
-                } else {
-                    (Some(c.udp_cpu.total() * 1e6 / c.udp_count as f64), "")
-                }
-            },
-        );
+        row(Metric::Udp, UDP_CPU, Better::Lower, 1, &mut |k, c| {
+            if !k.has_udp() || k == Kind::Direct {
+                (None, "n/a")
+            } else if c.udp_count == 0 {
+                (None, na(c, Metric::Udp))
+            } else {
+                (Some(c.udp_cpu.total() * 1e6 / c.udp_count as f64), "")
+            }
+        });
         row(
             Metric::UdpThroughput,
             UDP_FLOOD,
@@ -607,10 +601,11 @@ impl Results {
             Better::Lower,
             2,
             &mut |k, c| {
-                if !k.has_udp() || k == Kind::Direct {
+                if k == Kind::Direct {
                     (None, "n/a")
                 } else if c.flood_total.echoed == 0 {
-                    (None, if c.udp_unsupported { "refused" } else { na(c, Metric::UdpThroughput) })
+                    // n/a, refused or error, as in the rows above.
+                    udp_cell(k, c, Metric::UdpThroughput, &[])
                 } else {
                     (
                         Some(c.flood_cpu.total() * 1e6 / c.flood_total.echoed as f64),
@@ -848,17 +843,27 @@ impl Results {
             self.notes.push(format!(
                 "{k} UDP throughput, all rounds: {} datagrams sent, {} reached the echo server, \
                  {} came back ({:.2}% lost: {:.2}% on the way out, {:.2}% on the way back); the \
-                 load generator's own sockets dropped {} at the clients and {} at the echo \
-                 server (full receive queues), the rest was lost in between; echoed payload \
-                 {:.2} Gbit/s (median round){cpu}",
+                 kernel dropped {} at full receive queues in the network namespace, {} of them \
+                 at the load generator's sockets ({} at the clients, {} at the echo server){}; \
+                 echoed payload {:.2} Gbit/s (median round){cpu}",
                 t.sent,
                 t.echo_got,
                 t.echoed,
                 t.loss() * 100.0,
                 share(t.sent.saturating_sub(t.echo_got)),
                 share(t.echo_got.saturating_sub(t.echoed)),
+                t.queue_drops,
+                t.client_drops + t.echo_drops,
                 t.client_drops,
                 t.echo_drops,
+                if *k == Kind::Direct {
+                    String::new()
+                } else {
+                    format!(
+                        " and so {} at the proxy's",
+                        t.queue_drops.saturating_sub(t.client_drops + t.echo_drops)
+                    )
+                },
                 median(&c.flood).unwrap_or(0.0) * crate::udp_flood::DATAGRAM as f64 * 8.0 / 1e9,
             ));
         }

@@ -282,10 +282,7 @@ fn udp(cfg: &Config, targets: &mut [Target], echo: core::net::SocketAddr, res: &
                     res.fail(
                         t.kind,
                         "udp",
-                        format!(
-                            "no datagram came back on one association\n{}",
-                            t.log_tail()
-                        ),
+                        format!("no datagram came back on one association\n{}", t.log_tail()),
                     );
                     continue;
                 }
@@ -355,9 +352,11 @@ fn udp_throughput(cfg: &Config, targets: &mut [Target], echo: &UdpEcho, res: &mu
                 continue;
             }
             let (got0, drops0) = (echo.received(), echo.drops());
+            let queue0 = procfs::udp_rcvbuf_errors().unwrap_or(0);
             let cpu0 = t.pid().and_then(|p| procfs::cpu_times(p).ok());
             let r = udp_flood::flood(t.via, echo.addr(), cfg.flood_clients, cfg.udp_time);
             let cpu1 = t.pid().and_then(|p| procfs::cpu_times(p).ok());
+            let queue1 = procfs::udp_rcvbuf_errors().unwrap_or(0);
             match r {
                 Ok(Some(f)) if f.echoed > 0 => {
                     let round_total = FloodTotal {
@@ -366,6 +365,7 @@ fn udp_throughput(cfg: &Config, targets: &mut [Target], echo: &UdpEcho, res: &mu
                         echoed: f.echoed,
                         client_drops: f.client_drops,
                         echo_drops: echo.drops().saturating_sub(drops0),
+                        queue_drops: queue1.saturating_sub(queue0),
                     };
                     let cpu = cpu0.zip(cpu1).map(|(c0, c1)| c1 - c0);
                     // Per second of sending: every client sent for `udp_time`, and what came
@@ -376,11 +376,7 @@ fn udp_throughput(cfg: &Config, targets: &mut [Target], echo: &UdpEcho, res: &mu
                 Ok(Some(f)) => res.fail(
                     t.kind,
                     Metric::UdpThroughput.name(),
-                    format!(
-                        "none of {} datagrams came back\n{}",
-                        f.sent,
-                        t.log_tail()
-                    ),
+                    format!("none of {} datagrams came back\n{}", f.sent, t.log_tail()),
                 ),
                 Ok(None) => res.set_unsupported(t.kind),
                 Err(e) => res.fail(

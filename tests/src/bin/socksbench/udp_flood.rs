@@ -175,7 +175,11 @@ impl Client {
                 None => break,
             }
         }
-        let port = self.sock.local_addr().ctx(|| "UDP local_addr".into())?.port();
+        let port = self
+            .sock
+            .local_addr()
+            .ctx(|| "UDP local_addr".into())?
+            .port();
         Ok(Flood {
             sent: self.sent,
             echoed: self.echoed,
