@@ -570,10 +570,10 @@ impl Results {
             &mut |k, c| udp_cell(k, c, Metric::Udp, &c.udp),
         );
         row(Metric::Udp, UDP_CPU, Better::Lower, 1, &mut |k, c| {
-            if !k.has_udp() || k == Kind::Direct {
+            if k == Kind::Direct {
                 (None, "n/a")
             } else if c.udp_count == 0 {
-                (None, na(c, Metric::Udp))
+                udp_cell(k, c, Metric::Udp, &[])
             } else {
                 (Some(c.udp_cpu.total() * 1e6 / c.udp_count as f64), "")
             }
