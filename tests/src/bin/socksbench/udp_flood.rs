@@ -152,8 +152,11 @@ impl Client {
             payload(self.id, self.sent, &mut out[self.header_len..]);
             match self.sock.send_to(&out, self.relay) {
                 Ok(_) => self.sent += 1,
-                // The socket's send buffer is full: try again (the datagram was not sent).
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock) => {}
+                // The socket's send buffer is full, or the kernel is short of buffers for a
+                // moment: the datagram was not sent (and is not counted); send again.
+                Err(e)
+                    if e.kind() == ErrorKind::WouldBlock
+                        || e.raw_os_error() == Some(rustix::io::Errno::NOBUFS.raw_os_error()) => {}
                 Err(e) => {
                     return Err(BenchError::Io {
                         what: format!("send datagram to {}", self.relay),
