@@ -119,8 +119,8 @@ usage: socksbench [--quick] [--bytes N[K|M|G]] [--only NAME[,NAME...]] [--rounds
   --peer NAME=COMMAND
                  also measure the SOCKS5 server that the shell command COMMAND starts on
                  127.0.0.1:{port} ({port} is replaced by a free port), as the column NAME;
-                 repeatable. It runs inside the private namespace like the other peers and is
-                 stopped (with its child processes) at the end
+                 repeatable. It runs inside the private namespace like the other peers, must
+                 stay in the foreground, and is stopped (with its child processes) at the end
   --peer-config NAME=FILE
                  FILE's text, with {port} replaced, is written to a fresh file whose path
                  replaces {config} in NAME's command (for servers that take a config file)";
