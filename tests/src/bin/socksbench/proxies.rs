@@ -201,3 +201,52 @@ fn tail(text: &str, lines: usize) -> String {
     let v: Vec<&str> = text.lines().collect();
     v[v.len().saturating_sub(lines)..].join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::added_peer;
+    use socksgate_tests::tools;
+
+    /// A peer through the whole `--peer`/`--peer-config` path: the config file is written with
+    /// the port in it, its path reaches the command, the server comes up on the port, serves a
+    /// SOCKS5 CONNECT, and dropping the target stops the server under the shell.
+    #[test]
+    fn an_added_peer_starts_from_its_config_and_stops_with_its_children() {
+        let Some(exe) = tools::require("added peer", &["microsocks"]) else {
+            return;
+        };
+        let dir = TempDir::new();
+        let config = dir.write("peer.conf", "listen on {port}\n");
+        let command = format!(
+            "grep -qx 'listen on {{port}}' {{config}} && {} -i 127.0.0.1 -p {{port}}",
+            exe[0].display()
+        );
+        let peers = added_peer::parse(
+            &[format!("ms={command}")],
+            &[format!("ms={}", config.display())],
+            &[],
+        )
+        .unwrap();
+        let target = Target::added(&peers[0]).unwrap();
+        assert_eq!(target.kind, Kind::Added("ms"));
+        let Via::Socks(proxy) = target.via else {
+            panic!("a peer is a proxy");
+        };
+        let origin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let s = crate::via::connect(target.via, origin.local_addr().unwrap());
+        assert!(s.is_ok(), "CONNECT through {proxy}: {s:?}");
+        let root = target.pid().unwrap();
+        let children: Vec<u32> = procfs::tree(root)
+            .into_iter()
+            .filter(|&p| p != root)
+            .collect();
+        assert!(!children.is_empty(), "microsocks runs under the shell");
+        drop(s);
+        drop(target);
+        for pid in children {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            assert!(state.is_empty(), "{pid} still there: {state}");
+        }
+    }
+}
