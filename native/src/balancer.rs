@@ -75,7 +75,7 @@ pub enum BalancerError {
     /// The bytes began a header but are not a valid one.
     #[error("{0}")]
     Malformed(ProxyHeaderError),
-    /// A header longer than [`MAX_HEADER`].
+    /// A header longer than 4 KiB.
     #[error("PROXY protocol header longer than {MAX_HEADER} bytes")]
     TooLong,
     /// The connection closed before the header was complete.
