@@ -9,6 +9,7 @@
 //!   out. The caller owns sockets, DNS, clocks and the relay.
 //! * [`rules`] — the allocation-free access-rule evaluator every front end shares.
 //! * [`rate`] — token buckets for bandwidth and session-rate limits.
+//! * [`egress`] — which egress profile a session uses and which source address it gets.
 //! * [`udp`] — UDP ASSOCIATE encapsulation and RFC 1928 §7 fragment reassembly.
 //! * [`balancer`] — which sources may send a PROXY protocol header, and the client it names.
 //! * [`addr`] — destination addresses (IP or domain name), borrowed and owned.
@@ -36,6 +37,7 @@ pub mod addr;
 pub mod balancer;
 mod buffers;
 pub mod client;
+pub mod egress;
 pub mod failure;
 pub mod observe;
 pub mod policy;
