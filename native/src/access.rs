@@ -48,6 +48,8 @@ pub struct AccessRules {
     labels: Vec<String>,
     /// For each config rule, the `[[upstream]]` it sends requests through.
     upstreams: Vec<Option<String>>,
+    /// For each config rule, the `[[egress]]` profile its sessions leave by.
+    egresses: Vec<Option<String>>,
     default: Action,
 }
 
@@ -58,6 +60,7 @@ impl Default for AccessRules {
             origin: Vec::new(),
             labels: Vec::new(),
             upstreams: Vec::new(),
+            egresses: Vec::new(),
             default: Action::Allow,
         }
     }
@@ -85,6 +88,15 @@ impl AccessRules {
         }
         let origin = self.origin.get(decision.rule?)?;
         self.upstreams.get(*origin)?.as_deref()
+    }
+
+    /// The `[[egress]]` profile of the allow rule behind `decision`, if it names one.
+    pub fn egress(&self, decision: Decision) -> Option<&str> {
+        if !decision.is_allowed() {
+            return None;
+        }
+        let origin = self.origin.get(decision.rule?)?;
+        self.egresses.get(*origin)?.as_deref()
     }
 
     /// Number of core rules after expansion.
@@ -158,6 +170,8 @@ pub fn compile(
         }
         out.upstreams
             .push(rc.upstream.as_ref().map(|u| u.get_ref().clone()));
+        out.egresses
+            .push(rc.egress.as_ref().map(|e| e.get_ref().clone()));
         out.labels.push(match lines.get(i) {
             Some(line) => format!("rule #{} (line {line}, {})", i + 1, describe(rc)),
             None => format!("rule #{} ({})", i + 1, describe(rc)),

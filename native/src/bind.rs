@@ -18,11 +18,14 @@ use tracing::{debug, info, warn};
 
 use crate::clock;
 use crate::conn::{Conn, SessionError};
+use crate::egress::Egress;
 use crate::failure::io_failure;
 use crate::relay;
 
-/// The local IP this host uses to reach `dest` (a connected UDP socket sends nothing).
-pub(crate) async fn outbound_ip(dest: IpAddr) -> Option<IpAddr> {
+/// The local IP this host uses to reach `dest` (a connected UDP socket sends nothing), from
+/// a socket leaving by `egress` when given (its interface and mark can change the route, and
+/// so the address).
+pub(crate) async fn outbound_ip(dest: IpAddr, egress: Option<Egress<'_>>) -> Option<IpAddr> {
     if dest.is_unspecified() {
         return None;
     }
@@ -31,7 +34,10 @@ pub(crate) async fn outbound_ip(dest: IpAddr) -> Option<IpAddr> {
     } else {
         ([0u16; 8], 0).into()
     };
-    let sock = UdpSocket::bind(any).await.ok()?;
+    let sock = match egress {
+        Some(e) => e.udp_socket(dest.is_ipv6()).ok()?,
+        None => UdpSocket::bind(any).await.ok()?,
+    };
     sock.connect((dest, 9)).await.ok()?;
     sock.local_addr().ok().map(|a| a.ip())
 }
@@ -68,11 +74,22 @@ pub(crate) async fn resolve(conn: &mut Conn<'_>) -> Result<(), SessionError> {
 /// peer the session accepts, and relays to the end.
 pub(crate) async fn run(conn: &mut Conn<'_>) -> Result<(), SessionError> {
     let expected = conn.session.bind_peer();
+    let egress = crate::egress::of_session(conn);
     let listen_ip = match expected {
-        Some(peer) => outbound_ip(peer.ip()).await.unwrap_or(conn.local.ip()),
+        Some(peer) => outbound_ip(peer.ip(), egress)
+            .await
+            .unwrap_or(conn.local.ip()),
         None => conn.local.ip(),
     };
-    let listener = match TcpListener::bind((listen_ip, 0)).await {
+    let opened = match egress {
+        // The peer's family decides which of the profile's addresses is listened on.
+        Some(e) => e.tcp_listener(
+            expected.map_or(conn.local.is_ipv6(), |p| p.ip().to_canonical().is_ipv6()),
+            listen_ip,
+        ),
+        None => TcpListener::bind((listen_ip, 0)).await,
+    };
+    let listener = match opened {
         Ok(l) => l,
         Err(e) => {
             warn!("bind: cannot listen on {listen_ip}: {e}");
@@ -164,9 +181,9 @@ mod tests {
     #[tokio::test]
     async fn outbound_ip_of_loopback_is_loopback() {
         assert_eq!(
-            outbound_ip("127.0.0.1".parse().unwrap()).await,
+            outbound_ip("127.0.0.1".parse().unwrap(), None).await,
             Some("127.0.0.1".parse().unwrap())
         );
-        assert_eq!(outbound_ip("0.0.0.0".parse().unwrap()).await, None);
+        assert_eq!(outbound_ip("0.0.0.0".parse().unwrap(), None).await, None);
     }
 }

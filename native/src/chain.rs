@@ -12,15 +12,21 @@ use crate::conn::{Conn, Upstream};
 use crate::failure::io_failure;
 
 /// Opens the request's destination through the upstream `name` at `url`, within the
-/// session's connect deadline, and reports the outcome to the session.
-pub(crate) async fn open(conn: &mut Conn<'_>, name: &str, url: &ProxyUrl) -> Option<Upstream> {
+/// session's connect deadline, and reports the outcome to the session. The connection to
+/// the upstream leaves by `egress` when given.
+pub(crate) async fn open(
+    conn: &mut Conn<'_>,
+    name: &str,
+    url: &ProxyUrl,
+    egress: Option<crate::egress::Egress<'_>>,
+) -> Option<Upstream> {
     let shared = conn.shared;
     let (host, port) = match conn.session.destination()? {
         Addr::Ip(sa) => (sa.ip().to_string(), sa.port()),
         Addr::Domain(d, port) => (d.to_string(), port),
     };
     let started = std::time::Instant::now();
-    let attempt = crate::client::open(url, &host, port, &shared.resolver);
+    let attempt = crate::client::open_from(url, &host, port, &shared.resolver, egress);
     let opened = match conn.session.poll_timeout() {
         Some(at) => tokio::time::timeout_at(clock::deadline(at), attempt)
             .await

@@ -165,6 +165,18 @@ pub async fn open(
     port: u16,
     resolver: &Resolver,
 ) -> Result<(TcpStream, Vec<u8>, Target), ClientFailure> {
+    open_from(proxy, host, port, resolver, None).await
+}
+
+/// [`open`], the connection to the proxy leaving by `egress` when given (a server chaining
+/// through an `[[upstream]]`).
+pub async fn open_from(
+    proxy: &ProxyUrl,
+    host: &str,
+    port: u16,
+    resolver: &Resolver,
+    egress: Option<crate::egress::Egress<'_>>,
+) -> Result<(TcpStream, Vec<u8>, Target), ClientFailure> {
     // The destination as sent: resolved here unless the proxy resolves names.
     let literal: Option<IpAddr> = host
         .trim_start_matches('[')
@@ -235,7 +247,7 @@ pub async fn open(
         ),
     };
     let mut stream = resolver
-        .connect(&proxy_target, |_| Ok(()))
+        .connect_from(&proxy_target, |_| Ok(()), egress)
         .await
         .map_err(|source| ClientFailure::Connect {
             what: format!("connecting to proxy {proxy_target}"),

@@ -229,6 +229,9 @@ pub struct RuleConfig {
     /// For an allow rule: send matching CONNECT requests through this `[[upstream]]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<Spanned<String>>,
+    /// For an allow rule: matching sessions leave by this `[[egress]]` profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<Spanned<String>>,
 }
 
 /// One `[[upstream]]`: a SOCKS proxy that rules can chain CONNECT requests through.
@@ -331,6 +334,13 @@ pub struct Config {
     /// Upstream proxies for rules with `upstream = "name"`.
     #[serde(rename = "upstream", skip_serializing_if = "Vec::is_empty")]
     pub upstreams: Vec<UpstreamConfig>,
+    /// The `[[egress]]` profile every session uses unless a listener, user or rule names
+    /// another.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_egress: Option<Spanned<String>>,
+    /// Egress profiles: source addresses, interface and firewall mark of outbound sockets.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<crate::egress::EgressConfig>,
     /// Access rules, first match wins.
     #[serde(rename = "rule", skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<RuleConfig>,
@@ -359,6 +369,8 @@ impl Default for Config {
             reuse_port: false,
             proxy_protocol: Vec::new(),
             upstreams: Vec::new(),
+            default_egress: None,
+            egress: Vec::new(),
             rules: Vec::new(),
             rule_lines: Vec::new(),
         }
@@ -395,6 +407,7 @@ impl Config {
         }
         config.check_upstreams(text, path)?;
         config.check_proxy_protocol(text, path)?;
+        crate::egress::check(&config, text, path)?;
         config.rule_lines = rule_lines(text);
         crate::access::compile(&config.rules, config.default_action, &config.rule_lines)
             .map_err(|e| e.locate(text, path))?;
@@ -586,9 +599,10 @@ impl Config {
         )))
     }
 
-    /// Rejects settings that are recognised but not implemented (none at the moment).
+    /// Rejects settings that cannot work with the effective configuration: egress profiles
+    /// whose listeners are not listened on, or with a mark when running as another user.
     pub fn check_supported(&self) -> Result<(), ConfigError> {
-        Ok(())
+        crate::egress::check_effective(self)
     }
 
     /// The effective configuration as TOML (what `check-config` prints).

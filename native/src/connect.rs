@@ -19,21 +19,22 @@ use crate::resolve;
 /// deadline. Reports the outcome to the session; returns the connection on success.
 pub(crate) async fn open(conn: &mut Conn<'_>, event: Event) -> Option<Upstream> {
     let shared = conn.shared;
+    let egress = crate::egress::of_session(conn);
     if let Some(name) = conn
         .session
         .decision()
         .and_then(|d| shared.rules.upstream(d))
         && let Some(url) = shared.config.upstream(name)
     {
-        return crate::chain::open(conn, name, &url).await;
+        return crate::chain::open(conn, name, &url, egress).await;
     }
     let started = std::time::Instant::now();
     let deadline = conn.session.poll_timeout().map(clock::deadline);
     let attempt = async {
         match (event, conn.session.request()) {
-            (Event::Connect(Some(sa)), _) => {
-                resolve::connect_tcp(sa).await.map_err(ConnectError::from)
-            }
+            (Event::Connect(Some(sa)), _) => resolve::connect_tcp_from(sa, egress)
+                .await
+                .map_err(ConnectError::from),
             (_, Some(request)) if request.command == Command::Connect => {
                 let session = &*conn.session;
                 let policy = &conn.policy;
@@ -42,7 +43,7 @@ pub(crate) async fn open(conn: &mut Conn<'_>, event: Event) -> Option<Upstream> 
                         .check_resolved(policy, sa.ip())
                         .map_err(ConnectError::Denied)
                 };
-                Box::pin(shared.resolver.connect(&request.target, allow)).await
+                Box::pin(shared.resolver.connect_from(&request.target, allow, egress)).await
             }
             _ => Err(ConnectError::Io(io::ErrorKind::InvalidInput.into())),
         }

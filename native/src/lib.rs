@@ -10,7 +10,8 @@
 //!   across connections; `clock` — the core's time; [`access_log`] — the access record;
 //! * the commands: [`connect`], `chain` (through an upstream proxy), `bind`, `udp_relay`
 //!   (`udp_recv`: datagrams two per call); [`failure`] — errno → the core's failure cause;
-//! * [`resolve`] — hickory resolver and Happy Eyeballs;
+//! * [`resolve`] — hickory resolver and Happy Eyeballs; [`egress`] — source address,
+//!   interface and mark of outbound sockets;
 //! * [`relay`] — TCP relay with half-close; [`server`] — listeners and the accept loop;
 //!   [`balancer`] — PROXY protocol headers from trusted load balancers;
 //!   [`client`] — `socksgate connect`;
@@ -32,6 +33,7 @@ mod clock;
 pub mod config;
 mod conn;
 pub mod connect;
+pub mod egress;
 pub mod failure;
 pub mod limits;
 pub mod logging;

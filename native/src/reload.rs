@@ -58,6 +58,7 @@ pub fn load(args: &ServeArgs, old: &Shared) -> Result<Shared, ReloadError> {
     }
     Ok(Shared {
         balancers: crate::balancer::Balancers::new(&config.proxy_protocol),
+        egress: crate::egress::Profiles::compile(&config),
         config,
         users,
         rules,

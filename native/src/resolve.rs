@@ -27,6 +27,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::egress::Egress;
 use crate::failure::{ConnectError, io_failure};
 
 /// RFC 8305 timing parameters.
@@ -181,10 +182,22 @@ impl Resolver {
         target: &Target,
         allow: impl Fn(SocketAddr) -> Result<(), ConnectError>,
     ) -> Result<TcpStream, ConnectError> {
+        self.connect_from(target, allow, None).await
+    }
+
+    /// [`connect`](Self::connect), every attempt leaving by `egress` when given (an address
+    /// of a family the egress has no source for fails that attempt, and Happy Eyeballs goes
+    /// on with the other family).
+    pub async fn connect_from(
+        &self,
+        target: &Target,
+        allow: impl Fn(SocketAddr) -> Result<(), ConnectError>,
+        egress: Option<Egress<'_>>,
+    ) -> Result<TcpStream, ConnectError> {
         let stream = match target.as_addr().normalized() {
             socksgate_core::Addr::Ip(sa) => {
                 allow(sa)?;
-                connect_tcp(sa).await?
+                connect_tcp_from(sa, egress).await?
             }
             socksgate_core::Addr::Domain(name, port) => {
                 let name = name
@@ -196,7 +209,7 @@ impl Resolver {
                     port,
                     self.params,
                     allow,
-                    connect_tcp,
+                    |sa| connect_tcp_from(sa, egress),
                 )
                 .await?
                 .0
@@ -208,9 +221,24 @@ impl Resolver {
 
 /// A TCP connection with TCP_NODELAY set.
 pub async fn connect_tcp(addr: SocketAddr) -> io::Result<TcpStream> {
-    let s = TcpStream::connect(addr).await?;
-    s.set_nodelay(true)?;
-    Ok(s)
+    connect_tcp_from(addr, None).await
+}
+
+/// [`connect_tcp`] leaving by `egress` when given. The socket is prepared before the
+/// returned future (which owns it) is first polled.
+pub fn connect_tcp_from(
+    addr: SocketAddr,
+    egress: Option<Egress<'_>>,
+) -> impl Future<Output = io::Result<TcpStream>> + Send + 'static {
+    let socket = egress.map(|e| e.tcp_socket(addr.is_ipv6()));
+    async move {
+        let s = match socket {
+            None => TcpStream::connect(addr).await?,
+            Some(socket) => socket?.connect(addr).await?,
+        };
+        s.set_nodelay(true)?;
+        Ok(s)
+    }
 }
 
 fn resolve_error(name: &str, e: &hickory_resolver::ResolveError) -> ConnectError {

@@ -38,6 +38,8 @@ pub struct Shared {
     pub own_addresses: Vec<IpAddr>,
     /// Listeners that take PROXY protocol headers, and from whom.
     pub balancers: Balancers,
+    /// `[[egress]]` profiles (empty: the kernel chooses how sessions leave).
+    pub egress: crate::egress::Profiles,
 }
 
 impl Shared {
@@ -52,6 +54,7 @@ impl Shared {
             crate::access::compile(&config.rules, config.default_action, &config.rule_lines)?;
         Ok(Self {
             balancers: Balancers::new(&config.proxy_protocol),
+            egress: crate::egress::Profiles::compile(&config),
             config,
             users,
             rules,

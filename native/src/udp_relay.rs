@@ -28,6 +28,7 @@ use tracing::{debug, info};
 
 use crate::clock;
 use crate::conn::{Conn, SessionError};
+use crate::egress::Egress;
 use crate::failure::io_failure;
 use crate::resolve::Resolver;
 use crate::udp_recv::{DATAGRAM, PER_CALL, RecvBufs, recv_some};
@@ -57,12 +58,14 @@ impl Contacted for Peers {
 
 type Association = udp::Association<Peers, REASSEMBLY>;
 
-struct Outbound {
+struct Outbound<'a> {
     v4: Option<UdpSocket>,
     v6: Option<UdpSocket>,
+    /// The session's egress: the outbound sockets' source address, interface and mark.
+    egress: Option<Egress<'a>>,
 }
 
-impl Outbound {
+impl Outbound<'_> {
     async fn socket(&mut self, v6: bool) -> io::Result<&UdpSocket> {
         let slot = if v6 { &mut self.v6 } else { &mut self.v4 };
         if slot.is_none() {
@@ -71,7 +74,10 @@ impl Outbound {
             } else {
                 (Ipv4Addr::UNSPECIFIED, 0).into()
             };
-            *slot = Some(UdpSocket::bind(any).await?);
+            *slot = Some(match self.egress {
+                Some(e) => e.udp_socket(v6)?,
+                None => UdpSocket::bind(any).await?,
+            });
         }
         slot.as_ref()
             .ok_or_else(|| io::Error::other("socket missing"))
@@ -138,7 +144,11 @@ pub(crate) async fn run(conn: &mut Conn<'_>) -> Result<(), SessionError> {
         resolver: &shared.resolver,
         prefer_v6: conn.local.is_ipv6(),
         socket: relay,
-        out: Outbound { v4: None, v6: None },
+        out: Outbound {
+            v4: None,
+            v6: None,
+            egress: crate::egress::of_session(conn),
+        },
         association,
         names: HashMap::new(),
         to_client: vec![0u8; DATAGRAM],
@@ -216,7 +226,7 @@ struct Relay<'a> {
     prefer_v6: bool,
     /// Faces the client.
     socket: UdpSocket,
-    out: Outbound,
+    out: Outbound<'a>,
     association: Box<Association>,
     /// Names resolved for this association.
     names: HashMap<String, IpAddr>,
