@@ -46,12 +46,13 @@ pub(crate) struct Received {
     pub(crate) drained: bool,
 }
 
-/// Receives the datagrams waiting on `sock` (at most [`PER_CALL`]) without waiting.
+/// Receives the datagrams waiting on `sock` (at most [`PER_CALL`]) without waiting; `v6`
+/// is the socket's family.
 ///
 /// `Err(WouldBlock)` when none was waiting (the readiness is then cleared too); other errors
 /// are the socket's.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-pub(crate) fn recv_some(sock: &UdpSocket, bufs: &mut RecvBufs) -> io::Result<Received> {
+pub(crate) fn recv_some(sock: &UdpSocket, v6: bool, bufs: &mut RecvBufs) -> io::Result<Received> {
     use std::cell::RefCell;
     use std::io::IoSliceMut;
     use std::net::{SocketAddrV4, SocketAddrV6};
@@ -62,15 +63,21 @@ pub(crate) fn recv_some(sock: &UdpSocket, bufs: &mut RecvBufs) -> io::Result<Rec
 
     thread_local! {
         // recvmmsg's message headers: allocated once per thread, as they hold raw pointers
-        // and so cannot live in a session's future, which moves between threads.
-        static HEADERS: RefCell<MultiHeaders<SockaddrStorage>> =
+        // and so cannot live in a session's future, which moves between threads. One set per
+        // address family: nix does not reset each header's address length before a call, so
+        // after an IPv4 source (16 bytes) an IPv6 one (28) would come back cut short, its
+        // last 8 address bytes and scope stale.
+        static HEADERS_V4: RefCell<MultiHeaders<SockaddrStorage>> =
+            RefCell::new(MultiHeaders::preallocate(PER_CALL, None));
+        static HEADERS_V6: RefCell<MultiHeaders<SockaddrStorage>> =
             RefCell::new(MultiHeaders::preallocate(PER_CALL, None));
     }
+    let headers = if v6 { &HEADERS_V6 } else { &HEADERS_V4 };
     let mut out = Received::default();
     // Messages the call returned, usable or not.
     let mut count = 0;
     let result = sock.try_io(Interest::READABLE, || {
-        HEADERS.with_borrow_mut(|headers| {
+        headers.with_borrow_mut(|headers| {
             let [first, second] = &mut bufs.0;
             let mut slices = [
                 [IoSliceMut::new(first.as_mut_slice())],
@@ -124,7 +131,7 @@ pub(crate) fn recv_some(sock: &UdpSocket, bufs: &mut RecvBufs) -> io::Result<Rec
 /// `Err(WouldBlock)` when none was waiting (the readiness is then cleared too); other errors
 /// are the socket's.
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-pub(crate) fn recv_some(sock: &UdpSocket, bufs: &mut RecvBufs) -> io::Result<Received> {
+pub(crate) fn recv_some(sock: &UdpSocket, _v6: bool, bufs: &mut RecvBufs) -> io::Result<Received> {
     let (n, src) = sock.try_recv_from(&mut bufs.0[0])?;
     let mut out = Received::default();
     let _ = out.datagrams.push((n, src));
@@ -154,7 +161,7 @@ mod tests {
         let mut seen = Vec::new();
         let mut drained = false;
         while !drained {
-            let got = match recv_some(&rx, &mut bufs) {
+            let got = match recv_some(&rx, false, &mut bufs) {
                 Ok(got) => got,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => panic!("{e}"),
@@ -167,7 +174,7 @@ mod tests {
         }
         assert_eq!(seen, [&b"one"[..], b"two", b"three"]);
         // Nothing waits now: the next call says so.
-        let e = recv_some(&rx, &mut bufs).unwrap_err();
+        let e = recv_some(&rx, false, &mut bufs).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
     }
 
@@ -183,7 +190,7 @@ mod tests {
             let got = tokio::time::timeout(std::time::Duration::from_secs(5), async {
                 loop {
                     rx.readable().await.unwrap();
-                    match recv_some(&rx, &mut bufs) {
+                    match recv_some(&rx, false, &mut bufs) {
                         Ok(got) => break got,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                         Err(e) => panic!("{e}"),
@@ -204,7 +211,7 @@ mod tests {
         tx.send_to(&big, rx.local_addr().unwrap()).await.unwrap();
         rx.readable().await.unwrap();
         let mut bufs = RecvBufs::new();
-        let got = recv_some(&rx, &mut bufs).unwrap();
+        let got = recv_some(&rx, false, &mut bufs).unwrap();
         let (n, _) = got.datagrams[0];
         assert_eq!(bufs.datagram(0, n), &big[..]);
     }

@@ -143,6 +143,7 @@ pub(crate) async fn run(conn: &mut Conn<'_>) -> Result<(), SessionError> {
         rules: conn.policy.rules,
         resolver: &shared.resolver,
         prefer_v6: conn.local.is_ipv6(),
+        client_v6: conn.local.is_ipv6(),
         socket: relay,
         out: Outbound {
             v4: None,
@@ -226,6 +227,8 @@ struct Relay<'a> {
     prefer_v6: bool,
     /// Faces the client.
     socket: UdpSocket,
+    /// The client-facing socket's family.
+    client_v6: bool,
     out: Outbound<'a>,
     association: Box<Association>,
     /// Names resolved for this association.
@@ -240,7 +243,7 @@ impl Relay<'_> {
     /// `bufs` to receive them. Returns when none is left or none was waiting.
     async fn drain_client(&mut self, bufs: &mut RecvBufs) {
         for _ in 0..BATCH / PER_CALL {
-            let got = match recv_some(&self.socket, bufs) {
+            let got = match recv_some(&self.socket, self.client_v6, bufs) {
                 Ok(got) => got,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
@@ -263,7 +266,7 @@ impl Relay<'_> {
     async fn drain_outbound(&mut self, v6: bool, bufs: &mut RecvBufs) {
         for _ in 0..BATCH / PER_CALL {
             let sock = if v6 { &self.out.v6 } else { &self.out.v4 };
-            let Some(Ok(got)) = sock.as_ref().map(|s| recv_some(s, bufs)) else {
+            let Some(Ok(got)) = sock.as_ref().map(|s| recv_some(s, v6, bufs)) else {
                 return;
             };
             for (i, &(n, src)) in got.datagrams.iter().enumerate() {
