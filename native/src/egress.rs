@@ -59,7 +59,8 @@ pub struct EgressConfig {
     /// Interface outbound sockets are bound to (`SO_BINDTODEVICE`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<Spanned<String>>,
-    /// Firewall mark of outbound sockets (`SO_MARK`; needs `CAP_NET_ADMIN`).
+    /// Firewall mark of outbound sockets (`SO_MARK`; needs `CAP_NET_ADMIN` or, since Linux
+    /// 5.17, `CAP_NET_RAW`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mark: Option<Spanned<u32>>,
     /// How sessions share the addresses.
@@ -389,7 +390,8 @@ fn mark_refused(mark: u32) -> Option<String> {
     match set_mark(&socket, mark) {
         Ok(()) => None,
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Some(format!(
-            "cannot set SO_MARK: {e} (setting a firewall mark needs CAP_NET_ADMIN)"
+            "cannot set SO_MARK: {e} (setting a firewall mark needs CAP_NET_ADMIN, or \
+             CAP_NET_RAW since Linux 5.17)"
         )),
         Err(e) => Some(format!("cannot set SO_MARK: {e}")),
     }
@@ -554,6 +556,16 @@ pub fn check(config: &Config, text: &str, path: &Path) -> Result<(), ConfigError
                     "egress is only meaningful on an allow rule".into(),
                 ));
             }
+            // A UDP association is not decided by a rule (each datagram is): its egress is
+            // the user's, listener's or global one, so a rule for it alone would do nothing.
+            if !r.commands.is_empty() && r.commands.iter().all(|c| c.get_ref() == "udp_associate") {
+                return Err(invalid(
+                    name.span(),
+                    "egress on a rule applies to connect and bind; a UDP association uses \
+                     its user's, listener's or the global profile"
+                        .into(),
+                ));
+            }
         }
     }
     Ok(())
@@ -567,8 +579,8 @@ pub fn check_effective(config: &Config) -> Result<(), ConfigError> {
         let name = e.name.get_ref();
         if let (Some(mark), Some(user)) = (&e.mark, &config.user) {
             return Err(ConfigError::Unsupported(format!(
-                "[[egress]] {name:?} mark {}: setting a firewall mark needs CAP_NET_ADMIN, \
-                 which running as user {user:?} gives up",
+                "[[egress]] {name:?} mark {}: setting a firewall mark needs CAP_NET_ADMIN \
+                 (or CAP_NET_RAW), which running as user {user:?} gives up",
                 mark.get_ref()
             )));
         }
@@ -677,6 +689,11 @@ egress = "lo"
                 "[[egress]]\nname = \"x\"\n[[rule]]\naction = \"deny\"\negress = \"x\"\n",
                 "t.toml:5:10",
                 "only meaningful on an allow rule",
+            ),
+            (
+                "[[egress]]\nname = \"x\"\n[[rule]]\naction = \"allow\"\ncommands = [\"udp_associate\"]\negress = \"x\"\n",
+                "t.toml:6:10",
+                "applies to connect and bind",
             ),
             (
                 "[[egress]]\nname = \"x\"\n[[egress]]\nname = \"x\"\n",
