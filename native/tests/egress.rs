@@ -34,6 +34,8 @@ use socksgate_tests::socks::{Client, Command as Cmd, Dst, ReplyCode, decode, enc
 const BIN: &str = env!("CARGO_BIN_EXE_socksgate");
 const ORIGIN4: &str = "10.99.0.100";
 const ORIGIN6: &str = "fd99::100";
+/// The origin's name in the proxy namespace's hosts file (both addresses).
+const ORIGIN_NAME: &str = "origin.egress.test";
 /// The origin's TCP port (a second one, `TCP_PORT + 1`, answers the same way).
 const TCP_PORT: u16 = 7000;
 const UDP_PORT: u16 = 7100;
@@ -71,6 +73,7 @@ impl Drop for Net {
     fn drop(&mut self) {
         for ns in [&self.proxy, &self.origin] {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
         }
     }
 }
@@ -100,6 +103,19 @@ impl Net {
             args.extend(cmd.split_whitespace());
             sh(&args);
         };
+        // No duplicate address detection on the links to come: until it ends (a second or
+        // so) the first IPv6 packets wait, long enough to lose Happy Eyeballs races.
+        for ns in [&net.proxy, &net.origin] {
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.default.accept_dad=0",
+            ]);
+        }
         p(&format!(
             "link add pa type veth peer name oa netns {}",
             net.origin
@@ -131,7 +147,25 @@ impl Net {
         p("-6 route add fd99::/64 via fd77::100 dev pa");
         p("route add 10.99.0.0/24 via 10.78.0.100 dev pb table 100");
         p("rule add fwmark 42 table 100");
+        // `ip netns exec` mounts this over /etc/hosts: the origin's name, in both families.
+        let etc = Path::new("/etc/netns").join(&net.proxy);
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(
+            etc.join("hosts"),
+            format!("{ORIGIN4} {ORIGIN_NAME}\n{ORIGIN6} {ORIGIN_NAME}\n"),
+        )
+        .unwrap();
         start_origin(&net.origin);
+        // The first IPv6 packet to a new neighbour waits for a retransmitted solicitation
+        // (a second), which would lose Happy Eyeballs races: settle the links first.
+        in_ns(&net.proxy, || {
+            for origin in [ORIGIN6, ORIGIN4] {
+                let at = SocketAddr::new(ip(origin), TCP_PORT);
+                let mut s = TcpStream::connect_timeout(&at, WAIT)
+                    .unwrap_or_else(|e| panic!("the origin {at} is not reachable: {e}"));
+                let _ = s.read_to_end(&mut Vec::new());
+            }
+        });
         net
     }
 }
@@ -193,8 +227,19 @@ impl Drop for Server {
 }
 
 impl Server {
+    /// The log so far, without terminal colours.
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        let raw = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut out = String::with_capacity(raw.len());
+        let mut rest = raw.as_str();
+        while let Some(start) = rest.find('\x1b') {
+            out.push_str(&rest[..start]);
+            rest = &rest[start..];
+            let end = rest.find('m').map_or(rest.len(), |m| m + 1);
+            rest = &rest[end..];
+        }
+        out.push_str(rest);
+        out
     }
 
     fn hup(&self) {
@@ -239,6 +284,11 @@ fn passwd(path: &Path, users: &[&str]) {
 /// Starts socksgate in the proxy namespace with `config` (`USERS` replaced by a users file
 /// holding `users`, each with password `NAME-pw`) and waits until `ready` accepts.
 fn serve(net: &Net, config: &str, users: &[&str], ready: SocketAddr) -> Server {
+    serve_in(&net.proxy, config, users, ready)
+}
+
+/// [`serve`] in namespace `ns`.
+fn serve_in(ns: &str, config: &str, users: &[&str], ready: SocketAddr) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let users_file = dir.path().join("users");
     if !users.is_empty() {
@@ -252,7 +302,7 @@ fn serve(net: &Net, config: &str, users: &[&str], ready: SocketAddr) -> Server {
     .unwrap();
     let log = dir.path().join("log");
     let child = Command::new("ip")
-        .args(["netns", "exec", &net.proxy, BIN, "serve", "--config"])
+        .args(["netns", "exec", ns, BIN, "serve", "--config"])
         .env("RUST_LOG", "socksgate=debug")
         .arg(&path)
         .stdout(Stdio::null())
@@ -265,7 +315,7 @@ fn serve(net: &Net, config: &str, users: &[&str], ready: SocketAddr) -> Server {
         log,
         _dir: dir,
     };
-    let up = in_ns(&net.proxy, move || {
+    let up = in_ns(ns, move || {
         let start = Instant::now();
         while start.elapsed() < WAIT {
             if TcpStream::connect(ready).is_ok() {
@@ -302,10 +352,10 @@ fn connect_source(
     net: &Net,
     proxy: SocketAddr,
     user: Login,
-    dst: SocketAddr,
+    dst: impl Into<Dst>,
 ) -> Result<IpAddr, ReplyCode> {
     let mut c = client(net, proxy, user);
-    let reply = c.request5(Cmd::Connect, &Dst::Ip(dst));
+    let reply = c.request5(Cmd::Connect, &dst.into());
     if reply.rep != ReplyCode::Succeeded {
         return Err(reply.rep);
     }
@@ -783,4 +833,70 @@ fn bad_egress_settings_are_refused_by_check_config_and_serve() {
     ] {
         assert!(shown.contains(key), "{key} not in\n{shown}");
     }
+}
+
+#[test]
+fn happy_eyeballs_attempts_and_upstream_connections_leave_by_the_profile() {
+    let net = Net::new();
+    // A SOCKS server beside the origin: its access log shows where our connection came from.
+    let upstream = at("10.99.0.100:1090");
+    let upstream_server = serve_in(
+        &net.origin,
+        "listen = [\"10.99.0.100:1090\"]\nallow_open = true\n\n[access]\nprotect_local_destinations = false\n",
+        &[],
+        upstream,
+    );
+    let (v4_only, both) = (at("127.0.0.1:1080"), at("127.0.0.1:1081"));
+    let _server = serve(
+        &net,
+        &format!(
+            r#"
+listen = ["127.0.0.1:1080", "127.0.0.1:1081"]
+
+[[upstream]]
+name = "beside-origin"
+url = "socks5://{upstream}"
+
+[[egress]]
+name = "v4-only"
+address = ["10.77.0.2"]
+listeners = ["127.0.0.1:1080"]
+
+[[egress]]
+name = "both"
+address = ["10.77.0.3", "fd77::3"]
+listeners = ["127.0.0.1:1081"]
+
+[[egress]]
+name = "chained"
+address = ["10.77.0.3"]
+
+[[rule]]
+action = "allow"
+ports = ["{}"]
+upstream = "beside-origin"
+egress = "chained"
+"#,
+            TCP_PORT + 1
+        ),
+        &[],
+        v4_only,
+    );
+    let name = |port| Dst::Name(ORIGIN_NAME.into(), port);
+    // The name has both families; Happy Eyeballs prefers IPv6, which this profile cannot
+    // use, so the IPv4 attempt (from the profile's address) wins.
+    assert_eq!(
+        connect_source(&net, v4_only, None, name(TCP_PORT)),
+        Ok(ip("10.77.0.2"))
+    );
+    assert_eq!(
+        connect_source(&net, both, None, name(TCP_PORT)),
+        Ok(ip("fd77::3"))
+    );
+    // Through the upstream: the origin sees the upstream, the upstream sees our egress.
+    assert_eq!(
+        connect_source(&net, v4_only, None, origin_tcp(false, TCP_PORT + 1)),
+        Ok(ip(ORIGIN4))
+    );
+    upstream_server.wait_log("client=10.77.0.3:", 1);
 }
