@@ -227,19 +227,8 @@ impl Drop for Server {
 }
 
 impl Server {
-    /// The log so far, without terminal colours.
     fn log(&self) -> String {
-        let raw = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let mut out = String::with_capacity(raw.len());
-        let mut rest = raw.as_str();
-        while let Some(start) = rest.find('\x1b') {
-            out.push_str(&rest[..start]);
-            rest = &rest[start..];
-            let end = rest.find('m').map_or(rest.len(), |m| m + 1);
-            rest = &rest[end..];
-        }
-        out.push_str(rest);
-        out
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     fn hup(&self) {
