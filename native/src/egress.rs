@@ -460,6 +460,15 @@ pub fn check(config: &Config, text: &str, path: &Path) -> Result<(), ConfigError
                     format!("{what} address {text:?}: not a unicast address"),
                 ));
             }
+            if let IpAddr::V6(v6) = ip
+                && v6.is_unicast_link_local()
+            {
+                // Binding one needs its interface's scope, which a profile does not carry.
+                return Err(invalid(
+                    a.span(),
+                    format!("{what} address {text:?}: link-local addresses are not supported"),
+                ));
+            }
             if !own.contains(&ip.to_canonical()) {
                 return Err(invalid(
                     a.span(),
@@ -658,6 +667,11 @@ egress = "lo"
                 "[[egress]]\nname = \"x\"\naddress = [\"127.0.0.1/8\"]\n",
                 "t.toml:3:12",
                 "not a prefix",
+            ),
+            (
+                "[[egress]]\nname = \"x\"\naddress = [\"fe80::1\"]\n",
+                "t.toml:3:12",
+                "link-local addresses are not supported",
             ),
             (
                 "[[egress]]\nname = \"x\"\naddress = [\"nonsense\"]\n",
