@@ -1,9 +1,11 @@
 //! UDP ASSOCIATE: a relay per association, ended with its TCP control connection.
 //!
-//! * Sockets belong to one association and are never shared: one facing the client (bound to
-//!   the address the client reached us on; its port is advertised in the reply, with the IP
-//!   replaced by `[udp] public_address` when set, for NAT) and, created on first use, one IPv4
-//!   and one IPv6 socket facing destinations.
+//! * Sockets belong to one association and are never shared: one facing the client and,
+//!   created on first use, one IPv4 and one IPv6 socket facing destinations. The
+//!   client-facing socket is bound to `[udp] public_address` when that is one of this host's
+//!   addresses (a fleet node with its own reachable address behind a TCP balancer), else to
+//!   the address the client reached us on; the reply advertises its port with the IP
+//!   replaced by `public_address` when set (behind NAT the public address is not ours).
 //! * Which datagrams go where is the core's `udp::Association`: only the control
 //!   connection's client (its IP, and the announced or first-seen port), reassembly, the
 //!   access rules for every destination (command `udp_associate`), replies only from
@@ -111,9 +113,30 @@ async fn bind_relay(ip: IpAddr, range: Option<(u16, u16)>) -> io::Result<UdpSock
     ))
 }
 
+/// Binds the client-facing socket on `public` when it is an address of this host in the
+/// control connection's family, else on `local` (the control connection's address).
+async fn bind_client_facing(
+    local: IpAddr,
+    public: Option<IpAddr>,
+    range: Option<(u16, u16)>,
+) -> io::Result<UdpSocket> {
+    if let Some(ip) = public.filter(|ip| ip.is_ipv6() == local.is_ipv6()) {
+        match bind_relay(ip, range).await {
+            // Not ours: NAT in front, so the relay listens where the client reached us.
+            Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => {}
+            bound => return bound,
+        }
+    }
+    bind_relay(local, range).await
+}
+
 pub(crate) async fn run(conn: &mut Conn<'_>) -> Result<(), SessionError> {
     let shared = conn.shared;
-    let relay = match bind_relay(conn.local.ip(), shared.config.udp.port_range()).await {
+    let (public, range) = (
+        shared.config.udp.public_address,
+        shared.config.udp.port_range(),
+    );
+    let relay = match bind_client_facing(conn.local.ip(), public, range).await {
         Ok(s) => s,
         Err(e) => {
             debug!("udp associate: cannot bind: {e}");
