@@ -1,9 +1,11 @@
 //! CONNECT through an `[[upstream]]` SOCKS proxy (the core's client state machine): the
-//! upstream resolves and connects; its failure reply is passed on.
+//! upstream resolves and connects; its failure reply is passed on. An upstream with
+//! `proxy_protocol = true` first gets a PROXY v2 header naming the session's client.
 
 use socksgate_core::Addr;
 use socksgate_core::Failure;
 use socksgate_core::client::ClientError;
+use socksgate_core::wire::proxy::{ProxiedAddresses, ProxyHeader};
 use tracing::debug;
 
 use crate::client::{ClientFailure, ProxyUrl};
@@ -26,7 +28,8 @@ pub(crate) async fn open(
         Addr::Domain(d, port) => (d.to_string(), port),
     };
     let started = std::time::Instant::now();
-    let attempt = crate::client::open_from(url, &host, port, &shared.resolver, egress);
+    let header = proxy_header(conn, name);
+    let attempt = crate::client::open_from(url, &host, port, &shared.resolver, egress, &header);
     let opened = match conn.session.poll_timeout() {
         Some(at) => tokio::time::timeout_at(clock::deadline(at), attempt)
             .await
@@ -56,4 +59,23 @@ pub(crate) async fn open(
     debug!(upstream = name, %failure, "connect through upstream failed");
     let _ = conn.session.handle_failure(failure);
     None
+}
+
+/// The PROXY protocol v2 header for the upstream `name` — the session's client and the
+/// address it reached us on — or nothing if the upstream does not take one.
+fn proxy_header(conn: &Conn<'_>, name: &str) -> Vec<u8> {
+    if !conn.shared.config.upstream_takes_proxy_header(name) {
+        return Vec::new();
+    }
+    let header = ProxyHeader {
+        version: 2,
+        addresses: Some(ProxiedAddresses {
+            source: conn.peer,
+            destination: conn.local,
+        }),
+    };
+    let mut out = vec![0u8; header.buffer_len()];
+    let n = header.emit(&mut out).unwrap_or(0);
+    out.truncate(n);
+    out
 }

@@ -165,17 +165,19 @@ pub async fn open(
     port: u16,
     resolver: &Resolver,
 ) -> Result<(TcpStream, Vec<u8>, Target), ClientFailure> {
-    open_from(proxy, host, port, resolver, None).await
+    open_from(proxy, host, port, resolver, None, &[]).await
 }
 
-/// [`open`], the connection to the proxy leaving by `egress` when given (a server chaining
-/// through an `[[upstream]]`).
+/// [`open`] for a server chaining through an `[[upstream]]`: the connection to the proxy
+/// leaves by `egress` when given, and `preamble` (a PROXY protocol header) goes to the proxy
+/// before the SOCKS greeting.
 pub async fn open_from(
     proxy: &ProxyUrl,
     host: &str,
     port: u16,
     resolver: &Resolver,
     egress: Option<crate::egress::Egress<'_>>,
+    preamble: &[u8],
 ) -> Result<(TcpStream, Vec<u8>, Target), ClientFailure> {
     // The destination as sent: resolved here unless the proxy resolves names.
     let literal: Option<IpAddr> = host
@@ -253,6 +255,9 @@ pub async fn open_from(
             what: format!("connecting to proxy {proxy_target}"),
             source,
         })?;
+    if !preamble.is_empty() {
+        stream.write_all(preamble).await?;
+    }
     let (bound, rest) = handshake(&mut client, &mut stream).await?;
     Ok((stream, rest, bound))
 }

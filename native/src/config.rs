@@ -176,7 +176,8 @@ impl AccessSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct UdpSettings {
     /// The address advertised in the UDP ASSOCIATE reply instead of the relay socket's own
-    /// (for a server behind NAT). The port is always the relay socket's.
+    /// (for a server behind NAT, or a fleet node behind a TCP balancer). The port is always
+    /// the relay socket's, which is bound to this address when it is one of the host's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public_address: Option<IpAddr>,
     /// Local ports for relay sockets (`"40000-40999"`), so a firewall or NAT can forward a
@@ -244,6 +245,10 @@ pub struct UpstreamConfig {
     /// `check-config` shows the password as `***`.
     #[serde(serialize_with = "serialize_redacted_url")]
     pub url: Spanned<String>,
+    /// Send a PROXY protocol v2 header (the session's client and the address it reached us
+    /// on) before the SOCKS greeting, for an upstream whose listener takes them.
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 /// One `[[proxy_protocol]]`: listeners behind a load balancer that puts a PROXY protocol
@@ -513,6 +518,13 @@ impl Config {
     pub fn upstream(&self, name: &str) -> Option<crate::client::ProxyUrl> {
         let u = self.upstreams.iter().find(|u| u.name == name)?;
         u.url.get_ref().parse().ok()
+    }
+
+    /// Whether the upstream named `name` is sent a PROXY protocol header.
+    pub fn upstream_takes_proxy_header(&self, name: &str) -> bool {
+        self.upstreams
+            .iter()
+            .any(|u| u.name == name && u.proxy_protocol)
     }
 
     /// Reads and parses a file.
@@ -894,5 +906,21 @@ users = ["alice"]
             text.contains("socks5://a:***@127.0.0.1:1") && !text.contains("pw@"),
             "{text}"
         );
+        assert!(text.contains("proxy_protocol = false"), "{text}");
+        assert!(!c.upstream_takes_proxy_header("u"));
+        let c = Config::parse(
+            "[[upstream]]\nname = \"u\"\nurl = \"socks5://127.0.0.1:1\"\nproxy_protocol = true\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert!(c.upstream_takes_proxy_header("u"));
+        assert!(c.to_toml().contains("proxy_protocol = true"));
+        let e = Config::parse(
+            "[[upstream]]\nname = \"u\"\nurl = \"socks5://127.0.0.1:1\"\nproxy_protocol = 1\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("line 4"), "{e}");
     }
 }
