@@ -302,6 +302,7 @@ impl Microsocks {
 pub struct Haproxy {
     exe: PathBuf,
     servers: Vec<(SocketAddr, String)>,
+    master_worker: bool,
 }
 
 impl Haproxy {
@@ -310,7 +311,15 @@ impl Haproxy {
         Self {
             exe: exe.to_path_buf(),
             servers: Vec::new(),
+            master_worker: false,
         }
+    }
+
+    /// Runs in master-worker mode (`-W`): `SIGUSR2` to the process reloads it seamlessly (a
+    /// new worker takes over the listening sockets; the old one finishes its connections).
+    pub fn master_worker(mut self) -> Self {
+        self.master_worker = true;
+        self
     }
 
     /// Adds a backend server with `options` on its `server` line.
@@ -334,11 +343,15 @@ impl Haproxy {
         text
     }
 
-    /// Starts it in the foreground (`-db`); the error says why it did not start.
+    /// Starts it in the foreground (`-db`, logging to stderr: `Server nodes/node0 is DOWN`
+    /// when a check fails); the error says why it did not start.
     pub fn try_start(self) -> Result<Peer, String> {
         Process::spawn("haproxy", TempDir::new(), move |port, dir| {
             let path = dir.write("haproxy.cfg", self.config(port));
             let mut cmd = Command::new(&self.exe);
+            if self.master_worker {
+                cmd.arg("-W");
+            }
             cmd.arg("-db").arg("-f").arg(path);
             cmd
         })

@@ -234,6 +234,11 @@ impl Server {
         }
     }
 
+    /// The exit status if the server has exited (after a signal the test sent).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
