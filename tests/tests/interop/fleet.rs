@@ -4,31 +4,56 @@
 //! through the balancer. Each node must see — in its rules and its access log — the real
 //! client, not the balancer.
 
+use core::net::{IpAddr, Ipv4Addr, SocketAddr};
+use core::time::Duration;
+use std::net::UdpSocket;
+
 use socksgate_tests::origin::{self, TcpService};
 use socksgate_tests::peers::{Haproxy, Peer};
+use socksgate_tests::socks::{Client, Command, Dst, ReplyCode, decode, encode};
 use socksgate_tests::socksgate::Server;
-use socksgate_tests::{TIMEOUT, assert_same_bytes, body, free_port, tools};
+use socksgate_tests::{TIMEOUT, assert_same_bytes, body, free_port, reliability, tools};
 
 use crate::{PASS, USER};
 
 const SIZE: usize = 64 * 1024;
 
-struct Fleet {
-    nodes: Vec<Server>,
-    balancer: Peer,
+/// Three nodes behind a running HAProxy.
+pub(crate) struct Fleet {
+    pub(crate) nodes: Vec<Server>,
+    /// Each node's metrics listener (`/readyz`).
+    pub(crate) metrics: Vec<SocketAddr>,
+    pub(crate) balancer: Peer,
 }
 
 /// Three nodes with `extra` config (rules) and, with `users`, alice's password required,
 /// behind HAProxy.
 fn fleet(test: &str, extra: &str, users: bool) -> Option<Fleet> {
+    fleet_with(test, &|_| extra.to_owned(), users, false)
+}
+
+/// Three nodes, node `i` with `node_config(i)` added to its config and, with `users`,
+/// alice's password required, behind HAProxy (in master-worker mode with `master_worker`).
+pub(crate) fn fleet_with(
+    test: &str,
+    node_config: &dyn Fn(usize) -> String,
+    users: bool,
+    master_worker: bool,
+) -> Option<Fleet> {
     let haproxy = tools::require(test, &["haproxy"])?.remove(0);
     let mut balancer = Haproxy::new(&haproxy);
+    if master_worker {
+        balancer = balancer.master_worker();
+    }
     let mut nodes = Vec::new();
+    let mut metrics_addrs = Vec::new();
     for i in 0..3 {
         let metrics = format!("127.0.0.1:{}", free_port());
         // The balancer connects from 127.0.0.1; clients use 127.0.0.2 and 127.0.0.3.
+        // The node's own settings first: top-level keys must precede the tables.
         let config = format!(
-            "[[proxy_protocol]]\nlisteners = [\"{{listen}}\"]\nfrom = [\"127.0.0.1\"]\n\n{extra}"
+            "{}\n[[proxy_protocol]]\nlisteners = [\"{{listen}}\"]\nfrom = [\"127.0.0.1\"]\n",
+            node_config(i)
         );
         let mut builder = Server::builder()
             .config(&config)
@@ -46,9 +71,11 @@ fn fleet(test: &str, extra: &str, users: bool) -> Option<Fleet> {
         let check_port = metrics.rsplit(':').next().unwrap_or_default();
         balancer = balancer.server(node.addr(), &format!("{version} check port {check_port}"));
         nodes.push(node);
+        metrics_addrs.push(metrics.parse().expect("metrics address"));
     }
     Some(Fleet {
         nodes,
+        metrics: metrics_addrs,
         balancer: balancer.start(),
     })
 }
@@ -165,4 +192,160 @@ fn fleet_behind_haproxy_with_passwords() {
             "node {i}:\n{log}"
         );
     }
+}
+
+/// UDP ASSOCIATE through the fleet: each node has its own `[udp] public_address` (127.0.0.11,
+/// .12 and .13 here), its relay listens there, and each association's reply names its own
+/// node's address; datagrams sent there echo through. Then PySocks does the same.
+#[test]
+fn fleet_udp_each_node_advertises_its_own_relay() {
+    let test = "fleet_udp_each_node_advertises_its_own_relay";
+    let public = |i: usize| Ipv4Addr::new(127, 0, 0, 11 + u8::try_from(i).unwrap_or(0));
+    let Some(fleet) = fleet_with(
+        test,
+        &|i| format!("[udp]\npublic_address = \"{}\"\n", public(i)),
+        false,
+        false,
+    ) else {
+        return;
+    };
+    let echo = origin::UdpEcho::start();
+    let mut relays = Vec::new();
+    // Three associations held open at once: round robin gives one to each node.
+    let mut held = Vec::new();
+    for a in 0..3 {
+        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind udp");
+        udp.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut control = Client::connect(fleet.balancer.addr());
+        control.greet_no_auth();
+        let r = control.request5(
+            Command::UdpAssociate,
+            &Dst::Ip(udp.local_addr().expect("local_addr")),
+        );
+        assert_eq!(r.rep, ReplyCode::Succeeded, "association {a}: {r:?}");
+        let relay = r.bound_addr();
+        for i in 0..5 {
+            let payload = format!("association {a} datagram {i}").into_bytes();
+            udp.send_to(
+                &encode::udp_datagram(&Dst::Ip(echo.addr()), &payload),
+                relay,
+            )
+            .expect("send");
+            let mut buf = [0u8; 2048];
+            let (n, from) = udp
+                .recv_from(&mut buf)
+                .unwrap_or_else(|e| panic!("association {a} via {relay}: no echo: {e}"));
+            assert_eq!(from, relay, "replies come from the advertised relay");
+            let (frag, src, off) = decode::udp_datagram(&buf[..n]).expect("header");
+            assert_eq!((frag, src), (0, Dst::Ip(echo.addr())));
+            assert_eq!(&buf[off..n], &payload[..]);
+        }
+        relays.push(relay.ip());
+        held.push((control, udp));
+    }
+    relays.sort();
+    let want: Vec<IpAddr> = (0..3).map(|i| IpAddr::V4(public(i))).collect();
+    assert_eq!(relays, want, "each node advertises its own relay address");
+    for (i, node) in fleet.nodes.iter().enumerate() {
+        let log = node.log();
+        assert!(
+            log.contains(&format!("relay={}:", public(i))),
+            "node {i} did not open its relay on {}:\n{log}",
+            public(i)
+        );
+    }
+    drop(held);
+
+    let Some(py) = tools::require_pysocks(test) else {
+        return;
+    };
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join("pysocks_udp_fleet.py");
+    let balancer = fleet.balancer.addr();
+    let out = tools::run(
+        std::process::Command::new(py)
+            .arg(script)
+            .args([balancer.ip().to_string(), balancer.port().to_string()])
+            .args([echo.addr().ip().to_string(), echo.addr().port().to_string()])
+            .args(["3", "50"]),
+        b"",
+        TIMEOUT,
+    );
+    out.assert_success(&format!("{test}: pysocks_udp_fleet.py"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{test}: PySocks:\n{text}");
+    assert!(text.contains("OK 3 50"), "{text}");
+    for i in 0..3 {
+        assert!(
+            text.contains(&format!("relay {}:", public(i))),
+            "PySocks never got node {i}'s relay:\n{text}"
+        );
+    }
+}
+
+/// PROXY v2 on output: socksgate A chains through socksgate B, whose listener takes PROXY
+/// headers from A's address only. With `proxy_protocol = true` on A's `[[upstream]]`, B
+/// sees — and logs — the real client (127.0.0.2), not A; without it B refuses A.
+#[test]
+fn upstream_gets_a_proxy_v2_header_with_the_real_client() {
+    let test = "upstream_gets_a_proxy_v2_header_with_the_real_client";
+    let b = Server::builder()
+        .config("[[proxy_protocol]]\nlisteners = [\"{listen}\"]\nfrom = [\"127.0.0.1\"]\n")
+        .start();
+    let chain = |proxy_protocol: bool| {
+        Server::builder()
+            .config(&format!(
+                "[[upstream]]\nname = \"b\"\nurl = \"socks5h://{}\"\nproxy_protocol = \
+                 {proxy_protocol}\n\n[[rule]]\naction = \"allow\"\nupstream = \"b\"\n",
+                b.addr()
+            ))
+            .start()
+    };
+    let origin = origin::http_origin();
+    let fetch = |a: &Server| {
+        let url = format!(
+            "http://localhost:{}{}",
+            origin.port(),
+            origin::http_path(SIZE)
+        );
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args(["-sS", "--fail", "--noproxy", "", "--max-time", "60"])
+            .args(["--interface", "127.0.0.2"])
+            .args(["--socks5-hostname", &a.addr().to_string()])
+            .arg(&url);
+        tools::run(&mut cmd, b"", TIMEOUT * 2)
+    };
+    let a = chain(true);
+    let out = fetch(&a);
+    out.assert_success(&format!("{test}: curl through A and B"));
+    assert_same_bytes(&out.stdout, &body(SIZE), test);
+    let log = b.log();
+    assert!(
+        log.contains("socksgate::access: session client=127.0.0.2:"),
+        "B does not log the real client:\n{log}"
+    );
+    assert!(
+        log.contains(&format!("dst=localhost:{}", origin.port())),
+        "B did not relay the request:\n{log}"
+    );
+    // A's own access log names the client too, and says it went through the upstream.
+    assert!(a.log().contains("client=127.0.0.2:"), "{}", a.log());
+
+    // Without the header, B (which requires one from A's address) closes A's connection.
+    let refusals = |log: &str| log.matches("connection closed").count();
+    let plain = chain(false);
+    // (The harness's readiness probe of A does not reach B; B's own probe was refused.)
+    let before_probe = refusals(&b.log());
+    let out = fetch(&plain);
+    assert!(
+        !out.status.success(),
+        "{test}: B accepted A without a header"
+    );
+    assert!(
+        reliability::poll_until(TIMEOUT, || refusals(&b.log()) > before_probe),
+        "B did not say why it refused A:\n{}",
+        b.log()
+    );
 }
