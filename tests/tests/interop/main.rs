@@ -8,6 +8,7 @@ mod clients;
 mod connect_cli;
 mod curl;
 mod fleet;
+mod fleet_faults;
 mod negative;
 mod raw;
 
