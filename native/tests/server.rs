@@ -1219,3 +1219,44 @@ async fn upstream_chaining_through_dante() {
     let (_, r) = handshake(proxy.addr, Version::Socks5, Addr::Ip(dst), None).await;
     assert_eq!(rejected(r), ClientError::Rejected(ReplyCode::NotAllowed));
 }
+
+#[tokio::test]
+async fn upstream_with_proxy_protocol_gets_a_v2_header_before_the_greeting() {
+    use socksgate_core::Status;
+    use socksgate_core::wire::proxy::{ProxiedAddresses, ProxyHeader};
+    // The "upstream" records the first bytes of A's connection, then hangs up.
+    let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    let seen = tokio::spawn(async move {
+        let (mut s, _) = upstream.accept().await.unwrap();
+        let mut buf = vec![0u8; 28 + 3];
+        s.read_exact(&mut buf).await.unwrap();
+        buf
+    });
+    let text = format!(
+        "[[upstream]]\nname = \"u\"\nurl = \"socks5://{upstream_addr}\"\nproxy_protocol = true\n\n\
+         [[rule]]\naction = \"allow\"\nupstream = \"u\"\n"
+    );
+    let a = start(
+        Config::parse(&text, std::path::Path::new("a.toml")).unwrap(),
+        None,
+    )
+    .await;
+    let dst: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let (client, r) = handshake(a.addr, Version::Socks5, Addr::Ip(dst), None).await;
+    assert!(r.is_err(), "the upstream hung up, so the CONNECT fails");
+    let bytes = seen.await.unwrap();
+    let Ok(Status::Complete((header, used))) = ProxyHeader::parse(&bytes) else {
+        panic!("no PROXY header first: {bytes:?}");
+    };
+    assert_eq!(used, 28, "a v2 header with IPv4 addresses");
+    assert_eq!(header.version, 2);
+    assert_eq!(
+        header.addresses,
+        Some(ProxiedAddresses {
+            source: client.local_addr().unwrap(),
+            destination: a.addr,
+        })
+    );
+    assert_eq!(&bytes[28..], &[5, 1, 0], "then the SOCKS5 greeting");
+}
