@@ -657,6 +657,27 @@ mod udp {
         assert_ne!(relay.port(), 0);
     }
 
+    /// A public address that is one of the host's (a fleet node's own address) is where the
+    /// relay listens: datagrams sent to the advertised address come back.
+    #[tokio::test]
+    async fn a_local_public_address_is_where_the_relay_listens() {
+        let mut config = Config::default();
+        config.udp.public_address = Some("127.0.0.9".parse().unwrap());
+        let proxy = start(config, None).await;
+        let echo = udp_echo().await;
+        let (_ctl, client) = open(proxy.addr).await;
+        assert_eq!(
+            client.peer_addr().unwrap().ip(),
+            std::net::IpAddr::from([127, 0, 0, 9])
+        );
+        client
+            .send(&datagram(Addr::Ip(echo), 0, b"via .9"))
+            .await
+            .unwrap();
+        let back = recv(&client).await.expect("an echo through 127.0.0.9");
+        assert_eq!(UdpHeader::parse(&back).unwrap().1, b"via .9");
+    }
+
     #[tokio::test]
     async fn rules_apply_to_each_datagram() {
         let config = parse(
