@@ -210,10 +210,31 @@ fn fleet_udp_each_node_advertises_its_own_relay() {
         return;
     };
     let echo = origin::UdpEcho::start();
-    let mut relays = Vec::new();
-    // Three associations held open at once: round robin gives one to each node.
+    // The node whose public address `relay` names must be the one that opened it (its log
+    // has the exact address and port).
+    let owner = |relay: SocketAddr| -> usize {
+        let i = (0..3)
+            .find(|&i| relay.ip() == IpAddr::V4(public(i)))
+            .unwrap_or_else(|| panic!("relay {relay} is no node's public address"));
+        // (The node logs the relay just after sending the reply.)
+        let line = format!("relay={relay}");
+        assert!(
+            reliability::poll_until(Duration::from_secs(10), || fleet.nodes[i]
+                .log()
+                .contains(&line)),
+            "node {i} did not open the relay {relay} it advertises:\n{}",
+            fleet.nodes[i].log()
+        );
+        i
+    };
+    // Associations held open at once until every node has served one (round robin gives one
+    // to each unless a check failed meanwhile; at most twelve).
+    let mut served = [0usize; 3];
     let mut held = Vec::new();
-    for a in 0..3 {
+    for a in 0..12 {
+        if served.iter().all(|&n| n > 0) {
+            break;
+        }
         let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind udp");
         udp.set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
@@ -225,6 +246,7 @@ fn fleet_udp_each_node_advertises_its_own_relay() {
         );
         assert_eq!(r.rep, ReplyCode::Succeeded, "association {a}: {r:?}");
         let relay = r.bound_addr();
+        served[owner(relay)] += 1;
         for i in 0..5 {
             let payload = format!("association {a} datagram {i}").into_bytes();
             udp.send_to(
@@ -241,20 +263,13 @@ fn fleet_udp_each_node_advertises_its_own_relay() {
             assert_eq!((frag, src), (0, Dst::Ip(echo.addr())));
             assert_eq!(&buf[off..n], &payload[..]);
         }
-        relays.push(relay.ip());
         held.push((control, udp));
     }
-    relays.sort();
-    let want: Vec<IpAddr> = (0..3).map(|i| IpAddr::V4(public(i))).collect();
-    assert_eq!(relays, want, "each node advertises its own relay address");
-    for (i, node) in fleet.nodes.iter().enumerate() {
-        let log = node.log();
-        assert!(
-            log.contains(&format!("relay={}:", public(i))),
-            "node {i} did not open its relay on {}:\n{log}",
-            public(i)
-        );
-    }
+    println!("{test}: associations per node {served:?}");
+    assert!(
+        served.iter().all(|&n| n > 0),
+        "not every node served an association: {served:?}"
+    );
     drop(held);
 
     let Some(py) = tools::require_pysocks(test) else {
@@ -277,11 +292,13 @@ fn fleet_udp_each_node_advertises_its_own_relay() {
     let text = String::from_utf8_lossy(&out.stdout);
     println!("{test}: PySocks:\n{text}");
     assert!(text.contains("OK 3 50"), "{text}");
-    for i in 0..3 {
-        assert!(
-            text.contains(&format!("relay {}:", public(i))),
-            "PySocks never got node {i}'s relay:\n{text}"
-        );
+    let relays: Vec<SocketAddr> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("relay ")?.parse().ok())
+        .collect();
+    assert_eq!(relays.len(), 3, "{text}");
+    for relay in relays {
+        owner(relay);
     }
 }
 
