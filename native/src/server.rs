@@ -58,18 +58,21 @@ pub async fn serve_reloadable(
     current: watch::Receiver<Arc<Shared>>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut tasks = JoinSet::new();
+    let (stop, stopping) = watch::channel(false);
+    let mut accepting = JoinSet::new();
     for listener in listeners {
-        tasks.spawn(accept_loop(listener, current.clone()));
+        accepting.spawn(accept_loop(listener, current.clone(), stopping.clone()));
     }
     // The metrics (and their connection count) are kept across reloads.
-    tasks.spawn(memory::trim_after_bursts(Arc::clone(
+    let trim = tokio::spawn(memory::trim_after_bursts(Arc::clone(
         &current.borrow().metrics,
     )));
     shutdown.await;
-    // Stop accepting (the listeners close with their tasks), then let open sessions finish.
-    tasks.abort_all();
-    while tasks.join_next().await.is_some() {}
+    // Stop accepting (each loop takes what is queued, then closes its listener), then let
+    // open sessions finish.
+    let _ = stop.send(true);
+    while accepting.join_next().await.is_some() {}
+    trim.abort();
     let shared = Arc::clone(&current.borrow());
     let open = shared.sessions.active();
     let deadline = Duration::from_secs(shared.config.drain_timeout);
@@ -95,7 +98,13 @@ pub const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 /// log must not get a pair of lines per connection.
 const EPISODE_QUIET: Duration = Duration::from_secs(10);
 
-async fn accept_loop(listener: TcpListener, current: watch::Receiver<Arc<Shared>>) {
+/// Accepts on `listener` until `stopping` turns true, then starts the sessions of the
+/// connections already queued and returns, closing the listener.
+async fn accept_loop(
+    listener: TcpListener,
+    current: watch::Receiver<Arc<Shared>>,
+    mut stopping: watch::Receiver<bool>,
+) {
     // Linux hands TCP_NODELAY on from the listener to each accepted socket, which saves a
     // system call per session; elsewhere each accepted socket gets its own.
     let inherited_nodelay = cfg!(target_os = "linux")
@@ -112,7 +121,15 @@ async fn accept_loop(listener: TcpListener, current: watch::Receiver<Arc<Shared>
     let mut last_failure: Option<Instant> = None;
     let mut recovery_logged = true;
     loop {
-        match listener.accept().await {
+        let accepted = tokio::select! {
+            biased;
+            _ = stopping.wait_for(|stop| *stop) => {
+                take_queued(&listener, &current, local, bound);
+                return;
+            }
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
             Ok((stream, peer)) => {
                 if delay.take().is_some() && !recovery_logged {
                     info!("accepting connections again");
@@ -147,6 +164,36 @@ async fn accept_loop(listener: TcpListener, current: watch::Receiver<Arc<Shared>
                 delay = Some(pause);
                 tokio::time::sleep(pause).await;
             }
+        }
+    }
+}
+
+/// Starts the sessions of the connections queued on `listener`, without waiting for more.
+/// Closing a listener resets the connections in its queue, and a balancer that saw them
+/// established may already have sent a client's bytes on them: that client would fail.
+fn take_queued(
+    listener: &TcpListener,
+    current: &watch::Receiver<Arc<Shared>>,
+    local: Option<SocketAddr>,
+    bound: Option<SocketAddr>,
+) {
+    // The listener is non-blocking: accept returns WouldBlock once the queue is empty.
+    let socket = socket2::SockRef::from(listener);
+    loop {
+        let (accepted, peer) = match socket.accept() {
+            Ok(pair) => pair,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        };
+        let stream = std::net::TcpStream::from(accepted);
+        let started = peer.as_socket().and_then(|peer| {
+            stream.set_nonblocking(true).ok()?;
+            let _ = stream.set_nodelay(true);
+            Some((tokio::net::TcpStream::from_std(stream).ok()?, peer))
+        });
+        if let Some((stream, peer)) = started {
+            let shared = Arc::clone(&current.borrow());
+            tokio::spawn(session::handle(stream, peer, local, bound, shared));
         }
     }
 }

@@ -1281,3 +1281,36 @@ async fn upstream_with_proxy_protocol_gets_a_v2_header_before_the_greeting() {
     );
     assert_eq!(&bytes[28..], &[5, 1, 0], "then the SOCKS5 greeting");
 }
+
+/// Connections the kernel has established but the server not yet accepted when a drain
+/// starts (what a balancer just sent, maybe with a client's bytes) are served, not reset.
+#[tokio::test]
+async fn connections_queued_when_the_drain_starts_are_served() {
+    let listener = server::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut queued = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&[5, 1, 0]).await.unwrap();
+        queued.push(s);
+    }
+    let shared = Arc::new(Shared::new(Config::default(), None, Resolver::from_system()).unwrap());
+    // The drain starts at once.
+    let draining = tokio::spawn(server::serve(vec![listener], shared, async {}));
+    for s in &mut queued {
+        let mut reply = [0u8; 2];
+        s.read_exact(&mut reply)
+            .await
+            .expect("a queued connection is served, not reset");
+        assert_eq!(reply, [5, 0]);
+    }
+    drop(queued);
+    tokio::time::timeout(Duration::from_secs(5), draining)
+        .await
+        .expect("the drain ends with the sessions")
+        .unwrap();
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "the listener is closed"
+    );
+}
