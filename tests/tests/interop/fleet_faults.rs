@@ -596,6 +596,15 @@ fn packet_loss_and_delay_in_namespace() {
         dropped > 0,
         "no packet was dropped: the fault was not applied"
     );
+    if !failed.is_empty() {
+        // What the nodes and the balancer saw of the failures.
+        for (i, node) in fleet.nodes.iter().enumerate() {
+            for line in node.log().lines().filter(|l| l.contains("error=")) {
+                println!("  node {i}: {line}");
+            }
+        }
+        println!("  haproxy:\n{}", fleet.balancer.log());
+    }
     assert!(
         failed.is_empty(),
         "transfers failed or differed under loss: {:?}",
