@@ -1000,3 +1000,77 @@ os.execv(sys.argv[1], [sys.argv[1], "serve"])
     );
     drop(server);
 }
+
+/// Under systemd, stderr is a stream socket to journald whose `device:inode` is in
+/// `JOURNAL_STREAM`: every line then starts with its syslog priority and text lines carry no
+/// timestamp (journald stamps them). An inherited `JOURNAL_STREAM` naming another stream
+/// changes nothing.
+#[test]
+fn journal_stream_lines_carry_priorities_and_no_timestamps() {
+    use std::os::fd::OwnedFd;
+    use std::os::unix::fs::MetadataExt as _;
+    use std::os::unix::net::UnixStream;
+
+    let dir = tempfile::tempdir().unwrap();
+    // An empty users file: serve warns that nobody can log in, so both levels show.
+    let users = dir.path().join("users");
+    std::fs::write(&users, "").unwrap();
+    for (format, journal) in [("text", true), ("json", true), ("text", false)] {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let meta = std::fs::File::from(OwnedFd::from(theirs.try_clone().unwrap()))
+            .metadata()
+            .unwrap();
+        let ino = if journal { meta.ino() } else { meta.ino() + 1 };
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let child = Command::new(BIN)
+            .args(["serve", "--listen", &listen, "--log-format", format])
+            .args(["--users", users.to_str().unwrap()])
+            .env("JOURNAL_STREAM", format!("{}:{ino}", meta.dev()))
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(OwnedFd::from(theirs))
+            .spawn()
+            .unwrap();
+        let server = Server(child);
+        let mut lines = BufReader::new(ours).lines();
+        let mut log = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            let ready = line.contains("ready");
+            log.push(line);
+            if ready {
+                break;
+            }
+        }
+        drop(server);
+        let all = log.join("\n");
+        let warning = log.iter().find(|l| l.contains("has no users")).expect(&all);
+        let ready = log.iter().find(|l| l.contains("ready")).expect(&all);
+        for line in &log {
+            assert_eq!(line.starts_with('<'), journal, "{format}: {all}");
+        }
+        if !journal {
+            // The usual text line: an RFC 3339 timestamp, then the level.
+            assert!(ready.starts_with("20"), "{all}");
+            continue;
+        }
+        assert!(warning.starts_with("<4>"), "{format}: {all}");
+        assert!(ready.starts_with("<6>"), "{format}: {all}");
+        for line in &log {
+            let rest = &line[3..];
+            match format {
+                "text" => assert!(
+                    ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"]
+                        .iter()
+                        .any(|level| rest.trim_start().starts_with(level)),
+                    "a timestamp or something else before the level: {all}"
+                ),
+                _ => {
+                    let object: serde_json::Value = serde_json::from_str(rest).expect(&all);
+                    assert!(object.get("timestamp").is_some(), "{all}");
+                }
+            }
+        }
+    }
+}
