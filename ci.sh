@@ -5,7 +5,8 @@
 # formatting, clippy, rustdoc with warnings denied, every test (unit, property, doc,
 # interop), the core's no_std builds (thumbv7em-none-eabihf, wasm32) with a proof that
 # `alloc` is unreachable from it, the front ends' own checks (wasm/ci.sh, embedded/ci.sh,
-# tests/ci.sh) and a fuzz smoke run.
+# tests/ci.sh, native/ci.sh: the Debian package installed, run and purged) and a fuzz smoke
+# run.
 #
 #   ./ci.sh                 everything above
 #   SOCKSGATE_FUZZ_SECS=N   seconds per fuzz target (default 20; 0 skips fuzzing)
@@ -19,7 +20,7 @@ export FUZZ_SECS=${SOCKSGATE_FUZZ_SECS:-20}
 CARGO_FUZZ_VERSION=0.13.2
 APT_PACKAGES=(curl python3 python3-socks ncat proxychains4 dante-server dante-client microsocks
     tshark iperf3 qemu-system-arm socat netcat-openbsd chromium procps iproute2 util-linux perl
-    haproxy iptables)
+    haproxy iptables adduser systemd)
 
 step() { printf '\n==== %s ====\n' "$*"; }
 
@@ -86,7 +87,8 @@ check_core_no_std() {
 }
 
 run_frontend_scripts() {
-    for script in wasm/ci.sh embedded/ci.sh tests/ci.sh; do
+    # native/ci.sh after tests/ci.sh: it packages the release build that one makes.
+    for script in wasm/ci.sh embedded/ci.sh tests/ci.sh native/ci.sh; do
         if [ -x "$script" ]; then
             step "$script"
             "$ROOT/$script"
