@@ -17,6 +17,7 @@
 //! | the resolver could not answer at all | [`ResolverFailed`](Failure::ResolverFailed) | 1 general failure |
 //! | anything else (EMFILE, …) | [`Other`](Failure::Other) | 1 general failure |
 //! | an upstream SOCKS proxy refused with REP *n* | [`Upstream`](Failure::Upstream) | *n*, passed on (1 for a nonsensical 0) |
+//! | the user's traffic quota is spent | [`QuotaSpent`](Failure::QuotaSpent) | 2 not allowed by ruleset |
 //!
 //! No reply code exists for DNS failures; like Dante and most peers, a name that does not
 //! resolve is "host unreachable", while a resolver that cannot answer is a failure of the
@@ -51,6 +52,8 @@ pub enum Failure {
     Other,
     /// The upstream SOCKS proxy a request was chained through refused with this code.
     Upstream(ReplyCode),
+    /// The user's traffic quota for this period is spent ([`traffic`](crate::traffic)).
+    QuotaSpent,
 }
 
 impl Failure {
@@ -63,7 +66,7 @@ impl Failure {
                 ReplyCode::HostUnreachable
             }
             Self::TimedOut => ReplyCode::TtlExpired,
-            Self::PermissionDenied => ReplyCode::NotAllowed,
+            Self::PermissionDenied | Self::QuotaSpent => ReplyCode::NotAllowed,
             Self::ResolverFailed | Self::Other | Self::Upstream(ReplyCode::Succeeded) => {
                 ReplyCode::GeneralFailure
             }
@@ -92,7 +95,7 @@ impl Failure {
             | Self::NameNotFound => 3,
             Self::PermissionDenied => 2,
             Self::TimedOut => 1,
-            Self::ResolverFailed | Self::Other | Self::Upstream(_) => 0,
+            Self::ResolverFailed | Self::Other | Self::Upstream(_) | Self::QuotaSpent => 0,
         }
     }
 
@@ -109,6 +112,7 @@ impl Failure {
             Self::ResolverFailed => "resolver failed",
             Self::Other => "failed",
             Self::Upstream(_) => "refused by the upstream proxy",
+            Self::QuotaSpent => "traffic quota spent",
         }
     }
 }
@@ -137,6 +141,7 @@ mod test {
             (Failure::Other, 1),
             (Failure::Upstream(ReplyCode::HostUnreachable), 4),
             (Failure::Upstream(ReplyCode::Succeeded), 1),
+            (Failure::QuotaSpent, 2),
         ];
         for (failure, rep) in table {
             assert_eq!(u8::from(failure.reply()), rep, "{failure:?}");

@@ -10,6 +10,7 @@
 //! * [`rules`] — the allocation-free access-rule evaluator every front end shares.
 //! * [`rate`] — token buckets for bandwidth and session-rate limits.
 //! * [`egress`] — which egress profile a session uses and which source address it gets.
+//! * [`traffic`] — which bandwidth limits and byte quotas apply to a session, quota periods.
 //! * [`udp`] — UDP ASSOCIATE encapsulation and RFC 1928 §7 fragment reassembly.
 //! * [`balancer`] — which sources may send a PROXY protocol header, and the client it names.
 //! * [`addr`] — destination addresses (IP or domain name), borrowed and owned.
@@ -46,6 +47,7 @@ pub mod rules;
 pub mod server;
 pub mod session;
 pub mod time;
+pub mod traffic;
 pub mod udp;
 pub mod wire;
 

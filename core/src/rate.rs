@@ -111,6 +111,15 @@ impl TokenBucket {
         n
     }
 
+    /// Returns `n` unspent tokens taken earlier (a read that moved less than it was granted),
+    /// up to the burst.
+    pub fn give_back(&mut self, n: u64) {
+        self.level = self
+            .level
+            .saturating_add(n.saturating_mul(MILLI))
+            .min(self.capacity());
+    }
+
     /// When `n` tokens will be available (at most `burst` are ever held, so a larger `n`
     /// is treated as `burst`): `now` if they already are, `None` if never (a rate of 0).
     pub fn ready_at(&mut self, now: Instant, n: u64) -> Option<Instant> {
@@ -171,6 +180,16 @@ mod test {
         assert_eq!(b.available(at(0)), 10);
         assert_eq!(b.take_up_to(at(0), 25), 10);
         assert_eq!(b.take_up_to(at(0), 25), 0);
+    }
+
+    #[test]
+    fn test_give_back_is_capped_at_burst() {
+        let mut b = TokenBucket::new(Rate::per_second(100), at(0));
+        assert_eq!(b.take_up_to(at(0), 60), 60);
+        b.give_back(20);
+        assert_eq!(b.available(at(0)), 60);
+        b.give_back(1000);
+        assert_eq!(b.available(at(0)), 100);
     }
 
     #[test]
