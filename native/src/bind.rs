@@ -153,9 +153,13 @@ pub(crate) async fn run(conn: &mut Conn<'_>) -> Result<(), SessionError> {
     conn.flush().await?;
     let early = conn.session.payload().to_vec();
     let idle = conn.shared.config.timeouts.tcp_idle();
-    match relay::relay_with(
+    let limits = conn
+        .shared
+        .traffic_limits(conn.session.user(), conn.peer.ip());
+    match relay::relay_limited(
         relay::Mode::Auto,
         idle,
+        limits,
         &mut conn.stream,
         &mut peer_stream,
         &early,

@@ -349,6 +349,12 @@ pub struct Config {
     /// Access rules, first match wins.
     #[serde(rename = "rule", skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<RuleConfig>,
+    /// Bandwidth limits and quotas (`[[traffic]]`), first match applies.
+    #[serde(rename = "traffic", skip_serializing_if = "Vec::is_empty")]
+    pub traffic: Vec<crate::traffic::TrafficConfig>,
+    /// `traffic`, compiled by [`Config::parse`].
+    #[serde(skip)]
+    pub traffic_rules: crate::traffic::TrafficRules,
     /// The line of each rule in the file, when known (for log messages).
     #[serde(skip)]
     pub rule_lines: Vec<usize>,
@@ -378,6 +384,8 @@ impl Default for Config {
             egress: Vec::new(),
             rules: Vec::new(),
             rule_lines: Vec::new(),
+            traffic: Vec::new(),
+            traffic_rules: crate::traffic::TrafficRules::default(),
         }
     }
 }
@@ -416,6 +424,8 @@ impl Config {
         config.rule_lines = rule_lines(text);
         crate::access::compile(&config.rules, config.default_action, &config.rule_lines)
             .map_err(|e| e.locate(text, path))?;
+        config.traffic_rules =
+            crate::traffic::compile(&config.traffic).map_err(|e| e.locate(text, path))?;
         Ok(config)
     }
 

@@ -15,7 +15,8 @@
 //! * [`relay`] — TCP relay with half-close; [`server`] — listeners and the accept loop;
 //!   [`balancer`] — PROXY protocol headers from trusted load balancers;
 //!   [`client`] — `socksgate connect`;
-//! * [`limits`] — session limits (global, per client IP, per user);
+//! * [`limits`] — session limits (global, per client IP, per user); [`traffic`] — bandwidth
+//!   limits and byte quotas (`[[traffic]]`);
 //! * [`reload`] — SIGHUP reloads; [`systemd`] — `sd_notify` readiness;
 //! * [`logging`] — text or JSON logs; [`metrics`] — Prometheus counters and endpoint;
 //! * [`memory`] — freed memory back to the system after bursts of sessions.
@@ -52,6 +53,7 @@ pub mod shared;
 pub mod splice;
 pub mod systemd;
 pub mod throttle;
+pub mod traffic;
 mod udp_recv;
 mod udp_relay;
 pub mod users;

@@ -46,6 +46,8 @@ pub struct Metrics {
     handshake_seconds: Histogram,
     connect_seconds: Histogram,
     draining: AtomicBool,
+    /// Traffic limits: quota counts and limit counters (kept across reloads with the rest).
+    pub(crate) traffic: crate::traffic::Usage,
 }
 
 /// Upper bounds (seconds) of the latency histograms' buckets.
@@ -384,12 +386,13 @@ impl Metrics {
                 );
             }
         }
+        self.traffic.render(&mut o);
         o
     }
 }
 
 /// Label value escaping of the exposition format.
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

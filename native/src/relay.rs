@@ -15,6 +15,12 @@
 //! With an idle timeout ([`relay_with`]) the relay ends once no byte has moved in either
 //! direction for that long. The [`Totals`] count every byte written, the early bytes included.
 //!
+//! Traffic limits ([`crate::traffic`]): a limited direction asks its limit for a grant before
+//! each read or splice and moves at most that many bytes, waiting for tokens when there are
+//! none; its user's spent quota ends the relay like the idle timeout does (both directions,
+//! with the bytes moved so far). A direction without a limit has `None` and pays one branch
+//! per read.
+//!
 //! Memory: a direction holds no buffer (and no pipe) while its source is idle. A buffer is
 //! allocated when the socket becomes readable and released once the socket is drained, so an
 //! idle session costs only its sockets and a few words of state. That is the design constraint:
@@ -29,6 +35,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncWriteExt, ErrorKind};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
+
+use crate::traffic::{DirectionLimit, SessionLimits};
 
 // Also keeps the module's former path, `relay::splice`.
 #[cfg(target_os = "linux")]
@@ -78,10 +86,22 @@ pub async fn relay_with(
     upstream: &mut TcpStream,
     early: &[u8],
 ) -> std::io::Result<Totals> {
+    relay_limited(mode, idle, None, client, upstream, early).await
+}
+
+/// [`relay_with`] under a session's traffic limits (`None`: unlimited).
+pub(crate) async fn relay_limited(
+    mode: Mode,
+    idle: Option<Duration>,
+    limits: Option<Box<SessionLimits>>,
+    client: &mut TcpStream,
+    upstream: &mut TcpStream,
+    early: &[u8],
+) -> std::io::Result<Totals> {
     if !early.is_empty() {
         upstream.write_all(early).await?;
     }
-    let activity = Activity::new();
+    let activity = Activity::with_limits(limits);
     let (client_rd, client_wr) = client.split();
     let (up_rd, up_wr) = upstream.split();
     let both = async {
@@ -104,6 +124,17 @@ pub async fn relay_with(
     };
     let (up, down) = match ended {
         Ok(totals) => totals,
+        Err(e) if crate::traffic::is_quota_spent(&e) => {
+            let up = activity.up.load(Ordering::Relaxed);
+            let down = activity.down.load(Ordering::Relaxed);
+            tracing::info!(up, down, "session ended: {e}");
+            if let Some(l) = &activity.limits
+                && let Some(d) = l.up.as_ref().or(l.down.as_ref())
+            {
+                d.quota_ended();
+            }
+            (up, down)
+        }
         Err(e) => {
             if is_abort(&e) {
                 pass_abort_on(client, upstream);
@@ -134,22 +165,32 @@ fn pass_abort_on(client: &TcpStream, upstream: &TcpStream) {
     }
 }
 
-/// When data last moved and how much, shared by both directions (for the idle timeout).
+/// When data last moved and how much, shared by both directions (for the idle timeout), and
+/// the session's traffic limits.
 #[derive(Debug)]
 pub(crate) struct Activity {
     start: Instant,
     last_ms: AtomicU64,
     up: AtomicU64,
     down: AtomicU64,
+    /// Kept here rather than passed to each direction: an unlimited session's relay then
+    /// holds one word for them, not one per direction and call level.
+    limits: Option<Box<SessionLimits>>,
 }
 
 impl Activity {
+    #[cfg(test)]
     pub(crate) fn new() -> Self {
+        Self::with_limits(None)
+    }
+
+    pub(crate) fn with_limits(limits: Option<Box<SessionLimits>>) -> Self {
         Self {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
             up: AtomicU64::new(0),
             down: AtomicU64::new(0),
+            limits,
         }
     }
 
@@ -177,10 +218,21 @@ impl Activity {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Meter<'a> {
     activity: &'a Activity,
+    /// `activity.up` or `activity.down`.
     counter: &'a AtomicU64,
 }
 
-impl Meter<'_> {
+impl<'a> Meter<'a> {
+    /// This direction's traffic limit; `None` for an unlimited session (one branch).
+    pub(crate) fn limit(&self) -> Option<&'a DirectionLimit> {
+        let limits = self.activity.limits.as_deref()?;
+        if std::ptr::eq(self.counter, &self.activity.up) {
+            limits.up.as_ref()
+        } else {
+            limits.down.as_ref()
+        }
+    }
+
     /// Records `n` bytes written by this direction.
     pub(crate) fn add(&self, n: usize) {
         self.counter.fetch_add(n as u64, Ordering::Relaxed);
@@ -189,7 +241,8 @@ impl Meter<'_> {
     }
 }
 
-/// One direction, by `mode`; `meter` is told about every chunk.
+/// One direction, by `mode`; `meter` is told about every chunk, and its limit grants each
+/// read.
 async fn direction(
     mode: Mode,
     from: ReadHalf<'_>,
@@ -222,7 +275,8 @@ async fn shutdown(mut to: WriteHalf<'_>) -> std::io::Result<()> {
     }
 }
 
-/// Copies `from` to `to` until EOF, then shuts down `to`'s write side.
+/// Copies `from` to `to` until EOF, then shuts down `to`'s write side. With a limit, each
+/// read takes at most the bytes it grants.
 async fn pump(from: ReadHalf<'_>, mut to: WriteHalf<'_>, meter: Meter<'_>) -> std::io::Result<u64> {
     let source: &TcpStream = from.as_ref();
     let mut size = SMALL;
@@ -232,7 +286,10 @@ async fn pump(from: ReadHalf<'_>, mut to: WriteHalf<'_>, meter: Meter<'_>) -> st
         // Allocated only now that there is something to read; dropped when drained.
         let mut buf = vec![0u8; size];
         loop {
-            match source.try_read(&mut buf) {
+            match match meter.limit() {
+                None => source.try_read(&mut buf),
+                Some(l) => Box::pin(read_granted(source, &mut buf, l)).await,
+            } {
                 Ok(0) => {
                     shutdown(to).await?;
                     return Ok(total);
@@ -252,6 +309,20 @@ async fn pump(from: ReadHalf<'_>, mut to: WriteHalf<'_>, meter: Meter<'_>) -> st
             }
         }
     }
+}
+
+/// Reads at most what `limit` grants into `buf` (waiting for it), returning the unread rest
+/// of the grant. A function of its own so that its locals take no room in an unlimited
+/// direction's future.
+async fn read_granted(
+    source: &TcpStream,
+    buf: &mut [u8],
+    limit: &DirectionLimit,
+) -> std::io::Result<usize> {
+    let granted = limit.grant(buf.len()).await?;
+    let read = source.try_read(buf.get_mut(..granted).unwrap_or_default());
+    limit.used(granted, *read.as_ref().unwrap_or(&0));
+    read
 }
 
 /// A connected pair of loopback sockets, for the relay's and splice's tests.

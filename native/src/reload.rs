@@ -66,6 +66,7 @@ pub fn load(args: &ServeArgs, old: &Shared) -> Result<Shared, ReloadError> {
         metrics: Arc::clone(&old.metrics),
         auth_throttle: Arc::clone(&old.auth_throttle),
         sessions: Arc::clone(&old.sessions),
+        traffic_buckets: Arc::clone(&old.traffic_buckets),
         own_addresses: crate::shared::own_addresses(),
     })
 }

@@ -91,10 +91,13 @@ async fn run(
     else {
         return Ok(());
     };
-    // From here on the session holds its two sockets and the relay's few words.
-    let totals = relay::relay_with(
+    // From here on the session holds its two sockets and the relay's few words (and its
+    // traffic limits, if any).
+    let limits = shared.traffic_limits(record.user.as_deref(), peer.ip());
+    let totals = relay::relay_limited(
         relay::Mode::Auto,
         shared.config.timeouts.tcp_idle(),
+        limits,
         &mut established.client,
         &mut established.upstream,
         &established.early,
@@ -267,6 +270,17 @@ fn on_request(
             record.outcome = Outcome::Limited;
             return true;
         }
+    }
+    // A spent traffic quota: REP 2 / CD 91 (the core's choice), logged with user and quota.
+    if let Err(failure) = crate::traffic::admit(
+        &shared.config.traffic_rules,
+        &shared.metrics,
+        conn.session.user(),
+        conn.peer.ip(),
+    ) && conn.session.handle_failure(failure).is_ok()
+    {
+        record.outcome = Outcome::Limited;
+        return true;
     }
     false
 }

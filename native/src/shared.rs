@@ -33,6 +33,9 @@ pub struct Shared {
     pub auth_throttle: Arc<AuthThrottle>,
     /// Open sessions, for the `[limits]` and draining (kept across reloads).
     pub sessions: Arc<Sessions>,
+    /// The token buckets shared by a user's or a client's sessions (`[[traffic]]`, kept
+    /// across reloads).
+    pub traffic_buckets: Arc<crate::traffic::Buckets>,
     /// This host's addresses, protected destinations when `[access]` protects them
     /// ([`own_addresses`], gathered at start and on reload).
     pub own_addresses: Vec<IpAddr>,
@@ -62,6 +65,7 @@ impl Shared {
             metrics: Default::default(),
             auth_throttle: Default::default(),
             sessions: Default::default(),
+            traffic_buckets: Default::default(),
             own_addresses: own_addresses(),
         })
     }
@@ -121,6 +125,24 @@ impl Shared {
             },
             ..Policy::new(authentication, rules)
         }
+    }
+}
+
+impl Shared {
+    /// The `[[traffic]]` limits of a session of `user` (when authenticated) from `client`;
+    /// `None` when it has none.
+    pub(crate) fn traffic_limits(
+        &self,
+        user: Option<&[u8]>,
+        client: IpAddr,
+    ) -> Option<Box<crate::traffic::SessionLimits>> {
+        crate::traffic::session_limits(
+            &self.config.traffic_rules,
+            &self.traffic_buckets,
+            &self.metrics,
+            user,
+            client,
+        )
     }
 }
 

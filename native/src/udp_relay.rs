@@ -11,8 +11,11 @@
 //!   access rules for every destination (command `udp_associate`), replies only from
 //!   addresses the client has sent to, and the idle deadline (`timeouts.udp_idle`). This
 //!   module resolves names (cached for the association) and moves the datagrams.
-//! * The association ends when the control connection closes (EOF or error) or when the
-//!   core says it has been idle.
+//! * The association ends when the control connection closes (EOF or error), when the
+//!   core says it has been idle, or when its user's traffic quota is spent.
+//! * Traffic limits (`[[traffic]]`): a datagram over the association's bandwidth limit (its
+//!   bucket holds fewer tokens than the datagram's payload bytes) or over what is left of
+//!   the quota is dropped and counted; UDP is never delayed.
 //! * One task runs the association. When a socket is readable it handles the datagrams
 //!   waiting there (up to [`BATCH`] per wake-up) before looking at the others again; the
 //!   idle and reassembly timers are registered once and moved only when they fire or their
@@ -33,6 +36,7 @@ use crate::conn::{Conn, SessionError};
 use crate::egress::Egress;
 use crate::failure::io_failure;
 use crate::resolve::Resolver;
+use crate::traffic::{DirectionLimit, SessionLimits};
 use crate::udp_recv::{DATAGRAM, PER_CALL, RecvBufs, recv_some};
 
 /// Reassembly capacity: a whole UDP/IPv4 datagram.
@@ -177,6 +181,8 @@ pub(crate) async fn run(conn: &mut Conn<'_>) -> Result<(), SessionError> {
         names: HashMap::new(),
         to_client: vec![0u8; DATAGRAM],
         counters: Counters::default(),
+        limits: shared.traffic_limits(conn.session.user(), conn.peer.ip()),
+        quota_spent: false,
     };
     let mut bufs = RecvBufs::new();
     let mut control = [0u8; 512];
@@ -187,6 +193,14 @@ pub(crate) async fn run(conn: &mut Conn<'_>) -> Result<(), SessionError> {
     tokio::pin!(timer);
 
     let reason = loop {
+        if relay.quota_spent {
+            if let Some(l) = &relay.limits
+                && let Some(d) = l.up.as_ref().or(l.down.as_ref())
+            {
+                d.quota_ended();
+            }
+            break "traffic quota spent";
+        }
         let due = relay.association.poll_timeout();
         if due != armed {
             if let Some(at) = due {
@@ -259,6 +273,23 @@ struct Relay<'a> {
     /// Holds a datagram to the client while it is encapsulated.
     to_client: Vec<u8>,
     counters: Counters,
+    /// The association's traffic limits, if any.
+    limits: Option<Box<SessionLimits>>,
+    /// Set when the user's quota ran out: the association ends.
+    quota_spent: bool,
+}
+
+/// Whether a datagram of `len` payload bytes may pass `limit` (none: always); sets
+/// `quota_spent` when the quota ran out.
+fn within(limit: Option<&DirectionLimit>, len: usize, quota_spent: &mut bool) -> bool {
+    match limit.map(|l| l.datagram(len)) {
+        None | Some(Ok(true)) => true,
+        Some(Ok(false)) => false,
+        Some(Err(_)) => {
+            *quota_spent = true;
+            false
+        }
+    }
 }
 
 impl Relay<'_> {
@@ -312,6 +343,8 @@ impl Relay<'_> {
             association,
             names,
             counters,
+            limits,
+            quota_spent,
             ..
         } = self;
         let next = association.handle_client_datagram(rules, src, datagram, clock::now());
@@ -336,6 +369,10 @@ impl Relay<'_> {
                 return;
             }
         };
+        let up = limits.as_ref().and_then(|l| l.up.as_ref());
+        if !within(up, data.len(), quota_spent) {
+            return;
+        }
         let sock = match out.socket(target.is_ipv6()).await {
             Ok(s) => s,
             Err(e) => {
@@ -368,6 +405,10 @@ impl Relay<'_> {
                 return;
             }
         };
+        let down = self.limits.as_ref().and_then(|l| l.down.as_ref());
+        if !within(down, payload.len(), &mut self.quota_spent) {
+            return;
+        }
         // A v4 client address on a v6 relay socket would need mapping; the relay socket has
         // the control connection's family, like the client.
         match self
