@@ -471,6 +471,80 @@ mod tests {
         };
     }
 
+    /// A session limited to 2 MB/s each way with a 64 KB burst.
+    fn limited() -> Option<Box<SessionLimits>> {
+        let text = "[[traffic]]\nper = \"session\"\nup = \"2M\"\ndown = \"2M\"\nburst = \"64K\"\n";
+        let config = crate::config::Config::parse(text, std::path::Path::new("t.toml")).unwrap();
+        crate::traffic::session_limits(
+            &config.traffic_rules,
+            &crate::traffic::Buckets::default(),
+            &std::sync::Arc::new(crate::metrics::Metrics::default()),
+            None,
+            "127.0.0.1".parse().unwrap(),
+        )
+    }
+
+    /// Reads `from` for 5 s from its first byte: bytes per second.
+    async fn rate_over_five_seconds(mut from: impl tokio::io::AsyncRead + Unpin) -> f64 {
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut total = 0u64;
+        let mut started = None;
+        loop {
+            let n = from.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early");
+            let t0 = *started.get_or_insert_with(Instant::now);
+            total += n as u64;
+            if t0.elapsed() >= Duration::from_secs(5) {
+                return total as f64 / t0.elapsed().as_secs_f64();
+            }
+        }
+    }
+
+    /// Writes zeros to `to` until it fails.
+    async fn flood(mut to: impl tokio::io::AsyncWrite + Unpin) {
+        let zeros = vec![0u8; 64 * 1024];
+        while to.write_all(&zeros).await.is_ok() {}
+    }
+
+    /// Both directions of a limited relay, in `mode`, each measured over 5 s, stay within
+    /// 10 % of the limit.
+    async fn limited_relay_keeps_the_rate(mode: Mode) {
+        let (client, mut c_in) = pair().await;
+        let (mut u_out, server) = pair().await;
+        let relay = tokio::spawn(async move {
+            relay_limited(mode, None, limited(), &mut c_in, &mut u_out, b"").await
+        });
+        let (client_rd, client_wr) = client.into_split();
+        let (server_rd, server_wr) = server.into_split();
+        let up = tokio::spawn(rate_over_five_seconds(server_rd));
+        let down = tokio::spawn(rate_over_five_seconds(client_rd));
+        let floods = (
+            tokio::spawn(flood(client_wr)),
+            tokio::spawn(flood(server_wr)),
+        );
+        for (what, rate) in [("up", up.await.unwrap()), ("down", down.await.unwrap())] {
+            let off = (rate - 2e6) / 2e6;
+            assert!(
+                off.abs() <= 0.10,
+                "{mode:?} {what}: {rate:.0} B/s, {:+.1} %",
+                off * 100.0
+            );
+        }
+        relay.abort();
+        floods.0.abort();
+        floods.1.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn limited_copy_relay_keeps_the_rate() {
+        limited_relay_keeps_the_rate(Mode::Copy).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn limited_splice_relay_keeps_the_rate() {
+        limited_relay_keeps_the_rate(Mode::Auto).await;
+    }
+
     mod auto {
         use super::*;
         suite!(Mode::Auto);

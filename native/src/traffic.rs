@@ -320,7 +320,13 @@ impl Bucket {
                 if got > 0 {
                     return (got, waited);
                 }
-                let want = max.min((b.rate().per_second / WAKEUPS_PER_SECOND).max(1));
+                // At most a quarter of the burst: tokens that arrive while the waiters wake
+                // up must fit in the bucket, or they are lost and the rate falls short.
+                let rate = b.rate();
+                let want = max
+                    .min(rate.per_second / WAKEUPS_PER_SECOND)
+                    .min(rate.burst / 4)
+                    .max(1);
                 // A rate of 0 is refused by the configuration; were it here, retry slowly.
                 b.ready_at(now, want)
                     .unwrap_or(now + std::time::Duration::from_secs(1))
