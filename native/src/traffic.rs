@@ -6,7 +6,7 @@
 //! counted per user and calendar period (UTC), and a spent quota refuses new requests with
 //! REP 2 / CD 91. This module parses the entries, keeps the shared buckets ([`Buckets`],
 //! behind a mutex each, kept across reloads) and the quota counts ([`Usage`], kept with the
-//! metrics), and hands each limited session its [`SessionLimits`]: what the relay, in both
+//! metrics), and hands each limited session its `SessionLimits`: what the relay, in both
 //! its splice and copy paths, and the UDP relay spend from. Unlimited sessions get `None` and
 //! their relay pays one branch per read.
 //!
