@@ -18,8 +18,9 @@
 //! Traffic limits ([`crate::traffic`]): a limited direction asks its limit for a grant before
 //! each read or splice and moves at most that many bytes, waiting for tokens when there are
 //! none; its user's spent quota ends the relay like the idle timeout does (both directions,
-//! with the bytes moved so far). A direction without a limit has `None` and pays one branch
-//! per read.
+//! with the bytes moved so far). The limited loops are functions of their own: an unlimited
+//! direction runs the same loops as before, chosen by one branch on a `None` per direction,
+//! and its session task is no larger.
 //!
 //! Memory: a direction holds no buffer (and no pipe) while its source is idle. A buffer is
 //! allocated when the socket becomes readable and released once the socket is drained, so an
@@ -30,12 +31,13 @@
 //! bulk transfers).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncWriteExt, ErrorKind};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 
+use crate::clock;
 use crate::traffic::{DirectionLimit, SessionLimits};
 
 // Also keeps the module's former path, `relay::splice`.
@@ -169,7 +171,8 @@ fn pass_abort_on(client: &TcpStream, upstream: &TcpStream) {
 /// the session's traffic limits.
 #[derive(Debug)]
 pub(crate) struct Activity {
-    start: Instant,
+    /// When data last moved, on the process clock ([`crate::clock`], milliseconds): an
+    /// absolute time, so that no start time needs storing.
     last_ms: AtomicU64,
     up: AtomicU64,
     down: AtomicU64,
@@ -186,8 +189,7 @@ impl Activity {
 
     pub(crate) fn with_limits(limits: Option<Box<SessionLimits>>) -> Self {
         Self {
-            start: Instant::now(),
-            last_ms: AtomicU64::new(0),
+            last_ms: AtomicU64::new(clock::now().as_millis()),
             up: AtomicU64::new(0),
             down: AtomicU64::new(0),
             limits,
@@ -204,12 +206,12 @@ impl Activity {
     /// Completes once nothing has moved for `idle`.
     async fn idle_for(&self, idle: Duration) {
         loop {
-            let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            let deadline = last + idle;
-            if Instant::now() >= deadline {
+            let last = socksgate_core::Instant::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let deadline = clock::deadline(last) + idle;
+            if tokio::time::Instant::now() >= deadline {
                 return;
             }
-            tokio::time::sleep_until(deadline.into()).await;
+            tokio::time::sleep_until(deadline).await;
         }
     }
 }
@@ -236,19 +238,23 @@ impl<'a> Meter<'a> {
     /// Records `n` bytes written by this direction.
     pub(crate) fn add(&self, n: usize) {
         self.counter.fetch_add(n as u64, Ordering::Relaxed);
-        let ms = u64::try_from(self.activity.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.activity.last_ms.store(ms, Ordering::Relaxed);
+        self.activity
+            .last_ms
+            .store(clock::now().as_millis(), Ordering::Relaxed);
     }
 }
 
-/// One direction, by `mode`; `meter` is told about every chunk, and its limit grants each
-/// read.
+/// One direction, by `mode`; `meter` is told about every chunk. A direction with a traffic
+/// limit runs [`direction_limited`]: the one branch unlimited sessions pay.
 async fn direction(
     mode: Mode,
     from: ReadHalf<'_>,
     to: WriteHalf<'_>,
     meter: Meter<'_>,
 ) -> std::io::Result<u64> {
+    if let Some(limit) = meter.limit() {
+        return Box::pin(direction_limited(mode, from, to, meter, limit)).await;
+    }
     #[cfg(target_os = "linux")]
     if mode == Mode::Auto {
         let mut from = from;
@@ -275,8 +281,7 @@ async fn shutdown(mut to: WriteHalf<'_>) -> std::io::Result<()> {
     }
 }
 
-/// Copies `from` to `to` until EOF, then shuts down `to`'s write side. With a limit, each
-/// read takes at most the bytes it grants.
+/// Copies `from` to `to` until EOF, then shuts down `to`'s write side.
 async fn pump(from: ReadHalf<'_>, mut to: WriteHalf<'_>, meter: Meter<'_>) -> std::io::Result<u64> {
     let source: &TcpStream = from.as_ref();
     let mut size = SMALL;
@@ -286,10 +291,7 @@ async fn pump(from: ReadHalf<'_>, mut to: WriteHalf<'_>, meter: Meter<'_>) -> st
         // Allocated only now that there is something to read; dropped when drained.
         let mut buf = vec![0u8; size];
         loop {
-            match match meter.limit() {
-                None => source.try_read(&mut buf),
-                Some(l) => Box::pin(read_granted(source, &mut buf, l)).await,
-            } {
+            match source.try_read(&mut buf) {
                 Ok(0) => {
                     shutdown(to).await?;
                     return Ok(total);
@@ -311,18 +313,73 @@ async fn pump(from: ReadHalf<'_>, mut to: WriteHalf<'_>, meter: Meter<'_>) -> st
     }
 }
 
-/// Reads at most what `limit` grants into `buf` (waiting for it), returning the unread rest
-/// of the grant. A function of its own so that its locals take no room in an unlimited
-/// direction's future.
-async fn read_granted(
-    source: &TcpStream,
-    buf: &mut [u8],
+/// [`pump`] under a traffic limit: each read takes at most the bytes `limit` grants (waiting
+/// for tokens), and gives back what it did not use.
+async fn pump_limited(
+    from: ReadHalf<'_>,
+    mut to: WriteHalf<'_>,
+    meter: Meter<'_>,
     limit: &DirectionLimit,
-) -> std::io::Result<usize> {
-    let granted = limit.grant(buf.len()).await?;
-    let read = source.try_read(buf.get_mut(..granted).unwrap_or_default());
-    limit.used(granted, *read.as_ref().unwrap_or(&0));
-    read
+) -> std::io::Result<u64> {
+    let source: &TcpStream = from.as_ref();
+    let mut size = SMALL;
+    let mut total = 0u64;
+    loop {
+        // Tokens are taken only once there is data (an idle session holds none).
+        source.readable().await?;
+        let mut buf = vec![0u8; size];
+        loop {
+            let granted = limit.grant(buf.len()).await?;
+            let read = source.try_read(buf.get_mut(..granted).unwrap_or_default());
+            limit.used(granted, *read.as_ref().unwrap_or(&0));
+            match read {
+                Ok(0) => {
+                    shutdown(to).await?;
+                    return Ok(total);
+                }
+                Ok(n) => {
+                    to.write_all(buf.get(..n).unwrap_or_default()).await?;
+                    total += n as u64;
+                    meter.add(n);
+                    if n == buf.len() && size < LARGE {
+                        size = LARGE;
+                        buf = vec![0u8; size];
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// [`direction`] under a traffic limit (boxed by the caller, so that unlimited sessions do
+/// not carry its state).
+async fn direction_limited(
+    mode: Mode,
+    from: ReadHalf<'_>,
+    to: WriteHalf<'_>,
+    meter: Meter<'_>,
+    limit: &DirectionLimit,
+) -> std::io::Result<u64> {
+    #[cfg(target_os = "linux")]
+    if mode == Mode::Auto {
+        let mut from = from;
+        return match splice::pump_limited(&mut from, to.as_ref(), meter, limit).await {
+            splice::Outcome::Done(moved) => {
+                shutdown(to).await?;
+                Ok(moved.total)
+            }
+            splice::Outcome::Failed(e) => Err(e),
+            splice::Outcome::Unsupported(moved) => {
+                Ok(moved.total + pump_limited(from, to, meter, limit).await?)
+            }
+        };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = mode;
+    pump_limited(from, to, meter, limit).await
 }
 
 /// A connected pair of loopback sockets, for the relay's and splice's tests.
@@ -336,6 +393,8 @@ pub(crate) async fn pair() -> (TcpStream, TcpStream) {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use tokio::io::AsyncReadExt;
 
     use super::*;

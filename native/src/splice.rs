@@ -29,10 +29,11 @@
 //! * Failing to create a pipe (out of file descriptors) is an error for the direction, not a
 //!   fallback.
 //!
-//! Traffic limits: a direction whose meter has a limit skips the copy phase and splices at
-//! most the bytes its limit grants per call (socket → pipe), waiting for tokens when there
-//! are none; unspent grants go back. Without a limit the only cost is one branch on `None`
-//! per splice.
+//! Traffic limits: a limited direction runs [`pump_limited`] instead, which skips the copy
+//! phase (a read of whatever has arrived could not be bounded) and splices at most the bytes
+//! its limit grants per call (socket → pipe), waiting for tokens when there are none;
+//! unspent grants go back. The unlimited loop has no limit code at all: the relay chooses
+//! between the two with one branch per direction.
 //!
 //! Pipe sizing: pipes start at [`CHUNK`], the kernel's default, so creating one needs no
 //! further system call. A direction that keeps filling its pipe (a bulk transfer) grows it to
@@ -194,8 +195,7 @@ fn unsupported(e: Errno) -> bool {
     e == Errno::INVAL || e == Errno::NOSYS || e == Errno::OPNOTSUPP || e == Errno::PERM
 }
 
-/// Moves `from` to `to` until EOF, within the meter's limit if any. Does not shut `to`
-/// down.
+/// Moves `from` to `to` until EOF. Does not shut `to` down.
 pub(crate) async fn pump(from: &mut ReadHalf<'_>, to: &TcpStream, meter: Meter<'_>) -> Outcome {
     let mut moved = Moved::default();
     match run(from, to, meter, &mut moved).await {
@@ -277,18 +277,90 @@ fn splice_in(from: &TcpStream, pipe: &Pipe, len: usize) -> std::io::Result<usize
     })
 }
 
-/// [`splice_in`] of at most what `limit` grants (waiting for it); the unspliced rest of the
-/// grant goes back. A function of its own so that its locals take no room in an unlimited
-/// direction's future.
-async fn splice_granted(
-    from: &TcpStream,
-    pipe: &Pipe,
+/// [`pump`] for a direction with a traffic limit: splices only, at most what `limit`
+/// grants per call. Does not shut `to` down.
+pub(crate) async fn pump_limited(
+    from: &mut ReadHalf<'_>,
+    to: &TcpStream,
+    meter: Meter<'_>,
     limit: &DirectionLimit,
-) -> std::io::Result<usize> {
-    let len = limit.grant(pipe.capacity).await?;
-    let spliced = splice_in(from, pipe, len);
-    limit.used(len, *spliced.as_ref().unwrap_or(&0));
-    spliced
+) -> Outcome {
+    let mut moved = Moved::default();
+    match run_limited(from, to, meter, limit, &mut moved).await {
+        Ok(true) => Outcome::Done(moved),
+        Ok(false) => Outcome::Unsupported(moved),
+        Err(e) => Outcome::Failed(e),
+    }
+}
+
+/// [`run`] under a limit: wait for data, take a grant (waiting for tokens), splice at most
+/// that into the pipe, give back the rest, empty the pipe into `to`.
+async fn run_limited(
+    from_half: &mut ReadHalf<'_>,
+    to: &TcpStream,
+    meter: Meter<'_>,
+    limit: &DirectionLimit,
+    moved: &mut Moved,
+) -> std::io::Result<bool> {
+    let from: &TcpStream = from_half.as_ref();
+    let mut pipe: Option<Pipe> = None;
+    loop {
+        // Tokens are taken only once there is data, so an idle session holds none of a
+        // shared bucket's; the pipe is closed when no data comes for a while.
+        if tokio::time::timeout(IDLE_RELEASE, from.readable())
+            .await
+            .is_err()
+        {
+            pipe = None;
+            continue;
+        }
+        let pipe = match &mut pipe {
+            Some(p) => p,
+            None => pipe.insert(Pipe::new()?),
+        };
+        let len = limit.grant(pipe.capacity).await?;
+        let spliced = splice_in(from, pipe, len);
+        limit.used(len, *spliced.as_ref().unwrap_or(&0));
+        let n = match spliced {
+            Ok(0) => return Ok(true),
+            Ok(n) => n,
+            // Readiness is cleared: the next turn waits for data.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => {
+                let errno = e.raw_os_error().map(Errno::from_raw_os_error);
+                if moved.spliced == 0 && errno.is_some_and(unsupported) {
+                    return Ok(false);
+                }
+                return Err(e);
+            }
+        };
+        pipe.filled(n);
+        let mut left = n;
+        while left > 0 {
+            to.writable().await?;
+            match to.try_io(Interest::WRITABLE, || {
+                splice(&pipe.read, None, to, None, left, FLAGS).map_err(std::io::Error::from)
+            }) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(m) => {
+                    left -= m;
+                    moved.total += m as u64;
+                    moved.spliced += m as u64;
+                    meter.add(m);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
 
 /// The direction's loop; `Ok(false)` when splice turned out to be unsupported.
@@ -306,9 +378,7 @@ async fn run(
     // turn is two splices and no timer.
     let mut drained = true;
     loop {
-        // A limited direction always splices: the copy step reads whatever has arrived,
-        // which a grant could not bound.
-        if !bulk && meter.limit().is_none() {
+        if !bulk {
             let n = match copy_step(from_half, to).await? {
                 Copied::Eof => return Ok(true),
                 Copied::Moved { n, full } => {
@@ -347,10 +417,10 @@ async fn run(
             None => pipe.insert(Pipe::new()?),
         };
         // Socket → pipe. The pipe is empty here, so EAGAIN means the socket is drained.
-        let n = match match meter.limit() {
-            None => splice_in(from, pipe, pipe.capacity),
-            Some(l) => Box::pin(splice_granted(from, pipe, l)).await,
-        } {
+        let n = match from.try_io(Interest::READABLE, || {
+            splice(from, None, &pipe.write, None, pipe.capacity, FLAGS)
+                .map_err(std::io::Error::from)
+        }) {
             Ok(0) => return Ok(true),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
