@@ -29,7 +29,7 @@
 //! * Failing to create a pipe (out of file descriptors) is an error for the direction, not a
 //!   fallback.
 //!
-//! Traffic limits: a limited direction runs [`pump_limited`] instead, which skips the copy
+//! Traffic limits: a limited direction runs `pump_limited` instead, which skips the copy
 //! phase (a read of whatever has arrived could not be bounded) and splices at most the bytes
 //! its limit grants per call (socket → pipe), waiting for tokens when there are none;
 //! unspent grants go back. The unlimited loop has no limit code at all: the relay chooses
