@@ -8,13 +8,13 @@
 //! behind a mutex each, kept across reloads) and the quota counts ([`Usage`], kept with the
 //! metrics), and hands each limited session its `SessionLimits`: what the relay, in both
 //! its splice and copy paths, and the UDP relay spend from. Unlimited sessions get `None` and
-//! their relay pays one branch per read.
+//! their relay pays one branch per direction.
 //!
 //! ```toml
 //! [[traffic]]
 //! users = ["alice"]       # optional: these users
 //! from = ["10.0.0.0/8"]   # optional: clients in these networks
-//! per = "user"            # "session", "user" or "client"
+//! per = "user"            # "session" (the default), "user" or "client"
 //! up = "1M"               # bytes/s client → destination (K M G T = 1000s, Ki Mi Gi Ti = 1024s)
 //! down = "8M"             # bytes/s destination → client
 //! burst = "256K"          # default: one second's worth of each direction
@@ -52,8 +52,9 @@ pub struct TrafficConfig {
     /// Client networks this entry is for (none: any client).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub from: Vec<Spanned<String>>,
-    /// Who shares one bucket: `session`, `user` or `client`.
-    pub per: Spanned<String>,
+    /// Who shares one bucket: `session` (the default), `user` or `client`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per: Option<Spanned<String>>,
     /// Bytes per second from the client to the destination.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub up: Option<Spanned<toml::Value>>,
@@ -194,12 +195,13 @@ pub fn compile(entries: &[TrafficConfig]) -> Result<TrafficRules, TrafficError> 
                     .map_err(|x| err(f.span(), format!("[[traffic]] from {:?}: {x}", f.get_ref())))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let per: Sharing = e.per.get_ref().parse().map_err(|x| {
-            err(
-                e.per.span(),
-                format!("[[traffic]] per {:?}: {x}", e.per.get_ref()),
-            )
-        })?;
+        let per: Sharing = match &e.per {
+            None => Sharing::Session,
+            Some(p) => p
+                .get_ref()
+                .parse()
+                .map_err(|x| err(p.span(), format!("[[traffic]] per {:?}: {x}", p.get_ref())))?,
+        };
         let up = e.up.as_ref().map(|v| size("up", v)).transpose()?;
         let down = e.down.as_ref().map(|v| size("down", v)).transpose()?;
         let burst = e.burst.as_ref().map(|v| size("burst", v)).transpose()?;
@@ -252,7 +254,7 @@ pub fn compile(entries: &[TrafficConfig]) -> Result<TrafficRules, TrafficError> 
         };
         if let Err(x) = limits.check() {
             // Only a quota on a rule not counted per user is left to find here.
-            let span = e.quota.as_ref().map_or(e.per.span(), Spanned::span);
+            let span = e.quota.as_ref().map_or(0..0, Spanned::span);
             return Err(err(span, format!("[[traffic]] {x}")));
         }
         out.push(Compiled {
@@ -941,8 +943,26 @@ mod tests {
             unknown.contains("rate") && unknown.contains("line 3"),
             "{unknown}"
         );
-        let missing = rules("[[traffic]]\nup = \"1M\"\n").unwrap_err();
-        assert!(missing.contains("per"), "{missing}");
+        // Without `per`, each session has its own buckets; without limits, an exemption.
+        let r = rules("[[traffic]]\nup = \"1M\"\n[[traffic]]\nusers = [\"x\"]\n").unwrap();
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(r.select(None, ip).unwrap().per, Sharing::Session);
+        // The configuration reference's example (its `[[traffic]]` part) parses as documented.
+        let readme = include_str!("../README.md");
+        let example = readme
+            .split("# Traffic limits:")
+            .nth(1)
+            .and_then(|rest| rest.split_once('\n'))
+            .and_then(|(_, rest)| rest.split("```").next())
+            .unwrap();
+        let c = crate::config::Config::parse(example, Path::new("README.md")).unwrap();
+        assert_eq!(c.traffic.len(), 3);
+        let backup = c.traffic_rules.select(Some(b"backup"), ip).unwrap();
+        assert!(backup.is_unlimited(), "an exemption");
+        let alice = c
+            .traffic_rules
+            .select(Some(b"alice"), "10.0.0.1".parse().unwrap());
+        assert_eq!(alice.unwrap().per, Sharing::User);
     }
 
     #[test]
