@@ -52,8 +52,9 @@ pub struct TrafficConfig {
     /// Client networks this entry is for (none: any client).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub from: Vec<Spanned<String>>,
-    /// Who shares one bucket: `session` (the default), `user` or `client`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Who shares one bucket: `session` (the default, which `check-config` shows), `user` or
+    /// `client`.
+    #[serde(default, serialize_with = "serialize_per")]
     pub per: Option<Spanned<String>>,
     /// Bytes per second from the client to the destination.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -70,6 +71,16 @@ pub struct TrafficConfig {
     /// `hour`, `day`, `week` or `month`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota_period: Option<Spanned<String>>,
+}
+
+fn serialize_per<S: serde::Serializer>(
+    per: &Option<Spanned<String>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(
+        per.as_ref()
+            .map_or(Sharing::Session.as_str(), |p| p.get_ref()),
+    )
 }
 
 // `toml::Value` holds floats, so only `PartialEq` is derived; the entries hold none that

@@ -381,7 +381,15 @@ fn bad_values_are_refused_with_their_position() {
             serve.stderr_text()
         );
     }
-    // A good file shows its entries in the effective configuration.
+    // A good file shows its entries in the effective configuration, defaults included.
+    let path = dir.write("default.toml", "[[traffic]]\nup = 1000\n");
+    let check = socksgate::run(&["check-config", path.to_str().unwrap()], b"");
+    check.assert_success("check-config");
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        out.contains("per = \"session\"") && out.contains("up = 1000"),
+        "{out}"
+    );
     let path = dir.write(
         "good.toml",
         "[[traffic]]\nfrom = [\"10.0.0.0/8\"]\nper = \"client\"\ndown = \"8Mi\"\n",
