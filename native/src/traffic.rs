@@ -1007,6 +1007,18 @@ mod tests {
         let s2 = session_limits(&r, &buckets, &metrics, Some(b"c"), ip).unwrap();
         let up = |l: &SessionLimits| Arc::clone(l.up.as_ref().unwrap().bucket.as_ref().unwrap());
         assert!(!Arc::ptr_eq(&up(&s1), &up(&s2)), "per session: their own");
+        let per_client = rules("[[traffic]]\nper = \"client\"\nup = \"1M\"\n").unwrap();
+        let other: IpAddr = "127.0.0.2".parse().unwrap();
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        let c1 = session_limits(&per_client, &buckets, &metrics, Some(b"a"), ip).unwrap();
+        let c2 = session_limits(&per_client, &buckets, &metrics, Some(b"b"), mapped).unwrap();
+        let c3 = session_limits(&per_client, &buckets, &metrics, None, other).unwrap();
+        assert!(
+            Arc::ptr_eq(&up(&c1), &up(&c2)),
+            "one bucket per client address"
+        );
+        assert!(!Arc::ptr_eq(&up(&c1), &up(&c3)));
+        drop((c1, c2, c3));
         assert!(
             metrics
                 .render()
