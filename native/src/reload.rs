@@ -3,8 +3,9 @@
 //!
 //! Each session keeps the [`Shared`] it started with; the accept loops hand new sessions the
 //! newest one (a `watch` channel). A file that fails to load or validate is refused with a
-//! log line and the running configuration stays. Counters, open-session counts (limits,
-//! draining) and the resolver carry over. Settings bound at start — listeners, the metrics
+//! log line and the running configuration stays. Counters (traffic quota counts among them),
+//! open-session counts (limits, draining), the shared traffic buckets (retuned to the new
+//! rates) and the resolver carry over. Settings bound at start — listeners, the metrics
 //! address, the log format — need a restart; a reload that changes them says so.
 
 use std::sync::Arc;
@@ -56,6 +57,8 @@ pub fn load(args: &ServeArgs, old: &Shared) -> Result<Shared, ReloadError> {
             warn!("reload: `{what}` changed; it takes effect only after a restart");
         }
     }
+    // Running sessions that share a user's or client's bucket move at the new rate at once.
+    old.traffic_buckets.retune(&config.traffic_rules);
     Ok(Shared {
         balancers: crate::balancer::Balancers::new(&config.proxy_protocol),
         egress: crate::egress::Profiles::compile(&config),

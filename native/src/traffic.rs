@@ -382,15 +382,31 @@ pub struct Buckets(Mutex<BucketMap>);
 
 #[derive(Debug, Default)]
 struct BucketMap {
-    shared: HashMap<(Owner, Dir), Arc<Bucket>>,
+    shared: HashMap<(Owner, Dir), SharedBucket>,
     /// The map's size after the last sweep of unused buckets.
     swept: usize,
 }
 
+/// A shared bucket and the latest session that took it, whose user and client a reload
+/// matches against the new entries.
+#[derive(Debug)]
+struct SharedBucket {
+    bucket: Arc<Bucket>,
+    user: Option<Vec<u8>>,
+    client: IpAddr,
+}
+
 impl Buckets {
-    /// The bucket a session spends from in `dir`: its own, or the shared one of its user or
-    /// client, which takes `rate` if a reload changed it.
-    fn get(&self, key: BucketKey<'_>, dir: Dir, rate: Rate) -> Arc<Bucket> {
+    /// The bucket a session of `user` from `client` spends from in `dir`: its own, or the
+    /// shared one of its user or client (`key`), which takes `rate` if it had another.
+    fn get(
+        &self,
+        key: BucketKey<'_>,
+        dir: Dir,
+        rate: Rate,
+        user: Option<&[u8]>,
+        client: IpAddr,
+    ) -> Arc<Bucket> {
         let owner = match key {
             BucketKey::Session => return Arc::new(Bucket::new(rate)),
             BucketKey::User(u) => Owner::User(u.to_vec()),
@@ -399,15 +415,46 @@ impl Buckets {
         let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         // Buckets no session holds any more are dropped once the map has doubled.
         if map.shared.len() >= (2 * map.swept).max(64) {
-            map.shared.retain(|_, b| Arc::strong_count(b) > 1);
+            map.shared.retain(|_, b| Arc::strong_count(&b.bucket) > 1);
             map.swept = map.shared.len();
         }
-        let bucket = map
+        let entry = map
             .shared
             .entry((owner, dir))
-            .or_insert_with(|| Arc::new(Bucket::new(rate)));
-        bucket.set_rate(rate);
-        Arc::clone(bucket)
+            .or_insert_with(|| SharedBucket {
+                bucket: Arc::new(Bucket::new(rate)),
+                user: None,
+                client,
+            });
+        entry.bucket.set_rate(rate);
+        entry.user = user.map(<[u8]>::to_vec);
+        entry.client = client;
+        Arc::clone(&entry.bucket)
+    }
+
+    /// After a reload: each shared bucket takes the rate that `rules` give the latest
+    /// session that took it, when they still share it the same way, so running sessions
+    /// of a user or client move at the new rate at once.
+    pub fn retune(&self, rules: &TrafficRules) {
+        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        for ((owner, dir), entry) in &map.shared {
+            let user = entry.user.as_deref();
+            let Some(limits) = rules.select(user, entry.client) else {
+                continue;
+            };
+            let same_owner = match (limits.per.key(user, entry.client), owner) {
+                (BucketKey::User(u), Owner::User(o)) => u == o.as_slice(),
+                (BucketKey::Client(ip), Owner::Client(o)) => ip == *o,
+                _ => false,
+            };
+            let rate = match dir {
+                Dir::Up => limits.up,
+                Dir::Down => limits.down,
+            };
+            if let (true, Some(rate)) = (same_owner, rate) {
+                entry.bucket.set_rate(rate);
+            }
+        }
     }
 }
 
@@ -742,7 +789,7 @@ pub(crate) fn session_limits(
     }
     let key = limits.per.key(user, client);
     let direction = |dir: Dir, rate: Option<Rate>| {
-        let bucket = rate.map(|r| buckets.get(key, dir, r));
+        let bucket = rate.map(|r| buckets.get(key, dir, r, user, client));
         (bucket.is_some() || quota.is_some()).then(|| DirectionLimit {
             dir,
             bucket,
@@ -1042,6 +1089,46 @@ mod tests {
         assert!(
             started.elapsed() >= std::time::Duration::from_millis(15),
             "the other session waits for the shared bucket"
+        );
+    }
+
+    #[test]
+    fn reload_retunes_shared_buckets() {
+        let old = rules(
+            "[[traffic]]\nusers = [\"a\"]\nper = \"user\"\ndown = \"1M\"\n\
+             [[traffic]]\nper = \"client\"\ndown = \"1M\"\n",
+        )
+        .unwrap();
+        let buckets = Buckets::default();
+        let metrics = Arc::new(Metrics::default());
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let a = session_limits(&old, &buckets, &metrics, Some(b"a"), ip).unwrap();
+        let c = session_limits(&old, &buckets, &metrics, Some(b"c"), ip).unwrap();
+        let rate = |l: &SessionLimits| {
+            l.down
+                .as_ref()
+                .unwrap()
+                .bucket
+                .as_ref()
+                .unwrap()
+                .lock()
+                .rate()
+        };
+        let new = rules(
+            "[[traffic]]\nusers = [\"a\"]\nper = \"user\"\ndown = \"2M\"\n\
+             [[traffic]]\nper = \"session\"\ndown = \"3M\"\n",
+        )
+        .unwrap();
+        buckets.retune(&new);
+        assert_eq!(
+            rate(&a),
+            Rate::per_second(2_000_000),
+            "the user's bucket takes the new rate"
+        );
+        assert_eq!(
+            rate(&c),
+            Rate::per_second(1_000_000),
+            "no longer shared per client: the running sessions keep theirs"
         );
     }
 
