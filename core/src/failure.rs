@@ -11,11 +11,13 @@
 //! | no route to the network (ENETUNREACH, ENETDOWN) | [`NetworkUnreachable`](Failure::NetworkUnreachable) | 3 network unreachable |
 //! | no route to the host (EHOSTUNREACH, EHOSTDOWN) | [`HostUnreachable`](Failure::HostUnreachable) | 4 host unreachable |
 //! | the name does not resolve (NXDOMAIN, no A/AAAA) | [`NameNotFound`](Failure::NameNotFound) | 4 host unreachable |
+//! | the name has no address of the family in use ([`family`](crate::family)) | [`NoAddressInFamily`](Failure::NoAddressInFamily) | 4 host unreachable |
 //! | unusable destination address (EADDRNOTAVAIL) | [`AddressUnusable`](Failure::AddressUnusable) | 4 host unreachable |
 //! | resolving or connecting timed out | [`TimedOut`](Failure::TimedOut) | 6 TTL expired |
 //! | a local firewall refused (EACCES, EPERM) | [`PermissionDenied`](Failure::PermissionDenied) | 2 not allowed |
 //! | the resolver could not answer at all | [`ResolverFailed`](Failure::ResolverFailed) | 1 general failure |
 //! | anything else (EMFILE, …) | [`Other`](Failure::Other) | 1 general failure |
+//! | a per-user session-rate limit refused the request | [`RateLimited`](Failure::RateLimited) | 2 not allowed |
 //! | an upstream SOCKS proxy refused with REP *n* | [`Upstream`](Failure::Upstream) | *n*, passed on (1 for a nonsensical 0) |
 //! | the user's traffic quota is spent | [`QuotaSpent`](Failure::QuotaSpent) | 2 not allowed by ruleset |
 //!
@@ -40,6 +42,11 @@ pub enum Failure {
     HostUnreachable,
     /// The name has no address, or does not exist.
     NameNotFound,
+    /// The name has addresses, but none of the [address family](crate::family) in use.
+    NoAddressInFamily,
+    /// A session-rate limit refused the request (the driver's decision, made once the
+    /// request and its user are known).
+    RateLimited,
     /// The destination address cannot be used from here.
     AddressUnusable,
     /// Resolving or connecting took too long.
@@ -62,11 +69,12 @@ impl Failure {
         match self {
             Self::Refused => ReplyCode::ConnectionRefused,
             Self::NetworkUnreachable => ReplyCode::NetworkUnreachable,
-            Self::HostUnreachable | Self::NameNotFound | Self::AddressUnusable => {
-                ReplyCode::HostUnreachable
-            }
+            Self::HostUnreachable
+            | Self::NameNotFound
+            | Self::NoAddressInFamily
+            | Self::AddressUnusable => ReplyCode::HostUnreachable,
             Self::TimedOut => ReplyCode::TtlExpired,
-            Self::PermissionDenied | Self::QuotaSpent => ReplyCode::NotAllowed,
+            Self::PermissionDenied | Self::QuotaSpent | Self::RateLimited => ReplyCode::NotAllowed,
             Self::ResolverFailed | Self::Other | Self::Upstream(ReplyCode::Succeeded) => {
                 ReplyCode::GeneralFailure
             }
@@ -92,8 +100,9 @@ impl Failure {
             Self::HostUnreachable
             | Self::NetworkUnreachable
             | Self::AddressUnusable
-            | Self::NameNotFound => 3,
-            Self::PermissionDenied => 2,
+            | Self::NameNotFound
+            | Self::NoAddressInFamily => 3,
+            Self::PermissionDenied | Self::RateLimited => 2,
             Self::TimedOut => 1,
             Self::ResolverFailed | Self::Other | Self::Upstream(_) | Self::QuotaSpent => 0,
         }
@@ -107,6 +116,8 @@ impl Failure {
             Self::HostUnreachable => "host unreachable",
             Self::NameNotFound => "name not found",
             Self::AddressUnusable => "address not usable",
+            Self::NoAddressInFamily => "no address of the address family in use",
+            Self::RateLimited => "session rate exceeded",
             Self::TimedOut => "timed out",
             Self::PermissionDenied => "permission denied",
             Self::ResolverFailed => "resolver failed",
@@ -135,6 +146,8 @@ mod test {
             (Failure::HostUnreachable, 4),
             (Failure::NameNotFound, 4),
             (Failure::AddressUnusable, 4),
+            (Failure::NoAddressInFamily, 4),
+            (Failure::RateLimited, 2),
             (Failure::TimedOut, 6),
             (Failure::PermissionDenied, 2),
             (Failure::ResolverFailed, 1),

@@ -8,6 +8,7 @@
 //! * [`server`] and [`client`] — sans-IO handshake state machines: bytes in, events and bytes
 //!   out. The caller owns sockets, DNS, clocks and the relay.
 //! * [`rules`] — the allocation-free access-rule evaluator every front end shares.
+//! * [`family`] — the address family names are used in (prefer IPv6 or IPv4, one only).
 //! * [`rate`] — token buckets for bandwidth and session-rate limits.
 //! * [`egress`] — which egress profile a session uses and which source address it gets.
 //! * [`traffic`] — which bandwidth limits and byte quotas apply to a session, quota periods.
@@ -40,6 +41,7 @@ mod buffers;
 pub mod client;
 pub mod egress;
 pub mod failure;
+pub mod family;
 pub mod observe;
 pub mod policy;
 pub mod rate;

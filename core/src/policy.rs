@@ -8,9 +8,11 @@
 //! SOCKS4 clients in: SOCKS4 cannot authenticate, so it is only ever accepted together with
 //! SOCKS5's "no authentication".
 
+use core::net::{IpAddr, SocketAddr};
 use core::time::Duration;
 
-use crate::rules::{Action, CommandSet, Rules};
+use crate::family::{AddressFamilies, AddressFamily};
+use crate::rules::{Action, Cidr, CommandSet, ParseError, Rules};
 use crate::wire::Method;
 
 /// How clients prove who they are. SOCKS4/4a can be accepted only when nothing is required.
@@ -68,6 +70,120 @@ impl Default for Authentication {
     }
 }
 
+/// One entry of [`AuthenticationRules`]: clients from `client` (any when `None`) that
+/// connected to `listener` (any when `None`) get `authentication`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct AuthenticationRule {
+    /// The client network.
+    pub client: Option<Cidr>,
+    /// The listening address: a connection matches when its local address is this one, or
+    /// for an unspecified address (`0.0.0.0`, `::`), any address of that family, on the
+    /// same port.
+    pub listener: Option<SocketAddr>,
+    /// What these clients must do.
+    pub authentication: Authentication,
+}
+
+impl AuthenticationRule {
+    /// Whether a connection from `client` accepted on `local` matches.
+    pub fn matches(&self, client: IpAddr, local: SocketAddr) -> bool {
+        self.client.is_none_or(|net| net.contains(client))
+            && self.listener.is_none_or(|l| {
+                let (want, got) = (l.ip().to_canonical(), local.ip().to_canonical());
+                l.port() == local.port()
+                    && (want == got || (want.is_unspecified() && want.is_ipv4() == got.is_ipv4()))
+            })
+    }
+}
+
+/// Authentication by client network and listener, first match wins (Dante's `socksmethod`
+/// per rule, 3proxy's `auth iponly strong`): the LAN without a password, everyone else
+/// with one. Each entry is a whole [`Authentication`], so "required, yet SOCKS4" stays
+/// impossible.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct AuthenticationRules<'r> {
+    /// The entries, in order.
+    pub rules: &'r [AuthenticationRule],
+    /// For connections no entry matches.
+    pub default: Authentication,
+}
+
+impl<'r> AuthenticationRules<'r> {
+    /// `default` for everyone.
+    pub const fn new(default: Authentication) -> Self {
+        Self {
+            rules: &[],
+            default,
+        }
+    }
+
+    /// The same default, after `rules`.
+    #[must_use]
+    pub const fn with_rules(mut self, rules: &'r [AuthenticationRule]) -> Self {
+        self.rules = rules;
+        self
+    }
+
+    /// The authentication for a connection from `client` accepted on `local`.
+    pub fn for_client(&self, client: IpAddr, local: SocketAddr) -> Authentication {
+        self.rules
+            .iter()
+            .find(|r| r.matches(client, local))
+            .map_or(self.default, |r| r.authentication)
+    }
+}
+
+/// How clients are grouped for per-client limits (session rate, concurrency, login
+/// back-off): by the network of `ipv4` bits around an IPv4 address and `ipv6` bits around an
+/// IPv6 one. One host usually owns a whole IPv6 /64, so keying it by address would let a
+/// client escape its limits by rotating addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ClientPrefixes {
+    ipv4: u8,
+    ipv6: u8,
+}
+
+impl ClientPrefixes {
+    /// IPv4 /32 (one address), IPv6 /64 (one subnet).
+    pub const DEFAULT: Self = Self { ipv4: 32, ipv6: 64 };
+
+    /// `ipv4` in 1–32 and `ipv6` in 1–128 ([`ParseError::InvalidPrefix`] otherwise: a
+    /// prefix of 0 would put every client under one key).
+    pub const fn new(ipv4: u8, ipv6: u8) -> Result<Self, ParseError> {
+        if ipv4 == 0 || ipv4 > 32 || ipv6 == 0 || ipv6 > 128 {
+            return Err(ParseError::InvalidPrefix);
+        }
+        Ok(Self { ipv4, ipv6 })
+    }
+
+    /// The IPv4 prefix length.
+    pub const fn ipv4(self) -> u8 {
+        self.ipv4
+    }
+
+    /// The IPv6 prefix length.
+    pub const fn ipv6(self) -> u8 {
+        self.ipv6
+    }
+
+    /// The key of a client: its network (IPv4-mapped IPv6 counts as IPv4).
+    pub const fn key(self, ip: IpAddr) -> Cidr {
+        match ip.to_canonical() {
+            IpAddr::V4(_) => Cidr::around(ip, self.ipv4),
+            IpAddr::V6(_) => Cidr::around(ip, self.ipv6),
+        }
+    }
+}
+
+impl Default for ClientPrefixes {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
 /// The time limits a session enforces through its `poll_timeout`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -117,6 +233,8 @@ pub struct Policy<'r> {
     pub bind_any_peer: bool,
     /// Time limits.
     pub timeouts: Timeouts,
+    /// The address family names are used in: the deciding rule's, or the default.
+    pub address_families: AddressFamilies<'r>,
 }
 
 impl<'r> Policy<'r> {
@@ -129,6 +247,7 @@ impl<'r> Policy<'r> {
             commands: CommandSet::ANY,
             bind_any_peer: false,
             timeouts: Timeouts::DEFAULT,
+            address_families: AddressFamilies::new(AddressFamily::PreferIpv6),
         }
     }
 }
@@ -143,6 +262,97 @@ impl Default for Policy<'_> {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn test_authentication_first_match_by_network_and_listener() {
+        let open = Authentication::None { socks4: true };
+        let rules = [
+            AuthenticationRule {
+                client: Some("10.0.0.0/8".parse().unwrap()),
+                listener: None,
+                authentication: open,
+            },
+            AuthenticationRule {
+                client: Some("127.0.0.2".parse().unwrap()),
+                listener: Some(sa("0.0.0.0:1080")),
+                authentication: open,
+            },
+            AuthenticationRule {
+                client: None,
+                listener: Some(sa("[::1]:1081")),
+                authentication: open,
+            },
+        ];
+        let auth = AuthenticationRules::new(Authentication::PASSWORD).with_rules(&rules);
+        let on = sa("192.0.2.1:1080");
+        assert_eq!(auth.for_client(ip("10.1.2.3"), on), open);
+        assert_eq!(auth.for_client(ip("::ffff:10.1.2.3"), on), open, "mapped");
+        assert_eq!(
+            auth.for_client(ip("11.0.0.1"), on),
+            Authentication::PASSWORD
+        );
+        // Entry 2: this client, any IPv4 address on port 1080 (a wildcard listener).
+        assert_eq!(auth.for_client(ip("127.0.0.2"), sa("127.0.0.1:1080")), open);
+        assert_eq!(
+            auth.for_client(ip("127.0.0.2"), sa("127.0.0.1:1081")),
+            Authentication::PASSWORD
+        );
+        assert_eq!(
+            auth.for_client(ip("127.0.0.3"), sa("127.0.0.1:1080")),
+            Authentication::PASSWORD
+        );
+        // Entry 3: any client on exactly [::1]:1081.
+        assert_eq!(auth.for_client(ip("2001:db8::1"), sa("[::1]:1081")), open);
+        assert_eq!(
+            auth.for_client(ip("192.0.2.9"), sa("127.0.0.1:1081")),
+            Authentication::PASSWORD
+        );
+        // No entries: the default.
+        let none = AuthenticationRules::new(open);
+        assert_eq!(none.for_client(ip("192.0.2.9"), on), open);
+        // An unspecified IPv6 listener does not match IPv4 connections.
+        let v6 = [AuthenticationRule {
+            client: None,
+            listener: Some(sa("[::]:1080")),
+            authentication: open,
+        }];
+        let auth = AuthenticationRules::new(Authentication::PASSWORD).with_rules(&v6);
+        assert_eq!(auth.for_client(ip("::1"), sa("[::1]:1080")), open);
+        assert_eq!(
+            auth.for_client(ip("127.0.0.1"), sa("127.0.0.1:1080")),
+            Authentication::PASSWORD
+        );
+    }
+
+    #[test]
+    fn test_client_prefixes() {
+        let p = ClientPrefixes::DEFAULT;
+        assert_eq!(p.key(ip("192.0.2.7")), "192.0.2.7/32".parse().unwrap());
+        assert_eq!(p.key(ip("::ffff:192.0.2.7")), p.key(ip("192.0.2.7")));
+        assert_eq!(p.key(ip("2001:db8::1")), p.key(ip("2001:db8::ffff:1")));
+        assert_ne!(p.key(ip("2001:db8::1")), p.key(ip("2001:db8:0:1::1")));
+        let wide = ClientPrefixes::new(24, 48).unwrap();
+        assert_eq!(wide.key(ip("192.0.2.7")), wide.key(ip("192.0.2.200")));
+        assert_eq!(
+            wide.key(ip("2001:db8:0:1::1")),
+            wide.key(ip("2001:db8:0:2::1"))
+        );
+        for (v4, v6) in [(0, 64), (33, 64), (32, 0), (32, 129)] {
+            assert_eq!(
+                ClientPrefixes::new(v4, v6),
+                Err(ParseError::InvalidPrefix),
+                "{v4} {v6}"
+            );
+        }
+    }
 
     #[test]
     fn test_socks4_only_without_authentication() {

@@ -74,7 +74,7 @@
 //! ```
 
 use core::fmt;
-use core::net::IpAddr;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use core::ops::BitOr;
 use core::str::FromStr;
 
@@ -146,6 +146,8 @@ pub enum ParseError {
     Wildcard,
     /// A command other than `connect`, `bind`, `udp_associate` or `*`.
     UnknownCommand,
+    /// An address family other than `prefer_ipv6`, `prefer_ipv4`, `ipv4_only`, `ipv6_only`.
+    AddressFamily,
 }
 
 impl fmt::Display for ParseError {
@@ -163,6 +165,9 @@ impl fmt::Display for ParseError {
             Self::EmptyLabel => "empty label in domain name",
             Self::Wildcard => "`*` is only valid alone; use `.example.com` for subdomains",
             Self::UnknownCommand => "expected `connect`, `bind`, `udp_associate` or `*`",
+            Self::AddressFamily => {
+                "expected `prefer_ipv6`, `prefer_ipv4`, `ipv4_only` or `ipv6_only`"
+            }
         })
     }
 }
@@ -210,6 +215,27 @@ impl Cidr {
                     Err(ParseError::HostBitsSet)
                 } else {
                     Ok(Self { addr, prefix })
+                }
+            }
+        }
+    }
+
+    /// The network of `prefix` bits around `ip` (IPv4-mapped IPv6 counts as IPv4): the host
+    /// bits are cleared, and a prefix longer than the address is the address itself.
+    pub const fn around(ip: IpAddr, prefix: u8) -> Self {
+        match ip.to_canonical() {
+            IpAddr::V4(a) => {
+                let prefix = if prefix > 32 { 32 } else { prefix };
+                Self {
+                    addr: IpAddr::V4(Ipv4Addr::from_bits(a.to_bits() & mask32(prefix))),
+                    prefix,
+                }
+            }
+            IpAddr::V6(a) => {
+                let prefix = if prefix > 128 { 128 } else { prefix };
+                Self {
+                    addr: IpAddr::V6(Ipv6Addr::from_bits(a.to_bits() & mask128(prefix))),
+                    prefix,
                 }
             }
         }
@@ -926,6 +952,9 @@ pub enum Refusal {
     /// The rules allow it, but not by naming its address, and it is protected
     /// ([`ProtectedDestinations`]).
     Protected(Protection),
+    /// The rules allow it, but its family is not the one the deciding rule (or the default)
+    /// uses for names ([`AddressFamily`](crate::family::AddressFamily)).
+    Family(crate::family::AddressFamily),
 }
 
 impl From<Decision> for Refusal {
@@ -1134,6 +1163,26 @@ mod test {
             Err(ParseError::InvalidAddress)
         );
         assert_eq!("".parse::<Cidr>(), Err(ParseError::InvalidAddress));
+    }
+
+    #[test]
+    fn test_cidr_around() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            Cidr::around(ip("192.0.2.77"), 24),
+            "192.0.2.0/24".parse().unwrap()
+        );
+        assert_eq!(
+            Cidr::around(ip("::ffff:192.0.2.77"), 32),
+            "192.0.2.77/32".parse().unwrap()
+        );
+        assert_eq!(
+            Cidr::around(ip("2001:db8:1:2:3:4:5:6"), 64),
+            "2001:db8:1:2::/64".parse().unwrap()
+        );
+        assert_eq!(Cidr::around(ip("192.0.2.1"), 99).prefix_len(), 32);
+        assert_eq!(Cidr::around(ip("::1"), 200).prefix_len(), 128);
+        assert_eq!(Cidr::around(ip("192.0.2.1"), 0).addr(), ip("0.0.0.0"));
     }
 
     #[test]

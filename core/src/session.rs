@@ -60,6 +60,7 @@ use core::net::{IpAddr, SocketAddr};
 
 use crate::addr::Addr;
 use crate::failure::Failure;
+use crate::family::AddressFamily;
 use crate::policy::Policy;
 use crate::rules::{Action, Decision, Protection, Query, Refusal, Verdict};
 use crate::server::{self, MAX_GSSAPI_TOKEN, Octets, Request, Server, ServerError, Version};
@@ -499,7 +500,7 @@ impl<const N: usize> Session<N> {
             return Ok(0);
         }
         let mut kept = 0;
-        let mut refusal = Refusal::Denied(Decision {
+        let mut refusal: Refusal = Refusal::Denied(Decision {
             action: Action::Deny,
             rule: None,
         });
@@ -512,6 +513,13 @@ impl<const N: usize> Session<N> {
             addrs.swap(kept, i);
             kept += 1;
         }
+        // The preferred family first (the kept ones are all of a family in use).
+        let preference = if self.address_family(policy).prefers_ipv6() {
+            AddressFamily::PreferIpv6
+        } else {
+            AddressFamily::PreferIpv4
+        };
+        preference.order(addrs.get_mut(..kept).unwrap_or_default());
         match addrs.first().filter(|_| kept > 0) {
             None => {
                 // Every address was refused by step two or is protected.
@@ -557,20 +565,41 @@ impl<const N: usize> Session<N> {
         if command == Command::Bind && ip.is_unspecified() {
             return Ok(());
         }
+        // The family applies to names; an address given as such is taken as given.
+        if let Addr::Domain(..) = dst {
+            let family = policy.address_families.for_decision(Some(d));
+            if !family.allows(ip) {
+                return Err(Refusal::Family(family));
+            }
+        }
         policy.rules.screen(d, ip).map_err(Refusal::Protected)
     }
 
+    /// The address family to resolve the request's name in: the family of the rule that
+    /// allowed the request before resolving, or the policy's default when no rule decided
+    /// yet (each resolved address is then checked against its own deciding rule's family by
+    /// [`check_resolved`](Self::check_resolved)). Query only the families it
+    /// [uses](AddressFamily::uses_ipv4), the [preferred](AddressFamily::prefers_ipv6) one
+    /// first.
+    pub fn address_family(&self, policy: &Policy<'_>) -> AddressFamily {
+        policy.address_families.for_decision(self.decision())
+    }
+
     /// Reports that [`check_resolved`](Self::check_resolved) refused every address of the
-    /// name (the last refusal given; a [`Decision`] converts): queues REP 2 and closes.
+    /// name (the last refusal given; a [`Decision`] converts): queues REP 2 (REP 4 when the
+    /// addresses were of a family not in use) and closes.
     pub fn handle_denied(&mut self, refusal: impl Into<Refusal>) -> Result<(), UnexpectedCall> {
         if self.phase != Phase::Resolving {
             return Err(UnexpectedCall);
         }
-        let reason = match refusal.into() {
-            Refusal::Denied(d) => Close::Denied(d),
-            Refusal::Protected(p) => Close::Protected(p),
-        };
-        self.refuse(ReplyCode::NotAllowed, reason);
+        match refusal.into() {
+            Refusal::Denied(d) => self.refuse(ReplyCode::NotAllowed, Close::Denied(d)),
+            Refusal::Protected(p) => self.refuse(ReplyCode::NotAllowed, Close::Protected(p)),
+            Refusal::Family(_) => {
+                let failure = Failure::NoAddressInFamily;
+                self.refuse(failure.reply(), Close::Failed(failure));
+            }
+        }
         Ok(())
     }
 

@@ -589,3 +589,135 @@ fn protected_destinations_are_off_by_default() {
     let (event, _) = first_outcome(&policy, &socks5_connect(&v4([127, 0, 0, 1]), 80), &[]);
     assert!(matches!(event, Some(Event::Connect(Some(_)))));
 }
+
+/// A SOCKS5 CONNECT to `host:80` up to its `Resolve` event, under `policy`.
+fn resolving<'p>(policy: &Policy<'p>, host: &str) -> Session<64> {
+    let now = Instant::from_millis(1_000);
+    let mut s = Session::<64>::new(policy, CLIENT.parse().unwrap(), now);
+    let input = socks5_connect(&name(host), 80);
+    assert_eq!(s.handle_input(policy, &input, now), input.len());
+    assert_eq!(s.poll_event(), Some(Event::Resolve));
+    s
+}
+
+#[test]
+fn address_family_orders_and_filters_resolved_names() {
+    use socksgate_core::family::{AddressFamilies, AddressFamily};
+    let resolved = ["192.0.2.1", "2001:db8::1", "192.0.2.2", "2001:db8::2"];
+    for (family, want) in [
+        (
+            AddressFamily::PreferIpv6,
+            &["2001:db8::1", "2001:db8::2", "192.0.2.1", "192.0.2.2"][..],
+        ),
+        (
+            AddressFamily::PreferIpv4,
+            &["192.0.2.1", "192.0.2.2", "2001:db8::1", "2001:db8::2"][..],
+        ),
+        (AddressFamily::Ipv4Only, &["192.0.2.1", "192.0.2.2"][..]),
+        (AddressFamily::Ipv6Only, &["2001:db8::1", "2001:db8::2"][..]),
+    ] {
+        let policy = Policy {
+            address_families: AddressFamilies::new(family),
+            ..Policy::default()
+        };
+        let mut s = resolving(&policy, "both.example");
+        assert_eq!(s.address_family(&policy), family);
+        let mut ips: Vec<IpAddr> = resolved.iter().map(|a| a.parse().unwrap()).collect();
+        let n = s.handle_resolved(&policy, &mut ips).unwrap();
+        let want: Vec<IpAddr> = want.iter().map(|a| a.parse().unwrap()).collect();
+        assert_eq!(ips[..n], want[..], "{family}");
+        assert_eq!(s.poll_event(), Some(Event::Connect(None)));
+        // Happy Eyeballs drivers check address by address.
+        let s = resolving(&policy, "both.example");
+        for ip in resolved {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(
+                s.check_resolved(&policy, ip).is_ok(),
+                family.allows(ip),
+                "{family} {ip}"
+            );
+        }
+    }
+    // A name with only IPv4 addresses under ipv6_only: REP 4, closed as "no address in the
+    // family", whichever way the driver learns it.
+    let policy = Policy {
+        address_families: AddressFamilies::new(AddressFamily::Ipv6Only),
+        ..Policy::default()
+    };
+    let mut s = resolving(&policy, "v4.example");
+    let mut ips: Vec<IpAddr> = vec!["192.0.2.1".parse().unwrap()];
+    assert_eq!(s.handle_resolved(&policy, &mut ips).unwrap(), 0);
+    let closed = Event::Closed(Close::Failed(Failure::NoAddressInFamily));
+    assert_eq!(s.poll_event(), Some(closed));
+    assert_eq!(s.reply(), Some(ReplyCode::HostUnreachable));
+    let mut s = resolving(&policy, "v4.example");
+    let refusal = s
+        .check_resolved(&policy, "192.0.2.1".parse().unwrap())
+        .unwrap_err();
+    s.handle_denied(refusal).unwrap();
+    assert_eq!(s.poll_event(), Some(closed));
+    assert_eq!(s.reply(), Some(ReplyCode::HostUnreachable));
+}
+
+#[test]
+fn address_family_of_the_deciding_rule() {
+    use socksgate_core::family::{AddressFamilies, AddressFamily};
+    // Rule 0 sends .v4.example over IPv4 only; rule 1 (decided per address, as rule 2 names
+    // a network) over IPv6 only; the default prefers IPv4.
+    static RULES: std::sync::OnceLock<Vec<Rule>> = std::sync::OnceLock::new();
+    let rules = RULES.get_or_init(|| {
+        vec![
+            Rule::allow().dst(".v4.example".parse().unwrap()),
+            Rule::deny().dst("10.0.0.0/8".parse().unwrap()),
+            Rule::allow().dst("2001:db8::/32".parse().unwrap()),
+        ]
+    });
+    let per_rule = [
+        Some(AddressFamily::Ipv4Only),
+        None,
+        Some(AddressFamily::Ipv6Only),
+    ];
+    let policy = Policy {
+        address_families: AddressFamilies::new(AddressFamily::PreferIpv4).with_rules(&per_rule),
+        ..Policy::new(Authentication::default(), Rules::new(rules, Action::Allow))
+    };
+    let s = resolving(&policy, "www.v4.example");
+    assert_eq!(s.address_family(&policy), AddressFamily::Ipv4Only);
+    assert!(
+        s.check_resolved(&policy, "2001:db8::1".parse().unwrap())
+            .is_err()
+    );
+    assert!(
+        s.check_resolved(&policy, "192.0.2.1".parse().unwrap())
+            .is_ok()
+    );
+    // Undecided before resolving: resolved in the default family, each address then under
+    // its own rule's family (rule 2: IPv6 only, which its own network is).
+    let s = resolving(&policy, "other.example");
+    assert_eq!(s.address_family(&policy), AddressFamily::PreferIpv4);
+    assert!(
+        s.check_resolved(&policy, "2001:db8::1".parse().unwrap())
+            .is_ok()
+    );
+    assert!(
+        s.check_resolved(&policy, "192.0.2.1".parse().unwrap())
+            .is_ok()
+    );
+    assert!(
+        s.check_resolved(&policy, "10.0.0.1".parse().unwrap())
+            .is_err()
+    );
+    // An address given as such is taken whatever the family.
+    let v6_only = Policy {
+        address_families: AddressFamilies::new(AddressFamily::Ipv6Only),
+        ..Policy::default()
+    };
+    let now = Instant::from_millis(1_000);
+    let mut s = Session::<64>::new(&v6_only, CLIENT.parse().unwrap(), now);
+    let input = socks5_connect(&[1, 192, 0, 2, 1], 80);
+    s.handle_input(&v6_only, &input, now);
+    assert_eq!(
+        s.poll_event(),
+        Some(Event::Connect(Some("192.0.2.1:80".parse().unwrap())))
+    );
+}

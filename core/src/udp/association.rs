@@ -33,7 +33,7 @@ use core::time::Duration;
 
 use super::reassembly::{Reassembler, ReassemblyError};
 use crate::addr::{Addr, Domain};
-use crate::rules::{Decision, Protection, Query, Refusal, Rules, Verdict};
+use crate::rules::{Action, Decision, Protection, Query, Refusal, Rules, Verdict};
 use crate::server::Octets;
 use crate::time::Instant;
 use crate::wire::Command;
@@ -160,6 +160,11 @@ impl<'a, C: Contacted> Unresolved<'a, C> {
         rules.check_resolved(&self.query, ip).map_err(|r| match r {
             Refusal::Denied(d) => Dropped::Denied(d),
             Refusal::Protected(p) => Dropped::Protected(p),
+            // Only a session's check gives it; the rules alone never do. Fail closed.
+            Refusal::Family(_) => Dropped::Denied(Decision {
+                action: Action::Deny,
+                rule: None,
+            }),
         })?;
         let to = SocketAddr::new(ip.to_canonical(), self.port);
         self.contacted.insert(to);
