@@ -8,6 +8,7 @@
 
 use std::path::Path;
 
+use socksgate_core::family::AddressFamily;
 use socksgate_core::rules::{
     Action, Cidr, CommandSet, Decision, HostPattern, PortRange, Rule, Rules, UserName,
 };
@@ -50,6 +51,8 @@ pub struct AccessRules {
     upstreams: Vec<Option<String>>,
     /// For each config rule, the `[[egress]]` profile its sessions leave by.
     egresses: Vec<Option<String>>,
+    /// For each core rule, the address family of its config rule, if it sets one.
+    families: Vec<Option<AddressFamily>>,
     default: Action,
 }
 
@@ -61,6 +64,7 @@ impl Default for AccessRules {
             labels: Vec::new(),
             upstreams: Vec::new(),
             egresses: Vec::new(),
+            families: Vec::new(),
             default: Action::Allow,
         }
     }
@@ -97,6 +101,12 @@ impl AccessRules {
         }
         let origin = self.origin.get(decision.rule?)?;
         self.egresses.get(*origin)?.as_deref()
+    }
+
+    /// For each core rule, by index, the address family its config rule sets (the core's
+    /// [`AddressFamilies`](socksgate_core::family::AddressFamilies)).
+    pub fn families(&self) -> &[Option<AddressFamily>] {
+        &self.families
     }
 
     /// Number of core rules after expansion.
@@ -144,6 +154,15 @@ pub fn compile(
         let ports: Vec<PortRange> =
             or_any(parse_each::<PortRange>(&rc.ports, "port")?, PortRange::ANY);
         let users: Vec<Option<UserName>> = wrap(parse_each::<UserName>(&rc.users, "user")?);
+        if let Some(family) = &rc.address_family
+            && rc.action != RuleAction::Allow
+        {
+            return Err(RuleError {
+                span: family.span(),
+                message: "address_family is only meaningful on an allow rule".into(),
+            });
+        }
+        let family = rc.address_family.as_ref().map(|f| f.get_ref().0);
         let commands = if rc.commands.is_empty() {
             CommandSet::ANY
         } else {
@@ -164,6 +183,7 @@ pub fn compile(
                             ports: *port,
                         });
                         out.origin.push(i);
+                        out.families.push(family);
                     }
                 }
             }
@@ -347,6 +367,37 @@ commands = ["connect"]
         assert!(check(&r, &q("127.0.0.1", Some(b"bob"), Command::Connect, dst)).is_ok());
         assert!(check(&r, &q("127.0.0.1", Some(b"carol"), Command::Connect, dst)).is_err());
         assert!(check(&r, &q("127.0.0.1", None, Command::Connect, dst)).is_err());
+    }
+
+    #[test]
+    fn address_family_per_rule() {
+        let r = compiled(
+            "[[rule]]\naction = \"allow\"\nfrom = [\"10.0.0.0/8\", \"::1\"]\naddress_family = \"ipv4_only\"\n[[rule]]\naction = \"allow\"\n",
+        );
+        assert_eq!(
+            r.families(),
+            [
+                Some(AddressFamily::Ipv4Only),
+                Some(AddressFamily::Ipv4Only),
+                None
+            ]
+        );
+        for (text, needle) in [
+            (
+                "[[rule]]\naction = \"allow\"\naddress_family = \"ipv4\"\n",
+                "line 3",
+            ),
+            (
+                "[[rule]]\naction = \"deny\"\naddress_family = \"ipv4_only\"\n",
+                "t.toml:3:18",
+            ),
+            ("address_family = \"v6\"\n", "line 1"),
+        ] {
+            let e = Config::parse(text, Path::new("t.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{e} (wanted {needle})");
+        }
     }
 
     #[test]

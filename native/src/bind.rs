@@ -57,7 +57,12 @@ pub(crate) async fn resolve(conn: &mut Conn<'_>) -> Result<(), SessionError> {
     let Some(socksgate_core::Addr::Domain(name, _)) = conn.session.destination() else {
         return Ok(());
     };
-    let found = conn.shared.resolver.lookup(&name.to_string()).await;
+    let family = conn.session.address_family(&conn.policy);
+    let found = conn
+        .shared
+        .resolver
+        .lookup_in(&name.to_string(), family)
+        .await;
     match found {
         Ok(mut ips) => {
             let _ = conn.session.handle_resolved(&conn.policy, &mut ips);

@@ -13,6 +13,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use socksgate_core::client::{Client, ClientConfig, ClientError, ClientEvent, Credentials};
+use socksgate_core::family::AddressFamily;
 use socksgate_core::server::Version;
 use socksgate_core::wire::Command;
 use socksgate_core::{Addr, Domain, Target};
@@ -249,7 +250,7 @@ pub async fn open_from(
         ),
     };
     let mut stream = resolver
-        .connect_from(&proxy_target, |_| Ok(()), egress)
+        .connect_from(&proxy_target, AddressFamily::PreferIpv6, |_| Ok(()), egress)
         .await
         .map_err(|source| ClientFailure::Connect {
             what: format!("connecting to proxy {proxy_target}"),

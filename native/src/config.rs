@@ -26,6 +26,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use socksgate_core::family::AddressFamily;
+
 use crate::cli::{LogFormat, ServeArgs};
 
 /// The default listener: loopback only, so a bare `socksgate serve` is never an open proxy.
@@ -233,6 +235,48 @@ pub struct RuleConfig {
     /// For an allow rule: matching sessions leave by this `[[egress]]` profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<Spanned<String>>,
+    /// For an allow rule: the address family for names it lets through (instead of the
+    /// top-level `address_family`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_family: Option<Spanned<FamilySetting>>,
+}
+
+/// An address family for names, as the file spells it: `prefer_ipv6`, `prefer_ipv4`,
+/// `ipv4_only`, `ipv6_only` (the core's [`AddressFamily`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct FamilySetting(pub AddressFamily);
+
+impl TryFrom<String> for FamilySetting {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+            .map(Self)
+            .map_err(|e| format!("address_family {s:?}: {e}"))
+    }
+}
+
+impl From<FamilySetting> for String {
+    fn from(f: FamilySetting) -> Self {
+        f.0.as_str().to_owned()
+    }
+}
+
+/// One `[[auth]]`: how clients from `from` (any when empty) connected to one of `listeners`
+/// (any when empty) authenticate. First match wins; unmatched clients use the default
+/// (a password when a users file is set, otherwise none).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Client networks (CIDR or single addresses).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<Spanned<String>>,
+    /// Listening addresses (`"0.0.0.0:1080"` matches every IPv4 address on port 1080).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<Spanned<String>>,
+    /// `["none"]` (SOCKS5 without authentication, and SOCKS4 unless `socks4 = false`) or
+    /// `["password"]` (RFC 1929 against the users file; SOCKS4 refused).
+    pub methods: Spanned<Vec<Spanned<String>>>,
 }
 
 /// One `[[upstream]]`: a SOCKS proxy that rules can chain CONNECT requests through.
@@ -336,6 +380,11 @@ pub struct Config {
     /// Listeners behind load balancers that send PROXY protocol headers.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub proxy_protocol: Vec<ProxyProtocolConfig>,
+    /// The address family for names (a rule's own `address_family` wins).
+    pub address_family: FamilySetting,
+    /// Authentication by client network and listener, first match wins.
+    #[serde(rename = "auth", skip_serializing_if = "Vec::is_empty")]
+    pub auth: Vec<AuthConfig>,
     /// Upstream proxies for rules with `upstream = "name"`.
     #[serde(rename = "upstream", skip_serializing_if = "Vec::is_empty")]
     pub upstreams: Vec<UpstreamConfig>,
@@ -379,6 +428,8 @@ impl Default for Config {
             drain_timeout: 30,
             reuse_port: false,
             proxy_protocol: Vec::new(),
+            address_family: FamilySetting::default(),
+            auth: Vec::new(),
             upstreams: Vec::new(),
             default_egress: None,
             egress: Vec::new(),
@@ -393,6 +444,12 @@ impl Default for Config {
 impl Config {
     /// Parses TOML text; `path` is only used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        Self::parse_with(text, path, false)
+    }
+
+    /// [`parse`](Self::parse), knowing whether a users file comes from the command line
+    /// (`--users`), which `[[auth]]` methods = ["password"] needs if the file sets none.
+    fn parse_with(text: &str, path: &Path, users_from_flag: bool) -> Result<Self, ConfigError> {
         let mut config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string(),
@@ -421,11 +478,26 @@ impl Config {
         config.check_upstreams(text, path)?;
         config.check_proxy_protocol(text, path)?;
         crate::egress::check(&config, text, path)?;
+        config.limits.check().map_err(|e| {
+            let (line, column) = line_column(text, e.span.start);
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line,
+                column,
+                message: e.to_string(),
+            }
+        })?;
         config.rule_lines = rule_lines(text);
         crate::access::compile(&config.rules, config.default_action, &config.rule_lines)
             .map_err(|e| e.locate(text, path))?;
         config.traffic_rules =
             crate::traffic::compile(&config.traffic).map_err(|e| e.locate(text, path))?;
+        crate::authentication::compile(
+            &config.auth,
+            config.users.is_some() || users_from_flag,
+            config.socks4,
+        )
+        .map_err(|e| e.locate(text, path))?;
         Ok(config)
     }
 
@@ -539,17 +611,21 @@ impl Config {
 
     /// Reads and parses a file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with(path, false)
+    }
+
+    fn load_with(path: &Path, users_from_flag: bool) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text, path)
+        Self::parse_with(&text, path, users_from_flag)
     }
 
     /// The effective configuration of `serve`: the file (if any), then the flags.
     pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
         let mut config = match &args.config {
-            Some(path) => Self::load(path)?,
+            Some(path) => Self::load_with(path, args.users.is_some())?,
             None => Self::default(),
         };
         if !args.listen.is_empty() {
@@ -590,11 +666,12 @@ impl Config {
 
     /// Refuses to run an open proxy by accident.
     ///
-    /// A listener on a non-loopback address, with no authentication, is open unless the rules
-    /// deny by default and explicitly allow something (then the operator has said who may use
-    /// it). `allow_open` accepts the risk.
+    /// A listener on a non-loopback address where some clients need no authentication — no
+    /// users file, or an `[[auth]]` entry with `methods = ["none"]` for clients beyond this
+    /// host's loopback — is open unless the rules deny by default and explicitly allow
+    /// something (then the operator has said who may use it). `allow_open` accepts the risk.
     pub fn check_open_proxy(&self) -> Result<(), ConfigError> {
-        if self.allow_open || self.requires_auth() {
+        if self.allow_open {
             return Ok(());
         }
         let restricted = self.default_action == RuleAction::Deny
@@ -605,20 +682,50 @@ impl Config {
         let exposed: Vec<String> = self
             .listen
             .iter()
-            .filter(|a| !a.ip().is_loopback())
+            .filter(|a| !a.ip().is_loopback() && self.unauthenticated_on(**a))
             .map(ToString::to_string)
             .collect();
         if exposed.is_empty() {
             return Ok(());
         }
+        let why = if self.requires_auth() {
+            "an [[auth]] entry letting clients in without authentication"
+        } else {
+            "no authentication"
+        };
         Err(ConfigError::OpenProxy(format!(
-            "refusing to start: listening on {} (not loopback) with no authentication and no \
+            "refusing to start: listening on {} (not loopback) with {why} and no \
              allow rule would make an open proxy that anyone who can reach it may use. \
              Add users (--users FILE, see `socksgate passwd`), or rules with \
              default_action = \"deny\" and an allow rule in --config, or pass --allow-open \
              if an open proxy is really intended",
             exposed.join(", ")
         )))
+    }
+
+    /// Whether some client beyond this host's loopback may use `listener` without
+    /// authenticating: with no users file, everyone (`[[auth]]` can only add "none");
+    /// otherwise whoever an `[[auth]]` entry with "none" may match there.
+    fn unauthenticated_on(&self, listener: SocketAddr) -> bool {
+        if !self.requires_auth() {
+            return true;
+        }
+        self.auth.iter().any(|a| {
+            let none = a.methods.get_ref().iter().any(|m| m.get_ref() == "none");
+            let here = a.listeners.is_empty()
+                || a.listeners.iter().any(|l| {
+                    l.get_ref()
+                        .parse::<SocketAddr>()
+                        .is_ok_and(|l| may_accept_for(listener, l))
+                });
+            let remote = a.from.is_empty()
+                || a.from.iter().any(|f| {
+                    f.get_ref()
+                        .parse::<socksgate_core::rules::Cidr>()
+                        .is_ok_and(|net| !is_loopback_net(net))
+                });
+            none && here && remote
+        })
     }
 
     /// Rejects settings that cannot work with the effective configuration: egress profiles
@@ -637,6 +744,22 @@ impl Config {
             }
         }
         out
+    }
+}
+
+/// Whether connections accepted on `listener` may carry the local address `entry` (an
+/// `[[auth]]` listener): the same port, and the same address or either one unspecified.
+fn may_accept_for(listener: SocketAddr, entry: SocketAddr) -> bool {
+    let (a, b) = (listener.ip().to_canonical(), entry.ip().to_canonical());
+    listener.port() == entry.port()
+        && (a == b || ((a.is_unspecified() || b.is_unspecified()) && a.is_ipv4() == b.is_ipv4()))
+}
+
+/// Whether every address of `net` is loopback (127.0.0.0/8, ::1).
+fn is_loopback_net(net: socksgate_core::rules::Cidr) -> bool {
+    match net.addr() {
+        IpAddr::V4(a) => net.prefix_len() >= 8 && a.is_loopback(),
+        IpAddr::V6(a) => net.prefix_len() == 128 && a.is_loopback(),
     }
 }
 
@@ -876,6 +999,127 @@ users = ["alice"]
         let mut c = with_listen("127.0.0.1:1080");
         c.listen.push("0.0.0.0:1081".parse().unwrap());
         assert!(c.check_open_proxy().is_err());
+    }
+
+    #[test]
+    fn open_proxy_check_counts_auth_entries_without_a_password() {
+        let check = |text: &str| {
+            parse(&format!("users = \"u\"\n{text}"))
+                .unwrap()
+                .check_open_proxy()
+                .map_err(|e| e.to_string())
+        };
+        let public = "listen = [\"0.0.0.0:1080\"]\n";
+        // A password for everyone: fine.
+        assert!(check(public).is_ok());
+        // Some networks without one, on a public listener: open, unless the rules restrict
+        // who may use it or allow_open says so.
+        let lan = "[[auth]]\nfrom = [\"10.0.0.0/8\"]\nmethods = [\"none\"]\n";
+        let e = check(&format!("{public}{lan}")).unwrap_err();
+        assert!(e.contains("[[auth]]") && e.contains("0.0.0.0:1080"), "{e}");
+        assert!(check(&format!("allow_open = true\n{public}{lan}")).is_ok());
+        assert!(
+            check(&format!(
+                "{public}default_action = \"deny\"\n{lan}[[rule]]\naction = \"allow\"\nfrom = [\"10.0.0.0/8\"]\n"
+            ))
+            .is_ok()
+        );
+        // Everyone without a password ("from" left out) is open too.
+        assert!(check(&format!("{public}[[auth]]\nmethods = [\"none\"]\n")).is_err());
+        // Loopback clients only, or a "none" entry for a loopback listener: not open.
+        assert!(
+            check(&format!(
+                "{public}[[auth]]\nfrom = [\"127.0.0.0/8\", \"::1\"]\nmethods = [\"none\"]\n"
+            ))
+            .is_ok()
+        );
+        assert!(
+            check(
+                "listen = [\"0.0.0.0:1080\", \"127.0.0.1:1081\"]\n[[auth]]\nlisteners = [\"127.0.0.1:1081\"]\nmethods = [\"none\"]\n"
+            )
+            .is_ok()
+        );
+        // ...but one on the public listener's port is.
+        assert!(
+            check(&format!(
+                "{public}[[auth]]\nlisteners = [\"192.0.2.1:1080\"]\nmethods = [\"none\"]\n"
+            ))
+            .is_err()
+        );
+        // A "password" entry changes nothing; without users, [[auth]] cannot close it.
+        assert!(check(&format!("{public}[[auth]]\nmethods = [\"password\"]\n")).is_ok());
+        let c = parse(&format!("{public}[[auth]]\nmethods = [\"none\"]\n")).unwrap();
+        assert!(c.check_open_proxy().is_err());
+    }
+
+    #[test]
+    fn limits_and_families_bad_values_name_file_line_and_column() {
+        for (text, needle) in [
+            (
+                "[limits]\nsessions_per_second_per_client = 0\n",
+                "test.toml:2:34: [limits] sessions_per_second_per_client = 0",
+            ),
+            (
+                "[limits]\nmax_sessions = 3\nsessions_burst_per_user = 0\n",
+                "test.toml:3:27:",
+            ),
+            (
+                "[limits]\n\nclient_prefix_ipv6 = 129\n",
+                "test.toml:3:22: [limits] client_prefix_ipv6 = 129: expected a prefix length from 1 to 128",
+            ),
+            ("[limits]\nclient_prefix_ipv4 = 0\n", "test.toml:2:22:"),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.starts_with(needle), "{e} (wanted {needle})");
+        }
+        let e = parse("address_family = \"ipv5_only\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 1") && e.contains("ipv4_only"), "{e}");
+    }
+
+    #[test]
+    fn new_keys_show_in_the_effective_configuration() {
+        let mut c = parse(
+            "address_family = \"ipv4_only\"\n[limits]\nsessions_per_second_per_client = 20\nsessions_per_second_per_user = 5\nsessions_burst_per_user = 10\n[[auth]]\nfrom = [\"10.0.0.0/8\"]\nmethods = [\"none\"]\n[[rule]]\naction = \"allow\"\naddress_family = \"prefer_ipv4\"\n",
+        )
+        .unwrap();
+        c.finish();
+        let text = c.to_toml();
+        for key in [
+            "address_family = \"ipv4_only\"",
+            "sessions_per_second_per_client = 20",
+            "sessions_burst_per_user = 10",
+            "client_prefix_ipv4 = 32",
+            "client_prefix_ipv6 = 64",
+            "[[auth]]",
+            "methods = [\"none\"]",
+            "address_family = \"prefer_ipv4\"",
+        ] {
+            assert!(text.contains(key), "{key} missing from:\n{text}");
+        }
+        let back = parse(&text).unwrap();
+        assert_eq!(back.limits, c.limits);
+        assert_eq!(back.auth, c.auth);
+        assert_eq!(back.address_family, c.address_family);
+        // The defaults show too.
+        let text = parse("").unwrap().to_toml();
+        assert!(text.contains("address_family = \"prefer_ipv6\""), "{text}");
+    }
+
+    #[test]
+    fn password_entries_accept_a_users_file_from_the_command_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[[auth]]\nmethods = [\"password\"]\n").unwrap();
+        let mut args = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+        let e = Config::from_args(&args).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}:2:12:", path.display())), "{e}");
+        args.users = Some(dir.path().join("users"));
+        assert!(Config::from_args(&args).is_ok());
     }
 
     #[test]

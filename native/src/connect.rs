@@ -4,9 +4,10 @@
 use std::io;
 use std::net::SocketAddr;
 
+use socksgate_core::family::AddressFamily;
 use socksgate_core::session::Event;
 use socksgate_core::wire::Command;
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::clock;
 use crate::conn::{Conn, Upstream};
@@ -30,6 +31,7 @@ pub(crate) async fn open(conn: &mut Conn<'_>, event: Event) -> Option<Upstream> 
     }
     let started = std::time::Instant::now();
     let deadline = conn.session.poll_timeout().map(clock::deadline);
+    let family = conn.session.address_family(&conn.policy);
     let attempt = async {
         match (event, conn.session.request()) {
             (Event::Connect(Some(sa)), _) => resolve::connect_tcp_from(sa, egress)
@@ -43,7 +45,12 @@ pub(crate) async fn open(conn: &mut Conn<'_>, event: Event) -> Option<Upstream> 
                         .check_resolved(policy, sa.ip())
                         .map_err(ConnectError::Denied)
                 };
-                Box::pin(shared.resolver.connect_from(&request.target, allow, egress)).await
+                Box::pin(
+                    shared
+                        .resolver
+                        .connect_from(&request.target, family, allow, egress),
+                )
+                .await
             }
             _ => Err(ConnectError::Io(io::ErrorKind::InvalidInput.into())),
         }
@@ -59,6 +66,16 @@ pub(crate) async fn open(conn: &mut Conn<'_>, event: Event) -> Option<Upstream> 
         Ok(stream) => stream,
         Err(ConnectError::Denied(d)) => {
             let _ = conn.session.handle_denied(d);
+            return None;
+        }
+        Err(e @ ConnectError::NameNotFound(_)) if one_family(family) => {
+            // Only one family was asked for: say so, or "not found" would mislead.
+            let dst = conn.session.request().map(|r| r.target.to_string());
+            info!(
+                dst = dst.as_deref().unwrap_or("-"),
+                "no address of the family in use (address_family = {family}): {e}"
+            );
+            let _ = conn.session.handle_failure(e.failure());
             return None;
         }
         Err(e) => {
@@ -83,4 +100,9 @@ pub(crate) async fn open(conn: &mut Conn<'_>, event: Event) -> Option<Upstream> 
             None
         }
     }
+}
+
+/// Whether `family` uses one family only (the other is never queried).
+fn one_family(family: AddressFamily) -> bool {
+    !(family.uses_ipv4() && family.uses_ipv6())
 }

@@ -15,8 +15,10 @@
 //! * [`relay`] — TCP relay with half-close; [`server`] — listeners and the accept loop;
 //!   [`balancer`] — PROXY protocol headers from trusted load balancers;
 //!   [`client`] — `socksgate connect`;
-//! * [`limits`] — session limits (global, per client IP, per user); [`traffic`] — bandwidth
-//!   limits and byte quotas (`[[traffic]]`);
+//! * [`limits`] — session limits (global, per client network, per user); [`session_rate`] —
+//!   new sessions per second per client network and per user; [`burst_log`] — one log line
+//!   per burst of refusals; [`authentication`] — `[[auth]]`, methods by network and listener;
+//!   [`traffic`] — bandwidth limits and byte quotas (`[[traffic]]`);
 //! * [`reload`] — SIGHUP reloads; [`systemd`] — `sd_notify` readiness;
 //! * [`logging`] — text or JSON logs; [`metrics`] — Prometheus counters and endpoint;
 //! * [`memory`] — freed memory back to the system after bursts of sessions.
@@ -25,8 +27,10 @@
 
 pub mod access;
 pub mod access_log;
+pub mod authentication;
 pub mod balancer;
 mod bind;
+pub mod burst_log;
 mod chain;
 pub mod cli;
 pub mod client;
@@ -49,6 +53,7 @@ pub mod reload;
 pub mod resolve;
 pub mod server;
 pub mod session;
+pub mod session_rate;
 pub mod shared;
 pub mod splice;
 pub mod systemd;

@@ -5,8 +5,9 @@
 //! newest one (a `watch` channel). A file that fails to load or validate is refused with a
 //! log line and the running configuration stays. Counters (traffic quota counts among them),
 //! open-session counts (limits, draining), the shared traffic buckets (retuned to the new
-//! rates) and the resolver carry over. Settings bound at start — listeners, the metrics
-//! address, the log format — need a restart; a reload that changes them says so.
+//! rates), the session-rate buckets and the resolver carry over. Settings bound at start —
+//! listeners, the metrics address, the log format — need a restart; a reload that changes
+//! them says so.
 
 use std::sync::Arc;
 
@@ -48,6 +49,8 @@ pub fn load(args: &ServeArgs, old: &Shared) -> Result<Shared, ReloadError> {
     };
     let rules = access::compile(&config.rules, config.default_action, &config.rule_lines)
         .map_err(|e| ReloadError::Rules(e.to_string()))?;
+    let auth_rules = crate::authentication::compile(&config.auth, users.is_some(), config.socks4)
+        .map_err(|e| ReloadError::Rules(e.to_string()))?;
     for (what, changed) in [
         ("listen", config.listen != old.config.listen),
         ("metrics", config.metrics != old.config.metrics),
@@ -70,6 +73,8 @@ pub fn load(args: &ServeArgs, old: &Shared) -> Result<Shared, ReloadError> {
         auth_throttle: Arc::clone(&old.auth_throttle),
         sessions: Arc::clone(&old.sessions),
         traffic_buckets: Arc::clone(&old.traffic_buckets),
+        session_rates: Arc::clone(&old.session_rates),
+        auth_rules,
         own_addresses: crate::shared::own_addresses(),
     })
 }

@@ -13,6 +13,11 @@
 //!   the previous attempt failed (§5); the first connection to succeed wins and the others
 //!   are cancelled.
 //! * The whole operation runs under the connect timeout (the caller's).
+//!
+//! The [address family](socksgate_core::family) in use changes this: a family that is not
+//! used is not even queried (no AAAA query under `ipv4_only`, no A query under `ipv6_only`),
+//! and under `prefer_ipv4` the roles swap — A and IPv4 first, AAAA waits the resolution
+//! delay.
 
 use core::future::Future;
 use core::net::{IpAddr, SocketAddr};
@@ -23,6 +28,7 @@ use std::sync::Arc;
 
 use hickory_resolver::TokioResolver;
 use socksgate_core::Target;
+use socksgate_core::family::AddressFamily;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -170,19 +176,50 @@ impl Resolver {
 
     /// All addresses of `name`, IPv6 first (for UDP, which takes the first usable one).
     pub async fn lookup(&self, name: &str) -> Result<Vec<IpAddr>, ConnectError> {
-        let (v6, v4) = tokio::join!(self.lookup_v6(name), self.lookup_v4(name));
-        merge_lookups(v6, v4)
+        self.lookup_in(name, AddressFamily::PreferIpv6).await
     }
 
-    /// Connects to `target` (an IP or a name, resolved here) with Happy Eyeballs, checking
-    /// every resolved address with `allow` first (access rules on the resolved IP). The
-    /// caller applies the overall timeout.
+    /// The addresses of `name` in the families `family` uses (only those are queried), the
+    /// preferred family first.
+    pub async fn lookup_in(
+        &self,
+        name: &str,
+        family: AddressFamily,
+    ) -> Result<Vec<IpAddr>, ConnectError> {
+        let (v6, v4) = tokio::join!(
+            self.lookup_if(name, true, family.uses_ipv6()),
+            self.lookup_if(name, false, family.uses_ipv4())
+        );
+        let mut ips = merge_lookups(v6, v4)?;
+        let n = family.order(&mut ips);
+        ips.truncate(n);
+        Ok(ips)
+    }
+
+    /// The addresses of `name` in one family, or none without a query unless `wanted`.
+    async fn lookup_if(
+        &self,
+        name: &str,
+        v6: bool,
+        wanted: bool,
+    ) -> Result<Vec<IpAddr>, ConnectError> {
+        if wanted {
+            self.lookup_family(name, v6).await
+        } else {
+            Ok(Vec::new())
+        }
+    }
+
+    /// Connects to `target` (an IP or a name, resolved here in `family`) with Happy
+    /// Eyeballs, checking every resolved address with `allow` first (access rules on the
+    /// resolved IP). The caller applies the overall timeout.
     pub async fn connect(
         &self,
         target: &Target,
+        family: AddressFamily,
         allow: impl Fn(SocketAddr) -> Result<(), ConnectError>,
     ) -> Result<TcpStream, ConnectError> {
-        self.connect_from(target, allow, None).await
+        self.connect_from(target, family, allow, None).await
     }
 
     /// [`connect`](Self::connect), every attempt leaving by `egress` when given (an address
@@ -191,6 +228,7 @@ impl Resolver {
     pub async fn connect_from(
         &self,
         target: &Target,
+        family: AddressFamily,
         allow: impl Fn(SocketAddr) -> Result<(), ConnectError>,
         egress: Option<Egress<'_>>,
     ) -> Result<TcpStream, ConnectError> {
@@ -203,16 +241,15 @@ impl Resolver {
                 let name = name
                     .as_str()
                     .ok_or_else(|| ConnectError::NameNotFound(format!("{name} (not UTF-8)")))?;
-                happy_eyeballs(
-                    self.lookup_v6(name),
-                    self.lookup_v4(name),
-                    port,
-                    self.params,
-                    allow,
-                    |sa| connect_tcp_from(sa, egress),
-                )
-                .await?
-                .0
+                let v6 = self.lookup_if(name, true, family.uses_ipv6());
+                let v4 = self.lookup_if(name, false, family.uses_ipv4());
+                let attempt = |sa| connect_tcp_from(sa, egress);
+                let found = if family.prefers_ipv6() {
+                    happy_eyeballs(v6, v4, port, self.params, allow, attempt).await
+                } else {
+                    happy_eyeballs(v4, v6, port, self.params, allow, attempt).await
+                };
+                found?.0
             }
         };
         Ok(stream)
@@ -302,9 +339,10 @@ pub fn parse_hosts(text: &str) -> HashMap<String, Vec<IpAddr>> {
     map
 }
 
-/// Happy Eyeballs v2 over two lookups (see the module docs). `connect` opens one
-/// connection; `allow` vets each address before it is tried. Returns the winning stream and
-/// its address.
+/// Happy Eyeballs v2 over two lookups (see the module docs): `v6` is the preferred
+/// family's lookup (AAAA in RFC 8305; pass the A lookup here to prefer IPv4) and `v4` the
+/// other's. `connect` opens one connection; `allow` vets each address before it is tried.
+/// Returns the winning stream and its address.
 pub async fn happy_eyeballs<S, F, Fut>(
     v6: impl Future<Output = Result<Vec<IpAddr>, ConnectError>>,
     v4: impl Future<Output = Result<Vec<IpAddr>, ConnectError>>,
@@ -344,7 +382,8 @@ where
                     q6.pop_front()
                 };
                 if let Some(sa) = next {
-                    last_v6 = sa.is_ipv6();
+                    // Which queue it came from (the preferred family's or the other's).
+                    last_v6 = !pick_v4;
                     let fut = connect(sa);
                     attempts.spawn(async move { (sa, fut.await) });
                     next_attempt = Some(Instant::now() + params.attempt_delay);
@@ -752,13 +791,69 @@ mod tests {
         hosts.insert("both.test".to_owned(), ips(&["::1", "127.0.0.1"]));
         let resolver = Resolver::with_hosts(hosts);
         let target = Target::Domain(socksgate_core::DomainBuf::new(b"both.test").unwrap(), port);
-        let s = resolver.connect(&target, |_| Ok(())).await.unwrap();
+        let s = resolver
+            .connect(&target, AddressFamily::PreferIpv6, |_| Ok(()))
+            .await
+            .unwrap();
         assert_eq!(
             s.peer_addr().unwrap(),
             SocketAddr::from(([127, 0, 0, 1], port))
         );
         assert!(s.nodelay().unwrap());
         let (_accepted, _) = listener.accept().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn lookups_query_only_the_families_in_use() {
+        let mut hosts = HashMap::new();
+        hosts.insert("both.test".to_owned(), ips(&["127.0.0.1", "::1"]));
+        hosts.insert("v4.test".to_owned(), ips(&["127.0.0.1"]));
+        let r = Resolver::with_hosts(hosts);
+        for (family, want) in [
+            (AddressFamily::PreferIpv6, &["::1", "127.0.0.1"][..]),
+            (AddressFamily::PreferIpv4, &["127.0.0.1", "::1"][..]),
+            (AddressFamily::Ipv4Only, &["127.0.0.1"][..]),
+            (AddressFamily::Ipv6Only, &["::1"][..]),
+        ] {
+            assert_eq!(
+                r.lookup_in("both.test", family).await.unwrap(),
+                ips(want),
+                "{family}"
+            );
+        }
+        let e = r
+            .lookup_in("v4.test", AddressFamily::Ipv6Only)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ConnectError::NameNotFound(_)), "{e:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn preferring_ipv4_swaps_the_roles() {
+        // Both answer at once; the preferred (here IPv4) lookup goes first and starts first.
+        let fake = Fake::new(|_| (10_000, false));
+        let f = fake.clone();
+        let r = tokio::time::timeout(
+            Duration::from_millis(600),
+            happy_eyeballs(
+                async { Ok(ips(&["192.0.2.1", "192.0.2.2"])) },
+                async { Ok(ips(&["2001:db8::1"])) },
+                80,
+                Params::default(),
+                |_| Ok(()),
+                move |sa| f.connect(sa),
+            ),
+        )
+        .await;
+        assert!(r.is_err());
+        assert_eq!(
+            fake.log(),
+            vec![
+                ("192.0.2.1".into(), 0),
+                ("2001:db8::1".into(), 250),
+                ("192.0.2.2".into(), 500),
+            ]
+        );
     }
 
     #[tokio::test]

@@ -52,6 +52,14 @@ pub async fn handle(
         // The access-log line is the one record of a session; its error, if any, goes
         // there rather than into a line of its own.
         let error = run(stream, peer, local, &shared, &mut record).await.err();
+        if record.outcome == Outcome::Limited && record.command.is_none() {
+            // Closed before the handshake by a per-client limit: the burst log has the
+            // one line for all of them (a flood must not write a line per connection).
+            shared
+                .metrics
+                .session("none".into(), Outcome::Limited.as_str());
+            return;
+        }
         record.log(
             peer,
             started.elapsed(),
@@ -75,15 +83,31 @@ async fn run(
         None => stream.local_addr()?,
     };
     let _active = shared.metrics.accepted();
-    // Global and per-address limits: close before the handshake.
-    let mut slot = match shared.sessions.admit(peer.ip(), &shared.config.limits) {
+    let limits = &shared.config.limits;
+    let key = limits.prefixes().key(peer.ip());
+    let refusals = &shared.session_rates.client_refusals;
+    // Per-client session rate, then the global and per-client concurrency limits: close
+    // before the handshake, logging once per burst.
+    if let Some(rate) = limits.client_rate()
+        && !shared.session_rates.admit_client(key, rate, clock::now())
+    {
+        let why = format_args!(
+            "sessions_per_second_per_client ({}, burst {}) exceeded by {key}",
+            rate.per_second, rate.burst
+        );
+        refusals.refused(&key, &why, std::time::Instant::now());
+        record.outcome = Outcome::Limited;
+        return Ok(());
+    }
+    let mut slot = match shared.sessions.admit(key, limits) {
         Ok(slot) => slot,
         Err(e) => {
-            warn!("connection refused: {e}");
+            refusals.refused(&key, &e, std::time::Instant::now());
             record.outcome = Outcome::Limited;
             return Ok(());
         }
     };
+    refusals.admitted(&key, std::time::Instant::now());
     // Boxed: the handshake's state would otherwise size every session task, idle relays
     // included.
     let Some(mut established) =
@@ -138,7 +162,7 @@ async fn establish(
     slot: &mut Slot<'_>,
 ) -> Result<Option<Established>, SessionError> {
     let accepted = std::time::Instant::now();
-    let policy = shared.policy(local);
+    let policy = shared.policy(peer, local);
     let mut lease = Lease::take(&policy, peer, clock::now());
     let mut conn = Conn {
         stream,
@@ -257,6 +281,31 @@ fn on_request(
     }
     shared.metrics.request(request.command);
     shared.metrics.user_session(conn.session.user());
+    if let Some(name) = conn.session.user()
+        && let Some(rate) = shared.config.limits.user_rate()
+    {
+        let rates = &shared.session_rates;
+        let now = std::time::Instant::now();
+        if rates.admit_user(name, rate, clock::now()) {
+            rates.user_refusals.admitted(name, now);
+        } else {
+            let user = crate::session_rate::UserKey(name.to_vec());
+            let why = format_args!(
+                "sessions_per_second_per_user ({}, burst {}) exceeded",
+                rate.per_second, rate.burst
+            );
+            rates.user_refusals.refused(&user, &why, now);
+            // Not allowed (REP 2; SOCKS4 has no users): the core answers it.
+            if conn
+                .session
+                .handle_failure(socksgate_core::Failure::RateLimited)
+                .is_ok()
+            {
+                record.outcome = Outcome::Limited;
+                return true;
+            }
+        }
+    }
     if let Some(name) = conn.session.user()
         && let Err(e) = slot.admit_user(name, &shared.config.limits)
     {

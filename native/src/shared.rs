@@ -3,9 +3,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use socksgate_core::policy::Timeouts;
+use socksgate_core::Policy;
+use socksgate_core::family::AddressFamilies;
+use socksgate_core::policy::{AuthenticationRule, AuthenticationRules, Timeouts};
 use socksgate_core::rules::ProtectedDestinations;
-use socksgate_core::{Authentication, Policy};
 
 use crate::access::AccessRules;
 use crate::balancer::Balancers;
@@ -13,6 +14,7 @@ use crate::config::Config;
 use crate::limits::Sessions;
 use crate::metrics::Metrics;
 use crate::resolve::Resolver;
+use crate::session_rate::SessionRates;
 use crate::throttle::AuthThrottle;
 use crate::users::Users;
 
@@ -36,6 +38,10 @@ pub struct Shared {
     /// The token buckets shared by a user's or a client's sessions (`[[traffic]]`, kept
     /// across reloads).
     pub traffic_buckets: Arc<crate::traffic::Buckets>,
+    /// Session-rate buckets and refusal bursts (kept across reloads).
+    pub session_rates: Arc<SessionRates>,
+    /// Compiled `[[auth]]` entries.
+    pub auth_rules: Vec<AuthenticationRule>,
     /// This host's addresses, protected destinations when `[access]` protects them
     /// ([`own_addresses`], gathered at start and on reload).
     pub own_addresses: Vec<IpAddr>,
@@ -55,6 +61,8 @@ impl Shared {
     ) -> Result<Self, crate::access::RuleError> {
         let rules =
             crate::access::compile(&config.rules, config.default_action, &config.rule_lines)?;
+        let auth_rules =
+            crate::authentication::compile(&config.auth, users.is_some(), config.socks4)?;
         Ok(Self {
             balancers: Balancers::new(&config.proxy_protocol),
             egress: crate::egress::Profiles::compile(&config),
@@ -66,6 +74,8 @@ impl Shared {
             auth_throttle: Default::default(),
             sessions: Default::default(),
             traffic_buckets: Default::default(),
+            session_rates: Default::default(),
+            auth_rules,
             own_addresses: own_addresses(),
         })
     }
@@ -99,17 +109,17 @@ pub fn own_addresses() -> Vec<IpAddr> {
 }
 
 impl Shared {
-    /// The core's policy for these settings, for a session accepted on `local`: with users,
-    /// every client authenticates (and SOCKS4, which cannot, is refused by construction);
-    /// destinations are protected per `[access]` (by default on non-loopback listeners).
-    pub fn policy(&self, local: SocketAddr) -> Policy<'_> {
-        let authentication = if self.users.is_some() {
-            Authentication::PASSWORD
-        } else {
-            Authentication::None {
-                socks4: self.config.socks4,
-            }
-        };
+    /// The core's policy for these settings, for a session from `peer` accepted on `local`:
+    /// the first `[[auth]]` entry matching them decides how the client authenticates, else
+    /// with users every client authenticates (and SOCKS4, which cannot, is refused by
+    /// construction); destinations are protected per `[access]` (by default on non-loopback
+    /// listeners); names use the deciding rule's address family, else `address_family`.
+    pub fn policy(&self, peer: SocketAddr, local: SocketAddr) -> Policy<'_> {
+        let default =
+            crate::authentication::default_authentication(self.users.is_some(), self.config.socks4);
+        let authentication = AuthenticationRules::new(default)
+            .with_rules(&self.auth_rules)
+            .for_client(peer.ip(), local);
         let t = &self.config.timeouts;
         let mut rules = self.rules.rules();
         if self.config.access.protects(local.ip()) {
@@ -123,6 +133,8 @@ impl Shared {
                 bind: t.bind(),
                 udp_idle: t.udp_idle(),
             },
+            address_families: AddressFamilies::new(self.config.address_family.0)
+                .with_rules(self.rules.families()),
             ..Policy::new(authentication, rules)
         }
     }
@@ -151,6 +163,9 @@ mod tests {
     use super::*;
     use crate::resolve::Resolver;
 
+    const PEER: SocketAddr =
+        SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 99)), 40000);
+
     fn shared(text: &str) -> Shared {
         let config = Config::parse(text, std::path::Path::new("t.toml")).unwrap();
         Shared {
@@ -163,35 +178,63 @@ mod tests {
     fn non_loopback_listeners_protect_destinations() {
         let auto = shared("");
         let p = auto
-            .policy("192.0.2.10:1080".parse().unwrap())
+            .policy(PEER, "192.0.2.10:1080".parse().unwrap())
             .rules
             .protected;
         assert!(p.is_on());
         assert_eq!(p.own(), &["192.0.2.10".parse::<IpAddr>().unwrap()]);
         assert!(
-            auto.policy("[::]:1080".parse().unwrap())
+            auto.policy(PEER, "[::]:1080".parse().unwrap())
                 .rules
                 .protected
                 .is_on()
         );
         for loopback in ["127.0.0.1:1080", "[::1]:1080", "[::ffff:127.0.0.1]:1080"] {
-            let p = auto.policy(loopback.parse().unwrap()).rules.protected;
+            let p = auto.policy(PEER, loopback.parse().unwrap()).rules.protected;
             assert!(!p.is_on(), "{loopback}");
         }
         let on = shared("[access]\nprotect_local_destinations = true\n");
         assert!(
-            on.policy("127.0.0.1:1080".parse().unwrap())
+            on.policy(PEER, "127.0.0.1:1080".parse().unwrap())
                 .rules
                 .protected
                 .is_on()
         );
         let off = shared("[access]\nprotect_local_destinations = false\n");
         assert!(
-            !off.policy("192.0.2.10:1080".parse().unwrap())
+            !off.policy(PEER, "192.0.2.10:1080".parse().unwrap())
                 .rules
                 .protected
                 .is_on()
         );
+    }
+
+    #[test]
+    fn auth_entries_and_families_reach_the_policy() {
+        use socksgate_core::Authentication;
+        use socksgate_core::family::AddressFamily;
+        let config = Config::parse(
+            "address_family = \"prefer_ipv4\"\n[[auth]]\nfrom = [\"127.0.0.2\"]\nmethods = [\"none\"]\n[[rule]]\naction = \"allow\"\naddress_family = \"ipv6_only\"\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users");
+        crate::users::set_password(&path, "alice", b"pw").unwrap();
+        let users = Arc::new(Users::load(&path).unwrap());
+        let s = Shared::new(
+            config,
+            Some(users),
+            Resolver::with_hosts(Default::default()),
+        )
+        .unwrap();
+        let local = "127.0.0.1:1080".parse().unwrap();
+        let p = s.policy("127.0.0.2:5000".parse().unwrap(), local);
+        assert_eq!(p.authentication, Authentication::None { socks4: true });
+        let p = s.policy("127.0.0.3:5000".parse().unwrap(), local);
+        assert_eq!(p.authentication, Authentication::PASSWORD);
+        assert_eq!(p.address_families.default, AddressFamily::PreferIpv4);
+        assert_eq!(p.address_families.per_rule, [Some(AddressFamily::Ipv6Only)]);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Per-client back-off for failed logins (RFC 1929), against online password guessing.
 //!
 //! Clients are keyed by IPv4 address or IPv6 /64 prefix (one host usually owns a whole /64,
-//! so rotating addresses inside it does not reset the back-off). For each key the table
+//! so rotating addresses inside it does not reset the back-off): the core's
+//! [`ClientPrefixes::DEFAULT`], the keying the session limits use by default. For each key the table
 //! keeps the consecutive failures and the earliest time the next password check may start:
 //!
 //! * no failure, or one: no delay (a typo costs nothing);
@@ -19,6 +20,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use socksgate_core::policy::ClientPrefixes;
+use socksgate_core::rules::Cidr;
 
 /// Back-off parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,20 +79,20 @@ struct Entry {
 
 #[derive(Debug, Default)]
 struct Table {
-    entries: HashMap<IpAddr, Entry>,
-    by_age: BTreeMap<u64, IpAddr>,
+    entries: HashMap<Cidr, Entry>,
+    by_age: BTreeMap<u64, Cidr>,
     seq: u64,
 }
 
 impl Table {
-    fn touch(&mut self, key: IpAddr, entry: &mut Entry) {
+    fn touch(&mut self, key: Cidr, entry: &mut Entry) {
         self.by_age.remove(&entry.seq);
         self.seq += 1;
         entry.seq = self.seq;
         self.by_age.insert(entry.seq, key);
     }
 
-    fn remove(&mut self, key: IpAddr) {
+    fn remove(&mut self, key: Cidr) {
         if let Some(e) = self.entries.remove(&key) {
             self.by_age.remove(&e.seq);
         }
@@ -103,14 +107,8 @@ pub struct AuthThrottle {
 }
 
 /// The table key: the IPv4 address (also for IPv4-mapped IPv6) or the IPv6 /64.
-fn key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(bits.into())
-        }
-        v4 => v4,
-    }
+fn key(ip: IpAddr) -> Cidr {
+    ClientPrefixes::DEFAULT.key(ip)
 }
 
 impl AuthThrottle {
@@ -360,7 +358,7 @@ mod tests {
         now += Duration::from_secs(61);
         assert_eq!(t.admit(a, now, LONG), Admission::Wait(Duration::ZERO));
         // IPv4-mapped and plain IPv4 share a key.
-        assert_eq!(key(ip("::ffff:192.0.2.9")), ip("192.0.2.9"));
+        assert_eq!(key(ip("::ffff:192.0.2.9")), key(ip("192.0.2.9")));
     }
 
     #[test]
@@ -378,8 +376,8 @@ mod tests {
         }
         assert_eq!(t.len(), 3);
         let t = t.table.lock().unwrap();
-        assert!(!t.entries.contains_key(&IpAddr::from([192, 0, 2, 1])));
-        assert!(t.entries.contains_key(&IpAddr::from([192, 0, 2, 5])));
+        assert!(!t.entries.contains_key(&key(IpAddr::from([192, 0, 2, 1]))));
+        assert!(t.entries.contains_key(&key(IpAddr::from([192, 0, 2, 5]))));
         assert_eq!(t.by_age.len(), 3);
     }
 }

@@ -25,6 +25,7 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use socksgate_core::family::AddressFamily;
 use socksgate_core::rules::Rules;
 use socksgate_core::udp::{self, Contacted, Outbound as Next};
 use tokio::io::AsyncReadExt;
@@ -171,6 +172,7 @@ pub(crate) async fn run(conn: &mut Conn<'_>) -> Result<(), SessionError> {
         resolver: &shared.resolver,
         prefer_v6: conn.local.is_ipv6(),
         client_v6: conn.local.is_ipv6(),
+        family: conn.policy.address_families.default,
         socket: relay,
         out: Outbound {
             v4: None,
@@ -260,8 +262,10 @@ struct Counters {
 struct Relay<'a> {
     rules: Rules<'a>,
     resolver: &'a Resolver,
-    /// Prefer IPv6 answers (the control connection's family).
+    /// Prefer IPv6 answers (the control connection's family) under the default family.
     prefer_v6: bool,
+    /// The top-level address family for names (per-rule families apply to TCP only).
+    family: AddressFamily,
     /// Faces the client.
     socket: UdpSocket,
     /// The client-facing socket's family.
@@ -339,6 +343,7 @@ impl Relay<'_> {
             rules,
             resolver,
             prefer_v6,
+            family,
             out,
             association,
             names,
@@ -352,7 +357,7 @@ impl Relay<'_> {
             Ok(Next::Send { to, data }) => (to, data),
             Ok(Next::Resolve(pending)) => {
                 let name = pending.name().to_string();
-                let Some(ip) = resolve(resolver, *prefer_v6, names, &name).await else {
+                let Some(ip) = resolve(resolver, *family, *prefer_v6, names, &name).await else {
                     return;
                 };
                 match pending.resolved(rules, ip) {
@@ -425,11 +430,12 @@ impl Relay<'_> {
     }
 }
 
-/// `name`'s address from the association's cache, else from the resolver (preferring the
-/// control connection's family, and then cached while the cache has room); `None` when
-/// it does not resolve.
+/// `name`'s address from the association's cache, else from the resolver in `family`
+/// (under the default family, preferring the control connection's family, `prefer_v6`;
+/// then cached while the cache has room); `None` when it does not resolve.
 async fn resolve(
     resolver: &Resolver,
+    family: AddressFamily,
     prefer_v6: bool,
     names: &mut HashMap<String, IpAddr>,
     name: &str,
@@ -437,13 +443,14 @@ async fn resolve(
     if let Some(ip) = names.get(name) {
         return Some(*ip);
     }
-    match resolver.lookup(name).await {
+    match resolver.lookup_in(name, family).await {
         Ok(ips) => {
-            let ip = ips
-                .iter()
-                .copied()
-                .find(|ip| ip.is_ipv6() == prefer_v6)
-                .or(ips.first().copied())?;
+            let ip = if family == AddressFamily::default() {
+                ips.iter().copied().find(|ip| ip.is_ipv6() == prefer_v6)
+            } else {
+                None
+            }
+            .or(ips.first().copied())?;
             if names.len() < MAX_PEERS {
                 names.insert(name.to_owned(), ip);
             }
