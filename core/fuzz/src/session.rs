@@ -85,7 +85,7 @@ fn policy(input: &SessionInput) -> Policy<'static> {
     Policy::new(authentication, rules(input.rules))
 }
 
-const FAILURES: [Failure; 9] = [
+const FAILURES: [Failure; 11] = [
     Failure::Refused,
     Failure::NetworkUnreachable,
     Failure::HostUnreachable,
@@ -95,6 +95,8 @@ const FAILURES: [Failure; 9] = [
     Failure::PermissionDenied,
     Failure::ResolverFailed,
     Failure::Other,
+    Failure::NoAddressInFamily,
+    Failure::RateLimited,
 ];
 
 fn addresses(i: u8) -> Vec<IpAddr> {
