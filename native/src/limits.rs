@@ -106,6 +106,23 @@ impl LimitSettings {
         )
     }
 
+    /// What `check-config` says about the session rates: a TOML comment line.
+    pub fn describe(&self) -> String {
+        let show = |r: Option<Rate>| {
+            r.map_or_else(
+                || "no limit".to_owned(),
+                |r| format!("{} per second, burst {}", r.per_second, r.burst),
+            )
+        };
+        format!(
+            "# session rates: per client network (IPv4 /{}, IPv6 /{}): {}; per user: {}\n",
+            self.client_prefix_ipv4.get_ref(),
+            self.client_prefix_ipv6.get_ref(),
+            show(self.client_rate()),
+            show(self.user_rate()),
+        )
+    }
+
     /// Rates and bursts are at least 1, a burst comes with its rate, prefixes are in range.
     pub fn check(&self) -> Result<(), LimitValueError> {
         let at = |s: &Spanned<u64>, message: String| LimitValueError {
@@ -380,6 +397,11 @@ mod tests {
             })
         );
         assert_eq!(l.limits.user_rate(), None);
+        assert_eq!(
+            l.limits.describe(),
+            "# session rates: per client network (IPv4 /32, IPv6 /64): 5 per second, burst 5; \
+             per user: no limit\n"
+        );
     }
 
     #[tokio::test]

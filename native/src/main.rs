@@ -98,6 +98,7 @@ fn run(cli: Cli) -> Result<()> {
             config.check_supported()?;
             print!("{}", config.to_toml());
             print!("{}", config.access.describe());
+            print!("{}", config.limits.describe());
             eprintln!("socksgate: {} is valid", args.file.display());
             Ok(())
         }

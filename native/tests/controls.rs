@@ -475,3 +475,47 @@ try 2001:db8:0:1::1
     assert_eq!(log.matches("refusing connections").count(), 1, "{log}");
     assert!(log.contains("2001:db8::/64"), "{log}");
 }
+
+#[test]
+fn check_config_shows_the_controls_and_guards_public_listeners() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("users"), "").unwrap();
+    let path = dir.path().join("c.toml");
+    let check = |text: &str| {
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_socksgate"))
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let lan = "users = \"users\"\naddress_family = \"prefer_ipv4\"\n[limits]\nsessions_per_second_per_client = 20\n[[auth]]\nfrom = [\"192.168.1.0/24\"]\nmethods = [\"none\"]\n";
+    let (ok, out, err) = check(&format!("listen = [\"127.0.0.1:1080\"]\n{lan}"));
+    assert!(ok, "{err}");
+    for shown in [
+        "address_family = \"prefer_ipv4\"",
+        "[[auth]]",
+        "from = [\"192.168.1.0/24\"]",
+        "sessions_per_second_per_client = 20",
+        "client_prefix_ipv6 = 64",
+        "# session rates: per client network (IPv4 /32, IPv6 /64): 20 per second, burst 20; per user: no limit",
+    ] {
+        assert!(out.contains(shown), "{shown} missing:\n{out}");
+    }
+    // The LAN without a password on a public listener: an open proxy for all socksgate can
+    // tell, unless the rules say who may use it.
+    let (ok, _, err) = check(&format!("listen = [\"0.0.0.0:1080\"]\n{lan}"));
+    assert!(
+        !ok && err.contains("open proxy") && err.contains("[[auth]]"),
+        "{err}"
+    );
+    let (ok, _, err) = check(&format!(
+        "listen = [\"0.0.0.0:1080\"]\ndefault_action = \"deny\"\n{lan}[[rule]]\naction = \"allow\"\nfrom = [\"192.168.1.0/24\"]\n"
+    ));
+    assert!(ok, "{err}");
+}
