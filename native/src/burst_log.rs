@@ -105,8 +105,9 @@ impl<K: Eq + Hash + Clone + Display> BurstLog<K> {
         self.count.store(open.bursts.len(), Ordering::Relaxed);
     }
 
-    /// A connection of `key` was admitted: ends its burst, if one is open.
-    pub fn admitted<Q>(&self, key: &Q, now: Instant)
+    /// A connection of `key` was admitted: ends its burst, if one is open. With no burst
+    /// open anywhere (the usual case) this is one atomic load.
+    pub fn admitted<Q>(&self, key: &Q)
     where
         K: Borrow<Q>,
         Q: Eq + Hash + ?Sized,
@@ -114,6 +115,14 @@ impl<K: Eq + Hash + Clone + Display> BurstLog<K> {
         if self.count.load(Ordering::Relaxed) == 0 {
             return;
         }
+        self.admitted_at(key, Instant::now());
+    }
+
+    fn admitted_at<Q>(&self, key: &Q, now: Instant)
+    where
+        K: Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
         let mut open = self.lock();
         if let Some((k, b)) = open.bursts.remove_entry(key) {
             self.summary(&k, &b);
@@ -178,7 +187,7 @@ mod tests {
         let log = BurstLog::<String>::new("test");
         let t0 = Instant::now();
         let a = "a".to_owned();
-        log.admitted(&a, t0);
+        log.admitted(&a);
         assert_eq!(log.open(), 0);
         for i in 0..100 {
             log.refused(&a, &"over", t0 + Duration::from_millis(i));
@@ -189,10 +198,10 @@ mod tests {
         log.refused(&"b".to_owned(), &"over", t0);
         assert_eq!(log.open(), 2);
         // Admitting `a` ends its burst.
-        log.admitted(&a, t0 + Duration::from_millis(200));
+        log.admitted_at(&a, t0 + Duration::from_millis(200));
         assert_eq!(log.open(), 1);
         // `b` ends by quiet, swept on a later call.
-        log.admitted(&a, t0 + QUIET + Duration::from_secs(2));
+        log.admitted_at(&a, t0 + QUIET + Duration::from_secs(2));
         assert_eq!(log.open(), 0);
     }
 }

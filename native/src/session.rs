@@ -107,7 +107,7 @@ async fn run(
             return Ok(());
         }
     };
-    refusals.admitted(&key, std::time::Instant::now());
+    refusals.admitted(&key);
     // Boxed: the handshake's state would otherwise size every session task, idle relays
     // included.
     let Some(mut established) =
@@ -285,11 +285,11 @@ fn on_request(
         && let Some(rate) = shared.config.limits.user_rate()
     {
         let rates = &shared.session_rates;
-        let now = std::time::Instant::now();
         if rates.admit_user(name, rate, clock::now()) {
-            rates.user_refusals.admitted(name, now);
+            rates.user_refusals.admitted(name);
         } else {
             let user = crate::session_rate::UserKey(name.to_vec());
+            let now = std::time::Instant::now();
             let why = format_args!(
                 "sessions_per_second_per_user ({}, burst {}) exceeded",
                 rate.per_second, rate.burst
