@@ -83,31 +83,10 @@ async fn run(
         None => stream.local_addr()?,
     };
     let _active = shared.metrics.accepted();
-    let limits = &shared.config.limits;
-    let key = limits.prefixes().key(peer.ip());
-    let refusals = &shared.session_rates.client_refusals;
-    // Per-client session rate, then the global and per-client concurrency limits: close
-    // before the handshake, logging once per burst.
-    if let Some(rate) = limits.client_rate()
-        && !shared.session_rates.admit_client(key, rate, clock::now())
-    {
-        let why = format_args!(
-            "sessions_per_second_per_client ({}, burst {}) exceeded by {key}",
-            rate.per_second, rate.burst
-        );
-        refusals.refused(&key, &why, std::time::Instant::now());
+    let Some(mut slot) = admit(shared, peer) else {
         record.outcome = Outcome::Limited;
         return Ok(());
-    }
-    let mut slot = match shared.sessions.admit(key, limits) {
-        Ok(slot) => slot,
-        Err(e) => {
-            refusals.refused(&key, &e, std::time::Instant::now());
-            record.outcome = Outcome::Limited;
-            return Ok(());
-        }
     };
-    refusals.admitted(&key);
     // Boxed: the handshake's state would otherwise size every session task, idle relays
     // included.
     let Some(mut established) =
@@ -136,6 +115,35 @@ async fn run(
         Err(e) => debug!("relay ended: {e}"),
     }
     Ok(())
+}
+
+/// The per-client session rate, then the global and per-client concurrency limits, before
+/// the handshake: a place for the session, or `None` (close it; the refusal is logged once
+/// per burst). A plain function, so that nothing of it stays in the session task's state.
+fn admit<'s>(shared: &'s Shared, peer: SocketAddr) -> Option<Slot<'s>> {
+    let limits = &shared.config.limits;
+    let key = limits.prefixes().key(peer.ip());
+    let refusals = &shared.session_rates.client_refusals;
+    if let Some(rate) = limits.client_rate()
+        && !shared.session_rates.admit_client(key, rate, clock::now())
+    {
+        let why = format_args!(
+            "sessions_per_second_per_client ({}, burst {}) exceeded by {key}",
+            rate.per_second, rate.burst
+        );
+        refusals.refused(&key, &why, std::time::Instant::now());
+        return None;
+    }
+    match shared.sessions.admit(key, limits) {
+        Ok(slot) => {
+            refusals.admitted(&key);
+            Some(slot)
+        }
+        Err(e) => {
+            refusals.refused(&key, &e, std::time::Instant::now());
+            None
+        }
+    }
 }
 
 /// A CONNECT that succeeded (reply sent): what the relay needs once the handshake is over.

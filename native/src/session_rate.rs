@@ -3,7 +3,8 @@
 //!
 //! Per client, the check comes before the handshake, so an over-limit connection costs an
 //! accept and a close; per user, it comes once the user has authenticated, and the request
-//! gets reply 2 (SOCKS4: 91). Refusals are logged once per burst ([`BurstLog`]).
+//! gets reply 2 (only RFC 1929 logins have users; SOCKS4's USERID is not one). Refusals are
+//! logged once per burst ([`BurstLog`]).
 //!
 //! The tables are bounded ([`MAX_KEYS`]): when full, buckets that have refilled completely
 //! (a client that has been quiet) are dropped, at most once a second; if none has, a new key
