@@ -3,8 +3,7 @@
 //! settings of the session-rate limits ([`crate::session_rate`]).
 //!
 //! A client is keyed by its network: IPv4 /32 and IPv6 /64 unless `client_prefix_ipv4` /
-//! `client_prefix_ipv6` say otherwise (the core's
-//! [`ClientPrefixes`](socksgate_core::policy::ClientPrefixes)), so a client rotating
+//! `client_prefix_ipv6` say otherwise (the core's [`ClientPrefixes`]), so a client rotating
 //! addresses inside its IPv6 /64 is one client.
 //!
 //! A session holds a [`Slot`] from accept to close; dropping it frees the place. The global
