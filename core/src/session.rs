@@ -61,7 +61,7 @@ use core::net::{IpAddr, SocketAddr};
 use crate::addr::Addr;
 use crate::failure::Failure;
 use crate::family::AddressFamily;
-use crate::policy::Policy;
+use crate::policy::{Authentication, Policy};
 use crate::rules::{Action, Decision, Protection, Query, Refusal, Verdict};
 use crate::server::{self, MAX_GSSAPI_TOKEN, Octets, Request, Server, ServerError, Version};
 use crate::time::Instant;
@@ -190,7 +190,7 @@ pub struct Session<const N: usize> {
     client: SocketAddr,
     phase: Phase,
     held: Held,
-    /// The user authenticated with RFC 1929, for the rules and logs.
+    /// The user authenticated with RFC 1929 or by the transport, for the rules and logs.
     user: Option<Octets>,
     /// Step one of the rules for the request.
     verdict: Option<Verdict>,
@@ -243,6 +243,29 @@ impl<const N: usize> Session<N> {
         self.reply = None;
         self.start = 0;
         self.end = 0;
+    }
+
+    /// Starts the session with `user` already authenticated by the transport (a verified
+    /// TLS client certificate), before any client byte: the user then counts for the rules,
+    /// limits and records as if it had logged in, and the handshake asks for nothing more.
+    /// SOCKS5 clients get method 0 ("no authentication"); SOCKS4/4a requests are accepted too,
+    /// since the transport authenticated the client (their USERID stays a claim only).
+    ///
+    /// Errors: the session has already taken input or is past its handshake, or `user` is
+    /// longer than 255 bytes (the longest RFC 1929 name).
+    pub fn with_authenticated_user(&mut self, user: &[u8]) -> Result<(), UnexpectedCall> {
+        let fresh = self.phase == Phase::Handshake
+            && self.end == 0
+            && self.user.is_none()
+            && matches!(self.held, Held::None)
+            && self.event.is_none();
+        if !fresh {
+            return Err(UnexpectedCall);
+        }
+        let name = Octets::from_slice(user).map_err(|_| UnexpectedCall)?;
+        self.server = Server::new(server::Config::new(Authentication::None { socks4: true }));
+        self.user = Some(name);
+        Ok(())
     }
 
     // ---- input -------------------------------------------------------------------------
@@ -795,7 +818,7 @@ impl<const N: usize> Session<N> {
         self.client
     }
 
-    /// The user authenticated with RFC 1929, if any (not a SOCKS4 USERID).
+    /// The user authenticated with RFC 1929 or by the transport ([`with_authenticated_user`](Self::with_authenticated_user)), if any (not a SOCKS4 USERID).
     pub fn user(&self) -> Option<&[u8]> {
         self.user.as_deref()
     }

@@ -721,3 +721,76 @@ fn address_family_of_the_deciding_rule() {
         Some(Event::Connect(Some("192.0.2.1:80".parse().unwrap())))
     );
 }
+
+/// A policy that requires passwords and allows only user "alice".
+fn alice_only() -> Policy<'static> {
+    static RULES: std::sync::OnceLock<Vec<Rule>> = std::sync::OnceLock::new();
+    let rules = RULES.get_or_init(|| {
+        vec![Rule::allow().user("alice".parse::<socksgate_core::rules::UserName>().unwrap())]
+    });
+    Policy::new(Authentication::PASSWORD, Rules::new(rules, Action::Deny))
+}
+
+#[test]
+fn transport_authenticated_user_needs_no_password_and_counts_for_the_rules() {
+    let policy = alice_only();
+    let now = Instant::from_millis(0);
+    let mut s = Session::<64>::new(&policy, CLIENT.parse().unwrap(), now);
+    s.with_authenticated_user(b"alice").unwrap();
+    assert_eq!(s.user(), Some(&b"alice"[..]));
+    // SOCKS5 offering only "no authentication": accepted, no credentials asked for.
+    s.handle_input(&policy, &socks5_connect(&[1, 192, 0, 2, 1], 80), now);
+    assert_eq!(
+        s.poll_event(),
+        Some(Event::Connect(Some("192.0.2.1:80".parse().unwrap())))
+    );
+    assert_eq!(&s.pending_transmit()[..2], [5, 0]);
+    assert_eq!(s.user(), Some(&b"alice"[..]));
+}
+
+#[test]
+fn transport_authenticated_user_is_held_to_the_rules() {
+    let policy = alice_only();
+    let now = Instant::from_millis(0);
+    let mut s = Session::<64>::new(&policy, CLIENT.parse().unwrap(), now);
+    s.with_authenticated_user(b"bob").unwrap();
+    s.handle_input(&policy, &socks5_connect(&[1, 192, 0, 2, 1], 80), now);
+    assert!(matches!(
+        s.poll_event(),
+        Some(Event::Closed(Close::Denied(_)))
+    ));
+    assert_eq!(s.reply(), Some(ReplyCode::NotAllowed));
+}
+
+#[test]
+fn transport_authenticated_user_may_speak_socks4() {
+    let policy = alice_only();
+    let now = Instant::from_millis(0);
+    let mut s = Session::<64>::new(&policy, CLIENT.parse().unwrap(), now);
+    s.with_authenticated_user(b"alice").unwrap();
+    // SOCKS4 CONNECT 192.0.2.1:80, USERID "x".
+    s.handle_input(&policy, &[4, 1, 0, 80, 192, 0, 2, 1, b'x', 0], now);
+    assert_eq!(
+        s.poll_event(),
+        Some(Event::Connect(Some("192.0.2.1:80".parse().unwrap())))
+    );
+    assert_eq!(s.user(), Some(&b"alice"[..]));
+}
+
+#[test]
+fn transport_authentication_only_before_input_and_reset_forgets_it() {
+    let policy = alice_only();
+    let now = Instant::from_millis(0);
+    let mut s = Session::<64>::new(&policy, CLIENT.parse().unwrap(), now);
+    s.handle_input(&policy, &[5, 1], now);
+    assert!(s.with_authenticated_user(b"alice").is_err());
+    let mut s = Session::<64>::new(&policy, CLIENT.parse().unwrap(), now);
+    assert!(s.with_authenticated_user(&[b'a'; 256]).is_err());
+    s.with_authenticated_user(b"alice").unwrap();
+    assert!(s.with_authenticated_user(b"alice").is_err(), "once only");
+    s.reset(&policy, CLIENT.parse().unwrap(), now);
+    assert_eq!(s.user(), None);
+    // Back to the policy: a password is required again.
+    s.handle_input(&policy, &[5, 1, 0], now);
+    assert!(matches!(s.poll_event(), Some(Event::Closed(_))));
+}
