@@ -112,7 +112,7 @@ pub(crate) async fn run(conn: &mut Conn<'_>) -> Result<(), SessionError> {
 
     // Client bytes while waiting, copied into the session (which keeps them as payload).
     let mut waiting = [0u8; 512];
-    let mut peer_stream = loop {
+    let peer_stream = loop {
         let deadline = conn.session.poll_timeout().map(clock::deadline);
         let timer = async {
             match deadline {
@@ -161,12 +161,11 @@ pub(crate) async fn run(conn: &mut Conn<'_>) -> Result<(), SessionError> {
     let limits = conn
         .shared
         .traffic_limits(conn.session.user(), conn.peer.ip());
-    match relay::relay_limited(
-        relay::Mode::Auto,
+    match relay::relay_streams(
         idle,
         limits,
         &mut conn.stream,
-        &mut peer_stream,
+        &mut peer_stream.into(),
         &early,
     )
     .await

@@ -29,7 +29,9 @@ pub(crate) async fn open(
     };
     let started = std::time::Instant::now();
     let header = proxy_header(conn, name);
-    let attempt = crate::client::open_from(url, &host, port, &shared.resolver, egress, &header);
+    let tls = shared.tls.for_upstream(name);
+    let attempt =
+        crate::client::open_from(url, &host, port, &shared.resolver, egress, &header, tls);
     let opened = match conn.session.poll_timeout() {
         Some(at) => tokio::time::timeout_at(clock::deadline(at), attempt)
             .await
@@ -38,7 +40,7 @@ pub(crate) async fn open(
     };
     shared.metrics.connect_done(started.elapsed());
     let failure = match opened {
-        Some(Ok((stream, early_down, _))) => match stream.local_addr() {
+        Some(Ok((stream, early_down, _))) => match stream.socket().local_addr() {
             Ok(bound) => {
                 debug!(upstream = name, "connected through upstream");
                 let _ = conn

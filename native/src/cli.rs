@@ -86,13 +86,24 @@ pub struct PasswdArgs {
 /// `socksgate connect`.
 #[derive(Debug, Args)]
 pub struct ConnectArgs {
-    /// Proxy URL: `socks4://`, `socks4a://`, `socks5://` or `socks5h://[user:pass@]host:port`.
+    /// Proxy URL: `socks4://`, `socks4a://`, `socks5://` or `socks5h://[user:pass@]host:port`;
+    /// `socks5+tls://` and the like speak SOCKS inside TLS.
     #[arg(
         long,
         value_name = "URL",
-        help = "Proxy URL: socks4://, socks4a://, socks5:// or socks5h://[user:pass@]host:port"
+        help = "Proxy URL: socks4://, socks4a://, socks5:// or socks5h://[user:pass@]host:port; socks5+tls://, socks5h+tls:// (also socks4+tls, socks4a+tls) speak SOCKS inside TLS"
     )]
     pub proxy: String,
+    /// For a `+tls` proxy: CA certificates (PEM) its certificate must chain to, instead of
+    /// the system's trust store.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// For a `+tls` proxy that asks for one: our client certificate chain (PEM), with `--key`.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) of `--cert`.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
     /// Destination host (name or IP address).
     #[arg(value_name = "HOST")]
     pub host: String,

@@ -9,6 +9,10 @@
 //! | `socks5h://` | SOCKS5 | the proxy |
 //!
 //! `user:pass@` (percent-encoded) sends RFC 1929 credentials (SOCKS5) or a USERID (SOCKS4).
+//!
+//! `socks5+tls://`, `socks5h+tls://`, `socks4+tls://` and `socks4a+tls://` speak the same inside
+//! TLS (see [`crate::tls`]): the proxy's certificate is checked against `--ca` (or the
+//! system's trust store) for the URL's host.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -17,8 +21,10 @@ use socksgate_core::family::AddressFamily;
 use socksgate_core::server::Version;
 use socksgate_core::wire::Command;
 use socksgate_core::{Addr, Domain, Target};
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+
+use crate::stream::Stream;
 
 use crate::failure::ConnectError;
 use crate::resolve::Resolver;
@@ -46,6 +52,17 @@ pub enum ClientFailure {
     /// The proxy closed the connection during the handshake.
     #[error("proxy closed the connection during the handshake")]
     Eof,
+    /// The TLS settings (`--ca`, `--cert`, `--key`) could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// The TLS handshake with the proxy failed.
+    #[error("TLS handshake with proxy {proxy}: {source}")]
+    TlsHandshake {
+        /// The proxy's host.
+        proxy: String,
+        /// The cause (an untrusted certificate, one for another name, …).
+        source: std::io::Error,
+    },
     /// Socket or stdio failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -64,6 +81,8 @@ pub struct ProxyUrl {
     pub port: u16,
     /// Username and password, percent-decoded.
     pub credentials: Option<(Vec<u8>, Vec<u8>)>,
+    /// SOCKS inside TLS (`+tls` schemes); the certificate must be valid for `host`.
+    pub tls: bool,
 }
 
 impl std::fmt::Debug for ProxyUrl {
@@ -73,6 +92,7 @@ impl std::fmt::Debug for ProxyUrl {
             .field("remote_dns", &self.remote_dns)
             .field("host", &self.host)
             .field("port", &self.port)
+            .field("tls", &self.tls)
             .field(
                 "user",
                 &self
@@ -90,11 +110,16 @@ impl std::str::FromStr for ProxyUrl {
     fn from_str(url: &str) -> Result<Self, Self::Err> {
         let bad = |m: &str| {
             ClientFailure::Url(format!(
-                "{m} (expected socks4://, socks4a://, socks5:// or socks5h://[user:pass@]host:port)"
+                "{m} (expected socks4://, socks4a://, socks5:// or socks5h://[user:pass@]host:port, or socks5+tls:// etc.)"
             ))
         };
         let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
-        let (version, remote_dns) = match scheme.to_ascii_lowercase().as_str() {
+        let scheme = scheme.to_ascii_lowercase();
+        let (scheme, tls) = match scheme.strip_suffix("+tls") {
+            Some(inner) => (inner, true),
+            None => (scheme.as_str(), false),
+        };
+        let (version, remote_dns) = match scheme {
             "socks4" => (Version::Socks4, false),
             "socks4a" => (Version::Socks4a, true),
             "socks5" => (Version::Socks5, false),
@@ -139,6 +164,7 @@ impl std::str::FromStr for ProxyUrl {
             host,
             port,
             credentials,
+            tls,
         })
     }
 }
@@ -160,13 +186,15 @@ fn percent_decode(s: &str) -> Option<Vec<u8>> {
 
 /// Connects to the proxy and completes a CONNECT handshake; returns the stream and any
 /// payload from the destination that arrived with the reply.
+/// `tls`: the TLS settings of a `+tls` proxy (the system's trust store when `None`).
 pub async fn open(
     proxy: &ProxyUrl,
     host: &str,
     port: u16,
     resolver: &Resolver,
-) -> Result<(TcpStream, Vec<u8>, Target), ClientFailure> {
-    open_from(proxy, host, port, resolver, None, &[]).await
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<(Stream, Vec<u8>, Target), ClientFailure> {
+    open_from(proxy, host, port, resolver, None, &[], tls).await
 }
 
 /// [`open`] for a server chaining through an `[[upstream]]`: the connection to the proxy
@@ -179,7 +207,8 @@ pub async fn open_from(
     resolver: &Resolver,
     egress: Option<crate::egress::Egress<'_>>,
     preamble: &[u8],
-) -> Result<(TcpStream, Vec<u8>, Target), ClientFailure> {
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<(Stream, Vec<u8>, Target), ClientFailure> {
     // The destination as sent: resolved here unless the proxy resolves names.
     let literal: Option<IpAddr> = host
         .trim_start_matches('[')
@@ -249,16 +278,31 @@ pub async fn open_from(
             proxy.port,
         ),
     };
-    let mut stream = resolver
+    let mut socket = resolver
         .connect_from(&proxy_target, AddressFamily::PreferIpv6, |_| Ok(()), egress)
         .await
         .map_err(|source| ClientFailure::Connect {
             what: format!("connecting to proxy {proxy_target}"),
             source,
         })?;
+    // A PROXY header goes before TLS, as a balancer in front of a TLS listener sends it.
     if !preamble.is_empty() {
-        stream.write_all(preamble).await?;
+        socket.write_all(preamble).await?;
     }
+    let mut stream = if proxy.tls {
+        let config = match tls {
+            Some(c) => c,
+            None => crate::tls::client_config(None, None)?,
+        };
+        crate::tls::connect(config, &proxy.host, socket)
+            .await
+            .map_err(|source| ClientFailure::TlsHandshake {
+                proxy: proxy.host.clone(),
+                source,
+            })?
+    } else {
+        Stream::Plain(socket)
+    };
     let (bound, rest) = handshake(&mut client, &mut stream).await?;
     Ok((stream, rest, bound))
 }
@@ -304,6 +348,8 @@ pub async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
             }
             stream.write_all(out.get(..n).unwrap_or_default()).await?;
         }
+        // TLS holds written records until flushed.
+        stream.flush().await?;
         if client.is_established() || (until_reply && last.is_some()) {
             let rest = buf.get(start..end).unwrap_or_default().to_vec();
             return last.map(|t| (t, rest)).ok_or(ClientFailure::Eof);
@@ -332,24 +378,42 @@ pub async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
 /// `socksgate connect`: handshake, then relay stdin → proxy and proxy → stdout, with
 /// half-close (stdin EOF shuts down the proxy connection's write side, unless
 /// `no_shutdown`). The session ends when the proxy side ends.
-pub async fn run(
-    proxy: &str,
-    host: &str,
-    port: u16,
-    no_shutdown: bool,
-) -> Result<(), ClientFailure> {
-    let proxy: ProxyUrl = proxy.parse()?;
+pub async fn run(args: &crate::cli::ConnectArgs) -> Result<(), ClientFailure> {
+    let proxy: ProxyUrl = args.proxy.parse()?;
+    let no_shutdown = args.no_shutdown;
+    let has_tls_files = args.ca.is_some() || args.cert.is_some();
+    if has_tls_files && !proxy.tls {
+        return Err(ClientFailure::Url(
+            "--ca, --cert and --key need a +tls proxy URL (socks5+tls://, socks5h+tls://, …)"
+                .into(),
+        ));
+    }
+    let tls = if proxy.tls {
+        let identity = args.cert.as_deref().zip(args.key.as_deref());
+        Some(crate::tls::client_config(args.ca.as_deref(), identity)?)
+    } else {
+        None
+    };
     let resolver = Resolver::from_system();
-    let (mut stream, early, _bound) = open(&proxy, host, port, &resolver).await?;
+    let (stream, early, _bound) = open(&proxy, &args.host, args.port, &resolver, tls).await?;
     let mut stdout = tokio::io::stdout();
     if !early.is_empty() {
         stdout.write_all(&early).await?;
         stdout.flush().await?;
     }
-    let (mut rd, mut wr) = stream.split();
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let up = async {
         let mut stdin = tokio::io::stdin();
-        tokio::io::copy(&mut stdin, &mut wr).await?;
+        // Not tokio::io::copy: TLS needs each chunk flushed, for interactive use (ssh).
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = stdin.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            wr.write_all(buf.get(..n).unwrap_or_default()).await?;
+            wr.flush().await?;
+        }
         if no_shutdown {
             // Keep the write side open until the proxy side ends.
             std::future::pending::<()>().await;
@@ -421,6 +485,11 @@ mod tests {
         assert!("http://h:1".parse::<ProxyUrl>().is_err());
         assert!("socks5://h:x".parse::<ProxyUrl>().is_err());
         assert!("socks5://:1".parse::<ProxyUrl>().is_err());
+        let u: ProxyUrl = "socks5h+tls://proxy.example:1443".parse().unwrap();
+        assert!(u.tls && u.remote_dns);
+        assert_eq!((u.host.as_str(), u.port), ("proxy.example", 1443));
+        assert!(!"socks5h://h:1".parse::<ProxyUrl>().unwrap().tls);
+        assert!("socks5+tcp://h:1".parse::<ProxyUrl>().is_err());
         // The password never shows in Debug.
         let u: ProxyUrl = "socks5://u:secret@h:1".parse().unwrap();
         assert!(!format!("{u:?}").contains("secret"));

@@ -293,6 +293,46 @@ pub struct UpstreamConfig {
     /// on) before the SOCKS greeting, for an upstream whose listener takes them.
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// For a `+tls` URL: the CA certificates (PEM) that the upstream's certificate must
+    /// chain to; the system's trust store when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// For a `+tls` URL to an upstream that asks for client certificates: our certificate
+    /// chain (PEM), with `key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<PathBuf>,
+    /// The private key (PEM) of `certificate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+}
+
+/// One `[[tls]]`: listeners that speak SOCKS inside TLS.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Listen addresses (as written in `listen`) that take TLS.
+    pub listeners: Vec<Spanned<SocketAddr>>,
+    /// The server's certificate chain (PEM), leaf first.
+    pub certificate: PathBuf,
+    /// The server's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// CA certificates (PEM) that client certificates must chain to: enables mutual TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: whether every client must present a certificate.
+    #[serde(default)]
+    pub client_certificate: ClientCertificate,
+}
+
+/// Whether a `[[tls]]` listener with a `client_ca` requires client certificates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientCertificate {
+    /// Every client presents a certificate that chains to `client_ca` (default).
+    #[default]
+    Required,
+    /// A client may present one (it must then chain to `client_ca`) or none.
+    Optional,
 }
 
 /// One `[[proxy_protocol]]`: listeners behind a load balancer that puts a PROXY protocol
@@ -385,6 +425,9 @@ pub struct Config {
     /// Authentication by client network and listener, first match wins.
     #[serde(rename = "auth", skip_serializing_if = "Vec::is_empty")]
     pub auth: Vec<AuthConfig>,
+    /// Listeners that speak SOCKS over TLS.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tls: Vec<TlsConfig>,
     /// Upstream proxies for rules with `upstream = "name"`.
     #[serde(rename = "upstream", skip_serializing_if = "Vec::is_empty")]
     pub upstreams: Vec<UpstreamConfig>,
@@ -430,6 +473,7 @@ impl Default for Config {
             proxy_protocol: Vec::new(),
             address_family: FamilySetting::default(),
             auth: Vec::new(),
+            tls: Vec::new(),
             upstreams: Vec::new(),
             default_egress: None,
             egress: Vec::new(),
@@ -461,6 +505,7 @@ impl Config {
         {
             config.users = Some(dir.join(users));
         }
+        config.resolve_tls_paths(path);
         if let Some(ports) = &config.udp.ports
             && config.udp.port_range().is_none_or(|(start, _)| start == 0)
         {
@@ -477,6 +522,7 @@ impl Config {
         }
         config.check_upstreams(text, path)?;
         config.check_proxy_protocol(text, path)?;
+        config.check_tls(text, path)?;
         crate::egress::check(&config, text, path)?;
         config.limits.check().map_err(|e| {
             let (line, column) = line_column(text, e.span.start);
@@ -591,6 +637,93 @@ impl Config {
                     ));
                 }
                 seen.push(addr);
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the `[[tls]]` and `[[upstream]]` file paths relative to the config file's
+    /// directory, like `users`.
+    fn resolve_tls_paths(&mut self, path: &Path) {
+        let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+            return;
+        };
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        for t in &mut self.tls {
+            fix(&mut t.certificate);
+            fix(&mut t.key);
+            t.client_ca.as_mut().map(fix);
+        }
+        for u in &mut self.upstreams {
+            for p in [&mut u.ca, &mut u.certificate, &mut u.key] {
+                p.as_mut().map(fix);
+            }
+        }
+    }
+
+    /// `[[tls]]`: listeners are listen addresses, each at most once;
+    /// `[[upstream]]`: `ca`, `certificate` and `key` only with a `+tls` URL, `certificate`
+    /// and `key` together. (The files themselves are read by `tls::Listeners::load`.)
+    fn check_tls(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |span: core::ops::Range<usize>, message: String| {
+            let (line, column) = line_column(text, span.start);
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line,
+                column,
+                message,
+            }
+        };
+        let mut seen = Vec::new();
+        for entry in &self.tls {
+            if entry.listeners.is_empty() {
+                return Err(invalid(0..0, "[[tls]] needs `listeners`".into()));
+            }
+            for l in &entry.listeners {
+                let addr = *l.get_ref();
+                if !self.listen.is_empty() && !self.listen.contains(&addr) {
+                    return Err(invalid(
+                        l.span(),
+                        format!("[[tls]] listener {addr} is not in `listen`"),
+                    ));
+                }
+                if seen.contains(&addr) {
+                    return Err(invalid(
+                        l.span(),
+                        format!("listener {addr} is in more than one [[tls]]"),
+                    ));
+                }
+                seen.push(addr);
+            }
+        }
+        for u in &self.upstreams {
+            let tls = u
+                .url
+                .get_ref()
+                .parse::<crate::client::ProxyUrl>()
+                .is_ok_and(|url| url.tls);
+            let has_files = u.ca.is_some() || u.certificate.is_some() || u.key.is_some();
+            if has_files && !tls {
+                return Err(invalid(
+                    u.url.span(),
+                    format!(
+                        "[[upstream]] {:?}: `ca`, `certificate` and `key` need a socks5+tls:// or socks5h+tls:// URL",
+                        u.name
+                    ),
+                ));
+            }
+            if u.certificate.is_some() != u.key.is_some() {
+                return Err(invalid(
+                    u.url.span(),
+                    format!(
+                        "[[upstream]] {:?}: `certificate` and `key` go together",
+                        u.name
+                    ),
+                ));
             }
         }
         Ok(())

@@ -7,12 +7,12 @@ use socksgate_core::Policy;
 use socksgate_core::server::ServerError;
 use socksgate_core::session::{Close, Event, Session};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tracing::warn;
 
 use crate::clock;
 use crate::pool::READ_BUF;
 use crate::shared::Shared;
+use crate::stream::Stream;
 
 /// How long a failed connection waits for the client to close after the failure reply.
 const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
@@ -26,6 +26,9 @@ pub(crate) enum SessionError {
     /// The client broke the protocol (the core queued the matching failure reply).
     #[error("protocol: {0}")]
     Protocol(ServerError),
+    /// The TLS handshake failed, or a client certificate named no usable user.
+    #[error("{0}")]
+    Tls(#[from] crate::tls::AcceptError),
     /// The client closed before finishing the handshake.
     #[error("client closed during handshake")]
     Eof,
@@ -43,7 +46,7 @@ pub(crate) enum SessionError {
 /// A client connection while it negotiates and runs its command: the socket, the leased
 /// session, and what its answers need.
 pub(crate) struct Conn<'a> {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: Stream,
     pub(crate) session: &'a mut Session<READ_BUF>,
     pub(crate) policy: Policy<'a>,
     pub(crate) shared: &'a Shared,
@@ -65,7 +68,8 @@ impl Conn<'_> {
             }
             self.session.consume_transmit(n);
         }
-        Ok(())
+        // TLS holds written records until flushed; a socket has nothing to flush.
+        self.stream.flush().await
     }
 
     /// Sends what is queued, then reads client bytes until the session has an event, within
@@ -151,7 +155,7 @@ impl Conn<'_> {
 /// The outbound side a CONNECT opened.
 #[derive(Debug)]
 pub(crate) struct Upstream {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: Stream,
     /// Bytes an upstream proxy sent after its reply, already the destination's.
     pub(crate) early_down: Vec<u8>,
 }

@@ -91,7 +91,7 @@ pub(crate) async fn open(conn: &mut Conn<'_>, event: Event) -> Option<Upstream> 
                 .session
                 .handle_opened(&conn.policy, bound, clock::now());
             Some(Upstream {
-                stream,
+                stream: stream.into(),
                 early_down: Vec::new(),
             })
         }

@@ -12,7 +12,9 @@
 //!   (`udp_recv`: datagrams two per call); [`failure`] — errno → the core's failure cause;
 //! * [`resolve`] — hickory resolver and Happy Eyeballs; [`egress`] — source address,
 //!   interface and mark of outbound sockets;
-//! * [`relay`] — TCP relay with half-close; [`server`] — listeners and the accept loop;
+//! * [`relay`] — TCP relay with half-close; [`stream`] — a plain or TLS connection;
+//!   [`tls`] — SOCKS over TLS (listeners, client certificates, `+tls` proxies);
+//!   [`server`] — listeners and the accept loop;
 //!   [`balancer`] — PROXY protocol headers from trusted load balancers;
 //!   [`client`] — `socksgate connect`;
 //! * [`limits`] — session limits (global, per client network, per user); [`session_rate`] —
@@ -56,8 +58,10 @@ pub mod session;
 pub mod session_rate;
 pub mod shared;
 pub mod splice;
+pub mod stream;
 pub mod systemd;
 pub mod throttle;
+pub mod tls;
 pub mod traffic;
 mod udp_recv;
 mod udp_relay;

@@ -62,12 +62,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Connect(args) => {
             let rt = runtime()?;
-            let result = rt.block_on(client::run(
-                &args.proxy,
-                &args.host,
-                args.port,
-                args.no_shutdown,
-            ));
+            let result = rt.block_on(client::run(&args));
             // tokio's stdin reads on a blocking thread that may never return (ssh keeps our
             // stdin open): do not wait for it when the session is over.
             rt.shutdown_background();
@@ -132,6 +127,9 @@ fn serve(args: &ServeArgs) -> Result<()> {
     // Bad rules fail now, before any socket is opened.
     let mut shared =
         Shared::new(config, users, Resolver::from_system()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Certificates and keys are read now, before any socket is opened (and before `--user`
+    // drops the privileges that may be needed to read the key).
+    shared.tls = socksgate::tls::Contexts::load(&shared.config)?;
     // `--user`: an unknown name fails now, before any socket is opened.
     #[cfg(target_os = "linux")]
     let account = shared

@@ -33,11 +33,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncWriteExt, ErrorKind};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ErrorKind};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 
 use crate::clock;
+use crate::stream::Stream;
 use crate::traffic::{DirectionLimit, SessionLimits};
 
 // Also keeps the module's former path, `relay::splice`.
@@ -148,6 +149,153 @@ pub(crate) async fn relay_limited(
         up: up + early.len() as u64,
         down,
     })
+}
+
+/// Runs `both` directions until they end or, with `idle`, until nothing has moved for that
+/// long (then the bytes moved so far).
+async fn until_idle(
+    both: std::pin::Pin<&mut impl Future<Output = std::io::Result<(u64, u64)>>>,
+    idle: Option<Duration>,
+    activity: &Activity,
+) -> std::io::Result<(u64, u64)> {
+    match idle {
+        None => both.await,
+        Some(idle) => tokio::select! {
+            r = both => r,
+            () = activity.idle_for(idle) => {
+                let up = activity.up.load(Ordering::Relaxed);
+                let down = activity.down.load(Ordering::Relaxed);
+                tracing::info!(up, down, "idle timeout: no data for {}s", idle.as_secs());
+                Ok((up, down))
+            }
+        },
+    }
+}
+
+/// The totals of an ended relay; a spent quota ends it like the idle timeout (logged, with
+/// the bytes moved so far).
+fn ended_totals(
+    ended: std::io::Result<(u64, u64)>,
+    activity: &Activity,
+    early: &[u8],
+) -> std::io::Result<Totals> {
+    let (up, down) = match ended {
+        Ok(totals) => totals,
+        Err(e) if crate::traffic::is_quota_spent(&e) => {
+            let up = activity.up.load(Ordering::Relaxed);
+            let down = activity.down.load(Ordering::Relaxed);
+            tracing::info!(up, down, "session ended: {e}");
+            if let Some(l) = &activity.limits
+                && let Some(d) = l.up.as_ref().or(l.down.as_ref())
+            {
+                d.quota_ended();
+            }
+            (up, down)
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(Totals {
+        up: up + early.len() as u64,
+        down,
+    })
+}
+
+/// [`relay_limited`] between two [`Stream`]s: two plain sockets are relayed as before
+/// (splice on Linux); when either side is TLS, both directions use the buffered copy over
+/// the streams ([`copy_direction`]), with the same idle timeout, traffic limits, half-close
+/// and totals. (A TLS direction holds its 16 KiB buffer for the session's life, on top of
+/// rustls's own buffers.)
+pub(crate) async fn relay_streams(
+    idle: Option<Duration>,
+    limits: Option<Box<SessionLimits>>,
+    client: &mut Stream,
+    upstream: &mut Stream,
+    early: &[u8],
+) -> std::io::Result<Totals> {
+    if let (Stream::Plain(c), Stream::Plain(u)) = (&mut *client, &mut *upstream) {
+        return relay_limited(Mode::Auto, idle, limits, c, u, early).await;
+    }
+    Box::pin(relay_copy(idle, limits, client, upstream, early)).await
+}
+
+async fn relay_copy(
+    idle: Option<Duration>,
+    limits: Option<Box<SessionLimits>>,
+    client: &mut Stream,
+    upstream: &mut Stream,
+    early: &[u8],
+) -> std::io::Result<Totals> {
+    if !early.is_empty() {
+        upstream.write_all(early).await?;
+        upstream.flush().await?;
+    }
+    let activity = Activity::with_limits(limits);
+    let ended = {
+        let (client_rd, client_wr) = tokio::io::split(&mut *client);
+        let (up_rd, up_wr) = tokio::io::split(&mut *upstream);
+        let both = async {
+            tokio::try_join!(
+                copy_direction(client_rd, up_wr, activity.meter(&activity.up)),
+                copy_direction(up_rd, client_wr, activity.meter(&activity.down))
+            )
+        };
+        tokio::pin!(both);
+        until_idle(both, idle, &activity).await
+    };
+    match ended_totals(ended, &activity, early) {
+        Err(e) => {
+            if is_abort(&e) {
+                pass_abort_on(client.socket(), upstream.socket());
+            }
+            Err(e)
+        }
+        ok => ok,
+    }
+}
+
+/// One direction of [`relay_copy`]: reads `from`, writes (and flushes, for TLS) `to`, until
+/// EOF, then shuts `to` down (a TLS close_notify, then the socket's write side). A traffic
+/// limit is paid before writing what was read. A TLS peer that closes its socket without a
+/// close_notify ends its direction like an EOF: the SOCKS payload has its own framing.
+async fn copy_direction<R, W>(mut from: R, mut to: W, meter: Meter<'_>) -> std::io::Result<u64>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let limit = meter.limit();
+    let mut buf = vec![0u8; SMALL];
+    let mut total = 0u64;
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => 0,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            return match to.shutdown().await {
+                Ok(()) => Ok(total),
+                Err(e) if e.kind() == ErrorKind::NotConnected => Ok(total),
+                Err(e) => Err(e),
+            };
+        }
+        let chunk = buf.get(..n).unwrap_or_default();
+        match limit {
+            None => to.write_all(chunk).await?,
+            Some(limit) => {
+                let mut sent = 0;
+                while sent < n {
+                    let granted = limit.grant(n - sent).await?;
+                    let part = chunk.get(sent..sent + granted).unwrap_or_default();
+                    to.write_all(part).await?;
+                    limit.used(granted, part.len());
+                    sent += part.len().max(1);
+                }
+            }
+        }
+        to.flush().await?;
+        total += n as u64;
+        meter.add(n);
+    }
 }
 
 /// Whether `e` means a peer aborted its connection (a reset) rather than closing it.
@@ -544,7 +692,7 @@ mod tests {
     }
 
     /// Reads `from` for 5 s from its first byte: bytes per second.
-    async fn rate_over_five_seconds(mut from: impl tokio::io::AsyncRead + Unpin) -> f64 {
+    async fn rate_over_five_seconds(mut from: impl AsyncRead + Unpin) -> f64 {
         let mut buf = vec![0u8; 256 * 1024];
         let mut total = 0u64;
         let mut started = None;
@@ -560,7 +708,7 @@ mod tests {
     }
 
     /// Writes zeros to `to` until it fails.
-    async fn flood(mut to: impl tokio::io::AsyncWrite + Unpin) {
+    async fn flood(mut to: impl AsyncWrite + Unpin) {
         let zeros = vec![0u8; 64 * 1024];
         while to.write_all(&zeros).await.is_ok() {}
     }

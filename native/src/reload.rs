@@ -31,6 +31,9 @@ pub enum ReloadError {
     /// The rules.
     #[error("{0}")]
     Rules(String),
+    /// A `[[tls]]` or `+tls` `[[upstream]]` certificate, key or CA file.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Builds the next [`Shared`] from the files named by `args`, keeping `old`'s counters,
@@ -51,6 +54,7 @@ pub fn load(args: &ServeArgs, old: &Shared) -> Result<Shared, ReloadError> {
         .map_err(|e| ReloadError::Rules(e.to_string()))?;
     let auth_rules = crate::authentication::compile(&config.auth, users.is_some(), config.socks4)
         .map_err(|e| ReloadError::Rules(e.to_string()))?;
+    let tls = crate::tls::Contexts::load(&config)?;
     for (what, changed) in [
         ("listen", config.listen != old.config.listen),
         ("metrics", config.metrics != old.config.metrics),
@@ -65,6 +69,7 @@ pub fn load(args: &ServeArgs, old: &Shared) -> Result<Shared, ReloadError> {
     Ok(Shared {
         balancers: crate::balancer::Balancers::new(&config.proxy_protocol),
         egress: crate::egress::Profiles::compile(&config),
+        tls,
         config,
         users,
         rules,

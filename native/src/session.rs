@@ -20,6 +20,7 @@ use crate::conn::{Conn, SessionError, Upstream};
 use crate::limits::Slot;
 use crate::pool::Lease;
 use crate::shared::Shared;
+use crate::stream::Stream;
 use crate::{balancer, bind, connect, login, relay, udp_relay};
 
 /// Serves one accepted connection to the end, then writes its access record: client, user,
@@ -97,15 +98,31 @@ async fn run(
     // From here on the session holds its two sockets and the relay's few words (and its
     // traffic limits, if any).
     let limits = shared.traffic_limits(record.user.as_deref(), peer.ip());
-    let totals = relay::relay_limited(
-        relay::Mode::Auto,
-        shared.config.timeouts.tcp_idle(),
-        limits,
-        &mut established.client,
-        &mut established.upstream,
-        &established.early,
-    )
-    .await;
+    // Two plain sockets: the splice relay, inline (the common case); TLS: the boxed copy
+    // relay, so that plain sessions do not carry its state.
+    let totals = match (&mut established.client, &mut established.upstream) {
+        (Stream::Plain(client), Stream::Plain(upstream)) => {
+            relay::relay_limited(
+                relay::Mode::Auto,
+                shared.config.timeouts.tcp_idle(),
+                limits,
+                client,
+                upstream,
+                &established.early,
+            )
+            .await
+        }
+        (client, upstream) => {
+            Box::pin(relay::relay_streams(
+                shared.config.timeouts.tcp_idle(),
+                limits,
+                client,
+                upstream,
+                &established.early,
+            ))
+            .await
+        }
+    };
     match totals {
         Ok(t) => {
             let down = t.down + established.sent_down;
@@ -149,8 +166,8 @@ fn admit<'s>(shared: &'s Shared, peer: SocketAddr) -> Option<Slot<'s>> {
 /// A CONNECT that succeeded (reply sent): what the relay needs once the handshake is over.
 #[derive(Debug)]
 struct Established {
-    client: TcpStream,
-    upstream: TcpStream,
+    client: Stream,
+    upstream: Stream,
     /// Client bytes pipelined after the request, sent upstream first.
     early: Vec<u8>,
     /// Bytes already passed to the client on the destination's behalf (an upstream proxy's
@@ -161,6 +178,7 @@ struct Established {
 /// The session up to its relay: handshake, request, command. Returns the client socket and
 /// the destination of a successful CONNECT; every other command runs to its end here. The
 /// session is leased from the pool for this phase only.
+/// On a `[[tls]]` listener, the TLS handshake comes first.
 async fn establish(
     stream: TcpStream,
     peer: SocketAddr,
@@ -170,6 +188,21 @@ async fn establish(
     slot: &mut Slot<'_>,
 ) -> Result<Option<Established>, SessionError> {
     let accepted = std::time::Instant::now();
+    // After the PROXY header, if any, under the handshake timeout; a failure is this
+    // session's one log line (its access record).
+    // Found by the connection's local address rather than passed down: a session task
+    // holds every argument for its whole life.
+    let (stream, tls_user) = match shared.tls.for_local(local) {
+        None => (Stream::Plain(stream), None),
+        Some(tls) => match tls.accept(stream, shared.config.timeouts.handshake()).await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                shared.metrics.handshake_failed();
+                record.outcome = Outcome::HandshakeFailed;
+                return Err(e.into());
+            }
+        },
+    };
     let policy = shared.policy(peer, local);
     let mut lease = Lease::take(&policy, peer, clock::now());
     let mut conn = Conn {
@@ -181,6 +214,20 @@ async fn establish(
         local,
         bytes: (0, 0),
     };
+    if let Some(user) = tls_user.as_deref() {
+        record.user = Some(user.as_bytes().to_vec());
+        if conn
+            .session
+            .with_authenticated_user(user.as_bytes())
+            .is_err()
+        {
+            // `user_of` allows 1 to 255 bytes and the session is new: not expected.
+            return Err(SessionError::Refused(format!(
+                "client certificate user {user:?} not usable"
+            )));
+        }
+        debug!(user, "authenticated by client certificate");
+    }
     let mut upstream = None;
     let result = loop {
         let event = match conn.next_event().await {
@@ -248,6 +295,7 @@ async fn establish(
         && !up.early_down.is_empty()
     {
         conn.stream.write_all(&up.early_down).await?;
+        conn.stream.flush().await?;
     }
     let early = conn.session.payload().to_vec();
     let Conn { stream, .. } = conn;

@@ -49,6 +49,9 @@ pub struct Shared {
     pub balancers: Balancers,
     /// `[[egress]]` profiles (empty: the kernel chooses how sessions leave).
     pub egress: crate::egress::Profiles,
+    /// `[[tls]]` listeners and `+tls` upstreams, their files loaded (empty until
+    /// [`crate::tls::Contexts::load`] fills it).
+    pub tls: crate::tls::Contexts,
 }
 
 impl Shared {
@@ -66,6 +69,7 @@ impl Shared {
         Ok(Self {
             balancers: Balancers::new(&config.proxy_protocol),
             egress: crate::egress::Profiles::compile(&config),
+            tls: crate::tls::Contexts::default(),
             config,
             users,
             rules,
