@@ -797,12 +797,23 @@ impl Config {
         self.users.is_some()
     }
 
+    /// Whether the `[[tls]]` entry of `listener` requires client certificates: its clients
+    /// are authenticated.
+    pub fn requires_client_certificate(&self, listener: SocketAddr) -> bool {
+        self.tls.iter().any(|t| {
+            t.client_ca.is_some()
+                && t.client_certificate == ClientCertificate::Required
+                && t.listeners.iter().any(|l| *l.get_ref() == listener)
+        })
+    }
+
     /// Refuses to run an open proxy by accident.
     ///
     /// A listener on a non-loopback address where some clients need no authentication — no
     /// users file, or an `[[auth]]` entry with `methods = ["none"]` for clients beyond this
     /// host's loopback — is open unless the rules deny by default and explicitly allow
-    /// something (then the operator has said who may use it). `allow_open` accepts the risk.
+    /// something (then the operator has said who may use it), or it is a `[[tls]]` listener
+    /// that requires client certificates. `allow_open` accepts the risk.
     pub fn check_open_proxy(&self) -> Result<(), ConfigError> {
         if self.allow_open {
             return Ok(());
@@ -815,7 +826,11 @@ impl Config {
         let exposed: Vec<String> = self
             .listen
             .iter()
-            .filter(|a| !a.ip().is_loopback() && self.unauthenticated_on(**a))
+            .filter(|a| {
+                !a.ip().is_loopback()
+                    && self.unauthenticated_on(**a)
+                    && !self.requires_client_certificate(**a)
+            })
             .map(ToString::to_string)
             .collect();
         if exposed.is_empty() {
@@ -1273,6 +1288,44 @@ users = ["alice"]
     fn line_column_counts_from_one() {
         assert_eq!(line_column("ab\ncd", 0), (1, 1));
         assert_eq!(line_column("ab\ncd", 4), (2, 2));
+    }
+
+    #[test]
+    fn tls_listeners_that_require_client_certificates_are_not_open() {
+        let tls =
+            "[[tls]]\nlisteners = [\"192.0.2.1:1443\"]\ncertificate = \"c.pem\"\nkey = \"k.pem\"\n";
+        let head = "listen = [\"192.0.2.1:1443\"]\n";
+        let open = Config::parse(&format!("{head}{tls}"), Path::new("/etc/s/t.toml")).unwrap();
+        assert!(open.check_open_proxy().is_err());
+        assert_eq!(
+            open.tls[0].key,
+            PathBuf::from("/etc/s/k.pem"),
+            "relative to the file"
+        );
+        let mtls = Config::parse(
+            &format!("{head}{tls}client_ca = \"ca.pem\"\n"),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert!(mtls.check_open_proxy().is_ok());
+        let optional = Config::parse(
+            &format!("{head}{tls}client_ca = \"ca.pem\"\nclient_certificate = \"optional\"\n"),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert!(optional.check_open_proxy().is_err());
+        let err = Config::parse(
+            &format!("{head}{tls}client_certificate = \"maybe\"\n"),
+            Path::new("t.toml"),
+        );
+        assert!(err.is_err());
+        let err = Config::parse(
+            "[[upstream]]\nname = \"u\"\nurl = \"socks5://127.0.0.1:1\"\nca = \"ca.pem\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("t.toml:3:") && err.contains("+tls"), "{err}");
     }
 
     #[test]
