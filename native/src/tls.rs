@@ -310,3 +310,43 @@ pub async fn connect(
         tokio_rustls::TlsStream::Client(tls),
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contexts(listeners: &[&str]) -> Contexts {
+        // No handshake happens: any loaded ServerTls stands for its listener.
+        let provider = provider();
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(rustls::server::ResolvesServerCertUsingSni::new()));
+        let server = Arc::new(ServerTls {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        });
+        Contexts {
+            listeners: listeners
+                .iter()
+                .map(|l| (l.parse().unwrap(), Arc::clone(&server)))
+                .collect(),
+            upstreams: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_connection_finds_its_listener_by_local_address() {
+        let c = contexts(&["0.0.0.0:1443", "127.0.0.1:2443", "[::1]:3443"]);
+        let found = |local: &str| c.for_local(local.parse().unwrap()).is_some();
+        assert!(found("192.0.2.7:1443"), "the IPv4 wildcard");
+        assert!(found("127.0.0.1:2443"));
+        assert!(found("[::1]:3443"));
+        assert!(
+            !found("[::1]:1443"),
+            "not the IPv6 side of an IPv4 wildcard"
+        );
+        assert!(!found("127.0.0.2:2443"), "a specific address only");
+        assert!(!found("192.0.2.7:1080"));
+    }
+}

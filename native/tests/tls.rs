@@ -451,7 +451,8 @@ fn client_certificates_are_users() {
 }
 
 /// Chaining over TLS: a client → A (plain) → B (TLS with client certificates) → echo; A's
-/// `[[upstream]]` has B's CA and a client certificate whose CN B's rules allow.
+/// `[[upstream]]` has B's CA and a client certificate whose CN B's rules allow. B's listener
+/// also takes PROXY headers, which A sends before TLS: B logs A's client as its own.
 #[test]
 fn chaining_through_a_tls_upstream() {
     let pki = Pki::new();
@@ -459,13 +460,13 @@ fn chaining_through_a_tls_upstream() {
     pki.leaf("gateway", "clients", "gateway-a", "client", 2);
     let b = Server::builder()
         .config(&format!(
-            "default_action = \"deny\"\n[[rule]]\naction = \"allow\"\nusers = [\"gateway-a\"]\n\n{}",
+            "default_action = \"deny\"\n[[rule]]\naction = \"allow\"\nusers = [\"gateway-a\"]\n\n[[proxy_protocol]]\nlisteners = [\"{{listen}}\"]\nfrom = [\"127.0.0.1\"]\nrequired = false\n\n{}",
             pki.tls_entry(&format!("client_ca = \"{}\"\n", pki.path("clients.pem")))
         ))
         .start();
     let a = Server::builder()
         .config(&format!(
-            "[[upstream]]\nname = \"b\"\nurl = \"socks5h+tls://localhost:{}\"\nca = \"{}\"\ncertificate = \"{}\"\nkey = \"{}\"\n\n[[rule]]\naction = \"allow\"\nupstream = \"b\"\n",
+            "[[upstream]]\nname = \"b\"\nurl = \"socks5h+tls://localhost:{}\"\nproxy_protocol = true\nca = \"{}\"\ncertificate = \"{}\"\nkey = \"{}\"\n\n[[rule]]\naction = \"allow\"\nupstream = \"b\"\n",
             b.addr().port(),
             pki.path("ca.pem"),
             pki.path("gateway.pem"),
@@ -487,6 +488,54 @@ fn chaining_through_a_tls_upstream() {
     assert_same_bytes(&out.stdout, &body(200_000), "echo through A and B");
     let lines = wait_lines(&b, "outcome=\"succeeded\"", 1);
     assert!(lines[0].contains("user=gateway-a"), "{lines:?}");
+    let a_lines = wait_lines(&a, "outcome=\"succeeded\"", 1);
+    let client = |line: &str| {
+        line.split(" client=")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        client(&lines[0]),
+        client(&a_lines[0]),
+        "B sees A's client: {lines:?} {a_lines:?}"
+    );
+}
+
+/// `[[traffic]]` limits apply to TLS sessions (the copy relay): 600 KB down at 200 KB/s
+/// (64 KB burst) take about 2.7 s.
+#[test]
+fn traffic_limits_apply_over_tls() {
+    let pki = Pki::new();
+    let server = Server::builder()
+        .config(&format!(
+            "[[traffic]]\nper = \"session\"\ndown = \"200K\"\nburst = \"64K\"\n\n{}",
+            pki.tls_entry("")
+        ))
+        .start();
+    let origin = http_origin();
+    let len = 600_000;
+    let started = Instant::now();
+    let mut cmd = socksgate::command();
+    cmd.args([
+        "connect",
+        "--proxy",
+        &format!("socks5h+tls://localhost:{}", server.addr().port()),
+        "--ca",
+        &pki.path("ca.pem"),
+        "127.0.0.1",
+        &origin.port().to_string(),
+    ]);
+    let request = format!("GET {} HTTP/1.0\r\nHost: x\r\n\r\n", http_path(len));
+    let out = tools::run_holding_stdin(&mut cmd, request.as_bytes(), TIMEOUT);
+    let took = started.elapsed();
+    out.assert_success("connect");
+    assert!(out.stdout.ends_with(&body(len)), "the body arrives whole");
+    assert!(
+        took >= Duration::from_millis(2300),
+        "600 KB at 200 KB/s took only {took:?}"
+    );
+    assert!(took < Duration::from_secs(20), "{took:?}");
 }
 
 fn hup(server: &Server) {
