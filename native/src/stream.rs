@@ -7,7 +7,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// A client or upstream connection. Plain sockets are relayed with splice; TLS ones with the
-/// buffered copy (see [`crate::relay::relay_streams`]).
+/// buffered copy (see [`crate::relay`]).
 #[derive(Debug)]
 pub enum Stream {
     /// A TCP socket.
