@@ -415,6 +415,28 @@ fn client_certificates_are_users() {
     let lines = wait_lines(&server, "outcome=\"succeeded\"", 1);
     assert!(lines[0].contains("user=alice"), "{lines:?}");
 
+    // SOCKS4a too: TLS authenticated the client, though the server has a users file (which
+    // refuses SOCKS4 on plain connections).
+    let out = connect(
+        &format!("socks4a+tls://localhost:{}", server.addr().port()),
+        &[
+            "--ca",
+            &ca,
+            "--cert",
+            &pki.path("alice.pem"),
+            "--key",
+            &pki.path("alice.key"),
+        ],
+        echo.port(),
+        b"socks4a",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"socks4a");
+
     let out = with("bob", b"x");
     assert!(!out.status.success());
     let lines = wait_lines(&server, "user=bob", 1);
@@ -441,9 +463,9 @@ fn client_certificates_are_users() {
         );
         let line = lines.last().unwrap();
         let want = match extra {
-            None => "certificate",
-            Some("expired") => "Expired",
-            _ => "UnknownIssuer",
+            None => "peer sent no certificates",
+            Some("expired") => "invalid peer certificate: Expired",
+            _ => "invalid peer certificate: UnknownIssuer",
         };
         assert!(line.contains(want), "{case}: {line}");
     }
