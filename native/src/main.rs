@@ -89,6 +89,8 @@ fn run(cli: Cli) -> Result<()> {
                     );
                 }
             }
+            // The certificate, key and CA files are read as `serve` would.
+            socksgate::tls::Contexts::load(&config)?;
             config.check_open_proxy()?;
             config.check_supported()?;
             print!("{}", config.to_toml());

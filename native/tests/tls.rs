@@ -617,7 +617,8 @@ fn replace(to: &Path, from: &Path) {
 }
 
 /// `[[tls]]` mistakes: a listener not in `listen` is located by `check-config`; a missing
-/// key file stops `serve` before it listens, naming the file.
+/// key file fails `check-config` and stops `serve` before it listens, naming the file. A good
+/// entry shows in `check-config`'s effective configuration.
 #[test]
 fn tls_configuration_errors() {
     let dir = TempDir::new();
@@ -640,15 +641,30 @@ fn tls_configuration_errors() {
             pki.path("server.pem")
         ),
     );
-    let out = socksgate::run(&["check-config", conf.to_str().unwrap()], b"");
+    for command in [
+        &["check-config", conf.to_str().unwrap()][..],
+        &["serve", "--config", conf.to_str().unwrap()],
+    ] {
+        let out = socksgate::run(command, b"");
+        assert!(!out.status.success(), "{command:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no-such.key"), "{command:?}: {err}");
+    }
+    let text = std::fs::read_to_string(&conf)
+        .unwrap()
+        .replace("no-such.key", &pki.path("server.key"))
+        .replace(
+            "client_certificate",
+            &format!("client_ca = \"{}\"\nclient_certificate", pki.path("ca.pem")),
+        );
+    let good = dir.write("good.toml", text);
+    let out = socksgate::run(&["check-config", good.to_str().unwrap()], b"");
+    out.assert_success("check-config");
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(shown.contains("[[tls]]"), "{shown}");
+    assert!(shown.contains("client_ca = "), "{shown}");
     assert!(
         shown.contains("client_certificate = \"optional\""),
         "{shown}"
     );
-    let out = socksgate::run(&["serve", "--config", conf.to_str().unwrap()], b"");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no-such.key"), "{err}");
 }
