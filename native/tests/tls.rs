@@ -668,3 +668,40 @@ fn tls_configuration_errors() {
         "{shown}"
     );
 }
+
+/// An expired server certificate: `connect` refuses it and says so; the server logs one line.
+#[test]
+fn expired_server_certificate_is_refused_by_the_client() {
+    let pki = Pki::new();
+    pki.leaf("old", "ca", "localhost", "server", -1);
+    let server = Server::builder()
+        .config(&format!(
+            "[[tls]]\nlisteners = [\"{{listen}}\"]\ncertificate = \"{}\"\nkey = \"{}\"\n",
+            pki.path("old.pem"),
+            pki.path("old.key")
+        ))
+        .start();
+    let echo = echo();
+    let before = lines_with(&server, "TLS handshake failed").len();
+    let out = connect(
+        &format!("socks5h+tls://localhost:{}", server.addr().port()),
+        &["--ca", &pki.path("ca.pem")],
+        echo.port(),
+        b"x",
+    );
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Expired"), "{err}");
+    let lines = wait_lines(&server, "TLS handshake failed", before + 1);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        lines_with(&server, "TLS handshake failed").len(),
+        before + 1,
+        "{lines:?}"
+    );
+    assert!(
+        lines.last().unwrap().contains("CertificateExpired"),
+        "{lines:?}"
+    );
+}
