@@ -2,7 +2,7 @@
 //! decoding) or to a UDP association, then turns connections into report sessions.
 
 use core::net::{IpAddr, SocketAddr};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use crate::Options;
 use crate::capture::Frame;
@@ -31,6 +31,8 @@ struct Conn {
     decoder: Option<Box<Decoder>>,
     start: f64,
     end: f64,
+    /// The capture clock at the last packet (for the idle timeout).
+    last_seen: f64,
     first_frame: u64,
     seen_payload: bool,
     server_first: bool,
@@ -63,6 +65,7 @@ impl Conn {
             decoder: None,
             start: frame.ts,
             end: frame.ts,
+            last_seen: f64::NEG_INFINITY,
             first_frame: frame.number,
             seen_payload: false,
             server_first: false,
@@ -273,36 +276,88 @@ impl Conn {
     }
 }
 
-/// All state of one inspection run.
+/// How long (capture seconds) a closed connection still takes its late packets (the last ACK,
+/// a retransmitted FIN) before it is reported.
+pub(crate) const CLOSE_LINGER: f64 = 1.0;
+/// How long (capture seconds) the 4-tuple of a reported, closed connection is remembered, so
+/// stray packets after the close do not open a new connection (TCP's TIME_WAIT is 60 s).
+const TOMBSTONE: f64 = 60.0;
+
+/// All state of one inspection run: the live connections only. A connection is reported (its
+/// [`Session`] moved to the ready list, its state dropped) [`CLOSE_LINGER`] after it closed
+/// (FIN both ways, or RST), after [`Options::idle_timeout`] without packets, or at the end.
 #[derive(Debug)]
-pub(crate) struct Engine<'o> {
-    opts: &'o Options,
-    conns: Vec<Conn>,
+pub(crate) struct Engine {
+    opts: Options,
+    conns: HashMap<usize, Conn>,
     index: HashMap<(SocketAddr, SocketAddr), usize>,
     udp: UdpMatcher,
+    /// Ids given so far (the next connection's id): TCP connections seen.
+    next_id: usize,
+    /// The capture clock: the latest time seen in two consecutive frames, so that one frame
+    /// with a wild timestamp does not expire every connection.
+    now: f64,
+    /// The previous frame's timestamp.
+    prev_ts: f64,
+    /// Closed connections waiting for their linger to pass: (report time, id), oldest first.
+    closing: VecDeque<(f64, usize)>,
+    /// 4-tuples of reported closed connections, with the time they are forgotten.
+    tombstones: HashMap<(SocketAddr, SocketAddr), f64>,
+    /// Capture time of the next sweep for idle connections and old tombstones.
+    next_sweep: f64,
+    /// Sessions reported and not yet taken.
+    ready: Vec<Session>,
 }
 
 fn key(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
     if a <= b { (a, b) } else { (b, a) }
 }
 
-impl<'o> Engine<'o> {
-    pub(crate) fn new(opts: &'o Options) -> Self {
+impl Engine {
+    pub(crate) fn new(opts: Options) -> Self {
         Self {
             opts,
-            conns: Vec::new(),
+            conns: HashMap::new(),
             index: HashMap::new(),
             udp: UdpMatcher::default(),
+            next_id: 0,
+            now: f64::NEG_INFINITY,
+            prev_ts: f64::NEG_INFINITY,
+            closing: VecDeque::new(),
+            tombstones: HashMap::new(),
+            next_sweep: f64::NEG_INFINITY,
+            ready: Vec::new(),
         }
     }
 
     /// Number of TCP connections seen.
     pub(crate) fn tcp_connections(&self) -> u64 {
-        self.conns.len() as u64
+        self.next_id as u64
+    }
+
+    /// Number of connections held (not yet reported).
+    pub(crate) fn live_connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Sessions reported since the last call, in the order they were reported.
+    pub(crate) fn take_ready(&mut self) -> Vec<Session> {
+        core::mem::take(&mut self.ready)
     }
 
     /// Processes one frame.
     pub(crate) fn frame(&mut self, frame: &Frame<'_>) {
+        // The first frame sets the clock alone.
+        let confirmed = if self.prev_ts == f64::NEG_INFINITY {
+            frame.ts
+        } else {
+            frame.ts.min(self.prev_ts)
+        };
+        self.prev_ts = frame.ts;
+        if confirmed > self.now {
+            self.now = confirmed;
+            self.expire();
+        }
         let Some(pkt) = link::decode(frame.link_type, frame.data) else {
             return;
         };
@@ -312,53 +367,123 @@ impl<'o> Engine<'o> {
         }
     }
 
+    /// Reports the connections whose linger or idle time has passed at `self.now`.
+    fn expire(&mut self) {
+        while let Some(&(due, id)) = self.closing.front() {
+            if due >= self.now {
+                break;
+            }
+            self.closing.pop_front();
+            self.retire(id, true);
+        }
+        let Some(idle) = self.opts.idle_timeout else {
+            return;
+        };
+        if self.now < self.next_sweep {
+            return;
+        }
+        // Sweeping a quarter of the timeout apart bounds the overshoot and the cost.
+        self.next_sweep = self.now + (idle / 4.0).max(1.0);
+        let now = self.now;
+        let idle_ids: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.closed && now - c.last_seen > idle)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in idle_ids {
+            self.retire(id, false);
+        }
+        self.tombstones.retain(|_, &mut until| until >= now);
+    }
+
+    /// Reports connection `id` now: flushes its streams, finishes decoding, queues its
+    /// session and drops its state. `closed`: it ended by FIN/RST (its 4-tuple is remembered).
+    fn retire(&mut self, id: usize, closed: bool) {
+        let Some(mut conn) = self.conns.remove(&id) else {
+            return;
+        };
+        let k = key(conn.client, conn.server);
+        if self.index.get(&k) == Some(&id) {
+            self.index.remove(&k);
+            if closed {
+                self.tombstones.insert(k, self.now + TOMBSTONE);
+            }
+        }
+        if conn.verdict != Verdict::NotSocks {
+            conn.finish_streams();
+            conn.progress(id, &mut self.udp, &self.opts, true);
+        }
+        self.udp.remove(id);
+        if let Some(session) = conn.into_session(&self.opts) {
+            self.ready.push(session);
+        }
+    }
+
     fn tcp(&mut self, frame: &Frame<'_>, pkt: &Packet<'_>, tcp: &TcpMeta) {
         let k = key(pkt.src, pkt.dst);
+        let new_syn = tcp.syn && !tcp.ack_flag;
         let existing = self.index.get(&k).copied();
+        if existing.is_none() && !new_syn && self.tombstones.contains_key(&k) {
+            // A late packet of a connection already reported.
+            return;
+        }
         // A new SYN (not a retransmitted one) on a known 4-tuple starts a new connection.
         let fresh_syn = |c: &Conn| c.closed || c.syn_seq.is_some_and(|s| s != tcp.seq);
         let idx = match existing {
-            Some(i) if !(tcp.syn && !tcp.ack_flag && self.conns.get(i).is_some_and(fresh_syn)) => i,
+            Some(i) if !(new_syn && self.conns.get(&i).is_some_and(fresh_syn)) => i,
             _ => {
                 let (client, server) = if tcp.syn && tcp.ack_flag {
                     (pkt.dst, pkt.src)
                 } else {
                     (pkt.src, pkt.dst)
                 };
+                let i = self.next_id;
+                self.next_id += 1;
                 self.conns
-                    .push(Conn::new(client, server, self.opts.reassembly_cap, frame));
-                let i = self.conns.len() - 1;
+                    .insert(i, Conn::new(client, server, self.opts.reassembly_cap, frame));
                 self.index.insert(k, i);
+                self.tombstones.remove(&k);
                 i
             }
         };
-        let Some(conn) = self.conns.get_mut(idx) else {
+        let Some(conn) = self.conns.get_mut(&idx) else {
             return;
         };
         conn.end = frame.ts;
-        if tcp.syn && !tcp.ack_flag {
+        conn.last_seen = self.now;
+        if new_syn {
             conn.syn_seq = Some(tcp.seq);
         }
-        if conn.verdict == Verdict::NotSocks {
-            return;
-        }
-        let is_up = pkt.src == conn.client;
-        conn.snap_truncated |= pkt.truncated;
-        let origin = Origin {
-            frame: frame.number,
-            file_offset: frame.file_offset + pkt.payload_offset,
-        };
-        conn.segment(is_up, tcp, pkt.payload, origin);
-        // Who spoke first is decided by the first bytes delivered in stream order, so a
-        // reordered capture does not make a client look like a server.
-        let delivered = !conn.up_buf.data.is_empty() || !conn.down_buf.data.is_empty();
-        if !conn.seen_payload && delivered {
-            conn.seen_payload = true;
-            conn.server_first = conn.up_buf.data.is_empty();
+        let was_closed = conn.closed;
+        if conn.verdict != Verdict::NotSocks {
+            let is_up = pkt.src == conn.client;
+            conn.snap_truncated |= pkt.truncated;
+            let origin = Origin {
+                frame: frame.number,
+                file_offset: frame.file_offset + pkt.payload_offset,
+            };
+            conn.segment(is_up, tcp, pkt.payload, origin);
+            // Who spoke first is decided by the first bytes delivered in stream order, so a
+            // reordered capture does not make a client look like a server.
+            let delivered = !conn.up_buf.data.is_empty() || !conn.down_buf.data.is_empty();
+            if !conn.seen_payload && delivered {
+                conn.seen_payload = true;
+                conn.server_first = conn.up_buf.data.is_empty();
+            }
+        } else {
+            // Not decoded, but its close still ends it.
+            conn.up.fin |= tcp.fin && pkt.src == conn.client;
+            conn.down.fin |= tcp.fin && pkt.src != conn.client;
         }
         conn.rst |= tcp.rst;
         conn.closed = conn.rst || (conn.up.fin && conn.down.fin);
-        conn.progress(idx, &mut self.udp, self.opts, false);
+        if conn.verdict != Verdict::NotSocks {
+            conn.progress(idx, &mut self.udp, &self.opts, false);
+        }
+        if conn.closed && !was_closed {
+            self.closing.push_back((self.now + CLOSE_LINGER, idx));
+        }
     }
 
     fn udp(&mut self, frame: &Frame<'_>, pkt: &Packet<'_>) {
@@ -370,10 +495,11 @@ impl<'o> Engine<'o> {
         let Some((idx, way)) = self.udp.classify(pkt.src, pkt.dst, &mut header_ok) else {
             return;
         };
-        let Some(conn) = self.conns.get_mut(idx) else {
+        let Some(conn) = self.conns.get_mut(&idx) else {
             return;
         };
         conn.end = conn.end.max(frame.ts);
+        conn.last_seen = self.now;
         let dir = match way {
             Way::Up => {
                 conn.udp_up += 1;
@@ -419,19 +545,15 @@ impl<'o> Engine<'o> {
         }
     }
 
-    /// End of capture: flush reassembly, finish decoding, build sessions.
-    pub(crate) fn finish(mut self) -> Vec<Session> {
-        for (idx, conn) in self.conns.iter_mut().enumerate() {
-            if conn.verdict == Verdict::NotSocks {
-                continue;
-            }
-            conn.finish_streams();
-            conn.progress(idx, &mut self.udp, self.opts, true);
+    /// End of capture: reports every connection still held, in order of first packet.
+    pub(crate) fn finish(&mut self) -> Vec<Session> {
+        self.closing.clear();
+        let mut ids: Vec<usize> = self.conns.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let closed = self.conns.get(&id).is_some_and(|c| c.closed);
+            self.retire(id, closed);
         }
-        let opts = self.opts;
-        self.conns
-            .into_iter()
-            .filter_map(|c| c.into_session(opts))
-            .collect()
+        self.take_ready()
     }
 }

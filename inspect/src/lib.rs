@@ -20,6 +20,7 @@
 pub mod capture;
 pub mod detect;
 mod engine;
+mod inspector;
 pub mod link;
 pub mod report;
 pub mod session;
@@ -28,6 +29,7 @@ pub mod tcp_reassembly;
 pub mod tunnel;
 pub mod udp_match;
 
+pub use inspector::Inspector;
 pub use report::{CaptureInfo, Dir, Field, Message, Report, Session};
 
 /// Inspection settings.
@@ -39,13 +41,21 @@ pub struct Options {
     pub show_secrets: bool,
     /// Most out-of-order bytes buffered per TCP direction before a hole is declared a gap.
     pub reassembly_cap: usize,
+    /// Capture seconds without a packet after which an open connection is reported as it
+    /// stands (default 900 s: a live capture reports a stalled connection without waiting for
+    /// the end of input); packets after that start a new connection. `None`: never.
+    pub idle_timeout: Option<f64>,
 }
+
+/// Default [`Options::idle_timeout`]: 15 minutes of capture time.
+pub const DEFAULT_IDLE_TIMEOUT: f64 = 900.0;
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             show_secrets: false,
             reassembly_cap: tcp_reassembly::DEFAULT_CAP,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
         }
     }
 }
@@ -126,33 +136,31 @@ pub fn render(capture: &[u8], json: bool, show_secrets: bool) -> Result<String, 
 }
 
 /// [`inspect`], calling `progress` about every MiB and once at the end (`done == total`).
+///
+/// A thin wrapper of [`Inspector`]: pushes the capture in 1 MiB chunks and returns the
+/// sessions in order of first packet.
 pub fn inspect_with_progress(
     capture: &[u8],
     options: &Options,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Report, InspectError> {
+    const CHUNK: usize = 1 << 20;
     let total = capture.len();
-    let mut engine = engine::Engine::new(options);
-    let summary = capture::read(
-        capture,
-        |frame| engine.frame(frame),
-        |done| progress(Progress { done, total }),
-    )?;
-    let tcp_connections = engine.tcp_connections();
-    let sessions = engine.finish();
-    Ok(Report {
-        capture: CaptureInfo {
-            format: summary.format.name(),
-            packets: summary.packets,
-            link_types: summary
-                .link_types
-                .iter()
-                .map(|&l| capture::link_type_name(l))
-                .collect(),
-            bytes: total,
-            tcp_connections,
-            truncated: summary.truncated,
-        },
-        sessions,
-    })
+    let mut inspector = Inspector::new(options.clone());
+    let mut sessions = Vec::new();
+    for chunk in capture.chunks(CHUNK) {
+        inspector.push(chunk)?;
+        sessions.extend(inspector.take_sessions());
+        let done = inspector.bytes_read();
+        if done < total {
+            progress(Progress { done, total });
+        }
+    }
+    let mut report = inspector.finish()?;
+    sessions.append(&mut report.sessions);
+    // One connection per first frame: the order of first packets.
+    sessions.sort_by_key(|s| s.first_frame);
+    report.sessions = sessions;
+    progress(Progress { done: total, total });
+    Ok(report)
 }

@@ -51,6 +51,7 @@ impl UdpMatcher {
     /// Registers connection `conn`'s association: relay address (already resolved against the
     /// server's address), client IP, and the client port the request announced (0 = unknown).
     pub fn register(&mut self, conn: usize, relay: SocketAddr, client_ip: IpAddr, port: u16) {
+        self.relay_of.insert(conn, canon(relay));
         self.by_relay
             .entry(canon(relay))
             .or_default()
@@ -72,6 +73,16 @@ impl UdpMatcher {
                 a.active = false;
             }
         }
+    }
+
+    /// Connection `conn` was reported: forgets its association, so the table holds only the
+    /// live connections'.
+    pub fn remove(&mut self, conn: usize) {
+        self.close(conn);
+        for list in self.by_relay.values_mut() {
+            list.retain(|a| a.conn != conn);
+        }
+        self.by_relay.retain(|_, list| !list.is_empty());
     }
 
     /// True if nothing is registered (fast path).
