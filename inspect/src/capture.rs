@@ -294,7 +294,14 @@ impl Reader {
                 Ok((next, block)) => {
                     let ts = f64::from(block.ts_sec) + f64::from(block.ts_usec) / divisor;
                     let file_offset = self.base + offset_in(data, block.data);
-                    self.emit(on_frame, link_type, ts, block.data, file_offset, block.origlen);
+                    self.emit(
+                        on_frame,
+                        link_type,
+                        ts,
+                        block.data,
+                        file_offset,
+                        block.origlen,
+                    );
                     rest = next;
                 }
                 Err(nom::Err::Incomplete(_)) if !at_end => break,
@@ -398,7 +405,14 @@ impl Reader {
                     let bytes: &[u8] = epb.data;
                     let bytes = bytes.get(..epb.caplen as usize).unwrap_or(bytes);
                     let file_offset = self.base + offset_in(data, bytes);
-                    self.emit(on_frame, iface.link_type, ts, bytes, file_offset, epb.orig_len());
+                    self.emit(
+                        on_frame,
+                        iface.link_type,
+                        ts,
+                        bytes,
+                        file_offset,
+                        epb.orig_len(),
+                    );
                 }
                 Ok(Block::SimplePacket(spb)) => {
                     // A simple packet belongs to interface 0 and carries no timestamp.
@@ -409,7 +423,14 @@ impl Reader {
                     let bytes: &[u8] = spb.data;
                     let bytes = bytes.get(..spb.origlen as usize).unwrap_or(bytes);
                     let file_offset = self.base + offset_in(data, bytes);
-                    self.emit(on_frame, iface.link_type, 0.0, bytes, file_offset, spb.orig_len());
+                    self.emit(
+                        on_frame,
+                        iface.link_type,
+                        0.0,
+                        bytes,
+                        file_offset,
+                        spb.orig_len(),
+                    );
                 }
                 Ok(_) => {}
             }

@@ -440,8 +440,10 @@ impl Engine {
                 };
                 let i = self.next_id;
                 self.next_id += 1;
-                self.conns
-                    .insert(i, Conn::new(client, server, self.opts.reassembly_cap, frame));
+                self.conns.insert(
+                    i,
+                    Conn::new(client, server, self.opts.reassembly_cap, frame),
+                );
                 self.index.insert(k, i);
                 self.tombstones.remove(&k);
                 i
