@@ -127,12 +127,17 @@ pub struct CheckConfigArgs {
 /// `socksgate inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// The capture file (pcap or pcapng).
+    /// The capture file (pcap or pcapng, optionally gzip- or zstd-compressed); `-` reads
+    /// stdin (e.g. `tcpdump -i lo -w - -U | socksgate inspect - --json-lines`).
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
     /// Print the JSON document (the same one the web inspector produces).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "json_lines")]
     pub json: bool,
+    /// Print one JSON session per line as each connection ends, then a last line
+    /// `{"capture": {...}}` with the facts about the file.
+    #[arg(long)]
+    pub json_lines: bool,
     /// Show RFC 1929 passwords instead of masking them.
     #[arg(long)]
     pub show_secrets: bool,

@@ -2,6 +2,8 @@
 //! library; this file only dispatches subcommands and reports errors.
 #![forbid(unsafe_code)]
 
+mod inspect_command;
+
 use std::io::IsTerminal as _;
 use std::sync::Arc;
 
@@ -69,14 +71,7 @@ fn run(cli: Cli) -> Result<()> {
             result?;
             Ok(())
         }
-        Command::Inspect(args) => {
-            let capture = std::fs::read(&args.file)
-                .with_context(|| format!("reading {}", args.file.display()))?;
-            let text = socksgate_inspect::render(&capture, args.json, args.show_secrets)
-                .with_context(|| args.file.display().to_string())?;
-            print!("{text}");
-            Ok(())
-        }
+        Command::Inspect(args) => inspect_command::run(&args),
         Command::CheckConfig(args) => {
             let mut config = Config::load(&args.file)?;
             config.finish();
