@@ -48,6 +48,79 @@ pub fn inspect_text(bytes: &[u8], reveal_secrets: bool) -> Result<String, JsErro
         .map_err(|e| JsError::new(&e.to_string()))
 }
 
+/// A capture inspected chunk by chunk (a `ReadableStream`, a streamed request body): memory
+/// stays bounded by the connections alive at one point of the capture, not by its size.
+///
+/// ```js
+/// const inspector = new Inspector(false);
+/// const sessions = [];
+/// for await (const chunk of body) sessions.push(...JSON.parse(inspector.push(chunk)));
+/// const report = JSON.parse(inspector.finish()); // { capture, sessions: the rest }
+/// report.sessions = sessions.concat(report.sessions).sort((a, b) => a.first_frame - b.first_frame);
+/// ```
+#[wasm_bindgen(js_name = Inspector)]
+#[derive(Debug)]
+pub struct StreamingInspector {
+    inner: Option<socksgate_inspect::Inspector>,
+}
+
+#[wasm_bindgen(js_class = Inspector)]
+impl StreamingInspector {
+    /// A new inspection; `reveal_secrets` as for [`inspect`].
+    #[wasm_bindgen(constructor)]
+    pub fn new(reveal_secrets: bool) -> Self {
+        Self {
+            inner: Some(socksgate_inspect::Inspector::new(Options::with_secrets(
+                reveal_secrets,
+            ))),
+        }
+    }
+
+    /// Feeds the next bytes; returns the sessions whose connections ended, as a JSON array
+    /// (in the order they ended). Throws as soon as the bytes show the input is not a
+    /// capture; the inspector is unusable after a throw.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<String, JsError> {
+        push_json(&mut self.inner, chunk).map_err(|e| JsError::new(&e))
+    }
+
+    /// End of input: the JSON document (the contract's `capture` and the `sessions` not yet
+    /// returned by `push`, in order of first packet).
+    pub fn finish(&mut self) -> Result<String, JsError> {
+        finish_json(&mut self.inner).map_err(|e| JsError::new(&e))
+    }
+
+    /// Bytes pushed so far.
+    #[wasm_bindgen(getter, js_name = bytesRead)]
+    pub fn bytes_read(&self) -> f64 {
+        self.inner.as_ref().map_or(0.0, |i| i.bytes_read() as f64)
+    }
+}
+
+/// The target-independent part of `Inspector.push`.
+pub fn push_json(
+    inspector: &mut Option<socksgate_inspect::Inspector>,
+    chunk: &[u8],
+) -> Result<String, String> {
+    let Some(i) = inspector.as_mut() else {
+        return Err("this Inspector has finished or failed".into());
+    };
+    if let Err(e) = i.push(chunk) {
+        *inspector = None;
+        return Err(e.to_string());
+    }
+    serde_json::to_string(&i.take_sessions()).map_err(|e| e.to_string())
+}
+
+/// The target-independent part of `Inspector.finish`.
+pub fn finish_json(inspector: &mut Option<socksgate_inspect::Inspector>) -> Result<String, String> {
+    let i = inspector
+        .take()
+        .ok_or_else(|| "this Inspector has finished or failed".to_owned())?;
+    i.finish()
+        .map(|r| r.to_json_compact())
+        .map_err(|e| e.to_string())
+}
+
 /// The crate version, for the page footer.
 #[wasm_bindgen]
 pub fn version() -> String {
@@ -127,6 +200,39 @@ impl Inspection {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn streaming_binding_matches_the_batch_document() {
+        let sample = include_bytes!("../tests/fixtures/curl-lo.pcapng");
+        let batch: serde_json::Value =
+            serde_json::from_str(&super::inspect_json(sample, false, &mut |_| {}).unwrap())
+                .unwrap();
+        let mut inspector = Some(socksgate_inspect::Inspector::new(
+            socksgate_inspect::Options::default(),
+        ));
+        let mut sessions = Vec::new();
+        for chunk in sample.chunks(1000) {
+            let ended: Vec<serde_json::Value> =
+                serde_json::from_str(&super::push_json(&mut inspector, chunk).unwrap()).unwrap();
+            sessions.extend(ended);
+        }
+        let mut doc: serde_json::Value =
+            serde_json::from_str(&super::finish_json(&mut inspector).unwrap()).unwrap();
+        sessions.extend(doc["sessions"].as_array().unwrap().iter().cloned());
+        sessions.sort_by_key(|s| s["first_frame"].as_u64());
+        doc["sessions"] = sessions.into();
+        assert_eq!(doc, batch);
+        assert!(super::push_json(&mut inspector, b"x").is_err(), "finished");
+    }
+
+    #[test]
+    fn streaming_binding_rejects_a_non_capture_early() {
+        let mut inspector = Some(socksgate_inspect::Inspector::new(
+            socksgate_inspect::Options::default(),
+        ));
+        let e = super::push_json(&mut inspector, b"POST / HTTP/1.1\r\n").unwrap_err();
+        assert!(e.starts_with("not a capture file"), "{e}");
+    }
+
     #[test]
     fn not_a_capture_is_a_readable_error() {
         let e = super::inspect_json(b"hello", false, &mut |_| {}).unwrap_err();
