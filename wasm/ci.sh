@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # wasm/ci.sh — the browser face of the inspector. The root ci.sh runs it after the workspace
 # tests. Installs its pinned tools if missing (wasm-bindgen-cli at the exact wasm-bindgen
-# version of Cargo.lock; playwright-core from package-lock.json — never a browser: Debian's
-# /usr/bin/chromium is used), builds the page, runs the wasm-bindgen tests under Node and the
-# end-to-end Playwright test.
+# version of Cargo.lock; playwright-core, workerd and deno from package-lock.json — never a
+# browser: Debian's /usr/bin/chromium is used), builds the page and package, runs the
+# wasm-bindgen tests under Node, the end-to-end Playwright test, and the package in Node,
+# Deno, Chromium and workerd (e2e/runtimes.mjs).
 #
 #   SOCKSGATE_CI_SOAK=1   also generate a ~200 MB capture and measure MB/s natively and in Chromium
 set -euo pipefail
@@ -34,6 +35,10 @@ step "wasm-bindgen tests under node"
 
 step "end-to-end (playwright-core + /usr/bin/chromium)"
 node e2e/e2e.mjs
+
+step "the package in node, deno, chromium and workerd; the edge example (150 MiB streamed POST)"
+(cd "$ROOT" && cargo build --locked -q -p socksgate --bin socksgate)
+SOCKSGATE_BIN="$ROOT/target/debug/socksgate" node e2e/runtimes.mjs
 
 if [ "${SOCKSGATE_CI_SOAK:-0}" = 1 ]; then
     step "throughput on a ~200 MB synthetic capture"

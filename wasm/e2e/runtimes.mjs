@@ -1,0 +1,174 @@
+// The socksgate-wasm package (www/pkg, built by build.sh) in every runtime it is for, and the
+// edge example in workerd:
+//
+// - the JSON document of every test capture is identical from the CLI (`socksgate inspect
+//   FILE --json`), Node 20 (the package's node entry, file streamed), Deno (npm `deno`, same
+//   entry), Chromium (the web entry + stream.js on Blob.stream(), Debian's /usr/bin/chromium)
+//   and workerd (npm `workerd`: edge/worker.js, the capture POSTed with chunked encoding);
+// - the TypeScript declarations type-check a typical use (`deno check e2e/typecheck.ts`);
+// - workerd answers a non-capture with HTTP 422 and a readable message;
+// - workerd takes a ≥ 150 MiB synthetic capture generated as a stream (chunked POST) and its
+//   wasm memory stays under 64 MiB.
+//
+//   SOCKSGATE_BIN=target/debug/socksgate node e2e/runtimes.mjs
+import { spawn, execFileSync } from "node:child_process";
+import { createReadStream } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { request } from "node:http";
+import { createServer } from "node:net";
+import { once } from "node:events";
+import { Readable } from "node:stream";
+import { fileURLToPath } from "node:url";
+import assert from "node:assert/strict";
+import { chromium } from "playwright-core";
+import { serve } from "./serve.mjs";
+import { synthCapture, expectedSessions } from "./synth-stream.mjs";
+import { inspectStream, wasmMemoryBytes } from "../www/pkg/node.js";
+
+const here = (p) => fileURLToPath(new URL(p, import.meta.url));
+const BIN = process.env.SOCKSGATE_BIN ?? here("../../target/debug/socksgate");
+const FIXTURES = ["sample.pcap", "curl-lo.pcapng"].map((f) => here(`../tests/fixtures/${f}`));
+const MiB = 1 << 20;
+const canonical = (json) => JSON.stringify(typeof json === "string" ? JSON.parse(json) : json);
+const children = [];
+const log = (...a) => console.log("runtimes:", ...a);
+
+async function freePort() {
+  const s = createServer();
+  await new Promise((ok) => s.listen(0, "127.0.0.1", ok));
+  const { port } = s.address();
+  await new Promise((ok) => s.close(ok));
+  return port;
+}
+
+/** POSTs `chunks` (an iterable of Buffers) with chunked encoding; resolves to { status, headers, body }. */
+function post(port, chunks) {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: "127.0.0.1", port, method: "POST", path: "/",
+      headers: { "content-type": "application/vnd.tcpdump.pcap" } }, (res) => {
+      const parts = [];
+      res.on("data", (d) => parts.push(d));
+      res.on("end", () => resolve({ status: res.statusCode, headers: res.headers,
+        body: Buffer.concat(parts).toString() }));
+      res.on("error", reject);
+    });
+    req.on("error", reject);
+    (async () => {
+      for (const chunk of chunks) {
+        if (!req.write(chunk)) await once(req, "drain");
+      }
+      req.end();
+    })().catch(reject);
+  });
+}
+
+function* pieces(bytes, size) {
+  for (let at = 0; at < bytes.length; at += size) yield bytes.subarray(at, at + size);
+}
+
+let failed = false;
+try {
+  // The reference: the CLI.
+  const expected = new Map();
+  for (const f of FIXTURES) expected.set(f, canonical(execFileSync(BIN, ["inspect", f, "--json"]).toString()));
+  log("CLI", BIN);
+
+  // Node 20: the package's node entry, the file streamed from disk.
+  for (const f of FIXTURES) {
+    const report = await inspectStream(Readable.toWeb(createReadStream(f, { highWaterMark: 4096 })));
+    assert.equal(canonical(report), expected.get(f), `node: ${f}`);
+  }
+  log(`node ${process.version}: identical; wasm memory ${wasmMemoryBytes()} bytes`);
+
+  // Deno (npm `deno`): the same entry.
+  const deno = here("../node_modules/.bin/deno");
+  for (const f of FIXTURES) {
+    const out = execFileSync(deno, ["run", "--quiet", "--no-prompt", `--allow-read=${here("../")}`,
+      here("./deno-inspect.mjs"), f], { env: { ...process.env, DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" } });
+    assert.equal(canonical(out.toString()), expected.get(f), `deno: ${f}`);
+  }
+  log(execFileSync(deno, ["--version"]).toString().split("\n")[0] + ": identical");
+  // The TypeScript declarations: a typical use type-checks (Deno's TypeScript).
+  execFileSync(deno, ["check", "--quiet", here("./typecheck.ts")], { stdio: "inherit",
+    env: { ...process.env, DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" } });
+  log("deno check: the declarations type-check");
+
+  // Chromium: the web entry (init fetches the .wasm) and stream.js on a Blob's stream.
+  const server = await serve(0);
+  const url = `http://127.0.0.1:${server.address().port}/`;
+  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"] });
+  try {
+    const page = await browser.newPage();
+    await page.goto(url);
+    for (const f of FIXTURES) {
+      const bytes = [...(await readFile(f))];
+      const json = await page.evaluate(async (bytes) => {
+        const web = await import("/pkg/socksgate_wasm.js");
+        await web.default();
+        const { inspectStream } = await import("/pkg/stream.js");
+        const blob = new Blob([new Uint8Array(bytes)]);
+        return JSON.stringify(await inspectStream(blob.stream()));
+      }, bytes);
+      assert.equal(canonical(json), expected.get(f), `chromium: ${f}`);
+    }
+    log(`chromium ${browser.version()}: identical`);
+  } finally {
+    await browser.close();
+    server.close();
+  }
+
+  // workerd (npm `workerd`) running the edge example.
+  const port = await freePort();
+  const workerd = spawn(here("../node_modules/.bin/workerd"),
+    ["serve", here("../edge/workerd.capnp"), "--socket-addr", `http=127.0.0.1:${port}`],
+    { stdio: ["ignore", "pipe", "pipe"] });
+  children.push(workerd);
+  let workerdLog = "";
+  workerd.stdout.on("data", (d) => (workerdLog += d));
+  workerd.stderr.on("data", (d) => (workerdLog += d));
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      const r = await post(port, []);
+      if (r.status) break;
+    } catch (e) {
+      if (Date.now() > deadline || workerd.exitCode !== null) throw new Error(`workerd did not start: ${e}\n${workerdLog}`);
+      await new Promise((ok) => setTimeout(ok, 200));
+    }
+  }
+  for (const f of FIXTURES) {
+    const r = await post(port, pieces(await readFile(f), 1000));
+    assert.equal(r.status, 200, `workerd: ${f}: ${r.body}`);
+    assert.equal(canonical(r.body), expected.get(f), `workerd: ${f}`);
+  }
+  log("workerd: identical");
+
+  const bad = await post(port, [Buffer.from("<html>this is a web page, not a capture</html>\n")]);
+  assert.equal(bad.status, 422, bad.body);
+  assert.match(JSON.parse(bad.body).error, /^not a capture file: expected pcap .* found 3c 68 74 6d$/);
+  log("workerd: non-capture → 422:", JSON.parse(bad.body).error);
+
+  const t = Date.now();
+  let sent = 0;
+  const counted = (function* () { for (const c of synthCapture()) { sent += c.length; yield c; } })();
+  const big = await post(port, counted);
+  const secs = (Date.now() - t) / 1000;
+  assert.equal(big.status, 200, big.body.slice(0, 500));
+  assert.ok(sent >= 150 * MiB, `${sent} bytes sent`);
+  const report = JSON.parse(big.body);
+  const want = expectedSessions();
+  assert.equal(report.capture.bytes, sent);
+  assert.equal(report.sessions.length, want.count);
+  assert.ok(report.sessions.every((s) => s.bytes_up === want.bytesUp && s.dst_host === "example.com" && s.reply_code === 0));
+  const memory = Number(big.headers["x-wasm-memory-bytes"]);
+  assert.ok(memory > 0 && memory < 64 * MiB, `wasm memory ${memory} bytes`);
+  log(`workerd: ${(sent / 1e6).toFixed(1)} MB chunked POST in ${secs.toFixed(1)} s, ${report.sessions.length} sessions, wasm memory ${(memory / MiB).toFixed(1)} MiB`);
+} catch (e) {
+  failed = true;
+  console.error(e);
+} finally {
+  for (const c of children) c.kill();
+}
+if (failed) process.exit(1);
+console.log("runtimes: all checks passed");
