@@ -1,6 +1,7 @@
 //! `socksgate inspect` as a stream: stdin (`-`), `--json-lines` printing sessions as their
-//! connections end (before the input ends), gzip and zstd captures (compressed by Debian's
-//! gzip and zstd), and output to a pipe closed early (`| head`) ending quietly.
+//! connections end (before the input ends; also live from `tcpdump -w - -U`), gzip and zstd
+//! captures (compressed by Debian's gzip and zstd), the progress bar on a terminal (util-linux
+//! `script`), and output to a pipe closed early (`| head`) ending quietly.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::process::{Command, Stdio};
@@ -185,4 +186,158 @@ fn a_pipe_closed_early_ends_quietly() {
         );
         assert!(err.is_empty(), "{format:?}: quiet, but stderr has {err}");
     }
+}
+
+#[test]
+fn a_progress_bar_on_a_terminal_for_files_only() {
+    // util-linux `script` runs the command on a pseudo-terminal and copies what it draws.
+    let script = tool("script");
+    let on_terminal = |command: String| {
+        let out = Command::new(&script)
+            .args(["-qec", &command, "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{command}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let file = on_terminal(format!("{BIN} inspect {CAPTURE} --json > /dev/null"));
+    assert!(file.contains('█'), "a bar for a file: {file:?}");
+    assert!(file.contains("KiB"), "with sizes: {file:?}");
+    let stdin = on_terminal(format!("{BIN} inspect - --json < {CAPTURE} > /dev/null"));
+    assert!(stdin.is_empty(), "no bar for stdin: {stdin:?}");
+    let (_, piped, err) = inspect(&[CAPTURE, "--json"], b"");
+    assert!(
+        err.is_empty() && piped.starts_with('{'),
+        "no bar when stderr is not a terminal"
+    );
+}
+
+/// Reads lines from `out` on a thread, so the test can wait for one with a timeout.
+fn lines_of(out: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// A SOCKS5 CONNECT through `proxy` to `origin` (an echo server), one round trip, closed.
+fn socks5_round_trip(proxy: u16, origin: std::net::SocketAddr) {
+    use std::net::{IpAddr, TcpStream};
+    let mut s = TcpStream::connect(("127.0.0.1", proxy)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(&[5, 1, 0]).unwrap();
+    let mut reply = [0u8; 2];
+    s.read_exact(&mut reply).unwrap();
+    assert_eq!(reply, [5, 0]);
+    let IpAddr::V4(ip) = origin.ip() else {
+        panic!("IPv4 origin")
+    };
+    let mut request = vec![5, 1, 0, 1];
+    request.extend_from_slice(&ip.octets());
+    request.extend_from_slice(&origin.port().to_be_bytes());
+    s.write_all(&request).unwrap();
+    let mut reply = [0u8; 10];
+    s.read_exact(&mut reply).unwrap();
+    assert_eq!(reply[1], 0, "CONNECT succeeded");
+    s.write_all(b"ping").unwrap();
+    let mut echoed = [0u8; 4];
+    s.read_exact(&mut echoed).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+}
+
+#[test]
+fn live_capture_on_stdin_shows_sessions_as_they_finish() {
+    // tcpdump -i lo -w - -U | socksgate inspect - --json-lines, with a socksgate server and
+    // an echo origin on loopback: the first session is printed while the capture still runs.
+    let tcpdump = ["/usr/sbin/tcpdump", "/usr/bin/tcpdump"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("tcpdump is needed (Debian package tcpdump)");
+    let origin = socksgate_tests::origin::echo();
+    let port = socksgate_tests::free_port();
+    let mut server = Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let proxy_addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(socksgate_tests::wait_for_listener(
+        proxy_addr,
+        std::time::Duration::from_secs(10)
+    ));
+    let mut capture = Command::new(tcpdump)
+        .args([
+            "-i",
+            "lo",
+            "-U",
+            "-w",
+            "-",
+            "tcp",
+            "port",
+            &port.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let capture_err = lines_of(capture.stderr.take().unwrap());
+    let mut inspector = Command::new(BIN)
+        .args(["inspect", "-", "--json-lines"])
+        .stdin(Stdio::from(capture.stdout.take().unwrap()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let printed = lines_of(inspector.stdout.take().unwrap());
+    // tcpdump says so once it captures.
+    let started = std::time::Instant::now();
+    loop {
+        match capture_err.recv_timeout(std::time::Duration::from_secs(10)) {
+            Ok(line) if line.contains("listening on") => break,
+            Ok(_) if started.elapsed().as_secs() < 10 => {}
+            other => panic!("tcpdump did not start capturing: {other:?}"),
+        }
+    }
+    socks5_round_trip(port, origin.addr());
+    // The second session's packets, more than the 1 s linger later, bring out the first.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    socks5_round_trip(port, origin.addr());
+    let first = printed.recv_timeout(std::time::Duration::from_secs(10));
+    let still_capturing = capture.try_wait().unwrap().is_none();
+    let _ = capture.kill();
+    let _ = capture.wait();
+    let rest: Vec<String> = printed.iter().collect();
+    let _ = server.kill();
+    let _ = server.wait();
+    let status = inspector.wait().unwrap();
+    let first = first.unwrap_or_else(|e| {
+        panic!("no session printed while the capture runs ({e}); afterwards: {rest:?}")
+    });
+    assert!(still_capturing);
+    let session: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(session["server"], format!("127.0.0.1:{port}"));
+    assert_eq!(session["version"], "socks5");
+    assert_eq!(session["command"], "connect");
+    assert_eq!(session["dst_port"], origin.addr().port());
+    assert_eq!(session["reply_code"], 0);
+    assert_eq!(session["bytes_up"], 4);
+    assert_eq!(session["bytes_down"], 4);
+    assert!(status.success() || status.code().is_none() || status.code() == Some(0));
+    // The second session at the end of input, then the capture line.
+    assert!(rest.len() >= 2, "{rest:?}");
+    assert!(
+        rest.last().unwrap().starts_with("{\"capture\":"),
+        "{rest:?}"
+    );
 }
