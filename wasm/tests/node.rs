@@ -89,3 +89,21 @@ fn inspection_handle_gives_table_then_detail() {
     assert!(inspection.session_json(99).is_err());
     assert!(inspection.full_json().contains("\"messages\":[{"));
 }
+
+#[wasm_bindgen_test]
+fn the_chunked_inspector_finds_every_session() {
+    let mut inspector = socksgate_wasm::StreamingInspector::new(false);
+    let mut ended = 0;
+    for chunk in SAMPLE.chunks(777) {
+        let batch: js_sys::Array = parse(&inspector.push(chunk).unwrap()).into();
+        ended += batch.length();
+    }
+    assert_eq!(inspector.bytes_read(), SAMPLE.len() as f64);
+    let report = parse(&inspector.finish().unwrap());
+    let rest: js_sys::Array = get(&report, "sessions").into();
+    assert_eq!(ended + rest.length(), 6);
+    assert!(inspector.push(SAMPLE).is_err(), "finished");
+
+    let mut not_a_capture = socksgate_wasm::StreamingInspector::new(false);
+    assert!(not_a_capture.push(b"<!doctype html>").is_err());
+}
