@@ -1,7 +1,8 @@
 // End-to-end test of the inspector page in Debian's Chromium (no browser download):
 // serve wasm/www on 127.0.0.1, load a capture, see the sessions, sort and filter, open one,
 // see its fields and a highlighted byte range, export CSV, and get a clear error for a file
-// that is not a capture; then a real loopback capture with a UDP ASSOCIATE session.
+// that is not a capture; the same capture gzip-compressed; then a real loopback capture with a
+// UDP ASSOCIATE session.
 // Screenshots: e2e/out/{inspector,error,udp}.png.
 //
 //   node e2e/e2e.mjs                 the test
@@ -9,6 +10,7 @@
 import { chromium } from "playwright-core";
 import { mkdir, writeFile, readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
+import { gzipSync } from "node:zlib";
 import assert from "node:assert/strict";
 import { serve } from "./serve.mjs";
 
@@ -93,6 +95,13 @@ try {
     assert.equal(doc.sessions.length, 6);
     assert.equal(doc.sessions[0].messages.length, 6);
     assert.equal(doc.sessions[0].password, undefined);
+
+    // The same capture gzip-compressed (.pcap.gz): decompressed while it is read.
+    await writeFile(OUT + "sample.pcap.gz", gzipSync(await readFile(FIXTURE)));
+    await page.setInputFiles("#file", OUT + "sample.pcap.gz");
+    await page.waitForFunction(() => /sample\.pcap\.gz:/.test(document.querySelector("#summary")?.textContent ?? ""));
+    assert.match(await page.textContent("#summary"), /pcap, 95 packets, ETHERNET, 7 TCP connections, 6 SOCKS sessions/);
+    assert.equal(await rows.count(), 6);
 
     // Not a capture: a clear error.
     await writeFile(OUT + "not-a-capture.pcap", "<html>this is not a capture</html>");

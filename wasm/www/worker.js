@@ -1,31 +1,65 @@
 // Runs the inspector off the main thread and keeps the result for the detail pane.
+// The file is read as a stream (File.stream()) through the chunked Inspector, so the wasm
+// memory holds the connections alive at one point of the capture, not the file; a gzip file
+// (.pcap.gz, .pcapng.gz: recognised by its first bytes) is decompressed on the way
+// (DecompressionStream). Progress counts the file's bytes read.
 // In:  { type: "inspect", file: File|Blob, reveal: bool }
 //      { type: "session", index }          -> one session with its messages
 //      { type: "full" }                     -> the whole contract document (for export)
 // Out: { type: "progress", done, total }, { type: "done", json, ms, bytes, version },
 //      { type: "session", index, json }, { type: "full", json }, { type: "error", message }
-import init, { Inspection, version } from "./pkg/socksgate_wasm.js";
+import init, { version } from "./pkg/socksgate_wasm.js";
+import { inspectStream } from "./pkg/stream.js";
 
 const ready = init();
-let current = null;
+let current = null; // the last report: { capture, sessions } with messages
+let run = 0;
+
+const GZIP = [0x1f, 0x8b];
+
+async function captureStream(file, onBytes) {
+  const head = new Uint8Array(await file.slice(0, 2).arrayBuffer());
+  let done = 0;
+  const counted = file.stream().pipeThrough(new TransformStream({
+    transform(chunk, controller) {
+      done += chunk.byteLength;
+      onBytes(done);
+      controller.enqueue(chunk);
+    },
+  }));
+  const gzip = head.length === 2 && head[0] === GZIP[0] && head[1] === GZIP[1];
+  return gzip ? counted.pipeThrough(new DecompressionStream("gzip")) : counted;
+}
 
 self.onmessage = async (event) => {
   const m = event.data;
   try {
     await ready;
     if (m.type === "inspect") {
-      if (current) { current.free(); current = null; }
-      const bytes = new Uint8Array(await m.file.arrayBuffer());
+      const mine = ++run;
+      current = null;
+      const total = m.file.size;
       const t0 = performance.now();
-      current = new Inspection(bytes, m.reveal, (done, total) => {
-        self.postMessage({ type: "progress", done, total });
+      let next = 0;
+      const stream = await captureStream(m.file, (done) => {
+        // About every MiB, as the batch inspection did.
+        if (done >= next || done === total) {
+          next = done + (1 << 20);
+          self.postMessage({ type: "progress", done, total });
+        }
       });
+      const report = await inspectStream(stream, m.reveal);
+      if (mine !== run) return;
+      current = report;
       const ms = performance.now() - t0;
-      self.postMessage({ type: "done", json: current.summaryJson(), ms, bytes: bytes.length, version: version() });
+      const table = { ...report, sessions: report.sessions.map((s) => ({ ...s, messages: [] })) };
+      self.postMessage({ type: "done", json: JSON.stringify(table), ms, bytes: total, version: version() });
     } else if (m.type === "session") {
-      self.postMessage({ type: "session", index: m.index, json: current.sessionJson(m.index) });
+      const session = current?.sessions[m.index];
+      if (!session) throw new Error(`no session ${m.index}`);
+      self.postMessage({ type: "session", index: m.index, json: JSON.stringify(session) });
     } else if (m.type === "full") {
-      self.postMessage({ type: "full", json: current.fullJson() });
+      self.postMessage({ type: "full", json: JSON.stringify(current) });
     }
   } catch (e) {
     self.postMessage({ type: "error", message: String(e && e.message ? e.message : e) });
