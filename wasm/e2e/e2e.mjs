@@ -2,12 +2,14 @@
 // serve wasm/www on 127.0.0.1, load a capture, see the sessions, sort and filter, open one,
 // see its fields and a highlighted byte range, export CSV, and get a clear error for a file
 // that is not a capture; the same capture gzip-compressed; then a real loopback capture with a
-// UDP ASSOCIATE session.
+// UDP ASSOCIATE session; axe-core finds no accessibility violation in the light or the dark
+// colour scheme (dark.png).
 // Screenshots: e2e/out/{inspector,error,udp}.png.
 //
 //   node e2e/e2e.mjs                 the test
 //   node e2e/e2e.mjs --bench FILE    parse FILE in the page and print MB/s
 import { chromium } from "playwright-core";
+import AxeBuilder from "@axe-core/playwright";
 import { mkdir, writeFile, readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { gzipSync } from "node:zlib";
@@ -18,6 +20,13 @@ const here = (p) => fileURLToPath(new URL(p, import.meta.url));
 const FIXTURE = here("../tests/fixtures/sample.pcap");
 const OUT = here("./out/");
 
+/** Fails with the rule ids and elements if axe finds any violation on the page as it is. */
+async function axeClean(page, what) {
+  const result = await new AxeBuilder({ page }).withTags(["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]).analyze();
+  const found = result.violations.map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+  assert.deepEqual(found, [], `axe (${what})`);
+}
+
 const server = await serve(0);
 const url = `http://127.0.0.1:${server.address().port}/`;
 const browser = await chromium.launch({
@@ -27,7 +36,9 @@ const browser = await chromium.launch({
 });
 let failed = false;
 try {
-  const page = await browser.newPage({ viewport: { width: 1500, height: 1000 }, acceptDownloads: true });
+  // A context of its own (axe needs one): light colour scheme.
+  const context = await browser.newContext({ viewport: { width: 1500, height: 1000 }, acceptDownloads: true, colorScheme: "light" });
+  const page = await context.newPage();
   const errors = [];
   page.on("pageerror", (e) => errors.push(String(e)));
   page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
@@ -124,6 +135,23 @@ try {
     await page.click('#fields tbody tr:has-text("DATA")');
     assert.equal(await page.locator("#hex .b.hl").count(), 4);
     await page.screenshot({ path: OUT + "udp.png", fullPage: true });
+
+    // Accessibility (axe-core, WCAG 2.x A/AA rules, colour contrast included) with a session,
+    // a message and a field open, in the light and in the dark colour scheme.
+    await axeClean(page, "light");
+    const dark = await (await browser.newContext({ viewport: { width: 1500, height: 1000 }, colorScheme: "dark" })).newPage();
+    dark.on("pageerror", (e) => errors.push(String(e)));
+    await dark.goto(url);
+    await dark.setInputFiles("#file", FIXTURE);
+    await dark.waitForSelector("#sessions tbody tr");
+    await dark.click('#sessions tbody tr[data-n="1"]');
+    await dark.waitForSelector("#messages li");
+    await dark.click('#messages li[data-i="4"]');
+    await dark.click('#fields tbody tr:has-text("DST.ADDR")');
+    const background = await dark.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    assert.equal(background, "rgb(18, 21, 28)", "dark mode follows the system setting");
+    await axeClean(dark, "dark");
+    await dark.screenshot({ path: OUT + "dark.png", fullPage: true });
 
     assert.deepEqual(errors, [], "no page errors or external requests");
     console.log("e2e: all checks passed; screenshots in wasm/e2e/out/");
