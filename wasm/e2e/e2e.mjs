@@ -107,6 +107,24 @@ try {
     assert.equal(doc.sessions[0].messages.length, 6);
     assert.equal(doc.sessions[0].password, undefined);
 
+    // Keyboard: ↓ to session 2, Enter opens it, Escape closes it with focus back on its row,
+    // "/" jumps to the filter.
+    await page.click('#sessions th[data-key="n"]'); // back to # ascending
+    if (await page.getAttribute('#sessions th[data-key="n"]', "aria-sort") !== "ascending") await page.click('#sessions th[data-key="n"]');
+    await page.focus('#sessions tbody tr[data-n="1"]');
+    await page.keyboard.press("ArrowDown");
+    assert.equal(await page.evaluate(() => document.activeElement.dataset.n), "2");
+    await page.keyboard.press("Enter");
+    await page.waitForFunction(() => /Session #2:/.test(document.querySelector("#detail-title").textContent));
+    assert.equal(await page.evaluate(() => document.activeElement.dataset.n), "2", "focus stays on the opened row");
+    await page.keyboard.press("Escape");
+    assert.ok(await page.isHidden("#detail"));
+    assert.equal(await page.evaluate(() => document.activeElement.dataset.n), "2");
+    await page.keyboard.press("End");
+    assert.equal(await page.evaluate(() => document.activeElement.dataset.n), "6");
+    await page.keyboard.press("/");
+    assert.equal(await page.evaluate(() => document.activeElement.id), "filter");
+
     // The same capture gzip-compressed (.pcap.gz): decompressed while it is read.
     await writeFile(OUT + "sample.pcap.gz", gzipSync(await readFile(FIXTURE)));
     await page.setInputFiles("#file", OUT + "sample.pcap.gz");

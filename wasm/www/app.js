@@ -30,6 +30,7 @@ const state = {
   sortAsc: true,
   filter: "",
   selected: null,
+  focusN: null, // the session row in the tab order
   message: null,
 };
 
@@ -193,9 +194,16 @@ function renderTable() {
   const rows = visibleRows();
   const body = document.querySelector("#sessions tbody");
   const frag = document.createDocumentFragment();
-  for (const r of rows.slice(0, MAX_ROWS)) {
+  const shown = rows.slice(0, MAX_ROWS);
+  // One row in the tab order (roving tabindex); arrow keys move between rows.
+  const focusN = shown.some((r) => r.n === state.focusN) ? state.focusN
+    : shown.some((r) => r.n === state.selected) ? state.selected : shown[0]?.n;
+  const hadFocus = document.activeElement?.closest?.("#sessions tbody") != null;
+  for (const r of shown) {
     const tr = document.createElement("tr");
     tr.dataset.n = r.n;
+    tr.tabIndex = r.n === focusN ? 0 : -1;
+    tr.setAttribute("aria-selected", String(state.selected === r.n));
     if (state.selected === r.n) tr.className = "selected";
     if (r.anomalies) tr.classList.add("warn");
     for (const c of COLUMNS) {
@@ -207,9 +215,15 @@ function renderTable() {
     frag.append(tr);
   }
   body.replaceChildren(frag);
+  if (hadFocus) focusRow(focusN);
   $("count").textContent = rows.length > MAX_ROWS
     ? `showing ${MAX_ROWS} of ${rows.length} matching (${state.rows.length} sessions): refine the filter or sort`
     : `${rows.length} of ${state.rows.length} sessions`;
+}
+
+function focusRow(n) {
+  const tr = document.querySelector(`#sessions tbody tr[data-n="${n}"]`);
+  if (tr) { state.focusN = n; tr.focus(); }
 }
 
 function sortBy(key) {
@@ -385,7 +399,37 @@ document.querySelector("#sessions thead").addEventListener("keydown", (e) => {
   const th = e.target.closest("th"); if (th && (e.key === "Enter" || e.key === " ")) { e.preventDefault(); sortBy(th.dataset.key); }
 });
 document.querySelector("#sessions tbody").addEventListener("click", (e) => {
-  const tr = e.target.closest("tr"); if (tr) openSession(Number(tr.dataset.n));
+  const tr = e.target.closest("tr"); if (tr) { state.focusN = Number(tr.dataset.n); openSession(state.focusN); }
+});
+// Keyboard: ↑/↓/Home/End move between sessions, Enter or Space opens one.
+document.querySelector("#sessions tbody").addEventListener("keydown", (e) => {
+  const tr = e.target.closest("tr");
+  if (!tr) return;
+  const moves = { ArrowDown: tr.nextElementSibling, ArrowUp: tr.previousElementSibling,
+    Home: tr.parentElement.firstElementChild, End: tr.parentElement.lastElementChild };
+  if (e.key in moves) {
+    e.preventDefault();
+    const next = moves[e.key];
+    if (next) { tr.tabIndex = -1; next.tabIndex = 0; focusRow(Number(next.dataset.n)); }
+  } else if (e.key === "Enter" || e.key === " ") {
+    e.preventDefault();
+    const n = Number(tr.dataset.n);
+    state.focusN = n;
+    openSession(n).then(() => focusRow(n));
+  }
+});
+// Escape closes the detail (focus back on its row); "/" jumps to the filter.
+document.addEventListener("keydown", (e) => {
+  if (e.key === "Escape" && !$("detail").hidden) {
+    const n = state.selected;
+    $("detail").hidden = true;
+    state.selected = null;
+    renderTable();
+    focusRow(n);
+  } else if (e.key === "/" && !["INPUT", "TEXTAREA"].includes(document.activeElement?.tagName)) {
+    e.preventDefault();
+    $("filter").focus();
+  }
 });
 $("messages").addEventListener("click", (e) => {
   const li = e.target.closest("li"); if (li) selectMessage(Number(li.dataset.i));
