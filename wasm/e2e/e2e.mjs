@@ -15,6 +15,7 @@ import { fileURLToPath } from "node:url";
 import { gzipSync } from "node:zlib";
 import assert from "node:assert/strict";
 import { serve } from "./serve.mjs";
+import { synthCapture } from "./synth-stream.mjs";
 
 const here = (p) => fileURLToPath(new URL(p, import.meta.url));
 const FIXTURE = here("../tests/fixtures/sample.pcap");
@@ -131,6 +132,31 @@ try {
     await page.waitForFunction(() => /sample\.pcap\.gz:/.test(document.querySelector("#summary")?.textContent ?? ""));
     assert.match(await page.textContent("#summary"), /pcap, 95 packets, ETHERNET, 7 TCP connections, 6 SOCKS sessions/);
     assert.equal(await rows.count(), 6);
+
+    // 3 000 sessions: the table is virtualised (a window of rows in the DOM), scrolling and
+    // the keyboard reach the last one.
+    await writeFile(OUT + "many.pcap", Buffer.concat([...synthCapture({ connections: 3000, segments: 0 })]));
+    await page.setInputFiles("#file", OUT + "many.pcap");
+    await page.waitForFunction(() => /many\.pcap:.* 3000 SOCKS sessions/.test(document.querySelector("#summary")?.textContent ?? ""));
+    assert.equal(await page.textContent("#count"), "3000 of 3000 sessions");
+    const inDom = await page.locator("#sessions tbody tr[data-n]").count();
+    assert.ok(inDom > 10 && inDom < 150, `${inDom} rows in the DOM`);
+    await page.evaluate(() => { const w = document.querySelector(".table-wrap"); w.scrollTop = w.scrollHeight; });
+    await page.waitForSelector('#sessions tbody tr[data-n="3000"]');
+    assert.ok(await page.locator('#sessions tbody tr[data-n="3000"]').isVisible());
+    await page.evaluate(() => { document.querySelector(".table-wrap").scrollTop = 0; });
+    await page.waitForSelector('#sessions tbody tr[data-n="1"]');
+    await page.focus('#sessions tbody tr[data-n="1"]');
+    await page.keyboard.press("End");
+    assert.equal(await page.evaluate(() => document.activeElement.dataset.n), "3000");
+    await page.keyboard.press("PageUp");
+    const up = Number(await page.evaluate(() => document.activeElement.dataset.n));
+    assert.ok(up < 3000 && up > 2950, `PageUp went to ${up}`);
+    await page.keyboard.press("Enter");
+    await page.waitForFunction((n) => document.querySelector("#detail-title").textContent.startsWith(`Session #${n}:`), up);
+    await page.fill("#filter", "20999");
+    assert.equal(await page.textContent("#count"), "1 of 3000 sessions");
+    await page.fill("#filter", "");
 
     // Not a capture: a clear error.
     await writeFile(OUT + "not-a-capture.pcap", "<html>this is not a capture</html>");

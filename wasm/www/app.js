@@ -29,6 +29,7 @@ const state = {
   sortKey: "n",
   sortAsc: true,
   filter: "",
+  view: [], // the rows shown, filtered and sorted
   selected: null,
   focusN: null, // the session row in the tab order
   message: null,
@@ -36,7 +37,6 @@ const state = {
 
 let worker = null;
 let pending = new Map(); // request key -> resolve
-const MAX_ROWS = 1000;
 
 function ask(type, extra = {}) {
   const key = type + ":" + (extra.index ?? "");
@@ -191,18 +191,52 @@ function renderTable() {
     th.setAttribute("aria-sort", state.sortKey === c.key ? (state.sortAsc ? "ascending" : "descending") : "none");
     return th;
   }));
-  const rows = visibleRows();
+  state.view = visibleRows();
+  $("count").textContent = `${state.view.length} of ${state.rows.length} sessions`;
+  document.querySelector("#sessions").setAttribute("aria-rowcount", String(state.view.length + 1));
+  renderBody();
+}
+
+// The table is virtualised: only the rows in (and around) the scrolled view are in the DOM,
+// with spacer rows standing for the others, so a capture with 100 000 sessions scrolls as
+// lightly as one with ten.
+const OVERSCAN = 20;
+let rowHeight = 0;
+let bodyFrame = 0;
+
+function rowWindow() {
+  const wrap = document.querySelector(".table-wrap");
+  const h = rowHeight || 26;
+  const count = Math.ceil((wrap.clientHeight || 600) / h) + 2 * OVERSCAN;
+  const first = Math.max(0, Math.min(Math.floor(wrap.scrollTop / h) - OVERSCAN, state.view.length - count));
+  return [first, Math.min(state.view.length, first + count)];
+}
+
+function spacer(height) {
+  const tr = document.createElement("tr");
+  tr.className = "spacer";
+  tr.setAttribute("aria-hidden", "true");
+  tr.style.height = `${height}px`;
+  return tr;
+}
+
+function renderBody() {
+  const rows = state.view;
   const body = document.querySelector("#sessions tbody");
   const frag = document.createDocumentFragment();
-  const shown = rows.slice(0, MAX_ROWS);
+  const [first, end] = rowWindow();
   // One row in the tab order (roving tabindex); arrow keys move between rows.
-  const focusN = shown.some((r) => r.n === state.focusN) ? state.focusN
-    : shown.some((r) => r.n === state.selected) ? state.selected : shown[0]?.n;
+  const has = (n) => n != null && rows.some((r) => r.n === n);
+  const focusN = has(state.focusN) ? state.focusN : has(state.selected) ? state.selected : rows[0]?.n;
   const hadFocus = document.activeElement?.closest?.("#sessions tbody") != null;
-  for (const r of shown) {
+  const h = rowHeight || 26;
+  if (first > 0) frag.append(spacer(first * h));
+  for (let i = first; i < end; i++) {
+    const r = rows[i];
     const tr = document.createElement("tr");
     tr.dataset.n = r.n;
     tr.tabIndex = r.n === focusN ? 0 : -1;
+    tr.setAttribute("aria-rowindex", String(i + 2));
     tr.setAttribute("aria-selected", String(state.selected === r.n));
     if (state.selected === r.n) tr.className = "selected";
     if (r.anomalies) tr.classList.add("warn");
@@ -214,11 +248,29 @@ function renderTable() {
     }
     frag.append(tr);
   }
+  if (end < rows.length) frag.append(spacer((rows.length - end) * h));
   body.replaceChildren(frag);
+  const sample = body.querySelector("tr[data-n]");
+  if (sample && !rowHeight) {
+    rowHeight = sample.getBoundingClientRect().height || 26;
+    if (rows.length > end - first) return renderBody(); // spacers at the measured height
+  }
   if (hadFocus) focusRow(focusN);
-  $("count").textContent = rows.length > MAX_ROWS
-    ? `showing ${MAX_ROWS} of ${rows.length} matching (${state.rows.length} sessions): refine the filter or sort`
-    : `${rows.length} of ${state.rows.length} sessions`;
+}
+
+/** Scrolls session `n` into the table's view (rendering it) and focuses it. */
+function revealRow(n) {
+  const i = state.view.findIndex((r) => r.n === n);
+  if (i < 0) return;
+  const wrap = document.querySelector(".table-wrap");
+  const h = rowHeight || 26;
+  const head = document.querySelector("#sessions thead").getBoundingClientRect().height;
+  const top = i * h, bottom = top + h;
+  if (top < wrap.scrollTop) wrap.scrollTop = top;
+  else if (bottom > wrap.scrollTop + wrap.clientHeight - head) wrap.scrollTop = bottom - wrap.clientHeight + head;
+  state.focusN = n;
+  renderBody();
+  focusRow(n);
 }
 
 function focusRow(n) {
@@ -401,21 +453,26 @@ document.querySelector("#sessions thead").addEventListener("keydown", (e) => {
 document.querySelector("#sessions tbody").addEventListener("click", (e) => {
   const tr = e.target.closest("tr"); if (tr) { state.focusN = Number(tr.dataset.n); openSession(state.focusN); }
 });
-// Keyboard: ↑/↓/Home/End move between sessions, Enter or Space opens one.
+document.querySelector(".table-wrap").addEventListener("scroll", () => {
+  if (!bodyFrame) bodyFrame = requestAnimationFrame(() => { bodyFrame = 0; renderBody(); });
+});
+// Keyboard: ↑/↓/PageUp/PageDown/Home/End move between sessions, Enter or Space opens one.
 document.querySelector("#sessions tbody").addEventListener("keydown", (e) => {
-  const tr = e.target.closest("tr");
+  const tr = e.target.closest("tr[data-n]");
   if (!tr) return;
-  const moves = { ArrowDown: tr.nextElementSibling, ArrowUp: tr.previousElementSibling,
-    Home: tr.parentElement.firstElementChild, End: tr.parentElement.lastElementChild };
+  const i = state.view.findIndex((r) => r.n === Number(tr.dataset.n));
+  const page = Math.max(1, Math.floor(document.querySelector(".table-wrap").clientHeight / (rowHeight || 26)) - 1);
+  const moves = { ArrowDown: i + 1, ArrowUp: i - 1, PageDown: i + page, PageUp: i - page,
+    Home: 0, End: state.view.length - 1 };
   if (e.key in moves) {
     e.preventDefault();
-    const next = moves[e.key];
-    if (next) { tr.tabIndex = -1; next.tabIndex = 0; focusRow(Number(next.dataset.n)); }
+    const next = state.view[Math.max(0, Math.min(state.view.length - 1, moves[e.key]))];
+    if (next) revealRow(next.n);
   } else if (e.key === "Enter" || e.key === " ") {
     e.preventDefault();
     const n = Number(tr.dataset.n);
     state.focusN = n;
-    openSession(n).then(() => focusRow(n));
+    openSession(n).then(() => revealRow(n));
   }
 });
 // Escape closes the detail (focus back on its row); "/" jumps to the filter.
@@ -425,7 +482,7 @@ document.addEventListener("keydown", (e) => {
     $("detail").hidden = true;
     state.selected = null;
     renderTable();
-    focusRow(n);
+    revealRow(n);
   } else if (e.key === "/" && !["INPUT", "TEXTAREA"].includes(document.activeElement?.tagName)) {
     e.preventDefault();
     $("filter").focus();
