@@ -62,6 +62,8 @@ pub fn inspect_text(bytes: &[u8], reveal_secrets: bool) -> Result<String, JsErro
 #[derive(Debug)]
 pub struct StreamingInspector {
     inner: Option<socksgate_inspect::Inspector>,
+    /// Sessions kept by `pushKeep` for `finishInspection`.
+    kept: Vec<socksgate_inspect::Session>,
 }
 
 #[wasm_bindgen(js_class = Inspector)]
@@ -73,6 +75,7 @@ impl StreamingInspector {
             inner: Some(socksgate_inspect::Inspector::new(Options::with_secrets(
                 reveal_secrets,
             ))),
+            kept: Vec::new(),
         }
     }
 
@@ -87,6 +90,38 @@ impl StreamingInspector {
     /// returned by `push`, in order of first packet).
     pub fn finish(&mut self) -> Result<String, JsError> {
         finish_json(&mut self.inner).map_err(|e| JsError::new(&e))
+    }
+
+    /// Feeds the next bytes and keeps the sessions that ended in wasm memory (compact, no
+    /// JSON) for [`StreamingInspector::finish_inspection`]; returns how many are kept. For
+    /// pages that show a large capture: cheaper than `push` when every session is wanted.
+    #[wasm_bindgen(js_name = pushKeep)]
+    pub fn push_keep(&mut self, chunk: &[u8]) -> Result<u32, JsError> {
+        let Some(i) = self.inner.as_mut() else {
+            return Err(JsError::new("this Inspector has finished or failed"));
+        };
+        if let Err(e) = i.push(chunk) {
+            self.inner = None;
+            return Err(JsError::new(&e.to_string()));
+        }
+        self.kept.append(&mut i.take_sessions());
+        Ok(u32::try_from(self.kept.len()).unwrap_or(u32::MAX))
+    }
+
+    /// End of input after `pushKeep`: an [`Inspection`] holding every session in order of
+    /// first packet — the same as `new Inspection(wholeFile)`.
+    #[wasm_bindgen(js_name = finishInspection)]
+    pub fn finish_inspection(&mut self) -> Result<Inspection, JsError> {
+        let i = self
+            .inner
+            .take()
+            .ok_or_else(|| JsError::new("this Inspector has finished or failed"))?;
+        let mut report = i.finish().map_err(|e| JsError::new(&e.to_string()))?;
+        let mut sessions = core::mem::take(&mut self.kept);
+        sessions.append(&mut report.sessions);
+        sessions.sort_by_key(|s| s.first_frame);
+        report.sessions = sessions;
+        Ok(Inspection { report })
     }
 
     /// Bytes pushed so far.

@@ -107,3 +107,18 @@ fn the_chunked_inspector_finds_every_session() {
     let mut not_a_capture = socksgate_wasm::StreamingInspector::new(false);
     assert!(not_a_capture.push(b"<!doctype html>").is_err());
 }
+
+#[wasm_bindgen_test]
+fn push_keep_gives_the_batch_inspection() {
+    let mut inspector = socksgate_wasm::StreamingInspector::new(false);
+    for chunk in SAMPLE.chunks(333) {
+        inspector.push_keep(chunk).unwrap();
+    }
+    let streamed = inspector.finish_inspection().unwrap();
+    let batch = socksgate_wasm::Inspection::new(SAMPLE, false, None).unwrap();
+    assert_eq!(streamed.full_json(), batch.full_json());
+    assert_eq!(
+        streamed.session_json(4).unwrap(),
+        batch.session_json(4).unwrap()
+    );
+}

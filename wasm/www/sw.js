@@ -1,7 +1,7 @@
 // Offline support: network first, cached copy when offline. Nothing is sent anywhere.
 const CACHE = "socksgate-inspector-v2";
 const SHELL = ["./", "index.html", "style.css", "app.js", "worker.js",
-  "pkg/socksgate_wasm.js", "pkg/socksgate_wasm_bg.wasm", "pkg/stream.js"];
+  "pkg/socksgate_wasm.js", "pkg/socksgate_wasm_bg.wasm"];
 
 self.addEventListener("install", (e) => {
   e.waitUntil(caches.open(CACHE).then((c) => c.addAll(SHELL)).catch(() => {}));

@@ -8,11 +8,10 @@
 //      { type: "full" }                     -> the whole contract document (for export)
 // Out: { type: "progress", done, total }, { type: "done", json, ms, bytes, version },
 //      { type: "session", index, json }, { type: "full", json }, { type: "error", message }
-import init, { version } from "./pkg/socksgate_wasm.js";
-import { inspectStream } from "./pkg/stream.js";
+import init, { Inspector, version } from "./pkg/socksgate_wasm.js";
 
 const ready = init();
-let current = null; // the last report: { capture, sessions } with messages
+let current = null; // the last Inspection (sessions kept in wasm memory, compact)
 let run = 0;
 
 const GZIP = [0x1f, 0x8b];
@@ -37,7 +36,7 @@ self.onmessage = async (event) => {
     await ready;
     if (m.type === "inspect") {
       const mine = ++run;
-      current = null;
+      if (current) { current.free(); current = null; }
       const total = m.file.size;
       const t0 = performance.now();
       let next = 0;
@@ -48,18 +47,25 @@ self.onmessage = async (event) => {
           self.postMessage({ type: "progress", done, total });
         }
       });
-      const report = await inspectStream(stream, m.reveal);
-      if (mine !== run) return;
-      current = report;
+      const inspector = new Inspector(m.reveal);
+      try {
+        const reader = stream.getReader();
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          inspector.pushKeep(value);
+        }
+        if (mine !== run) return;
+        current = inspector.finishInspection();
+      } finally {
+        inspector.free();
+      }
       const ms = performance.now() - t0;
-      const table = { ...report, sessions: report.sessions.map((s) => ({ ...s, messages: [] })) };
-      self.postMessage({ type: "done", json: JSON.stringify(table), ms, bytes: total, version: version() });
+      self.postMessage({ type: "done", json: current.summaryJson(), ms, bytes: total, version: version() });
     } else if (m.type === "session") {
-      const session = current?.sessions[m.index];
-      if (!session) throw new Error(`no session ${m.index}`);
-      self.postMessage({ type: "session", index: m.index, json: JSON.stringify(session) });
+      self.postMessage({ type: "session", index: m.index, json: current.sessionJson(m.index) });
     } else if (m.type === "full") {
-      self.postMessage({ type: "full", json: JSON.stringify(current) });
+      self.postMessage({ type: "full", json: current.fullJson() });
     }
   } catch (e) {
     self.postMessage({ type: "error", message: String(e && e.message ? e.message : e) });
