@@ -68,6 +68,14 @@ try {
     assert.equal(await rows.count(), 1);
     await page.fill("#filter", "");
     assert.equal(await rows.count(), 6);
+    // Structured terms: field:text, comparisons, negation, all terms must match.
+    for (const [filter, n] of [["version:socks5 command:bind", 1], ["down>2000", 4], ["down<=21 up>=0", 2],
+      ["-version:socks5", 1], ["reply=90", 1], ["sni:example.com user:alice", 3], ["tunnel:tls -client:20006", 2],
+      ["nosuchfield:x", 0]]) {
+      await page.fill("#filter", filter);
+      assert.equal(await rows.count(), n, `filter ${filter}`);
+    }
+    await page.fill("#filter", "");
 
     // Open session #1 (SOCKS5, username/password, TLS).
     await page.click('#sessions tbody tr[data-n="1"]');

@@ -160,14 +160,42 @@ function load(report) {
   renderTable();
 }
 
+// Structured filter: space-separated terms, all of which must match. A plain word matches any
+// column, an anomaly or the SNI; `field:text` matches that field (substring), `field=value`
+// exactly, `field>n` `field<n` `field>=n` `field<=n` compare numbers; a leading `-` negates.
+const FILTER_FIELDS = {
+  n: "n", client: "client", server: "server", version: "version", method: "method",
+  user: "username", username: "username", command: "command", cmd: "command",
+  dst: "dst", destination: "dst", reply: "reply_code", up: "bytes_up", bytes_up: "bytes_up",
+  down: "bytes_down", bytes_down: "bytes_down", udp: "udp", tunnel: "tunnel",
+  tunnelled: "tunnel", start: "start", duration: "duration", anomalies: "anomalies",
+};
+
+function termMatches(r, term) {
+  const m = /^([a-z_]+)(:|>=|<=|=|>|<)(.*)$/.exec(term);
+  const field = m && (FILTER_FIELDS[m[1]] ?? (["sni", "anomaly"].includes(m[1]) ? m[1] : null));
+  if (!field) {
+    return COLUMNS.some((c) => cellText(r, c.key).toLowerCase().includes(term)) ||
+      r.session.anomalies.some((a) => a.toLowerCase().includes(term)) ||
+      (r.session.sni ?? "").toLowerCase().includes(term);
+  }
+  const [, , op, want] = m;
+  const texts = field === "anomaly" ? r.session.anomalies.map((a) => a.toLowerCase())
+    : field === "sni" ? [(r.session.sni ?? "").toLowerCase()]
+    : [cellText(r, field).toLowerCase()];
+  if (op === ":") return texts.some((t) => t.includes(want));
+  if (op === "=") return texts.some((t) => t === want);
+  const x = Number(r[field]), y = Number(want);
+  if (r[field] == null || Number.isNaN(x) || Number.isNaN(y)) return false;
+  return op === ">" ? x > y : op === "<" ? x < y : op === ">=" ? x >= y : x <= y;
+}
+
 function visibleRows() {
-  const f = state.filter.trim().toLowerCase();
+  const terms = state.filter.trim().toLowerCase().split(/\s+/).filter(Boolean);
   let rows = state.rows;
-  if (f) {
-    rows = rows.filter((r) =>
-      COLUMNS.some((c) => cellText(r, c.key).toLowerCase().includes(f)) ||
-      r.session.anomalies.some((a) => a.toLowerCase().includes(f)) ||
-      (r.session.sni ?? "").toLowerCase().includes(f));
+  if (terms.length) {
+    rows = rows.filter((r) => terms.every((t) =>
+      t.startsWith("-") && t.length > 1 ? !termMatches(r, t.slice(1)) : termMatches(r, t)));
   }
   const col = COLUMNS.find((c) => c.key === state.sortKey);
   const dir = state.sortAsc ? 1 : -1;
