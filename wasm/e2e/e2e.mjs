@@ -188,6 +188,22 @@ try {
     assert.equal(await page.locator("#hex .b.hl").count(), 4);
     await page.screenshot({ path: OUT + "udp.png", fullPage: true });
 
+    // Deep link: the fragment's filter, sort and session apply to the capture opened; the
+    // fragment follows the view.
+    const linked = await context.newPage();
+    linked.on("pageerror", (e) => errors.push(String(e)));
+    await linked.goto(url + "#filter=version%3Asocks5&sort=bytes_up&order=desc&session=4");
+    await linked.setInputFiles("#file", FIXTURE);
+    await linked.waitForFunction(() => /^Session #4:/.test(document.querySelector("#detail-title")?.textContent ?? ""));
+    assert.equal(await linked.locator("#sessions tbody tr").count(), 5);
+    assert.equal(await linked.inputValue("#filter"), "version:socks5");
+    assert.equal(await linked.getAttribute('#sessions th[data-key="bytes_up"]', "aria-sort"), "descending");
+    await linked.fill("#filter", "bind");
+    assert.equal(await linked.evaluate(() => location.hash), "#filter=bind&sort=bytes_up&order=desc&session=4");
+    await linked.click("#detail-close");
+    assert.equal(await linked.evaluate(() => location.hash), "#filter=bind&sort=bytes_up&order=desc");
+    await linked.close();
+
     // Accessibility (axe-core, WCAG 2.x A/AA rules, colour contrast included) with a session,
     // a message and a field open, in the light and in the dark colour scheme.
     await axeClean(page, "light");

@@ -144,6 +144,39 @@ function run(file) {
   worker.postMessage({ type: "inspect", file, reveal: $("reveal").checked });
 }
 
+// Deep links: the view (filter, sort, open session) is kept in the URL's fragment, e.g.
+// `#filter=version%3Asocks5&sort=bytes_down&order=desc&session=3`. The fragment never leaves
+// the browser; a link opened before a capture is loaded applies to the first capture opened.
+let linkPending = location.hash.length > 1;
+
+function writeLink() {
+  if (linkPending) return;
+  const p = new URLSearchParams();
+  if (state.filter.trim()) p.set("filter", state.filter.trim());
+  if (state.sortKey !== "n" || !state.sortAsc) {
+    p.set("sort", state.sortKey);
+    p.set("order", state.sortAsc ? "asc" : "desc");
+  }
+  if (state.selected != null) p.set("session", String(state.selected));
+  const hash = p.toString();
+  if (hash !== location.hash.slice(1)) history.replaceState(null, "", hash ? "#" + hash : location.pathname + location.search);
+}
+
+/** Applies a deep link's view to the capture just loaded; returns the session to open. */
+function readLink() {
+  if (!linkPending) return null;
+  linkPending = false;
+  const p = new URLSearchParams(location.hash.slice(1));
+  state.filter = p.get("filter") ?? "";
+  $("filter").value = state.filter;
+  if (COLUMNS.some((c) => c.key === p.get("sort"))) {
+    state.sortKey = p.get("sort");
+    state.sortAsc = p.get("order") !== "desc";
+  }
+  const n = Number(p.get("session"));
+  return Number.isInteger(n) && n > 0 ? n : null;
+}
+
 function load(report) {
   state.report = report;
   state.rows = report.sessions.map(toRow);
@@ -157,7 +190,9 @@ function load(report) {
   $("drop").classList.add("small");
   $("export-json").disabled = false;
   $("export-csv").disabled = false;
+  const linked = readLink();
   renderTable();
+  if (linked != null) openSession(linked);
 }
 
 // Structured filter: space-separated terms, all of which must match. A plain word matches any
@@ -220,6 +255,7 @@ function renderTable() {
     return th;
   }));
   state.view = visibleRows();
+  writeLink();
   $("count").textContent = `${state.view.length} of ${state.rows.length} sessions`;
   document.querySelector("#sessions").setAttribute("aria-rowcount", String(state.view.length + 1));
   renderBody();
