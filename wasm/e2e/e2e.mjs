@@ -77,6 +77,15 @@ try {
     }
     await page.fill("#filter", "");
 
+    // The timeline: a bar per session shown; clicking one opens it.
+    assert.match(await page.getAttribute("#timeline", "aria-label"), /^timeline of 6 sessions from 2026-/);
+    const bar = await page.evaluate(() => document.querySelector("#timeline").bars.find((b) => b[3] === 3));
+    const box = await page.locator("#timeline").boundingBox();
+    await page.mouse.click(box.x + (bar[0] + bar[1]) / 2, box.y + 4 + bar[2] * ((64 - 8) / 6) + 4);
+    await page.waitForFunction(() => /^Session #3:/.test(document.querySelector("#detail-title")?.textContent ?? ""));
+    await page.screenshot({ path: OUT + "timeline.png", clip: { x: 0, y: 0, width: 1500, height: 420 } });
+    await page.click("#detail-close");
+
     // Open session #1 (SOCKS5, username/password, TLS).
     await page.click('#sessions tbody tr[data-n="1"]');
     await page.waitForSelector("#detail:not([hidden])");

@@ -256,6 +256,7 @@ function renderTable() {
   }));
   state.view = visibleRows();
   writeLink();
+  drawTimeline();
   $("count").textContent = `${state.view.length} of ${state.rows.length} sessions`;
   document.querySelector("#sessions").setAttribute("aria-rowcount", String(state.view.length + 1));
   renderBody();
@@ -336,6 +337,70 @@ function revealRow(n) {
   renderBody();
   focusRow(n);
 }
+
+// Timeline: one bar per session shown (filtered), from its first to its last packet, on the
+// capture's time axis, packed into lanes; the open session is drawn in the accent colour.
+// Clicking a bar opens its session. A canvas, so 100 000 sessions draw in one pass; the table
+// is the accessible equivalent (the canvas's label says what it shows).
+const LANES = 6;
+let timelineHits = []; // [x0, x1, lane, n]
+
+function drawTimeline() {
+  const canvas = $("timeline");
+  const rows = state.view;
+  const width = canvas.clientWidth || 800;
+  const scale = window.devicePixelRatio || 1;
+  canvas.width = Math.round(width * scale);
+  canvas.height = Math.round(64 * scale);
+  const g = canvas.getContext("2d");
+  g.setTransform(scale, 0, 0, scale, 0, 0);
+  g.clearRect(0, 0, width, 64);
+  timelineHits = [];
+  if (!rows.length) { canvas.setAttribute("aria-label", "timeline: no sessions shown"); return; }
+  let t0 = Infinity, t1 = -Infinity;
+  for (const r of rows) { t0 = Math.min(t0, r.session.start); t1 = Math.max(t1, r.session.end); }
+  const span = Math.max(t1 - t0, 1e-6);
+  const style = getComputedStyle(document.documentElement);
+  const colour = { bar: style.getPropertyValue("--muted").trim() || "#667085",
+    warn: "#d08a00", sel: style.getPropertyValue("--accent").trim() || "#2657c5" };
+  const laneEnd = new Array(LANES).fill(-Infinity);
+  const laneH = (64 - 8) / LANES;
+  const byStart = [...rows].sort((a, b) => a.session.start - b.session.start);
+  let selected = null;
+  for (const r of byStart) {
+    const x0 = 4 + ((r.session.start - t0) / span) * (width - 8);
+    const x1 = Math.max(x0 + 2, 4 + ((r.session.end - t0) / span) * (width - 8));
+    let lane = laneEnd.findIndex((end) => end < x0);
+    if (lane < 0) lane = laneEnd.indexOf(Math.min(...laneEnd));
+    laneEnd[lane] = x1 + 1;
+    timelineHits.push([x0, x1, lane, r.n]);
+    if (r.n === state.selected) { selected = [x0, x1, lane]; continue; }
+    g.fillStyle = r.anomalies ? colour.warn : colour.bar;
+    g.fillRect(x0, 4 + lane * laneH, x1 - x0, laneH - 2);
+  }
+  if (selected) {
+    g.fillStyle = colour.sel;
+    g.fillRect(selected[0], 4 + selected[2] * laneH, selected[1] - selected[0], laneH - 2);
+  }
+  canvas.bars = timelineHits; // where each session's bar is (for tests and tools)
+  const iso = (t) => new Date(t * 1000).toISOString().replace("T", " ").replace("Z", "");
+  canvas.setAttribute("aria-label",
+    `timeline of ${rows.length} sessions from ${iso(t0)} to ${iso(t1)} (${span.toFixed(3)} s); the table lists them`);
+}
+
+$("timeline").addEventListener("click", (e) => {
+  const rect = e.currentTarget.getBoundingClientRect();
+  const x = e.clientX - rect.left, y = e.clientY - rect.top;
+  const lane = Math.floor((y - 4) / ((64 - 8) / LANES));
+  let best = null;
+  for (const [x0, x1, l, n] of timelineHits) {
+    if (l !== lane) continue;
+    const d = x < x0 ? x0 - x : x > x1 ? x - x1 : 0;
+    if (d <= 3 && (!best || d < best[0])) best = [d, n];
+  }
+  if (best) { state.focusN = best[1]; openSession(best[1]); }
+});
+window.addEventListener("resize", () => { if (state.report) drawTimeline(); });
 
 function focusRow(n) {
   const tr = document.querySelector(`#sessions tbody tr[data-n="${n}"]`);
