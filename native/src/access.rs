@@ -14,7 +14,7 @@ use socksgate_core::rules::{
 };
 use toml::Spanned;
 
-use crate::config::{ConfigError, RuleAction, RuleConfig, line_column};
+use crate::config::{ConfigError, RuleAction, RuleConfig};
 
 /// A rule field that cannot be compiled, with its location in the file.
 #[derive(Debug, thiserror::Error)]
@@ -29,13 +29,7 @@ pub struct RuleError {
 impl RuleError {
     /// Turns this into a [`ConfigError`] pointing at the line and column.
     pub fn locate(self, text: &str, path: &Path) -> ConfigError {
-        let (line, column) = line_column(text, self.span.start);
-        ConfigError::Invalid {
-            path: path.to_owned(),
-            line,
-            column,
-            message: self.message,
-        }
+        ConfigError::at(text, path, self.span, self.message)
     }
 }
 

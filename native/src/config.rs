@@ -72,6 +72,19 @@ pub enum ConfigError {
     Unsupported(String),
 }
 
+impl ConfigError {
+    /// [`ConfigError::Invalid`] at byte `span.start` of `text`, the contents of `path`.
+    pub fn at(text: &str, path: &Path, span: core::ops::Range<usize>, message: String) -> Self {
+        let (line, column) = line_column(text, span.start);
+        Self::Invalid {
+            path: path.to_owned(),
+            line,
+            column,
+            message,
+        }
+    }
+}
+
 /// Timeouts, in seconds.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -509,30 +522,24 @@ impl Config {
         if let Some(ports) = &config.udp.ports
             && config.udp.port_range().is_none_or(|(start, _)| start == 0)
         {
-            let (line, column) = line_column(text, ports.span().start);
-            return Err(ConfigError::Invalid {
-                path: path.to_owned(),
-                line,
-                column,
-                message: format!(
+            return Err(ConfigError::at(
+                text,
+                path,
+                ports.span(),
+                format!(
                     "[udp] ports {:?}: expected a port or range such as \"40000-40999\" (not 0)",
                     ports.get_ref()
                 ),
-            });
+            ));
         }
         config.check_upstreams(text, path)?;
         config.check_proxy_protocol(text, path)?;
         config.check_tls(text, path)?;
         crate::egress::check(&config, text, path)?;
-        config.limits.check().map_err(|e| {
-            let (line, column) = line_column(text, e.span.start);
-            ConfigError::Invalid {
-                path: path.to_owned(),
-                line,
-                column,
-                message: e.to_string(),
-            }
-        })?;
+        config
+            .limits
+            .check()
+            .map_err(|e| ConfigError::at(text, path, e.span.clone(), e.to_string()))?;
         config.rule_lines = rule_lines(text);
         crate::access::compile(&config.rules, config.default_action, &config.rule_lines)
             .map_err(|e| e.locate(text, path))?;
@@ -549,15 +556,7 @@ impl Config {
 
     /// Upstream URLs parse; rules name defined upstreams.
     fn check_upstreams(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |span: core::ops::Range<usize>, message: String| {
-            let (line, column) = line_column(text, span.start);
-            ConfigError::Invalid {
-                path: path.to_owned(),
-                line,
-                column,
-                message,
-            }
-        };
+        let invalid = |span, message| ConfigError::at(text, path, span, message);
         for u in &self.upstreams {
             if let Err(e) = u.url.get_ref().parse::<crate::client::ProxyUrl>() {
                 return Err(invalid(
@@ -588,17 +587,36 @@ impl Config {
         Ok(())
     }
 
+    /// The listeners of one `table` entry are listen addresses (when the file sets `listen`)
+    /// and in no other entry of that table (`seen` collects them): else the span and why.
+    fn check_listeners(
+        &self,
+        table: &str,
+        listeners: &[Spanned<SocketAddr>],
+        seen: &mut Vec<SocketAddr>,
+    ) -> Result<(), (core::ops::Range<usize>, String)> {
+        for l in listeners {
+            let addr = *l.get_ref();
+            if !self.listen.is_empty() && !self.listen.contains(&addr) {
+                return Err((
+                    l.span(),
+                    format!("{table} listener {addr} is not in `listen`"),
+                ));
+            }
+            if seen.contains(&addr) {
+                return Err((
+                    l.span(),
+                    format!("listener {addr} is in more than one {table}"),
+                ));
+            }
+            seen.push(addr);
+        }
+        Ok(())
+    }
+
     /// `[[proxy_protocol]]`: networks parse, listeners are listen addresses, each at most once.
     fn check_proxy_protocol(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |span: core::ops::Range<usize>, message: String| {
-            let (line, column) = line_column(text, span.start);
-            ConfigError::Invalid {
-                path: path.to_owned(),
-                line,
-                column,
-                message,
-            }
-        };
+        let invalid = |span, message| ConfigError::at(text, path, span, message);
         let mut seen = Vec::new();
         for entry in &self.proxy_protocol {
             if entry.from.is_empty() || entry.listeners.is_empty() {
@@ -622,22 +640,8 @@ impl Config {
                     ));
                 }
             }
-            for l in &entry.listeners {
-                let addr = *l.get_ref();
-                if !self.listen.is_empty() && !self.listen.contains(&addr) {
-                    return Err(invalid(
-                        l.span(),
-                        format!("[[proxy_protocol]] listener {addr} is not in `listen`"),
-                    ));
-                }
-                if seen.contains(&addr) {
-                    return Err(invalid(
-                        l.span(),
-                        format!("listener {addr} is in more than one [[proxy_protocol]]"),
-                    ));
-                }
-                seen.push(addr);
-            }
+            self.check_listeners("[[proxy_protocol]]", &entry.listeners, &mut seen)
+                .map_err(|(span, message)| invalid(span, message))?;
         }
         Ok(())
     }
@@ -669,36 +673,14 @@ impl Config {
     /// `[[upstream]]`: `ca`, `certificate` and `key` only with a `+tls` URL, `certificate`
     /// and `key` together. (The files themselves are read by `tls::Listeners::load`.)
     fn check_tls(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |span: core::ops::Range<usize>, message: String| {
-            let (line, column) = line_column(text, span.start);
-            ConfigError::Invalid {
-                path: path.to_owned(),
-                line,
-                column,
-                message,
-            }
-        };
+        let invalid = |span, message| ConfigError::at(text, path, span, message);
         let mut seen = Vec::new();
         for entry in &self.tls {
             if entry.listeners.is_empty() {
                 return Err(invalid(0..0, "[[tls]] needs `listeners`".into()));
             }
-            for l in &entry.listeners {
-                let addr = *l.get_ref();
-                if !self.listen.is_empty() && !self.listen.contains(&addr) {
-                    return Err(invalid(
-                        l.span(),
-                        format!("[[tls]] listener {addr} is not in `listen`"),
-                    ));
-                }
-                if seen.contains(&addr) {
-                    return Err(invalid(
-                        l.span(),
-                        format!("listener {addr} is in more than one [[tls]]"),
-                    ));
-                }
-                seen.push(addr);
-            }
+            self.check_listeners("[[tls]]", &entry.listeners, &mut seen)
+                .map_err(|(span, message)| invalid(span, message))?;
         }
         for u in &self.upstreams {
             let tls = u

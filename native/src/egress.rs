@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use socksgate_core::egress::{self as decide, Pool, Rotation, SessionKey, Source};
 use toml::Spanned;
 
-use crate::config::{Config, ConfigError, RuleAction, line_column};
+use crate::config::{Config, ConfigError, RuleAction};
 
 /// How a profile's addresses rotate among sessions (`rotation = "..."`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -403,15 +403,7 @@ fn mark_refused(mark: u32) -> Option<String> {
 /// user in one profile only; rule profiles only on allow rules. Errors name the file, line
 /// and column.
 pub fn check(config: &Config, text: &str, path: &Path) -> Result<(), ConfigError> {
-    let invalid = |span: core::ops::Range<usize>, message: String| {
-        let (line, column) = line_column(text, span.start);
-        ConfigError::Invalid {
-            path: path.to_owned(),
-            line,
-            column,
-            message,
-        }
-    };
+    let invalid = |span, message| ConfigError::at(text, path, span, message);
     if config.egress.is_empty() && config.default_egress.is_none() {
         if let Some(name) = config.rules.iter().find_map(|r| r.egress.as_ref()) {
             return Err(invalid(

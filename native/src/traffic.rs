@@ -39,7 +39,7 @@ use toml::Spanned;
 use tracing::warn;
 
 use crate::clock;
-use crate::config::{ConfigError, line_column};
+use crate::config::ConfigError;
 use crate::metrics::Metrics;
 
 /// One `[[traffic]]` entry as written in the file.
@@ -109,13 +109,7 @@ pub struct TrafficError {
 impl TrafficError {
     /// Names the file, line and column.
     pub fn locate(self, text: &str, path: &Path) -> ConfigError {
-        let (line, column) = line_column(text, self.span.start);
-        ConfigError::Invalid {
-            path: path.to_owned(),
-            line,
-            column,
-            message: self.message,
-        }
+        ConfigError::at(text, path, self.span, self.message)
     }
 }
 
