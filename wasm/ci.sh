@@ -33,11 +33,11 @@ step "wasm-bindgen tests under node"
 (cd "$ROOT" && CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
     cargo test --locked -p socksgate-wasm --target wasm32-unknown-unknown)
 
-step "end-to-end (playwright-core + /usr/bin/chromium)"
-node e2e/e2e.mjs
+step "end-to-end (playwright-core + /usr/bin/chromium; the CLI re-opens the exported pcap)"
+(cd "$ROOT" && cargo build --locked -q -p socksgate --bin socksgate)
+SOCKSGATE_BIN="$ROOT/target/debug/socksgate" node e2e/e2e.mjs
 
 step "the package in node, deno, chromium and workerd; the edge example (150 MiB streamed POST)"
-(cd "$ROOT" && cargo build --locked -q -p socksgate --bin socksgate)
 SOCKSGATE_BIN="$ROOT/target/debug/socksgate" node e2e/runtimes.mjs
 
 if [ "${SOCKSGATE_CI_SOAK:-0}" = 1 ]; then

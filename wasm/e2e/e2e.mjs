@@ -14,12 +14,15 @@ import { mkdir, writeFile, readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { gzipSync } from "node:zlib";
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { serve } from "./serve.mjs";
 import { synthCapture } from "./synth-stream.mjs";
 
 const here = (p) => fileURLToPath(new URL(p, import.meta.url));
 const FIXTURE = here("../tests/fixtures/sample.pcap");
 const OUT = here("./out/");
+// The CLI re-opens the exported pcap (wasm/ci.sh builds it).
+const SOCKSGATE = process.env.SOCKSGATE_BIN ?? here("../../target/debug/socksgate");
 
 /** Fails with the rule ids and elements if axe finds any violation on the page as it is. */
 async function axeClean(page, what) {
@@ -65,17 +68,21 @@ try {
     await page.click('#sessions th[data-key="bytes_down"]');
     assert.equal(await page.getAttribute('#sessions th[data-key="bytes_down"]', "aria-sort"), "descending");
     await page.fill("#filter", "socks4a");
+    await page.waitForFunction(() => document.body.dataset.filtered === "socks4a");
     assert.equal(await rows.count(), 1);
     await page.fill("#filter", "");
+    await page.waitForFunction(() => document.body.dataset.filtered === "");
     assert.equal(await rows.count(), 6);
     // Structured terms: field:text, comparisons, negation, all terms must match.
     for (const [filter, n] of [["version:socks5 command:bind", 1], ["down>2000", 4], ["down<=21 up>=0", 2],
       ["-version:socks5", 1], ["reply=90", 1], ["sni:example.com user:alice", 3], ["tunnel:tls -client:20006", 2],
       ["nosuchfield:x", 0]]) {
       await page.fill("#filter", filter);
+      await page.waitForFunction((t) => document.body.dataset.filtered === t, filter);
       assert.equal(await rows.count(), n, `filter ${filter}`);
     }
     await page.fill("#filter", "");
+    await page.waitForFunction(() => document.body.dataset.filtered === "");
 
     // The timeline: a bar per session shown; clicking one opens it.
     assert.match(await page.getAttribute("#timeline", "aria-label"), /^timeline of 6 sessions from 2026-/);
@@ -143,6 +150,98 @@ try {
     await page.keyboard.press("/");
     assert.equal(await page.evaluate(() => document.activeElement.id), "filter");
 
+    // Structured filters (`field op value`, `in CIDR`, `anomalies`, free text), applied once
+    // typing pauses; a malformed expression gets an inline error and keeps the last good view.
+    const filterTo = async (text) => {
+      await page.fill("#filter", text);
+      await page.waitForFunction((t) => document.body.dataset.filtered === t, text);
+    };
+    for (const [filter, n] of [["reply != 0", 1], ["dst_port == 443", 3], ["user == alice", 3],
+      ["client in 127.0.0.0/30", 3], ["client in ::1/128", 1], ["server in 127.0.0.1/32", 5],
+      ["anomalies", 0], ["dst_port == 443 -client:20006", 2], ["version == socks5 alice", 3],
+      ["dst_port==80", 1], ["duration > 0.0125", 4], ["down>2000", 4]]) {
+      await filterTo(filter);
+      assert.equal(await rows.count(), n, `filter ${filter}`);
+      assert.equal(await page.textContent("#filter-error"), "", `no error for ${filter}`);
+    }
+    for (const [bad, message] of [["reply !=", /reply != needs a value/], ["dst_port == https", /needs a number/],
+      ["user in 10.0.0.0/8", /needs an address field/], ["client in 10.0.0.300/8", /not an address block/],
+      ["colour == red", /unknown field "colour"/]]) {
+      await filterTo(bad);
+      assert.match(await page.textContent("#filter-error"), message, bad);
+      assert.equal(await page.getAttribute("#filter", "aria-invalid"), "true");
+      assert.equal(await rows.count(), 4, `${bad}: the last good filter (down>2000) still applies`);
+    }
+    await filterTo("");
+    assert.equal(await rows.count(), 6);
+    // Typing never waits for the filter: the keystrokes of a long expression all land at once.
+    await page.focus("#filter");
+    await page.keyboard.type("client in 127.0.0.0/8 dst_port == 443", { delay: 0 });
+    await page.waitForFunction(() => document.body.dataset.filtered === "client in 127.0.0.0/8 dst_port == 443");
+    assert.equal(await rows.count(), 3);
+    await filterTo("");
+
+    // Time window by keyboard: seconds from the capture's start typed in from/to, Enter applies
+    // (sessions overlapping 0.020–0.045 s: #2, #3, #4); in the URL; Clear window by keyboard.
+    await page.focus("#window-from");
+    await page.keyboard.type("0.020");
+    await page.keyboard.press("Tab");
+    assert.equal(await page.evaluate(() => document.activeElement.id), "window-to");
+    await page.keyboard.type("0.045");
+    await page.keyboard.press("Enter");
+    assert.deepEqual(await page.$$eval("#sessions tbody tr[data-n]", (t) => t.map((r) => r.dataset.n)), ["2", "3", "4"]);
+    assert.match(await page.evaluate(() => location.hash), /window=1795708650\.021000-1795708650\.046000/);
+    await page.keyboard.press("Tab");
+    assert.equal(await page.evaluate(() => document.activeElement.id), "window-clear");
+    await page.keyboard.press("Enter");
+    assert.equal(await rows.count(), 6);
+    assert.doesNotMatch(await page.evaluate(() => location.hash), /window=/);
+
+    // Brushing with the mouse: drag across the middle of the timeline; the sessions shown are
+    // exactly those overlapping the window the inputs then show.
+    const tl = await page.locator("#timeline").boundingBox();
+    await page.mouse.move(tl.x + tl.width * 0.3, tl.y + 30);
+    await page.mouse.down();
+    await page.mouse.move(tl.x + tl.width * 0.45, tl.y + 30, { steps: 5 });
+    await page.mouse.move(tl.x + tl.width * 0.6, tl.y + 30, { steps: 5 });
+    await page.mouse.up();
+    const t0 = 1795708650.001;
+    const from = t0 + Number(await page.inputValue("#window-from")), to = t0 + Number(await page.inputValue("#window-to"));
+    assert.ok(to - from > 0.02 && to - from < 0.04, `brushed ${from}–${to}`);
+    const spans = [[.001, .015], [.016, .03], [.031, .041], [.042, .053], [.054, .071], [.081, .095]];
+    const expect = spans.map(([a, b], i) => [1795708650 + a, 1795708650 + b, String(i + 1)])
+      .filter(([a, b]) => a <= to + 5e-4 && b >= from - 5e-4).map(([, , n]) => n);
+    assert.deepEqual(await page.$$eval("#sessions tbody tr[data-n]", (t) => t.map((r) => r.dataset.n)), expect);
+    assert.match(await page.evaluate(() => location.hash), /window=\d+\.\d+-\d+\.\d+/);
+    await page.click("#window-clear");
+    assert.equal(await rows.count(), 6);
+
+    // Export the filtered sessions: IPv4 clients in 0.020–0.075 s are #2, #3 and #5 (UDP
+    // ASSOCIATE with relayed datagrams). JSON and CSV carry those three; the pcap holds just their
+    // packets and `socksgate inspect` finds exactly those sessions in it.
+    await filterTo("client in 127.0.0.0/8");
+    await page.fill("#window-from", "0.020");
+    await page.fill("#window-to", "0.075");
+    await page.press("#window-to", "Enter");
+    assert.deepEqual(await page.$$eval("#sessions tbody tr[data-n]", (t) => t.map((r) => r.dataset.n)), ["2", "3", "5"],
+      `window ${await page.inputValue("#window-from")}–${await page.inputValue("#window-to")}, ${await page.evaluate(() => location.hash)}`);
+    const [jsonDl] = await Promise.all([page.waitForEvent("download"), page.click("#export-json")]);
+    const filteredDoc = JSON.parse(await readFile(await jsonDl.path(), "utf8"));
+    assert.deepEqual(filteredDoc.sessions.map((s) => s.client), ["127.0.0.2:20001", "127.0.0.3:20002", "127.0.0.5:20004"]);
+    assert.ok(filteredDoc.sessions.every((s) => s.messages.length > 0));
+    const [csvDl] = await Promise.all([page.waitForEvent("download"), page.click("#export-csv")]);
+    const filteredCsv = (await readFile(await csvDl.path(), "utf8")).trim().split("\r\n");
+    assert.deepEqual(filteredCsv.slice(1).map((l) => l.split(",")[0]), ["127.0.0.2:20001", "127.0.0.3:20002", "127.0.0.5:20004"]);
+    const [pcapDl] = await Promise.all([page.waitForEvent("download"), page.click("#export-pcap")]);
+    await mkdir(OUT, { recursive: true });
+    await writeFile(OUT + "filtered.pcap", await readFile(await pcapDl.path()));
+    const cli = JSON.parse(execFileSync(SOCKSGATE, ["inspect", "--json", OUT + "filtered.pcap"], { encoding: "utf8" }));
+    const summary = (s) => { const { messages, first_frame, ...rest } = s; return rest; };
+    assert.deepEqual(cli.sessions.map(summary), filteredDoc.sessions.map(summary), "the exported pcap holds exactly the filtered sessions");
+    assert.ok(cli.capture.packets < 95, `${cli.capture.packets} packets exported`);
+    await filterTo("");
+    await page.click("#window-clear");
+
     // The same capture gzip-compressed (.pcap.gz): decompressed while it is read.
     await writeFile(OUT + "sample.pcap.gz", gzipSync(await readFile(FIXTURE)));
     await page.setInputFiles("#file", OUT + "sample.pcap.gz");
@@ -172,8 +271,10 @@ try {
     await page.keyboard.press("Enter");
     await page.waitForFunction((n) => document.querySelector("#detail-title").textContent.startsWith(`Session #${n}:`), up);
     await page.fill("#filter", "20999");
+    await page.waitForFunction(() => document.body.dataset.filtered === "20999");
     assert.equal(await page.textContent("#count"), "1 of 3000 sessions");
     await page.fill("#filter", "");
+    await page.waitForFunction(() => document.body.dataset.filtered === "");
 
     // Not a capture: a clear error.
     await writeFile(OUT + "not-a-capture.pcap", "<html>this is not a capture</html>");
@@ -187,6 +288,7 @@ try {
     await page.waitForSelector("#sessions tbody tr");
     assert.match(await page.textContent("#summary"), /curl-lo\.pcapng: pcapng, .* 6 SOCKS sessions/);
     await page.fill("#filter", "udp_associate");
+    await page.waitForFunction(() => document.body.dataset.filtered === "udp_associate");
     assert.equal(await rows.count(), 1);
     await rows.first().click();
     await page.waitForSelector("#messages li");
@@ -201,15 +303,18 @@ try {
     // fragment follows the view.
     const linked = await context.newPage();
     linked.on("pageerror", (e) => errors.push(String(e)));
-    await linked.goto(url + "#filter=version%3Asocks5&sort=bytes_up&order=desc&session=4");
+    await linked.goto(url + "#filter=version%3Asocks5&window=1795708650.021-1795708650.046&sort=bytes_up&order=desc&session=4");
     await linked.setInputFiles("#file", FIXTURE);
     await linked.waitForFunction(() => /^Session #4:/.test(document.querySelector("#detail-title")?.textContent ?? ""));
-    assert.equal(await linked.locator("#sessions tbody tr").count(), 5);
+    assert.equal(await linked.locator("#sessions tbody tr").count(), 2, "socks5 sessions in the window: #2 and #4");
+    assert.equal(await linked.inputValue("#window-from"), "0.020");
     assert.equal(await linked.inputValue("#filter"), "version:socks5");
     assert.equal(await linked.getAttribute('#sessions th[data-key="bytes_up"]', "aria-sort"), "descending");
     await linked.fill("#filter", "bind");
-    assert.equal(await linked.evaluate(() => location.hash), "#filter=bind&sort=bytes_up&order=desc&session=4");
+    await linked.waitForFunction(() => document.body.dataset.filtered === "bind");
+    assert.equal(await linked.evaluate(() => location.hash), "#filter=bind&window=1795708650.021000-1795708650.046000&sort=bytes_up&order=desc&session=4");
     await linked.click("#detail-close");
+    await linked.click("#window-clear");
     assert.equal(await linked.evaluate(() => location.hash), "#filter=bind&sort=bytes_up&order=desc");
     await linked.close();
 

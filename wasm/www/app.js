@@ -1,6 +1,9 @@
 // socksgate capture inspector page: file in, worker parses, table + detail pane out.
 // No framework, no network: everything stays in this tab.
 
+import { parseFilter, FilterError } from "./filter.js";
+import { selectPackets } from "./pcap.js";
+
 const $ = (id) => document.getElementById(id);
 
 const COLUMNS = [
@@ -29,6 +32,8 @@ const state = {
   sortKey: "n",
   sortAsc: true,
   filter: "",
+  predicate: null, // the compiled filter (null: everything)
+  window: null, // [from, to] in capture seconds (epoch), brushed on the timeline, or null
   view: [], // the rows shown, filtered and sorted
   selected: null,
   focusN: null, // the session row in the tab order
@@ -110,6 +115,7 @@ function run(file) {
   $("detail").hidden = true;
   $("export-json").disabled = true;
   $("export-csv").disabled = true;
+  $("export-pcap").disabled = true;
   $("timing").textContent = "";
   delete document.body.dataset.mbps;
   setProgress(0, file.size);
@@ -153,6 +159,7 @@ function writeLink() {
   if (linkPending) return;
   const p = new URLSearchParams();
   if (state.filter.trim()) p.set("filter", state.filter.trim());
+  if (state.window) p.set("window", state.window.map((t) => t.toFixed(6)).join("-"));
   if (state.sortKey !== "n" || !state.sortAsc) {
     p.set("sort", state.sortKey);
     p.set("order", state.sortAsc ? "asc" : "desc");
@@ -167,8 +174,10 @@ function readLink() {
   if (!linkPending) return null;
   linkPending = false;
   const p = new URLSearchParams(location.hash.slice(1));
-  state.filter = p.get("filter") ?? "";
-  $("filter").value = state.filter;
+  $("filter").value = p.get("filter") ?? "";
+  compileFilter($("filter").value);
+  const w = (p.get("window") ?? "").split("-").map(Number);
+  state.window = w.length === 2 && w.every(Number.isFinite) && w[0] <= w[1] ? w : null;
   if (COLUMNS.some((c) => c.key === p.get("sort"))) {
     state.sortKey = p.get("sort");
     state.sortAsc = p.get("order") !== "desc";
@@ -181,6 +190,10 @@ function load(report) {
   state.report = report;
   state.rows = report.sessions.map(toRow);
   state.selected = null;
+  state.window = null;
+  let t0 = Infinity, t1 = -Infinity;
+  for (const r of state.rows) { t0 = Math.min(t0, r.session.start); t1 = Math.max(t1, r.session.end); }
+  state.span = state.rows.length ? [t0, Math.max(t1, t0 + 1e-6)] : [0, 1];
   const c = report.capture;
   $("summary").textContent =
     `${state.file.name}: ${c.format}, ${c.packets} packets, ${c.link_types.join(", ") || "no link types"}, ` +
@@ -190,47 +203,80 @@ function load(report) {
   $("drop").classList.add("small");
   $("export-json").disabled = false;
   $("export-csv").disabled = false;
+  $("export-pcap").disabled = false;
   const linked = readLink();
+  showWindow();
   renderTable();
   if (linked != null) openSession(linked);
 }
 
-// Structured filter: space-separated terms, all of which must match. A plain word matches any
-// column, an anomaly or the SNI; `field:text` matches that field (substring), `field=value`
-// exactly, `field>n` `field<n` `field>=n` `field<=n` compare numbers; a leading `-` negates.
-const FILTER_FIELDS = {
-  n: "n", client: "client", server: "server", version: "version", method: "method",
-  user: "username", username: "username", command: "command", cmd: "command",
-  dst: "dst", destination: "dst", reply: "reply_code", up: "bytes_up", bytes_up: "bytes_up",
-  down: "bytes_down", bytes_down: "bytes_down", udp: "udp", tunnel: "tunnel",
-  tunnelled: "tunnel", start: "start", duration: "duration", anomalies: "anomalies",
-};
-
-function termMatches(r, term) {
-  const m = /^([a-z_]+)(:|>=|<=|=|>|<)(.*)$/.exec(term);
-  const field = m && (FILTER_FIELDS[m[1]] ?? (["sni", "anomaly"].includes(m[1]) ? m[1] : null));
-  if (!field) {
-    return COLUMNS.some((c) => cellText(r, c.key).toLowerCase().includes(term)) ||
-      r.session.anomalies.some((a) => a.toLowerCase().includes(term)) ||
-      (r.session.sni ?? "").toLowerCase().includes(term);
+/**
+ * Compiles the filter text; a malformed expression shows its error beside the box and keeps
+ * the last good filter applied. Returns whether it compiled.
+ */
+function compileFilter(text) {
+  try {
+    state.predicate = text.trim() ? parseFilter(text, cellText, COLUMNS) : null;
+    state.filter = text;
+    $("filter-error").textContent = "";
+    $("filter").removeAttribute("aria-invalid");
+    return true;
+  } catch (e) {
+    if (!(e instanceof FilterError)) throw e;
+    $("filter-error").textContent = e.message;
+    $("filter").setAttribute("aria-invalid", "true");
+    return false;
   }
-  const [, , op, want] = m;
-  const texts = field === "anomaly" ? r.session.anomalies.map((a) => a.toLowerCase())
-    : field === "sni" ? [(r.session.sni ?? "").toLowerCase()]
-    : [cellText(r, field).toLowerCase()];
-  if (op === ":") return texts.some((t) => t.includes(want));
-  if (op === "=") return texts.some((t) => t === want);
-  const x = Number(r[field]), y = Number(want);
-  if (r[field] == null || Number.isNaN(x) || Number.isNaN(y)) return false;
-  return op === ">" ? x > y : op === "<" ? x < y : op === ">=" ? x >= y : x <= y;
+}
+
+// Filtering 200 000 rows takes tens of milliseconds: it runs once typing pauses (a debounce),
+// never on each keystroke, so the box stays responsive.
+const FILTER_DELAY_MS = 150;
+let filterTimer = 0;
+function filterTyped(text) {
+  clearTimeout(filterTimer);
+  filterTimer = setTimeout(() => {
+    filterTimer = 0;
+    if (compileFilter(text)) renderTable();
+    document.body.dataset.filtered = text; // tests wait for this
+  }, FILTER_DELAY_MS);
+}
+
+// ---- the time window (brushed on the timeline or typed in seconds from the capture's start) ----
+/** Applies window `w` ([from, to] or null); `typed`: it came from the boxes, leave them be. */
+function setWindow(w, typed = false) {
+  state.window = w && w[1] > w[0] ? w : null;
+  if (typed) $("window-clear").disabled = !state.window;
+  else showWindow();
+  renderTable();
+}
+
+function showWindow() {
+  const [t0] = state.span ?? [0];
+  $("window-from").value = state.window ? (state.window[0] - t0).toFixed(3) : "";
+  $("window-to").value = state.window ? (state.window[1] - t0).toFixed(3) : "";
+  $("window-clear").disabled = !state.window;
+}
+
+function windowTyped() {
+  const [t0, t1] = state.span;
+  const from = $("window-from").value.trim(), to = $("window-to").value.trim();
+  if (!from && !to) { setWindow(null, true); return; }
+  const a = from ? Number(from) : 0, b = to ? Number(to) : t1 - t0;
+  if (!Number.isFinite(a) || !Number.isFinite(b) || a >= b) {
+    $("filter-error").textContent = "time window: from must be a number of seconds below to";
+    return;
+  }
+  $("filter-error").textContent = "";
+  setWindow([t0 + a, t0 + b], true);
 }
 
 function visibleRows() {
-  const terms = state.filter.trim().toLowerCase().split(/\s+/).filter(Boolean);
   let rows = state.rows;
-  if (terms.length) {
-    rows = rows.filter((r) => terms.every((t) =>
-      t.startsWith("-") && t.length > 1 ? !termMatches(r, t.slice(1)) : termMatches(r, t)));
+  if (state.predicate) rows = rows.filter(state.predicate);
+  if (state.window) {
+    const [from, to] = state.window;
+    rows = rows.filter((r) => r.session.start <= to && r.session.end >= from);
   }
   const col = COLUMNS.find((c) => c.key === state.sortKey);
   const dir = state.sortAsc ? 1 : -1;
@@ -357,8 +403,8 @@ function drawTimeline() {
   g.clearRect(0, 0, width, 64);
   timelineHits = [];
   if (!rows.length) { canvas.setAttribute("aria-label", "timeline: no sessions shown"); return; }
-  let t0 = Infinity, t1 = -Infinity;
-  for (const r of rows) { t0 = Math.min(t0, r.session.start); t1 = Math.max(t1, r.session.end); }
+  // The axis is the whole capture's, so a brushed window stays where it was drawn.
+  const [t0, t1] = state.span;
   const span = Math.max(t1 - t0, 1e-6);
   const style = getComputedStyle(document.documentElement);
   const colour = { bar: style.getPropertyValue("--muted").trim() || "#667085",
@@ -382,20 +428,58 @@ function drawTimeline() {
     g.fillStyle = colour.sel;
     g.fillRect(selected[0], 4 + selected[2] * laneH, selected[1] - selected[0], laneH - 2);
   }
+  if (state.window || brush) {
+    const [a, b] = brush ? [Math.min(...brush), Math.max(...brush)]
+      : state.window.map((t) => 4 + ((t - t0) / span) * (width - 8));
+    g.fillStyle = colour.sel;
+    g.globalAlpha = 0.18;
+    g.fillRect(a, 0, Math.max(b - a, 1), 64);
+    g.globalAlpha = 1;
+    g.strokeStyle = colour.sel;
+    g.strokeRect(a + 0.5, 0.5, Math.max(b - a, 1) - 1, 63);
+  }
   canvas.bars = timelineHits; // where each session's bar is (for tests and tools)
   const iso = (t) => new Date(t * 1000).toISOString().replace("T", " ").replace("Z", "");
   canvas.setAttribute("aria-label",
     `timeline of ${rows.length} sessions from ${iso(t0)} to ${iso(t1)} (${span.toFixed(3)} s); the table lists them`);
 }
 
-$("timeline").addEventListener("click", (e) => {
+/** Capture time (epoch seconds) at canvas x. */
+function timeAt(x) {
+  const [t0, t1] = state.span;
+  const width = $("timeline").clientWidth || 800;
+  return t0 + Math.min(1, Math.max(0, (x - 4) / (width - 8))) * (t1 - t0);
+}
+
+// Dragging across the timeline brushes a time window; a click (no drag) opens the bar's session.
+let brush = null; // [x at press, x now] while dragging
+$("timeline").addEventListener("pointerdown", (e) => {
+  if (!state.report || e.button !== 0) return;
+  const x = e.clientX - e.currentTarget.getBoundingClientRect().left;
+  brush = [x, x];
+  e.currentTarget.setPointerCapture(e.pointerId);
+});
+$("timeline").addEventListener("pointermove", (e) => {
+  if (!brush) return;
+  brush[1] = e.clientX - e.currentTarget.getBoundingClientRect().left;
+  drawTimeline();
+});
+$("timeline").addEventListener("pointerup", (e) => {
+  if (!brush) return;
   const rect = e.currentTarget.getBoundingClientRect();
   const x = e.clientX - rect.left, y = e.clientY - rect.top;
+  const [x0] = brush;
+  brush = null;
+  if (Math.abs(x - x0) >= 4) {
+    setWindow([timeAt(Math.min(x0, x)), timeAt(Math.max(x0, x))]);
+    return;
+  }
+  drawTimeline();
   const lane = Math.floor((y - 4) / ((64 - 8) / LANES));
   let best = null;
-  for (const [x0, x1, l, n] of timelineHits) {
+  for (const [b0, b1, l, n] of timelineHits) {
     if (l !== lane) continue;
-    const d = x < x0 ? x0 - x : x > x1 ? x - x1 : 0;
+    const d = x < b0 ? b0 - x : x > b1 ? x - b1 : 0;
     if (d <= 3 && (!best || d < best[0])) best = [d, n];
   }
   if (best) { state.focusN = best[1]; openSession(best[1]); }
@@ -541,7 +625,7 @@ function selectField(j) {
 }
 
 function download(name, type, text) {
-  const url = URL.createObjectURL(new Blob([text], { type }));
+  const url = URL.createObjectURL(text instanceof Blob ? text : new Blob([text], { type }));
   const a = document.createElement("a");
   a.href = url;
   a.download = name;
@@ -572,7 +656,12 @@ function baseName() {
 // ---- wiring ----
 $("file").addEventListener("change", (e) => { const f = e.target.files[0]; if (f) run(f); });
 $("reveal").addEventListener("change", () => { if (state.file) run(state.file); });
-$("filter").addEventListener("input", (e) => { state.filter = e.target.value; renderTable(); });
+$("filter").addEventListener("input", (e) => filterTyped(e.target.value));
+for (const id of ["window-from", "window-to"]) {
+  $(id).addEventListener("change", windowTyped);
+  $(id).addEventListener("keydown", (e) => { if (e.key === "Enter") windowTyped(); });
+}
+$("window-clear").addEventListener("click", () => { $("filter-error").textContent = ""; setWindow(null); });
 document.querySelector("#sessions thead").addEventListener("click", (e) => {
   const th = e.target.closest("th"); if (th) sortBy(th.dataset.key);
 });
@@ -630,10 +719,29 @@ for (const [id, handler] of [["messages", selectMessage], ["fields", selectField
   });
 }
 $("detail-close").addEventListener("click", () => { $("detail").hidden = true; state.selected = null; renderTable(); });
-$("export-json").addEventListener("click", async () =>
-  download(baseName() + ".socks.json", "application/json", JSON.stringify(await ask("full"), null, 2)));
+// Exports carry the sessions shown (filter and time window applied), in capture order.
+function shownIndices() {
+  return state.view.map((r) => r.n - 1).sort((a, b) => a - b);
+}
+$("export-json").addEventListener("click", async () => {
+  const doc = await ask("full");
+  doc.sessions = shownIndices().map((i) => doc.sessions[i]);
+  download(baseName() + ".socks.json", "application/json", JSON.stringify(doc, null, 2));
+});
 $("export-csv").addEventListener("click", () =>
-  download(baseName() + ".socks.csv", "text/csv", toCsv(state.report.sessions)));
+  download(baseName() + ".socks.csv", "text/csv", toCsv(shownIndices().map((i) => state.report.sessions[i]))));
+$("export-pcap").addEventListener("click", async () => {
+  const button = $("export-pcap");
+  button.disabled = true;
+  try {
+    const blob = await selectPackets(state.file, shownIndices().map((i) => state.report.sessions[i]));
+    download(baseName() + ".filtered.pcap", "application/vnd.tcpdump.pcap", blob);
+  } catch (e) {
+    showError(`pcap export: ${e.message || e}`);
+  } finally {
+    button.disabled = false;
+  }
+});
 
 for (const ev of ["dragenter", "dragover"]) {
   document.addEventListener(ev, (e) => { e.preventDefault(); document.body.classList.add("dragging"); });
