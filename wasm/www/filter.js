@@ -54,7 +54,7 @@ function addrBits(text) {
   if (/^\d+\.\d+\.\d+\.\d+$/.test(text)) {
     const parts = text.split(".").map(Number);
     if (parts.some((p) => p > 255)) return null;
-    return [parts.reduce((a, p) => (a << 8n) | BigInt(p), 0n), 32];
+    return [BigInt(parts.reduce((a, p) => a * 256 + p, 0)), 32];
   }
   if (!/^[0-9a-f:.]+$/i.test(text) || !text.includes(":")) return null;
   let [head, tail = null] = text.split("::");
@@ -82,10 +82,28 @@ function parseCidr(text) {
   if (!bits || extra !== undefined || !Number.isInteger(prefix) || prefix < 0 || prefix > bits[1] || (len !== undefined && !/^\d+$/.test(len))) {
     throw new FilterError(`"${text}" is not an address block (e.g. 10.0.0.0/8 or fd00::/8)`);
   }
+  if (bits[1] === 32) {
+    // IPv4 blocks: plain 32-bit arithmetic, no BigInt per row (200 000 rows in milliseconds).
+    const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
+    const base = (Number(bits[0]) & mask) >>> 0;
+    return (host) => {
+      const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?::\d+)?$/.exec(host);
+      if (!m || m.slice(1).some((o) => o > 255)) return false;
+      const v = ((m[1] << 24) | (m[2] << 16) | (m[3] << 8) | m[4]) >>> 0;
+      return ((v & mask) >>> 0) === base;
+    };
+  }
   const shift = BigInt(bits[1] - prefix);
+  // Parsing an address is the costly part; a capture's clients repeat, so remember each answer.
+  const seen = new Map();
   return (host) => {
-    const h = addrBits(hostOf(host));
-    return h !== null && h[1] === bits[1] && (h[0] >> shift) === (bits[0] >> shift);
+    let inside = seen.get(host);
+    if (inside === undefined) {
+      const h = addrBits(hostOf(host));
+      inside = h !== null && h[1] === bits[1] && (h[0] >> shift) === (bits[0] >> shift);
+      if (seen.size < 1 << 20) seen.set(host, inside);
+    }
+    return inside;
   };
 }
 
