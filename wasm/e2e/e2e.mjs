@@ -298,6 +298,16 @@ try {
     await page.click('#fields tbody tr:has-text("DATA")');
     assert.equal(await page.locator("#hex .b.hl").count(), 4);
     await page.screenshot({ path: OUT + "udp.png", fullPage: true });
+    // The pcap export from a pcapng with nanosecond timestamps: the UDP ASSOCIATE session with
+    // its relayed datagrams, timestamps kept exactly.
+    const [udpJson] = await Promise.all([page.waitForEvent("download"), page.click("#export-json")]);
+    const udpDoc = JSON.parse(await readFile(await udpJson.path(), "utf8"));
+    const [udpPcap] = await Promise.all([page.waitForEvent("download"), page.click("#export-pcap")]);
+    await writeFile(OUT + "udp.pcap", await readFile(await udpPcap.path()));
+    const udpCli = JSON.parse(execFileSync(SOCKSGATE, ["inspect", "--json", OUT + "udp.pcap"], { encoding: "utf8" }));
+    assert.equal(udpCli.sessions.length, 1);
+    assert.equal(udpCli.sessions[0].udp_datagrams_up, 2);
+    assert.deepEqual(udpCli.sessions.map(summary), udpDoc.sessions.map(summary), "the exported pcap holds the UDP session");
 
     // Deep link: the fragment's filter, sort and session apply to the capture opened; the
     // fragment follows the view.
