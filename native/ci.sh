@@ -95,10 +95,17 @@ verify=$(systemd-analyze verify "$UNITS/socksgate.service" "$UNITS/socksgate.soc
 
 step "check-config"
 /usr/bin/socksgate check-config "$CONFIG"
-# Every commented example in the packaged config is valid once enabled.
+# Every commented example in the packaged config is valid once enabled, with a users file
+# and a certificate (which also serves as the client CA) in place of the ones it names, and
+# the TLS example's listener added to `listen`.
 socksgate passwd --users "$work/users" alice <<<"ci-password" 2>/dev/null
-sed -e 's/^#\([a-z[]\)/\1/' -e "s|^users = .*|users = \"$work/users\"|" "$CONFIG" \
-    >"$work/examples.toml"
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
+    -keyout "$work/server.key" -out "$work/server.pem" 2>/dev/null
+sed -e 's/^#\([a-z[]\)/\1/' \
+    -e "s|^users = \".*\"\$|users = \"$work/users\"|" \
+    -e 's|^listen = \["127.0.0.1:1080"\]|listen = ["127.0.0.1:1080", "0.0.0.0:1443"]|' \
+    -e "s|/etc/socksgate/server.pem|$work/server.pem|;s|/etc/socksgate/server.key|$work/server.key|" \
+    -e "s|/etc/socksgate/clients-ca.pem|$work/server.pem|" "$CONFIG" >"$work/examples.toml"
 /usr/bin/socksgate check-config "$work/examples.toml" >/dev/null
 
 step "serve as user socksgate, one request through it"
