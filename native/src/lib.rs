@@ -2,6 +2,7 @@
 //!
 //! Modules, one per concept:
 //! * [`cli`] — command-line definitions; [`config`] — the TOML file and the effective settings;
+//! * [`gssapi`] — GSS-API/Kerberos contexts, keytab and wrap/unwrap (RFC 1961's cryptography);
 //! * [`users`] — the Argon2 users file, `login` — password checks with back-off;
 //!   [`access`] — access rules from the config (the core evaluates them);
 //! * [`shared`] — what all sessions of one configuration share, and its core policy;
@@ -24,7 +25,8 @@
 //! * [`reload`] — SIGHUP reloads; [`systemd`] — `sd_notify` readiness;
 //! * [`logging`] — text or JSON logs; [`metrics`] — Prometheus counters and endpoint;
 //! * [`memory`] — freed memory back to the system after bursts of sessions.
-// Denied everywhere but in `memory`, whose one libc call carries its SAFETY comment.
+// Denied everywhere but in `memory` and `gssapi`'s keytab store, whose foreign calls carry
+// their SAFETY comments.
 #![deny(unsafe_code)]
 
 pub mod access;
@@ -42,6 +44,7 @@ mod conn;
 pub mod connect;
 pub mod egress;
 pub mod failure;
+pub mod gssapi;
 pub mod limits;
 pub mod logging;
 mod login;

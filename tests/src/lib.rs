@@ -6,6 +6,7 @@
 //!   [`socksgate::Server`] listens on a free loopback port and is killed on drop.
 //! * [`origin`] has the local peers the proxy connects to: an HTTP origin serving
 //!   deterministic bodies, a TCP echo server, a "reply after EOF" server and a UDP echo.
+//! * [`kerberos`] runs a real MIT KDC with a fresh realm for the GSS-API tests.
 //! * [`peers`] starts Debian's `danted` and `microsocks` as reference SOCKS servers.
 //! * [`tools`] locates external programs and runs them with bounded timeouts.
 //! * [`reliability`] has process statistics (RSS, open fds), a curl loop, seeded byte
@@ -21,6 +22,7 @@
 //! is set, in which case the test prints why it skipped and returns.
 #![forbid(unsafe_code)]
 
+pub mod kerberos;
 pub mod origin;
 pub mod peers;
 pub mod reliability;

@@ -1,0 +1,261 @@
+//! A real MIT Kerberos KDC for GSS-API tests: a fresh realm in a temporary directory, served
+//! by Debian's `krb5kdc` on a loopback port, with principals, keytabs and users' ticket caches
+//! made by the real tools (`kdb5_util`, `kadmin.local`, `kinit`).
+//!
+//! Nothing here touches the machine's own Kerberos setup: every program the harness or a test
+//! runs gets the realm's files through [`Kdc::env`] (`KRB5_CONFIG`, `KRB5_KDC_PROFILE`), and
+//! each user's tickets live in a cache file of their own (`KRB5CCNAME`). Start one KDC per test
+//! file (it takes a fraction of a second) and share it between the file's tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+
+use crate::tmp::TempDir;
+use crate::tools::{self, Output};
+use crate::{TIMEOUT, free_port, wait_for_listener};
+
+/// The programs a KDC test needs (Debian's krb5-kdc, krb5-admin-server and krb5-user).
+pub const TOOLS: [&str; 4] = ["krb5kdc", "kdb5_util", "kadmin.local", "kinit"];
+
+/// A running KDC for one realm; stopped, and its files removed, on drop.
+#[derive(Debug)]
+pub struct Kdc {
+    realm: String,
+    port: u16,
+    dir: TempDir,
+    child: Mutex<Child>,
+}
+
+impl Kdc {
+    /// Creates realm `realm` (upper case by convention) with a fresh database and starts
+    /// `krb5kdc` for it on a free loopback port (UDP and TCP). `None` if the tools are
+    /// missing and `SOCKSGATE_ALLOW_SKIP=1`; panics if they are missing otherwise.
+    #[track_caller]
+    pub fn start(test: &str, realm: &str) -> Option<Self> {
+        tools::require(test, &TOOLS)?;
+        let dir = TempDir::new();
+        // The database does not depend on the port: made once, whatever port the KDC gets.
+        write_config(&dir, realm, 0);
+        let master = ["create", "-s", "-r", realm, "-P", "master-key-pw", "-W"];
+        kdc_tool(&dir, "kdb5_util", &master).assert_success("kdb5_util create");
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            write_config(&dir, realm, port);
+            let log = std::fs::File::create(dir.join("krb5kdc.out")).expect("kdc log");
+            let mut child = Command::new(tools::which("krb5kdc").expect("krb5kdc"))
+                .args(["-n", "-r", realm])
+                .envs(env_of(&dir))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("dup log"))
+                .stderr(log)
+                .spawn()
+                .expect("spawn krb5kdc");
+            let listening =
+                wait_for_listener((core::net::Ipv4Addr::LOCALHOST, port).into(), TIMEOUT);
+            if listening && matches!(child.try_wait(), Ok(None)) {
+                return Some(Self {
+                    realm: realm.into(),
+                    port,
+                    dir,
+                    child: Mutex::new(child),
+                });
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            last =
+                tools::read_log(&dir.join("krb5kdc.out")) + &tools::read_log(&dir.join("kdc.log"));
+        }
+        panic!("krb5kdc did not start:\n{last}");
+    }
+
+    /// The realm's name.
+    pub fn realm(&self) -> &str {
+        &self.realm
+    }
+
+    /// The KDC's loopback port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The directory holding the realm's files (config, database, keytabs, caches).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The `krb5.conf` clients and servers of this realm use.
+    pub fn krb5_config(&self) -> PathBuf {
+        self.dir.join("krb5.conf")
+    }
+
+    /// The environment every Kerberos program of this realm needs: the realm's `krb5.conf`
+    /// and KDC profile, and no replay cache files outside the realm's directory.
+    pub fn env(&self) -> Vec<(String, String)> {
+        env_of(&self.dir)
+    }
+
+    /// `fully qualified name@REALM`.
+    pub fn principal(&self, name: &str) -> String {
+        format!("{name}@{}", self.realm)
+    }
+
+    /// Adds user principal `name` with `password`.
+    #[track_caller]
+    pub fn add_user(&self, name: &str, password: &str) {
+        self.kadmin(&format!("addprinc -pw {password} {name}"));
+    }
+
+    /// Adds service principal `name` (e.g. `rcmd/localhost`) with a random key.
+    #[track_caller]
+    pub fn add_service(&self, name: &str) {
+        self.kadmin(&format!("addprinc -randkey {name}"));
+    }
+
+    /// Writes the keys of `principals` into keytab file `file` (in the realm's directory) and
+    /// returns its path. Each call gives the principals new keys (a new kvno), which
+    /// invalidates earlier keytabs and tickets for them.
+    #[track_caller]
+    pub fn keytab(&self, file: &str, principals: &[&str]) -> PathBuf {
+        let path = self.dir.join(file);
+        for p in principals {
+            self.kadmin(&format!("ktadd -k {} {p}", path.display()));
+        }
+        path
+    }
+
+    /// Runs one `kadmin.local` query, panicking with its output if it fails.
+    #[track_caller]
+    pub fn kadmin(&self, query: &str) -> Output {
+        let out = kdc_tool(&self.dir, "kadmin.local", &["-r", &self.realm, "-q", query]);
+        out.assert_success(&format!("kadmin.local -q {query:?}"));
+        // kadmin.local exits 0 even when the query fails; it says so on stderr.
+        let err = out.stderr_text();
+        assert!(
+            !err.contains("while ") && !err.to_lowercase().contains("error"),
+            "kadmin.local -q {query:?}: {err}"
+        );
+        out
+    }
+
+    /// `kinit user` with `password` into a new cache file `<user>-<tag>.cc`; returns the
+    /// cache's `KRB5CCNAME` value. `lifetime` (`kinit -l`, e.g. `"10h"`, `"5s"`) bounds the
+    /// tickets.
+    #[track_caller]
+    pub fn kinit(&self, user: &str, password: &str, tag: &str, lifetime: &str) -> String {
+        let cache = format!(
+            "FILE:{}",
+            self.dir.join(&format!("{user}-{tag}.cc")).display()
+        );
+        let kinit = tools::which("kinit").expect("kinit");
+        let out = tools::run(
+            Command::new(kinit)
+                .args(["-l", lifetime, user])
+                .envs(self.env())
+                .env("KRB5CCNAME", &cache),
+            format!("{password}\n").as_bytes(),
+            TIMEOUT,
+        );
+        out.assert_success(&format!("kinit {user}"));
+        cache
+    }
+
+    /// A `KRB5CCNAME` value naming a cache that does not exist (a user without tickets).
+    pub fn empty_cache(&self, tag: &str) -> String {
+        format!(
+            "FILE:{}",
+            self.dir.join(&format!("none-{tag}.cc")).display()
+        )
+    }
+
+    /// The KDC's log (requests issued and refused).
+    pub fn log(&self) -> String {
+        tools::read_log(&self.dir.join("kdc.log")) + &tools::read_log(&self.dir.join("krb5kdc.out"))
+    }
+
+    fn stop(&self) {
+        let mut child = self
+            .child
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Kdc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The environment of the realm in `dir`.
+fn env_of(dir: &TempDir) -> Vec<(String, String)> {
+    let path = |name: &str| dir.join(name).display().to_string();
+    vec![
+        ("KRB5_CONFIG".into(), path("krb5.conf")),
+        ("KRB5_KDC_PROFILE".into(), path("kdc.conf")),
+        // Replay caches in the realm's directory rather than /var/tmp.
+        ("KRB5RCACHEDIR".into(), dir.path().display().to_string()),
+        // No trace unless a test sets it (KRB5_TRACE=/dev/stderr helps when one fails).
+    ]
+}
+
+/// Runs a KDC-side tool (`kdb5_util`, `kadmin.local`) on the realm in `dir`.
+#[track_caller]
+fn kdc_tool(dir: &TempDir, tool: &str, args: &[&str]) -> Output {
+    let exe = tools::which(tool).unwrap_or_else(|| panic!("{tool} is not installed"));
+    tools::run(Command::new(exe).args(args).envs(env_of(dir)), b"", TIMEOUT)
+}
+
+/// Writes the realm's `krb5.conf` (clients: where the KDC is, no DNS) and `kdc.conf` (the
+/// KDC: database, ports, log) for a KDC on loopback port `port`.
+fn write_config(dir: &TempDir, realm: &str, port: u16) {
+    let d = dir.path().display();
+    // No DNS anywhere: host-based service names (`rcmd@localhost`) map to `rcmd/localhost`
+    // as written, and `localhost` belongs to the realm.
+    dir.write(
+        "krb5.conf",
+        format!(
+            "[libdefaults]
+ default_realm = {realm}
+ dns_lookup_kdc = false
+ dns_lookup_realm = false
+ dns_canonicalize_hostname = false
+ rdns = false
+ udp_preference_limit = 1
+ ticket_lifetime = 10h
+[realms]
+ {realm} = {{
+  kdc = 127.0.0.1:{port}
+ }}
+[domain_realm]
+ localhost = {realm}
+ .localhost = {realm}
+[logging]
+ default = FILE:{d}/krb5.log
+"
+        ),
+    );
+    dir.write(
+        "kdc.conf",
+        format!(
+            "[kdcdefaults]
+ kdc_listen = 127.0.0.1:{port}
+ kdc_tcp_listen = 127.0.0.1:{port}
+[realms]
+ {realm} = {{
+  database_name = {d}/principal
+  key_stash_file = {d}/stash
+  acl_file = {d}/kadm5.acl
+  max_life = 10h
+  max_renewable_life = 0
+  supported_enctypes = aes256-cts-hmac-sha1-96:normal aes128-cts-hmac-sha1-96:normal
+ }}
+[logging]
+ kdc = FILE:{d}/kdc.log
+"
+        ),
+    );
+}
