@@ -1,5 +1,9 @@
 //! `[[auth]]`: which clients authenticate how, by client network and listener.
 //!
+//! With `[gssapi]` configured, `"gssapi"` (RFC 1961, Kerberos) is a method too, alone or
+//! beside `"password"` (the client then chooses among the two it offers, `[gssapi] prefer`
+//! deciding when it offers both), and the default for clients no entry matches adds it.
+//!
 //! Each entry is compiled into one core
 //! [`AuthenticationRule`] per (network, listener) pair, in order, so "first match wins" keeps
 //! its meaning; the core's [`AuthenticationRules`](socksgate_core::policy::AuthenticationRules)
@@ -19,32 +23,37 @@ use socksgate_core::rules::Cidr;
 use crate::access::RuleError;
 use crate::config::AuthConfig;
 
-/// The default for connections no entry matches: a password when a users file is set,
-/// otherwise none (SOCKS4 per `socks4`).
-pub fn default_authentication(users: bool, socks4: bool) -> Authentication {
-    if users {
-        Authentication::PASSWORD
+/// The default for connections no entry matches: GSS-API when `[gssapi]` is configured, a
+/// password when a users file is set (either or both: the client picks among those it
+/// offers), otherwise none (SOCKS4 per `socks4`).
+pub fn default_authentication(users: bool, gssapi: bool, socks4: bool) -> Authentication {
+    if users || gssapi {
+        Authentication::Required {
+            password: users,
+            gssapi,
+        }
     } else {
         Authentication::None { socks4 }
     }
 }
 
 /// Checks and compiles the `[[auth]]` entries. `users`: whether a users file is configured
-/// (`methods = ["password"]` needs one); `socks4`: whether SOCKS4 is accepted where no
-/// authentication is required.
+/// (`methods = ["password"]` needs one); `gssapi`: whether `[gssapi]` is (`"gssapi"` needs
+/// it); `socks4`: whether SOCKS4 is accepted where no authentication is required.
 pub fn compile(
     entries: &[AuthConfig],
     users: bool,
+    gssapi: bool,
     socks4: bool,
 ) -> Result<Vec<AuthenticationRule>, RuleError> {
     let mut out = Vec::new();
     for entry in entries {
         let methods = entry.methods.get_ref();
-        let mut authentication = None;
+        let (mut none, mut password, mut kerberos) = (false, false, false);
         for m in methods {
-            let this = match m.get_ref().as_str() {
-                "none" => Authentication::None { socks4 },
-                "password" if users => Authentication::PASSWORD,
+            match m.get_ref().as_str() {
+                "none" => none = true,
+                "password" if users => password = true,
                 "password" => {
                     return Err(RuleError {
                         span: m.span(),
@@ -53,29 +62,45 @@ pub fn compile(
                             .into(),
                     });
                 }
+                "gssapi" if gssapi => kerberos = true,
+                "gssapi" => {
+                    return Err(RuleError {
+                        span: m.span(),
+                        message: "[[auth]] methods \"gssapi\" needs a [gssapi] table with a keytab"
+                            .into(),
+                    });
+                }
                 other => {
                     return Err(RuleError {
                         span: m.span(),
                         message: format!(
-                            "[[auth]] method {other:?}: expected \"none\" or \"password\""
+                            "[[auth]] method {other:?}: expected \"none\", \"password\" or \"gssapi\""
                         ),
                     });
                 }
-            };
-            if authentication.is_some_and(|a| a != this) {
+            }
+            if none && (password || kerberos) {
                 return Err(RuleError {
                     span: m.span(),
-                    message: "[[auth]] methods: give either [\"none\"] or [\"password\"]; a \
-                              client that may skip the password needs none"
+                    message: "[[auth]] methods: give either [\"none\"] or methods that \
+                              authenticate; a client that may skip authentication needs none"
                         .into(),
                 });
             }
-            authentication = Some(this);
         }
-        let Some(authentication) = authentication else {
+        let authentication = if none {
+            Authentication::None { socks4 }
+        } else if password || kerberos {
+            Authentication::Required {
+                password,
+                gssapi: kerberos,
+            }
+        } else {
             return Err(RuleError {
                 span: entry.methods.span(),
-                message: "[[auth]] methods is empty: expected [\"none\"] or [\"password\"]".into(),
+                message: "[[auth]] methods is empty: expected [\"none\"], [\"password\"] or \
+                          [\"gssapi\"]"
+                    .into(),
             });
         };
         let clients = entry
@@ -154,9 +179,10 @@ methods = ["none"]
 "#,
         )
         .unwrap();
-        let rules = compile(&c.auth, true, c.socks4).unwrap();
+        let rules = compile(&c.auth, true, false, c.socks4).unwrap();
         assert_eq!(rules.len(), 3);
-        let auth = AuthenticationRules::new(default_authentication(true, true)).with_rules(&rules);
+        let auth =
+            AuthenticationRules::new(default_authentication(true, false, true)).with_rules(&rules);
         let on = |s: &str| s.parse::<SocketAddr>().unwrap();
         let open = Authentication::None { socks4: true };
         assert_eq!(
@@ -173,7 +199,7 @@ methods = ["none"]
         );
         // socks4 = false reaches the "none" entries too.
         let c = parse("socks4 = false\n[[auth]]\nmethods = [\"none\"]\n").unwrap();
-        let rules = compile(&c.auth, false, c.socks4).unwrap();
+        let rules = compile(&c.auth, false, false, c.socks4).unwrap();
         assert_eq!(
             rules[0].authentication,
             Authentication::None { socks4: false }
@@ -195,6 +221,16 @@ methods = ["none"]
             ),
             (
                 "[[auth]]\nmethods = [\"gssapi\"]\n",
+                "t.toml:2:12",
+                "needs a [gssapi] table",
+            ),
+            (
+                "[gssapi]\nkeytab = \"k\"\n[[auth]]\nmethods = [\"gssapi\", \"none\"]\n",
+                "t.toml:4:22",
+                "either",
+            ),
+            (
+                "[[auth]]\nmethods = [\"kerberos\"]\n",
                 "t.toml:2:12",
                 "expected",
             ),
@@ -221,6 +257,35 @@ methods = ["none"]
                 "{e} (wanted {needle}, {why})"
             );
         }
+        let e = parse("[[auth]]\nfrom = [\"10.0.0.0/8\"]\n").unwrap_err();
+        assert!(e.contains("methods"), "{e}");
+        // GSS-API alone, or beside a password.
+        let c = parse(
+            "users = \"u\"\n[gssapi]\nkeytab = \"k\"\n[[auth]]\nfrom = [\"10.0.0.0/8\"]\nmethods = [\"gssapi\"]\n[[auth]]\nmethods = [\"password\", \"gssapi\"]\n",
+        )
+        .unwrap();
+        let rules = compile(&c.auth, true, true, c.socks4).unwrap();
+        assert_eq!(
+            rules[0].authentication,
+            Authentication::Required {
+                password: false,
+                gssapi: true
+            }
+        );
+        assert_eq!(
+            rules[1].authentication,
+            Authentication::Required {
+                password: true,
+                gssapi: true
+            }
+        );
+        assert_eq!(
+            default_authentication(false, true, true),
+            Authentication::Required {
+                password: false,
+                gssapi: true
+            }
+        );
         let e = parse("[[auth]]\nfrom = [\"10.0.0.0/8\"]\n").unwrap_err();
         assert!(e.contains("methods"), "{e}");
     }

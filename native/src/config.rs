@@ -367,6 +367,124 @@ fn yes() -> bool {
     true
 }
 
+/// A per-message protection level of RFC 1961 §4, as `[gssapi] protection` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProtectionLevel {
+    /// No per-message protection after authentication: the relay is plain TCP (what curl
+    /// supports).
+    None,
+    /// Every message after authentication is a GSS-API wrap token with an integrity check.
+    Integrity,
+    /// Every message after authentication is encrypted and integrity-checked.
+    Confidentiality,
+}
+
+impl ProtectionLevel {
+    /// The name as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Integrity => "integrity",
+            Self::Confidentiality => "confidentiality",
+        }
+    }
+}
+
+/// Which method a client that offers both GSS-API and username/password gets, where both
+/// are accepted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PreferredMethod {
+    /// GSS-API (method 1; default: no password crosses the network).
+    #[default]
+    Gssapi,
+    /// Username/password (method 2).
+    Password,
+}
+
+/// `[gssapi]`: GSS-API/Kerberos authentication (RFC 1961), offered when present.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GssapiConfig {
+    /// The keytab file with the service's keys (relative: to the config file's directory).
+    pub keytab: Spanned<PathBuf>,
+    /// The one service principal accepted (`rcmd/proxy.example.com@EXAMPLE.COM`, or without
+    /// the realm for any realm); unset: any principal in the keytab.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<Spanned<String>>,
+    /// The protection levels the server grants; it grants the strongest one listed that does
+    /// not exceed what the client asks for.
+    #[serde(default = "default_protection")]
+    pub protection: Spanned<Vec<ProtectionLevel>>,
+    /// Accept the NEC reference implementation's form of the protection-level exchange
+    /// (unprotected octets, as curl's `--socks5-gssapi-nec` sends), besides RFC 1961's
+    /// protected form.
+    #[serde(default = "yes")]
+    pub accept_nec: bool,
+    /// The method for a client that offers both GSS-API and a password where both are
+    /// accepted.
+    #[serde(default)]
+    pub prefer: PreferredMethod,
+}
+
+fn default_protection() -> Spanned<Vec<ProtectionLevel>> {
+    Spanned::new(
+        0..0,
+        vec![ProtectionLevel::Integrity, ProtectionLevel::Confidentiality],
+    )
+}
+
+impl GssapiConfig {
+    /// The granted levels, as a set.
+    pub fn grants(&self, level: ProtectionLevel) -> bool {
+        self.protection.get_ref().contains(&level)
+    }
+
+    /// `protection` names at least one level, each once; `principal` looks like a principal.
+    fn check(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        let levels = self.protection.get_ref();
+        if levels.is_empty() {
+            return Err(ConfigError::at(
+                text,
+                path,
+                self.protection.span(),
+                "[gssapi] protection is empty: expected one or more of \"none\", \"integrity\", \"confidentiality\"".into(),
+            ));
+        }
+        let mut sorted = levels.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != levels.len() {
+            return Err(ConfigError::at(
+                text,
+                path,
+                self.protection.span(),
+                "[gssapi] protection names a level twice".into(),
+            ));
+        }
+        if let Some(p) = &self.principal {
+            let name = p.get_ref();
+            let (service, realm) = name.split_once('@').unwrap_or((name, "x"));
+            if service.is_empty()
+                || realm.is_empty()
+                || realm.contains('@')
+                || name.contains(char::is_whitespace)
+            {
+                return Err(ConfigError::at(
+                    text,
+                    path,
+                    p.span(),
+                    format!(
+                        "[gssapi] principal {name:?}: expected a service principal such as \"rcmd/proxy.example.com@EXAMPLE.COM\" or \"rcmd/proxy.example.com\""
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The URL with the password of its `user:pass@` part replaced by `***`.
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
@@ -441,6 +559,9 @@ pub struct Config {
     /// Listeners that speak SOCKS over TLS.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tls: Vec<TlsConfig>,
+    /// GSS-API/Kerberos authentication (`[gssapi]`), offered when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gssapi: Option<GssapiConfig>,
     /// Upstream proxies for rules with `upstream = "name"`.
     #[serde(rename = "upstream", skip_serializing_if = "Vec::is_empty")]
     pub upstreams: Vec<UpstreamConfig>,
@@ -487,6 +608,7 @@ impl Default for Config {
             address_family: FamilySetting::default(),
             auth: Vec::new(),
             tls: Vec::new(),
+            gssapi: None,
             upstreams: Vec::new(),
             default_egress: None,
             egress: Vec::new(),
@@ -535,6 +657,9 @@ impl Config {
         config.check_upstreams(text, path)?;
         config.check_proxy_protocol(text, path)?;
         config.check_tls(text, path)?;
+        if let Some(g) = &config.gssapi {
+            g.check(text, path)?;
+        }
         crate::egress::check(&config, text, path)?;
         config
             .limits
@@ -548,6 +673,7 @@ impl Config {
         crate::authentication::compile(
             &config.auth,
             config.users.is_some() || users_from_flag,
+            config.gssapi.is_some(),
             config.socks4,
         )
         .map_err(|e| e.locate(text, path))?;
@@ -667,6 +793,9 @@ impl Config {
                 p.as_mut().map(fix);
             }
         }
+        if let Some(g) = &mut self.gssapi {
+            fix(g.keytab.get_mut());
+        }
     }
 
     /// `[[tls]]`: listeners are listen addresses, each at most once;
@@ -774,9 +903,10 @@ impl Config {
         }
     }
 
-    /// Whether username/password authentication is required.
+    /// Whether authentication is required by default: username/password (a users file),
+    /// GSS-API (`[gssapi]`), or both.
     pub fn requires_auth(&self) -> bool {
-        self.users.is_some()
+        self.users.is_some() || self.gssapi.is_some()
     }
 
     /// Whether the `[[tls]]` entry of `listener` requires client certificates: its clients
@@ -1235,6 +1365,96 @@ users = ["alice"]
         // The defaults show too.
         let text = parse("").unwrap().to_toml();
         assert!(text.contains("address_family = \"prefer_ipv6\""), "{text}");
+    }
+
+    #[test]
+    fn gssapi_table_parses_checks_and_shows() {
+        let mut c = parse(
+            "[gssapi]\nkeytab = \"/etc/socksgate/socks.keytab\"\nprincipal = \"rcmd/proxy@EX.COM\"\nprotection = [\"none\", \"confidentiality\"]\naccept_nec = false\nprefer = \"password\"\n",
+        )
+        .unwrap();
+        c.finish();
+        let g = c.gssapi.as_ref().unwrap();
+        assert!(g.grants(ProtectionLevel::None) && !g.grants(ProtectionLevel::Integrity));
+        assert_eq!(g.prefer, PreferredMethod::Password);
+        assert!(c.requires_auth());
+        let text = c.to_toml();
+        for key in [
+            "[gssapi]",
+            "keytab = \"/etc/socksgate/socks.keytab\"",
+            "principal = \"rcmd/proxy@EX.COM\"",
+            "protection = [\n    \"none\",\n    \"confidentiality\",\n]",
+            "accept_nec = false",
+            "prefer = \"password\"",
+        ] {
+            assert!(text.contains(key), "{key} missing from:\n{text}");
+        }
+        assert_eq!(parse(&text).unwrap().gssapi, c.gssapi);
+        // Defaults: integrity and confidentiality, the NEC form accepted, GSS-API preferred.
+        let mut c = parse("[gssapi]\nkeytab = \"k.keytab\"\n").unwrap();
+        c.finish();
+        let g = c.gssapi.as_ref().unwrap();
+        assert_eq!(
+            g.protection.get_ref(),
+            &[ProtectionLevel::Integrity, ProtectionLevel::Confidentiality]
+        );
+        assert!(g.accept_nec && g.prefer == PreferredMethod::Gssapi);
+        let text = c.to_toml();
+        assert!(
+            text.contains("accept_nec = true") && text.contains("prefer = \"gssapi\""),
+            "{text}"
+        );
+        // A relative keytab is relative to the config file.
+        let c = Config::parse(
+            "[gssapi]\nkeytab = \"k.keytab\"\n",
+            Path::new("/etc/sg/c.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.gssapi.unwrap().keytab.get_ref(),
+            Path::new("/etc/sg/k.keytab")
+        );
+        for (text, needle, why) in [
+            ("[gssapi]\nprincipal = \"x/y\"\n", "test.toml", "keytab"),
+            (
+                "[gssapi]\nkeytab = \"k\"\nprotection = []\n",
+                "test.toml:3:14",
+                "empty",
+            ),
+            (
+                "[gssapi]\nkeytab = \"k\"\nprotection = [\"none\", \"none\"]\n",
+                "test.toml:3:14",
+                "twice",
+            ),
+            (
+                "[gssapi]\nkeytab = \"k\"\nprotection = [\"secret\"]\n",
+                "test.toml",
+                "confidentiality",
+            ),
+            (
+                "[gssapi]\nkeytab = \"k\"\nprincipal = \"rcmd/x@\"\n",
+                "test.toml:3:13",
+                "service principal",
+            ),
+            (
+                "[gssapi]\nkeytab = \"k\"\nprincipal = \"@EX.COM\"\n",
+                "test.toml:3:13",
+                "service principal",
+            ),
+            (
+                "[gssapi]\nkeytab = \"k\"\nservice = \"rcmd\"\n",
+                "test.toml",
+                "unknown field",
+            ),
+            (
+                "[gssapi]\nkeytab = \"k\"\nprefer = \"none\"\n",
+                "test.toml",
+                "gssapi",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.starts_with(needle) && e.contains(why), "{text}: {e}");
+        }
     }
 
     #[test]

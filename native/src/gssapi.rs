@@ -64,17 +64,6 @@ impl Cause {
             Self::Other => "other",
         }
     }
-
-    /// Every cause, for metrics that list them all.
-    pub const ALL: [Self; 7] = [
-        Self::NoCredentials,
-        Self::Expired,
-        Self::WrongService,
-        Self::DefectiveToken,
-        Self::Integrity,
-        Self::Sequence,
-        Self::Other,
-    ];
 }
 
 impl fmt::Display for Cause {
@@ -238,6 +227,21 @@ impl Acceptor {
             principal: self.principal.clone(),
         }
     }
+}
+
+/// The acceptor `[gssapi]` configures, its keytab read now (`serve`, `check-config` and each
+/// reload call it, so that a bad keytab fails before it is used); `None` without `[gssapi]`.
+pub fn load(config: &crate::config::Config) -> Result<Option<Acceptor>, GssError> {
+    let Some(g) = &config.gssapi else {
+        return Ok(None);
+    };
+    let keytab = g.keytab.get_ref();
+    Acceptor::from_keytab(keytab, g.principal.as_ref().map(|p| p.get_ref().as_str()))
+        .map(Some)
+        .map_err(|e| GssError {
+            detail: format!("[gssapi] keytab {}: {}", keytab.display(), e.detail),
+            ..e
+        })
 }
 
 /// One session's acceptor context while it is being established.

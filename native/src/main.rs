@@ -86,6 +86,8 @@ fn run(cli: Cli) -> Result<()> {
             }
             // The certificate, key and CA files are read as `serve` would.
             socksgate::tls::Contexts::load(&config)?;
+            // The keytab too: missing, unreadable or empty fails here.
+            socksgate::gssapi::load(&config)?;
             config.check_open_proxy()?;
             config.check_supported()?;
             print!("{}", config.to_toml());
@@ -127,6 +129,9 @@ fn serve(args: &ServeArgs) -> Result<()> {
     // Certificates and keys are read now, before any socket is opened (and before `--user`
     // drops the privileges that may be needed to read the key).
     shared.tls = socksgate::tls::Contexts::load(&shared.config)?;
+    // The keytab is read now, as root if started so (it must stay readable for `--user`:
+    // the library reads the keys again for each client).
+    shared.gssapi = socksgate::gssapi::load(&shared.config)?;
     // `--user`: an unknown name fails now, before any socket is opened.
     #[cfg(target_os = "linux")]
     let account = shared
@@ -157,10 +162,11 @@ fn serve(args: &ServeArgs) -> Result<()> {
             }
         }
         tracing::info!(
-            auth = if shared.users.is_some() {
-                "username/password"
-            } else {
-                "none"
+            auth = match (shared.users.is_some(), shared.gssapi.is_some()) {
+                (true, true) => "gssapi, username/password",
+                (false, true) => "gssapi",
+                (true, false) => "username/password",
+                (false, false) => "none",
             },
             rules = shared.config.rules.len(),
             "socksgate {} ready",

@@ -26,6 +26,20 @@ const COMMANDS: [Option<&str>; 4] = [
     None,
 ];
 
+/// The labels of `socksgate_gssapi_failures_total`: the binding's causes
+/// ([`crate::gssapi::Cause`]), then `protocol` (the client broke RFC 1961's framing or
+/// exchange: an oversized or truncated message, an abort, a bad protection level).
+pub const GSSAPI_FAILURES: [&str; 8] = [
+    "no_credentials",
+    "expired",
+    "wrong_service",
+    "defective_token",
+    "integrity",
+    "sequence",
+    "other",
+    "protocol",
+];
+
 /// Every counter the server keeps.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -35,6 +49,10 @@ pub struct Metrics {
     auth_failures: AtomicU64,
     auth_delayed: AtomicU64,
     auth_refused: AtomicU64,
+    /// GSS-API failures by [`GSSAPI_FAILURES`] label.
+    gssapi_failures: [AtomicU64; GSSAPI_FAILURES.len()],
+    /// GSS-API sessions established, by protection level (none, integrity, confidentiality).
+    gssapi_sessions: [AtomicU64; 3],
     requests: [AtomicU64; 4],
     replies: [AtomicU64; 9],
     bytes_up: AtomicU64,
@@ -174,6 +192,27 @@ impl Metrics {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A GSS-API session failed for `cause` (one of [`GSSAPI_FAILURES`]; others count as
+    /// `other`).
+    pub fn gssapi_failed(&self, cause: &str) {
+        let i = GSSAPI_FAILURES
+            .iter()
+            .position(|c| *c == cause)
+            .or_else(|| GSSAPI_FAILURES.iter().position(|c| *c == "other"));
+        if let Some(c) = i.and_then(|i| self.gssapi_failures.get(i)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A GSS-API context was established with `protection` (0 none, 1 integrity,
+    /// 2 confidentiality).
+    pub fn gssapi_established(&self, protection: crate::config::ProtectionLevel) {
+        let i = protection as usize;
+        if let Some(c) = self.gssapi_sessions.get(i) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// A request arrived.
     pub fn request(&self, command: Command) {
         let i = match command {
@@ -275,6 +314,31 @@ impl Metrics {
             get(&self.auth_delayed),
             get(&self.auth_refused)
         );
+        let _ = writeln!(
+            o,
+            "# HELP socksgate_gssapi_failures_total GSS-API authentications or protected sessions that failed, by cause.\n# TYPE socksgate_gssapi_failures_total counter"
+        );
+        for (cause, c) in GSSAPI_FAILURES.iter().zip(&self.gssapi_failures) {
+            let _ = writeln!(
+                o,
+                "socksgate_gssapi_failures_total{{cause=\"{cause}\"}} {}",
+                get(c)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP socksgate_gssapi_sessions_total GSS-API authentications that succeeded, by the protection level granted.\n# TYPE socksgate_gssapi_sessions_total counter"
+        );
+        for (level, c) in ["none", "integrity", "confidentiality"]
+            .iter()
+            .zip(&self.gssapi_sessions)
+        {
+            let _ = writeln!(
+                o,
+                "socksgate_gssapi_sessions_total{{protection=\"{level}\"}} {}",
+                get(c)
+            );
+        }
         let _ = writeln!(
             o,
             "# HELP socksgate_requests_total Requests by command.\n# TYPE socksgate_requests_total counter"
@@ -477,6 +541,19 @@ mod tests {
         m.auth_throttled(true);
         let text = m.render();
         assert!(text.contains("socksgate_auth_failures_total 1\n"), "{text}");
+        m.gssapi_failed("wrong_service");
+        m.gssapi_failed("not a label");
+        m.gssapi_established(crate::config::ProtectionLevel::Confidentiality);
+        let text = m.render();
+        for line in [
+            "socksgate_gssapi_failures_total{cause=\"wrong_service\"} 1\n",
+            "socksgate_gssapi_failures_total{cause=\"other\"} 1\n",
+            "socksgate_gssapi_failures_total{cause=\"integrity\"} 0\n",
+            "socksgate_gssapi_sessions_total{protection=\"confidentiality\"} 1\n",
+            "socksgate_gssapi_sessions_total{protection=\"none\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
         assert!(text.contains("socksgate_auth_throttled_total{action=\"refused\"} 1\n"));
         assert!(text.contains("socksgate_auth_throttled_total{action=\"delayed\"} 0\n"));
         assert!(text.contains("socksgate_connections_total 1\n"), "{text}");

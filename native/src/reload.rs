@@ -34,6 +34,9 @@ pub enum ReloadError {
     /// A `[[tls]]` or `+tls` `[[upstream]]` certificate, key or CA file.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// The `[gssapi]` keytab.
+    #[error(transparent)]
+    Gssapi(#[from] crate::gssapi::GssError),
 }
 
 /// Builds the next [`Shared`] from the files named by `args`, keeping `old`'s counters,
@@ -52,9 +55,15 @@ pub fn load(args: &ServeArgs, old: &Shared) -> Result<Shared, ReloadError> {
     };
     let rules = access::compile(&config.rules, config.default_action, &config.rule_lines)
         .map_err(|e| ReloadError::Rules(e.to_string()))?;
-    let auth_rules = crate::authentication::compile(&config.auth, users.is_some(), config.socks4)
-        .map_err(|e| ReloadError::Rules(e.to_string()))?;
+    let auth_rules = crate::authentication::compile(
+        &config.auth,
+        users.is_some(),
+        config.gssapi.is_some(),
+        config.socks4,
+    )
+    .map_err(|e| ReloadError::Rules(e.to_string()))?;
     let tls = crate::tls::Contexts::load(&config)?;
+    let gssapi = crate::gssapi::load(&config)?;
     for (what, changed) in [
         ("listen", config.listen != old.config.listen),
         ("metrics", config.metrics != old.config.metrics),
@@ -70,6 +79,7 @@ pub fn load(args: &ServeArgs, old: &Shared) -> Result<Shared, ReloadError> {
         balancers: crate::balancer::Balancers::new(&config.proxy_protocol),
         egress: crate::egress::Profiles::compile(&config),
         tls,
+        gssapi,
         config,
         users,
         rules,

@@ -52,6 +52,9 @@ pub struct Shared {
     /// `[[tls]]` listeners and `+tls` upstreams, their files loaded (empty until
     /// [`crate::tls::Contexts::load`] fills it).
     pub tls: crate::tls::Contexts,
+    /// The `[gssapi]` acceptor, its keytab read (`None` without `[gssapi]`, and until
+    /// [`crate::gssapi::load`] fills it).
+    pub gssapi: Option<crate::gssapi::Acceptor>,
 }
 
 impl Shared {
@@ -64,12 +67,17 @@ impl Shared {
     ) -> Result<Self, crate::access::RuleError> {
         let rules =
             crate::access::compile(&config.rules, config.default_action, &config.rule_lines)?;
-        let auth_rules =
-            crate::authentication::compile(&config.auth, users.is_some(), config.socks4)?;
+        let auth_rules = crate::authentication::compile(
+            &config.auth,
+            users.is_some(),
+            config.gssapi.is_some(),
+            config.socks4,
+        )?;
         Ok(Self {
             balancers: Balancers::new(&config.proxy_protocol),
             egress: crate::egress::Profiles::compile(&config),
             tls: crate::tls::Contexts::default(),
+            gssapi: None,
             config,
             users,
             rules,
@@ -119,8 +127,11 @@ impl Shared {
     /// construction); destinations are protected per `[access]` (by default on non-loopback
     /// listeners); names use the deciding rule's address family, else `address_family`.
     pub fn policy(&self, peer: SocketAddr, local: SocketAddr) -> Policy<'_> {
-        let default =
-            crate::authentication::default_authentication(self.users.is_some(), self.config.socks4);
+        let default = crate::authentication::default_authentication(
+            self.users.is_some(),
+            self.config.gssapi.is_some(),
+            self.config.socks4,
+        );
         let authentication = AuthenticationRules::new(default)
             .with_rules(&self.auth_rules)
             .for_client(peer.ip(), local);
