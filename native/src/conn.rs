@@ -38,6 +38,12 @@ pub(crate) enum SessionError {
     /// Username/password rejected.
     #[error("authentication failed for user {0:?}")]
     AuthFailed(String),
+    /// The GSS-API context could not be established, or a protection message failed.
+    #[error("GSS-API: {0}")]
+    Gssapi(crate::gssapi::GssError),
+    /// The protected stream (RFC 1961 §5) failed.
+    #[error("{0}")]
+    Protected(crate::protected::ProtectionError),
     /// The request failed or was refused (reply already sent).
     #[error("{0}")]
     Refused(String),
@@ -56,11 +62,28 @@ pub(crate) struct Conn<'a> {
     pub(crate) local: SocketAddr,
     /// Payload bytes relayed (up, down), set when the command ends (for the access log).
     pub(crate) bytes: (u64, u64),
+    /// GSS-API state, once the client sends a token; with a protection level that
+    /// encapsulates, all I/O after the negotiation goes through it.
+    pub(crate) gss: Option<Box<crate::gssapi_session::GssState>>,
 }
 
 impl Conn<'_> {
-    /// Sends everything the session has queued, straight from its buffer.
+    /// Sends everything the session has queued, straight from its buffer (sealed first when
+    /// a GSS-API protection level is in force).
     pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
+        if let Some(protection) = self.gss.as_mut().and_then(|g| g.protection.as_mut()) {
+            let plain = self.session.pending_transmit();
+            if !plain.is_empty() {
+                let mut sealed = Vec::new();
+                protection
+                    .seal(plain, &mut sealed)
+                    .map_err(std::io::Error::other)?;
+                let n = plain.len();
+                self.session.consume_transmit(n);
+                self.stream.write_all(&sealed).await?;
+            }
+            return self.stream.flush().await;
+        }
         while !self.session.pending_transmit().is_empty() {
             let n = self.stream.write(self.session.pending_transmit()).await?;
             if n == 0 {
@@ -69,6 +92,21 @@ impl Conn<'_> {
             self.session.consume_transmit(n);
         }
         // TLS holds written records until flushed; a socket has nothing to flush.
+        self.stream.flush().await
+    }
+
+    /// Sends `plain` to the client on the destination's behalf (sealed when protected).
+    pub(crate) async fn send_to_client(&mut self, plain: &[u8]) -> std::io::Result<()> {
+        match self.gss.as_mut().and_then(|g| g.protection.as_mut()) {
+            Some(protection) => {
+                let mut sealed = Vec::new();
+                protection
+                    .seal(plain, &mut sealed)
+                    .map_err(std::io::Error::other)?;
+                self.stream.write_all(&sealed).await?;
+            }
+            None => self.stream.write_all(plain).await?,
+        }
         self.stream.flush().await
     }
 
@@ -81,6 +119,10 @@ impl Conn<'_> {
                 return Ok(event);
             }
             let deadline = self.session.poll_timeout();
+            if self.gss.as_ref().is_some_and(|g| g.protection.is_some()) {
+                self.next_protected_input(deadline).await?;
+                continue;
+            }
             let buf = self.session.recv_buffer();
             if buf.is_empty() {
                 // Only while an answer is outstanding, which the caller gives before asking
@@ -103,6 +145,53 @@ impl Conn<'_> {
             }
             self.session.handle_received(&self.policy, n, clock::now());
         }
+    }
+
+    /// With a protection level in force: gives the session the plaintext already opened, or
+    /// reads and opens more (within `deadline`).
+    async fn next_protected_input(
+        &mut self,
+        deadline: Option<socksgate_core::time::Instant>,
+    ) -> Result<(), SessionError> {
+        let Some(gss) = self.gss.as_mut() else {
+            return Ok(());
+        };
+        if !gss.plain.is_empty() {
+            let taken = self
+                .session
+                .handle_input(&self.policy, &gss.plain, clock::now());
+            gss.plain.drain(..taken);
+            if taken > 0 {
+                return Ok(());
+            }
+            // The session takes nothing while it waits for an answer: a driver bug.
+            return Err(SessionError::Refused("no input wanted".into()));
+        }
+        let mut raw = [0u8; 4096];
+        let read = self.stream.read(&mut raw);
+        let n = match deadline {
+            Some(at) => match tokio::time::timeout_at(clock::deadline(at), read).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    self.session.handle_timeout(clock::now());
+                    return Ok(());
+                }
+            },
+            None => read.await?,
+        };
+        if n == 0 {
+            return Err(SessionError::Eof);
+        }
+        let Some(gss) = self.gss.as_mut() else {
+            return Ok(());
+        };
+        let mut plain = std::mem::take(&mut gss.plain);
+        let opened = match gss.protection.as_mut() {
+            Some(p) => p.open(raw.get(..n).unwrap_or_default(), &mut plain),
+            None => Ok(()),
+        };
+        gss.plain = plain;
+        opened.map_err(|e| crate::gssapi_session::fail_stream(self, e))
     }
 
     /// Flushes the failure reply and closes our write side, so the client sees the reply and
@@ -129,6 +218,13 @@ impl Conn<'_> {
         match reason {
             Close::Protocol(e) => SessionError::Protocol(e),
             Close::HandshakeTimeout => SessionError::HandshakeTimeout,
+            Close::Gssapi(e) => {
+                // Failures of our own step were counted with their cause when they happened.
+                if e != socksgate_core::gssapi::GssapiError::Failed {
+                    self.shared.metrics.gssapi_failed("protocol");
+                }
+                SessionError::Refused(format!("GSS-API: {e}"))
+            }
             Close::AuthFailed => SessionError::AuthFailed(
                 String::from_utf8_lossy(self.session.credentials().map_or(&[][..], |(u, _)| u))
                     .into_owned(),

@@ -13,6 +13,8 @@
 //!   (`udp_recv`: datagrams two per call); [`failure`] — errno → the core's failure cause;
 //! * [`resolve`] — hickory resolver and Happy Eyeballs; [`egress`] — source address,
 //!   interface and mark of outbound sockets;
+//! * `gssapi_session` — the server's GSS-API exchange; [`protected`] — the GSS-API-protected
+//!   stream and its relay (RFC 1961 §5);
 //! * [`relay`] — TCP relay with half-close; [`stream`] — a plain or TLS connection;
 //!   [`tls`] — SOCKS over TLS (listeners, client certificates, `+tls` proxies);
 //!   [`server`] — listeners and the accept loop;
@@ -45,6 +47,7 @@ pub mod connect;
 pub mod egress;
 pub mod failure;
 pub mod gssapi;
+mod gssapi_session;
 pub mod limits;
 pub mod logging;
 mod login;
@@ -53,6 +56,7 @@ pub mod metrics;
 mod pool;
 #[cfg(target_os = "linux")]
 pub mod privdrop;
+pub mod protected;
 pub mod relay;
 pub mod reload;
 pub mod resolve;

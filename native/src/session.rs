@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use socksgate_core::session::Event;
 use socksgate_core::wire::Command;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::{Instrument, debug, warn};
 
@@ -21,7 +20,7 @@ use crate::limits::Slot;
 use crate::pool::Lease;
 use crate::shared::Shared;
 use crate::stream::Stream;
-use crate::{balancer, bind, connect, login, relay, udp_relay};
+use crate::{balancer, bind, connect, gssapi_session, login, relay, udp_relay};
 
 /// Serves one accepted connection to the end, then writes its access record: client, user,
 /// command, destination, reply code, bytes each way, duration, outcome and the error that
@@ -100,6 +99,33 @@ async fn run(
     let limits = shared.traffic_limits(record.user.as_deref(), peer.ip());
     // Two plain sockets: the splice relay, inline (the common case); TLS: the boxed copy
     // relay, so that plain sessions do not carry its state.
+    if let Some(mut protection) = established.protection.take() {
+        // Every byte passes through the GSS-API library: the copy relay of `protected`.
+        let relayed = Box::pin(crate::protected::relay(
+            &mut protection,
+            &mut established.client,
+            &mut established.upstream,
+            &established.early,
+            shared.config.timeouts.tcp_idle(),
+        ))
+        .await;
+        match relayed {
+            Ok(t) => {
+                let down = t.down + established.sent_down;
+                shared.metrics.relayed(record.user.as_deref(), t.up, down);
+                record.bytes = (t.up, down);
+            }
+            Err(e) => {
+                if let Some(cause) = e.cause() {
+                    shared.metrics.gssapi_failed(cause);
+                    warn!("protected relay ended: {e}");
+                } else {
+                    debug!("relay ended: {e}");
+                }
+            }
+        }
+        return Ok(());
+    }
     let totals = match (&mut established.client, &mut established.upstream) {
         (Stream::Plain(client), Stream::Plain(upstream)) => {
             relay::relay_limited(
@@ -173,6 +199,9 @@ struct Established {
     /// Bytes already passed to the client on the destination's behalf (an upstream proxy's
     /// reply can carry the first payload bytes).
     sent_down: u64,
+    /// The GSS-API protection in force (integrity or confidentiality), if any: the relay
+    /// then seals and opens every byte for the client.
+    protection: Option<crate::protected::Protection>,
 }
 
 /// The session up to its relay: handshake, request, command. Returns the client socket and
@@ -213,6 +242,7 @@ async fn establish(
         peer,
         local,
         bytes: (0, 0),
+        gss: None,
     };
     if let Some(user) = tls_user.as_deref() {
         record.user = Some(user.as_bytes().to_vec());
@@ -243,11 +273,10 @@ async fn establish(
         }
         let answered = match event {
             Event::Authenticate => login(&mut conn).await,
-            Event::GssapiAccept | Event::GssapiUnwrapProtection => {
-                // Not offered, so the core never asks; refuse if it ever does.
-                let _ = conn.session.handle_gssapi_failed();
-                Ok(())
-            }
+            Event::GssapiPiece
+            | Event::GssapiAccept
+            | Event::GssapiUnwrapProtection
+            | Event::GssapiProtected(_) => gssapi_session::answer(&mut conn, event).await,
             Event::Resolve if conn.session.command() == Some(Command::Bind) => {
                 bind::resolve(&mut conn).await
             }
@@ -268,6 +297,7 @@ async fn establish(
     record.reply = conn.session.reply();
     record.bytes = conn.bytes;
     record.outcome = match (&result, record.reply) {
+        (Err(SessionError::Gssapi(_)), _) => Outcome::AuthFailed,
         (Err(SessionError::AuthFailed(name)), _) => {
             shared.metrics.auth_failed();
             record.user = Some(name.clone().into_bytes());
@@ -292,16 +322,22 @@ async fn establish(
     if let Some(up) = &upstream
         && !up.early_down.is_empty()
     {
-        conn.stream.write_all(&up.early_down).await?;
-        conn.stream.flush().await?;
+        conn.send_to_client(&up.early_down).await?;
     }
-    let early = conn.session.payload().to_vec();
-    let Conn { stream, .. } = conn;
+    let mut early = conn.session.payload().to_vec();
+    let Conn { stream, gss, .. } = conn;
+    // Plaintext opened past the request (pipelined payload) follows what the session kept.
+    let protection = gss.and_then(|g| {
+        let g = *g;
+        early.extend_from_slice(&g.plain);
+        g.protection
+    });
     Ok(upstream.map(|up: Upstream| Established {
         client: stream,
         sent_down: up.early_down.len() as u64,
         upstream: up.stream,
         early,
+        protection,
     }))
 }
 
@@ -335,6 +371,28 @@ fn on_request(
     }
     shared.metrics.request(request.command);
     shared.metrics.user_session(conn.session.user());
+    if let Some(gss) = &conn.gss
+        && gss.established()
+    {
+        if gss.granted.is_none() {
+            // The NEC form with level none, answered by the core: no event told us.
+            shared
+                .metrics
+                .gssapi_established(crate::config::ProtectionLevel::None);
+        }
+        // BIND and UDP ASSOCIATE do not run protected yet: refused rather than relayed in
+        // clear under a level that promises protection.
+        if gss.protection.is_some()
+            && request.command != Command::Connect
+            && conn
+                .session
+                .handle_failure(socksgate_core::Failure::Other)
+                .is_ok()
+        {
+            warn!(%command, "refused: not supported with GSS-API integrity or confidentiality");
+            return true;
+        }
+    }
     if let Some(name) = conn.session.user()
         && let Some(rate) = shared.config.limits.user_rate()
     {

@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use socksgate_core::Policy;
 use socksgate_core::family::AddressFamilies;
-use socksgate_core::policy::{AuthenticationRule, AuthenticationRules, Timeouts};
+use socksgate_core::policy::{
+    AuthenticationRule, AuthenticationRules, GssapiPolicy, MethodPreference, ProtectionLevels,
+    Timeouts,
+};
 use socksgate_core::rules::ProtectedDestinations;
 
 use crate::access::AccessRules;
@@ -150,8 +153,31 @@ impl Shared {
             },
             address_families: AddressFamilies::new(self.config.address_family.0)
                 .with_rules(self.rules.families()),
+            gssapi: self
+                .config
+                .gssapi
+                .as_ref()
+                .map(gssapi_policy)
+                .unwrap_or_default(),
             ..Policy::new(authentication, rules)
         }
+    }
+}
+
+/// The core's GSS-API policy for `[gssapi]`.
+fn gssapi_policy(g: &crate::config::GssapiConfig) -> GssapiPolicy {
+    use crate::config::{PreferredMethod, ProtectionLevel};
+    GssapiPolicy {
+        protection: ProtectionLevels {
+            none: g.grants(ProtectionLevel::None),
+            integrity: g.grants(ProtectionLevel::Integrity),
+            confidentiality: g.grants(ProtectionLevel::Confidentiality),
+        },
+        accept_nec: g.accept_nec,
+        prefer: match g.prefer {
+            PreferredMethod::Gssapi => MethodPreference::Gssapi,
+            PreferredMethod::Password => MethodPreference::Password,
+        },
     }
 }
 

@@ -79,6 +79,7 @@ pub struct ServerBuilder {
     config: Option<String>,
     ipv6: bool,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl ServerBuilder {
@@ -98,6 +99,12 @@ impl ServerBuilder {
     /// Listens on `[::1]` instead of `127.0.0.1`.
     pub fn ipv6(mut self) -> Self {
         self.ipv6 = true;
+        self
+    }
+
+    /// Sets environment variables for the server (e.g. a Kerberos realm's `KRB5_CONFIG`).
+    pub fn envs(mut self, vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.env.extend(vars);
         self
     }
 
@@ -151,6 +158,7 @@ impl ServerBuilder {
             let log = File::create(&log_path).expect("create log");
             let mut cmd = command();
             cmd.args(&args)
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
                 .arg("--listen")
                 .arg(addr.to_string())
                 .stdin(Stdio::null())

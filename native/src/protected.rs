@@ -1,0 +1,226 @@
+//! A GSS-API-protected byte stream (RFC 1961 §5): what a SOCKS session carries after a
+//! protection level of integrity or confidentiality was agreed — the request, the reply and
+//! the whole relay, as `VER=1 MTYP=3 LEN TOKEN` messages, each token one `gss_wrap` output.
+//!
+//! The framing is the core's ([`Decapsulator`], [`encapsulation_header`]); this module joins
+//! it to the context ([`crate::gssapi::Context`]) and to sockets: [`Protection::open`] turns
+//! received bytes into plaintext, [`Protection::seal`] turns plaintext into messages, and
+//! [`relay`] copies between a protected client and a plain destination (splice cannot: every
+//! byte passes through the library).
+
+use std::time::Duration;
+
+use socksgate_core::gssapi::{Decapsulator, GssapiError, ProtectionLevel, encapsulation_header};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::gssapi::{Context, GssError};
+
+/// The most plaintext wrapped into one message: well under the 65,535-octet token limit
+/// whatever the mechanism's overhead, and large enough that the per-message cost (a header,
+/// a MIC and padding, about 60 octets for AES) stays under 0.5 %.
+pub const MAX_PLAIN_PER_MESSAGE: usize = 16 * 1024;
+
+/// Why a protected stream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtectionError {
+    /// A message could not be unwrapped or wrapped (integrity, sequence, …).
+    #[error("{0}")]
+    Gss(#[from] GssError),
+    /// The peer broke the §5 framing (wrong version or type, its abort).
+    #[error("GSS-API framing: {0}")]
+    Framing(GssapiError),
+    /// The peer ended the stream inside a message.
+    #[error("GSS-API framing: stream ended inside a message")]
+    Truncated,
+    /// Socket I/O.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl ProtectionError {
+    /// The metric label of the failure (`socksgate_gssapi_failures_total`), `None` for I/O.
+    pub fn cause(&self) -> Option<&'static str> {
+        match self {
+            Self::Gss(e) => Some(e.cause.as_str()),
+            Self::Framing(_) | Self::Truncated => Some("protocol"),
+            Self::Io(_) => None,
+        }
+    }
+}
+
+/// One session's protection: the established context, the level, and the decoder's state
+/// between reads (the header octets and the token collected so far).
+#[derive(Debug)]
+pub struct Protection {
+    context: Context,
+    level: ProtectionLevel,
+    decoder: Decapsulator,
+    token: Vec<u8>,
+}
+
+impl Protection {
+    /// Protection at `level` (integrity or confidentiality) with `context`.
+    pub fn new(context: Context, level: ProtectionLevel) -> Self {
+        Self {
+            context,
+            level,
+            decoder: Decapsulator::new(),
+            token: Vec::new(),
+        }
+    }
+
+    /// The agreed level.
+    pub fn level(&self) -> ProtectionLevel {
+        self.level
+    }
+
+    /// The context (its peer's principal).
+    pub fn context(&self) -> &Context {
+        &self.context
+    }
+
+    fn encrypt(&self) -> bool {
+        // Selective is never granted by this server; were it agreed, encrypt everything.
+        !matches!(
+            self.level,
+            ProtectionLevel::None | ProtectionLevel::Integrity
+        )
+    }
+
+    /// Decodes `input` (bytes as received, cut anywhere) and appends the plaintext of every
+    /// message it completes to `out`. A message split across calls is kept until whole.
+    pub fn open(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), ProtectionError> {
+        while !input.is_empty() {
+            let (consumed, piece) = self
+                .decoder
+                .decode(input)
+                .map_err(ProtectionError::Framing)?;
+            input = input.get(consumed..).unwrap_or_default();
+            if let Some(piece) = piece {
+                self.token.extend_from_slice(piece.bytes);
+                if piece.last {
+                    let range = self.context.unwrap(&mut self.token)?;
+                    out.extend_from_slice(self.token.get(range).unwrap_or_default());
+                    self.token.clear();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the stream is between messages (so an end of stream here is clean).
+    pub fn at_boundary(&self) -> bool {
+        self.decoder.at_boundary()
+    }
+
+    /// Wraps `plain` into messages (at most [`MAX_PLAIN_PER_MESSAGE`] each) appended to
+    /// `out`. Nothing for empty input.
+    pub fn seal(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), GssError> {
+        let encrypt = self.encrypt();
+        for chunk in plain.chunks(MAX_PLAIN_PER_MESSAGE) {
+            let token = self.context.wrap(encrypt, chunk)?;
+            let header = encapsulation_header(token.len()).ok_or_else(|| GssError {
+                cause: crate::gssapi::Cause::Other,
+                detail: format!("wrap token of {} octets cannot be framed", token.len()),
+            })?;
+            out.extend_from_slice(&header);
+            out.extend_from_slice(&token);
+        }
+        Ok(())
+    }
+}
+
+/// Bytes each way: plaintext sent to the destination (up) and received from it (down).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Totals {
+    /// Client → destination, plaintext.
+    pub up: u64,
+    /// Destination → client, plaintext.
+    pub down: u64,
+}
+
+/// Relays between the protected `client` and the plain `upstream` until both directions
+/// end: client messages are opened and their plaintext written upstream, upstream bytes are
+/// sealed and written to the client. `early` (plaintext the client sent with its request)
+/// goes upstream first. Half-close is kept: EOF from one side shuts down writing to the
+/// other. `idle`: no byte either way for this long ends the relay.
+///
+/// One task does both directions, since the context's sequence state is shared by wrap and
+/// unwrap; a write in progress holds back the other direction (the peer's window bounds it).
+pub async fn relay<C, U>(
+    protection: &mut Protection,
+    client: &mut C,
+    upstream: &mut U,
+    early: &[u8],
+    idle: Option<Duration>,
+) -> Result<Totals, ProtectionError>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut totals = Totals::default();
+    if !early.is_empty() {
+        upstream.write_all(early).await?;
+        totals.up += early.len() as u64;
+    }
+    let mut from_client = vec![0u8; 32 * 1024];
+    let mut from_upstream = vec![0u8; MAX_PLAIN_PER_MESSAGE];
+    let mut plain = Vec::new();
+    let mut sealed = Vec::new();
+    let (mut client_open, mut upstream_open) = (true, true);
+    while client_open || upstream_open {
+        let step = async {
+            tokio::select! {
+                r = client.read(&mut from_client), if client_open => Direction::Up(r),
+                r = upstream.read(&mut from_upstream), if upstream_open => Direction::Down(r),
+            }
+        };
+        let direction = match idle {
+            Some(idle) => match tokio::time::timeout(idle, step).await {
+                Ok(d) => d,
+                Err(_) => return Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
+            },
+            None => step.await,
+        };
+        match direction {
+            Direction::Up(r) => {
+                let n = r?;
+                if n == 0 {
+                    if !protection.at_boundary() {
+                        return Err(ProtectionError::Truncated);
+                    }
+                    client_open = false;
+                    let _ = upstream.shutdown().await;
+                    continue;
+                }
+                plain.clear();
+                protection.open(from_client.get(..n).unwrap_or_default(), &mut plain)?;
+                if !plain.is_empty() {
+                    upstream.write_all(&plain).await?;
+                    totals.up += plain.len() as u64;
+                }
+            }
+            Direction::Down(r) => {
+                let n = r?;
+                if n == 0 {
+                    upstream_open = false;
+                    client.flush().await?;
+                    let _ = client.shutdown().await;
+                    continue;
+                }
+                sealed.clear();
+                let data = from_upstream.get(..n).unwrap_or_default();
+                protection.seal(data, &mut sealed)?;
+                client.write_all(&sealed).await?;
+                client.flush().await?;
+                totals.down += n as u64;
+            }
+        }
+    }
+    Ok(totals)
+}
+
+enum Direction {
+    Up(std::io::Result<usize>),
+    Down(std::io::Result<usize>),
+}
