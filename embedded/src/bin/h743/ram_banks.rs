@@ -24,7 +24,8 @@ static mut IN_DTCM: MaybeUninit<Sessions<SESSIONS_IN_DTCM>> = MaybeUninit::unini
 static IN_AXI: StaticCell<Sessions<SESSIONS_IN_AXI>> = StaticCell::new();
 static REST: StaticCell<UdpRefusalBuffers<UDP_SLOTS>> = StaticCell::new();
 
-/// RCC_AHB2ENR (RM0433 §8.7.41): SRAM1EN, SRAM2EN, SRAM3EN are bits 29–31.
+/// RCC_AHB2ENR (RM0433, RCC chapter; stm32-metapac agrees): SRAM1EN, SRAM2EN, SRAM3EN are
+/// bits 29–31.
 const RCC_AHB2ENR: *mut u32 = 0x5802_40DC as *mut u32;
 const SRAM123_ENABLE: u32 = 0b111 << 29;
 
