@@ -5,7 +5,8 @@ endpoints: the guest NIC's and QEMU user networking's (joined to its socket thro
 This kernel has no sch_netem, so `tc netem delay` is not available; this relay plays its role.
 Every frame QEMU sends to one of our two UDP ports is held for a fixed time, then sent on to
 the other side's QEMU socket, in arrival order (a FIFO per direction: no reordering, no loss
-added, no rate limit). `--to-guest-ms 20` is what `tc qdisc add dev TAP root netem delay 20ms`
+added), frames leaving back to back no faster than `--rate-mbit` (100 Mbit/s by default, a
+Fast Ethernet link; 0 turns pacing off). `--to-guest-ms 20` is what `tc qdisc add dev TAP root netem delay 20ms`
 on the host side of a tap does: frames towards the guest wait 20 ms, frames from it none, so
 every round trip through the guest grows by 20 ms.
 
