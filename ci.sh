@@ -48,7 +48,7 @@ install_missing() {
         exit 1
     fi
     rustup component add rustfmt clippy >/dev/null 2>&1 || true
-    rustup target add wasm32-unknown-unknown thumbv7em-none-eabihf
+    rustup target add wasm32-unknown-unknown thumbv7em-none-eabihf thumbv6m-none-eabi
     if rustup toolchain list | grep -q '^nightly'; then
         rustup component add rust-src --toolchain nightly >/dev/null 2>&1 || true
     fi

@@ -50,10 +50,11 @@
 //!
 //! **Tokens the caller sends.** `send_gssapi_token(len)`, `handle_gssapi_established(..,
 //! len)` and `send_gssapi_protection(len)` queue only the 4-octet header for a token of `len`
-//! octets: send the queued output, then the token itself, before reading more input (the
-//! session queues nothing else until the client answers). A context that completes with no
-//! output token gets a zero-length token (RFC 1961 §3.4: it tells the client the server is
-//! ready).
+//! octets: send the queued output, then the token itself, then call
+//! [`handle_gssapi_sent`](crate::session::Session::handle_gssapi_sent). Until then the
+//! session answers nothing, so bytes the client pipelined cannot overtake the token. A
+//! context that completes with no output token gets a zero-length token (RFC 1961 §3.4: it
+//! tells the client the server is ready).
 //!
 //! **Pieces.** A piece is valid until the next call that takes input
 //! ([`recv_buffer`](crate::session::Session::recv_buffer), `handle_received`, `handle_input`):
@@ -83,6 +84,31 @@
 //! (continue needed), [`gssapi_established`](crate::client::Client::gssapi_established)
 //! (complete, with the last token's length if `gss_init_sec_context` produced one) or
 //! [`gssapi_failed`](crate::client::Client::gssapi_failed).
+
+//!
+//! # Contracts
+//!
+//! * **`consumed`.** [`Decapsulator::decode`] and [`Client::feed`](crate::client::Client::feed)
+//!   return how many input octets they took; the rest is the caller's to offer again. Both
+//!   stop right after a token piece, so a piece is always the *last* octets taken (the client
+//!   events say how many). A partial header is held inside and counts as taken. The session
+//!   takes its input through `recv_buffer`/`handle_received` or `handle_input` as before.
+//! * **When to poll.** After every input call and every answer, poll events until there are
+//!   none and send the queued output; the GSS-API answers that queue a header
+//!   (`send_gssapi_token`, `handle_gssapi_established`, `send_gssapi_protection`, and the
+//!   client's `send_gssapi_token`, `gssapi_established(Some(_))`, `send_gssapi_protection`)
+//!   want the token written right after that output. The session additionally waits for
+//!   [`handle_gssapi_sent`](crate::session::Session::handle_gssapi_sent).
+//! * **Splits.** Events (other than how many `GssapiPiece`s a token takes), the tokens
+//!   reassembled from the pieces, output and outcome are the same however the input is split.
+//! * **UDP.** With a level that encapsulates, each datagram from the client is
+//!   [`decapsulate_datagram`]d and unwrapped before [`udp::Association`](crate::udp::Association)
+//!   sees it (the plaintext is the RFC 1928 UDP header and data), and each datagram to the
+//!   client is wrapped and [`encapsulate_datagram`]d after the association built it.
+//! * **Nothing panics**, whatever the peer sends: oversized lengths cannot exist (LEN is
+//!   16 bits and nothing is buffered), a truncated token only leaves the machine waiting
+//!   (until the handshake deadline), a wrong version or message type closes with its
+//!   [`GssapiError`].
 
 use core::fmt;
 

@@ -30,6 +30,6 @@ mod session;
 mod udp;
 
 pub use config::{GatewayConfig, User};
-pub use pool::{Gateway, GatewayStorage, SessionBuffers};
+pub use pool::{Gateway, GatewayStorage, SessionBuffers, UdpRefusalBuffers};
 pub use relay::RelayEnd;
 pub use session::SessionEnd;

@@ -79,11 +79,14 @@ struct RefusalBuffers {
 /// `StaticCell`. The UDP slots are not all zero bytes (packet metadata,
 /// the empty association), so the constant [`new`](Self::new) makes is a flash image of them,
 /// and an initialised `static` of it would put all of it in `.data`.
+///
+/// To place the session buffers apart from the rest (e.g. in other RAM banks), give
+/// [`Gateway::from_parts`] one [`SessionBuffers`] per session and a [`UdpRefusalBuffers`]
+/// instead.
 #[derive(Debug)]
 pub struct GatewayStorage<const N: usize, const U: usize, const B: usize = SOCKET_BUF> {
     sessions: [SessionBuffers<B>; N],
-    udp: [RefCell<UdpBuffers>; U],
-    refusal: RefusalBuffers,
+    rest: UdpRefusalBuffers<U>,
 }
 
 impl<const N: usize, const U: usize, const B: usize> GatewayStorage<N, U, B> {
@@ -92,11 +95,7 @@ impl<const N: usize, const U: usize, const B: usize> GatewayStorage<N, U, B> {
     pub const fn new() -> Self {
         Self {
             sessions: [const { SessionBuffers::new() }; N],
-            udp: [const { RefCell::new(UdpBuffers::new()) }; U],
-            refusal: RefusalBuffers {
-                rx: [0; REFUSAL_BUF],
-                tx: [0; REFUSAL_BUF],
-            },
+            rest: UdpRefusalBuffers::new(),
         }
     }
 }
@@ -107,6 +106,37 @@ impl<const N: usize, const U: usize, const B: usize> Default for GatewayStorage<
     fn default() -> Self {
         Self {
             sessions: [const { SessionBuffers::new() }; N],
+            rest: UdpRefusalBuffers::default(),
+        }
+    }
+}
+
+/// The memory of a gateway other than its session buffers: `U` UDP association slots and
+/// the refusal slot (about 14.2 KB per UDP slot plus 2 KiB).
+#[derive(Debug)]
+pub struct UdpRefusalBuffers<const U: usize> {
+    udp: [RefCell<UdpBuffers>; U],
+    refusal: RefusalBuffers,
+}
+
+impl<const U: usize> UdpRefusalBuffers<U> {
+    /// Empty slots, as a constant (see [`GatewayStorage`] on why the run-time
+    /// [`default`](Self::default) is preferable).
+    pub const fn new() -> Self {
+        Self {
+            udp: [const { RefCell::new(UdpBuffers::new()) }; U],
+            refusal: RefusalBuffers {
+                rx: [0; REFUSAL_BUF],
+                tx: [0; REFUSAL_BUF],
+            },
+        }
+    }
+}
+
+impl<const U: usize> Default for UdpRefusalBuffers<U> {
+    /// The same as [`new`](Self::new), built at run time field by field.
+    fn default() -> Self {
+        Self {
             udp: core::array::from_fn(|_| RefCell::new(UdpBuffers::new())),
             refusal: RefusalBuffers {
                 rx: [0; REFUSAL_BUF],
@@ -133,7 +163,8 @@ impl Occupancy {
 pub struct Gateway<'s, const N: usize, const U: usize, const B: usize = SOCKET_BUF> {
     stack: Stack<'static>,
     config: &'s GatewayConfig,
-    storage: &'s mut GatewayStorage<N, U, B>,
+    sessions: [&'s mut SessionBuffers<B>; N],
+    rest: &'s mut UdpRefusalBuffers<U>,
     report: fn(SessionEnd),
 }
 
@@ -155,10 +186,27 @@ impl<'s, const N: usize, const U: usize, const B: usize> Gateway<'s, N, U, B> {
         config: &'s GatewayConfig,
         storage: &'s mut GatewayStorage<N, U, B>,
     ) -> Self {
+        let GatewayStorage { sessions, rest } = storage;
+        Self::from_parts(stack, config, sessions.each_mut(), rest)
+    }
+
+    /// A gateway whose session buffers live wherever the caller put them, one
+    /// [`SessionBuffers`] per session: e.g. spread over RAM banks the network DMA never needs
+    /// to reach (socket buffers are only touched by the CPU; smoltcp copies frames in and
+    /// out of them).
+    ///
+    /// `stack` must have room for [`sockets_needed`]`(N, U)` sockets.
+    pub fn from_parts(
+        stack: Stack<'static>,
+        config: &'s GatewayConfig,
+        sessions: [&'s mut SessionBuffers<B>; N],
+        rest: &'s mut UdpRefusalBuffers<U>,
+    ) -> Self {
         Self {
             stack,
             config,
-            storage,
+            sessions,
+            rest,
             report: |_| {},
         }
     }
@@ -177,7 +225,8 @@ impl<'s, const N: usize, const U: usize, const B: usize> Gateway<'s, N, U, B> {
         let Self {
             stack,
             config,
-            storage,
+            sessions,
+            rest,
             report,
         } = self;
         let occupancy = Occupancy {
@@ -198,11 +247,10 @@ impl<'s, const N: usize, const U: usize, const B: usize> Gateway<'s, N, U, B> {
             report,
         };
         let shared = &shared;
-        let sessions = storage
-            .sessions
-            .each_mut()
-            .map(|buffers| session_loop(shared, buffers, &storage.udp));
-        let refusal = refusal_loop::<N>(shared, &mut storage.refusal);
+        let UdpRefusalBuffers { udp, refusal } = rest;
+        let udp = &*udp;
+        let sessions = sessions.map(|buffers| session_loop(shared, buffers, udp));
+        let refusal = refusal_loop::<N>(shared, refusal);
         let (_, never) = join(join_array(sessions), refusal).await;
         never
     }

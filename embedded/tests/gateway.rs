@@ -10,7 +10,9 @@
 
 mod common;
 
-use common::{Client, ECHO_PORT, GATEWAY_IP, GATEWAY_IP6, PEER_IP6, SESSIONS, SOCKS_PORT, run};
+use common::{
+    Client, ECHO_PORT, GATEWAY_IP, GATEWAY_IP6, PEER_IP6, SESSIONS, SOCKS_PORT, run, run_from_parts,
+};
 use embassy_net::udp::{PacketMetadata, UdpSocket};
 use embassy_net::{IpEndpoint, Stack};
 use embassy_time::{Duration, Timer, with_timeout};
@@ -78,30 +80,34 @@ fn userpass_connect_fed_one_byte_at_a_time() {
         client.send_bytewise(&CONNECT_ECHO_V4).await;
         assert_success_v4(&client.recv(10).await);
         echo_roundtrip(&mut client, b"hello through socksgate").await;
-        // 64 KiB both ways: more than every buffer on the path.
-        let big: Vec<u8> = (0..65536u32).map(|i| (i * 7 + i / 251) as u8).collect();
-        let (mut reader, mut writer) = client.socket.split();
-        let send = async {
-            let mut rest = &big[..];
-            while !rest.is_empty() {
-                let n = writer.write(rest).await.expect("write");
-                rest = &rest[n..];
-            }
-        };
-        let receive = async {
-            let mut got = Vec::new();
-            let mut buf = [0u8; 2048];
-            while got.len() < big.len() {
-                let n = reader.read(&mut buf).await.expect("read");
-                assert_ne!(n, 0, "EOF during bulk echo");
-                got.extend_from_slice(&buf[..n]);
-            }
-            got
-        };
-        let ((), got) = embassy_futures::join::join(send, receive).await;
-        assert!(got == big, "bulk echo differs");
+        bulk_echo(&mut client).await;
         client.close().await;
     });
+}
+
+/// 64 KiB both ways at once: more than every buffer on the path.
+async fn bulk_echo(client: &mut Client) {
+    let big: Vec<u8> = (0..65536u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    let (mut reader, mut writer) = client.socket.split();
+    let send = async {
+        let mut rest = &big[..];
+        while !rest.is_empty() {
+            let n = writer.write(rest).await.expect("write");
+            rest = &rest[n..];
+        }
+    };
+    let receive = async {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        while got.len() < big.len() {
+            let n = reader.read(&mut buf).await.expect("read");
+            assert_ne!(n, 0, "EOF during bulk echo");
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    };
+    let ((), got) = embassy_futures::join::join(send, receive).await;
+    assert!(got == big, "bulk echo differs");
 }
 
 #[test]
@@ -287,6 +293,39 @@ fn pool_exhaustion_refuses_cleanly_then_serves_when_a_slot_frees() {
         assert_success_v4(&retry.recv(10).await);
         echo_roundtrip(&mut retry, b"served after a slot freed").await;
         retry.close().await;
+        for client in busy {
+            echo_roundtrip_then_close(client).await;
+        }
+    });
+}
+
+/// Session buffers given one by one (as the H743 spreads them over SRAM1–3, DTCM and AXI
+/// SRAM) and larger than the default: every session serves, 64 KiB cross each way, the pool
+/// still refuses client N + 1.
+#[test]
+fn sessions_on_buffers_placed_apart_with_16_kib_windows() {
+    run_from_parts::<16384, _, _>(&OPEN, |stack| async move {
+        let mut busy = Vec::new();
+        for _ in 0..SESSIONS {
+            let mut client = Client::connect(stack).await;
+            client.send(&[5, 1, 0]).await;
+            assert_eq!(client.recv(2).await, [5, 0]);
+            client.send(&CONNECT_ECHO_V4).await;
+            assert_success_v4(&client.recv(10).await);
+            bulk_echo(&mut client).await;
+            busy.push(client);
+        }
+        let mut extra = Client::connect(stack).await;
+        extra.send(&[5, 1, 0]).await;
+        assert_eq!(extra.recv(2).await, [5, 0]);
+        extra.send(&CONNECT_ECHO_V4).await;
+        assert_eq!(
+            extra.recv(10).await[..2],
+            [5, 1],
+            "general failure when full"
+        );
+        extra.expect_eof().await;
+        extra.close().await;
         for client in busy {
             echo_roundtrip_then_close(client).await;
         }

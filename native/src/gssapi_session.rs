@@ -125,9 +125,7 @@ async fn accept(conn: &mut Conn<'_>) -> Result<(), SessionError> {
     match step {
         Ok(Step::Continue(out, next)) => {
             state.accepting = Some(next);
-            let _ = conn
-                .session
-                .send_gssapi_token(&conn.policy, out.len(), clock::now());
+            let _ = conn.session.send_gssapi_token(out.len());
             send_token(conn, &out).await
         }
         Ok(Step::Done(out, context)) => {
@@ -139,12 +137,9 @@ async fn accept(conn: &mut Conn<'_>) -> Result<(), SessionError> {
             );
             state.context = Some(context);
             let len = out.as_deref().map_or(0, <[u8]>::len);
-            let _ = conn.session.handle_gssapi_established(
-                &conn.policy,
-                principal.as_bytes(),
-                len,
-                clock::now(),
-            );
+            let _ = conn
+                .session
+                .handle_gssapi_established(principal.as_bytes(), len);
             send_token(conn, out.as_deref().unwrap_or_default()).await
         }
         Err(e) => {
@@ -190,17 +185,17 @@ async fn protection(conn: &mut Conn<'_>) -> Result<(), SessionError> {
     if !level.encapsulates() {
         conn.shared.metrics.gssapi_established(config_level(level));
     }
-    let _ = conn
-        .session
-        .send_gssapi_protection(&conn.policy, wrapped.len(), clock::now());
+    let _ = conn.session.send_gssapi_protection(wrapped.len());
     send_token(conn, &wrapped).await
 }
 
-/// Sends what the session queued (a header), then `token`.
+/// Sends what the session queued (a header), then `token`, then tells the session, which
+/// only then goes on with input the client pipelined.
 async fn send_token(conn: &mut Conn<'_>, token: &[u8]) -> Result<(), SessionError> {
     conn.flush().await?;
     conn.stream.write_all(token).await?;
     conn.stream.flush().await?;
+    let _ = conn.session.handle_gssapi_sent(&conn.policy, clock::now());
     Ok(())
 }
 

@@ -12,11 +12,12 @@
 // Each test crate compiles its own copy and uses only part of it.
 #![allow(dead_code)]
 
+use core::convert::Infallible;
 use core::future::Future;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use embassy_futures::join::join_array;
-use embassy_futures::select::{Either, Either4, select, select3, select4};
+use embassy_futures::select::{Either, Either3, Either4, select, select3, select4};
 use embassy_net::tcp::{State, TcpSocket};
 use embassy_net::udp::{PacketMetadata, UdpSocket};
 use embassy_net::{
@@ -27,7 +28,9 @@ use embassy_net_driver_channel as ch;
 use embassy_net_driver_channel::driver::{HardwareAddress, LinkState};
 use embassy_time::{Duration, Timer, with_timeout};
 use socksgate_embedded::pool::sockets_needed;
-use socksgate_embedded::{Gateway, GatewayConfig, GatewayStorage};
+use socksgate_embedded::{
+    Gateway, GatewayConfig, GatewayStorage, SessionBuffers, UdpRefusalBuffers,
+};
 
 const MTU: usize = 1500;
 /// Sessions of the gateway under test (small, so the pool is easy to exhaust).
@@ -208,15 +211,51 @@ where
     F: FnOnce(Stack<'static>) -> Fut,
     Fut: Future<Output = ()>,
 {
+    let storage = Box::leak(Box::new(GatewayStorage::<SESSIONS, UDP_SLOTS>::new()));
+    run_gateway(
+        |stack| serve(Gateway::new(stack, config, storage)),
+        scenario,
+    );
+}
+
+/// Like [`run`], but the gateway is built with `Gateway::from_parts` from `B`-byte session
+/// buffers each in an allocation of its own, as a board spreads them over RAM banks.
+pub(crate) fn run_from_parts<const B: usize, F, Fut>(config: &'static GatewayConfig, scenario: F)
+where
+    F: FnOnce(Stack<'static>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let sessions: [&'static mut SessionBuffers<B>; SESSIONS] =
+        core::array::from_fn(|_| Box::leak(Box::new(SessionBuffers::new())));
+    let rest = Box::leak(Box::new(UdpRefusalBuffers::<UDP_SLOTS>::new()));
+    run_gateway(
+        |stack| serve(Gateway::from_parts(stack, config, sessions, rest)),
+        scenario,
+    );
+}
+
+/// The gateway's endless future with a nameable output.
+async fn serve<const N: usize, const U: usize, const B: usize>(
+    gateway: Gateway<'static, N, U, B>,
+) -> Infallible {
+    gateway.run().await
+}
+
+fn run_gateway<G, GFut, F, Fut>(gateway: G, scenario: F)
+where
+    G: FnOnce(Stack<'static>) -> GFut,
+    GFut: Future<Output = Infallible>,
+    F: FnOnce(Stack<'static>) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let seed = u64::from(SEED.fetch_add(2, Ordering::Relaxed));
     let (gw_stack, mut gw_runner, gw_wire) = node(GATEWAY_IP, GATEWAY_IP6, Some(PEER_IP), seed);
     let (peer_stack, mut peer_runner, peer_wire) = node(PEER_IP, PEER_IP6, None, seed + 1);
-    let storage = Box::leak(Box::new(GatewayStorage::<SESSIONS, UDP_SLOTS>::new()));
-    let gateway = Gateway::new(gw_stack, config, storage);
+    let gateway = gateway(gw_stack);
     let test = async {
         match select(
             select3(
-                gateway.run(),
+                gateway,
                 echo_server::<{ SESSIONS + 2 }>(peer_stack),
                 select(dns_server(peer_stack), udp_echo_server(peer_stack)),
             ),
@@ -224,6 +263,11 @@ where
         )
         .await
         {
+            Either::First(Either3::First(never)) => match never {},
+            Either::First(Either3::Second(never)) => never,
+            Either::First(Either3::Third(never)) => match never {
+                Either::First(never) | Either::Second(never) => never,
+            },
             Either::Second(result) => result.expect("scenario timed out"),
         }
     };

@@ -6,8 +6,18 @@ use embassy_net::{Ipv4Address, Ipv4Cidr, StaticConfigV4};
 use socksgate_core::rules::{Action, Cidr, CommandSet, HostPattern, PortRange, Rule, Rules};
 use socksgate_embedded::{GatewayConfig, User};
 
-/// Concurrent SOCKS sessions (≈ 17.5 KiB of RAM each, see the README).
-pub(crate) const SESSIONS: usize = 8;
+/// Size of each of a session's four TCP socket buffers: the receive window it advertises
+/// and its send queue. A session's throughput is at most about window / round-trip time.
+pub(crate) const SOCKET_BUF: usize = 8192;
+/// Sessions whose socket buffers (4 × `SOCKET_BUF` each) live in SRAM1–3 (288 KiB).
+pub(crate) const SESSIONS_IN_SRAM123: usize = 9;
+/// Sessions whose socket buffers live in the DTCM (128 KiB).
+pub(crate) const SESSIONS_IN_DTCM: usize = 4;
+/// Sessions whose socket buffers live in the AXI SRAM, with the stack and everything else.
+pub(crate) const SESSIONS_IN_AXI: usize = 3;
+/// Concurrent SOCKS sessions; each also costs ≈ 4.8 KB of AXI SRAM (its state in the
+/// gateway's future and two socket entries). Maxima per buffer size: see the README.
+pub(crate) const SESSIONS: usize = SESSIONS_IN_SRAM123 + SESSIONS_IN_DTCM + SESSIONS_IN_AXI;
 /// Sessions that can be UDP associations at the same time (≈ 14.6 KiB each).
 pub(crate) const UDP_SLOTS: usize = 2;
 /// Sockets: the gateway's, plus DHCP, plus one spare.

@@ -6,10 +6,11 @@ use embassy_stm32::bind_interrupts;
 use embassy_stm32::eth::{self, Ethernet, GenericPhy, PacketQueue, Sma};
 use embassy_stm32::peripherals::{ETH, ETH_SMA, RNG};
 use embassy_stm32::rng::{self, Rng};
-use socksgate_embedded::{Gateway, GatewayStorage};
+use socksgate_embedded::{Gateway, SessionBuffers, UdpRefusalBuffers};
 use static_cell::StaticCell;
 
-use crate::config::{GATEWAY, MAC, SESSIONS, SOCKETS, UDP_SLOTS, static_address};
+use crate::config::{GATEWAY, MAC, SESSIONS, SOCKET_BUF, SOCKETS, UDP_SLOTS, static_address};
+use crate::ram_banks;
 
 bind_interrupts!(struct Irqs {
     ETH => eth::InterruptHandler;
@@ -34,10 +35,13 @@ async fn net_task(mut runner: Runner<'static, Device>) -> ! {
 #[embassy_executor::task]
 async fn gateway_task(
     stack: Stack<'static>,
-    storage: &'static mut GatewayStorage<SESSIONS, UDP_SLOTS>,
+    sessions: [&'static mut SessionBuffers<SOCKET_BUF>; SESSIONS],
+    rest: &'static mut UdpRefusalBuffers<UDP_SLOTS>,
 ) -> ! {
     stack.wait_config_up().await;
-    Gateway::new(stack, &GATEWAY, storage).run().await
+    Gateway::from_parts(stack, &GATEWAY, sessions, rest)
+        .run()
+        .await
 }
 
 /// 400 MHz from the HSI through PLL1 (HSI48 for the RNG), as embassy's H7 Ethernet example.
@@ -95,15 +99,14 @@ async fn main(spawner: Spawner) {
         None => embassy_net::Config::dhcpv4(Default::default()),
     };
     static RESOURCES: StaticCell<StackResources<SOCKETS>> = StaticCell::new();
-    static STORAGE: StaticCell<GatewayStorage<SESSIONS, UDP_SLOTS>> = StaticCell::new();
     let (stack, runner) = embassy_net::new(
         device,
         net_config,
         RESOURCES.init_with(StackResources::new),
         seed,
     );
-    // Built in place at run time: no flash image of it, no copy of it on the stack.
-    let storage = STORAGE.init_with(GatewayStorage::default);
+    // Session buffers spread over SRAM1–3, DTCM and AXI SRAM (ram_banks.rs).
+    let (sessions, rest) = ram_banks::session_storage();
     spawner.spawn(net_task(runner).unwrap());
-    spawner.spawn(gateway_task(stack, storage).unwrap());
+    spawner.spawn(gateway_task(stack, sessions, rest).unwrap());
 }

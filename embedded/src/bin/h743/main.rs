@@ -15,3 +15,5 @@ fn main() {}
 mod config;
 #[cfg(target_os = "none")]
 mod firmware;
+#[cfg(target_os = "none")]
+mod ram_banks;

@@ -6,7 +6,7 @@ use embassy_net::{Config, Runner, Stack, StackResources};
 use socksgate_embedded::{Gateway, GatewayStorage};
 use static_cell::StaticCell;
 
-use crate::config::{GATEWAY, SESSIONS, SOCKETS, UDP_SLOTS, network};
+use crate::config::{GATEWAY, SESSIONS, SOCKET_BUF, SOCKETS, UDP_SLOTS, network};
 use crate::lan9118::Lan9118;
 use crate::time_driver;
 
@@ -27,13 +27,14 @@ async fn net_task(mut runner: Runner<'static, Lan9118>) -> ! {
 #[embassy_executor::task]
 async fn gateway_task(
     stack: Stack<'static>,
-    storage: &'static mut GatewayStorage<SESSIONS, UDP_SLOTS>,
+    storage: &'static mut GatewayStorage<SESSIONS, UDP_SLOTS, SOCKET_BUF>,
 ) -> ! {
     stack.wait_config_up().await;
     hprintln!(
-        "gateway up: 10.0.2.15:{} ({} sessions)",
+        "gateway up: 10.0.2.15:{} ({} sessions, {} B socket buffers)",
         GATEWAY.port(),
-        SESSIONS
+        SESSIONS,
+        SOCKET_BUF
     );
     Gateway::new(stack, &GATEWAY, storage)
         .with_report(|end| hprintln!("session: {:?}", end))
@@ -55,7 +56,7 @@ async fn main(spawner: Spawner) {
     hprintln!("socksgate-mps2: LAN9118 {:02x?}", mac);
 
     static RESOURCES: StaticCell<StackResources<SOCKETS>> = StaticCell::new();
-    static STORAGE: StaticCell<GatewayStorage<SESSIONS, UDP_SLOTS>> = StaticCell::new();
+    static STORAGE: StaticCell<GatewayStorage<SESSIONS, UDP_SLOTS, SOCKET_BUF>> = StaticCell::new();
     // No entropy source on this board: the seed only spreads TCP ports and sequence
     // numbers, derive it from the MAC (unique per QEMU NIC).
     let seed = u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0x5a, 0xc5]);
