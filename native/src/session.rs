@@ -201,7 +201,8 @@ struct Established {
     sent_down: u64,
     /// The GSS-API protection in force (integrity or confidentiality), if any: the relay
     /// then seals and opens every byte for the client.
-    protection: Option<crate::protected::Protection>,
+    /// Boxed: plain sessions' tasks do not carry it.
+    protection: Option<Box<crate::protected::Protection>>,
 }
 
 /// The session up to its relay: handshake, request, command. Returns the client socket and
@@ -330,7 +331,7 @@ async fn establish(
     let protection = gss.and_then(|g| {
         let g = *g;
         early.extend_from_slice(&g.plain);
-        g.protection
+        g.protection.map(Box::new)
     });
     Ok(upstream.map(|up: Upstream| Established {
         client: stream,
