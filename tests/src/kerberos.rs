@@ -44,8 +44,17 @@ impl Kdc {
             let port = free_port();
             write_config(&dir, realm, port);
             let log = std::fs::File::create(dir.join("krb5kdc.out")).expect("kdc log");
-            let mut child = Command::new(tools::which("krb5kdc").expect("krb5kdc"))
-                .args(["-n", "-r", realm])
+            // Under a watchdog shell: a KDC kept in a static (shared by a test file's tests) is
+            // never dropped, so the shell ends it once the test process is gone.
+            let kdc = tools::which("krb5kdc").expect("krb5kdc");
+            let watchdog = format!(
+                "{} -n -r {realm} -P {} & k=$!; while kill -0 {} 2>/dev/null && kill -0 $k 2>/dev/null; do sleep 0.2; done; kill $k 2>/dev/null; wait",
+                kdc.display(),
+                dir.join("krb5kdc.pid").display(),
+                std::process::id()
+            );
+            let mut child = Command::new("sh")
+                .args(["-c", &watchdog])
                 .envs(env_of(&dir))
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().expect("dup log"))
@@ -62,6 +71,7 @@ impl Kdc {
                     child: Mutex::new(child),
                 });
             }
+            kill_kdc(&dir);
             let _ = child.kill();
             let _ = child.wait();
             last =
@@ -179,6 +189,7 @@ impl Kdc {
             .child
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        kill_kdc(&self.dir);
         let _ = child.kill();
         let _ = child.wait();
     }
@@ -187,6 +198,16 @@ impl Kdc {
 impl Drop for Kdc {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Ends the KDC of the realm in `dir` by its pid file (the watchdog shell is killed apart).
+fn kill_kdc(dir: &TempDir) {
+    if let Ok(pid) = std::fs::read_to_string(dir.join("krb5kdc.pid")) {
+        let _ = Command::new("kill")
+            .arg(pid.trim())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
