@@ -23,10 +23,13 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod password;
 pub mod pool;
 mod relay;
 mod resolve;
 mod session;
+pub mod settings;
+pub mod store;
 mod udp;
 
 pub use config::{GatewayConfig, User};
