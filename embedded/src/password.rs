@@ -55,6 +55,18 @@ impl PasswordHash {
     }
 }
 
+/// Checks `password` against the hash `found` for a user name. Exactly one hash is computed
+/// whether or not the name exists (against a fixed dummy when it does not), so the time
+/// says nothing about which part was wrong.
+pub fn check(found: Option<&PasswordHash>, password: &[u8]) -> bool {
+    const DUMMY: PasswordHash = PasswordHash {
+        iterations: ITERATIONS,
+        salt: [0; SALT_LEN],
+        hash: [0; HASH_LEN],
+    };
+    found.unwrap_or(&DUMMY).verify(password) && found.is_some()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,7 +31,7 @@ use socksgate_core::rules::{
     Action, Cidr, CommandSet, HostPattern, PortRange, ProtectedDestinations, Rule, Rules, UserName,
 };
 
-use crate::password::{HASH_LEN, PasswordHash, SALT_LEN};
+use crate::password::PasswordHash;
 
 /// Users a record holds.
 pub const MAX_USERS: usize = 8;
@@ -201,25 +201,19 @@ impl Settings {
         Duration::from_secs(u64::from(self.idle_secs))
     }
 
-    /// Checks a username/password pair. Exactly one password hash is computed whether or
-    /// not the name exists (against a fixed dummy hash when it does not), and names are
-    /// compared in constant time, so the time says nothing about which part was wrong.
+    /// Checks a username/password pair (see [`password::check`](crate::password::check)).
     pub fn authenticate(&self, name: &[u8], password: &[u8]) -> bool {
+        crate::password::check(self.find_user(name).as_ref(), password)
+    }
+
+    /// The stored hash of user `name`. Every name is compared, in constant time, so the
+    /// time does not tell which (or whether one) matched.
+    pub fn find_user(&self, name: &[u8]) -> Option<PasswordHash> {
         use subtle::ConstantTimeEq;
-        let mut found: Option<&PasswordHash> = None;
-        for user in &self.users {
+        self.users.iter().fold(None, |found, user| {
             let same: bool = user.name.as_bytes().ct_eq(name).into();
-            if same {
-                found = Some(&user.password);
-            }
-        }
-        let dummy = PasswordHash {
-            iterations: crate::password::ITERATIONS,
-            salt: [0; SALT_LEN],
-            hash: [0; HASH_LEN],
-        };
-        let ok = found.unwrap_or(&dummy).verify(password);
-        ok && found.is_some()
+            if same { Some(user.password) } else { found }
+        })
     }
 
     /// Adds (or replaces) `name` with the already hashed `password`.

@@ -37,7 +37,7 @@ async fn gateway_task(
         SOCKET_BUF
     );
     Gateway::new(stack, &GATEWAY, storage)
-        .with_report(|end| hprintln!("session: {:?}", end))
+        .with_report(&|record| hprintln!("{}", record))
         .run()
         .await
 }
