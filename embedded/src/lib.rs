@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod console;
 pub mod live;
 pub mod monitor;
 pub mod password;

@@ -196,6 +196,34 @@ impl Settings {
         policy
     }
 
+    /// The embassy-net configuration: DHCP (sending [`hostname`](Self::hostname)) or the
+    /// static address with [`dns`](Self::dns).
+    pub fn net_config(&self) -> embassy_net::Config {
+        use embassy_net::{Config, DhcpConfig, Ipv4Cidr, StaticConfigV4};
+        match self.addressing {
+            Addressing::Dhcp => {
+                let mut dhcp = DhcpConfig::default();
+                dhcp.hostname = self.hostname.as_str().try_into().ok();
+                Config::dhcpv4(dhcp)
+            }
+            Addressing::Static {
+                address,
+                prefix,
+                gateway,
+            } => {
+                let mut config = StaticConfigV4 {
+                    address: Ipv4Cidr::new(address, prefix),
+                    gateway,
+                    dns_servers: Default::default(),
+                };
+                if let Some(dns) = self.dns {
+                    let _ = config.dns_servers.push(dns);
+                }
+                Config::ipv4_static(config)
+            }
+        }
+    }
+
     /// The relay's idle limit.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(u64::from(self.idle_secs))
