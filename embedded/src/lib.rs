@@ -24,6 +24,7 @@
 
 pub mod config;
 pub mod console;
+pub mod link;
 pub mod live;
 pub mod monitor;
 pub mod password;

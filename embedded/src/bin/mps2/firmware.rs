@@ -35,6 +35,15 @@ async fn net_task(mut runner: Runner<'static, Lan9118>) -> ! {
 }
 
 #[embassy_executor::task]
+async fn link_task(stack: Stack<'static>) -> ! {
+    socksgate_embedded::link::watch(stack, |line| {
+        hprintln!("{}", line);
+        LOG.line(line);
+    })
+    .await
+}
+
+#[embassy_executor::task]
 async fn gateway_task(
     stack: Stack<'static>,
     storage: &'static mut GatewayStorage<SESSIONS, UDP_SLOTS, SOCKET_BUF>,
@@ -42,16 +51,6 @@ async fn gateway_task(
     monitor: &'static Monitor,
 ) -> ! {
     stack.wait_config_up().await;
-    if let Some(v4) = stack.config_v4() {
-        let dns = v4.dns_servers.first().copied();
-        hprintln!(
-            "address: {} gateway {:?} dns {:?}",
-            v4.address,
-            v4.gateway,
-            dns
-        );
-        LOG.line(format_args!("address: {} dns {:?}", v4.address, dns));
-    }
     hprintln!(
         "gateway up: port {} ({} sessions, {} B socket buffers)",
         settings.port(),
@@ -148,6 +147,7 @@ async fn main(spawner: Spawner) {
     // Built in place at run time: no flash image of it, no copy of it on the stack.
     let storage = STORAGE.init_with(GatewayStorage::default);
     spawner.spawn(net_task(runner).unwrap());
+    spawner.spawn(link_task(stack).unwrap());
     spawner.spawn(gateway_task(stack, storage, settings, monitor).unwrap());
     spawner.spawn(console_task(settings, monitor, store, mac).unwrap());
 }
