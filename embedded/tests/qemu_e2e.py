@@ -292,9 +292,13 @@ def main():
     network()
     step("first boot, empty flash")
     qemu_start()
-    log = qemu_log()
+    for _ in range(50):
+        log = qemu_log()
+        if f"address: {GUEST}/24" in log:
+            break
+        time.sleep(0.1)
     check("config: no saved settings: defaults" in log, "defaults without a record")
-    check(f"address: {GUEST}/24" in log, "DHCP address printed at boot")
+    check(f"address: {GUEST}/24 gateway Some({HOST}) dns Some({HOST})" in log, "DHCP lease printed")
     leases = open(os.path.join(WORK, "dnsmasq.log")).read()
     check("socksgate" in leases and "DHCPACK" in leases, "DHCP lease with the hostname socksgate")
 
@@ -320,6 +324,16 @@ def main():
     check(status == b"\x05\xff", f"no acceptable method now, got {status!r}")
     expect_eof(sock)
     login_fails(b"alice", b"wrong")
+    # SOCKS4 cannot authenticate: with users it never gets through (CD 91), by name or not.
+    for request in (
+        b"\x04\x01" + TCP_ECHO.to_bytes(2, "big") + socket.inet_aton(HOST) + b"alice\x00",
+        b"\x04\x01" + TCP_ECHO.to_bytes(2, "big") + b"\x00\x00\x00\x01alice\x00origin.test\x00",
+    ):
+        sock = socket.create_connection((GUEST, SOCKS_PORT), timeout=10)
+        sock.sendall(request)
+        check(recv_exactly(sock, 8)[:2] == b"\x00\x5b", "SOCKS4/4a refused (CD 91) with users")
+        expect_eof(sock)
+        sock.close()
     session(b"alice", b"s3cret")
     console.read_until(b"user=alice cmd=connect dst=origin.test:7007 reply=0 up=65536 down=65536")
 
