@@ -171,7 +171,7 @@ def qemu_start():
         [
             "qemu-system-arm", "-M", "mps2-an386,memory-backend=psram", "-cpu", "cortex-m4",
             "-object", f"memory-backend-file,id=psram,size=16M,mem-path={PSRAM},share=on",
-            "-display", "none", "-monitor", "none",
+            "-display", "none", "-monitor", f"unix:{WORK}/monitor.sock,server=on,wait=off",
             "-semihosting-config", "enable=on,target=native",
             "-chardev", f"socket,id=con,path={WORK}/console.sock,server=on,wait=off",
             "-serial", "chardev:con",
@@ -184,6 +184,22 @@ def qemu_start():
     procs.append(qemu)
     console = Console(f"{WORK}/console.sock")
     wait_up(before + 1)
+
+
+def monitor(command):
+    """One QEMU monitor command (e.g. `set_link n0 off`)."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(f"{WORK}/monitor.sock")
+        sock.settimeout(2)
+        sock.sendall(command.encode() + b"\n")
+        time.sleep(0.2)
+
+
+def wait_log(text, count, timeout=30):
+    deadline = time.monotonic() + timeout
+    while qemu_log().count(text) < count:
+        check(time.monotonic() < deadline, f"no {text!r} (#{count}) in the firmware log")
+        time.sleep(0.1)
 
 
 def qemu_log():
@@ -387,6 +403,20 @@ def main():
         time.sleep(0.1)
     for e in expected:
         check(e in stats, f"stats: {e!r} in {stats!r}")
+
+    step("link loss and return: DHCP again, served again")
+    addresses = qemu_log().count(f"address: {GUEST}/24")
+    monitor("set_link n0 off")
+    wait_log("link down", 1)
+    try:
+        socket.create_connection((GUEST, SOCKS_PORT), timeout=1).close()
+        fail("connected while the link was down")
+    except OSError:
+        pass
+    monitor("set_link n0 on")
+    wait_log("link up", 1)
+    wait_log(f"address: {GUEST}/24", addresses + 1)
+    session(b"alice", b"s3cret", size=4096)
 
     step("a second save, then reboot from the console")
     check(console.command("user add bob hunter2").strip() == "ok", "user add bob")
