@@ -21,9 +21,11 @@
 //! Users and rules apply to the next session at once; `port`, `address`, `dns` and
 //! `hostname` apply after `save` and `reboot`.
 
+use core::cell::Cell;
 use core::fmt::{self, Write as _};
 
 use embassy_futures::select::{Either, select};
+use embassy_sync::blocking_mutex::Mutex;
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_sync::pipe::Pipe;
 use embassy_time::Instant;
@@ -50,7 +52,8 @@ const LOG_BUFFER: usize = 2048;
 /// do not fit while the console is busy are dropped (and counted), never waited for.
 pub struct ConsoleLog {
     pipe: Pipe<CriticalSectionRawMutex, LOG_BUFFER>,
-    dropped: core::sync::atomic::AtomicU32,
+    // A lock rather than an atomic: thumbv6m (the RP2040) has no atomic read-modify-write.
+    dropped: Mutex<CriticalSectionRawMutex, Cell<u32>>,
 }
 
 impl fmt::Debug for ConsoleLog {
@@ -70,7 +73,7 @@ impl ConsoleLog {
     pub const fn new() -> Self {
         Self {
             pipe: Pipe::new(),
-            dropped: core::sync::atomic::AtomicU32::new(0),
+            dropped: Mutex::new(Cell::new(0)),
         }
     }
 
@@ -85,13 +88,13 @@ impl ConsoleLog {
             || self.pipe.try_write(bytes) != Ok(bytes.len())
         {
             self.dropped
-                .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+                .lock(|dropped| dropped.set(dropped.get().wrapping_add(1)));
         }
     }
 
     /// Lines dropped because the console was not keeping up.
     pub fn dropped(&self) -> u32 {
-        self.dropped.load(core::sync::atomic::Ordering::Relaxed)
+        self.dropped.lock(Cell::get)
     }
 }
 

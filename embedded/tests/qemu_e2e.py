@@ -294,6 +294,15 @@ def session(user=None, password=None, host=b"origin.test", size=65536):
     sock.close()
 
 
+def wait_idle():
+    """Waits until no session is in progress (a slot frees once its close is over)."""
+    for _ in range(100):
+        if "\n0 in progress" in "\n" + console.command("sessions"):
+            return
+        time.sleep(0.1)
+    fail("sessions still in progress")
+
+
 def login_fails(user, password):
     sock, status = greet(user, password)
     check(status[0] == 1 and status[1] != 0, f"RFC 1929 failure for {user!r}, got {status!r}")
@@ -357,6 +366,7 @@ def main():
     sock, _ = greet(b"alice", b"s3cret")
     check(connect_request(sock, b"denied.test", TCP_ECHO) == 2, "REP 2 for denied.test")
     expect_eof(sock)
+    sock.close()
 
     step("UDP ASSOCIATE with PySocks")
     udp = socks.socksocket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -371,6 +381,7 @@ def main():
     udp.close()
 
     step("pool exhaustion: general failure for client N + 1")
+    wait_idle()
     held = []
     for _ in range(SESSIONS):
         sock, status = greet(b"alice", b"s3cret")
@@ -382,12 +393,13 @@ def main():
     expect_eof(sock)
     listed = console.command("sessions")
     check(f"{SESSIONS} in progress" in listed and "origin.test:7007" in listed, "sessions")
+    sock.close()
     for sock in held:
         sock.close()
 
     step("per-client cap set over the console")
     check(console.command("set per-client 1").strip() == "ok", "set per-client 1")
-    time.sleep(0.5)  # the held sessions' slots free up
+    wait_idle()
     first, _ = greet(b"alice", b"s3cret")
     check(connect_request(first, b"origin.test", TCP_ECHO) == 0, "first session")
     second, _ = greet(b"alice", b"s3cret")
