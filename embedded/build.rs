@@ -33,4 +33,6 @@ fn main() {
         println!("cargo:rustc-link-arg-bin=socksgate-w5500-pico=-Tlink-rp.x");
         println!("cargo:rustc-link-arg-bin=socksgate-w5500-pico=--nmagic");
     }
+    // The H743 image logs with defmt (over RTT); the QEMU image does not link defmt.
+    println!("cargo:rustc-link-arg-bin=socksgate-h743=-Tdefmt.x");
 }

@@ -1,7 +1,9 @@
-//! Static gateway configuration.
+//! What a gateway asks its configuration ([`Configuration`]), and a static one.
 //!
-//! Firmware builds one [`GatewayConfig`] in a `static` (see each board's `config.rs`) with
-//! `const` builder calls; nothing here allocates or changes at run time.
+//! [`GatewayConfig`] is fixed at build time (`const` builder calls, used by the host
+//! tests); [`SharedSettings`](crate::live::SharedSettings) is the run-time one the firmware
+//! loads from flash and the console edits. A gateway reads its configuration again for
+//! every decision, so a change applies to the next session without a restart.
 //!
 //! The protocol side of the configuration is a [`socksgate_core::Policy`], built here and
 //! nowhere else: the credential table decides the authentication, so a gateway with users
@@ -10,6 +12,54 @@
 use embassy_time::Duration;
 use socksgate_core::policy::{Authentication, Policy, Timeouts};
 use socksgate_core::rules::{Action, CommandSet, ProtectedDestinations, Rules};
+
+/// What the gateway reads from its configuration. Every call is short and synchronous:
+/// an implementation may hold a lock for its duration.
+pub trait Configuration {
+    /// The TCP port the sessions listen on (read when a slot starts listening).
+    fn port(&self) -> u16;
+    /// Runs `f` with the core's policy as it is now.
+    fn with_policy<R>(&self, f: impl FnOnce(&Policy<'_>) -> R) -> R;
+    /// Checks an RFC 1929 username/password pair, in time independent of where or
+    /// whether it differs.
+    fn authenticate(&self, name: &[u8], password: &[u8]) -> bool;
+    /// The relay's idle limit.
+    fn idle_timeout(&self) -> Duration;
+    /// The orderly close's limit.
+    fn close_timeout(&self) -> Duration;
+    /// Sessions one client address may hold at once; 0: no cap beyond the pool.
+    fn per_client(&self) -> usize {
+        0
+    }
+    /// Failed logins that lock a client out, and for how long; `None`: never.
+    fn login_throttle(&self) -> Option<(u32, Duration)> {
+        None
+    }
+}
+
+impl Configuration for GatewayConfig {
+    fn port(&self) -> u16 {
+        self.port
+    }
+    fn with_policy<R>(&self, f: impl FnOnce(&Policy<'_>) -> R) -> R {
+        f(&self.policy)
+    }
+    fn authenticate(&self, name: &[u8], password: &[u8]) -> bool {
+        Self::authenticate(self, name, password)
+    }
+    fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+    fn close_timeout(&self) -> Duration {
+        self.close_timeout
+    }
+    fn per_client(&self) -> usize {
+        self.per_client
+    }
+    fn login_throttle(&self) -> Option<(u32, Duration)> {
+        self.login_throttle
+    }
+}
 
 /// One RFC 1929 username/password pair.
 #[derive(Clone, Copy, Debug)]
@@ -37,6 +87,8 @@ pub struct GatewayConfig {
     policy: Policy<'static>,
     idle_timeout: Duration,
     close_timeout: Duration,
+    per_client: usize,
+    login_throttle: Option<(u32, Duration)>,
 }
 
 impl GatewayConfig {
@@ -64,7 +116,24 @@ impl GatewayConfig {
             policy,
             idle_timeout: Duration::from_secs(300),
             close_timeout: Duration::from_secs(5),
+            per_client: 0,
+            login_throttle: None,
         }
+    }
+
+    /// At most `sessions` sessions per client address (0: no cap).
+    #[must_use]
+    pub const fn with_per_client(mut self, sessions: usize) -> Self {
+        self.per_client = sessions;
+        self
+    }
+
+    /// After `failures` failed logins within `lockout`, a client's logins fail unchecked
+    /// until `lockout` has passed since the first of them.
+    #[must_use]
+    pub const fn with_login_throttle(mut self, failures: u32, lockout: Duration) -> Self {
+        self.login_throttle = Some((failures, lockout));
+        self
     }
 
     /// Access rules (the core's evaluator), for every request and every UDP datagram. The

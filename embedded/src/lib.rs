@@ -23,13 +23,20 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod console;
+pub mod link;
+pub mod live;
+pub mod monitor;
+pub mod password;
 pub mod pool;
 mod relay;
 mod resolve;
 mod session;
+pub mod settings;
+pub mod store;
 mod udp;
 
-pub use config::{GatewayConfig, User};
+pub use config::{Configuration, GatewayConfig, User};
 pub use pool::{Gateway, GatewayStorage, SessionBuffers, UdpRefusalBuffers};
 pub use relay::RelayEnd;
-pub use session::SessionEnd;
+pub use session::{Refusal, SessionEnd};

@@ -8,6 +8,7 @@
 //! soon as a session is free.
 
 use core::cell::{Cell, RefCell};
+use core::net::SocketAddr;
 
 use embassy_futures::join::{join, join_array};
 use embassy_futures::select::{Either, select};
@@ -16,11 +17,10 @@ use embassy_net::tcp::TcpSocket;
 use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use embassy_sync::signal::Signal;
 
-use socksgate_core::Policy;
-use socksgate_core::rules::CommandSet;
-
-use crate::config::GatewayConfig;
-use crate::session::{self, SessionEnd};
+use crate::config::Configuration;
+use crate::monitor::{Monitor, SessionRecord};
+use crate::relay;
+use crate::session::{self, Context, Refusal};
 use crate::udp::UdpBuffers;
 
 /// Default size of each TCP socket buffer of a session (receive window and send queue):
@@ -159,46 +159,48 @@ impl Occupancy {
     }
 }
 
-/// A SOCKS gateway of `N` concurrent sessions on one embassy-net stack.
-pub struct Gateway<'s, const N: usize, const U: usize, const B: usize = SOCKET_BUF> {
+/// A SOCKS gateway of `N` concurrent sessions on one embassy-net stack, configured by `C`
+/// (a static [`GatewayConfig`](crate::GatewayConfig) or the run-time
+/// [`SharedSettings`](crate::live::SharedSettings)).
+pub struct Gateway<'s, C, const N: usize, const U: usize, const B: usize = SOCKET_BUF> {
     stack: Stack<'static>,
-    config: &'s GatewayConfig,
+    config: &'s C,
     sessions: [&'s mut SessionBuffers<B>; N],
     rest: &'s mut UdpRefusalBuffers<U>,
-    report: fn(SessionEnd),
+    monitor: Option<&'s Monitor>,
+    report: &'s dyn Fn(&SessionRecord<'_>),
 }
 
-impl<const N: usize, const U: usize, const B: usize> core::fmt::Debug for Gateway<'_, N, U, B> {
+impl<C, const N: usize, const U: usize, const B: usize> core::fmt::Debug
+    for Gateway<'_, C, N, U, B>
+{
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Gateway")
             .field("sessions", &N)
-            .field("config", &self.config)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
-impl<'s, const N: usize, const U: usize, const B: usize> Gateway<'s, N, U, B> {
+impl<'s, C: Configuration, const N: usize, const U: usize, const B: usize> Gateway<'s, C, N, U, B> {
     /// A gateway serving `config` on `stack` with the sockets in `storage`.
     ///
     /// `stack` must have room for [`sockets_needed`]`(N, U)` sockets.
     pub fn new(
         stack: Stack<'static>,
-        config: &'s GatewayConfig,
+        config: &'s C,
         storage: &'s mut GatewayStorage<N, U, B>,
     ) -> Self {
         let GatewayStorage { sessions, rest } = storage;
         Self::from_parts(stack, config, sessions.each_mut(), rest)
     }
 
-    /// A gateway whose session buffers live wherever the caller put them, one
-    /// [`SessionBuffers`] per session: e.g. spread over RAM banks the network DMA never needs
-    /// to reach (socket buffers are only touched by the CPU; smoltcp copies frames in and
-    /// out of them).
+    /// A gateway whose session buffers are given one by one (so a board can place them in
+    /// different RAM banks), with the UDP slots and the refusal slot's buffers in `rest`.
     ///
     /// `stack` must have room for [`sockets_needed`]`(N, U)` sockets.
     pub fn from_parts(
         stack: Stack<'static>,
-        config: &'s GatewayConfig,
+        config: &'s C,
         sessions: [&'s mut SessionBuffers<B>; N],
         rest: &'s mut UdpRefusalBuffers<U>,
     ) -> Self {
@@ -207,16 +209,26 @@ impl<'s, const N: usize, const U: usize, const B: usize> Gateway<'s, N, U, B> {
             config,
             sessions,
             rest,
-            report: |_| {},
+            monitor: None,
+            report: &|_| {},
         }
     }
 
-    /// Calls `report` with the outcome of every session (including clients the refusal
-    /// slot answered), after both its sockets are closed: for logs and counters. It runs in
+    /// Calls `report` with the record of every session (including clients the refusal
+    /// slot answered), after both its sockets are closed: for the session log. It runs in
     /// the gateway's task, so it must be quick.
     #[must_use]
-    pub fn with_report(mut self, report: fn(SessionEnd)) -> Self {
+    pub fn with_report(mut self, report: &'s dyn Fn(&SessionRecord<'_>)) -> Self {
         self.report = report;
+        self
+    }
+
+    /// Counts into `monitor` and lists the sessions in progress there (for a console).
+    /// Without, the gateway keeps its own (the per-client cap and the login throttle need
+    /// it).
+    #[must_use]
+    pub fn with_monitor(mut self, monitor: &'s Monitor) -> Self {
+        self.monitor = Some(monitor);
         self
     }
 
@@ -227,57 +239,52 @@ impl<'s, const N: usize, const U: usize, const B: usize> Gateway<'s, N, U, B> {
             config,
             sessions,
             rest,
+            monitor,
             report,
         } = self;
+        let own_monitor;
+        let monitor = match monitor {
+            Some(monitor) => monitor,
+            None => {
+                own_monitor = Monitor::new();
+                &own_monitor
+            }
+        };
         let occupancy = Occupancy {
             busy: Cell::new(0),
             changed: Signal::new(),
         };
         let occupancy = &occupancy;
-        // The configuration's policy, without UDP ASSOCIATE when there is no slot for it.
-        let mut policy = *config.policy();
-        if U == 0 {
-            policy.commands = CommandSet::CONNECT;
-        }
-        let shared = Shared {
+        let ctx = Context {
             stack,
             config,
-            policy: &policy,
-            occupancy,
+            monitor,
             report,
+            udp: U > 0,
         };
-        let shared = &shared;
+        let ctx = &ctx;
         let UdpRefusalBuffers { udp, refusal } = rest;
         let udp = &*udp;
-        let sessions = sessions.map(|buffers| session_loop(shared, buffers, udp));
-        let refusal = refusal_loop::<N>(shared, refusal);
+        let mut slot = 0;
+        let sessions = sessions.map(|buffers| {
+            slot += 1;
+            session_loop(ctx, occupancy, slot - 1, buffers, udp)
+        });
+        let refusal = refusal_loop::<N, C>(ctx, occupancy, refusal);
         let (_, never) = join(join_array(sessions), refusal).await;
         never
     }
 }
 
-/// What every session and the refusal slot share.
-struct Shared<'a> {
-    stack: Stack<'static>,
-    config: &'a GatewayConfig,
-    policy: &'a Policy<'a>,
-    occupancy: &'a Occupancy,
-    report: fn(SessionEnd),
-}
-
 /// One session slot: listen, serve, close, repeat.
-async fn session_loop<const B: usize>(
-    shared: &Shared<'_>,
+async fn session_loop<C: Configuration, const B: usize>(
+    ctx: &Context<'_, C>,
+    occupancy: &Occupancy,
+    slot: usize,
     buffers: &mut SessionBuffers<B>,
     udp: &[RefCell<UdpBuffers>],
 ) -> ! {
-    let Shared {
-        stack,
-        config,
-        policy,
-        occupancy,
-        report,
-    } = *shared;
+    let stack = ctx.stack;
     // Set while this slot still counts as busy after its session ended.
     let release_pending = Cell::new(false);
     loop {
@@ -296,7 +303,7 @@ async fn session_loop<const B: usize>(
             }
             core::future::pending::<()>().await
         };
-        let accepted = match select(client.accept(config.port()), release).await {
+        let accepted = match select(client.accept(ctx.config.port()), release).await {
             Either::First(result) => result,
             Either::Second(()) => continue,
         };
@@ -308,35 +315,43 @@ async fn session_loop<const B: usize>(
         }
         occupancy.update(1);
         release_pending.set(true);
+        let Some(peer) = client.remote_endpoint().map(SocketAddr::from) else {
+            relay::close(&mut client, ctx.config.close_timeout()).await;
+            continue;
+        };
+        let cap = ctx.config.per_client();
+        if cap > 0 && ctx.monitor.sessions_of(peer.ip()) >= cap {
+            ctx.monitor.refusal_slot_used();
+            session::refuse(ctx, None, &mut client, Refusal::ClientCap).await;
+            continue;
+        }
+        ctx.monitor.started(slot, peer);
         let mut upstream = TcpSocket::new(stack, upstream_rx, upstream_tx);
-        let end = session::serve(stack, config, policy, &mut client, &mut upstream, udp).await;
-        report(end);
+        session::serve(ctx, slot, &mut client, &mut upstream, udp).await;
     }
 }
 
 /// The refusal slot: listens only while all `N` sessions are busy.
-async fn refusal_loop<const N: usize>(shared: &Shared<'_>, buffers: &mut RefusalBuffers) -> ! {
-    let Shared {
-        stack,
-        config,
-        policy,
-        occupancy,
-        report,
-    } = *shared;
+async fn refusal_loop<const N: usize, C: Configuration>(
+    ctx: &Context<'_, C>,
+    occupancy: &Occupancy,
+    buffers: &mut RefusalBuffers,
+) -> ! {
     loop {
         while occupancy.busy.get() < N {
             occupancy.changed.wait().await;
         }
         let RefusalBuffers { rx, tx } = &mut *buffers;
-        let mut client = TcpSocket::new(stack, rx, tx);
+        let mut client = TcpSocket::new(ctx.stack, rx, tx);
         let slot_freed = async {
             while occupancy.busy.get() >= N {
                 occupancy.changed.wait().await;
             }
         };
-        match select(client.accept(config.port()), slot_freed).await {
+        match select(client.accept(ctx.config.port()), slot_freed).await {
             Either::First(Ok(())) => {
-                report(session::refuse(stack, config, policy, &mut client).await);
+                ctx.monitor.refusal_slot_used();
+                session::refuse(ctx, None, &mut client, Refusal::PoolFull).await;
             }
             // Still listening (or never connected): closing sends nothing.
             Either::First(Err(_)) | Either::Second(()) => client.abort(),

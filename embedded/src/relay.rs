@@ -28,9 +28,18 @@ pub enum RelayEnd {
     Reset,
 }
 
+/// Bytes relayed each way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Traffic {
+    /// Client to destination.
+    pub(crate) up: u64,
+    /// Destination to client.
+    pub(crate) down: u64,
+}
+
 /// Progress of one direction.
 enum Step {
-    Moved,
+    Moved(usize),
     Eof,
     Blocked,
     Reset,
@@ -60,7 +69,7 @@ async fn pump(
             return Step::Reset;
         };
         match dst.write(&chunk[..n]).await {
-            Ok(_) => Step::Moved,
+            Ok(written) => Step::Moved(written),
             Err(_) => Step::Reset,
         }
     } else if src.may_recv() {
@@ -101,12 +110,14 @@ async fn ready(src: &TcpSocket<'_>, dst: &TcpSocket<'_>, done: bool) {
     .await
 }
 
-/// Relays until both directions reached EOF, a socket failed, or nothing moved for `idle`.
+/// Relays until both directions reached EOF, a socket failed, or nothing moved for `idle`,
+/// adding what it moved to `traffic`.
 pub(crate) async fn relay(
     client: &mut TcpSocket<'_>,
     upstream: &mut TcpSocket<'_>,
     chunk: &mut [u8],
     idle: Duration,
+    traffic: &mut Traffic,
 ) -> RelayEnd {
     let mut up_done = false;
     let mut down_done = false;
@@ -115,7 +126,10 @@ pub(crate) async fn relay(
         let mut moved = false;
         if !up_done {
             match pump(client, upstream, chunk, down_done).await {
-                Step::Moved => moved = true,
+                Step::Moved(n) => {
+                    moved = true;
+                    traffic.up += n as u64;
+                }
                 Step::Eof => {
                     upstream.close();
                     up_done = true;
@@ -126,7 +140,10 @@ pub(crate) async fn relay(
         }
         if !down_done {
             match pump(upstream, client, chunk, up_done).await {
-                Step::Moved => moved = true,
+                Step::Moved(n) => {
+                    moved = true;
+                    traffic.down += n as u64;
+                }
                 Step::Eof => {
                     client.close();
                     down_done = true;

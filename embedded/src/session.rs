@@ -7,18 +7,47 @@
 //! [`Failure`]). Then it relays and closes in order.
 
 use core::cell::RefCell;
+use core::fmt;
 use core::net::{IpAddr, SocketAddr};
 
 use embassy_net::tcp::{ConnectError, TcpSocket};
 use embassy_net::{IpEndpoint, Stack};
 use embassy_time::with_deadline;
+use socksgate_core::rules::CommandSet;
 use socksgate_core::session::{Close, Event, Session};
 use socksgate_core::{Addr, Failure, Policy};
 
-use crate::config::GatewayConfig;
-use crate::relay::{self, RelayEnd};
+use crate::config::Configuration;
+use crate::monitor::{Monitor, SessionRecord};
+use crate::relay::{self, RelayEnd, Traffic};
 use crate::resolve::resolve;
 use crate::udp::{self, UdpBuffers};
+
+/// What every session and the refusal slot of one gateway share.
+pub(crate) struct Context<'a, C> {
+    pub(crate) stack: Stack<'static>,
+    pub(crate) config: &'a C,
+    pub(crate) monitor: &'a Monitor,
+    pub(crate) report: &'a dyn Fn(&SessionRecord<'_>),
+    /// Whether the gateway has UDP slots (without, UDP ASSOCIATE is "not supported").
+    pub(crate) udp: bool,
+}
+
+impl<C: Configuration> Context<'_, C> {
+    /// Runs `f` with the configuration's policy as it is now.
+    pub(crate) fn with_policy<R>(&self, f: impl FnOnce(&Policy<'_>) -> R) -> R {
+        let udp = self.udp;
+        self.config.with_policy(|policy| {
+            if udp {
+                f(policy)
+            } else {
+                let mut policy = *policy;
+                policy.commands = CommandSet::CONNECT;
+                f(&policy)
+            }
+        })
+    }
+}
 
 /// The session's input buffer: the client's handshake bytes, then (through
 /// `release_buffer`) the relay's chunk buffer, so a session holds one such buffer, not two.
@@ -39,7 +68,7 @@ pub(crate) fn embassy_instant(at: Option<socksgate_core::Instant>) -> embassy_ti
     })
 }
 
-/// How a session ended (kept for logs and tests).
+/// How a session ended (kept for logs, counters and tests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum SessionEnd {
@@ -49,20 +78,94 @@ pub enum SessionEnd {
     HandshakeTimeout,
     /// The client broke the protocol; the core's failure reply (if any) was sent.
     ProtocolError,
-    /// The request was refused (auth, rules, resolution, connect); the reply was sent.
-    Refused,
-    /// Every session was busy: the refusal slot answered "general failure".
-    PoolFull,
+    /// The request was refused; the reply was sent.
+    Refused(Refusal),
     /// Relayed, then ended this way.
     Relayed(RelayEnd),
 }
 
-impl From<Close> for SessionEnd {
-    fn from(reason: Close) -> Self {
+/// Why a request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Refusal {
+    /// Wrong username or password (RFC 1929 failure status).
+    Authentication,
+    /// The client had too many failed logins: refused without checking.
+    Throttled,
+    /// The access rules (or protected destinations) deny it (REP 2).
+    Denied,
+    /// The command is not served (REP 7).
+    Unsupported,
+    /// Resolution or the outbound connection failed (REP 3–6).
+    Failed,
+    /// Every session was busy: the refusal slot answered "general failure".
+    PoolFull,
+    /// The client already holds its per-client share of sessions ("general failure").
+    ClientCap,
+    /// No UDP relay slot was free ("general failure").
+    NoUdpSlot,
+}
+
+impl Refusal {
+    /// Number of causes (the length of [`Counters::refused`](crate::monitor::Counters)).
+    pub const COUNT: usize = 8;
+    /// Every cause, in [`index`](Self::index) order.
+    pub const ALL: [Self; Self::COUNT] = [
+        Self::Authentication,
+        Self::Throttled,
+        Self::Denied,
+        Self::Unsupported,
+        Self::Failed,
+        Self::PoolFull,
+        Self::ClientCap,
+        Self::NoUdpSlot,
+    ];
+
+    /// Position in [`ALL`](Self::ALL).
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Short name for logs and the console.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Authentication => "auth",
+            Self::Throttled => "throttled",
+            Self::Denied => "denied",
+            Self::Unsupported => "unsupported",
+            Self::Failed => "failed",
+            Self::PoolFull => "pool-full",
+            Self::ClientCap => "client-cap",
+            Self::NoUdpSlot => "no-udp-slot",
+        }
+    }
+}
+
+impl fmt::Display for SessionEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ClientGone => f.write_str("client-gone"),
+            Self::HandshakeTimeout => f.write_str("handshake-timeout"),
+            Self::ProtocolError => f.write_str("protocol-error"),
+            Self::Refused(why) => write!(f, "refused:{}", why.name()),
+            Self::Relayed(RelayEnd::Finished) => f.write_str("finished"),
+            Self::Relayed(RelayEnd::Idle) => f.write_str("idle"),
+            Self::Relayed(RelayEnd::Reset) => f.write_str("reset"),
+        }
+    }
+}
+
+impl SessionEnd {
+    fn from_close(reason: Close, throttled: bool) -> Self {
         match reason {
             Close::Protocol(_) => Self::ProtocolError,
             Close::HandshakeTimeout => Self::HandshakeTimeout,
-            _ => Self::Refused,
+            Close::AuthFailed if throttled => Self::Refused(Refusal::Throttled),
+            Close::AuthFailed => Self::Refused(Refusal::Authentication),
+            Close::Denied(_) | Close::Protected(_) => Self::Refused(Refusal::Denied),
+            Close::Unsupported(_) => Self::Refused(Refusal::Unsupported),
+            // The outbound side failed (and any close the core adds later).
+            _ => Self::Refused(Refusal::Failed),
         }
     }
 }
@@ -87,90 +190,122 @@ enum Outcome {
 }
 
 /// Serves one accepted client: handshake, relay (TCP, or UDP for an association),
-/// orderly close of both sockets.
-pub(crate) async fn serve(
-    stack: Stack<'static>,
-    config: &GatewayConfig,
-    policy: &Policy<'_>,
+/// orderly close of both sockets; then counts and reports the session. `slot` is the pool
+/// slot (for the monitor's table).
+pub(crate) async fn serve<C: Configuration>(
+    ctx: &Context<'_, C>,
+    slot: usize,
     client: &mut TcpSocket<'_>,
     upstream: &mut TcpSocket<'_>,
     udp_slots: &[RefCell<UdpBuffers>],
-) -> SessionEnd {
-    let end = match client.remote_endpoint() {
+) {
+    let started = embassy_time::Instant::now();
+    let peer = client.remote_endpoint().map(SocketAddr::from);
+    let mut traffic = Traffic::default();
+    let mut session = None;
+    let end = match peer {
         None => SessionEnd::ClientGone,
         Some(peer) => {
-            let mut session = ClientSession::new(policy, SocketAddr::from(peer), now());
-            let outcome = handshake(
-                stack,
-                config,
-                policy,
-                client,
-                &mut session,
-                Some(&mut *upstream),
-            )
-            .await;
+            let session = session.insert(ctx.with_policy(|p| ClientSession::new(p, peer, now())));
+            let outcome = handshake(ctx, client, session, Some(&mut *upstream)).await;
+            if let Some(dst) = session.destination() {
+                ctx.monitor.requested(slot, session.command(), &dst);
+            }
             match outcome {
                 Err(end) => end,
                 Ok(Outcome::Associate) => {
-                    udp::associate(stack, policy, client, &mut session, udp_slots).await
+                    udp::associate(ctx, client, session, udp_slots, &mut traffic).await
                 }
                 Ok(Outcome::Connected) => {
-                    relay_connected(config, client, upstream, &mut session).await
+                    relay_connected(ctx.config, client, upstream, session, &mut traffic).await
                 }
             }
         }
     };
-    relay::close(upstream, config.close_timeout()).await;
-    relay::close(client, config.close_timeout()).await;
-    end
+    relay::close(upstream, ctx.config.close_timeout()).await;
+    relay::close(client, ctx.config.close_timeout()).await;
+    let record = record(peer, session.as_ref(), traffic, started, end);
+    ctx.monitor.finished(Some(slot), &record);
+    (ctx.report)(&record);
+}
+
+/// The log record of a session that ended `end`.
+fn record<'s>(
+    peer: Option<SocketAddr>,
+    session: Option<&'s ClientSession>,
+    traffic: Traffic,
+    started: embassy_time::Instant,
+    end: SessionEnd,
+) -> SessionRecord<'s> {
+    SessionRecord {
+        client: peer,
+        user: session.and_then(|s| s.user()),
+        command: session.and_then(|s| s.command()),
+        destination: session.and_then(|s| s.destination()),
+        reply: session.and_then(|s| s.reply()).map(|r| r.into()),
+        up: traffic.up,
+        down: traffic.down,
+        duration: embassy_time::Instant::now().saturating_duration_since(started),
+        end,
+    }
 }
 
 /// Relays an established CONNECT, starting with the payload the client pipelined after its
 /// request; the session's input buffer becomes the relay's chunk buffer.
-async fn relay_connected(
-    config: &GatewayConfig,
+async fn relay_connected<C: Configuration>(
+    config: &C,
     client: &mut TcpSocket<'_>,
     upstream: &mut TcpSocket<'_>,
     session: &mut ClientSession,
+    traffic: &mut Traffic,
 ) -> SessionEnd {
     let Some((chunk, early)) = session.release_buffer() else {
         return SessionEnd::ProtocolError; // not established: cannot happen
     };
     let forwarded = match chunk.get(..early) {
-        Some(bytes) if !bytes.is_empty() => write_all(upstream, bytes).await,
+        Some(bytes) if !bytes.is_empty() => {
+            traffic.up += bytes.len() as u64;
+            write_all(upstream, bytes).await
+        }
         _ => Ok(()),
     };
     match forwarded {
-        Ok(()) => {
-            SessionEnd::Relayed(relay::relay(client, upstream, chunk, config.idle_timeout()).await)
-        }
+        Ok(()) => SessionEnd::Relayed(
+            relay::relay(client, upstream, chunk, config.idle_timeout(), traffic).await,
+        ),
         Err(()) => SessionEnd::Relayed(RelayEnd::Reset),
     }
 }
 
-/// Answers one client while every session is busy: the handshake runs as usual (so the
-/// client gets a well-formed reply in its own protocol version), then the request is
-/// answered with [`Failure::Other`] ("general failure", SOCKS4 CD 91) and the connection
-/// closed in order.
-pub(crate) async fn refuse(
-    stack: Stack<'static>,
-    config: &GatewayConfig,
-    policy: &Policy<'_>,
+/// Answers one client that may not have a session (`why`: every session is busy, or it
+/// holds its per-client share): the handshake runs as usual (so the client gets a
+/// well-formed reply in its own protocol version), then the request is answered with
+/// [`Failure::Other`] ("general failure", SOCKS4 CD 91) and the connection closed in order.
+/// Counts and reports it; `slot` is the pool slot when a session slot answers.
+pub(crate) async fn refuse<C: Configuration>(
+    ctx: &Context<'_, C>,
+    slot: Option<usize>,
     client: &mut TcpSocket<'_>,
-) -> SessionEnd {
-    let end = match client.remote_endpoint() {
+    why: Refusal,
+) {
+    let started = embassy_time::Instant::now();
+    let peer = client.remote_endpoint().map(SocketAddr::from);
+    let mut session = None;
+    let end = match peer {
         None => SessionEnd::ClientGone,
         Some(peer) => {
-            let mut session = ClientSession::new(policy, SocketAddr::from(peer), now());
-            match handshake(stack, config, policy, client, &mut session, None).await {
-                Err(SessionEnd::Refused) => SessionEnd::PoolFull,
+            let session = session.insert(ctx.with_policy(|p| ClientSession::new(p, peer, now())));
+            match handshake(ctx, client, session, None).await {
+                Err(SessionEnd::Refused(Refusal::Failed)) => SessionEnd::Refused(why),
                 Err(end) => end,
                 Ok(_) => SessionEnd::ProtocolError, // cannot happen: every request is refused
             }
         }
     };
-    relay::close(client, config.close_timeout()).await;
-    end
+    relay::close(client, ctx.config.close_timeout()).await;
+    let record = record(peer, session.as_ref(), Traffic::default(), started, end);
+    ctx.monitor.finished(slot, &record);
+    (ctx.report)(&record);
 }
 
 /// Runs `session` until it is established or closed: reads the client until the session's
@@ -179,25 +314,36 @@ pub(crate) async fn refuse(
 /// With `upstream`, a CONNECT is resolved and connected on it and a UDP ASSOCIATE handed
 /// back to the caller; without (the refusal slot), every request is answered with
 /// [`Failure::Other`].
-async fn handshake(
-    stack: Stack<'static>,
-    config: &GatewayConfig,
-    policy: &Policy<'_>,
+async fn handshake<C: Configuration>(
+    ctx: &Context<'_, C>,
     client: &mut TcpSocket<'_>,
     session: &mut ClientSession,
     mut upstream: Option<&mut TcpSocket<'_>>,
 ) -> Result<Outcome, SessionEnd> {
+    let stack = ctx.stack;
     // A CONNECT's resolved address, from `Event::Resolve` to `Event::Connect(None)`.
     let mut resolved = [IpAddr::V4(core::net::Ipv4Addr::UNSPECIFIED)];
     let mut closed = None;
+    let mut throttled = false;
     loop {
         while let Some(event) = session.poll_event() {
             match (event, upstream.as_deref_mut()) {
                 (Event::Authenticate, _) => {
-                    let ok = session
-                        .credentials()
-                        .is_some_and(|(name, password)| config.authenticate(name, password));
-                    let _ = session.handle_auth(policy, ok, now());
+                    let ip = session.client().ip();
+                    let limit = ctx.config.login_throttle();
+                    throttled = limit.is_some_and(|(failures, lockout)| {
+                        ctx.monitor.login_locked(ip, failures, lockout)
+                    });
+                    // A locked-out client's password is not even checked.
+                    let ok = !throttled
+                        && session.credentials().is_some_and(|(name, password)| {
+                            ctx.config.authenticate(name, password)
+                        });
+                    if !ok {
+                        let lockout = limit.map_or(embassy_time::Duration::from_secs(60), |l| l.1);
+                        ctx.monitor.login_failed(ip, lockout);
+                    }
+                    let _ = ctx.with_policy(|p| session.handle_auth(p, ok, now()));
                 }
                 (Event::Resolve | Event::Connect(_) | Event::Associate, None)
                 | (Event::Bind, _) => {
@@ -221,7 +367,7 @@ async fn handshake(
                         Ok(Ok(ip)) => {
                             resolved = [ip];
                             // Allowed or not, the session queues what follows.
-                            let _ = session.handle_resolved(policy, &mut resolved);
+                            let _ = ctx.with_policy(|p| session.handle_resolved(p, &mut resolved));
                         }
                     }
                 }
@@ -233,7 +379,7 @@ async fn handshake(
                     });
                     let result = connect(upstream, to, until).await;
                     let _ = match result {
-                        Ok(bound) => session.handle_opened(policy, bound, now()),
+                        Ok(bound) => ctx.with_policy(|p| session.handle_opened(p, bound, now())),
                         Err(Some(failure)) => session.handle_failure(failure),
                         Err(None) => {
                             session.handle_timeout(now());
@@ -242,7 +388,9 @@ async fn handshake(
                     };
                 }
                 (Event::Associate, Some(_)) => return Ok(Outcome::Associate),
-                (Event::Closed(reason), _) => closed = Some(SessionEnd::from(reason)),
+                (Event::Closed(reason), _) => {
+                    closed = Some(SessionEnd::from_close(reason, throttled));
+                }
                 // Established is read from the session below; GSS-API is never offered.
                 _ => {}
             }
@@ -265,7 +413,7 @@ async fn handshake(
         match with_deadline(until, client.read(free)).await {
             Err(_) => session.handle_timeout(now()),
             Ok(Ok(0) | Err(_)) => return Err(SessionEnd::ClientGone),
-            Ok(Ok(n)) => session.handle_received(policy, n, now()),
+            Ok(Ok(n)) => ctx.with_policy(|p| session.handle_received(p, n, now())),
         }
     }
 }

@@ -20,12 +20,12 @@ use embassy_net::udp::{PacketMetadata, UdpSocket};
 use embassy_net::{IpEndpoint, Stack};
 use embassy_time::Timer;
 use socksgate_core::Failure;
-use socksgate_core::Policy;
 use socksgate_core::udp::{Association, Dropped, Outbound, PeerList};
 
-use crate::relay::RelayEnd;
+use crate::config::Configuration;
+use crate::relay::{RelayEnd, Traffic};
 use crate::resolve::resolve;
-use crate::session::{ClientSession, SessionEnd, embassy_instant, now, transmit};
+use crate::session::{ClientSession, Context, Refusal, SessionEnd, embassy_instant, now, transmit};
 
 /// Largest datagram relayed (client side, SOCKS header included; one Ethernet MTU), and the
 /// association's reassembly capacity.
@@ -84,13 +84,14 @@ impl Default for UdpBuffers {
 // sessions run in one task and claim with `try_borrow_mut`, so a busy slot is skipped,
 // never a panic.
 #[allow(clippy::await_holding_refcell_ref)]
-pub(crate) async fn associate(
-    stack: Stack<'static>,
-    policy: &Policy<'_>,
+pub(crate) async fn associate<C: Configuration>(
+    ctx: &Context<'_, C>,
     control: &mut TcpSocket<'_>,
     session: &mut ClientSession,
     slots: &[RefCell<UdpBuffers>],
+    traffic: &mut Traffic,
 ) -> SessionEnd {
+    let stack: Stack<'static> = ctx.stack;
     let local = control.local_endpoint();
     let slot = slots.iter().find_map(|slot| slot.try_borrow_mut().ok());
     let (Some(local), Some(mut slot)) = (local, slot) else {
@@ -110,7 +111,7 @@ pub(crate) async fn associate(
         return refused(session, control).await;
     }
     let bound = SocketAddr::new(IpAddr::from(local.addr), socket.endpoint().port);
-    let _ = session.handle_opened(policy, bound, now());
+    let _ = ctx.with_policy(|p| session.handle_opened(p, bound, now()));
     if transmit(session, control).await.is_err() {
         return SessionEnd::ClientGone;
     }
@@ -122,7 +123,7 @@ pub(crate) async fn associate(
         requested,
         session.user(),
         PeerList::new(),
-        policy.timeouts.udp_idle,
+        ctx.with_policy(|p| p.timeouts.udp_idle),
         now(),
     ));
 
@@ -148,14 +149,20 @@ pub(crate) async fn associate(
                 let Some(bytes) = datagram.get(..n) else {
                     continue;
                 };
-                match association.handle_client_datagram(&policy.rules, from, bytes, now()) {
+                let outbound = ctx.with_policy(|p| {
+                    association.handle_client_datagram(&p.rules, from, bytes, now())
+                });
+                match outbound {
                     Ok(Outbound::Send { to, data }) => {
+                        traffic.up += data.len() as u64;
                         let _ = socket.send_to(data, IpEndpoint::from(to)).await;
                     }
                     Ok(Outbound::Resolve(unresolved)) => {
                         if let Ok(ip) = resolve(stack, unresolved.name()).await
-                            && let Ok((to, data)) = unresolved.resolved(&policy.rules, ip)
+                            && let Ok((to, data)) =
+                                ctx.with_policy(|p| unresolved.resolved(&p.rules, ip))
                         {
+                            traffic.up += data.len() as u64;
                             let _ = socket.send_to(data, IpEndpoint::from(to)).await;
                         }
                     }
@@ -165,6 +172,7 @@ pub(crate) async fn associate(
                             association.handle_remote_datagram(from, bytes, out, now())
                             && let Some(packet) = out.get(..len)
                         {
+                            traffic.down += bytes.len() as u64;
                             let _ = socket.send_to(packet, IpEndpoint::from(client)).await;
                         }
                     }
@@ -179,5 +187,5 @@ pub(crate) async fn associate(
 async fn refused(session: &mut ClientSession, control: &mut TcpSocket<'_>) -> SessionEnd {
     let _ = session.handle_failure(Failure::Other);
     let _ = transmit(session, control).await;
-    SessionEnd::Refused
+    SessionEnd::Refused(Refusal::NoUdpSlot)
 }

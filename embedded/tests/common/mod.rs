@@ -27,9 +27,10 @@ use embassy_net::{
 use embassy_net_driver_channel as ch;
 use embassy_net_driver_channel::driver::{HardwareAddress, LinkState};
 use embassy_time::{Duration, Timer, with_timeout};
+use socksgate_embedded::monitor::Monitor;
 use socksgate_embedded::pool::sockets_needed;
 use socksgate_embedded::{
-    Gateway, GatewayConfig, GatewayStorage, SessionBuffers, UdpRefusalBuffers,
+    Configuration, Gateway, GatewayConfig, GatewayStorage, SessionBuffers, UdpRefusalBuffers,
 };
 
 const MTU: usize = 1500;
@@ -211,9 +212,20 @@ where
     F: FnOnce(Stack<'static>) -> Fut,
     Fut: Future<Output = ()>,
 {
+    let monitor = Box::leak(Box::new(Monitor::new()));
+    run_monitored(config, monitor, scenario);
+}
+
+/// Runs `scenario` against a gateway with any configuration, counting into `monitor`.
+pub(crate) fn run_monitored<C, F, Fut>(config: &'static C, monitor: &'static Monitor, scenario: F)
+where
+    C: Configuration,
+    F: FnOnce(Stack<'static>) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let storage = Box::leak(Box::new(GatewayStorage::<SESSIONS, UDP_SLOTS>::new()));
     run_gateway(
-        |stack| serve(Gateway::new(stack, config, storage)),
+        |stack| serve(Gateway::new(stack, config, storage).with_monitor(monitor)),
         scenario,
     );
 }
@@ -235,8 +247,8 @@ where
 }
 
 /// The gateway's endless future with a nameable output.
-async fn serve<const N: usize, const U: usize, const B: usize>(
-    gateway: Gateway<'static, N, U, B>,
+async fn serve<C: Configuration, const N: usize, const U: usize, const B: usize>(
+    gateway: Gateway<'static, C, N, U, B>,
 ) -> Infallible {
     gateway.run().await
 }

@@ -1,10 +1,9 @@
-//! Static configuration of the NUCLEO-H743ZI2 firmware: edit, rebuild, flash.
+//! Sizes, flash slots and factory settings of the NUCLEO-H743ZI2 firmware. Users, rules,
+//! port, address and limits are set at run time over the console (USART3, the ST-LINK
+//! virtual COM port) and kept in flash.
 
-use core::net::{IpAddr, Ipv4Addr};
-use embassy_net::{Ipv4Address, Ipv4Cidr, StaticConfigV4};
-
-use socksgate_core::rules::{Action, Cidr, CommandSet, HostPattern, PortRange, Rule, Rules};
-use socksgate_embedded::{GatewayConfig, User};
+use socksgate_core::rules::Action;
+use socksgate_embedded::settings::Settings;
 
 /// Size of each of a session's four TCP socket buffers: the receive window it advertises
 /// and its send queue. A session's throughput is at most about window / round-trip time.
@@ -23,54 +22,15 @@ pub(crate) const UDP_SLOTS: usize = 2;
 /// Sockets: the gateway's, plus DHCP, plus one spare.
 pub(crate) const SOCKETS: usize = socksgate_embedded::pool::sockets_needed(SESSIONS, UDP_SLOTS) + 2;
 
-/// Station address. Locally administered; give each board its own.
-pub(crate) const MAC: [u8; 6] = [0x02, 0x00, 0x50, 0x53, 0x4B, 0x43];
+/// The settings record: the last two 128 KiB sectors of bank 2 (offsets from 0x0800_0000).
+/// `memory.x` ends the program's FLASH before them.
+pub(crate) const SETTINGS_FLASH: u32 = 0x001C_0000;
+/// One slot: one sector.
+pub(crate) const SETTINGS_SLOT: u32 = 128 * 1024;
 
-/// `None`: DHCP. `Some(..)`: a static address, e.g. 192.168.1.80/24 via 192.168.1.1.
-pub(crate) fn static_address() -> Option<StaticConfigV4> {
-    const USE_STATIC: bool = false;
-    if !USE_STATIC {
-        return None;
-    }
-    let mut config = StaticConfigV4 {
-        address: Ipv4Cidr::new(Ipv4Address::new(192, 168, 1, 80), 24),
-        gateway: Some(Ipv4Address::new(192, 168, 1, 1)),
-        dns_servers: Default::default(),
-    };
-    let _ = config.dns_servers.push(Ipv4Address::new(192, 168, 1, 1));
-    Some(config)
+/// Factory settings (no record saved): DHCP, port 1080, no users and every request refused
+/// (`default deny`) until a user and an allow rule (or `set default allow`) are added over
+/// the console — a board on a real LAN is never an open proxy by accident.
+pub(crate) fn defaults() -> Settings {
+    Settings::new(1080, Action::Deny)
 }
-
-/// RFC 1929 credentials. A gateway on a real LAN requires them (SOCKS4, which cannot
-/// authenticate, is then refused). Change these before flashing.
-static USERS: [User; 1] = [User {
-    name: "socks",
-    password: "change-me",
-}];
-
-/// Access rules, first match wins (the core's evaluator; see `socksgate_core::rules`).
-/// Here: nothing on loopback or link-local addresses, no SMTP, everything else allowed.
-static RULES: [Rule; 3] = [
-    deny_net(Ipv4Addr::new(127, 0, 0, 0), 8),
-    deny_net(Ipv4Addr::new(169, 254, 0, 0), 16),
-    Rule::deny().ports(PortRange::single(25)),
-];
-
-/// A rule denying every destination in `addr/prefix` (checked at compile time).
-const fn deny_net(addr: Ipv4Addr, prefix: u8) -> Rule {
-    let Ok(net) = Cidr::new(IpAddr::V4(addr), prefix) else {
-        panic!("invalid CIDR in config.rs")
-    };
-    Rule {
-        action: Action::Deny,
-        client: None,
-        user: None,
-        commands: CommandSet::ANY,
-        dst: HostPattern::Cidr(net),
-        ports: PortRange::ANY,
-    }
-}
-
-/// SOCKS on port 1080 with the users and rules above and the default timeouts.
-pub(crate) static GATEWAY: GatewayConfig =
-    GatewayConfig::new(1080, &USERS).with_rules(Rules::new(&RULES, Action::Allow));

@@ -1,7 +1,8 @@
-//! Static configuration of the QEMU firmware.
+//! Sizes and factory settings of the QEMU firmware. Everything else is set at run time over
+//! the console and kept in the PSRAM "flash" (`flash.rs`).
 
-use embassy_net::{Ipv4Address, Ipv4Cidr, StaticConfigV4};
-use socksgate_embedded::GatewayConfig;
+use socksgate_core::rules::Action;
+use socksgate_embedded::settings::Settings;
 
 /// Concurrent SOCKS sessions (`SOCKSGATE_MPS2_SESSIONS` at build time, default 4).
 pub(crate) const SESSIONS: usize = build_setting(option_env!("SOCKSGATE_MPS2_SESSIONS"), 4);
@@ -14,22 +15,13 @@ pub(crate) const SOCKET_BUF: usize = build_setting(
 );
 /// Sessions that can be UDP associations at the same time (≈ 14.6 KiB each).
 pub(crate) const UDP_SLOTS: usize = 1;
-/// Sockets: the gateway's plus one spare.
-pub(crate) const SOCKETS: usize = socksgate_embedded::pool::sockets_needed(SESSIONS, UDP_SLOTS) + 1;
+/// Sockets: the gateway's, DHCP, and one spare.
+pub(crate) const SOCKETS: usize = socksgate_embedded::pool::sockets_needed(SESSIONS, UDP_SLOTS) + 2;
 
-/// No users: SOCKS5 without authentication, SOCKS4/4a allowed (a lab image behind QEMU's
-/// loopback-only port forward). See the README for a credential table.
-pub(crate) static GATEWAY: GatewayConfig = GatewayConfig::new(1080, &[]);
-
-/// 10.0.2.15/24 via 10.0.2.2, DNS 10.0.2.3: QEMU user-mode networking's defaults.
-pub(crate) fn network() -> StaticConfigV4 {
-    let mut config = StaticConfigV4 {
-        address: Ipv4Cidr::new(Ipv4Address::new(10, 0, 2, 15), 24),
-        gateway: Some(Ipv4Address::new(10, 0, 2, 2)),
-        dns_servers: Default::default(),
-    };
-    let _ = config.dns_servers.push(Ipv4Address::new(10, 0, 2, 3));
-    config
+/// Factory settings (no record saved): SOCKS on 1080 by DHCP, no users, everything allowed
+/// but the protected destinations — a lab image behind QEMU's loopback-only forward.
+pub(crate) fn defaults() -> Settings {
+    Settings::new(1080, Action::Allow)
 }
 
 /// A positive decimal number from a build-time environment variable, else `default`; any other

@@ -3,9 +3,12 @@
 //! Programmed I/O through the RX/TX data FIFOs (register model: QEMU `hw/net/lan9118.c`).
 //! The chip raises IRQ 13 when a frame's status enters the RX status FIFO (`RSFL`); the
 //! handler acknowledges it and wakes the network runner, which then drains every pending
-//! frame. QEMU transmits synchronously while the TX FIFO is written, so TX never waits.
+//! frame. QEMU transmits synchronously while the TX FIFO is written, so TX never waits. The
+//! link state is the PHY's status bit (through the MAC's MII registers), read every 250 ms:
+//! the monitor's `set_link n0 off|on` is seen within that time.
 #![allow(unsafe_code)] // MMIO and the NVIC: every block carries its SAFETY argument.
 
+use core::future::Future;
 use core::marker::PhantomData;
 use core::ptr::{read_volatile, write_volatile};
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -44,11 +47,20 @@ const IRQ_CFG_POL_HIGH: u32 = 1 << 4;
 const IRQ_CFG_PUSH_PULL: u32 = 1 << 0;
 /// RX status FIFO level interrupt: a frame arrived.
 const INT_RSFL: u32 = 1 << 3;
+
 const CSR_BUSY: u32 = 1 << 31;
 const CSR_READ: u32 = 1 << 30;
 const MAC_CR: u32 = 1;
 const MAC_ADDRH: u32 = 2;
 const MAC_ADDRL: u32 = 3;
+/// MII access and data (the PHY's registers through the MAC).
+const MAC_MII_ACC: u32 = 6;
+const MAC_MII_DATA: u32 = 7;
+/// PHY basic status register and its link bit.
+const PHY_BSR: u32 = 1;
+const PHY_BSR_LINK: u32 = 1 << 2;
+/// How often the link is read from the PHY (QEMU's model raises no interrupt for it).
+const LINK_POLL: embassy_time::Duration = embassy_time::Duration::from_millis(250);
 const MAC_CR_RXEN: u32 = 1 << 2;
 const MAC_CR_TXEN: u32 = 1 << 3;
 const MAC_CR_FDPX: u32 = 1 << 20;
@@ -89,6 +101,9 @@ pub(crate) enum InitError {
 #[derive(Debug)]
 pub(crate) struct Lan9118 {
     mac: [u8; 6],
+    /// When to read the PHY's link bit next (QEMU: `set_link` in the monitor).
+    link_check: embassy_time::Ticker,
+    link_up: bool,
 }
 
 fn read(offset: usize) -> u32 {
@@ -119,6 +134,11 @@ fn mac_csr_write(index: u32, value: u32) {
     write(reg::MAC_CSR_DATA, value);
     write(reg::MAC_CSR_CMD, CSR_BUSY | index);
     mac_csr_wait();
+}
+
+fn phy_read(register: u32) -> u32 {
+    mac_csr_write(MAC_MII_ACC, register << 6);
+    mac_csr_read(MAC_MII_DATA) & 0xFFFF
 }
 
 impl Lan9118 {
@@ -161,7 +181,11 @@ impl Lan9118 {
         // waker, both interrupt-safe; unmasking cannot break a critical section because
         // none is held here.
         unsafe { NVIC::unmask(Irq) };
-        Ok(Self { mac })
+        Ok(Self {
+            mac,
+            link_check: embassy_time::Ticker::every(LINK_POLL),
+            link_up: phy_read(PHY_BSR) & PHY_BSR_LINK != 0,
+        })
     }
 
     /// The station address in use.
@@ -266,8 +290,16 @@ impl embassy_net_driver::Driver for Lan9118 {
         }
     }
 
-    fn link_state(&mut self, _cx: &mut Context<'_>) -> LinkState {
-        LinkState::Up
+    fn link_state(&mut self, cx: &mut Context<'_>) -> LinkState {
+        // The ticker's future registers the runner's waker for the next check.
+        if core::pin::pin!(self.link_check.next()).poll(cx).is_ready() {
+            self.link_up = phy_read(PHY_BSR) & PHY_BSR_LINK != 0;
+        }
+        if self.link_up {
+            LinkState::Up
+        } else {
+            LinkState::Down
+        }
     }
 
     fn capabilities(&self) -> Capabilities {

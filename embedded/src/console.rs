@@ -1,0 +1,417 @@
+//! The serial console: show, change and save the settings, manage users and rules, list
+//! sessions and counters, reboot — over any `embedded-io-async` byte stream (a UART), and
+//! the session log lines written between commands.
+//!
+//! Lines end with CR or LF; typed characters are echoed, backspace edits. Every command's
+//! output ends with the prompt `> ` on a new line. Commands (see [`HELP`]):
+//!
+//! ```text
+//! show                     the settings, in the text form they are saved in
+//! set KEY VALUE…           change one setting (a line of that form, e.g. `set per-client 2`)
+//! user add NAME PASSWORD   add or replace a user (stored as a salted hash)
+//! user del NAME            remove a user
+//! rule add RULE            append a rule (`deny dst .example.com port 25`)
+//! rule del INDEX           remove a rule (0-based, as `show` lists them)
+//! save                     write the settings to flash (the other slot)
+//! sessions                 sessions in progress
+//! stats                    counters since boot
+//! reboot                   restart the board
+//! ```
+//!
+//! Users and rules apply to the next session at once; `port`, `address`, `dns` and
+//! `hostname` apply after `save` and `reboot`.
+
+use core::cell::Cell;
+use core::fmt::{self, Write as _};
+
+use embassy_futures::select::{Either, select};
+use embassy_sync::blocking_mutex::Mutex;
+use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
+use embassy_sync::pipe::Pipe;
+use embassy_time::Instant;
+use embedded_io_async::{Read, Write};
+use embedded_storage::nor_flash::NorFlash;
+
+use crate::live::SharedSettings;
+use crate::monitor::Monitor;
+use crate::password::{PasswordHash, SALT_LEN};
+use crate::session::Refusal;
+use crate::settings::{MAX_RULES, Settings};
+use crate::store::{ConfigStore, MAX_BODY};
+
+/// The command summary `help` prints.
+pub const HELP: &str = "commands: show | set KEY VALUE | user add NAME PASSWORD | user del NAME | \
+rule add RULE | rule del INDEX | save | sessions | stats | reboot | help";
+
+/// Longest command line.
+const LINE: usize = 160;
+/// Bytes of log lines waiting for the console.
+const LOG_BUFFER: usize = 2048;
+
+/// Log lines from other tasks, written to the console between its own output. Lines that
+/// do not fit while the console is busy are dropped (and counted), never waited for.
+pub struct ConsoleLog {
+    pipe: Pipe<CriticalSectionRawMutex, LOG_BUFFER>,
+    // A lock rather than an atomic: thumbv6m (the RP2040) has no atomic read-modify-write.
+    dropped: Mutex<CriticalSectionRawMutex, Cell<u32>>,
+}
+
+impl fmt::Debug for ConsoleLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsoleLog").finish_non_exhaustive()
+    }
+}
+
+impl Default for ConsoleLog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ConsoleLog {
+    /// An empty log (`const`, for a `static`).
+    pub const fn new() -> Self {
+        Self {
+            pipe: Pipe::new(),
+            dropped: Mutex::new(Cell::new(0)),
+        }
+    }
+
+    /// Queues one line (a newline is added); dropped whole if it does not fit.
+    pub fn line(&self, args: fmt::Arguments<'_>) {
+        let mut text: heapless::String<320> = heapless::String::new();
+        let _ = fmt::write(&mut text, args);
+        let _ = text.push_str("\r\n");
+        let bytes = text.as_bytes();
+        // All or nothing, so lines never interleave half-written.
+        if LOG_BUFFER - self.pipe.len() < bytes.len()
+            || self.pipe.try_write(bytes) != Ok(bytes.len())
+        {
+            self.dropped
+                .lock(|dropped| dropped.set(dropped.get().wrapping_add(1)));
+        }
+    }
+
+    /// Lines dropped because the console was not keeping up.
+    pub fn dropped(&self) -> u32 {
+        self.dropped.lock(Cell::get)
+    }
+}
+
+/// What the console needs from its board.
+pub trait Board {
+    /// Fills a fresh random salt (a hardware RNG where there is one).
+    fn salt(&mut self) -> [u8; SALT_LEN];
+    /// Restarts the board.
+    fn reboot(&mut self) -> !;
+}
+
+/// The console over `io`; see the [module documentation](self).
+pub struct Console<'a, IO, F, B> {
+    io: IO,
+    settings: &'a SharedSettings,
+    monitor: &'a Monitor,
+    store: &'a mut ConfigStore<F>,
+    log: &'a ConsoleLog,
+    board: B,
+}
+
+impl<IO, F, B> fmt::Debug for Console<'_, IO, F, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Console").finish_non_exhaustive()
+    }
+}
+
+/// A `fmt::Write` into a fixed buffer that keeps what fits.
+struct Text<const N: usize>(heapless::String<N>);
+
+impl<const N: usize> fmt::Write for Text<N> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for c in s.chars() {
+            if c == '\n' {
+                let _ = self.0.push('\r');
+            }
+            let _ = self.0.push(c);
+        }
+        Ok(())
+    }
+}
+
+impl<'a, IO: Read + Write, F: NorFlash, B: Board> Console<'a, IO, F, B> {
+    /// A console on `io` for these settings, counters, flash record and log.
+    pub fn new(
+        io: IO,
+        settings: &'a SharedSettings,
+        monitor: &'a Monitor,
+        store: &'a mut ConfigStore<F>,
+        log: &'a ConsoleLog,
+        board: B,
+    ) -> Self {
+        Self {
+            io,
+            settings,
+            monitor,
+            store,
+            log,
+            board,
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) {
+        let _ = self.io.write_all(bytes).await;
+        let _ = self.io.flush().await;
+    }
+
+    async fn print(&mut self, args: fmt::Arguments<'_>) {
+        let mut text = Text::<512>(heapless::String::new());
+        let _ = text.write_fmt(args);
+        let _ = text.write_str("\n");
+        self.write(text.0.as_bytes()).await;
+    }
+
+    /// Serves the console forever.
+    pub async fn run(mut self) -> ! {
+        let mut line: heapless::Vec<u8, LINE> = heapless::Vec::new();
+        self.write(b"\r\n> ").await;
+        loop {
+            let mut byte = [0u8; 1];
+            let mut logged = [0u8; 128];
+            // Log lines wait while a command is being typed, so they never split its echo.
+            let log = async {
+                if line.is_empty() {
+                    self.log.pipe.read(&mut logged).await
+                } else {
+                    core::future::pending().await
+                }
+            };
+            let event = select(self.io.read(&mut byte), log).await;
+            match event {
+                Either::Second(mut n) => {
+                    // Lines enter the pipe whole: finish the one begun before reading input.
+                    while let Some(bytes) = logged.get(..n) {
+                        self.write(bytes).await;
+                        if bytes.last() == Some(&b'\n') || self.log.pipe.is_empty() {
+                            break;
+                        }
+                        n = self.log.pipe.read(&mut logged).await;
+                    }
+                }
+                Either::First(Ok(1)) => match byte[0] {
+                    b'\r' | b'\n' => {
+                        self.write(b"\r\n").await;
+                        if !line.is_empty() {
+                            let text = core::str::from_utf8(&line).unwrap_or("");
+                            let mut copy: heapless::String<LINE> = heapless::String::new();
+                            let _ = copy.push_str(text);
+                            self.command(copy.trim()).await;
+                            line.clear();
+                        }
+                        self.write(b"> ").await;
+                    }
+                    0x08 | 0x7f if line.pop().is_some() => {
+                        self.write(b"\x08 \x08").await;
+                    }
+                    c if (c.is_ascii_graphic() || c == b' ') && line.push(c).is_ok() => {
+                        self.write(&[c]).await;
+                    }
+                    _ => {}
+                },
+                Either::First(_) => {}
+            }
+        }
+    }
+
+    async fn command(&mut self, line: &str) {
+        let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
+        let rest = rest.trim();
+        match verb {
+            "help" | "?" => self.print(format_args!("{HELP}")).await,
+            "show" => self.show().await,
+            "set" => {
+                let result = self.settings.update(|s| s.apply_line(rest));
+                self.done(result.map(|()| "ok")).await;
+            }
+            "user" => self.user(rest).await,
+            "rule" => self.rule(rest).await,
+            "save" => self.save().await,
+            "sessions" => self.sessions().await,
+            "stats" => self.stats().await,
+            "reboot" => {
+                self.print(format_args!("rebooting")).await;
+                self.board.reboot()
+            }
+            _ => {
+                self.print(format_args!("error: unknown command; {HELP}"))
+                    .await
+            }
+        }
+    }
+
+    async fn done(&mut self, result: Result<&str, crate::settings::SettingsError>) {
+        match result {
+            Ok(text) => self.print(format_args!("{text}")).await,
+            Err(e) => self.print(format_args!("error: {e}")).await,
+        }
+    }
+
+    async fn show(&mut self) {
+        let mut text = Text::<{ MAX_BODY + 256 }>(heapless::String::new());
+        let _ = self.settings.read(|s| s.write_text(&mut text));
+        self.write(text.0.as_bytes()).await;
+    }
+
+    async fn user(&mut self, args: &str) {
+        let mut words = args.split_ascii_whitespace();
+        let result = match (words.next(), words.next(), words.next(), words.next()) {
+            (Some("add"), Some(name), Some(password), None) => {
+                // Hashing takes a while: done outside the settings lock.
+                let hash = PasswordHash::new(password.as_bytes(), self.board.salt());
+                self.settings
+                    .update(|s| s.set_user(name, hash))
+                    .map(|()| "ok")
+            }
+            (Some("del"), Some(name), None, None) => {
+                self.settings.update(|s| s.remove_user(name)).map(|()| "ok")
+            }
+            _ => Err(crate::settings::SettingsError::Invalid(
+                "user add NAME PASSWORD | user del NAME",
+            )),
+        };
+        self.done(result).await;
+    }
+
+    async fn rule(&mut self, args: &str) {
+        let (verb, rest) = args.split_once(' ').unwrap_or((args, ""));
+        let result = match verb {
+            "add" => self
+                .settings
+                .update(|s| s.add_rule(rest.trim()))
+                .map(|()| "ok"),
+            "del" => match rest.trim().parse::<usize>() {
+                Ok(index) if index < MAX_RULES => self
+                    .settings
+                    .update(|s| s.remove_rule(index))
+                    .map(|()| "ok"),
+                _ => Err(crate::settings::SettingsError::NotFound),
+            },
+            _ => Err(crate::settings::SettingsError::Invalid(
+                "rule add RULE | rule del INDEX",
+            )),
+        };
+        self.done(result).await;
+    }
+
+    async fn save(&mut self) {
+        let mut body: heapless::String<MAX_BODY> = heapless::String::new();
+        if self.settings.read(|s| s.write_text(&mut body)).is_err() {
+            self.print(format_args!("error: settings larger than a record"))
+                .await;
+            return;
+        }
+        match self.store.save(body.as_bytes()) {
+            Ok((slot, sequence)) => {
+                self.print(format_args!(
+                    "saved: slot {slot} sequence {sequence} ({} bytes)",
+                    body.len()
+                ))
+                .await;
+            }
+            Err(e) => self.print(format_args!("error: save failed: {e:?}")).await,
+        }
+    }
+
+    async fn sessions(&mut self) {
+        let mut text = Text::<2048>(heapless::String::new());
+        let now = Instant::now();
+        let mut count = 0;
+        self.monitor.for_each_active(|a| {
+            count += 1;
+            let _ = writeln!(
+                text,
+                "slot {} client {} {} {} for {} s",
+                a.slot,
+                a.client,
+                a.command.and_then(|c| c.name()).unwrap_or("-"),
+                if a.destination.is_empty() {
+                    "-"
+                } else {
+                    a.destination.as_str()
+                },
+                now.saturating_duration_since(a.started).as_secs()
+            );
+        });
+        let _ = writeln!(text, "{count} in progress");
+        self.write(text.0.as_bytes()).await;
+    }
+
+    async fn stats(&mut self) {
+        let c = self.monitor.counters();
+        let mut text = Text::<512>(heapless::String::new());
+        let _ = writeln!(
+            text,
+            "sessions {} relayed {} dropped {} bytes-up {} bytes-down {} login-failures {} log-dropped {}",
+            c.sessions,
+            c.relayed,
+            c.dropped,
+            c.bytes_up,
+            c.bytes_down,
+            c.login_failures,
+            self.log.dropped()
+        );
+        let _ = write!(text, "refused");
+        for why in Refusal::ALL {
+            let _ = write!(
+                text,
+                " {} {}",
+                why.name(),
+                c.refused.get(why.index()).unwrap_or(&0)
+            );
+        }
+        let _ = writeln!(text);
+        self.write(text.0.as_bytes()).await;
+    }
+}
+
+/// The settings at boot: the newest good record in `store` parsed over `defaults`, or the
+/// defaults. Reports what it found through `say` (one line each), e.g. a corrupt slot.
+pub fn load_settings<F: NorFlash>(
+    store: &mut ConfigStore<F>,
+    defaults: Settings,
+    mut say: impl FnMut(fmt::Arguments<'_>),
+) -> Settings {
+    let mut body = [0u8; MAX_BODY];
+    let loaded = match store.load(&mut body) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            say(format_args!("config: flash read failed ({e:?}): defaults"));
+            return defaults;
+        }
+    };
+    for (slot, state) in loaded.slots.iter().enumerate() {
+        say(format_args!("config: slot {slot}: {state:?}"));
+    }
+    let Some(chosen) = loaded.chosen else {
+        say(format_args!("config: no saved settings: defaults"));
+        return defaults;
+    };
+    let len = match loaded.slots.get(chosen) {
+        Some(crate::store::SlotState::Good { len, .. }) => *len,
+        _ => 0,
+    };
+    let text = body
+        .get(..len)
+        .and_then(|b| core::str::from_utf8(b).ok())
+        .unwrap_or("");
+    match Settings::parse(defaults.clone(), text) {
+        Ok(settings) => {
+            say(format_args!("config: loaded slot {chosen}"));
+            settings
+        }
+        Err(e) => {
+            say(format_args!(
+                "config: slot {chosen} does not parse ({e}): defaults"
+            ));
+            defaults
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! Link and address changes, reported as they happen.
+//!
+//! When the link drops, sessions in progress fail by their own timeouts (TCP
+//! retransmission, the relay's idle limit) and new connections cannot arrive; embassy-net
+//! restarts DHCP when the link returns, and the gateway's listening sockets serve again on
+//! the new address. This task only tells the operator.
+
+use core::fmt;
+
+use embassy_futures::select::select;
+use embassy_net::Stack;
+
+/// Reports every address obtained (DHCP or static), link loss and link return through
+/// `say`, forever.
+pub async fn watch(stack: Stack<'_>, say: impl Fn(fmt::Arguments<'_>)) -> ! {
+    loop {
+        stack.wait_config_up().await;
+        if let Some(v4) = stack.config_v4() {
+            say(format_args!(
+                "address: {} gateway {:?} dns {:?}",
+                v4.address,
+                v4.gateway,
+                v4.dns_servers.first()
+            ));
+        }
+        select(stack.wait_link_down(), stack.wait_config_down()).await;
+        if stack.is_link_up() {
+            say(format_args!("address lost: asking again"));
+        } else {
+            say(format_args!("link down: waiting for it"));
+            stack.wait_link_up().await;
+            say(format_args!("link up"));
+        }
+    }
+}

@@ -1,0 +1,473 @@
+#!/usr/bin/python3
+"""End-to-end test of the QEMU firmware (socksgate-mps2) on a tap network in a namespace.
+
+Run by `./ci.sh qemu` as `unshare -n -- /usr/bin/python3 tests/qemu_e2e.py FIRMWARE`: the
+network namespace is private, so the tap device, dnsmasq (the test's DHCP and DNS server),
+the echo servers and QEMU reach nothing but each other.
+
+    host side (namespace)                      guest (QEMU mps2-an386, LAN9118 on tap0)
+    tap0 10.0.2.2/24                           DHCP -> 10.0.2.15, DNS 10.0.2.2
+      dnsmasq: DHCP, DNS (origin.test, denied.test -> 10.0.2.2)
+      TCP echo :7007, UDP echo :7008            SOCKS :1080, console on UART0 (unix socket)
+
+The PSRAM that holds the settings record is a memory-backend-file (psram.bin): it survives
+the console's `reboot` (a system reset) and a QEMU restart, and the test corrupts a slot in
+it directly. Every check is byte for byte or by reply code.
+"""
+
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import socks  # PySocks (Debian python3-socks)
+
+FIRMWARE = sys.argv[1]
+WORK = tempfile.mkdtemp(prefix="socksgate-qemu-")
+GUEST = "10.0.2.15"
+HOST = "10.0.2.2"
+SOCKS_PORT = 1080
+TCP_ECHO = 7007
+UDP_ECHO = 7008
+SESSIONS = 4  # socksgate-mps2's pool (src/bin/mps2/config.rs)
+PSRAM = os.path.join(WORK, "psram.bin")
+SLOT = 4096  # src/bin/mps2/flash.rs: two 4 KiB slots at the start of the PSRAM
+HEADER = 16  # src/store.rs
+STARTED = time.monotonic()
+procs = []
+
+
+def step(text):
+    print(f"[{time.monotonic() - STARTED:6.1f} s] {text}", flush=True)
+
+
+def fail(text):
+    print(f"FAIL: {text}", flush=True)
+    for name in ("qemu.log", "dnsmasq.log"):
+        path = os.path.join(WORK, name)
+        if os.path.exists(path):
+            print(f"---- {name} ----")
+            print(open(path, errors="replace").read()[-6000:])
+    print(f"---- console ----\n{console.transcript[-6000:] if console else ''}")
+    sys.exit(1)
+
+
+def check(condition, text):
+    if not condition:
+        fail(text)
+
+
+def sh(*args):
+    subprocess.run(args, check=True)
+
+
+# ---- the namespace's network, DHCP/DNS and echo servers ----------------------------------------
+
+
+def network():
+    sh("ip", "link", "set", "lo", "up")
+    sh("ip", "tuntap", "add", "tap0", "mode", "tap")
+    sh("ip", "addr", "add", f"{HOST}/24", "dev", "tap0")
+    sh("ip", "link", "set", "tap0", "up")
+    log = open(os.path.join(WORK, "dnsmasq.log"), "w")
+    procs.append(
+        subprocess.Popen(
+            [
+                "dnsmasq", "--keep-in-foreground", "--no-daemon", "--user=root",
+                "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces",
+                "--interface=tap0", "--except-interface=lo", f"--listen-address={HOST}",
+                f"--address=/origin.test/{HOST}", f"--address=/denied.test/{HOST}",
+                f"--dhcp-range={GUEST},{GUEST},255.255.255.0,1h",
+                f"--dhcp-option=option:router,{HOST}", f"--dhcp-option=option:dns-server,{HOST}",
+                f"--dhcp-leasefile={WORK}/leases", "--log-dhcp", "--log-queries",
+                f"--pid-file={WORK}/dnsmasq.pid",
+            ],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+    )
+
+    def tcp_echo():
+        server = socket.create_server((HOST, TCP_ECHO), backlog=16)
+        while True:
+            conn, _ = server.accept()
+            threading.Thread(target=echo_conn, args=(conn,), daemon=True).start()
+
+    def echo_conn(conn):
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(data)
+
+    def udp_echo():
+        server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        server.bind((HOST, UDP_ECHO))
+        while True:
+            data, peer = server.recvfrom(65536)
+            server.sendto(data, peer)
+
+    threading.Thread(target=tcp_echo, daemon=True).start()
+    threading.Thread(target=udp_echo, daemon=True).start()
+
+
+# ---- QEMU and its console ----------------------------------------------------------------------
+
+
+class Console:
+    """The firmware's console on UART0, through QEMU's unix socket chardev."""
+
+    def __init__(self, path):
+        self.sock = None
+        for _ in range(100):
+            try:
+                self.sock = socket.socket(socket.AF_UNIX)
+                self.sock.connect(path)
+                break
+            except OSError:
+                time.sleep(0.05)
+        check(self.sock is not None, "console socket")
+        self.sock.settimeout(0.2)
+        self.buffer = b""
+        self.transcript = ""
+
+    def read_until(self, marker, timeout=20):
+        deadline = time.monotonic() + timeout
+        while marker not in self.buffer:
+            if time.monotonic() > deadline:
+                fail(f"console: no {marker!r} within {timeout} s; got {self.buffer[-400:]!r}")
+            try:
+                data = self.sock.recv(4096)
+            except socket.timeout:
+                continue
+            if not data:
+                fail("console closed")
+            self.buffer += data
+            self.transcript += data.decode(errors="replace")
+        before, _, self.buffer = self.buffer.partition(marker)
+        return before.decode(errors="replace")
+
+    def command(self, line, timeout=20):
+        """Sends `line`, returns its output (without the echo and the next prompt)."""
+        self.sock.sendall(line.encode() + b"\r")
+        self.read_until(line.encode() + b"\r\n", timeout)
+        return self.read_until(b"\r\n> ", timeout)
+
+    def close(self):
+        self.sock.close()
+
+
+console = None
+qemu = None
+
+
+def qemu_start():
+    global console, qemu
+    before = qemu_log().count("gateway up") if os.path.exists(os.path.join(WORK, "qemu.log")) else 0
+    log = open(os.path.join(WORK, "qemu.log"), "a")
+    qemu = subprocess.Popen(
+        [
+            "qemu-system-arm", "-M", "mps2-an386,memory-backend=psram", "-cpu", "cortex-m4",
+            "-object", f"memory-backend-file,id=psram,size=16M,mem-path={PSRAM},share=on",
+            "-display", "none", "-monitor", f"unix:{WORK}/monitor.sock,server=on,wait=off",
+            "-semihosting-config", "enable=on,target=native",
+            "-chardev", f"socket,id=con,path={WORK}/console.sock,server=on,wait=off",
+            "-serial", "chardev:con",
+            "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
+            "-net", "nic,model=lan9118,netdev=n0",
+            "-kernel", FIRMWARE,
+        ],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    procs.append(qemu)
+    console = Console(f"{WORK}/console.sock")
+    wait_up(before + 1)
+
+
+def monitor(command):
+    """One QEMU monitor command (e.g. `set_link n0 off`)."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(f"{WORK}/monitor.sock")
+        sock.settimeout(2)
+        sock.sendall(command.encode() + b"\n")
+        time.sleep(0.2)
+
+
+def wait_log(text, count, timeout=30):
+    deadline = time.monotonic() + timeout
+    while qemu_log().count(text) < count:
+        check(time.monotonic() < deadline, f"no {text!r} (#{count}) in the firmware log")
+        time.sleep(0.1)
+
+
+def qemu_log():
+    return open(os.path.join(WORK, "qemu.log"), errors="replace").read()
+
+
+def wait_up(count, timeout=30):
+    deadline = time.monotonic() + timeout
+    while qemu_log().count("gateway up") < count:
+        check(qemu.poll() is None, "QEMU exited")
+        check(time.monotonic() < deadline, "firmware did not come up")
+        time.sleep(0.1)
+
+
+def qemu_stop():
+    global console
+    console.close()
+    console = None
+    qemu.terminate()
+    qemu.wait(timeout=10)
+    procs.remove(qemu)
+    with open(os.path.join(WORK, "qemu.log"), "a") as log:
+        log.write("\n==== QEMU stopped ====\n")
+
+
+# ---- SOCKS clients -------------------------------------------------------------------------------
+
+
+def recv_exactly(sock, n):
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            fail(f"EOF after {len(data)} of {n} bytes: {data!r}")
+        data += chunk
+    return data
+
+
+def expect_eof(sock):
+    sock.settimeout(10)
+    check(sock.recv(16) == b"", "expected an orderly EOF")
+
+
+def greet(user=None, password=None):
+    """Connects and negotiates; returns the socket and the RFC 1929 status (or None)."""
+    sock = socket.create_connection((GUEST, SOCKS_PORT), timeout=10)
+    if user is None:
+        sock.sendall(b"\x05\x01\x00")
+        return sock, recv_exactly(sock, 2)
+    sock.sendall(b"\x05\x01\x02")
+    check(recv_exactly(sock, 2) == b"\x05\x02", "username/password method chosen")
+    sock.sendall(bytes([1, len(user)]) + user + bytes([len(password)]) + password)
+    return sock, recv_exactly(sock, 2)
+
+
+def connect_request(sock, host, port):
+    """CONNECT to a name; returns the reply code."""
+    sock.sendall(b"\x05\x01\x00\x03" + bytes([len(host)]) + host + port.to_bytes(2, "big"))
+    reply = recv_exactly(sock, 4)
+    check(reply[0] == 5, f"SOCKS5 reply, got {reply!r}")
+    if reply[3] == 1:
+        recv_exactly(sock, 6)
+    return reply[1]
+
+
+def echo_through(sock, size):
+    payload = random.randbytes(size)
+    received = bytearray()
+
+    def reader():
+        while len(received) < size:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received.extend(chunk)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    sock.sendall(payload)
+    thread.join(30)
+    check(bytes(received) == payload, f"echo of {size} bytes identical ({len(received)} back)")
+
+
+def session(user=None, password=None, host=b"origin.test", size=65536):
+    sock, status = greet(user, password)
+    check(status in (b"\x05\x00", b"\x01\x00"), f"greeting/login accepted, got {status!r}")
+    code = connect_request(sock, host, TCP_ECHO)
+    check(code == 0, f"CONNECT {host!r} succeeded, got REP {code}")
+    echo_through(sock, size)
+    sock.shutdown(socket.SHUT_WR)
+    expect_eof(sock)
+    sock.close()
+
+
+def wait_idle():
+    """Waits until no session is in progress (a slot frees once its close is over)."""
+    for _ in range(100):
+        if "\n0 in progress" in "\n" + console.command("sessions"):
+            return
+        time.sleep(0.1)
+    fail("sessions still in progress")
+
+
+def login_fails(user, password):
+    sock, status = greet(user, password)
+    check(status[0] == 1 and status[1] != 0, f"RFC 1929 failure for {user!r}, got {status!r}")
+    expect_eof(sock)
+    sock.close()
+
+
+# ---- the test ------------------------------------------------------------------------------------
+
+
+def main():
+    network()
+    step("first boot, empty flash")
+    qemu_start()
+    for _ in range(50):
+        log = qemu_log()
+        if f"address: {GUEST}/24" in log:
+            break
+        time.sleep(0.1)
+    check("config: no saved settings: defaults" in log, "defaults without a record")
+    check(f"address: {GUEST}/24 gateway Some({HOST}) dns Some({HOST})" in log, "DHCP lease printed")
+    leases = open(os.path.join(WORK, "dnsmasq.log")).read()
+    check("socksgate" in leases and "DHCPACK" in leases, "DHCP lease with the hostname socksgate")
+
+    step("CONNECT by name through the test's DNS, 64 KiB echoed")
+    session()
+    console.read_until(b"user=- cmd=connect dst=origin.test:7007 reply=0 up=65536 down=65536")
+
+    step("configure over the console: a user, a rule; save")
+    check(console.command("user add alice s3cret").strip() == "ok", "user add")
+    check(console.command("rule add deny dst denied.test").strip() == "ok", "rule add")
+    check(console.command("set per-client 9").strip() == "ok", "set per-client")
+    check("error" in console.command("set colour blue"), "unknown key refused")
+    shown = console.command("show")
+    check("rule deny dst denied.test" in shown and "user alice 4096 " in shown, "show")
+    check("s3cret" not in shown, "the password is not shown")
+    saved = console.command("save")
+    check("saved: slot 0 sequence 1" in saved, f"first save, got {saved!r}")
+    raw = open(PSRAM, "rb").read(2 * SLOT)
+    check(raw[:4] == b"SGCF" and b"s3cret" not in raw, "record in the PSRAM, no clear password")
+
+    step("RFC 1929: no method without credentials, bad and good password")
+    sock, status = greet()
+    check(status == b"\x05\xff", f"no acceptable method now, got {status!r}")
+    expect_eof(sock)
+    login_fails(b"alice", b"wrong")
+    # SOCKS4 cannot authenticate: with users it never gets through (CD 91), by name or not.
+    for request in (
+        b"\x04\x01" + TCP_ECHO.to_bytes(2, "big") + socket.inet_aton(HOST) + b"alice\x00",
+        b"\x04\x01" + TCP_ECHO.to_bytes(2, "big") + b"\x00\x00\x00\x01alice\x00origin.test\x00",
+    ):
+        sock = socket.create_connection((GUEST, SOCKS_PORT), timeout=10)
+        sock.sendall(request)
+        check(recv_exactly(sock, 8)[:2] == b"\x00\x5b", "SOCKS4/4a refused (CD 91) with users")
+        expect_eof(sock)
+        sock.close()
+    session(b"alice", b"s3cret")
+    console.read_until(b"user=alice cmd=connect dst=origin.test:7007 reply=0 up=65536 down=65536")
+
+    step("a denied rule: REP 2")
+    sock, _ = greet(b"alice", b"s3cret")
+    check(connect_request(sock, b"denied.test", TCP_ECHO) == 2, "REP 2 for denied.test")
+    expect_eof(sock)
+    sock.close()
+
+    step("UDP ASSOCIATE with PySocks")
+    udp = socks.socksocket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.set_proxy(socks.SOCKS5, GUEST, SOCKS_PORT, username="alice", password="s3cret")
+    udp.settimeout(10)
+    udp.bind(("", 0))
+    for size in (1, 512, 1400):
+        payload = random.randbytes(size)
+        udp.sendto(payload, (HOST, UDP_ECHO))
+        data, peer = udp.recvfrom(2048)
+        check(data == payload and peer == (HOST, UDP_ECHO), f"UDP echo of {size} bytes")
+    udp.close()
+
+    step("pool exhaustion: general failure for client N + 1")
+    wait_idle()
+    held = []
+    for _ in range(SESSIONS):
+        sock, status = greet(b"alice", b"s3cret")
+        check(status == b"\x01\x00", "login")
+        check(connect_request(sock, b"origin.test", TCP_ECHO) == 0, "CONNECT")
+        held.append(sock)
+    sock, status = greet(b"alice", b"s3cret")
+    check(connect_request(sock, b"origin.test", TCP_ECHO) == 1, "REP 1 with every slot busy")
+    expect_eof(sock)
+    listed = console.command("sessions")
+    check(f"{SESSIONS} in progress" in listed and "origin.test:7007" in listed, "sessions")
+    sock.close()
+    for sock in held:
+        sock.close()
+
+    step("per-client cap set over the console")
+    check(console.command("set per-client 1").strip() == "ok", "set per-client 1")
+    wait_idle()
+    first, _ = greet(b"alice", b"s3cret")
+    check(connect_request(first, b"origin.test", TCP_ECHO) == 0, "first session")
+    second, _ = greet(b"alice", b"s3cret")
+    check(connect_request(second, b"origin.test", TCP_ECHO) == 1, "REP 1 over the cap")
+    expect_eof(second)
+    second.close()
+    first.close()
+    expected = ("denied 1", "pool-full 1", "client-cap 1", "auth 1", "login-failures 1")
+    for _ in range(50):  # a session is counted once its close is over
+        stats = console.command("stats")
+        if all(e in stats for e in expected):
+            break
+        time.sleep(0.1)
+    for e in expected:
+        check(e in stats, f"stats: {e!r} in {stats!r}")
+
+    step("link loss and return: DHCP again, served again")
+    addresses = qemu_log().count(f"address: {GUEST}/24")
+    monitor("set_link n0 off")
+    wait_log("link down", 1)
+    try:
+        socket.create_connection((GUEST, SOCKS_PORT), timeout=1).close()
+        fail("connected while the link was down")
+    except OSError:
+        pass
+    monitor("set_link n0 on")
+    wait_log("link up", 1)
+    wait_log(f"address: {GUEST}/24", addresses + 1)
+    session(b"alice", b"s3cret", size=4096)
+
+    step("a second save, then reboot from the console")
+    check(console.command("user add bob hunter2").strip() == "ok", "user add bob")
+    check("saved: slot 1 sequence 2" in console.command("save"), "second save")
+    before = qemu_log().count("gateway up")
+    console.sock.sendall(b"reboot\r")
+    wait_up(before + 1)
+    check(qemu_log().count("config: loaded slot 1") == 1, "the reset loaded slot 1")
+    session(b"bob", b"hunter2", size=4096)
+
+    step("QEMU restarted: the settings persist in the file")
+    qemu_stop()
+    qemu_start()
+    check(qemu_log().count("config: loaded slot 1") == 2, "restart loaded slot 1")
+    session(b"alice", b"s3cret", size=4096)
+    session(b"bob", b"hunter2", size=4096)
+    sock, status = greet()
+    check(status == b"\x05\xff", "still no access without credentials")
+
+    step("slot 1 corrupted: the previous record (slot 0) is used")
+    qemu_stop()
+    with open(PSRAM, "r+b") as f:
+        f.seek(SLOT + HEADER + 10)
+        byte = f.read(1)
+        f.seek(SLOT + HEADER + 10)
+        f.write(bytes([byte[0] ^ 0x20]))
+    qemu_start()
+    log = qemu_log()
+    check("config: slot 1: Corrupt" in log, "slot 1 reported corrupt")
+    check(log.count("config: loaded slot 0") == 1, "slot 0 loaded")
+    session(b"alice", b"s3cret", size=4096)
+    login_fails(b"bob", b"hunter2")
+    step("all checks passed")
+
+
+try:
+    main()
+finally:
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+    shutil.rmtree(WORK, ignore_errors=True)

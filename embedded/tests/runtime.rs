@@ -1,0 +1,173 @@
+//! The gateway on run-time settings ([`SharedSettings`]): changes apply to the next session
+//! without a restart, the per-client session cap, the failed-login throttle, and the
+//! monitor's counters and session records.
+
+mod common;
+
+use common::{Client, ECHO_PORT, SESSIONS, run_monitored};
+use embassy_time::Timer;
+use socksgate_core::rules::Action;
+use socksgate_embedded::Refusal;
+use socksgate_embedded::live::SharedSettings;
+use socksgate_embedded::monitor::Monitor;
+use socksgate_embedded::password::PasswordHash;
+use socksgate_embedded::settings::Settings;
+
+const CONNECT_ECHO_V4: [u8; 10] = [5, 1, 0, 1, 10, 0, 0, 2, 0, ECHO_PORT as u8];
+
+fn leak<T>(value: T) -> &'static T {
+    Box::leak(Box::new(value))
+}
+
+fn settings(f: impl FnOnce(&mut Settings)) -> &'static SharedSettings {
+    let mut settings = Settings::new(common::SOCKS_PORT, Action::Allow);
+    f(&mut settings);
+    leak(SharedSettings::new(settings))
+}
+
+/// A cheap hash: the host tests run unoptimised.
+fn hash(password: &[u8]) -> PasswordHash {
+    PasswordHash::with_iterations(password, [9; 16], 64)
+}
+
+async fn login(client: &mut Client, user: &[u8], password: &[u8]) -> u8 {
+    client.send(&[5, 1, 2]).await;
+    assert_eq!(client.recv(2).await, [5, 2]);
+    let mut auth = vec![1, user.len() as u8];
+    auth.extend_from_slice(user);
+    auth.push(password.len() as u8);
+    auth.extend_from_slice(password);
+    client.send(&auth).await;
+    let status = client.recv(2).await;
+    assert_eq!(status[0], 1);
+    status[1]
+}
+
+async fn echo(client: &mut Client, payload: &[u8]) {
+    client.send(payload).await;
+    assert_eq!(client.recv(payload.len()).await, payload);
+}
+
+#[test]
+fn users_and_rules_changed_at_run_time_apply_to_the_next_session() {
+    let live = settings(|_| {});
+    let monitor = leak(Monitor::new());
+    run_monitored(live, monitor, |stack| async move {
+        // No users: no authentication.
+        let mut open = Client::connect(stack).await;
+        open.send(&[5, 1, 0]).await;
+        assert_eq!(open.recv(2).await, [5, 0]);
+        open.send(&CONNECT_ECHO_V4).await;
+        assert_eq!(open.recv(10).await[..2], [5, 0]);
+        echo(&mut open, b"before").await;
+
+        // A user appears: the next client must log in; the running session goes on.
+        live.update(|s| s.set_user("carol", hash(b"pw"))).unwrap();
+        let mut next = Client::connect(stack).await;
+        next.send(&[5, 1, 0]).await;
+        assert_eq!(next.recv(2).await, [5, 0xff], "no acceptable method now");
+        next.expect_eof().await;
+        next.close().await;
+        echo(&mut open, b"still relaying").await;
+        open.close().await;
+
+        let mut authed = Client::connect(stack).await;
+        assert_eq!(login(&mut authed, b"carol", b"pw").await, 0);
+        authed.send(&CONNECT_ECHO_V4).await;
+        assert_eq!(authed.recv(10).await[..2], [5, 0]);
+        echo(&mut authed, b"as carol").await;
+        authed.close().await;
+
+        // A rule denying the echo server: REP 2 for the next request.
+        live.update(|s| s.add_rule("deny dst 10.0.0.2 port 7"))
+            .unwrap();
+        let mut denied = Client::connect(stack).await;
+        assert_eq!(login(&mut denied, b"carol", b"pw").await, 0);
+        denied.send(&CONNECT_ECHO_V4).await;
+        assert_eq!(denied.recv(10).await[..2], [5, 2], "not allowed by ruleset");
+        denied.expect_eof().await;
+        denied.close().await;
+        Timer::after_millis(50).await;
+
+        let counters = monitor.counters();
+        assert_eq!(counters.sessions, 4);
+        assert_eq!(counters.relayed, 2);
+        assert_eq!(counters.refused[Refusal::Denied.index()], 1);
+        assert_eq!(counters.dropped, 1, "the client without a method");
+        assert!(counters.bytes_up >= 22 && counters.bytes_down >= 22);
+    });
+}
+
+#[test]
+fn one_client_cannot_hold_more_than_its_share() {
+    const { assert!(SESSIONS >= 2) };
+    let live = settings(|s| s.per_client = 1);
+    let monitor = leak(Monitor::new());
+    run_monitored(live, monitor, |stack| async move {
+        let mut first = Client::connect(stack).await;
+        first.send(&[5, 1, 0]).await;
+        assert_eq!(first.recv(2).await, [5, 0]);
+        first.send(&CONNECT_ECHO_V4).await;
+        assert_eq!(first.recv(10).await[..2], [5, 0]);
+
+        // A free slot remains, but this client already holds its one session.
+        let mut second = Client::connect(stack).await;
+        second.send(&[5, 1, 0]).await;
+        assert_eq!(second.recv(2).await, [5, 0]);
+        second.send(&CONNECT_ECHO_V4).await;
+        assert_eq!(second.recv(10).await[..2], [5, 1], "general failure");
+        second.expect_eof().await;
+        second.close().await;
+        let mut listed = Vec::new();
+        monitor.for_each_active(|a| listed.push((a.slot, a.destination.to_string())));
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].1, "10.0.0.2:7");
+
+        echo(&mut first, b"unaffected").await;
+        first.close().await;
+        Timer::after_millis(50).await;
+        // Its session over, the client gets one again.
+        let mut third = Client::connect(stack).await;
+        third.send(&[5, 1, 0]).await;
+        assert_eq!(third.recv(2).await, [5, 0]);
+        third.send(&CONNECT_ECHO_V4).await;
+        assert_eq!(third.recv(10).await[..2], [5, 0]);
+        third.close().await;
+        Timer::after_millis(50).await;
+        assert_eq!(monitor.counters().refused[Refusal::ClientCap.index()], 1);
+    });
+}
+
+#[test]
+fn failed_logins_lock_the_client_out() {
+    let live = settings(|s| {
+        s.set_user("dave", hash(b"right")).unwrap();
+        s.login_throttle.failures = 2;
+        s.login_throttle.lockout_secs = 60;
+    });
+    let monitor = leak(Monitor::new());
+    run_monitored(live, monitor, |stack| async move {
+        for _ in 0..2 {
+            let mut client = Client::connect(stack).await;
+            assert_ne!(login(&mut client, b"dave", b"wrong").await, 0);
+            client.expect_eof().await;
+            client.close().await;
+        }
+        // Locked out: even the right password fails now.
+        let mut client = Client::connect(stack).await;
+        assert_ne!(login(&mut client, b"dave", b"right").await, 0);
+        client.expect_eof().await;
+        client.close().await;
+        Timer::after_millis(50).await;
+        let counters = monitor.counters();
+        assert_eq!(counters.login_failures, 3);
+        assert_eq!(counters.refused[Refusal::Authentication.index()], 2);
+        assert_eq!(counters.refused[Refusal::Throttled.index()], 1);
+        // Lifting the throttle (as the console's `set login-throttle 0 60` does) lets the
+        // right password through again.
+        live.update(|s| s.login_throttle.failures = 0);
+        let mut client = Client::connect(stack).await;
+        assert_eq!(login(&mut client, b"dave", b"right").await, 0);
+        client.close().await;
+    });
+}
