@@ -156,6 +156,8 @@ fn curl(
 /// What Debian 12's curl (7.88.1) prints when a proxy selects GSS-API: it offers method 1 in
 /// every greeting, but this build's SOCKS code then refuses the choice before any token.
 const CURL_REFUSES_GSSAPI: &str = "SOCKS5 GSSAPI per-message authentication is not supported.";
+/// The same curl's other way of failing a proxy that selects GSS-API.
+const CURL_GIVES_UP_AFTER_GSSAPI: &str = "Undocumented SOCKS5 mode attempted to be used by server.";
 
 #[test]
 fn debian_curl_refuses_the_gssapi_method_it_offers() {
@@ -171,7 +173,12 @@ fn debian_curl_refuses_the_gssapi_method_it_offers() {
         assert!(got.is_empty(), "{flags:?}");
         // Exit 97: CURLE_PROXY; if a newer curl gets further, this test says so.
         assert_eq!(code, 97, "{flags:?}: {err}\nserver:\n{}", server.log());
-        assert!(err.contains(CURL_REFUSES_GSSAPI), "{flags:?}: {err}");
+        // Seen from the same build: usually the refusal, sometimes (after the GSS-API exchange)
+        // "Undocumented SOCKS5 mode attempted to be used by server."
+        assert!(
+            err.contains(CURL_REFUSES_GSSAPI) || err.contains(CURL_GIVES_UP_AFTER_GSSAPI),
+            "{flags:?}: {err}"
+        );
     }
     // The server saw a client that left after the method selection.
     wait_log(
