@@ -167,6 +167,25 @@ impl fmt::Display for ClientError {
 
 impl core::error::Error for ClientError {}
 
+/// Where a handshake stands: what the client waits for from the proxy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum Phase {
+    /// The SOCKS5 method selection reply.
+    Greeting,
+    /// The RFC 1929 username/password reply.
+    Authentication,
+    /// The reply to the request (for BIND: the first, with the listening address).
+    Request,
+    /// BIND's second reply: the peer's connection.
+    BindPeer,
+    /// The handshake succeeded.
+    Established,
+    /// The handshake failed.
+    Failed,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Greeting,
@@ -357,6 +376,19 @@ impl Client {
             }
         }
         Ok(())
+    }
+
+    /// What the client waits for; read it before [`feed`](Self::feed) to know which stage a
+    /// failure belongs to.
+    pub const fn phase(&self) -> Phase {
+        match self.state {
+            State::Greeting => Phase::Greeting,
+            State::Auth => Phase::Authentication,
+            State::Reply => Phase::Request,
+            State::BindPeer => Phase::BindPeer,
+            State::Established => Phase::Established,
+            State::Failed => Phase::Failed,
+        }
     }
 
     /// The handshake succeeded (for BIND: after the second reply).
