@@ -15,7 +15,6 @@ use socksgate::config::Config;
 use socksgate::resolve::Resolver;
 use socksgate_core::Target;
 use socksgate_core::client::ClientError;
-use socksgate_core::server::Version;
 use socksgate_core::wire::{ReplyCode, Socks4Code};
 use socksgate_tests::peers::Danted;
 use socksgate_tests::tools;

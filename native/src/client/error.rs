@@ -124,7 +124,7 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
-    /// The operation took longer than the [timeout](super::Connector::timeout).
+    /// The operation took longer than the [timeout](super::Connector::with_timeout).
     #[error("timed out after {after:?}")]
     TimedOut {
         /// The timeout.

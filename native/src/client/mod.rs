@@ -55,10 +55,12 @@
 //!
 //! # Adding an authentication method
 //!
-//! [`Auth`] is `#[non_exhaustive]`: a method is a new variant, which [`handshake`]'s
-//! request builder hands to the core's [`ClientConfig`](socksgate_core::client::ClientConfig)
-//! and which the core negotiates; [`drive`] moves whatever the core queues, so a
-//! method with several round trips (GSS-API) needs no change here beyond its variant.
+//! [`Auth`] is `#[non_exhaustive]`, so a method is a new variant and no caller breaks. The
+//! variant is turned into the core's [`ClientConfig`](socksgate_core::client::ClientConfig)
+//! in one place (`handshake::start`), and the core offers and negotiates it. A method with
+//! round trips of its own (GSS-API, RFC 1961) gets its tokens from the core as events and
+//! answers them in the one loop that drives every handshake (`handshake::drive`); errors of
+//! its stage are [`Stage::Authentication`].
 
 mod bind;
 mod error;
@@ -238,15 +240,31 @@ impl Connector {
     /// needs it, as FTP's active mode). Returns after the first reply, with the listening
     /// address to give that peer; [`BindListener::accept`] waits for the second reply.
     ///
-    /// ```no_run
+    /// ```
     /// use socksgate::client::{Connector, Proxy};
+    /// use socksgate_core::Target;
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
     ///
-    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    /// let connector = Connector::new("socks5://127.0.0.1:1080".parse::<Proxy>()?);
-    /// let listener = connector.bind(("ftp.example", 21)).await?;
-    /// println!("tell the peer to connect to {}", listener.listen_addr());
-    /// let (stream, peer) = listener.accept().await?;
-    /// println!("{peer} connected");
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let listener = socksgate::server::listen("127.0.0.1:0".parse()?)?;
+    /// # let proxy_addr = listener.local_addr()?;
+    /// # let shared = socksgate::shared::Shared::new(
+    /// #     Default::default(), None, socksgate::resolve::Resolver::from_system())?;
+    /// # tokio::spawn(socksgate::server::serve(
+    /// #     vec![listener], std::sync::Arc::new(shared), std::future::pending()));
+    /// // proxy_addr: a SOCKS5 server on the loopback interface.
+    /// let connector = Connector::new(format!("socks5://{proxy_addr}").parse::<Proxy>()?);
+    /// let listener = connector.bind(("127.0.0.1", 0)).await?;
+    /// let Target::Ip(listening) = *listener.listen_addr() else { unreachable!() };
+    /// // The peer (here, this program) connects to the proxy's listening address.
+    /// let mut peer = tokio::net::TcpStream::connect(listening).await?;
+    /// let (mut stream, from) = listener.accept().await?;
+    /// assert_eq!(from, Target::Ip(peer.local_addr()?));
+    /// peer.write_all(b"hello").await?;
+    /// let mut got = [0u8; 5];
+    /// stream.read_exact(&mut got).await?;
+    /// assert_eq!(&got, b"hello");
     /// # Ok(())
     /// # }
     /// ```
@@ -264,16 +282,32 @@ impl Connector {
     /// proxy reached directly (datagrams cannot pass through another proxy's TCP tunnel,
     /// so a chain gets [`Error::Unsupported`]).
     ///
-    /// ```no_run
+    /// ```
     /// use socksgate::client::{Connector, Proxy};
+    /// use socksgate_core::Target;
     ///
-    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    /// let connector = Connector::new("socks5h://127.0.0.1:1080".parse::<Proxy>()?);
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let listener = socksgate::server::listen("127.0.0.1:0".parse()?)?;
+    /// # let proxy_addr = listener.local_addr()?;
+    /// # let shared = socksgate::shared::Shared::new(
+    /// #     Default::default(), None, socksgate::resolve::Resolver::from_system())?;
+    /// # tokio::spawn(socksgate::server::serve(
+    /// #     vec![listener], std::sync::Arc::new(shared), std::future::pending()));
+    /// # let echo = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    /// # let echo_addr = echo.local_addr()?;
+    /// # tokio::spawn(async move {
+    /// #     let mut buf = [0u8; 1500];
+    /// #     let (n, from) = echo.recv_from(&mut buf).await.unwrap();
+    /// #     echo.send_to(&buf[..n], from).await.unwrap();
+    /// # });
+    /// // proxy_addr: a SOCKS5 server; echo_addr: a UDP echo server it can reach.
+    /// let connector = Connector::new(format!("socks5h://{proxy_addr}").parse::<Proxy>()?);
     /// let udp = connector.udp_associate().await?;
-    /// udp.send_to(b"hello", ("echo.example", 7)).await?;
+    /// udp.send_to(b"hello", echo_addr).await?;
     /// let mut buf = [0u8; 1500];
     /// let (n, from) = udp.recv_from(&mut buf).await?;
-    /// println!("{n} bytes from {from}");
+    /// assert_eq!((&buf[..n], from), (&b"hello"[..], Target::Ip(echo_addr)));
     /// # Ok(())
     /// # }
     /// ```
