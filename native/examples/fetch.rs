@@ -34,11 +34,17 @@ async fn main() -> anyhow::Result<()> {
         Some(i) => rest.split_at(i),
         None => (rest, "/"),
     };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
-            (h, p.parse().context("bad port")?)
-        }
-        _ => (authority, 80),
+    let (host, port) = match authority.strip_prefix('[') {
+        // An IPv6 literal: [::1] or [::1]:8080.
+        Some(v6) => match v6.split_once(']') {
+            Some((h, "")) => (h, 80),
+            Some((h, p)) => (h, p.trim_start_matches(':').parse().context("bad port")?),
+            None => bail!("unclosed '[' in {authority}"),
+        },
+        None => match authority.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().context("bad port")?),
+            None => (authority, 80),
+        },
     };
 
     let connector = Connector::chain(proxies)?.with_timeout(Duration::from_secs(30));

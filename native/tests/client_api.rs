@@ -198,6 +198,22 @@ async fn refusals_name_their_reply_code_and_stage() {
         .unwrap_err();
     assert_eq!(e.socks4_code(), Some(Socks4Code::Rejected), "{e}");
     assert!(e.to_string().contains("(SOCKS4 CD 91)"), "{e}");
+    // SOCKS4 carries no IPv6 destination: refused before anything is sent.
+    let e = Connector::new(url("socks4", proxy.addr))
+        .connect(("::1", 80))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Handshake {
+                stage: Stage::Request,
+                source: ClientError::AddressNotSupported,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     // SOCKS4 cannot carry UDP ASSOCIATE: the core says so before anything is sent.
     let e = Connector::new(url("socks4", proxy.addr))
         .udp_associate()

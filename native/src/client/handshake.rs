@@ -28,7 +28,9 @@ pub(super) fn start(proxy: &Proxy, command: Command, target: &Target) -> Result<
             }
         }
     }
-    Client::new(config).map_err(|e| Error::handshake(&proxy.label(), Phase::Greeting, e))
+    // The core refuses what the protocol cannot carry (SOCKS4 and IPv6, UDP) before
+    // anything is sent: a fault of the request.
+    Client::new(config).map_err(|e| Error::handshake(&proxy.label(), Phase::Request, e))
 }
 
 /// Drives `client` over `stream` until it is established or, with `until_first_reply`,

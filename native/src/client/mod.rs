@@ -416,9 +416,9 @@ impl Connector {
         target: Target,
     ) -> Result<(Io, Client, Target, Vec<u8>), Error> {
         let proxy = self.last()?;
-        let mut io = self.tunnel().await?;
         let target = handshake::destination(proxy, target, &self.resolver).await?;
         let mut client = handshake::start(proxy, command, &target)?;
+        let mut io = self.tunnel().await?;
         let (reply, rest) =
             handshake::drive(&mut client, &proxy.label(), &mut io, Vec::new(), true).await?;
         let reply = match (command, reply) {
