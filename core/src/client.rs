@@ -7,6 +7,9 @@
 //! sends one message per round trip (greeting, credentials, request), which every server
 //! understands; it never pipelines.
 //!
+//! [`Client::with_gssapi`] authenticates with GSS-API (RFC 1961): the client asks its caller
+//! to init the context and to wrap and unwrap, as [`crate::gssapi`] describes.
+//!
 //! [`feed`]: Client::feed
 //!
 //! ```
@@ -33,7 +36,9 @@ use core::net::SocketAddr;
 
 use crate::addr::{Addr, Target};
 use crate::buffers::{InBuffer, Next, OutBuffer};
-use crate::server::{Octets, Version};
+use crate::gssapi::GssapiError;
+use crate::server::{Octets, UnexpectedCall, Version};
+use crate::wire::gssapi::{GssapiHeader, GssapiMessage, GssapiMessageType, ProtectionLevel};
 use crate::wire::method::{MethodReply, MethodRequest};
 use crate::wire::socks4::{Socks4Dst, Socks4Reply, Socks4Request};
 use crate::wire::userpass::{UserPassReply, UserPassRequest};
@@ -90,6 +95,31 @@ impl<'a> ClientConfig<'a> {
     }
 }
 
+/// How the client runs GSS-API ([`Client::with_gssapi`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct GssapiOptions {
+    /// The protection level to ask for.
+    pub protection: ProtectionLevel,
+    /// The weakest level accepted from the server (none accepts whatever it grants up to
+    /// the request); a server granting less, or more than asked, fails the handshake.
+    pub minimum: ProtectionLevel,
+    /// Send the level in the unprotected NEC form (curl's `--socks5-gssapi-nec`) instead of
+    /// wrapped as RFC 1961 says.
+    pub nec: bool,
+}
+
+impl GssapiOptions {
+    /// Ask for `protection`, accept nothing weaker, RFC 1961's protected form.
+    pub const fn new(protection: ProtectionLevel) -> Self {
+        Self {
+            protection,
+            minimum: protection,
+            nec: false,
+        }
+    }
+}
+
 /// What the proxy said.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -106,6 +136,36 @@ pub enum ClientEvent {
         /// The peer's address.
         peer: Target,
     },
+    /// The proxy chose GSS-API: call `gss_init_sec_context` with no input token, then
+    /// [`Client::send_gssapi_token`], [`Client::gssapi_established`] or
+    /// [`Client::gssapi_failed`].
+    GssapiInit,
+    /// The last `len` octets `feed` consumed are a piece of the proxy's context token;
+    /// more follow.
+    GssapiPiece {
+        /// Octets in the piece.
+        len: usize,
+    },
+    /// The proxy's context token is complete; its last piece is the last `len` octets `feed`
+    /// consumed: call `gss_init_sec_context` with the token and answer as for
+    /// [`GssapiInit`](Self::GssapiInit).
+    GssapiContinue {
+        /// Octets in the last piece.
+        len: usize,
+    },
+    /// Wrap this level octet (`conf_req_flag` FALSE), then
+    /// [`Client::send_gssapi_protection`].
+    GssapiWrapProtection(ProtectionLevel),
+    /// The proxy's protection-level answer is complete (last piece: the last `len` octets
+    /// `feed` consumed): unwrap it, then [`Client::gssapi_protection`].
+    GssapiUnwrapProtection {
+        /// Octets in the last piece.
+        len: usize,
+    },
+    /// A protection level that encapsulates is agreed. Taking this event queues the SOCKS
+    /// request: from now on wrap everything [`Client::poll_transmit`] gives, and feed only
+    /// unwrapped plaintext (input `feed` has not consumed is already encapsulated).
+    GssapiProtected(ProtectionLevel),
 }
 
 /// Why the handshake failed.
@@ -131,6 +191,8 @@ pub enum ClientError {
     CommandNotSupported,
     /// Credentials that are empty or longer than 255 octets.
     InvalidCredentials,
+    /// The GSS-API sub-negotiation failed.
+    Gssapi(GssapiError),
 }
 
 impl From<WireError> for ClientError {
@@ -161,6 +223,7 @@ impl fmt::Display for ClientError {
             Self::AddressNotSupported => f.write_str("SOCKS4 carries IPv4 destinations only"),
             Self::CommandNotSupported => f.write_str("SOCKS4 has no UDP ASSOCIATE"),
             Self::InvalidCredentials => f.write_str("username and password must be 1-255 octets"),
+            Self::Gssapi(e) => write!(f, "GSS-API: {e}"),
         }
     }
 }
@@ -190,15 +253,59 @@ pub enum Phase {
 enum State {
     Greeting,
     Auth,
+    /// The caller runs `gss_init_sec_context`.
+    GssapiAwaitInit,
+    /// The header of the proxy's next context token.
+    GssapiContext,
+    /// The header of the proxy's answer to the client's last context token.
+    GssapiFinal,
+    /// The octets of a token, `remaining` still to come.
+    GssapiToken {
+        token: Token,
+        remaining: u16,
+    },
+    /// The caller wraps the requested level.
+    GssapiAwaitWrap,
+    /// The header of the proxy's protection-level answer.
+    GssapiProtection,
+    /// The caller unwraps the proxy's answer.
+    GssapiAwaitUnwrap,
     Reply,
     BindPeer,
     Established,
     Failed,
 }
 
+impl State {
+    const fn reads_input(self) -> bool {
+        matches!(
+            self,
+            Self::Greeting
+                | Self::Auth
+                | Self::GssapiContext
+                | Self::GssapiFinal
+                | Self::GssapiToken { .. }
+                | Self::GssapiProtection
+                | Self::Reply
+                | Self::BindPeer
+        )
+    }
+}
+
+/// Which token the client is reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Token {
+    Context,
+    /// The proxy's token after the client's context was complete: read past.
+    Final,
+    Protection,
+    Nec,
+}
+
 enum Message {
     Method(Method),
     Auth(bool),
+    Gssapi(GssapiHeader),
     Reply(Result<Target, ClientError>),
 }
 
@@ -211,6 +318,8 @@ pub struct Client {
     user_id: Octets,
     username: Octets,
     password: Octets,
+    gssapi: Option<GssapiOptions>,
+    protection: Option<ProtectionLevel>,
     state: State,
     input: InBuffer<IN_LEN>,
     output: OutBuffer<OUT_LEN>,
@@ -227,6 +336,24 @@ fn copy(bytes: &[u8]) -> Result<Octets, ClientError> {
 impl Client {
     /// Starts a handshake; the first message is queued for [`poll_transmit`](Self::poll_transmit).
     pub fn new(config: ClientConfig<'_>) -> Result<Self, ClientError> {
+        Self::start(config, None)
+    }
+
+    /// Starts a SOCKS5 handshake that offers GSS-API (method 1), and username/password when
+    /// `config` has credentials — not "no authentication", so a proxy cannot quietly drop
+    /// the protection asked for. SOCKS4/4a cannot authenticate: a SOCKS4 `config` is refused
+    /// with [`ClientError::NoAcceptableMethod`].
+    pub fn with_gssapi(
+        config: ClientConfig<'_>,
+        gssapi: GssapiOptions,
+    ) -> Result<Self, ClientError> {
+        if config.version != Version::Socks5 {
+            return Err(ClientError::NoAcceptableMethod);
+        }
+        Self::start(config, Some(gssapi))
+    }
+
+    fn start(config: ClientConfig<'_>, gssapi: Option<GssapiOptions>) -> Result<Self, ClientError> {
         let (username, password) = match config.credentials {
             Some(c) => {
                 UserPassRequest::new(c.username, c.password)
@@ -242,6 +369,8 @@ impl Client {
             user_id: copy(config.user_id.get(..255).unwrap_or(config.user_id))?,
             username,
             password,
+            gssapi,
+            protection: None,
             state: State::Reply,
             input: InBuffer::default(),
             output: OutBuffer::default(),
@@ -249,10 +378,11 @@ impl Client {
         };
         match config.version {
             Version::Socks5 => {
-                let methods: &[u8] = if client.username.is_empty() {
-                    &[0]
-                } else {
-                    &[0, 2]
+                let methods: &[u8] = match (gssapi.is_some(), client.username.is_empty()) {
+                    (false, true) => &[0],
+                    (false, false) => &[0, 2],
+                    (true, true) => &[1],
+                    (true, false) => &[1, 2],
                 };
                 client.queue(&MethodRequest::new(methods)?);
                 client.state = State::Greeting;
@@ -299,10 +429,15 @@ impl Client {
         self.output.drain_into(out)
     }
 
-    /// The next event, if any. Call after every `feed` until `None`.
+    /// The next event, if any. Call after every `feed` and every answer until `None`.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
-        self.event.take()
+        let event = self.event.take();
+        if let Some(ClientEvent::GssapiProtected(_)) = event {
+            // Queued only now, so a caller cannot send the request before it knows to wrap it.
+            self.queue_request();
+        }
+        event
     }
 
     /// Consumes bytes from the proxy and returns how many it used. After the last reply
@@ -310,14 +445,21 @@ impl Client {
     /// destination. A partial reply is buffered and counts as consumed.
     pub fn feed(&mut self, input: &[u8]) -> Result<usize, ClientError> {
         let mut consumed = 0;
-        while matches!(
-            self.state,
-            State::Greeting | State::Auth | State::Reply | State::BindPeer
-        ) && self.event.is_none()
-        {
+        while self.state.reads_input() && self.event.is_none() {
             let rest = input.get(consumed..).unwrap_or_default();
             if rest.is_empty() {
                 break;
+            }
+            if let State::GssapiToken { token, remaining } = self.state {
+                let take = rest.len().min(usize::from(remaining));
+                consumed += take;
+                // `take` ≤ `remaining`, a u16.
+                let left = remaining - take as u16;
+                if let Err(e) = self.on_token(token, rest.first().copied(), take, left) {
+                    self.state = State::Failed;
+                    return Err(e);
+                }
+                continue;
             }
             let (state, version) = (self.state, self.version);
             match self.input.next(
@@ -353,6 +495,10 @@ impl Client {
                 self.queue(&UserPassRequest::new(&u, &p)?);
                 self.state = State::Auth;
             }
+            Message::Method(Method::Gssapi) if self.gssapi.is_some() => {
+                self.event = Some(ClientEvent::GssapiInit);
+                self.state = State::GssapiAwaitInit;
+            }
             Message::Method(Method::NoAcceptable) => return Err(ClientError::NoAcceptableMethod),
             Message::Method(other) => return Err(ClientError::UnexpectedMethod(other)),
             Message::Auth(true) => {
@@ -360,6 +506,7 @@ impl Client {
                 self.state = State::Reply;
             }
             Message::Auth(false) => return Err(ClientError::AuthFailed),
+            Message::Gssapi(h) => self.on_gssapi_header(h)?,
             Message::Reply(outcome) => {
                 let target = outcome?;
                 if self.state == State::BindPeer {
@@ -407,12 +554,215 @@ impl Client {
     pub const fn phase(&self) -> Phase {
         match self.state {
             State::Greeting => Phase::Greeting,
-            State::Auth => Phase::Authentication,
+            State::Auth
+            | State::GssapiAwaitInit
+            | State::GssapiContext
+            | State::GssapiFinal
+            | State::GssapiToken { .. }
+            | State::GssapiAwaitWrap
+            | State::GssapiProtection
+            | State::GssapiAwaitUnwrap => Phase::Authentication,
             State::Reply => Phase::Request,
             State::BindPeer => Phase::BindPeer,
             State::Established => Phase::Established,
             State::Failed => Phase::Failed,
         }
+    }
+
+    fn on_gssapi_header(&mut self, h: GssapiHeader) -> Result<(), ClientError> {
+        let nec = self.gssapi.is_some_and(|g| g.nec);
+        let token = match (self.state, h.kind) {
+            (_, GssapiMessageType::Abort) => return Err(ClientError::Gssapi(GssapiError::Aborted)),
+            (State::GssapiContext, GssapiMessageType::Context) => Token::Context,
+            (State::GssapiFinal, GssapiMessageType::Context) => Token::Final,
+            (State::GssapiProtection, GssapiMessageType::Protection) if nec => {
+                if h.len != 1 {
+                    return Err(ClientError::Gssapi(GssapiError::BadProtectionMessage));
+                }
+                Token::Nec
+            }
+            (State::GssapiProtection, GssapiMessageType::Protection) => Token::Protection,
+            (_, kind) => return Err(ClientError::Gssapi(GssapiError::UnexpectedMessage(kind))),
+        };
+        if h.len == 0 {
+            self.on_token(token, None, 0, 0)
+        } else {
+            self.state = State::GssapiToken {
+                token,
+                remaining: h.len,
+            };
+            Ok(())
+        }
+    }
+
+    /// `take` more octets of `token` arrived (`first` is the first of them), `left` to come.
+    fn on_token(
+        &mut self,
+        token: Token,
+        first: Option<u8>,
+        take: usize,
+        left: u16,
+    ) -> Result<(), ClientError> {
+        if left > 0 {
+            self.state = State::GssapiToken {
+                token,
+                remaining: left,
+            };
+            if token != Token::Final {
+                self.event = Some(ClientEvent::GssapiPiece { len: take });
+            }
+            return Ok(());
+        }
+        match token {
+            Token::Context => {
+                self.state = State::GssapiAwaitInit;
+                self.event = Some(ClientEvent::GssapiContinue { len: take });
+            }
+            Token::Final => self.request_protection(),
+            Token::Protection => {
+                self.state = State::GssapiAwaitUnwrap;
+                self.event = Some(ClientEvent::GssapiUnwrapProtection { len: take });
+            }
+            Token::Nec => {
+                let octet = first.ok_or(ClientError::Gssapi(GssapiError::BadProtectionMessage))?;
+                self.protected(octet)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The context is established: send the level required.
+    fn request_protection(&mut self) {
+        let Some(options) = self.gssapi else {
+            return;
+        };
+        if options.nec {
+            self.queue(&GssapiMessage {
+                kind: GssapiMessageType::Protection,
+                token: &[options.protection.into()],
+            });
+            self.state = State::GssapiProtection;
+        } else {
+            self.event = Some(ClientEvent::GssapiWrapProtection(options.protection));
+            self.state = State::GssapiAwaitWrap;
+        }
+    }
+
+    /// The proxy granted `octet`: check it against the options, then send the request.
+    fn protected(&mut self, octet: u8) -> Result<ProtectionLevel, ClientError> {
+        let granted = ProtectionLevel::from(octet);
+        let Some(strength) = granted.strength() else {
+            return Err(ClientError::Gssapi(GssapiError::UnknownProtectionLevel(
+                octet,
+            )));
+        };
+        let (asked, minimum) = self.gssapi.map_or((None, None), |g| {
+            (g.protection.strength(), g.minimum.strength())
+        });
+        if asked.is_some_and(|a| strength > a) || minimum.is_some_and(|m| strength < m) {
+            return Err(ClientError::Gssapi(GssapiError::ProtectionRefused(granted)));
+        }
+        self.protection = Some(granted);
+        self.state = State::Reply;
+        if granted.encapsulates() {
+            // The request is queued when the caller takes this event.
+            self.event = Some(ClientEvent::GssapiProtected(granted));
+        } else {
+            self.queue_request();
+        }
+        Ok(granted)
+    }
+
+    /// Answers [`ClientEvent::GssapiInit`] / [`ClientEvent::GssapiContinue`] when
+    /// `gss_init_sec_context` needs another round: queues the header of the caller's token of
+    /// `len` octets. Send the queued output, then the token; the proxy's token comes next.
+    ///
+    /// Errors (nothing changed): no init step awaits an answer, or `len` > 65,535.
+    pub fn send_gssapi_token(&mut self, len: usize) -> Result<(), UnexpectedCall> {
+        if self.state != State::GssapiAwaitInit {
+            return Err(UnexpectedCall);
+        }
+        let header = GssapiHeader::new(GssapiMessageType::Context, len).ok_or(UnexpectedCall)?;
+        self.queue(&header);
+        self.state = State::GssapiContext;
+        Ok(())
+    }
+
+    /// Answers [`ClientEvent::GssapiInit`] / [`ClientEvent::GssapiContinue`] when the
+    /// context is established. `Some(len)`: `gss_init_sec_context` produced a last token of
+    /// `len` octets — its header is queued (send the token after it) and the proxy's answer
+    /// to it is read past (RFC 1961 §3.4: possibly empty). `None`: nothing more to send.
+    /// The protection-level negotiation follows.
+    ///
+    /// Errors as for [`send_gssapi_token`](Self::send_gssapi_token).
+    pub fn gssapi_established(&mut self, last_token: Option<usize>) -> Result<(), UnexpectedCall> {
+        if self.state != State::GssapiAwaitInit {
+            return Err(UnexpectedCall);
+        }
+        match last_token {
+            Some(len) => {
+                let header =
+                    GssapiHeader::new(GssapiMessageType::Context, len).ok_or(UnexpectedCall)?;
+                self.queue(&header);
+                self.state = State::GssapiFinal;
+            }
+            None => self.request_protection(),
+        }
+        Ok(())
+    }
+
+    /// Reports that the caller's GSS-API step failed: the handshake fails (close the
+    /// connection).
+    pub fn gssapi_failed(&mut self) -> Result<(), UnexpectedCall> {
+        if !matches!(
+            self.state,
+            State::GssapiAwaitInit | State::GssapiAwaitWrap | State::GssapiAwaitUnwrap
+        ) {
+            return Err(UnexpectedCall);
+        }
+        self.state = State::Failed;
+        Ok(())
+    }
+
+    /// Answers [`ClientEvent::GssapiWrapProtection`]: queues the header of the wrapped level
+    /// octet (`len` octets); send the queued output, then the token.
+    ///
+    /// Errors (nothing changed): no wrap awaits an answer, or `len` > 65,535.
+    pub fn send_gssapi_protection(&mut self, len: usize) -> Result<(), UnexpectedCall> {
+        if self.state != State::GssapiAwaitWrap {
+            return Err(UnexpectedCall);
+        }
+        let header = GssapiHeader::new(GssapiMessageType::Protection, len).ok_or(UnexpectedCall)?;
+        self.queue(&header);
+        self.state = State::GssapiProtection;
+        Ok(())
+    }
+
+    /// Answers [`ClientEvent::GssapiUnwrapProtection`] with the unwrapped answer (one octet).
+    /// `Ok(Ok(level))`: agreed; with a level that encapsulates,
+    /// [`ClientEvent::GssapiProtected`] follows, otherwise the request is queued.
+    /// `Ok(Err(e))`: not one octet, an unknown level, more than asked or less than the
+    /// minimum — the handshake failed.
+    pub fn gssapi_protection(
+        &mut self,
+        unwrapped: &[u8],
+    ) -> Result<Result<ProtectionLevel, ClientError>, UnexpectedCall> {
+        if self.state != State::GssapiAwaitUnwrap {
+            return Err(UnexpectedCall);
+        }
+        let result = match unwrapped {
+            [octet] => self.protected(*octet),
+            _ => Err(ClientError::Gssapi(GssapiError::BadProtectionMessage)),
+        };
+        if result.is_err() {
+            self.state = State::Failed;
+        }
+        Ok(result)
+    }
+
+    /// The GSS-API protection level, once agreed.
+    pub const fn protection(&self) -> Option<ProtectionLevel> {
+        self.protection
     }
 
     /// The handshake succeeded (for BIND: after the second reply).
@@ -440,6 +790,14 @@ fn parse_reply(
             Status::Complete((r, n)) => Status::Complete((Message::Auth(r.is_success()), n)),
             Status::Partial => Status::Partial,
         },
+        (State::GssapiContext | State::GssapiFinal | State::GssapiProtection, _) => {
+            match GssapiHeader::parse(bytes)
+                .map_err(|e| ClientError::Gssapi(GssapiError::Malformed(e)))?
+            {
+                Status::Complete((h, n)) => Status::Complete((Message::Gssapi(h), n)),
+                Status::Partial => Status::Partial,
+            }
+        }
         (_, Version::Socks5) => match socks5::Reply::parse(bytes)? {
             Status::Complete((r, n)) => {
                 let outcome = match r.code {

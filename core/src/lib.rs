@@ -12,6 +12,7 @@
 //! * [`rate`] — token buckets for bandwidth and session-rate limits.
 //! * [`egress`] — which egress profile a session uses and which source address it gets.
 //! * [`traffic`] — which bandwidth limits and byte quotas apply to a session, quota periods.
+//! * [`gssapi`] — RFC 1961 GSS-API: how the state machines run it, §5 encapsulation.
 //! * [`udp`] — UDP ASSOCIATE encapsulation and RFC 1928 §7 fragment reassembly.
 //! * [`balancer`] — which sources may send a PROXY protocol header, and the client it names.
 //! * [`addr`] — destination addresses (IP or domain name), borrowed and owned.
@@ -42,6 +43,7 @@ pub mod client;
 pub mod egress;
 pub mod failure;
 pub mod family;
+pub mod gssapi;
 pub mod observe;
 pub mod policy;
 pub mod rate;
@@ -55,7 +57,7 @@ pub mod wire;
 
 pub use addr::{Addr, Domain, DomainBuf, Target};
 pub use failure::Failure;
-pub use policy::{Authentication, Policy};
+pub use policy::{Authentication, GssapiPolicy, Policy};
 pub use session::Session;
 pub use time::Instant;
 pub use wire::{BufferTooSmall, Status, WireError};

@@ -14,6 +14,7 @@ use core::time::Duration;
 use crate::family::{AddressFamilies, AddressFamily};
 use crate::rules::{Action, Cidr, CommandSet, ParseError, Rules};
 use crate::wire::Method;
+use crate::wire::gssapi::ProtectionLevel;
 
 /// How clients prove who they are. SOCKS4/4a can be accepted only when nothing is required.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -29,7 +30,9 @@ pub enum Authentication {
     Required {
         /// RFC 1929 username/password (method 2).
         password: bool,
-        /// GSS-API (method 1, RFC 1961); preferred over a password when a client offers both.
+        /// GSS-API (method 1, RFC 1961). Offer it only when the front end can accept a
+        /// context (a keytab is configured); [`GssapiPolicy`] says how. When a client offers
+        /// both enabled methods, [`GssapiPolicy::prefer`] picks one.
         gssapi: bool,
     },
 }
@@ -67,6 +70,115 @@ impl Default for Authentication {
     /// No authentication, SOCKS4/4a and SOCKS5: what `socksgate serve` does with no flags.
     fn default() -> Self {
         Self::None { socks4: true }
+    }
+}
+
+/// Which RFC 1961 §4 protection levels a server grants. The server grants the strongest
+/// allowed level that does not exceed the client's request (selective counting as
+/// confidentiality), and never grants selective itself: every message then gets the same
+/// protection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ProtectionLevels {
+    /// No per-message protection (level 0): what curl accepts.
+    pub none: bool,
+    /// Per-message integrity (level 1).
+    pub integrity: bool,
+    /// Per-message integrity and confidentiality (level 2).
+    pub confidentiality: bool,
+}
+
+impl ProtectionLevels {
+    /// Every level.
+    pub const ALL: Self = Self {
+        none: true,
+        integrity: true,
+        confidentiality: true,
+    };
+
+    /// Only `level` (nothing for selective or an unknown octet).
+    pub const fn only(level: ProtectionLevel) -> Self {
+        Self {
+            none: matches!(level, ProtectionLevel::None),
+            integrity: matches!(level, ProtectionLevel::Integrity),
+            confidentiality: matches!(level, ProtectionLevel::Confidentiality),
+        }
+    }
+
+    /// Whether `level` may be granted.
+    pub const fn allows(self, level: ProtectionLevel) -> bool {
+        match level {
+            ProtectionLevel::None => self.none,
+            ProtectionLevel::Integrity => self.integrity,
+            ProtectionLevel::Confidentiality => self.confidentiality,
+            ProtectionLevel::Selective | ProtectionLevel::Unknown(_) => false,
+        }
+    }
+
+    /// The level to grant a client that asked for `requested`: the strongest allowed one
+    /// not stronger than the request. `None` when there is none (or `requested` is not a
+    /// known level): the server aborts.
+    pub const fn grant(self, requested: ProtectionLevel) -> Option<ProtectionLevel> {
+        let Some(asked) = requested.strength() else {
+            return None;
+        };
+        if asked >= 2 && self.confidentiality {
+            Some(ProtectionLevel::Confidentiality)
+        } else if asked >= 1 && self.integrity {
+            Some(ProtectionLevel::Integrity)
+        } else if self.none {
+            Some(ProtectionLevel::None)
+        } else {
+            None
+        }
+    }
+}
+
+impl Default for ProtectionLevels {
+    /// [`ALL`](Self::ALL): the client's request decides.
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
+/// Which of two enabled methods a client offering both gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum MethodPreference {
+    /// GSS-API (method 1) before username/password (method 2).
+    #[default]
+    Gssapi,
+    /// Username/password (method 2) before GSS-API (method 1).
+    Password,
+}
+
+/// How a server runs the GSS-API sub-negotiation (RFC 1961), when
+/// [`Authentication::Required`] enables it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct GssapiPolicy {
+    /// The protection levels granted.
+    pub protection: ProtectionLevels,
+    /// Accept the protection-level exchange in the unprotected NEC form (curl's
+    /// `--socks5-gssapi-nec`), which a man in the middle can alter; the server then answers
+    /// in that form too.
+    pub accept_nec: bool,
+    /// A client offering GSS-API and username/password, both enabled, gets this one.
+    pub prefer: MethodPreference,
+}
+
+impl GssapiPolicy {
+    /// Every level, the RFC's protected form only, GSS-API preferred.
+    pub const DEFAULT: Self = Self {
+        protection: ProtectionLevels::ALL,
+        accept_nec: false,
+        prefer: MethodPreference::Gssapi,
+    };
+}
+
+impl Default for GssapiPolicy {
+    fn default() -> Self {
+        Self::DEFAULT
     }
 }
 
@@ -221,6 +333,8 @@ impl Default for Timeouts {
 pub struct Policy<'r> {
     /// Methods and versions offered.
     pub authentication: Authentication,
+    /// How GSS-API runs when `authentication` offers it.
+    pub gssapi: GssapiPolicy,
     /// Access rules, applied to every request before resolving and to each resolved
     /// address, and to every UDP datagram; with their
     /// [protected destinations](crate::rules::ProtectedDestinations) (off unless set with
@@ -243,6 +357,7 @@ impl<'r> Policy<'r> {
     pub const fn new(authentication: Authentication, rules: Rules<'r>) -> Self {
         Self {
             authentication,
+            gssapi: GssapiPolicy::DEFAULT,
             rules,
             commands: CommandSet::ANY,
             bind_any_peer: false,
@@ -352,6 +467,30 @@ mod test {
                 "{v4} {v6}"
             );
         }
+    }
+
+    #[test]
+    fn test_protection_grant_is_the_strongest_allowed_not_above_the_request() {
+        use ProtectionLevel::{Confidentiality, Integrity, None as Clear, Selective};
+        let all = ProtectionLevels::ALL;
+        assert_eq!(all.grant(Clear), Some(Clear));
+        assert_eq!(all.grant(Integrity), Some(Integrity));
+        assert_eq!(all.grant(Confidentiality), Some(Confidentiality));
+        assert_eq!(all.grant(Selective), Some(Confidentiality));
+        assert_eq!(all.grant(ProtectionLevel::Unknown(4)), None);
+        let clear = ProtectionLevels::only(Clear);
+        assert_eq!(clear.grant(Confidentiality), Some(Clear));
+        let integrity = ProtectionLevels::only(Integrity);
+        assert_eq!(integrity.grant(Confidentiality), Some(Integrity));
+        assert_eq!(integrity.grant(Clear), None, "never above the request");
+        let strong = ProtectionLevels {
+            none: false,
+            integrity: true,
+            confidentiality: true,
+        };
+        assert_eq!(strong.grant(Integrity), Some(Integrity));
+        assert_eq!(strong.grant(Clear), None);
+        assert!(!all.allows(Selective));
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //!    [`Event::Authenticate`] → [`Server::authenticate`];
 //!    [`Event::Request`] → connect/bind/associate, then [`Server::respond`] (and for BIND,
 //!    later, [`Server::respond_bind_peer`]);
-//!    [`Event::Gssapi`] → [`Server::send_gssapi`] / [`Server::gssapi_complete`].
+//!    the GSS-API events → see [`crate::gssapi`] (the [`Session`](crate::session::Session)
+//!    table there names the `Server` calls' session counterparts).
 //! 3. When [`Server::is_established`] is true the handshake is done: bytes not consumed by
 //!    `feed` are the client's first payload (clients may pipeline data right after the
 //!    request) and go upstream. When [`Server::is_closed`] is true, flush and close.
@@ -56,8 +57,9 @@ use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use crate::addr::{Addr, Target};
 use crate::buffers::{InBuffer, Next, OutBuffer};
-use crate::policy::Authentication;
-use crate::wire::gssapi::{GssapiMessage, GssapiMessageType};
+use crate::gssapi::GssapiError;
+use crate::policy::{Authentication, GssapiPolicy, MethodPreference};
+use crate::wire::gssapi::{GssapiHeader, GssapiMessage, GssapiMessageType, ProtectionLevel};
 use crate::wire::method::{MethodReply, MethodRequest};
 use crate::wire::socks4::{Socks4Reply, Socks4Request};
 use crate::wire::userpass::{UserPassReply, UserPassRequest};
@@ -66,7 +68,9 @@ use crate::wire::{self, Command, Method, ReplyCode, Socks4Code, Status, WireErro
 /// Largest handshake message the server buffers: a SOCKS4a request with a 255-octet USERID
 /// and hostname (8 + 256 + 256). RFC 1929 needs 513, a SOCKS5 request 262.
 pub const MAX_MESSAGE_LEN: usize = 520;
-/// Largest GSS-API token the server accepts (the message must fit the input buffer).
+/// Largest GSS-API token that fits one buffered handshake message (the
+/// [observer](crate::observe) reports longer ones by their span). The server itself streams
+/// tokens of any length the framing allows (65,535 octets) without buffering them.
 pub const MAX_GSSAPI_TOKEN: usize = MAX_MESSAGE_LEN - 4;
 const OUT_LEN: usize = MAX_MESSAGE_LEN;
 
@@ -79,17 +83,33 @@ pub type Octets = heapless::Vec<u8, 255>;
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Config {
     authentication: Authentication,
+    gssapi: GssapiPolicy,
 }
 
 impl Config {
-    /// The handshake for `authentication`.
+    /// The handshake for `authentication`, with the default [`GssapiPolicy`].
     pub const fn new(authentication: Authentication) -> Self {
-        Self { authentication }
+        Self {
+            authentication,
+            gssapi: GssapiPolicy::DEFAULT,
+        }
+    }
+
+    /// The same handshake, running GSS-API (when `authentication` offers it) by `gssapi`.
+    #[must_use]
+    pub const fn with_gssapi(mut self, gssapi: GssapiPolicy) -> Self {
+        self.gssapi = gssapi;
+        self
     }
 
     /// The authentication this handshake requires.
     pub const fn authentication(&self) -> Authentication {
         self.authentication
+    }
+
+    /// How GSS-API runs.
+    pub const fn gssapi(&self) -> GssapiPolicy {
+        self.gssapi
     }
 }
 
@@ -137,14 +157,31 @@ pub enum Event {
         /// The password. Never log it (`Debug` redacts it).
         password: Octets,
     },
-    /// A GSS-API message from the client: answer with [`Server::send_gssapi`] and finish
-    /// with [`Server::gssapi_complete`].
-    Gssapi {
-        /// Message type.
-        kind: GssapiMessageType,
-        /// The token.
-        token: heapless::Vec<u8, MAX_GSSAPI_TOKEN>,
+    /// A piece of the client's current GSS-API token: the last `len` octets the `feed` call
+    /// consumed. More pieces follow; no answer.
+    GssapiPiece {
+        /// Octets in the piece.
+        len: usize,
     },
+    /// The client's context-establishment token (§3) is complete; its last piece is the last
+    /// `len` octets the `feed` call consumed (the whole token when it came in one read):
+    /// accept it, then [`Server::send_gssapi_token`], [`Server::gssapi_established`] or
+    /// [`Server::gssapi_failed`].
+    GssapiContext {
+        /// Octets in the last piece.
+        len: usize,
+    },
+    /// The client's protected-form protection-level message (§4) is complete (last piece as
+    /// for [`GssapiContext`](Self::GssapiContext)): unwrap it, then
+    /// [`Server::gssapi_protection`].
+    GssapiProtection {
+        /// Octets in the last piece.
+        len: usize,
+    },
+    /// The protection level is agreed; with a level that
+    /// [encapsulates](ProtectionLevel::encapsulates), input after what `feed` consumed and all
+    /// output queued from now on are §5 plaintext (see [`crate::gssapi`]). No answer.
+    GssapiProtected(ProtectionLevel),
     /// The request: act on it and call [`Server::respond`].
     Request(Request),
 }
@@ -157,11 +194,15 @@ impl fmt::Debug for Event {
                 .field("username", &crate::addr::Domain::new(username).ok())
                 .field("password", &"<redacted>")
                 .finish(),
-            Self::Gssapi { kind, token } => f
-                .debug_struct("Gssapi")
-                .field("kind", kind)
-                .field("token_len", &token.len())
+            Self::GssapiPiece { len } => f.debug_struct("GssapiPiece").field("len", len).finish(),
+            Self::GssapiContext { len } => {
+                f.debug_struct("GssapiContext").field("len", len).finish()
+            }
+            Self::GssapiProtection { len } => f
+                .debug_struct("GssapiProtection")
+                .field("len", len)
                 .finish(),
+            Self::GssapiProtected(level) => f.debug_tuple("GssapiProtected").field(level).finish(),
             Self::Request(r) => f.debug_tuple("Request").field(r).finish(),
         }
     }
@@ -174,9 +215,10 @@ impl defmt::Format for Event {
             Self::Authenticate { username, .. } => {
                 defmt::write!(f, "Authenticate {{ username: {=[u8]:a} }}", username)
             }
-            Self::Gssapi { kind, token } => {
-                defmt::write!(f, "Gssapi {{ {}, {} octets }}", kind, token.len())
-            }
+            Self::GssapiPiece { len } => defmt::write!(f, "GssapiPiece({=usize})", len),
+            Self::GssapiContext { len } => defmt::write!(f, "GssapiContext({=usize})", len),
+            Self::GssapiProtection { len } => defmt::write!(f, "GssapiProtection({=usize})", len),
+            Self::GssapiProtected(level) => defmt::write!(f, "GssapiProtected({})", level),
             Self::Request(r) => defmt::write!(f, "Request({})", r),
         }
     }
@@ -193,10 +235,11 @@ pub enum ServerError {
     NoAcceptableMethod,
     /// A SOCKS4 request while SOCKS4 is disabled (CD 91 was queued).
     Socks4Disabled,
-    /// A GSS-API token longer than [`MAX_GSSAPI_TOKEN`].
+    /// A handshake message longer than [`MAX_MESSAGE_LEN`].
     MessageTooLong,
-    /// The client aborted the GSS-API exchange.
-    GssapiAborted,
+    /// The GSS-API sub-negotiation failed (the abort message is queued unless the client
+    /// aborted).
+    Gssapi(GssapiError),
 }
 
 impl ServerError {
@@ -205,7 +248,7 @@ impl ServerError {
         match self {
             Self::Wire(e) => e.reply(),
             Self::NoAcceptableMethod | Self::Socks4Disabled => ReplyCode::NotAllowed,
-            Self::MessageTooLong | Self::GssapiAborted => ReplyCode::GeneralFailure,
+            Self::MessageTooLong | Self::Gssapi(_) => ReplyCode::GeneralFailure,
         }
     }
 }
@@ -223,7 +266,7 @@ impl fmt::Display for ServerError {
             Self::NoAcceptableMethod => f.write_str("no acceptable authentication method"),
             Self::Socks4Disabled => f.write_str("SOCKS4 is disabled"),
             Self::MessageTooLong => f.write_str("handshake message too long"),
-            Self::GssapiAborted => f.write_str("client aborted GSS-API negotiation"),
+            Self::Gssapi(e) => write!(f, "GSS-API: {e}"),
         }
     }
 }
@@ -251,8 +294,21 @@ enum State {
     Start,
     UserPass,
     AwaitAuth,
-    Gssapi,
-    AwaitGssapi,
+    /// The header of the client's next context-establishment token.
+    GssapiContext,
+    /// The header of the client's protection-level message.
+    GssapiProtection,
+    /// The octets of a token, `remaining` still to come.
+    GssapiToken {
+        token: Token,
+        remaining: u16,
+    },
+    /// The caller runs `gss_accept_sec_context`.
+    AwaitGssapiContext,
+    /// The caller unwraps the protection-level message.
+    AwaitGssapiUnwrap,
+    /// The caller wraps the granted level.
+    AwaitGssapiWrap(ProtectionLevel),
     Socks5Request,
     AwaitResponse,
     AwaitBindPeer,
@@ -264,9 +320,37 @@ impl State {
     const fn reads_input(self) -> bool {
         matches!(
             self,
-            Self::Start | Self::UserPass | Self::Gssapi | Self::Socks5Request
+            Self::Start
+                | Self::UserPass
+                | Self::GssapiContext
+                | Self::GssapiProtection
+                | Self::GssapiToken { .. }
+                | Self::Socks5Request
         )
     }
+
+    const fn is_gssapi(self) -> bool {
+        matches!(
+            self,
+            Self::GssapiContext
+                | Self::GssapiProtection
+                | Self::GssapiToken { .. }
+                | Self::AwaitGssapiContext
+                | Self::AwaitGssapiUnwrap
+                | Self::AwaitGssapiWrap(_)
+        )
+    }
+}
+
+/// Which token the server is reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+enum Token {
+    Context,
+    /// Protected form: a wrapped level octet.
+    Protection,
+    /// NEC form: the raw level octet.
+    Nec,
 }
 
 /// An owned, parsed client message.
@@ -274,7 +358,8 @@ enum Message {
     Greeting(Method),
     Socks4(Request),
     UserPass(Octets, Octets),
-    Gssapi(GssapiMessageType, heapless::Vec<u8, MAX_GSSAPI_TOKEN>),
+    /// A GSS-API header, read in the context (`false`) or protection (`true`) stage.
+    Gssapi(bool, GssapiHeader),
     Socks5(Request),
 }
 
@@ -285,13 +370,18 @@ fn octets(bytes: &[u8]) -> Octets {
     v
 }
 
-/// The method for a greeting: GSS-API before a password before none, among those enabled.
+/// The method for a greeting, among those enabled: GSS-API and a password in the order of
+/// the policy's preference, then none.
 fn choose_method(config: &Config, greeting: &MethodRequest<'_>) -> Method {
     // One pass over the offer: bit `code` set for each of the three codes offered.
     let offered = greeting.raw_methods().iter().fold(0u8, |set, &code| {
         set | (1u8.checked_shl(u32::from(code)).unwrap_or(0) & 0b111)
     });
-    [Method::Gssapi, Method::UserPass, Method::NoAuth]
+    let order = match config.gssapi.prefer {
+        MethodPreference::Gssapi => [Method::Gssapi, Method::UserPass, Method::NoAuth],
+        MethodPreference::Password => [Method::UserPass, Method::Gssapi, Method::NoAuth],
+    };
+    order
         .into_iter()
         .find(|&m| offered & (1 << u8::from(m)) != 0 && config.authentication.accepts(m))
         .unwrap_or(Method::NoAcceptable)
@@ -337,16 +427,17 @@ fn parse_message(
                 n,
             )),
         }),
-        State::Gssapi => match GssapiMessage::parse(bytes)? {
-            Status::Partial => Ok(Status::Partial),
-            Status::Complete((m, n)) => {
-                let mut token = heapless::Vec::new();
-                token
-                    .extend_from_slice(m.token)
-                    .map_err(|_| ServerError::MessageTooLong)?;
-                Ok(Status::Complete((Message::Gssapi(m.kind, token), n)))
+        State::GssapiContext | State::GssapiProtection => {
+            let protection = state == State::GssapiProtection;
+            match GssapiHeader::parse(bytes)
+                .map_err(|e| ServerError::Gssapi(GssapiError::Malformed(e)))?
+            {
+                Status::Partial => Ok(Status::Partial),
+                Status::Complete((h, n)) => {
+                    Ok(Status::Complete((Message::Gssapi(protection, h), n)))
+                }
             }
-        },
+        }
         State::Socks5Request => map(match socks5::Request::parse(bytes)? {
             Status::Partial => Status::Partial,
             Status::Complete((r, n)) => Status::Complete((
@@ -376,6 +467,7 @@ pub struct Server {
     input: InBuffer<MAX_MESSAGE_LEN>,
     output: OutBuffer<OUT_LEN>,
     event: Option<Event>,
+    protection: Option<ProtectionLevel>,
 }
 
 impl Server {
@@ -390,6 +482,7 @@ impl Server {
             input: InBuffer::default(),
             output: OutBuffer::default(),
             event: None,
+            protection: None,
         }
     }
 
@@ -404,6 +497,15 @@ impl Server {
             let rest = input.get(consumed..).unwrap_or_default();
             if rest.is_empty() {
                 break;
+            }
+            if let State::GssapiToken { token, remaining } = self.state {
+                // Token octets stream through: the caller copies each piece.
+                let take = rest.len().min(usize::from(remaining));
+                consumed += take;
+                // `take` ≤ `remaining`, a u16.
+                let left = remaining - take as u16;
+                self.on_token(token, rest.first().copied(), take, left)?;
+                continue;
             }
             if self.state == State::Start && self.version.is_none() {
                 // Known before the first message is complete, so a malformed one still gets
@@ -445,7 +547,7 @@ impl Server {
                 self.state = match method {
                     Method::NoAuth => State::Socks5Request,
                     Method::UserPass => State::UserPass,
-                    Method::Gssapi => State::Gssapi,
+                    Method::Gssapi => State::GssapiContext,
                     _ => {
                         self.state = State::Closed;
                         return Err(ServerError::NoAcceptableMethod);
@@ -466,13 +568,45 @@ impl Server {
                 self.event = Some(Event::Authenticate { username, password });
                 self.state = State::AwaitAuth;
             }
-            Message::Gssapi(GssapiMessageType::Abort, _) => {
+            Message::Gssapi(
+                _,
+                GssapiHeader {
+                    kind: GssapiMessageType::Abort,
+                    ..
+                },
+            ) => {
+                // The client gave up: nothing to answer.
                 self.state = State::Closed;
-                return Err(ServerError::GssapiAborted);
+                return Err(ServerError::Gssapi(GssapiError::Aborted));
             }
-            Message::Gssapi(kind, token) => {
-                self.event = Some(Event::Gssapi { kind, token });
-                self.state = State::AwaitGssapi;
+            Message::Gssapi(
+                false,
+                GssapiHeader {
+                    kind: GssapiMessageType::Context,
+                    len,
+                },
+            ) => self.read_token(Token::Context, len),
+            Message::Gssapi(
+                true,
+                GssapiHeader {
+                    kind: GssapiMessageType::Protection,
+                    len: 1,
+                },
+            ) => {
+                if !self.config.gssapi.accept_nec {
+                    return Err(self.fail_gssapi(GssapiError::NecRefused));
+                }
+                self.read_token(Token::Nec, 1);
+            }
+            Message::Gssapi(
+                true,
+                GssapiHeader {
+                    kind: GssapiMessageType::Protection,
+                    len,
+                },
+            ) => self.read_token(Token::Protection, len),
+            Message::Gssapi(_, h) => {
+                return Err(self.fail_gssapi(GssapiError::UnexpectedMessage(h.kind)));
             }
             Message::Socks5(req) => {
                 self.command = Some(req.command);
@@ -481,6 +615,86 @@ impl Server {
             }
         }
         Ok(())
+    }
+
+    /// Starts reading a token of `len` octets; a zero-length one is complete at once.
+    fn read_token(&mut self, token: Token, len: u16) {
+        if len == 0 {
+            // No octets to stream: the token is complete with an empty last piece.
+            let _ = self.on_token(token, None, 0, 0);
+        } else {
+            self.state = State::GssapiToken {
+                token,
+                remaining: len,
+            };
+        }
+    }
+
+    /// `take` more octets of `token` arrived (`first` is the first of them), `left` to come.
+    fn on_token(
+        &mut self,
+        token: Token,
+        first: Option<u8>,
+        take: usize,
+        left: u16,
+    ) -> Result<(), ServerError> {
+        if left > 0 {
+            self.state = State::GssapiToken {
+                token,
+                remaining: left,
+            };
+            self.event = Some(Event::GssapiPiece { len: take });
+            return Ok(());
+        }
+        match token {
+            Token::Context => {
+                self.state = State::AwaitGssapiContext;
+                self.event = Some(Event::GssapiContext { len: take });
+            }
+            Token::Protection => {
+                self.state = State::AwaitGssapiUnwrap;
+                self.event = Some(Event::GssapiProtection { len: take });
+            }
+            Token::Nec => {
+                let level = first
+                    .ok_or(GssapiError::BadProtectionMessage)
+                    .and_then(|octet| self.grant(octet))
+                    .map_err(|e| self.fail_gssapi(e))?;
+                self.queue(&GssapiMessage {
+                    kind: GssapiMessageType::Protection,
+                    token: &[level.into()],
+                });
+                self.protected(level);
+            }
+        }
+        Ok(())
+    }
+
+    /// The level to grant for the client's `octet`.
+    fn grant(&self, octet: u8) -> Result<ProtectionLevel, GssapiError> {
+        let requested = ProtectionLevel::from(octet);
+        if requested.strength().is_none() {
+            return Err(GssapiError::UnknownProtectionLevel(octet));
+        }
+        self.config
+            .gssapi
+            .protection
+            .grant(requested)
+            .ok_or(GssapiError::ProtectionRefused(requested))
+    }
+
+    /// The protection level is agreed: the request follows.
+    fn protected(&mut self, level: ProtectionLevel) {
+        self.protection = Some(level);
+        self.state = State::Socks5Request;
+        self.event = Some(Event::GssapiProtected(level));
+    }
+
+    /// Queues the abort message and closes; returns the error.
+    fn fail_gssapi(&mut self, error: GssapiError) -> ServerError {
+        let error = ServerError::Gssapi(error);
+        self.fail(error);
+        error
     }
 
     /// Queues the failure reply that fits the current stage, and closes.
@@ -498,7 +712,7 @@ impl Server {
             // An unknown version gets nothing: we cannot know what the peer would understand.
             (State::Start, None) => {}
             (State::UserPass, _) => self.queue(&UserPassReply::FAILURE),
-            (State::Gssapi, _) => self.queue(&GssapiMessage {
+            (state, _) if state.is_gssapi() => self.queue(&GssapiMessage {
                 kind: GssapiMessageType::Abort,
                 token: &[],
             }),
@@ -509,8 +723,8 @@ impl Server {
     }
 
     fn queue(&mut self, msg: &impl wire::Emit) {
-        // OUT_LEN holds the largest message; only caller-supplied GSS-API tokens can exceed it
-        // and `send_gssapi` checks those first.
+        // OUT_LEN holds the largest message; GSS-API tokens are never queued (the caller
+        // sends its own after the queued header).
         let _ = self.output.push(msg);
     }
 
@@ -581,36 +795,88 @@ impl Server {
         Ok(())
     }
 
-    /// Queues a GSS-API message for the client (an answer to [`Event::Gssapi`]); the server
-    /// then waits for the client's next GSS-API message.
-    pub fn send_gssapi(
-        &mut self,
-        kind: GssapiMessageType,
-        token: &[u8],
-    ) -> Result<(), UnexpectedCall> {
-        if self.state != State::AwaitGssapi || token.len() > MAX_GSSAPI_TOKEN {
+    /// Answers [`Event::GssapiContext`] when `gss_accept_sec_context` needs another round:
+    /// queues the header of the caller's output token of `len` octets. Send the queued output,
+    /// then the token; the server then reads the client's next token.
+    ///
+    /// Errors (nothing changed): no context token is waiting for an answer, or `len` is more
+    /// than 65,535.
+    pub fn send_gssapi_token(&mut self, len: usize) -> Result<(), UnexpectedCall> {
+        if self.state != State::AwaitGssapiContext {
             return Err(UnexpectedCall);
         }
-        self.queue(&GssapiMessage { kind, token });
-        self.state = State::Gssapi;
+        let header = GssapiHeader::new(GssapiMessageType::Context, len).ok_or(UnexpectedCall)?;
+        self.queue(&header);
+        self.state = State::GssapiContext;
         Ok(())
     }
 
-    /// Ends the GSS-API exchange: on success the request follows (decapsulated by the
-    /// caller if protection was negotiated); on failure an abort is queued and the server closes.
-    pub fn gssapi_complete(&mut self, ok: bool) -> Result<(), UnexpectedCall> {
-        if !matches!(self.state, State::AwaitGssapi | State::Gssapi) {
+    /// Answers [`Event::GssapiContext`] when the context is established: queues the header
+    /// of the caller's last output token of `len` octets — 0 when there is none: RFC 1961
+    /// §3.4 then has the server send an empty token to say it is ready. Send the queued
+    /// output, then the token; the protection-level message comes next.
+    ///
+    /// Errors as for [`send_gssapi_token`](Self::send_gssapi_token).
+    pub fn gssapi_established(&mut self, len: usize) -> Result<(), UnexpectedCall> {
+        if self.state != State::AwaitGssapiContext {
             return Err(UnexpectedCall);
         }
-        if ok {
-            self.state = State::Socks5Request;
-        } else {
-            self.queue(&GssapiMessage {
-                kind: GssapiMessageType::Abort,
-                token: &[],
-            });
-            self.state = State::Closed;
+        let header = GssapiHeader::new(GssapiMessageType::Context, len).ok_or(UnexpectedCall)?;
+        self.queue(&header);
+        self.state = State::GssapiProtection;
+        Ok(())
+    }
+
+    /// Reports that the caller's GSS-API step failed (accepting the context, unwrapping or
+    /// wrapping the protection level): queues the abort message and closes.
+    pub fn gssapi_failed(&mut self) -> Result<(), UnexpectedCall> {
+        if !matches!(
+            self.state,
+            State::AwaitGssapiContext | State::AwaitGssapiUnwrap | State::AwaitGssapiWrap(_)
+        ) {
+            return Err(UnexpectedCall);
         }
+        self.fail(ServerError::Gssapi(GssapiError::Failed));
+        Ok(())
+    }
+
+    /// Answers [`Event::GssapiProtection`] with the unwrapped message (one octet: the level
+    /// the client requires). `Ok(Ok(level))`: the level granted — wrap that octet
+    /// (`conf_req_flag` FALSE) and call [`send_gssapi_protection`](Self::send_gssapi_protection).
+    /// `Ok(Err(e))`: refused (not one octet, an unknown level, nothing allowed at or below
+    /// it); the abort message is queued and the server is closed.
+    pub fn gssapi_protection(
+        &mut self,
+        unwrapped: &[u8],
+    ) -> Result<Result<ProtectionLevel, ServerError>, UnexpectedCall> {
+        if self.state != State::AwaitGssapiUnwrap {
+            return Err(UnexpectedCall);
+        }
+        let granted = match unwrapped {
+            [octet] => self.grant(*octet),
+            _ => Err(GssapiError::BadProtectionMessage),
+        };
+        Ok(match granted {
+            Ok(level) => {
+                self.state = State::AwaitGssapiWrap(level);
+                Ok(level)
+            }
+            Err(e) => Err(self.fail_gssapi(e)),
+        })
+    }
+
+    /// Queues the header of the caller's wrapped level octet (`len` octets): send the queued
+    /// output, then the token. Queues [`Event::GssapiProtected`]; the request follows.
+    ///
+    /// Errors (nothing changed): no granted level waits to be sent, or `len` is more than
+    /// 65,535.
+    pub fn send_gssapi_protection(&mut self, len: usize) -> Result<(), UnexpectedCall> {
+        let State::AwaitGssapiWrap(level) = self.state else {
+            return Err(UnexpectedCall);
+        };
+        let header = GssapiHeader::new(GssapiMessageType::Protection, len).ok_or(UnexpectedCall)?;
+        self.queue(&header);
+        self.protected(level);
         Ok(())
     }
 
@@ -670,6 +936,11 @@ impl Server {
     /// The SOCKS5 method selected, once negotiated.
     pub const fn method(&self) -> Option<Method> {
         self.method
+    }
+
+    /// The GSS-API protection level, once agreed.
+    pub const fn protection(&self) -> Option<ProtectionLevel> {
+        self.protection
     }
 
     /// The requested command, once the request has arrived.

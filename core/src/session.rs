@@ -26,13 +26,20 @@
 //! | [`Event`] | the driver | then calls |
 //! |---|---|---|
 //! | [`Authenticate`](Event::Authenticate) | checks [`credentials`](Session::credentials) | [`handle_auth`](Session::handle_auth) |
-//! | [`Gssapi`](Event::Gssapi) | runs the GSS-API step on [`gssapi_message`](Session::gssapi_message) | [`send_gssapi`](Session::send_gssapi) / [`handle_gssapi_complete`](Session::handle_gssapi_complete) |
+//! | [`GssapiPiece`](Event::GssapiPiece) | appends [`gssapi_token_piece`](Session::gssapi_token_piece) to the client's token | — |
+//! | [`GssapiAccept`](Event::GssapiAccept) | appends the last piece, accepts the context token | [`send_gssapi_token`](Session::send_gssapi_token), [`handle_gssapi_established`](Session::handle_gssapi_established) or [`handle_gssapi_failed`](Session::handle_gssapi_failed) |
+//! | [`GssapiUnwrapProtection`](Event::GssapiUnwrapProtection) | appends the last piece, unwraps it | [`handle_gssapi_protection`](Session::handle_gssapi_protection), then [`send_gssapi_protection`](Session::send_gssapi_protection) |
+//! | [`GssapiProtected`](Event::GssapiProtected) | switches to §5: [`take_encapsulated_input`](Session::take_encapsulated_input) | [`handle_input`](Session::handle_input) with unwrapped plaintext from now on |
 //! | [`Resolve`](Event::Resolve) | resolves [`destination`](Session::destination)'s name | [`handle_resolved`](Session::handle_resolved) or [`handle_failure`](Session::handle_failure) |
 //! | [`Connect`](Event::Connect) | connects | [`handle_opened`](Session::handle_opened) with the local address, or `handle_failure` |
 //! | [`Bind`](Event::Bind) | listens | `handle_opened` with the listening address, then [`handle_bind_peer`](Session::handle_bind_peer) for each inbound connection |
 //! | [`Associate`](Event::Associate) | opens a UDP relay socket | `handle_opened` with its address |
 //! | [`Established`](Event::Established) | relays, starting with [`payload`](Session::payload) | — |
 //! | [`Closed`](Event::Closed) | sends what is queued, then closes | — |
+//!
+//! The GSS-API rows are explained in [`crate::gssapi`]: the session streams the client's
+//! tokens to the driver in pieces and never stores one, so GSS-API costs a session a few
+//! octets of state and a front end that does not offer it nothing more.
 //!
 //! An answer may queue output and further events: after every `handle_*` call, poll events
 //! and transmit again. [`poll_timeout`](Session::poll_timeout) is the next deadline (the
@@ -61,11 +68,12 @@ use core::net::{IpAddr, SocketAddr};
 use crate::addr::Addr;
 use crate::failure::Failure;
 use crate::family::AddressFamily;
+use crate::gssapi::GssapiError;
 use crate::policy::{Authentication, Policy};
 use crate::rules::{Action, Decision, Protection, Query, Refusal, Verdict};
-use crate::server::{self, MAX_GSSAPI_TOKEN, Octets, Request, Server, ServerError, Version};
+use crate::server::{self, Octets, Request, Server, ServerError, Version};
 use crate::time::Instant;
-use crate::wire::gssapi::GssapiMessageType;
+use crate::wire::gssapi::ProtectionLevel;
 use crate::wire::{Command, Method, ReplyCode};
 
 /// Something the driver must act on; see the [module documentation](self) for the answers.
@@ -75,8 +83,25 @@ use crate::wire::{Command, Method, ReplyCode};
 pub enum Event {
     /// Check the RFC 1929 [`credentials`](Session::credentials).
     Authenticate,
-    /// A GSS-API message from the client ([`gssapi_message`](Session::gssapi_message)).
-    Gssapi,
+    /// A piece of the client's GSS-API token is in
+    /// [`gssapi_token_piece`](Session::gssapi_token_piece): append it; more follow. No answer.
+    GssapiPiece,
+    /// The client's context-establishment token is complete: append the last piece
+    /// ([`gssapi_token_piece`](Session::gssapi_token_piece)), run `gss_accept_sec_context`
+    /// on the token and answer with [`send_gssapi_token`](Session::send_gssapi_token),
+    /// [`handle_gssapi_established`](Session::handle_gssapi_established) or
+    /// [`handle_gssapi_failed`](Session::handle_gssapi_failed).
+    GssapiAccept,
+    /// The client's protected-form protection-level message is complete: append the last
+    /// piece, `gss_unwrap` it and answer with
+    /// [`handle_gssapi_protection`](Session::handle_gssapi_protection) (or
+    /// `handle_gssapi_failed`).
+    GssapiUnwrapProtection,
+    /// A protection level that encapsulates is agreed: send the queued output unprotected,
+    /// then decode [`take_encapsulated_input`](Session::take_encapsulated_input) and all later
+    /// input as §5 messages, give the session their unwrapped plaintext, and wrap all its
+    /// output from now on ([`crate::gssapi`]).
+    GssapiProtected(ProtectionLevel),
     /// Resolve the [`destination`](Session::destination)'s name (a CONNECT's destination or
     /// a BIND's expected peer).
     Resolve,
@@ -104,6 +129,10 @@ pub enum Close {
     Protocol(ServerError),
     /// The credentials were rejected (the RFC 1929 failure status is queued).
     AuthFailed,
+    /// The GSS-API sub-negotiation failed: the driver's GSS-API step
+    /// ([`GssapiError::Failed`]), or the client's messages (the abort message is queued
+    /// unless the client aborted).
+    Gssapi(GssapiError),
     /// The client did not finish its handshake in time.
     HandshakeTimeout,
     /// The access rules deny the request (REP 2 is queued).
@@ -122,6 +151,7 @@ impl fmt::Display for Close {
         match self {
             Self::Protocol(e) => write!(f, "protocol: {e}"),
             Self::AuthFailed => f.write_str("authentication failed"),
+            Self::Gssapi(e) => write!(f, "GSS-API: {e}"),
             Self::HandshakeTimeout => f.write_str("handshake timed out"),
             Self::Denied(d) => match d.rule {
                 Some(i) => write!(f, "denied by rule {i}"),
@@ -143,7 +173,14 @@ enum Phase {
     /// Reading client messages.
     Handshake,
     Authenticating,
-    Gssapi,
+    /// The driver accepts a context token.
+    GssapiAccept,
+    /// The driver unwraps the protection-level message.
+    GssapiUnwrap,
+    /// The driver wraps the granted level.
+    GssapiWrap,
+    /// Protection agreed: the driver takes the still-encapsulated input.
+    GssapiSwitch,
     Resolving,
     Connecting,
     Binding,
@@ -158,8 +195,15 @@ enum Phase {
 #[derive(Clone)]
 enum Held {
     None,
-    Credentials { username: Octets, password: Octets },
-    Gssapi(GssapiMessageType, heapless::Vec<u8, MAX_GSSAPI_TOKEN>),
+    Credentials {
+        username: Octets,
+        password: Octets,
+    },
+    /// A piece of a GSS-API token: `buf[start..end]`.
+    GssapiPiece {
+        start: usize,
+        end: usize,
+    },
     Request(Request),
 }
 
@@ -172,7 +216,7 @@ impl fmt::Debug for Held {
                 .debug_struct("Credentials")
                 .field("username_len", &username.len())
                 .finish_non_exhaustive(),
-            Self::Gssapi(kind, token) => write!(f, "Gssapi({kind:?}, {} octets)", token.len()),
+            Self::GssapiPiece { start, end } => write!(f, "GssapiPiece({start}..{end})"),
             Self::Request(r) => f.debug_tuple("Request").field(r).finish(),
         }
     }
@@ -211,7 +255,7 @@ impl<const N: usize> Session<N> {
     /// `now` + the policy's handshake timeout.
     pub fn new(policy: &Policy<'_>, client: SocketAddr, now: Instant) -> Self {
         Self {
-            server: Server::new(server::Config::new(policy.authentication)),
+            server: Server::new(server_config(policy)),
             client,
             phase: Phase::Handshake,
             held: Held::None,
@@ -231,7 +275,7 @@ impl<const N: usize> Session<N> {
     /// sessions: the buffer's old bytes are not cleared (they are never read before being
     /// overwritten).
     pub fn reset(&mut self, policy: &Policy<'_>, client: SocketAddr, now: Instant) {
-        self.server = Server::new(server::Config::new(policy.authentication));
+        self.server = Server::new(server_config(policy));
         self.client = client;
         self.phase = Phase::Handshake;
         self.held = Held::None;
@@ -274,8 +318,15 @@ impl<const N: usize> Session<N> {
     /// [`handle_received`](Self::handle_received). Empty when the session takes no more input
     /// now: after the handshake, or while `N` bytes wait for the driver's answer.
     pub fn recv_buffer(&mut self) -> &mut [u8] {
-        if matches!(self.phase, Phase::Established | Phase::Closed) {
+        if matches!(
+            self.phase,
+            Phase::Established | Phase::Closed | Phase::GssapiSwitch
+        ) {
             return &mut [];
+        }
+        // A piece handed out is gone once the buffer moves.
+        if matches!(self.held, Held::GssapiPiece { .. }) {
+            self.held = Held::None;
         }
         if self.start == self.end {
             self.start = 0;
@@ -290,6 +341,9 @@ impl<const N: usize> Session<N> {
 
     /// Takes `n` bytes the driver read into [`recv_buffer`](Self::recv_buffer) at `now`.
     pub fn handle_received(&mut self, policy: &Policy<'_>, n: usize, now: Instant) {
+        if matches!(self.held, Held::GssapiPiece { .. }) {
+            self.held = Held::None;
+        }
         self.end = self.end.saturating_add(n).min(N);
         self.process(policy, now);
     }
@@ -314,6 +368,7 @@ impl<const N: usize> Session<N> {
             let input = self.buf.get(self.start..self.end).unwrap_or_default();
             match self.server.feed(input) {
                 Ok(n) => self.start += n,
+                Err(ServerError::Gssapi(e)) => return self.close(Close::Gssapi(e)),
                 Err(e) => return self.close(Close::Protocol(e)),
             }
             match self.server.poll_event() {
@@ -321,9 +376,24 @@ impl<const N: usize> Session<N> {
                     self.held = Held::Credentials { username, password };
                     self.wait(Phase::Authenticating, Event::Authenticate);
                 }
-                Some(server::Event::Gssapi { kind, token }) => {
-                    self.held = Held::Gssapi(kind, token);
-                    self.wait(Phase::Gssapi, Event::Gssapi);
+                Some(server::Event::GssapiPiece { len }) => {
+                    self.hold_piece(len);
+                    // Input is used up: the next read brings the rest of the token.
+                    self.event = Some(Event::GssapiPiece);
+                }
+                Some(server::Event::GssapiContext { len }) => {
+                    self.hold_piece(len);
+                    self.wait(Phase::GssapiAccept, Event::GssapiAccept);
+                }
+                Some(server::Event::GssapiProtection { len }) => {
+                    self.hold_piece(len);
+                    self.wait(Phase::GssapiUnwrap, Event::GssapiUnwrapProtection);
+                }
+                Some(server::Event::GssapiProtected(level)) => {
+                    if level.encapsulates() {
+                        // Input still buffered is §5 messages: the driver's to decode.
+                        self.wait(Phase::GssapiSwitch, Event::GssapiProtected(level));
+                    }
                 }
                 Some(server::Event::Request(request)) => {
                     let (version, command) = (request.version, request.command);
@@ -333,6 +403,14 @@ impl<const N: usize> Session<N> {
                 None => return, // needs more input
             }
         }
+    }
+
+    /// The last `len` octets the server consumed are a token piece.
+    fn hold_piece(&mut self, len: usize) {
+        self.held = Held::GssapiPiece {
+            start: self.start.saturating_sub(len),
+            end: self.start,
+        };
     }
 
     fn wait(&mut self, phase: Phase, event: Event) {
@@ -459,42 +537,133 @@ impl<const N: usize> Session<N> {
         self.process(policy, now);
     }
 
-    /// Queues a GSS-API message for the client, answering [`Event::Gssapi`]; the session
-    /// then waits for the client's next message.
-    pub fn send_gssapi(
+    /// Answers [`Event::GssapiAccept`] when `gss_accept_sec_context` needs another round:
+    /// queues the header of the driver's output token of `len` octets. Send the queued
+    /// output, then the token itself; the session then reads the client's next token.
+    ///
+    /// Errors (nothing changed): no context token awaits an answer, or `len` > 65,535.
+    pub fn send_gssapi_token(
         &mut self,
         policy: &Policy<'_>,
-        kind: GssapiMessageType,
-        token: &[u8],
+        len: usize,
         now: Instant,
     ) -> Result<(), UnexpectedCall> {
-        if self.phase != Phase::Gssapi {
+        if self.phase != Phase::GssapiAccept {
             return Err(UnexpectedCall);
         }
-        self.server.send_gssapi(kind, token)?;
+        self.server.send_gssapi_token(len)?;
         self.resume(policy, now);
         Ok(())
     }
 
-    /// Ends the GSS-API exchange, in answer to [`Event::Gssapi`] or after
-    /// [`send_gssapi`](Self::send_gssapi): on success the request follows; on failure an
-    /// abort is queued and the session closes.
-    pub fn handle_gssapi_complete(
+    /// Answers [`Event::GssapiAccept`] when the context is established: `principal` (the
+    /// display name of the client's principal, e.g. `alice@EXAMPLE.ORG`) becomes the
+    /// session's [`user`](Self::user) for the rules, limits and records, and the header of
+    /// the driver's last output token of `len` octets is queued (0 when there is none: an
+    /// empty token tells the client the server is ready, RFC 1961 §3.4). Send the queued
+    /// output, then the token; the protection-level negotiation follows.
+    ///
+    /// A principal longer than 255 octets cannot be a user: the abort message is queued and
+    /// the session closes with [`GssapiError::PrincipalTooLong`].
+    ///
+    /// Errors (nothing changed): no context token awaits an answer, or `len` > 65,535.
+    pub fn handle_gssapi_established(
         &mut self,
         policy: &Policy<'_>,
-        ok: bool,
+        principal: &[u8],
+        len: usize,
         now: Instant,
     ) -> Result<(), UnexpectedCall> {
-        if !matches!(self.phase, Phase::Gssapi | Phase::Handshake) {
+        if self.phase != Phase::GssapiAccept || len > usize::from(u16::MAX) {
             return Err(UnexpectedCall);
         }
-        self.server.gssapi_complete(ok)?;
-        if ok {
-            self.resume(policy, now);
-        } else {
-            self.close(Close::AuthFailed);
-        }
+        let Ok(name) = Octets::from_slice(principal) else {
+            self.server.gssapi_failed()?;
+            self.close(Close::Gssapi(GssapiError::PrincipalTooLong));
+            return Ok(());
+        };
+        self.server.gssapi_established(len)?;
+        self.user = Some(name);
+        self.resume(policy, now);
         Ok(())
+    }
+
+    /// Reports that the driver's GSS-API step failed — accepting the context, unwrapping or
+    /// wrapping the protection level: queues the abort message and closes with
+    /// [`Close::Gssapi`]`(`[`GssapiError::Failed`]`)`. Log the GSS-API status yourself.
+    pub fn handle_gssapi_failed(&mut self) -> Result<(), UnexpectedCall> {
+        if !matches!(
+            self.phase,
+            Phase::GssapiAccept | Phase::GssapiUnwrap | Phase::GssapiWrap
+        ) {
+            return Err(UnexpectedCall);
+        }
+        self.server.gssapi_failed()?;
+        self.close(Close::Gssapi(GssapiError::Failed));
+        Ok(())
+    }
+
+    /// Answers [`Event::GssapiUnwrapProtection`] with the unwrapped message, which must be
+    /// the one octet of the level the client requires. Returns the level granted
+    /// ([`ProtectionLevels::grant`](crate::policy::ProtectionLevels::grant) of the policy):
+    /// wrap that octet (`conf_req_flag` FALSE) and answer with
+    /// [`send_gssapi_protection`](Self::send_gssapi_protection). `None`: refused — the
+    /// abort message is queued and the session closes with [`Close::Gssapi`].
+    pub fn handle_gssapi_protection(
+        &mut self,
+        unwrapped: &[u8],
+    ) -> Result<Option<ProtectionLevel>, UnexpectedCall> {
+        if self.phase != Phase::GssapiUnwrap {
+            return Err(UnexpectedCall);
+        }
+        match self.server.gssapi_protection(unwrapped)? {
+            Ok(level) => {
+                self.held = Held::None;
+                self.phase = Phase::GssapiWrap;
+                Ok(Some(level))
+            }
+            Err(ServerError::Gssapi(e)) => {
+                self.close(Close::Gssapi(e));
+                Ok(None)
+            }
+            Err(e) => {
+                self.close(Close::Protocol(e));
+                Ok(None)
+            }
+        }
+    }
+
+    /// Queues the header of the driver's wrapped level octet (`len` octets): send the queued
+    /// output, then the token. With a level that encapsulates,
+    /// [`Event::GssapiProtected`] follows; with none, the request is read as usual.
+    ///
+    /// Errors (nothing changed): no granted level waits, or `len` > 65,535.
+    pub fn send_gssapi_protection(
+        &mut self,
+        policy: &Policy<'_>,
+        len: usize,
+        now: Instant,
+    ) -> Result<(), UnexpectedCall> {
+        if self.phase != Phase::GssapiWrap {
+            return Err(UnexpectedCall);
+        }
+        self.server.send_gssapi_protection(len)?;
+        self.resume(policy, now);
+        Ok(())
+    }
+
+    /// After [`Event::GssapiProtected`]: the octets the session had read past the
+    /// negotiation, still encapsulated — decode them first, then what the socket gives. From
+    /// then on [`recv_buffer`](Self::recv_buffer), `handle_received` and `handle_input` take
+    /// unwrapped plaintext. The slice stays valid until the next call that takes input.
+    pub fn take_encapsulated_input(&mut self) -> &[u8] {
+        if self.phase != Phase::GssapiSwitch {
+            return &[];
+        }
+        self.phase = Phase::Handshake;
+        let (start, end) = (self.start, self.end);
+        self.start = end;
+        self.buf.get(start..end).unwrap_or_default()
     }
 
     /// Answers [`Event::Resolve`] with the name's addresses, in the order to try them.
@@ -710,7 +879,12 @@ impl<const N: usize> Session<N> {
             return;
         }
         match self.phase {
-            Phase::Handshake | Phase::Authenticating | Phase::Gssapi => {
+            Phase::Handshake
+            | Phase::Authenticating
+            | Phase::GssapiAccept
+            | Phase::GssapiUnwrap
+            | Phase::GssapiWrap
+            | Phase::GssapiSwitch => {
                 self.close(Close::HandshakeTimeout);
             }
             _ => {
@@ -778,10 +952,12 @@ impl<const N: usize> Session<N> {
         }
     }
 
-    /// The client's GSS-API message while [`Event::Gssapi`] awaits its answer.
-    pub fn gssapi_message(&self) -> Option<(GssapiMessageType, &[u8])> {
-        match &self.held {
-            Held::Gssapi(kind, token) => Some((*kind, token)),
+    /// The piece of the client's GSS-API token that [`Event::GssapiPiece`],
+    /// [`Event::GssapiAccept`] or [`Event::GssapiUnwrapProtection`] announced (empty for an
+    /// empty token); `None` otherwise. Valid until the next call that takes input.
+    pub fn gssapi_token_piece(&self) -> Option<&[u8]> {
+        match self.held {
+            Held::GssapiPiece { start, end } => self.buf.get(start..end),
             _ => None,
         }
     }
@@ -818,7 +994,9 @@ impl<const N: usize> Session<N> {
         self.client
     }
 
-    /// The user authenticated with RFC 1929 or by the transport ([`with_authenticated_user`](Self::with_authenticated_user)), if any (not a SOCKS4 USERID).
+    /// The user authenticated with RFC 1929, GSS-API (the principal's display name) or by
+    /// the transport ([`with_authenticated_user`](Self::with_authenticated_user)), if any (not
+    /// a SOCKS4 USERID).
     pub fn user(&self) -> Option<&[u8]> {
         self.user.as_deref()
     }
@@ -831,6 +1009,12 @@ impl<const N: usize> Session<N> {
     /// The SOCKS5 method selected, once negotiated.
     pub const fn method(&self) -> Option<Method> {
         self.server.method()
+    }
+
+    /// The GSS-API protection level, once agreed: with any but
+    /// [`None`](ProtectionLevel::None), everything after the negotiation is encapsulated.
+    pub const fn gssapi_protection(&self) -> Option<ProtectionLevel> {
+        self.server.protection()
     }
 
     /// The requested command, once the request has arrived.
@@ -852,4 +1036,9 @@ impl<const N: usize> Session<N> {
     pub fn is_closed(&self) -> bool {
         self.phase == Phase::Closed
     }
+}
+
+/// The handshake a policy asks for.
+fn server_config(policy: &Policy<'_>) -> server::Config {
+    server::Config::new(policy.authentication).with_gssapi(policy.gssapi)
 }

@@ -85,7 +85,10 @@ fn run_server(
                 match &event {
                     Event::Authenticate { .. } => server.authenticate(answers.password_ok).unwrap(),
                     Event::Request(_) => server.respond(answers.outcome).unwrap(),
-                    Event::Gssapi { .. } => server.gssapi_complete(false).unwrap(),
+                    Event::GssapiContext { .. } | Event::GssapiProtection { .. } => {
+                        server.gssapi_failed().unwrap();
+                    }
+                    Event::GssapiPiece { .. } | Event::GssapiProtected(_) => {}
                     _ => unreachable!(),
                 }
                 t.events.push(event);

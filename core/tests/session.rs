@@ -436,31 +436,54 @@ fn denial_names_its_rule_and_unresolved_names_are_not_looked_up() {
 }
 
 #[test]
-fn gssapi_exchange_is_passed_through_then_the_request_follows() {
-    use socksgate_core::wire::gssapi::GssapiMessageType;
-    let policy = Policy::new(
+fn gssapi_principal_is_the_user_the_rules_match() {
+    use socksgate_core::policy::{GssapiPolicy, ProtectionLevels};
+    use socksgate_core::rules::UserName;
+    use socksgate_core::wire::gssapi::ProtectionLevel;
+    let rules = [Rule::allow().user(UserName::new(b"alice@EXAMPLE.ORG").unwrap())];
+    let mut policy = Policy::new(
         Authentication::Required {
             password: false,
             gssapi: true,
         },
-        Rules::new(&[], Action::Allow),
+        Rules::new(&rules, Action::Deny),
     );
-    let now = Instant::from_millis(0);
-    let mut s = Session::<64>::new(&policy, CLIENT.parse().unwrap(), now);
-    // Greeting offering GSS-API, then one context token.
-    s.handle_input(&policy, &[5, 1, 1, 1, 1, 0, 2, 0xaa, 0xbb], now);
-    assert_eq!(s.poll_event(), Some(Event::Gssapi));
-    let (kind, token) = s.gssapi_message().unwrap();
-    assert_eq!((u8::from(kind), token), (1, &[0xaa, 0xbb][..]));
-    s.send_gssapi(&policy, GssapiMessageType::from(1), &[0xcc], now)
-        .unwrap();
-    s.handle_gssapi_complete(&policy, true, now).unwrap();
-    s.handle_input(&policy, &socks5_connect(&[1, 192, 0, 2, 1], 80)[3..], now);
-    assert_eq!(
-        s.poll_event(),
-        Some(Event::Connect(Some("192.0.2.1:80".parse().unwrap())))
-    );
-    assert_eq!(s.pending_transmit(), [5, 1, 1, 1, 0, 1, 0xcc]);
+    policy.gssapi = GssapiPolicy {
+        protection: ProtectionLevels::only(ProtectionLevel::None),
+        accept_nec: true,
+        ..GssapiPolicy::DEFAULT
+    };
+    for (principal, want) in [
+        (
+            &b"alice@EXAMPLE.ORG"[..],
+            Some(Event::Connect(Some("192.0.2.1:80".parse().unwrap()))),
+        ),
+        (b"bob@EXAMPLE.ORG", None),
+    ] {
+        let now = Instant::from_millis(0);
+        let mut s = Session::<64>::new(&policy, CLIENT.parse().unwrap(), now);
+        // Greeting offering GSS-API, then one context token.
+        s.handle_input(&policy, &[5, 1, 1, 1, 1, 0, 2, 0xaa, 0xbb], now);
+        assert_eq!(s.poll_event(), Some(Event::GssapiAccept));
+        assert_eq!(s.gssapi_token_piece(), Some(&[0xaa, 0xbb][..]));
+        s.handle_gssapi_established(&policy, principal, 1, now)
+            .unwrap();
+        assert_eq!(s.user(), Some(principal));
+        assert_eq!(s.pending_transmit(), [5, 1, 1, 1, 0, 1]);
+        s.consume_transmit(6);
+        // NEC form asking for confidentiality; the policy grants none.
+        s.handle_input(&policy, &[1, 2, 0, 1, 2], now);
+        assert_eq!(s.pending_transmit(), [1, 2, 0, 1, 0]);
+        assert_eq!(s.gssapi_protection(), Some(ProtectionLevel::None));
+        s.handle_input(&policy, &socks5_connect(&[1, 192, 0, 2, 1], 80)[3..], now);
+        match want {
+            Some(event) => assert_eq!(s.poll_event(), Some(event)),
+            None => assert!(matches!(
+                s.poll_event(),
+                Some(Event::Closed(Close::Denied(_)))
+            )),
+        }
+    }
 }
 
 /// Rules that allow everything, with protected destinations on (own address 203.0.113.5),

@@ -243,11 +243,9 @@ async fn establish(
         }
         let answered = match event {
             Event::Authenticate => login(&mut conn).await,
-            Event::Gssapi => {
+            Event::GssapiAccept | Event::GssapiUnwrapProtection => {
                 // Not offered, so the core never asks; refuse if it ever does.
-                let _ = conn
-                    .session
-                    .handle_gssapi_complete(&conn.policy, false, clock::now());
+                let _ = conn.session.handle_gssapi_failed();
                 Ok(())
             }
             Event::Resolve if conn.session.command() == Some(Command::Bind) => {

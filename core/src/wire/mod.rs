@@ -161,6 +161,7 @@ impl_emit!(
     userpass::UserPassRequest<'_>,
     userpass::UserPassReply,
     gssapi::GssapiMessage<'_>,
+    gssapi::GssapiHeader,
     socks4::Socks4Request<'_>,
     socks4::Socks4Reply,
     socks5::Request<'_>,
