@@ -50,10 +50,11 @@
 //!
 //! **Tokens the caller sends.** `send_gssapi_token(len)`, `handle_gssapi_established(..,
 //! len)` and `send_gssapi_protection(len)` queue only the 4-octet header for a token of `len`
-//! octets: send the queued output, then the token itself, before reading more input (the
-//! session queues nothing else until the client answers). A context that completes with no
-//! output token gets a zero-length token (RFC 1961 §3.4: it tells the client the server is
-//! ready).
+//! octets: send the queued output, then the token itself, then call
+//! [`handle_gssapi_sent`](crate::session::Session::handle_gssapi_sent). Until then the
+//! session answers nothing, so bytes the client pipelined cannot overtake the token. A
+//! context that completes with no output token gets a zero-length token (RFC 1961 §3.4: it
+//! tells the client the server is ready).
 //!
 //! **Pieces.** A piece is valid until the next call that takes input
 //! ([`recv_buffer`](crate::session::Session::recv_buffer), `handle_received`, `handle_input`):

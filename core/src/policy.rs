@@ -333,7 +333,9 @@ impl Default for Timeouts {
 pub struct Policy<'r> {
     /// Methods and versions offered.
     pub authentication: Authentication,
-    /// How GSS-API runs when `authentication` offers it.
+    /// How GSS-API runs when `authentication` offers it (with the `gssapi` feature; without
+    /// it method 1 is never chosen and a policy does not carry this).
+    #[cfg(feature = "gssapi")]
     pub gssapi: GssapiPolicy,
     /// Access rules, applied to every request before resolving and to each resolved
     /// address, and to every UDP datagram; with their
@@ -357,6 +359,7 @@ impl<'r> Policy<'r> {
     pub const fn new(authentication: Authentication, rules: Rules<'r>) -> Self {
         Self {
             authentication,
+            #[cfg(feature = "gssapi")]
             gssapi: GssapiPolicy::DEFAULT,
             rules,
             commands: CommandSet::ANY,

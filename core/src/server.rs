@@ -83,6 +83,7 @@ pub type Octets = heapless::Vec<u8, 255>;
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Config {
     authentication: Authentication,
+    #[cfg(feature = "gssapi")]
     gssapi: GssapiPolicy,
 }
 
@@ -91,14 +92,20 @@ impl Config {
     pub const fn new(authentication: Authentication) -> Self {
         Self {
             authentication,
+            #[cfg(feature = "gssapi")]
             gssapi: GssapiPolicy::DEFAULT,
         }
     }
 
     /// The same handshake, running GSS-API (when `authentication` offers it) by `gssapi`.
+    /// Without the `gssapi` feature there is no GSS-API to run: this does nothing.
     #[must_use]
+    #[cfg_attr(not(feature = "gssapi"), allow(unused_variables, unused_mut))]
     pub const fn with_gssapi(mut self, gssapi: GssapiPolicy) -> Self {
-        self.gssapi = gssapi;
+        #[cfg(feature = "gssapi")]
+        {
+            self.gssapi = gssapi;
+        }
         self
     }
 
@@ -109,7 +116,10 @@ impl Config {
 
     /// How GSS-API runs.
     pub const fn gssapi(&self) -> GssapiPolicy {
-        self.gssapi
+        #[cfg(feature = "gssapi")]
+        return self.gssapi;
+        #[cfg(not(feature = "gssapi"))]
+        GssapiPolicy::DEFAULT
     }
 }
 
@@ -298,17 +308,14 @@ enum State {
     GssapiContext,
     /// The header of the client's protection-level message.
     GssapiProtection,
-    /// The octets of a token, `remaining` still to come.
-    GssapiToken {
-        token: Token,
-        remaining: u16,
-    },
+    /// The octets of a token ([`GssapiProgress::remaining`] still to come).
+    GssapiToken(Token),
     /// The caller runs `gss_accept_sec_context`.
     AwaitGssapiContext,
     /// The caller unwraps the protection-level message.
     AwaitGssapiUnwrap,
-    /// The caller wraps the granted level.
-    AwaitGssapiWrap(ProtectionLevel),
+    /// The caller wraps the granted level ([`GssapiProgress::level`]).
+    AwaitGssapiWrap,
     Socks5Request,
     AwaitResponse,
     AwaitBindPeer,
@@ -324,7 +331,7 @@ impl State {
                 | Self::UserPass
                 | Self::GssapiContext
                 | Self::GssapiProtection
-                | Self::GssapiToken { .. }
+                | Self::GssapiToken(_)
                 | Self::Socks5Request
         )
     }
@@ -334,12 +341,75 @@ impl State {
             self,
             Self::GssapiContext
                 | Self::GssapiProtection
-                | Self::GssapiToken { .. }
+                | Self::GssapiToken(_)
                 | Self::AwaitGssapiContext
                 | Self::AwaitGssapiUnwrap
-                | Self::AwaitGssapiWrap(_)
+                | Self::AwaitGssapiWrap
         )
     }
+}
+
+/// What a server remembers of a GSS-API exchange besides its [`State`]: the octets of the
+/// token being read and the level granted. Kept apart from `State` (which then stays one
+/// octet) and, without the `gssapi` feature, of size zero: a server that cannot choose
+/// method 1 pays nothing for it.
+#[cfg(feature = "gssapi")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+struct GssapiProgress {
+    remaining: u16,
+    level: Option<ProtectionLevel>,
+}
+
+#[cfg(feature = "gssapi")]
+impl GssapiProgress {
+    const fn new() -> Self {
+        Self {
+            remaining: 0,
+            level: None,
+        }
+    }
+
+    const fn remaining(self) -> u16 {
+        self.remaining
+    }
+
+    fn set_remaining(&mut self, remaining: u16) {
+        self.remaining = remaining;
+    }
+
+    const fn level(self) -> Option<ProtectionLevel> {
+        self.level
+    }
+
+    fn set_level(&mut self, level: ProtectionLevel) {
+        self.level = Some(level);
+    }
+}
+
+/// Without the `gssapi` feature method 1 is never chosen, so nothing is ever stored.
+#[cfg(not(feature = "gssapi"))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+struct GssapiProgress;
+
+#[cfg(not(feature = "gssapi"))]
+impl GssapiProgress {
+    const fn new() -> Self {
+        Self
+    }
+
+    const fn remaining(self) -> u16 {
+        0
+    }
+
+    fn set_remaining(&mut self, _: u16) {}
+
+    const fn level(self) -> Option<ProtectionLevel> {
+        None
+    }
+
+    fn set_level(&mut self, _: ProtectionLevel) {}
 }
 
 /// Which token the server is reading.
@@ -377,12 +447,14 @@ fn choose_method(config: &Config, greeting: &MethodRequest<'_>) -> Method {
     let offered = greeting.raw_methods().iter().fold(0u8, |set, &code| {
         set | (1u8.checked_shl(u32::from(code)).unwrap_or(0) & 0b111)
     });
-    let order = match config.gssapi.prefer {
+    let order = match config.gssapi().prefer {
         MethodPreference::Gssapi => [Method::Gssapi, Method::UserPass, Method::NoAuth],
         MethodPreference::Password => [Method::UserPass, Method::Gssapi, Method::NoAuth],
     };
     order
         .into_iter()
+        // Without the `gssapi` feature the server keeps no GSS-API state: never method 1.
+        .filter(|&m| m != Method::Gssapi || cfg!(feature = "gssapi"))
         .find(|&m| offered & (1 << u8::from(m)) != 0 && config.authentication.accepts(m))
         .unwrap_or(Method::NoAcceptable)
 }
@@ -467,7 +539,7 @@ pub struct Server {
     input: InBuffer<MAX_MESSAGE_LEN>,
     output: OutBuffer<OUT_LEN>,
     event: Option<Event>,
-    protection: Option<ProtectionLevel>,
+    gssapi: GssapiProgress,
 }
 
 impl Server {
@@ -482,7 +554,7 @@ impl Server {
             input: InBuffer::default(),
             output: OutBuffer::default(),
             event: None,
-            protection: None,
+            gssapi: GssapiProgress::new(),
         }
     }
 
@@ -498,7 +570,8 @@ impl Server {
             if rest.is_empty() {
                 break;
             }
-            if let State::GssapiToken { token, remaining } = self.state {
+            if let State::GssapiToken(token) = self.state {
+                let remaining = self.gssapi.remaining();
                 // Token octets stream through: the caller copies each piece.
                 let take = rest.len().min(usize::from(remaining));
                 consumed += take;
@@ -593,7 +666,7 @@ impl Server {
                     len: 1,
                 },
             ) => {
-                if !self.config.gssapi.accept_nec {
+                if !self.config.gssapi().accept_nec {
                     return Err(self.fail_gssapi(GssapiError::NecRefused));
                 }
                 self.read_token(Token::Nec, 1);
@@ -623,10 +696,8 @@ impl Server {
             // No octets to stream: the token is complete with an empty last piece.
             let _ = self.on_token(token, None, 0, 0);
         } else {
-            self.state = State::GssapiToken {
-                token,
-                remaining: len,
-            };
+            self.gssapi.set_remaining(len);
+            self.state = State::GssapiToken(token);
         }
     }
 
@@ -639,10 +710,8 @@ impl Server {
         left: u16,
     ) -> Result<(), ServerError> {
         if left > 0 {
-            self.state = State::GssapiToken {
-                token,
-                remaining: left,
-            };
+            self.gssapi.set_remaining(left);
+            self.state = State::GssapiToken(token);
             self.event = Some(Event::GssapiPiece { len: take });
             return Ok(());
         }
@@ -677,7 +746,7 @@ impl Server {
             return Err(GssapiError::UnknownProtectionLevel(octet));
         }
         self.config
-            .gssapi
+            .gssapi()
             .protection
             .grant(requested)
             .ok_or(GssapiError::ProtectionRefused(requested))
@@ -685,7 +754,7 @@ impl Server {
 
     /// The protection level is agreed: the request follows.
     fn protected(&mut self, level: ProtectionLevel) {
-        self.protection = Some(level);
+        self.gssapi.set_level(level);
         self.state = State::Socks5Request;
         self.event = Some(Event::GssapiProtected(level));
     }
@@ -832,7 +901,7 @@ impl Server {
     pub fn gssapi_failed(&mut self) -> Result<(), UnexpectedCall> {
         if !matches!(
             self.state,
-            State::AwaitGssapiContext | State::AwaitGssapiUnwrap | State::AwaitGssapiWrap(_)
+            State::AwaitGssapiContext | State::AwaitGssapiUnwrap | State::AwaitGssapiWrap
         ) {
             return Err(UnexpectedCall);
         }
@@ -858,7 +927,8 @@ impl Server {
         };
         Ok(match granted {
             Ok(level) => {
-                self.state = State::AwaitGssapiWrap(level);
+                self.gssapi.set_level(level);
+                self.state = State::AwaitGssapiWrap;
                 Ok(level)
             }
             Err(e) => Err(self.fail_gssapi(e)),
@@ -871,7 +941,7 @@ impl Server {
     /// Errors (nothing changed): no granted level waits to be sent, or `len` is more than
     /// 65,535.
     pub fn send_gssapi_protection(&mut self, len: usize) -> Result<(), UnexpectedCall> {
-        let State::AwaitGssapiWrap(level) = self.state else {
+        let (State::AwaitGssapiWrap, Some(level)) = (self.state, self.gssapi.level()) else {
             return Err(UnexpectedCall);
         };
         let header = GssapiHeader::new(GssapiMessageType::Protection, len).ok_or(UnexpectedCall)?;
@@ -940,7 +1010,11 @@ impl Server {
 
     /// The GSS-API protection level, once agreed.
     pub const fn protection(&self) -> Option<ProtectionLevel> {
-        self.protection
+        match self.state {
+            // Granted, not yet sent.
+            State::AwaitGssapiWrap => None,
+            _ => self.gssapi.level(),
+        }
     }
 
     /// The requested command, once the request has arrived.

@@ -27,8 +27,8 @@
 //! |---|---|---|
 //! | [`Authenticate`](Event::Authenticate) | checks [`credentials`](Session::credentials) | [`handle_auth`](Session::handle_auth) |
 //! | [`GssapiPiece`](Event::GssapiPiece) | appends [`gssapi_token_piece`](Session::gssapi_token_piece) to the client's token | — |
-//! | [`GssapiAccept`](Event::GssapiAccept) | appends the last piece, accepts the context token | [`send_gssapi_token`](Session::send_gssapi_token), [`handle_gssapi_established`](Session::handle_gssapi_established) or [`handle_gssapi_failed`](Session::handle_gssapi_failed) |
-//! | [`GssapiUnwrapProtection`](Event::GssapiUnwrapProtection) | appends the last piece, unwraps it | [`handle_gssapi_protection`](Session::handle_gssapi_protection), then [`send_gssapi_protection`](Session::send_gssapi_protection) |
+//! | [`GssapiAccept`](Event::GssapiAccept) | appends the last piece, accepts the context token | [`send_gssapi_token`](Session::send_gssapi_token) or [`handle_gssapi_established`](Session::handle_gssapi_established), sends its token, [`handle_gssapi_sent`](Session::handle_gssapi_sent); or [`handle_gssapi_failed`](Session::handle_gssapi_failed) |
+//! | [`GssapiUnwrapProtection`](Event::GssapiUnwrapProtection) | appends the last piece, unwraps it | [`handle_gssapi_protection`](Session::handle_gssapi_protection), then [`send_gssapi_protection`](Session::send_gssapi_protection), sends its token, `handle_gssapi_sent` |
 //! | [`GssapiProtected`](Event::GssapiProtected) | switches to §5: [`take_encapsulated_input`](Session::take_encapsulated_input) | [`handle_input`](Session::handle_input) with unwrapped plaintext from now on |
 //! | [`Resolve`](Event::Resolve) | resolves [`destination`](Session::destination)'s name | [`handle_resolved`](Session::handle_resolved) or [`handle_failure`](Session::handle_failure) |
 //! | [`Connect`](Event::Connect) | connects | [`handle_opened`](Session::handle_opened) with the local address, or `handle_failure` |
@@ -179,6 +179,8 @@ enum Phase {
     GssapiUnwrap,
     /// The driver wraps the granted level.
     GssapiWrap,
+    /// The driver sends its token after the queued header.
+    GssapiSending,
     /// Protection agreed: the driver takes the still-encapsulated input.
     GssapiSwitch,
     Resolving,
@@ -539,19 +541,39 @@ impl<const N: usize> Session<N> {
 
     /// Answers [`Event::GssapiAccept`] when `gss_accept_sec_context` needs another round:
     /// queues the header of the driver's output token of `len` octets. Send the queued
-    /// output, then the token itself; the session then reads the client's next token.
+    /// output, then the token itself, then call [`handle_gssapi_sent`](Self::handle_gssapi_sent);
+    /// the session then reads the client's next token.
     ///
     /// Errors (nothing changed): no context token awaits an answer, or `len` > 65,535.
-    pub fn send_gssapi_token(
-        &mut self,
-        policy: &Policy<'_>,
-        len: usize,
-        now: Instant,
-    ) -> Result<(), UnexpectedCall> {
+    pub fn send_gssapi_token(&mut self, len: usize) -> Result<(), UnexpectedCall> {
         if self.phase != Phase::GssapiAccept {
             return Err(UnexpectedCall);
         }
         self.server.send_gssapi_token(len)?;
+        self.sending();
+        Ok(())
+    }
+
+    /// Waits for [`handle_gssapi_sent`](Self::handle_gssapi_sent): input the client
+    /// pipelined must not be answered before the driver's token is out.
+    fn sending(&mut self) {
+        self.held = Held::None;
+        self.phase = Phase::GssapiSending;
+    }
+
+    /// Reports that the driver sent its token (after the output queued with its header by
+    /// [`send_gssapi_token`](Self::send_gssapi_token),
+    /// [`handle_gssapi_established`](Self::handle_gssapi_established) or
+    /// [`send_gssapi_protection`](Self::send_gssapi_protection)): the session goes on with
+    /// the client's input, buffered or to come.
+    pub fn handle_gssapi_sent(
+        &mut self,
+        policy: &Policy<'_>,
+        now: Instant,
+    ) -> Result<(), UnexpectedCall> {
+        if self.phase != Phase::GssapiSending {
+            return Err(UnexpectedCall);
+        }
         self.resume(policy, now);
         Ok(())
     }
@@ -561,7 +583,8 @@ impl<const N: usize> Session<N> {
     /// session's [`user`](Self::user) for the rules, limits and records, and the header of
     /// the driver's last output token of `len` octets is queued (0 when there is none: an
     /// empty token tells the client the server is ready, RFC 1961 §3.4). Send the queued
-    /// output, then the token; the protection-level negotiation follows.
+    /// output, then the token, then call [`handle_gssapi_sent`](Self::handle_gssapi_sent);
+    /// the protection-level negotiation follows.
     ///
     /// A principal longer than 255 octets cannot be a user: the abort message is queued and
     /// the session closes with [`GssapiError::PrincipalTooLong`].
@@ -569,10 +592,8 @@ impl<const N: usize> Session<N> {
     /// Errors (nothing changed): no context token awaits an answer, or `len` > 65,535.
     pub fn handle_gssapi_established(
         &mut self,
-        policy: &Policy<'_>,
         principal: &[u8],
         len: usize,
-        now: Instant,
     ) -> Result<(), UnexpectedCall> {
         if self.phase != Phase::GssapiAccept || len > usize::from(u16::MAX) {
             return Err(UnexpectedCall);
@@ -584,7 +605,7 @@ impl<const N: usize> Session<N> {
         };
         self.server.gssapi_established(len)?;
         self.user = Some(name);
-        self.resume(policy, now);
+        self.sending();
         Ok(())
     }
 
@@ -634,21 +655,17 @@ impl<const N: usize> Session<N> {
     }
 
     /// Queues the header of the driver's wrapped level octet (`len` octets): send the queued
-    /// output, then the token. With a level that encapsulates,
-    /// [`Event::GssapiProtected`] follows; with none, the request is read as usual.
+    /// output, then the token, then call [`handle_gssapi_sent`](Self::handle_gssapi_sent).
+    /// With a level that encapsulates, [`Event::GssapiProtected`] follows; with none, the
+    /// request is read as usual.
     ///
     /// Errors (nothing changed): no granted level waits, or `len` > 65,535.
-    pub fn send_gssapi_protection(
-        &mut self,
-        policy: &Policy<'_>,
-        len: usize,
-        now: Instant,
-    ) -> Result<(), UnexpectedCall> {
+    pub fn send_gssapi_protection(&mut self, len: usize) -> Result<(), UnexpectedCall> {
         if self.phase != Phase::GssapiWrap {
             return Err(UnexpectedCall);
         }
         self.server.send_gssapi_protection(len)?;
-        self.resume(policy, now);
+        self.sending();
         Ok(())
     }
 
@@ -884,6 +901,7 @@ impl<const N: usize> Session<N> {
             | Phase::GssapiAccept
             | Phase::GssapiUnwrap
             | Phase::GssapiWrap
+            | Phase::GssapiSending
             | Phase::GssapiSwitch => {
                 self.close(Close::HandshakeTimeout);
             }
@@ -1040,5 +1058,8 @@ impl<const N: usize> Session<N> {
 
 /// The handshake a policy asks for.
 fn server_config(policy: &Policy<'_>) -> server::Config {
-    server::Config::new(policy.authentication).with_gssapi(policy.gssapi)
+    let config = server::Config::new(policy.authentication);
+    #[cfg(feature = "gssapi")]
+    let config = config.with_gssapi(policy.gssapi);
+    config
 }

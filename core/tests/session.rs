@@ -466,11 +466,12 @@ fn gssapi_principal_is_the_user_the_rules_match() {
         s.handle_input(&policy, &[5, 1, 1, 1, 1, 0, 2, 0xaa, 0xbb], now);
         assert_eq!(s.poll_event(), Some(Event::GssapiAccept));
         assert_eq!(s.gssapi_token_piece(), Some(&[0xaa, 0xbb][..]));
-        s.handle_gssapi_established(&policy, principal, 1, now)
-            .unwrap();
+        s.handle_gssapi_established(principal, 1).unwrap();
         assert_eq!(s.user(), Some(principal));
         assert_eq!(s.pending_transmit(), [5, 1, 1, 1, 0, 1]);
         s.consume_transmit(6);
+        // The driver sends its one-octet token, then the session goes on.
+        s.handle_gssapi_sent(&policy, now).unwrap();
         // NEC form asking for confidentiality; the policy grants none.
         s.handle_input(&policy, &[1, 2, 0, 1, 2], now);
         assert_eq!(s.pending_transmit(), [1, 2, 0, 1, 0]);
@@ -816,4 +817,550 @@ fn transport_authentication_only_before_input_and_reset_forgets_it() {
     // Back to the policy: a password is required again.
     s.handle_input(&policy, &[5, 1, 0], now);
     assert!(matches!(s.poll_event(), Some(Event::Closed(_))));
+}
+
+// ---- GSS-API (RFC 1961) ----------------------------------------------------------------------
+
+/// A stand-in for a GSS-API mechanism, enough to tell wrapped from unwrapped and to fail an
+/// integrity check: `wrap(data)` is `5A data sum`, `unwrap` checks both.
+mod toy {
+    pub(crate) fn wrap(data: &[u8]) -> Vec<u8> {
+        let sum = data.iter().fold(0u8, |a, &b| a.wrapping_add(b));
+        let mut v = vec![0x5a];
+        v.extend_from_slice(data);
+        v.push(sum);
+        v
+    }
+
+    pub(crate) fn unwrap(token: &[u8]) -> Option<Vec<u8>> {
+        let (&marker, rest) = token.split_first()?;
+        let (&sum, data) = rest.split_last()?;
+        (marker == 0x5a && data.iter().fold(0u8, |a, &b| a.wrapping_add(b)) == sum)
+            .then(|| data.to_vec())
+    }
+
+    /// A §5 message: header and wrapped token.
+    pub(crate) fn encapsulate(data: &[u8]) -> Vec<u8> {
+        let token = wrap(data);
+        let mut v = socksgate_core::gssapi::encapsulation_header(token.len())
+            .unwrap()
+            .to_vec();
+        v.extend_from_slice(&token);
+        v
+    }
+
+    /// An RFC 1961 message.
+    pub(crate) fn message(kind: u8, token: &[u8]) -> Vec<u8> {
+        let mut v = vec![1, kind];
+        v.extend_from_slice(&u16::try_from(token.len()).unwrap().to_be_bytes());
+        v.extend_from_slice(token);
+        v
+    }
+}
+
+/// How the test's driver runs its side of GSS-API.
+#[derive(Clone, Copy, Debug)]
+struct Mech {
+    /// Context tokens answered with "continue" before the context is established.
+    rounds: usize,
+    /// Length of each output token.
+    out_len: usize,
+    principal: &'static [u8],
+    /// The accept step that fails (1-based), if any.
+    fail_at: Option<usize>,
+}
+
+const ALICE: Mech = Mech {
+    rounds: 0,
+    out_len: 96,
+    principal: b"alice@EXAMPLE.ORG",
+    fail_at: None,
+};
+
+#[derive(Debug, PartialEq, Eq)]
+struct GssRun {
+    events: Vec<Event>,
+    /// The client's tokens as the driver reassembled them.
+    tokens: Vec<Vec<u8>>,
+    /// Everything sent, wrapped where protection applies.
+    output: Vec<u8>,
+    user: Option<Vec<u8>>,
+    protection: Option<socksgate_core::wire::gssapi::ProtectionLevel>,
+    /// After the handshake: the client's first plaintext.
+    payload: Vec<u8>,
+}
+
+/// Drives a session through GSS-API over the client's `input` (read `chunk` octets at a
+/// time), answering with `mech` and the toy wrap, decapsulating after the negotiation, and
+/// connecting every CONNECT.
+fn drive_gss(policy: &Policy<'_>, input: &[u8], chunk: usize, mech: Mech) -> GssRun {
+    use socksgate_core::gssapi::Decapsulator;
+    let mut now = Instant::from_millis(0);
+    let mut s = Session::<64>::new(policy, CLIENT.parse().unwrap(), now);
+    let mut run = GssRun {
+        events: vec![],
+        tokens: vec![],
+        output: vec![],
+        user: None,
+        protection: None,
+        payload: vec![],
+    };
+    let (mut token, mut wrapped, mut plain) = (vec![], vec![], vec![]);
+    let mut decoder: Option<Decapsulator> = None;
+    let mut accepts = 0;
+    let mut rest = input;
+    let decode =
+        |d: &mut Decapsulator, mut raw: &[u8], wrapped: &mut Vec<u8>, plain: &mut Vec<u8>| {
+            while !raw.is_empty() {
+                let (n, piece) = d.decode(raw).expect("a well-formed §5 stream");
+                raw = &raw[n..];
+                if let Some(p) = piece {
+                    wrapped.extend_from_slice(p.bytes);
+                    if p.last {
+                        plain.extend(toy::unwrap(&std::mem::take(wrapped)).expect("intact"));
+                    }
+                }
+            }
+        };
+    let flush = |s: &mut Session<64>, out: &mut Vec<u8>, protected: bool| {
+        let pending = s.pending_transmit().to_vec();
+        s.consume_transmit(pending.len());
+        if protected && !pending.is_empty() {
+            out.extend(toy::encapsulate(&pending));
+        } else {
+            out.extend(pending);
+        }
+    };
+    for _ in 0..100_000 {
+        while let Some(event) = s.poll_event() {
+            match event {
+                Event::GssapiPiece => {
+                    token.extend_from_slice(s.gssapi_token_piece().unwrap());
+                    continue;
+                }
+                Event::GssapiAccept => {
+                    token.extend_from_slice(s.gssapi_token_piece().unwrap());
+                    run.tokens.push(std::mem::take(&mut token));
+                    accepts += 1;
+                    let owed = vec![0xb0; mech.out_len];
+                    if mech.fail_at == Some(accepts) {
+                        s.handle_gssapi_failed().unwrap();
+                    } else if accepts <= mech.rounds {
+                        s.send_gssapi_token(owed.len()).unwrap();
+                    } else {
+                        s.handle_gssapi_established(mech.principal, owed.len())
+                            .unwrap();
+                    }
+                    flush(&mut s, &mut run.output, false);
+                    if !s.is_closed() {
+                        run.output.extend(owed);
+                        s.handle_gssapi_sent(policy, now).unwrap();
+                    }
+                }
+                Event::GssapiUnwrapProtection => {
+                    token.extend_from_slice(s.gssapi_token_piece().unwrap());
+                    let t = std::mem::take(&mut token);
+                    run.tokens.push(t.clone());
+                    match toy::unwrap(&t) {
+                        None => s.handle_gssapi_failed().unwrap(),
+                        Some(level) => {
+                            if let Some(granted) = s.handle_gssapi_protection(&level).unwrap() {
+                                let w = toy::wrap(&[granted.into()]);
+                                s.send_gssapi_protection(w.len()).unwrap();
+                                flush(&mut s, &mut run.output, false);
+                                run.output.extend(w);
+                                s.handle_gssapi_sent(policy, now).unwrap();
+                            }
+                        }
+                    }
+                }
+                Event::GssapiProtected(level) => {
+                    assert!(level.encapsulates());
+                    // The last unprotected output, then §5 both ways.
+                    flush(&mut s, &mut run.output, false);
+                    let raw = s.take_encapsulated_input().to_vec();
+                    let mut d = Decapsulator::new();
+                    decode(&mut d, &raw, &mut wrapped, &mut plain);
+                    decoder = Some(d);
+                }
+                Event::Connect(_) => s
+                    .handle_opened(policy, BOUND.parse().unwrap(), now)
+                    .unwrap(),
+                Event::Established | Event::Closed(_) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+            run.events.push(event);
+        }
+        flush(&mut s, &mut run.output, decoder.is_some());
+        if s.is_established() || s.is_closed() {
+            break;
+        }
+        match decoder.as_mut() {
+            Some(d) if plain.is_empty() => {
+                if rest.is_empty() {
+                    break;
+                }
+                let n = chunk.min(rest.len());
+                decode(d, &rest[..n], &mut wrapped, &mut plain);
+                rest = &rest[n..];
+            }
+            Some(_) => {
+                let n = s.handle_input(policy, &plain[..chunk.min(plain.len())], now);
+                plain.drain(..n);
+            }
+            None => {
+                if rest.is_empty() {
+                    // The client stopped: let the handshake deadline pass.
+                    now = now + Duration::from_secs(60);
+                    s.handle_timeout(now);
+                    continue;
+                }
+                let n = s.handle_input(policy, &rest[..chunk.min(rest.len())], now);
+                rest = &rest[n..];
+            }
+        }
+    }
+    run.user = s.user().map(<[u8]>::to_vec);
+    run.protection = s.gssapi_protection();
+    run.payload = s.payload().to_vec();
+    if let Some(d) = decoder.as_mut() {
+        decode(d, rest, &mut wrapped, &mut plain);
+    }
+    run.payload.extend(plain);
+    run
+}
+
+/// Runs `input` whole and in chunks of 1, 3 and 100 octets: every run must be the same.
+fn gss_runs(policy: &Policy<'_>, input: &[u8], mech: Mech) -> GssRun {
+    let whole = drive_gss(policy, input, usize::MAX, mech);
+    for chunk in [1, 3, 100] {
+        assert_eq!(
+            drive_gss(policy, input, chunk, mech),
+            whole,
+            "chunks of {chunk}"
+        );
+    }
+    whole
+}
+
+fn gss_policy(
+    levels: socksgate_core::policy::ProtectionLevels,
+    accept_nec: bool,
+) -> Policy<'static> {
+    Policy {
+        gssapi: socksgate_core::policy::GssapiPolicy {
+            protection: levels,
+            accept_nec,
+            ..socksgate_core::policy::GssapiPolicy::DEFAULT
+        },
+        ..Policy::new(
+            Authentication::Required {
+                password: false,
+                gssapi: true,
+            },
+            Rules::new(&[], Action::Allow),
+        )
+    }
+}
+
+const CONNECT_REQ: [u8; 10] = [5, 1, 0, 1, 192, 0, 2, 1, 0, 80];
+
+/// The reply a CONNECT gets (BND = [`BOUND`]).
+fn connect_reply() -> Vec<u8> {
+    vec![5, 0, 0, 1, 198, 51, 100, 1, 0x15, 0xb3]
+}
+
+#[test]
+fn gssapi_protected_form_with_long_tokens_encapsulates_request_reply_and_payload() {
+    use socksgate_core::policy::ProtectionLevels;
+    use socksgate_core::wire::gssapi::ProtectionLevel;
+    let policy = gss_policy(ProtectionLevels::ALL, false);
+    let first: Vec<u8> = (0..12_000u32).map(|i| (i % 251) as u8).collect();
+    let second: Vec<u8> = (0..65_535u32).map(|i| (i % 241) as u8).collect();
+    for (asked, granted) in [
+        (ProtectionLevel::Integrity, ProtectionLevel::Integrity),
+        (
+            ProtectionLevel::Confidentiality,
+            ProtectionLevel::Confidentiality,
+        ),
+        (ProtectionLevel::Selective, ProtectionLevel::Confidentiality),
+    ] {
+        let mut input = vec![5, 1, 1];
+        input.extend(toy::message(1, &first));
+        input.extend(toy::message(1, &second));
+        input.extend(toy::message(2, &toy::wrap(&[asked.into()])));
+        // The request and the first payload in one wrapped token, more payload in another.
+        let mut req = CONNECT_REQ.to_vec();
+        req.extend_from_slice(b"GET /");
+        input.extend(toy::encapsulate(&req));
+        input.extend(toy::encapsulate(b" HTTP/1.0"));
+        let mech = Mech { rounds: 1, ..ALICE };
+        let run = gss_runs(&policy, &input, mech);
+        assert_eq!(
+            run.tokens,
+            [first.clone(), second.clone(), toy::wrap(&[asked.into()])]
+        );
+        assert_eq!(run.user.as_deref(), Some(&b"alice@EXAMPLE.ORG"[..]));
+        assert_eq!(run.protection, Some(granted));
+        assert_eq!(
+            run.events,
+            [
+                Event::GssapiAccept,
+                Event::GssapiAccept,
+                Event::GssapiUnwrapProtection,
+                Event::GssapiProtected(granted),
+                Event::Connect(Some("192.0.2.1:80".parse().unwrap())),
+                Event::Established,
+            ]
+        );
+        let mut want = vec![5, 1];
+        for _ in 0..2 {
+            want.extend_from_slice(&[1, 1, 0, 96]);
+            want.extend([0xb0; 96]);
+        }
+        let w = toy::wrap(&[granted.into()]);
+        want.extend(toy::message(2, &w));
+        want.extend(toy::encapsulate(&connect_reply()));
+        assert_eq!(run.output, want, "{asked}");
+        assert_eq!(run.payload, b"GET / HTTP/1.0");
+    }
+}
+
+#[test]
+fn gssapi_levels_granted_in_both_forms() {
+    use socksgate_core::policy::ProtectionLevels;
+    use socksgate_core::wire::gssapi::ProtectionLevel::{self, Confidentiality, Integrity};
+    let none = ProtectionLevel::None;
+    let integrity_only = ProtectionLevels::only(Integrity);
+    let strong = ProtectionLevels {
+        none: false,
+        ..ProtectionLevels::ALL
+    };
+    for (levels, asked, granted) in [
+        (ProtectionLevels::ALL, none, Some(none)),
+        (ProtectionLevels::ALL, Integrity, Some(Integrity)),
+        (ProtectionLevels::only(none), Confidentiality, Some(none)),
+        (integrity_only, Confidentiality, Some(Integrity)),
+        (integrity_only, none, None),
+        (strong, none, None),
+    ] {
+        for nec in [false, true] {
+            let policy = gss_policy(levels, true);
+            let mut input = vec![5, 1, 1];
+            input.extend(toy::message(1, b"ticket"));
+            let protection = if nec {
+                vec![u8::from(asked)]
+            } else {
+                toy::wrap(&[asked.into()])
+            };
+            input.extend(toy::message(2, &protection));
+            let request = match granted {
+                Some(level) if level.encapsulates() => toy::encapsulate(&CONNECT_REQ),
+                _ => CONNECT_REQ.to_vec(),
+            };
+            input.extend(&request);
+            let run = gss_runs(&policy, &input, ALICE);
+            let what = format!("{levels:?} asked {asked} nec {nec}");
+            assert_eq!(run.protection, granted, "{what}");
+            let mut want = vec![5, 1, 1, 1, 0, 96];
+            want.extend([0xb0; 96]);
+            match granted {
+                None => {
+                    let refused = Event::Closed(Close::Gssapi(
+                        socksgate_core::gssapi::GssapiError::ProtectionRefused(asked),
+                    ));
+                    assert_eq!(run.events.last(), Some(&refused), "{what}");
+                    want.extend([1, 0xff]);
+                }
+                Some(level) => {
+                    assert_eq!(run.events.last(), Some(&Event::Established), "{what}");
+                    let answer = if nec {
+                        vec![u8::from(level)]
+                    } else {
+                        toy::wrap(&[level.into()])
+                    };
+                    want.extend(toy::message(2, &answer));
+                    if level.encapsulates() {
+                        want.extend(toy::encapsulate(&connect_reply()));
+                    } else {
+                        want.extend(connect_reply());
+                    }
+                }
+            }
+            assert_eq!(run.output, want, "{what}");
+        }
+    }
+}
+
+#[test]
+fn gssapi_failures_abort_and_close_with_the_cause() {
+    use socksgate_core::gssapi::GssapiError;
+    use socksgate_core::policy::ProtectionLevels;
+    use socksgate_core::wire::WireError;
+    use socksgate_core::wire::gssapi::GssapiMessageType;
+    let policy = gss_policy(ProtectionLevels::ALL, false);
+    let greeting_and_token = |token: &[u8]| {
+        let mut v = vec![5, 1, 1];
+        v.extend(toy::message(1, token));
+        v
+    };
+    let established = |tail: &[u8]| {
+        let mut v = greeting_and_token(b"ticket");
+        v.extend_from_slice(tail);
+        v
+    };
+    let sent_token = {
+        let mut v = vec![5, 1, 1, 1, 0, 96];
+        v.extend([0xb0; 96]);
+        v
+    };
+    let with_abort = |v: &[u8]| {
+        let mut v = v.to_vec();
+        v.extend([1, 0xff]);
+        v
+    };
+    /// What, the client's bytes, the driver, the close, the bytes sent.
+    type Case = (&'static str, Vec<u8>, Mech, Close, Vec<u8>);
+    let cases: Vec<Case> = vec![
+        (
+            "the driver's accept fails",
+            greeting_and_token(b"forged"),
+            Mech {
+                fail_at: Some(1),
+                ..ALICE
+            },
+            Close::Gssapi(GssapiError::Failed),
+            vec![5, 1, 1, 0xff],
+        ),
+        (
+            "the client aborts",
+            vec![5, 1, 1, 1, 0xff],
+            ALICE,
+            Close::Gssapi(GssapiError::Aborted),
+            vec![5, 1],
+        ),
+        (
+            "wrong version",
+            vec![5, 1, 1, 2, 1, 0, 0],
+            ALICE,
+            Close::Gssapi(GssapiError::Malformed(WireError::BadVersion(2))),
+            vec![5, 1, 1, 0xff],
+        ),
+        (
+            "an encapsulated message during context establishment",
+            vec![5, 1, 1, 1, 3, 0, 1, 9],
+            ALICE,
+            Close::Gssapi(GssapiError::UnexpectedMessage(
+                GssapiMessageType::Encapsulated,
+            )),
+            vec![5, 1, 1, 0xff],
+        ),
+        (
+            "a principal longer than 255 octets",
+            greeting_and_token(b"ticket"),
+            Mech {
+                principal: &[b'p'; 256],
+                ..ALICE
+            },
+            Close::Gssapi(GssapiError::PrincipalTooLong),
+            vec![5, 1, 1, 0xff],
+        ),
+        (
+            "a context token where the level belongs",
+            established(&toy::message(1, b"again")),
+            ALICE,
+            Close::Gssapi(GssapiError::UnexpectedMessage(GssapiMessageType::Context)),
+            with_abort(&sent_token),
+        ),
+        (
+            "the NEC form, not accepted",
+            established(&[1, 2, 0, 1, 2]),
+            ALICE,
+            Close::Gssapi(GssapiError::NecRefused),
+            with_abort(&sent_token),
+        ),
+        (
+            "a level message that fails its integrity check",
+            established(&toy::message(2, &[0x5a, 2, 9])),
+            ALICE,
+            Close::Gssapi(GssapiError::Failed),
+            with_abort(&sent_token),
+        ),
+        (
+            "a level message of two octets",
+            established(&toy::message(2, &toy::wrap(&[2, 2]))),
+            ALICE,
+            Close::Gssapi(GssapiError::BadProtectionMessage),
+            with_abort(&sent_token),
+        ),
+        (
+            "an unknown level",
+            established(&toy::message(2, &toy::wrap(&[7]))),
+            ALICE,
+            Close::Gssapi(GssapiError::UnknownProtectionLevel(7)),
+            with_abort(&sent_token),
+        ),
+        (
+            "a token cut short (the client stops sending)",
+            greeting_and_token(&[0xaa; 12_000])[..5_000].to_vec(),
+            ALICE,
+            Close::HandshakeTimeout,
+            vec![5, 1],
+        ),
+        (
+            "the largest length, with nothing after the header",
+            vec![5, 1, 1, 1, 1, 0xff, 0xff],
+            ALICE,
+            Close::HandshakeTimeout,
+            vec![5, 1],
+        ),
+    ];
+    for (what, input, mech, close, output) in cases {
+        let run = gss_runs(&policy, &input, mech);
+        assert_eq!(run.events.last(), Some(&Event::Closed(close)), "{what}");
+        assert_eq!(run.output, output, "{what}");
+        // The principal stays the user once the context is established, for the records.
+        assert_eq!(run.user.is_some(), output.starts_with(&sent_token), "{what}");
+        assert!(!close.to_string().is_empty());
+    }
+}
+
+#[test]
+fn gssapi_method_choice_follows_the_policy() {
+    use socksgate_core::policy::{GssapiPolicy, MethodPreference};
+    let both = Authentication::Required {
+        password: true,
+        gssapi: true,
+    };
+    let now = Instant::from_millis(0);
+    for (authentication, prefer, offer, chosen) in [
+        (both, MethodPreference::Gssapi, &[2u8, 1][..], 1u8),
+        (both, MethodPreference::Password, &[1, 2][..], 2),
+        (both, MethodPreference::Password, &[1][..], 1),
+        (
+            Authentication::PASSWORD,
+            MethodPreference::Gssapi,
+            &[1, 2][..],
+            2,
+        ),
+        (
+            Authentication::PASSWORD,
+            MethodPreference::Gssapi,
+            &[1][..],
+            0xff,
+        ),
+    ] {
+        let policy = Policy {
+            gssapi: GssapiPolicy {
+                prefer,
+                ..GssapiPolicy::DEFAULT
+            },
+            ..Policy::new(authentication, Rules::new(&[], Action::Allow))
+        };
+        let mut s = Session::<64>::new(&policy, CLIENT.parse().unwrap(), now);
+        let mut greeting = vec![5, offer.len() as u8];
+        greeting.extend_from_slice(offer);
+        s.handle_input(&policy, &greeting, now);
+        assert_eq!(s.pending_transmit(), [5, chosen], "{prefer:?} {offer:?}");
+    }
 }
