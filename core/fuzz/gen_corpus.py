@@ -89,8 +89,18 @@ SEEDS = {
         hdr() + SOCKS4_BIND,
         hdr(USER_PASS_ONLY) + b"\x05\x02\x00\x02" + USERPASS + CONNECT_DOM,
         hdr(GSSAPI_ONLY) + b"\x05\x01\x01" + b"\x01\x01\x00\x02\xaa\xbb" + b"\x01\x01\x00\x01\xcc",
-        # All methods, chunks of 2, 3, 5, 7, 11, 13, 17, 19 bytes, transmit sizes 1-4.
-        hdr(ALL, 1, 2, 4, 6, 10, 12, 16, 18, 0, 1, 2, 3) + b"\x05\x02\x00\x02" + USERPASS + LONG_DOM,
+        # GSS-API, NEC accepted (policy octet 8), a 12 KiB context token.
+        hdr(GSSAPI_ONLY, 8) + b"\x05\x01\x01" + b"\x01\x01\x30\x00" + b"\xa1" * 0x3000,
+        # All methods, default GSS-API policy, chunks of 2, 3, 5, 7, 11, 13, 17, 19 bytes,
+        # transmit sizes 1-4.
+        hdr(ALL, 0, 1, 2, 4, 6, 10, 12, 16, 18, 0, 1, 2, 3) + b"\x05\x02\x00\x02" + USERPASS + LONG_DOM,
+    ],
+    # [number of chunk sizes, sizes…, §5 stream…]
+    "gssapi_stream": [
+        b"\x00" + b"\x01\x03\x00\x03abc" + b"\x01\x03\x00\x00",
+        b"\x02\x02\x06" + b"\x01\x03\x01\x2c" + bytes(range(256)) + bytes(44) + b"\x01\xff",
+        b"\x01\x00" + b"\x01\x03\x00\x01x" + b"\x01\x01\x00\x00",
+        b"\x00" + b"\x02\x03\x00\x00",
     ],
     "client_chunks": [
         # SOCKS5 CONNECT 0.0.0.0:0, no credentials.
@@ -102,6 +112,10 @@ SEEDS = {
         + b"\x05\x02\x01\x00" + REPLY_V4,
         # SOCKS5 BIND (command 2 = 3 ^ 1): two replies.
         hdr(0, 3) + b"\x05\x00" + REPLY_V4 + REPLY_V6,
+        # SOCKS5 GSS-API, NEC form asking for confidentiality (last header octet 5): the
+        # proxy's token, its NEC answer, then the (unwrapped) reply.
+        hdr(0, 0, 0, 0, 0, 0, 127, 0, 0, 1, 0, 80, 0, *([0] * 12), 5)
+        + b"\x05\x01" + b"\x01\x01\x00\x02\xaa\xbb" + b"\x01\x02\x00\x01\x02" + REPLY_V4,
         # SOCKS4 CONNECT 0.0.0.0:0.
         hdr(1) + S4_GRANTED,
         hdr(1) + S4_VN4 + b"data",

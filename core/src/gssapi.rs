@@ -85,6 +85,31 @@
 //! (complete, with the last token's length if `gss_init_sec_context` produced one) or
 //! [`gssapi_failed`](crate::client::Client::gssapi_failed).
 
+//!
+//! # Contracts
+//!
+//! * **`consumed`.** [`Decapsulator::decode`] and [`Client::feed`](crate::client::Client::feed)
+//!   return how many input octets they took; the rest is the caller's to offer again. Both
+//!   stop right after a token piece, so a piece is always the *last* octets taken (the client
+//!   events say how many). A partial header is held inside and counts as taken. The session
+//!   takes its input through `recv_buffer`/`handle_received` or `handle_input` as before.
+//! * **When to poll.** After every input call and every answer, poll events until there are
+//!   none and send the queued output; the GSS-API answers that queue a header
+//!   (`send_gssapi_token`, `handle_gssapi_established`, `send_gssapi_protection`, and the
+//!   client's `send_gssapi_token`, `gssapi_established(Some(_))`, `send_gssapi_protection`)
+//!   want the token written right after that output. The session additionally waits for
+//!   [`handle_gssapi_sent`](crate::session::Session::handle_gssapi_sent).
+//! * **Splits.** Events (other than how many `GssapiPiece`s a token takes), the tokens
+//!   reassembled from the pieces, output and outcome are the same however the input is split.
+//! * **UDP.** With a level that encapsulates, each datagram from the client is
+//!   [`decapsulate_datagram`]d and unwrapped before [`udp::Association`](crate::udp::Association)
+//!   sees it (the plaintext is the RFC 1928 UDP header and data), and each datagram to the
+//!   client is wrapped and [`encapsulate_datagram`]d after the association built it.
+//! * **Nothing panics**, whatever the peer sends: oversized lengths cannot exist (LEN is
+//!   16 bits and nothing is buffered), a truncated token only leaves the machine waiting
+//!   (until the handshake deadline), a wrong version or message type closes with its
+//!   [`GssapiError`].
+
 use core::fmt;
 
 use crate::wire::gssapi::{GssapiHeader, GssapiMessage, GssapiMessageType};

@@ -706,3 +706,443 @@ proptest! {
         }
     }
 }
+
+// ---- GSS-API (RFC 1961): the client and the server state machines together ----------------
+
+mod gss {
+    //! A toy mechanism (`wrap(d) = 5A d sum`) and a GSS-API client and server talking over
+    //! two in-memory pipes, each side decapsulating (§5) once its protection level says so.
+
+    use socksgate_core::client::{Client, ClientError, ClientEvent};
+    use socksgate_core::gssapi::{Decapsulator, encapsulation_header};
+    use socksgate_core::server::{Event, Server, ServerError};
+    use socksgate_core::wire::gssapi::ProtectionLevel;
+
+    pub(crate) fn wrap(data: &[u8]) -> Vec<u8> {
+        let sum = data.iter().fold(0u8, |a, &b| a.wrapping_add(b));
+        let mut v = vec![0x5a];
+        v.extend_from_slice(data);
+        v.push(sum);
+        v
+    }
+
+    pub(crate) fn unwrap(token: &[u8]) -> Option<Vec<u8>> {
+        let (&marker, rest) = token.split_first()?;
+        let (&sum, data) = rest.split_last()?;
+        (marker == 0x5a && data.iter().fold(0u8, |a, &b| a.wrapping_add(b)) == sum)
+            .then(|| data.to_vec())
+    }
+
+    fn encapsulate(data: &[u8]) -> Vec<u8> {
+        let token = wrap(data);
+        let mut v = encapsulation_header(token.len()).unwrap().to_vec();
+        v.extend_from_slice(&token);
+        v
+    }
+
+    /// One side's receiving end: raw bytes, or §5 messages unwrapped into plaintext.
+    #[derive(Default)]
+    struct Inbox {
+        raw: Vec<u8>,
+        decoder: Option<Decapsulator>,
+        wrapped: Vec<u8>,
+        plain: Vec<u8>,
+    }
+
+    impl Inbox {
+        /// Moves up to `chunk` raw octets along; returns the octets the machine may read.
+        fn readable(&mut self, chunk: usize) -> Vec<u8> {
+            let Some(d) = self.decoder.as_mut() else {
+                return self.raw[..chunk.min(self.raw.len())].to_vec();
+            };
+            let take = chunk.min(self.raw.len());
+            let mut input: &[u8] = &self.raw[..take];
+            while !input.is_empty() {
+                let (n, piece) = d.decode(input).expect("well-formed §5");
+                input = &input[n..];
+                if let Some(p) = piece {
+                    self.wrapped.extend_from_slice(p.bytes);
+                    if p.last {
+                        self.plain
+                            .extend(unwrap(&std::mem::take(&mut self.wrapped)).expect("intact"));
+                    }
+                }
+            }
+            self.raw.drain(..take);
+            self.plain.clone()
+        }
+
+        fn consumed(&mut self, n: usize) {
+            match self.decoder {
+                Some(_) => drop(self.plain.drain(..n)),
+                None => drop(self.raw.drain(..n)),
+            }
+        }
+    }
+
+    /// What a conversation came to.
+    #[derive(Debug, PartialEq, Eq)]
+    pub(crate) struct Outcome {
+        pub(crate) client: Result<Option<ProtectionLevel>, ClientError>,
+        pub(crate) server: Result<Option<ProtectionLevel>, ServerError>,
+        /// The tokens each side reassembled from the other's pieces.
+        pub(crate) client_saw: Vec<Vec<u8>>,
+        pub(crate) server_saw: Vec<Vec<u8>>,
+        pub(crate) request: Option<String>,
+        pub(crate) established: bool,
+    }
+
+    /// Runs `client` against `server`: the client's context tokens are `client_tokens` (its
+    /// context completes after the last), the server answers each with a token of
+    /// `server_len` octets and completes with the last. Each side reads `chunk` octets at a
+    /// time.
+    pub(crate) fn converse(
+        mut client: Client,
+        mut server: Server,
+        client_tokens: &[Vec<u8>],
+        server_len: usize,
+        chunk: usize,
+    ) -> Outcome {
+        let (mut to_server, mut to_client) = (Inbox::default(), Inbox::default());
+        let mut out = Outcome {
+            client: Ok(None),
+            server: Ok(None),
+            client_saw: vec![],
+            server_saw: vec![],
+            request: None,
+            established: false,
+        };
+        let (mut c_token, mut s_token) = (vec![], vec![]);
+        let mut next_token = 0;
+        let mut client_protected = false;
+        let mut server_protected = false;
+        let mut buf = [0u8; 600];
+        // The side's queued output, wrapped once protected, onto the pipe.
+        let send = |inbox: &mut Inbox, bytes: &[u8], protected: bool| {
+            if protected && !bytes.is_empty() {
+                inbox.raw.extend(encapsulate(bytes));
+            } else {
+                inbox.raw.extend_from_slice(bytes);
+            }
+        };
+        for _ in 0..200_000 {
+            let mut moved = false;
+            // Client: transmit, read, answer.
+            let n = client.poll_transmit(&mut buf);
+            send(&mut to_server, &buf[..n], client_protected);
+            moved |= n > 0;
+            if out.client.is_ok() && !client.is_established() {
+                let before = to_client.raw.len();
+                let input = to_client.readable(chunk);
+                moved |= to_client.raw.len() != before;
+                match client.feed(&input) {
+                    Ok(n) => {
+                        to_client.consumed(n);
+                        moved |= n > 0;
+                        while let Some(event) = client.poll_event() {
+                            moved = true;
+                            let mut owed = vec![];
+                            match event {
+                                ClientEvent::GssapiPiece { len } => {
+                                    c_token.extend_from_slice(&input[n - len..n]);
+                                }
+                                ClientEvent::GssapiInit | ClientEvent::GssapiContinue { .. } => {
+                                    if let ClientEvent::GssapiContinue { len } = event {
+                                        c_token.extend_from_slice(&input[n - len..n]);
+                                        out.client_saw.push(std::mem::take(&mut c_token));
+                                    }
+                                    let token = &client_tokens[next_token];
+                                    next_token += 1;
+                                    if next_token == client_tokens.len() {
+                                        client.gssapi_established(Some(token.len())).unwrap();
+                                    } else {
+                                        client.send_gssapi_token(token.len()).unwrap();
+                                    }
+                                    owed = token.clone();
+                                }
+                                ClientEvent::GssapiWrapProtection(level) => {
+                                    owed = wrap(&[level.into()]);
+                                    client.send_gssapi_protection(owed.len()).unwrap();
+                                }
+                                ClientEvent::GssapiUnwrapProtection { len } => {
+                                    c_token.extend_from_slice(&input[n - len..n]);
+                                    let t = std::mem::take(&mut c_token);
+                                    out.client_saw.push(t.clone());
+                                    let level = unwrap(&t).expect("intact");
+                                    if let Err(e) = client.gssapi_protection(&level).unwrap() {
+                                        out.client = Err(e);
+                                    }
+                                }
+                                ClientEvent::GssapiProtected(_) => {
+                                    // Taking the event queued the request: wrap from now on;
+                                    // what `feed` left unread is encapsulated already.
+                                    client_protected = true;
+                                    to_client.decoder = Some(Decapsulator::new());
+                                }
+                                ClientEvent::Replied { .. } | ClientEvent::BindPeer { .. } => {}
+                                other => panic!("{other:?}"),
+                            }
+                            let n = client.poll_transmit(&mut buf);
+                            send(&mut to_server, &buf[..n], client_protected);
+                            to_server.raw.extend(owed);
+                        }
+                    }
+                    Err(e) => out.client = Err(e),
+                }
+            }
+            // Server.
+            if out.server.is_ok() && !server.is_established() && !server.is_closed() {
+                let before = to_server.raw.len();
+                let input = to_server.readable(chunk);
+                moved |= to_server.raw.len() != before;
+                let fed = server.feed(&input);
+                let n = match fed {
+                    Ok(n) => n,
+                    Err(e) => {
+                        out.server = Err(e);
+                        0
+                    }
+                };
+                to_server.consumed(n);
+                moved |= n > 0;
+                while let Some(event) = server.poll_event() {
+                    moved = true;
+                    let mut owed = vec![];
+                    match event {
+                        Event::GssapiPiece { len } => s_token.extend_from_slice(&input[n - len..n]),
+                        Event::GssapiContext { len } => {
+                            s_token.extend_from_slice(&input[n - len..n]);
+                            out.server_saw.push(std::mem::take(&mut s_token));
+                            owed = vec![0xb0; server_len];
+                            if out.server_saw.len() < client_tokens.len() {
+                                server.send_gssapi_token(owed.len()).unwrap();
+                            } else {
+                                server.gssapi_established(owed.len()).unwrap();
+                            }
+                        }
+                        Event::GssapiProtection { len } => {
+                            s_token.extend_from_slice(&input[n - len..n]);
+                            let t = std::mem::take(&mut s_token);
+                            out.server_saw.push(t.clone());
+                            let level = unwrap(&t).expect("intact");
+                            match server.gssapi_protection(&level).unwrap() {
+                                Ok(granted) => {
+                                    owed = wrap(&[granted.into()]);
+                                    server.send_gssapi_protection(owed.len()).unwrap();
+                                }
+                                Err(e) => out.server = Err(e),
+                            }
+                        }
+                        Event::GssapiProtected(level) => {
+                            // Queued raw output (the NEC answer) goes first.
+                            let n = server.poll_transmit(&mut buf);
+                            send(&mut to_client, &buf[..n], false);
+                            if level.encapsulates() {
+                                server_protected = true;
+                                to_server.decoder = Some(Decapsulator::new());
+                            }
+                        }
+                        Event::Request(req) => {
+                            out.request = Some(req.target.to_string());
+                            server
+                                .respond(Ok("10.0.0.1:4000".parse().unwrap()))
+                                .unwrap();
+                        }
+                        other => panic!("{other:?}"),
+                    }
+                    let n = server.poll_transmit(&mut buf);
+                    send(&mut to_client, &buf[..n], server_protected);
+                    to_client.raw.extend(owed);
+                }
+                let n = server.poll_transmit(&mut buf);
+                send(&mut to_client, &buf[..n], server_protected);
+            }
+            if client.is_established() || !moved {
+                break;
+            }
+        }
+        out.client = out.client.map(|_| client.protection());
+        out.server = out.server.map(|_| server.protection());
+        out.established = client.is_established() && server.is_established();
+        out
+    }
+}
+
+#[test]
+fn gssapi_client_and_server_agree_in_both_forms() {
+    use socksgate_core::client::GssapiOptions;
+    use socksgate_core::policy::{GssapiPolicy, ProtectionLevels};
+    use socksgate_core::wire::gssapi::ProtectionLevel::{self, Confidentiality, Integrity};
+    let none = ProtectionLevel::None;
+    let target = Addr::Domain(Domain::new(b"svc.internal").unwrap(), 8443);
+    let long: Vec<u8> = (0..65_535u32).map(|i| (i % 253) as u8).collect();
+    let kb12: Vec<u8> = (0..12_000u32).map(|i| (i % 7) as u8).collect();
+    for nec in [false, true] {
+        for (levels, asked, minimum, want) in [
+            (
+                ProtectionLevels::ALL,
+                Confidentiality,
+                none,
+                Ok(Confidentiality),
+            ),
+            (ProtectionLevels::ALL, Integrity, Integrity, Ok(Integrity)),
+            (
+                ProtectionLevels::only(none),
+                Confidentiality,
+                none,
+                Ok(none),
+            ),
+            (
+                ProtectionLevels::only(Integrity),
+                Confidentiality,
+                Confidentiality,
+                Err(()),
+            ),
+        ] {
+            for tokens in [vec![long.clone()], vec![kb12.clone(), b"second".to_vec()]] {
+                let policy = GssapiPolicy {
+                    protection: levels,
+                    accept_nec: nec,
+                    ..GssapiPolicy::DEFAULT
+                };
+                let config = Config::new(Authentication::Required {
+                    password: false,
+                    gssapi: true,
+                })
+                .with_gssapi(policy);
+                let options = GssapiOptions {
+                    protection: asked,
+                    minimum,
+                    nec,
+                };
+                let what = format!("nec {nec} {levels:?} asked {asked} min {minimum}");
+                let mut first = None;
+                for chunk in [usize::MAX, 1, 1000] {
+                    let client = Client::with_gssapi(
+                        ClientConfig::new(Version::Socks5, Command::Connect, target),
+                        options,
+                    )
+                    .unwrap();
+                    let out = gss::converse(client, Server::new(config), &tokens, 1_500, chunk);
+                    assert_eq!(out.server_saw[..tokens.len()], tokens[..], "{what}");
+                    match want {
+                        Ok(level) => {
+                            assert!(out.established, "{what}: {out:?}");
+                            assert_eq!(out.client, Ok(Some(level)), "{what}");
+                            assert_eq!(out.server, Ok(Some(level)), "{what}");
+                            assert_eq!(out.request.as_deref(), Some("svc.internal:8443"));
+                        }
+                        Err(()) => {
+                            // The server grants integrity, the client wants confidentiality.
+                            assert_eq!(
+                                out.client,
+                                Err(ClientError::Gssapi(
+                                    socksgate_core::gssapi::GssapiError::ProtectionRefused(
+                                        Integrity
+                                    )
+                                )),
+                                "{what}"
+                            );
+                            assert!(!out.established);
+                        }
+                    }
+                    // The same conversation however the pipes are read.
+                    match &first {
+                        None => first = Some(out),
+                        Some(f) => assert_eq!(&out, f, "{what}: chunks of {chunk}"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gssapi_client_failures() {
+    use socksgate_core::client::GssapiOptions;
+    use socksgate_core::gssapi::GssapiError;
+    use socksgate_core::wire::gssapi::{GssapiMessageType, ProtectionLevel};
+    let target = Addr::Ip(addr("192.0.2.1:80"));
+    let new = |nec| {
+        let mut o = GssapiOptions::new(ProtectionLevel::Integrity);
+        o.nec = nec;
+        Client::with_gssapi(
+            ClientConfig::new(Version::Socks5, Command::Connect, target),
+            o,
+        )
+        .unwrap()
+    };
+    let mut out = [0u8; 64];
+    // The greeting offers GSS-API only (no "no authentication").
+    let mut c = new(false);
+    let n = c.poll_transmit(&mut out);
+    assert_eq!(&out[..n], [5, 1, 1]);
+    // The server aborts after the client's token.
+    assert_eq!(c.feed(&[5, 1]), Ok(2));
+    assert_eq!(c.poll_event(), Some(ClientEvent::GssapiInit));
+    c.send_gssapi_token(3).unwrap();
+    assert_eq!(c.poll_transmit(&mut out), 4);
+    assert_eq!(
+        c.feed(&[1, 0xff]),
+        Err(ClientError::Gssapi(GssapiError::Aborted))
+    );
+    // A wrong message type, a wrong version.
+    for (bytes, err) in [
+        (
+            &[1u8, 3, 0, 0][..],
+            GssapiError::UnexpectedMessage(GssapiMessageType::Encapsulated),
+        ),
+        (
+            &[9, 1, 0, 0][..],
+            GssapiError::Malformed(WireError::BadVersion(9)),
+        ),
+    ] {
+        let mut c = new(false);
+        let _ = c.poll_transmit(&mut out);
+        c.feed(&[5, 1]).unwrap();
+        let _ = c.poll_event();
+        c.send_gssapi_token(1).unwrap();
+        assert_eq!(c.feed(bytes), Err(ClientError::Gssapi(err)));
+    }
+    // NEC: the server grants more than asked, or an unknown level, or not one octet.
+    for (answer, err) in [
+        (
+            &[1u8, 2, 0, 1, 2][..],
+            GssapiError::ProtectionRefused(ProtectionLevel::Confidentiality),
+        ),
+        (&[1, 2, 0, 1, 9][..], GssapiError::UnknownProtectionLevel(9)),
+        (&[1, 2, 0, 2, 1, 1][..], GssapiError::BadProtectionMessage),
+        (
+            &[1, 2, 0, 1, 0][..],
+            GssapiError::ProtectionRefused(ProtectionLevel::None),
+        ),
+    ] {
+        let mut c = new(true);
+        let _ = c.poll_transmit(&mut out);
+        c.feed(&[5, 1]).unwrap();
+        let _ = c.poll_event();
+        c.gssapi_established(None).unwrap();
+        let n = c.poll_transmit(&mut out);
+        assert_eq!(&out[..n], [1, 2, 0, 1, 1], "the NEC request, raw");
+        assert_eq!(c.feed(answer), Err(ClientError::Gssapi(err)), "{answer:?}");
+    }
+    // Answers out of order change nothing.
+    let mut c = new(false);
+    assert_eq!(
+        c.send_gssapi_token(1),
+        Err(socksgate_core::server::UnexpectedCall)
+    );
+    assert_eq!(
+        c.gssapi_protection(&[1]),
+        Err(socksgate_core::server::UnexpectedCall)
+    );
+    // SOCKS4 cannot authenticate.
+    assert_eq!(
+        Client::with_gssapi(
+            ClientConfig::new(Version::Socks4, Command::Connect, target),
+            GssapiOptions::new(ProtectionLevel::None)
+        )
+        .unwrap_err(),
+        ClientError::NoAcceptableMethod
+    );
+}

@@ -109,3 +109,118 @@ proptest! {
         check(&reply, &mut Vec::new(), Socks4Reply::parse);
     }
 }
+
+/// Decodes a §5 stream in chunks of the given sizes (cycled) into whole tokens, the token
+/// cut off at the end, and the error that ended it.
+fn decapsulate(
+    stream: &[u8],
+    sizes: &[usize],
+) -> (
+    Vec<Vec<u8>>,
+    Vec<u8>,
+    Option<socksgate_core::gssapi::GssapiError>,
+) {
+    let mut d = socksgate_core::gssapi::Decapsulator::new();
+    let (mut tokens, mut token) = (Vec::new(), Vec::new());
+    let mut rest = stream;
+    for &size in sizes.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (mut chunk, tail) = rest.split_at(size.clamp(1, rest.len()));
+        rest = tail;
+        while !chunk.is_empty() {
+            match d.decode(chunk) {
+                Ok((n, piece)) => {
+                    chunk = &chunk[n..];
+                    if let Some(p) = piece {
+                        token.extend_from_slice(p.bytes);
+                        if p.last {
+                            tokens.push(std::mem::take(&mut token));
+                        }
+                    }
+                }
+                Err(e) => return (tokens, token, Some(e)),
+            }
+        }
+    }
+    (tokens, token, None)
+}
+
+fn encapsulated(tokens: &[Vec<u8>]) -> Vec<u8> {
+    let mut stream = Vec::new();
+    for t in tokens {
+        stream.extend(socksgate_core::gssapi::encapsulation_header(t.len()).unwrap());
+        stream.extend_from_slice(t);
+    }
+    stream
+}
+
+proptest! {
+    #[test]
+    fn gssapi_header(kind in any::<u8>(), len in any::<u16>()) {
+        use socksgate_core::wire::gssapi::GssapiHeader;
+        let kind = GssapiMessageType::from(kind);
+        let len = if kind == GssapiMessageType::Abort { 0 } else { len };
+        let header = GssapiHeader::new(kind, len.into()).unwrap();
+        check(&header, &mut Vec::new(), GssapiHeader::parse);
+    }
+
+    /// Wrapped tokens of any length up to the framing's limit come back whole from a §5
+    /// stream however it is cut, and a cut-off stream yields the same prefix.
+    #[test]
+    fn gssapi_encapsulation_any_chunking(
+        tokens in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..3000), 0..6),
+        long in prop::option::of(prop_oneof![Just(12_000usize), Just(65_535usize)]),
+        sizes in prop::collection::vec(1usize..5000, 1..8),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut tokens = tokens;
+        if let Some(n) = long {
+            tokens.insert(tokens.len() / 2, vec![0xa5; n]);
+        }
+        let stream = encapsulated(&tokens);
+        prop_assert_eq!(decapsulate(&stream, &sizes), (tokens.clone(), vec![], None));
+        prop_assert_eq!(decapsulate(&stream, &[usize::MAX]), (tokens, vec![], None));
+        let cut = if stream.is_empty() { 0 } else { cut.index(stream.len()) };
+        prop_assert_eq!(decapsulate(&stream[..cut], &sizes), decapsulate(&stream[..cut], &[usize::MAX]));
+    }
+}
+
+#[test]
+fn gssapi_encapsulation_errors() {
+    use socksgate_core::WireError;
+    use socksgate_core::gssapi::GssapiError;
+    let good = encapsulated(&[b"abc".to_vec()]);
+    for (tail, error) in [
+        (
+            &[2u8, 3, 0, 0][..],
+            GssapiError::Malformed(WireError::BadVersion(2)),
+        ),
+        (
+            &[1, 1, 0, 0][..],
+            GssapiError::UnexpectedMessage(GssapiMessageType::Context),
+        ),
+        (
+            &[1, 2, 0, 1, 0][..],
+            GssapiError::UnexpectedMessage(GssapiMessageType::Protection),
+        ),
+        (&[1, 0xff][..], GssapiError::Aborted),
+    ] {
+        let mut stream = good.clone();
+        stream.extend_from_slice(tail);
+        for sizes in [&[1usize][..], &[2, 5][..], &[usize::MAX][..]] {
+            assert_eq!(
+                decapsulate(&stream, sizes),
+                (vec![b"abc".to_vec()], vec![], Some(error)),
+                "{tail:?} {sizes:?}"
+            );
+        }
+    }
+    // Truncated: a token cut short is no error, only unfinished.
+    let long = encapsulated(&[vec![7; 65_535]]);
+    assert_eq!(
+        decapsulate(&long[..40_000], &[1000]),
+        (vec![], vec![7; 39_996], None)
+    );
+}

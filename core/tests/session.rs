@@ -1320,7 +1320,11 @@ fn gssapi_failures_abort_and_close_with_the_cause() {
         assert_eq!(run.events.last(), Some(&Event::Closed(close)), "{what}");
         assert_eq!(run.output, output, "{what}");
         // The principal stays the user once the context is established, for the records.
-        assert_eq!(run.user.is_some(), output.starts_with(&sent_token), "{what}");
+        assert_eq!(
+            run.user.is_some(),
+            output.starts_with(&sent_token),
+            "{what}"
+        );
         assert!(!close.to_string().is_empty());
     }
 }

@@ -14,13 +14,16 @@ use core::fmt::Debug;
 use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use arbitrary::{Arbitrary, Unstructured};
-use socksgate_core::client::{Client, ClientConfig, ClientError, ClientEvent, Credentials};
-use socksgate_core::server::{
-    Config, Event, MAX_GSSAPI_TOKEN, Server, ServerError, UnexpectedCall, Version,
+use socksgate_core::client::{
+    Client, ClientConfig, ClientError, ClientEvent, Credentials, GssapiOptions,
 };
+use socksgate_core::policy::{GssapiPolicy, MethodPreference, ProtectionLevels};
+use socksgate_core::server::{Config, Event, Server, ServerError, UnexpectedCall, Version};
+use socksgate_core::wire::gssapi::ProtectionLevel;
 use socksgate_core::wire::{Command, Emit, ReplyCode};
 use socksgate_core::{Addr, Authentication, BufferTooSmall, Domain, Status};
 
+pub mod gssapi;
 pub mod observe;
 pub mod rules;
 pub mod session;
@@ -178,15 +181,39 @@ impl From<FuzzSocketAddr> for SocketAddr {
 /// How to answer a GSS-API event.
 #[derive(Arbitrary, Clone, Copy, Debug)]
 pub enum GssAnswer {
-    /// `send_gssapi(kind, token)` with a token of this length (may exceed the limit).
+    /// `send_gssapi_token(len)` (context) or `send_gssapi_protection(len)` after granting
+    /// (protection); the driver then sends `len` octets of `fill`.
     Send {
-        /// MTYP.
-        kind: u8,
-        /// Token length, modulo `MAX_GSSAPI_TOKEN + 8`.
+        /// The token's octets.
+        fill: u8,
+        /// Token length.
         len: u16,
     },
-    /// `gssapi_complete(ok)`.
-    Complete(bool),
+    /// `gssapi_established(len)`.
+    Established(u16),
+    /// `gssapi_failed()`.
+    Failed,
+    /// `gssapi_protection` with this octet (twice when the flag is set: not one octet).
+    Unwrapped(u8, bool),
+}
+
+/// A GSS-API policy from one octet: bits 0–2 the levels granted, bit 3 NEC accepted, bit 4
+/// password preferred. 0 is the default policy.
+pub fn gssapi_policy(bits: u8) -> GssapiPolicy {
+    let bits = bits ^ 0b0111; // 0 = every level
+    GssapiPolicy {
+        protection: ProtectionLevels {
+            none: bits & 1 != 0,
+            integrity: bits & 2 != 0,
+            confidentiality: bits & 4 != 0,
+        },
+        accept_nec: bits & 8 != 0,
+        prefer: if bits & 16 != 0 {
+            MethodPreference::Password
+        } else {
+            MethodPreference::Gssapi
+        },
+    }
 }
 
 /// The caller's answer to one server event.
@@ -216,7 +243,7 @@ impl Default for Answer {
             bound: FuzzSocketAddr::V4([0; 4], 0),
             peer_reject: false,
             peer: FuzzSocketAddr::V4([0; 4], 0),
-            gssapi: GssAnswer::Send { kind: 0, len: 0 },
+            gssapi: GssAnswer::Send { fill: 0, len: 0 },
             misuse: false,
         }
     }
@@ -233,10 +260,12 @@ pub struct ServerPlan {
 
 impl ServerPlan {
     /// Header layout: config flags (XOR 0b1001, so 0 = `Config::default()`: bit 0 no
-    /// authentication, with bit 3 SOCKS4 too; else bit 1 password, bit 2 GSS-API required), 8 chunk-size bytes, 4 transmit-size bytes, then
-    /// answers.
+    /// authentication, with bit 3 SOCKS4 too; else bit 1 password, bit 2 GSS-API required),
+    /// the GSS-API policy ([`gssapi_policy`]), 8 chunk-size bytes, 4 transmit-size bytes,
+    /// then answers.
     pub fn new(u: &mut Unstructured<'_>) -> Self {
         let flags = byte(u) ^ 0b1001;
+        let gssapi = gssapi_policy(byte(u));
         let config = Config::new(if flags & 1 != 0 {
             Authentication::None {
                 socks4: flags & 8 != 0,
@@ -246,7 +275,8 @@ impl ServerPlan {
                 password: flags & 2 != 0,
                 gssapi: flags & 4 != 0,
             }
-        });
+        })
+        .with_gssapi(gssapi);
         let split = Split::new(u);
         let answers = (0..4)
             .map(|_| Answer::arbitrary(u).unwrap_or_default())
@@ -262,8 +292,11 @@ impl ServerPlan {
 /// What a server did with an input.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ServerTrace {
-    /// Events in order.
+    /// Events in order, except `GssapiPiece` (how a token is cut depends on the reads); the
+    /// `len` of `GssapiContext`/`GssapiProtection` is the whole token's.
     pub events: Vec<Event>,
+    /// The client's GSS-API tokens, reassembled from their pieces.
+    pub tokens: Vec<Vec<u8>>,
     /// All bytes transmitted.
     pub output: Vec<u8>,
     /// The error `feed` returned, if any.
@@ -329,39 +362,87 @@ impl Drain<'_> {
     }
 }
 
-fn answer(server: &mut Server, event: &Event, a: &Answer) {
+/// Answers one event; returns the octets of a token the caller must send after the output.
+fn answer(server: &mut Server, event: &Event, a: &Answer) -> Vec<u8> {
     let code = ReplyCode::from(a.code);
     match event {
         Event::Authenticate { .. } => {
             if a.misuse {
                 assert_eq!(server.respond(Err(code)), Err(UnexpectedCall));
                 assert_eq!(server.respond_bind_peer(Err(code)), Err(UnexpectedCall));
+                assert_eq!(server.gssapi_failed(), Err(UnexpectedCall));
             }
             server
                 .authenticate(!a.reject)
                 .expect("authenticate answers Event::Authenticate");
         }
-        Event::Gssapi { .. } => {
+        Event::GssapiContext { .. } => {
             if a.misuse {
                 assert_eq!(server.authenticate(true), Err(UnexpectedCall));
                 assert_eq!(server.respond(Err(code)), Err(UnexpectedCall));
+                assert_eq!(server.send_gssapi_protection(1), Err(UnexpectedCall));
+                assert_eq!(server.gssapi_protection(&[0]), Err(UnexpectedCall));
+                assert_eq!(server.send_gssapi_token(65_536), Err(UnexpectedCall));
             }
             match a.gssapi {
-                GssAnswer::Send { kind, len } => {
-                    let len = usize::from(len) % (MAX_GSSAPI_TOKEN + 8);
-                    let token = vec![kind; len];
-                    let r = server.send_gssapi(kind.into(), &token);
-                    assert_eq!(r.is_ok(), len <= MAX_GSSAPI_TOKEN, "send_gssapi({len})");
+                GssAnswer::Send { fill, len } => {
+                    server
+                        .send_gssapi_token(len.into())
+                        .expect("send_gssapi_token answers GssapiContext");
+                    return vec![fill; len.into()];
                 }
-                GssAnswer::Complete(ok) => server
-                    .gssapi_complete(ok)
-                    .expect("gssapi_complete answers Event::Gssapi"),
+                GssAnswer::Established(len) => {
+                    server
+                        .gssapi_established(len.into())
+                        .expect("gssapi_established answers GssapiContext");
+                    return vec![0xe5; len.into()];
+                }
+                GssAnswer::Failed | GssAnswer::Unwrapped(..) => server
+                    .gssapi_failed()
+                    .expect("gssapi_failed answers GssapiContext"),
+            }
+        }
+        Event::GssapiProtection { .. } => {
+            if a.misuse {
+                assert_eq!(server.send_gssapi_token(1), Err(UnexpectedCall));
+                assert_eq!(server.gssapi_established(1), Err(UnexpectedCall));
+                assert_eq!(server.send_gssapi_protection(1), Err(UnexpectedCall));
+            }
+            let (octet, twice) = match a.gssapi {
+                GssAnswer::Unwrapped(octet, twice) => (octet, twice),
+                GssAnswer::Send { fill, .. } => (fill % 4, false),
+                GssAnswer::Established(_) => (2, false),
+                GssAnswer::Failed => {
+                    server
+                        .gssapi_failed()
+                        .expect("gssapi_failed answers GssapiProtection");
+                    return Vec::new();
+                }
+            };
+            let unwrapped = if twice { vec![octet; 2] } else { vec![octet] };
+            let granted = server
+                .gssapi_protection(&unwrapped)
+                .expect("gssapi_protection answers GssapiProtection");
+            match granted {
+                Ok(level) => {
+                    assert!(!twice, "two octets granted {level}");
+                    let wrapped = [0x77, u8::from(level), 0x77];
+                    server
+                        .send_gssapi_protection(wrapped.len())
+                        .expect("send_gssapi_protection after a grant");
+                    return wrapped.to_vec();
+                }
+                Err(e) => {
+                    let _ = e.to_string();
+                    assert!(server.is_closed(), "refused {e:?} but not closed");
+                }
             }
         }
         Event::Request(req) => {
             if a.misuse {
                 assert_eq!(server.authenticate(true), Err(UnexpectedCall));
                 assert_eq!(server.respond_bind_peer(Err(code)), Err(UnexpectedCall));
+                assert_eq!(server.send_gssapi_token(0), Err(UnexpectedCall));
             }
             let _ = req.target.to_string();
             let outcome = if a.reject {
@@ -385,6 +466,7 @@ fn answer(server: &mut Server, event: &Event, a: &Answer) {
         }
         _ => {}
     }
+    Vec::new()
 }
 
 /// Runs a server over `input`, all at once or in the plan's chunks, answering every event.
@@ -397,6 +479,7 @@ pub fn drive_server(plan: &ServerPlan, input: &[u8], chunked: bool) -> ServerTra
     };
     let mut trace = ServerTrace {
         events: Vec::new(),
+        tokens: Vec::new(),
         output: Vec::new(),
         error: None,
         established: false,
@@ -404,6 +487,7 @@ pub fn drive_server(plan: &ServerPlan, input: &[u8], chunked: bool) -> ServerTra
         leftover: Vec::new(),
     };
     let mut pending: Vec<u8> = Vec::new();
+    let mut token: Vec<u8> = Vec::new();
     let (mut pos, mut chunk, mut answers) = (0, 0, 0);
     'input: loop {
         let size = if chunked {
@@ -432,19 +516,43 @@ pub fn drive_server(plan: &ServerPlan, input: &[u8], chunked: bool) -> ServerTra
                 }
             };
             assert!(n <= pending.len(), "feed consumed {n} of {}", pending.len());
-            pending.drain(..n);
+            let fed: Vec<u8> = pending.drain(..n).collect();
             let mut answered = false;
             while let Some(event) = server.poll_event() {
                 let _ = format!("{event:?}");
-                answer(
+                answered = true;
+                // A piece is the last `len` octets this feed consumed.
+                let event = match event {
+                    Event::GssapiPiece { len }
+                    | Event::GssapiContext { len }
+                    | Event::GssapiProtection { len } => {
+                        assert!(len <= n, "piece of {len} after consuming {n}");
+                        token.extend_from_slice(&fed[n - len..]);
+                        match event {
+                            Event::GssapiPiece { .. } => continue,
+                            Event::GssapiContext { .. } => {
+                                Event::GssapiContext { len: token.len() }
+                            }
+                            _ => Event::GssapiProtection { len: token.len() },
+                        }
+                    }
+                    other => other,
+                };
+                if matches!(
+                    event,
+                    Event::GssapiContext { .. } | Event::GssapiProtection { .. }
+                ) {
+                    trace.tokens.push(core::mem::take(&mut token));
+                }
+                let owed = answer(
                     &mut server,
                     &event,
                     &plan.answers[answers % plan.answers.len()],
                 );
                 answers += 1;
                 trace.events.push(event);
-                answered = true;
                 drain.server(&mut server, &mut trace.output);
+                trace.output.extend_from_slice(&owed);
             }
             if server.is_established() || server.is_closed() {
                 break 'input;
@@ -484,6 +592,7 @@ pub struct ClientPlan {
     target: (u8, Vec<u8>, u16),
     user_id: Vec<u8>,
     split: Split,
+    gssapi: Option<GssapiOptions>,
 }
 
 impl ClientPlan {
@@ -492,7 +601,8 @@ impl ClientPlan {
     /// credentials flag (odd = present), ULEN, PLEN, username, password,
     /// target kind (mod 3: IPv4, IPv6, domain), address length for a domain, the address
     /// octets (4, 16 or that length), port (2, big-endian), USERID length, USERID,
-    /// 8 chunk sizes, 4 transmit sizes.
+    /// 8 chunk sizes, 4 transmit sizes, GSS-API (0: none; else bit 0 NEC, bits 1–2 the level
+    /// asked, bits 3–4 the minimum).
     pub fn new(u: &mut Unstructured<'_>) -> Self {
         let version =
             [Version::Socks5, Version::Socks4, Version::Socks4a][usize::from(byte(u) % 3)];
@@ -513,6 +623,12 @@ impl ClientPlan {
         let user_id_len = usize::from(byte(u));
         let user_id = take(u, user_id_len).to_vec();
         let split = Split::new(u);
+        let g = byte(u);
+        let gssapi = (g != 0).then(|| GssapiOptions {
+            protection: ProtectionLevel::from((g >> 1) & 3),
+            minimum: ProtectionLevel::from((g >> 3) & 3),
+            nec: g & 1 != 0,
+        });
         Self {
             version,
             command,
@@ -520,6 +636,7 @@ impl ClientPlan {
             target: (kind, addr, port),
             user_id,
             split,
+            gssapi,
         }
     }
 
@@ -558,8 +675,11 @@ impl ClientPlan {
 /// What a client did with the proxy's bytes.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ClientTrace {
-    /// Events in order.
+    /// Events in order, except `GssapiPiece`; the `len` of `GssapiContinue` and
+    /// `GssapiUnwrapProtection` is the whole token's.
     pub events: Vec<ClientEvent>,
+    /// The proxy's GSS-API tokens, reassembled from their pieces.
+    pub tokens: Vec<Vec<u8>>,
     /// All bytes transmitted (including the first message).
     pub output: Vec<u8>,
     /// The error `feed` returned, if any.
@@ -573,7 +693,10 @@ pub struct ClientTrace {
 /// Runs a client over the proxy's `input`, all at once or in the plan's chunks. `None` when
 /// `Client::new` refuses the configuration.
 pub fn drive_client(plan: &ClientPlan, input: &[u8], chunked: bool) -> Option<ClientTrace> {
-    let mut client = Client::new(plan.config()).ok()?;
+    let mut client = match plan.gssapi {
+        Some(options) => Client::with_gssapi(plan.config(), options).ok()?,
+        None => Client::new(plan.config()).ok()?,
+    };
     let mut drain = Drain {
         sizes: &plan.split.out,
         next: 0,
@@ -581,6 +704,7 @@ pub fn drive_client(plan: &ClientPlan, input: &[u8], chunked: bool) -> Option<Cl
     };
     let mut trace = ClientTrace {
         events: Vec::new(),
+        tokens: Vec::new(),
         output: Vec::new(),
         error: None,
         established: false,
@@ -588,6 +712,7 @@ pub fn drive_client(plan: &ClientPlan, input: &[u8], chunked: bool) -> Option<Cl
     };
     drain.client(&mut client, &mut trace.output);
     let mut pending: Vec<u8> = Vec::new();
+    let mut token: Vec<u8> = Vec::new();
     let (mut pos, mut chunk) = (0, 0);
     'input: loop {
         let size = if chunked {
@@ -613,12 +738,65 @@ pub fn drive_client(plan: &ClientPlan, input: &[u8], chunked: bool) -> Option<Cl
                 }
             };
             assert!(n <= pending.len(), "feed consumed {n} of {}", pending.len());
-            pending.drain(..n);
+            let fed: Vec<u8> = pending.drain(..n).collect();
             let mut events = false;
             while let Some(event) = client.poll_event() {
                 let _ = format!("{event:?}");
-                trace.events.push(event);
                 events = true;
+                // The GSS-API answers of a caller whose every token is 3 octets.
+                let mut owed = Vec::new();
+                let event = match event {
+                    ClientEvent::GssapiPiece { len }
+                    | ClientEvent::GssapiContinue { len }
+                    | ClientEvent::GssapiUnwrapProtection { len } => {
+                        assert!(len <= n, "piece of {len} after consuming {n}");
+                        token.extend_from_slice(&fed[n - len..]);
+                        let whole = token.len();
+                        match event {
+                            ClientEvent::GssapiPiece { .. } => continue,
+                            ClientEvent::GssapiContinue { .. } => {
+                                client.gssapi_established(None).expect("answers Continue");
+                                ClientEvent::GssapiContinue { len: whole }
+                            }
+                            _ => {
+                                // The "unwrapped" level: the token's middle octet.
+                                let t = &token;
+                                let unwrapped = if whole == 3 { &t[1..2] } else { &t[..] };
+                                let r =
+                                    client.gssapi_protection(unwrapped).expect("answers Unwrap");
+                                if let Err(e) = r {
+                                    let _ = e.to_string();
+                                    trace.error = Some(e);
+                                }
+                                ClientEvent::GssapiUnwrapProtection { len: whole }
+                            }
+                        }
+                    }
+                    ClientEvent::GssapiInit => {
+                        client.send_gssapi_token(3).expect("answers Init");
+                        owed = vec![0x60, 0x01, 0x02];
+                        event
+                    }
+                    ClientEvent::GssapiWrapProtection(level) => {
+                        client.send_gssapi_protection(3).expect("answers Wrap");
+                        owed = vec![0x5a, level.into(), 0x5a];
+                        event
+                    }
+                    other => other,
+                };
+                if matches!(
+                    event,
+                    ClientEvent::GssapiContinue { .. } | ClientEvent::GssapiUnwrapProtection { .. }
+                ) {
+                    trace.tokens.push(core::mem::take(&mut token));
+                }
+                trace.events.push(event);
+                drain.client(&mut client, &mut trace.output);
+                trace.output.extend_from_slice(&owed);
+            }
+            if trace.error.is_some() {
+                pending.clear();
+                break 'input;
             }
             if client.is_established() {
                 break 'input;
