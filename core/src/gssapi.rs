@@ -41,9 +41,39 @@
 //! | [`Event`](crate::session::Event) | the driver | then calls |
 //! |---|---|---|
 //! | `GssapiPiece` | appends [`gssapi_token_piece`](crate::session::Session::gssapi_token_piece) to the client's token | nothing (more input brings the rest) |
-//! | `GssapiAccept` | appends the last piece, runs `gss_accept_sec_context` on the whole token | [`send_gssapi_token`](crate::session::Session::send_gssapi_token) (continue needed), [`handle_gssapi_established`](crate::session::Session::handle_gssapi_established) (complete: the principal becomes the session's user) or [`handle_gssapi_failed`](crate::session::Session::handle_gssapi_failed) |
-//! | `GssapiUnwrapProtection` | appends the last piece, `gss_unwrap`s the protected-form level message | [`handle_gssapi_protection`](crate::session::Session::handle_gssapi_protection) with the plaintext; it returns the granted level: `gss_wrap` that octet (`conf_req_flag` FALSE), then [`send_gssapi_protection`](crate::session::Session::send_gssapi_protection) |
+//! | `GssapiAccept` | appends the last piece, runs `gss_accept_sec_context` on the whole token | [`send_gssapi_token`](crate::session::Session::send_gssapi_token) (continue needed), [`handle_gssapi_established`](crate::session::Session::handle_gssapi_established) (complete: the principal becomes the session's user) or [`handle_gssapi_failed`](crate::session::Session::handle_gssapi_failed); after sending its token, [`handle_gssapi_sent`](crate::session::Session::handle_gssapi_sent) |
+//! | `GssapiUnwrapProtection` | appends the last piece, `gss_unwrap`s the protected-form level message | [`handle_gssapi_protection`](crate::session::Session::handle_gssapi_protection) with the plaintext; it returns the granted level: `gss_wrap` that octet (`conf_req_flag` FALSE), then [`send_gssapi_protection`](crate::session::Session::send_gssapi_protection) and, after the token, `handle_gssapi_sent` |
 //! | `GssapiProtected(level)` | sends the queued output as it is (the last unprotected bytes), then decodes [`take_encapsulated_input`](crate::session::Session::take_encapsulated_input) and everything read afterwards with a [`Decapsulator`], feeding the unwrapped plaintext to [`handle_input`](crate::session::Session::handle_input), and wraps everything the session transmits from now on | — |
+//!
+//! A driver's loop, sketched (`ctx` is the caller's GSS-API acceptor):
+//!
+//! ```text
+//! Event::GssapiPiece => token.extend(s.gssapi_token_piece()),
+//! Event::GssapiAccept => {
+//!     token.extend(s.gssapi_token_piece());
+//!     let out = match ctx.step(&take(token)) {
+//!         Ok(Continue(out)) => { s.send_gssapi_token(out.len())?; out }
+//!         Ok(Complete(out)) => { s.handle_gssapi_established(ctx.peer_name(), out.len())?; out }
+//!         Err(e) => { log(e); s.handle_gssapi_failed()?; return }   // abort queued, Closed follows
+//!     };
+//!     write(s.pending_transmit()); s.consume_transmit(..); write(out);
+//!     s.handle_gssapi_sent(policy, now)?;
+//! }
+//! Event::GssapiUnwrapProtection => {
+//!     token.extend(s.gssapi_token_piece());
+//!     let level = s.handle_gssapi_protection(&ctx.unwrap(&take(token))?)?;  // None: closed
+//!     let out = ctx.wrap(false, &[level.into()])?;
+//!     s.send_gssapi_protection(out.len())?;
+//!     write(s.pending_transmit()); s.consume_transmit(..); write(out);
+//!     s.handle_gssapi_sent(policy, now)?;
+//! }
+//! Event::GssapiProtected(level) => {
+//!     write(s.pending_transmit()); s.consume_transmit(..);        // last clear bytes
+//!     decoder = Decapsulator::new(); feed_decoder(s.take_encapsulated_input());
+//!     // from now on: socket -> decoder -> ctx.unwrap -> s.handle_input,
+//!     //              s.pending_transmit -> ctx.wrap(level) -> encapsulation_header + token
+//! }
+//! ```
 //!
 //! The NEC form needs no event: the session answers it itself. With level none there is no
 //! `GssapiProtected` event and the session reads the request as usual.

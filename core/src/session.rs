@@ -88,14 +88,16 @@ pub enum Event {
     GssapiPiece,
     /// The client's context-establishment token is complete: append the last piece
     /// ([`gssapi_token_piece`](Session::gssapi_token_piece)), run `gss_accept_sec_context`
-    /// on the token and answer with [`send_gssapi_token`](Session::send_gssapi_token),
-    /// [`handle_gssapi_established`](Session::handle_gssapi_established) or
+    /// on the token and answer with [`send_gssapi_token`](Session::send_gssapi_token) or
+    /// [`handle_gssapi_established`](Session::handle_gssapi_established) — send the queued
+    /// output, your token, then [`handle_gssapi_sent`](Session::handle_gssapi_sent) — or with
     /// [`handle_gssapi_failed`](Session::handle_gssapi_failed).
     GssapiAccept,
     /// The client's protected-form protection-level message is complete: append the last
     /// piece, `gss_unwrap` it and answer with
-    /// [`handle_gssapi_protection`](Session::handle_gssapi_protection) (or
-    /// `handle_gssapi_failed`).
+    /// [`handle_gssapi_protection`](Session::handle_gssapi_protection), then wrap the granted
+    /// level and [`send_gssapi_protection`](Session::send_gssapi_protection) — queued output,
+    /// your token, `handle_gssapi_sent` (or `handle_gssapi_failed`).
     GssapiUnwrapProtection,
     /// A protection level that encapsulates is agreed: send the queued output unprotected,
     /// then decode [`take_encapsulated_input`](Session::take_encapsulated_input) and all later
