@@ -230,6 +230,25 @@ impl fmt::Display for ClientError {
 
 impl core::error::Error for ClientError {}
 
+/// Where a handshake stands: what the client waits for from the proxy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum Phase {
+    /// The SOCKS5 method selection reply.
+    Greeting,
+    /// The RFC 1929 username/password reply.
+    Authentication,
+    /// The reply to the request (for BIND: the first, with the listening address).
+    Request,
+    /// BIND's second reply: the peer's connection.
+    BindPeer,
+    /// The handshake succeeded.
+    Established,
+    /// The handshake failed.
+    Failed,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Greeting,
@@ -504,6 +523,50 @@ impl Client {
             }
         }
         Ok(())
+    }
+
+    /// What the client waits for; read it before [`feed`](Self::feed) to know which stage a
+    /// failure belongs to.
+    ///
+    /// ```
+    /// use socksgate_core::client::{Client, ClientConfig, ClientError, Credentials, Phase};
+    /// use socksgate_core::server::Version;
+    /// use socksgate_core::wire::{Command, ReplyCode};
+    /// use socksgate_core::Addr;
+    ///
+    /// let mut config = ClientConfig::new(
+    ///     Version::Socks5, Command::Connect, Addr::Ip("127.0.0.1:80".parse().unwrap()));
+    /// config.credentials = Some(Credentials { username: b"alice", password: b"s3cret" });
+    /// let mut client = Client::new(config).unwrap();
+    /// let mut out = [0u8; 600];
+    /// let _ = client.poll_transmit(&mut out);
+    /// assert_eq!(client.phase(), Phase::Greeting);
+    /// client.feed(&[5, 2]).unwrap(); // username/password chosen
+    /// let _ = client.poll_transmit(&mut out);
+    /// assert_eq!(client.phase(), Phase::Authentication);
+    /// client.feed(&[1, 0]).unwrap();
+    /// let _ = client.poll_transmit(&mut out);
+    /// assert_eq!(client.phase(), Phase::Request);
+    /// let refused = [5, 5, 0, 1, 0, 0, 0, 0, 0, 0];
+    /// assert_eq!(client.feed(&refused), Err(ClientError::Rejected(ReplyCode::ConnectionRefused)));
+    /// assert_eq!(client.phase(), Phase::Failed);
+    /// ```
+    pub const fn phase(&self) -> Phase {
+        match self.state {
+            State::Greeting => Phase::Greeting,
+            State::Auth
+            | State::GssapiAwaitInit
+            | State::GssapiContext
+            | State::GssapiFinal
+            | State::GssapiToken { .. }
+            | State::GssapiAwaitWrap
+            | State::GssapiProtection
+            | State::GssapiAwaitUnwrap => Phase::Authentication,
+            State::Reply => Phase::Request,
+            State::BindPeer => Phase::BindPeer,
+            State::Established => Phase::Established,
+            State::Failed => Phase::Failed,
+        }
     }
 
     fn on_gssapi_header(&mut self, h: GssapiHeader) -> Result<(), ClientError> {

@@ -2,13 +2,12 @@
 //! upstream resolves and connects; its failure reply is passed on. An upstream with
 //! `proxy_protocol = true` first gets a PROXY v2 header naming the session's client.
 
-use socksgate_core::Addr;
 use socksgate_core::Failure;
 use socksgate_core::client::ClientError;
 use socksgate_core::wire::proxy::{ProxiedAddresses, ProxyHeader};
 use tracing::debug;
 
-use crate::client::{ClientFailure, ProxyUrl};
+use crate::client::{Error, Proxy};
 use crate::clock;
 use crate::conn::{Conn, Upstream};
 use crate::failure::io_failure;
@@ -19,19 +18,16 @@ use crate::failure::io_failure;
 pub(crate) async fn open(
     conn: &mut Conn<'_>,
     name: &str,
-    url: &ProxyUrl,
+    url: &Proxy,
     egress: Option<crate::egress::Egress<'_>>,
 ) -> Option<Upstream> {
     let shared = conn.shared;
-    let (host, port) = match conn.session.destination()? {
-        Addr::Ip(sa) => (sa.ip().to_string(), sa.port()),
-        Addr::Domain(d, port) => (d.to_string(), port),
-    };
+    let target = conn.session.destination()?.to_target();
     let started = std::time::Instant::now();
     let header = proxy_header(conn, name);
-    let tls = shared.tls.for_upstream(name);
-    let attempt =
-        crate::client::open_from(url, &host, port, &shared.resolver, egress, &header, tls);
+    let mut url = url.clone();
+    url.tls_config = shared.tls.for_upstream(name);
+    let attempt = crate::client::connect_upstream(&url, target, &shared.resolver, egress, &header);
     let opened = match conn.session.poll_timeout() {
         Some(at) => tokio::time::timeout_at(clock::deadline(at), attempt)
             .await
@@ -40,7 +36,7 @@ pub(crate) async fn open(
     };
     shared.metrics.connect_done(started.elapsed());
     let failure = match opened {
-        Some(Ok((stream, early_down, _))) => match stream.socket().local_addr() {
+        Some(Ok((stream, early_down))) => match stream.socket().local_addr() {
             Ok(bound) => {
                 debug!(upstream = name, "connected through upstream");
                 let _ = conn
@@ -50,8 +46,11 @@ pub(crate) async fn open(
             }
             Err(e) => io_failure(&e),
         },
-        Some(Err(ClientFailure::Handshake(ClientError::Rejected(code)))) => Failure::Upstream(code),
-        Some(Err(ClientFailure::Connect { source, .. })) => source.failure(),
+        Some(Err(Error::Handshake {
+            source: ClientError::Rejected(code),
+            ..
+        })) => Failure::Upstream(code),
+        Some(Err(Error::Connect { source, .. })) => source.failure(),
         Some(Err(e)) => {
             debug!(upstream = name, "upstream failed: {e}");
             Failure::Other

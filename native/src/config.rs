@@ -684,7 +684,7 @@ impl Config {
     fn check_upstreams(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
         let invalid = |span, message| ConfigError::at(text, path, span, message);
         for u in &self.upstreams {
-            if let Err(e) = u.url.get_ref().parse::<crate::client::ProxyUrl>() {
+            if let Err(e) = u.url.get_ref().parse::<crate::client::Proxy>() {
                 return Err(invalid(
                     u.url.span(),
                     format!("[[upstream]] {:?}: {e}", u.name),
@@ -815,7 +815,7 @@ impl Config {
             let tls = u
                 .url
                 .get_ref()
-                .parse::<crate::client::ProxyUrl>()
+                .parse::<crate::client::Proxy>()
                 .is_ok_and(|url| url.tls);
             let has_files = u.ca.is_some() || u.certificate.is_some() || u.key.is_some();
             if has_files && !tls {
@@ -841,7 +841,7 @@ impl Config {
     }
 
     /// The upstream named `name`, parsed.
-    pub fn upstream(&self, name: &str) -> Option<crate::client::ProxyUrl> {
+    pub fn upstream(&self, name: &str) -> Option<crate::client::Proxy> {
         let u = self.upstreams.iter().find(|u| u.name == name)?;
         u.url.get_ref().parse().ok()
     }

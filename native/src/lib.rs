@@ -1,4 +1,5 @@
-//! `socksgate`: the native SOCKS4/4a/5 server, the `connect` client and the password tool.
+//! `socksgate`: the native SOCKS4/4a/5 server, the SOCKS client library ([`client`]), the
+//! `connect` command and the password tool.
 //!
 //! Modules, one per concept:
 //! * [`cli`] — command-line definitions; [`config`] — the TOML file and the effective settings;
@@ -19,7 +20,8 @@
 //!   [`tls`] — SOCKS over TLS (listeners, client certificates, `+tls` proxies);
 //!   [`server`] — listeners and the accept loop;
 //!   [`balancer`] — PROXY protocol headers from trusted load balancers;
-//!   [`client`] — `socksgate connect`;
+//!   [`client`] — the SOCKS client library (CONNECT, BIND, UDP ASSOCIATE, chains);
+//!   [`connect_command`] — `socksgate connect` on top of it;
 //! * [`limits`] — session limits (global, per client network, per user); [`session_rate`] —
 //!   new sessions per second per client network and per user; [`burst_log`] — one log line
 //!   per burst of refusals; [`authentication`] — `[[auth]]`, methods by network and listener;
@@ -44,6 +46,7 @@ mod clock;
 pub mod config;
 mod conn;
 pub mod connect;
+pub mod connect_command;
 pub mod egress;
 pub mod failure;
 pub mod gssapi;

@@ -15,7 +15,7 @@ use socksgate::metrics::{self, Metrics};
 use socksgate::resolve::Resolver;
 use socksgate::shared::Shared;
 use socksgate::users::{self, Users};
-use socksgate::{client, logging, reload, server, systemd};
+use socksgate::{connect_command, logging, reload, server, systemd};
 
 fn main() {
     let cli = Cli::parse();
@@ -64,7 +64,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Connect(args) => {
             let rt = runtime()?;
-            let result = rt.block_on(client::run(&args));
+            let result = rt.block_on(connect_command::run(&args));
             // tokio's stdin reads on a blocking thread that may never return (ssh keeps our
             // stdin open): do not wait for it when the session is over.
             rt.shutdown_background();

@@ -104,7 +104,7 @@ impl Contexts {
             }
         }
         for u in &config.upstreams {
-            let Ok(url) = u.url.get_ref().parse::<crate::client::ProxyUrl>() else {
+            let Ok(url) = u.url.get_ref().parse::<crate::client::Proxy>() else {
                 continue;
             };
             if url.tls {

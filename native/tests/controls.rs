@@ -150,7 +150,7 @@ async fn socks5(
     let mut c = Client::new(config).unwrap();
     match client::handshake(&mut c, &mut stream).await {
         Ok(_) => Ok(stream),
-        Err(client::ClientFailure::Handshake(e)) => Err(e),
+        Err(client::Error::Handshake { source: e, .. }) => Err(e),
         Err(other) => panic!("{other:?}"),
     }
 }

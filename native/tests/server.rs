@@ -46,7 +46,7 @@ async fn handshake(
     version: Version,
     target: Addr<'_>,
     creds: Option<(&[u8], &[u8])>,
-) -> (TcpStream, Result<(Target, Vec<u8>), client::ClientFailure>) {
+) -> (TcpStream, Result<(Target, Vec<u8>), client::Error>) {
     let mut stream = TcpStream::connect(proxy).await.unwrap();
     let config = ClientConfig {
         version,
@@ -65,9 +65,9 @@ fn parse(text: &str) -> Config {
     Config::parse(text, std::path::Path::new("t.toml")).unwrap()
 }
 
-fn rejected(r: Result<(Target, Vec<u8>), client::ClientFailure>) -> ClientError {
+fn rejected(r: Result<(Target, Vec<u8>), client::Error>) -> ClientError {
     match r {
-        Err(client::ClientFailure::Handshake(e)) => e,
+        Err(client::Error::Handshake { source: e, .. }) => e,
         other => panic!("expected a rejection, got {other:?}"),
     }
 }
@@ -286,10 +286,14 @@ async fn login_from(proxy: SocketAddr, src: [u8; 4], password: &'static [u8]) ->
     .await
     .expect("the handshake ends");
     let ok = match r {
-        Err(client::ClientFailure::Handshake(ClientError::AuthFailed)) => false,
-        Err(client::ClientFailure::Handshake(ClientError::Rejected(
-            ReplyCode::ConnectionRefused,
-        ))) => true,
+        Err(client::Error::Handshake {
+            source: ClientError::AuthFailed,
+            ..
+        }) => false,
+        Err(client::Error::Handshake {
+            source: ClientError::Rejected(ReplyCode::ConnectionRefused),
+            ..
+        }) => true,
         other => panic!("unexpected outcome {other:?}"),
     };
     (ok, start.elapsed())
@@ -1123,7 +1127,7 @@ async fn connect_name(
     proxy: SocketAddr,
     name: &str,
     port: u16,
-) -> (TcpStream, Result<(Target, Vec<u8>), client::ClientFailure>) {
+) -> (TcpStream, Result<(Target, Vec<u8>), client::Error>) {
     let domain = Domain::new(name.as_bytes()).unwrap();
     handshake(proxy, Version::Socks5, Addr::Domain(domain, port), None).await
 }

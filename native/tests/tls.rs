@@ -705,3 +705,57 @@ fn expired_server_certificate_is_refused_by_the_client() {
         "{lines:?}"
     );
 }
+
+/// The client library (`socksgate::client`) through a plain proxy into a `+tls` one that
+/// wants a client certificate: TLS runs inside the first proxy's tunnel, and the
+/// certificate's CN is the user the second proxy's rules allow.
+#[tokio::test]
+async fn client_library_chains_into_a_tls_proxy_with_a_client_certificate() {
+    use ::socksgate::client::{Connector, Proxy};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let pki = Pki::new();
+    pki.ca("clients");
+    pki.leaf("alice", "clients", "alice", "client", 2);
+    pki.leaf("bob", "clients", "bob", "client", 2);
+    let config = format!(
+        "default_action = \"deny\"\n[[rule]]\naction = \"allow\"\nusers = [\"alice\"]\n\n{}",
+        pki.tls_entry(&format!("client_ca = \"{}\"\n", pki.path("clients.pem")))
+    );
+    let inner = Server::builder().config(&config).start();
+    let outer = Server::start();
+    let echo = echo();
+    let ca = PathBuf::from(pki.path("ca.pem"));
+    let chain = |who: &str| {
+        let cert = PathBuf::from(pki.path(&format!("{who}.pem")));
+        let key = PathBuf::from(pki.path(&format!("{who}.key")));
+        let tls = ::socksgate::tls::client_config(Some(&ca), Some((&cert, &key))).unwrap();
+        let first: Proxy = format!("socks5h://{}", outer.addr()).parse().unwrap();
+        let second: Proxy = format!("socks5h+tls://localhost:{}", inner.addr().port())
+            .parse()
+            .unwrap();
+        Connector::new(first)
+            .through(second.with_tls(tls))
+            .with_timeout(TIMEOUT)
+    };
+    let mut stream = chain("alice").connect(echo.addr()).await.unwrap();
+    stream.write_all(b"inside two proxies").await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    stream.read_to_end(&mut back).await.unwrap();
+    assert_eq!(back, b"inside two proxies");
+    let lines = wait_lines(&inner, "outcome=\"succeeded\"", 1);
+    assert!(lines[0].contains("user=alice"), "{lines:?}");
+    // bob's certificate is valid, but the rules allow alice only: REP 2 from the inner proxy.
+    let e = chain("bob").connect(echo.addr()).await.unwrap_err();
+    assert_eq!(
+        e.reply_code(),
+        Some(socksgate_core::wire::ReplyCode::NotAllowed),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .starts_with(&format!("proxy localhost:{}", inner.addr().port())),
+        "{e}"
+    );
+}
