@@ -373,7 +373,8 @@ impl<'a, IO: Read + Write, F: NorFlash, B: Board> Console<'a, IO, F, B> {
 /// The settings at boot: the newest good record in `store` parsed over `defaults`; if it
 /// does not parse (a record saved by firmware that knew settings this one does not), the
 /// other slot's good record; else the defaults. Reports what it found through `say` (one
-/// line each), e.g. a corrupt slot.
+/// line each), e.g. a corrupt slot. Records are parsed in place over one copy of the
+/// defaults, to keep the boot stack small.
 pub fn load_settings<F: NorFlash>(
     store: &mut ConfigStore<F>,
     defaults: Settings,
@@ -394,9 +395,9 @@ pub fn load_settings<F: NorFlash>(
         say(format_args!("config: no saved settings: defaults"));
         return defaults;
     };
-    let newest = parse_record(&body, loaded.slots.get(chosen), &defaults);
-    match newest {
-        Ok(settings) => {
+    let mut settings = defaults.clone();
+    match parse_record(&body, loaded.slots.get(chosen), &mut settings) {
+        Ok(()) => {
             say(format_args!("config: loaded slot {chosen}"));
             return settings;
         }
@@ -408,15 +409,16 @@ pub fn load_settings<F: NorFlash>(
         return defaults;
     }
     // The older record is read again: `body` holds the newest.
-    let older = match store.read_slot(other, &mut body) {
-        Ok(state) => parse_record(&body, Some(&state), &defaults),
+    let state = match store.read_slot(other, &mut body) {
+        Ok(state) => state,
         Err(e) => {
             say(format_args!("config: flash read failed ({e:?}): defaults"));
             return defaults;
         }
     };
-    match older {
-        Ok(settings) => {
+    settings.clone_from(&defaults);
+    match parse_record(&body, Some(&state), &mut settings) {
+        Ok(()) => {
             say(format_args!("config: loaded the older slot {other}"));
             settings
         }
@@ -429,12 +431,12 @@ pub fn load_settings<F: NorFlash>(
     }
 }
 
-/// A good slot's body in `body`, parsed over `defaults`.
+/// A good slot's body in `body`, parsed over `settings` (left partly changed on an error).
 fn parse_record(
     body: &[u8; MAX_BODY],
     state: Option<&SlotState>,
-    defaults: &Settings,
-) -> Result<Settings, LineError> {
+    settings: &mut Settings,
+) -> Result<(), LineError> {
     let len = match state {
         Some(SlotState::Good { len, .. }) => *len,
         _ => 0,
@@ -449,7 +451,7 @@ fn parse_record(
             .count(),
         error: SettingsError::Invalid("not UTF-8"),
     })?;
-    Settings::parse(defaults.clone(), text)
+    settings.parse_over(text)
 }
 
 #[cfg(test)]
