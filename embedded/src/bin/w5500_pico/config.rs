@@ -5,8 +5,8 @@
 use socksgate_core::rules::Action;
 use socksgate_embedded::settings::Settings;
 
-/// Concurrent SOCKS sessions: 21 360 B of RAM each with 4 KiB socket buffers. 7 is the
-/// maximum that leaves the stack twice the largest frame (the main task's, 22 KB, which
+/// Concurrent SOCKS sessions: 21 360 B of RAM each with 4 KiB socket buffers. 8 is the
+/// maximum that leaves the stack twice the largest frame (the main task's, 17.6 KB, which
 /// loads the settings at boot) above `.bss` in the RP2040's 264 KiB; see the README.
 pub(crate) const SESSIONS: usize = 8;
 /// Sessions that can be UDP associations at the same time (≈ 14.6 KiB each).
