@@ -19,7 +19,8 @@
 //! - [`fds`]: the per-descriptor state table.
 //! - [`handshake`]: the SOCKS exchange on a socket, driven by `socksgate_core::client` (the
 //!   protocol bytes and decisions are the core's; this crate only does I/O).
-//! - [`settings`], [`direct`], [`log`]: configuration from the environment, the `--direct`
+//! - [`settings`], [`direct`], [`log`]: configuration from the environment (variables and
+//!   grammar shared with the command in `socksgate_socksify_config`), the `--direct`
 //!   networks, the `--verbose` log.
 //! - [`failure`]: reply codes → errno.
 //!
@@ -56,5 +57,3 @@ mod names;
 mod placeholder;
 mod settings;
 mod tcp;
-
-pub use settings::{DIRECT_ENV, LOG_ENV, PROXY_ENV, TIMEOUT_ENV};

@@ -15,7 +15,7 @@ enum Sink {
 
 fn sink() -> &'static Sink {
     static SINK: OnceLock<Sink> = OnceLock::new();
-    SINK.get_or_init(|| match std::env::var(crate::settings::LOG_ENV) {
+    SINK.get_or_init(|| match std::env::var(socksgate_socksify_config::LOG_ENV) {
         Err(_) => Sink::Quiet,
         Ok(v) if v.is_empty() || v == "stderr" => Sink::Stderr,
         // O_APPEND: the program's children (and their children) write to the same file.
