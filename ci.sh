@@ -20,7 +20,8 @@ export FUZZ_SECS=${SOCKSGATE_FUZZ_SECS:-20}
 CARGO_FUZZ_VERSION=0.13.2
 APT_PACKAGES=(curl python3 python3-socks ncat proxychains4 dante-server dante-client microsocks
     tshark iperf3 qemu-system-arm socat netcat-openbsd chromium procps iproute2 util-linux perl
-    haproxy iptables adduser systemd stunnel4 openssl tcpdump zstd dnsmasq-base)
+    haproxy iptables adduser systemd stunnel4 openssl tcpdump zstd dnsmasq-base wget openssh-client
+    openssh-server)
 
 step() { printf '\n==== %s ====\n' "$*"; }
 
