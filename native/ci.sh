@@ -46,7 +46,8 @@ cleanup() {
 trap cleanup EXIT
 
 step "build the package"
-cargo build --release --locked -p socksgate --bin socksgate -p socksgate-socksify
+cargo build --release --locked -p socksgate --bin socksgate
+cargo build --release --locked -p socksgate-socksify   # the library socksify preloads
 target_dir=$(cargo metadata --format-version 1 --no-deps --locked |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 cargo run --locked -q -p socksgate --example gen-docs -- "$target_dir/release/docs"
