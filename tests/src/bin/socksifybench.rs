@@ -284,9 +284,9 @@ fn main() -> Result<()> {
                 // Not a figure for the wrapper: its connections did not all take the proxy.
                 eprintln!(
                     "socksifybench: {}: {proxied} proxied sessions for {connects} connects; \
-                     its stderr ends:\n{}",
+                     its stderr begins:\n{}",
                     way.name(),
-                    stderr.lines().rev().take(5).collect::<Vec<_>>().join("\n")
+                    stderr.lines().take(10).collect::<Vec<_>>().join("\n")
                 );
                 bypassed[i] = Some(proxied);
                 continue;
