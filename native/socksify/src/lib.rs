@@ -16,6 +16,11 @@
 //! - [`names`] and [`placeholder`]: when the proxy resolves (socks5h, socks4a),
 //!   `getaddrinfo`/`gethostbyname` answer with placeholder addresses that `connect` maps back
 //!   to the name, so no DNS query leaves the machine.
+//! - [`udp`] (hooks in [`interpose_udp`]): `sendto`/`sendmsg`/`sendmmsg`/`recvfrom`/
+//!   `recvmsg`/`recvmmsg` and connected UDP (`connect`, then `send`/`write`/`recv`/`read`)
+//!   → SOCKS5 UDP ASSOCIATE, one association per program socket.
+//! - [`bind`] (hooks in [`interpose_bind`]): `bind`+`getsockname`+`listen`+`accept` of an
+//!   active-mode data connection → SOCKS BIND, both replies.
 //! - [`fds`]: the per-descriptor state table.
 //! - [`handshake`]: the SOCKS exchange on a socket, driven by `socksgate_core::client` (the
 //!   protocol bytes and decisions are the core's; this crate only does I/O).
@@ -42,7 +47,8 @@
 //!
 //! Everything the hooks allocate lives in the process; a lock is held only for a table
 //! lookup, never across a system call.
-// `unsafe` is allowed only in `interpose`, `real` and `sys` (each says so at its top); the
+// `unsafe` is allowed only in `interpose`, `interpose_udp`, `interpose_bind`, `real` and
+// `sys` (each says so at its top); the
 // other modules forbid it.
 // The crate has no Rust API (it is loaded with LD_PRELOAD): these docs are for its
 // developers and link its private modules (`cargo doc --document-private-items`).
@@ -61,3 +67,9 @@ mod names;
 mod placeholder;
 mod settings;
 mod tcp;
+
+// UDP ASSOCIATE and BIND: the safe modules and their hooks.
+mod bind;
+pub mod interpose_bind;
+pub mod interpose_udp;
+mod udp;

@@ -80,3 +80,74 @@ real_functions! {
     ) -> c_int = libc::EAI_SYSTEM;
     gethostbyname: fn(name: *const c_char) -> *mut hostent = core::ptr::null_mut();
 }
+
+// The UDP ([`crate::interpose_udp`]) and BIND ([`crate::interpose_bind`]) hooks' functions.
+real_functions! {
+    sendto: fn(
+        fd: c_int,
+        buf: *const c_void,
+        len: usize,
+        flags: c_int,
+        addr: *const sockaddr,
+        addrlen: socklen_t
+    ) -> libc::ssize_t = -1;
+    sendmsg: fn(fd: c_int, msg: *const libc::msghdr, flags: c_int) -> libc::ssize_t = -1;
+    sendmmsg: fn(
+        fd: c_int,
+        vec: *mut libc::mmsghdr,
+        vlen: core::ffi::c_uint,
+        flags: c_int
+    ) -> c_int = -1;
+    send: fn(fd: c_int, buf: *const c_void, len: usize, flags: c_int) -> libc::ssize_t = -1;
+    write: fn(fd: c_int, buf: *const c_void, len: usize) -> libc::ssize_t = -1;
+    recvfrom: fn(
+        fd: c_int,
+        buf: *mut c_void,
+        len: usize,
+        flags: c_int,
+        addr: *mut sockaddr,
+        addrlen: *mut socklen_t
+    ) -> libc::ssize_t = -1;
+    recvmsg: fn(fd: c_int, msg: *mut libc::msghdr, flags: c_int) -> libc::ssize_t = -1;
+    recvmmsg: fn(
+        fd: c_int,
+        vec: *mut libc::mmsghdr,
+        vlen: core::ffi::c_uint,
+        flags: c_int,
+        timeout: *mut libc::timespec
+    ) -> c_int = -1;
+    recv: fn(fd: c_int, buf: *mut c_void, len: usize, flags: c_int) -> libc::ssize_t = -1;
+    read: fn(fd: c_int, buf: *mut c_void, len: usize) -> libc::ssize_t = -1;
+    __read_chk: fn(fd: c_int, buf: *mut c_void, len: usize, buflen: usize) -> libc::ssize_t = -1;
+    __recv_chk: fn(
+        fd: c_int,
+        buf: *mut c_void,
+        len: usize,
+        buflen: usize,
+        flags: c_int
+    ) -> libc::ssize_t = -1;
+    __recvfrom_chk: fn(
+        fd: c_int,
+        buf: *mut c_void,
+        len: usize,
+        buflen: usize,
+        flags: c_int,
+        addr: *mut sockaddr,
+        addrlen: *mut socklen_t
+    ) -> libc::ssize_t = -1;
+    syscall: fn(
+        number: core::ffi::c_long,
+        a1: core::ffi::c_long,
+        a2: core::ffi::c_long,
+        a3: core::ffi::c_long,
+        a4: core::ffi::c_long,
+        a5: core::ffi::c_long,
+        a6: core::ffi::c_long
+    ) -> core::ffi::c_long = -1;
+    bind: fn(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int = -1;
+    listen: fn(fd: c_int, backlog: c_int) -> c_int = -1;
+    accept: fn(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int = -1;
+    accept4: fn(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int = -1;
+    getsockname: fn(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int = -1;
+    getpeername: fn(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int = -1;
+}

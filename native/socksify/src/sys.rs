@@ -212,3 +212,123 @@ pub(crate) fn interface_networks() -> Vec<(IpAddr, u8)> {
     unsafe { libc::freeifaddrs(head) };
     networks
 }
+
+// Calls of the UDP ([`crate::udp`]) and BIND ([`crate::bind`]) modules.
+
+/// The socket's local address (getsockname), for AF_INET/AF_INET6 sockets.
+pub(crate) fn local_address(fd: RawFd) -> Result<SocketAddr, Errno> {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut storage: sockaddr_storage = unsafe { zeroed() };
+    let mut len = size_of::<sockaddr_storage>() as socklen_t;
+    // SAFETY: storage and len are valid for writes of the sizes given.
+    let r = unsafe { crate::real::getsockname(fd, (&raw mut storage).cast(), &raw mut len) };
+    if r != 0 {
+        return Err(errno());
+    }
+    // SAFETY: the kernel wrote `len` bytes of address into storage.
+    unsafe { read_sockaddr((&raw const storage).cast(), len) }.ok_or(libc::EAFNOSUPPORT)
+}
+
+/// A new close-on-exec socket of `family` and `kind` (SOCK_STREAM, SOCK_DGRAM).
+pub(crate) fn socket_of(family: c_int, kind: c_int) -> Result<RawFd, Errno> {
+    // SAFETY: socket takes no pointers.
+    let fd = unsafe { libc::socket(family, kind | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 { Err(errno()) } else { Ok(fd) }
+}
+
+/// A new close-on-exec TCP socket of the family of `peer`.
+pub(crate) fn stream_socket(peer: SocketAddr) -> Result<RawFd, Errno> {
+    let family = if peer.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    socket_of(family, libc::SOCK_STREAM)
+}
+
+/// libc's own `close` (not our hook); errors are of no use to the callers.
+pub(crate) fn close(fd: RawFd) {
+    // SAFETY: fd is a descriptor the shim owns.
+    unsafe { crate::real::close(fd) };
+}
+
+/// libc's own `bind` (not our hook).
+pub(crate) fn bind(fd: RawFd, addr: SocketAddr) -> Result<(), Errno> {
+    let (storage, len) = to_sockaddr(addr);
+    // SAFETY: storage holds a valid socket address of `len` bytes.
+    let r = unsafe { crate::real::bind(fd, (&raw const storage).cast(), len) };
+    if r == 0 { Ok(()) } else { Err(errno()) }
+}
+
+/// A descriptor's file status flags (O_NONBLOCK, …) and descriptor flags (FD_CLOEXEC).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DescriptorFlags {
+    status: c_int,
+    descriptor: c_int,
+}
+
+/// The flags of `fd`.
+pub(crate) fn descriptor_flags(fd: RawFd) -> Result<DescriptorFlags, Errno> {
+    // SAFETY: F_GETFL and F_GETFD take no argument.
+    let (status, descriptor) = unsafe {
+        (
+            libc::fcntl(fd, libc::F_GETFL),
+            libc::fcntl(fd, libc::F_GETFD),
+        )
+    };
+    if status < 0 || descriptor < 0 {
+        return Err(errno());
+    }
+    Ok(DescriptorFlags { status, descriptor })
+}
+
+/// Sets the flags of `fd` to `flags`.
+pub(crate) fn set_descriptor_flags(fd: RawFd, flags: DescriptorFlags) -> Result<(), Errno> {
+    // SAFETY: F_SETFL and F_SETFD take an int.
+    let r = unsafe {
+        libc::fcntl(fd, libc::F_SETFL, flags.status)
+            | libc::fcntl(fd, libc::F_SETFD, flags.descriptor)
+    };
+    if r < 0 { Err(errno()) } else { Ok(()) }
+}
+
+/// Puts the socket `fresh` at descriptor number `fd` (dup2; the old socket there is closed)
+/// with `flags`, and closes `fresh`'s own number.
+pub(crate) fn replace(fd: RawFd, fresh: RawFd, flags: DescriptorFlags) -> Result<(), Errno> {
+    // SAFETY: both are open descriptors; dup2 atomically closes what fd referred to.
+    let r = unsafe { libc::dup2(fresh, fd) };
+    let failed = (r < 0).then(errno);
+    close(fresh);
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    set_descriptor_flags(fd, flags)
+}
+
+/// A new descriptor for the same open socket as `fd`, close-on-exec if asked.
+pub(crate) fn duplicate(fd: RawFd, close_on_exec: bool) -> Result<RawFd, Errno> {
+    let command = if close_on_exec {
+        libc::F_DUPFD_CLOEXEC
+    } else {
+        libc::F_DUPFD
+    };
+    // SAFETY: F_DUPFD(_CLOEXEC) takes the lowest acceptable descriptor number.
+    let new = unsafe { libc::fcntl(fd, command, 0) };
+    if new < 0 { Err(errno()) } else { Ok(new) }
+}
+
+/// Sets or clears O_NONBLOCK on the file description of `fd`.
+pub(crate) fn set_nonblocking(fd: RawFd, on: bool) -> Result<(), Errno> {
+    // SAFETY: F_GETFL takes no argument, F_SETFL an int.
+    let r = unsafe {
+        let status = libc::fcntl(fd, libc::F_GETFL);
+        if status < 0 {
+            status
+        } else if on {
+            libc::fcntl(fd, libc::F_SETFL, status | libc::O_NONBLOCK)
+        } else {
+            libc::fcntl(fd, libc::F_SETFL, status & !libc::O_NONBLOCK)
+        }
+    };
+    if r < 0 { Err(errno()) } else { Ok(()) }
+}
