@@ -23,6 +23,12 @@ use crate::{fds, log, real, sys, tcp};
 /// The C contract of `connect`.
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    // UDP sockets and sockets bound for a BIND: see crate::udp, crate::bind.
+    crate::bind::before_connect(fd);
+    // SAFETY: connect's contract, as the program called us.
+    if let Some(r) = unsafe { crate::interpose_udp::connect(fd, addr, len) } {
+        return r;
+    }
     // SAFETY: the program passes `len` readable bytes at `addr` (connect's contract).
     let destination = unsafe { sys::read_sockaddr(addr, len) };
     if let Some(destination) = destination
@@ -47,6 +53,9 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
 /// The C contract of `close`.
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    // A UDP association's control connection, a BIND's state: see crate::udp, crate::bind.
+    crate::udp::forget(fd);
+    crate::bind::forget(fd);
     if fds::remove(fd).is_some() {
         log::event(format_args!("close(fd {fd})"));
     }

@@ -94,6 +94,8 @@ pub(crate) fn connect(fd: RawFd, destination: SocketAddr) -> Outcome {
                     ""
                 }
             ));
+            // A later BIND names this destination as the peer that connects back.
+            crate::bind::remember_peer(&target.to_target());
             fds::insert(
                 fd,
                 FdState::Connected {
