@@ -42,6 +42,7 @@ use socksgate_core::wire::Command;
 use socksgate_core::{Addr, Target};
 
 use crate::failure::Failure;
+use crate::fds::{self, FdState};
 use crate::handshake::Handshake;
 use crate::sys::{self, Errno};
 use crate::udp::in_family;
@@ -102,6 +103,7 @@ pub(crate) fn remember_peer(destination: &Target) {
 /// over with a SOCKS BIND (see the module docs). `Err` is the errno `bind` fails with.
 pub(crate) fn after_bind(fd: RawFd, local: SocketAddr) -> Result<(), Errno> {
     if local.port() != 0 || local.ip().to_canonical().is_loopback() {
+        // A local listener (a fixed port, or loopback): not a data connection.
         return Ok(());
     }
     if sys::socket_type(fd) != Ok(libc::SOCK_STREAM) {
@@ -178,6 +180,36 @@ pub(crate) fn local_name(fd: RawFd) -> Option<SocketAddr> {
     match table().get(&fd)? {
         State::Listening { bound, .. } | State::Accepted { bound, .. } => Some(*bound),
     }
+}
+
+/// The address `getsockname` answers for a TCP connection made through the proxy: the
+/// proxy's address for it (BND.ADDR/BND.PORT of the CONNECT reply), in the socket's family.
+pub(crate) fn connected_name(fd: RawFd) -> Option<SocketAddr> {
+    let Some(FdState::Connected {
+        bound: Target::Ip(bound),
+        ..
+    }) = fds::get(fd)
+    else {
+        return None;
+    };
+    in_family(bound, sys::socket_family(fd).ok()?)
+}
+
+/// The wildcard address to bind instead of `local`, when libc's `bind` failed with `errno`
+/// because `local` is the proxy's address of a proxied connection (see
+/// [`connected_name`]) and a BIND will follow.
+pub(crate) fn wildcard_for(fd: RawFd, local: SocketAddr, errno: Errno) -> Option<SocketAddr> {
+    if errno != libc::EADDRNOTAVAIL || local.port() != 0 || last_peer().is_none() {
+        return None;
+    }
+    if sys::socket_type(fd) != Ok(libc::SOCK_STREAM) {
+        return None;
+    }
+    let any = match local {
+        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        SocketAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    };
+    Some(SocketAddr::new(any, 0))
 }
 
 /// The address `getpeername` answers for `fd` (ENOTCONN while listening), if it is ours.

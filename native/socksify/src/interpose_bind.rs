@@ -43,13 +43,24 @@ unsafe fn write_name(addr: SocketAddr, name: *mut sockaddr, len: *mut socklen_t)
 pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     // SAFETY: the program's own arguments, passed on unchanged.
     let r = unsafe { real::bind(fd, addr, len) };
-    if r != 0 {
-        return r;
-    }
     // SAFETY: the program passes `len` readable bytes at `addr` (bind's contract).
-    let Some(local) = (unsafe { sys::read_sockaddr(addr, len) }) else {
+    let Some(mut local) = (unsafe { sys::read_sockaddr(addr, len) }) else {
         return r;
     };
+    if r != 0 {
+        // A program binding to the address getsockname gave for a proxied connection (the
+        // proxy's): like Dante, bind the wildcard address locally and BIND at the proxy.
+        let errno = sys::errno();
+        let Some(wildcard) = bind::wildcard_for(fd, local, errno) else {
+            sys::set_errno(errno);
+            return r;
+        };
+        if let Err(e) = sys::bind(fd, wildcard) {
+            sys::set_errno(e);
+            return -1;
+        }
+        local = wildcard;
+    }
     match bind::after_bind(fd, local) {
         Ok(()) => 0,
         Err(errno) => {
@@ -135,13 +146,16 @@ pub unsafe extern "C" fn accept4(
     }
 }
 
-/// `getsockname(2)`: a BIND socket is where the proxy listens.
+/// `getsockname(2)`: a BIND socket is where the proxy listens; a TCP connection made
+/// through the proxy is at the proxy's address for it (BND.ADDR of the CONNECT reply), as
+/// Dante's socksify answers too: FTP clients announce that address (with a BIND socket's
+/// port) in PORT/EPRT, and the server can only reach the proxy's side.
 ///
 /// # Safety
 /// The C contract of `getsockname`.
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
-    match bind::local_name(fd) {
+    match bind::local_name(fd).or_else(|| bind::connected_name(fd)) {
         // SAFETY: the caller's contract.
         Some(bound) => unsafe { write_name(bound, addr, len) },
         // SAFETY: the program's own arguments, passed on unchanged.
