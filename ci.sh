@@ -21,7 +21,7 @@ CARGO_FUZZ_VERSION=0.13.2
 APT_PACKAGES=(curl python3 python3-socks ncat proxychains4 dante-server dante-client microsocks
     tshark iperf3 qemu-system-arm socat netcat-openbsd chromium procps iproute2 util-linux perl
     haproxy iptables adduser systemd stunnel4 openssl tcpdump zstd dnsmasq-base wget openssh-client
-    openssh-server)
+    openssh-server bind9-dnsutils tnftp python3-pyftpdlib)
 
 step() { printf '\n==== %s ====\n' "$*"; }
 

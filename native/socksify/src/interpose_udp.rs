@@ -128,9 +128,9 @@ unsafe fn receive(
     iov: *const iovec,
     iovlen: usize,
     flags: c_int,
-    name: *mut sockaddr,
-    namelen: *mut socklen_t,
+    (name, namelen): (*mut sockaddr, *mut socklen_t),
     control: (*mut c_void, usize),
+    call: &str,
 ) -> Result<Received, Errno> {
     // SAFETY: the caller's contract.
     let room = unsafe { capacity(iov, iovlen) };
@@ -165,7 +165,12 @@ unsafe fn receive(
         let datagram = buffer.get(..got).unwrap_or_default();
         let (payload, shown) = match udp::incoming(fd, src, datagram) {
             Incoming::Relayed { from, payload } => {
-                (datagram.get(payload).unwrap_or_default(), Some(from))
+                let payload = datagram.get(payload).unwrap_or_default();
+                crate::log::event(format_args!(
+                    "{call}(fd {fd}): {} bytes from {from} via relay",
+                    payload.len()
+                ));
+                (payload, Some(from))
             }
             Incoming::Direct => (datagram, src),
             Incoming::Drop => {
@@ -213,13 +218,24 @@ unsafe fn receive_from(
     flags: c_int,
     addr: *mut sockaddr,
     addrlen: *mut socklen_t,
+    call: &str,
 ) -> ssize_t {
     let one = iovec {
         iov_base: buf,
         iov_len: len,
     };
     // SAFETY: `one` describes the program's buffer; the rest is the caller's contract.
-    match unsafe { receive(fd, &raw const one, 1, flags, addr, addrlen, (null_mut(), 0)) } {
+    match unsafe {
+        receive(
+            fd,
+            &raw const one,
+            1,
+            flags,
+            (addr, addrlen),
+            (null_mut(), 0),
+            call,
+        )
+    } {
         Ok(r) => r.value as ssize_t,
         Err(e) => fail(e),
     }
@@ -244,13 +260,16 @@ unsafe fn receive_msg(fd: RawFd, msg: *mut msghdr, flags: c_int) -> ssize_t {
             m.msg_iov,
             m.msg_iovlen,
             flags,
-            name,
-            if name.is_null() {
-                null_mut()
-            } else {
-                &raw mut namelen
-            },
+            (
+                name,
+                if name.is_null() {
+                    null_mut()
+                } else {
+                    &raw mut namelen
+                },
+            ),
             (m.msg_control, m.msg_controllen),
+            "recvmsg",
         )
     };
     match r {
@@ -514,7 +533,7 @@ pub unsafe extern "C" fn recvfrom(
         return unsafe { real::recvfrom(fd, buf, len, flags, addr, addrlen) };
     }
     // SAFETY: the caller's contract.
-    unsafe { receive_from(fd, buf, len, flags, addr, addrlen) }
+    unsafe { receive_from(fd, buf, len, flags, addr, addrlen, "recvfrom") }
 }
 
 /// Replaces libc's `recv` (see [`recvfrom`]).
@@ -528,7 +547,7 @@ pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: usize, flags: c_
         return unsafe { real::recv(fd, buf, len, flags) };
     }
     // SAFETY: the caller's contract.
-    unsafe { receive_from(fd, buf, len, flags, null_mut(), null_mut()) }
+    unsafe { receive_from(fd, buf, len, flags, null_mut(), null_mut(), "recv") }
 }
 
 /// Replaces libc's `read` (see [`recvfrom`]).
@@ -542,7 +561,7 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: usize) -> ssize_
         return unsafe { real::read(fd, buf, len) };
     }
     // SAFETY: the caller's contract.
-    unsafe { receive_from(fd, buf, len, 0, null_mut(), null_mut()) }
+    unsafe { receive_from(fd, buf, len, 0, null_mut(), null_mut(), "read") }
 }
 
 /// Replaces glibc's `_FORTIFY_SOURCE` `read` (which calls the system call itself).
@@ -561,7 +580,7 @@ pub unsafe extern "C" fn __read_chk(
         return unsafe { real::__read_chk(fd, buf, len, buflen) };
     }
     // SAFETY: the caller's contract.
-    unsafe { receive_from(fd, buf, len, 0, null_mut(), null_mut()) }
+    unsafe { receive_from(fd, buf, len, 0, null_mut(), null_mut(), "read") }
 }
 
 /// Replaces glibc's `_FORTIFY_SOURCE` `recv`.
@@ -581,7 +600,7 @@ pub unsafe extern "C" fn __recv_chk(
         return unsafe { real::__recv_chk(fd, buf, len, buflen, flags) };
     }
     // SAFETY: the caller's contract.
-    unsafe { receive_from(fd, buf, len, flags, null_mut(), null_mut()) }
+    unsafe { receive_from(fd, buf, len, flags, null_mut(), null_mut(), "recv") }
 }
 
 /// Replaces glibc's `_FORTIFY_SOURCE` `recvfrom`.
@@ -603,7 +622,7 @@ pub unsafe extern "C" fn __recvfrom_chk(
         return unsafe { real::__recvfrom_chk(fd, buf, len, buflen, flags, addr, addrlen) };
     }
     // SAFETY: the caller's contract.
-    unsafe { receive_from(fd, buf, len, flags, addr, addrlen) }
+    unsafe { receive_from(fd, buf, len, flags, addr, addrlen, "recvfrom") }
 }
 
 /// Replaces libc's `recvmsg` (see [`recvfrom`]); ancillary data is the kernel's.

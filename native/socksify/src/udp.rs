@@ -56,6 +56,16 @@ pub(crate) struct Destination {
     pub(crate) target: Target,
 }
 
+impl std::fmt::Display for Destination {
+    /// The address, and the name the proxy is sent when it is a placeholder.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.target {
+            Target::Domain(..) => write!(f, "{} = {}", self.shown, self.target),
+            Target::Ip(_) => write!(f, "{}", self.shown),
+        }
+    }
+}
+
 /// One program socket's association.
 #[derive(Debug)]
 struct Association {
@@ -287,9 +297,7 @@ pub(crate) fn send(fd: RawFd, to: Option<SocketAddr>, payload: &[u8], call: &str
         a.named.push(destination.clone());
     }
     log::event(format_args!(
-        "{call}(fd {fd}, {} = {}): {} bytes via relay {relay}",
-        destination.shown,
-        destination.target,
+        "{call}(fd {fd}, {destination}): {} bytes via relay {relay}",
         payload.len()
     ));
     Send::Relay(Outgoing { datagram, relay })
@@ -406,8 +414,7 @@ pub(crate) fn connect(fd: RawFd, to: Option<SocketAddr>) -> Connect {
         Err(failure) => return Connect::Fail(failure.errno()),
     };
     log::event(format_args!(
-        "connect(fd {fd}, {} = {}): UDP via relay {relay}",
-        destination.shown, destination.target
+        "connect(fd {fd}, {destination}): UDP via relay {relay}"
     ));
     if let Some(a) = table().get_mut(&fd) {
         a.peer = Some(destination);
