@@ -33,6 +33,8 @@ const ORIGIN_IP: &str = "10.67.0.2";
 /// The name only the origin's DNS server knows, and its address.
 const SECRET_NAME: &str = "only.origin.test";
 const SECRET_ADDRESS: &str = "10.9.8.7";
+/// The origin's name in the proxy namespace's hosts file (and nowhere else).
+const DNS_SERVER_NAME: &str = "dns.origin.test";
 /// Bytes of the file the FTP server serves.
 const FILE_LEN: usize = 300_000;
 const WAIT: Duration = Duration::from_secs(20);
@@ -117,6 +119,7 @@ impl Drop for Lab {
         for ns in [&self.client, &self.proxy, &self.origin] {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
+        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&self.proxy));
     }
 }
 
@@ -162,6 +165,16 @@ impl Lab {
         ip(&lab.proxy, "link set p1 up");
         ip(&lab.origin, &format!("addr add {ORIGIN_IP}/24 dev o1"));
         ip(&lab.origin, "link set o1 up");
+
+        // `ip netns exec` mounts this over /etc/hosts: the DNS server's name, which only the
+        // proxy side can resolve.
+        let etc = Path::new("/etc/netns").join(&lab.proxy);
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(
+            etc.join("hosts"),
+            format!("{ORIGIN_IP} {DNS_SERVER_NAME}\n"),
+        )
+        .unwrap();
 
         // The origin: dnsmasq with one name and nothing else, pyftpdlib serving one file.
         let root = lab.dir.path().join("ftp");
@@ -330,8 +343,13 @@ impl Lab {
     /// `socksgate socksify --proxy socks5://PROXY:port --direct none -v -- args` in the
     /// client namespace.
     fn socksify(&self, port: u16, args: &[&str]) -> Output {
+        self.socksify_with("socks5", port, args)
+    }
+
+    /// [`Self::socksify`] with the proxy URL's `scheme`.
+    fn socksify_with(&self, scheme: &str, port: u16, args: &[&str]) -> Output {
         let lib = library();
-        let proxy = format!("socks5://{PROXY_IP}:{port}");
+        let proxy = format!("{scheme}://{PROXY_IP}:{port}");
         let mut all = vec![
             BIN, "socksify", "--proxy", &proxy, "--direct", "none", "-v", "--",
         ];
@@ -481,6 +499,33 @@ fn dig_and_host_resolve_a_name_only_the_origin_knows_over_udp_associate() {
             "{stderr}"
         );
     }
+    // The DNS server by a name only the proxy resolves (socks5h): dig connects to the
+    // placeholder, the header carries the name, the answer comes from the placeholder.
+    let server = format!("@{DNS_SERVER_NAME}");
+    let out = lab.socksify_with(
+        "socks5h",
+        1080,
+        &[
+            "dig",
+            "+tries=1",
+            "+time=3",
+            "+short",
+            &server,
+            SECRET_NAME,
+            "A",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        SECRET_ADDRESS,
+        "{}",
+        text(&out)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(" = {DNS_SERVER_NAME}:53): UDP via relay")),
+        "{stderr}"
+    );
     let log = lab.socksgate_log();
     assert!(log.contains("command=udp_associate"), "{log}");
 }
@@ -516,6 +561,21 @@ print(sender[0], sender[1], data[:2].hex(), ".".join(map(str, data[-4:])))
         "{stderr}"
     );
     assert!(stderr.contains("recvfrom(fd "), "{stderr}");
+    // The same from an AF_INET6 socket to the IPv4-mapped address: the relay (IPv4) is
+    // reached at its mapped form, the answer comes from the mapped destination.
+    let v6 = script
+        .replace("socket.AF_INET,", "socket.AF_INET6,")
+        .replace(
+            &format!("(\"{ORIGIN_IP}\", 53)"),
+            &format!("(\"::ffff:{ORIGIN_IP}\", 53)"),
+        );
+    let out = lab.socksify(1080, &["/usr/bin/python3", "-c", &v6]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("::ffff:{ORIGIN_IP} 53 1234 {SECRET_ADDRESS}"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]

@@ -206,7 +206,15 @@ fn ensure(fd: RawFd, call: &str) -> Result<SocketAddr, Failure> {
         "{call}(fd {fd}): UDP ASSOCIATE via {}: relay {relay}",
         proxy.address
     ));
-    table().insert(
+    let mut table = table();
+    if let Some(other) = table.get(&fd) {
+        // Another thread opened one meanwhile: use it, drop ours.
+        let relay = other.relay;
+        drop(table);
+        sys::close(control);
+        return Ok(relay);
+    }
+    table.insert(
         fd,
         Association {
             control,
