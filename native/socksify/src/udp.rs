@@ -477,6 +477,98 @@ mod tests {
         );
     }
 
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// Installs an association for the made-up descriptor `fd` (no control connection).
+    fn associate(fd: RawFd, peer: Option<Destination>, named: Vec<Destination>) {
+        table().insert(
+            fd,
+            Association {
+                control: -1,
+                relay: sa("10.66.0.1:4000"),
+                family: libc::AF_INET,
+                peer,
+                named,
+            },
+        );
+        mark(fd, true);
+    }
+
+    fn datagram(from: Addr<'_>, payload: &[u8]) -> Vec<u8> {
+        let mut buf = vec![0u8; MAX_HEADER + payload.len()];
+        let n = encapsulate(from, payload, &mut buf).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    #[test]
+    fn relayed_datagrams_lose_their_header_and_come_from_their_destination() {
+        let fd = 60_001;
+        associate(fd, None, Vec::new());
+        let relay = Some(sa("10.66.0.1:4000"));
+        let d = datagram(Addr::Ip(sa("10.67.0.2:53")), b"answer");
+        assert_eq!(
+            incoming(fd, relay, &d),
+            Incoming::Relayed {
+                from: sa("10.67.0.2:53"),
+                payload: d.len() - 6..d.len()
+            }
+        );
+        // A stranger (not the relay, not a direct address), a malformed header, a fragment.
+        assert_eq!(incoming(fd, Some(sa("10.99.0.9:53")), &d), Incoming::Drop);
+        assert_eq!(incoming(fd, relay, b"\x01\x00\x00\x01"), Incoming::Drop);
+        let mut fragment = d.clone();
+        fragment[2] = 1;
+        assert_eq!(incoming(fd, relay, &fragment), Incoming::Drop);
+        // Loopback is direct by default: delivered unchanged.
+        assert_eq!(incoming(fd, Some(sa("127.0.0.1:53")), &d), Incoming::Direct);
+        forget(fd);
+        assert!(!is_associated(fd));
+    }
+
+    #[test]
+    fn a_connected_socket_hears_its_peer_only() {
+        let fd = 60_002;
+        let peer = Destination {
+            shown: sa("10.67.0.2:53"),
+            target: Target::Ip(sa("10.67.0.2:53")),
+        };
+        associate(fd, Some(peer), Vec::new());
+        let ours = datagram(Addr::Ip(sa("10.67.0.2:53")), b"a");
+        let other = datagram(Addr::Ip(sa("10.67.0.3:53")), b"a");
+        assert!(matches!(
+            incoming(fd, None, &ours),
+            Incoming::Relayed { .. }
+        ));
+        assert_eq!(incoming(fd, None, &other), Incoming::Drop);
+        // Not even a direct address reaches a socket connected through the relay.
+        assert_eq!(
+            incoming(fd, Some(sa("127.0.0.1:53")), &ours),
+            Incoming::Drop
+        );
+        assert_eq!(super::peer(fd), Some(sa("10.67.0.2:53")));
+        forget(fd);
+    }
+
+    #[test]
+    fn replies_to_a_name_come_from_its_placeholder() {
+        let fd = 60_003;
+        let name = Domain::new(b"dns.example").unwrap();
+        let named = Destination {
+            shown: sa("240.0.0.7:53"),
+            target: Addr::Domain(name, 53).to_target(),
+        };
+        associate(fd, None, vec![named]);
+        let d = datagram(Addr::Ip(sa("192.0.2.53:53")), b"a");
+        assert!(matches!(
+            incoming(fd, Some(sa("10.66.0.1:4000")), &d),
+            Incoming::Relayed { from, .. } if from == sa("240.0.0.7:53")
+        ));
+        forget(fd);
+    }
+
     #[test]
     fn bitmap_marks_and_clears() {
         assert!(!is_associated(70));
