@@ -2,7 +2,8 @@
 //! safe module what to do, and either answers the program or calls libc's own function
 //! ([`crate::real`]).
 //!
-//! Together with [`crate::real`] and [`crate::sys`] this is the only `unsafe` code of the
+//! Together with [`crate::real`], [`crate::sys`] and the UDP and BIND hooks
+//! ([`crate::interpose_udp`], [`crate::interpose_bind`]) this is the only `unsafe` code of the
 //! crate. The exported names are plain C symbols (`#[unsafe(no_mangle)]`); the dynamic
 //! linker resolves the program's calls to them because the library is preloaded. Test
 //! builds export nothing, so the unit-test binary keeps libc's functions.

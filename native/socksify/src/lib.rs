@@ -42,14 +42,14 @@
 //!    failures with [`failure::Failure::errno`].
 //! 4. Record what you did to a descriptor as an [`fds::FdState`] variant, so later calls on
 //!    it (and `close`) can find it; log each call with [`log::event`].
-//! 5. The `connect` hook sends stream sockets to [`tcp`]; datagram sockets fall through to
-//!    libc until a UDP module claims them there.
+//! 5. The `connect` hook sends AF_INET/AF_INET6 datagram sockets to [`udp`] (through
+//!    [`interpose_udp`]) and stream sockets to [`tcp`], after [`bind`] has undone a BIND
+//!    that a `connect` follows.
 //!
 //! Everything the hooks allocate lives in the process; a lock is held only for a table
 //! lookup, never across a system call.
 // `unsafe` is allowed only in `interpose`, `interpose_udp`, `interpose_bind`, `real` and
-// `sys` (each says so at its top); the
-// other modules forbid it.
+// `sys` (each says so at its top); the other modules forbid it.
 // The crate has no Rust API (it is loaded with LD_PRELOAD): these docs are for its
 // developers and link its private modules (`cargo doc --document-private-items`).
 #![allow(rustdoc::private_intra_doc_links)]

@@ -1,7 +1,8 @@
 //! Safe wrappers over the few system calls the shim makes on the program's file
 //! descriptors, and the conversions between C socket addresses and [`SocketAddr`].
 //!
-//! Part of the interposition layer: the only place besides [`crate::interpose`] and
+//! Part of the interposition layer: the only place besides [`crate::interpose`] (and its
+//! UDP and BIND siblings [`crate::interpose_udp`], [`crate::interpose_bind`]) and
 //! [`crate::real`] with `unsafe` code. Errors are raw errno values, which is what the hooks
 //! hand back to the program.
 #![allow(unsafe_code)]
