@@ -27,8 +27,9 @@ pub enum Command {
     Passwd(PasswdArgs),
     /// Relay stdin/stdout to HOST:PORT through a SOCKS proxy (for ssh's ProxyCommand).
     Connect(ConnectArgs),
-    /// Run a program with its TCP connections and name lookups going through a SOCKS proxy
-    /// (preloads libsocksgate_socksify.so; dynamically linked programs only).
+    /// Run a program with its TCP connections, UDP datagrams, active-mode FTP data
+    /// connections and name lookups going through a SOCKS proxy (preloads
+    /// libsocksgate_socksify.so; dynamically linked programs only).
     Socksify(SocksifyArgs),
     /// Validate a config file and print the effective configuration.
     CheckConfig(CheckConfigArgs),

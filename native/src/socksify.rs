@@ -1,5 +1,6 @@
 //! `socksgate socksify [--proxy URL] -- PROGRAM ARGS…`: runs PROGRAM with
-//! `libsocksgate_socksify.so` preloaded, so that its TCP connections and name lookups go
+//! `libsocksgate_socksify.so` preloaded, so that its TCP connections (CONNECT), UDP
+//! datagrams (UDP ASSOCIATE), active-mode data connections (BIND) and name lookups go
 //! through a SOCKS proxy (see the library's crate docs, native/socksify/).
 //!
 //! This command gathers the settings — flags, then environment variables, then the config
