@@ -25,7 +25,6 @@ use socksgate_socksify_config::{
 use toml::Spanned;
 
 use crate::cli::SocksifyArgs;
-use crate::client::ProxyUrl;
 use crate::config::ConfigError;
 
 /// Environment variable: the config file, when `--config` is not given.
@@ -193,9 +192,9 @@ pub fn settings(
 
 /// Parses a proxy URL (any host) and resolves its host to the address the library uses.
 fn proxy(url: &str) -> Result<Proxy, String> {
-    let parsed: ProxyUrl = url
+    let parsed: crate::client::Proxy = url
         .parse()
-        .map_err(|e: crate::client::ClientFailure| e.to_string())?;
+        .map_err(|e: crate::client::Error| e.to_string())?;
     if parsed.tls {
         return Err("socksify does not speak SOCKS over TLS (use a plain socks URL)".to_owned());
     }
@@ -208,7 +207,12 @@ fn proxy(url: &str) -> Result<Proxy, String> {
         version: parsed.version,
         remote_dns: parsed.remote_dns,
         address,
-        credentials: parsed.credentials.clone(),
+        credentials: match &parsed.auth {
+            crate::client::Auth::Password { username, password } => {
+                Some((username.clone(), password.clone()))
+            }
+            _ => None,
+        },
     })
 }
 
