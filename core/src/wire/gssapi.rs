@@ -252,6 +252,8 @@ pub struct MessageCounter {
     have: u8,
     /// Token bytes of the current message not yet fed (after its header).
     remaining: u16,
+    /// The current message's LEN.
+    len: u16,
     messages: u64,
     token_bytes: u64,
     stop: Option<CountStop>,
@@ -265,6 +267,7 @@ impl MessageCounter {
             header: [0; 4],
             have: 0,
             remaining: 0,
+            len: 0,
             messages: 0,
             token_bytes: 0,
             stop: None,
@@ -302,6 +305,7 @@ impl MessageCounter {
                 self.remaining -= take as u16;
                 if self.remaining == 0 {
                     self.messages += 1;
+                    self.token_bytes += u64::from(self.len);
                 }
                 continue;
             }
@@ -327,7 +331,7 @@ impl MessageCounter {
                 (4, [_, _, hi, lo]) => {
                     let len = u16::from_be_bytes([hi, lo]);
                     self.have = 0;
-                    self.token_bytes += u64::from(len);
+                    self.len = len;
                     self.remaining = len;
                     if len == 0 {
                         self.messages += 1;
@@ -429,7 +433,7 @@ mod tests {
         }
         let mut c = MessageCounter::new();
         c.feed(&stream[..n - 1]);
-        assert_eq!(c.messages(), 2);
+        assert_eq!((c.messages(), c.token_bytes()), (2, 3));
         assert!(!c.at_boundary());
     }
 
