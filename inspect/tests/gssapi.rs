@@ -340,3 +340,20 @@ fn encapsulated_count_stops_at_a_gap_or_an_abort() {
         )]
     );
 }
+
+/// The capture the wasm package's runtime test compares across the CLI, Node, Deno, Chromium
+/// and workerd (wasm/e2e/runtimes.mjs) is this file's Kerberos session, kept current:
+/// `SOCKSGATE_WRITE_FIXTURES=1` rewrites it.
+#[test]
+fn wasm_fixture_is_current() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../wasm/tests/fixtures/gssapi-kerberos.pcap"
+    );
+    let bytes = protected_session(1448);
+    if std::env::var_os("SOCKSGATE_WRITE_FIXTURES").is_some() {
+        std::fs::write(path, &bytes).unwrap();
+    }
+    let committed = std::fs::read(path).unwrap();
+    assert!(committed == bytes, "{path} is stale: run with SOCKSGATE_WRITE_FIXTURES=1");
+}
