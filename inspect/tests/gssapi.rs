@@ -355,5 +355,8 @@ fn wasm_fixture_is_current() {
         std::fs::write(path, &bytes).unwrap();
     }
     let committed = std::fs::read(path).unwrap();
-    assert!(committed == bytes, "{path} is stale: run with SOCKSGATE_WRITE_FIXTURES=1");
+    assert!(
+        committed == bytes,
+        "{path} is stale: run with SOCKSGATE_WRITE_FIXTURES=1"
+    );
 }
