@@ -360,3 +360,59 @@ fn wasm_fixture_is_current() {
         "{path} is stale: run with SOCKSGATE_WRITE_FIXTURES=1"
     );
 }
+
+/// Real captures recorded against socksgate's server (inspect/tests/captures/README.md):
+/// python3-gssapi with confidentiality, integrity and the NEC form's "none", and Debian curl
+/// giving up after the server selected GSS-API.
+#[test]
+fn real_python3_gssapi_and_curl_captures() {
+    let bytes = include_bytes!("captures/gssapi-python3-lo.pcap");
+    let report = run(bytes);
+    assert_eq!(report.sessions.len(), 3, "{report}");
+    for (i, s) in report.sessions.iter().enumerate() {
+        assert!(s.anomalies.is_empty(), "#{}: {:?}", i + 1, s.anomalies);
+        let g = s.gssapi.as_ref().unwrap();
+        assert_eq!(g.mechanism.as_deref(), Some("kerberos"));
+        assert_eq!(
+            g.service_principal.as_deref(),
+            Some("rcmd/localhost@EXAMPLE.TEST")
+        );
+        let kinds: Vec<_> = g.tokens.iter().map(|t| (t.dir, t.kind.as_str())).collect();
+        assert_eq!(
+            kinds,
+            [
+                (Dir::Up, "context"),
+                (Dir::Down, "context"),
+                (Dir::Up, "protection"),
+                (Dir::Down, "protection")
+            ]
+        );
+        let p = g.protection.as_ref().unwrap();
+        if i < 2 {
+            // Confidentiality, then integrity: the request, reply and echo are encapsulated.
+            assert_eq!((p.form, p.requested.as_deref()), ("wrapped", None));
+            assert_eq!(g.encapsulated_up.messages, 2, "#{}", i + 1);
+            assert_eq!(g.encapsulated_down.messages, 2, "#{}", i + 1);
+            assert_eq!(s.bytes_up, g.encapsulated_up.bytes + 8);
+            assert_eq!(s.command, None);
+        } else {
+            assert_eq!(
+                (p.form, p.requested.as_deref(), p.granted.as_deref()),
+                ("nec", Some("none"), Some("none"))
+            );
+            assert_eq!(g.encapsulated_up.messages + g.encapsulated_down.messages, 0);
+            assert_eq!(s.command.as_deref(), Some("connect"));
+            assert_eq!(s.dst_host.as_deref(), Some("127.0.0.1"));
+            assert_eq!((s.reply_code, s.bytes_up, s.bytes_down), (Some(0), 50, 50));
+        }
+    }
+
+    let refused = run(include_bytes!("captures/gssapi-curl-refused-lo.pcap"));
+    let s = only(&refused);
+    assert_eq!(
+        (s.methods_offered.as_slice(), s.method),
+        (&[0, 1][..], Some(1))
+    );
+    assert_eq!(s.anomalies, ["missing GSS-API message"]);
+    assert!(s.gssapi.as_ref().is_some_and(|g| g.tokens.is_empty()));
+}
