@@ -20,7 +20,8 @@ export FUZZ_SECS=${SOCKSGATE_FUZZ_SECS:-20}
 CARGO_FUZZ_VERSION=0.13.2
 APT_PACKAGES=(curl python3 python3-socks ncat proxychains4 dante-server dante-client microsocks
     tshark iperf3 qemu-system-arm socat netcat-openbsd chromium procps iproute2 util-linux perl
-    haproxy iptables adduser systemd stunnel4 openssl tcpdump zstd dnsmasq-base
+    haproxy iptables adduser systemd stunnel4 openssl tcpdump zstd dnsmasq-base wget openssh-client
+    openssh-server bind9-dnsutils tnftp python3-pyftpdlib
     # GSS-API: the tests' KDC, kadmin.local and kinit, the python3-gssapi client; the binding's
     # build (libgssapi-sys) needs the krb5 headers and bindgen's libclang.
     krb5-kdc krb5-user krb5-admin-server libkrb5-dev python3-gssapi libclang-dev pkg-config)

@@ -8,7 +8,7 @@
 # pages, completions, the system user), runs `systemd-analyze verify` on the units, runs the
 # packaged `check-config` on the packaged config (and on it with every commented example
 # enabled), starts the packaged binary with it as user socksgate (no systemd needed),
-# proxies one curl request to a loopback origin, stops it; then reinstalls it (as an upgrade
+# proxies one curl request to a loopback origin (and one `socksify curl`), stops it; then reinstalls it (as an upgrade
 # would), removes it (the config stays), purges it and checks that nothing it made is left. The packaged config listens on 127.0.0.1:1080: that port
 # must be free. A socksgate package already installed on this machine is purged first.
 set -euo pipefail
@@ -47,6 +47,7 @@ trap cleanup EXIT
 
 step "build the package"
 cargo build --release --locked -p socksgate --bin socksgate
+cargo build --release --locked -p socksgate-socksify   # the library socksify preloads
 target_dir=$(cargo metadata --format-version 1 --no-deps --locked |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 cargo run --locked -q -p socksgate --example gen-docs -- "$target_dir/release/docs"
@@ -60,7 +61,7 @@ if dpkg-query -W -f='${Status}' socksgate 2>/dev/null | grep -q installed; then
     dpkg --purge socksgate
 fi
 dpkg -i "$deb"
-for f in /usr/bin/socksgate "$CONFIG" "$UNITS/socksgate.service" "$UNITS/socksgate.socket" \
+for f in /usr/bin/socksgate /usr/lib/socksgate/libsocksgate_socksify.so "$CONFIG" "$UNITS/socksgate.service" "$UNITS/socksgate.socket" \
     /usr/share/doc/socksgate/README.md /usr/share/man/man1/socksgate.1.gz \
     /usr/share/man/man1/socksgate-serve.1.gz /usr/share/man/man1/socksgate-check-config.1.gz \
     /usr/share/bash-completion/completions/socksgate /usr/share/zsh/vendor-completions/_socksgate \
@@ -136,6 +137,10 @@ for _ in $(seq 50); do
 done
 body=$(curl -sS --max-time 10 --socks5-hostname "$PROXY" "http://127.0.0.1:$origin_port/hello.txt")
 [ "$body" = "through the packaged socksgate" ] || fail "wrong body through the proxy: $body"
+# socksify finds the packaged library in /usr/lib/socksgate and takes an unmodified curl there.
+body=$(env -u SOCKSGATE_SOCKSIFY_LIBRARY /usr/bin/socksgate socksify --proxy "socks5h://$PROXY" \
+    --direct none -- curl -sS --max-time 10 "http://127.0.0.1:$origin_port/hello.txt")
+[ "$body" = "through the packaged socksgate" ] || fail "wrong body through socksify: $body"
 kill -TERM "$server"
 wait "$server" || { cat "$work/serve.log"; fail "serve did not exit cleanly on SIGTERM"; }
 cat "$work/serve.log"
@@ -154,7 +159,7 @@ dpkg -r socksgate
 [ ! -e /usr/bin/socksgate ] || fail "dpkg -r left /usr/bin/socksgate"
 [ -f "$CONFIG" ] || fail "dpkg -r removed the conffile $CONFIG"
 dpkg --purge socksgate
-for f in /usr/bin/socksgate "$CONFIG" /etc/socksgate "$UNITS/socksgate.service" \
+for f in /usr/bin/socksgate /usr/lib/socksgate "$CONFIG" /etc/socksgate "$UNITS/socksgate.service" \
     "$UNITS/socksgate.socket" /usr/share/man/man1/socksgate.1.gz /usr/share/doc/socksgate; do
     [ ! -e "$f" ] || fail "$f is left after purge"
 done

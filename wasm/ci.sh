@@ -6,7 +6,9 @@
 # wasm-bindgen tests under Node, the end-to-end Playwright test, and the package in Node,
 # Deno, Chromium and workerd (e2e/runtimes.mjs).
 #
-#   SOCKSGATE_CI_SOAK=1   also generate a ~200 MB capture and measure MB/s natively and in Chromium
+#   SOCKSGATE_CI_SOAK=1   also generate a ~200 MB capture and measure MB/s natively and in Chromium,
+#                         and run the figures benchmark (e2e/bench.mjs: tshark beside the CLI,
+#                         Chromium and workerd, time and memory)
 set -euo pipefail
 cd "$(dirname "$0")"
 WASM_DIR=$PWD
@@ -47,5 +49,8 @@ if [ "${SOCKSGATE_CI_SOAK:-0}" = 1 ]; then
     (cd "$ROOT" && cargo run --locked --release -q -p socksgate-inspect --example synth -- "$BIG" 200)
     (cd "$ROOT" && cargo run --locked --release -q -p socksgate-inspect --example inspect_file -- "$BIG" --quiet)
     node e2e/e2e.mjs --bench "$BIG"
+    step "figures: tshark, the CLI, Chromium and workerd on ~200 MB with payload and on 220k handshake-only connections"
+    (cd "$ROOT" && cargo build --locked --release -q -p socksgate --bin socksgate)
+    SOCKSGATE_BIN="$ROOT/target/release/socksgate" node e2e/bench.mjs --generate
 fi
 step "wasm/ci.sh: all checks passed"

@@ -4,7 +4,8 @@
 //! server → client, each from its first byte, in any chunking and any interleaving of the two
 //! directions) and follows the handshake in protocol order by itself: SOCKS4/4a request →
 //! reply; SOCKS5 greeting → method selection → RFC 1929 or RFC 1961 sub-negotiation →
-//! request → reply, BIND's second reply; then payload. It yields typed [`Event`]s: each
+//! request → reply, BIND's second reply; then payload (or, when the client encapsulates its
+//! request after the GSS-API exchange, RFC 1961 §5, protected payload from there on). It yields typed [`Event`]s: each
 //! message with its [`Span`] in its direction's stream (field positions inside a message come
 //! from the wire types' span accessors, e.g. [`socks5::Request::dst_spans`]), payload ranges,
 //! and protocol violations as [`Anomaly`] values — nothing stops it but the end of the input.
@@ -105,6 +106,12 @@ pub enum Phase {
     SecondReply,
     /// The handshake succeeded: everything further is tunnelled payload.
     Established,
+    /// RFC 1961 §5: the client's next message was encapsulated (MTYP 3) after the GSS-API
+    /// exchange, so the request, the reply and all data are protected with the context and
+    /// cannot be read. Everything further, in both directions, is reported as payload; it
+    /// is a sequence of encapsulated messages (the caller may count them with
+    /// [`gssapi::GssapiMessage::parse`]'s framing).
+    Encapsulated,
     /// The handshake ended without a tunnel (refusal, failed authentication, UDP ASSOCIATE,
     /// an undecodable method or a malformed message): everything further is reported as
     /// payload, but it is not a tunnel.
@@ -125,6 +132,7 @@ impl Phase {
             Self::Reply => "reply",
             Self::SecondReply => "BIND second reply",
             Self::Established | Self::Ended => "payload",
+            Self::Encapsulated => "encapsulated message",
         }
     }
 
@@ -139,14 +147,14 @@ impl Phase {
             | Self::GssapiReply
             | Self::Reply
             | Self::SecondReply => Some(Direction::ServerToClient),
-            Self::Established | Self::Ended => None,
+            Self::Established | Self::Ended | Self::Encapsulated => None,
         }
     }
 
-    /// True once the handshake is over ([`Established`](Self::Established) or
-    /// [`Ended`](Self::Ended)).
+    /// True once the handshake is over ([`Established`](Self::Established),
+    /// [`Encapsulated`](Self::Encapsulated) or [`Ended`](Self::Ended)).
     pub const fn is_over(self) -> bool {
-        matches!(self, Self::Established | Self::Ended)
+        matches!(self, Self::Established | Self::Ended | Self::Encapsulated)
     }
 }
 
@@ -236,9 +244,6 @@ pub enum Anomaly {
     UndecodableMethod(Method),
     /// A GSS-API abort message (either side); the handshake ends.
     GssapiAbort(Direction),
-    /// The client sent a GSS-API encapsulated (protected) message, whose request cannot be
-    /// read without the context; the handshake is not followed further.
-    GssapiEncapsulated,
 }
 
 impl fmt::Display for Anomaly {
@@ -263,9 +268,6 @@ impl fmt::Display for Anomaly {
                 u8::from(m)
             ),
             Self::GssapiAbort(_) => f.write_str("GSS-API context aborted"),
-            Self::GssapiEncapsulated => {
-                f.write_str("GSS-API protected (encapsulated) request: not decoded")
-            }
         }
     }
 }
@@ -277,7 +279,8 @@ impl fmt::Display for Anomaly {
 pub enum Event<'a> {
     /// A handshake message.
     Message(Observed<'a>),
-    /// Bytes after the handshake (after [`Phase::Established`] or [`Phase::Ended`]).
+    /// Bytes after the handshake (after [`Phase::Established`], [`Phase::Encapsulated`] or
+    /// [`Phase::Ended`]).
     /// Contiguous payload fed between two polls is reported as one span.
     Payload {
         /// Whose stream.
@@ -455,10 +458,6 @@ impl Track {
                 match kind {
                     GssapiMessageType::Abort => {
                         out[0] = Some(Anomaly::GssapiAbort(dir));
-                        self.phase = Phase::Ended;
-                    }
-                    GssapiMessageType::Encapsulated if dir == Direction::ClientToServer => {
-                        out[0] = Some(Anomaly::GssapiEncapsulated);
                         self.phase = Phase::Ended;
                     }
                     _ if dir == Direction::ClientToServer => self.phase = Phase::GssapiReply,
@@ -745,7 +744,7 @@ impl Conversation {
         let t = &mut self.track;
         let gss = !t.socks4 && t.method == Some(Method::Gssapi);
         match t.phase {
-            Phase::Established | Phase::Ended => {
+            Phase::Established | Phase::Ended | Phase::Encapsulated => {
                 if let Some(span) = self.up.take_payload() {
                     return Next::Emit(Event::Payload {
                         dir: Direction::ClientToServer,
@@ -789,13 +788,21 @@ impl Conversation {
             Phase::GssapiReply | Phase::Reply | Phase::SecondReply if self.down.long.is_some() => {
                 Next::Parse(Direction::ServerToClient, Kind::Gssapi)
             }
-            Phase::Gssapi => match self.up.buf.first() {
-                None => Next::Wait,
-                Some(5) => {
+            Phase::Gssapi => match (self.up.buf.first(), self.up.buf.get(1)) {
+                (None, _) => Next::Wait,
+                (Some(5), _) => {
                     t.phase = Phase::Request;
                     Next::Again
                 }
-                Some(_) => Next::Parse(Direction::ClientToServer, Kind::Gssapi),
+                // The MTYP decides whether the exchange goes on or the protected part starts.
+                (Some(&gssapi::VERSION), None) => Next::Wait,
+                (Some(&gssapi::VERSION), Some(&mtyp))
+                    if GssapiMessageType::from(mtyp) == GssapiMessageType::Encapsulated =>
+                {
+                    t.phase = Phase::Encapsulated;
+                    Next::Again
+                }
+                (Some(_), _) => Next::Parse(Direction::ClientToServer, Kind::Gssapi),
             },
             Phase::GssapiReply => match self.down.buf.first() {
                 None => Next::Wait,

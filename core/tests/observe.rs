@@ -387,16 +387,53 @@ fn gssapi_length_boundary_and_no_too_long() {
 }
 
 #[test]
-fn long_protected_message_ends_the_handshake() {
+fn encapsulated_message_starts_the_protected_part() {
     let (up, down) = &scripts()[14];
     let text = events(up, down).join("\n");
-    assert!(text.contains("GssapiEncapsulated"), "{text}");
+    assert!(!text.contains("Anomaly"), "{text}");
     assert!(text.contains("kind: Unknown(9)"), "{text}");
-    // The client's protected message (offset 607) is reported; the server's unknown-type
-    // token answered its first one; what follows is payload.
-    assert!(text.contains("offset: 607, len: 904"), "{text}");
-    assert!(text.contains("payload 1511..1513"), "{text}");
+    // The client's encapsulated message (offset 607) is not a handshake message: it and
+    // everything after it, each way, is payload; the server's unknown-type token answered the
+    // client's first one.
+    assert!(!text.contains("offset: 607"), "{text}");
+    assert!(text.contains("payload 607..1513"), "{text}");
     assert!(text.contains("payload 806..807"), "{text}");
+    let mut conv = Conversation::new();
+    let mut rest = [up.as_slice(), down.as_slice()];
+    for _ in 0..16 {
+        for (i, dir) in [Direction::ClientToServer, Direction::ServerToClient]
+            .into_iter()
+            .enumerate()
+        {
+            let n = conv.feed(dir, rest[i]);
+            rest[i] = &rest[i][n..];
+            while conv.poll().is_some() {}
+        }
+    }
+    assert_eq!(conv.phase(), Phase::Encapsulated);
+    assert!(conv.phase().is_over());
+    assert_eq!(conv.phase().sender(), None);
+}
+
+/// The MTYP decides: a lone VER byte waits for it rather than parsing a token.
+#[test]
+fn encapsulation_is_decided_on_the_second_byte() {
+    let mut conv = Conversation::new();
+    assert_eq!(conv.feed(Direction::ClientToServer, &greeting(&[1])), 3);
+    assert_eq!(conv.feed(Direction::ServerToClient, &[5, 1]), 2);
+    while conv.poll().is_some() {}
+    assert_eq!(conv.feed(Direction::ClientToServer, &[1]), 1);
+    assert!(conv.poll().is_none());
+    assert_eq!(conv.phase(), Phase::Gssapi);
+    assert_eq!(conv.feed(Direction::ClientToServer, &[3, 0, 1, 0xaa]), 4);
+    assert!(matches!(
+        conv.poll(),
+        Some(Event::Payload {
+            dir: Direction::ClientToServer,
+            span: Span { offset: 3, len: 5 }
+        })
+    ));
+    assert_eq!(conv.phase(), Phase::Encapsulated);
 }
 
 #[test]

@@ -36,8 +36,8 @@ use crate::live::SharedSettings;
 use crate::monitor::Monitor;
 use crate::password::{PasswordHash, SALT_LEN};
 use crate::session::Refusal;
-use crate::settings::{MAX_RULES, Settings};
-use crate::store::{ConfigStore, MAX_BODY};
+use crate::settings::{LineError, MAX_RULES, Settings, SettingsError};
+use crate::store::{ConfigStore, MAX_BODY, SlotState};
 
 /// The command summary `help` prints.
 pub const HELP: &str = "commands: show | set KEY VALUE | user add NAME PASSWORD | user del NAME | \
@@ -247,7 +247,7 @@ impl<'a, IO: Read + Write, F: NorFlash, B: Board> Console<'a, IO, F, B> {
         }
     }
 
-    async fn done(&mut self, result: Result<&str, crate::settings::SettingsError>) {
+    async fn done(&mut self, result: Result<&str, SettingsError>) {
         match result {
             Ok(text) => self.print(format_args!("{text}")).await,
             Err(e) => self.print(format_args!("error: {e}")).await,
@@ -273,7 +273,7 @@ impl<'a, IO: Read + Write, F: NorFlash, B: Board> Console<'a, IO, F, B> {
             (Some("del"), Some(name), None, None) => {
                 self.settings.update(|s| s.remove_user(name)).map(|()| "ok")
             }
-            _ => Err(crate::settings::SettingsError::Invalid(
+            _ => Err(SettingsError::Invalid(
                 "user add NAME PASSWORD | user del NAME",
             )),
         };
@@ -292,11 +292,9 @@ impl<'a, IO: Read + Write, F: NorFlash, B: Board> Console<'a, IO, F, B> {
                     .settings
                     .update(|s| s.remove_rule(index))
                     .map(|()| "ok"),
-                _ => Err(crate::settings::SettingsError::NotFound),
+                _ => Err(SettingsError::NotFound),
             },
-            _ => Err(crate::settings::SettingsError::Invalid(
-                "rule add RULE | rule del INDEX",
-            )),
+            _ => Err(SettingsError::Invalid("rule add RULE | rule del INDEX")),
         };
         self.done(result).await;
     }
@@ -372,8 +370,11 @@ impl<'a, IO: Read + Write, F: NorFlash, B: Board> Console<'a, IO, F, B> {
     }
 }
 
-/// The settings at boot: the newest good record in `store` parsed over `defaults`, or the
-/// defaults. Reports what it found through `say` (one line each), e.g. a corrupt slot.
+/// The settings at boot: the newest good record in `store` parsed over `defaults`; if it
+/// does not parse (a record saved by firmware that knew settings this one does not), the
+/// other slot's good record; else the defaults. Reports what it found through `say` (one
+/// line each), e.g. a corrupt slot. Records are parsed in place over one copy of the
+/// defaults, to keep the boot stack small.
 pub fn load_settings<F: NorFlash>(
     store: &mut ConfigStore<F>,
     defaults: Settings,
@@ -394,24 +395,151 @@ pub fn load_settings<F: NorFlash>(
         say(format_args!("config: no saved settings: defaults"));
         return defaults;
     };
-    let len = match loaded.slots.get(chosen) {
-        Some(crate::store::SlotState::Good { len, .. }) => *len,
-        _ => 0,
-    };
-    let text = body
-        .get(..len)
-        .and_then(|b| core::str::from_utf8(b).ok())
-        .unwrap_or("");
-    match Settings::parse(defaults.clone(), text) {
-        Ok(settings) => {
+    let mut settings = defaults.clone();
+    match parse_record(&body, loaded.slots.get(chosen), &mut settings) {
+        Ok(()) => {
             say(format_args!("config: loaded slot {chosen}"));
+            return settings;
+        }
+        Err(e) => say(format_args!("config: slot {chosen} does not parse ({e})")),
+    }
+    let other = 1 - chosen;
+    if !matches!(loaded.slots.get(other), Some(SlotState::Good { .. })) {
+        say(format_args!("config: no older good record: defaults"));
+        return defaults;
+    }
+    // The older record is read again: `body` holds the newest.
+    let state = match store.read_slot(other, &mut body) {
+        Ok(state) => state,
+        Err(e) => {
+            say(format_args!("config: flash read failed ({e:?}): defaults"));
+            return defaults;
+        }
+    };
+    settings.clone_from(&defaults);
+    match parse_record(&body, Some(&state), &mut settings) {
+        Ok(()) => {
+            say(format_args!("config: loaded the older slot {other}"));
             settings
         }
         Err(e) => {
             say(format_args!(
-                "config: slot {chosen} does not parse ({e}): defaults"
+                "config: slot {other} does not parse either ({e}): defaults"
             ));
             defaults
         }
+    }
+}
+
+/// A good slot's body in `body`, parsed over `settings` (left partly changed on an error).
+fn parse_record(
+    body: &[u8; MAX_BODY],
+    state: Option<&SlotState>,
+    settings: &mut Settings,
+) -> Result<(), LineError> {
+    let len = match state {
+        Some(SlotState::Good { len, .. }) => *len,
+        _ => 0,
+    };
+    let bytes = body.get(..len).unwrap_or_default();
+    let text = core::str::from_utf8(bytes).map_err(|e| LineError {
+        line: 1 + bytes
+            .get(..e.valid_up_to())
+            .unwrap_or_default()
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count(),
+        error: SettingsError::Invalid("not UTF-8"),
+    })?;
+    settings.parse_over(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ram_flash::RamFlash;
+    use socksgate_core::rules::Action;
+
+    fn store() -> ConfigStore<RamFlash> {
+        ConfigStore::new(RamFlash(vec![0xFF; 2 * 4096]), 0, 4096)
+    }
+
+    fn boot(store: &mut ConfigStore<RamFlash>) -> (Settings, Vec<String>) {
+        let mut lines = Vec::new();
+        let settings = load_settings(store, Settings::new(1080, Action::Deny), |line| {
+            lines.push(line.to_string())
+        });
+        (settings, lines)
+    }
+
+    #[test]
+    fn the_newest_record_is_loaded() {
+        let mut store = store();
+        store.save(b"port 1081\n").unwrap();
+        store.save(b"port 1082\n").unwrap();
+        let (settings, lines) = boot(&mut store);
+        assert_eq!(settings.port, 1082);
+        assert!(
+            lines.contains(&"config: loaded slot 1".to_string()),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn a_newest_record_that_does_not_parse_falls_back_to_the_older_one() {
+        let mut store = store();
+        store.save(b"port 1081\ndefault allow\n").unwrap();
+        // Good checksum, but a key this firmware does not know (a newer firmware's record).
+        store.save(b"port 1082\nfuture-key 1\n").unwrap();
+        let (settings, lines) = boot(&mut store);
+        assert_eq!(settings.port, 1081, "{lines:?}");
+        assert_eq!(settings.default_action, Action::Allow);
+        assert!(
+            lines.contains(&"config: slot 1 does not parse (line 2: unknown key)".to_string()),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(&"config: loaded the older slot 0".to_string()),
+            "{lines:?}"
+        );
+
+        // The same with the newest in slot 0 and bytes that are not UTF-8.
+        assert_eq!(store.save(b"port 1083\n").unwrap(), (0, 3));
+        assert_eq!(store.save(b"port 1084\n").unwrap(), (1, 4));
+        assert_eq!(store.save(b"port \xff\n").unwrap(), (0, 5));
+        let (settings, lines) = boot(&mut store);
+        assert_eq!(settings.port, 1084, "{lines:?}");
+        assert!(
+            lines.contains(&"config: slot 0 does not parse (line 1: not UTF-8)".to_string()),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(&"config: loaded the older slot 1".to_string()),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn neither_record_parsing_gives_the_factory_settings() {
+        let mut store = store();
+        store.save(b"port x\n").unwrap();
+        store.save(b"bogus\n").unwrap();
+        let (settings, lines) = boot(&mut store);
+        assert_eq!(settings, Settings::new(1080, Action::Deny));
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("config: slot 0 does not parse either")),
+            "{lines:?}"
+        );
+        // A lone record that does not parse: no older one to try.
+        let mut store = self::store();
+        store.save(b"bogus\n").unwrap();
+        let (settings, lines) = boot(&mut store);
+        assert_eq!(settings, Settings::new(1080, Action::Deny));
+        assert!(
+            lines.contains(&"config: no older good record: defaults".to_string()),
+            "{lines:?}"
+        );
     }
 }

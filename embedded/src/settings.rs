@@ -388,19 +388,26 @@ impl Settings {
     /// comments skipped).
     pub fn parse(base: Self, text: &str) -> Result<Self, LineError> {
         let mut settings = base;
-        settings.users.clear();
-        settings.rules.clear();
+        settings.parse_over(text)?;
+        Ok(settings)
+    }
+
+    /// [`parse`](Self::parse) in place, with `self` as the base: no second `Settings` on the
+    /// stack (≈ 5 KB, which counts on the RP2040). On an error `self` is partly changed.
+    pub fn parse_over(&mut self, text: &str) -> Result<(), LineError> {
+        self.users.clear();
+        self.rules.clear();
         for (index, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            settings.apply_line(line).map_err(|error| LineError {
+            self.apply_line(line).map_err(|error| LineError {
                 line: index + 1,
                 error,
             })?;
         }
-        Ok(settings)
+        Ok(())
     }
 
     /// Writes the text form (what `parse` reads back) to `out`.

@@ -91,7 +91,10 @@ impl<F: NorFlash> ConfigStore<F> {
         self.base + if slot == 0 { 0 } else { self.slot_size }
     }
 
-    fn read_slot(
+    /// Reads one slot (0 or 1): its state, and its body into `body` if it is good (the
+    /// length in `SlotState::Good`). For a caller that needs the older record when the newer
+    /// one is unusable for reasons the checksum cannot see.
+    pub fn read_slot(
         &mut self,
         slot: usize,
         body: &mut [u8; MAX_BODY],
@@ -198,17 +201,18 @@ impl<F: NorFlash> ConfigStore<F> {
     }
 }
 
+/// NOR flash in RAM for host tests.
 #[cfg(test)]
-mod tests {
-    use embedded_storage::nor_flash::{ErrorType, NorFlashError, NorFlashErrorKind, ReadNorFlash};
-
-    use super::*;
+pub(crate) mod ram_flash {
+    use embedded_storage::nor_flash::{
+        ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
+    };
 
     /// NOR flash in RAM: erase sets 0xFF, a write can only clear bits (as the real thing).
-    struct RamFlash(Vec<u8>);
+    pub(crate) struct RamFlash(pub(crate) Vec<u8>);
 
     #[derive(Debug, PartialEq)]
-    struct OutOfBounds;
+    pub(crate) struct OutOfBounds;
     impl NorFlashError for OutOfBounds {
         fn kind(&self) -> NorFlashErrorKind {
             NorFlashErrorKind::OutOfBounds
@@ -246,6 +250,14 @@ mod tests {
             Ok(())
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use embedded_storage::nor_flash::ReadNorFlash;
+
+    use super::ram_flash::RamFlash;
+    use super::*;
 
     fn store() -> ConfigStore<RamFlash> {
         ConfigStore::new(RamFlash(vec![0xFF; 3 * 4096]), 4096, 4096)

@@ -7,9 +7,10 @@ use std::collections::{HashMap, VecDeque};
 use crate::Options;
 use crate::capture::Frame;
 use crate::detect::{self, Verdict};
+use crate::encapsulation::Encapsulation;
 use crate::link::{self, Packet, TcpMeta, Transport};
 use crate::report::{Dir, Message, Session};
-use crate::session::{self, Decoder, Retained};
+use crate::session::{self, Decoder, GSSAPI_RETAIN, Retained};
 use crate::socks::{self, command_name};
 use crate::tcp_reassembly::{Delivered, HalfStream, Origin};
 use crate::udp_match::{UdpMatcher, Way};
@@ -29,6 +30,8 @@ struct Conn {
     down_buf: Retained,
     verdict: Verdict,
     decoder: Option<Box<Decoder>>,
+    /// Counts the encapsulated messages once a GSS-API session's protected part starts.
+    encapsulation: Option<Box<Encapsulation>>,
     start: f64,
     end: f64,
     /// The capture clock at the last packet (for the idle timeout).
@@ -63,6 +66,7 @@ impl Conn {
             down_buf: Retained::default(),
             verdict: Verdict::Undecided,
             decoder: None,
+            encapsulation: None,
             start: frame.ts,
             end: frame.ts,
             last_seen: f64::NEG_INFINITY,
@@ -103,6 +107,7 @@ impl Conn {
             down_buf,
             gaps,
             gap_count,
+            encapsulation,
             ..
         } = self;
         let (half, buf, other, other_buf, dir, other_dir) = if is_up {
@@ -114,12 +119,18 @@ impl Conn {
             if let Delivered::Gap { offset, len } = d {
                 Self::note_gap(gaps, gap_count, dir, offset, len);
             }
+            if let Some(e) = encapsulation.as_mut() {
+                e.deliver(is_up, &d);
+            }
             buf.push(&d);
         });
         if tcp.ack_flag {
             other.peer_ack(tcp.ack, &mut |d| {
                 if let Delivered::Gap { offset, len } = d {
                     Self::note_gap(gaps, gap_count, other_dir, offset, len);
+                }
+                if let Some(e) = encapsulation.as_mut() {
+                    e.deliver(!is_up, &d);
                 }
                 other_buf.push(&d);
             });
@@ -135,6 +146,7 @@ impl Conn {
                 down_buf,
                 gaps,
                 gap_count,
+                encapsulation,
                 ..
             } = self;
             let (half, buf, dir) = if is_up {
@@ -145,6 +157,9 @@ impl Conn {
             half.finish(&mut |d| {
                 if let Delivered::Gap { offset, len } = d {
                     Self::note_gap(gaps, gap_count, dir, offset, len);
+                }
+                if let Some(e) = encapsulation.as_mut() {
+                    e.deliver(is_up, &d);
                 }
                 buf.push(&d);
             });
@@ -178,7 +193,18 @@ impl Conn {
         };
         if !dec.finished() {
             dec.advance(&self.up_buf, &self.down_buf, last);
+            if dec.facts.gssapi.is_some() {
+                self.up_buf.allow(GSSAPI_RETAIN);
+                self.down_buf.allow(GSSAPI_RETAIN);
+            }
             if dec.finished() {
+                if dec.encapsulated() {
+                    let (up, down) = dec.handshake_len();
+                    self.encapsulation = Some(Box::new(Encapsulation::new(
+                        [up, down],
+                        [&self.up_buf, &self.down_buf],
+                    )));
+                }
                 self.up_buf.release();
                 self.down_buf.release();
             }
@@ -237,6 +263,13 @@ impl Conn {
             anomalies.push("truncated: packets cut by the snapshot length".to_owned());
         }
         anomalies.extend(self.udp_anomalies);
+        let mut gssapi = f.gssapi;
+        if let (Some(g), Some(e)) = (gssapi.as_mut(), self.encapsulation.as_deref()) {
+            let ([up, down], notes) = e.report();
+            g.encapsulated_up = up;
+            g.encapsulated_down = down;
+            anomalies.extend(notes);
+        }
         let mut messages = dec.messages;
         messages.extend(self.udp_messages);
         let (tunnelled, sni) = match f.tunnelled {
@@ -272,6 +305,7 @@ impl Conn {
             udp_relay: self.udp_relay.map(|r| r.to_string()),
             udp_destinations: self.udp_destinations,
             messages,
+            gssapi,
         })
     }
 }

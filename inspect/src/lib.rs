@@ -19,8 +19,10 @@
 
 pub mod capture;
 pub mod detect;
+mod encapsulation;
 mod engine;
 mod inspector;
+mod kerberos;
 pub mod link;
 pub mod report;
 pub mod session;
@@ -30,7 +32,10 @@ pub mod tunnel;
 pub mod udp_match;
 
 pub use inspector::Inspector;
-pub use report::{CaptureInfo, Dir, Field, Message, Report, Session};
+pub use report::{
+    CaptureInfo, Dir, Encapsulated, Field, Gssapi, GssapiToken, Message, Protection, Report,
+    Session,
+};
 
 /// Inspection settings.
 #[derive(Clone, Debug)]

@@ -91,6 +91,64 @@ pub struct Session {
     pub udp_destinations: Vec<String>,
     /// Extra: every SOCKS message decoded, in order, with field positions.
     pub messages: Vec<Message>,
+    /// The RFC 1961 GSS-API exchange, when the server selected method 1 (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gssapi: Option<Gssapi>,
+}
+
+/// What an RFC 1961 GSS-API session showed in clear. See "JSON contract" in inspect/README.md.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Gssapi {
+    /// The context-establishment and protection-level messages, in stream order per
+    /// direction (client's first, then the server's).
+    pub tokens: Vec<GssapiToken>,
+    /// The mechanism of the client's initial context token: `"kerberos"`
+    /// (1.2.840.113554.1.2.2), `"spnego"`, or the OID in dotted form.
+    pub mechanism: Option<String>,
+    /// The Kerberos ticket's service principal, `service/host@REALM` (from the AP-REQ's
+    /// ticket, which is not encrypted).
+    pub service_principal: Option<String>,
+    /// The ticket's realm.
+    pub realm: Option<String>,
+    /// The protection-level exchange (RFC 1961 §4), when one was sent.
+    pub protection: Option<Protection>,
+    /// Encapsulated messages (RFC 1961 §5) client → server after the exchange.
+    pub encapsulated_up: Encapsulated,
+    /// Encapsulated messages server → client.
+    pub encapsulated_down: Encapsulated,
+}
+
+/// One GSS-API message of the exchange.
+#[derive(Clone, Debug, Serialize)]
+pub struct GssapiToken {
+    /// `"up"` (client → server) or `"down"`.
+    pub dir: Dir,
+    /// `"context"` (MTYP 1), `"protection"` (2), `"abort"` (0xff) or `"unknown:0xNN"`.
+    pub kind: String,
+    /// Token length (LEN); 0 for an abort.
+    pub len: usize,
+}
+
+/// The protection-level sub-negotiation.
+#[derive(Clone, Debug, Serialize)]
+pub struct Protection {
+    /// `"nec"` when the level octet is sent unwrapped (the NEC reference implementation,
+    /// curl's `--socks5-gssapi-nec`), `"wrapped"` when it is protected as RFC 1961 §4 says.
+    pub form: &'static str,
+    /// The level the client asked for (visible in the NEC form only): `"none"` (0),
+    /// `"integrity"` (1), `"confidentiality"` (2), `"selective"` (3) or `"unknown:N"`.
+    pub requested: Option<String>,
+    /// The level the server granted (NEC form only), named as `requested`.
+    pub granted: Option<String>,
+}
+
+/// A count of encapsulated messages in one direction.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Encapsulated {
+    /// Whole messages.
+    pub messages: u64,
+    /// Sum of their token lengths (LEN), headers excluded.
+    pub bytes: u64,
 }
 
 /// Direction of a message.
@@ -324,6 +382,9 @@ impl fmt::Display for Report {
                 }
             }
             writeln!(f)?;
+            if let Some(g) = &s.gssapi {
+                writeln!(f, "   {}", gssapi_line(g))?;
+            }
             for a in &s.anomalies {
                 writeln!(f, "   ! {a}")?;
             }
@@ -333,4 +394,36 @@ impl fmt::Display for Report {
         }
         Ok(())
     }
+}
+
+/// The text rendering's GSS-API line.
+fn gssapi_line(g: &Gssapi) -> String {
+    let mut line = format!("gssapi {}", opt(&g.mechanism));
+    if let Some(p) = &g.service_principal {
+        let _ = write!(line, " service {p}");
+    }
+    let tokens: Vec<String> = g
+        .tokens
+        .iter()
+        .map(|t| format!("{} {} {}", t.dir.arrow(), t.kind, t.len))
+        .collect();
+    let _ = write!(line, "  tokens [{}]", tokens.join(", "));
+    if let Some(p) = &g.protection {
+        let _ = write!(
+            line,
+            "  protection {} requested {} granted {}",
+            p.form,
+            opt(&p.requested),
+            opt(&p.granted)
+        );
+    }
+    let (up, down) = (&g.encapsulated_up, &g.encapsulated_down);
+    if up.messages + down.messages > 0 {
+        let _ = write!(
+            line,
+            "  encapsulated up {} msgs {} B, down {} msgs {} B",
+            up.messages, up.bytes, down.messages, down.bytes
+        );
+    }
+    line
 }

@@ -15,10 +15,12 @@ use core::net::SocketAddr;
 use socksgate_core::observe::{
     Conversation, Direction, Event, Message as ObservedMessage, Observed, Phase,
 };
+use socksgate_core::wire::gssapi::GssapiMessageType;
 use socksgate_core::wire::socks4::Socks4Dst;
 
 use crate::detect::Verdict;
-use crate::report::{Dir, Message};
+use crate::kerberos;
+use crate::report::{Dir, Gssapi, GssapiToken, Message, Protection};
 use crate::socks;
 use crate::tcp_reassembly::Delivered;
 use crate::tunnel::{self, Tunnelled};
@@ -31,6 +33,12 @@ fn text(bytes: &[u8]) -> String {
 /// bytes the tunnel recogniser needs).
 pub const RETAIN: usize = 20 * 1024;
 
+/// How many bytes of each direction are kept once the server selects GSS-API: room for
+/// three of the largest messages RFC 1961 frames (a 65 535-byte token each) on top of
+/// [`RETAIN`], so Kerberos tokens of any size the framing allows are decoded whole. Released
+/// like the rest when the handshake is decoded.
+pub const GSSAPI_RETAIN: usize = RETAIN + 3 * (4 + u16::MAX as usize);
+
 /// The first bytes of one direction, with their positions in the capture.
 #[derive(Debug, Default)]
 pub struct Retained {
@@ -42,6 +50,8 @@ pub struct Retained {
     pub gap: bool,
     /// `data` stopped growing (gap, cap, or released).
     pub full: bool,
+    /// Bytes allowed beyond [`RETAIN`] (see [`Retained::allow`]).
+    extra: usize,
 }
 
 impl Retained {
@@ -60,12 +70,13 @@ impl Retained {
                     self.full = true;
                     return;
                 }
-                let take = bytes.len().min(RETAIN - self.data.len());
+                let limit = RETAIN + self.extra;
+                let take = bytes.len().min(limit - self.data.len());
                 self.spans
                     .push((self.data.len(), take, origin.frame, origin.file_offset));
                 self.data
                     .extend_from_slice(bytes.get(..take).unwrap_or_default());
-                if self.data.len() >= RETAIN {
+                if self.data.len() >= limit {
                     self.full = true;
                 }
             }
@@ -74,6 +85,12 @@ impl Retained {
                 self.full = true;
             }
         }
+    }
+
+    /// Keeps up to `limit` bytes instead of [`RETAIN`] (never fewer), unless the buffer has
+    /// already stopped growing.
+    pub fn allow(&mut self, limit: usize) {
+        self.extra = self.extra.max(limit.saturating_sub(RETAIN));
     }
 
     /// Frees the buffer; nothing more is kept.
@@ -168,6 +185,8 @@ pub struct Facts {
     pub bind_peer: Option<String>,
     /// Tunnelled protocol.
     pub tunnelled: Option<Tunnelled>,
+    /// The GSS-API exchange (method 1 selected).
+    pub gssapi: Option<Gssapi>,
 }
 
 /// The handshake decoder of one connection: feeds the retained bytes to the core's
@@ -211,6 +230,12 @@ impl Decoder {
     /// True when nothing more will be decoded (buffers can be released).
     pub fn finished(&self) -> bool {
         self.finished
+    }
+
+    /// True once the client encapsulates its messages (RFC 1961 §5): everything after the
+    /// handshake, each way, is a sequence of encapsulated messages.
+    pub fn encapsulated(&self) -> bool {
+        self.conv.phase() == Phase::Encapsulated
     }
 
     /// Bytes of each direction taken by the decoded handshake: payload starts there.
@@ -333,7 +358,6 @@ fn on_message(f: &mut Facts, show_secrets: bool, m: &Observed<'_>, buf: &Retaine
     let mut secret = None;
     match &m.message {
         ObservedMessage::Greeting(g) => f.methods_offered = g.raw_methods().to_vec(),
-        ObservedMessage::MethodSelection(r) => f.method = Some(u8::from(r.method)),
         ObservedMessage::UserPass(u) => {
             f.username = Some(text(u.username()));
             // Not kept at all unless it will be shown.
@@ -345,6 +369,21 @@ fn on_message(f: &mut Facts, show_secrets: bool, m: &Observed<'_>, buf: &Retaine
             }
         }
         ObservedMessage::UserPassStatus(s) => f.auth_ok = Some(s.is_success()),
+        ObservedMessage::MethodSelection(r) if r.method == socksgate_core::wire::Method::Gssapi => {
+            f.method = Some(u8::from(r.method));
+            f.gssapi = Some(Gssapi::default());
+        }
+        ObservedMessage::Gssapi(g) => {
+            let token = g.token;
+            on_gssapi(f, dir, g.kind, token.len(), Some(token));
+        }
+        ObservedMessage::GssapiLong { kind, token } => {
+            // The token is in the retained bytes (up to GSSAPI_RETAIN), whole or not at all.
+            let at = usize::try_from(token.offset).unwrap_or(usize::MAX);
+            let bytes = buf.data.get(at..at.saturating_add(token.len));
+            on_gssapi(f, dir, *kind, token.len, bytes);
+        }
+        ObservedMessage::MethodSelection(r) => f.method = Some(u8::from(r.method)),
         ObservedMessage::Socks4Request(r) => {
             if r.is_4a() {
                 f.version = "socks4a";
@@ -395,4 +434,65 @@ fn on_message(f: &mut Facts, show_secrets: bool, m: &Observed<'_>, buf: &Retaine
         frames,
         ranges,
     )
+}
+
+/// Records a GSS-API message of the exchange: its length, the mechanism and Kerberos service
+/// of the client's initial context token, the protection level when sent unwrapped.
+fn on_gssapi(f: &mut Facts, dir: Dir, kind: GssapiMessageType, len: usize, token: Option<&[u8]>) {
+    let g = f.gssapi.get_or_insert_with(Gssapi::default);
+    g.tokens.push(GssapiToken {
+        dir,
+        kind: token_kind(kind),
+        len,
+    });
+    match kind {
+        GssapiMessageType::Context if dir == Dir::Up && g.mechanism.is_none() => {
+            if let Some(t) = token.and_then(kerberos::initial_context_token) {
+                g.mechanism = Some(kerberos::mech_name(&t.mech));
+                if let Some(req) = t.ap_req {
+                    g.service_principal = Some(req.principal());
+                    g.realm = Some(req.realm);
+                }
+            }
+        }
+        GssapiMessageType::Protection => {
+            // A one-octet token is the level itself (the NEC form); a wrapped one is longer.
+            let level = match token {
+                Some(&[level]) => Some(level_name(level)),
+                _ => None,
+            };
+            let p = g.protection.get_or_insert(Protection {
+                form: if level.is_some() { "nec" } else { "wrapped" },
+                requested: None,
+                granted: None,
+            });
+            match dir {
+                Dir::Up => p.requested = level,
+                _ => p.granted = level,
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The report's name of an RFC 1961 message type.
+pub(crate) fn token_kind(kind: GssapiMessageType) -> String {
+    match kind {
+        GssapiMessageType::Context => "context".to_owned(),
+        GssapiMessageType::Protection => "protection".to_owned(),
+        GssapiMessageType::Encapsulated => "encapsulated".to_owned(),
+        GssapiMessageType::Abort => "abort".to_owned(),
+        other => format!("unknown:{:#04x}", u8::from(other)),
+    }
+}
+
+/// A protection level's name (RFC 1961 §4; 0 is the NEC form's "no protection").
+pub(crate) fn level_name(level: u8) -> String {
+    match level {
+        0 => "none".to_owned(),
+        1 => "integrity".to_owned(),
+        2 => "confidentiality".to_owned(),
+        3 => "selective".to_owned(),
+        n => format!("unknown:{n}"),
+    }
 }

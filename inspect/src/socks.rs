@@ -9,7 +9,7 @@ use core::ops::Range;
 
 use socksgate_core::addr::Addr;
 use socksgate_core::observe::Message;
-use socksgate_core::wire::gssapi::GssapiMessage;
+use socksgate_core::wire::gssapi::{GssapiMessage, GssapiMessageType};
 use socksgate_core::wire::method::{MethodReply, MethodRequest};
 use socksgate_core::wire::socks4::{Socks4Dst, Socks4Reply, Socks4Request};
 use socksgate_core::wire::socks5::{Reply, Request};
@@ -17,6 +17,7 @@ use socksgate_core::wire::udp::UdpHeader;
 use socksgate_core::wire::userpass::{UserPassReply, UserPassRequest};
 use socksgate_core::wire::{AddrSpans, AddrType, Command, Method, ParseResult, Status, WireError};
 
+use crate::kerberos;
 use crate::report::Field;
 
 fn field(name: &'static str, value: impl Into<String>, at: Range<usize>) -> Field {
@@ -156,14 +157,17 @@ fn describe_message(m: &Message<'_>, masked: bool) -> Option<(String, Vec<Field>
                 ver(1),
                 field("MTYP", format!("{:#04x} ({what})", u8::from(g.kind)), 1..2),
             ];
+            let mut summary = format!("GSS-API {what} message, {}-byte token", g.token.len());
             if let Some(token) = g.token_span() {
                 fields.push(field("LEN", token.len().to_string(), 2..token.start));
-                fields.push(field("TOKEN", format!("{} bytes", token.len()), token));
+                fields.push(field(
+                    "TOKEN",
+                    format!("{} bytes", token.len()),
+                    token.clone(),
+                ));
+                summary.push_str(&describe_token(g, token.start, &mut fields));
             }
-            (
-                format!("GSS-API {what} message, {}-byte token", g.token.len()),
-                fields,
-            )
+            (summary, fields)
         }
         Message::Socks4Request(r) => {
             let command = u8::from(r.command);
@@ -243,6 +247,58 @@ fn describe_message(m: &Message<'_>, masked: bool) -> Option<(String, Vec<Field>
         }
         _ => return None,
     })
+}
+
+/// What a GSS-API token shows in clear, as fields (offsets in the message: the token starts
+/// at `at`) and a summary suffix: the initial context token's mechanism and Kerberos
+/// service, or the protection level of an unwrapped (NEC) protection-level message.
+fn describe_token(g: &GssapiMessage<'_>, at: usize, fields: &mut Vec<Field>) -> String {
+    let shift = |r: Range<usize>| r.start + at..r.end + at;
+    match (g.kind, g.token) {
+        (GssapiMessageType::Protection, &[level]) => {
+            let name = crate::session::level_name(level);
+            fields.push(field("LEVEL", format!("{level} ({name})"), at..at + 1));
+            format!(": level {level} ({name}), unwrapped (NEC form)")
+        }
+        (GssapiMessageType::Protection, _) => ": level wrapped (RFC 1961 form)".to_owned(),
+        (GssapiMessageType::Context, token) => {
+            let Some(t) = kerberos::initial_context_token(token) else {
+                return String::new();
+            };
+            let mech = kerberos::mech_name(&t.mech);
+            fields.push(field(
+                "MECH",
+                format!("{} ({mech})", t.mech),
+                shift(t.mech_at.clone()),
+            ));
+            match t.ap_req {
+                Some(req) => {
+                    let principal = req.principal();
+                    fields.push(field("TOK_ID", "01 00 (AP-REQ)", shift(req.tok_id_at)));
+                    fields.push(field(
+                        "AP-REQ",
+                        format!("ticket for {principal}"),
+                        shift(req.at),
+                    ));
+                    format!(": Kerberos AP-REQ for {principal}")
+                }
+                None => match t.tok_id {
+                    Some(id) => {
+                        let name = kerberos::tok_id_name(id);
+                        let end = t.mech_at.end;
+                        fields.push(field(
+                            "TOK_ID",
+                            format!("{:02x} {:02x} ({name})", id[0], id[1]),
+                            shift(end..end + 2),
+                        ));
+                        format!(": Kerberos {name}")
+                    }
+                    None => format!(": {mech} token"),
+                },
+            }
+        }
+        _ => String::new(),
+    }
 }
 
 /// A decoded UDP ASSOCIATE datagram header.

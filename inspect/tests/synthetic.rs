@@ -967,24 +967,3 @@ fn gssapi_long_tokens() {
     );
     assert!(!text.contains("longer than"), "{text}");
 }
-
-/// A token longer than the inspector keeps of a stream (20 KiB) is reported as truncated,
-/// as it was before the core observer decoded the handshake.
-#[test]
-fn gssapi_token_beyond_the_retained_bytes_is_truncated() {
-    let mut cap = Cap::new(Link::Ethernet);
-    let mut c = Conv::new("127.0.0.1:40001", "127.0.0.1:1080");
-    c.open(&mut cap);
-    c.up(&mut cap, &greeting(&[1]));
-    c.down(&mut cap, &[5, 1]);
-    for chunk in gss(1, &[0x60; 30_000]).chunks(1448) {
-        c.up(&mut cap, chunk);
-    }
-    c.close(&mut cap);
-    let s = only(&run(&cap.pcap(false, false))).clone();
-    assert_eq!(
-        s.anomalies,
-        ["truncated: incomplete GSS-API message (20477 bytes)"]
-    );
-    assert_eq!(s.messages.len(), 2);
-}

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `passwd`, `connect`, `check-config`, `inspect`.
+//! The command line: `serve`, `passwd`, `connect`, `socksify`, `check-config`, `inspect`.
 //!
 //! The spellings documented under "Command line" in native/README.md are a fixed interface;
 //! every `serve` flag also has a config-file key (see [`crate::config`]), and a flag given on
@@ -27,6 +27,10 @@ pub enum Command {
     Passwd(PasswdArgs),
     /// Relay stdin/stdout to HOST:PORT through a SOCKS proxy (for ssh's ProxyCommand).
     Connect(ConnectArgs),
+    /// Run a program with its TCP connections, UDP datagrams, active-mode FTP data
+    /// connections and name lookups going through a SOCKS proxy (preloads
+    /// libsocksgate_socksify.so; dynamically linked programs only).
+    Socksify(SocksifyArgs),
     /// Validate a config file and print the effective configuration.
     CheckConfig(CheckConfigArgs),
     /// Find and decode SOCKS sessions in a pcap or pcapng capture.
@@ -114,6 +118,44 @@ pub struct ConnectArgs {
     /// side (for proxies such as microsocks that drop the whole connection on a half-close).
     #[arg(long)]
     pub no_shutdown: bool,
+}
+
+/// `socksgate socksify`. Each setting: flag, else environment variable, else config file,
+/// else default (see "socksify" in native/README.md).
+#[derive(Debug, Args)]
+pub struct SocksifyArgs {
+    /// Proxy URL: socks5h:// (default socks5h://127.0.0.1:1080; the proxy resolves names),
+    /// socks5://, socks4a:// or socks4://, with optional user:pass@ [env
+    /// SOCKSGATE_SOCKSIFY_PROXY].
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
+    /// Destinations reached without the proxy: comma-separated `loopback`, `local` (the
+    /// networks of this machine's interfaces), CIDR networks, or `none` (default
+    /// loopback,local) [env SOCKSGATE_SOCKSIFY_DIRECT].
+    #[arg(long, value_name = "NETS")]
+    pub direct: Option<String>,
+    /// TOML config file with the keys proxy, direct, connect_timeout, verbose, log_file [env
+    /// SOCKSGATE_SOCKSIFY_CONFIG].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log each interposed call and what the proxy answered, to stderr.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Log as `--verbose` does, to this file (appended; children write to it too).
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Seconds for reaching the proxy and its answer (default 30) [env
+    /// SOCKSGATE_SOCKSIFY_CONNECT_TIMEOUT].
+    #[arg(long, value_name = "SECS")]
+    pub connect_timeout: Option<u64>,
+    /// The program and its arguments (after `--`).
+    #[arg(
+        value_name = "PROGRAM",
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 /// `socksgate check-config`.

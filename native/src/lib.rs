@@ -22,6 +22,7 @@
 //!   [`balancer`] — PROXY protocol headers from trusted load balancers;
 //!   [`client`] — the SOCKS client library (CONNECT, BIND, UDP ASSOCIATE, chains);
 //!   [`connect_command`] — `socksgate connect` on top of it;
+//!   [`socksify`] — `socksgate socksify` (the library it preloads is native/socksify);
 //! * [`limits`] — session limits (global, per client network, per user); [`session_rate`] —
 //!   new sessions per second per client network and per user; [`burst_log`] — one log line
 //!   per burst of refusals; [`authentication`] — `[[auth]]`, methods by network and listener;
@@ -67,6 +68,7 @@ pub mod server;
 pub mod session;
 pub mod session_rate;
 pub mod shared;
+pub mod socksify;
 pub mod splice;
 pub mod stream;
 pub mod systemd;

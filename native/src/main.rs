@@ -71,6 +71,7 @@ fn run(cli: Cli) -> Result<()> {
             result?;
             Ok(())
         }
+        Command::Socksify(args) => match socksgate::socksify::run(&args)? {},
         Command::Inspect(args) => inspect_command::run(&args),
         Command::CheckConfig(args) => {
             let mut config = Config::load(&args.file)?;

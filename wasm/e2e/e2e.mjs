@@ -216,6 +216,32 @@ try {
     await page.click("#window-clear");
     assert.equal(await rows.count(), 6);
 
+    // The timeline by keyboard: a slider over the sessions in time order. Home, → → reach #3,
+    // [ starts the window there; → → reach #5, ] ends it there (#3–#5 shown); Escape clears
+    // the window; Enter opens the session under the cursor.
+    await page.focus("#timeline");
+    const cursor = () => page.getAttribute("#timeline", "data-cursor");
+    await page.keyboard.press("Home");
+    assert.equal(await cursor(), "1");
+    assert.match(await page.getAttribute("#timeline", "aria-valuetext"), /^session #1, 127\.0\.0\.1:20000 to /);
+    await page.keyboard.press("ArrowRight");
+    await page.keyboard.press("ArrowRight");
+    assert.equal(await cursor(), "3");
+    await page.keyboard.press("[");
+    assert.deepEqual(await page.$$eval("#sessions tbody tr[data-n]", (t) => t.map((r) => r.dataset.n)), ["3", "4", "5", "6"]);
+    assert.equal(await cursor(), "3");
+    await page.keyboard.press("ArrowRight");
+    await page.keyboard.press("ArrowRight");
+    await page.keyboard.press("]");
+    assert.deepEqual(await page.$$eval("#sessions tbody tr[data-n]", (t) => t.map((r) => r.dataset.n)), ["3", "4", "5"]);
+    assert.equal(await page.getAttribute("#timeline", "aria-valuenow"), "3");
+    await page.keyboard.press("Escape");
+    assert.equal(await rows.count(), 6);
+    await page.keyboard.press("Enter");
+    await page.waitForFunction(() => /^Session #5:/.test(document.querySelector("#detail-title")?.textContent ?? ""));
+    await axeClean(page, "timeline focused, session open");
+    await page.click("#detail-close");
+
     // Export the filtered sessions: IPv4 clients in 0.020–0.075 s are #2, #3 and #5 (UDP
     // ASSOCIATE with relayed datagrams). JSON and CSV carry those three; the pcap holds just their
     // packets and `socksgate inspect` finds exactly those sessions in it.
@@ -248,6 +274,24 @@ try {
     await page.waitForFunction(() => /sample\.pcap\.gz:/.test(document.querySelector("#summary")?.textContent ?? ""));
     assert.match(await page.textContent("#summary"), /pcap, 95 packets, ETHERNET, 7 TCP connections, 6 SOCKS sessions/);
     assert.equal(await rows.count(), 6);
+
+    // zstd-compressed (.pcap.zst, Debian's zstd): decompressed in wasm while it is read, and
+    // the pcap export re-reads it the same way — the CLI finds the same sessions in the export.
+    execFileSync("zstd", ["-q", "-f", "-3", FIXTURE, "-o", OUT + "sample.pcap.zst"]);
+    await page.setInputFiles("#file", OUT + "sample.pcap.zst");
+    await page.waitForFunction(() => /sample\.pcap\.zst:/.test(document.querySelector("#summary")?.textContent ?? ""));
+    assert.match(await page.textContent("#summary"), /pcap, 95 packets, ETHERNET, 7 TCP connections, 6 SOCKS sessions/);
+    assert.equal(await rows.count(), 6);
+    const [zstDl] = await Promise.all([page.waitForEvent("download"), page.click("#export-pcap")]);
+    await writeFile(OUT + "from-zst.pcap", await readFile(await zstDl.path()));
+    const fromZst = JSON.parse(execFileSync(SOCKSGATE, ["inspect", "--json", OUT + "from-zst.pcap"], { encoding: "utf8" }));
+    assert.equal(fromZst.sessions.length, 6, "the pcap exported from the .zst holds the six sessions");
+    // A cut .zst: a readable error, not a hang.
+    const zst = await readFile(OUT + "sample.pcap.zst");
+    await writeFile(OUT + "cut.pcap.zst", zst.subarray(0, zst.length >> 1));
+    await page.setInputFiles("#file", OUT + "cut.pcap.zst");
+    await page.waitForSelector("#error:not([hidden])");
+    assert.match(await page.textContent("#error"), /cut\.pcap\.zst: .*zstd/);
 
     // 3 000 sessions: the table is virtualised (a window of rows in the DOM), scrolling and
     // the keyboard reach the last one.

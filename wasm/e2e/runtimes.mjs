@@ -27,7 +27,7 @@ import { inspectStream, wasmMemoryBytes } from "../www/pkg/node.js";
 
 const here = (p) => fileURLToPath(new URL(p, import.meta.url));
 const BIN = process.env.SOCKSGATE_BIN ?? here("../../target/debug/socksgate");
-const FIXTURES = ["sample.pcap", "curl-lo.pcapng"].map((f) => here(`../tests/fixtures/${f}`));
+const FIXTURES = ["sample.pcap", "curl-lo.pcapng", "gssapi-kerberos.pcap"].map((f) => here(`../tests/fixtures/${f}`));
 const MiB = 1 << 20;
 const canonical = (json) => JSON.stringify(typeof json === "string" ? JSON.parse(json) : json);
 const children = [];

@@ -11,6 +11,9 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod zstd;
+pub use zstd::ZstdDecoder;
+
 use socksgate_inspect::{Options, Progress};
 use wasm_bindgen::prelude::*;
 

@@ -118,6 +118,7 @@ function run(file) {
   $("export-pcap").disabled = true;
   $("timing").textContent = "";
   delete document.body.dataset.mbps;
+  delete document.body.dataset.wasmMemory;
   setProgress(0, file.size);
   if (worker) worker.terminate();
   pending = new Map();
@@ -139,6 +140,7 @@ function run(file) {
       $("version").textContent = m.version;
       const mbps = m.bytes / 1e6 / (m.ms / 1000);
       $("timing").textContent = `${size(m.bytes)} parsed in ${(m.ms / 1000).toFixed(3)} s (${mbps.toFixed(1)} MB/s)`;
+      document.body.dataset.wasmMemory = String(m.wasmMemory);
       document.body.dataset.mbps = mbps.toFixed(1);
       load(JSON.parse(m.json));
     }
@@ -387,9 +389,14 @@ function revealRow(n) {
 // Timeline: one bar per session shown (filtered), from its first to its last packet, on the
 // capture's time axis, packed into lanes; the open session is drawn in the accent colour.
 // Clicking a bar opens its session. A canvas, so 100 000 sessions draw in one pass; the table
-// is the accessible equivalent (the canvas's label says what it shows).
+// is the accessible equivalent (the canvas's label says what it shows). The canvas is also a
+// slider over the sessions shown in time order: ←/→/Home/End move a cursor (outlined bar,
+// announced through aria-valuetext), Enter opens that session, [ and ] put the time window's
+// start at its start and the end at its end, Escape clears the window.
 const LANES = 6;
-let timelineHits = []; // [x0, x1, lane, n]
+let timelineHits = []; // [x0, x1, lane, n], in time order
+let timelineCursor = -1; // index into timelineHits of the keyboard cursor, -1 = none
+let timelineCursorN = null; // the session under the cursor: it stays on it when bars move
 
 function drawTimeline() {
   const canvas = $("timeline");
@@ -402,7 +409,12 @@ function drawTimeline() {
   g.setTransform(scale, 0, 0, scale, 0, 0);
   g.clearRect(0, 0, width, 64);
   timelineHits = [];
-  if (!rows.length) { canvas.setAttribute("aria-label", "timeline: no sessions shown"); return; }
+  if (!rows.length) {
+    canvas.setAttribute("aria-label", "timeline: no sessions shown");
+    for (const [k, v] of [["aria-valuemax", "0"], ["aria-valuenow", "0"], ["aria-valuetext", "no sessions"]]) canvas.setAttribute(k, v);
+    timelineCursor = -1;
+    return;
+  }
   // The axis is the whole capture's, so a brushed window stays where it was drawn.
   const [t0, t1] = state.span;
   const span = Math.max(t1 - t0, 1e-6);
@@ -438,11 +450,64 @@ function drawTimeline() {
     g.strokeStyle = colour.sel;
     g.strokeRect(a + 0.5, 0.5, Math.max(b - a, 1) - 1, 63);
   }
+  timelineCursor = timelineHits.findIndex((h) => h[3] === timelineCursorN);
+  if (timelineCursor >= 0) {
+    const [x0, x1, lane] = timelineHits[timelineCursor];
+    g.strokeStyle = colour.sel;
+    g.lineWidth = 2;
+    g.strokeRect(x0 - 2, 3 + lane * laneH, x1 - x0 + 4, laneH);
+    g.lineWidth = 1;
+  }
   canvas.bars = timelineHits; // where each session's bar is (for tests and tools)
+  describeCursor();
   const iso = (t) => new Date(t * 1000).toISOString().replace("T", " ").replace("Z", "");
   canvas.setAttribute("aria-label",
     `timeline of ${rows.length} sessions from ${iso(t0)} to ${iso(t1)} (${span.toFixed(3)} s); the table lists them`);
 }
+
+/** The slider's value and text: the session under the keyboard cursor. */
+function describeCursor() {
+  const canvas = $("timeline");
+  canvas.setAttribute("aria-valuemin", "0"); // 0: no session chosen yet
+  canvas.setAttribute("aria-valuemax", String(timelineHits.length));
+  canvas.setAttribute("aria-valuenow", String(timelineCursor + 1));
+  const hit = timelineHits[timelineCursor];
+  const r = hit && state.rows.find((row) => row.n === hit[3]);
+  canvas.setAttribute("aria-valuetext", r
+    ? `session #${r.n}, ${r.client} to ${r.dst ?? "?"}, ${(r.session.start - state.span[0]).toFixed(3)} s to ${(r.session.end - state.span[0]).toFixed(3)} s`
+    : "no session chosen: press → or Home");
+  canvas.dataset.cursor = hit ? String(hit[3]) : "";
+}
+
+$("timeline").addEventListener("keydown", (e) => {
+  if (!state.report || !timelineHits.length) return;
+  const last = timelineHits.length - 1;
+  const moves = { ArrowRight: 1, ArrowDown: 1, ArrowLeft: -1, ArrowUp: -1 };
+  let handled = true;
+  if (e.key in moves) timelineCursor = Math.max(0, Math.min(last, (timelineCursor < 0 && moves[e.key] < 0 ? last + 1 : timelineCursor) + moves[e.key]));
+  else if (e.key === "Home") timelineCursor = 0;
+  else if (e.key === "End") timelineCursor = last;
+  else if (e.key === "Enter" || e.key === " ") {
+    if (timelineCursor >= 0) { const n = timelineHits[timelineCursor][3]; state.focusN = n; openSession(n); }
+  } else if (e.key === "[" || e.key === "]") {
+    const hit = timelineHits[timelineCursor];
+    const r = hit && state.rows.find((row) => row.n === hit[3]);
+    if (r) {
+      const [from, to] = state.window ?? state.span;
+      const w = e.key === "[" ? [r.session.start, Math.max(to, r.session.start + 1e-6)]
+        : [Math.min(from, r.session.end - 1e-6), r.session.end];
+      // Keep the cursor on the same session once the window redraws the bars.
+      setWindow(w);
+      timelineCursor = timelineHits.findIndex((h) => h[3] === r.n);
+    }
+  } else if (e.key === "Escape" && state.window) setWindow(null);
+  else handled = false;
+  if (handled) {
+    e.preventDefault();
+    timelineCursorN = timelineHits[timelineCursor]?.[3] ?? null;
+    drawTimeline();
+  }
+});
 
 /** Capture time (epoch seconds) at canvas x. */
 function timeAt(x) {

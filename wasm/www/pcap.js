@@ -5,16 +5,16 @@
 // its TCP endpoints are a session's client and server (either direction), or it is UDP to or
 // from the session's relay, and its timestamp lies within that session's [start, end]. Link
 // types: Ethernet (with VLAN tags), raw IP, Linux cooked (SLL, SLL2), BSD loopback. Input: pcap
-// (µs or ns) or pcapng, gzip-compressed too; output: a classic nanosecond pcap with the link
+// (µs or ns) or pcapng, gzip- or zstd-compressed too; output: a classic nanosecond pcap with the link
 // type of the packets kept (a pcapng mixing link types among the kept packets is refused). The
 // file is read whole into memory for this.
+
+import { decompressed } from "./decompress.js";
 
 const LINK = { NULL: 0, ETHERNET: 1, RAW: 101, LOOP: 108, SLL: 113, IPV4: 228, IPV6: 229, SLL2: 276 };
 
 async function bytesOf(file) {
-  const head = new Uint8Array(await file.slice(0, 2).arrayBuffer());
-  let stream = file.stream();
-  if (head[0] === 0x1f && head[1] === 0x8b) stream = stream.pipeThrough(new DecompressionStream("gzip"));
+  const stream = await decompressed(file, file.stream());
   return new Uint8Array(await new Response(stream).arrayBuffer());
 }
 

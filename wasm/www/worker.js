@@ -2,22 +2,21 @@
 // The file is read as a stream (File.stream()) through the chunked Inspector, so the wasm
 // memory holds the connections alive at one point of the capture, not the file; a gzip file
 // (.pcap.gz, .pcapng.gz: recognised by its first bytes) is decompressed on the way
-// (DecompressionStream). Progress counts the file's bytes read.
+// (DecompressionStream), a zstd file (.pcap.zst, .pcapng.zst) by the package's ZstdDecoder
+// (decompress.js). Progress counts the file's bytes read.
 // In:  { type: "inspect", file: File|Blob, reveal: bool }
 //      { type: "session", index }          -> one session with its messages
 //      { type: "full" }                     -> the whole contract document (for export)
-// Out: { type: "progress", done, total }, { type: "done", json, ms, bytes, version },
+// Out: { type: "progress", done, total }, { type: "done", json, ms, bytes, version, wasmMemory },
 //      { type: "session", index, json }, { type: "full", json }, { type: "error", message }
 import init, { Inspector, version } from "./pkg/socksgate_wasm.js";
+import { decompressed } from "./decompress.js";
 
 const ready = init();
 let current = null; // the last Inspection (sessions kept in wasm memory, compact)
 let run = 0;
 
-const GZIP = [0x1f, 0x8b];
-
 async function captureStream(file, onBytes) {
-  const head = new Uint8Array(await file.slice(0, 2).arrayBuffer());
   let done = 0;
   const counted = file.stream().pipeThrough(new TransformStream({
     transform(chunk, controller) {
@@ -26,8 +25,7 @@ async function captureStream(file, onBytes) {
       controller.enqueue(chunk);
     },
   }));
-  const gzip = head.length === 2 && head[0] === GZIP[0] && head[1] === GZIP[1];
-  return gzip ? counted.pipeThrough(new DecompressionStream("gzip")) : counted;
+  return decompressed(file, counted);
 }
 
 self.onmessage = async (event) => {
@@ -61,7 +59,9 @@ self.onmessage = async (event) => {
         inspector.free();
       }
       const ms = performance.now() - t0;
-      self.postMessage({ type: "done", json: current.summaryJson(), ms, bytes: total, version: version() });
+      // The linear memory's size after the run (it only grows): what the capture cost.
+      const wasmMemory = (await ready).memory.buffer.byteLength;
+      self.postMessage({ type: "done", json: current.summaryJson(), ms, bytes: total, version: version(), wasmMemory });
     } else if (m.type === "session") {
       self.postMessage({ type: "session", index: m.index, json: current.sessionJson(m.index) });
     } else if (m.type === "full") {

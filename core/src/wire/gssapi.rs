@@ -195,6 +195,154 @@ impl<'a> GssapiMessage<'a> {
     }
 }
 
+/// Why a [`MessageCounter`] stopped counting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum CountStop {
+    /// A message header does not start with VER 1 (`at` = its position in what was fed).
+    BadVersion {
+        /// Position of the header's first byte.
+        at: u64,
+        /// The byte found.
+        version: u8,
+    },
+    /// An abort message (either peer gave up the context).
+    Abort {
+        /// Position of the abort.
+        at: u64,
+    },
+    /// A message of another type than encapsulated (MTYP 3).
+    UnexpectedType {
+        /// Position of the header's first byte.
+        at: u64,
+        /// The type found.
+        kind: GssapiMessageType,
+    },
+}
+
+impl core::fmt::Display for CountStop {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::BadVersion { at, version } => write!(
+                f,
+                "malformed GSS-API encapsulated message at {at}: version {version}, not 1"
+            ),
+            Self::Abort { at } => write!(f, "GSS-API context aborted at {at}"),
+            Self::UnexpectedType { at, kind } => write!(
+                f,
+                "GSS-API {} message ({:#04x}) at {at} among encapsulated messages",
+                kind.describe(),
+                u8::from(kind)
+            ),
+        }
+    }
+}
+
+/// Counts the encapsulated messages (RFC 1961 §5, MTYP 3) of one direction as its bytes
+/// stream past, without buffering them: fixed size whatever the message lengths. Fed the
+/// direction's bytes in order from the first encapsulated message's header; positions in
+/// [`CountStop`] count from there.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct MessageCounter {
+    /// Bytes fed so far.
+    fed: u64,
+    /// The current message's header bytes read so far.
+    header: [u8; 4],
+    have: u8,
+    /// Token bytes of the current message not yet fed (after its header).
+    remaining: u16,
+    /// The current message's LEN.
+    len: u16,
+    messages: u64,
+    token_bytes: u64,
+    stop: Option<CountStop>,
+}
+
+impl MessageCounter {
+    /// A counter at the start of a message.
+    pub const fn new() -> Self {
+        Self {
+            fed: 0,
+            header: [0; 4],
+            have: 0,
+            remaining: 0,
+            len: 0,
+            messages: 0,
+            token_bytes: 0,
+            stop: None,
+        }
+    }
+
+    /// Whole messages counted.
+    pub const fn messages(&self) -> u64 {
+        self.messages
+    }
+
+    /// Sum of the counted messages' token lengths (LEN), headers excluded.
+    pub const fn token_bytes(&self) -> u64 {
+        self.token_bytes
+    }
+
+    /// Why counting stopped, if it did (nothing further is counted).
+    pub const fn stopped(&self) -> Option<CountStop> {
+        self.stop
+    }
+
+    /// True between messages (nothing of a message fed but not finished).
+    pub const fn at_boundary(&self) -> bool {
+        self.have == 0 && self.remaining == 0
+    }
+
+    /// Feeds the next bytes of the direction.
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        while self.stop.is_none() && !bytes.is_empty() {
+            if self.remaining > 0 {
+                let take = bytes.len().min(usize::from(self.remaining));
+                bytes = bytes.get(take..).unwrap_or_default();
+                self.fed += take as u64;
+                // `take` is at most `remaining`, a u16.
+                self.remaining -= take as u16;
+                if self.remaining == 0 {
+                    self.messages += 1;
+                    self.token_bytes += u64::from(self.len);
+                }
+                continue;
+            }
+            let Some((&b, rest)) = bytes.split_first() else {
+                break;
+            };
+            bytes = rest;
+            if let Some(slot) = self.header.get_mut(usize::from(self.have)) {
+                *slot = b;
+            }
+            self.have += 1;
+            self.fed += 1;
+            let at = self.fed - u64::from(self.have);
+            match (self.have, self.header) {
+                (1, [v, ..]) if v != VERSION => {
+                    self.stop = Some(CountStop::BadVersion { at, version: v });
+                }
+                (2, [_, t, ..]) => match GssapiMessageType::from(t) {
+                    GssapiMessageType::Encapsulated => {}
+                    GssapiMessageType::Abort => self.stop = Some(CountStop::Abort { at }),
+                    kind => self.stop = Some(CountStop::UnexpectedType { at, kind }),
+                },
+                (4, [_, _, hi, lo]) => {
+                    let len = u16::from_be_bytes([hi, lo]);
+                    self.have = 0;
+                    self.len = len;
+                    self.remaining = len;
+                    if len == 0 {
+                        self.messages += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,5 +409,55 @@ mod tests {
     fn partial_and_bad_version() {
         assert_eq!(GssapiMessage::parse(&[1, 2, 0, 1]), Ok(Status::Partial));
         assert_eq!(GssapiMessage::parse(&[5, 1]), Err(WireError::BadVersion(5)));
+    }
+
+    #[test]
+    fn counter_counts_across_any_chunking() {
+        let mut stream = [0u8; 64];
+        let mut n = 0;
+        for len in [3usize, 0, 20] {
+            let token = [0xab; 20];
+            let msg = GssapiMessage {
+                kind: GssapiMessageType::Encapsulated,
+                token: &token[..len],
+            };
+            n += msg.emit(&mut stream[n..]).unwrap();
+        }
+        for chunk in 1..=n {
+            let mut c = MessageCounter::new();
+            for part in stream[..n].chunks(chunk) {
+                c.feed(part);
+            }
+            assert_eq!((c.messages(), c.token_bytes()), (3, 23), "chunk {chunk}");
+            assert!(c.at_boundary() && c.stopped().is_none());
+        }
+        let mut c = MessageCounter::new();
+        c.feed(&stream[..n - 1]);
+        assert_eq!((c.messages(), c.token_bytes()), (2, 3));
+        assert!(!c.at_boundary());
+    }
+
+    #[test]
+    fn counter_stops_at_other_messages() {
+        let mut c = MessageCounter::new();
+        c.feed(&[1, 3, 0, 1, 9, 1, 0xff, 1, 3]);
+        assert_eq!(c.messages(), 1);
+        assert_eq!(c.stopped(), Some(CountStop::Abort { at: 5 }));
+        let mut c = MessageCounter::new();
+        c.feed(&[5, 1]);
+        assert_eq!(
+            c.stopped(),
+            Some(CountStop::BadVersion { at: 0, version: 5 })
+        );
+        let mut c = MessageCounter::new();
+        c.feed(&[1, 3, 0, 0, 1, 1]);
+        assert_eq!(c.messages(), 1);
+        assert_eq!(
+            c.stopped(),
+            Some(CountStop::UnexpectedType {
+                at: 4,
+                kind: GssapiMessageType::Context
+            })
+        );
     }
 }

@@ -1,0 +1,194 @@
+// The inspector beside tshark on the same captures, in one run: time and peak memory of
+//
+//   - tshark -r FILE > /dev/null                (Debian's tshark; RSS from /usr/bin/time)
+//   - socksgate inspect FILE --json-lines       (the CLI, streaming; RSS from /usr/bin/time)
+//   - socksgate inspect FILE --json             (the CLI, whole document sorted)
+//   - the page in Chromium                      (File.stream() through the worker; time from
+//                                                choosing the file to the table, and the
+//                                                worker's own reading-to-last-session MB/s;
+//                                                the worker's wasm memory)
+//   - the edge worker in workerd                (the file POSTed with chunked encoding; the
+//                                                workerd process's peak RSS and wasm memory)
+//
+// and prints a Markdown table (the one in wasm/README.md and inspect/README.md, "Speed").
+//
+//   node e2e/bench.mjs FILE...            measure these captures
+//   node e2e/bench.mjs --generate         generate the two captures of the figures first
+//                                         (synth: ~200 MB with payload, and ~200 MB of
+//                                         handshake-only connections, 220k) in $TMPDIR
+//
+// Needs the release CLI (SOCKSGATE_BIN, default target/release/socksgate), the built package
+// (wasm/build.sh), /usr/bin/time, tshark, /usr/bin/chromium and npm's workerd (npm ci). A
+// benchmark, not a test: `SOCKSGATE_CI_SOAK=1 wasm/ci.sh` runs it.
+import { spawn, spawnSync, execFileSync } from "node:child_process";
+import { createReadStream, statSync, mkdtempSync, rmSync, readFileSync } from "node:fs";
+import { request } from "node:http";
+import { createServer } from "node:net";
+import { once } from "node:events";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+import { serve } from "./serve.mjs";
+
+const here = (p) => fileURLToPath(new URL(p, import.meta.url));
+const ROOT = here("../../");
+const BIN = process.env.SOCKSGATE_BIN ?? join(ROOT, "target/release/socksgate");
+const MB = 1e6;
+const MiB = 1 << 20;
+const children = [];
+
+/** Runs `cmd args` under /usr/bin/time, stdout to /dev/null: { secs, rssKiB }. */
+function timed(cmd, args) {
+  const r = spawnSync("/usr/bin/time", ["-f", "%e %M", cmd, ...args], {
+    stdio: ["ignore", "ignore", "pipe"], maxBuffer: 64 * MiB,
+  });
+  const err = r.stderr.toString().trim();
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")}: exit ${r.status}: ${err}`);
+  // The last line of stderr is time's (tshark may warn before it).
+  const [secs, rssKiB] = err.split("\n").pop().split(" ").map(Number);
+  return { secs, rssKiB };
+}
+
+async function freePort() {
+  const s = createServer();
+  await new Promise((ok) => s.listen(0, "127.0.0.1", ok));
+  const { port } = s.address();
+  await new Promise((ok) => s.close(ok));
+  return port;
+}
+
+/** Peak RSS (VmHWM) of a process, in KiB. */
+function peakRss(pid) {
+  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return m ? Number(m[1]) : NaN;
+}
+
+/** POSTs a file with chunked encoding: { status, secs, memory (wasm bytes), sessions }. */
+function postFile(port, file) {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const req = request({ host: "127.0.0.1", port, method: "POST", path: "/",
+      headers: { "content-type": "application/vnd.tcpdump.pcap", "transfer-encoding": "chunked" } }, (res) => {
+      const parts = [];
+      res.on("data", (d) => parts.push(d));
+      res.on("end", () => {
+        const body = Buffer.concat(parts).toString();
+        let sessions = NaN;
+        try { sessions = JSON.parse(body).sessions.length; } catch { /* reported by status */ }
+        resolve({ status: res.statusCode, secs: (performance.now() - t0) / 1000,
+          memory: Number(res.headers["x-wasm-memory-bytes"]), sessions });
+      });
+      res.on("error", reject);
+    });
+    req.on("error", reject);
+    createReadStream(file, { highWaterMark: 256 * 1024 }).pipe(req);
+  });
+}
+
+async function startWorkerd() {
+  const port = await freePort();
+  const workerd = spawn(here("../node_modules/.bin/workerd"),
+    ["serve", here("../edge/workerd.capnp"), "--socket-addr", `http=127.0.0.1:${port}`],
+    { stdio: ["ignore", "pipe", "pipe"] });
+  children.push(workerd);
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      await new Promise((ok, fail) => {
+        const r = request({ host: "127.0.0.1", port, method: "GET", path: "/" }, (res) => { res.resume(); res.on("end", ok); });
+        r.on("error", fail);
+        r.end();
+      });
+      return { port, pid: workerd.pid };
+    } catch (e) {
+      if (Date.now() > deadline || workerd.exitCode !== null) throw new Error(`workerd did not start: ${e}`);
+      await new Promise((ok) => setTimeout(ok, 200));
+    }
+  }
+}
+
+async function chromiumRun(file) {
+  const server = await serve(0);
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync", "--no-first-run"],
+  });
+  try {
+    const page = await browser.newPage();
+    await page.goto(`http://127.0.0.1:${server.address().port}/`);
+    const t0 = performance.now();
+    await page.setInputFiles("#file", file);
+    await page.waitForSelector("body[data-mbps]", { timeout: 900_000 });
+    const secs = (performance.now() - t0) / 1000;
+    const mbps = Number(await page.getAttribute("body", "data-mbps"));
+    const memory = Number(await page.getAttribute("body", "data-wasm-memory") ?? NaN);
+    return { secs, mbps, memory };
+  } finally {
+    await browser.close();
+    server.close();
+  }
+}
+
+function generate() {
+  const dir = mkdtempSync(join(tmpdir(), "socksgate-bench-"));
+  const synth = join(ROOT, "target/release/examples/synth");
+  execFileSync("cargo", ["build", "--locked", "--release", "-q", "-p", "socksgate-inspect", "--example", "synth"],
+    { cwd: ROOT, stdio: "inherit" });
+  const big = join(dir, "big.pcap");
+  const small = join(dir, "handshakes.pcap");
+  execFileSync(synth, [big, "200"], { stdio: "inherit" });
+  execFileSync(synth, [small, "200", "--bulk", "0"], { stdio: "inherit" });
+  return { dir, files: [big, small] };
+}
+
+const mbps = (bytes, secs) => (bytes / MB / secs).toFixed(0);
+const mib = (kib) => (kib / 1024).toFixed(0);
+
+let generated;
+let failed = false;
+try {
+  let files = process.argv.slice(2).filter((a) => !a.startsWith("--"));
+  if (process.argv.includes("--generate")) {
+    generated = generate();
+    files = generated.files;
+  }
+  if (files.length === 0) throw new Error("usage: node e2e/bench.mjs [--generate] [FILE...]");
+  const workerd = await startWorkerd();
+  const rows = [];
+  for (const file of files) {
+    const bytes = statSync(file).size;
+    const name = `${file.split("/").pop()} (${(bytes / MB).toFixed(1)} MB)`;
+    const tshark = timed("tshark", ["-n", "-r", file]);
+    const lines = timed(BIN, ["inspect", file, "--json-lines"]);
+    const whole = timed(BIN, ["inspect", file, "--json"]);
+    const page = await chromiumRun(file);
+    const edge = await postFile(workerd.port, file);
+    const row = [name,
+      `${tshark.secs.toFixed(2)} s, ${mbps(bytes, tshark.secs)} MB/s, ${mib(tshark.rssKiB)} MiB`,
+      `${lines.secs.toFixed(2)} s, ${mbps(bytes, lines.secs)} MB/s, ${mib(lines.rssKiB)} MiB`,
+      `${whole.secs.toFixed(2)} s, ${mbps(bytes, whole.secs)} MB/s, ${mib(whole.rssKiB)} MiB`,
+      `${page.secs.toFixed(2)} s, ${mbps(bytes, page.secs)} MB/s (in the worker ${page.mbps.toFixed(0)} MB/s)` +
+        (Number.isFinite(page.memory) ? `, wasm ${(page.memory / MiB).toFixed(0)} MiB` : ""),
+      // A failure is a figure too (e.g. a document too large for the isolate).
+      edge.status === 200
+        ? `${edge.secs.toFixed(2)} s, ${mbps(bytes, edge.secs)} MB/s, wasm ${(edge.memory / MiB).toFixed(1)} MiB`
+        : `HTTP ${edge.status} after ${edge.secs.toFixed(2)} s`,
+    ];
+    rows.push(row);
+    console.error(`bench: ${row.join(" | ")}`);
+  }
+  const workerdRss = peakRss(workerd.pid);
+  console.log("| capture | tshark -r | inspect --json-lines | inspect --json | Chromium page | workerd |");
+  console.log("|---|---|---|---|---|---|");
+  for (const r of rows) console.log(`| ${r.join(" | ")} |`);
+  console.log(`\n(time, throughput, peak RSS; workerd process peak RSS over the run: ${mib(workerdRss)} MiB; load average ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")})`);
+} catch (e) {
+  failed = true;
+  console.error("bench:", e?.stack ?? e);
+} finally {
+  for (const c of children) c.kill();
+  if (generated) rmSync(generated.dir, { recursive: true, force: true });
+}
+process.exit(failed ? 1 : 0);
