@@ -46,20 +46,29 @@ const REASSEMBLY: usize = 65_507;
 const MAX_PEERS: usize = 4096;
 
 /// The destinations an association contacted: a hash set that grows with use, up to
-/// [`MAX_PEERS`].
+/// [`MAX_PEERS`], and the last one recorded, compared first: most associations talk to one
+/// destination, and the comparison saves hashing the address twice per datagram.
 #[derive(Debug, Default)]
-struct Peers(HashSet<SocketAddr>);
+struct Peers {
+    set: HashSet<SocketAddr>,
+    last: Option<SocketAddr>,
+}
 
 impl Contacted for Peers {
     fn contains(&self, addr: &SocketAddr) -> bool {
-        self.0.contains(addr)
+        self.last == Some(*addr) || self.set.contains(addr)
     }
 
     fn insert(&mut self, addr: SocketAddr) -> bool {
-        if self.0.contains(&addr) {
+        if self.last == Some(addr) {
             return true;
         }
-        self.0.len() < MAX_PEERS && self.0.insert(addr)
+        let recorded =
+            self.set.contains(&addr) || (self.set.len() < MAX_PEERS && self.set.insert(addr));
+        if recorded {
+            self.last = Some(addr);
+        }
+        recorded
     }
 }
 
@@ -210,7 +219,13 @@ pub(crate) async fn run(conn: &mut Conn<'_>) -> Result<(), SessionError> {
             }
             armed = due;
         }
+        // In order: the way back before the way up. A datagram that went up has cost its
+        // relaying already; its answer is served before more datagrams are taken from the
+        // client, so a client sending faster than the relay can forward fills the
+        // client-facing socket's queue (dropped there, at no cost), not the outbound one.
+        // `serve_back` keeps a saturated way back from starving the other sockets.
         tokio::select! {
+            biased;
             r = conn.stream.read(&mut control) => match r {
                 Ok(0) => break "control connection closed",
                 Err(_) => break "control connection failed",
@@ -222,9 +237,9 @@ pub(crate) async fn run(conn: &mut Conn<'_>) -> Result<(), SessionError> {
                     break "idle timeout";
                 }
             }
+            _ = readable(relay.out.v4.as_ref()) => relay.serve_back(false, &mut bufs).await,
+            _ = readable(relay.out.v6.as_ref()) => relay.serve_back(true, &mut bufs).await,
             _ = readable(Some(&relay.socket)) => relay.drain_client(&mut bufs).await,
-            _ = readable(relay.out.v4.as_ref()) => relay.drain_outbound(false, &mut bufs).await,
-            _ = readable(relay.out.v6.as_ref()) => relay.drain_outbound(true, &mut bufs).await,
         }
     };
     let Counters {
@@ -318,22 +333,35 @@ impl Relay<'_> {
         }
     }
 
+    /// Handles the datagrams waiting on the outbound socket of one family, as
+    /// [`Self::drain_outbound`]; when a whole batch was waiting there, the other sockets get
+    /// a turn before it is served again, as [`run`] serves the way back first.
+    async fn serve_back(&mut self, v6: bool, bufs: &mut RecvBufs) {
+        if self.drain_outbound(v6, bufs).await {
+            // Both are no-ops without a system call when their socket has no readiness.
+            self.drain_outbound(!v6, bufs).await;
+            self.drain_client(bufs).await;
+        }
+    }
+
     /// Handles the datagrams waiting on the outbound socket of one family, at most
-    /// [`BATCH`], using `bufs` to receive them. Returns when none is left, none was waiting
-    /// or the socket does not exist.
-    async fn drain_outbound(&mut self, v6: bool, bufs: &mut RecvBufs) {
+    /// [`BATCH`], using `bufs` to receive them. Returns `true` when it stopped at the batch
+    /// with more perhaps waiting; `false` when none is left, none was waiting or the socket
+    /// does not exist.
+    async fn drain_outbound(&mut self, v6: bool, bufs: &mut RecvBufs) -> bool {
         for _ in 0..BATCH / PER_CALL {
             let sock = if v6 { &self.out.v6 } else { &self.out.v4 };
             let Some(Ok(got)) = sock.as_ref().map(|s| recv_some(s, v6, bufs)) else {
-                return;
+                return false;
             };
             for (i, &(n, src)) in got.datagrams.iter().enumerate() {
                 self.forward_back(src, bufs.datagram(i, n)).await;
             }
             if got.drained {
-                return;
+                return false;
             }
         }
+        true
     }
 
     /// Relays one datagram received from `src` on the client-facing socket, as the
