@@ -17,9 +17,10 @@
 //!   bucket holds fewer tokens than the datagram's payload bytes) or over what is left of
 //!   the quota is dropped and counted; UDP is never delayed.
 //! * One task runs the association. When a socket is readable it handles the datagrams
-//!   waiting there (up to [`BATCH`] per wake-up) before looking at the others again; the
-//!   idle and reassembly timers are registered once and moved only when they fire or their
-//!   deadline changes, so a datagram costs no timer work.
+//!   waiting there (up to [`BATCH`] per wake-up) before looking at the others again, the
+//!   destinations' answers before the client's datagrams; the idle and reassembly timers
+//!   are registered once and moved only when they fire or their deadline changes, so a
+//!   datagram costs no timer work.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -47,7 +48,7 @@ const MAX_PEERS: usize = 4096;
 
 /// The destinations an association contacted: a hash set that grows with use, up to
 /// [`MAX_PEERS`], and the last one recorded, compared first: most associations talk to one
-/// destination, and the comparison saves hashing the address twice per datagram.
+/// destination, and the comparison saves hashing the address for each datagram.
 #[derive(Debug, Default)]
 struct Peers {
     set: HashSet<SocketAddr>,
