@@ -580,6 +580,56 @@ mod udp {
         }
     }
 
+    /// The relay serves a destination's answers before the client's datagrams, but a
+    /// destination that never stops sending does not hold the client's datagrams back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flooding_destination_does_not_starve_the_client() {
+        let proxy = start(Config::default(), None).await;
+        let (_ctl, client) = open(proxy.addr).await;
+        let sink = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let flooder = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to_flooder = Addr::Ip(flooder.local_addr().unwrap());
+        client.send(&datagram(to_flooder, 0, b"go")).await.unwrap();
+        let mut buf = [0u8; 64];
+        flooder
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let (_, outbound) = flooder.recv_from(&mut buf).unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Several senders, so that the relay's outbound queue stays full.
+        let flooding: Vec<_> = (0..4)
+            .map(|_| {
+                let (stop, flooder) = (Arc::clone(&stop), flooder.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let mut sent = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        if flooder.send_to(&[0u8; 1000], outbound).is_ok() {
+                            sent += 1;
+                        }
+                    }
+                    sent
+                })
+            })
+            .collect();
+        // The flood reaches the client; given time, it fills the relay's outbound queue.
+        let first = recv(&client).await.expect("the flood through the relay");
+        assert_eq!(UdpHeader::parse(&first).unwrap().0.dst, to_flooder);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let to_sink = Addr::Ip(sink.local_addr().unwrap());
+        for i in 0..20u8 {
+            client.send(&datagram(to_sink, 0, &[i])).await.unwrap();
+            let got = recv(&sink).await;
+            assert_eq!(
+                got.as_deref(),
+                Some(&[i][..]),
+                "datagram {i} under the flood"
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let sent: u64 = flooding.into_iter().map(|t| t.join().unwrap()).sum();
+        assert!(sent > 1000, "the destination flooded");
+    }
+
     #[tokio::test]
     async fn reassembles_fragments() {
         let proxy = start(Config::default(), None).await;
