@@ -8,11 +8,17 @@
 // - the TypeScript declarations type-check a typical use (`deno check e2e/typecheck.ts`);
 // - workerd answers a non-capture with HTTP 422 and a readable message;
 // - workerd takes a ≥ 150 MiB synthetic capture generated as a stream (chunked POST) and its
-//   wasm memory stays under 64 MiB.
+//   wasm memory stays under 64 MiB;
+// - asked for JSON lines (`?format=jsonl` or `Accept: application/x-ndjson`), workerd answers
+//   every test capture with exactly the lines of `socksgate inspect FILE --json-lines`, a
+//   non-capture with 422, and streams the ≥ 150 MiB capture and 60,000 handshake-only
+//   connections (the shape that exhausted the isolate as a document) as they are found: the
+//   first lines arrive while the POST is still being sent, the wasm memory stays under
+//   64 MiB and the workerd process under 256 MiB peak RSS.
 //
 //   SOCKSGATE_BIN=target/debug/socksgate node e2e/runtimes.mjs
 import { spawn, execFileSync } from "node:child_process";
-import { createReadStream } from "node:fs";
+import { createReadStream, readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { request } from "node:http";
 import { createServer } from "node:net";
@@ -42,10 +48,10 @@ async function freePort() {
 }
 
 /** POSTs `chunks` (an iterable of Buffers) with chunked encoding; resolves to { status, headers, body }. */
-function post(port, chunks) {
+function post(port, chunks, { path = "/", headers = {} } = {}) {
   return new Promise((resolve, reject) => {
-    const req = request({ host: "127.0.0.1", port, method: "POST", path: "/",
-      headers: { "content-type": "application/vnd.tcpdump.pcap" } }, (res) => {
+    const req = request({ host: "127.0.0.1", port, method: "POST", path,
+      headers: { "content-type": "application/vnd.tcpdump.pcap", ...headers } }, (res) => {
       const parts = [];
       res.on("data", (d) => parts.push(d));
       res.on("end", () => resolve({ status: res.statusCode, headers: res.headers,
@@ -60,6 +66,59 @@ function post(port, chunks) {
       req.end();
     })().catch(reject);
   });
+}
+
+/**
+ * POSTs `chunks` asking for JSON lines and reads the answer line by line without keeping it:
+ * resolves to { status, sessions (objects, one per line but the last), last (the last line
+ * parsed), sentBeforeFirstLine (bytes of the POST sent when the first line arrived), sent }.
+ * `keep(session)` decides which session objects are kept (all by default).
+ */
+function postLines(port, chunks, keep = () => true) {
+  return new Promise((resolve, reject) => {
+    let sent = 0;
+    let sentBeforeFirstLine = -1;
+    const req = request({ host: "127.0.0.1", port, method: "POST", path: "/?format=jsonl",
+      headers: { "content-type": "application/vnd.tcpdump.pcap" } }, (res) => {
+      const sessions = [];
+      let count = 0;
+      let rest = "";
+      let previous = null;
+      res.setEncoding("utf8");
+      res.on("data", (d) => {
+        if (sentBeforeFirstLine < 0) sentBeforeFirstLine = sent;
+        const lines = (rest + d).split("\n");
+        rest = lines.pop();
+        for (const line of lines) {
+          if (previous !== null) {
+            count++;
+            if (keep(previous)) sessions.push(previous);
+          }
+          previous = JSON.parse(line);
+        }
+      });
+      res.on("end", () => {
+        if (rest !== "") reject(new Error(`unterminated last line: ${rest.slice(0, 200)}`));
+        resolve({ status: res.statusCode, headers: res.headers, sessions, count, last: previous,
+          sentBeforeFirstLine, sent });
+      });
+      res.on("error", reject);
+    });
+    req.on("error", reject);
+    (async () => {
+      for (const chunk of chunks) {
+        sent += chunk.length;
+        if (!req.write(chunk)) await once(req, "drain");
+      }
+      req.end();
+    })().catch(reject);
+  });
+}
+
+/** Peak RSS (VmHWM) of a process, in bytes. */
+function peakRss(pid) {
+  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return m ? Number(m[1]) * 1024 : NaN;
 }
 
 function* pieces(bytes, size) {
@@ -148,6 +207,52 @@ try {
   assert.equal(bad.status, 422, bad.body);
   assert.match(JSON.parse(bad.body).error, /^not a capture file: expected pcap .* found 3c 68 74 6d$/);
   log("workerd: non-capture → 422:", JSON.parse(bad.body).error);
+
+  // JSON lines: exactly the CLI's --json-lines, whichever way they are asked for.
+  for (const f of FIXTURES) {
+    const want = execFileSync(BIN, ["inspect", f, "--json-lines"]).toString();
+    const byQuery = await post(port, pieces(await readFile(f), 1000), { path: "/?format=jsonl" });
+    const byAccept = await post(port, pieces(await readFile(f), 777), { headers: { accept: "application/x-ndjson" } });
+    for (const r of [byQuery, byAccept]) {
+      assert.equal(r.status, 200, `workerd lines: ${f}: ${r.body}`);
+      assert.equal(r.headers["content-type"], "application/x-ndjson");
+      assert.deepEqual(r.body.split("\n").map((l) => l && canonical(l)), want.split("\n").map((l) => l && canonical(l)),
+        `workerd lines: ${f}`);
+    }
+  }
+  log("workerd: JSON lines identical to socksgate inspect --json-lines");
+  const badLines = await post(port, [Buffer.from("<html>this is a web page, not a capture</html>\n")], { path: "/?format=jsonl" });
+  assert.equal(badLines.status, 422, badLines.body);
+  assert.match(JSON.parse(badLines.body).error, /^not a capture file: /);
+
+  // Streamed lines for the big capture and for many handshake-only connections: bounded memory.
+  for (const shape of [{}, { connections: 60_000, segments: 0 }]) {
+    const t0 = Date.now();
+    const want = expectedSessions(shape);
+    const r = await postLines(port, synthCapture(shape),
+      (s) => !(s.bytes_up === want.bytesUp && s.dst_host === "example.com" && s.reply_code === 0));
+    const secs = (Date.now() - t0) / 1000;
+    assert.equal(r.status, 200);
+    assert.equal(r.sessions.length, 0, `unexpected sessions: ${JSON.stringify(r.sessions.slice(0, 2))}`);
+    assert.equal(r.count, want.count);
+    assert.deepEqual(Object.keys(r.last), ["capture"], JSON.stringify(r.last));
+    assert.equal(r.last.capture.bytes, r.sent);
+    assert.ok(r.sentBeforeFirstLine >= 0 && r.sentBeforeFirstLine < r.sent,
+      `the first line came after the whole POST (${r.sentBeforeFirstLine} of ${r.sent} bytes)`);
+    const memory = JSON.parse((await new Promise((ok, fail) => {
+      const q = request({ host: "127.0.0.1", port, path: "/wasm-memory" }, (res) => {
+        let b = ""; res.on("data", (d) => (b += d)); res.on("end", () => ok(b));
+      });
+      q.on("error", fail);
+      q.end();
+    }))).bytes;
+    assert.ok(memory > 0 && memory < 64 * MiB, `wasm memory ${memory} bytes`);
+    const rss = peakRss(workerd.pid);
+    assert.ok(rss < 256 * MiB, `workerd peak RSS ${rss} bytes`);
+    log(`workerd lines: ${(r.sent / 1e6).toFixed(1)} MB, ${r.count} sessions streamed in ${secs.toFixed(1)} s ` +
+      `(first line after ${(r.sentBeforeFirstLine / 1e6).toFixed(1)} MB sent), wasm memory ${(memory / MiB).toFixed(1)} MiB, ` +
+      `workerd peak RSS ${(rss / MiB).toFixed(0)} MiB`);
+  }
 
   const t = Date.now();
   let sent = 0;

@@ -1,5 +1,6 @@
 // A large synthetic capture generated as a stream (never written to disk): legacy pcap,
-// Ethernet, `connections` SOCKS5 CONNECT sessions to example.com:443 from 127.0.0.2, each
+// Ethernet, `connections` SOCKS5 CONNECT sessions to example.com:443 from 127.0.0.2 (and
+// 127.0.1.2, … past 40,000 connections), each
 // followed by `segments` 1400-byte client→server payload segments and a FIN close.
 // 110 connections × 1000 segments ≈ 162 MB (> 150 MiB).
 
@@ -49,14 +50,15 @@ export const PCAP_HEADER = (() => {
 /** Yields the capture in chunks (one Buffer per connection). */
 export function* synthCapture({ connections = 110, segments = 1000 } = {}) {
   yield PCAP_HEADER;
-  const client = [127, 0, 0, 2];
   const server = [127, 0, 0, 1];
   const bulk = Buffer.alloc(PAYLOAD, 0xa5);
   const host = Buffer.from("example.com");
   const request = Buffer.concat([Buffer.from([5, 1, 0, 3, host.length]), host, Buffer.from([1, 187])]);
   let ts = 1_795_708_650_000_000;
   for (let i = 0; i < connections; i++) {
-    const port = 20000 + i;
+    // 40,000 source ports per client address: 127.0.0.2, then 127.0.1.2, …
+    const client = [127, 0, Math.floor(i / 40000), 2];
+    const port = 20000 + (i % 40000);
     let cseq = 1000 + i * 7919;
     let sseq = 500000 + i * 104729;
     const parts = [];

@@ -1,36 +1,62 @@
 // Edge example: a module worker (workerd, Cloudflare Workers) that takes a pcap/pcapng
-// capture as the streamed body of a POST and answers with the inspector's JSON document.
-// The body is inspected chunk by chunk as it arrives: the worker's memory follows the
-// connections alive in the capture, not its size, so captures far larger than the
-// isolate's memory limit work.
+// capture as the streamed body of a POST and answers with the inspector's sessions.
+// The body is inspected chunk by chunk as it arrives.
 //
-//   curl -X POST -T capture.pcap http://127.0.0.1:8787/          (?secrets=1 reveals passwords)
+//   curl -X POST -T capture.pcap http://127.0.0.1:8787/                 the JSON document
+//   curl -X POST -T capture.pcap 'http://127.0.0.1:8787/?format=jsonl'  JSON lines, streamed
+//   curl -X POST -T capture.pcap -H 'accept: application/x-ndjson' http://127.0.0.1:8787/
+//   (?secrets=1 reveals passwords)
 //
-// 200: the JSON document ({ capture, sessions }, the contract in inspect/README.md);
-// 422: not a capture ({ "error": "not a capture file: …" }); 405: not a POST.
-// `x-wasm-memory-bytes` tells the wasm linear memory's size after the request.
-import { inspectStream, wasmMemoryBytes } from "../www/pkg/workerd.js";
+// The JSON document ({ capture, sessions }, the contract in inspect/README.md) holds every
+// session until the end, so its memory follows the number of sessions: fine for ordinary
+// captures, not for hundreds of thousands of connections. JSON lines (the format of
+// `socksgate inspect --json-lines`: one session per line as its connection ends, then
+// `{"capture": {...}}`) are streamed as they are found and nothing is kept: memory follows
+// the connections alive in the capture, and the body is read only as fast as the client
+// reads the answer. A capture that goes bad after its first 64 KiB ends the lines with
+// `{"error": "…"}` (the status, 200, is sent by then).
+//
+// 200: the document or the lines; 422: not a capture ({ "error": "not a capture file: …" });
+// 405: neither a POST nor `GET /wasm-memory`.
+// `x-wasm-memory-bytes` tells the wasm linear memory's size after the request (the document)
+// or when the lines start; `GET /wasm-memory` tells it at any time ({ "bytes": N }: it only
+// grows, so this is the high-water mark of every request so far).
+import { inspectStream, inspectLines, wasmMemoryBytes } from "../www/pkg/workerd.js";
+
+/** Whether the request asks for JSON lines rather than the document. */
+function wantsLines(request, url) {
+  const format = url.searchParams.get("format");
+  if (format === "jsonl" || format === "ndjson") return true;
+  return /\bapplication\/(x-)?ndjson\b|\bapplication\/jsonl\b/.test(request.headers.get("accept") ?? "");
+}
 
 export default {
   async fetch(request) {
+    const url = new URL(request.url);
+    if (request.method === "GET" && url.pathname === "/wasm-memory") {
+      return Response.json({ bytes: wasmMemoryBytes() });
+    }
     if (request.method !== "POST" || !request.body) {
       return Response.json(
         { error: "POST a pcap or pcapng capture as the request body" },
         { status: 405, headers: { allow: "POST" } },
       );
     }
-    const reveal = new URL(request.url).searchParams.get("secrets") === "1";
-    let report;
+    const reveal = url.searchParams.get("secrets") === "1";
+    const lines = wantsLines(request, url);
+    let answer;
     try {
-      report = await inspectStream(request.body, reveal);
+      answer = await (lines ? inspectLines(request.body, reveal) : inspectStream(request.body, reveal));
     } catch (e) {
       return Response.json(
         { error: String(e?.message ?? e) },
         { status: 422, headers: { "x-wasm-memory-bytes": String(wasmMemoryBytes()) } },
       );
     }
-    return Response.json(report, {
-      headers: { "x-wasm-memory-bytes": String(wasmMemoryBytes()) },
-    });
+    const headers = { "x-wasm-memory-bytes": String(wasmMemoryBytes()) };
+    if (lines) {
+      return new Response(answer, { headers: { ...headers, "content-type": "application/x-ndjson" } });
+    }
+    return Response.json(answer, { headers });
   },
 };

@@ -8,3 +8,15 @@ export function inspectStream(
   revealSecrets?: boolean,
   onSession?: (session: Record<string, unknown>) => void,
 ): Promise<{ capture: Record<string, unknown>; sessions: Record<string, unknown>[] }>;
+
+/**
+ * Inspects a capture given as a stream of bytes and answers with a stream of JSON lines
+ * (UTF-8): one session object per line as its connection ends, then `{"capture": {...}}` —
+ * the output of `socksgate inspect --json-lines`. Nothing is kept, and the capture is read as
+ * the lines are consumed. Rejects (with the reason) if the first 64 KiB are not a capture; a
+ * later failure ends the stream with the line `{"error": "…"}`.
+ */
+export function inspectLines(
+  stream: ReadableStream<Uint8Array>,
+  revealSecrets?: boolean,
+): Promise<ReadableStream<Uint8Array>>;

@@ -32,3 +32,85 @@ export async function inspectStream(stream, revealSecrets = false, onSession = u
     inspector.free();
   }
 }
+
+/** Bytes inspected before `inspectLines` settles: enough for any capture header to be judged. */
+const SETTLE_BYTES = 64 * 1024;
+
+/**
+ * Inspects a capture given as a ReadableStream of bytes and answers with a ReadableStream of
+ * JSON lines (UTF-8): one session object per line as its connection ends, then the last line
+ * `{"capture": {...}}` — the output of `socksgate inspect --json-lines`. Nothing is kept:
+ * memory follows the connections alive in the capture, and the capture is read only as fast
+ * as the lines are consumed (the returned stream pulls).
+ *
+ * Resolves once the first 64 KiB (or the whole input, if shorter) are inspected, so that a
+ * non-capture rejects here with the reason; a later failure (a capture cut short or corrupt
+ * past its start) ends the stream with the line `{"error": "…"}`.
+ *
+ * @param {ReadableStream<Uint8Array>} stream the capture (pcap/pcapng)
+ * @param {boolean} [revealSecrets] include RFC 1929 passwords
+ * @returns {Promise<ReadableStream<Uint8Array>>}
+ */
+export async function inspectLines(stream, revealSecrets = false) {
+  const inspector = new Inspector(revealSecrets);
+  const reader = stream.getReader();
+  const encoder = new TextEncoder();
+  let freed = false;
+  const free = () => {
+    if (!freed) {
+      freed = true;
+      inspector.free();
+    }
+  };
+  // Lines from the first bytes, held until the stream is read.
+  let pending = "";
+  let ended = false;
+  try {
+    while (inspector.bytesRead < SETTLE_BYTES) {
+      const { done, value } = await reader.read();
+      if (done) {
+        pending += inspector.finishLines();
+        ended = true;
+        break;
+      }
+      pending += inspector.pushLines(value);
+    }
+  } catch (e) {
+    free();
+    reader.cancel(e).catch(() => {});
+    throw e;
+  }
+  return new ReadableStream({
+    async pull(controller) {
+      try {
+        // One input chunk per pull, skipping chunks that end no session, so the consumer's
+        // pace (backpressure) is what drives reading.
+        while (pending === "" && !ended) {
+          const { done, value } = await reader.read();
+          if (done) {
+            pending = inspector.finishLines();
+            ended = true;
+          } else {
+            pending = inspector.pushLines(value);
+          }
+        }
+      } catch (e) {
+        pending = `${JSON.stringify({ error: String(e?.message ?? e) })}\n`;
+        ended = true;
+        reader.cancel(e).catch(() => {});
+      }
+      if (pending !== "") {
+        controller.enqueue(encoder.encode(pending));
+        pending = "";
+      }
+      if (ended) {
+        free();
+        controller.close();
+      }
+    },
+    cancel(reason) {
+      free();
+      return reader.cancel(reason);
+    },
+  });
+}

@@ -95,6 +95,21 @@ impl StreamingInspector {
         finish_json(&mut self.inner).map_err(|e| JsError::new(&e))
     }
 
+    /// Feeds the next bytes; returns the sessions whose connections ended as JSON lines (one
+    /// session object and `\n` each, in the order they ended; `""` if none) — the lines of
+    /// `socksgate inspect --json-lines`. Throws as `push` does.
+    #[wasm_bindgen(js_name = pushLines)]
+    pub fn push_lines(&mut self, chunk: &[u8]) -> Result<String, JsError> {
+        push_lines(&mut self.inner, chunk).map_err(|e| JsError::new(&e))
+    }
+
+    /// End of input after `pushLines`: the sessions still open as JSON lines, then the last
+    /// line `{"capture": {...}}` — the end of `socksgate inspect --json-lines`.
+    #[wasm_bindgen(js_name = finishLines)]
+    pub fn finish_lines(&mut self) -> Result<String, JsError> {
+        finish_lines(&mut self.inner).map_err(|e| JsError::new(&e))
+    }
+
     /// Feeds the next bytes and keeps the sessions that ended in wasm memory (compact, no
     /// JSON) for [`StreamingInspector::finish_inspection`]; returns how many are kept. For
     /// pages that show a large capture: cheaper than `push` when every session is wanted.
@@ -147,6 +162,45 @@ pub fn push_json(
         return Err(e.to_string());
     }
     serde_json::to_string(&i.take_sessions()).map_err(|e| e.to_string())
+}
+
+/// The target-independent part of `Inspector.pushLines`.
+pub fn push_lines(
+    inspector: &mut Option<socksgate_inspect::Inspector>,
+    chunk: &[u8],
+) -> Result<String, String> {
+    let Some(i) = inspector.as_mut() else {
+        return Err("this Inspector has finished or failed".into());
+    };
+    if let Err(e) = i.push(chunk) {
+        *inspector = None;
+        return Err(e.to_string());
+    }
+    sessions_as_lines(&i.take_sessions())
+}
+
+/// The target-independent part of `Inspector.finishLines`.
+pub fn finish_lines(inspector: &mut Option<socksgate_inspect::Inspector>) -> Result<String, String> {
+    let i = inspector
+        .take()
+        .ok_or_else(|| "this Inspector has finished or failed".to_owned())?;
+    let report = i.finish().map_err(|e| e.to_string())?;
+    let mut lines = sessions_as_lines(&report.sessions)?;
+    // The last line, as the CLI writes it (its one-field struct serialises to exactly this).
+    let capture = serde_json::to_string(&report.capture).map_err(|e| e.to_string())?;
+    lines.push_str("{\"capture\":");
+    lines.push_str(&capture);
+    lines.push_str("}\n");
+    Ok(lines)
+}
+
+fn sessions_as_lines(sessions: &[socksgate_inspect::Session]) -> Result<String, String> {
+    let mut lines = String::new();
+    for session in sessions {
+        lines.push_str(&serde_json::to_string(session).map_err(|e| e.to_string())?);
+        lines.push('\n');
+    }
+    Ok(lines)
 }
 
 /// The target-independent part of `Inspector.finish`.
