@@ -7,12 +7,15 @@
 //                                                choosing the file to the table, and the
 //                                                worker's own reading-to-last-session MB/s;
 //                                                the worker's wasm memory)
-//   - the edge worker in workerd                (the file POSTed with chunked encoding; the
-//                                                workerd process's peak RSS and wasm memory)
+//   - the edge worker in workerd                (the file POSTed with chunked encoding, asking
+//                                                for JSON lines (streamed), then for the JSON
+//                                                document; the workerd process's peak RSS and
+//                                                the isolate's wasm memory)
 //
 // and prints a Markdown table (the one in wasm/README.md and inspect/README.md, "Speed").
 //
 //   node e2e/bench.mjs FILE...            measure these captures
+//   node e2e/bench.mjs --workerd-only FILE  only the edge worker's columns
 //   node e2e/bench.mjs --generate         generate the two captures of the figures first
 //                                         (synth: ~200 MB with payload, and ~200 MB of
 //                                         handshake-only connections, 220k) in $TMPDIR
@@ -64,25 +67,48 @@ function peakRss(pid) {
   return m ? Number(m[1]) : NaN;
 }
 
-/** POSTs a file with chunked encoding: { status, secs, memory (wasm bytes), sessions }. */
-function postFile(port, file) {
+/**
+ * POSTs a file with chunked encoding, as a JSON document or (`lines`) asking for JSON lines,
+ * which are counted as they arrive and not kept: { status, secs, memory (wasm bytes), sessions }.
+ */
+function postFile(port, file, lines = false) {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
-    const req = request({ host: "127.0.0.1", port, method: "POST", path: "/",
+    const req = request({ host: "127.0.0.1", port, method: "POST", path: lines ? "/?format=jsonl" : "/",
       headers: { "content-type": "application/vnd.tcpdump.pcap", "transfer-encoding": "chunked" } }, (res) => {
       const parts = [];
-      res.on("data", (d) => parts.push(d));
-      res.on("end", () => {
-        const body = Buffer.concat(parts).toString();
+      let newlines = 0;
+      res.on("data", (d) => {
+        if (!lines) parts.push(d);
+        else for (const b of d) if (b === 10) newlines++;
+      });
+      res.on("end", async () => {
         let sessions = NaN;
-        try { sessions = JSON.parse(body).sessions.length; } catch { /* reported by status */ }
-        resolve({ status: res.statusCode, secs: (performance.now() - t0) / 1000,
-          memory: Number(res.headers["x-wasm-memory-bytes"]), sessions });
+        if (lines) sessions = newlines - 1; // the last line is {"capture": …}
+        else try { sessions = JSON.parse(Buffer.concat(parts).toString()).sessions.length; } catch { /* reported by status */ }
+        const secs = (performance.now() - t0) / 1000;
+        // The lines' header is sent at their start: ask the isolate for its memory now.
+        let memory = Number(res.headers["x-wasm-memory-bytes"]);
+        if (lines) memory = await wasmMemory(port).catch(() => NaN);
+        resolve({ status: res.statusCode, secs, memory, sessions });
       });
       res.on("error", reject);
     });
     req.on("error", reject);
     createReadStream(file, { highWaterMark: 256 * 1024 }).pipe(req);
+  });
+}
+
+/** The worker's wasm memory (GET /wasm-memory: the high-water mark so far), in bytes. */
+function wasmMemory(port) {
+  return new Promise((ok, fail) => {
+    const q = request({ host: "127.0.0.1", port, path: "/wasm-memory" }, (res) => {
+      let b = "";
+      res.on("data", (d) => (b += d));
+      res.on("end", () => { try { ok(JSON.parse(b).bytes); } catch (e) { fail(e); } });
+    });
+    q.on("error", fail);
+    q.end();
   });
 }
 
@@ -155,33 +181,38 @@ try {
     files = generated.files;
   }
   if (files.length === 0) throw new Error("usage: node e2e/bench.mjs [--generate] [FILE...]");
+  const edgeOnly = process.argv.includes("--workerd-only");
   const workerd = await startWorkerd();
   const rows = [];
   for (const file of files) {
     const bytes = statSync(file).size;
     const name = `${file.split("/").pop()} (${(bytes / MB).toFixed(1)} MB)`;
-    const tshark = timed("tshark", ["-n", "-r", file]);
-    const lines = timed(BIN, ["inspect", file, "--json-lines"]);
-    const whole = timed(BIN, ["inspect", file, "--json"]);
-    const page = await chromiumRun(file);
+    const skip = { secs: NaN, rssKiB: NaN, mbps: NaN };
+    const tshark = edgeOnly ? skip : timed("tshark", ["-n", "-r", file]);
+    const lines = edgeOnly ? skip : timed(BIN, ["inspect", file, "--json-lines"]);
+    const whole = edgeOnly ? skip : timed(BIN, ["inspect", file, "--json"]);
+    const page = edgeOnly ? skip : await chromiumRun(file);
+    // The lines first: a failed document may leave the isolate's memory grown.
+    const edgeLines = await postFile(workerd.port, file, true);
+    const edgeLinesRss = peakRss(workerd.pid);
     const edge = await postFile(workerd.port, file);
-    const row = [name,
-      `${tshark.secs.toFixed(2)} s, ${mbps(bytes, tshark.secs)} MB/s, ${mib(tshark.rssKiB)} MiB`,
-      `${lines.secs.toFixed(2)} s, ${mbps(bytes, lines.secs)} MB/s, ${mib(lines.rssKiB)} MiB`,
-      `${whole.secs.toFixed(2)} s, ${mbps(bytes, whole.secs)} MB/s, ${mib(whole.rssKiB)} MiB`,
-      `${page.secs.toFixed(2)} s, ${mbps(bytes, page.secs)} MB/s (in the worker ${page.mbps.toFixed(0)} MB/s)` +
+    const cli = (r) => (edgeOnly ? "—" : `${r.secs.toFixed(2)} s, ${mbps(bytes, r.secs)} MB/s, ${mib(r.rssKiB)} MiB`);
+    // A failure is a figure too (e.g. a document too large for the isolate).
+    const edgeCell = (r) => (r.status === 200
+      ? `${r.secs.toFixed(2)} s, ${mbps(bytes, r.secs)} MB/s, ${r.sessions} sessions, wasm ${(r.memory / MiB).toFixed(1)} MiB`
+      : `HTTP ${r.status} after ${r.secs.toFixed(2)} s`);
+    const row = [name, cli(tshark), cli(lines), cli(whole),
+      edgeOnly ? "—" : `${page.secs.toFixed(2)} s, ${mbps(bytes, page.secs)} MB/s (in the worker ${page.mbps.toFixed(0)} MB/s)` +
         (Number.isFinite(page.memory) ? `, wasm ${(page.memory / MiB).toFixed(0)} MiB` : ""),
-      // A failure is a figure too (e.g. a document too large for the isolate).
-      edge.status === 200
-        ? `${edge.secs.toFixed(2)} s, ${mbps(bytes, edge.secs)} MB/s, wasm ${(edge.memory / MiB).toFixed(1)} MiB`
-        : `HTTP ${edge.status} after ${edge.secs.toFixed(2)} s`,
+      `${edgeCell(edgeLines)}; workerd peak RSS ${mib(edgeLinesRss)} MiB`,
+      edgeCell(edge),
     ];
     rows.push(row);
     console.error(`bench: ${row.join(" | ")}`);
   }
   const workerdRss = peakRss(workerd.pid);
-  console.log("| capture | tshark -r | inspect --json-lines | inspect --json | Chromium page | workerd |");
-  console.log("|---|---|---|---|---|---|");
+  console.log("| capture | tshark -r | inspect --json-lines | inspect --json | Chromium page | workerd, JSON lines | workerd, document |");
+  console.log("|---|---|---|---|---|---|---|");
   for (const r of rows) console.log(`| ${r.join(" | ")} |`);
   console.log(`\n(time, throughput, peak RSS; workerd process peak RSS over the run: ${mib(workerdRss)} MiB; load average ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")})`);
 } catch (e) {
