@@ -2,28 +2,11 @@
 // No framework, no network: everything stays in this tab.
 
 import { parseFilter, FilterError } from "./filter.js";
+import { COLUMNS, hostPort, toRow, cellText, visibleRows } from "./columns.js";
 import { selectPackets } from "./pcap.js";
 
 const $ = (id) => document.getElementById(id);
 
-const COLUMNS = [
-  { key: "n", label: "#", num: true },
-  { key: "client", label: "client" },
-  { key: "server", label: "server" },
-  { key: "version", label: "version" },
-  { key: "method", label: "method", num: true },
-  { key: "username", label: "user" },
-  { key: "command", label: "command" },
-  { key: "dst", label: "destination" },
-  { key: "reply_code", label: "reply", num: true },
-  { key: "bytes_up", label: "bytes ↑", num: true },
-  { key: "bytes_down", label: "bytes ↓", num: true },
-  { key: "udp", label: "udp ↑/↓", num: true },
-  { key: "tunnel", label: "tunnelled" },
-  { key: "start", label: "start", num: true },
-  { key: "duration", label: "duration s", num: true },
-  { key: "anomalies", label: "anomalies", num: true },
-];
 
 const state = {
   file: null,
@@ -32,7 +15,6 @@ const state = {
   sortKey: "n",
   sortAsc: true,
   filter: "",
-  predicate: null, // the compiled filter (null: everything)
   window: null, // [from, to] in capture seconds (epoch), brushed on the timeline, or null
   view: [], // the rows shown, filtered and sorted
   selected: null,
@@ -49,46 +31,6 @@ function ask(type, extra = {}) {
     pending.set(key, resolve);
     worker.postMessage({ type, ...extra });
   });
-}
-
-function hostPort(host, port) {
-  if (host == null) return "";
-  return (host.includes(":") ? `[${host}]` : host) + ":" + port;
-}
-
-function toRow(s, i) {
-  return {
-    n: i + 1,
-    client: s.client,
-    server: s.server,
-    version: s.version,
-    method: s.method,
-    username: s.username ?? "",
-    command: s.command ?? "",
-    dst: hostPort(s.dst_host, s.dst_port),
-    reply_code: s.reply_code,
-    bytes_up: s.bytes_up,
-    bytes_down: s.bytes_down,
-    udp: s.udp_datagrams_up + s.udp_datagrams_down,
-    udpText: s.udp_datagrams_up || s.udp_datagrams_down ? `${s.udp_datagrams_up}/${s.udp_datagrams_down}` : "",
-    tunnel: s.tunnelled ? s.tunnelled + (s.sni ? ` (${s.sni})` : "") : "",
-    start: s.start,
-    startText: new Date(s.start * 1000).toISOString().replace("T", " ").replace("Z", ""),
-    duration: +(s.end - s.start).toFixed(6),
-    anomalies: s.anomalies.length,
-    session: s,
-  };
-}
-
-function cellText(row, key) {
-  switch (key) {
-    case "start": return row.startText;
-    case "udp": return row.udpText;
-    case "method": return row.method == null ? "" : String(row.method);
-    case "reply_code": return row.reply_code == null ? "" : String(row.reply_code);
-    case "anomalies": return row.anomalies ? String(row.anomalies) : "";
-    default: return row[key] == null ? "" : String(row[key]);
-  }
 }
 
 function showError(message) {
@@ -142,7 +84,9 @@ function run(file) {
       $("timing").textContent = `${size(m.bytes)} parsed in ${(m.ms / 1000).toFixed(3)} s (${mbps.toFixed(1)} MB/s)`;
       document.body.dataset.wasmMemory = String(m.wasmMemory);
       document.body.dataset.mbps = mbps.toFixed(1);
-      load(JSON.parse(m.json));
+      const report = JSON.parse(m.json);
+      if (report.sessions.length >= OFF_THREAD_ROWS) startViewWorker(m.json);
+      load(report);
     }
   };
   worker.onerror = (e) => {
@@ -208,8 +152,50 @@ function load(report) {
   $("export-pcap").disabled = false;
   const linked = readLink();
   showWindow();
-  renderTable();
-  if (linked != null) openSession(linked);
+  renderTable().then(() => { if (linked != null) openSession(linked); });
+}
+
+// ---- the view worker: filtering and sorting every row off the main thread ----
+// Below this many sessions a pass takes a few milliseconds: it runs on the main thread, and
+// the view changes in the same task as the click or key that asked for it.
+const OFF_THREAD_ROWS = 10_000;
+let viewWorker = null;
+let viewSeq = 0;
+let viewWaiters = []; // resolved when the newest request's answer is shown
+
+/** A fresh view worker holding the rows of `json` (the summary document). */
+function startViewWorker(json) {
+  if (viewWorker) viewWorker.terminate();
+  for (const w of viewWaiters) w();
+  viewWaiters = [];
+  viewWorker = new Worker(new URL("./view-worker.js", import.meta.url), { type: "module" });
+  viewWorker.onmessage = (e) => {
+    const m = e.data;
+    if (m.seq !== viewSeq) return; // a newer request is on its way: its answer will do
+    if (m.error === undefined) {
+      state.view = Array.from(m.order, (i) => state.rows[i]);
+      showView();
+    }
+    const waiters = viewWaiters;
+    viewWaiters = [];
+    for (const w of waiters) w();
+  };
+  viewWorker.postMessage({ type: "rows", json });
+}
+
+/** Asks for the rows to show (the view worker for big captures); resolves once they are shown. */
+function requestView() {
+  if (state.rows.length < OFF_THREAD_ROWS) {
+    const predicate = state.filter.trim() ? parseFilter(state.filter, cellText, COLUMNS) : null;
+    state.view = visibleRows(state.rows, { predicate, window: state.window, sortKey: state.sortKey, sortAsc: state.sortAsc });
+    showView();
+    return Promise.resolve();
+  }
+  return new Promise((resolve) => {
+    viewWaiters.push(resolve);
+    viewWorker.postMessage({ type: "view", seq: ++viewSeq, filter: state.filter, window: state.window,
+      sortKey: state.sortKey, sortAsc: state.sortAsc });
+  });
 }
 
 /**
@@ -218,7 +204,8 @@ function load(report) {
  */
 function compileFilter(text) {
   try {
-    state.predicate = text.trim() ? parseFilter(text, cellText, COLUMNS) : null;
+    // Parsed here too (it is quick) to show a malformed filter at once; the view worker applies it.
+    if (text.trim()) parseFilter(text, cellText, COLUMNS);
     state.filter = text;
     $("filter-error").textContent = "";
     $("filter").removeAttribute("aria-invalid");
@@ -231,16 +218,17 @@ function compileFilter(text) {
   }
 }
 
-// Filtering 200 000 rows takes tens of milliseconds: it runs once typing pauses (a debounce),
-// never on each keystroke, so the box stays responsive.
+// Filtering and sorting 200 000 rows takes hundreds of milliseconds: it runs in the view
+// worker, once typing pauses (a debounce), so keystrokes are never queued behind it.
 const FILTER_DELAY_MS = 150;
 let filterTimer = 0;
 function filterTyped(text) {
   clearTimeout(filterTimer);
   filterTimer = setTimeout(() => {
     filterTimer = 0;
-    if (compileFilter(text)) renderTable();
-    document.body.dataset.filtered = text; // tests wait for this
+    // Tests wait for data-filtered: set once the filtered rows are shown.
+    if (compileFilter(text)) renderTable().then(() => { document.body.dataset.filtered = text; });
+    else document.body.dataset.filtered = text;
   }, FILTER_DELAY_MS);
 }
 
@@ -273,24 +261,6 @@ function windowTyped() {
   setWindow([t0 + a, t0 + b], true);
 }
 
-function visibleRows() {
-  let rows = state.rows;
-  if (state.predicate) rows = rows.filter(state.predicate);
-  if (state.window) {
-    const [from, to] = state.window;
-    rows = rows.filter((r) => r.session.start <= to && r.session.end >= from);
-  }
-  const col = COLUMNS.find((c) => c.key === state.sortKey);
-  const dir = state.sortAsc ? 1 : -1;
-  return [...rows].sort((a, b) => {
-    const x = a[state.sortKey], y = b[state.sortKey];
-    if (x == null && y == null) return 0;
-    if (x == null) return 1;
-    if (y == null) return -1;
-    return (col.num ? x - y : String(x).localeCompare(String(y), undefined, { numeric: true })) * dir;
-  });
-}
-
 function renderTable() {
   const head = document.querySelector("#sessions thead tr");
   head.replaceChildren(...COLUMNS.map((c) => {
@@ -302,7 +272,16 @@ function renderTable() {
     th.setAttribute("aria-sort", state.sortKey === c.key ? (state.sortAsc ? "ascending" : "descending") : "none");
     return th;
   }));
-  state.view = visibleRows();
+  // The selection and the link change now; the rows when the view worker answers.
+  if (state.rows.length >= OFF_THREAD_ROWS) {
+    writeLink();
+    renderBody();
+  }
+  return requestView();
+}
+
+/** Shows `state.view`: the timeline, the count and the table's rows. */
+function showView() {
   writeLink();
   drawTimeline();
   $("count").textContent = `${state.view.length} of ${state.rows.length} sessions`;
