@@ -293,32 +293,43 @@ try {
     await page.waitForSelector("#error:not([hidden])");
     assert.match(await page.textContent("#error"), /cut\.pcap\.zst: .*zstd/);
 
-    // 3 000 sessions: the table is virtualised (a window of rows in the DOM), scrolling and
-    // the keyboard reach the last one.
-    await writeFile(OUT + "many.pcap", Buffer.concat([...synthCapture({ connections: 3000, segments: 0 })]));
+    // 12 000 sessions: the table is virtualised (a window of rows in the DOM), scrolling and
+    // the keyboard reach the last one; the view worker filters and sorts them.
+    await writeFile(OUT + "many.pcap", Buffer.concat([...synthCapture({ connections: 12000, segments: 0 })]));
     await page.setInputFiles("#file", OUT + "many.pcap");
-    await page.waitForFunction(() => /many\.pcap:.* 3000 SOCKS sessions/.test(document.querySelector("#summary")?.textContent ?? ""));
-    assert.equal(await page.textContent("#count"), "3000 of 3000 sessions");
+    await page.waitForFunction(() => /many\.pcap:.* 12000 SOCKS sessions/.test(document.querySelector("#summary")?.textContent ?? ""));
+    // 12,000 sessions: filtering and sorting run in the view worker, answered asynchronously.
+    await page.waitForFunction(() => document.querySelector("#count").textContent === "12000 of 12000 sessions");
     const inDom = await page.locator("#sessions tbody tr[data-n]").count();
     assert.ok(inDom > 10 && inDom < 150, `${inDom} rows in the DOM`);
     await page.evaluate(() => { const w = document.querySelector(".table-wrap"); w.scrollTop = w.scrollHeight; });
-    await page.waitForSelector('#sessions tbody tr[data-n="3000"]');
-    assert.ok(await page.locator('#sessions tbody tr[data-n="3000"]').isVisible());
+    await page.waitForSelector('#sessions tbody tr[data-n="12000"]');
+    assert.ok(await page.locator('#sessions tbody tr[data-n="12000"]').isVisible());
     await page.evaluate(() => { document.querySelector(".table-wrap").scrollTop = 0; });
     await page.waitForSelector('#sessions tbody tr[data-n="1"]');
     await page.focus('#sessions tbody tr[data-n="1"]');
     await page.keyboard.press("End");
-    assert.equal(await page.evaluate(() => document.activeElement.dataset.n), "3000");
+    assert.equal(await page.evaluate(() => document.activeElement.dataset.n), "12000");
     await page.keyboard.press("PageUp");
     const up = Number(await page.evaluate(() => document.activeElement.dataset.n));
-    assert.ok(up < 3000 && up > 2950, `PageUp went to ${up}`);
+    assert.ok(up < 12000 && up > 11950, `PageUp went to ${up}`);
     await page.keyboard.press("Enter");
     await page.waitForFunction((n) => document.querySelector("#detail-title").textContent.startsWith(`Session #${n}:`), up);
     await page.fill("#filter", "20999");
     await page.waitForFunction(() => document.body.dataset.filtered === "20999");
-    assert.equal(await page.textContent("#count"), "1 of 3000 sessions");
+    assert.equal(await page.textContent("#count"), "1 of 12000 sessions");
+    await page.fill("#filter", "reply != 0");
+    await page.waitForFunction(() => document.body.dataset.filtered === "reply != 0");
+    assert.equal(await page.textContent("#count"), "0 of 12000 sessions");
     await page.fill("#filter", "");
     await page.waitForFunction(() => document.body.dataset.filtered === "");
+    assert.equal(await page.textContent("#count"), "12000 of 12000 sessions");
+    // Sorting by # descending, from the view worker: session 12000 first.
+    await page.click('#sessions th[data-key="n"]');
+    if (await page.getAttribute('#sessions th[data-key="n"]', "aria-sort") !== "descending") await page.click('#sessions th[data-key="n"]');
+    await page.evaluate(() => { document.querySelector(".table-wrap").scrollTop = 0; });
+    await page.waitForFunction(() => document.querySelector("#sessions tbody tr[data-n]")?.dataset.n === "12000");
+    await page.click('#sessions th[data-key="n"]');
 
     // Not a capture: a clear error.
     await writeFile(OUT + "not-a-capture.pcap", "<html>this is not a capture</html>");
