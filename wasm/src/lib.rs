@@ -180,7 +180,9 @@ pub fn push_lines(
 }
 
 /// The target-independent part of `Inspector.finishLines`.
-pub fn finish_lines(inspector: &mut Option<socksgate_inspect::Inspector>) -> Result<String, String> {
+pub fn finish_lines(
+    inspector: &mut Option<socksgate_inspect::Inspector>,
+) -> Result<String, String> {
     let i = inspector
         .take()
         .ok_or_else(|| "this Inspector has finished or failed".to_owned())?;

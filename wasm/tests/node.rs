@@ -122,3 +122,27 @@ fn push_keep_gives_the_batch_inspection() {
         batch.session_json(4).unwrap()
     );
 }
+
+#[wasm_bindgen_test]
+fn json_lines_carry_every_session_then_the_capture() {
+    let mut inspector = socksgate_wasm::StreamingInspector::new(false);
+    let mut text = String::new();
+    for chunk in SAMPLE.chunks(555) {
+        text.push_str(&inspector.push_lines(chunk).unwrap());
+    }
+    text.push_str(&inspector.finish_lines().unwrap());
+    assert!(text.ends_with('\n'));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 7, "six sessions and the capture line");
+    for line in &lines[..6] {
+        assert!(get(&parse(line), "client").is_string(), "{line}");
+    }
+    // The capture line is the batch document's `capture`, as `--json-lines` ends.
+    let batch = parse(&socksgate_wasm::inspect(SAMPLE, false).unwrap());
+    let capture = get(&parse(lines[6]), "capture");
+    assert_eq!(
+        js_sys::JSON::stringify(&capture).unwrap(),
+        js_sys::JSON::stringify(&get(&batch, "capture")).unwrap()
+    );
+    assert!(inspector.push_lines(SAMPLE).is_err(), "finished");
+}
