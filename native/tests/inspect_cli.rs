@@ -281,6 +281,8 @@ fn live_capture_on_stdin_shows_sessions_as_they_finish() {
             "-i",
             "lo",
             "-U",
+            // Packets go to the pipe as they arrive, not in the kernel's blocks of up to 1 s.
+            "--immediate-mode",
             "-w",
             "-",
             "tcp",
@@ -315,6 +317,9 @@ fn live_capture_on_stdin_shows_sessions_as_they_finish() {
     socks5_round_trip(port, origin.addr());
     let first = printed.recv_timeout(std::time::Duration::from_secs(10));
     let still_capturing = capture.try_wait().unwrap().is_none();
+    // Give tcpdump time to write the second session's last packets before it is killed (a
+    // loaded machine can hold them back).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
     let _ = capture.kill();
     let _ = capture.wait();
     let rest: Vec<String> = printed.iter().collect();
