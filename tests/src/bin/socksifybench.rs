@@ -133,7 +133,7 @@ fn main() -> Result<()> {
     }
     for cmd in [
         &["link", "set", "lo", "up"][..],
-        &["addr", "add", "10.83.0.1/32", "dev", "lo"],
+        &["route", "add", "local", "10.83.0.1/32", "dev", "lo"],
     ] {
         let ok = Command::new("ip")
             .args(cmd)
