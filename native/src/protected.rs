@@ -8,10 +8,12 @@
 //! [`relay`] copies between a protected client and a plain destination (splice cannot: every
 //! byte passes through the library).
 
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use socksgate_core::gssapi::{Decapsulator, GssapiError, ProtectionLevel, encapsulation_header};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::gssapi::{Context, GssError};
 
@@ -223,4 +225,148 @@ where
 enum Direction {
     Up(std::io::Result<usize>),
     Down(std::io::Result<usize>),
+}
+
+/// A stream whose bytes are carried as §5 messages over `inner`: what the client library's
+/// `SocksStream` becomes once a protection level that encapsulates was agreed. Reads give
+/// the plaintext of whole messages; writes are sealed into messages and written out (a
+/// write returns once its plaintext is sealed, `flush` and `shutdown` send what is still
+/// held). Errors of the protection are I/O errors of kind `InvalidData`.
+#[derive(Debug)]
+pub struct ProtectedStream<S> {
+    inner: S,
+    protection: Protection,
+    plain: Vec<u8>,
+    plain_read: usize,
+    sealed: Vec<u8>,
+    sealed_written: usize,
+    received: Vec<u8>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> ProtectedStream<S> {
+    /// Protects `inner` with `protection`; `pending` holds bytes already read from `inner`
+    /// (the start of the first messages).
+    pub fn new(inner: S, protection: Protection, pending: &[u8]) -> Result<Self, ProtectionError> {
+        let mut stream = Self {
+            inner,
+            protection,
+            plain: Vec::new(),
+            plain_read: 0,
+            sealed: Vec::new(),
+            sealed_written: 0,
+            received: vec![0u8; 32 * 1024],
+        };
+        stream.protection.open(pending, &mut stream.plain)?;
+        Ok(stream)
+    }
+
+    /// The agreed level.
+    pub fn level(&self) -> ProtectionLevel {
+        self.protection.level()
+    }
+
+    /// Writes out the sealed messages held.
+    fn poll_drain(&mut self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        while self.sealed_written < self.sealed.len() {
+            let rest = self.sealed.get(self.sealed_written..).unwrap_or_default();
+            match Pin::new(&mut self.inner).poll_write(cx, rest) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => self.sealed_written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.sealed.clear();
+        self.sealed_written = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+fn invalid_data(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ProtectedStream<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            let ready = this.plain.get(this.plain_read..).unwrap_or_default();
+            if !ready.is_empty() {
+                let n = ready.len().min(buf.remaining());
+                buf.put_slice(ready.get(..n).unwrap_or_default());
+                this.plain_read += n;
+                if this.plain_read == this.plain.len() {
+                    this.plain.clear();
+                    this.plain_read = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            let mut raw = ReadBuf::new(&mut this.received);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut raw) {
+                Poll::Ready(Ok(())) => {}
+                other => return other,
+            }
+            let got = raw.filled();
+            if got.is_empty() {
+                if !this.protection.at_boundary() {
+                    return Poll::Ready(Err(invalid_data(ProtectionError::Truncated)));
+                }
+                return Poll::Ready(Ok(()));
+            }
+            this.protection
+                .open(got, &mut this.plain)
+                .map_err(invalid_data)?;
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ProtectedStream<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        // Holding at most one batch of sealed messages bounds the memory a writer can use.
+        if this.poll_drain(cx)?.is_pending() {
+            return Poll::Pending;
+        }
+        let take = buf
+            .get(..buf.len().min(MAX_PLAIN_PER_MESSAGE))
+            .unwrap_or_default();
+        this.protection
+            .seal(take, &mut this.sealed)
+            .map_err(invalid_data)?;
+        // Start sending now; what the socket does not take yet goes on the next call.
+        let _ = this.poll_drain(cx)?;
+        Poll::Ready(Ok(take.len()))
+    }
+
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.poll_drain(cx)?.is_pending() {
+            return Poll::Pending;
+        }
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.poll_drain(cx)?.is_pending() {
+            return Poll::Pending;
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
 }

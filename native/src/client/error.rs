@@ -85,6 +85,15 @@ pub enum Error {
         /// The core's reason.
         source: ClientError,
     },
+    /// The GSS-API library failed: no ticket (`kinit`), an expired one, no ticket for
+    /// the proxy's service, a message that fails its check.
+    #[error("{proxy}, authentication: GSS-API: {source}")]
+    Gssapi {
+        /// The proxy (`proxy host:port`).
+        proxy: String,
+        /// The library's reason.
+        source: crate::gssapi::GssError,
+    },
     /// The proxy closed the connection before answering.
     #[error("{proxy}, {stage}: proxy closed the connection")]
     Closed {

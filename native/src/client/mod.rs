@@ -320,7 +320,7 @@ impl Connector {
         }
         self.within(async {
             let proxy = self.last()?;
-            let mut io = self.tunnel().await?;
+            let io = self.tunnel().await?;
             let local = io
                 .local_addr()
                 .map_err(|e| Error::io(Stage::Udp, "local address", e))?;
@@ -334,8 +334,8 @@ impl Connector {
                 .map_err(|e| Error::io(Stage::Udp, "UDP socket address", e))?;
             let mut client =
                 handshake::start(proxy, Command::UdpAssociate, &Target::Ip(announced))?;
-            let (relay, _) =
-                handshake::drive(&mut client, &proxy.label(), &mut io, Vec::new(), false).await?;
+            let (io, relay, _) =
+                handshake::drive_io(&mut client, proxy, io, Vec::new(), false).await?;
             let relay = self.reachable(relay, &io, local).await?;
             socket
                 .connect(relay)
@@ -418,9 +418,9 @@ impl Connector {
         let proxy = self.last()?;
         let target = handshake::destination(proxy, target, &self.resolver).await?;
         let mut client = handshake::start(proxy, command, &target)?;
-        let mut io = self.tunnel().await?;
-        let (reply, rest) =
-            handshake::drive(&mut client, &proxy.label(), &mut io, Vec::new(), true).await?;
+        let io = self.tunnel().await?;
+        let (io, reply, rest) =
+            handshake::drive_io(&mut client, proxy, io, Vec::new(), true).await?;
         let reply = match (command, reply) {
             // BIND's listening address is given to a peer: make it one the peer can use.
             (Command::Bind, Target::Ip(sa)) if sa.ip().is_unspecified() => {
@@ -450,8 +450,9 @@ impl Connector {
             let hop = (next.host.as_str(), next.port).into_target()?;
             let hop = handshake::destination(via, hop, &self.resolver).await?;
             let mut client = handshake::start(via, Command::Connect, &hop)?;
-            let (_, early) =
-                handshake::drive(&mut client, &via.label(), &mut io, Vec::new(), false).await?;
+            let (through, _, early) =
+                handshake::drive_io(&mut client, via, io, Vec::new(), false).await?;
+            io = through;
             if !early.is_empty() {
                 // A SOCKS server speaks only when spoken to.
                 return Err(Error::Unsupported(format!(
@@ -543,8 +544,7 @@ pub(crate) async fn connect_upstream(
     let target = handshake::destination(proxy, target, resolver).await?;
     let mut client = handshake::start(proxy, Command::Connect, &target)?;
     let mut stream = open_first(proxy, resolver, egress, preamble).await?;
-    let (_, early) =
-        handshake::drive(&mut client, &proxy.label(), &mut stream, Vec::new(), false).await?;
+    let (_, early) = handshake::drive_plain(&mut client, proxy, &mut stream).await?;
     Ok((stream, early))
 }
 

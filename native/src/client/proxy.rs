@@ -4,6 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use socksgate_core::gssapi::ProtectionLevel;
 use socksgate_core::server::Version;
 
 use super::Error;
@@ -34,6 +35,22 @@ pub enum Auth {
         /// Password, 1–255 octets.
         password: Vec<u8>,
     },
+    /// GSS-API with Kerberos (RFC 1961), from the user's credential cache (`kinit`,
+    /// `KRB5CCNAME`): SOCKS5 only; only method 1 is offered, so a proxy cannot drop it.
+    /// After the context, the client asks for `protection` and accepts nothing weaker or
+    /// stronger; with integrity or confidentiality every later byte — the request, the
+    /// reply and the stream — travels wrapped (RFC 1961 §5). URL form:
+    /// `socks5+gssapi://host:port?service=rcmd&protection=confidentiality`.
+    Gssapi {
+        /// The proxy's service: `rcmd` (curl's default) names `rcmd@<proxy host>`
+        /// (`rcmd/<proxy host>@REALM`); a name with a `/` is a full principal.
+        service: String,
+        /// The level asked for and required: none, integrity or confidentiality.
+        protection: ProtectionLevel,
+        /// Send the level unwrapped, as NEC's reference client and curl's
+        /// `--socks5-gssapi-nec` do.
+        nec: bool,
+    },
 }
 
 impl Auth {
@@ -50,6 +67,16 @@ impl fmt::Debug for Auth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::None => f.write_str("None"),
+            Self::Gssapi {
+                service,
+                protection,
+                nec,
+            } => f
+                .debug_struct("Gssapi")
+                .field("service", service)
+                .field("protection", &protection.to_string())
+                .field("nec", nec)
+                .finish(),
             Self::Password { username, .. } => f
                 .debug_struct("Password")
                 .field("username", &String::from_utf8_lossy(username))
@@ -206,11 +233,32 @@ impl Eq for Proxy {}
 /// The URL without the password.
 impl fmt::Display for Proxy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://", self.scheme())?;
+        let gssapi = if matches!(self.auth, Auth::Gssapi { .. }) {
+            "+gssapi"
+        } else {
+            ""
+        };
+        let (scheme, tls) = match self.scheme().strip_suffix("+tls") {
+            Some(s) => (s, "+tls"),
+            None => (self.scheme(), ""),
+        };
+        write!(f, "{scheme}{gssapi}{tls}://")?;
         if let Auth::Password { username, .. } = &self.auth {
             write!(f, "{}@", String::from_utf8_lossy(username))?;
         }
-        f.write_str(&self.authority())
+        f.write_str(&self.authority())?;
+        if let Auth::Gssapi {
+            service,
+            protection,
+            nec,
+        } = &self.auth
+        {
+            write!(f, "?service={service}&protection={protection}")?;
+            if *nec {
+                f.write_str("&nec=1")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -244,6 +292,15 @@ impl std::str::FromStr for Proxy {
             Some(inner) => (inner, true),
             None => (scheme.as_str(), false),
         };
+        let (scheme, gssapi) = match scheme.strip_suffix("+gssapi") {
+            Some(inner) => (inner, true),
+            None => (scheme, false),
+        };
+        let (rest, query) = match rest.split_once('?') {
+            Some((r, q)) if gssapi => (r, Some(q)),
+            Some(_) => return Err(bad("a query is only for +gssapi")),
+            None => (rest, None),
+        };
         let (version, remote_dns) = match scheme {
             "socks4" => (Version::Socks4, false),
             "socks4a" => (Version::Socks4a, true),
@@ -265,6 +322,13 @@ impl std::str::FromStr for Proxy {
                 }
             }
             None => Auth::None,
+        };
+        let auth = match (gssapi, auth, version) {
+            (false, auth, _) => auth,
+            (true, Auth::None, Version::Socks5) => gssapi_auth(query.unwrap_or_default())
+                .map_err(|m| Error::Url(format!("{url}: {m}")))?,
+            (true, Auth::None, _) => return Err(bad("GSS-API needs SOCKS5")),
+            (true, _, _) => return Err(bad("+gssapi takes no user:pass@")),
         };
         let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
             let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
@@ -293,6 +357,47 @@ impl std::str::FromStr for Proxy {
             tls_config: None,
         })
     }
+}
+
+/// `service=…&protection=…&nec=1` of a `+gssapi` URL; defaults `rcmd`, confidentiality.
+fn gssapi_auth(query: &str) -> Result<Auth, String> {
+    let mut service = crate::gssapi::DEFAULT_SERVICE.to_owned();
+    let mut protection = ProtectionLevel::Confidentiality;
+    let mut nec = false;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(value)
+            .and_then(|v| String::from_utf8(v).ok())
+            .ok_or_else(|| format!("bad %-escape in {key}"))?;
+        match key {
+            "service" if !value.is_empty() => service = value,
+            "protection" => {
+                protection = match value.as_str() {
+                    "none" => ProtectionLevel::None,
+                    "integrity" => ProtectionLevel::Integrity,
+                    "confidentiality" => ProtectionLevel::Confidentiality,
+                    other => {
+                        return Err(format!(
+                            "protection={other}: expected none, integrity or confidentiality"
+                        ));
+                    }
+                }
+            }
+            "nec" => {
+                nec = match value.as_str() {
+                    "1" | "true" => true,
+                    "0" | "false" => false,
+                    other => return Err(format!("nec={other}: expected 1 or 0")),
+                }
+            }
+            _ => return Err(format!("unknown or empty query parameter {key:?}")),
+        }
+    }
+    Ok(Auth::Gssapi {
+        service,
+        protection,
+        nec,
+    })
 }
 
 fn percent_decode(s: &str) -> Option<Vec<u8>> {
