@@ -91,11 +91,12 @@ pub struct PasswdArgs {
 #[derive(Debug, Args)]
 pub struct ConnectArgs {
     /// Proxy URL: `socks4://`, `socks4a://`, `socks5://` or `socks5h://[user:pass@]host:port`;
-    /// `socks5+tls://` and the like speak SOCKS inside TLS.
+    /// `socks5+tls://` and the like speak SOCKS inside TLS; `socks5h+gssapi://host:port
+    /// ?service=rcmd&protection=confidentiality` authenticates with Kerberos (`kinit`).
     #[arg(
         long,
         value_name = "URL",
-        help = "Proxy URL: socks4://, socks4a://, socks5:// or socks5h://[user:pass@]host:port; socks5+tls://, socks5h+tls:// (also socks4+tls, socks4a+tls) speak SOCKS inside TLS"
+        help = "Proxy URL: socks4://, socks4a://, socks5:// or socks5h://[user:pass@]host:port; socks5+tls://, socks5h+tls:// (also socks4+tls, socks4a+tls) speak SOCKS inside TLS; socks5h+gssapi://host:port?service=rcmd&protection=confidentiality|integrity|none uses Kerberos (kinit)"
     )]
     pub proxy: String,
     /// For a `+tls` proxy: CA certificates (PEM) its certificate must chain to, instead of

@@ -513,3 +513,156 @@ fn rules_match_the_principal() {
     assert_eq!(r["outcome"], "reply 2", "{r}");
     wait_log(&server, &["bob@SOCKSGATE.TEST", "denied"]);
 }
+
+/// `socksgate connect --proxy URL 127.0.0.1 PORT` as ssh's ProxyCommand runs it: `payload`
+/// on stdin, the destination's bytes on stdout, alice's tickets.
+fn socksgate_connect(realm: &Realm, url: &str, port: u16, payload: &[u8]) -> tools::Output {
+    tools::run(
+        socksgate_tests::socksgate::command()
+            .args(["connect", "--proxy", url, "127.0.0.1", &port.to_string()])
+            .envs(realm.kdc.env())
+            .env("KRB5CCNAME", &realm.alice),
+        payload,
+        TIMEOUT,
+    )
+}
+
+#[test]
+fn socksgate_client_at_each_level_as_a_proxy_command() {
+    let Some(realm) = realm() else { return };
+    let (server, m) = gss_server(
+        realm,
+        "protection = [\"none\", \"integrity\", \"confidentiality\"]",
+        "",
+    );
+    let echo = origin::echo();
+    let payload = secret_payload();
+    let port = server.addr().port();
+    for (query, level) in [
+        (
+            "?service=rcmd&protection=confidentiality",
+            "confidentiality",
+        ),
+        ("?protection=integrity", "integrity"),
+        ("?protection=none", "none"),
+        // The default: rcmd, confidentiality.
+        ("", "confidentiality"),
+    ] {
+        let url = format!("socks5h+gssapi://localhost:{port}{query}");
+        let out = socksgate_connect(realm, &url, echo.port(), &payload);
+        out.assert_success(&format!("{url}\nserver:\n{}", server.log()));
+        // Sent through the protected stream and echoed back through it.
+        assert_same_bytes(&out.stdout, &payload, level);
+    }
+    wait_metric(
+        &m,
+        "socksgate_gssapi_sessions_total{protection=\"confidentiality\"} 2",
+    );
+    wait_metric(
+        &m,
+        "socksgate_gssapi_sessions_total{protection=\"integrity\"} 1",
+    );
+    wait_metric(&m, "socksgate_gssapi_sessions_total{protection=\"none\"} 1");
+    wait_log(
+        &server,
+        &["alice@SOCKSGATE.TEST", &format!("{}", payload.len())],
+    );
+}
+
+#[test]
+fn socksgate_client_refuses_a_weaker_level_than_asked() {
+    let Some(realm) = realm() else { return };
+    let (server, _m) = gss_server(realm, "protection = [\"integrity\"]", "");
+    let echo = origin::echo();
+    let url = format!(
+        "socks5h+gssapi://localhost:{}?protection=confidentiality",
+        server.addr().port()
+    );
+    let out = socksgate_connect(realm, &url, echo.port(), b"never sent");
+    assert!(!out.status.success(), "{url}: succeeded");
+    assert!(out.stdout.is_empty());
+    let err = out.stderr_text();
+    assert!(
+        err.contains("authentication") && err.contains("protection level integrity not acceptable"),
+        "{err}"
+    );
+}
+
+#[test]
+fn socksgate_client_without_a_ticket_says_so() {
+    let Some(realm) = realm() else { return };
+    let (server, _m) = gss_server(realm, "", "");
+    let echo = origin::echo();
+    let url = format!("socks5h+gssapi://localhost:{}", server.addr().port());
+    let out = tools::run(
+        socksgate_tests::socksgate::command()
+            .args([
+                "connect",
+                "--proxy",
+                &url,
+                "127.0.0.1",
+                &echo.port().to_string(),
+            ])
+            .envs(realm.kdc.env())
+            .env("KRB5CCNAME", realm.kdc.empty_cache("client-none")),
+        b"",
+        TIMEOUT,
+    );
+    assert!(!out.status.success());
+    let err = out.stderr_text();
+    assert!(err.contains("GSS-API"), "{err}");
+}
+
+#[test]
+fn upstream_that_needs_gssapi() {
+    let Some(realm) = realm() else { return };
+    // B: Kerberos only, no protection (the chaining relay splices); A: chains to B with the
+    // server's own tickets (alice's cache in its environment).
+    let (b, bm) = gss_server(realm, "protection = [\"none\"]", "");
+    let config = format!(
+        "[[upstream]]\nname = \"kerberos\"\nurl = \"socks5h+gssapi://localhost:{}?service=socks&protection=none\"\n\n\
+         [[rule]]\naction = \"allow\"\nupstream = \"kerberos\"\n",
+        b.addr().port()
+    );
+    let a = Server::builder()
+        .config(&config)
+        .envs(realm.kdc.env())
+        .envs([("KRB5CCNAME".to_owned(), realm.alice.clone())])
+        .start();
+    let echo = origin::echo();
+    let payload = body(300_000);
+    let out = tools::run(
+        socksgate_tests::socksgate::command().args([
+            "connect",
+            "--proxy",
+            &format!("socks5h://{}", a.addr()),
+            "127.0.0.1",
+            &echo.port().to_string(),
+        ]),
+        &payload,
+        TIMEOUT,
+    );
+    out.assert_success(&format!("a:\n{}\nb:\n{}", a.log(), b.log()));
+    assert_same_bytes(&out.stdout, &payload, "through the Kerberos upstream");
+    wait_metric(
+        &bm,
+        "socksgate_gssapi_sessions_total{protection=\"none\"} 1",
+    );
+    wait_log(&b, &["alice@SOCKSGATE.TEST"]);
+}
+
+#[test]
+fn upstream_asking_for_protection_is_a_config_error() {
+    let dir = TempDir::new();
+    let file = dir.write(
+        "socksgate.toml",
+        b"[[upstream]]\nname = \"k\"\nurl = \"socks5h+gssapi://localhost:1080?protection=integrity\"\n",
+    );
+    let out = socksgate_tests::socksgate::run(&["check-config", &file.display().to_string()], b"");
+    assert!(!out.status.success());
+    let err = out.stderr_text();
+    assert!(
+        err.contains("socksgate.toml:3:") && err.contains("protection=none"),
+        "{err}"
+    );
+}
