@@ -527,6 +527,34 @@ fn socksgate_connect(realm: &Realm, url: &str, port: u16, payload: &[u8]) -> too
     )
 }
 
+/// A TCP forwarder to `to` for one connection that records the bytes each way: (its port,
+/// a handle giving (client → server, server → client) once the connection ends).
+fn tap(to: std::net::SocketAddr) -> (u16, std::thread::JoinHandle<(Vec<u8>, Vec<u8>)>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("tap listener");
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let (client, _) = listener.accept().expect("tap accept");
+        let server = std::net::TcpStream::connect(to).expect("tap connect");
+        let copy = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
+            std::thread::spawn(move || {
+                let (mut seen, mut buf) = (Vec::new(), [0u8; 16 * 1024]);
+                while let Ok(n) = from.read(&mut buf) {
+                    if n == 0 || to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                }
+                let _ = to.shutdown(std::net::Shutdown::Write);
+                seen
+            })
+        };
+        let up = copy(client.try_clone().unwrap(), server.try_clone().unwrap());
+        let down = copy(server, client);
+        (up.join().unwrap(), down.join().unwrap())
+    });
+    (port, handle)
+}
+
 #[test]
 fn socksgate_client_at_each_level_as_a_proxy_command() {
     let Some(realm) = realm() else { return };
@@ -537,7 +565,6 @@ fn socksgate_client_at_each_level_as_a_proxy_command() {
     );
     let echo = origin::echo();
     let payload = secret_payload();
-    let port = server.addr().port();
     for (query, level) in [
         (
             "?service=rcmd&protection=confidentiality",
@@ -548,11 +575,26 @@ fn socksgate_client_at_each_level_as_a_proxy_command() {
         // The default: rcmd, confidentiality.
         ("", "confidentiality"),
     ] {
+        let (port, wire) = tap(server.addr());
         let url = format!("socks5h+gssapi://localhost:{port}{query}");
         let out = socksgate_connect(realm, &url, echo.port(), &payload);
         out.assert_success(&format!("{url}\nserver:\n{}", server.log()));
         // Sent through the protected stream and echoed back through it.
         assert_same_bytes(&out.stdout, &payload, level);
+        // Confidentiality: never in clear on the wire, either way; the other levels are
+        // the control that shows the search works.
+        let (sent, received) = wire.join().expect("tap");
+        let marker = b"TOP-SECRET-PAYLOAD-";
+        assert_eq!(
+            contains(&sent, marker),
+            level != "confidentiality",
+            "{level}: sent"
+        );
+        assert_eq!(
+            contains(&received, marker),
+            level != "confidentiality",
+            "{level}: received"
+        );
     }
     wait_metric(
         &m,
