@@ -103,6 +103,30 @@ impl fmt::Debug for Auth {
 /// [`with_tls`](Self::with_tls) gives other settings, such as a client certificate). The
 /// port defaults to 1080.
 ///
+/// `socks5+gssapi://` and `socks5h+gssapi://` (also with `+tls`) give [`Auth::Gssapi`]:
+/// Kerberos with the user's tickets, options in the query — `service` (default `rcmd`,
+/// the principal `rcmd/<host>@REALM`; one with a `/` is a full principal), `protection`
+/// (`confidentiality`, the default, `integrity` or `none`: asked for and required) and
+/// `nec=1` (the level sent unwrapped, NEC style). No `user:pass@` then.
+///
+/// ```
+/// use socksgate::client::{Auth, Proxy};
+/// use socksgate_core::gssapi::ProtectionLevel;
+///
+/// let proxy: Proxy = "socks5h+gssapi://proxy.example:1080?service=socks&protection=integrity"
+///     .parse()?;
+/// assert_eq!(
+///     proxy.auth,
+///     Auth::Gssapi {
+///         service: "socks".into(),
+///         protection: ProtectionLevel::Integrity,
+///         nec: false
+///     }
+/// );
+/// assert!("socks4+gssapi://proxy.example".parse::<Proxy>().is_err());
+/// # Ok::<(), socksgate::client::Error>(())
+/// ```
+///
 /// ```
 /// use socksgate::client::{Auth, Proxy};
 ///
@@ -451,6 +475,38 @@ mod tests {
         assert_eq!(u.to_string(), "socks5h+tls://proxy.example:1443");
         assert!(!"socks5h://h:1".parse::<Proxy>().unwrap().tls);
         assert!("socks5+tcp://h:1".parse::<Proxy>().is_err());
+        let u: Proxy = "socks5+gssapi://h:1".parse().unwrap();
+        assert_eq!(
+            u.auth,
+            Auth::Gssapi {
+                service: "rcmd".into(),
+                protection: ProtectionLevel::Confidentiality,
+                nec: false
+            }
+        );
+        assert!(!u.remote_dns && !u.tls);
+        assert_eq!(
+            u.to_string(),
+            "socks5+gssapi://h:1?service=rcmd&protection=confidentiality"
+        );
+        let u: Proxy = "socks5h+gssapi+tls://h:1?service=socks%2Fh%40R&protection=none&nec=1"
+            .parse()
+            .unwrap();
+        assert!(u.tls && u.remote_dns);
+        assert_eq!(
+            u.to_string(),
+            "socks5h+gssapi+tls://h:1?service=socks/h@R&protection=none&nec=1"
+        );
+        assert_eq!(u.to_string().parse::<Proxy>().unwrap(), u);
+        for bad in [
+            "socks5+gssapi://h:1?protection=selective",
+            "socks5+gssapi://h:1?servce=x",
+            "socks5+gssapi://u:p@h:1",
+            "socks4a+gssapi://h:1",
+            "socks5://h:1?service=rcmd",
+        ] {
+            assert!(bad.parse::<Proxy>().is_err(), "{bad}");
+        }
         // The password never shows in Debug or Display.
         let u: Proxy = "socks5://u:secret@h:1".parse().unwrap();
         assert!(!format!("{u:?}").contains("secret"));
