@@ -527,9 +527,12 @@ fn socksgate_connect(realm: &Realm, url: &str, port: u16, payload: &[u8]) -> too
     )
 }
 
+/// What a [`tap`] saw: (client → server, server → client).
+type Wire = std::thread::JoinHandle<(Vec<u8>, Vec<u8>)>;
+
 /// A TCP forwarder to `to` for one connection that records the bytes each way: (its port,
 /// a handle giving (client → server, server → client) once the connection ends).
-fn tap(to: std::net::SocketAddr) -> (u16, std::thread::JoinHandle<(Vec<u8>, Vec<u8>)>) {
+fn tap(to: std::net::SocketAddr) -> (u16, Wire) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("tap listener");
     let port = listener.local_addr().unwrap().port();
     let handle = std::thread::spawn(move || {
