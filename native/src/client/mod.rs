@@ -1,6 +1,7 @@
 //! The SOCKS client library: CONNECT, BIND and UDP ASSOCIATE through one proxy or a chain
-//! of them, over SOCKS4, SOCKS4a and SOCKS5, with username/password authentication and
-//! SOCKS inside TLS (with client certificates). `socksgate connect` and the server's
+//! of them, over SOCKS4, SOCKS4a and SOCKS5, with username/password authentication,
+//! Kerberos (GSS-API, RFC 1961, with integrity or confidentiality: [`Auth::Gssapi`],
+//! `socks5h+gssapi://` URLs) and SOCKS inside TLS (with client certificates). `socksgate connect` and the server's
 //! `[[upstream]]` chaining use it.
 //!
 //! The protocol — every byte sent and every decision on a reply — is the core's client
