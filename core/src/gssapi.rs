@@ -307,7 +307,8 @@ impl Decapsulator {
     /// input. A partial header is held inside and counts as consumed.
     ///
     /// Errors (wrong version, a message type other than 3, the peer's abort) are final: the
-    /// same error comes back on every later call. Pieces and errors are the same however the
+    /// same error comes back on every later call. Each is reported as soon as its octet
+    /// arrives (VER the first, MTYP the second), without waiting for the rest of the header. Pieces and errors are the same however the
     /// stream is split.
     pub fn decode<'a>(
         &mut self,
@@ -348,6 +349,14 @@ impl Decapsulator {
             match GssapiHeader::parse(self.header.get(..have).unwrap_or_default()) {
                 Err(e) => return Err(self.fail(e.into())),
                 Ok(Status::Partial) => {
+                    // Decide on the type as soon as its octet is here rather than after LEN:
+                    // a stream cut right after a wrong MTYP still says why it stopped.
+                    if let Some(&kind) = self.header.get(1).filter(|_| have >= 2) {
+                        let kind = GssapiMessageType::from(kind);
+                        if kind != GssapiMessageType::Encapsulated {
+                            return Err(self.fail(GssapiError::UnexpectedMessage(kind)));
+                        }
+                    }
                     // `have` < 4 here: a 4-octet header always parses.
                     self.held = have as u8;
                     return Ok((consumed + take, None));
@@ -441,6 +450,11 @@ mod tests {
                 GssapiError::UnexpectedMessage(GssapiMessageType::Context),
             ),
             (&[1, 0xff], GssapiError::Aborted),
+            // The type decides before LEN arrives.
+            (
+                &[1, 2],
+                GssapiError::UnexpectedMessage(GssapiMessageType::Protection),
+            ),
         ] {
             for chunk in [1, 4] {
                 let mut d = Decapsulator::new();
