@@ -89,15 +89,14 @@ pub fn model(stream: &[u8]) -> (Vec<Vec<u8>>, Option<GssapiError>) {
                 other => return (tokens, Some(GssapiError::UnexpectedMessage(other))),
             },
             Ok(Status::Partial) => {
-                // A cut-off header or token; an abort or a wrong type show in the header.
+                // A cut-off header or token; an abort or a wrong type show as soon as the
+                // MTYP octet is there, before LEN.
                 if rest.len() >= 2 && rest[1] != 3 && rest[0] == 1 {
                     let kind = GssapiMessageType::from(rest[1]);
                     if kind == GssapiMessageType::Abort {
                         return (tokens, Some(GssapiError::Aborted));
                     }
-                    if rest.len() >= 4 {
-                        return (tokens, Some(GssapiError::UnexpectedMessage(kind)));
-                    }
+                    return (tokens, Some(GssapiError::UnexpectedMessage(kind)));
                 }
                 return (tokens, None);
             }
