@@ -11,7 +11,8 @@
 //!   driver of the core's session, which makes every decision; `pool` — sessions recycled
 //!   across connections; `clock` — the core's time; [`access_log`] — the access record;
 //! * the commands: [`connect`], `chain` (through an upstream proxy), `bind`, `udp_relay`
-//!   (`udp_recv`: datagrams two per call); [`failure`] — errno → the core's failure cause;
+//!   (`udp_recv`: datagrams two per call; `udp_socket`: sockets registered for reading
+//!   only); [`failure`] — errno → the core's failure cause;
 //! * [`resolve`] — hickory resolver and Happy Eyeballs; [`egress`] — source address,
 //!   interface and mark of outbound sockets;
 //! * `gssapi_session` — the server's GSS-API exchange; [`protected`] — the GSS-API-protected
@@ -77,4 +78,5 @@ pub mod tls;
 pub mod traffic;
 mod udp_recv;
 mod udp_relay;
+mod udp_socket;
 pub mod users;

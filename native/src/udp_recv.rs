@@ -11,7 +11,7 @@
 use std::io;
 use std::net::SocketAddr;
 
-use tokio::net::UdpSocket;
+use crate::udp_socket::RelaySocket;
 
 /// Datagrams asked for per call: two is the fewest that tells an empty queue apart.
 pub(crate) const PER_CALL: usize = 2;
@@ -52,14 +52,13 @@ pub(crate) struct Received {
 /// `Err(WouldBlock)` when none was waiting (the readiness is then cleared too); other errors
 /// are the socket's.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-pub(crate) fn recv_some(sock: &UdpSocket, v6: bool, bufs: &mut RecvBufs) -> io::Result<Received> {
+pub(crate) fn recv_some(sock: &RelaySocket, v6: bool, bufs: &mut RecvBufs) -> io::Result<Received> {
     use std::cell::RefCell;
     use std::io::IoSliceMut;
     use std::net::{SocketAddrV4, SocketAddrV6};
     use std::os::fd::AsRawFd as _;
 
     use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
-    use tokio::io::Interest;
 
     thread_local! {
         // recvmmsg's message headers: allocated once per thread, as they hold raw pointers
@@ -76,7 +75,7 @@ pub(crate) fn recv_some(sock: &UdpSocket, v6: bool, bufs: &mut RecvBufs) -> io::
     let mut out = Received::default();
     // Messages the call returned, usable or not.
     let mut count = 0;
-    let result = sock.try_io(Interest::READABLE, || {
+    let result = sock.try_recv_with(|sock| {
         headers.with_borrow_mut(|headers| {
             let [first, second] = &mut bufs.0;
             let mut slices = [
@@ -131,7 +130,11 @@ pub(crate) fn recv_some(sock: &UdpSocket, v6: bool, bufs: &mut RecvBufs) -> io::
 /// `Err(WouldBlock)` when none was waiting (the readiness is then cleared too); other errors
 /// are the socket's.
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-pub(crate) fn recv_some(sock: &UdpSocket, _v6: bool, bufs: &mut RecvBufs) -> io::Result<Received> {
+pub(crate) fn recv_some(
+    sock: &RelaySocket,
+    _v6: bool,
+    bufs: &mut RecvBufs,
+) -> io::Result<Received> {
     let (n, src) = sock.try_recv_from(&mut bufs.0[0])?;
     let mut out = Received::default();
     let _ = out.datagrams.push((n, src));
@@ -142,10 +145,18 @@ pub(crate) fn recv_some(sock: &UdpSocket, _v6: bool, bufs: &mut RecvBufs) -> io:
 mod tests {
     use super::*;
 
-    async fn pair() -> (UdpSocket, UdpSocket) {
-        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    use tokio::net::UdpSocket;
+
+    async fn pair() -> (RelaySocket, UdpSocket) {
+        let a = RelaySocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         (a, b)
+    }
+
+    async fn readable(s: &RelaySocket) {
+        std::future::poll_fn(|cx| s.poll_recv_ready(cx))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
@@ -157,7 +168,7 @@ mod tests {
         for d in [&b"one"[..], b"two", b"three"] {
             tx.send_to(d, to).await.unwrap();
         }
-        rx.readable().await.unwrap();
+        readable(&rx).await;
         let mut seen = Vec::new();
         let mut drained = false;
         while !drained {
@@ -189,7 +200,7 @@ mod tests {
             tx.send_to(&[round], to).await.unwrap();
             let got = tokio::time::timeout(std::time::Duration::from_secs(5), async {
                 loop {
-                    rx.readable().await.unwrap();
+                    readable(&rx).await;
                     match recv_some(&rx, false, &mut bufs) {
                         Ok(got) => break got,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -209,7 +220,7 @@ mod tests {
         let (rx, tx) = pair().await;
         let big: Vec<u8> = (0..65_507u32).map(|i| (i % 251) as u8).collect();
         tx.send_to(&big, rx.local_addr().unwrap()).await.unwrap();
-        rx.readable().await.unwrap();
+        readable(&rx).await;
         let mut bufs = RecvBufs::new();
         let got = recv_some(&rx, false, &mut bufs).unwrap();
         let (n, _) = got.datagrams[0];

@@ -21,6 +21,7 @@
 //!   destinations' answers before the client's datagrams; the idle and reassembly timers
 //!   are registered once and moved only when they fire or their deadline changes, so a
 //!   datagram costs no timer work.
+//! * Sends never wait ([`RelaySocket`]): a datagram that finds a send buffer full is dropped.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -30,7 +31,6 @@ use socksgate_core::family::AddressFamily;
 use socksgate_core::rules::Rules;
 use socksgate_core::udp::{self, Contacted, Outbound as Next};
 use tokio::io::AsyncReadExt;
-use tokio::net::UdpSocket;
 use tracing::{debug, info};
 
 use crate::clock;
@@ -40,6 +40,7 @@ use crate::failure::io_failure;
 use crate::resolve::Resolver;
 use crate::traffic::{DirectionLimit, SessionLimits};
 use crate::udp_recv::{DATAGRAM, PER_CALL, RecvBufs, recv_some};
+use crate::udp_socket::RelaySocket;
 
 /// Reassembly capacity: a whole UDP/IPv4 datagram.
 const REASSEMBLY: usize = 65_507;
@@ -76,14 +77,14 @@ impl Contacted for Peers {
 type Association = udp::Association<Peers, REASSEMBLY>;
 
 struct Outbound<'a> {
-    v4: Option<UdpSocket>,
-    v6: Option<UdpSocket>,
+    v4: Option<RelaySocket>,
+    v6: Option<RelaySocket>,
     /// The session's egress: the outbound sockets' source address, interface and mark.
     egress: Option<Egress<'a>>,
 }
 
 impl Outbound<'_> {
-    async fn socket(&mut self, v6: bool) -> io::Result<&UdpSocket> {
+    fn socket(&mut self, v6: bool) -> io::Result<&RelaySocket> {
         let slot = if v6 { &mut self.v6 } else { &mut self.v4 };
         if slot.is_none() {
             let any: SocketAddr = if v6 {
@@ -92,8 +93,8 @@ impl Outbound<'_> {
                 (Ipv4Addr::UNSPECIFIED, 0).into()
             };
             *slot = Some(match self.egress {
-                Some(e) => e.udp_socket(v6)?,
-                None => UdpSocket::bind(any).await?,
+                Some(e) => RelaySocket::from_tokio(e.udp_socket(v6)?)?,
+                None => RelaySocket::bind(any)?,
             });
         }
         slot.as_ref()
@@ -103,9 +104,9 @@ impl Outbound<'_> {
 
 /// Binds the client-facing socket: any port, or the first free one in `range` starting at a
 /// random offset (so concurrent associations do not all probe the same ports).
-async fn bind_relay(ip: IpAddr, range: Option<(u16, u16)>) -> io::Result<UdpSocket> {
+fn bind_relay(ip: IpAddr, range: Option<(u16, u16)>) -> io::Result<RelaySocket> {
     let Some((start, end)) = range else {
-        return UdpSocket::bind((ip, 0)).await;
+        return RelaySocket::bind((ip, 0).into());
     };
     let span = u32::from(end - start) + 1;
     let offset = {
@@ -116,7 +117,7 @@ async fn bind_relay(ip: IpAddr, range: Option<(u16, u16)>) -> io::Result<UdpSock
     };
     for i in 0..span {
         let port = u16::try_from(u32::from(start) + (offset + i) % span).unwrap_or(start);
-        match UdpSocket::bind((ip, port)).await {
+        match RelaySocket::bind((ip, port).into()) {
             Ok(s) => return Ok(s),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => {}
             Err(e) => return Err(e),
@@ -130,19 +131,19 @@ async fn bind_relay(ip: IpAddr, range: Option<(u16, u16)>) -> io::Result<UdpSock
 
 /// Binds the client-facing socket on `public` when it is an address of this host in the
 /// control connection's family, else on `local` (the control connection's address).
-async fn bind_client_facing(
+fn bind_client_facing(
     local: IpAddr,
     public: Option<IpAddr>,
     range: Option<(u16, u16)>,
-) -> io::Result<UdpSocket> {
+) -> io::Result<RelaySocket> {
     if let Some(ip) = public.filter(|ip| ip.is_ipv6() == local.is_ipv6()) {
-        match bind_relay(ip, range).await {
+        match bind_relay(ip, range) {
             // Not ours: NAT in front, so the relay listens where the client reached us.
             Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => {}
             bound => return bound,
         }
     }
-    bind_relay(local, range).await
+    bind_relay(local, range)
 }
 
 pub(crate) async fn run(conn: &mut Conn<'_>) -> Result<(), SessionError> {
@@ -151,7 +152,7 @@ pub(crate) async fn run(conn: &mut Conn<'_>) -> Result<(), SessionError> {
         shared.config.udp.public_address,
         shared.config.udp.port_range(),
     );
-    let relay = match bind_client_facing(conn.local.ip(), public, range).await {
+    let relay = match bind_client_facing(conn.local.ip(), public, range) {
         Ok(s) => s,
         Err(e) => {
             debug!("udp associate: cannot bind: {e}");
@@ -283,7 +284,7 @@ struct Relay<'a> {
     /// The top-level address family for names (per-rule families apply to TCP only).
     family: AddressFamily,
     /// Faces the client.
-    socket: UdpSocket,
+    socket: RelaySocket,
     /// The client-facing socket's family.
     client_v6: bool,
     out: Outbound<'a>,
@@ -407,14 +408,14 @@ impl Relay<'_> {
         if !within(up, data.len(), quota_spent) {
             return;
         }
-        let sock = match out.socket(target.is_ipv6()).await {
+        let sock = match out.socket(target.is_ipv6()) {
             Ok(s) => s,
             Err(e) => {
                 debug!("udp: outbound socket: {e}");
                 return;
             }
         };
-        match sock.send_to(data, target).await {
+        match sock.send_to(data, target) {
             Ok(_) => {
                 counters.up += data.len() as u64;
                 counters.datagrams_up += 1;
@@ -448,7 +449,6 @@ impl Relay<'_> {
         match self
             .socket
             .send_to(self.to_client.get(..n).unwrap_or_default(), client)
-            .await
         {
             Ok(_) => {
                 self.counters.down += payload.len() as u64;
@@ -496,7 +496,7 @@ async fn resolve(
 ///
 /// Polled readiness, unlike `UdpSocket::readable`, counts against the task's cooperative
 /// budget, so a socket that never runs dry still lets the runtime's other tasks run.
-async fn readable(sock: Option<&UdpSocket>) -> io::Result<()> {
+async fn readable(sock: Option<&RelaySocket>) -> io::Result<()> {
     match sock {
         Some(s) => std::future::poll_fn(|cx| s.poll_recv_ready(cx)).await,
         None => std::future::pending().await,

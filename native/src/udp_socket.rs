@@ -1,0 +1,132 @@
+//! The UDP relay's sockets: registered with the runtime for readability only, and written
+//! without waiting.
+//!
+//! tokio's `UdpSocket` is registered edge-triggered for reading and writing. On Linux every
+//! datagram sent then queues a write-readiness event — the kernel reports room in the send
+//! buffer as soon as the datagram has left it, which on loopback is before `sendto` returns —
+//! so a relay that sends and goes back to sleep finds `epoll_wait` returning at once with an
+//! event nothing waits for, and sleeps on a second call. The relay never waits to write: a
+//! datagram that finds the send buffer full is dropped ([`RelaySocket::send_to`] says
+//! `WouldBlock`), as any full queue on its way would drop it, so its sockets are registered
+//! for readability only.
+
+// tokio's registration with a chosen interest is `unsafe` (the caller vouches for the fd).
+#![allow(unsafe_code)]
+
+use std::io;
+use std::net::SocketAddr;
+use std::task::{Context, Poll};
+
+#[cfg(unix)]
+use tokio::io::{Interest, unix::AsyncFd};
+
+/// One of the relay's UDP sockets (facing the client or facing destinations).
+#[derive(Debug)]
+pub(crate) struct RelaySocket {
+    #[cfg(unix)]
+    io: AsyncFd<std::net::UdpSocket>,
+    #[cfg(not(unix))]
+    io: tokio::net::UdpSocket,
+}
+
+impl RelaySocket {
+    /// Binds a socket to `addr`.
+    pub(crate) fn bind(addr: SocketAddr) -> io::Result<Self> {
+        let socket = std::net::UdpSocket::bind(addr)?;
+        socket.set_nonblocking(true)?;
+        Self::from_std(socket)
+    }
+
+    /// Takes over a socket set up elsewhere (an egress profile's).
+    pub(crate) fn from_tokio(socket: tokio::net::UdpSocket) -> io::Result<Self> {
+        #[cfg(unix)]
+        {
+            Self::from_std(socket.into_std()?)
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Self { io: socket })
+        }
+    }
+
+    /// Registers a non-blocking socket.
+    fn from_std(socket: std::net::UdpSocket) -> io::Result<Self> {
+        #[cfg(unix)]
+        {
+            // SAFETY: the socket owns its descriptor and `as_raw_fd` always returns it; the
+            // `AsyncFd` owns the socket, so the descriptor stays open and the same until it is
+            // dropped.
+            let io = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }
+                .map_err(io::Error::from)?;
+            Ok(Self { io })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Self {
+                io: tokio::net::UdpSocket::from_std(socket)?,
+            })
+        }
+    }
+
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
+        #[cfg(unix)]
+        {
+            self.io.get_ref().local_addr()
+        }
+        #[cfg(not(unix))]
+        {
+            self.io.local_addr()
+        }
+    }
+
+    /// Ready when a datagram may be waiting, as `UdpSocket::poll_recv_ready`: the readiness
+    /// stays set until a receive sees the queue empty, and polling counts against the task's
+    /// cooperative budget.
+    pub(crate) fn poll_recv_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        #[cfg(unix)]
+        {
+            // The guard is dropped without clearing: receives clear on WouldBlock.
+            self.io.poll_read_ready(cx).map_ok(|_| ())
+        }
+        #[cfg(not(unix))]
+        {
+            self.io.poll_recv_ready(cx)
+        }
+    }
+
+    /// Runs the receive `f` on the socket when it is readable, clearing the readiness when
+    /// `f` returns `WouldBlock` (as `UdpSocket::try_io`).
+    #[cfg(unix)]
+    pub(crate) fn try_recv_with<R>(
+        &self,
+        f: impl FnOnce(&std::net::UdpSocket) -> io::Result<R>,
+    ) -> io::Result<R> {
+        self.io.try_io(Interest::READABLE, f)
+    }
+
+    /// Receives one datagram without waiting, as `UdpSocket::try_recv_from`.
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    pub(crate) fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        #[cfg(unix)]
+        {
+            self.try_recv_with(|s| s.recv_from(buf))
+        }
+        #[cfg(not(unix))]
+        {
+            self.io.try_recv_from(buf)
+        }
+    }
+
+    /// Sends `buf` to `to` without waiting: `WouldBlock` when the send buffer is full (the
+    /// datagram is not sent).
+    pub(crate) fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+        #[cfg(unix)]
+        {
+            self.io.get_ref().send_to(buf, to)
+        }
+        #[cfg(not(unix))]
+        {
+            self.io.try_send_to(buf, to)
+        }
+    }
+}
