@@ -130,3 +130,83 @@ impl RelaySocket {
         }
     }
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::os::fd::AsRawFd as _;
+
+    use super::*;
+
+    const EPOLLIN: u32 = 0x1;
+    const EPOLLOUT: u32 = 0x4;
+
+    /// The events every epoll instance of this process watches on the socket `fd`, from
+    /// `/proc/self/fdinfo` (lines `tfd: FD events: HEX data: HEX pos:0 ino:HEX ...`). The
+    /// socket's inode tells it from a closed socket that had the same number.
+    fn epoll_events_of(fd: i32) -> Vec<u32> {
+        use std::os::unix::fs::MetadataExt as _;
+
+        let ino = std::fs::metadata(format!("/proc/self/fd/{fd}"))
+            .unwrap()
+            .ino();
+        let ino = format!("ino:{ino:x}");
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+            let is_epoll = std::fs::read_link(entry.path())
+                .is_ok_and(|target| target.to_string_lossy() == "anon_inode:[eventpoll]");
+            if !is_epoll {
+                continue;
+            }
+            let info = std::fs::read_to_string(
+                std::path::Path::new("/proc/self/fdinfo").join(entry.file_name()),
+            )
+            .unwrap_or_default();
+            for line in info.lines() {
+                let mut words = line.split_whitespace();
+                if words.next() == Some("tfd:")
+                    && words.next() == Some(&fd.to_string())
+                    && words.next() == Some("events:")
+                    && line.split_whitespace().any(|w| w == ino)
+                {
+                    found.push(u32::from_str_radix(words.next().unwrap(), 16).unwrap());
+                }
+            }
+        }
+        found
+    }
+
+    #[tokio::test]
+    async fn registered_for_reading_only() {
+        let relay = RelaySocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        // The runtime's epoll instance may be reached through more than one descriptor (mio
+        // duplicates it), so the same registration can be listed more than once.
+        let events = epoll_events_of(relay.io.get_ref().as_raw_fd());
+        assert!(!events.is_empty());
+        for e in &events {
+            assert_eq!(e & (EPOLLIN | EPOLLOUT), EPOLLIN, "{events:x?}");
+        }
+        // The control: tokio's own socket asks for write readiness too.
+        let tokio = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let events = epoll_events_of(tokio.as_raw_fd());
+        assert!(!events.is_empty());
+        for e in &events {
+            assert_eq!(e & EPOLLOUT, EPOLLOUT, "{events:x?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn sends_and_receives() {
+        let relay = RelaySocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        assert_eq!(
+            relay.send_to(b"ping", peer.local_addr().unwrap()).unwrap(),
+            4
+        );
+        let mut buf = [0u8; 8];
+        let (n, from) = peer.recv_from(&mut buf).await.unwrap();
+        assert_eq!(
+            (&buf[..n], from),
+            (&b"ping"[..], relay.local_addr().unwrap())
+        );
+    }
+}
