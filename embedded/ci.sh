@@ -12,9 +12,11 @@
 #
 #   ./ci.sh            everything
 #   ./ci.sh qemu       only the QEMU test (after a firmware build)
-#   ./ci.sh bench      QEMU throughput: 1 × 10 MiB, then 4 × 10 MiB in parallel
-#   ./ci.sh wan        QEMU throughput over a link with 20 ms of added delay, 4 KiB vs 16 KiB
-#                      socket buffers (builds both firmware variants; see the README)
+#   ./ci.sh bench      QEMU throughput as the firmware's console reports it: 1 × 10 MiB, then
+#                      4 × 10 MiB in parallel (tools/qemu_bench.py)
+#   ./ci.sh wan        the same with and without 20 ms of added delay, 4 KiB vs 16 KiB socket
+#                      buffers, on QEMU's user network and on a tap (builds both firmware
+#                      variants; see the README)
 set -euo pipefail
 cd "$(dirname "$0")"
 export CARGO_TERM_COLOR=never
@@ -48,7 +50,6 @@ check() {
 
 work=""
 socks_port=""
-relay_pid=""
 pids=()
 cleanup() {
     local p
@@ -63,27 +64,17 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-free_udp_port() {
-    python3 -c 'import socket; s=socket.socket(type=socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 # Boots the firmware behind QEMU user-mode networking restricted to loopback forwards:
 # a local HTTP origin serves $work (reached by the guest as 10.0.2.100:80 through one socat
 # per connection), the SOCKS port is forwarded to 127.0.0.1:$socks_port.
-#   $1: firmware image (default: the socksgate-mps2 build)
-#   $2: if set, milliseconds of delay added to every frame towards the guest: the NIC and
-#       the user network are then two UDP socket netdevs joined by tools/delay_link.py
-#       (this kernel has no sch_netem for `tc netem`); its hold-time report goes to
-#       $work/delay.log when the QEMU is stopped.
 qemu_start() {
-    local kernel=${1:-$FW_DIR/socksgate-mps2} delay_ms=${2:-}
+    local kernel=$FW_DIR/socksgate-mps2
     work=$(mktemp -d)
     pids=()
     trap cleanup EXIT
     local origin_port
     origin_port=$(free_port)
     head -c 1048576 /dev/urandom >"$work/blob"
-    head -c 10485760 /dev/urandom >"$work/blob10"
     python3 -m http.server --bind 127.0.0.1 --directory "$work" "$origin_port" \
         >"$work/origin.log" 2>&1 &
     pids+=($!)
@@ -97,34 +88,13 @@ qemu_start() {
     # guestfwd: one socat per upstream connection; socat passes the origin's FIN on
     # (netcat-openbsd would keep the guest connection open after the origin closed).
     # The forward port is picked free but may be taken meanwhile on a shared machine: retry.
-    local attempt qemu_pid link=()
+    local attempt qemu_pid
     for attempt in 1 2 3; do
         socks_port=$(free_port)
-        if [ -n "$delay_ms" ]; then
-            # NIC <-> socket g0 <-> delay_link.py <-> socket s0 <-> hub 1 <-> user network n0
-            local g_relay g_qemu s_relay s_qemu
-            g_relay=$(free_udp_port) g_qemu=$(free_udp_port)
-            s_relay=$(free_udp_port) s_qemu=$(free_udp_port)
-            python3 tools/delay_link.py --guest-listen "$g_relay" --guest-peer "$g_qemu" \
-                --net-listen "$s_relay" --net-peer "$s_qemu" --to-guest-ms "$delay_ms" \
-                >"$work/delay.log" 2>&1 &
-            relay_pid=$!
-            pids+=("$relay_pid")
-            for _ in $(seq 50); do
-                grep -q "delay-link ready" "$work/delay.log" && break
-                sleep 0.1
-            done
-            link=(-netdev "socket,id=g0,udp=127.0.0.1:$g_relay,localaddr=127.0.0.1:$g_qemu"
-                -net nic,model=lan9118,netdev=g0
-                -netdev "socket,id=s0,udp=127.0.0.1:$s_relay,localaddr=127.0.0.1:$s_qemu"
-                -netdev hubport,id=h0,hubid=1,netdev=n0 -netdev hubport,id=h1,hubid=1,netdev=s0)
-        else
-            link=(-net nic,model=lan9118,netdev=n0)
-        fi
         timeout 600 qemu-system-arm -M mps2-an386 -cpu cortex-m4 -nographic -serial none \
             -semihosting-config enable=on,target=native \
             -netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$socks_port-10.0.2.15:1080,guestfwd=tcp:10.0.2.100:80-cmd:socat - TCP:127.0.0.1:$origin_port" \
-            "${link[@]}" -kernel "$kernel" \
+            -net nic,model=lan9118,netdev=n0 -kernel "$kernel" \
             >"$work/qemu.log" 2>&1 &
         qemu_pid=$!
         pids+=("$qemu_pid")
@@ -178,48 +148,40 @@ qemu_e2e() {
     unshare -n -- timeout 120 /usr/bin/python3 tests/qemu_e2e.py "$FW_DIR/socksgate-mps2"
 }
 
-# Throughput figures for the README (not part of `all`).
-qemu_bench() {
-    step "QEMU mps2-an386 throughput"
-    qemu_start
-    local t0 t1
-    echo "1 session, 10 MiB:"
-    parallel_downloads 1 blob10
-    echo "4 sessions, 10 MiB each:"
-    t0=$(date +%s.%N)
-    parallel_downloads 4 blob10
-    t1=$(date +%s.%N)
-    python3 -c "print(f'  aggregate: {4 * 10485760 / ($t1 - $t0) / 1e6:.2f} MB/s over {$t1 - $t0:.2f} s')"
-    cleanup
+# Throughput figures for the README (not part of `all`): tools/qemu_bench.py reads each
+# session's bytes and duration from the firmware's console (its session log lines and
+# `stats`), every download compared byte for byte.
+bench_header() {
+    echo
+    echo "| socket buffers | link | sessions | per session, mean (MB/s) | slowest / fastest | aggregate (MB/s) | curl's figure, mean (MB/s) |"
+    echo "|---|---|---|---|---|---|---|"
 }
 
-# $1 parallel downloads of file $2 (each compared byte for byte); appends one table row to
-# $4: label $3, per-session throughput (mean, slowest, fastest) and the aggregate, in MB/s.
-wan_row() {
-    local n=$1 file=$2 label=$3 table=$4 t0 t1
-    t0=$(date +%s.%N)
-    parallel_downloads "$n" "$file" | tee "$work/speeds"
-    t1=$(date +%s.%N)
-    python3 - "$n" "$label" "$t0" "$t1" "$work/speeds" >>"$table" <<'PY'
-import re, sys
-n, label, t0, t1, path = int(sys.argv[1]), sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
-rows = [re.search(r"(\d+) bytes in ([\d.]+) s", line) for line in open(path)]
-rates = [int(m[1]) / float(m[2]) / 1e6 for m in rows if m]
-assert len(rates) == n, rates
-total = sum(int(m[1]) for m in rows if m)
-print(f"| {label} | {n} | {sum(rates) / n:.3f} | {min(rates):.3f} / {max(rates):.3f} "
-      f"| {total / (t1 - t0) / 1e6:.3f} |", flush=True)
-PY
+qemu_bench() {
+    step "QEMU mps2-an386 throughput, as the console reports it"
+    local table
+    table=$(mktemp)
+    python3 tools/qemu_bench.py run --firmware "$FW_DIR/socksgate-mps2" --label "4 KiB" \
+        --rounds 1,4 --size-mib 10 --table "$table"
+    bench_header
+    cat "$table"
+    rm -f "$table"
 }
 
 # Socket-buffer (window) sizes against link delay, for the README (not part of `all`): the
-# QEMU firmware built with 4 KiB and with 16 KiB socket buffers, each run on the plain
-# user network, through the delay relay at 0 ms (its own cost) and at 20 ms, with 1 and 4
-# parallel downloads (1 MiB each on the delayed links, 10 MiB on the plain one).
+# QEMU firmware built with 4 KiB and with 16 KiB socket buffers, each on QEMU's user network
+# (libslirp) directly, through the delay link at 0 ms (its own cost) and at 20 ms, and on a
+# tap in a namespace of its own (the host's TCP stack instead of libslirp's) directly and at
+# 20 ms; 1 and 4 parallel downloads (10 MiB each on direct links, 1 MiB on delayed ones).
+# First the delay link alone, between two host sockets.
 qemu_wan_bench() {
+    step "the delay link alone (tools/qemu_bench.py link)"
+    python3 tools/qemu_bench.py link --delay-ms 20 --window 16384
+    python3 tools/qemu_bench.py link --delay-ms 20 --window 4096
     step "QEMU mps2-an386: socket buffers against 20 ms of added delay"
-    local images buf delay file n label
+    local images buf table
     images=$(mktemp -d)
+    table=$images/table
     # The default (4 KiB) last and without the variable: the build directory ends up holding
     # the ordinary image again.
     for buf in 16384 default; do
@@ -232,33 +194,17 @@ qemu_wan_bench() {
         fi
         cp "$FW_DIR/socksgate-mps2" "$images/socksgate-mps2-$buf"
     done
+    local run=(python3 tools/qemu_bench.py run --table "$table")
     for buf in 4096 16384; do
-        for delay in none 0 20; do
-            if [ "$delay" = none ]; then
-                qemu_start "$images/socksgate-mps2-$buf"
-                file=blob10
-            else
-                qemu_start "$images/socksgate-mps2-$buf" "$delay"
-                file=blob
-            fi
-            for n in 1 4; do
-                label="$((buf / 1024)) KiB | $([ "$delay" = none ] && echo "direct" || echo "relay, +$delay ms")"
-                wan_row "$n" "$file" "$label" "$images/table"
-                tail -1 "$images/table"
-            done
-            if [ -n "$relay_pid" ]; then
-                kill "$relay_pid" 2>/dev/null || true
-                wait "$relay_pid" 2>/dev/null || true
-                relay_pid=""
-                sed 's/^/  /' "$work/delay.log"
-            fi
-            cleanup
-        done
+        local fw=(--firmware "$images/socksgate-mps2-$buf" --label "$((buf / 1024)) KiB")
+        "${run[@]}" "${fw[@]}" --size-mib 10
+        "${run[@]}" "${fw[@]}" --size-mib 1 --delay-ms 0
+        "${run[@]}" "${fw[@]}" --size-mib 1 --delay-ms 20
+        unshare -n -- "${run[@]}" "${fw[@]}" --net tap --size-mib 10
+        unshare -n -- "${run[@]}" "${fw[@]}" --net tap --size-mib 1 --delay-ms 20
     done
-    echo
-    echo "| socket buffers | link | sessions | per session, mean (MB/s) | slowest / fastest | aggregate (MB/s) |"
-    echo "|---|---|---|---|---|---|"
-    cat "$images/table"
+    bench_header
+    cat "$table"
     rm -rf "$images"
 }
 
