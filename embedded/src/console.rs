@@ -14,7 +14,7 @@
 //! rule del INDEX           remove a rule (0-based, as `show` lists them)
 //! save                     write the settings to flash (the other slot)
 //! sessions                 sessions in progress
-//! stats                    counters since boot
+//! stats                    counters since boot, and the time since boot
 //! reboot                   restart the board
 //! ```
 //!
@@ -347,14 +347,15 @@ impl<'a, IO: Read + Write, F: NorFlash, B: Board> Console<'a, IO, F, B> {
         let mut text = Text::<512>(heapless::String::new());
         let _ = writeln!(
             text,
-            "sessions {} relayed {} dropped {} bytes-up {} bytes-down {} login-failures {} log-dropped {}",
+            "sessions {} relayed {} dropped {} bytes-up {} bytes-down {} login-failures {} log-dropped {} uptime-ms {}",
             c.sessions,
             c.relayed,
             c.dropped,
             c.bytes_up,
             c.bytes_down,
             c.login_failures,
-            self.log.dropped()
+            self.log.dropped(),
+            Instant::now().as_millis()
         );
         let _ = write!(text, "refused");
         for why in Refusal::ALL {

@@ -17,6 +17,7 @@ it directly. Every check is byte for byte or by reply code.
 
 import os
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -415,6 +416,17 @@ def main():
         time.sleep(0.1)
     for e in expected:
         check(e in stats, f"stats: {e!r} in {stats!r}")
+
+    step("stats: the firmware's uptime keeps the host's time")
+
+    def uptime():
+        found = re.search(r"uptime-ms (\d+)", console.command("stats"))
+        check(found is not None, "uptime-ms in stats")
+        return int(found.group(1)), time.monotonic()
+
+    (up0, host0), _, (up1, host1) = uptime(), time.sleep(1), uptime()
+    ratio = (up1 - up0) / 1e3 / (host1 - host0)
+    check(0.9 < ratio < 1.1, f"firmware clock at {ratio:.3f} × the host's")
 
     step("link loss and return: DHCP again, served again")
     addresses = qemu_log().count(f"address: {GUEST}/24")

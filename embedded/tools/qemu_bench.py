@@ -10,8 +10,10 @@ it open for the whole run and downloads a file through the gateway with `curl --
 first with 1 session, then with 4 in parallel (`--rounds`), each file compared byte for byte.
 The figures are the firmware's: every session's log line on the console (`session ... up=U
 down=D ms=T end=finished`) gives its bytes each way and its duration, from accept to the end
-of the close; per-session throughput is D / T. `stats` is read after each round and must show
-no dropped log line, and its byte counters must have grown by what the lines add up to. The
+of the close; per-session throughput is D / T. `stats` is read before and after each round:
+it must show no dropped log line, its byte counters must have grown by what the lines add up
+to, and its `uptime-ms` must have advanced with the host's clock (within 5 %), so the
+firmware's durations are true ones. The
 aggregate of a round is all sessions' bytes over the longest session's duration (they start
 together). curl's own figure is printed next to it for comparison.
 
@@ -132,6 +134,13 @@ class Console:
             return len(self.text)
 
 
+def host_retransmissions():
+    """TCP segments this network namespace's stack retransmitted (RetransSegs): on the tap,
+    the origin's and the client's, i.e. what was lost towards the guest."""
+    lines = [line.split() for line in open("/proc/net/snmp") if line.startswith("Tcp:")]
+    return int(lines[1][lines[0].index("RetransSegs")])
+
+
 def stats(console):
     out = console.command("stats")
     values = dict(re.findall(r"([a-z-]+) (\d+)", out.splitlines()[0]))
@@ -230,11 +239,23 @@ class Bench:
              "-chardev", f"socket,id=con,path={console_path},server=on,wait=off",
              "-serial", "chardev:con", *link, "-kernel", a.firmware], "qemu.log")
         self.console = Console(console_path)
+        if a.capture:
+            # The host side of the link: origin <-> gateway and gateway <-> client, as the
+            # host's stack sees them (before the delay towards the guest).
+            self.spawn(["tcpdump", "-q", "-i", "tap0", "-s", "128", "-w", a.capture, "tcp"],
+                       "tcpdump.log")
         if a.net == "tap":
             # No DHCP server on the tap: give the firmware a static address over its
             # console; it applies after `save` and `reboot` (the PSRAM record survives the
             # system reset).
-            self.console.wait_for(lambda t: b"> " in t, 30, "the console prompt")
+            # The first prompt may have gone out before we connected: an empty line
+            # brings another.
+            deadline = time.monotonic() + 30
+            while b"> " not in self.console.text:
+                if time.monotonic() > deadline:
+                    fail("no console prompt")
+                self.console.sock.sendall(b"\r")
+                time.sleep(0.5)
             out = self.console.command(f"set address {GUEST}/24 gateway {TAP_HOST}")
             if "error" in out:
                 fail(f"set address: {out}")
@@ -262,6 +283,8 @@ class Bench:
 
     def round(self, n):
         before, _ = stats(self.console)
+        host_before = time.monotonic()
+        retrans_before = host_retransmissions() if self.args.net == "tap" else None
         mark = self.console.mark()
         curls, outs = [], []
         t0 = time.monotonic()
@@ -270,18 +293,20 @@ class Bench:
             outs.append(out)
             curls.append(subprocess.Popen(
                 ["curl", "-sS", "--fail", "--max-time", "300", "--socks5", self.socks,
-                 "-o", out, "-w", "%{size_download} %{time_total}", self.url],
+                 "-o", out, "-w", "%{size_download} %{time_total} %{time_connect} %{time_starttransfer}", self.url],
                 stdout=subprocess.PIPE, text=True))
         # What the console lists while the downloads run.
         time.sleep(min(1.0, 0.1 + n * 0.1))
         in_progress = self.console.command("sessions")
-        curl_rates = []
+        curl_rates, self.curl_times = [], []
+        curl_times = self.curl_times
         for curl in curls:
             text, _ = curl.communicate()
             if curl.returncode != 0:
                 fail(f"curl exited {curl.returncode}")
-            size, seconds = text.split()
+            size, seconds, connect, first = text.split()
             curl_rates.append(int(size) / float(seconds) / 1e6)
+            curl_times.append((float(connect), float(first), float(seconds)))
         wall = time.monotonic() - t0
         for out in outs:
             if open(out, "rb").read() != self.blob:
@@ -290,6 +315,14 @@ class Bench:
                               f"{n} session log lines")
         lines = self.console.sessions_since(mark)
         after, stats_text = stats(self.console)
+        host_after = time.monotonic()
+        # The durations are the firmware's: its clock must keep time with the host's.
+        clock = (after["uptime-ms"] - before["uptime-ms"]) / 1e3 / (host_after - host_before)
+        self.clock = clock
+        self.retransmitted = (host_retransmissions() - retrans_before
+                              if retrans_before is not None else None)
+        if not 0.95 < clock < 1.05:
+            fail(f"the firmware's clock ran at {clock:.3f} × the host's during the round")
         if after["log-dropped"] != before["log-dropped"]:
             fail(f"the console dropped log lines: {stats_text}")
         sessions = []
@@ -328,14 +361,18 @@ class Bench:
                     print(f"  session {i + 1}: up {up} B, down {down} B, {ms} ms: "
                           f"{rate:.3f} MB/s down")
                 print("  curl (connect included): " +
-                      ", ".join(f"{r:.3f}" for r in sorted(curl_rates)) + " MB/s")
+                      ", ".join(f"{r:.3f}" for r in sorted(curl_rates)) + " MB/s; "
+                      "connected / first byte / done at " +
+                      ", ".join(f"{c:.2f}/{f:.2f}/{t:.2f}" for c, f, t in self.curl_times) + " s")
                 total = sum(s[0] + s[1] for s in sessions)
                 aggregate = sum(s[1] for s in sessions) / max(s[2] for s in sessions) / 1e3
                 row = (f"| {a.label} | {link} | {n} | {sum(rates) / n:.3f} | "
                        f"{min(rates):.3f} / {max(rates):.3f} | {aggregate:.3f} | "
                        f"{sum(curl_rates) / n:.3f} |")
                 print(f"  {total} bytes relayed; aggregate {aggregate:.3f} MB/s down; "
-                      f"round {wall:.2f} s wall")
+                      f"round {wall:.2f} s wall; firmware clock {self.clock:.3f} × host's")
+                if self.retransmitted is not None:
+                    print(f"  the host's TCP retransmitted {self.retransmitted} segments")
                 rows.append(row)
         finally:
             self.stop()
@@ -414,6 +451,7 @@ def main():
     run.add_argument("--rounds", type=lambda s: [int(n) for n in s.split(",")], default=[1, 4])
     run.add_argument("--size-mib", type=int, default=1)
     run.add_argument("--table")
+    run.add_argument("--capture", help="with --net tap: tcpdump the tap into this file")
     link = sub.add_parser("link")
     link.add_argument("--delay-ms", type=float, default=20.0)
     link.add_argument("--rate-mbit", type=float, default=100.0)

@@ -8,6 +8,17 @@ use socksgate_embedded::settings::Settings;
 /// Size of each of a session's four TCP socket buffers: the receive window it advertises
 /// and its send queue. A session's throughput is at most about window / round-trip time.
 pub(crate) const SOCKET_BUF: usize = 8192;
+/// Ethernet DMA descriptors and frame buffers each way (`PacketQueue`, AXI SRAM, ≈ 3 KB a
+/// pair). embassy-stm32 declares its TX count as the burst the NIC takes (`max_burst_size`)
+/// and smoltcp clamps every TCP window it advertises to that many full segments, so the
+/// count must cover `SOCKET_BUF` or the socket buffer is not the window (4 frames, as first
+/// built, cut every window to 5 840 B). As many frames as a window of `SOCKET_BUF` fills
+/// (1 440-byte segments, the IPv6 size), at least 4; the RX ring as large, so it can hold
+/// a whole window arriving back to back.
+pub(crate) const ETH_FRAMES: usize = {
+    let frames = SOCKET_BUF.div_ceil(1440);
+    if frames > 4 { frames } else { 4 }
+};
 /// Sessions whose socket buffers (4 × `SOCKET_BUF` each) live in SRAM1–3 (288 KiB).
 pub(crate) const SESSIONS_IN_SRAM123: usize = 9;
 /// Sessions whose socket buffers live in the DTCM (128 KiB).

@@ -24,7 +24,7 @@ use socksgate_embedded::{Configuration, Gateway, SessionBuffers, UdpRefusalBuffe
 use static_cell::StaticCell;
 
 use crate::config::{
-    SESSIONS, SETTINGS_FLASH, SETTINGS_SLOT, SOCKET_BUF, SOCKETS, UDP_SLOTS, defaults,
+    ETH_FRAMES, SESSIONS, SETTINGS_FLASH, SETTINGS_SLOT, SOCKET_BUF, SOCKETS, UDP_SLOTS, defaults,
 };
 use crate::ram_banks;
 
@@ -219,7 +219,7 @@ async fn main(spawner: Spawner) {
 
     let mac = mac_from_uid();
     say(format_args!("MAC {:02x?}", mac));
-    static PACKETS: StaticCell<PacketQueue<4, 4>> = StaticCell::new();
+    static PACKETS: StaticCell<PacketQueue<ETH_FRAMES, ETH_FRAMES>> = StaticCell::new();
     // NUCLEO-H743ZI2 RMII wiring (UM2407): REF_CLK PA1, CRS_DV PA7, RXD0 PC4, RXD1 PC5,
     // TXD0 PG13, TXD1 PB13, TX_EN PG11, MDIO PA2, MDC PC1.
     let device: Device = Ethernet::new(

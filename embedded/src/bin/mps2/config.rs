@@ -13,6 +13,18 @@ pub(crate) const SOCKET_BUF: usize = build_setting(
     option_env!("SOCKSGATE_MPS2_SOCKET_BUF"),
     socksgate_embedded::pool::SOCKET_BUF,
 );
+/// Frames the NIC driver declares it can take back to back (`max_burst_size`). smoltcp
+/// clamps every TCP window it advertises to that many full segments, so this must cover
+/// `SOCKET_BUF` or the socket buffer is not the window: with the 4 frames this driver first
+/// declared, every build advertised at most 5 848 B, whatever its buffers (the ~0.25 MB/s
+/// cap `./ci.sh wan` saw at 16 KiB). At least 4; for larger buffers, as many frames as a
+/// window of `SOCKET_BUF` fills (1 440-byte segments, the IPv6 size). QEMU's LAN9118 RX
+/// data FIFO holds 10 560 B, about 6 full frames: a larger window arriving in one
+/// back-to-back burst can overflow it and the sender retransmits (`./ci.sh wan` counts it).
+pub(crate) const NIC_BURST_FRAMES: usize = {
+    let frames = SOCKET_BUF.div_ceil(1440);
+    if frames > 4 { frames } else { 4 }
+};
 /// Sessions that can be UDP associations at the same time (≈ 14.6 KiB each).
 pub(crate) const UDP_SLOTS: usize = 1;
 /// Sockets: the gateway's, DHCP, and one spare.

@@ -305,7 +305,7 @@ impl embassy_net_driver::Driver for Lan9118 {
     fn capabilities(&self) -> Capabilities {
         let mut caps = Capabilities::default();
         caps.max_transmission_unit = MTU;
-        caps.max_burst_size = Some(4);
+        caps.max_burst_size = Some(crate::config::NIC_BURST_FRAMES);
         caps
     }
 
