@@ -48,7 +48,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 GUEST = "10.0.2.15"
 TAP_HOST = "10.0.2.2"
 SESSION_LINE = re.compile(
-    rb"session client=(\S+) .* up=(\d+) down=(\d+) ms=(\d+) end=([a-z:-]+)"
+    # Whole lines only: the reader may hold the first half of one.
+    rb"session client=(\S+) .* up=(\d+) down=(\d+) ms=(\d+) end=([a-z:-]+)\r?\n"
 )
 
 

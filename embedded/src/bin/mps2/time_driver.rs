@@ -65,7 +65,8 @@ struct SysTickDriver {
 }
 
 time_driver_impl!(static DRIVER: SysTickDriver = SysTickDriver {
-    state: Mutex::new(RefCell::new(State { cycles: 0, last: u32::MAX, queue: Queue::new() })),
+    // `last` is set by `init`; all-zero here keeps the state in `.bss`.
+    state: Mutex::new(RefCell::new(State { cycles: 0, last: 0, queue: Queue::new() })),
 });
 
 impl Driver for SysTickDriver {
