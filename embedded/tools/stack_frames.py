@@ -53,6 +53,10 @@ def frames(elf):
     out = subprocess.run([tool, "-d", "-C", "--no-show-raw-insn", elf], check=True,
                          capture_output=True, text=True).stdout
     # Literal pool words, by address, for Thumb-1's `ldr rN, [pc, #..]` constants.
+    words = {
+        int(m.group(1), 16): int(m.group(2), 16)
+        for m in re.finditer(r"^\s*([0-9a-f]+):.*\.word\s+0x([0-9a-f]+)", out, re.M)
+    }
     result = {}
     name, size, consts, done, seen = None, 0, {}, False, 0
     for line in out.splitlines():
@@ -100,11 +104,10 @@ def frames(elf):
                     1 << 32 if value & 0x8000 else 0)
         elif op.startswith("ldr") and "[pc" in args_nc:
             reg = args_nc.split(",")[0].strip()
-            # llvm-objdump annotates the loaded literal: `@ 0x...` or `; 0x...`.
-            lit = re.search(r"[@;]\s*(?:0x[0-9a-f]+\s*)?(?:<[^>]*>)?\s*$", args)
-            comment = args.split("@")[1] if "@" in args else ""
-            value = imm("#" + comment.strip().split()[0]) if comment.strip() else None
-            if value is not None and lit is not None:
+            # llvm-objdump names the literal's address in a comment: `@ 0x10019c04 <$d>`.
+            at = re.search(r"@\s*0x([0-9a-f]+)", args)
+            if at is not None and int(at.group(1), 16) in words:
+                value = words[int(at.group(1), 16)]
                 consts[reg] = value - (1 << 32) if value & 0x80000000 else value
     if name is not None:
         result[name] = max(result.get(name, 0), size)
