@@ -25,7 +25,7 @@ pub(crate) const SESSIONS_IN_SRAM123: usize = 9;
 pub(crate) const SESSIONS_IN_DTCM: usize = 4;
 /// Sessions whose socket buffers live in the AXI SRAM, with the stack and everything else.
 pub(crate) const SESSIONS_IN_AXI: usize = 3;
-/// Concurrent SOCKS sessions; each also costs ≈ 4.8 KB of AXI SRAM (its state in the
+/// Concurrent SOCKS sessions; each also costs ≈ 5.0 KB of AXI SRAM (its state in the
 /// gateway's future and two socket entries). Maxima per buffer size: see the README.
 pub(crate) const SESSIONS: usize = SESSIONS_IN_SRAM123 + SESSIONS_IN_DTCM + SESSIONS_IN_AXI;
 /// Sessions that can be UDP associations at the same time (≈ 14.6 KiB each).
