@@ -5,6 +5,8 @@
 //   FILE --json`), Node 20 (the package's node entry, file streamed), Deno (npm `deno`, same
 //   entry), Chromium (the web entry + stream.js on Blob.stream(), Debian's /usr/bin/chromium)
 //   and workerd (npm `workerd`: edge/worker.js, the capture POSTed with chunked encoding);
+// - the session table in columns (`Inspection.table()`, read by www/table.js as the page does)
+//   gives exactly the summary document's sessions for every test capture;
 // - the TypeScript declarations type-check a typical use (`deno check e2e/typecheck.ts`);
 // - workerd answers a non-capture with HTTP 422 and a readable message;
 // - workerd takes a ≥ 150 MiB synthetic capture generated as a stream (chunked POST) and its
@@ -29,7 +31,8 @@ import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
 import { serve } from "./serve.mjs";
 import { synthCapture, expectedSessions } from "./synth-stream.mjs";
-import { inspectStream, wasmMemoryBytes } from "../www/pkg/node.js";
+import { inspectStream, wasmMemoryBytes, Inspection } from "../www/pkg/node.js";
+import { sessionsFromTable, tableParts } from "../www/table.js";
 
 const here = (p) => fileURLToPath(new URL(p, import.meta.url));
 const BIN = process.env.SOCKSGATE_BIN ?? here("../../target/debug/socksgate");
@@ -138,6 +141,19 @@ try {
     assert.equal(canonical(report), expected.get(f), `node: ${f}`);
   }
   log(`node ${process.version}: identical; wasm memory ${wasmMemoryBytes()} bytes`);
+  // The page's session table in columns (Inspection.table() read by www/table.js) is the
+  // summary document's sessions, key for key and in the same key order, passwords revealed or not.
+  for (const f of FIXTURES) {
+    for (const reveal of [false, true]) {
+      const inspection = new Inspection(readFileSync(f), reveal);
+      const sessions = sessionsFromTable(tableParts(inspection.table()));
+      assert.equal(JSON.stringify(sessions), JSON.stringify(JSON.parse(inspection.summaryJson()).sessions),
+        `table: ${f} (reveal ${reveal})`);
+      assert.deepEqual(JSON.parse(inspection.captureJson()), JSON.parse(expected.get(f)).capture, `capture: ${f}`);
+      inspection.free();
+    }
+  }
+  log("session table in columns: the summary's sessions for every fixture");
 
   // Deno (npm `deno`): the same entry.
   const deno = here("../node_modules/.bin/deno");

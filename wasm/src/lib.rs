@@ -11,7 +11,9 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod table;
 mod zstd;
+pub use table::{SessionTable, session_table};
 pub use zstd::ZstdDecoder;
 
 use socksgate_inspect::{Options, Progress};
@@ -275,6 +277,19 @@ impl Inspection {
     #[wasm_bindgen(js_name = summaryJson)]
     pub fn summary_json(&mut self) -> String {
         self.report.to_json_without_messages()
+    }
+
+    /// The report's `capture` object as JSON (format, packets, link types, …).
+    #[wasm_bindgen(js_name = captureJson)]
+    pub fn capture_json(&self) -> String {
+        serde_json::to_string(&self.report.capture)
+            .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// Every session without its messages, in columns (see [`SessionTable`]): what
+    /// `summaryJson` gives, for a fraction of its cost; `www/table.js` reads it back.
+    pub fn table(&self) -> SessionTable {
+        session_table(&self.report.sessions)
     }
 
     /// Session `index` (0-based, as in `sessions`) as JSON with its messages.
