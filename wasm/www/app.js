@@ -4,6 +4,7 @@
 import { parseFilter, FilterError } from "./filter.js";
 import { COLUMNS, hostPort, toRow, cellText, visibleRows } from "./columns.js";
 import { selectPackets } from "./pcap.js";
+import { sessionsFromTable } from "./table.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -84,9 +85,9 @@ function run(file) {
       $("timing").textContent = `${size(m.bytes)} parsed in ${(m.ms / 1000).toFixed(3)} s (${mbps.toFixed(1)} MB/s)`;
       document.body.dataset.wasmMemory = String(m.wasmMemory);
       document.body.dataset.mbps = mbps.toFixed(1);
-      const report = JSON.parse(m.json);
-      if (report.sessions.length >= OFF_THREAD_ROWS) startViewWorker(m.json);
-      load(report);
+      // The view worker builds its rows from the same columns while this thread builds its own.
+      if (m.table.count >= OFF_THREAD_ROWS) startViewWorker(m.table);
+      load({ capture: JSON.parse(m.capture), sessions: sessionsFromTable(m.table) });
     }
   };
   worker.onerror = (e) => {
@@ -163,8 +164,8 @@ let viewWorker = null;
 let viewSeq = 0;
 let viewWaiters = []; // resolved when the newest request's answer is shown
 
-/** A fresh view worker holding the rows of `json` (the summary document). */
-function startViewWorker(json) {
+/** A fresh view worker holding the rows of `table` (the sessions in columns, copied to it). */
+function startViewWorker(table) {
   if (viewWorker) viewWorker.terminate();
   for (const w of viewWaiters) w();
   viewWaiters = [];
@@ -180,11 +181,22 @@ function startViewWorker(json) {
     viewWaiters = [];
     for (const w of waiters) w();
   };
-  viewWorker.postMessage({ type: "rows", json });
+  viewWorker.postMessage({ type: "rows", table });
 }
 
 /** Asks for the rows to show (the view worker for big captures); resolves once they are shown. */
 function requestView() {
+  if (!state.filter.trim() && !state.window && state.sortKey === "n" && state.sortAsc) {
+    // Every row in capture order: what the rows already are, so no pass is needed (this is
+    // the view a capture opens with). A view worker's answer still on its way is stale now.
+    viewSeq++;
+    state.view = state.rows;
+    showView();
+    const waiters = viewWaiters;
+    viewWaiters = [];
+    for (const w of waiters) w();
+    return Promise.resolve();
+  }
   if (state.rows.length < OFF_THREAD_ROWS) {
     const predicate = state.filter.trim() ? parseFilter(state.filter, cellText, COLUMNS) : null;
     state.view = visibleRows(state.rows, { predicate, window: state.window, sortKey: state.sortKey, sortAsc: state.sortAsc });
@@ -402,7 +414,10 @@ function drawTimeline() {
     warn: "#d08a00", sel: style.getPropertyValue("--accent").trim() || "#2657c5" };
   const laneEnd = new Array(LANES).fill(-Infinity);
   const laneH = (64 - 8) / LANES;
-  const byStart = [...rows].sort((a, b) => a.session.start - b.session.start);
+  // Sessions come in capture order, usually already by start: sort only when not.
+  let sorted = true;
+  for (let i = 1; i < rows.length && sorted; i++) sorted = rows[i - 1].session.start <= rows[i].session.start;
+  const byStart = sorted ? rows : [...rows].sort((a, b) => a.session.start - b.session.start);
   let selected = null;
   for (const r of byStart) {
     const x0 = 4 + ((r.session.start - t0) / span) * (width - 8);

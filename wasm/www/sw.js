@@ -1,6 +1,6 @@
 // Offline support: network first, cached copy when offline. Nothing is sent anywhere.
-const CACHE = "socksgate-inspector-v5";
-const SHELL = ["./", "index.html", "style.css", "app.js", "filter.js", "columns.js", "view-worker.js", "pcap.js", "worker.js", "decompress.js",
+const CACHE = "socksgate-inspector-v6";
+const SHELL = ["./", "index.html", "style.css", "app.js", "filter.js", "columns.js", "view-worker.js", "pcap.js", "worker.js", "decompress.js", "table.js",
   "pkg/socksgate_wasm.js", "pkg/socksgate_wasm_bg.wasm"];
 
 self.addEventListener("install", (e) => {

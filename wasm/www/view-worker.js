@@ -1,19 +1,20 @@
 // Filters and sorts the session rows off the main thread, so typing in the filter box stays
 // responsive with hundreds of thousands of sessions: the page keeps drawing while a pass
 // runs, and only the newest request's answer is used.
-// In:  { type: "rows", json }   the summary document (as the inspector worker gave it)
+// In:  { type: "rows", table }  the sessions in columns (as the inspector worker gave them)
 //      { type: "view", seq, filter, window, sortKey, sortAsc }
 // Out: { type: "view", seq, order: Int32Array }   indices into the rows, in display order
 //      { type: "view", seq, error }               the filter did not compile
 import { parseFilter } from "./filter.js";
 import { COLUMNS, toRow, cellText, visibleRows } from "./columns.js";
+import { sessionsFromTable } from "./table.js";
 
 let rows = [];
 
 self.onmessage = (event) => {
   const m = event.data;
   if (m.type === "rows") {
-    rows = JSON.parse(m.json).sessions.map(toRow);
+    rows = sessionsFromTable(m.table).map(toRow);
   } else if (m.type === "view") {
     let predicate = null;
     try {

@@ -7,10 +7,13 @@
 // In:  { type: "inspect", file: File|Blob, reveal: bool }
 //      { type: "session", index }          -> one session with its messages
 //      { type: "full" }                     -> the whole contract document (for export)
-// Out: { type: "progress", done, total }, { type: "done", json, ms, bytes, version, wasmMemory },
+// Out: { type: "progress", done, total },
+//      { type: "done", capture (JSON), table (the sessions in columns: table.js), ms, bytes,
+//        version, wasmMemory },
 //      { type: "session", index, json }, { type: "full", json }, { type: "error", message }
 import init, { Inspector, version } from "./pkg/socksgate_wasm.js";
 import { decompressed } from "./decompress.js";
+import { tableParts, transferables } from "./table.js";
 
 const ready = init();
 let current = null; // the last Inspection (sessions kept in wasm memory, compact)
@@ -61,7 +64,11 @@ self.onmessage = async (event) => {
       const ms = performance.now() - t0;
       // The linear memory's size after the run (it only grows): what the capture cost.
       const wasmMemory = (await ready).memory.buffer.byteLength;
-      self.postMessage({ type: "done", json: current.summaryJson(), ms, bytes: total, version: version(), wasmMemory });
+      // The sessions in columns, their buffers moved to the page, not copied: with 200,000
+      // sessions a JSON summary took seconds to build, copy and parse.
+      const table = tableParts(current.table());
+      self.postMessage({ type: "done", capture: current.captureJson(), table, ms, bytes: total,
+        version: version(), wasmMemory }, transferables(table));
     } else if (m.type === "session") {
       self.postMessage({ type: "session", index: m.index, json: current.sessionJson(m.index) });
     } else if (m.type === "full") {
