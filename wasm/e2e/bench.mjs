@@ -4,7 +4,8 @@
 //   - socksgate inspect FILE --json-lines       (the CLI, streaming; RSS from /usr/bin/time)
 //   - socksgate inspect FILE --json             (the CLI, whole document sorted)
 //   - the page in Chromium                      (File.stream() through the worker; time from
-//                                                choosing the file to the table, and the
+//                                                choosing the file to the table showing
+//                                                every session counted and its first rows, and the
 //                                                worker's own reading-to-last-session MB/s;
 //                                                the worker's wasm memory)
 //   - the edge worker in workerd                (the file POSTed with chunked encoding, asking
@@ -16,6 +17,7 @@
 //
 //   node e2e/bench.mjs FILE...            measure these captures
 //   node e2e/bench.mjs --workerd-only FILE  only the edge worker's columns
+//   node e2e/bench.mjs --chromium-only FILE only the page's column (quick before/after runs)
 //   node e2e/bench.mjs --generate         generate the two captures of the figures first
 //                                         (synth: ~200 MB with payload, and ~200 MB of
 //                                         handshake-only connections, 220k) in $TMPDIR
@@ -147,6 +149,9 @@ async function chromiumRun(file) {
     const t0 = performance.now();
     await page.setInputFiles("#file", file);
     await page.waitForSelector("body[data-mbps]", { timeout: 900_000 });
+    // Until the table shows the sessions (every one counted, the first rows drawn).
+    await page.waitForFunction(() => /^(\d+) of \1 sessions$/.test(document.getElementById("count").textContent) &&
+      document.querySelector("#sessions tbody tr[data-n]") !== null, null, { timeout: 900_000, polling: 20 });
     const secs = (performance.now() - t0) / 1000;
     const mbps = Number(await page.getAttribute("body", "data-mbps"));
     const memory = Number(await page.getAttribute("body", "data-wasm-memory") ?? NaN);
@@ -182,39 +187,41 @@ try {
   }
   if (files.length === 0) throw new Error("usage: node e2e/bench.mjs [--generate] [FILE...]");
   const edgeOnly = process.argv.includes("--workerd-only");
-  const workerd = await startWorkerd();
+  const pageOnly = process.argv.includes("--chromium-only");
+  const workerd = pageOnly ? null : await startWorkerd();
   const rows = [];
   for (const file of files) {
     const bytes = statSync(file).size;
     const name = `${file.split("/").pop()} (${(bytes / MB).toFixed(1)} MB)`;
     const skip = { secs: NaN, rssKiB: NaN, mbps: NaN };
-    const tshark = edgeOnly ? skip : timed("tshark", ["-n", "-r", file]);
-    const lines = edgeOnly ? skip : timed(BIN, ["inspect", file, "--json-lines"]);
-    const whole = edgeOnly ? skip : timed(BIN, ["inspect", file, "--json"]);
+    const cliOff = edgeOnly || pageOnly;
+    const tshark = cliOff ? skip : timed("tshark", ["-n", "-r", file]);
+    const lines = cliOff ? skip : timed(BIN, ["inspect", file, "--json-lines"]);
+    const whole = cliOff ? skip : timed(BIN, ["inspect", file, "--json"]);
     const page = edgeOnly ? skip : await chromiumRun(file);
     // The lines first: a failed document may leave the isolate's memory grown.
-    const edgeLines = await postFile(workerd.port, file, true);
-    const edgeLinesRss = peakRss(workerd.pid);
-    const edge = await postFile(workerd.port, file);
-    const cli = (r) => (edgeOnly ? "—" : `${r.secs.toFixed(2)} s, ${mbps(bytes, r.secs)} MB/s, ${mib(r.rssKiB)} MiB`);
+    const edgeLines = pageOnly ? null : await postFile(workerd.port, file, true);
+    const edgeLinesRss = pageOnly ? NaN : peakRss(workerd.pid);
+    const edge = pageOnly ? null : await postFile(workerd.port, file);
+    const cli = (r) => (cliOff ? "—" : `${r.secs.toFixed(2)} s, ${mbps(bytes, r.secs)} MB/s, ${mib(r.rssKiB)} MiB`);
     // A failure is a figure too (e.g. a document too large for the isolate).
-    const edgeCell = (r) => (r.status === 200
+    const edgeCell = (r) => (r === null ? "—" : r.status === 200
       ? `${r.secs.toFixed(2)} s, ${mbps(bytes, r.secs)} MB/s, ${r.sessions} sessions, wasm ${(r.memory / MiB).toFixed(1)} MiB`
       : `HTTP ${r.status} after ${r.secs.toFixed(2)} s`);
     const row = [name, cli(tshark), cli(lines), cli(whole),
       edgeOnly ? "—" : `${page.secs.toFixed(2)} s, ${mbps(bytes, page.secs)} MB/s (in the worker ${page.mbps.toFixed(0)} MB/s)` +
         (Number.isFinite(page.memory) ? `, wasm ${(page.memory / MiB).toFixed(0)} MiB` : ""),
-      `${edgeCell(edgeLines)}; workerd peak RSS ${mib(edgeLinesRss)} MiB`,
+      pageOnly ? "—" : `${edgeCell(edgeLines)}; workerd peak RSS ${mib(edgeLinesRss)} MiB`,
       edgeCell(edge),
     ];
     rows.push(row);
     console.error(`bench: ${row.join(" | ")}`);
   }
-  const workerdRss = peakRss(workerd.pid);
+  const workerdRss = pageOnly ? NaN : peakRss(workerd.pid);
   console.log("| capture | tshark -r | inspect --json-lines | inspect --json | Chromium page | workerd, JSON lines | workerd, document |");
   console.log("|---|---|---|---|---|---|---|");
   for (const r of rows) console.log(`| ${r.join(" | ")} |`);
-  console.log(`\n(time, throughput, peak RSS; workerd process peak RSS over the run: ${mib(workerdRss)} MiB; load average ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")})`);
+  console.log(`\n(time, throughput, peak RSS${pageOnly ? "" : `; workerd process peak RSS over the run: ${mib(workerdRss)} MiB`}; load average ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")})`);
 } catch (e) {
   failed = true;
   console.error("bench:", e?.stack ?? e);
