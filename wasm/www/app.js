@@ -85,8 +85,7 @@ function run(file) {
       $("timing").textContent = `${size(m.bytes)} parsed in ${(m.ms / 1000).toFixed(3)} s (${mbps.toFixed(1)} MB/s)`;
       document.body.dataset.wasmMemory = String(m.wasmMemory);
       document.body.dataset.mbps = mbps.toFixed(1);
-      // The view worker builds its rows from the same columns while this thread builds its own.
-      if (m.table.count >= OFF_THREAD_ROWS) startViewWorker(m.table);
+      if (m.table.count >= OFF_THREAD_ROWS) deferViewWorker(m.table);
       load({ capture: JSON.parse(m.capture), sessions: sessionsFromTable(m.table) });
     }
   };
@@ -164,6 +163,23 @@ let viewWorker = null;
 let viewSeq = 0;
 let viewWaiters = []; // resolved when the newest request's answer is shown
 
+let viewTable = null; // the columns for a view worker not started yet
+
+/**
+ * Starts the view worker for `table` once the first view is painted (building its rows would
+ * take the CPU from the page's own on a small machine), or as soon as a view needs it.
+ */
+function deferViewWorker(table) {
+  if (viewWorker) { viewWorker.terminate(); viewWorker = null; }
+  viewTable = table;
+  requestAnimationFrame(() => setTimeout(ensureViewWorker));
+}
+
+function ensureViewWorker() {
+  if (viewTable) startViewWorker(viewTable);
+  viewTable = null;
+}
+
 /** A fresh view worker holding the rows of `table` (the sessions in columns, copied to it). */
 function startViewWorker(table) {
   if (viewWorker) viewWorker.terminate();
@@ -203,6 +219,7 @@ function requestView() {
     showView();
     return Promise.resolve();
   }
+  ensureViewWorker();
   return new Promise((resolve) => {
     viewWaiters.push(resolve);
     viewWorker.postMessage({ type: "view", seq: ++viewSeq, filter: state.filter, window: state.window,
