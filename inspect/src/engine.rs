@@ -374,6 +374,17 @@ impl Engine {
         self.conns.len()
     }
 
+    /// The first frame of the oldest connection held that may still become a session (one
+    /// not already judged not SOCKS); `None` when there is none. Every session reported later
+    /// starts at or after it.
+    pub(crate) fn oldest_possible_session(&self) -> Option<u64> {
+        self.conns
+            .values()
+            .filter(|c| c.verdict != Verdict::NotSocks)
+            .map(|c| c.first_frame)
+            .min()
+    }
+
     /// Sessions reported since the last call, in the order they were reported.
     pub(crate) fn take_ready(&mut self) -> Vec<Session> {
         core::mem::take(&mut self.ready)

@@ -36,6 +36,11 @@ use crate::{CaptureInfo, InspectError, Options, Report, Session};
 pub struct Inspector {
     reader: Reader,
     engine: Engine,
+    /// Sessions that ended while an older connection that may be SOCKS was still open, held by
+    /// [`Inspector::take_sessions_in_order`] until that one is reported.
+    held: Vec<Session>,
+    /// [`Inspector::take_sessions_in_order`] was used: `finish` sorts what it returns.
+    in_order: bool,
 }
 
 impl Inspector {
@@ -44,6 +49,8 @@ impl Inspector {
         Self {
             reader: Reader::new(),
             engine: Engine::new(options),
+            held: Vec::new(),
+            in_order: false,
         }
     }
 
@@ -61,6 +68,37 @@ impl Inspector {
         self.engine.take_ready()
     }
 
+    /// The sessions that ended and whose place in first-packet order is settled — every
+    /// connection still open that may be SOCKS started after them — in order of first packet.
+    /// The others are held until it is; [`Inspector::finish`] returns them with the rest.
+    ///
+    /// Writes the document's `sessions` array as the capture is read (`socksgate inspect
+    /// --json`, the edge worker) while memory holds, beyond the live connections, only the
+    /// sessions that ended while an older one was still open. Use either this or
+    /// [`Inspector::take_sessions`] on one inspection, not both.
+    pub fn take_sessions_in_order(&mut self) -> Vec<Session> {
+        self.in_order = true;
+        let ended = self.engine.take_ready();
+        if ended.is_empty() && self.held.is_empty() {
+            return ended;
+        }
+        self.held.extend(ended);
+        // Connection ids follow first frames, so first frames are distinct: no ties.
+        self.held.sort_unstable_by_key(|s| s.first_frame);
+        let settled = match self.engine.oldest_possible_session() {
+            None => self.held.len(),
+            Some(oldest) => self.held.partition_point(|s| s.first_frame < oldest),
+        };
+        let rest = self.held.split_off(settled);
+        core::mem::replace(&mut self.held, rest)
+    }
+
+    /// Sessions ended but held by [`Inspector::take_sessions_in_order`] (waiting for an older
+    /// connection to end).
+    pub fn held_sessions(&self) -> usize {
+        self.held.len()
+    }
+
     /// Bytes pushed so far.
     pub fn bytes_read(&self) -> usize {
         self.reader.bytes_read()
@@ -72,13 +110,24 @@ impl Inspector {
     }
 
     /// End of input: reports every session not yet taken (those ended but not taken first,
-    /// then those still open, in order of first packet) with the facts about the file.
+    /// then those still open, in order of first packet; after
+    /// [`Inspector::take_sessions_in_order`], all of them in order of first packet) with the
+    /// facts about the file.
     pub fn finish(self) -> Result<Report, InspectError> {
-        let Self { reader, mut engine } = self;
+        let Self {
+            reader,
+            mut engine,
+            held,
+            in_order,
+        } = self;
         let total = reader.bytes_read();
         let summary = reader.finish(&mut |frame| engine.frame(frame))?;
         let mut sessions = engine.take_ready();
         sessions.extend(engine.finish());
+        if in_order {
+            sessions.extend(held);
+            sessions.sort_by_key(|s| s.first_frame);
+        }
         Ok(Report {
             capture: CaptureInfo {
                 format: summary.format.name(),

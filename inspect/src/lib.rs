@@ -19,6 +19,7 @@
 
 pub mod capture;
 pub mod detect;
+mod document;
 mod encapsulation;
 mod engine;
 mod inspector;
@@ -31,6 +32,7 @@ pub mod tcp_reassembly;
 pub mod tunnel;
 pub mod udp_match;
 
+pub use document::{DocumentWriter, PrettyJson};
 pub use inspector::Inspector;
 pub use report::{
     CaptureInfo, Dir, Encapsulated, Field, Gssapi, GssapiToken, Message, Protection, Report,
