@@ -215,13 +215,16 @@ impl Message {
 
     /// The bytes as lowercase hex; masked bytes are `**`.
     pub fn hex(&self) -> String {
-        use core::fmt::Write as _;
+        // A digit table rather than `write!("{:02x}")` per byte: the formatting machinery
+        // was a visible share of writing a session's JSON (profiled in workerd).
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut s = String::with_capacity(self.bytes.len() * 2);
-        for (i, b) in self.bytes.iter().enumerate() {
+        for (i, &b) in self.bytes.iter().enumerate() {
             match self.secret {
                 Some([at, len]) if i >= at && i < at + len => s.push_str("**"),
                 _ => {
-                    let _ = write!(s, "{b:02x}");
+                    s.push(char::from(DIGITS[usize::from(b >> 4)]));
+                    s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
                 }
             }
         }

@@ -1,15 +1,18 @@
 //! `socksgate inspect`: a capture file, or stdin (`-`), read as a stream through the
 //! inspector; gzip and zstd captures are decompressed on the fly (recognised by their magic
 //! numbers, not their names). `--json-lines` prints each session as its connection ends;
-//! `--json` and the text rendering print the whole report at the end. Output to a pipe that
-//! closes early (`| head`) ends the command quietly.
+//! `--json` writes each session, in first-packet order, as soon as its place is settled to an
+//! unnamed temporary file and prints the document at the end (its `capture` facts come first
+//! but are known last), so memory holds the live connections, not the sessions; the text
+//! rendering keeps the whole report. Output to a pipe that closes early (`| head`) ends the
+//! command quietly.
 
 use std::fs::File;
-use std::io::{self, BufRead as _, BufReader, IsTerminal as _, Read, Write};
+use std::io::{self, BufRead as _, BufReader, BufWriter, IsTerminal as _, Read, Seek as _, Write};
 
 use anyhow::{Context as _, Result};
 use socksgate::cli::InspectArgs;
-use socksgate_inspect::{Inspector, Options, Report};
+use socksgate_inspect::{DocumentWriter, Inspector, Options, PrettyJson};
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
@@ -65,21 +68,65 @@ fn decompressed(mut input: BufReader<impl Read + 'static>) -> io::Result<Box<dyn
     }
 }
 
-fn inspect(mut input: Box<dyn Read>, args: &InspectArgs, name: &str) -> Result<()> {
+fn inspect(input: Box<dyn Read>, args: &InspectArgs, name: &str) -> Result<()> {
+    if args.json {
+        return inspect_document(input, args, name);
+    }
+    inspect_whole(input, args, name)
+}
+
+/// Reads the next chunk of `input` into `buf`; `None` at the end.
+fn read_chunk<'b>(input: &mut dyn Read, buf: &'b mut [u8], name: &str) -> Result<Option<&'b [u8]>> {
+    loop {
+        match input.read(buf) {
+            Ok(0) => return Ok(None),
+            Ok(n) => return Ok(buf.get(..n)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {name}")),
+        }
+    }
+}
+
+/// `--json`: the contract document, byte for byte `Report::to_json`, without holding it. The
+/// sessions go to an unnamed temporary file as they settle in first-packet order, compact
+/// (less than half the pretty size); at the end the head (with the capture facts), the file
+/// and the tail go to stdout through `PrettyJson`.
+fn inspect_document(mut input: Box<dyn Read>, args: &InspectArgs, name: &str) -> Result<()> {
+    let mut inspector = Inspector::new(Options::with_secrets(args.show_secrets));
+    let mut document = DocumentWriter::new();
+    let spill = tempfile::tempfile().context("creating a temporary file for the sessions")?;
+    let mut body = BufWriter::with_capacity(READ_CHUNK, spill);
+    let mut buf = vec![0u8; READ_CHUNK];
+    while let Some(chunk) = read_chunk(&mut input, &mut buf, name)? {
+        inspector.push(chunk).with_context(|| name.to_owned())?;
+        for session in inspector.take_sessions_in_order() {
+            document.write_session(&mut body, &session)?;
+        }
+    }
+    let report = inspector.finish().with_context(|| name.to_owned())?;
+    for session in &report.sessions {
+        document.write_session(&mut body, session)?;
+    }
+    let mut spill = body.into_inner().map_err(io::IntoInnerError::into_error)?;
+    spill.rewind()?;
+    let mut out = PrettyJson::new(io::stdout().lock());
+    out.write_all(document.head(&report.capture).as_bytes())?;
+    io::copy(&mut spill, &mut out)?;
+    out.write_all(document.tail().as_bytes())?;
+    let mut out = out.into_inner()?;
+    writeln!(out)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// `--json-lines` (streamed) and the text rendering (the whole report at the end).
+fn inspect_whole(mut input: Box<dyn Read>, args: &InspectArgs, name: &str) -> Result<()> {
     let mut inspector = Inspector::new(Options::with_secrets(args.show_secrets));
     let mut sessions = Vec::new();
     let mut out = io::stdout().lock();
     let mut buf = vec![0u8; READ_CHUNK];
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e).with_context(|| format!("reading {name}")),
-        };
-        inspector
-            .push(buf.get(..n).unwrap_or_default())
-            .with_context(|| name.to_owned())?;
+    while let Some(chunk) = read_chunk(&mut input, &mut buf, name)? {
+        inspector.push(chunk).with_context(|| name.to_owned())?;
         let ended = inspector.take_sessions();
         if args.json_lines {
             for session in &ended {
@@ -106,7 +153,7 @@ fn inspect(mut input: Box<dyn Read>, args: &InspectArgs, name: &str) -> Result<(
         sessions.append(&mut report.sessions);
         sessions.sort_by_key(|s| s.first_frame);
         report.sessions = sessions;
-        write_report(&mut out, &report, args.json)?;
+        write!(out, "{report}")?;
     }
     out.flush()?;
     Ok(())
@@ -116,14 +163,6 @@ fn inspect(mut input: Box<dyn Read>, args: &InspectArgs, name: &str) -> Result<(
 #[derive(serde::Serialize)]
 struct CaptureLine<'a> {
     capture: &'a socksgate_inspect::CaptureInfo,
-}
-
-fn write_report(out: &mut impl Write, report: &Report, json: bool) -> io::Result<()> {
-    if json {
-        writeln!(out, "{}", report.to_json())
-    } else {
-        write!(out, "{report}")
-    }
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
