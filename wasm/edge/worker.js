@@ -7,9 +7,11 @@
 //   curl -X POST -T capture.pcap -H 'accept: application/x-ndjson' http://127.0.0.1:8787/
 //   (?secrets=1 reveals passwords)
 //
-// The JSON document ({ capture, sessions }, the contract in inspect/README.md) holds every
-// session until the end, so its memory follows the number of sessions: fine for ordinary
-// captures, not for hundreds of thousands of connections. JSON lines (the format of
+// The JSON document ({ capture, sessions }, the contract in inspect/README.md) starts with
+// the capture facts, known only at the end: its sessions are written as they settle in
+// first-packet order into compressed chunks (`inspectDocument`), and the answer — head,
+// sessions, end — streams once the body is read, so neither the document nor its sessions
+// are ever held as objects or one string. JSON lines (the format of
 // `socksgate inspect --json-lines`: one session per line as its connection ends, then
 // `{"capture": {...}}`) are streamed as they are found and nothing is kept: memory follows
 // the connections alive in the capture, and the body is read only as fast as the client
@@ -18,10 +20,10 @@
 //
 // 200: the document or the lines; 422: not a capture ({ "error": "not a capture file: …" });
 // 405: neither a POST nor `GET /wasm-memory`.
-// `x-wasm-memory-bytes` tells the wasm linear memory's size after the request (the document)
-// or when the lines start; `GET /wasm-memory` tells it at any time ({ "bytes": N }: it only
+// `x-wasm-memory-bytes` tells the wasm linear memory's size once the body is read (the
+// document) or when the lines start; `GET /wasm-memory` tells it at any time ({ "bytes": N }: it only
 // grows, so this is the high-water mark of every request so far).
-import { inspectStream, inspectLines, wasmMemoryBytes } from "../www/pkg/workerd.js";
+import { inspectDocument, inspectLines, wasmMemoryBytes } from "../www/pkg/workerd.js";
 
 /** Whether the request asks for JSON lines rather than the document. */
 function wantsLines(request, url) {
@@ -46,7 +48,7 @@ export default {
     const lines = wantsLines(request, url);
     let answer;
     try {
-      answer = await (lines ? inspectLines(request.body, reveal) : inspectStream(request.body, reveal));
+      answer = await (lines ? inspectLines(request.body, reveal) : inspectDocument(request.body, reveal));
     } catch (e) {
       return Response.json(
         { error: String(e?.message ?? e) },
@@ -57,6 +59,6 @@ export default {
     if (lines) {
       return new Response(answer, { headers: { ...headers, "content-type": "application/x-ndjson" } });
     }
-    return Response.json(answer, { headers });
+    return new Response(answer, { headers: { ...headers, "content-type": "application/json" } });
   },
 };

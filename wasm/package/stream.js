@@ -54,7 +54,6 @@ const SETTLE_BYTES = 64 * 1024;
 export async function inspectLines(stream, revealSecrets = false) {
   const inspector = new Inspector(revealSecrets);
   const reader = stream.getReader();
-  const encoder = new TextEncoder();
   let freed = false;
   const free = () => {
     if (!freed) {
@@ -62,18 +61,22 @@ export async function inspectLines(stream, revealSecrets = false) {
       inspector.free();
     }
   };
-  // Lines from the first bytes, held until the stream is read.
-  let pending = "";
+  // Lines (UTF-8, straight from wasm memory: no JS string on the way) from the first bytes,
+  // held until the stream is read.
+  let pending = [];
   let ended = false;
+  const keep = (bytes) => {
+    if (bytes.length > 0) pending.push(bytes);
+  };
   try {
     while (inspector.bytesRead < SETTLE_BYTES) {
       const { done, value } = await reader.read();
       if (done) {
-        pending += inspector.finishLines();
+        keep(inspector.finishLinesBytes());
         ended = true;
         break;
       }
-      pending += inspector.pushLines(value);
+      keep(inspector.pushLinesBytes(value));
     }
   } catch (e) {
     free();
@@ -83,26 +86,24 @@ export async function inspectLines(stream, revealSecrets = false) {
   return new ReadableStream({
     async pull(controller) {
       try {
-        // One input chunk per pull, skipping chunks that end no session, so the consumer's
-        // pace (backpressure) is what drives reading.
-        while (pending === "" && !ended) {
+        // Input chunks until some lines are ready, so the consumer's pace (backpressure) is
+        // what drives reading.
+        while (pending.length === 0 && !ended) {
           const { done, value } = await reader.read();
           if (done) {
-            pending = inspector.finishLines();
+            keep(inspector.finishLinesBytes());
             ended = true;
           } else {
-            pending = inspector.pushLines(value);
+            keep(inspector.pushLinesBytes(value));
           }
         }
       } catch (e) {
-        pending = `${JSON.stringify({ error: String(e?.message ?? e) })}\n`;
+        pending.push(new TextEncoder().encode(`${JSON.stringify({ error: String(e?.message ?? e) })}\n`));
         ended = true;
         reader.cancel(e).catch(() => {});
       }
-      if (pending !== "") {
-        controller.enqueue(encoder.encode(pending));
-        pending = "";
-      }
+      for (const bytes of pending) controller.enqueue(bytes);
+      pending = [];
       if (ended) {
         free();
         controller.close();
@@ -111,6 +112,96 @@ export async function inspectLines(stream, revealSecrets = false) {
     cancel(reason) {
       free();
       return reader.cancel(reason);
+    },
+  });
+}
+
+/**
+ * Inspects a capture given as a ReadableStream of bytes and answers with the JSON document
+ * (compact UTF-8, byte for byte `inspect(wholeFile)`) as a ReadableStream — without ever
+ * holding the document or its sessions as objects. The document's `capture` facts come first
+ * but are known only at the end of input, so the `sessions` array is written, as the sessions
+ * settle in first-packet order, through a `CompressionStream` ("deflate-raw") into a list of
+ * compressed chunks; at the end the stream gives the head, that list decompressed, and the
+ * rest. Memory: the wasm side holds the live connections (as for `inspectLines`), the JS side
+ * the compressed sessions (about a tenth of the document).
+ *
+ * Resolves once the whole input is read (rejects with the reason if it is not a capture or
+ * fails on the way, so an HTTP answer can still carry an error status).
+ *
+ * @param {ReadableStream<Uint8Array>} stream the capture (pcap/pcapng)
+ * @param {boolean} [revealSecrets] include RFC 1929 passwords
+ * @returns {Promise<ReadableStream<Uint8Array>>}
+ */
+export async function inspectDocument(stream, revealSecrets = false) {
+  const inspector = new Inspector(revealSecrets);
+  const reader = stream.getReader();
+  const compressor = new CompressionStream("deflate-raw");
+  const writer = compressor.writable.getWriter();
+  const compressed = [];
+  const drained = (async () => {
+    const out = compressor.readable.getReader();
+    for (;;) {
+      const { done, value } = await out.read();
+      if (done) return;
+      compressed.push(value);
+    }
+  })();
+  let head;
+  let rest;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      const part = inspector.pushDocument(value);
+      if (part.length > 0) await writer.write(part);
+    }
+    rest = inspector.finishDocument();
+    head = new TextEncoder().encode(inspector.documentHead());
+    await writer.close();
+    await drained;
+  } catch (e) {
+    writer.abort(e).catch(() => {});
+    reader.cancel(e).catch(() => {});
+    throw e;
+  } finally {
+    inspector.free();
+  }
+  let sessions;
+  let stage = 0; // 0: head, 1: the sessions, 2: the rest
+  return new ReadableStream({
+    async pull(controller) {
+      if (stage === 0) {
+        controller.enqueue(head);
+        // Each compressed chunk is let go once handed to the decompressor.
+        let next = 0;
+        const source = new ReadableStream({
+          pull(c) {
+            if (next < compressed.length) {
+              c.enqueue(compressed[next]);
+              compressed[next++] = undefined;
+            } else {
+              c.close();
+            }
+          },
+        });
+        sessions = source.pipeThrough(new DecompressionStream("deflate-raw")).getReader();
+        stage = 1;
+        return;
+      }
+      if (stage === 1) {
+        const { done, value } = await sessions.read();
+        if (!done) {
+          controller.enqueue(value);
+          return;
+        }
+        stage = 2;
+      }
+      controller.enqueue(rest);
+      controller.close();
+    },
+    cancel(reason) {
+      return sessions?.cancel(reason);
     },
   });
 }

@@ -6,7 +6,7 @@ import { initSync } from "./socksgate_wasm.js";
 const exports = initSync({ module });
 
 export * from "./socksgate_wasm.js";
-export { inspectStream, inspectLines } from "./stream.js";
+export { inspectStream, inspectLines, inspectDocument } from "./stream.js";
 
 /** Current size of the wasm linear memory in bytes (it only grows: the high-water mark). */
 export function wasmMemoryBytes() {

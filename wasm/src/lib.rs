@@ -69,6 +69,10 @@ pub struct StreamingInspector {
     inner: Option<socksgate_inspect::Inspector>,
     /// Sessions kept by `pushKeep` for `finishInspection`.
     kept: Vec<socksgate_inspect::Session>,
+    /// The document written by `pushDocument`/`finishDocument`.
+    document: socksgate_inspect::DocumentWriter,
+    /// The document's head, known once `finishDocument` has run.
+    head: Option<String>,
 }
 
 #[wasm_bindgen(js_class = Inspector)]
@@ -81,6 +85,8 @@ impl StreamingInspector {
                 reveal_secrets,
             ))),
             kept: Vec::new(),
+            document: socksgate_inspect::DocumentWriter::new(),
+            head: None,
         }
     }
 
@@ -110,6 +116,19 @@ impl StreamingInspector {
     #[wasm_bindgen(js_name = finishLines)]
     pub fn finish_lines(&mut self) -> Result<String, JsError> {
         finish_lines(&mut self.inner).map_err(|e| JsError::new(&e))
+    }
+
+    /// `pushLines` returning the lines as UTF-8 bytes (a `Uint8Array`): what a stream of
+    /// bytes (an HTTP answer) wants, without decoding into a JS string and encoding back.
+    #[wasm_bindgen(js_name = pushLinesBytes)]
+    pub fn push_lines_bytes(&mut self, chunk: &[u8]) -> Result<Vec<u8>, JsError> {
+        push_lines_bytes(&mut self.inner, chunk).map_err(|e| JsError::new(&e))
+    }
+
+    /// `finishLines` returning UTF-8 bytes, as `pushLinesBytes`.
+    #[wasm_bindgen(js_name = finishLinesBytes)]
+    pub fn finish_lines_bytes(&mut self) -> Result<Vec<u8>, JsError> {
+        finish_lines_bytes(&mut self.inner).map_err(|e| JsError::new(&e))
     }
 
     /// Feeds the next bytes and keeps the sessions that ended in wasm memory (compact, no
@@ -144,6 +163,36 @@ impl StreamingInspector {
         Ok(Inspection { report })
     }
 
+    /// Feeds the next bytes; returns the next part of the compact JSON document's `sessions`
+    /// array as UTF-8 (the sessions whose place in first-packet order is settled, with their
+    /// commas; empty if none). The head that precedes them (`{"capture":…,"sessions":[`) is
+    /// known only at the end: [`StreamingInspector::document_head`]. Memory holds the live
+    /// connections and the sessions that ended while an older one was still open, never the
+    /// document. Throws as `push` does.
+    #[wasm_bindgen(js_name = pushDocument)]
+    pub fn push_document(&mut self, chunk: &[u8]) -> Result<Vec<u8>, JsError> {
+        push_document(&mut self.inner, &mut self.document, chunk).map_err(|e| JsError::new(&e))
+    }
+
+    /// End of input after `pushDocument`: the rest of the `sessions` array and the document's
+    /// end (`]}`), as UTF-8. `documentHead()` then gives what goes before everything
+    /// `pushDocument` returned: head + every `pushDocument` part + this = `inspect(file)`.
+    #[wasm_bindgen(js_name = finishDocument)]
+    pub fn finish_document(&mut self) -> Result<Vec<u8>, JsError> {
+        let (head, rest) =
+            finish_document(&mut self.inner, &mut self.document).map_err(|e| JsError::new(&e))?;
+        self.head = Some(head);
+        Ok(rest)
+    }
+
+    /// The document's head, `{"capture":{…},"sessions":[`, after `finishDocument`.
+    #[wasm_bindgen(js_name = documentHead)]
+    pub fn document_head(&self) -> Result<String, JsError> {
+        self.head
+            .clone()
+            .ok_or_else(|| JsError::new("the document's head is known after finishDocument()"))
+    }
+
     /// Bytes pushed so far.
     #[wasm_bindgen(getter, js_name = bytesRead)]
     pub fn bytes_read(&self) -> f64 {
@@ -171,6 +220,14 @@ pub fn push_lines(
     inspector: &mut Option<socksgate_inspect::Inspector>,
     chunk: &[u8],
 ) -> Result<String, String> {
+    push_lines_bytes(inspector, chunk).and_then(utf8)
+}
+
+/// The target-independent part of `Inspector.pushLinesBytes`.
+pub fn push_lines_bytes(
+    inspector: &mut Option<socksgate_inspect::Inspector>,
+    chunk: &[u8],
+) -> Result<Vec<u8>, String> {
     let Some(i) = inspector.as_mut() else {
         return Err("this Inspector has finished or failed".into());
     };
@@ -178,33 +235,88 @@ pub fn push_lines(
         *inspector = None;
         return Err(e.to_string());
     }
-    sessions_as_lines(&i.take_sessions())
+    let mut lines = Vec::new();
+    write_lines(&mut lines, &i.take_sessions())?;
+    Ok(lines)
 }
 
 /// The target-independent part of `Inspector.finishLines`.
 pub fn finish_lines(
     inspector: &mut Option<socksgate_inspect::Inspector>,
 ) -> Result<String, String> {
+    finish_lines_bytes(inspector).and_then(utf8)
+}
+
+/// The target-independent part of `Inspector.finishLinesBytes`.
+pub fn finish_lines_bytes(
+    inspector: &mut Option<socksgate_inspect::Inspector>,
+) -> Result<Vec<u8>, String> {
     let i = inspector
         .take()
         .ok_or_else(|| "this Inspector has finished or failed".to_owned())?;
     let report = i.finish().map_err(|e| e.to_string())?;
-    let mut lines = sessions_as_lines(&report.sessions)?;
+    let mut lines = Vec::new();
+    write_lines(&mut lines, &report.sessions)?;
     // The last line, as the CLI writes it (its one-field struct serialises to exactly this).
-    let capture = serde_json::to_string(&report.capture).map_err(|e| e.to_string())?;
-    lines.push_str("{\"capture\":");
-    lines.push_str(&capture);
-    lines.push_str("}\n");
+    lines.extend_from_slice(b"{\"capture\":");
+    serde_json::to_writer(&mut lines, &report.capture).map_err(|e| e.to_string())?;
+    lines.extend_from_slice(b"}\n");
     Ok(lines)
 }
 
-fn sessions_as_lines(sessions: &[socksgate_inspect::Session]) -> Result<String, String> {
-    let mut lines = String::new();
+/// Appends one line per session, serialised straight into `lines` (one growing buffer rather
+/// than a string per session: allocation was a visible share of the time in workerd).
+fn write_lines(lines: &mut Vec<u8>, sessions: &[socksgate_inspect::Session]) -> Result<(), String> {
     for session in sessions {
-        lines.push_str(&serde_json::to_string(session).map_err(|e| e.to_string())?);
-        lines.push('\n');
+        serde_json::to_writer(&mut *lines, session).map_err(|e| e.to_string())?;
+        lines.push(b'\n');
     }
-    Ok(lines)
+    Ok(())
+}
+
+fn utf8(bytes: Vec<u8>) -> Result<String, String> {
+    String::from_utf8(bytes).map_err(|e| e.to_string())
+}
+
+/// The target-independent part of `Inspector.pushDocument`.
+pub fn push_document(
+    inspector: &mut Option<socksgate_inspect::Inspector>,
+    document: &mut socksgate_inspect::DocumentWriter,
+    chunk: &[u8],
+) -> Result<Vec<u8>, String> {
+    let Some(i) = inspector.as_mut() else {
+        return Err("this Inspector has finished or failed".into());
+    };
+    if let Err(e) = i.push(chunk) {
+        *inspector = None;
+        return Err(e.to_string());
+    }
+    let mut part = Vec::new();
+    for session in i.take_sessions_in_order() {
+        document
+            .write_session(&mut part, &session)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(part)
+}
+
+/// The target-independent part of `Inspector.finishDocument`: the head and the rest.
+pub fn finish_document(
+    inspector: &mut Option<socksgate_inspect::Inspector>,
+    document: &mut socksgate_inspect::DocumentWriter,
+) -> Result<(String, Vec<u8>), String> {
+    let i = inspector
+        .take()
+        .ok_or_else(|| "this Inspector has finished or failed".to_owned())?;
+    let report = i.finish().map_err(|e| e.to_string())?;
+    let mut rest = Vec::new();
+    for session in &report.sessions {
+        document
+            .write_session(&mut rest, session)
+            .map_err(|e| e.to_string())?;
+    }
+    rest.extend_from_slice(document.tail().as_bytes());
+    Ok((document.head(&report.capture), rest))
 }
 
 /// The target-independent part of `Inspector.finish`.
@@ -331,6 +443,27 @@ mod tests {
         doc["sessions"] = sessions.into();
         assert_eq!(doc, batch);
         assert!(super::push_json(&mut inspector, b"x").is_err(), "finished");
+    }
+
+    #[test]
+    fn the_document_in_parts_is_the_batch_document() {
+        for sample in [
+            &include_bytes!("../tests/fixtures/curl-lo.pcapng")[..],
+            &include_bytes!("../tests/fixtures/sample.pcap")[..],
+        ] {
+            let batch = super::inspect_json(sample, false, &mut |_| {}).unwrap();
+            let mut inspector = Some(socksgate_inspect::Inspector::new(
+                socksgate_inspect::Options::default(),
+            ));
+            let mut document = socksgate_inspect::DocumentWriter::new();
+            let mut body = Vec::new();
+            for chunk in sample.chunks(999) {
+                body.extend(super::push_document(&mut inspector, &mut document, chunk).unwrap());
+            }
+            let (head, rest) = super::finish_document(&mut inspector, &mut document).unwrap();
+            body.extend(rest);
+            assert_eq!(head + core::str::from_utf8(&body).unwrap(), batch);
+        }
     }
 
     #[test]
