@@ -1,7 +1,8 @@
 //! `socksgate inspect` as a stream: stdin (`-`), `--json-lines` printing sessions as their
 //! connections end (before the input ends; also live from `tcpdump -w - -U`), gzip and zstd
 //! captures (compressed by Debian's gzip and zstd), the progress bar on a terminal (util-linux
-//! `script`), and output to a pipe closed early (`| head`) ending quietly.
+//! `script`), output to a pipe closed early (`| head`) ending quietly, and `--json` (streamed
+//! through a temporary file) byte for byte the batch document.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::process::{Command, Stdio};
@@ -345,4 +346,40 @@ fn live_capture_on_stdin_shows_sessions_as_they_finish() {
         rest.last().unwrap().starts_with("{\"capture\":"),
         "{rest:?}"
     );
+}
+
+#[test]
+fn json_is_byte_for_byte_the_batch_document() {
+    // The document streams through a temporary file now; its bytes must not change: the
+    // fixtures (file and stdin), and 200 sessions spread over time, so that many settle and
+    // are written before the input ends.
+    let many = repeated_sample(40, 5);
+    let cases = [
+        (std::fs::read(CAPTURE).unwrap(), Some(CAPTURE)),
+        (std::fs::read(SAMPLE).unwrap(), Some(SAMPLE)),
+        (many, None),
+    ];
+    for (bytes, file) in &cases {
+        for secrets in [false, true] {
+            let want = socksgate_inspect::render(bytes, true, secrets).unwrap() + "\n";
+            let mut args = vec!["--json"];
+            if secrets {
+                args.push("--show-secrets");
+            }
+            let (code, out, err) = inspect(&[&args[..], &["-"]].concat(), bytes);
+            assert_eq!((code, err.as_str()), (0, ""), "stdin");
+            assert!(
+                out == want,
+                "stdin --json differs from the batch document ({file:?})"
+            );
+            if let Some(file) = file {
+                let (code, out, err) = inspect(&[&args[..], &[file]].concat(), b"");
+                assert_eq!((code, err.as_str()), (0, ""), "{file}");
+                assert!(
+                    out == want,
+                    "{file}: --json differs from the batch document"
+                );
+            }
+        }
+    }
 }
