@@ -684,30 +684,11 @@ impl Config {
     fn check_upstreams(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
         let invalid = |span, message| ConfigError::at(text, path, span, message);
         for u in &self.upstreams {
-            match u.url.get_ref().parse::<crate::client::Proxy>() {
-                Err(e) => {
-                    return Err(invalid(
-                        u.url.span(),
-                        format!("[[upstream]] {:?}: {e}", u.name),
-                    ));
-                }
-                // The relay splices an upstream's connection: it cannot wrap every byte.
-                Ok(p)
-                    if matches!(
-                        p.auth,
-                        crate::client::Auth::Gssapi { protection, .. }
-                            if protection != socksgate_core::gssapi::ProtectionLevel::None
-                    ) =>
-                {
-                    return Err(invalid(
-                        u.url.span(),
-                        format!(
-                            "[[upstream]] {:?}: GSS-API upstreams need protection=none (the relay does not wrap)",
-                            u.name
-                        ),
-                    ));
-                }
-                Ok(_) => {}
+            if let Err(e) = u.url.get_ref().parse::<crate::client::Proxy>() {
+                return Err(invalid(
+                    u.url.span(),
+                    format!("[[upstream]] {:?}: {e}", u.name),
+                ));
             }
         }
         for r in &self.rules {

@@ -5,15 +5,16 @@
 //! The framing is the core's ([`Decapsulator`], [`encapsulation_header`]); this module joins
 //! it to the context ([`crate::gssapi::Context`]) and to sockets: [`Protection::open`] turns
 //! received bytes into plaintext, [`Protection::seal`] turns plaintext into messages, and
-//! [`relay`] copies between a protected client and a plain destination (splice cannot: every
-//! byte passes through the library).
+//! [`ProtectedStream`] is a connection under protection, read and written as plaintext: the
+//! server's client side once a level is in force, and an `[[upstream]]` connection that asked
+//! for one. A session with either is relayed by the buffered copy of [`crate::relay`] (splice
+//! cannot: every byte passes through the library), with its idle timeout and traffic limits.
 
 use std::pin::Pin;
 use std::task::Poll;
-use std::time::Duration;
 
 use socksgate_core::gssapi::{Decapsulator, GssapiError, ProtectionLevel, encapsulation_header};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::gssapi::{Context, GssError};
 
@@ -47,6 +48,12 @@ impl ProtectionError {
             Self::Framing(_) | Self::Truncated => Some("protocol"),
             Self::Io(_) => None,
         }
+    }
+
+    /// The protection failure inside an I/O error of a [`ProtectedStream`] (kind
+    /// `InvalidData`), if that is what `e` is.
+    pub fn in_io(e: &std::io::Error) -> Option<&Self> {
+        e.get_ref()?.downcast_ref::<Self>()
     }
 }
 
@@ -132,101 +139,6 @@ impl Protection {
     }
 }
 
-/// Bytes each way: plaintext sent to the destination (up) and received from it (down).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Totals {
-    /// Client → destination, plaintext.
-    pub up: u64,
-    /// Destination → client, plaintext.
-    pub down: u64,
-}
-
-/// Relays between the protected `client` and the plain `upstream` until both directions
-/// end: client messages are opened and their plaintext written upstream, upstream bytes are
-/// sealed and written to the client. `early` (plaintext the client sent with its request)
-/// goes upstream first. Half-close is kept: EOF from one side shuts down writing to the
-/// other. `idle`: no byte either way for this long ends the relay.
-///
-/// One task does both directions, since the context's sequence state is shared by wrap and
-/// unwrap; a write in progress holds back the other direction (the peer's window bounds it).
-pub async fn relay<C, U>(
-    protection: &mut Protection,
-    client: &mut C,
-    upstream: &mut U,
-    early: &[u8],
-    idle: Option<Duration>,
-) -> Result<Totals, ProtectionError>
-where
-    C: AsyncRead + AsyncWrite + Unpin,
-    U: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut totals = Totals::default();
-    if !early.is_empty() {
-        upstream.write_all(early).await?;
-        totals.up += early.len() as u64;
-    }
-    let mut from_client = vec![0u8; 32 * 1024];
-    let mut from_upstream = vec![0u8; MAX_PLAIN_PER_MESSAGE];
-    let mut plain = Vec::new();
-    let mut sealed = Vec::new();
-    let (mut client_open, mut upstream_open) = (true, true);
-    while client_open || upstream_open {
-        let step = async {
-            tokio::select! {
-                r = client.read(&mut from_client), if client_open => Direction::Up(r),
-                r = upstream.read(&mut from_upstream), if upstream_open => Direction::Down(r),
-            }
-        };
-        let direction = match idle {
-            Some(idle) => match tokio::time::timeout(idle, step).await {
-                Ok(d) => d,
-                Err(_) => return Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
-            },
-            None => step.await,
-        };
-        match direction {
-            Direction::Up(r) => {
-                let n = r?;
-                if n == 0 {
-                    if !protection.at_boundary() {
-                        return Err(ProtectionError::Truncated);
-                    }
-                    client_open = false;
-                    let _ = upstream.shutdown().await;
-                    continue;
-                }
-                plain.clear();
-                protection.open(from_client.get(..n).unwrap_or_default(), &mut plain)?;
-                if !plain.is_empty() {
-                    upstream.write_all(&plain).await?;
-                    totals.up += plain.len() as u64;
-                }
-            }
-            Direction::Down(r) => {
-                let n = r?;
-                if n == 0 {
-                    upstream_open = false;
-                    client.flush().await?;
-                    let _ = client.shutdown().await;
-                    continue;
-                }
-                sealed.clear();
-                let data = from_upstream.get(..n).unwrap_or_default();
-                protection.seal(data, &mut sealed)?;
-                client.write_all(&sealed).await?;
-                client.flush().await?;
-                totals.down += n as u64;
-            }
-        }
-    }
-    Ok(totals)
-}
-
-enum Direction {
-    Up(std::io::Result<usize>),
-    Down(std::io::Result<usize>),
-}
-
 /// A stream whose bytes are carried as §5 messages over `inner`: what the client library's
 /// `SocksStream` becomes once a protection level that encapsulates was agreed. Reads give
 /// the plaintext of whole messages; writes are sealed into messages and written out (a
@@ -265,6 +177,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ProtectedStream<S> {
         self.protection.level()
     }
 
+    /// The connection underneath.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
     /// Writes out the sealed messages held.
     fn poll_drain(&mut self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
         while self.sealed_written < self.sealed.len() {
@@ -284,8 +201,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ProtectedStream<S> {
     }
 }
 
-fn invalid_data(e: impl std::fmt::Display) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+/// Keeps the failure itself inside the I/O error, for [`ProtectionError::in_io`].
+fn invalid_data(e: impl Into<ProtectionError>) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e.into())
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ProtectedStream<S> {

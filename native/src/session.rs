@@ -97,35 +97,9 @@ async fn run(
     // From here on the session holds its two sockets and the relay's few words (and its
     // traffic limits, if any).
     let limits = shared.traffic_limits(record.user.as_deref(), peer.ip());
-    // Two plain sockets: the splice relay, inline (the common case); TLS: the boxed copy
-    // relay, so that plain sessions do not carry its state.
-    if let Some(mut protection) = established.protection.take() {
-        // Every byte passes through the GSS-API library: the copy relay of `protected`.
-        let relayed = Box::pin(crate::protected::relay(
-            &mut protection,
-            &mut established.client,
-            &mut established.upstream,
-            &established.early,
-            shared.config.timeouts.tcp_idle(),
-        ))
-        .await;
-        match relayed {
-            Ok(t) => {
-                let down = t.down + established.sent_down;
-                shared.metrics.relayed(record.user.as_deref(), t.up, down);
-                record.bytes = (t.up, down);
-            }
-            Err(e) => {
-                if let Some(cause) = e.cause() {
-                    shared.metrics.gssapi_failed(cause);
-                    warn!("protected relay ended: {e}");
-                } else {
-                    debug!("relay ended: {e}");
-                }
-            }
-        }
-        return Ok(());
-    }
+    // Two plain sockets: the splice relay, inline (the common case); TLS or GSS-API
+    // protection on either side: the boxed copy relay, so that plain sessions do not carry
+    // its state.
     let totals = match (&mut established.client, &mut established.upstream) {
         (Stream::Plain(client), Stream::Plain(upstream)) => {
             relay::relay_limited(
@@ -155,7 +129,16 @@ async fn run(
             shared.metrics.relayed(record.user.as_deref(), t.up, down);
             record.bytes = (t.up, down);
         }
-        Err(e) => debug!("relay ended: {e}"),
+        Err(e) => match crate::protected::ProtectionError::in_io(&e) {
+            // A protected message that failed (either side: the client's or an upstream's).
+            Some(failure) => {
+                if let Some(cause) = failure.cause() {
+                    shared.metrics.gssapi_failed(cause);
+                }
+                warn!("protected relay ended: {failure}");
+            }
+            None => debug!("relay ended: {e}"),
+        },
     }
     Ok(())
 }
@@ -199,10 +182,6 @@ struct Established {
     /// Bytes already passed to the client on the destination's behalf (an upstream proxy's
     /// reply can carry the first payload bytes).
     sent_down: u64,
-    /// The GSS-API protection in force (integrity or confidentiality), if any: the relay
-    /// then seals and opens every byte for the client.
-    /// Boxed: plain sessions' tasks do not carry it.
-    protection: Option<Box<crate::protected::Protection>>,
 }
 
 /// The session up to its relay: handshake, request, command. Returns the client socket and
@@ -326,19 +305,26 @@ async fn establish(
         conn.send_to_client(&up.early_down).await?;
     }
     let mut early = conn.session.payload().to_vec();
-    let Conn { stream, gss, .. } = conn;
-    // Plaintext opened past the request (pipelined payload) follows what the session kept.
-    let protection = gss.and_then(|g| {
+    let Conn {
+        mut stream, gss, ..
+    } = conn;
+    if let Some(g) = gss {
         let g = *g;
+        // Plaintext opened past the request (pipelined payload) follows what the session kept.
         early.extend_from_slice(&g.plain);
-        g.protection.map(Box::new)
-    });
+        if let Some(protection) = g.protection {
+            // From here on every byte to and from the client passes through the protection.
+            stream = Stream::Protected(Box::new(
+                crate::protected::ProtectedStream::new(stream, protection, &[])
+                    .map_err(SessionError::Protected)?,
+            ));
+        }
+    }
     Ok(upstream.map(|up: Upstream| Established {
         client: stream,
         sent_down: up.early_down.len() as u64,
         upstream: up.stream,
         early,
-        protection,
     }))
 }
 

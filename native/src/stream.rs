@@ -1,4 +1,5 @@
-//! A connection a session relays: a plain TCP socket, or TLS over one.
+//! A connection a session relays: a plain TCP socket, TLS over one, or either under GSS-API
+//! protection.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -6,8 +7,10 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// A client or upstream connection. Plain sockets are relayed with splice; TLS ones with the
-/// buffered copy (see [`crate::relay`]).
+use crate::protected::ProtectedStream;
+
+/// A client or upstream connection. Plain sockets are relayed with splice; TLS ones, and
+/// GSS-API-protected ones, with the buffered copy (see [`crate::relay`]).
 #[derive(Debug)]
 pub enum Stream {
     /// A TCP socket.
@@ -15,6 +18,10 @@ pub enum Stream {
     /// TLS over a TCP socket (boxed: rustls's state is large, and plain sessions should not
     /// carry its size).
     Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+    /// A GSS-API protection level that encapsulates (RFC 1961 §5: integrity or
+    /// confidentiality) in force over a plain or TLS connection: its reads and writes are
+    /// the plaintext (boxed for the same reason as TLS).
+    Protected(Box<ProtectedStream<Self>>),
 }
 
 impl Stream {
@@ -23,6 +30,7 @@ impl Stream {
         match self {
             Self::Plain(s) => s,
             Self::Tls(t) => t.get_ref().0,
+            Self::Protected(p) => p.get_ref().socket(),
         }
     }
 }
@@ -42,6 +50,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Self::Tls(t) => Pin::new(&mut **t).poll_read(cx, buf),
+            Self::Protected(p) => Pin::new(&mut **p).poll_read(cx, buf),
         }
     }
 }
@@ -55,6 +64,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Self::Tls(t) => Pin::new(&mut **t).poll_write(cx, buf),
+            Self::Protected(p) => Pin::new(&mut **p).poll_write(cx, buf),
         }
     }
 
@@ -62,6 +72,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_flush(cx),
             Self::Tls(t) => Pin::new(&mut **t).poll_flush(cx),
+            Self::Protected(p) => Pin::new(&mut **p).poll_flush(cx),
         }
     }
 
@@ -69,6 +80,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Self::Tls(t) => Pin::new(&mut **t).poll_shutdown(cx),
+            Self::Protected(p) => Pin::new(&mut **p).poll_shutdown(cx),
         }
     }
 }

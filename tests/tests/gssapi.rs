@@ -697,17 +697,15 @@ fn upstream_that_needs_gssapi() {
 }
 
 #[test]
-fn upstream_asking_for_protection_is_a_config_error() {
+fn upstream_asking_for_protection_passes_check_config() {
     let dir = TempDir::new();
     let file = dir.write(
         "socksgate.toml",
         b"[[upstream]]\nname = \"k\"\nurl = \"socks5h+gssapi://localhost:1080?protection=integrity\"\n",
     );
     let out = socksgate_tests::socksgate::run(&["check-config", &file.display().to_string()], b"");
-    assert!(!out.status.success());
-    let err = out.stderr_text();
-    assert!(
-        err.contains("socksgate.toml:3:") && err.contains("protection=none"),
-        "{err}"
-    );
+    out.assert_success("check-config");
+    // The effective configuration shows the upstream with its protection level.
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("protection=integrity"), "{shown}");
 }

@@ -13,6 +13,7 @@ use super::io::Io;
 use super::{Auth, Error, Proxy, Stage};
 use crate::gssapi::{Context, GssError, Initiator, ServiceName, Step};
 use crate::protected::{ProtectedStream, Protection};
+use crate::stream::Stream;
 
 /// Starts the core client for `command` to `target` through `proxy`. `target` is final:
 /// names have been resolved already when the proxy does not resolve them.
@@ -78,13 +79,7 @@ pub(super) async fn drive_io(
     until_first_reply: bool,
 ) -> Result<(Io, Target, Vec<u8>), Error> {
     let label = proxy.label();
-    let service = match &proxy.auth {
-        Auth::Gssapi { service, .. } => Some(ServiceName {
-            service: service.clone(),
-            host: proxy.host.clone(),
-        }),
-        _ => None,
-    };
+    let service = service_of(proxy);
     let mut io = io;
     let driven = drive_until(
         client,
@@ -110,28 +105,46 @@ pub(super) async fn drive_io(
     }
 }
 
-/// [`drive`] over a connection that must stay plain (the server's `[[upstream]]` relay,
-/// which splices it): GSS-API runs when `proxy` asks for it, but a level that encapsulates
-/// is refused with [`Error::Unsupported`].
-pub(super) async fn drive_plain<S: AsyncRead + AsyncWrite + Unpin>(
+/// [`drive`] over the server's connection to an `[[upstream]]` proxy, running GSS-API when
+/// `proxy` asks for it: once a level that encapsulates is agreed, the connection becomes a
+/// [`Stream::Protected`], which the request, the reply and the relay then go through.
+/// Returns the (maybe protected) connection and the plaintext read past the reply.
+pub(super) async fn drive_stream(
     client: &mut Client,
     proxy: &Proxy,
-    stream: &mut S,
-) -> Result<(Target, Vec<u8>), Error> {
+    mut stream: Stream,
+) -> Result<(Stream, Vec<u8>), Error> {
     let label = proxy.label();
-    let service = match &proxy.auth {
+    let service = service_of(proxy);
+    match drive_until(
+        client,
+        &label,
+        service.as_ref(),
+        &mut stream,
+        Vec::new(),
+        false,
+    )
+    .await?
+    {
+        Driven::Replied(_, rest) => Ok((stream, rest)),
+        Driven::Protected(protection, raw) => {
+            let protected = ProtectedStream::new(stream, protection, &raw)
+                .map_err(|e| Error::io(Stage::Request, label.clone(), invalid_data(e)))?;
+            let mut stream = Stream::Protected(Box::new(protected));
+            let (_, rest) = drive(client, &label, &mut stream, Vec::new(), false).await?;
+            Ok((stream, rest))
+        }
+    }
+}
+
+/// The GSS-API service `proxy` is to be authenticated as, when its [`Auth`] is GSS-API.
+fn service_of(proxy: &Proxy) -> Option<ServiceName> {
+    match &proxy.auth {
         Auth::Gssapi { service, .. } => Some(ServiceName {
             service: service.clone(),
             host: proxy.host.clone(),
         }),
         _ => None,
-    };
-    match drive_until(client, &label, service.as_ref(), stream, Vec::new(), false).await? {
-        Driven::Replied(t, rest) => Ok((t, rest)),
-        Driven::Protected(p, _) => Err(Error::Unsupported(format!(
-            "{label}: GSS-API protection {} on an [[upstream]] connection (use protection=none)",
-            p.level()
-        ))),
     }
 }
 

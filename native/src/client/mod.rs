@@ -534,7 +534,8 @@ async fn open_first(
 
 /// CONNECT through one `[[upstream]]` proxy for the server: the connection leaves by
 /// `egress` and starts with `preamble`. Returns the connection (plain or TLS over the
-/// socket, for the relay) and the destination's first payload.
+/// socket, under GSS-API protection when the proxy's URL asked for integrity or
+/// confidentiality, for the relay) and the destination's first payload.
 pub(crate) async fn connect_upstream(
     proxy: &Proxy,
     target: Target,
@@ -544,9 +545,8 @@ pub(crate) async fn connect_upstream(
 ) -> Result<(Stream, Vec<u8>), Error> {
     let target = handshake::destination(proxy, target, resolver).await?;
     let mut client = handshake::start(proxy, Command::Connect, &target)?;
-    let mut stream = open_first(proxy, resolver, egress, preamble).await?;
-    let (_, early) = handshake::drive_plain(&mut client, proxy, &mut stream).await?;
-    Ok((stream, early))
+    let stream = open_first(proxy, resolver, egress, preamble).await?;
+    handshake::drive_stream(&mut client, proxy, stream).await
 }
 
 /// Drives a core [`Client`] built by the caller over any stream until it is established:
