@@ -6,11 +6,16 @@
 //! runs gets the realm's files through [`Kdc::env`] (`KRB5_CONFIG`, `KRB5_KDC_PROFILE`), and
 //! each user's tickets live in a cache file of their own (`KRB5CCNAME`). Start one KDC per test
 //! file (it takes a fraction of a second) and share it between the file's tests.
+//!
+//! [`Realm`] is the usual set-up on top: users with tickets, service principals and a keytab,
+//! and [`Realm::server`] starts a socksgate server of the realm (`[gssapi]` with that keytab,
+//! a user's tickets for `[[upstream]]` chaining, a metrics listener).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 
+use crate::socksgate::{Server, ServerBuilder};
 use crate::tmp::TempDir;
 use crate::tools::{self, Output};
 use crate::{TIMEOUT, free_port, wait_for_listener};
@@ -279,4 +284,198 @@ fn write_config(dir: &TempDir, realm: &str, port: u16) {
 "
         ),
     );
+}
+
+/// A realm set up for Kerberos-backed socksgate servers: the KDC, users with ticket caches
+/// and the servers' keytab, made once (per test file) and shared. Each user's password is
+/// `<user>-pw`; each gets a 10-hour ticket cache.
+#[derive(Debug)]
+pub struct Realm {
+    /// The running KDC.
+    pub kdc: Kdc,
+    /// The keytab the servers accept with.
+    pub keytab: PathBuf,
+    caches: Vec<(String, String)>,
+}
+
+impl Realm {
+    /// Starts a KDC for `realm` (see [`Kdc::start`]) with `users` and service principals
+    /// `services` (e.g. `rcmd/localhost`); the keys of `in_keytab` go into the servers'
+    /// keytab. `None` where [`Kdc::start`] skips.
+    #[track_caller]
+    pub fn start(
+        test: &str,
+        realm: &str,
+        users: &[&str],
+        services: &[&str],
+        in_keytab: &[&str],
+    ) -> Option<Self> {
+        let kdc = Kdc::start(test, realm)?;
+        for user in users {
+            kdc.add_user(user, &format!("{user}-pw"));
+        }
+        for service in services {
+            kdc.add_service(service);
+        }
+        let keytab = kdc.keytab("socksgate.keytab", in_keytab);
+        let caches = users
+            .iter()
+            .map(|u| {
+                (
+                    (*u).to_owned(),
+                    kdc.kinit(u, &format!("{u}-pw"), "main", "10h"),
+                )
+            })
+            .collect();
+        Some(Self {
+            kdc,
+            keytab,
+            caches,
+        })
+    }
+
+    /// The `KRB5CCNAME` of `user`'s ticket cache.
+    #[track_caller]
+    pub fn cache(&self, user: &str) -> &str {
+        self.caches
+            .iter()
+            .find(|(u, _)| u == user)
+            .map(|(_, c)| c.as_str())
+            .unwrap_or_else(|| panic!("{user} is not a user of this realm"))
+    }
+
+    /// `user@REALM`.
+    pub fn principal(&self, user: &str) -> String {
+        self.kdc.principal(user)
+    }
+
+    /// A socksgate server of this realm, to configure and start.
+    pub fn server(&self) -> KerberosServerBuilder<'_> {
+        KerberosServerBuilder {
+            realm: self,
+            gssapi: None,
+            config: String::new(),
+            tickets: None,
+            builder: Server::builder(),
+        }
+    }
+}
+
+/// How to start a [`KerberosServer`]: [`Realm::server`].
+#[derive(Debug)]
+pub struct KerberosServerBuilder<'r> {
+    realm: &'r Realm,
+    gssapi: Option<String>,
+    config: String,
+    tickets: Option<String>,
+    builder: ServerBuilder,
+}
+
+impl KerberosServerBuilder<'_> {
+    /// Accepts GSS-API: a `[gssapi]` table with the realm's keytab and these lines (e.g.
+    /// `protection = ["integrity"]`).
+    pub fn gssapi(mut self, lines: &str) -> Self {
+        self.gssapi = Some(lines.into());
+        self
+    }
+
+    /// More configuration (top-level keys first, then tables), before `[gssapi]`.
+    pub fn config(mut self, text: &str) -> Self {
+        self.config.push_str(text);
+        self.config.push('\n');
+        self
+    }
+
+    /// The server initiates GSS-API (an `[[upstream]]` that asks for it) with `user`'s
+    /// tickets.
+    pub fn tickets_of(mut self, user: &str) -> Self {
+        self.tickets = Some(self.realm.cache(user).to_owned());
+        self
+    }
+
+    /// A username/password user as well (`socksgate passwd`).
+    pub fn user(mut self, name: &str, password: &str) -> Self {
+        self.builder = self.builder.user(name, password);
+        self
+    }
+
+    /// Starts the server, with a metrics listener, in the realm's environment.
+    #[track_caller]
+    pub fn start(self) -> KerberosServer {
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let mut config = format!("metrics = \"{metrics}\"\n{}", self.config);
+        if let Some(lines) = &self.gssapi {
+            config.push_str(&format!(
+                "\n[gssapi]\nkeytab = \"{}\"\n{lines}\n",
+                self.realm.keytab.display()
+            ));
+        }
+        let mut env = self.realm.kdc.env();
+        if let Some(cache) = self.tickets {
+            env.push(("KRB5CCNAME".into(), cache));
+        }
+        let server = self.builder.config(&config).envs(env).start();
+        KerberosServer { server, metrics }
+    }
+}
+
+/// A running socksgate server of a [`Realm`] (a [`Server`] by `Deref`), with its metrics.
+#[derive(Debug)]
+pub struct KerberosServer {
+    server: Server,
+    metrics: String,
+}
+
+impl std::ops::Deref for KerberosServer {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.server
+    }
+}
+
+impl KerberosServer {
+    /// `GET /metrics`.
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.metrics).expect("metrics listener");
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .expect("metrics request");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("metrics response");
+        out
+    }
+
+    /// Waits until the metrics show `line` (sessions finish a moment after the client).
+    #[track_caller]
+    pub fn wait_metric(&self, line: &str) {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        loop {
+            let m = self.metrics();
+            if m.lines().any(|l| l == line) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{line} never showed:\n{m}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the log has a line containing all of `needles`; returns it.
+    #[track_caller]
+    pub fn wait_log(&self, needles: &[&str]) -> String {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        loop {
+            let log = self.server.log();
+            if let Some(line) = log.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
+                return line.to_owned();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no log line with {needles:?}:\n{log}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
 }
