@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use socksgate::client::{Connector, Proxy};
-use socksgate_tests::kerberos::Kdc;
+use socksgate_tests::kerberos::Realm;
 use socksgate_tests::origin;
 use socksgate_tests::socksgate::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,26 +35,26 @@ async fn echo_through(connector: &Connector, port: u16, payload: &[u8]) -> Vec<u
 
 #[test]
 fn client_library_gssapi_against_a_real_kdc() {
-    let Some(kdc) = Kdc::start("client_library_gssapi", "CLIENT.TEST") else {
+    let Some(realm) = Realm::start(
+        "client_library_gssapi",
+        "CLIENT.TEST",
+        &["alice"],
+        &["rcmd/localhost"],
+        &["rcmd/localhost"],
+    ) else {
         return;
     };
-    for (k, v) in kdc.env() {
-        // SAFETY: one thread, before any Kerberos call or other thread.
+    for (k, v) in realm.kdc.env() {
+        // SAFETY: one thread (the set-up's helper threads have ended), before any Kerberos
+        // call of this process or other thread.
         unsafe { std::env::set_var(k, v) };
     }
-    kdc.add_user("alice", "alice-pw");
-    kdc.add_service("rcmd/localhost");
-    let keytab = kdc.keytab("socks.keytab", &["rcmd/localhost"]);
-    let cache = kdc.kinit("alice", "alice-pw", "main", "10h");
     // SAFETY: as above.
-    unsafe { std::env::set_var("KRB5CCNAME", &cache) };
+    unsafe { std::env::set_var("KRB5CCNAME", realm.cache("alice")) };
 
-    let kerberos = Server::builder()
-        .config(&format!(
-            "[gssapi]\nkeytab = \"{}\"\nprotection = [\"integrity\", \"confidentiality\"]\n",
-            keytab.display()
-        ))
-        .envs(kdc.env())
+    let kerberos = realm
+        .server()
+        .gssapi("protection = [\"integrity\", \"confidentiality\"]")
         .start();
     let plain = Server::start();
     let echo = origin::echo();

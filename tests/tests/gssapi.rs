@@ -148,7 +148,12 @@ fn curl_with_a_password_where_the_password_is_preferred() {
     server.wait_log(&["user=carol", "succeeded"]);
     let server = start("gssapi");
     let (code, _, err) = curl(realm, &server, realm.cache("alice"), &flags, &origin, 1000);
-    assert_eq!(code, 97, "GSS-API preferred: {err}");
+    assert_eq!(
+        code,
+        97,
+        "GSS-API preferred: {err}\nserver:\n{}",
+        server.log()
+    );
     // Which of its failures curl reaches depends on how the server's bytes arrive.
     assert!(
         [
@@ -158,7 +163,8 @@ fn curl_with_a_password_where_the_password_is_preferred() {
         ]
         .iter()
         .any(|m| err.contains(m)),
-        "{err}"
+        "{err}\nserver:\n{}",
+        server.log()
     );
 }
 
