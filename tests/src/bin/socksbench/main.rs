@@ -25,6 +25,7 @@
 
 mod added_peer;
 mod error;
+mod gssapi;
 mod measure;
 mod netns;
 mod pattern;
@@ -85,6 +86,8 @@ pub(crate) struct Config {
     /// The TCP congestion control to set in the private namespace (`None`: leave the
     /// kernel's default).
     pub(crate) cc: Option<String>,
+    /// `--gssapi`: also measure Kerberos (the opt-in section of [`gssapi`]).
+    pub(crate) gssapi: bool,
     /// Whether `--cc NAME` asked for `cc`: the run fails if it cannot be set. Otherwise `cc`
     /// is the default preference, cubic, with reno in its place where the kernel refuses it.
     pub(crate) cc_required: bool,
@@ -94,7 +97,7 @@ const USAGE: &str = "\
 usage: socksbench [--quick] [--bytes N[K|M|G]] [--only NAME[,NAME...]] [--rounds N]
                   [--secs S] [--conns N] [--socksgate PATH] [--baseline PATH]
                   [--net private|host] [--cc NAME|default]
-                  [--peer NAME=COMMAND [--peer-config NAME=FILE]]...
+                  [--peer NAME=COMMAND [--peer-config NAME=FILE]]... [--gssapi]
 
   --quick        seconds-long smoke run (CI): 64 MiB transfers, 1 round, 200 idle conns
   --bytes N      bytes per transfer and direction (default 1G; K/M/G are binary)
@@ -123,7 +126,12 @@ usage: socksbench [--quick] [--bytes N[K|M|G]] [--only NAME[,NAME...]] [--rounds
                  stay in the foreground, and is stopped (with its child processes) at the end
   --peer-config NAME=FILE
                  FILE's text, with {port} replaced, is written to a fresh file whose path
-                 replaces {config} in NAME's command (for servers that take a config file)";
+                 replaces {config} in NAME's command (for servers that take a config file)
+  --gssapi       also measure Kerberos: a KDC of its own (krb5-kdc, krb5-user), then
+                 handshakes/s, throughput and CPU per GB of socksgate chained to socksgate
+                 with GSS-API none/integrity/confidentiality, beside no authentication,
+                 RFC 1929 and TLS (a section after the table); `--only gssapi` runs that
+                 section alone";
 
 fn parse_bytes(s: &str) -> anyhow::Result<u64> {
     let (num, mult) = match s.as_bytes().last() {
@@ -176,6 +184,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Option<C
     let mut cc: Option<Option<String>> = None;
     let mut peer_args = Vec::new();
     let mut peer_config_args = Vec::new();
+    let mut gssapi = false;
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
         match a.as_str() {
@@ -191,6 +200,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Option<C
             "--cc" => cc = Some(netns::parse_cc(&value("--cc")?)?),
             "--peer" => peer_args.push(value("--peer")?),
             "--peer-config" => peer_config_args.push(value("--peer-config")?),
+            "--gssapi" => gssapi = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(None);
@@ -207,8 +217,11 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Option<C
     let peers = added_peer::parse(&peer_args, &peer_config_args, &reserved)?;
     let mut kinds = Vec::new();
     let mut metrics = Vec::new();
+    let gssapi_only = !only.is_empty() && only.iter().all(|n| n == "gssapi");
     for name in only.iter().filter(|n| !n.is_empty()) {
-        if let Some(k) = Kind::ALL.iter().find(|k| k.name() == name) {
+        if name == "gssapi" {
+            gssapi = true;
+        } else if let Some(k) = Kind::ALL.iter().find(|k| k.name() == name) {
             kinds.push(*k);
         } else if let Some(m) = Metric::ALL.iter().find(|m| m.name() == name) {
             metrics.push(*m);
@@ -218,7 +231,10 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Option<C
             bail!("--only: unknown name {name:?}\n{USAGE}");
         }
     }
-    if kinds.is_empty() {
+    if gssapi_only {
+        // The section starts its own servers; nothing else runs.
+        kinds = vec![Kind::Direct];
+    } else if kinds.is_empty() {
         kinds = Kind::ALL.to_vec();
     } else if !kinds.contains(&Kind::Direct) {
         kinds.insert(0, Kind::Direct);
@@ -231,7 +247,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Option<C
         kinds.insert(after.min(kinds.len()), Kind::Baseline);
     }
     kinds.extend(peers.iter().map(|p| Kind::Added(p.name)));
-    if metrics.is_empty() {
+    if metrics.is_empty() && !gssapi_only {
         metrics = Metric::ALL.to_vec();
     }
     let secs = secs.unwrap_or(if quick { 1.0 } else { 5.0 });
@@ -270,6 +286,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Option<C
         net,
         cc,
         cc_required,
+        gssapi,
     }))
 }
 

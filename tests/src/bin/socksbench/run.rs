@@ -111,10 +111,20 @@ pub(crate) fn run(cfg: &Config, network: &Network) -> anyhow::Result<bool> {
             res.fail(t.kind, "after the run", e.to_string());
         }
     }
+    let gssapi = if cfg.gssapi {
+        Some(crate::gssapi::run(cfg, &bulk, echo.addr())?)
+    } else {
+        None
+    };
     res.load_after = loadavg();
     res.wall = started.elapsed();
     res.print();
-    Ok(res.failures.is_empty())
+    let mut ok = res.failures.is_empty();
+    if let Some((section, complete)) = gssapi {
+        println!("{section}");
+        ok &= complete;
+    }
+    Ok(ok)
 }
 
 fn loadavg() -> String {
