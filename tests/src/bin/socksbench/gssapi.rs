@@ -75,6 +75,7 @@ struct Pair {
     b: Process,
     handshakes: Vec<f64>,
     failed: u64,
+    first_error: Option<String>,
     up: Vec<f64>,
     down: Vec<f64>,
     b_cpu: f64,
@@ -100,6 +101,7 @@ impl Pair {
             b,
             handshakes: Vec::new(),
             failed: 0,
+            first_error: None,
             up: Vec::new(),
             down: Vec::new(),
             b_cpu: 0.0,
@@ -323,6 +325,9 @@ pub(crate) fn run(cfg: &Config, bulk: &Bulk, echo: SocketAddr) -> anyhow::Result
                 continue;
             }
             p.failed += s.failed;
+            if p.first_error.is_none() {
+                p.first_error = s.first_error;
+            }
             p.handshakes.push(s.done as f64 / s.elapsed.as_secs_f64());
             std::thread::sleep(Duration::from_millis(300));
             if !p.hop.has_throughput() {
@@ -422,9 +427,10 @@ fn report(cfg: &Config, pairs: &[Pair], failures: &[String]) -> String {
     for p in pairs.iter().filter(|p| p.failed > 0) {
         let _ = writeln!(
             out,
-            "\n- {}: {} handshake sessions failed",
+            "\n- {}: {} handshake sessions failed (first: {})",
             p.hop.name(),
-            p.failed
+            p.failed,
+            p.first_error.as_deref().unwrap_or("-")
         );
     }
     for f in failures {
