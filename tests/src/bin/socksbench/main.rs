@@ -425,6 +425,18 @@ mod tests {
     }
 
     #[test]
+    fn only_gssapi_runs_the_kerberos_section_alone() {
+        let c = parse(&["--only", "gssapi"]).unwrap();
+        assert!(c.gssapi);
+        assert!(c.metrics.is_empty());
+        assert_eq!(c.kinds, [Kind::Direct]);
+        let c = parse(&["--gssapi", "--only", "sessions"]).unwrap();
+        assert!(c.gssapi);
+        assert_eq!(c.metrics, [Metric::Sessions]);
+        assert!(!parse(&[]).unwrap().gssapi);
+    }
+
+    #[test]
     fn network_defaults_to_a_private_namespace_with_cubic() {
         let c = parse(&[]).unwrap();
         assert_eq!(c.net, Net::Private);
