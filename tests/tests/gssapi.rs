@@ -36,6 +36,9 @@ fn realm() -> Option<&'static Realm> {
         .as_ref()
 }
 
+/// `[gssapi]` lines granting every level.
+const EVERY_LEVEL: &str = "protection = [\"none\", \"integrity\", \"confidentiality\"]";
+
 /// A server of the realm accepting GSS-API with `gssapi` lines, and `extra` config.
 fn gss_server(realm: &Realm, gssapi: &str, extra: &str) -> KerberosServer {
     realm.server().gssapi(gssapi).config(extra).start()
@@ -248,11 +251,7 @@ fn secret_payload() -> Vec<u8> {
 #[test]
 fn python_client_integrity_and_confidentiality() {
     let Some(realm) = realm() else { return };
-    let server = gss_server(
-        realm,
-        "protection = [\"none\", \"integrity\", \"confidentiality\"]",
-        "",
-    );
+    let server = gss_server(realm, EVERY_LEVEL, "");
     let echo = origin::echo();
     let payload = secret_payload();
     for (level, form, name) in [
@@ -317,11 +316,7 @@ fn python_client_grant_follows_the_policy() {
 #[test]
 fn python_client_bad_input_closes_only_that_session() {
     let Some(realm) = realm() else { return };
-    let server = gss_server(
-        realm,
-        "protection = [\"none\", \"integrity\", \"confidentiality\"]",
-        "",
-    );
+    let server = gss_server(realm, EVERY_LEVEL, "");
     let echo = origin::echo();
     // A garbled context token: the abort message, one log line, a metric.
     let (r, _, _) = Py {
@@ -384,7 +379,7 @@ fn rules_match_the_principal() {
     let Some(realm) = realm() else { return };
     let server = gss_server(
         realm,
-        "protection = [\"none\", \"integrity\", \"confidentiality\"]",
+        EVERY_LEVEL,
         "default_action = \"deny\"\n[[rule]]\naction = \"allow\"\nusers = [\"alice@SOCKSGATE.TEST\"]\n",
     );
     let echo = origin::echo();
@@ -456,11 +451,7 @@ fn tap(to: std::net::SocketAddr) -> (u16, Wire) {
 #[test]
 fn socksgate_client_at_each_level_as_a_proxy_command() {
     let Some(realm) = realm() else { return };
-    let server = gss_server(
-        realm,
-        "protection = [\"none\", \"integrity\", \"confidentiality\"]",
-        "",
-    );
+    let server = gss_server(realm, EVERY_LEVEL, "");
     let echo = origin::echo();
     let payload = secret_payload();
     for (query, level) in [
@@ -551,11 +542,7 @@ fn socksgate_client_without_a_ticket_says_so() {
 #[test]
 fn upstream_at_each_protection_level() {
     let Some(realm) = realm() else { return };
-    let b = gss_server(
-        realm,
-        "protection = [\"none\", \"integrity\", \"confidentiality\"]",
-        "",
-    );
+    let b = gss_server(realm, EVERY_LEVEL, "");
     let echo = origin::echo();
     let payload = secret_payload();
     let marker = b"TOP-SECRET-PAYLOAD-";
