@@ -136,13 +136,7 @@ impl StreamingInspector {
     /// pages that show a large capture: cheaper than `push` when every session is wanted.
     #[wasm_bindgen(js_name = pushKeep)]
     pub fn push_keep(&mut self, chunk: &[u8]) -> Result<u32, JsError> {
-        let Some(i) = self.inner.as_mut() else {
-            return Err(JsError::new("this Inspector has finished or failed"));
-        };
-        if let Err(e) = i.push(chunk) {
-            self.inner = None;
-            return Err(JsError::new(&e.to_string()));
-        }
+        let i = pushed(&mut self.inner, chunk).map_err(|e| JsError::new(&e))?;
         self.kept.append(&mut i.take_sessions());
         Ok(u32::try_from(self.kept.len()).unwrap_or(u32::MAX))
     }
@@ -151,10 +145,7 @@ impl StreamingInspector {
     /// first packet — the same as `new Inspection(wholeFile)`.
     #[wasm_bindgen(js_name = finishInspection)]
     pub fn finish_inspection(&mut self) -> Result<Inspection, JsError> {
-        let i = self
-            .inner
-            .take()
-            .ok_or_else(|| JsError::new("this Inspector has finished or failed"))?;
+        let i = finishing(&mut self.inner).map_err(|e| JsError::new(&e))?;
         let mut report = i.finish().map_err(|e| JsError::new(&e.to_string()))?;
         let mut sessions = core::mem::take(&mut self.kept);
         sessions.append(&mut report.sessions);
@@ -200,18 +191,35 @@ impl StreamingInspector {
     }
 }
 
+/// Feeds `chunk` to a live inspector and returns it; a failed push ends the inspector (the
+/// error says why, later calls say it has failed).
+fn pushed<'a>(
+    inspector: &'a mut Option<socksgate_inspect::Inspector>,
+    chunk: &[u8],
+) -> Result<&'a mut socksgate_inspect::Inspector, String> {
+    let i = inspector.as_mut().ok_or_else(|| FINISHED.to_owned())?;
+    if let Err(e) = i.push(chunk) {
+        *inspector = None;
+        return Err(e.to_string());
+    }
+    inspector.as_mut().ok_or_else(|| FINISHED.to_owned())
+}
+
+/// Takes a live inspector for its end of input.
+fn finishing(
+    inspector: &mut Option<socksgate_inspect::Inspector>,
+) -> Result<socksgate_inspect::Inspector, String> {
+    inspector.take().ok_or_else(|| FINISHED.to_owned())
+}
+
+const FINISHED: &str = "this Inspector has finished or failed";
+
 /// The target-independent part of `Inspector.push`.
 pub fn push_json(
     inspector: &mut Option<socksgate_inspect::Inspector>,
     chunk: &[u8],
 ) -> Result<String, String> {
-    let Some(i) = inspector.as_mut() else {
-        return Err("this Inspector has finished or failed".into());
-    };
-    if let Err(e) = i.push(chunk) {
-        *inspector = None;
-        return Err(e.to_string());
-    }
+    let i = pushed(inspector, chunk)?;
     serde_json::to_string(&i.take_sessions()).map_err(|e| e.to_string())
 }
 
@@ -228,13 +236,7 @@ pub fn push_lines_bytes(
     inspector: &mut Option<socksgate_inspect::Inspector>,
     chunk: &[u8],
 ) -> Result<Vec<u8>, String> {
-    let Some(i) = inspector.as_mut() else {
-        return Err("this Inspector has finished or failed".into());
-    };
-    if let Err(e) = i.push(chunk) {
-        *inspector = None;
-        return Err(e.to_string());
-    }
+    let i = pushed(inspector, chunk)?;
     let mut lines = Vec::new();
     write_lines(&mut lines, &i.take_sessions())?;
     Ok(lines)
@@ -251,9 +253,7 @@ pub fn finish_lines(
 pub fn finish_lines_bytes(
     inspector: &mut Option<socksgate_inspect::Inspector>,
 ) -> Result<Vec<u8>, String> {
-    let i = inspector
-        .take()
-        .ok_or_else(|| "this Inspector has finished or failed".to_owned())?;
+    let i = finishing(inspector)?;
     let report = i.finish().map_err(|e| e.to_string())?;
     let mut lines = Vec::new();
     write_lines(&mut lines, &report.sessions)?;
@@ -284,13 +284,7 @@ pub fn push_document(
     document: &mut socksgate_inspect::DocumentWriter,
     chunk: &[u8],
 ) -> Result<Vec<u8>, String> {
-    let Some(i) = inspector.as_mut() else {
-        return Err("this Inspector has finished or failed".into());
-    };
-    if let Err(e) = i.push(chunk) {
-        *inspector = None;
-        return Err(e.to_string());
-    }
+    let i = pushed(inspector, chunk)?;
     let mut part = Vec::new();
     for session in i.take_sessions_in_order() {
         document
@@ -305,9 +299,7 @@ pub fn finish_document(
     inspector: &mut Option<socksgate_inspect::Inspector>,
     document: &mut socksgate_inspect::DocumentWriter,
 ) -> Result<(String, Vec<u8>), String> {
-    let i = inspector
-        .take()
-        .ok_or_else(|| "this Inspector has finished or failed".to_owned())?;
+    let i = finishing(inspector)?;
     let report = i.finish().map_err(|e| e.to_string())?;
     let mut rest = Vec::new();
     for session in &report.sessions {
@@ -321,9 +313,7 @@ pub fn finish_document(
 
 /// The target-independent part of `Inspector.finish`.
 pub fn finish_json(inspector: &mut Option<socksgate_inspect::Inspector>) -> Result<String, String> {
-    let i = inspector
-        .take()
-        .ok_or_else(|| "this Inspector has finished or failed".to_owned())?;
+    let i = finishing(inspector)?;
     i.finish()
         .map(|r| r.to_json_compact())
         .map_err(|e| e.to_string())
