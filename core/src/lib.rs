@@ -10,6 +10,9 @@
 //! * [`rules`] — the allocation-free access-rule evaluator every front end shares.
 //! * [`family`] — the address family names are used in (prefer IPv6 or IPv4, one only).
 //! * [`rate`] — token buckets for bandwidth and session-rate limits.
+//! * [`client_limits`] — the per-client session cap; [`login_throttle`] — the failed-login
+//!   back-off or lockout; both keyed by client network in a [`client_table`] the caller
+//!   provides.
 //! * [`egress`] — which egress profile a session uses and which source address it gets.
 //! * [`traffic`] — which bandwidth limits and byte quotas apply to a session, quota periods.
 //! * [`gssapi`] — RFC 1961 GSS-API: how the state machines run it, §5 encapsulation.
@@ -40,10 +43,13 @@ pub mod addr;
 pub mod balancer;
 mod buffers;
 pub mod client;
+pub mod client_limits;
+pub mod client_table;
 pub mod egress;
 pub mod failure;
 pub mod family;
 pub mod gssapi;
+pub mod login_throttle;
 pub mod observe;
 pub mod policy;
 pub mod rate;
