@@ -11,7 +11,9 @@
 //! server should pass a random key to keep them from crowding one probe sequence. Finding a
 //! key probes from its home place to the first empty place, so a table kept at most three
 //! quarters full ([`places_for`]) answers in a few probes; a full one still answers, by
-//! scanning every place. Nothing here panics.
+//! scanning every place. A table of at most [`SCANNED`] places is not hashed but scanned
+//! from its first place: as quick at that size, and for an array of places the hash code is
+//! then left out of the build (a firmware's tables are that small). Nothing here panics.
 //!
 //! Written here rather than taken from `heapless::IndexMap`: that map's capacity is a
 //! power-of-two type parameter and it is built by value, which puts a server-sized table on
@@ -38,6 +40,9 @@ impl<V> Default for Place<V> {
         Self::EMPTY
     }
 }
+
+/// Tables of at most this many places are scanned in order rather than hashed.
+pub const SCANNED: usize = 64;
 
 /// Places a table needs to hold `clients` keys while at most three quarters full, the load
 /// the [`login_throttle`](crate::login_throttle) keeps by evicting.
@@ -98,11 +103,13 @@ impl<V: Copy, S: AsRef<[Place<V>]> + AsMut<[Place<V>]>> ClientTable<V, S> {
     }
 
     fn home(&self, key: &Cidr) -> usize {
-        let mut hasher = SipHasher13::new_with_keys(self.hash_key.0, self.hash_key.1);
-        key.hash(&mut hasher);
-        let n = self.places.as_ref().len().max(1) as u64;
+        // For an array the length is a constant here, so a small table has no hashing code.
+        let n = self.places.as_ref().len();
+        if n <= SCANNED {
+            return 0;
+        }
         // The remainder is below the slice length, which fits in usize.
-        usize::try_from(hasher.finish() % n).unwrap_or(0)
+        usize::try_from(hash(key, self.hash_key) % n as u64).unwrap_or(0)
     }
 
     /// Where `key` is (`Ok`), or the empty place where it would go (`Err(Some)`), or
@@ -212,6 +219,14 @@ impl<V: Copy, S: AsRef<[Place<V>]> + AsMut<[Place<V>]>> ClientTable<V, S> {
     }
 }
 
+/// One copy of the hash for every table type.
+#[inline(never)]
+fn hash(key: &Cidr, (k0, k1): (u64, u64)) -> u64 {
+    let mut hasher = SipHasher13::new_with_keys(k0, k1);
+    key.hash(&mut hasher);
+    hasher.finish()
+}
+
 fn next(i: usize, n: usize) -> usize {
     if i + 1 >= n { 0 } else { i + 1 }
 }
@@ -250,6 +265,17 @@ mod tests {
     }
 
     #[test]
+    fn a_hashed_table_spreads_keys() {
+        let mut storage = vec![Place::EMPTY; 1024];
+        let mut t = ClientTable::new(&mut storage[..], [7, 8]);
+        for i in 0..=255 {
+            t.get_or_insert(key(i), ()).unwrap();
+        }
+        // Keys are not packed from the first place as in a scanned table.
+        assert!(storage[..256].iter().filter(|p| p.0.is_some()).count() < 200);
+    }
+
+    #[test]
     fn an_empty_table_holds_nothing() {
         let mut t = ClientTable::<u8, [Place<u8>; 0]>::new([], [0, 0]);
         assert_eq!(t.get_or_insert(key(1), 1), Err(Full));
@@ -272,25 +298,31 @@ mod tests {
         Add(u8),
     }
 
-    fn op() -> impl Strategy<Value = Op> {
-        // Few keys in a small table: long probe runs, wrap-around and deletion in them.
+    /// Keys 0..`keys`: a few more than the places, so tables fill.
+    fn op(keys: u8) -> impl Strategy<Value = Op> {
         prop_oneof![
-            (0..12u8, any::<u16>()).prop_map(|(k, v)| Op::Insert(k, v)),
-            (0..12u8).prop_map(Op::Remove),
-            (0..12u8).prop_map(Op::Add),
+            (0..keys, any::<u16>()).prop_map(|(k, v)| Op::Insert(k, v)),
+            (0..keys).prop_map(Op::Remove),
+            (0..keys).prop_map(Op::Add),
         ]
+    }
+
+    /// A table size, scanned or hashed, and operations on a few more keys than it holds:
+    /// long probe runs, wrap-around and deletion inside them.
+    fn sized_ops() -> impl Strategy<Value = (usize, Vec<Op>)> {
+        prop_oneof![0..10usize, (SCANNED + 1)..(SCANNED + 12)].prop_flat_map(|places| {
+            let keys = u8::try_from(places + 4).unwrap();
+            (Just(places), proptest::collection::vec(op(keys), 0..400))
+        })
     }
 
     proptest! {
         /// The table behaves as a map (until full), whatever the hash key and the sequence.
         #[test]
-        fn behaves_as_a_map(
-            hash_key in any::<[u64; 2]>(),
-            places in 0..10usize,
-            ops in proptest::collection::vec(op(), 0..200),
-        ) {
-            let mut storage = [Place::EMPTY; 10];
+        fn behaves_as_a_map(hash_key in any::<[u64; 2]>(), (places, ops) in sized_ops()) {
+            let mut storage = [Place::EMPTY; SCANNED + 12];
             let storage = &mut storage[..places];
+            let keys = u8::try_from(places + 4).unwrap();
             let mut t = ClientTable::new(storage, hash_key);
             let mut model = HashMap::new();
             for op in ops {
@@ -317,7 +349,7 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(t.len(), model.len());
-                for k in 0..12u8 {
+                for k in 0..keys {
                     prop_assert_eq!(t.get(&key(k)), model.get(&k));
                 }
             }

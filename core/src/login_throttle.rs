@@ -192,7 +192,14 @@ impl<S: AsRef<[Place<Attempts>]> + AsMut<[Place<Attempts>]>> LoginThrottle<S> {
             Some(e) if !e.expired(schedule, now) => e,
             _ => Attempts::fresh(now),
         };
-        let start = e.next.max(now);
+        let start = match *schedule {
+            Schedule::Backoff { .. } => e.next.max(now),
+            // From the schedule as it is now, so a lockout changed or lifted applies at once.
+            Schedule::Lockout { failures, window } if failures > 0 && e.failures >= failures => {
+                (e.mark + window).max(now)
+            }
+            Schedule::Lockout { .. } => now,
+        };
         let wait = start.saturating_duration_since(now);
         if wait > max_wait {
             return Verdict::Refuse;
@@ -222,15 +229,12 @@ impl<S: AsRef<[Place<Attempts>]> + AsMut<[Place<Attempts>]>> LoginThrottle<S> {
                 e.mark = now;
                 e.next = e.next.max(now + schedule.backoff(e.failures));
             }
-            (Outcome::Rejected, Schedule::Lockout { failures, window }) => {
+            (Outcome::Rejected, Schedule::Lockout { window, .. }) => {
                 if e.failures == 0 || now.saturating_duration_since(e.mark) >= window {
                     e.failures = 0;
                     e.mark = now;
                 }
                 e.failures = e.failures.saturating_add(1);
-                if failures > 0 && e.failures >= failures {
-                    e.next = e.mark + window;
-                }
             }
             (Outcome::Accepted, Schedule::Lockout { .. }) | (Outcome::Unchecked, _) => {}
         }
