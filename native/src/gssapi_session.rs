@@ -18,7 +18,7 @@ use crate::clock;
 use crate::conn::{Conn, SessionError};
 use crate::gssapi::{AcceptContext, Cause, Context, GssError, Step};
 use crate::protected::Protection;
-use crate::throttle::Admission;
+use crate::throttle::Verdict;
 
 /// A session's GSS-API state, from its first token piece on (boxed in [`Conn`]: sessions
 /// that do not use GSS-API do not carry it).
@@ -92,14 +92,12 @@ async fn accept(conn: &mut Conn<'_>) -> Result<(), SessionError> {
         let _ = conn.session.handle_gssapi_failed();
         return Err(SessionError::Refused("GSS-API is not configured".into()));
     };
-    let ip = conn.peer.ip();
+    // The client network, as the session limits key it.
+    let client = shared.config.limits.prefixes().key(conn.peer.ip());
     let throttle = &shared.auth_throttle;
-    let max_wait = throttle
-        .policy()
-        .cap
-        .min(shared.config.timeouts.handshake() / 2);
-    match throttle.admit(ip, std::time::Instant::now(), max_wait) {
-        Admission::Refuse => {
+    let max_wait = throttle.cap().min(shared.config.timeouts.handshake() / 2);
+    let pending = match throttle.admit(client, max_wait) {
+        Verdict::Refuse => {
             shared.metrics.auth_throttled(true);
             let _ = conn.session.handle_gssapi_failed();
             conn.flush().await?;
@@ -110,18 +108,21 @@ async fn accept(conn: &mut Conn<'_>) -> Result<(), SessionError> {
                     .into(),
             }));
         }
-        Admission::Wait(wait) => {
+        Verdict::Check(wait) => {
+            // Released unfinished if the session ends while waiting.
+            let pending = throttle.pending(client);
             if !wait.is_zero() {
                 shared.metrics.auth_throttled(false);
                 tokio::time::sleep(wait).await;
             }
+            pending
         }
-    }
+    };
     let state = conn.gss.get_or_insert_with(Box::default);
     let context = state.accepting.take().unwrap_or_else(|| acceptor.start());
     let token = std::mem::take(&mut state.token);
     let step = context.step(&token);
-    throttle.finish(ip, std::time::Instant::now(), Some(step.is_ok()));
+    pending.finish(step.is_ok());
     match step {
         Ok(Step::Continue(out, next)) => {
             state.accepting = Some(next);

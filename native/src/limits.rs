@@ -8,12 +8,16 @@
 //!
 //! A session holds a [`Slot`] from accept to close; dropping it frees the place. The global
 //! and per-client limits are checked before the handshake (the connection is closed at once);
-//! the per-user limit after authentication (the client gets reply 1 / SOCKS4 91).
+//! the per-user limit after authentication (the client gets reply 1 / SOCKS4 91). The
+//! per-client decision is the core's ([`ClientSessions`], the firmware's too); this module
+//! holds its table under a lock.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
+use socksgate_core::client_limits::{CapRefusal, ClientSessions};
+use socksgate_core::client_table::Place;
 use socksgate_core::policy::ClientPrefixes;
 use socksgate_core::rate::Rate;
 use socksgate_core::rules::Cidr;
@@ -201,13 +205,42 @@ pub enum LimitError {
     /// `max_sessions_per_user`.
     #[error("max_sessions_per_user ({0}) reached for this user")]
     PerUser(usize),
+    /// [`CLIENT_NETWORKS`] networks hold sessions already and this one is new.
+    #[error("{0} client networks hold sessions already")]
+    Networks(usize),
 }
 
-#[derive(Debug, Default)]
+/// Client networks that can hold sessions at once (the per-client table's places, about
+/// 1.5 MiB); a connection from a further network is closed before the handshake.
+pub const CLIENT_NETWORKS: usize = 65_536;
+
+/// A random key for a per-client table's hash, so that clients, who choose their
+/// addresses, cannot pick ones that crowd one probe sequence.
+pub(crate) fn random_hash_key() -> [u64; 2] {
+    use std::hash::BuildHasher;
+    // std's `RandomState` is seeded from the OS's random source.
+    let state = std::collections::hash_map::RandomState::new();
+    [state.hash_one(0u8), state.hash_one(1u8)]
+}
+
+#[derive(Debug)]
 struct Counts {
     total: usize,
-    per_ip: HashMap<Cidr, usize>,
+    per_client: ClientSessions<Box<[Place<u32>]>>,
     per_user: HashMap<Vec<u8>, usize>,
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Self {
+            total: 0,
+            per_client: ClientSessions::new(
+                vec![Place::EMPTY; CLIENT_NETWORKS].into_boxed_slice(),
+                random_hash_key(),
+            ),
+            per_user: HashMap::new(),
+        }
+    }
 }
 
 /// The open sessions, counted.
@@ -240,12 +273,14 @@ impl Sessions {
         if limits.max_sessions > 0 && c.total >= limits.max_sessions {
             return Err(LimitError::Global(limits.max_sessions));
         }
-        let from_ip = c.per_ip.get(&key).copied().unwrap_or(0);
-        if limits.max_sessions_per_ip > 0 && from_ip >= limits.max_sessions_per_ip {
-            return Err(LimitError::PerIp(limits.max_sessions_per_ip));
+        match c.per_client.admit(key, limits.max_sessions_per_ip) {
+            Ok(()) => {}
+            Err(CapRefusal::AtCap) => return Err(LimitError::PerIp(limits.max_sessions_per_ip)),
+            Err(CapRefusal::TableFull) => {
+                return Err(LimitError::Networks(c.per_client.capacity()));
+            }
         }
         c.total += 1;
-        *c.per_ip.entry(key).or_insert(0) += 1;
         Ok(Slot {
             sessions: self,
             key,
@@ -290,22 +325,18 @@ impl Drop for Slot<'_> {
     fn drop(&mut self) {
         let mut c = self.sessions.lock();
         c.total = c.total.saturating_sub(1);
-        decrement(&mut c.per_ip, &self.key);
-        if let Some(user) = &self.user {
-            decrement(&mut c.per_user, user);
+        c.per_client.release(&self.key);
+        if let Some(user) = &self.user
+            && let Some(n) = c.per_user.get_mut(user)
+        {
+            // The map holds only users with open sessions.
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.per_user.remove(user);
+            }
         }
         drop(c);
         self.sessions.ended.notify_waiters();
-    }
-}
-
-/// Decrements a count, removing the entry at zero (the maps hold only open sessions).
-fn decrement<K: Eq + std::hash::Hash>(map: &mut HashMap<K, usize>, key: &K) {
-    if let Some(n) = map.get_mut(key) {
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            map.remove(key);
-        }
     }
 }
 
@@ -340,7 +371,7 @@ mod tests {
         s3.admit_user(b"alice", &l).unwrap();
         drop((s2, s3));
         assert_eq!(s.active(), 0);
-        assert!(s.lock().per_ip.is_empty() && s.lock().per_user.is_empty());
+        assert!(s.lock().per_client.clients() == 0 && s.lock().per_user.is_empty());
     }
 
     #[test]

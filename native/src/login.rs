@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tracing::{debug, warn};
 
 use crate::shared::Shared;
-use crate::throttle::Admission;
+use crate::throttle::Verdict;
 
 /// Password checks (Argon2) allowed to run at the same time.
 static AUTH_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
@@ -21,12 +21,11 @@ pub(crate) async fn check_password(
     password: &[u8],
 ) -> bool {
     let throttle = &shared.auth_throttle;
-    let max_wait = throttle
-        .policy()
-        .cap
-        .min(shared.config.timeouts.handshake() / 2);
-    match throttle.admit(client, std::time::Instant::now(), max_wait) {
-        Admission::Refuse => {
+    let max_wait = throttle.cap().min(shared.config.timeouts.handshake() / 2);
+    // The client network, as the session limits key it.
+    let client = shared.config.limits.prefixes().key(client);
+    match throttle.admit(client, max_wait) {
+        Verdict::Refuse => {
             shared.metrics.auth_throttled(true);
             warn!(
                 user = %String::from_utf8_lossy(username),
@@ -34,7 +33,7 @@ pub(crate) async fn check_password(
             );
             false
         }
-        Admission::Wait(wait) => {
+        Verdict::Check(wait) => {
             let pending = throttle.pending(client);
             if !wait.is_zero() {
                 shared.metrics.auth_throttled(false);

@@ -357,6 +357,25 @@ async fn failed_logins_back_off_per_client_ip() {
     has("socksgate_auth_failures_total 17\n").await;
 }
 
+/// The back-off keys clients as the other per-client limits do: with `client_prefix_ipv4 =
+/// 24`, failures from one address slow down the whole /24, and only it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_back_off_per_client_network() {
+    let config = parse("[limits]\nclient_prefix_ipv4 = 24\n");
+    let proxy = start(config, Some(&[("alice", "wonderland")])).await;
+    for _ in 0..3 {
+        assert!(!login_from(proxy.addr, [127, 0, 0, 2], b"guess").await.0);
+    }
+    // Three failures in 127.0.0.0/24: the next check from another address in it waits
+    // 200 ms; one from 127.0.1.0/24 does not.
+    let (ok, t) = login_from(proxy.addr, [127, 0, 0, 3], b"wonderland").await;
+    assert!(ok);
+    assert!(t >= Duration::from_millis(200), "{t:?}");
+    let (ok, t) = login_from(proxy.addr, [127, 0, 1, 3], b"wonderland").await;
+    assert!(ok);
+    assert!(t < Duration::from_millis(150), "{t:?}");
+}
+
 #[tokio::test]
 async fn handshake_timeout_closes_the_connection() {
     let mut config = Config::default();
