@@ -3,19 +3,23 @@
 
 use core::cell::RefCell;
 use core::fmt;
-use core::net::{IpAddr, SocketAddr};
+use core::net::SocketAddr;
 
 use embassy_sync::blocking_mutex::Mutex;
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_time::{Duration, Instant};
+use socksgate_core::client_table::{Place, places_for};
+use socksgate_core::login_throttle::{Attempts, LoginThrottle, Outcome, Schedule, Verdict};
+use socksgate_core::rules::Cidr;
 use socksgate_core::wire::Command;
 
 use crate::session::{Refusal, SessionEnd};
 
 /// Sessions in progress the table lists (a pool larger than this still works; the extra
-/// sessions are counted but not listed, and not counted against the per-client cap).
+/// sessions are counted, also against the per-client cap, but not listed).
 pub const MAX_LISTED: usize = 32;
-/// Clients the failed-login throttle remembers at once (the oldest entry is reused).
+/// Clients the failed-login throttle remembers at once (the least recently used is
+/// forgotten to make room).
 pub const THROTTLED_CLIENTS: usize = 16;
 
 /// Running totals since boot.
@@ -52,18 +56,14 @@ pub struct ActiveSession {
     pub destination: heapless::String<64>,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct LoginFailures {
-    client: IpAddr,
-    count: u32,
-    since: Instant,
-}
+/// The throttle's storage: room for [`THROTTLED_CLIENTS`].
+type ThrottlePlaces = [Place<Attempts>; places_for(THROTTLED_CLIENTS)];
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     counters: Counters,
     active: heapless::Vec<ActiveSession, MAX_LISTED>,
-    failures: heapless::Vec<LoginFailures, THROTTLED_CLIENTS>,
+    throttle: LoginThrottle<ThrottlePlaces>,
 }
 
 /// Counters, sessions in progress and the login throttle; see the
@@ -90,7 +90,13 @@ impl Monitor {
     /// Nothing counted yet.
     pub fn new() -> Self {
         Self {
-            state: Mutex::new(RefCell::new(State::default())),
+            state: Mutex::new(RefCell::new(State {
+                counters: Counters::default(),
+                active: heapless::Vec::new(),
+                // Sixteen clients: nobody can crowd a probe sequence that matters, so the
+                // hash key need not be secret.
+                throttle: LoginThrottle::new([Place::EMPTY; places_for(THROTTLED_CLIENTS)], [0, 0]),
+            })),
         }
     }
 
@@ -106,11 +112,6 @@ impl Monitor {
     /// Calls `f` with each session in progress (under the lock: `f` must be quick).
     pub fn for_each_active(&self, mut f: impl FnMut(&ActiveSession)) {
         self.with(|s| s.active.iter().for_each(&mut f));
-    }
-
-    /// Sessions in progress from `client`.
-    pub(crate) fn sessions_of(&self, client: IpAddr) -> usize {
-        self.with(|s| s.active.iter().filter(|a| a.client.ip() == client).count())
     }
 
     /// Slot `slot` accepted `client`.
@@ -176,46 +177,44 @@ impl Monitor {
         });
     }
 
-    /// Whether `client` is locked out: `failures` failed logins since the first of them,
-    /// less than `lockout` ago.
-    pub(crate) fn login_locked(&self, client: IpAddr, failures: u32, lockout: Duration) -> bool {
-        let now = Instant::now();
+    /// The core's throttle decides whether `client`'s credentials are checked now, under a
+    /// lockout after `failures` failures (0: never) within `window`; a lockout never waits,
+    /// so a locked-out client is refused.
+    pub(crate) fn login_admit(&self, client: Cidr, failures: u32, window: Duration) -> Verdict {
+        let schedule = lockout(failures, window);
+        let now = crate::session::now();
         self.with(|s| {
-            s.failures
-                .iter()
-                .any(|f| f.client == client && f.count >= failures && now < f.since + lockout)
+            s.throttle
+                .admit(client, &schedule, now, core::time::Duration::ZERO)
         })
     }
 
-    /// `client` failed a login; its window restarts once `lockout` has passed.
-    pub(crate) fn login_failed(&self, client: IpAddr, lockout: Duration) {
-        let now = Instant::now();
-        self.with(|s| {
-            s.counters.login_failures += 1;
-            if let Some(entry) = s.failures.iter_mut().find(|f| f.client == client) {
-                if now >= entry.since + lockout {
-                    *entry = LoginFailures {
-                        client,
-                        count: 1,
-                        since: now,
-                    };
-                } else {
-                    entry.count = entry.count.saturating_add(1);
-                }
-                return;
-            }
-            let fresh = LoginFailures {
-                client,
-                count: 1,
-                since: now,
-            };
-            if s.failures.push(fresh).is_err() {
-                // Full: reuse the entry whose window started first.
-                if let Some(oldest) = s.failures.iter_mut().min_by_key(|f| f.since) {
-                    *oldest = fresh;
-                }
-            }
-        });
+    /// An admitted login of `client` ended with `outcome` (the lockout as for
+    /// [`login_admit`](Self::login_admit)).
+    pub(crate) fn login_finished(
+        &self,
+        client: Cidr,
+        failures: u32,
+        window: Duration,
+        outcome: Outcome,
+    ) {
+        let schedule = lockout(failures, window);
+        let now = crate::session::now();
+        self.with(|s| s.throttle.finish(client, &schedule, now, outcome));
+    }
+
+    /// A login failed (refused by the throttle or with wrong credentials).
+    pub(crate) fn login_failed(&self) {
+        self.with(|s| s.counters.login_failures += 1);
+    }
+}
+
+/// The firmware's schedule. Built here, where the throttle is called, so that the
+/// back-off's code, which the firmware never uses, is left out of the build.
+fn lockout(failures: u32, window: Duration) -> Schedule {
+    Schedule::Lockout {
+        failures,
+        window: core::time::Duration::from_millis(window.as_millis()),
     }
 }
 

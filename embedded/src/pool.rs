@@ -17,6 +17,10 @@ use embassy_net::tcp::TcpSocket;
 use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use embassy_sync::signal::Signal;
 
+use socksgate_core::client_limits::ClientSessions;
+use socksgate_core::client_table::Place;
+use socksgate_core::policy::ClientPrefixes;
+
 use crate::config::Configuration;
 use crate::monitor::{Monitor, SessionRecord};
 use crate::relay;
@@ -224,8 +228,7 @@ impl<'s, C: Configuration, const N: usize, const U: usize, const B: usize> Gatew
     }
 
     /// Counts into `monitor` and lists the sessions in progress there (for a console).
-    /// Without, the gateway keeps its own (the per-client cap and the login throttle need
-    /// it).
+    /// Without, the gateway keeps its own (the login throttle needs it).
     #[must_use]
     pub fn with_monitor(mut self, monitor: &'s Monitor) -> Self {
         self.monitor = Some(monitor);
@@ -265,10 +268,14 @@ impl<'s, C: Configuration, const N: usize, const U: usize, const B: usize> Gatew
         let ctx = &ctx;
         let UdpRefusalBuffers { udp, refusal } = rest;
         let udp = &*udp;
+        // The per-client cap's counts: one place per session, so the table never fills.
+        // At most `N` clients, all served: the hash key need not be secret.
+        let per_client = RefCell::new(ClientSessions::new([Place::EMPTY; N], [0, 0]));
+        let per_client = &per_client;
         let mut slot = 0;
         let sessions = sessions.map(|buffers| {
             slot += 1;
-            session_loop(ctx, occupancy, slot - 1, buffers, udp)
+            session_loop(ctx, occupancy, per_client, slot - 1, buffers, udp)
         });
         let refusal = refusal_loop::<N, C>(ctx, occupancy, refusal);
         let (_, never) = join(join_array(sessions), refusal).await;
@@ -277,9 +284,10 @@ impl<'s, C: Configuration, const N: usize, const U: usize, const B: usize> Gatew
 }
 
 /// One session slot: listen, serve, close, repeat.
-async fn session_loop<C: Configuration, const B: usize>(
+async fn session_loop<C: Configuration, const N: usize, const B: usize>(
     ctx: &Context<'_, C>,
     occupancy: &Occupancy,
+    per_client: &RefCell<ClientSessions<[Place<u32>; N]>>,
     slot: usize,
     buffers: &mut SessionBuffers<B>,
     udp: &[RefCell<UdpBuffers>],
@@ -319,8 +327,10 @@ async fn session_loop<C: Configuration, const B: usize>(
             relay::close(&mut client, ctx.config.close_timeout()).await;
             continue;
         };
-        let cap = ctx.config.per_client();
-        if cap > 0 && ctx.monitor.sessions_of(peer.ip()) >= cap {
+        // The core's per-client cap, on the key the login throttle uses too.
+        let key = ClientPrefixes::DEFAULT.key(peer.ip());
+        let admitted = per_client.borrow_mut().admit(key, ctx.config.per_client());
+        if admitted.is_err() {
             ctx.monitor.refusal_slot_used();
             session::refuse(ctx, None, &mut client, Refusal::ClientCap).await;
             continue;
@@ -328,6 +338,7 @@ async fn session_loop<C: Configuration, const B: usize>(
         ctx.monitor.started(slot, peer);
         let mut upstream = TcpSocket::new(stack, upstream_rx, upstream_tx);
         session::serve(ctx, slot, &mut client, &mut upstream, udp).await;
+        per_client.borrow_mut().release(&key);
     }
 }
 

@@ -13,6 +13,8 @@ use core::net::{IpAddr, SocketAddr};
 use embassy_net::tcp::{ConnectError, TcpSocket};
 use embassy_net::{IpEndpoint, Stack};
 use embassy_time::with_deadline;
+use socksgate_core::login_throttle::{Outcome as LoginOutcome, Verdict};
+use socksgate_core::policy::ClientPrefixes;
 use socksgate_core::rules::CommandSet;
 use socksgate_core::session::{Close, Event, Session};
 use socksgate_core::{Addr, Failure, Policy};
@@ -329,19 +331,31 @@ async fn handshake<C: Configuration>(
         while let Some(event) = session.poll_event() {
             match (event, upstream.as_deref_mut()) {
                 (Event::Authenticate, _) => {
-                    let ip = session.client().ip();
-                    let limit = ctx.config.login_throttle();
-                    throttled = limit.is_some_and(|(failures, lockout)| {
-                        ctx.monitor.login_locked(ip, failures, lockout)
-                    });
+                    let client = ClientPrefixes::DEFAULT.key(session.client().ip());
+                    // Without a throttle, failures are still recorded (a 60 s window that
+                    // never locks), so one turned on at run time sees the recent ones.
+                    let (failures, window) = ctx
+                        .config
+                        .login_throttle()
+                        .unwrap_or((0, embassy_time::Duration::from_secs(60)));
+                    throttled =
+                        ctx.monitor.login_admit(client, failures, window) == Verdict::Refuse;
                     // A locked-out client's password is not even checked.
                     let ok = !throttled
                         && session.credentials().is_some_and(|(name, password)| {
                             ctx.config.authenticate(name, password)
                         });
+                    if !throttled {
+                        let outcome = if ok {
+                            LoginOutcome::Accepted
+                        } else {
+                            LoginOutcome::Rejected
+                        };
+                        ctx.monitor
+                            .login_finished(client, failures, window, outcome);
+                    }
                     if !ok {
-                        let lockout = limit.map_or(embassy_time::Duration::from_secs(60), |l| l.1);
-                        ctx.monitor.login_failed(ip, lockout);
+                        ctx.monitor.login_failed();
                     }
                     let _ = ctx.with_policy(|p| session.handle_auth(p, ok, now()));
                 }
