@@ -87,7 +87,7 @@ impl<S: AsRef<[Place<u32>]> + AsMut<[Place<u32>]>> ClientSessions<S> {
 
 #[cfg(test)]
 mod tests {
-    use std::net::IpAddr;
+    use core::net::IpAddr;
 
     use proptest::prelude::*;
 

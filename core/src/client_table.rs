@@ -233,8 +233,8 @@ fn next(i: usize, n: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use core::net::{IpAddr, Ipv4Addr};
     use std::collections::HashMap;
-    use std::net::{IpAddr, Ipv4Addr};
 
     use proptest::prelude::*;
 

@@ -273,7 +273,7 @@ impl<S: AsRef<[Place<Attempts>]> + AsMut<[Place<Attempts>]>> LoginThrottle<S> {
 
 #[cfg(test)]
 mod tests {
-    use std::net::IpAddr;
+    use core::net::IpAddr;
 
     use proptest::prelude::*;
 
