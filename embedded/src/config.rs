@@ -27,7 +27,8 @@ pub trait Configuration {
     fn idle_timeout(&self) -> Duration;
     /// The orderly close's limit.
     fn close_timeout(&self) -> Duration;
-    /// Sessions one client address may hold at once; 0: no cap beyond the pool.
+    /// Sessions one client (IPv4 address, IPv6 /64) may hold at once; 0: no cap beyond the
+    /// pool.
     fn per_client(&self) -> usize {
         0
     }
@@ -121,7 +122,7 @@ impl GatewayConfig {
         }
     }
 
-    /// At most `sessions` sessions per client address (0: no cap).
+    /// At most `sessions` sessions per client (IPv4 address, IPv6 /64; 0: no cap).
     #[must_use]
     pub const fn with_per_client(mut self, sessions: usize) -> Self {
         self.per_client = sessions;

@@ -10,7 +10,7 @@
 //! dns none                           | dns 192.168.1.1
 //! hostname socksgate
 //! socks4 on                          (only without users: with users it is always refused)
-//! per-client 0                       (sessions one client IP may hold; 0: no cap)
+//! per-client 0                       (sessions one client, IPv4 address or IPv6 /64, may hold; 0: no cap)
 //! login-throttle 5 60                (failures per client, then refused for N seconds)
 //! timeouts 10 10 300                 (handshake, connect, relay idle; seconds)
 //! default allow
