@@ -131,10 +131,12 @@
 //!   [`handle_gssapi_sent`](crate::session::Session::handle_gssapi_sent).
 //! * **Splits.** Events (other than how many `GssapiPiece`s a token takes), the tokens
 //!   reassembled from the pieces, output and outcome are the same however the input is split.
-//! * **UDP.** With a level that encapsulates, each datagram from the client is
-//!   [`decapsulate_datagram`]d and unwrapped before [`udp::Association`](crate::udp::Association)
-//!   sees it (the plaintext is the RFC 1928 UDP header and data), and each datagram to the
-//!   client is wrapped and [`encapsulate_datagram`]d after the association built it.
+//! * **UDP.** With a level that encapsulates, each datagram from the client is checked and
+//!   decapsulated by [`udp::protected::client_token`](crate::udp::protected::client_token)
+//!   and unwrapped before [`udp::Association`](crate::udp::Association) sees it (the
+//!   plaintext is the RFC 1928 UDP header and data), and each datagram to the client is
+//!   wrapped and [`encapsulate_datagram`]d after the association built it. A datagram that
+//!   fails is dropped; the association goes on.
 //! * **Nothing panics**, whatever the peer sends: oversized lengths cannot exist (LEN is
 //!   16 bits and nothing is buffered), a truncated token only leaves the machine waiting
 //!   (until the handshake deadline), a wrong version or message type closes with its
@@ -247,6 +249,14 @@ pub fn decapsulate_datagram(datagram: &[u8]) -> Result<&[u8], GssapiError> {
         Status::Complete((m, _)) => Err(GssapiError::UnexpectedMessage(m.kind)),
         Status::Partial => Err(GssapiError::Malformed(WireError::Truncated)),
     }
+}
+
+/// [`decapsulate_datagram`] for a caller that unwraps the token in place (MIT's `gss_unwrap`
+/// writes into its input).
+pub fn decapsulate_datagram_mut(datagram: &mut [u8]) -> Result<&mut [u8], GssapiError> {
+    let len = decapsulate_datagram(datagram)?.len();
+    // The token follows the 4-octet header and ends the datagram.
+    Ok(datagram.get_mut(4..4 + len).unwrap_or_default())
 }
 
 /// A piece of a wrapped token found by [`Decapsulator::decode`].
@@ -469,6 +479,10 @@ mod tests {
         let mut out = [0u8; 16];
         assert_eq!(encapsulate_datagram(b"wrapped", &mut out), Ok(11));
         assert_eq!(decapsulate_datagram(&out[..11]), Ok(&b"wrapped"[..]));
+        assert_eq!(
+            decapsulate_datagram_mut(&mut { out }[..11]).map(|t| t.to_vec()),
+            Ok(b"wrapped".to_vec())
+        );
         assert_eq!(
             decapsulate_datagram(&out[..10]),
             Err(GssapiError::Malformed(WireError::Truncated))

@@ -218,6 +218,14 @@ impl<C: Contacted, const R: usize> Association<C, R> {
         }
     }
 
+    /// Whether a datagram from `src` is the client's, as
+    /// [`handle_client_datagram`](Self::handle_client_datagram) decides it; changes nothing
+    /// (a port not known yet is not latched).
+    pub fn is_client(&self, src: SocketAddr) -> bool {
+        src.ip().to_canonical() == self.client_ip
+            && self.client_port.is_none_or(|p| p == src.port())
+    }
+
     /// Takes a datagram that arrived from `src` on the socket facing the client, and says
     /// what to send where ([`Outbound`]) or why it is dropped.
     ///

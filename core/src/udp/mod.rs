@@ -7,8 +7,11 @@
 //!   for every datagram, reassembly and the idle deadline. Every front end relays through it,
 //!   so every front end drops the same datagrams.
 //! * [`Reassembler`] — one §7 reassembly queue and timer, with fixed capacity.
+//! * [`protected`] — the decisions about GSS-API-protected datagrams (RFC 1961 §5) around an
+//!   association: which are unwrapped, which are dropped, when a drop is logged.
 
 pub mod association;
+pub mod protected;
 pub mod reassembly;
 
 pub use association::{Association, Contacted, Dropped, Outbound, PeerList, Unresolved};
