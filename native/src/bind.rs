@@ -8,6 +8,11 @@
 //! are logged and closed. The wait ends at the session's BIND deadline (reply 6) or when the
 //! client closes the control connection. Bytes the client sends while waiting are kept for
 //! the relay.
+//!
+//! Under GSS-API integrity or confidentiality both replies go out sealed (RFC 1961 §5), the
+//! bytes the client sends while waiting are opened, and the peer's connection is relayed
+//! with the client's stream wrapped ([`Stream::Protected`](crate::stream::Stream::Protected)),
+//! by the copy relay.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -110,7 +115,10 @@ pub(crate) async fn run(conn: &mut Conn<'_>) -> Result<(), SessionError> {
     conn.flush().await?;
     debug!(%listening, ?expected, "bind: listening");
 
-    // Client bytes while waiting, copied into the session (which keeps them as payload).
+    // Client bytes while waiting, copied into the session (which keeps them as payload), or
+    // opened into `gss.plain` when protected (up to the session's buffer size, as plain
+    // bytes are bounded by the session's room).
+    let protected = conn.gss.as_ref().is_some_and(|g| g.protection.is_some());
     let mut waiting = [0u8; 512];
     let peer_stream = loop {
         let deadline = conn.session.poll_timeout().map(clock::deadline);
@@ -120,7 +128,16 @@ pub(crate) async fn run(conn: &mut Conn<'_>) -> Result<(), SessionError> {
                 None => std::future::pending().await,
             }
         };
-        let room = conn.session.recv_buffer().len().min(waiting.len());
+        let room = if protected {
+            let held = conn.gss.as_ref().map_or(0, |g| g.plain.len());
+            if held < crate::pool::READ_BUF {
+                waiting.len()
+            } else {
+                0
+            }
+        } else {
+            conn.session.recv_buffer().len().min(waiting.len())
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
@@ -142,7 +159,11 @@ pub(crate) async fn run(conn: &mut Conn<'_>) -> Result<(), SessionError> {
                 }
                 Ok(n) => {
                     let input = waiting.get(..n).unwrap_or_default();
-                    let _ = conn.session.handle_input(&conn.policy, input, clock::now());
+                    if protected {
+                        conn.open_from_client(input)?;
+                    } else {
+                        let _ = conn.session.handle_input(&conn.policy, input, clock::now());
+                    }
                 }
             },
             () = timer => {
@@ -156,20 +177,35 @@ pub(crate) async fn run(conn: &mut Conn<'_>) -> Result<(), SessionError> {
     drop(listener);
     let _ = peer_stream.set_nodelay(true);
     conn.flush().await?;
-    let early = conn.session.payload().to_vec();
+    let mut early = conn.session.payload().to_vec();
     let idle = conn.shared.config.timeouts.tcp_idle();
     let limits = conn
         .shared
         .traffic_limits(conn.session.user(), conn.peer.ip());
-    match relay::relay_streams(
-        idle,
-        limits,
-        &mut conn.stream,
-        &mut peer_stream.into(),
-        &early,
-    )
-    .await
+    let relayed = if let Some(gss) = conn.gss.as_mut()
+        && let Some(protection) = gss.protection.take()
     {
+        early.append(&mut gss.plain);
+        // Every byte to and from the client passes through the protection: the client's
+        // stream is wrapped, which needs it owned, so the peer's takes its place in `conn`
+        // (nothing else is sent on either after the relay).
+        let client = std::mem::replace(&mut conn.stream, peer_stream.into());
+        let mut client = crate::stream::Stream::Protected(Box::new(
+            crate::protected::ProtectedStream::new(client, protection, &[])
+                .map_err(SessionError::Protected)?,
+        ));
+        relay::relay_streams(idle, limits, &mut client, &mut conn.stream, &early).await
+    } else {
+        relay::relay_streams(
+            idle,
+            limits,
+            &mut conn.stream,
+            &mut peer_stream.into(),
+            &early,
+        )
+        .await
+    };
+    match relayed {
         Ok(t) => {
             conn.shared
                 .metrics
@@ -177,7 +213,16 @@ pub(crate) async fn run(conn: &mut Conn<'_>) -> Result<(), SessionError> {
             conn.bytes = (t.up, t.down);
             debug!(up = t.up, down = t.down, "bind: closed");
         }
-        Err(e) => debug!("bind relay ended: {e}"),
+        Err(e) => match crate::protected::ProtectionError::in_io(&e) {
+            // A protected message from the client that failed.
+            Some(failure) => {
+                if let Some(cause) = failure.cause() {
+                    conn.shared.metrics.gssapi_failed(cause);
+                }
+                warn!("bind: protected relay ended: {failure}");
+            }
+            None => debug!("bind relay ended: {e}"),
+        },
     }
     Ok(())
 }

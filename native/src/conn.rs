@@ -182,12 +182,18 @@ impl Conn<'_> {
         if n == 0 {
             return Err(SessionError::Eof);
         }
+        self.open_from_client(raw.get(..n).unwrap_or_default())
+    }
+
+    /// With a protection level in force: opens `raw` bytes read from the client, appending
+    /// their plaintext to what is held for the session (`gss.plain`).
+    pub(crate) fn open_from_client(&mut self, raw: &[u8]) -> Result<(), SessionError> {
         let Some(gss) = self.gss.as_mut() else {
             return Ok(());
         };
         let mut plain = std::mem::take(&mut gss.plain);
         let opened = match gss.protection.as_mut() {
-            Some(p) => p.open(raw.get(..n).unwrap_or_default(), &mut plain),
+            Some(p) => p.open(raw, &mut plain),
             None => Ok(()),
         };
         gss.plain = plain;

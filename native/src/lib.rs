@@ -62,6 +62,7 @@ mod pool;
 #[cfg(target_os = "linux")]
 pub mod privdrop;
 pub mod protected;
+pub mod protected_datagram;
 pub mod relay;
 pub mod reload;
 pub mod resolve;

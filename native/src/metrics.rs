@@ -53,6 +53,8 @@ pub struct Metrics {
     gssapi_failures: [AtomicU64; GSSAPI_FAILURES.len()],
     /// GSS-API sessions established, by protection level (none, integrity, confidentiality).
     gssapi_sessions: [AtomicU64; 3],
+    /// Protected UDP datagrams dropped, by [`GSSAPI_FAILURES`] label.
+    gssapi_datagrams_dropped: [AtomicU64; GSSAPI_FAILURES.len()],
     requests: [AtomicU64; 4],
     replies: [AtomicU64; 9],
     bytes_up: AtomicU64,
@@ -204,6 +206,18 @@ impl Metrics {
         }
     }
 
+    /// A protected UDP datagram was dropped for `cause` (one of [`GSSAPI_FAILURES`]; others
+    /// count as `other`); its association goes on.
+    pub fn gssapi_datagram_dropped(&self, cause: &str) {
+        let i = GSSAPI_FAILURES
+            .iter()
+            .position(|c| *c == cause)
+            .or_else(|| GSSAPI_FAILURES.iter().position(|c| *c == "other"));
+        if let Some(c) = i.and_then(|i| self.gssapi_datagrams_dropped.get(i)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// A GSS-API context was established with `protection` (0 none, 1 integrity,
     /// 2 confidentiality).
     pub fn gssapi_established(&self, protection: crate::config::ProtectionLevel) {
@@ -322,6 +336,17 @@ impl Metrics {
             let _ = writeln!(
                 o,
                 "socksgate_gssapi_failures_total{{cause=\"{cause}\"}} {}",
+                get(c)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP socksgate_gssapi_datagrams_dropped_total Protected UDP datagrams dropped (failed to unwrap, replayed, not one message), by cause; their associations go on.\n# TYPE socksgate_gssapi_datagrams_dropped_total counter"
+        );
+        for (cause, c) in GSSAPI_FAILURES.iter().zip(&self.gssapi_datagrams_dropped) {
+            let _ = writeln!(
+                o,
+                "socksgate_gssapi_datagrams_dropped_total{{cause=\"{cause}\"}} {}",
                 get(c)
             );
         }
@@ -544,6 +569,9 @@ mod tests {
         m.gssapi_failed("wrong_service");
         m.gssapi_failed("not a label");
         m.gssapi_established(crate::config::ProtectionLevel::Confidentiality);
+        m.gssapi_datagram_dropped("integrity");
+        m.gssapi_datagram_dropped("sequence");
+        m.gssapi_datagram_dropped("sequence");
         let text = m.render();
         for line in [
             "socksgate_gssapi_failures_total{cause=\"wrong_service\"} 1\n",
@@ -551,6 +579,9 @@ mod tests {
             "socksgate_gssapi_failures_total{cause=\"integrity\"} 0\n",
             "socksgate_gssapi_sessions_total{protection=\"confidentiality\"} 1\n",
             "socksgate_gssapi_sessions_total{protection=\"none\"} 0\n",
+            "socksgate_gssapi_datagrams_dropped_total{cause=\"integrity\"} 1\n",
+            "socksgate_gssapi_datagrams_dropped_total{cause=\"sequence\"} 2\n",
+            "socksgate_gssapi_datagrams_dropped_total{cause=\"protocol\"} 0\n",
         ] {
             assert!(text.contains(line), "{line} missing:\n{text}");
         }

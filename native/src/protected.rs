@@ -88,6 +88,12 @@ impl Protection {
         &self.context
     }
 
+    /// The context and the level, for the datagrams of a UDP association (nothing else
+    /// travels on the stream after its reply).
+    pub fn into_context(self) -> (Context, ProtectionLevel) {
+        (self.context, self.level)
+    }
+
     fn encrypt(&self) -> bool {
         // Selective is never granted by this server; were it agreed, encrypt everything.
         !matches!(
@@ -180,6 +186,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ProtectedStream<S> {
     /// The connection underneath.
     pub fn get_ref(&self) -> &S {
         &self.inner
+    }
+
+    /// The stream and its protection, for a UDP association's datagrams once its reply was
+    /// read (plaintext read and not taken yet, if any, is dropped: nothing follows that
+    /// reply).
+    pub fn into_parts(self) -> (S, Protection) {
+        (self.inner, self.protection)
     }
 
     /// Writes out the sealed messages held.

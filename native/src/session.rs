@@ -360,25 +360,12 @@ fn on_request(
     shared.metrics.user_session(conn.session.user());
     if let Some(gss) = &conn.gss
         && gss.established()
+        && gss.granted.is_none()
     {
-        if gss.granted.is_none() {
-            // The NEC form with level none, answered by the core: no event told us.
-            shared
-                .metrics
-                .gssapi_established(crate::config::ProtectionLevel::None);
-        }
-        // BIND and UDP ASSOCIATE do not run protected yet: refused rather than relayed in
-        // clear under a level that promises protection.
-        if gss.protection.is_some()
-            && request.command != Command::Connect
-            && conn
-                .session
-                .handle_failure(socksgate_core::Failure::Other)
-                .is_ok()
-        {
-            warn!(%command, "refused: not supported with GSS-API integrity or confidentiality");
-            return true;
-        }
+        // The NEC form with level none, answered by the core: no event told us.
+        shared
+            .metrics
+            .gssapi_established(crate::config::ProtectionLevel::None);
     }
     if let Some(name) = conn.session.user()
         && let Some(rate) = shared.config.limits.user_rate()

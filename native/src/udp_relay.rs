@@ -22,6 +22,11 @@
 //!   are registered once and moved only when they fire or their deadline changes, so a
 //!   datagram costs no timer work.
 //! * Sends never wait ([`RelaySocket`]): a datagram that finds a send buffer full is dropped.
+//! * Under GSS-API integrity or confidentiality (RFC 1961 §5), datagrams between the client
+//!   and the relay are wrapped: the [`protected`] path opens them before the association
+//!   sees them and wraps what it sends back. Unprotected associations never take it.
+
+mod protected;
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -166,7 +171,14 @@ pub(crate) async fn run(conn: &mut Conn<'_>) -> Result<(), SessionError> {
     }
     let now = clock::now();
     let _ = conn.session.handle_opened(&conn.policy, advertised, now);
+    // Sealed when protected; nothing travels protected on the control connection after it,
+    // so its context moves to the datagrams.
     conn.flush().await?;
+    let protected = conn
+        .gss
+        .as_mut()
+        .and_then(|g| g.protection.take())
+        .map(|p| Box::new(protected::Protected::new(p, &shared.metrics)));
     info!(relay = %advertised, "udp associate: relay open");
 
     let requested = conn.session.destination();
@@ -196,6 +208,7 @@ pub(crate) async fn run(conn: &mut Conn<'_>) -> Result<(), SessionError> {
         counters: Counters::default(),
         limits: shared.traffic_limits(conn.session.user(), conn.peer.ip()),
         quota_spent: false,
+        protected,
     };
     let mut bufs = RecvBufs::new();
     let mut control = [0u8; 512];
@@ -244,6 +257,9 @@ pub(crate) async fn run(conn: &mut Conn<'_>) -> Result<(), SessionError> {
             _ = readable(Some(&relay.socket)) => relay.drain_client(&mut bufs).await,
         }
     };
+    if let Some(p) = relay.protected.as_mut() {
+        p.finish();
+    }
     let Counters {
         up,
         down,
@@ -298,6 +314,8 @@ struct Relay<'a> {
     limits: Option<Box<SessionLimits>>,
     /// Set when the user's quota ran out: the association ends.
     quota_spent: bool,
+    /// GSS-API protection of the datagrams, when the control connection agreed it.
+    protected: Option<Box<protected::Protected<'a>>>,
 }
 
 /// Whether a datagram of `len` payload bytes may pass `limit` (none: always); sets
@@ -327,7 +345,11 @@ impl Relay<'_> {
                 }
             };
             for (i, &(n, src)) in got.datagrams.iter().enumerate() {
-                self.forward_up(src, bufs.datagram(i, n)).await;
+                if self.protected.is_none() {
+                    self.forward_up(src, bufs.datagram(i, n)).await;
+                } else {
+                    self.forward_up_protected(src, bufs.datagram(i, n)).await;
+                }
             }
             if got.drained {
                 return;
@@ -444,12 +466,13 @@ impl Relay<'_> {
         if !within(down, payload.len(), &mut self.quota_spent) {
             return;
         }
+        let plain = self.to_client.get(..n).unwrap_or_default();
+        let Some(datagram) = Self::to_client_datagram(self.protected.as_deref_mut(), plain) else {
+            return;
+        };
         // A v4 client address on a v6 relay socket would need mapping; the relay socket has
         // the control connection's family, like the client.
-        match self
-            .socket
-            .send_to(self.to_client.get(..n).unwrap_or_default(), client)
-        {
+        match self.socket.send_to(datagram, client) {
             Ok(_) => {
                 self.counters.down += payload.len() as u64;
                 self.counters.datagrams_down += 1;
