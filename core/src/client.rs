@@ -774,6 +774,11 @@ impl Client {
     pub const fn version(&self) -> Version {
         self.version
     }
+
+    /// The command requested.
+    pub const fn command(&self) -> Command {
+        self.command
+    }
 }
 
 fn parse_reply(

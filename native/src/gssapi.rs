@@ -359,13 +359,26 @@ impl Initiator {
     /// token to send. Fails with [`Cause::NoCredentials`] without a ticket-granting ticket,
     /// [`Cause::Expired`] with an expired one, or when the KDC refuses a ticket for `target`.
     pub fn start(target: &ServiceName) -> Result<Step<Self>, GssError> {
+        Self::begin(target, false)
+    }
+
+    /// [`start`](Self::start) for a context that is to protect datagrams (UDP ASSOCIATE),
+    /// which may be lost or reordered: replay detection without sequence checks.
+    pub fn start_for_datagrams(target: &ServiceName) -> Result<Step<Self>, GssError> {
+        Self::begin(target, true)
+    }
+
+    fn begin(target: &ServiceName, datagrams: bool) -> Result<Step<Self>, GssError> {
         let mechs = krb5_only()?;
         let cred = Cred::acquire(None, None, CredUsage::Initiate, Some(&mechs))?;
-        let flags = CtxFlags::GSS_C_MUTUAL_FLAG
+        let mut flags = CtxFlags::GSS_C_MUTUAL_FLAG
             | CtxFlags::GSS_C_INTEG_FLAG
             | CtxFlags::GSS_C_CONF_FLAG
-            | CtxFlags::GSS_C_SEQUENCE_FLAG
             | CtxFlags::GSS_C_REPLAY_FLAG;
+        if !datagrams {
+            // With it, MIT's unwrap withholds a message after a gap (a lost datagram).
+            flags |= CtxFlags::GSS_C_SEQUENCE_FLAG;
+        }
         let ctx = ClientCtx::new(Some(cred), target.import()?, flags, Some(GSS_MECH_KRB5));
         Self { ctx }.step(None)
     }

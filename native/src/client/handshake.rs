@@ -105,6 +105,30 @@ pub(super) async fn drive_io(
     }
 }
 
+/// [`drive_io`] for UDP ASSOCIATE: when a level that encapsulates is agreed, the request
+/// and reply travel protected and the context is returned for the datagrams (nothing else
+/// travels on the control connection), with the connection unwrapped again.
+pub(super) async fn drive_io_datagrams(
+    client: &mut Client,
+    proxy: &Proxy,
+    io: Io,
+) -> Result<(Io, Target, Option<Protection>), Error> {
+    let label = proxy.label();
+    let service = service_of(proxy);
+    let mut io = io;
+    let driven = drive_until(client, &label, service.as_ref(), &mut io, Vec::new(), false).await?;
+    match driven {
+        Driven::Replied(t, _) => Ok((io, t, None)),
+        Driven::Protected(protection, raw) => {
+            let mut protected = ProtectedStream::new(io, protection, &raw)
+                .map_err(|e| Error::io(Stage::Request, label.clone(), invalid_data(e)))?;
+            let (t, _) = drive(client, &label, &mut protected, Vec::new(), false).await?;
+            let (io, protection) = protected.into_parts();
+            Ok((io, t, Some(protection)))
+        }
+    }
+}
+
 /// [`drive`] over the server's connection to an `[[upstream]]` proxy, running GSS-API when
 /// `proxy` asks for it: once a level that encapsulates is agreed, the connection becomes a
 /// [`Stream::Protected`], which the request, the reply and the relay then go through.
@@ -245,6 +269,9 @@ async fn drive_until<S: AsyncRead + AsyncWrite + Unpin>(
                         token.extend_from_slice(piece(len));
                     }
                     let step = match (std::mem::replace(&mut gss, Gss::Idle), service) {
+                        (Gss::Idle, Some(service)) if client.command() == Command::UdpAssociate => {
+                            Initiator::start_for_datagrams(service)
+                        }
                         (Gss::Idle, Some(service)) => Initiator::start(service),
                         (Gss::Initiating(init), _) => init.step(Some(&token)),
                         _ => {

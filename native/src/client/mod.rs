@@ -335,8 +335,8 @@ impl Connector {
                 .map_err(|e| Error::io(Stage::Udp, "UDP socket address", e))?;
             let mut client =
                 handshake::start(proxy, Command::UdpAssociate, &Target::Ip(announced))?;
-            let (io, relay, _) =
-                handshake::drive_io(&mut client, proxy, io, Vec::new(), false).await?;
+            let (io, relay, protection) =
+                handshake::drive_io_datagrams(&mut client, proxy, io).await?;
             let relay = self.reachable(relay, &io, local).await?;
             socket
                 .connect(relay)
@@ -348,6 +348,7 @@ impl Connector {
                 relay,
                 proxy.clone(),
                 self.resolver.clone(),
+                protection,
             ))
         })
         .await

@@ -1,5 +1,6 @@
 //! UDP ASSOCIATE's datagram socket: the RFC 1928 §7 header added to every datagram sent
-//! and taken off every datagram received (the core's `wire::udp`).
+//! and taken off every datagram received (the core's `wire::udp`), and under GSS-API
+//! integrity or confidentiality each datagram wrapped as RFC 1961 §5 asks.
 
 use std::net::SocketAddr;
 
@@ -8,6 +9,9 @@ use socksgate_core::wire::udp::{UdpHeader, encapsulate};
 use tokio::io::AsyncReadExt;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
+
+use crate::protected::Protection;
+use crate::protected_datagram::DatagramProtection;
 
 use super::io::Io;
 use super::{Error, IntoTarget, Proxy, Stage, handshake};
@@ -25,6 +29,11 @@ const MAX_HEADER: usize = 3 + 1 + 1 + 255 + 2;
 /// is held open and watched, and when the proxy closes it, `recv_from` fails with
 /// [`Error::AssociationClosed`]. Fragmented datagrams (FRAG ≠ 0) are dropped, as RFC 1928
 /// allows a client that does not reassemble.
+///
+/// With [`Auth::Gssapi`](super::Auth::Gssapi) at integrity or confidentiality, every
+/// datagram is wrapped with the control connection's context (RFC 1961 §5: one message per
+/// datagram, wrapping the UDP header and data); a received datagram that fails to unwrap
+/// (altered, replayed, not from the proxy) is skipped like one whose header does not parse.
 ///
 /// ```no_run
 /// use socksgate::client::{Connector, Proxy};
@@ -48,6 +57,8 @@ pub struct SocksDatagram {
     resolver: Resolver,
     closed: watch::Receiver<bool>,
     control: tokio::task::JoinHandle<()>,
+    /// The context's calls cannot run concurrently; each is short.
+    protection: Option<std::sync::Mutex<DatagramProtection>>,
 }
 
 impl SocksDatagram {
@@ -57,6 +68,7 @@ impl SocksDatagram {
         relay: SocketAddr,
         proxy: Proxy,
         resolver: Resolver,
+        protection: Option<Protection>,
     ) -> Self {
         let (closed_tx, closed) = watch::channel(false);
         // The control connection carries nothing more; its end is the association's end.
@@ -72,7 +84,13 @@ impl SocksDatagram {
             resolver,
             closed,
             control,
+            protection: protection.map(|p| std::sync::Mutex::new(DatagramProtection::new(p))),
         }
+    }
+
+    /// Whether the datagrams are GSS-API-protected.
+    pub fn is_protected(&self) -> bool {
+        self.protection.is_some()
     }
 
     /// The proxy's relay address, where datagrams go.
@@ -99,6 +117,13 @@ impl SocksDatagram {
         let n = encapsulate(target.as_addr(), payload, &mut datagram)
             .map_err(|e| Error::Destination(format!("{target}: datagram too large ({e:?})")))?;
         datagram.truncate(n);
+        if let Some(p) = &self.protection {
+            let plain = std::mem::take(&mut datagram);
+            p.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .seal(&plain, &mut datagram)
+                .map_err(|e| Error::Destination(format!("{target}: {e}")))?;
+        }
         self.socket
             .send(&datagram)
             .await
@@ -110,7 +135,8 @@ impl SocksDatagram {
     /// longer, as with any UDP socket) and where it came from. Datagrams whose header does
     /// not parse, and fragments, are skipped.
     pub async fn recv_from(&self, buf: &mut [u8]) -> Result<(usize, Target), Error> {
-        let mut datagram = vec![0u8; MAX_HEADER + buf.len()];
+        // Room for a wrapped datagram too (its token's header and checksum, well under 1 KiB).
+        let mut datagram = vec![0u8; MAX_HEADER + buf.len() + 1024];
         let mut closed = self.closed.clone();
         loop {
             let n = tokio::select! {
@@ -121,8 +147,18 @@ impl SocksDatagram {
                     return Err(Error::AssociationClosed { proxy: self.proxy.label() });
                 }
             };
-            let Ok((header, payload)) = UdpHeader::parse(datagram.get(..n).unwrap_or_default())
-            else {
+            let received = datagram.get_mut(..n).unwrap_or_default();
+            let plain = match &self.protection {
+                None => &*received,
+                Some(p) => {
+                    let mut p = p.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    match p.open(received) {
+                        Ok(plain) => plain,
+                        Err(_) => continue,
+                    }
+                }
+            };
+            let Ok((header, payload)) = UdpHeader::parse(plain) else {
                 continue;
             };
             if !header.is_standalone() {
