@@ -1,17 +1,24 @@
 """An independent SOCKS5 GSS-API client (RFC 1961) on python3-gssapi (MIT Kerberos), for
 socksgate's GSS-API tests: context establishment, the protection-level exchange in the RFC's
 protected form or the NEC form, then a CONNECT and an echo exchange, every message after the
-negotiation encapsulated (section 5) when a level other than none is granted.
+negotiation encapsulated (section 5) when a level other than none is granted; or a UDP
+ASSOCIATE with every datagram wrapped (section 5: one message per datagram), or a BIND with
+this script as the peer that connects back.
 
     gssapi_client.py PROXY_PORT SERVICE LEVEL FORM DST_PORT PAYLOAD_FILE OUT_DIR MODE
 
 SERVICE is a host-based name (rcmd@localhost). LEVEL: 0 none, 1 integrity, 2 confidentiality.
 FORM: rfc or nec. MODE: normal; garble (a context token that is not one); truncate (a token
-header announcing more than is sent, then EOF); tamper (a data message with a flipped bit).
+header announcing more than is sent, then EOF); tamper (a data message with a flipped bit);
+udp (UDP ASSOCIATE, datagrams of the payload to the UDP echo at DST_PORT and back);
+udp-tamper (as udp, with a datagram whose token has a flipped bit, one replayed, one that is
+not a section 5 message and one sent unwrapped, each followed by a good one); bind (BIND,
+then a peer connects to the announced address; the payload both ways).
 
 Writes OUT_DIR/result.json ({"granted": n, "echo_ok": bool, "outcome": ...}) and the raw bytes
 it sent and received on the wire (OUT_DIR/wire-sent, OUT_DIR/wire-received), which the test
-searches for the payload.
+searches for the payload. For udp modes, result.json also has "echoed" (datagrams echoed
+intact) and "bad_answered" (answers to the bad datagrams: none expected).
 """
 
 import json
@@ -72,6 +79,103 @@ def message(mtyp, token):
     return bytes([1, mtyp]) + struct.pack("!H", len(token)) + token
 
 
+def run_udp(read_reply, send_plain, seal):
+    """UDP ASSOCIATE; the payload in datagrams of up to 1200 octets to the echo and back."""
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    udp.settimeout(5)
+    request = b"\x05\x03\x00\x01" + socket.inet_aton("127.0.0.1")
+    send_plain(request + struct.pack("!H", udp.getsockname()[1]))
+    reply, _ = read_reply(b"")
+    relay = (socket.inet_ntoa(reply[4:8]), struct.unpack("!H", reply[8:10])[0])
+    header = b"\x00\x00\x00\x01" + socket.inet_aton("127.0.0.1") + struct.pack("!H", dst_port)
+
+    def datagram(data, tamper=False):
+        """The datagram carrying `data` to the echo: one section 5 message when protected."""
+        plain = header + data
+        if not protected:
+            return plain
+        wrapped = bytearray(ctx.wrap(plain, encrypt).message)
+        if tamper:
+            wrapped[len(wrapped) // 2] ^= 1
+        return message(3, bytes(wrapped))
+
+    def exchange(d):
+        """Sends datagram `d`; returns the payload of the answer, or None after 1 s."""
+        sent_log.write(d)
+        sent_log.flush()
+        udp.sendto(d, relay)
+        udp.settimeout(1 if mode == "udp-tamper" else 5)
+        try:
+            got, _ = udp.recvfrom(70000)
+        except socket.timeout:
+            return None
+        recv_log.write(got)
+        recv_log.flush()
+        if protected:
+            if got[:2] != b"\x01\x03" or struct.unpack("!H", got[2:4])[0] != len(got) - 4:
+                raise ValueError("answer is not one section 5 message")
+            got = ctx.unwrap(got[4:]).message
+        if got[:10] != header:
+            raise ValueError(f"answer header {got[:10]!r}, not {header!r}")
+        return got[10:]
+
+    chunks = [payload[i : i + 1200] for i in range(0, len(payload), 1200)]
+    result["echoed"] = 0
+    result["bad_answered"] = 0
+    for i, chunk in enumerate(chunks):
+        if mode == "udp-tamper" and i < 4 and protected:
+            good = datagram(chunk)
+            bad = [
+                datagram(chunk, tamper=True),
+                good,  # sent twice below: the second is a replay
+                bytes([1, 2]) + good[2:],  # MTYP 2: not a data message
+                header + chunk,  # no wrapping at all
+            ][i]
+            if i == 1:
+                if exchange(good) == chunk:
+                    result["echoed"] += 1
+            if exchange(bad) is not None:
+                result["bad_answered"] += 1
+            if i == 1:
+                continue
+        if exchange(datagram(chunk)) == chunk:
+            result["echoed"] += 1
+    result["echo_ok"] = result["echoed"] == len(chunks)
+    finish("done")
+
+
+def run_bind(read_reply, send_plain, recv_plain):
+    """BIND for any port of 127.0.0.1; a peer connects to the first reply's address, then
+    the payload goes peer -> client and client -> peer."""
+    send_plain(b"\x05\x02\x00\x01" + socket.inet_aton("127.0.0.1") + b"\x00\x00")
+    first, rest = read_reply(b"")
+    listening = (socket.inet_ntoa(first[4:8]), struct.unpack("!H", first[8:10])[0])
+    peer = socket.create_connection(listening, timeout=30)
+    second, rest = read_reply(rest)
+    if second[8:10] != struct.pack("!H", peer.getsockname()[1]):
+        finish("second reply names another peer")
+    writer = threading.Thread(target=peer.sendall, args=(payload,))
+    writer.start()
+    got = rest
+    while len(got) < len(payload):
+        chunk = recv_plain()
+        if not chunk:
+            break
+        got += chunk
+    writer.join()
+    down_ok = got == payload
+    send_plain(payload[::-1])
+    back = b""
+    while len(back) < len(payload):
+        chunk = peer.recv(65536)
+        if not chunk:
+            break
+        back += chunk
+    result["echo_ok"] = down_ok and back == payload[::-1]
+    finish("done")
+
+
 try:
     send(b"\x05\x01\x01")
     if recv_exact(2) != b"\x05\x01":
@@ -92,9 +196,11 @@ try:
         gssapi.RequirementFlag.mutual_authentication,
         gssapi.RequirementFlag.integrity,
         gssapi.RequirementFlag.confidentiality,
-        gssapi.RequirementFlag.out_of_sequence_detection,
         gssapi.RequirementFlag.replay_detection,
     ]
+    if not mode.startswith("udp"):
+        # Datagrams may be lost or reordered: sequence checking is for streams only.
+        flags.append(gssapi.RequirementFlag.out_of_sequence_detection)
     ctx = gssapi.SecurityContext(name=name, usage="initiate", flags=flags)
     token = ctx.step()
 
@@ -152,17 +258,25 @@ try:
         except EOFError:
             return b""
 
+    def read_reply(pending):
+        reply = pending
+        while len(reply) < 10:
+            chunk = recv_plain()
+            if not chunk:
+                finish("closed before the reply")
+            reply += chunk
+        if reply[:2] != b"\x05\x00" or reply[3] != 1:
+            finish(f"reply {reply[1]}")
+        return reply[:10], reply[10:]
+
+    if mode.startswith("udp"):
+        run_udp(read_reply, send_plain, seal)
+    if mode == "bind":
+        run_bind(read_reply, send_plain, recv_plain)
+
     request = b"\x05\x01\x00\x01" + socket.inet_aton("127.0.0.1") + struct.pack("!H", dst_port)
     send_plain(request)
-    reply = b""
-    while len(reply) < 10:
-        chunk = recv_plain()
-        if not chunk:
-            finish("closed before the reply")
-        reply += chunk
-    if reply[:2] != b"\x05\x00":
-        finish(f"reply {reply[1]}")
-    echoed = reply[10:]
+    _, echoed = read_reply(b"")
 
     if mode == "tamper":
         send_plain(payload, tamper=True)
