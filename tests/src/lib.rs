@@ -22,6 +22,7 @@
 //! is set, in which case the test prints why it skipped and returns.
 #![forbid(unsafe_code)]
 
+pub mod capture;
 pub mod kerberos;
 pub mod origin;
 pub mod peers;

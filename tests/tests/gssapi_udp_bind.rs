@@ -9,11 +9,12 @@
 //! on.
 #![forbid(unsafe_code)]
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 
+use socksgate_tests::capture::LoCapture;
 use socksgate_tests::kerberos::Kdc;
 use socksgate_tests::origin::UdpEcho;
 use socksgate_tests::socksgate::Server;
@@ -123,59 +124,6 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// A capture of UDP on `lo` by tcpdump, with `filter`, into a file; stopped by
-/// [`Capture::stop`], which returns the file's bytes.
-struct Capture {
-    child: std::process::Child,
-    file: PathBuf,
-    _dir: TempDir,
-}
-
-impl Capture {
-    fn start(filter: &str) -> Self {
-        let tcpdump = ["/usr/sbin/tcpdump", "/usr/bin/tcpdump"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("tcpdump is needed (Debian package tcpdump)");
-        let dir = TempDir::new();
-        let file = dir.join("udp.pcap");
-        let mut child = Command::new(tcpdump)
-            .args(["-i", "lo", "-U", "--immediate-mode", "-w"])
-            .arg(&file)
-            .args(filter.split(' '))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("tcpdump");
-        // "listening on lo" once it captures.
-        let mut err = BufReader::new(child.stderr.take().expect("stderr"));
-        let mut line = String::new();
-        while err.read_line(&mut line).unwrap_or(0) > 0 && !line.contains("listening on") {
-            line.clear();
-        }
-        assert!(
-            line.contains("listening on"),
-            "tcpdump did not start: {line}"
-        );
-        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-        Self {
-            child,
-            file,
-            _dir: dir,
-        }
-    }
-
-    fn stop(mut self) -> Vec<u8> {
-        // Packets are written as they arrive (-U); a moment for the last ones, then SIGINT.
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-        std::fs::read(&self.file).expect("capture file")
-    }
-}
-
 /// A payload no framing could produce by chance, in 1200-octet datagrams.
 fn udp_payload(marker: &[u8]) -> Vec<u8> {
     let mut p = marker.repeat(40);
@@ -193,7 +141,7 @@ fn udp_associate_with_wrapped_datagrams_and_the_wire_in_clear_only_with_integrit
     for (level, name) in [(2u8, "confidentiality"), (1, "integrity")] {
         // Everything on lo but the relay's leg to the echo, which is the destination's
         // plaintext by design.
-        let capture = Capture::start(&format!("udp and not port {}", echo.addr().port()));
+        let capture = LoCapture::start(&format!("udp and not port {}", echo.addr().port()));
         let r = python(realm, &server, level, "udp", echo.addr().port(), &payload);
         let wire = capture.stop();
         assert_eq!(r["outcome"], "done", "{name}: {r}\n{}", server.log());
