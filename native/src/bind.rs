@@ -116,8 +116,8 @@ pub(crate) async fn run(conn: &mut Conn<'_>) -> Result<(), SessionError> {
     debug!(%listening, ?expected, "bind: listening");
 
     // Client bytes while waiting, copied into the session (which keeps them as payload), or
-    // opened into `gss.plain` when protected (up to the session's buffer size, as plain
-    // bytes are bounded by the session's room).
+    // when protected opened into `gss.plain`, which is read into only while it holds less
+    // than a session buffer (as the session bounds the plain case).
     let protected = conn.gss.as_ref().is_some_and(|g| g.protection.is_some());
     let mut waiting = [0u8; 512];
     let peer_stream = loop {

@@ -2,8 +2,10 @@
 
 use arbitrary::Arbitrary;
 use socksgate_core::gssapi::{
-    Decapsulator, EncapsulateError, GssapiError, decapsulate_datagram, encapsulate_datagram,
+    Decapsulator, EncapsulateError, GssapiError, decapsulate_datagram, decapsulate_datagram_mut,
+    encapsulate_datagram,
 };
+use socksgate_core::udp::protected;
 use socksgate_core::wire::gssapi::{GssapiMessage, GssapiMessageType};
 use socksgate_core::{BufferTooSmall, Status};
 
@@ -116,6 +118,33 @@ pub fn check_datagram(datagram: &[u8]) {
         assert_eq!(decoded.tokens, [token.to_vec()]);
         assert!(decoded.at_boundary);
     }
+    // The in-place form agrees, and so does a protected association's check of its client's
+    // datagram (a stranger's is never decapsulated).
+    let mut copy = datagram.to_vec();
+    assert_eq!(
+        decapsulate_datagram_mut(&mut copy).map(|t| t.to_vec()),
+        lone.map(<[u8]>::to_vec)
+    );
+    let client: core::net::SocketAddr = "192.0.2.1:5000".parse().unwrap();
+    let association = socksgate_core::udp::Association::<socksgate_core::udp::PeerList<1>, 16>::new(
+        client.ip(),
+        socksgate_core::Addr::Ip(client),
+        None,
+        socksgate_core::udp::PeerList::new(),
+        core::time::Duration::from_secs(1),
+        socksgate_core::time::Instant::from_millis(0),
+    );
+    let mut copy = datagram.to_vec();
+    assert_eq!(
+        protected::client_token(&association, client, &mut copy).map(|t| t.to_vec()),
+        lone.map(<[u8]>::to_vec)
+            .map_err(protected::ProtectedDrop::Framing)
+    );
+    let stranger: core::net::SocketAddr = "192.0.2.1:5001".parse().unwrap();
+    assert_eq!(
+        protected::client_token(&association, stranger, &mut copy).map(|t| t.to_vec()),
+        Err(protected::ProtectedDrop::Stranger)
+    );
     let mut out = vec![0u8; datagram.len() + 4];
     match encapsulate_datagram(datagram, &mut out) {
         Ok(n) => {
