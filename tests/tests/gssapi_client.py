@@ -265,8 +265,10 @@ try:
             if not chunk:
                 finish("closed before the reply")
             reply += chunk
-        if reply[:2] != b"\x05\x00" or reply[3] != 1:
+        if reply[:2] != b"\x05\x00":
             finish(f"reply {reply[1]}")
+        if reply[3] != 1:
+            finish("reply with an address other than IPv4")
         return reply[:10], reply[10:]
 
     if mode.startswith("udp"):
