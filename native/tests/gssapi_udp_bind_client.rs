@@ -124,7 +124,7 @@ fn client_library_udp_and_bind_under_gssapi_protection() {
             .with_timeout(Duration::from_secs(30));
             let n = udp_round_trips(&connector, echo.addr(), &payload).await;
             assert_eq!(n, payload.len().div_ceil(1000), "{level}");
-            let wire = capture.stop();
+            let wire = capture.stop_after(payload.len());
             assert!(
                 wire.len() > payload.len(),
                 "{level}: {} octets captured",

@@ -58,9 +58,17 @@ impl LoCapture {
         }
     }
 
-    /// Ends the capture (after a moment for the last packets) and returns the pcap file's
-    /// bytes: the packets' payloads appear in it as sent.
-    pub fn stop(mut self) -> Vec<u8> {
+    /// Ends the capture once its file holds at least `at_least` octets (or after 10 s: on a
+    /// busy machine tcpdump may lag behind the traffic), after a moment for the last
+    /// packets, and returns the pcap file's bytes: the packets' payloads appear in it as
+    /// sent.
+    pub fn stop_after(mut self, at_least: usize) -> Vec<u8> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::metadata(&self.file).map_or(0, |m| m.len()) < at_least as u64
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         std::thread::sleep(std::time::Duration::from_millis(300));
         let _ = Command::new("kill")
             .args(["-INT", &self.child.id().to_string()])

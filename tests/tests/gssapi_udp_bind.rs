@@ -143,7 +143,7 @@ fn udp_associate_with_wrapped_datagrams_and_the_wire_in_clear_only_with_integrit
         // plaintext by design.
         let capture = LoCapture::start(&format!("udp and not port {}", echo.addr().port()));
         let r = python(realm, &server, level, "udp", echo.addr().port(), &payload);
-        let wire = capture.stop();
+        let wire = capture.stop_after(payload.len());
         assert_eq!(r["outcome"], "done", "{name}: {r}\n{}", server.log());
         assert_eq!(r["granted"], u64::from(level), "{name}: {r}");
         assert_eq!(r["echo_ok"], true, "{name}: {r}");
