@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 
 use crate::tmp::TempDir;
 
-/// A running capture into a pcap file; [`stop`](Self::stop) ends it and returns the file.
+/// A running capture into a pcap file; [`stop_after`](Self::stop_after) ends it and returns the file.
 #[derive(Debug)]
 pub struct LoCapture {
     child: Child,

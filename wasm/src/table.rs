@@ -62,15 +62,15 @@ pub(crate) const ABSENT: u32 = u32::MAX;
 pub struct SessionTable {
     /// Number of sessions.
     pub count: u32,
-    /// `count` × [`NUMBER_COLUMNS`] numbers, session after session.
+    /// `count` × `NUMBER_COLUMNS` numbers, session after session.
     pub numbers: Vec<f64>,
-    /// `count` × [`TEXT_COLUMNS`] indices into the distinct texts, session after session.
+    /// `count` × `TEXT_COLUMNS` indices into the distinct texts, session after session.
     pub texts: Vec<u32>,
     /// The distinct texts, one after the other.
     pub strings: String,
     /// The length of each distinct text in UTF-16 code units (JavaScript string indices).
     pub lengths: Vec<u32>,
-    /// The column names: [`NUMBER_COLUMNS`] then [`TEXT_COLUMNS`], comma-separated.
+    /// The column names: the number columns then the text columns, comma-separated.
     pub columns: String,
 }
 
