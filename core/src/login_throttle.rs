@@ -14,8 +14,10 @@
 //! * [`Schedule::Backoff`] (the server's): one failure costs nothing (a typo); after two the
 //!   next check waits `base`, doubling with each further failure up to `cap` between two
 //!   checks; checks still running count as failures when the next one is scheduled, so
-//!   parallel attempts are spaced out; a success forgets the client, and so does `quiet`
-//!   time without an attempt.
+//!   parallel attempts are spaced out — except the first `parallel` of a client whose last
+//!   finished check succeeded (a chaining proxy or a shared address logging many users in at
+//!   once is not a guesser); a success forgets the failures and the wait, and `quiet` time
+//!   without an attempt forgets the client.
 //! * [`Schedule::Lockout`] (the firmware's): `failures` failed logins within `window` of the
 //!   first of them lock the client out until the window ends (the right password fails
 //!   too); a success changes nothing; the next failure after the window starts a new one.
@@ -43,6 +45,9 @@ pub enum Schedule {
         cap: Duration,
         /// A client without an attempt for this long starts over.
         quiet: Duration,
+        /// Checks a client whose last finished check succeeded may run at once before the
+        /// running ones count as failures.
+        parallel: u32,
     },
     /// A lockout after a number of failures.
     Lockout {
@@ -59,6 +64,7 @@ impl Schedule {
         base: Duration::from_millis(100),
         cap: Duration::from_secs(10),
         quiet: Duration::from_secs(60),
+        parallel: 32,
     };
 
     /// The longest a client waits for a check: a back-off's cap, a lockout's window.
@@ -112,6 +118,8 @@ pub struct Attempts {
     failures: u32,
     /// Admitted checks not finished yet.
     pending: u32,
+    /// Whether the last finished check succeeded (back-off).
+    proven: bool,
     /// The earliest start of the next check.
     next: Instant,
     /// Back-off: the last attempt; lockout: the start of the window.
@@ -125,6 +133,7 @@ impl Attempts {
         Self {
             failures: 0,
             pending: 0,
+            proven: false,
             next: now,
             mark: now,
             used: 0,
@@ -204,8 +213,13 @@ impl<S: AsRef<[Place<Attempts>]> + AsMut<[Place<Attempts>]>> LoginThrottle<S> {
         if wait > max_wait {
             return Verdict::Refuse;
         }
-        if let Schedule::Backoff { .. } = schedule {
-            e.next = start + schedule.backoff(e.failures.saturating_add(e.pending));
+        if let Schedule::Backoff { parallel, .. } = *schedule {
+            let running = if e.proven {
+                e.pending.saturating_sub(parallel)
+            } else {
+                e.pending
+            };
+            e.next = start + schedule.backoff(e.failures.saturating_add(running));
             e.mark = e.mark.max(now);
         }
         e.pending = e.pending.saturating_add(1);
@@ -223,8 +237,13 @@ impl<S: AsRef<[Place<Attempts>]> + AsMut<[Place<Attempts>]>> LoginThrottle<S> {
         };
         e.pending = e.pending.saturating_sub(1);
         match (outcome, *schedule) {
-            (Outcome::Accepted, Schedule::Backoff { .. }) => e.failures = 0,
+            (Outcome::Accepted, Schedule::Backoff { .. }) => {
+                e.failures = 0;
+                e.next = now;
+                e.proven = true;
+            }
             (Outcome::Rejected, Schedule::Backoff { .. }) => {
+                e.proven = false;
                 e.failures = e.failures.saturating_add(1);
                 e.mark = now;
                 e.next = e.next.max(now + schedule.backoff(e.failures));
@@ -238,7 +257,12 @@ impl<S: AsRef<[Place<Attempts>]> + AsMut<[Place<Attempts>]>> LoginThrottle<S> {
             }
             (Outcome::Accepted, Schedule::Lockout { .. }) | (Outcome::Unchecked, _) => {}
         }
-        if e.pending == 0 && e.failures == 0 && outcome == Outcome::Accepted {
+        // A back-off keeps a proven client (its parallel allowance) until it is quiet.
+        if e.pending == 0
+            && e.failures == 0
+            && outcome == Outcome::Accepted
+            && matches!(schedule, Schedule::Lockout { .. })
+        {
             self.table.remove(&client);
             return;
         }
@@ -334,8 +358,40 @@ mod tests {
         assert_eq!(w, 1600 * MS);
         now = now + w;
         t.finish(a, &B, now, Outcome::Accepted);
-        assert!(t.is_empty());
         assert_eq!(t.admit(a, &B, now, LONG), Verdict::Check(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_proven_client_runs_parallel_checks_and_a_failure_ends_that() {
+        let mut t = table();
+        let a = key("192.0.2.1");
+        let now = Instant::from_millis(5);
+        let max = Duration::from_secs(5);
+        assert_eq!(wait(t.admit(a, &B, now, max)), Duration::ZERO);
+        t.finish(a, &B, now, Outcome::Accepted);
+        // 32 checks at once wait nothing; beyond them the running ones count as failures.
+        let Schedule::Backoff { parallel, .. } = B else {
+            unreachable!()
+        };
+        let waits: Vec<u128> = (0..parallel + 4)
+            .map(|_| wait(t.admit(a, &B, now, max)).as_millis())
+            .collect();
+        assert!(
+            waits[..parallel as usize + 3].iter().all(|w| *w == 0),
+            "{waits:?}"
+        );
+        assert_eq!(waits[parallel as usize + 3], 100);
+        // A success in between forgets the wait: the next check starts at once.
+        t.finish(a, &B, now, Outcome::Accepted);
+        assert_eq!(t.admit(a, &B, now, max), Verdict::Check(Duration::ZERO));
+        // A failure makes it a stranger again: running checks count from the first.
+        t.finish(a, &B, now, Outcome::Rejected);
+        let later = now + Duration::from_millis(1);
+        let v = t.admit(a, &B, later, max);
+        assert!(
+            matches!(v, Verdict::Check(w) if w > Duration::ZERO),
+            "{v:?}"
+        );
     }
 
     #[test]
