@@ -9,79 +9,40 @@
 //! on.
 #![forbid(unsafe_code)]
 
-use std::io::{Read as _, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 
 use socksgate_tests::capture::LoCapture;
-use socksgate_tests::kerberos::Kdc;
+use socksgate_tests::kerberos::{KerberosServer, Realm};
 use socksgate_tests::origin::UdpEcho;
 use socksgate_tests::socksgate::Server;
 use socksgate_tests::tmp::TempDir;
-use socksgate_tests::{TIMEOUT, free_port, tools};
+use socksgate_tests::{TIMEOUT, tools};
 
 const REALM: &str = "UDPBIND.TEST";
-
-/// The realm: user alice, the service `rcmd/localhost` in the server's keytab.
-struct Realm {
-    kdc: Kdc,
-    keytab: PathBuf,
-    alice: String,
-}
 
 fn realm() -> Option<&'static Realm> {
     static REALM_: OnceLock<Option<Realm>> = OnceLock::new();
     REALM_
         .get_or_init(|| {
-            let kdc = Kdc::start("gssapi_udp_bind", REALM)?;
-            kdc.add_user("alice", "alice-pw");
-            kdc.add_service("rcmd/localhost");
-            let keytab = kdc.keytab("socksgate.keytab", &["rcmd/localhost"]);
-            let alice = kdc.kinit("alice", "alice-pw", "main", "10h");
-            Some(Realm { kdc, keytab, alice })
+            Realm::start(
+                "gssapi_udp_bind",
+                REALM,
+                &["alice"],
+                &["rcmd/localhost"],
+                &["rcmd/localhost"],
+            )
         })
         .as_ref()
 }
 
-/// A server granting every level, with a metrics listener; (server, metrics address).
-fn gss_server(realm: &Realm) -> (Server, String) {
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let config = format!(
-        "metrics = \"{metrics}\"\n[gssapi]\nkeytab = \"{}\"\n\
-         protection = [\"none\", \"integrity\", \"confidentiality\"]\n",
-        realm.keytab.display()
-    );
-    let server = Server::builder()
-        .config(&config)
-        .envs(realm.kdc.env())
-        .start();
-    (server, metrics)
-}
-
-fn metrics(addr: &str) -> String {
-    let mut s = std::net::TcpStream::connect(addr).expect("metrics listener");
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
-#[track_caller]
-fn wait_metric(addr: &str, line: &str) {
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    loop {
-        let m = metrics(addr);
-        if m.lines().any(|l| l == line) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{line} never showed:\n{m}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+/// A server granting every level, with a metrics listener.
+fn gss_server(realm: &Realm) -> KerberosServer {
+    realm
+        .server()
+        .gssapi("protection = [\"none\", \"integrity\", \"confidentiality\"]")
+        .start()
 }
 
 /// Runs gssapi_client.py in `mode` at `level` against `server` with alice's tickets, to
@@ -113,7 +74,7 @@ fn python(
         .arg(dir.path())
         .arg(mode)
         .envs(realm.kdc.env())
-        .env("KRB5CCNAME", &realm.alice);
+        .env("KRB5CCNAME", realm.cache("alice"));
     let out = tools::run(&mut cmd, b"", TIMEOUT);
     out.assert_success("gssapi_client.py");
     serde_json::from_slice(&std::fs::read(dir.join("result.json")).expect("result.json"))
@@ -134,7 +95,7 @@ fn udp_payload(marker: &[u8]) -> Vec<u8> {
 #[test]
 fn udp_associate_with_wrapped_datagrams_and_the_wire_in_clear_only_with_integrity() {
     let Some(realm) = realm() else { return };
-    let (server, m) = gss_server(realm);
+    let server = gss_server(realm);
     let echo = UdpEcho::start();
     let marker = b"UDP-SECRET-DATAGRAM-";
     let payload = udp_payload(marker);
@@ -164,10 +125,9 @@ fn udp_associate_with_wrapped_datagrams_and_the_wire_in_clear_only_with_integrit
     assert!(echo.received() >= 2 * payload.len().div_ceil(1200));
     // Nothing was dropped.
     for cause in ["integrity", "sequence", "protocol"] {
-        wait_metric(
-            &m,
-            &format!("socksgate_gssapi_datagrams_dropped_total{{cause=\"{cause}\"}} 0"),
-        );
+        server.wait_metric(&format!(
+            "socksgate_gssapi_datagrams_dropped_total{{cause=\"{cause}\"}} 0"
+        ));
     }
     let log = server.log();
     assert!(log.contains("udp associate ended"), "{log}");
@@ -177,7 +137,7 @@ fn udp_associate_with_wrapped_datagrams_and_the_wire_in_clear_only_with_integrit
 #[test]
 fn bad_datagrams_are_dropped_and_counted_while_the_association_goes_on() {
     let Some(realm) = realm() else { return };
-    let (server, m) = gss_server(realm);
+    let server = gss_server(realm);
     let echo = UdpEcho::start();
     let payload = udp_payload(b"TAMPER-TEST-");
     // Four bad datagrams, each beside a good one: a flipped bit in the token, a replay of a
@@ -193,20 +153,11 @@ fn bad_datagrams_are_dropped_and_counted_while_the_association_goes_on() {
     assert_eq!(r["outcome"], "done", "{r}\n{}", server.log());
     assert_eq!(r["bad_answered"], 0, "{r}");
     assert_eq!(r["echo_ok"], true, "every good datagram echoed: {r}");
-    wait_metric(
-        &m,
-        "socksgate_gssapi_datagrams_dropped_total{cause=\"integrity\"} 1",
-    );
-    wait_metric(
-        &m,
-        "socksgate_gssapi_datagrams_dropped_total{cause=\"sequence\"} 1",
-    );
-    wait_metric(
-        &m,
-        "socksgate_gssapi_datagrams_dropped_total{cause=\"protocol\"} 2",
-    );
+    server.wait_metric("socksgate_gssapi_datagrams_dropped_total{cause=\"integrity\"} 1");
+    server.wait_metric("socksgate_gssapi_datagrams_dropped_total{cause=\"sequence\"} 1");
+    server.wait_metric("socksgate_gssapi_datagrams_dropped_total{cause=\"protocol\"} 2");
     // The session itself did not fail.
-    wait_metric(&m, "socksgate_gssapi_failures_total{cause=\"integrity\"} 0");
+    server.wait_metric("socksgate_gssapi_failures_total{cause=\"integrity\"} 0");
     // One line for the burst, the first drop's; its size when the association ended.
     let log = server.log();
     let lines = log
@@ -229,7 +180,7 @@ fn bad_datagrams_are_dropped_and_counted_while_the_association_goes_on() {
 #[test]
 fn bind_with_both_replies_and_the_relay_protected() {
     let Some(realm) = realm() else { return };
-    let (server, m) = gss_server(realm);
+    let server = gss_server(realm);
     let mut payload = b"BIND-SECRET-".repeat(100);
     payload.extend(socksgate_tests::body(100_000));
     for (level, name) in [(2u8, "confidentiality"), (1, "integrity")] {
@@ -238,10 +189,7 @@ fn bind_with_both_replies_and_the_relay_protected() {
         assert_eq!(r["granted"], u64::from(level), "{name}: {r}");
         assert_eq!(r["echo_ok"], true, "{name}: bytes differ: {r}");
     }
-    wait_metric(
-        &m,
-        "socksgate_gssapi_sessions_total{protection=\"confidentiality\"} 1",
-    );
+    server.wait_metric("socksgate_gssapi_sessions_total{protection=\"confidentiality\"} 1");
     // Both sessions' access records: BIND, alice, the bytes each way.
     let deadline = std::time::Instant::now() + TIMEOUT;
     loop {
