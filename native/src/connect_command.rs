@@ -81,16 +81,18 @@ pub async fn run(args: &crate::cli::ConnectArgs) -> Result<(), ConnectFailure> {
         Ok::<_, std::io::Error>(())
     };
     // The session is over when the proxy side ends; stdin may stay open (ssh does that).
-    tokio::pin!(up);
+    // `down` is never cancelled: dropping it while a chunk is on its way to stdout (tokio
+    // writes stdout on a blocking thread) would lose that chunk, as the runtime is shut down
+    // without waiting for it. `up` only ends the session early with an error.
+    let up_failed = async {
+        match up.await {
+            Ok(()) => std::future::pending().await,
+            Err(e) => e,
+        }
+    };
     tokio::select! {
         r = down => r?,
-        r = &mut up => {
-            r?;
-            // stdin finished first: keep draining the response.
-            let mut stdout = tokio::io::stdout();
-            tokio::io::copy(&mut rd, &mut stdout).await?;
-            stdout.flush().await?;
-        }
+        e = up_failed => return Err(e.into()),
     }
     Ok(())
 }

@@ -221,6 +221,42 @@ fn connect_exits_when_the_destination_closes_with_stdin_open() {
     assert_eq!(out, "bye");
 }
 
+/// stdin ends while the echo is on its way to a stdout nobody reads yet (its pipe is full):
+/// every byte still arrives, in order, once stdout is read.
+#[test]
+fn connect_delivers_everything_when_stdin_ends_before_stdout_drains() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dst = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut back = s.try_clone().unwrap();
+        std::io::copy(&mut s, &mut back).unwrap();
+        back.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let port = free_port();
+    let _server = serve(port, &[]);
+    let url = format!("socks5://127.0.0.1:{port}");
+    let mut child = Command::new(BIN)
+        .args(["connect", "--proxy", &url, "127.0.0.1", &dst.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Four times a pipe's capacity: the echo fills stdout and waits in socket buffers.
+    let input: Vec<u8> = (0..256 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&input).unwrap();
+    // The echo comes back and fills stdout's pipe; only then does stdin end.
+    std::thread::sleep(Duration::from_millis(500));
+    drop(stdin);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut out = Vec::new();
+    child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(out.len(), input.len());
+    assert!(out == input, "the echo came back reordered");
+}
+
 /// A real capture (curl and PySocks through microsocks and Dante on loopback, recorded by
 /// the inspector's test suite) decoded by `socksgate inspect`.
 const CAPTURE: &str = concat!(
