@@ -26,9 +26,9 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use socksgate_tests::netns::{Namespace, sh};
 use socksgate_tests::socks::{Client, Command as Cmd, Dst, ReplyCode, decode, encode};
 
 const BIN: &str = env!("CARGO_BIN_EXE_socksgate");
@@ -49,116 +49,58 @@ fn origin_tcp(v6: bool, port: u16) -> SocketAddr {
     SocketAddr::new(ip(if v6 { ORIGIN6 } else { ORIGIN4 }), port)
 }
 
-/// Runs a command that must succeed.
-#[track_caller]
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e} (these tests need root and iproute2's `ip`)"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed (these tests need root and iproute2): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The two namespaces; deleted on drop.
 struct Net {
-    proxy: String,
-    origin: String,
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for ns in [&self.proxy, &self.origin] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-            let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
-        }
-    }
+    proxy: Namespace,
+    origin: Namespace,
 }
 
 impl Net {
     fn new() -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let id = format!(
-            "{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        // Built first, so that whatever part of the setup fails is still cleaned up.
         let net = Self {
-            proxy: format!("sg-egress-p-{id}"),
-            origin: format!("sg-egress-o-{id}"),
+            proxy: Namespace::new("egress-p"),
+            origin: Namespace::new("egress-o"),
         };
-        sh(&["ip", "netns", "add", &net.proxy]);
-        sh(&["ip", "netns", "add", &net.origin]);
-        let p = |cmd: &str| {
-            let mut args = vec!["ip", "-n", &net.proxy];
-            args.extend(cmd.split_whitespace());
-            sh(&args);
-        };
-        let o = |cmd: &str| {
-            let mut args = vec!["ip", "-n", &net.origin];
-            args.extend(cmd.split_whitespace());
-            sh(&args);
-        };
+        let (p, o) = (&net.proxy, &net.origin);
         // No duplicate address detection on the links to come: until it ends (a second or
         // so) the first IPv6 packets wait, long enough to lose Happy Eyeballs races.
-        for ns in [&net.proxy, &net.origin] {
-            sh(&[
-                "ip",
-                "netns",
-                "exec",
-                ns,
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.default.accept_dad=0",
-            ]);
+        for ns in [p, o] {
+            ns.exec(&["sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"]);
         }
-        p(&format!(
-            "link add pa type veth peer name oa netns {}",
-            net.origin
-        ));
-        p(&format!(
-            "link add pb type veth peer name ob netns {}",
-            net.origin
-        ));
+        p.veth("pa", o, "oa");
+        p.veth("pb", o, "ob");
         for a in ["10.77.0.1/24", "10.77.0.2/24", "10.77.0.3/24"] {
-            p(&format!("addr add {a} dev pa"));
+            p.ip(&format!("addr add {a} dev pa"));
         }
         for a in ["fd77::1/64", "fd77::2/64", "fd77::3/64"] {
-            p(&format!("addr add {a} dev pa nodad"));
+            p.ip(&format!("addr add {a} dev pa nodad"));
         }
-        p("addr add 10.78.0.1/24 dev pb");
-        o("addr add 10.77.0.100/24 dev oa");
-        o("addr add fd77::100/64 dev oa nodad");
-        o("addr add 10.78.0.100/24 dev ob");
-        o(&format!("addr add {ORIGIN4}/32 dev lo"));
-        o(&format!("addr add {ORIGIN6}/128 dev lo"));
-        for l in ["lo", "pa", "pb"] {
-            p(&format!("link set {l} up"));
+        p.ip("addr add 10.78.0.1/24 dev pb");
+        o.ip("addr add 10.77.0.100/24 dev oa");
+        o.ip("addr add fd77::100/64 dev oa nodad");
+        o.ip("addr add 10.78.0.100/24 dev ob");
+        o.ip(&format!("addr add {ORIGIN4}/32 dev lo"));
+        o.ip(&format!("addr add {ORIGIN6}/128 dev lo"));
+        for l in ["pa", "pb"] {
+            p.ip(&format!("link set {l} up"));
         }
-        for l in ["lo", "oa", "ob"] {
-            o(&format!("link set {l} up"));
+        for l in ["oa", "ob"] {
+            o.ip(&format!("link set {l} up"));
         }
-        p("route add 10.99.0.0/24 via 10.77.0.100 dev pa metric 10");
-        p("route add 10.99.0.0/24 via 10.78.0.100 dev pb metric 20");
-        p("-6 route add fd99::/64 via fd77::100 dev pa");
-        p("route add 10.99.0.0/24 via 10.78.0.100 dev pb table 100");
-        p("rule add fwmark 42 table 100");
-        // `ip netns exec` mounts this over /etc/hosts: the origin's name, in both families.
-        let etc = Path::new("/etc/netns").join(&net.proxy);
-        std::fs::create_dir_all(&etc).unwrap();
-        std::fs::write(
-            etc.join("hosts"),
-            format!("{ORIGIN4} {ORIGIN_NAME}\n{ORIGIN6} {ORIGIN_NAME}\n"),
-        )
-        .unwrap();
-        start_origin(&net.origin);
+        p.ip("route add 10.99.0.0/24 via 10.77.0.100 dev pa metric 10");
+        p.ip("route add 10.99.0.0/24 via 10.78.0.100 dev pb metric 20");
+        p.ip("-6 route add fd99::/64 via fd77::100 dev pa");
+        p.ip("route add 10.99.0.0/24 via 10.78.0.100 dev pb table 100");
+        p.ip("rule add fwmark 42 table 100");
+        // The origin's name, in both families, for the programs `ip netns exec` starts.
+        p.etc(
+            "hosts",
+            &format!("{ORIGIN4} {ORIGIN_NAME}\n{ORIGIN6} {ORIGIN_NAME}\n"),
+        );
+        start_origin(o);
         // The first IPv6 packet to a new neighbour waits for a retransmitted solicitation
         // (a second), which would lose Happy Eyeballs races: settle the links first.
-        in_ns(&net.proxy, || {
+        p.run(|| {
             for origin in [ORIGIN6, ORIGIN4] {
                 let at = SocketAddr::new(ip(origin), TCP_PORT);
                 let mut s = TcpStream::connect_timeout(&at, WAIT)
@@ -170,22 +112,10 @@ impl Net {
     }
 }
 
-/// Runs `f` on a thread inside network namespace `ns` (sockets it opens belong there).
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let fd = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e))
-}
-
 /// TCP on `TCP_PORT` and `TCP_PORT + 1` and UDP on `UDP_PORT`, on both origin addresses:
 /// each answers with the source address it saw.
-fn start_origin(ns: &str) {
-    in_ns(ns, || {
+fn start_origin(ns: &Namespace) {
+    ns.run(|| {
         for host in [ORIGIN4, ORIGIN6] {
             for port in [TCP_PORT, TCP_PORT + 1] {
                 let l = TcpListener::bind((ip(host), port)).expect("origin listener");
@@ -277,7 +207,7 @@ fn serve(net: &Net, config: &str, users: &[&str], ready: SocketAddr) -> Server {
 }
 
 /// [`serve`] in namespace `ns`.
-fn serve_in(ns: &str, config: &str, users: &[&str], ready: SocketAddr) -> Server {
+fn serve_in(ns: &Namespace, config: &str, users: &[&str], ready: SocketAddr) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let users_file = dir.path().join("users");
     if !users.is_empty() {
@@ -291,7 +221,7 @@ fn serve_in(ns: &str, config: &str, users: &[&str], ready: SocketAddr) -> Server
     .unwrap();
     let log = dir.path().join("log");
     let child = Command::new("ip")
-        .args(["netns", "exec", ns, BIN, "serve", "--config"])
+        .args(["netns", "exec", ns.name(), BIN, "serve", "--config"])
         .env("RUST_LOG", "socksgate=debug")
         .arg(&path)
         .stdout(Stdio::null())
@@ -304,7 +234,7 @@ fn serve_in(ns: &str, config: &str, users: &[&str], ready: SocketAddr) -> Server
         log,
         _dir: dir,
     };
-    let up = in_ns(ns, move || {
+    let up = ns.run(move || {
         let start = Instant::now();
         while start.elapsed() < WAIT {
             if TcpStream::connect(ready).is_ok() {
@@ -328,7 +258,7 @@ type Login = Option<&'static str>;
 /// A SOCKS5 client of `proxy`, opened in the proxy namespace, logged in as `user` (password
 /// `USER-pw`) or without authentication.
 fn client(net: &Net, proxy: SocketAddr, user: Login) -> Client {
-    let mut c = in_ns(&net.proxy, move || Client::connect(proxy));
+    let mut c = net.proxy.run(move || Client::connect(proxy));
     match user {
         None => c.greet_no_auth(),
         Some(u) => assert_eq!(c.login(u, &format!("{u}-pw")), 0, "login as {u}"),
@@ -362,7 +292,7 @@ fn udp_source(net: &Net, proxy: SocketAddr, user: Login, v6: bool) -> IpAddr {
     assert_eq!(reply.rep, ReplyCode::Succeeded, "udp associate");
     let relay = reply.bound_addr();
     let local = c.stream().local_addr().unwrap().ip();
-    let sock = in_ns(&net.proxy, move || UdpSocket::bind((local, 0)).unwrap());
+    let sock = net.proxy.run(move || UdpSocket::bind((local, 0)).unwrap());
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let dst = SocketAddr::new(ip(if v6 { ORIGIN6 } else { ORIGIN4 }), UDP_PORT);
     let datagram = encode::udp_datagram(&Dst::Ip(dst), b"who am I");
@@ -390,7 +320,7 @@ fn bind_address(net: &Net, proxy: SocketAddr, user: Login, v6: bool) -> IpAddr {
     let first = c.request5(Cmd::Bind, &Dst::Ip(SocketAddr::new(origin, 0)));
     assert_eq!(first.rep, ReplyCode::Succeeded, "bind");
     let listening = first.bound_addr();
-    let mut peer = in_ns(&net.origin, move || {
+    let mut peer = net.origin.run(move || {
         let s = socket2::Socket::new(
             socket2::Domain::for_address(listening),
             socket2::Type::STREAM,

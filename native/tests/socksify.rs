@@ -25,8 +25,10 @@ use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use socksgate_tests::netns::{Namespace, sh};
 
 const BIN: &str = env!("CARGO_BIN_EXE_socksgate");
 const PROXY_IP: &str = "10.81.0.1";
@@ -42,20 +44,6 @@ const CLOSED_PORT: u16 = 9;
 const HTTP_BODY: &str = "hello from the origin\n";
 const BANNER: &str = "banner from the origin\n";
 const WAIT: Duration = Duration::from_secs(20);
-
-/// Runs a command that must succeed.
-#[track_caller]
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e} (these tests need root and iproute2)"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A tool the test needs; fails the test if it is missing.
 #[track_caller]
@@ -89,8 +77,8 @@ fn build_library() {
 
 /// The two namespaces and the origin; deleted on drop.
 struct Net {
-    client: String,
-    proxy: String,
+    client: Namespace,
+    proxy: Namespace,
     dir: tempfile::TempDir,
     dns_queries: Arc<AtomicUsize>,
     children: Vec<(String, Child, PathBuf)>,
@@ -106,69 +94,32 @@ impl Drop for Net {
                 eprintln!("---- {name}'s log:\n{log}");
             }
         }
-        for ns in [&self.client, &self.proxy] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-            let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
-        }
     }
 }
 
 impl Net {
     fn new() -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let id = format!(
-            "{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
         let mut net = Self {
-            client: format!("sg-sfy-c-{id}"),
-            proxy: format!("sg-sfy-p-{id}"),
+            client: Namespace::new("sfy-c"),
+            proxy: Namespace::new("sfy-p"),
             dir: tempfile::tempdir().unwrap(),
             dns_queries: Arc::default(),
             children: Vec::new(),
         };
-        sh(&["ip", "netns", "add", &net.client]);
-        sh(&["ip", "netns", "add", &net.proxy]);
-        let p = |cmd: &str| {
-            let mut args = vec!["ip", "-n", &net.proxy];
-            args.extend(cmd.split_whitespace());
-            sh(&args);
-        };
-        p(&format!(
-            "link add p0 type veth peer name c0 netns {}",
-            net.client
-        ));
-        p(&format!("addr add {PROXY_IP}/24 dev p0"));
-        p(&format!("addr add {ORIGIN}/32 dev lo"));
-        p("link set lo up");
-        p("link set p0 up");
-        for cmd in [
-            "addr add 10.81.0.2/24 dev c0",
-            "link set c0 up",
-            "link set lo up",
-        ] {
-            let mut args = vec!["ip", "-n", &net.client];
-            args.extend(cmd.split_whitespace());
-            sh(&args);
-        }
-        let etc = |ns: &str, file: &str, text: &str| {
-            let dir = Path::new("/etc/netns").join(ns);
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join(file), text).unwrap();
-        };
-        etc(
-            &net.proxy,
+        let (c, p) = (&net.client, &net.proxy);
+        p.veth("p0", c, "c0");
+        p.ip(&format!("addr add {PROXY_IP}/24 dev p0"));
+        p.ip(&format!("addr add {ORIGIN}/32 dev lo"));
+        p.ip("link set p0 up");
+        c.ip("addr add 10.81.0.2/24 dev c0");
+        c.ip("link set c0 up");
+        p.etc(
             "hosts",
             &format!("127.0.0.1 localhost\n{ORIGIN} {ORIGIN_NAME}\n"),
         );
-        etc(
-            &net.client,
-            "resolv.conf",
-            &format!("nameserver {PROXY_IP}\n"),
-        );
+        c.etc("resolv.conf", &format!("nameserver {PROXY_IP}\n"));
         let queries = net.dns_queries.clone();
-        in_ns(&net.proxy, move || start_origin(&queries));
+        net.proxy.run(move || start_origin(&queries));
         net.start_sshd();
         net.start_socksgate();
         net.start_danted();
@@ -184,7 +135,7 @@ impl Net {
         let log = self.path(&format!("{name}.log"));
         let out = File::create(&log).unwrap();
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.proxy])
+            .args(["netns", "exec", self.proxy.name()])
             .args(args)
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -192,7 +143,7 @@ impl Net {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         self.children.push((name.to_owned(), child, log));
         let start = Instant::now();
-        let reachable = in_ns(&self.proxy, move || {
+        let reachable = self.proxy.run(move || {
             loop {
                 if TcpStream::connect_timeout(&wait_for, Duration::from_secs(1)).is_ok() {
                     return true;
@@ -308,7 +259,7 @@ impl Net {
     /// Runs `args` in the client namespace with `env`, bounded by [`WAIT`].
     fn run_client(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.client])
+        cmd.args(["netns", "exec", self.client.name()])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -336,19 +287,6 @@ impl Net {
     fn dns_queries(&self) -> usize {
         self.dns_queries.load(Ordering::SeqCst)
     }
-}
-
-/// Runs `f` on a thread inside network namespace `ns` (sockets it opens, and threads it
-/// starts, belong there).
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let fd = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e))
 }
 
 /// The origin's HTTP and banner servers, and the DNS trap on the client's nameserver.

@@ -24,8 +24,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+use socksgate_tests::netns::Namespace;
 
 const BIN: &str = env!("CARGO_BIN_EXE_socksgate");
 const PROXY_IP: &str = "10.66.0.1";
@@ -38,20 +39,6 @@ const DNS_SERVER_NAME: &str = "dns.origin.test";
 /// Bytes of the file the FTP server serves.
 const FILE_LEN: usize = 300_000;
 const WAIT: Duration = Duration::from_secs(20);
-
-/// Runs a command that must succeed.
-#[track_caller]
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e} (these tests need root and iproute2)"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Adds `user` (password `USER-pw`) to the users file at `path` with `socksgate passwd`.
 fn passwd(path: &Path, user: &str) {
@@ -99,9 +86,9 @@ fn library() -> PathBuf {
 
 /// The three namespaces, the origin's servers and socksgate; all removed on drop.
 struct Lab {
-    client: String,
-    proxy: String,
-    origin: String,
+    client: Namespace,
+    proxy: Namespace,
+    origin: Namespace,
     children: Vec<Child>,
     socksgate_log: PathBuf,
     dir: tempfile::TempDir,
@@ -116,72 +103,40 @@ impl Drop for Lab {
         if std::thread::panicking() {
             eprintln!("socksgate's log:\n{}", self.socksgate_log());
         }
-        for ns in [&self.client, &self.proxy, &self.origin] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&self.proxy));
     }
 }
 
 impl Lab {
     fn new() -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let id = format!(
-            "{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
         let dir = tempfile::tempdir().unwrap();
         let mut lab = Self {
-            client: format!("sg-sfy-c-{id}"),
-            proxy: format!("sg-sfy-p-{id}"),
-            origin: format!("sg-sfy-o-{id}"),
+            client: Namespace::new("sfy-c"),
+            proxy: Namespace::new("sfy-p"),
+            origin: Namespace::new("sfy-o"),
             children: Vec::new(),
             socksgate_log: dir.path().join("socksgate.log"),
             dir,
         };
-        for ns in [&lab.client, &lab.proxy, &lab.origin] {
-            sh(&["ip", "netns", "add", ns]);
-            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-        }
-        let ip = |ns: &str, cmd: &str| {
-            let mut args = vec!["ip", "-n", ns];
-            args.extend(cmd.split_whitespace());
-            sh(&args);
-        };
-        ip(
-            &lab.client,
-            &format!("link add c0 type veth peer name p0 netns {}", lab.proxy),
-        );
-        ip(
-            &lab.proxy,
-            &format!("link add p1 type veth peer name o1 netns {}", lab.origin),
-        );
-        ip(&lab.client, "addr add 10.66.0.2/24 dev c0");
-        ip(&lab.client, "link set c0 up");
-        ip(&lab.proxy, &format!("addr add {PROXY_IP}/24 dev p0"));
-        ip(&lab.proxy, "link set p0 up");
-        ip(&lab.proxy, "addr add 10.67.0.1/24 dev p1");
-        ip(&lab.proxy, "link set p1 up");
-        ip(&lab.origin, &format!("addr add {ORIGIN_IP}/24 dev o1"));
-        ip(&lab.origin, "link set o1 up");
-
-        // `ip netns exec` mounts this over /etc/hosts: the DNS server's name, which only the
-        // proxy side can resolve.
-        let etc = Path::new("/etc/netns").join(&lab.proxy);
-        std::fs::create_dir_all(&etc).unwrap();
-        std::fs::write(
-            etc.join("hosts"),
-            format!("{ORIGIN_IP} {DNS_SERVER_NAME}\n"),
-        )
-        .unwrap();
+        let (c, p, o) = (&lab.client, &lab.proxy, &lab.origin);
+        c.veth("c0", p, "p0");
+        p.veth("p1", o, "o1");
+        c.ip("addr add 10.66.0.2/24 dev c0");
+        c.ip("link set c0 up");
+        p.ip(&format!("addr add {PROXY_IP}/24 dev p0"));
+        p.ip("link set p0 up");
+        p.ip("addr add 10.67.0.1/24 dev p1");
+        p.ip("link set p1 up");
+        o.ip(&format!("addr add {ORIGIN_IP}/24 dev o1"));
+        o.ip("link set o1 up");
+        // The DNS server's name, which only the proxy side can resolve.
+        p.etc("hosts", &format!("{ORIGIN_IP} {DNS_SERVER_NAME}\n"));
 
         // The origin: dnsmasq with one name and nothing else, pyftpdlib serving one file.
         let root = lab.dir.path().join("ftp");
         std::fs::create_dir(&root).unwrap();
         std::fs::write(root.join("data.bin"), file_bytes()).unwrap();
         let dnsmasq = lab.spawn_in(
-            &lab.origin.clone(),
+            lab.origin.name(),
             &[
                 "dnsmasq",
                 "--keep-in-foreground",
@@ -197,7 +152,7 @@ impl Lab {
         );
         lab.children.push(dnsmasq);
         let ftpd = lab.spawn_in(
-            &lab.origin.clone(),
+            lab.origin.name(),
             &[
                 "/usr/bin/python3",
                 "-m",
@@ -246,7 +201,7 @@ impl Lab {
                 .open(&lab.socksgate_log)
                 .unwrap();
             let child = Command::new("ip")
-                .args(["netns", "exec", &lab.proxy, BIN, "serve", "--config"])
+                .args(["netns", "exec", lab.proxy.name(), BIN, "serve", "--config"])
                 .arg(&config)
                 .env("RUST_LOG", "socksgate=info")
                 .stdout(Stdio::null())
@@ -255,10 +210,10 @@ impl Lab {
                 .expect("ip netns exec socksgate serve");
             lab.children.push(child);
         }
-        lab.wait_tcp(&lab.proxy.clone(), &format!("{PROXY_IP}:1080"));
-        lab.wait_tcp(&lab.proxy.clone(), &format!("{PROXY_IP}:1081"));
-        lab.wait_tcp(&lab.proxy.clone(), &format!("{PROXY_IP}:1082"));
-        lab.wait_tcp(&lab.proxy.clone(), &format!("{ORIGIN_IP}:21"));
+        lab.wait_tcp(&lab.proxy, &format!("{PROXY_IP}:1080"));
+        lab.wait_tcp(&lab.proxy, &format!("{PROXY_IP}:1081"));
+        lab.wait_tcp(&lab.proxy, &format!("{PROXY_IP}:1082"));
+        lab.wait_tcp(&lab.proxy, &format!("{ORIGIN_IP}:21"));
         lab.wait_dns();
         lab
     }
@@ -275,12 +230,9 @@ impl Lab {
     }
 
     /// Waits until `at` accepts TCP connections from namespace `ns`.
-    fn wait_tcp(&self, ns: &str, at: &str) {
+    fn wait_tcp(&self, ns: &Namespace, at: &str) {
         let at: SocketAddr = at.parse().unwrap();
-        let path = format!("/run/netns/{ns}");
-        let up = std::thread::spawn(move || {
-            let fd = File::open(&path).unwrap();
-            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let up = ns.run(move || {
             let start = Instant::now();
             while start.elapsed() < WAIT {
                 if TcpStream::connect_timeout(&at, Duration::from_secs(1)).is_ok() {
@@ -289,9 +241,7 @@ impl Lab {
                 std::thread::sleep(Duration::from_millis(50));
             }
             false
-        })
-        .join()
-        .unwrap();
+        });
         assert!(up, "{at} did not come up:\n{}", self.socksgate_log());
     }
 
@@ -300,7 +250,7 @@ impl Lab {
         let start = Instant::now();
         loop {
             let out = self.run_in(
-                &self.proxy,
+                self.proxy.name(),
                 &[
                     "dig",
                     "+tries=1",
@@ -355,7 +305,7 @@ impl Lab {
         ];
         all.extend_from_slice(args);
         self.run_env(
-            &self.client,
+            self.client.name(),
             &[("SOCKSGATE_SOCKSIFY_LIBRARY", lib.to_str().unwrap())],
             &all,
         )
@@ -371,7 +321,7 @@ impl Lab {
         .unwrap();
         let mut all = vec!["proxychains4", "-f", conf.to_str().unwrap()];
         all.extend_from_slice(args);
-        self.run_in(&self.client, &all)
+        self.run_in(self.client.name(), &all)
     }
 
     /// `args` under Dante's socksify (SOCKS5 to :1080, every command) in the client namespace.
@@ -388,7 +338,7 @@ impl Lab {
         let mut all = vec!["socksify"];
         all.extend_from_slice(args);
         self.run_env(
-            &self.client,
+            self.client.name(),
             &[("SOCKS_CONF", conf.to_str().unwrap())],
             &all,
         )
@@ -476,7 +426,7 @@ fn attempt(lab: &Lab, program: Program, how: impl Fn(&[&str]) -> Output) -> (boo
 fn dig_and_host_resolve_a_name_only_the_origin_knows_over_udp_associate() {
     let lab = Lab::new();
     for program in [Program::Dig, Program::Host] {
-        let (direct, out) = attempt(&lab, program, |a| lab.run_in(&lab.client, a));
+        let (direct, out) = attempt(&lab, program, |a| lab.run_in(lab.client.name(), a));
         assert!(
             !direct,
             "{program:?} reached the origin without the proxy:\n{}",
@@ -582,7 +532,7 @@ print(sender[0], sender[1], data[:2].hex(), ".".join(map(str, data[-4:])))
 fn active_ftp_data_connections_over_bind() {
     let lab = Lab::new();
     for program in [Program::TnftpActive, Program::CurlFtpPort] {
-        let (direct, out) = attempt(&lab, program, |a| lab.run_in(&lab.client, a));
+        let (direct, out) = attempt(&lab, program, |a| lab.run_in(lab.client.name(), a));
         assert!(
             !direct,
             "{program:?} reached the origin without the proxy:\n{}",

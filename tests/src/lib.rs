@@ -1,6 +1,7 @@
 //! Shared harness for socksgate's end-to-end and interop tests.
 //!
-//! Everything here is plain `std` and talks to loopback addresses only (127.0.0.0/8, ::1):
+//! Everything here is plain `std` and talks to loopback addresses only (127.0.0.0/8, ::1), or
+//! inside network namespaces it creates ([`netns`]):
 //!
 //! * [`socksgate`] finds (building it once if needed) and runs the `socksgate` binary: a
 //!   [`socksgate::Server`] listens on a free loopback port and is killed on drop.
@@ -8,6 +9,8 @@
 //!   deterministic bodies, a TCP echo server, a "reply after EOF" server and a UDP echo.
 //! * [`kerberos`] runs a real MIT KDC with a fresh realm for the GSS-API tests.
 //! * [`peers`] starts Debian's `danted` and `microsocks` as reference SOCKS servers.
+//! * [`netns`] creates network namespaces (veth links, addresses, `/etc/netns` files) for
+//!   the tests that need more than loopback, and runs code inside them.
 //! * [`tools`] locates external programs and runs them with bounded timeouts.
 //! * [`reliability`] has process statistics (RSS, open fds), a curl loop, seeded byte
 //!   streams and close-outcome reads for the reliability tests.
@@ -24,6 +27,7 @@
 
 pub mod capture;
 pub mod kerberos;
+pub mod netns;
 pub mod origin;
 pub mod peers;
 pub mod reliability;
