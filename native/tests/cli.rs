@@ -180,24 +180,28 @@ fn connect_through_serve_with_every_scheme_and_auth() {
     assert_eq!((code, out.as_str()), (0, "authed"), "{err}");
 }
 
-#[test]
-fn connect_exits_when_the_destination_closes_with_stdin_open() {
-    // Like ssh's ProxyCommand: stdin stays open; the destination answers and closes.
+/// `socksgate connect` through a fresh `serve` to a loopback destination served once by
+/// `destination`, with stdin and stdout piped (the server is returned to keep it running).
+fn connect_once(destination: impl FnOnce(TcpStream) + Send + 'static) -> (Child, Server) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let dst = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let (mut s, _) = l.accept().unwrap();
-        s.write_all(b"bye").unwrap();
-    });
+    std::thread::spawn(move || destination(l.accept().unwrap().0));
     let port = free_port();
-    let _server = serve(port, &[]);
+    let server = serve(port, &[]);
     let url = format!("socks5://127.0.0.1:{port}");
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .args(["connect", "--proxy", &url, "127.0.0.1", &dst.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    (child, server)
+}
+
+#[test]
+fn connect_exits_when_the_destination_closes_with_stdin_open() {
+    // Like ssh's ProxyCommand: stdin stays open; the destination answers and closes.
+    let (mut child, _server) = connect_once(|mut s| s.write_all(b"bye").unwrap());
     let _stdin = child.stdin.take(); // held open
     let start = Instant::now();
     loop {
@@ -225,23 +229,11 @@ fn connect_exits_when_the_destination_closes_with_stdin_open() {
 /// every byte still arrives, in order, once stdout is read.
 #[test]
 fn connect_delivers_everything_when_stdin_ends_before_stdout_drains() {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let dst = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let (mut s, _) = l.accept().unwrap();
+    let (mut child, _server) = connect_once(|mut s| {
         let mut back = s.try_clone().unwrap();
         std::io::copy(&mut s, &mut back).unwrap();
         back.shutdown(std::net::Shutdown::Write).unwrap();
     });
-    let port = free_port();
-    let _server = serve(port, &[]);
-    let url = format!("socks5://127.0.0.1:{port}");
-    let mut child = Command::new(BIN)
-        .args(["connect", "--proxy", &url, "127.0.0.1", &dst.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
     // Four times a pipe's capacity: the echo fills stdout and waits in socket buffers.
     let input: Vec<u8> = (0..256 * 1024u32).map(|i| (i % 251) as u8).collect();
     let mut stdin = child.stdin.take().unwrap();
