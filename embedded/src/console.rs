@@ -13,7 +13,7 @@
 //! rule add RULE            append a rule (`deny dst .example.com port 25`)
 //! rule del INDEX           remove a rule (0-based, as `show` lists them)
 //! save                     write the settings to flash (the other slot)
-//! sessions                 sessions in progress
+//! sessions                 sessions in progress, with bytes each way so far
 //! stats                    counters since boot, and the time since boot
 //! reboot                   restart the board
 //! ```
@@ -33,7 +33,7 @@ use embedded_io_async::{Read, Write};
 use embedded_storage::nor_flash::NorFlash;
 
 use crate::live::SharedSettings;
-use crate::monitor::Monitor;
+use crate::monitor::{ActiveSession, MAX_LISTED, Monitor};
 use crate::password::{PasswordHash, SALT_LEN};
 use crate::session::Refusal;
 use crate::settings::{LineError, MAX_RULES, Settings, SettingsError};
@@ -318,28 +318,23 @@ impl<'a, IO: Read + Write, F: NorFlash, B: Board> Console<'a, IO, F, B> {
         }
     }
 
+    /// One line per session in progress (see [`write_session`]), then the count. Each
+    /// session is copied out of the monitor and written on its own, so the lock is never
+    /// held across the UART write and no buffer holds the whole table.
     async fn sessions(&mut self) {
-        let mut text = Text::<2048>(heapless::String::new());
-        let now = Instant::now();
         let mut count = 0;
-        self.monitor.for_each_active(|a| {
+        for slot in 0..MAX_LISTED {
+            let Some(session) = self.monitor.active(slot) else {
+                continue;
+            };
             count += 1;
-            let _ = writeln!(
-                text,
-                "slot {} client {} {} {} for {} s",
-                a.slot,
-                a.client,
-                a.command.and_then(|c| c.name()).unwrap_or("-"),
-                if a.destination.is_empty() {
-                    "-"
-                } else {
-                    a.destination.as_str()
-                },
-                now.saturating_duration_since(a.started).as_secs()
-            );
-        });
-        let _ = writeln!(text, "{count} in progress");
-        self.write(text.0.as_bytes()).await;
+            // The longest line (an IPv6 client with a scope, 64-character destination,
+            // 20-digit counts) is under 300 characters.
+            let mut text = Text::<320>(heapless::String::new());
+            let _ = write_session(&mut text, &session, Instant::now());
+            self.write(text.0.as_bytes()).await;
+        }
+        self.print(format_args!("{count} in progress")).await;
     }
 
     async fn stats(&mut self) {
@@ -369,6 +364,29 @@ impl<'a, IO: Read + Write, F: NorFlash, B: Board> Console<'a, IO, F, B> {
         let _ = writeln!(text);
         self.write(text.0.as_bytes()).await;
     }
+}
+
+/// One line of `sessions`: `slot S client ADDR:PORT CMD DST for T s up U down D idle I ms`
+/// — the age in whole seconds, the bytes relayed each way so far (updated as they move) and
+/// the milliseconds since bytes last moved either way (since the accept, before any did).
+/// `CMD` and `DST` are `-` until the request is known.
+fn write_session(out: &mut impl fmt::Write, session: &ActiveSession, now: Instant) -> fmt::Result {
+    writeln!(
+        out,
+        "slot {} client {} {} {} for {} s up {} down {} idle {} ms",
+        session.slot,
+        session.client,
+        session.command.and_then(|c| c.name()).unwrap_or("-"),
+        if session.destination.is_empty() {
+            "-"
+        } else {
+            session.destination.as_str()
+        },
+        now.saturating_duration_since(session.started).as_secs(),
+        session.up,
+        session.down,
+        now.saturating_duration_since(session.moved).as_millis()
+    )
 }
 
 /// The settings at boot: the newest good record in `store` parsed over `defaults`; if it
@@ -460,6 +478,44 @@ mod tests {
     use super::*;
     use crate::store::ram_flash::RamFlash;
     use socksgate_core::rules::Action;
+
+    #[test]
+    fn a_session_line_shows_its_bytes_so_far() {
+        let started = Instant::from_millis(1_000);
+        let mut destination = heapless::String::new();
+        destination.push_str("origin.test:7007").unwrap();
+        let session = ActiveSession {
+            slot: 2,
+            client: "10.0.2.2:40000".parse().unwrap(),
+            started,
+            command: Some(socksgate_core::wire::Command::Connect),
+            destination,
+            up: 12_345,
+            down: 678_901,
+            moved: Instant::from_millis(13_750),
+        };
+        let mut line = String::new();
+        write_session(&mut line, &session, Instant::from_millis(14_000)).unwrap();
+        assert_eq!(
+            line,
+            "slot 2 client 10.0.2.2:40000 connect origin.test:7007 for 13 s up 12345 down 678901 idle 250 ms\n"
+        );
+        // Before the request: no command, no destination, nothing moved.
+        let waiting = ActiveSession {
+            command: None,
+            destination: heapless::String::new(),
+            up: 0,
+            down: 0,
+            moved: started,
+            ..session
+        };
+        let mut line = String::new();
+        write_session(&mut line, &waiting, Instant::from_millis(1_500)).unwrap();
+        assert_eq!(
+            line,
+            "slot 2 client 10.0.2.2:40000 - - for 0 s up 0 down 0 idle 500 ms\n"
+        );
+    }
 
     fn store() -> ConfigStore<RamFlash> {
         ConfigStore::new(RamFlash(vec![0xFF; 2 * 4096]), 0, 4096)

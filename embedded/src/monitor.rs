@@ -13,10 +13,12 @@ use socksgate_core::login_throttle::{Attempts, LoginThrottle, Outcome, Schedule,
 use socksgate_core::rules::Cidr;
 use socksgate_core::wire::Command;
 
+use crate::relay::Traffic;
 use crate::session::{Refusal, SessionEnd};
 
-/// Sessions in progress the table lists (a pool larger than this still works; the extra
-/// sessions are counted, also against the per-client cap, but not listed).
+/// Sessions in progress the table lists: slots `0..MAX_LISTED` (a pool larger than this
+/// still works; the sessions of further slots are counted, also against the per-client cap,
+/// but not listed).
 pub const MAX_LISTED: usize = 32;
 /// Clients the failed-login throttle remembers at once (the least recently used is
 /// forgotten to make room).
@@ -54,6 +56,12 @@ pub struct ActiveSession {
     pub command: Option<Command>,
     /// The destination as requested (truncated to 64 characters), once known.
     pub destination: heapless::String<64>,
+    /// Bytes from the client to the destination(s) so far (updated as the relay moves them).
+    pub up: u64,
+    /// Bytes from the destination(s) to the client so far.
+    pub down: u64,
+    /// When bytes last moved either way (when it was accepted, before any did).
+    pub moved: Instant,
 }
 
 /// The throttle's storage: room for [`THROTTLED_CLIENTS`].
@@ -62,7 +70,8 @@ type ThrottlePlaces = [Place<Attempts>; places_for(THROTTLED_CLIENTS)];
 #[derive(Debug)]
 struct State {
     counters: Counters,
-    active: heapless::Vec<ActiveSession, MAX_LISTED>,
+    /// Indexed by slot: a relay updates its own entry without searching.
+    active: [Option<ActiveSession>; MAX_LISTED],
     throttle: LoginThrottle<ThrottlePlaces>,
 }
 
@@ -92,7 +101,7 @@ impl Monitor {
         Self {
             state: Mutex::new(RefCell::new(State {
                 counters: Counters::default(),
-                active: heapless::Vec::new(),
+                active: [const { None }; MAX_LISTED],
                 // Sixteen clients: nobody can crowd a probe sequence that matters, so the
                 // hash key need not be secret.
                 throttle: LoginThrottle::new([Place::EMPTY; places_for(THROTTLED_CLIENTS)], [0, 0]),
@@ -109,23 +118,44 @@ impl Monitor {
         self.with(|s| s.counters)
     }
 
-    /// Calls `f` with each session in progress (under the lock: `f` must be quick).
+    /// Calls `f` with each session in progress, in slot order (under the lock: `f` must be
+    /// quick).
     pub fn for_each_active(&self, mut f: impl FnMut(&ActiveSession)) {
-        self.with(|s| s.active.iter().for_each(&mut f));
+        self.with(|s| s.active.iter().flatten().for_each(&mut f));
+    }
+
+    /// The session in progress in slot `slot`, if any (and listed: `slot < MAX_LISTED`),
+    /// as it is now: a copy, so that the caller can format it without holding the lock.
+    pub fn active(&self, slot: usize) -> Option<ActiveSession> {
+        self.with(|s| s.active.get(slot).cloned().flatten())
     }
 
     /// Slot `slot` accepted `client`.
     pub(crate) fn started(&self, slot: usize, client: SocketAddr) {
+        let now = Instant::now();
         self.with(|s| {
             s.counters.sessions += 1;
-            let _ = s.active.push(ActiveSession {
-                slot,
-                client,
-                started: Instant::now(),
-                command: None,
-                destination: heapless::String::new(),
-            });
+            if let Some(entry) = s.active.get_mut(slot) {
+                *entry = Some(ActiveSession {
+                    slot,
+                    client,
+                    started: now,
+                    command: None,
+                    destination: heapless::String::new(),
+                    up: 0,
+                    down: 0,
+                    moved: now,
+                });
+            }
         });
+    }
+
+    /// The place where slot `slot`'s session reports its bytes while it relays.
+    pub(crate) fn live(&self, slot: usize) -> LiveTraffic<'_> {
+        LiveTraffic {
+            monitor: self,
+            slot,
+        }
     }
 
     /// Slot `slot`'s request: `command` to `destination`.
@@ -136,7 +166,7 @@ impl Monitor {
         destination: &dyn fmt::Display,
     ) {
         self.with(|s| {
-            if let Some(entry) = s.active.iter_mut().find(|a| a.slot == slot) {
+            if let Some(Some(entry)) = s.active.get_mut(slot) {
                 entry.command = command;
                 entry.destination.clear();
                 let _ = fmt::write(
@@ -155,10 +185,8 @@ impl Monitor {
     /// Slot `slot` ended (or, with `None`, the refusal slot): counts `record`.
     pub(crate) fn finished(&self, slot: Option<usize>, record: &SessionRecord<'_>) {
         self.with(|s| {
-            if let Some(slot) = slot
-                && let Some(i) = s.active.iter().position(|a| a.slot == slot)
-            {
-                s.active.swap_remove(i);
+            if let Some(entry) = slot.and_then(|slot| s.active.get_mut(slot)) {
+                *entry = None;
             }
             let c = &mut s.counters;
             c.bytes_up += record.up;
@@ -206,6 +234,28 @@ impl Monitor {
     /// A login failed (refused by the throttle or with wrong credentials).
     pub(crate) fn login_failed(&self) {
         self.with(|s| s.counters.login_failures += 1);
+    }
+}
+
+/// One session's entry in the [`Monitor`]'s table, where its relay publishes the bytes moved
+/// so far: the console's `sessions` shows them while the session runs.
+#[derive(Clone, Copy)]
+pub(crate) struct LiveTraffic<'a> {
+    monitor: &'a Monitor,
+    slot: usize,
+}
+
+impl LiveTraffic<'_> {
+    /// `traffic` is what moved so far, the last of it at `at`. One short critical section
+    /// and an indexed store: cheap enough to call for every chunk relayed.
+    pub(crate) fn publish(&self, traffic: &Traffic, at: Instant) {
+        self.monitor.with(|s| {
+            if let Some(Some(entry)) = s.active.get_mut(self.slot) {
+                entry.up = traffic.up;
+                entry.down = traffic.down;
+                entry.moved = at;
+            }
+        });
     }
 }
 

@@ -13,6 +13,8 @@ use embassy_futures::select::{Either3, select3};
 use embassy_net::tcp::{State, TcpSocket};
 use embassy_time::{Duration, Instant, Timer, with_timeout};
 
+use crate::monitor::LiveTraffic;
+
 /// Scratch buffer per session for the relay.
 pub(crate) const RELAY_CHUNK: usize = 1024;
 
@@ -111,13 +113,14 @@ async fn ready(src: &TcpSocket<'_>, dst: &TcpSocket<'_>, done: bool) {
 }
 
 /// Relays until both directions reached EOF, a socket failed, or nothing moved for `idle`,
-/// adding what it moved to `traffic`.
+/// adding what it moved to `traffic` and publishing the totals to `live` as they grow.
 pub(crate) async fn relay(
     client: &mut TcpSocket<'_>,
     upstream: &mut TcpSocket<'_>,
     chunk: &mut [u8],
     idle: Duration,
     traffic: &mut Traffic,
+    live: LiveTraffic<'_>,
 ) -> RelayEnd {
     let mut up_done = false;
     let mut down_done = false;
@@ -157,6 +160,8 @@ pub(crate) async fn relay(
         }
         if moved {
             last = Instant::now();
+            // At most a chunk each way since the last publication.
+            live.publish(traffic, last);
             continue;
         }
         match select3(

@@ -20,7 +20,7 @@ use socksgate_core::session::{Close, Event, Session};
 use socksgate_core::{Addr, Failure, Policy};
 
 use crate::config::Configuration;
-use crate::monitor::{Monitor, SessionRecord};
+use crate::monitor::{LiveTraffic, Monitor, SessionRecord};
 use crate::relay::{self, RelayEnd, Traffic};
 use crate::resolve::resolve;
 use crate::udp::{self, UdpBuffers};
@@ -216,10 +216,12 @@ pub(crate) async fn serve<C: Configuration>(
             match outcome {
                 Err(end) => end,
                 Ok(Outcome::Associate) => {
-                    udp::associate(ctx, client, session, udp_slots, &mut traffic).await
+                    let live = ctx.monitor.live(slot);
+                    udp::associate(ctx, client, session, udp_slots, &mut traffic, live).await
                 }
                 Ok(Outcome::Connected) => {
-                    relay_connected(ctx.config, client, upstream, session, &mut traffic).await
+                    let live = ctx.monitor.live(slot);
+                    relay_connected(ctx.config, client, upstream, session, &mut traffic, live).await
                 }
             }
         }
@@ -253,13 +255,15 @@ fn record<'s>(
 }
 
 /// Relays an established CONNECT, starting with the payload the client pipelined after its
-/// request; the session's input buffer becomes the relay's chunk buffer.
+/// request; the session's input buffer becomes the relay's chunk buffer. The bytes moved
+/// are added to `traffic` and published to `live` as they move.
 async fn relay_connected<C: Configuration>(
     config: &C,
     client: &mut TcpSocket<'_>,
     upstream: &mut TcpSocket<'_>,
     session: &mut ClientSession,
     traffic: &mut Traffic,
+    live: LiveTraffic<'_>,
 ) -> SessionEnd {
     let Some((chunk, early)) = session.release_buffer() else {
         return SessionEnd::ProtocolError; // not established: cannot happen
@@ -267,13 +271,22 @@ async fn relay_connected<C: Configuration>(
     let forwarded = match chunk.get(..early) {
         Some(bytes) if !bytes.is_empty() => {
             traffic.up += bytes.len() as u64;
+            live.publish(traffic, embassy_time::Instant::now());
             write_all(upstream, bytes).await
         }
         _ => Ok(()),
     };
     match forwarded {
         Ok(()) => SessionEnd::Relayed(
-            relay::relay(client, upstream, chunk, config.idle_timeout(), traffic).await,
+            relay::relay(
+                client,
+                upstream,
+                chunk,
+                config.idle_timeout(),
+                traffic,
+                live,
+            )
+            .await,
         ),
         Err(()) => SessionEnd::Relayed(RelayEnd::Reset),
     }

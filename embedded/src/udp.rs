@@ -18,11 +18,12 @@ use embassy_futures::select::{Either3, select3};
 use embassy_net::tcp::TcpSocket;
 use embassy_net::udp::{PacketMetadata, UdpSocket};
 use embassy_net::{IpEndpoint, Stack};
-use embassy_time::Timer;
+use embassy_time::{Instant, Timer};
 use socksgate_core::Failure;
 use socksgate_core::udp::{Association, Dropped, Outbound, PeerList};
 
 use crate::config::Configuration;
+use crate::monitor::LiveTraffic;
 use crate::relay::{RelayEnd, Traffic};
 use crate::resolve::resolve;
 use crate::session::{ClientSession, Context, Refusal, SessionEnd, embassy_instant, now, transmit};
@@ -90,6 +91,7 @@ pub(crate) async fn associate<C: Configuration>(
     session: &mut ClientSession,
     slots: &[RefCell<UdpBuffers>],
     traffic: &mut Traffic,
+    live: LiveTraffic<'_>,
 ) -> SessionEnd {
     let stack: Stack<'static> = ctx.stack;
     let local = control.local_endpoint();
@@ -152,9 +154,12 @@ pub(crate) async fn associate<C: Configuration>(
                 let outbound = ctx.with_policy(|p| {
                     association.handle_client_datagram(&p.rules, from, bytes, now())
                 });
+                // Each count is published before its send: nothing extra is kept across
+                // the await.
                 match outbound {
                     Ok(Outbound::Send { to, data }) => {
                         traffic.up += data.len() as u64;
+                        live.publish(traffic, Instant::now());
                         let _ = socket.send_to(data, IpEndpoint::from(to)).await;
                     }
                     Ok(Outbound::Resolve(unresolved)) => {
@@ -163,6 +168,7 @@ pub(crate) async fn associate<C: Configuration>(
                                 ctx.with_policy(|p| unresolved.resolved(&p.rules, ip))
                         {
                             traffic.up += data.len() as u64;
+                            live.publish(traffic, Instant::now());
                             let _ = socket.send_to(data, IpEndpoint::from(to)).await;
                         }
                     }
@@ -173,6 +179,7 @@ pub(crate) async fn associate<C: Configuration>(
                             && let Some(packet) = out.get(..len)
                         {
                             traffic.down += bytes.len() as u64;
+                            live.publish(traffic, Instant::now());
                             let _ = socket.send_to(packet, IpEndpoint::from(client)).await;
                         }
                     }

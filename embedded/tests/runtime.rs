@@ -171,3 +171,64 @@ fn failed_logins_lock_the_client_out() {
         client.close().await;
     });
 }
+
+/// The bytes a session in `monitor` has moved each way so far, waiting (briefly) until they
+/// reach `want` (the gateway publishes them as it relays, a chunk at a time).
+async fn live_bytes(monitor: &Monitor, want: (u64, u64)) -> (u64, u64) {
+    let mut seen = (0, 0);
+    for _ in 0..100 {
+        let mut listed = Vec::new();
+        monitor.for_each_active(|a| listed.push((a.up, a.down)));
+        assert_eq!(listed.len(), 1, "one session in progress");
+        seen = listed[0];
+        if seen == want {
+            break;
+        }
+        Timer::after_millis(10).await;
+    }
+    seen
+}
+
+#[test]
+fn a_session_in_progress_shows_its_bytes_so_far() {
+    let live = settings(|_| {});
+    let monitor = leak(Monitor::new());
+    run_monitored(live, monitor, |stack| async move {
+        let mut client = Client::connect(stack).await;
+        client.send(&[5, 1, 0]).await;
+        assert_eq!(client.recv(2).await, [5, 0]);
+        client.send(&CONNECT_ECHO_V4).await;
+        assert_eq!(client.recv(10).await[..2], [5, 0]);
+        assert_eq!(
+            live_bytes(monitor, (0, 0)).await,
+            (0, 0),
+            "nothing relayed yet"
+        );
+
+        // The client pauses between transfers: the counts are there while it runs, and grow.
+        echo(&mut client, &[7; 3000]).await;
+        assert_eq!(live_bytes(monitor, (3000, 3000)).await, (3000, 3000));
+        let mut moved = None;
+        monitor.for_each_active(|a| moved = Some(a.moved));
+        let before = moved.unwrap();
+        Timer::after_millis(20).await;
+        echo(&mut client, &[9; 10_000]).await;
+        assert_eq!(
+            live_bytes(monitor, (13_000, 13_000)).await,
+            (13_000, 13_000)
+        );
+        monitor.for_each_active(|a| moved = Some(a.moved));
+        assert!(
+            moved.unwrap() > before,
+            "the time bytes last moved advanced"
+        );
+
+        client.close().await;
+        Timer::after_millis(50).await;
+        let mut listed = 0;
+        monitor.for_each_active(|_| listed += 1);
+        assert_eq!(listed, 0, "the session left the table");
+        let counters = monitor.counters();
+        assert_eq!((counters.bytes_up, counters.bytes_down), (13_000, 13_000));
+    });
+}
