@@ -102,7 +102,7 @@ pub(crate) enum InitError {
 pub(crate) struct Lan9118 {
     mac: [u8; 6],
     /// When to read the PHY's link bit next (QEMU: `set_link` in the monitor).
-    link_check: embassy_time::Ticker,
+    link_check: embassy_time::Instant,
     link_up: bool,
 }
 
@@ -183,7 +183,7 @@ impl Lan9118 {
         unsafe { NVIC::unmask(Irq) };
         Ok(Self {
             mac,
-            link_check: embassy_time::Ticker::every(LINK_POLL),
+            link_check: embassy_time::Instant::now() + LINK_POLL,
             link_up: phy_read(PHY_BSR) & PHY_BSR_LINK != 0,
         })
     }
@@ -291,10 +291,17 @@ impl embassy_net_driver::Driver for Lan9118 {
     }
 
     fn link_state(&mut self, cx: &mut Context<'_>) -> LinkState {
-        // The ticker's future registers the runner's waker for the next check.
-        if core::pin::pin!(self.link_check.next()).poll(cx).is_ready() {
+        let now = embassy_time::Instant::now();
+        if now >= self.link_check {
             self.link_up = phy_read(PHY_BSR) & PHY_BSR_LINK != 0;
+            self.link_check = now + LINK_POLL;
         }
+        // Always wake the runner for the next check. (A `Ticker` polled here registered no
+        // wake-up on the poll that found it due, so after link loss, with no traffic to wake
+        // the runner, the link was read again only when some other timer fired — often
+        // smoltcp's 10 s DHCP discover retry: the gateway served again up to ~13 s after
+        // the link returned.)
+        let _ = core::pin::pin!(embassy_time::Timer::at(self.link_check)).poll(cx);
         if self.link_up {
             LinkState::Up
         } else {
