@@ -20,6 +20,8 @@ use crate::session::{Refusal, SessionEnd};
 /// still works; the sessions of further slots are counted, also against the per-client cap,
 /// but not listed).
 pub const MAX_LISTED: usize = 32;
+// The table's positions are kept as `u8`.
+const _: () = assert!(MAX_LISTED <= 256);
 /// Clients the failed-login throttle remembers at once (the least recently used is
 /// forgotten to make room).
 pub const THROTTLED_CLIENTS: usize = 16;
@@ -70,9 +72,42 @@ type ThrottlePlaces = [Place<Attempts>; places_for(THROTTLED_CLIENTS)];
 #[derive(Debug)]
 struct State {
     counters: Counters,
-    /// Indexed by slot: a relay updates its own entry without searching.
-    active: [Option<ActiveSession>; MAX_LISTED],
+    active: heapless::Vec<ActiveSession, MAX_LISTED>,
+    /// Where slot `s`'s entry is in `active` (valid when that entry's slot is `s`): a relay
+    /// updates its own entry without searching. (An array of entries indexed by slot would
+    /// do without it, but `Monitor::new` then builds its 6 KB on the stack and copies it;
+    /// an empty `Vec` is built in place.)
+    position: [u8; MAX_LISTED],
     throttle: LoginThrottle<ThrottlePlaces>,
+}
+
+impl State {
+    fn index(&self, slot: usize) -> Option<usize> {
+        let i = usize::from(*self.position.get(slot)?);
+        (self.active.get(i)?.slot == slot).then_some(i)
+    }
+
+    fn entry(&self, slot: usize) -> Option<&ActiveSession> {
+        self.active.get(self.index(slot)?)
+    }
+
+    fn entry_mut(&mut self, slot: usize) -> Option<&mut ActiveSession> {
+        let i = self.index(slot)?;
+        self.active.get_mut(i)
+    }
+
+    /// Removes slot `slot`'s entry; the last entry takes its place.
+    fn remove(&mut self, slot: usize) {
+        let Some(i) = self.index(slot) else {
+            return;
+        };
+        self.active.swap_remove(i);
+        if let Some(moved) = self.active.get(i)
+            && let Some(position) = self.position.get_mut(moved.slot)
+        {
+            *position = i as u8;
+        }
+    }
 }
 
 /// Counters, sessions in progress and the login throttle; see the
@@ -101,7 +136,8 @@ impl Monitor {
         Self {
             state: Mutex::new(RefCell::new(State {
                 counters: Counters::default(),
-                active: [const { None }; MAX_LISTED],
+                active: heapless::Vec::new(),
+                position: [0; MAX_LISTED],
                 // Sixteen clients: nobody can crowd a probe sequence that matters, so the
                 // hash key need not be secret.
                 throttle: LoginThrottle::new([Place::EMPTY; places_for(THROTTLED_CLIENTS)], [0, 0]),
@@ -118,16 +154,16 @@ impl Monitor {
         self.with(|s| s.counters)
     }
 
-    /// Calls `f` with each session in progress, in slot order (under the lock: `f` must be
-    /// quick).
+    /// Calls `f` with each session in progress, in no particular order (under the lock:
+    /// `f` must be quick).
     pub fn for_each_active(&self, mut f: impl FnMut(&ActiveSession)) {
-        self.with(|s| s.active.iter().flatten().for_each(&mut f));
+        self.with(|s| s.active.iter().for_each(&mut f));
     }
 
     /// The session in progress in slot `slot`, if any (and listed: `slot < MAX_LISTED`),
     /// as it is now: a copy, so that the caller can format it without holding the lock.
     pub fn active(&self, slot: usize) -> Option<ActiveSession> {
-        self.with(|s| s.active.get(slot).cloned().flatten())
+        self.with(|s| s.entry(slot).cloned())
     }
 
     /// Slot `slot` accepted `client`.
@@ -135,17 +171,22 @@ impl Monitor {
         let now = Instant::now();
         self.with(|s| {
             s.counters.sessions += 1;
-            if let Some(entry) = s.active.get_mut(slot) {
-                *entry = Some(ActiveSession {
-                    slot,
-                    client,
-                    started: now,
-                    command: None,
-                    destination: heapless::String::new(),
-                    up: 0,
-                    down: 0,
-                    moved: now,
-                });
+            let Some(position) = s.position.get_mut(slot) else {
+                return; // not listed
+            };
+            let pushed = s.active.push(ActiveSession {
+                slot,
+                client,
+                started: now,
+                command: None,
+                destination: heapless::String::new(),
+                up: 0,
+                down: 0,
+                moved: now,
+            });
+            if pushed.is_ok() {
+                // At most MAX_LISTED (32) entries: the index fits.
+                *position = (s.active.len() - 1) as u8;
             }
         });
     }
@@ -166,7 +207,7 @@ impl Monitor {
         destination: &dyn fmt::Display,
     ) {
         self.with(|s| {
-            if let Some(Some(entry)) = s.active.get_mut(slot) {
+            if let Some(entry) = s.entry_mut(slot) {
                 entry.command = command;
                 entry.destination.clear();
                 let _ = fmt::write(
@@ -185,8 +226,8 @@ impl Monitor {
     /// Slot `slot` ended (or, with `None`, the refusal slot): counts `record`.
     pub(crate) fn finished(&self, slot: Option<usize>, record: &SessionRecord<'_>) {
         self.with(|s| {
-            if let Some(entry) = slot.and_then(|slot| s.active.get_mut(slot)) {
-                *entry = None;
+            if let Some(slot) = slot {
+                s.remove(slot);
             }
             let c = &mut s.counters;
             c.bytes_up += record.up;
@@ -250,7 +291,7 @@ impl LiveTraffic<'_> {
     /// and an indexed store: cheap enough to call for every chunk relayed.
     pub(crate) fn publish(&self, traffic: &Traffic, at: Instant) {
         self.monitor.with(|s| {
-            if let Some(Some(entry)) = s.active.get_mut(self.slot) {
+            if let Some(entry) = s.entry_mut(self.slot) {
                 entry.up = traffic.up;
                 entry.down = traffic.down;
                 entry.moved = at;
@@ -354,5 +395,76 @@ impl fmt::Display for SessionRecord<'_> {
             self.duration.as_millis(),
             self.end
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::RelayEnd;
+
+    fn finish(monitor: &Monitor, slot: usize) {
+        let record = SessionRecord {
+            client: None,
+            user: None,
+            command: None,
+            destination: None,
+            reply: None,
+            up: 0,
+            down: 0,
+            duration: Duration::from_millis(0),
+            end: SessionEnd::Relayed(RelayEnd::Finished),
+        };
+        monitor.finished(Some(slot), &record);
+    }
+
+    fn bytes(monitor: &Monitor, slot: usize) -> Option<(u64, u64)> {
+        monitor.active(slot).map(|a| (a.up, a.down))
+    }
+
+    #[test]
+    fn each_slot_publishes_into_its_own_entry_as_entries_come_and_go() {
+        let monitor = Monitor::new();
+        let client = "10.0.0.2:1000".parse().unwrap();
+        for slot in [0, 1, 2, MAX_LISTED] {
+            monitor.started(slot, client);
+        }
+        assert_eq!(
+            monitor.active(MAX_LISTED),
+            None,
+            "beyond the table: not listed"
+        );
+        let at = Instant::from_millis(5);
+        for slot in 0..3 {
+            let n = slot as u64 + 1;
+            let traffic = Traffic {
+                up: n,
+                down: 10 * n,
+            };
+            monitor.live(slot).publish(&traffic, at);
+        }
+        // Slot 0's entry leaves; the last one (slot 2) moves into its place.
+        finish(&monitor, 0);
+        assert_eq!(bytes(&monitor, 0), None);
+        assert_eq!(bytes(&monitor, 1), Some((2, 20)));
+        assert_eq!(bytes(&monitor, 2), Some((3, 30)));
+        monitor.live(2).publish(&Traffic { up: 7, down: 70 }, at);
+        monitor.live(0).publish(&Traffic { up: 9, down: 90 }, at);
+        assert_eq!(bytes(&monitor, 2), Some((7, 70)));
+        assert_eq!(
+            bytes(&monitor, 0),
+            None,
+            "a slot without a session changes nothing"
+        );
+        // A new session in slot 0 starts from zero.
+        monitor.started(0, client);
+        assert_eq!(bytes(&monitor, 0), Some((0, 0)));
+        finish(&monitor, 2);
+        finish(&monitor, 1);
+        assert_eq!(bytes(&monitor, 0), Some((0, 0)));
+        assert_eq!((bytes(&monitor, 1), bytes(&monitor, 2)), (None, None));
+        let mut listed = 0;
+        monitor.for_each_active(|_| listed += 1);
+        assert_eq!(listed, 1);
     }
 }
