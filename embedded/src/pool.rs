@@ -171,7 +171,7 @@ pub struct Gateway<'s, C, const N: usize, const U: usize, const B: usize = SOCKE
     config: &'s C,
     sessions: [&'s mut SessionBuffers<B>; N],
     rest: &'s mut UdpRefusalBuffers<U>,
-    monitor: Option<&'s Monitor>,
+    monitor: &'s Monitor,
     report: &'s dyn Fn(&SessionRecord<'_>),
 }
 
@@ -186,20 +186,24 @@ impl<C, const N: usize, const U: usize, const B: usize> core::fmt::Debug
 }
 
 impl<'s, C: Configuration, const N: usize, const U: usize, const B: usize> Gateway<'s, C, N, U, B> {
-    /// A gateway serving `config` on `stack` with the sockets in `storage`.
+    /// A gateway serving `config` on `stack` with the sockets in `storage`, counting into
+    /// `monitor` and listing the sessions in progress there (for a console; the login
+    /// throttle lives there too).
     ///
     /// `stack` must have room for [`sockets_needed`]`(N, U)` sockets.
     pub fn new(
         stack: Stack<'static>,
         config: &'s C,
         storage: &'s mut GatewayStorage<N, U, B>,
+        monitor: &'s Monitor,
     ) -> Self {
         let GatewayStorage { sessions, rest } = storage;
-        Self::from_parts(stack, config, sessions.each_mut(), rest)
+        Self::from_parts(stack, config, sessions.each_mut(), rest, monitor)
     }
 
     /// A gateway whose session buffers are given one by one (so a board can place them in
-    /// different RAM banks), with the UDP slots and the refusal slot's buffers in `rest`.
+    /// different RAM banks), with the UDP slots and the refusal slot's buffers in `rest`;
+    /// otherwise as [`new`](Self::new).
     ///
     /// `stack` must have room for [`sockets_needed`]`(N, U)` sockets.
     pub fn from_parts(
@@ -207,13 +211,14 @@ impl<'s, C: Configuration, const N: usize, const U: usize, const B: usize> Gatew
         config: &'s C,
         sessions: [&'s mut SessionBuffers<B>; N],
         rest: &'s mut UdpRefusalBuffers<U>,
+        monitor: &'s Monitor,
     ) -> Self {
         Self {
             stack,
             config,
             sessions,
             rest,
-            monitor: None,
+            monitor,
             report: &|_| {},
         }
     }
@@ -227,14 +232,6 @@ impl<'s, C: Configuration, const N: usize, const U: usize, const B: usize> Gatew
         self
     }
 
-    /// Counts into `monitor` and lists the sessions in progress there (for a console).
-    /// Without, the gateway keeps its own (the login throttle needs it).
-    #[must_use]
-    pub fn with_monitor(mut self, monitor: &'s Monitor) -> Self {
-        self.monitor = Some(monitor);
-        self
-    }
-
     /// Serves forever: `N` sessions plus the refusal slot, all in the calling task.
     pub async fn run(self) -> ! {
         let Self {
@@ -245,14 +242,6 @@ impl<'s, C: Configuration, const N: usize, const U: usize, const B: usize> Gatew
             monitor,
             report,
         } = self;
-        let own_monitor;
-        let monitor = match monitor {
-            Some(monitor) => monitor,
-            None => {
-                own_monitor = Monitor::new();
-                &own_monitor
-            }
-        };
         let occupancy = Occupancy {
             busy: Cell::new(0),
             changed: Signal::new(),

@@ -225,7 +225,7 @@ where
 {
     let storage = Box::leak(Box::new(GatewayStorage::<SESSIONS, UDP_SLOTS>::new()));
     run_gateway(
-        |stack| serve(Gateway::new(stack, config, storage).with_monitor(monitor)),
+        |stack| serve(Gateway::new(stack, config, storage, monitor)),
         scenario,
     );
 }
@@ -240,8 +240,9 @@ where
     let sessions: [&'static mut SessionBuffers<B>; SESSIONS] =
         core::array::from_fn(|_| Box::leak(Box::new(SessionBuffers::new())));
     let rest = Box::leak(Box::new(UdpRefusalBuffers::<UDP_SLOTS>::new()));
+    let monitor = Box::leak(Box::new(Monitor::new()));
     run_gateway(
-        |stack| serve(Gateway::from_parts(stack, config, sessions, rest)),
+        |stack| serve(Gateway::from_parts(stack, config, sessions, rest, monitor)),
         scenario,
     );
 }

@@ -125,8 +125,7 @@ async fn gateway_task(
         settings.port(),
         SESSIONS
     ));
-    Gateway::from_parts(stack, settings, sessions, rest)
-        .with_monitor(monitor)
+    Gateway::from_parts(stack, settings, sessions, rest, monitor)
         .with_report(&|record| say(format_args!("{record}")))
         .run()
         .await

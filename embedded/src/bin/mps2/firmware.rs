@@ -57,8 +57,7 @@ async fn gateway_task(
         SESSIONS,
         SOCKET_BUF
     );
-    Gateway::new(stack, settings, storage)
-        .with_monitor(monitor)
+    Gateway::new(stack, settings, storage, monitor)
         .with_report(&|record| {
             hprintln!("{}", record);
             LOG.line(format_args!("{record}"));

@@ -131,8 +131,7 @@ async fn gateway_task(
         settings.port(),
         SESSIONS
     ));
-    Gateway::new(stack, settings, storage)
-        .with_monitor(monitor)
+    Gateway::new(stack, settings, storage, monitor)
         .with_report(&|record| say(format_args!("{record}")))
         .run()
         .await
