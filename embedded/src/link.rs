@@ -2,8 +2,10 @@
 //!
 //! When the link drops, sessions in progress fail by their own timeouts (TCP
 //! retransmission, the relay's idle limit) and new connections cannot arrive; embassy-net
-//! restarts DHCP when the link returns, and the gateway's listening sockets serve again on
-//! the new address. This task only tells the operator.
+//! resets its DHCP client as soon as it sees the link return (a DISCOVER at once, not at
+//! smoltcp's 10 s retry; how soon it sees it is the Ethernet driver's link poll), and the
+//! gateway's listening sockets serve again on the new address. This task only tells the
+//! operator.
 
 use core::fmt;
 
