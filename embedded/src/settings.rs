@@ -19,7 +19,7 @@
 //! ```
 //!
 //! Access decisions stay the core's: [`Settings::policy`] builds its
-//! [`Policy`](socksgate_core::Policy) from the rules, the default action and the users.
+//! [`Policy`] from the rules, the default action and the users.
 
 use core::fmt;
 use core::net::Ipv4Addr;
