@@ -316,6 +316,10 @@ impl Decapsulator {
     /// it again with `input[consumed..]` until that is empty; `consumed` is 0 only for empty
     /// input. A partial header is held inside and counts as consumed.
     ///
+    /// A piece is always the last octets consumed (`input[consumed - piece.bytes.len()..
+    /// consumed]`), so a caller that keeps its input buffer can unwrap a token where it lies
+    /// instead of copying it out.
+    ///
     /// Errors (wrong version, a message type other than 3, the peer's abort) are final: the
     /// same error comes back on every later call. Each is reported as soon as its octet
     /// arrives (VER the first, MTYP the second), without waiting for the rest of the header. Pieces and errors are the same however the
@@ -393,6 +397,13 @@ impl Decapsulator {
     pub const fn at_boundary(&self) -> bool {
         self.held == 0 && self.remaining.is_none() && self.failed.is_none()
     }
+
+    /// The octets of the current token still to come, once its header was read; `None`
+    /// between messages and inside a header. A reader can ask the socket for exactly these
+    /// (and the next header) so that each token arrives in one piece of its buffer.
+    pub const fn token_remaining(&self) -> Option<u16> {
+        self.remaining
+    }
 }
 
 #[cfg(test)]
@@ -446,6 +457,29 @@ mod tests {
             assert!(d.at_boundary());
         }
         assert_eq!(encapsulation_header(65_536), None);
+    }
+
+    #[test]
+    fn a_piece_ends_what_was_consumed_and_remaining_counts_down() {
+        let mut stream = encapsulation_header(5).unwrap().to_vec();
+        stream.extend_from_slice(b"hello");
+        stream.extend_from_slice(&encapsulation_header(2).unwrap());
+        let mut d = Decapsulator::new();
+        assert_eq!(d.token_remaining(), None);
+        // The first header and three token octets.
+        let (n, piece) = d.decode(&stream[..7]).unwrap();
+        assert_eq!(n, 7);
+        let piece = piece.unwrap();
+        assert_eq!(piece.bytes, &stream[n - piece.bytes.len()..n]);
+        assert_eq!(d.token_remaining(), Some(2));
+        let (n, piece) = d.decode(&stream[7..]).unwrap();
+        assert_eq!((n, piece.unwrap().bytes), (2, &b"lo"[..]));
+        assert_eq!(d.token_remaining(), None);
+        // Half a header: still no token.
+        assert_eq!(d.decode(&stream[9..11]).unwrap(), (2, None));
+        assert_eq!(d.token_remaining(), None);
+        assert_eq!(d.decode(&stream[11..]).unwrap(), (2, None));
+        assert_eq!(d.token_remaining(), Some(2));
     }
 
     #[test]
