@@ -11,7 +11,8 @@
 //! * [`Initiator`] — the client's side, from the user's credential cache (`KRB5CCNAME`),
 //!   for a service name built as curl builds it ([`ServiceName`]).
 //! * [`Context`] — an established context: [`Context::wrap`] with integrity or
-//!   confidentiality, [`Context::unwrap`] (integrity, order and replay checked).
+//!   confidentiality ([`Context::wrap_in_place`] without copying the message),
+//!   [`Context::unwrap`] in place (integrity, order and replay checked).
 //!
 //! Every failure is a [`GssError`] whose [`Cause`] says what went wrong in terms an operator
 //! can act on (an expired ticket, a ticket for another service, a garbled token, a message
@@ -29,7 +30,7 @@ use libgssapi::credential::{Cred, CredUsage};
 use libgssapi::error::{Error as LibError, MajorFlags};
 use libgssapi::name::Name;
 use libgssapi::oid::{GSS_MECH_KRB5, GSS_NT_HOSTBASED_SERVICE, GSS_NT_KRB5_PRINCIPAL, OidSet};
-use libgssapi::util::{Buf, GssIov, GssIovType};
+use libgssapi::util::{Buf, GssIov, GssIovFake, GssIovType};
 
 /// What went wrong, in an operator's terms; [`Cause::as_str`] is the metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -472,6 +473,63 @@ impl Context {
     /// is a GSS-API wrap token.
     pub fn wrap(&mut self, encrypt: bool, message: &[u8]) -> Result<Token, GssError> {
         Ok(Token(self.sc().wrap(encrypt, message)?))
+    }
+
+    /// Wraps the plaintext `buf[data]` where it lies (`gss_wrap_iov`): the token's header is
+    /// written into the octets just before `data`, its padding and trailer into those just
+    /// after, and the plaintext is encrypted (or only checksummed) in place. Returns where
+    /// the token lies in `buf`, one contiguous `gss_wrap` token; `None`, with nothing
+    /// written, when the room around `data` is too small for this mechanism's token.
+    ///
+    /// Unlike [`wrap`](Self::wrap), the library neither allocates the token nor copies the
+    /// message into it.
+    pub fn wrap_in_place(
+        &mut self,
+        encrypt: bool,
+        buf: &mut [u8],
+        data: std::ops::Range<usize>,
+    ) -> Result<Option<std::ops::Range<usize>>, GssError> {
+        let Some((before, rest)) = buf.split_at_mut_checked(data.start) else {
+            return Ok(None);
+        };
+        let Some((plain, after)) = rest.split_at_mut_checked(data.len()) else {
+            return Ok(None);
+        };
+        let mut lengths = [
+            GssIovFake::new(GssIovType::Header),
+            GssIov::new(GssIovType::Data, plain).as_fake(),
+            GssIovFake::new(GssIovType::Padding),
+            GssIovFake::new(GssIovType::Trailer),
+        ];
+        self.sc().wrap_iov_length(encrypt, &mut lengths)?;
+        let [header_len, _, padding_len, trailer_len] = lengths.each_ref().map(GssIovFake::len);
+        let Some(header_at) = before.len().checked_sub(header_len) else {
+            return Ok(None);
+        };
+        let Some((_, header)) = before.split_at_mut_checked(header_at) else {
+            return Ok(None);
+        };
+        let Some((padding, after)) = after.split_at_mut_checked(padding_len) else {
+            return Ok(None);
+        };
+        let Some((trailer, _)) = after.split_at_mut_checked(trailer_len) else {
+            return Ok(None);
+        };
+        let mut iov = [
+            GssIov::new(GssIovType::Header, header),
+            GssIov::new(GssIovType::Data, plain),
+            GssIov::new(GssIovType::Padding, padding),
+            GssIov::new(GssIovType::Trailer, trailer),
+        ];
+        self.sc().wrap_iov(encrypt, &mut iov)?;
+        // The parts must still be the ones asked for, or the token is not contiguous.
+        if [header_len, data.len(), padding_len, trailer_len] != iov.each_ref().map(|b| b.len()) {
+            return Err(GssError::new(
+                Cause::Other,
+                "gss_wrap_iov changed the token's layout",
+            ));
+        }
+        Ok(Some(header_at..data.end + padding_len + trailer_len))
     }
 
     /// Checks and opens a wrap token from the peer, in place: its integrity, and its place in

@@ -9,19 +9,38 @@
 //! server's client side once a level is in force, and an `[[upstream]]` connection that asked
 //! for one. A session with either is relayed by the buffered copy of [`crate::relay`] (splice
 //! cannot: every byte passes through the library), with its idle timeout and traffic limits.
+//!
+//! The cost is the library's cryptography; around it this module copies as little as it can.
+//! A message carries up to [`MAX_PLAIN_PER_MESSAGE`] (what one read returned, never waiting for
+//! more), sealed where it lies in a buffer kept for the stream ([`Context::wrap_in_place`]);
+//! received tokens are collected in one piece of a buffer kept for the stream — read from the
+//! socket up to the end of the token, so in a steady flow each arrives at the buffer's start
+//! and nothing is moved — and unwrapped where they lie, and their plaintext is read from there.
 
+use std::ops::Range;
 use std::pin::Pin;
 use std::task::Poll;
 
 use socksgate_core::gssapi::{Decapsulator, GssapiError, ProtectionLevel, encapsulation_header};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::gssapi::{Context, GssError};
+use crate::gssapi::{Cause, Context, GssError};
 
-/// The most plaintext wrapped into one message: well under the 65,535-octet token limit
-/// whatever the mechanism's overhead, and large enough that the per-message cost (a header,
-/// a MIC and padding, about 60 octets for AES) stays under 0.5 %.
-pub const MAX_PLAIN_PER_MESSAGE: usize = 16 * 1024;
+/// The most plaintext wrapped into one message: what a 65,535-octet token (the most the §5
+/// framing's 16-bit length allows) holds with room to spare for any Kerberos enctype's
+/// header, padding and checksum (60 octets for AES with confidentiality, 28 with integrity
+/// alone; under 100 for the older ones). Less goes into a message when a read returned less.
+pub const MAX_PLAIN_PER_MESSAGE: usize = 63 * 1024;
+
+/// A §5 message: the 4-octet header and the longest token.
+const MAX_MESSAGE: usize = 4 + u16::MAX as usize;
+
+/// Room left before and after the plaintext of a message being sealed, for the token's header
+/// and its padding and trailer (generous: AES needs 32 and 28).
+const WRAP_ROOM: usize = 256;
+
+/// The least a receive asks the socket for between messages.
+const MIN_RECEIVE: usize = 4 * 1024;
 
 /// Why a protected stream failed.
 #[derive(Debug, thiserror::Error)]
@@ -57,14 +76,22 @@ impl ProtectionError {
     }
 }
 
-/// One session's protection: the established context, the level, and the decoder's state
-/// between reads (the header octets and the token collected so far).
+/// One session's protection: the established context, the level, and the receiving side's
+/// state between reads — the decoder's (header octets), and the received octets with the
+/// token being collected, which always lies in one piece of that buffer so that it is
+/// unwrapped where it lies.
 #[derive(Debug)]
 pub struct Protection {
     context: Context,
     level: ProtectionLevel,
     decoder: Decapsulator,
-    token: Vec<u8>,
+    /// Received octets; `received[..filled]` holds data, of which the decoder took
+    /// `received[..parsed]`.
+    received: Vec<u8>,
+    filled: usize,
+    parsed: usize,
+    /// Where the current token's first octet lies in `received`, once its first piece came.
+    token_at: Option<usize>,
 }
 
 impl Protection {
@@ -74,7 +101,10 @@ impl Protection {
             context,
             level,
             decoder: Decapsulator::new(),
-            token: Vec::new(),
+            received: Vec::new(),
+            filled: 0,
+            parsed: 0,
+            token_at: None,
         }
     }
 
@@ -105,22 +135,21 @@ impl Protection {
     /// Decodes `input` (bytes as received, cut anywhere) and appends the plaintext of every
     /// message it completes to `out`. A message split across calls is kept until whole.
     pub fn open(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), ProtectionError> {
-        while !input.is_empty() {
-            let (consumed, piece) = self
-                .decoder
-                .decode(input)
-                .map_err(ProtectionError::Framing)?;
-            input = input.get(consumed..).unwrap_or_default();
-            if let Some(piece) = piece {
-                self.token.extend_from_slice(piece.bytes);
-                if piece.last {
-                    let range = self.context.unwrap(&mut self.token)?;
-                    out.extend_from_slice(self.token.get(range).unwrap_or_default());
-                    self.token.clear();
-                }
+        loop {
+            while let Some(plain) = self.next_plain()? {
+                out.extend_from_slice(self.plain(plain));
             }
+            if input.is_empty() {
+                return Ok(());
+            }
+            let room = self.receive_room();
+            let n = room.len().min(input.len());
+            if let (Some(dst), Some(src)) = (room.get_mut(..n), input.get(..n)) {
+                dst.copy_from_slice(src);
+            }
+            self.received_octets(n);
+            input = input.get(n..).unwrap_or_default();
         }
-        Ok(())
     }
 
     /// Whether the stream is between messages (so an end of stream here is clean).
@@ -128,18 +157,128 @@ impl Protection {
         self.decoder.at_boundary()
     }
 
+    /// The plaintext of the next message the received octets complete, unwrapped where its
+    /// token lies; `None` once they complete no more (everything received is then decoded).
+    /// Read it with [`plain`](Self::plain) before receiving more.
+    fn next_plain(&mut self) -> Result<Option<Range<usize>>, ProtectionError> {
+        loop {
+            let input = self
+                .received
+                .get(self.parsed..self.filled)
+                .unwrap_or_default();
+            if input.is_empty() {
+                return Ok(None);
+            }
+            let (consumed, piece) = self
+                .decoder
+                .decode(input)
+                .map_err(ProtectionError::Framing)?;
+            let piece = piece.map(|p| (p.bytes.len(), p.last));
+            self.parsed += consumed;
+            let Some((len, last)) = piece else {
+                continue;
+            };
+            // A piece is the last octets consumed, and the pieces of one token follow each
+            // other (no header between them), so the token lies in one piece from `token_at`.
+            let token_at = *self.token_at.get_or_insert(self.parsed - len);
+            if last {
+                self.token_at = None;
+                let token = self
+                    .received
+                    .get_mut(token_at..self.parsed)
+                    .unwrap_or_default();
+                let range = self.context.unwrap(token)?;
+                return Ok(Some(token_at + range.start..token_at + range.end));
+            }
+        }
+    }
+
+    /// Plaintext that [`next_plain`](Self::next_plain) returned.
+    fn plain(&self, range: Range<usize>) -> &[u8] {
+        self.received.get(range).unwrap_or_default()
+    }
+
+    /// Where to put the next received octets, once [`next_plain`](Self::next_plain) returned
+    /// `None` (and its plaintext was taken): inside a token, room for the rest of it and the
+    /// next message's header — so that in a steady flow every token starts at the front of
+    /// the buffer and nothing is ever moved — otherwise room for at least [`MIN_RECEIVE`]
+    /// octets. Octets already decoded are dropped first (the decoder holds a partial
+    /// header); the start of a token is moved to the front only when the rest would not fit.
+    fn receive_room(&mut self) -> &mut [u8] {
+        let keep = self.token_at.unwrap_or(self.parsed);
+        let want = match self.decoder.token_remaining() {
+            Some(rest) => usize::from(rest) + 4,
+            None => self.received.len().clamp(MIN_RECEIVE, MAX_MESSAGE),
+        };
+        if keep >= self.filled {
+            // Everything received was decoded and is spent.
+            self.filled = 0;
+            self.parsed = 0;
+        } else if self.filled + want > self.received.len().max(MAX_MESSAGE) {
+            // A token's start, near the end of the buffer: move it to the front (a token
+            // and a header always fit the buffer from there).
+            self.received.copy_within(keep..self.filled, 0);
+            self.filled -= keep;
+            self.parsed -= keep;
+            self.token_at = self.token_at.map(|at| at - keep);
+        }
+        let end = self.filled + want;
+        if self.received.len() < end {
+            self.received.resize(end, 0);
+        }
+        self.received.get_mut(self.filled..end).unwrap_or_default()
+    }
+
+    /// `n` octets were received into the room [`receive_room`](Self::receive_room) gave.
+    fn received_octets(&mut self, n: usize) {
+        self.filled += n;
+    }
+
+    /// Seals `plain` (at most [`MAX_PLAIN_PER_MESSAGE`] octets) into one message written into
+    /// `buf` (whose contents are replaced, its allocation reused); returns where the message
+    /// lies in `buf`. The plaintext is copied into `buf` once and wrapped there.
+    pub fn seal_message(
+        &mut self,
+        plain: &[u8],
+        buf: &mut Vec<u8>,
+    ) -> Result<Range<usize>, GssError> {
+        let encrypt = self.encrypt();
+        let data = 4 + WRAP_ROOM..4 + WRAP_ROOM + plain.len();
+        if buf.len() < data.end + WRAP_ROOM {
+            buf.resize(data.end + WRAP_ROOM, 0);
+        }
+        if let Some(dst) = buf.get_mut(data.clone()) {
+            dst.copy_from_slice(plain);
+        }
+        let token = match self.context.wrap_in_place(encrypt, buf, data)? {
+            Some(token) => token,
+            None => {
+                // A mechanism whose header or trailer exceeds the room: the library's buffer.
+                let token = self.context.wrap(encrypt, plain)?;
+                buf.clear();
+                buf.resize(4, 0);
+                buf.extend_from_slice(&token);
+                4..buf.len()
+            }
+        };
+        let header = encapsulation_header(token.len()).ok_or_else(|| GssError {
+            cause: Cause::Other,
+            detail: format!("wrap token of {} octets cannot be framed", token.len()),
+        })?;
+        let message = token.start - 4..token.end;
+        if let Some(dst) = buf.get_mut(message.start..token.start) {
+            dst.copy_from_slice(&header);
+        }
+        Ok(message)
+    }
+
     /// Wraps `plain` into messages (at most [`MAX_PLAIN_PER_MESSAGE`] each) appended to
     /// `out`. Nothing for empty input.
     pub fn seal(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), GssError> {
-        let encrypt = self.encrypt();
+        let mut buf = Vec::new();
         for chunk in plain.chunks(MAX_PLAIN_PER_MESSAGE) {
-            let token = self.context.wrap(encrypt, chunk)?;
-            let header = encapsulation_header(token.len()).ok_or_else(|| GssError {
-                cause: crate::gssapi::Cause::Other,
-                detail: format!("wrap token of {} octets cannot be framed", token.len()),
-            })?;
-            out.extend_from_slice(&header);
-            out.extend_from_slice(&token);
+            let message = self.seal_message(chunk, &mut buf)?;
+            out.extend_from_slice(buf.get(message).unwrap_or_default());
         }
         Ok(())
     }
@@ -150,15 +289,19 @@ impl Protection {
 /// the plaintext of whole messages; writes are sealed into messages and written out (a
 /// write returns once its plaintext is sealed, `flush` and `shutdown` send what is still
 /// held). Errors of the protection are I/O errors of kind `InvalidData`.
+///
+/// A write of up to [`MAX_PLAIN_PER_MESSAGE`] octets is one message: write what you have as
+/// soon as you have it (nothing is held back to fill a message), in pieces that large for
+/// bulk data.
 #[derive(Debug)]
 pub struct ProtectedStream<S> {
     inner: S,
     protection: Protection,
-    plain: Vec<u8>,
-    plain_read: usize,
+    /// Plaintext opened and not read yet, in the protection's receive buffer.
+    ready: Range<usize>,
+    /// The last message sealed; `sealed[unsent]` is still to be written.
     sealed: Vec<u8>,
-    sealed_written: usize,
-    received: Vec<u8>,
+    unsent: Range<usize>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> ProtectedStream<S> {
@@ -168,14 +311,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ProtectedStream<S> {
         let mut stream = Self {
             inner,
             protection,
-            plain: Vec::new(),
-            plain_read: 0,
+            ready: 0..0,
             sealed: Vec::new(),
-            sealed_written: 0,
-            received: vec![0u8; 32 * 1024],
+            unsent: 0..0,
         };
-        stream.protection.open(pending, &mut stream.plain)?;
+        if !pending.is_empty() {
+            // Decoded now, so that a broken first message fails here; the plaintext of the
+            // messages is held until read (what `open` cannot hold is pending plaintext).
+            let mut plain = Vec::new();
+            stream.protection.open(pending, &mut plain)?;
+            stream.hold(&plain);
+        }
         Ok(stream)
+    }
+
+    /// Keeps `plain` (opened before the stream existed) to be read first. The receive buffer
+    /// holds it: it is empty of received octets then, or holds only a partial token.
+    fn hold(&mut self, plain: &[u8]) {
+        if plain.is_empty() {
+            return;
+        }
+        let p = &mut self.protection;
+        // Move what is held of a partial token behind the plaintext.
+        let keep = p.token_at.unwrap_or(p.parsed);
+        let rest = p.received.get(keep..p.filled).unwrap_or_default().to_vec();
+        p.received.clear();
+        p.received.extend_from_slice(plain);
+        p.received.extend_from_slice(&rest);
+        p.token_at = p.token_at.map(|_| plain.len());
+        p.parsed = plain.len() + (p.parsed - keep);
+        p.filled = plain.len() + rest.len();
+        self.ready = 0..plain.len();
     }
 
     /// The agreed level.
@@ -195,21 +361,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ProtectedStream<S> {
         (self.inner, self.protection)
     }
 
-    /// Writes out the sealed messages held.
+    /// Writes out the sealed message held.
     fn poll_drain(&mut self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
-        while self.sealed_written < self.sealed.len() {
-            let rest = self.sealed.get(self.sealed_written..).unwrap_or_default();
+        while !self.unsent.is_empty() {
+            let rest = self.sealed.get(self.unsent.clone()).unwrap_or_default();
             match Pin::new(&mut self.inner).poll_write(cx, rest) {
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
                 }
-                Poll::Ready(Ok(n)) => self.sealed_written += n,
+                Poll::Ready(Ok(n)) => self.unsent.start += n,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             }
         }
-        self.sealed.clear();
-        self.sealed_written = 0;
         Poll::Ready(Ok(()))
     }
 }
@@ -227,32 +391,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ProtectedStream<S> {
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         loop {
-            let ready = this.plain.get(this.plain_read..).unwrap_or_default();
-            if !ready.is_empty() {
-                let n = ready.len().min(buf.remaining());
-                buf.put_slice(ready.get(..n).unwrap_or_default());
-                this.plain_read += n;
-                if this.plain_read == this.plain.len() {
-                    this.plain.clear();
-                    this.plain_read = 0;
-                }
+            if !this.ready.is_empty() {
+                let n = this.ready.len().min(buf.remaining());
+                let from = this.ready.start..this.ready.start + n;
+                buf.put_slice(this.protection.plain(from));
+                this.ready.start += n;
                 return Poll::Ready(Ok(()));
             }
-            let mut raw = ReadBuf::new(&mut this.received);
+            if let Some(plain) = this.protection.next_plain().map_err(invalid_data)? {
+                this.ready = plain;
+                continue;
+            }
+            let mut raw = ReadBuf::new(this.protection.receive_room());
             match Pin::new(&mut this.inner).poll_read(cx, &mut raw) {
                 Poll::Ready(Ok(())) => {}
                 other => return other,
             }
-            let got = raw.filled();
-            if got.is_empty() {
+            let n = raw.filled().len();
+            if n == 0 {
                 if !this.protection.at_boundary() {
                     return Poll::Ready(Err(invalid_data(ProtectionError::Truncated)));
                 }
                 return Poll::Ready(Ok(()));
             }
-            this.protection
-                .open(got, &mut this.plain)
-                .map_err(invalid_data)?;
+            this.protection.received_octets(n);
         }
     }
 }
@@ -264,15 +426,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ProtectedStream<S> {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
-        // Holding at most one batch of sealed messages bounds the memory a writer can use.
+        // Holding at most one sealed message bounds the memory a writer can use.
         if this.poll_drain(cx)?.is_pending() {
             return Poll::Pending;
+        }
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
         }
         let take = buf
             .get(..buf.len().min(MAX_PLAIN_PER_MESSAGE))
             .unwrap_or_default();
-        this.protection
-            .seal(take, &mut this.sealed)
+        this.unsent = this
+            .protection
+            .seal_message(take, &mut this.sealed)
             .map_err(invalid_data)?;
         // Start sending now; what the socket does not take yet goes on the next call.
         let _ = this.poll_drain(cx)?;

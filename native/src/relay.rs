@@ -201,10 +201,11 @@ fn ended_totals(
 }
 
 /// [`relay_limited`] between two [`Stream`]s: two plain sockets are relayed as before
-/// (splice on Linux); when either side is TLS, both directions use the buffered copy over
-/// the streams ([`copy_direction`]), with the same idle timeout, traffic limits, half-close
-/// and totals. (A TLS direction holds its 16 KiB buffer for the session's life, on top of
-/// rustls's own buffers.)
+/// (splice on Linux); when either side is TLS or GSS-API-protected, both directions use the
+/// buffered copy over the streams ([`copy_direction`]), with the same idle timeout, traffic
+/// limits, half-close and totals. (A TLS direction holds its 16 KiB buffer for the session's
+/// life, on top of rustls's own buffers; a protected session's directions grow theirs to a
+/// message's 63 KiB once data flows in bulk, on top of the protection's two message buffers.)
 pub(crate) async fn relay_streams(
     idle: Option<Duration>,
     limits: Option<Box<SessionLimits>>,
@@ -230,13 +231,21 @@ async fn relay_copy(
         upstream.flush().await?;
     }
     let activity = Activity::with_limits(limits);
+    // A GSS-API message per read: reads as large as a message holds make fewer, larger
+    // messages (each costs a wrap call, its header and checksum, and system calls).
+    let largest =
+        if matches!(client, Stream::Protected(_)) || matches!(upstream, Stream::Protected(_)) {
+            crate::protected::MAX_PLAIN_PER_MESSAGE
+        } else {
+            SMALL
+        };
     let ended = {
         let (client_rd, client_wr) = tokio::io::split(&mut *client);
         let (up_rd, up_wr) = tokio::io::split(&mut *upstream);
         let both = async {
             tokio::try_join!(
-                copy_direction(client_rd, up_wr, activity.meter(&activity.up)),
-                copy_direction(up_rd, client_wr, activity.meter(&activity.down))
+                copy_direction(client_rd, up_wr, activity.meter(&activity.up), largest),
+                copy_direction(up_rd, client_wr, activity.meter(&activity.down), largest)
             )
         };
         tokio::pin!(both);
@@ -257,13 +266,21 @@ async fn relay_copy(
 /// EOF, then shuts `to` down (a TLS close_notify, then the socket's write side). A traffic
 /// limit is paid before writing what was read. A TLS peer that closes its socket without a
 /// close_notify ends its direction like an EOF: the SOCKS payload has its own framing.
-async fn copy_direction<R, W>(mut from: R, mut to: W, meter: Meter<'_>) -> std::io::Result<u64>
+///
+/// The buffer starts at [`SMALL`] and grows to `largest` once a read fills it (what is read
+/// is written at once either way).
+async fn copy_direction<R, W>(
+    mut from: R,
+    mut to: W,
+    meter: Meter<'_>,
+    largest: usize,
+) -> std::io::Result<u64>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let limit = meter.limit();
-    let mut buf = vec![0u8; SMALL];
+    let mut buf = vec![0u8; SMALL.min(largest)];
     let mut total = 0u64;
     loop {
         let n = match from.read(&mut buf).await {
@@ -295,6 +312,9 @@ where
         to.flush().await?;
         total += n as u64;
         meter.add(n);
+        if n == buf.len() && buf.len() < largest {
+            buf = vec![0u8; largest];
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! `socksgate::gssapi` against a real MIT KDC: contexts between our acceptor and initiator,
-//! wrap/unwrap with and without confidentiality, and every failure's [`Cause`].
+//! wrap/unwrap with and without confidentiality (also in place), the §5 stream
+//! (`socksgate::protected`) over them, and every failure's [`Cause`].
 //!
 //! One test function on purpose: the library reads `KRB5_CONFIG` and `KRB5CCNAME` from the
 //! process environment, which is set here once, before any other thread exists: the one
@@ -9,6 +10,8 @@
 use std::path::Path;
 
 use socksgate::gssapi::{Acceptor, Cause, Context, Initiator, ServiceName, Step};
+use socksgate::protected::{MAX_PLAIN_PER_MESSAGE, ProtectedStream, Protection};
+use socksgate_core::gssapi::ProtectionLevel;
 use socksgate_tests::kerberos::Kdc;
 
 /// Runs the whole exchange between `initiator` and `acceptor` in memory.
@@ -41,6 +44,102 @@ fn establish(
             }
         }
     }
+}
+
+/// The §5 stream over two contexts ([`Protection`], [`ProtectedStream`]): messages of every
+/// size up to the most one carries, each token within the framing's 65,535 octets, opened from
+/// input cut anywhere — the receive buffer collects tokens in one piece and moves them only
+/// when they would not fit — and through a stream with bytes already read.
+fn protected_streams(acceptor: &Acceptor) {
+    let sizes = [
+        1,
+        100,
+        16_384,
+        MAX_PLAIN_PER_MESSAGE,
+        2 * MAX_PLAIN_PER_MESSAGE + 5,
+        40_000,
+        3,
+        65_000,
+    ];
+    let plain: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (0..n).map(|j| (i * 31 + j * 7) as u8).collect())
+        .collect();
+    let whole: Vec<u8> = plain.concat();
+    for level in [ProtectionLevel::Integrity, ProtectionLevel::Confidentiality] {
+        for cut in [1, 5, 4_099, 65_539, 300_000] {
+            let (c, s) = establish(&rcmd(), acceptor).expect("context");
+            let (mut sender, mut receiver) = (Protection::new(c, level), Protection::new(s, level));
+            let mut wire = Vec::new();
+            for p in &plain {
+                sender.seal(p, &mut wire).expect("seal");
+            }
+            // Every message within the framing, and full ones as large as allowed.
+            let (mut at, mut largest) = (0, 0);
+            while at < wire.len() {
+                assert_eq!(&wire[at..at + 2], &[1, 3]);
+                let len = usize::from(u16::from_be_bytes([wire[at + 2], wire[at + 3]]));
+                largest = largest.max(len);
+                at += 4 + len;
+            }
+            assert_eq!(at, wire.len());
+            assert!(
+                largest > MAX_PLAIN_PER_MESSAGE && largest <= 65_535,
+                "{largest}"
+            );
+            let mut opened = Vec::new();
+            for chunk in wire.chunks(cut) {
+                receiver.open(chunk, &mut opened).expect("open");
+            }
+            assert!(receiver.at_boundary());
+            assert!(opened == whole, "{level:?}, cut {cut}: plaintext differs");
+        }
+    }
+
+    // The stream: the first bytes already read (held before the rest), then a duplex pipe.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (c, s) = establish(&rcmd(), acceptor).expect("context");
+        let level = ProtectionLevel::Confidentiality;
+        let mut sender = Protection::new(c, level);
+        let mut wire = Vec::new();
+        sender.seal(&whole, &mut wire).expect("seal");
+        let (near, mut far) = tokio::io::duplex(64 * 1024);
+        let split = MAX_PLAIN_PER_MESSAGE + 1_000;
+        let mut stream =
+            ProtectedStream::new(near, Protection::new(s, level), &wire[..split]).expect("new");
+        let rest = wire[split..].to_vec();
+        let writer = tokio::spawn(async move {
+            far.write_all(&rest).await.unwrap();
+            far.shutdown().await.unwrap();
+            far
+        });
+        let mut read = Vec::new();
+        stream.read_to_end(&mut read).await.expect("read");
+        assert!(read == whole, "stream plaintext differs");
+        drop(writer.await.unwrap());
+        // And the other way: writes of any size become messages the peer opens.
+        let (c, s) = establish(&rcmd(), acceptor).expect("context");
+        let (a, mut far) = tokio::io::duplex(64 * 1024);
+        let mut back = ProtectedStream::new(a, Protection::new(c, level), &[]).expect("new");
+        let mut receiver = Protection::new(s, level);
+        let sending = whole.clone();
+        let writer = tokio::spawn(async move {
+            back.write_all(&sending).await.unwrap();
+            back.shutdown().await.unwrap();
+        });
+        let mut raw = Vec::new();
+        far.read_to_end(&mut raw).await.unwrap();
+        writer.await.unwrap();
+        let mut opened = Vec::new();
+        receiver.open(&raw, &mut opened).expect("open");
+        assert!(opened == whole, "written plaintext differs");
+    });
 }
 
 fn rcmd() -> ServiceName {
@@ -95,6 +194,32 @@ fn binding_against_a_real_kdc() {
     // And back.
     let reply = server.wrap(true, b"reply").expect("wrap");
     assert_eq!(&*client.unwrap_to_vec(&reply).expect("unwrap"), b"reply");
+
+    // Sealed in place: a plain wrap token the peer unwraps; room too small: nothing written.
+    let mut buf = vec![0u8; 300 + secret.len() + 300];
+    buf[300..300 + secret.len()].copy_from_slice(secret);
+    for encrypt in [false, true] {
+        let mut b = buf.clone();
+        let token = client
+            .wrap_in_place(encrypt, &mut b, 300..300 + secret.len())
+            .expect("wrap_in_place")
+            .expect("room enough");
+        assert!(token.start < 300 && token.end > 300 + secret.len());
+        assert_eq!(
+            b[token.clone()].windows(secret.len()).any(|w| w == secret),
+            !encrypt
+        );
+        assert_eq!(&*server.unwrap_to_vec(&b[token]).expect("unwrap"), secret);
+    }
+    let mut cramped = secret.to_vec();
+    let len = cramped.len();
+    assert_eq!(
+        client.wrap_in_place(true, &mut cramped, 0..len).unwrap(),
+        None
+    );
+    assert_eq!(cramped, secret);
+
+    protected_streams(&acceptor);
 
     // The same message twice: sequence.
     let once = client.wrap(false, b"once").expect("wrap").to_vec();
