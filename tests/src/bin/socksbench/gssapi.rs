@@ -15,6 +15,10 @@
 //! through the pair. Throughput is one stream up and one down through the pair, every byte
 //! checked; "CPU s/GB" is B's CPU time per GB relayed (A does the mirror work: wrap where B
 //! unwraps). Ratios are against `plain` and against `tls` of the same run.
+//!
+//! With `--baseline`, the protected rows (`gss-integrity`, `gss-confidentiality`) are also
+//! measured with that build as A and B (`… (baseline)`), in the same rounds: before/after
+//! figures for a change to the protected relay.
 
 use core::net::SocketAddr;
 use core::time::Duration;
@@ -71,6 +75,8 @@ impl Hop {
 /// A pair: A (what the load generator talks to) and B (the server measured).
 struct Pair {
     hop: Hop,
+    /// Whether A and B are the `--baseline` build.
+    baseline: bool,
     a: Process,
     b: Process,
     handshakes: Vec<f64>,
@@ -85,18 +91,18 @@ struct Pair {
 
 /// What the run needs from the realm and the PKI.
 struct Setup<'a> {
-    exe: &'a Path,
     realm: &'a Realm,
     pki: &'a TempDir,
     users: &'a Path,
 }
 
 impl Pair {
-    fn start(setup: &Setup<'_>, hop: Hop) -> Result<Self> {
-        let b = start_b(setup, hop)?;
-        let a = start_a(setup, hop, b.addr())?;
+    fn start(setup: &Setup<'_>, hop: Hop, exe: &Path, baseline: bool) -> Result<Self> {
+        let b = start_b(setup, hop, exe)?;
+        let a = start_a(setup, hop, b.addr(), exe)?;
         Ok(Self {
             hop,
+            baseline,
             a,
             b,
             handshakes: Vec::new(),
@@ -108,6 +114,15 @@ impl Pair {
             a_cpu: 0.0,
             bytes: 0,
         })
+    }
+
+    /// The row's name: its hop, and which build.
+    fn name(&self) -> String {
+        if self.baseline {
+            format!("{} (baseline)", self.hop.name())
+        } else {
+            self.hop.name()
+        }
     }
 
     fn via(&self) -> Via {
@@ -125,8 +140,8 @@ fn tail(log: &str) -> String {
 }
 
 /// B: `serve` on its port with the row's authentication (or TLS listener).
-fn start_b(setup: &Setup<'_>, hop: Hop) -> Result<Process> {
-    let exe = setup.exe.to_owned();
+fn start_b(setup: &Setup<'_>, hop: Hop, exe: &Path) -> Result<Process> {
+    let exe = exe.to_owned();
     let keytab = setup.realm.keytab.clone();
     let pki = setup.pki.path().to_owned();
     let users = setup.users.to_owned();
@@ -159,8 +174,8 @@ fn start_b(setup: &Setup<'_>, hop: Hop) -> Result<Process> {
 }
 
 /// A: `serve` on its port, every CONNECT through B as the row says.
-fn start_a(setup: &Setup<'_>, hop: Hop, b: SocketAddr) -> Result<Process> {
-    let exe = setup.exe.to_owned();
+fn start_a(setup: &Setup<'_>, hop: Hop, b: SocketAddr, exe: &Path) -> Result<Process> {
+    let exe = exe.to_owned();
     let mut env = setup.realm.kdc.env();
     env.push(("KRB5CCNAME".into(), setup.realm.cache("bench").to_owned()));
     let ca = setup.pki.join("ca.pem");
@@ -274,7 +289,11 @@ fn pki() -> Result<TempDir> {
 /// Runs the section: the realm, the pairs, the interleaved rounds; returns the report's
 /// Markdown, and whether every measurement completed.
 pub(crate) fn run(cfg: &Config, bulk: &Bulk, echo: SocketAddr) -> anyhow::Result<(String, bool)> {
-    eprintln!("socksbench: gssapi (KDC, {} pairs)…", Hop::ALL.len());
+    let baseline_pairs = if cfg.baseline.is_some() { 2 } else { 0 };
+    eprintln!(
+        "socksbench: gssapi (KDC, {} pairs)…",
+        Hop::ALL.len() + baseline_pairs
+    );
     let Some(realm) = Realm::start(
         "socksbench --gssapi",
         "SOCKSBENCH.TEST",
@@ -299,15 +318,19 @@ pub(crate) fn run(cfg: &Config, bulk: &Bulk, echo: SocketAddr) -> anyhow::Result
         anyhow::bail!("socksgate passwd: {}", out.stderr_text());
     }
     let setup = Setup {
-        exe: &cfg.socksgate,
         realm: &realm,
         pki: &pki,
         users: &users,
     };
     let mut pairs = Hop::ALL
         .iter()
-        .map(|&hop| Pair::start(&setup, hop))
+        .map(|&hop| Pair::start(&setup, hop, &cfg.socksgate, false))
         .collect::<Result<Vec<_>>>()?;
+    if let Some(exe) = &cfg.baseline {
+        for hop in [Hop::Gssapi("integrity"), Hop::Gssapi("confidentiality")] {
+            pairs.push(Pair::start(&setup, hop, exe, true)?);
+        }
+    }
     let mut failures = Vec::new();
     for round in 0..cfg.rounds {
         let n = pairs.len();
@@ -318,7 +341,7 @@ pub(crate) fn run(cfg: &Config, bulk: &Bulk, echo: SocketAddr) -> anyhow::Result
             if s.done == 0 {
                 failures.push(format!(
                     "{} handshakes: none completed ({}); {}",
-                    p.hop.name(),
+                    p.name(),
                     s.first_error.unwrap_or_default(),
                     p.logs()
                 ));
@@ -355,9 +378,9 @@ pub(crate) fn run(cfg: &Config, bulk: &Bulk, echo: SocketAddr) -> anyhow::Result
                     p.bytes += 2 * cfg.bytes;
                 }
                 (Err(e), ..) => {
-                    failures.push(format!("{} throughput: {e}; {}", p.hop.name(), p.logs()));
+                    failures.push(format!("{} throughput: {e}; {}", p.name(), p.logs()));
                 }
-                _ => failures.push(format!("{}: CPU times unreadable", p.hop.name())),
+                _ => failures.push(format!("{}: CPU times unreadable", p.name())),
             }
         }
     }
@@ -383,7 +406,7 @@ fn ratio(x: Option<f64>, of: Option<f64>) -> String {
 }
 
 fn report(cfg: &Config, pairs: &[Pair], failures: &[String]) -> String {
-    let row = |name: &str| pairs.iter().find(|p| p.hop.name() == name);
+    let row = |name: &str| pairs.iter().find(|p| p.name() == name);
     let handshakes = |p: &Pair| median(&p.handshakes);
     let throughput = |p: &Pair| Some((median(&p.up)? + median(&p.down)?) / 2.0);
     let cpu_per_gb = |p: &Pair| (p.bytes > 0).then(|| p.b_cpu / (p.bytes as f64 / 1e9));
@@ -411,7 +434,7 @@ fn report(cfg: &Config, pairs: &[Pair], failures: &[String]) -> String {
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            p.hop.name(),
+            p.name(),
             num(handshakes(p), 0),
             ratio(handshakes(p), plain.and_then(handshakes)),
             num(median(&p.up), 2),
@@ -428,7 +451,7 @@ fn report(cfg: &Config, pairs: &[Pair], failures: &[String]) -> String {
         let _ = writeln!(
             out,
             "\n- {}: {} handshake sessions failed (first: {})",
-            p.hop.name(),
+            p.name(),
             p.failed,
             p.first_error.as_deref().unwrap_or("-")
         );

@@ -109,7 +109,8 @@ usage: socksbench [--quick] [--bytes N[K|M|G]] [--only NAME[,NAME...]] [--rounds
   --conns N      idle connections for the memory measurement (default 2000)
   --socksgate P  the socksgate binary (default $SOCKSGATE_BIN or target/release/socksgate)
   --baseline P   also measure another socksgate binary (column `baseline`), in the same
-                 interleaved rounds: before/after figures for a change
+                 interleaved rounds: before/after figures for a change (with --gssapi,
+                 also rows `gss-integrity (baseline)` and `gss-confidentiality (baseline)`)
   --net private  run everything in a new network namespace with only lo (default; needs
                  root or CAP_SYS_ADMIN, util-linux unshare and iproute2 ip, else the run
                  falls back to `host` with a warning)
