@@ -234,15 +234,22 @@ try:
     encrypt = granted == 2
 
     def seal(data, tamper=False):
-        """The bytes that carry `data`: itself, or section 5 messages of 16 KiB at most."""
+        """The bytes that carry `data`: itself, or section 5 messages of plaintext sizes
+        cycling from 65,000 octets (a token near the 65,535 the framing allows) down to one,
+        so the server's receive buffer meets large and small messages mixed."""
         if not protected:
             return data
         out = b""
-        for i in range(0, len(data), 16384):
-            wrapped = bytearray(ctx.wrap(data[i : i + 16384], encrypt).message)
+        sizes = [65000, 1, 16384, 300]
+        i = k = 0
+        while i < len(data):
+            n = sizes[k % len(sizes)]
+            k += 1
+            wrapped = bytearray(ctx.wrap(data[i : i + n], encrypt).message)
             if tamper:
                 wrapped[-1] ^= 1
             out += message(3, bytes(wrapped))
+            i += n
         return out
 
     def send_plain(data, tamper=False):
