@@ -63,19 +63,21 @@ use crate::traffic::DirectionLimit;
 /// fixed cost, so moving 64 KiB per call rather than 16 KiB about halves the CPU per byte.
 pub const CHUNK: usize = 64 * 1024;
 
-/// The capacity of a bulk direction's pipe: the largest an unprivileged process may set
-/// (`/proc/sys/fs/pipe-max-size`). A bigger pipe moves more per splice, so a long transfer
-/// needs fewer system calls and less CPU per byte (about a quarter less than with
-/// [`CHUNK`]).
-pub const BULK: usize = 1024 * 1024;
+/// The capacity of a bulk direction's pipe. A bigger pipe moves more per splice, so a long
+/// transfer needs fewer system calls and less CPU per byte than with [`CHUNK`]; but a pipe
+/// that takes everything the source holds in one splice drains it and the direction sleeps
+/// until more comes. At 1 MiB (`/proc/sys/fs/pipe-max-size`) the relay's thread slept twice
+/// as often per GiB as at 256 KiB for the same CPU per byte, and on two busy cores every
+/// sleep is a wake-up to wait for (tests/README.md, "TCP throughput against hev").
+pub const BULK: usize = 256 * 1024;
 
 /// Consecutive splices that fill at least half the pipe before it grows to [`BULK`].
 const BULK_AFTER: u32 = 8;
 
-/// Pipes grown to [`BULK`] at once, process-wide. Each counts 256 pages against the
+/// Pipes grown to [`BULK`] at once, process-wide. Each counts 64 pages against the
 /// user's pipe quota (`fs.pipe-user-pages-soft`, 16384 by default), past which the kernel
-/// hands every new pipe a page or two; 16 of them take a quarter of it.
-pub const BULK_PIPES: usize = 16;
+/// hands every new pipe a page or two; 64 of them take a quarter of it.
+pub const BULK_PIPES: usize = 64;
 
 static BULK_IN_USE: AtomicUsize = AtomicUsize::new(0);
 
