@@ -4,12 +4,15 @@
 use core::net::{IpAddr, SocketAddr};
 use std::collections::{HashMap, VecDeque};
 
+use foldhash::SharedSeed;
+use foldhash::fast::SeedableRandomState;
+
 use crate::Options;
 use crate::capture::Frame;
 use crate::detect::{self, Verdict};
 use crate::encapsulation::Encapsulation;
 use crate::link::{self, Packet, TcpMeta, Transport};
-use crate::report::{Dir, Message, Session};
+use crate::report::{Dir, Message, Session, address_text};
 use crate::session::{self, Decoder, GSSAPI_RETAIN, Retained};
 use crate::socks::{self, command_name};
 use crate::tcp_reassembly::{Delivered, HalfStream, Origin};
@@ -263,7 +266,7 @@ impl Conn {
             anomalies.push("truncated: packets cut by the snapshot length".to_owned());
         }
         anomalies.extend(self.udp_anomalies);
-        let mut gssapi = f.gssapi;
+        let mut gssapi = f.gssapi.map(Box::new);
         if let (Some(g), Some(e)) = (gssapi.as_mut(), self.encapsulation.as_deref()) {
             let ([up, down], notes) = e.report();
             g.encapsulated_up = up;
@@ -272,14 +275,16 @@ impl Conn {
         }
         let mut messages = dec.messages;
         messages.extend(self.udp_messages);
+        // Kept as long as the session: without the doubling's spare room (freed in place).
+        messages.shrink_to_fit();
         let (tunnelled, sni) = match f.tunnelled {
             Some(crate::tunnel::Tunnelled::Tls { sni }) => (Some("tls"), sni),
             Some(t) => (Some(t.name()), None),
             None => (None, None),
         };
         Some(Session {
-            client: self.client.to_string(),
-            server: self.server.to_string(),
+            client: address_text(self.client),
+            server: address_text(self.server),
             version: f.version,
             methods_offered: f.methods_offered,
             method: f.method,
@@ -302,7 +307,7 @@ impl Conn {
             sni,
             anomalies,
             first_frame: self.first_frame,
-            udp_relay: self.udp_relay.map(|r| r.to_string()),
+            udp_relay: self.udp_relay.map(address_text),
             udp_destinations: self.udp_destinations,
             messages,
             gssapi,
@@ -317,14 +322,29 @@ pub(crate) const CLOSE_LINGER: f64 = 1.0;
 /// stray packets after the close do not open a new connection (TCP's TIME_WAIT is 60 s).
 const TOMBSTONE: f64 = 60.0;
 
+/// The hasher of the engine's tables: foldhash keyed with [`Options::hash_seed`] (SipHash,
+/// std's default, was a visible share of the time per packet).
+pub(crate) type Hasher = SeedableRandomState;
+
+/// A table keyed by connection 4-tuples or ids, hashed with [`Hasher`].
+pub(crate) type Table<K, V> = HashMap<K, V, Hasher>;
+
+/// An empty [`Table`] keyed with `seed`.
+pub(crate) fn table<K, V>(seed: u64) -> Table<K, V> {
+    HashMap::with_hasher(SeedableRandomState::with_seed(
+        seed,
+        SharedSeed::global_random(),
+    ))
+}
+
 /// All state of one inspection run: the live connections only. A connection is reported (its
 /// [`Session`] moved to the ready list, its state dropped) [`CLOSE_LINGER`] after it closed
 /// (FIN both ways, or RST), after [`Options::idle_timeout`] without packets, or at the end.
 #[derive(Debug)]
 pub(crate) struct Engine {
     opts: Options,
-    conns: HashMap<usize, Conn>,
-    index: HashMap<(SocketAddr, SocketAddr), usize>,
+    conns: Table<usize, Conn>,
+    index: Table<(SocketAddr, SocketAddr), usize>,
     udp: UdpMatcher,
     /// Ids given so far (the next connection's id): TCP connections seen.
     next_id: usize,
@@ -336,7 +356,7 @@ pub(crate) struct Engine {
     /// Closed connections waiting for their linger to pass: (report time, id), oldest first.
     closing: VecDeque<(f64, usize)>,
     /// 4-tuples of reported closed connections, with the time they are forgotten.
-    tombstones: HashMap<(SocketAddr, SocketAddr), f64>,
+    tombstones: Table<(SocketAddr, SocketAddr), f64>,
     /// Capture time of the next sweep for idle connections and old tombstones.
     next_sweep: f64,
     /// Sessions reported and not yet taken.
@@ -349,16 +369,17 @@ fn key(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
 
 impl Engine {
     pub(crate) fn new(opts: Options) -> Self {
+        let seed = opts.hash_seed;
         Self {
             opts,
-            conns: HashMap::new(),
-            index: HashMap::new(),
-            udp: UdpMatcher::default(),
+            conns: table(seed),
+            index: table(seed),
+            udp: UdpMatcher::new(seed),
             next_id: 0,
             now: f64::NEG_INFINITY,
             prev_ts: f64::NEG_INFINITY,
             closing: VecDeque::new(),
-            tombstones: HashMap::new(),
+            tombstones: table(seed),
             next_sweep: f64::NEG_INFINITY,
             ready: Vec::new(),
         }
@@ -538,7 +559,7 @@ impl Engine {
             return;
         }
         let payload = pkt.payload;
-        let mut header_ok = || socks::udp_header(payload).is_ok();
+        let mut header_ok = || socks::udp_destination(payload).is_ok();
         let Some((idx, way)) = self.udp.classify(pkt.src, pkt.dst, &mut header_ok) else {
             return;
         };
@@ -557,17 +578,17 @@ impl Engine {
                 Dir::UdpDown
             }
         };
-        match socks::udp_header(payload) {
-            Ok(d) => {
-                if conn.udp_destinations.len() < MAX_UDP_MESSAGES
-                    && !conn.udp_destinations.contains(&d.target)
-                    && way == Way::Up
-                {
-                    conn.udp_destinations.push(d.target.clone());
+        match socks::udp_destination(payload) {
+            Ok((header_len, dst)) => {
+                if way == Way::Up && conn.udp_destinations.len() < MAX_UDP_MESSAGES {
+                    let target = socks::addr_text(&dst);
+                    if !conn.udp_destinations.contains(&target) {
+                        conn.udp_destinations.push(target);
+                    }
                 }
                 if conn.udp_messages.len() < MAX_UDP_MESSAGES {
                     // Keep the header and at most 64 payload bytes.
-                    let shown = payload.len().min(d.header_len + 64);
+                    let shown = payload.len().min(header_len + 64);
                     let offset = frame.file_offset + pkt.payload_offset;
                     conn.udp_messages.push(session::message(
                         dir,
@@ -576,8 +597,8 @@ impl Engine {
                         payload.get(..shown).unwrap_or_default(),
                         payload.len(),
                         0,
-                        vec![frame.number],
-                        vec![[offset, shown]],
+                        smallvec::smallvec![frame.number],
+                        smallvec::smallvec![[offset, shown]],
                     ));
                 }
             }

@@ -52,6 +52,19 @@ pub struct Options {
     /// stands (default 900 s: a live capture reports a stalled connection without waiting for
     /// the end of input); packets after that start a new connection. `None`: never.
     pub idle_timeout: Option<f64>,
+    /// Key of the connection table's hash (foldhash). The inspector reads untrusted captures,
+    /// whose 4-tuples an attacker chooses: with a key they cannot guess, they cannot craft
+    /// tuples that collide in the table (HashDoS). Random by default where the standard
+    /// library has a random source (the OS); on `wasm32-unknown-unknown` it has none, so the
+    /// wasm binding draws it from JavaScript's `Math.random()`.
+    pub hash_seed: u64,
+}
+
+/// A random [`Options::hash_seed`]: from std's `RandomState`, whose keys come from the OS (on
+/// `wasm32-unknown-unknown` they are fixed: set the seed from the host there).
+pub fn random_hash_seed() -> u64 {
+    use core::hash::BuildHasher as _;
+    std::hash::RandomState::new().hash_one(0x5eed_u64)
 }
 
 /// Default [`Options::idle_timeout`]: 15 minutes of capture time.
@@ -63,6 +76,7 @@ impl Default for Options {
             show_secrets: false,
             reassembly_cap: tcp_reassembly::DEFAULT_CAP,
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            hash_seed: random_hash_seed(),
         }
     }
 }

@@ -2,8 +2,10 @@
 //! extra keys for the web page, and a human-readable text rendering for the CLI.
 
 use core::fmt::{self, Write as _};
+use core::net::{IpAddr, SocketAddr};
 
 use serde::Serialize;
+use smallvec::SmallVec;
 
 /// Everything the inspector found in one capture. Serializes to the JSON contract.
 #[derive(Clone, Debug, Serialize)]
@@ -92,8 +94,9 @@ pub struct Session {
     /// Extra: every SOCKS message decoded, in order, with field positions.
     pub messages: Vec<Message>,
     /// The RFC 1961 GSS-API exchange, when the server selected method 1 (absent otherwise).
+    /// Boxed: most sessions have none, and a kept session is smaller without it inline.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub gssapi: Option<Gssapi>,
+    pub gssapi: Option<Box<Gssapi>>,
 }
 
 /// What an RFC 1961 GSS-API session showed in clear. See "JSON contract" in inspect/README.md.
@@ -176,6 +179,63 @@ impl Dir {
     }
 }
 
+/// `addr` as its `Display` writes it (`a.b.c.d:port`; `[v6]:port` for IPv6), IPv4 without
+/// the formatting machinery: the addresses of each session reported were a visible share of
+/// the time on captures of many short connections.
+pub(crate) fn address_text(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(v4) => {
+            let mut text = String::with_capacity(21);
+            push_ipv4(&mut text, v4.ip().octets());
+            text.push(':');
+            push_decimal(&mut text, u32::from(v4.port()));
+            text
+        }
+        SocketAddr::V6(_) => addr.to_string(),
+    }
+}
+
+/// `ip` as its `Display` writes it (IPv4 without the formatting machinery).
+pub(crate) fn ip_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut text = String::with_capacity(15);
+            push_ipv4(&mut text, v4.octets());
+            text
+        }
+        IpAddr::V6(_) => ip.to_string(),
+    }
+}
+
+fn push_ipv4(text: &mut String, octets: [u8; 4]) {
+    for (i, octet) in octets.into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        push_decimal(text, u32::from(octet));
+    }
+}
+
+/// `n` in decimal, no leading zeros.
+fn push_decimal(text: &mut String, n: u32) {
+    let mut digits = [0u8; 10];
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        if let Some(d) = digits.get_mut(at) {
+            *d = b'0' + (rest % 10) as u8;
+        }
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    for &d in digits.get(at..).unwrap_or_default() {
+        text.push(char::from(d));
+    }
+}
+
 /// One decoded SOCKS message.
 ///
 /// Kept compact (its bytes and where they came from); the summary, fields and hex are derived
@@ -193,14 +253,19 @@ pub struct Message {
     pub len: usize,
     /// The message bytes (for UDP: the header and at most 64 payload bytes). Secret bytes are
     /// replaced by `*` unless secrets are shown.
-    pub bytes: Vec<u8>,
+    pub bytes: MessageBytes,
     /// The masked range of `bytes`, if any (`[offset, len]`).
     pub secret: Option<[usize; 2]>,
     /// Frames that carried the message's bytes.
-    pub frames: Vec<u64>,
+    pub frames: SmallVec<[u64; 1]>,
     /// Where the bytes are in the capture file: `[offset, len]` pairs, in message order.
-    pub file_ranges: Vec<[usize; 2]>,
+    pub file_ranges: SmallVec<[[usize; 2]; 1]>,
 }
+
+/// A [`Message`]'s bytes: held inline up to 24 bytes (every handshake message but requests
+/// and replies with long names, RFC 1929 credentials and GSS-API tokens), so that keeping
+/// most messages allocates nothing.
+pub type MessageBytes = SmallVec<[u8; 24]>;
 
 impl Message {
     /// One-line description and the message's parts.
@@ -244,8 +309,8 @@ impl Serialize for Message {
         st.serialize_field("len", &self.len)?;
         st.serialize_field("hex", &self.hex())?;
         st.serialize_field("fields", &fields)?;
-        st.serialize_field("frames", &self.frames)?;
-        st.serialize_field("file_ranges", &self.file_ranges)?;
+        st.serialize_field("frames", self.frames.as_slice())?;
+        st.serialize_field("file_ranges", self.file_ranges.as_slice())?;
         st.end()
     }
 }
@@ -429,4 +494,32 @@ fn gssapi_line(g: &Gssapi) -> String {
         );
     }
     line
+}
+
+#[cfg(test)]
+mod address_tests {
+    use core::net::{IpAddr, SocketAddr};
+
+    #[test]
+    fn address_text_is_display() {
+        for text in [
+            "0.0.0.0:0",
+            "127.0.0.1:1080",
+            "255.255.255.255:65535",
+            "10.20.3.100:9",
+            "[::1]:1080",
+            "[fe80::1%2]:22",
+            "[::ffff:1.2.3.4]:443",
+        ] {
+            let addr: SocketAddr = text.parse().unwrap();
+            assert_eq!(super::address_text(addr), addr.to_string());
+            assert_eq!(super::ip_text(addr.ip()), addr.ip().to_string());
+        }
+        for n in [0u32, 9, 10, 99, 100, 65535, u32::MAX] {
+            let mut s = String::new();
+            super::push_decimal(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
+        assert_eq!(super::ip_text(IpAddr::from([1, 0, 10, 200])), "1.0.10.200");
+    }
 }

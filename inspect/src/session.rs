@@ -10,7 +10,9 @@
 //! by position ([`ObservedMessage::GssapiLong`]); its message is kept from the retained
 //! bytes like any other, so tokens up to [`RETAIN`] are decoded and shown in full.
 
-use core::net::SocketAddr;
+use core::net::{IpAddr, SocketAddr};
+
+use smallvec::SmallVec;
 
 use socksgate_core::observe::{
     Conversation, Direction, Event, Message as ObservedMessage, Observed, Phase,
@@ -20,7 +22,9 @@ use socksgate_core::wire::socks4::Socks4Dst;
 
 use crate::detect::Verdict;
 use crate::kerberos;
-use crate::report::{Dir, Gssapi, GssapiToken, Message, Protection};
+use crate::report::{
+    Dir, Gssapi, GssapiToken, Message, MessageBytes, Protection, address_text, ip_text,
+};
 use crate::socks;
 use crate::tcp_reassembly::Delivered;
 use crate::tunnel::{self, Tunnelled};
@@ -38,6 +42,10 @@ pub const RETAIN: usize = 20 * 1024;
 /// [`RETAIN`], so Kerberos tokens of any size the framing allows are decoded whole. Released
 /// like the rest when the handshake is decoded.
 pub const GSSAPI_RETAIN: usize = RETAIN + 3 * (4 + u16::MAX as usize);
+
+/// What a [`Retained`] reserves on its first bytes: a SOCKS handshake and a TLS ClientHello
+/// usually fit.
+const FIRST_CAPACITY: usize = 512;
 
 /// The first bytes of one direction, with their positions in the capture.
 #[derive(Debug, Default)]
@@ -72,6 +80,12 @@ impl Retained {
                 }
                 let limit = RETAIN + self.extra;
                 let take = bytes.len().min(limit - self.data.len());
+                if self.data.capacity() == 0 {
+                    // One allocation for a whole handshake and the first payload bytes, not
+                    // a doubling from 8 bytes up.
+                    self.data.reserve(take.max(FIRST_CAPACITY).min(limit));
+                    self.spans.reserve(8);
+                }
                 self.spans
                     .push((self.data.len(), take, origin.frame, origin.file_offset));
                 self.data
@@ -101,10 +115,10 @@ impl Retained {
     }
 
     /// Frames and file ranges holding stream bytes `[start, start + len)`.
-    fn locate(&self, start: usize, len: usize) -> (Vec<u64>, Vec<[usize; 2]>) {
+    fn locate(&self, start: usize, len: usize) -> (Frames, FileRanges) {
         let end = start + len;
-        let mut frames = Vec::new();
-        let mut ranges: Vec<[usize; 2]> = Vec::new();
+        let mut frames = Frames::new();
+        let mut ranges = FileRanges::new();
         for &(s, l, frame, file) in &self.spans {
             let (a, b) = (s.max(start), (s + l).min(end));
             if a >= b {
@@ -123,6 +137,11 @@ impl Retained {
     }
 }
 
+/// A message's frames, as [`Message::frames`] holds them.
+pub(crate) type Frames = SmallVec<[u64; 1]>;
+/// A message's file ranges, as [`Message::file_ranges`] holds them.
+pub(crate) type FileRanges = SmallVec<[[usize; 2]; 1]>;
+
 /// Builds a report message of `kind` whose bytes are `bytes`; the `secret` range is masked
 /// with `*` in the copy kept.
 #[allow(clippy::too_many_arguments)]
@@ -133,10 +152,10 @@ pub(crate) fn message(
     bytes: &[u8],
     len: usize,
     stream_offset: u64,
-    frames: Vec<u64>,
-    file_ranges: Vec<[usize; 2]>,
+    frames: Frames,
+    file_ranges: FileRanges,
 ) -> Message {
-    let mut kept = bytes.to_vec();
+    let mut kept = MessageBytes::from_slice(bytes);
     if let Some((at, n)) = secret {
         for b in kept.iter_mut().skip(at).take(n) {
             *b = b'*';
@@ -390,7 +409,7 @@ fn on_message(f: &mut Facts, show_secrets: bool, m: &Observed<'_>, buf: &Retaine
             }
             f.command = Some(u8::from(r.command));
             f.dst_host = Some(match r.dst {
-                Socks4Dst::Ip(ip) => ip.to_string(),
+                Socks4Dst::Ip(ip) => ip_text(IpAddr::V4(ip)),
                 Socks4Dst::Domain(name) => name.to_string(),
             });
             f.dst_port = Some(r.port);
@@ -402,19 +421,19 @@ fn on_message(f: &mut Facts, show_secrets: bool, m: &Observed<'_>, buf: &Retaine
             f.dst_port = Some(r.dst.port());
         }
         ObservedMessage::Socks4Reply(r) if m.phase == Phase::SecondReply => {
-            f.bind_peer = Some(r.addr.to_string());
+            f.bind_peer = Some(address_text(SocketAddr::V4(r.addr)));
         }
         ObservedMessage::Socks4Reply(r) => {
             f.reply_code = Some(u8::from(r.code));
-            f.bound = Some(r.addr.to_string());
+            f.bound = Some(address_text(SocketAddr::V4(r.addr)));
             f.bound_addr = Some(SocketAddr::V4(r.addr));
         }
         ObservedMessage::Reply(r) if m.phase == Phase::SecondReply => {
-            f.bind_peer = Some(r.bound.to_string());
+            f.bind_peer = Some(socks::addr_text(&r.bound));
         }
         ObservedMessage::Reply(r) => {
             f.reply_code = Some(u8::from(r.code));
-            f.bound = Some(r.bound.to_string());
+            f.bound = Some(socks::addr_text(&r.bound));
             f.bound_addr = socks::bound_ip(&r.bound);
         }
         _ => {}

@@ -310,6 +310,13 @@ pub(crate) struct Datagram {
     pub(crate) fields: Vec<Field>,
 }
 
+/// The length and destination of a datagram's RFC 1928 §7 header: what the engine needs
+/// for every datagram matched, without [`udp_header`]'s fields.
+pub(crate) fn udp_destination(datagram: &[u8]) -> Result<(usize, Addr<'_>), WireError> {
+    let (h, payload) = UdpHeader::parse(datagram)?;
+    Ok((datagram.len() - payload.len(), h.dst))
+}
+
 /// RFC 1928 §7 UDP request header.
 pub(crate) fn udp_header(datagram: &[u8]) -> Result<Datagram, WireError> {
     let (h, payload) = UdpHeader::parse(datagram)?;
@@ -378,7 +385,16 @@ pub(crate) fn bound_ip(addr: &Addr<'_>) -> Option<SocketAddr> {
 /// A destination's host as text (an IP address without the port, or the name).
 pub(crate) fn host_of(addr: &Addr<'_>) -> String {
     match addr {
-        Addr::Ip(sa) => sa.ip().to_string(),
+        Addr::Ip(sa) => crate::report::ip_text(sa.ip()),
         Addr::Domain(name, _) => name.to_string(),
+    }
+}
+
+/// An address as `Addr`'s `Display` writes it (`ip:port` or `name:port`), IPv4 without the
+/// formatting machinery.
+pub(crate) fn addr_text(addr: &Addr<'_>) -> String {
+    match addr {
+        Addr::Ip(sa) => crate::report::address_text(*sa),
+        Addr::Domain(..) => addr.to_string(),
     }
 }

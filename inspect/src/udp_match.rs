@@ -9,7 +9,8 @@
 //! relay often uses one socket for both legs). No port is guessed.
 
 use core::net::{IpAddr, SocketAddr};
-use std::collections::HashMap;
+
+use crate::engine::{Table, table};
 
 /// One registered association.
 #[derive(Debug)]
@@ -32,8 +33,9 @@ pub enum Way {
 /// The association table.
 #[derive(Debug, Default)]
 pub struct UdpMatcher {
-    by_relay: HashMap<SocketAddr, Vec<Association>>,
-    relay_of: HashMap<usize, SocketAddr>,
+    by_relay: Table<SocketAddr, Vec<Association>>,
+    /// The relay of every registered connection, until it is removed (closed or not).
+    relay_of: Table<usize, SocketAddr>,
 }
 
 /// Normalises IPv4-mapped IPv6 addresses so both spellings match.
@@ -48,6 +50,14 @@ fn canon(sa: SocketAddr) -> SocketAddr {
 }
 
 impl UdpMatcher {
+    /// An empty table whose hash is keyed with `seed` (see `Options::hash_seed`).
+    pub fn new(seed: u64) -> Self {
+        Self {
+            by_relay: table(seed),
+            relay_of: table(seed),
+        }
+    }
+
     /// Registers connection `conn`'s association: relay address (already resolved against the
     /// server's address), client IP, and the client port the request announced (0 = unknown).
     pub fn register(&mut self, conn: usize, relay: SocketAddr, client_ip: IpAddr, port: u16) {
@@ -65,10 +75,10 @@ impl UdpMatcher {
 
     /// The control connection `conn` closed: its association ends.
     pub fn close(&mut self, conn: usize) {
-        let Some(relay) = self.relay_of.remove(&conn) else {
+        let Some(relay) = self.relay_of.get(&conn) else {
             return;
         };
-        if let Some(list) = self.by_relay.get_mut(&relay) {
+        if let Some(list) = self.by_relay.get_mut(relay) {
             for a in list.iter_mut().filter(|a| a.conn == conn) {
                 a.active = false;
             }
@@ -76,13 +86,18 @@ impl UdpMatcher {
     }
 
     /// Connection `conn` was reported: forgets its association, so the table holds only the
-    /// live connections'.
+    /// live connections'. Touches only its relay's list (a sweep over every relay for each
+    /// connection reported was a visible share of the time on 200,000 connections).
     pub fn remove(&mut self, conn: usize) {
-        self.close(conn);
-        for list in self.by_relay.values_mut() {
+        let Some(relay) = self.relay_of.remove(&conn) else {
+            return;
+        };
+        if let Some(list) = self.by_relay.get_mut(&relay) {
             list.retain(|a| a.conn != conn);
+            if list.is_empty() {
+                self.by_relay.remove(&relay);
+            }
         }
-        self.by_relay.retain(|_, list| !list.is_empty());
     }
 
     /// True if nothing is registered (fast path).

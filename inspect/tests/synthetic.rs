@@ -955,7 +955,7 @@ fn gssapi_long_tokens() {
             ("TOKEN", "2000 bytes", 4, 2000),
         ]
     );
-    assert_eq!(s.messages[2].bytes, msg);
+    assert_eq!(s.messages[2].bytes.as_slice(), msg);
     assert_eq!(s.messages[2].frames.len(), 2);
     assert_eq!(s.dst_host.as_deref(), Some("example.com"));
     assert_eq!(s.reply_code, Some(0));
