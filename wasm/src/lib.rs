@@ -11,6 +11,8 @@
 //! ```
 #![forbid(unsafe_code)]
 
+#[cfg(target_arch = "wasm32")]
+mod heap;
 mod table;
 mod zstd;
 pub use table::{SessionTable, session_table};
@@ -18,6 +20,23 @@ pub use zstd::ZstdDecoder;
 
 use socksgate_inspect::{Options, Progress};
 use wasm_bindgen::prelude::*;
+
+/// The inspector's options, its hash keyed from the host's random source: std has none on
+/// `wasm32-unknown-unknown`, where `Options::default()` would key every inspection alike
+/// (see `Options::hash_seed`). `Math.random()` is in every runtime the package runs in and
+/// is seeded by the engine from the OS; unpredictable enough for a hash key.
+fn options(reveal_secrets: bool) -> Options {
+    let options = Options::with_secrets(reveal_secrets);
+    #[cfg(target_arch = "wasm32")]
+    let options = {
+        // 53 random bits per call (the f64's mantissa).
+        let bits = || (js_sys::Math::random() * (1u64 << 53) as f64) as u64;
+        let mut options = options;
+        options.hash_seed = (bits() << 11) ^ bits();
+        options
+    };
+    options
+}
 
 /// Inspects a pcap/pcapng capture; returns the report as a JSON string.
 ///
@@ -48,7 +67,7 @@ pub fn inspect_with_progress(
 /// The CLI's text rendering of the report.
 #[wasm_bindgen(js_name = inspectText)]
 pub fn inspect_text(bytes: &[u8], reveal_secrets: bool) -> Result<String, JsError> {
-    socksgate_inspect::inspect(bytes, &Options::with_secrets(reveal_secrets))
+    socksgate_inspect::inspect(bytes, &options(reveal_secrets))
         .map(|r| r.to_string())
         .map_err(|e| JsError::new(&e.to_string()))
 }
@@ -81,9 +100,7 @@ impl StreamingInspector {
     #[wasm_bindgen(constructor)]
     pub fn new(reveal_secrets: bool) -> Self {
         Self {
-            inner: Some(socksgate_inspect::Inspector::new(Options::with_secrets(
-                reveal_secrets,
-            ))),
+            inner: Some(socksgate_inspect::Inspector::new(options(reveal_secrets))),
             kept: Vec::new(),
             document: socksgate_inspect::DocumentWriter::new(),
             head: None,
@@ -198,7 +215,10 @@ fn pushed<'a>(
     chunk: &[u8],
 ) -> Result<&'a mut socksgate_inspect::Inspector, String> {
     let i = inspector.as_mut().ok_or_else(|| FINISHED.to_owned())?;
-    if let Err(e) = i.push(chunk) {
+    let pushed = i.push(chunk);
+    #[cfg(target_arch = "wasm32")]
+    heap::reserve_ahead();
+    if let Err(e) = pushed {
         *inspector = None;
         return Err(e.to_string());
     }
@@ -331,13 +351,9 @@ pub fn inspect_json(
     reveal_secrets: bool,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<String, String> {
-    socksgate_inspect::inspect_with_progress(
-        bytes,
-        &Options::with_secrets(reveal_secrets),
-        progress,
-    )
-    .map(|r| r.to_json_compact())
-    .map_err(|e| e.to_string())
+    socksgate_inspect::inspect_with_progress(bytes, &options(reveal_secrets), progress)
+        .map(|r| r.to_json_compact())
+        .map_err(|e| e.to_string())
 }
 
 /// A finished inspection kept in wasm memory, for pages showing large captures: the session
@@ -368,7 +384,7 @@ impl Inspection {
         };
         socksgate_inspect::inspect_with_progress(
             bytes,
-            &Options::with_secrets(reveal_secrets),
+            &options(reveal_secrets),
             &mut report_progress,
         )
         .map(|report| Self { report })
