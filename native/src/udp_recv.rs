@@ -1,46 +1,123 @@
-//! Receiving a UDP socket's waiting datagrams, two per system call, for the UDP relay.
+//! Receiving a UDP socket's waiting datagrams, many per system call, for the UDP relay.
 //!
 //! tokio registers sockets edge-triggered: a socket's readiness is cleared only when the
 //! program has seen its queue empty, which with `recvfrom` costs one more call per wake-up
-//! that fails with EAGAIN. On Linux, [`recv_some`] asks `recvmmsg` for two datagrams; a call
-//! that returns one has seen the queue empty, so the readiness is cleared in the same call.
-//! A relay that handles one datagram per wake-up (a client waiting for each answer) makes
-//! three system calls per datagram instead of four. Elsewhere it receives one datagram per
+//! that fails with EAGAIN. On Linux, [`recv_some`] asks `recvmmsg` for up to [`PER_CALL`]
+//! datagrams; a call that returns fewer has seen the queue empty, so the readiness is
+//! cleared in the same call. A relay that handles one datagram per wake-up (a client waiting
+//! for each answer) makes three system calls per datagram instead of four, and a relay under
+//! a flood takes a whole batch per call, which it can then send on in one call per
+//! destination (see `udp_socket`'s segmented sends). Elsewhere it receives one datagram per
 //! call.
+//!
+//! The buffers are the thread's ([`with_thread_bufs`]), not an association's: a batch is
+//! received and handled without waiting in between, so one set per thread serves every
+//! association that runs there, and an association holds no receive buffer of its own.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 
 use crate::udp_socket::RelaySocket;
 
-/// Datagrams asked for per call: two is the fewest that tells an empty queue apart.
-pub(crate) const PER_CALL: usize = 2;
+/// Datagrams asked for per call: enough for a whole segmented send, few enough that one
+/// association's burst cannot hold a worker long.
+pub(crate) const PER_CALL: usize = 32;
 
-/// Largest UDP payload plus the largest SOCKS UDP header (4 + 1 + 255 + 2): what one buffer
+/// Largest UDP payload plus the largest SOCKS UDP header: what one buffer
 /// must hold so that no datagram is cut short.
-pub(crate) const DATAGRAM: usize = 65_535 + 262;
+pub(crate) const DATAGRAM: usize = 65_535 + MAX_HEADER;
 
-/// One receive buffer per datagram of a call.
-#[derive(Debug)]
-pub(crate) struct RecvBufs([Vec<u8>; PER_CALL]);
+/// The largest SOCKS UDP header: RSV, FRAG, ATYP, a 255-octet name and the port.
+pub(crate) const MAX_HEADER: usize = 4 + 1 + 255 + 2;
+
+/// One receive buffer per datagram of a call, `recvmmsg`'s message headers, and room to
+/// lay out datagrams for a segmented send.
+pub(crate) struct RecvBufs {
+    /// [`PER_CALL`] buffers of [`DATAGRAM`] bytes, one after the other.
+    space: Vec<u8>,
+    /// Datagrams being built to send, end to end.
+    out: Vec<u8>,
+    /// One set of headers per address family: nix does not reset each header's address
+    /// length before a call, so after an IPv4 source (16 bytes) an IPv6 one (28) would come
+    /// back cut short, its last 8 address bytes and scope stale.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    headers_v4: nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrStorage>,
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    headers_v6: nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrStorage>,
+}
+
+impl std::fmt::Debug for RecvBufs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvBufs").finish_non_exhaustive()
+    }
+}
 
 impl RecvBufs {
     pub(crate) fn new() -> Self {
-        // Zeroed allocations: the kernel backs them with pages only as datagrams touch them.
-        Self(std::array::from_fn(|_| vec![0u8; DATAGRAM]))
+        Self {
+            // One zeroed allocation, large enough to be mapped fresh: the kernel backs it with
+            // pages only as datagrams touch them.
+            space: vec![0u8; PER_CALL * DATAGRAM],
+            out: vec![0u8; DATAGRAM],
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            headers_v4: nix::sys::socket::MultiHeaders::preallocate(PER_CALL, None),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            headers_v6: nix::sys::socket::MultiHeaders::preallocate(PER_CALL, None),
+        }
     }
 
     /// The `i`-th datagram of the last call, `len` bytes long.
     pub(crate) fn datagram(&self, i: usize, len: usize) -> &[u8] {
-        self.0.get(i).and_then(|b| b.get(..len)).unwrap_or_default()
+        let start = i * DATAGRAM;
+        self.space
+            .get(start..start + len.min(DATAGRAM))
+            .unwrap_or_default()
+    }
+
+    /// [`Self::datagram`], and the room for datagrams to send ([`DATAGRAM`] bytes).
+    pub(crate) fn datagram_and_out(&mut self, i: usize, len: usize) -> (&[u8], &mut [u8]) {
+        let start = i * DATAGRAM;
+        let datagram = self
+            .space
+            .get(start..start + len.min(DATAGRAM))
+            .unwrap_or_default();
+        (datagram, &mut self.out)
+    }
+
+    /// The room for datagrams to send, as [`Self::datagram_and_out`] left it.
+    pub(crate) fn out(&self) -> &[u8] {
+        &self.out
     }
 }
 
-/// What one [`recv_some`] call received: for datagram `i`, its length and source, in
-/// `RecvBufs::datagram(i, len)`.
+/// Runs `f` with this thread's receive buffers.
+///
+/// The buffers hold raw pointers (the headers) and are borrowed only while `f` runs, so a
+/// session's future, which moves between threads, never holds them across an `.await`. A
+/// nested call (there is none) would get buffers of its own rather than fail.
+pub(crate) fn with_thread_bufs<R>(f: impl FnOnce(&mut RecvBufs) -> R) -> R {
+    thread_local! {
+        static BUFS: RefCell<Option<RecvBufs>> = const { RefCell::new(None) };
+    }
+    BUFS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut slot) => f(slot.get_or_insert_with(RecvBufs::new)),
+        Err(_) => f(&mut RecvBufs::new()),
+    })
+}
+
+/// One datagram of a [`recv_some`] call: its bytes are `RecvBufs::datagram(slot, len)`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Datagram {
+    pub(crate) slot: usize,
+    pub(crate) len: usize,
+    pub(crate) src: SocketAddr,
+}
+
+/// What one [`recv_some`] call received, in order.
 #[derive(Debug, Default)]
 pub(crate) struct Received {
-    pub(crate) datagrams: heapless::Vec<(usize, SocketAddr), PER_CALL>,
+    pub(crate) datagrams: heapless::Vec<Datagram, PER_CALL>,
     /// The queue was seen empty and the socket's readiness cleared: the next datagram is a
     /// new readiness event, so the caller can stop here.
     pub(crate) drained: bool,
@@ -53,66 +130,60 @@ pub(crate) struct Received {
 /// are the socket's.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) fn recv_some(sock: &RelaySocket, v6: bool, bufs: &mut RecvBufs) -> io::Result<Received> {
-    use std::cell::RefCell;
     use std::io::IoSliceMut;
     use std::net::{SocketAddrV4, SocketAddrV6};
     use std::os::fd::AsRawFd as _;
 
-    use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
+    use nix::sys::socket::{MsgFlags, recvmmsg};
 
-    thread_local! {
-        // recvmmsg's message headers: allocated once per thread, as they hold raw pointers
-        // and so cannot live in a session's future, which moves between threads. One set per
-        // address family: nix does not reset each header's address length before a call, so
-        // after an IPv4 source (16 bytes) an IPv6 one (28) would come back cut short, its
-        // last 8 address bytes and scope stale.
-        static HEADERS_V4: RefCell<MultiHeaders<SockaddrStorage>> =
-            RefCell::new(MultiHeaders::preallocate(PER_CALL, None));
-        static HEADERS_V6: RefCell<MultiHeaders<SockaddrStorage>> =
-            RefCell::new(MultiHeaders::preallocate(PER_CALL, None));
-    }
-    let headers = if v6 { &HEADERS_V6 } else { &HEADERS_V4 };
+    let RecvBufs {
+        space,
+        headers_v4,
+        headers_v6,
+        ..
+    } = bufs;
+    let headers = if v6 { headers_v6 } else { headers_v4 };
     let mut out = Received::default();
     // Messages the call returned, usable or not.
     let mut count = 0;
     let result = sock.try_recv_with(|sock| {
-        headers.with_borrow_mut(|headers| {
-            let [first, second] = &mut bufs.0;
-            let mut slices = [
-                [IoSliceMut::new(first.as_mut_slice())],
-                [IoSliceMut::new(second.as_mut_slice())],
-            ];
-            let received = recvmmsg(
-                sock.as_raw_fd(),
-                headers,
-                slices.iter_mut(),
-                MsgFlags::MSG_DONTWAIT,
-                None,
-            )
-            .map_err(io::Error::from)?;
-            for msg in received {
-                count += 1;
-                let src = msg.address.and_then(|a| {
-                    a.as_sockaddr_in()
-                        .map(|v4| SocketAddr::V4(SocketAddrV4::from(*v4)))
-                        .or_else(|| {
-                            a.as_sockaddr_in6()
-                                .map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
-                        })
+        let mut chunks = space.chunks_mut(DATAGRAM);
+        let mut slices: [[IoSliceMut<'_>; 1]; PER_CALL] =
+            std::array::from_fn(|_| [IoSliceMut::new(chunks.next().unwrap_or_default())]);
+        let received = recvmmsg(
+            sock.as_raw_fd(),
+            headers,
+            slices.iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        )
+        .map_err(io::Error::from)?;
+        for msg in received {
+            count += 1;
+            let src = msg.address.and_then(|a| {
+                a.as_sockaddr_in()
+                    .map(|v4| SocketAddr::V4(SocketAddrV4::from(*v4)))
+                    .or_else(|| {
+                        a.as_sockaddr_in6()
+                            .map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
+                    })
+            });
+            // An IP socket always reports an IP source; anything else is dropped.
+            if let Some(src) = src {
+                let _ = out.datagrams.push(Datagram {
+                    slot: count - 1,
+                    len: msg.bytes,
+                    src,
                 });
-                // An IP socket always reports an IP source; anything else is dropped.
-                if let Some(src) = src {
-                    let _ = out.datagrams.push((msg.bytes, src));
-                }
             }
-            if count < PER_CALL {
-                // Fewer than asked for: the queue was empty when the call returned. Saying
-                // WouldBlock here makes tokio clear the readiness it saw before the call; a
-                // datagram arriving since is a newer readiness event and is not lost.
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            Ok(())
-        })
+        }
+        if count < PER_CALL {
+            // Fewer than asked for: the queue was empty when the call returned. Saying
+            // WouldBlock here makes tokio clear the readiness it saw before the call; a
+            // datagram arriving since is a newer readiness event and is not lost.
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(())
     });
     match result {
         Ok(()) => Ok(out),
@@ -135,9 +206,10 @@ pub(crate) fn recv_some(
     _v6: bool,
     bufs: &mut RecvBufs,
 ) -> io::Result<Received> {
-    let (n, src) = sock.try_recv_from(&mut bufs.0[0])?;
+    let first = bufs.space.get_mut(..DATAGRAM).unwrap_or_default();
+    let (len, src) = sock.try_recv_from(first)?;
     let mut out = Received::default();
-    let _ = out.datagrams.push((n, src));
+    let _ = out.datagrams.push(Datagram { slot: 0, len, src });
     Ok(out)
 }
 
@@ -177,9 +249,9 @@ mod tests {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => panic!("{e}"),
             };
-            for (i, &(n, src)) in got.datagrams.iter().enumerate() {
-                assert_eq!(src, from);
-                seen.push(bufs.datagram(i, n).to_vec());
+            for d in &got.datagrams {
+                assert_eq!(d.src, from);
+                seen.push(bufs.datagram(d.slot, d.len).to_vec());
             }
             drained = got.drained;
         }
@@ -211,7 +283,8 @@ mod tests {
             .await
             .expect("the datagram woke the socket");
             assert_eq!(got.datagrams.len(), 1);
-            assert_eq!(bufs.datagram(0, got.datagrams[0].0), [round]);
+            let d = got.datagrams[0];
+            assert_eq!(bufs.datagram(d.slot, d.len), [round]);
         }
     }
 
@@ -223,7 +296,7 @@ mod tests {
         readable(&rx).await;
         let mut bufs = RecvBufs::new();
         let got = recv_some(&rx, false, &mut bufs).unwrap();
-        let (n, _) = got.datagrams[0];
-        assert_eq!(bufs.datagram(0, n), &big[..]);
+        let d = got.datagrams[0];
+        assert_eq!(bufs.datagram(d.slot, d.len), &big[..]);
     }
 }

@@ -21,11 +21,17 @@
 //!   destinations' answers before the client's datagrams; the idle and reassembly timers
 //!   are registered once and moved only when they fire or their deadline changes, so a
 //!   datagram costs no timer work.
+//! * Datagrams are received many per call into the worker thread's buffers and sent on in
+//!   runs: consecutive datagrams of one batch to one destination, of one size, leave in one
+//!   segmented send ([`batch`]). A datagram that needs waiting — a name not resolved yet, a
+//!   fragment, or any datagram of a protected association — is copied out and relayed one
+//!   at a time after the run before it, in arrival order.
 //! * Sends never wait ([`RelaySocket`]): a datagram that finds a send buffer full is dropped.
 //! * Under GSS-API integrity or confidentiality (RFC 1961 §5), datagrams between the client
 //!   and the relay are wrapped: the [`protected`] path opens them before the association
 //!   sees them and wraps what it sends back. Unprotected associations never take it.
 
+mod batch;
 mod protected;
 
 use std::collections::{HashMap, HashSet};
@@ -44,7 +50,7 @@ use crate::egress::Egress;
 use crate::failure::io_failure;
 use crate::resolve::Resolver;
 use crate::traffic::{DirectionLimit, SessionLimits};
-use crate::udp_recv::{DATAGRAM, PER_CALL, RecvBufs, recv_some};
+use crate::udp_recv::{DATAGRAM, PER_CALL, recv_some, with_thread_bufs};
 use crate::udp_socket::RelaySocket;
 
 /// Reassembly capacity: a whole UDP/IPv4 datagram.
@@ -204,13 +210,19 @@ pub(crate) async fn run(conn: &mut Conn<'_>) -> Result<(), SessionError> {
         },
         association,
         names: HashMap::new(),
-        to_client: vec![0u8; DATAGRAM],
+        // Only the protected path encapsulates here; the others write into the thread's
+        // buffers.
+        to_client: if protected.is_some() {
+            vec![0u8; DATAGRAM]
+        } else {
+            Vec::new()
+        },
+        backlog: batch::Backlog::default(),
         counters: Counters::default(),
         limits: shared.traffic_limits(conn.session.user(), conn.peer.ip()),
         quota_spent: false,
         protected,
     };
-    let mut bufs = RecvBufs::new();
     let mut control = [0u8; 512];
     // The timer is registered once and moved only when the association's deadline changes;
     // a fresh timer per datagram cost a timer-wheel insertion and removal each.
@@ -252,9 +264,9 @@ pub(crate) async fn run(conn: &mut Conn<'_>) -> Result<(), SessionError> {
                     break "idle timeout";
                 }
             }
-            _ = readable(relay.out.v4.as_ref()) => relay.serve_back(false, &mut bufs).await,
-            _ = readable(relay.out.v6.as_ref()) => relay.serve_back(true, &mut bufs).await,
-            _ = readable(Some(&relay.socket)) => relay.drain_client(&mut bufs).await,
+            _ = readable(relay.out.v4.as_ref()) => relay.serve_back(false).await,
+            _ = readable(relay.out.v6.as_ref()) => relay.serve_back(true).await,
+            _ = readable(Some(&relay.socket)) => relay.drain_client().await,
         }
     };
     if let Some(p) = relay.protected.as_mut() {
@@ -307,8 +319,11 @@ struct Relay<'a> {
     association: Box<Association>,
     /// Names resolved for this association.
     names: HashMap<String, IpAddr>,
-    /// Holds a datagram to the client while it is encapsulated.
+    /// Holds a datagram to the client while it is encapsulated and wrapped (protected
+    /// associations only; empty otherwise).
     to_client: Vec<u8>,
+    /// The client's datagrams that wait to be relayed one at a time.
+    backlog: batch::Backlog,
     counters: Counters,
     /// The association's traffic limits, if any.
     limits: Option<Box<SessionLimits>>,
@@ -332,26 +347,15 @@ fn within(limit: Option<&DirectionLimit>, len: usize, quota_spent: &mut bool) ->
 }
 
 impl Relay<'_> {
-    /// Handles the datagrams waiting on the client-facing socket, at most [`BATCH`], using
-    /// `bufs` to receive them. Returns when none is left or none was waiting.
-    async fn drain_client(&mut self, bufs: &mut RecvBufs) {
+    /// Handles the datagrams waiting on the client-facing socket, at most [`BATCH`]. Returns
+    /// when none is left or none was waiting.
+    async fn drain_client(&mut self) {
         for _ in 0..BATCH / PER_CALL {
-            let got = match recv_some(&self.socket, self.client_v6, bufs) {
-                Ok(got) => got,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    debug!("udp: client socket: {e}");
-                    return;
-                }
-            };
-            for (i, &(n, src)) in got.datagrams.iter().enumerate() {
-                if self.protected.is_none() {
-                    self.forward_up(src, bufs.datagram(i, n)).await;
-                } else {
-                    self.forward_up_protected(src, bufs.datagram(i, n)).await;
-                }
+            let more = with_thread_bufs(|bufs| self.client_batch(bufs));
+            if !self.backlog.is_empty() {
+                self.forward_backlog().await;
             }
-            if got.drained {
+            if !more {
                 return;
             }
         }
@@ -360,32 +364,31 @@ impl Relay<'_> {
     /// Handles the datagrams waiting on the outbound socket of one family, as
     /// [`Self::drain_outbound`]; when a whole batch was waiting there, the other sockets get
     /// a turn before it is served again, as [`run`] serves the way back first.
-    async fn serve_back(&mut self, v6: bool, bufs: &mut RecvBufs) {
-        if self.drain_outbound(v6, bufs).await {
+    async fn serve_back(&mut self, v6: bool) {
+        if self.drain_outbound(v6) {
             // Both are no-ops without a system call when their socket has no readiness.
-            self.drain_outbound(!v6, bufs).await;
-            self.drain_client(bufs).await;
+            self.drain_outbound(!v6);
+            self.drain_client().await;
         }
     }
 
     /// Handles the datagrams waiting on the outbound socket of one family, at most
-    /// [`BATCH`], using `bufs` to receive them. Returns `true` when it stopped at the batch
-    /// with more perhaps waiting; `false` when none is left, none was waiting or the socket
-    /// does not exist.
-    async fn drain_outbound(&mut self, v6: bool, bufs: &mut RecvBufs) -> bool {
-        for _ in 0..BATCH / PER_CALL {
-            let sock = if v6 { &self.out.v6 } else { &self.out.v4 };
-            let Some(Ok(got)) = sock.as_ref().map(|s| recv_some(s, v6, bufs)) else {
-                return false;
-            };
-            for (i, &(n, src)) in got.datagrams.iter().enumerate() {
-                self.forward_back(src, bufs.datagram(i, n)).await;
+    /// [`BATCH`]. Returns `true` when it stopped at the batch with more perhaps waiting;
+    /// `false` when none is left, none was waiting or the socket does not exist.
+    fn drain_outbound(&mut self, v6: bool) -> bool {
+        with_thread_bufs(|bufs| {
+            for _ in 0..BATCH / PER_CALL {
+                let sock = if v6 { &self.out.v6 } else { &self.out.v4 };
+                let Some(Ok(got)) = sock.as_ref().map(|s| recv_some(s, v6, bufs)) else {
+                    return false;
+                };
+                self.back_batch(bufs, &got);
+                if got.drained {
+                    return false;
+                }
             }
-            if got.drained {
-                return false;
-            }
-        }
-        true
+            true
+        })
     }
 
     /// Relays one datagram received from `src` on the client-facing socket, as the
@@ -446,15 +449,12 @@ impl Relay<'_> {
         }
     }
 
-    /// Sends a destination's datagram to the client, encapsulated with its source, when the
-    /// association allows it.
-    async fn forward_back(&mut self, src: SocketAddr, payload: &[u8]) {
-        let decided = self.association.handle_remote_datagram(
-            src,
-            payload,
-            &mut self.to_client,
-            clock::now(),
-        );
+    /// Sends a destination's datagram to the client, encapsulated with its source (and
+    /// wrapped), when the association allows it: one at a time, for protected associations.
+    fn forward_back(&mut self, src: SocketAddr, payload: &[u8], now: socksgate_core::Instant) {
+        let decided =
+            self.association
+                .handle_remote_datagram(src, payload, &mut self.to_client, now);
         let (client, n) = match decided {
             Ok(to) => to,
             Err(dropped) => {

@@ -9,12 +9,18 @@
 //! datagram that finds the send buffer full is dropped ([`RelaySocket::send_to`] says
 //! `WouldBlock`), as any full queue on its way would drop it, so its sockets are registered
 //! for readability only.
+//!
+//! Several datagrams to one destination can leave in one call ([`RelaySocket::send_segments`],
+//! UDP segmentation offload on Linux): the kernel walks its routing, IP output and — on
+//! loopback — receive path once for the lot and splits it into datagrams at the end (or the
+//! network card does). The receiver sees ordinary datagrams.
 
 // tokio's registration with a chosen interest is `unsafe` (the caller vouches for the fd).
 #![allow(unsafe_code)]
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 #[cfg(unix)]
@@ -27,7 +33,16 @@ pub(crate) struct RelaySocket {
     io: AsyncFd<std::net::UdpSocket>,
     #[cfg(not(unix))]
     io: tokio::net::UdpSocket,
+    /// Segmented sends work on this socket: cleared when the kernel refuses one (an old
+    /// kernel, a device without checksum offload, IPsec, a segment over the path's MTU).
+    segmenting: AtomicBool,
 }
+
+/// Most datagrams one segmented send carries (the kernel's `UDP_MAX_SEGMENTS` was 64 until
+/// Linux 6.9).
+pub(crate) const MAX_SEGMENTS: usize = 64;
+/// Most bytes one segmented send carries: what one UDP/IPv4 datagram could.
+pub(crate) const MAX_SEGMENTED_BYTES: usize = 65_507;
 
 impl RelaySocket {
     /// Binds a socket to `addr`.
@@ -58,12 +73,16 @@ impl RelaySocket {
             // dropped.
             let io = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }
                 .map_err(io::Error::from)?;
-            Ok(Self { io })
+            Ok(Self {
+                io,
+                segmenting: AtomicBool::new(cfg!(target_os = "linux")),
+            })
         }
         #[cfg(not(unix))]
         {
             Ok(Self {
                 io: tokio::net::UdpSocket::from_std(socket)?,
+                segmenting: AtomicBool::new(false),
             })
         }
     }
@@ -128,6 +147,69 @@ impl RelaySocket {
         {
             self.io.try_send_to(buf, to)
         }
+    }
+}
+
+impl RelaySocket {
+    /// Sends the datagrams laid end to end in `iov` — each `segment` bytes long but the last,
+    /// which may be shorter; at most [`MAX_SEGMENTS`] of them and [`MAX_SEGMENTED_BYTES`] in
+    /// all — to `to` in one call, without waiting. Returns the bytes sent.
+    ///
+    /// `WouldBlock` when the send buffer cannot take them all (none is sent).
+    /// `Unsupported` when they were not sent for any other reason: the caller sends them one
+    /// by one, which gives each the outcome it would have had alone. After a refusal that
+    /// says segmentation itself does not work here, the socket stops trying.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn send_segments(
+        &self,
+        iov: &[IoSlice<'_>],
+        segment: usize,
+        to: SocketAddr,
+    ) -> io::Result<usize> {
+        use std::os::fd::AsRawFd as _;
+
+        use nix::errno::Errno;
+        use nix::sys::socket::{ControlMessage, MsgFlags, SockaddrStorage, sendmsg};
+
+        let unsupported = || io::Error::from(io::ErrorKind::Unsupported);
+        if !self.segmenting.load(Ordering::Relaxed) {
+            return Err(unsupported());
+        }
+        let size = u16::try_from(segment).map_err(|_| unsupported())?;
+        let addr = SockaddrStorage::from(to);
+        let fd = self.io.get_ref().as_raw_fd();
+        match sendmsg(
+            fd,
+            iov,
+            &[ControlMessage::UdpGsoSegments(&size)],
+            MsgFlags::empty(),
+            Some(&addr),
+        ) {
+            Ok(n) => Ok(n),
+            Err(Errno::EAGAIN) => Err(io::ErrorKind::WouldBlock.into()),
+            Err(e) => {
+                if matches!(
+                    e,
+                    Errno::EIO | Errno::EINVAL | Errno::ENOPROTOOPT | Errno::EOPNOTSUPP
+                ) {
+                    tracing::debug!("udp: segmented send refused ({e}); sending one by one");
+                    self.segmenting.store(false, Ordering::Relaxed);
+                }
+                Err(unsupported())
+            }
+        }
+    }
+
+    /// Segmented sends exist on Linux only: always `Unsupported` (send one by one).
+    #[cfg(not(target_os = "linux"))]
+    pub(crate) fn send_segments(
+        &self,
+        _iov: &[IoSlice<'_>],
+        _segment: usize,
+        _to: SocketAddr,
+    ) -> io::Result<usize> {
+        let _ = &self.segmenting;
+        Err(io::ErrorKind::Unsupported.into())
     }
 }
 
@@ -208,5 +290,42 @@ mod tests {
             (&buf[..n], from),
             (&b"ping"[..], relay.local_addr().unwrap())
         );
+    }
+
+    #[tokio::test]
+    async fn a_segmented_send_arrives_as_separate_datagrams() {
+        let relay = RelaySocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let (a, b, c) = ([1u8; 300], [2u8; 300], [3u8; 120]);
+        let iov = [IoSlice::new(&a), IoSlice::new(&b), IoSlice::new(&c)];
+        let sent = relay
+            .send_segments(&iov, 300, peer.local_addr().unwrap())
+            .unwrap();
+        assert_eq!(sent, 720);
+        let mut buf = [0u8; 1024];
+        for want in [&a[..], &b[..], &c[..]] {
+            let (n, from) = peer.recv_from(&mut buf).unwrap();
+            assert_eq!((&buf[..n], from), (want, relay.local_addr().unwrap()));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_segmented_send_says_unsupported_and_stops_trying() {
+        let relay = RelaySocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        // More segments than the kernel takes in one send: EINVAL.
+        let one = [0u8; 1];
+        let iov = vec![IoSlice::new(&one); 1024];
+        let e = relay
+            .send_segments(&iov, 1, peer.local_addr().unwrap())
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+        let two = [IoSlice::new(&one), IoSlice::new(&one)];
+        let e = relay
+            .send_segments(&two, 1, peer.local_addr().unwrap())
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported, "no second try");
     }
 }
