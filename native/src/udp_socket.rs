@@ -98,6 +98,16 @@ impl RelaySocket {
         }
     }
 
+    /// Asks for a receive buffer of `bytes` (the kernel doubles it for its bookkeeping and
+    /// caps it at `net.core.rmem_max`).
+    pub(crate) fn set_recv_buffer(&self, bytes: usize) -> io::Result<()> {
+        #[cfg(unix)]
+        let sock = socket2::SockRef::from(self.io.get_ref());
+        #[cfg(not(unix))]
+        let sock = socket2::SockRef::from(&self.io);
+        sock.set_recv_buffer_size(bytes)
+    }
+
     /// Ready when a datagram may be waiting, as `UdpSocket::poll_recv_ready`: the readiness
     /// stays set until a receive sees the queue empty, and polling counts against the task's
     /// cooperative budget.
