@@ -24,7 +24,7 @@ export function inspectLines(
 /**
  * Inspects a capture given as a stream of bytes and answers with the JSON document (compact
  * UTF-8, byte for byte what `inspect(wholeFile)` returns) as a stream, holding neither the
- * document nor its sessions: the sessions wait compressed (`CompressionStream`) until the
+ * document nor its sessions: the sessions wait deflated in wasm memory until the
  * capture facts that precede them are known. Resolves once the whole input is read; rejects
  * with the reason if it is not a capture.
  */

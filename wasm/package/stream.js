@@ -125,15 +125,19 @@ export async function inspectLines(stream, revealSecrets = false) {
   }, new ByteLengthQueuingStrategy({ highWaterMark: LINES_QUEUE_BYTES }));
 }
 
+/** Largest piece of the document's sessions handed to the answer at a time. */
+const DOCUMENT_PIECE_BYTES = 64 * 1024;
+
 /**
  * Inspects a capture given as a ReadableStream of bytes and answers with the JSON document
  * (compact UTF-8, byte for byte `inspect(wholeFile)`) as a ReadableStream — without ever
  * holding the document or its sessions as objects. The document's `capture` facts come first
- * but are known only at the end of input, so the `sessions` array is written, as the sessions
- * settle in first-packet order, through a `CompressionStream` ("deflate-raw") into a list of
- * compressed chunks; at the end the stream gives the head, that list decompressed, and the
- * rest. Memory: the wasm side holds the live connections (as for `inspectLines`), the JS side
- * the compressed sessions (about a tenth of the document).
+ * but are known only at the end of input, so the `sessions` array is kept, as the sessions
+ * settle in first-packet order, deflated in wasm memory (`pushDocumentKept`: no part of it
+ * crosses into JS while the input is read); at the end the stream gives the head, the
+ * sessions inflated in pieces of at most 64 KiB as the answer is read (backpressure), and
+ * the rest. Memory: the wasm side holds the live connections (as for `inspectLines`) and the
+ * compressed sessions (a few percent of the document).
  *
  * Resolves once the whole input is read (rejects with the reason if it is not a capture or
  * fails on the way, so an HTTP answer can still carry an error status).
@@ -145,72 +149,43 @@ export async function inspectLines(stream, revealSecrets = false) {
 export async function inspectDocument(stream, revealSecrets = false) {
   const inspector = new Inspector(revealSecrets);
   const reader = stream.getReader();
-  const compressor = new CompressionStream("deflate-raw");
-  const writer = compressor.writable.getWriter();
-  const compressed = [];
-  const drained = (async () => {
-    const out = compressor.readable.getReader();
-    for (;;) {
-      const { done, value } = await out.read();
-      if (done) return;
-      compressed.push(value);
+  let freed = false;
+  const free = () => {
+    if (!freed) {
+      freed = true;
+      inspector.free();
     }
-  })();
-  let head;
-  let rest;
+  };
   try {
     for (;;) {
       const { done, value } = await reader.read();
       if (done) break;
-      const part = inspector.pushDocument(value);
-      if (part.length > 0) await writer.write(part);
+      inspector.pushDocumentKept(value);
     }
-    rest = inspector.finishDocument();
-    head = new TextEncoder().encode(inspector.documentHead());
-    await writer.close();
-    await drained;
+    inspector.finishDocumentKept();
   } catch (e) {
-    writer.abort(e).catch(() => {});
+    free();
     reader.cancel(e).catch(() => {});
     throw e;
-  } finally {
-    inspector.free();
   }
-  let sessions;
-  let stage = 0; // 0: head, 1: the sessions, 2: the rest
   return new ReadableStream({
-    async pull(controller) {
-      if (stage === 0) {
-        controller.enqueue(head);
-        // Each compressed chunk is let go once handed to the decompressor.
-        let next = 0;
-        const source = new ReadableStream({
-          pull(c) {
-            if (next < compressed.length) {
-              c.enqueue(compressed[next]);
-              compressed[next++] = undefined;
-            } else {
-              c.close();
-            }
-          },
-        });
-        sessions = source.pipeThrough(new DecompressionStream("deflate-raw")).getReader();
-        stage = 1;
-        return;
-      }
-      if (stage === 1) {
-        const { done, value } = await sessions.read();
-        if (!done) {
-          controller.enqueue(value);
+    pull(controller) {
+      try {
+        const piece = inspector.readDocument(DOCUMENT_PIECE_BYTES);
+        if (piece.length > 0) {
+          controller.enqueue(piece);
           return;
         }
-        stage = 2;
+      } catch (e) {
+        free();
+        controller.error(e);
+        return;
       }
-      controller.enqueue(rest);
+      free();
       controller.close();
     },
-    cancel(reason) {
-      return sessions?.cancel(reason);
+    cancel() {
+      free();
     },
   }, new ByteLengthQueuingStrategy({ highWaterMark: LINES_QUEUE_BYTES }));
 }

@@ -11,10 +11,12 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod deflated;
 #[cfg(target_arch = "wasm32")]
 mod heap;
 mod table;
 mod zstd;
+pub use deflated::Deflated;
 pub use table::{SessionTable, session_table};
 pub use zstd::ZstdDecoder;
 
@@ -92,6 +94,18 @@ pub struct StreamingInspector {
     document: socksgate_inspect::DocumentWriter,
     /// The document's head, known once `finishDocument` has run.
     head: Option<String>,
+    /// The document kept by `pushDocumentKept`: its `sessions` deflated, then (once
+    /// `finishDocumentKept` has run) the rest, read back by `readDocument`.
+    kept_document: Option<KeptDocument>,
+}
+
+/// The document of `pushDocumentKept`/`finishDocumentKept`/`readDocument`.
+#[derive(Debug, Default)]
+struct KeptDocument {
+    sessions: Deflated,
+    /// Head and rest, after `finishDocumentKept`; the head is sent first.
+    head: Option<Vec<u8>>,
+    rest: Option<Vec<u8>>,
 }
 
 #[wasm_bindgen(js_class = Inspector)]
@@ -104,6 +118,7 @@ impl StreamingInspector {
             kept: Vec::new(),
             document: socksgate_inspect::DocumentWriter::new(),
             head: None,
+            kept_document: None,
         }
     }
 
@@ -199,6 +214,56 @@ impl StreamingInspector {
         self.head
             .clone()
             .ok_or_else(|| JsError::new("the document's head is known after finishDocument()"))
+    }
+
+    /// `pushDocument` keeping the part in wasm memory, deflated, instead of returning it: no
+    /// part crosses into JS (in workerd their garbage, collected late, grew the process by
+    /// hundreds of MiB on large documents). Returns the compressed bytes held so far. Do not
+    /// mix with `pushDocument`.
+    #[wasm_bindgen(js_name = pushDocumentKept)]
+    pub fn push_document_kept(&mut self, chunk: &[u8]) -> Result<f64, JsError> {
+        let kept = self.kept_document.get_or_insert_with(KeptDocument::default);
+        let part = push_document(&mut self.inner, &mut self.document, chunk)
+            .map_err(|e| JsError::new(&e))?;
+        if !part.is_empty() {
+            kept.sessions.write(&part).map_err(|e| JsError::new(&e))?;
+        }
+        Ok(kept.sessions.compressed_len() as f64)
+    }
+
+    /// End of input after `pushDocumentKept`; then `readDocument` gives the whole document.
+    #[wasm_bindgen(js_name = finishDocumentKept)]
+    pub fn finish_document_kept(&mut self) -> Result<(), JsError> {
+        let kept = self.kept_document.get_or_insert_with(KeptDocument::default);
+        let (head, rest) =
+            finish_document(&mut self.inner, &mut self.document).map_err(|e| JsError::new(&e))?;
+        kept.sessions.finish().map_err(|e| JsError::new(&e))?;
+        kept.head = Some(head.into_bytes());
+        kept.rest = Some(rest);
+        Ok(())
+    }
+
+    /// After `finishDocumentKept`: the next piece of the compact JSON document (UTF-8, the
+    /// sessions in pieces of at most `max` bytes; the head and the end whole), empty once all
+    /// is read. The pieces together are byte for byte `inspect(wholeFile)`.
+    #[wasm_bindgen(js_name = readDocument)]
+    pub fn read_document(&mut self, max: u32) -> Result<Vec<u8>, JsError> {
+        let kept = self
+            .kept_document
+            .as_mut()
+            .filter(|k| k.rest.is_some())
+            .ok_or_else(|| JsError::new("readDocument() comes after finishDocumentKept()"))?;
+        if let Some(head) = kept.head.take() {
+            return Ok(head);
+        }
+        let piece = kept
+            .sessions
+            .read(max as usize)
+            .map_err(|e| JsError::new(&e))?;
+        if !piece.is_empty() {
+            return Ok(piece);
+        }
+        Ok(kept.rest.replace(Vec::new()).unwrap_or_default())
     }
 
     /// Bytes pushed so far.
