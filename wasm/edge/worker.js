@@ -9,7 +9,7 @@
 //
 // The JSON document ({ capture, sessions }, the contract in inspect/README.md) starts with
 // the capture facts, known only at the end: its sessions are written as they settle in
-// first-packet order into compressed chunks (`inspectDocument`), and the answer — head,
+// first-packet order deflated in wasm memory (`inspectDocument`), and the answer — head,
 // sessions, end — streams once the body is read, so neither the document nor its sessions
 // are ever held as objects or one string. JSON lines (the format of
 // `socksgate inspect --json-lines`: one session per line as its connection ends, then

@@ -8,8 +8,8 @@ use miniz_oxide::deflate::core::CompressorOxide;
 use miniz_oxide::inflate::stream::InflateState;
 use miniz_oxide::{DataFormat, MZError, MZFlush, MZStatus};
 
-/// Level 1: the synthetic 60,000-connection document (131 MB of JSON) deflates to a few MB
-/// at it, and higher levels cost seconds of wasm time for little less memory.
+/// Level 6 (zlib's default): on the 60,000-connection document (131 MB of JSON) it left the
+/// wasm memory at 32 MiB against 46 MiB at level 1, in no more time under workerd.
 const LEVEL: u8 = 6;
 
 /// Output room per compressor call.
