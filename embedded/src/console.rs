@@ -33,7 +33,7 @@ use embedded_io_async::{Read, Write};
 use embedded_storage::nor_flash::NorFlash;
 
 use crate::live::SharedSettings;
-use crate::monitor::{ActiveSession, MAX_LISTED, Monitor};
+use crate::monitor::{ActiveSession, Monitor};
 use crate::password::{PasswordHash, SALT_LEN};
 use crate::session::Refusal;
 use crate::settings::{LineError, MAX_RULES, Settings, SettingsError};
@@ -106,17 +106,18 @@ pub trait Board {
     fn reboot(&mut self) -> !;
 }
 
-/// The console over `io`; see the [module documentation](self).
-pub struct Console<'a, IO, F, B> {
+/// The console over `io` for a gateway of `SLOTS` sessions; see the
+/// [module documentation](self).
+pub struct Console<'a, IO, F, B, const SLOTS: usize> {
     io: IO,
     settings: &'a SharedSettings,
-    monitor: &'a Monitor,
+    monitor: &'a Monitor<SLOTS>,
     store: &'a mut ConfigStore<F>,
     log: &'a ConsoleLog,
     board: B,
 }
 
-impl<IO, F, B> fmt::Debug for Console<'_, IO, F, B> {
+impl<IO, F, B, const SLOTS: usize> fmt::Debug for Console<'_, IO, F, B, SLOTS> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Console").finish_non_exhaustive()
     }
@@ -137,12 +138,12 @@ impl<const N: usize> fmt::Write for Text<N> {
     }
 }
 
-impl<'a, IO: Read + Write, F: NorFlash, B: Board> Console<'a, IO, F, B> {
+impl<'a, IO: Read + Write, F: NorFlash, B: Board, const SLOTS: usize> Console<'a, IO, F, B, SLOTS> {
     /// A console on `io` for these settings, counters, flash record and log.
     pub fn new(
         io: IO,
         settings: &'a SharedSettings,
-        monitor: &'a Monitor,
+        monitor: &'a Monitor<SLOTS>,
         store: &'a mut ConfigStore<F>,
         log: &'a ConsoleLog,
         board: B,
@@ -318,12 +319,15 @@ impl<'a, IO: Read + Write, F: NorFlash, B: Board> Console<'a, IO, F, B> {
         }
     }
 
-    /// One line per session in progress (see [`write_session`]), then the count. Each
-    /// session is copied out of the monitor and written on its own, so the lock is never
-    /// held across the UART write and no buffer holds the whole table.
+    /// One line per session in progress, every slot of the pool in slot order (see
+    /// [`write_session`]), then the count. Streamed: each session is copied out of the
+    /// monitor and written on its own, so the lock is never held across the UART write and
+    /// one line's buffer is all the memory it takes, however large the pool. Each line is
+    /// the session as it was when that line was written (a session that starts or ends
+    /// during the listing may or may not be in it); the count is of the lines written.
     async fn sessions(&mut self) {
         let mut count = 0;
-        for slot in 0..MAX_LISTED {
+        for slot in 0..SLOTS {
             let Some(session) = self.monitor.active(slot) else {
                 continue;
             };

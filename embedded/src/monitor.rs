@@ -16,12 +16,6 @@ use socksgate_core::wire::Command;
 use crate::relay::Traffic;
 use crate::session::{Refusal, SessionEnd};
 
-/// Sessions in progress the table lists: slots `0..MAX_LISTED` (a pool larger than this
-/// still works; the sessions of further slots are counted, also against the per-client cap,
-/// but not listed).
-pub const MAX_LISTED: usize = 32;
-// The table's positions are kept as `u8`.
-const _: () = assert!(MAX_LISTED <= 256);
 /// Clients the failed-login throttle remembers at once (the least recently used is
 /// forgotten to make room).
 pub const THROTTLED_CLIENTS: usize = 16;
@@ -70,18 +64,19 @@ pub struct ActiveSession {
 type ThrottlePlaces = [Place<Attempts>; places_for(THROTTLED_CLIENTS)];
 
 #[derive(Debug)]
-struct State {
+struct State<const SLOTS: usize> {
     counters: Counters,
-    active: heapless::Vec<ActiveSession, MAX_LISTED>,
+    /// One entry per session in progress: room for every slot of the pool.
+    active: heapless::Vec<ActiveSession, SLOTS>,
     /// Where slot `s`'s entry is in `active` (valid when that entry's slot is `s`): a relay
     /// updates its own entry without searching. (An array of entries indexed by slot would
-    /// do without it, but `Monitor::new` then builds its 6 KB on the stack and copies it;
-    /// an empty `Vec` is built in place.)
-    position: [u8; MAX_LISTED],
+    /// do without it, but `Monitor::new` then builds it on the stack and copies it — 6 KB
+    /// for 32 slots; an empty `Vec` is built in place.)
+    position: [u16; SLOTS],
     throttle: LoginThrottle<ThrottlePlaces>,
 }
 
-impl State {
+impl<const SLOTS: usize> State<SLOTS> {
     fn index(&self, slot: usize) -> Option<usize> {
         let i = usize::from(*self.position.get(slot)?);
         (self.active.get(i)?.slot == slot).then_some(i)
@@ -105,18 +100,20 @@ impl State {
         if let Some(moved) = self.active.get(i)
             && let Some(position) = self.position.get_mut(moved.slot)
         {
-            *position = i as u8;
+            // `i < SLOTS`, which `Monitor::new` bounds to fit.
+            *position = i as u16;
         }
     }
 }
 
-/// Counters, sessions in progress and the login throttle; see the
+/// Counters, the sessions in progress of a pool of `SLOTS` sessions (every one of them: the
+/// gateway of `N` sessions takes a `Monitor<N>`) and the login throttle; see the
 /// [module documentation](self).
-pub struct Monitor {
-    state: Mutex<CriticalSectionRawMutex, RefCell<State>>,
+pub struct Monitor<const SLOTS: usize> {
+    state: Mutex<CriticalSectionRawMutex, RefCell<State<SLOTS>>>,
 }
 
-impl fmt::Debug for Monitor {
+impl<const SLOTS: usize> fmt::Debug for Monitor<SLOTS> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Monitor")
             .field("counters", &self.counters())
@@ -124,20 +121,22 @@ impl fmt::Debug for Monitor {
     }
 }
 
-impl Default for Monitor {
+impl<const SLOTS: usize> Default for Monitor<SLOTS> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl Monitor {
-    /// Nothing counted yet.
+impl<const SLOTS: usize> Monitor<SLOTS> {
+    /// Nothing counted yet. Its size grows with `SLOTS` by one [`ActiveSession`] and a
+    /// position (≈ 136 B) a slot.
     pub fn new() -> Self {
+        const { assert!(SLOTS <= 1 << 16, "positions are kept as u16") };
         Self {
             state: Mutex::new(RefCell::new(State {
                 counters: Counters::default(),
                 active: heapless::Vec::new(),
-                position: [0; MAX_LISTED],
+                position: [0; SLOTS],
                 // Sixteen clients: nobody can crowd a probe sequence that matters, so the
                 // hash key need not be secret.
                 throttle: LoginThrottle::new([Place::EMPTY; places_for(THROTTLED_CLIENTS)], [0, 0]),
@@ -145,7 +144,7 @@ impl Monitor {
         }
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(&mut State<SLOTS>) -> R) -> R {
         self.state.lock(|cell| f(&mut cell.borrow_mut()))
     }
 
@@ -160,8 +159,8 @@ impl Monitor {
         self.with(|s| s.active.iter().for_each(&mut f));
     }
 
-    /// The session in progress in slot `slot`, if any (and listed: `slot < MAX_LISTED`),
-    /// as it is now: a copy, so that the caller can format it without holding the lock.
+    /// The session in progress in slot `slot`, if any, as it is now: a copy, so that the
+    /// caller can format it without holding the lock.
     pub fn active(&self, slot: usize) -> Option<ActiveSession> {
         self.with(|s| s.entry(slot).cloned())
     }
@@ -172,7 +171,7 @@ impl Monitor {
         self.with(|s| {
             s.counters.sessions += 1;
             let Some(position) = s.position.get_mut(slot) else {
-                return; // not listed
+                return; // not a slot of this pool: counted only
             };
             let pushed = s.active.push(ActiveSession {
                 slot,
@@ -185,14 +184,14 @@ impl Monitor {
                 moved: now,
             });
             if pushed.is_ok() {
-                // At most MAX_LISTED (32) entries: the index fits.
-                *position = (s.active.len() - 1) as u8;
+                // At most SLOTS entries, which `new` bounds: the index fits.
+                *position = (s.active.len() - 1) as u16;
             }
         });
     }
 
     /// The place where slot `slot`'s session reports its bytes while it relays.
-    pub(crate) fn live(&self, slot: usize) -> LiveTraffic<'_> {
+    pub(crate) fn live(&self, slot: usize) -> LiveTraffic<'_, SLOTS> {
         LiveTraffic {
             monitor: self,
             slot,
@@ -281,12 +280,12 @@ impl Monitor {
 /// One session's entry in the [`Monitor`]'s table, where its relay publishes the bytes moved
 /// so far: the console's `sessions` shows them while the session runs.
 #[derive(Clone, Copy)]
-pub(crate) struct LiveTraffic<'a> {
-    monitor: &'a Monitor,
+pub(crate) struct LiveTraffic<'a, const SLOTS: usize> {
+    monitor: &'a Monitor<SLOTS>,
     slot: usize,
 }
 
-impl LiveTraffic<'_> {
+impl<const SLOTS: usize> LiveTraffic<'_, SLOTS> {
     /// `traffic` is what moved so far, the last of it at `at`. One short critical section
     /// and an indexed store: cheap enough to call for every chunk relayed.
     pub(crate) fn publish(&self, traffic: &Traffic, at: Instant) {
@@ -403,7 +402,7 @@ mod tests {
     use super::*;
     use crate::relay::RelayEnd;
 
-    fn finish(monitor: &Monitor, slot: usize) {
+    fn finish<const SLOTS: usize>(monitor: &Monitor<SLOTS>, slot: usize) {
         let record = SessionRecord {
             client: None,
             user: None,
@@ -418,22 +417,23 @@ mod tests {
         monitor.finished(Some(slot), &record);
     }
 
-    fn bytes(monitor: &Monitor, slot: usize) -> Option<(u64, u64)> {
+    fn bytes<const SLOTS: usize>(monitor: &Monitor<SLOTS>, slot: usize) -> Option<(u64, u64)> {
         monitor.active(slot).map(|a| (a.up, a.down))
     }
 
     #[test]
     fn each_slot_publishes_into_its_own_entry_as_entries_come_and_go() {
-        let monitor = Monitor::new();
+        let monitor = Monitor::<3>::new();
         let client = "10.0.0.2:1000".parse().unwrap();
-        for slot in [0, 1, 2, MAX_LISTED] {
+        for slot in [0, 1, 2, 3] {
             monitor.started(slot, client);
         }
         assert_eq!(
-            monitor.active(MAX_LISTED),
+            monitor.active(3),
             None,
-            "beyond the table: not listed"
+            "not a slot of the pool: not listed"
         );
+        assert_eq!(monitor.counters().sessions, 4, "but counted");
         let at = Instant::from_millis(5);
         for slot in 0..3 {
             let n = slot as u64 + 1;
@@ -466,5 +466,72 @@ mod tests {
         let mut listed = 0;
         monitor.for_each_active(|_| listed += 1);
         assert_eq!(listed, 1);
+    }
+
+    /// Every slot of a pool larger than the 32 the table used to be limited to is listed,
+    /// with its own counts, while sessions start and end in an order unlike their slots'
+    /// (checked against a plain model after every step).
+    #[test]
+    fn every_slot_of_a_large_pool_is_listed() {
+        const SLOTS: usize = 40;
+        let monitor = Monitor::<SLOTS>::new();
+        let mut model: [Option<(SocketAddr, u64, u64)>; SLOTS] = [None; SLOTS];
+        let check = |model: &[Option<(SocketAddr, u64, u64)>; SLOTS]| {
+            let mut seen = [false; SLOTS];
+            let mut listed = 0;
+            monitor.for_each_active(|a| {
+                assert!(!seen[a.slot], "slot {} listed twice", a.slot);
+                seen[a.slot] = true;
+                listed += 1;
+                assert_eq!(Some((a.client, a.up, a.down)), model[a.slot]);
+            });
+            assert_eq!(listed, model.iter().flatten().count());
+            for (slot, expected) in model.iter().enumerate() {
+                let found = monitor.active(slot).map(|a| (a.client, a.up, a.down));
+                assert_eq!(found, *expected, "slot {slot}");
+            }
+        };
+        let at = Instant::from_millis(1);
+        // Slots start in a scrambled order (17 is coprime with 40), each publishes its own.
+        for i in 0..SLOTS {
+            let slot = (i * 17) % SLOTS;
+            let client = SocketAddr::from(([10, 0, 0, 2], 40_000 + slot as u16));
+            monitor.started(slot, client);
+            let traffic = Traffic {
+                up: slot as u64 * 1000 + 1,
+                down: slot as u64 * 1000 + 2,
+            };
+            monitor.live(slot).publish(&traffic, at);
+            model[slot] = Some((client, traffic.up, traffic.down));
+            check(&model);
+        }
+        // Every third slot ends, from the top; each survivor publishes again.
+        for slot in (0..SLOTS).rev().filter(|s| s % 3 == 0) {
+            finish(&monitor, slot);
+            model[slot] = None;
+            for (other, entry) in model.iter_mut().enumerate() {
+                if let Some((_, up, down)) = entry {
+                    *up += 1;
+                    *down += 3;
+                    let traffic = Traffic {
+                        up: *up,
+                        down: *down,
+                    };
+                    monitor.live(other).publish(&traffic, at);
+                }
+            }
+            check(&model);
+        }
+        // The freed slots fill again.
+        for slot in (0..SLOTS).filter(|s| s % 3 == 0) {
+            let client = SocketAddr::from(([10, 0, 0, 3], 50_000 + slot as u16));
+            monitor.started(slot, client);
+            model[slot] = Some((client, 0, 0));
+        }
+        check(&model);
+        assert_eq!(
+            monitor.counters().sessions,
+            (SLOTS + SLOTS.div_ceil(3)) as u64
+        );
     }
 }

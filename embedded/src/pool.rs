@@ -171,7 +171,7 @@ pub struct Gateway<'s, C, const N: usize, const U: usize, const B: usize = SOCKE
     config: &'s C,
     sessions: [&'s mut SessionBuffers<B>; N],
     rest: &'s mut UdpRefusalBuffers<U>,
-    monitor: &'s Monitor,
+    monitor: &'s Monitor<N>,
     report: &'s dyn Fn(&SessionRecord<'_>),
 }
 
@@ -187,7 +187,7 @@ impl<C, const N: usize, const U: usize, const B: usize> core::fmt::Debug
 
 impl<'s, C: Configuration, const N: usize, const U: usize, const B: usize> Gateway<'s, C, N, U, B> {
     /// A gateway serving `config` on `stack` with the sockets in `storage`, counting into
-    /// `monitor` and listing the sessions in progress there (for a console; the login
+    /// `monitor` and listing every session in progress there (for a console; the login
     /// throttle lives there too).
     ///
     /// `stack` must have room for [`sockets_needed`]`(N, U)` sockets.
@@ -195,7 +195,7 @@ impl<'s, C: Configuration, const N: usize, const U: usize, const B: usize> Gatew
         stack: Stack<'static>,
         config: &'s C,
         storage: &'s mut GatewayStorage<N, U, B>,
-        monitor: &'s Monitor,
+        monitor: &'s Monitor<N>,
     ) -> Self {
         let GatewayStorage { sessions, rest } = storage;
         Self::from_parts(stack, config, sessions.each_mut(), rest, monitor)
@@ -211,7 +211,7 @@ impl<'s, C: Configuration, const N: usize, const U: usize, const B: usize> Gatew
         config: &'s C,
         sessions: [&'s mut SessionBuffers<B>; N],
         rest: &'s mut UdpRefusalBuffers<U>,
-        monitor: &'s Monitor,
+        monitor: &'s Monitor<N>,
     ) -> Self {
         Self {
             stack,
@@ -274,7 +274,7 @@ impl<'s, C: Configuration, const N: usize, const U: usize, const B: usize> Gatew
 
 /// One session slot: listen, serve, close, repeat.
 async fn session_loop<C: Configuration, const N: usize, const B: usize>(
-    ctx: &Context<'_, C>,
+    ctx: &Context<'_, C, N>,
     occupancy: &Occupancy,
     per_client: &RefCell<ClientSessions<[Place<u32>; N]>>,
     slot: usize,
@@ -333,7 +333,7 @@ async fn session_loop<C: Configuration, const N: usize, const B: usize>(
 
 /// The refusal slot: listens only while all `N` sessions are busy.
 async fn refusal_loop<const N: usize, C: Configuration>(
-    ctx: &Context<'_, C>,
+    ctx: &Context<'_, C, N>,
     occupancy: &Occupancy,
     buffers: &mut RefusalBuffers,
 ) -> ! {

@@ -114,13 +114,13 @@ async fn ready(src: &TcpSocket<'_>, dst: &TcpSocket<'_>, done: bool) {
 
 /// Relays until both directions reached EOF, a socket failed, or nothing moved for `idle`,
 /// adding what it moved to `traffic` and publishing the totals to `live` as they grow.
-pub(crate) async fn relay(
+pub(crate) async fn relay<const N: usize>(
     client: &mut TcpSocket<'_>,
     upstream: &mut TcpSocket<'_>,
     chunk: &mut [u8],
     idle: Duration,
     traffic: &mut Traffic,
-    live: LiveTraffic<'_>,
+    live: LiveTraffic<'_, N>,
 ) -> RelayEnd {
     let mut up_done = false;
     let mut down_done = false;

@@ -25,17 +25,17 @@ use crate::relay::{self, RelayEnd, Traffic};
 use crate::resolve::resolve;
 use crate::udp::{self, UdpBuffers};
 
-/// What every session and the refusal slot of one gateway share.
-pub(crate) struct Context<'a, C> {
+/// What every session and the refusal slot of one gateway of `N` sessions share.
+pub(crate) struct Context<'a, C, const N: usize> {
     pub(crate) stack: Stack<'static>,
     pub(crate) config: &'a C,
-    pub(crate) monitor: &'a Monitor,
+    pub(crate) monitor: &'a Monitor<N>,
     pub(crate) report: &'a dyn Fn(&SessionRecord<'_>),
     /// Whether the gateway has UDP slots (without, UDP ASSOCIATE is "not supported").
     pub(crate) udp: bool,
 }
 
-impl<C: Configuration> Context<'_, C> {
+impl<C: Configuration, const N: usize> Context<'_, C, N> {
     /// Runs `f` with the configuration's policy as it is now.
     pub(crate) fn with_policy<R>(&self, f: impl FnOnce(&Policy<'_>) -> R) -> R {
         let udp = self.udp;
@@ -194,8 +194,8 @@ enum Outcome {
 /// Serves one accepted client: handshake, relay (TCP, or UDP for an association),
 /// orderly close of both sockets; then counts and reports the session. `slot` is the pool
 /// slot (for the monitor's table).
-pub(crate) async fn serve<C: Configuration>(
-    ctx: &Context<'_, C>,
+pub(crate) async fn serve<C: Configuration, const N: usize>(
+    ctx: &Context<'_, C, N>,
     slot: usize,
     client: &mut TcpSocket<'_>,
     upstream: &mut TcpSocket<'_>,
@@ -257,13 +257,13 @@ fn record<'s>(
 /// Relays an established CONNECT, starting with the payload the client pipelined after its
 /// request; the session's input buffer becomes the relay's chunk buffer. The bytes moved
 /// are added to `traffic` and published to `live` as they move.
-async fn relay_connected<C: Configuration>(
+async fn relay_connected<C: Configuration, const N: usize>(
     config: &C,
     client: &mut TcpSocket<'_>,
     upstream: &mut TcpSocket<'_>,
     session: &mut ClientSession,
     traffic: &mut Traffic,
-    live: LiveTraffic<'_>,
+    live: LiveTraffic<'_, N>,
 ) -> SessionEnd {
     let Some((chunk, early)) = session.release_buffer() else {
         return SessionEnd::ProtocolError; // not established: cannot happen
@@ -297,8 +297,8 @@ async fn relay_connected<C: Configuration>(
 /// well-formed reply in its own protocol version), then the request is answered with
 /// [`Failure::Other`] ("general failure", SOCKS4 CD 91) and the connection closed in order.
 /// Counts and reports it; `slot` is the pool slot when a session slot answers.
-pub(crate) async fn refuse<C: Configuration>(
-    ctx: &Context<'_, C>,
+pub(crate) async fn refuse<C: Configuration, const N: usize>(
+    ctx: &Context<'_, C, N>,
     slot: Option<usize>,
     client: &mut TcpSocket<'_>,
     why: Refusal,
@@ -329,8 +329,8 @@ pub(crate) async fn refuse<C: Configuration>(
 /// With `upstream`, a CONNECT is resolved and connected on it and a UDP ASSOCIATE handed
 /// back to the caller; without (the refusal slot), every request is answered with
 /// [`Failure::Other`].
-async fn handshake<C: Configuration>(
-    ctx: &Context<'_, C>,
+async fn handshake<C: Configuration, const N: usize>(
+    ctx: &Context<'_, C, N>,
     client: &mut TcpSocket<'_>,
     session: &mut ClientSession,
     mut upstream: Option<&mut TcpSocket<'_>>,

@@ -85,13 +85,13 @@ impl Default for UdpBuffers {
 // sessions run in one task and claim with `try_borrow_mut`, so a busy slot is skipped,
 // never a panic.
 #[allow(clippy::await_holding_refcell_ref)]
-pub(crate) async fn associate<C: Configuration>(
-    ctx: &Context<'_, C>,
+pub(crate) async fn associate<C: Configuration, const N: usize>(
+    ctx: &Context<'_, C, N>,
     control: &mut TcpSocket<'_>,
     session: &mut ClientSession,
     slots: &[RefCell<UdpBuffers>],
     traffic: &mut Traffic,
-    live: LiveTraffic<'_>,
+    live: LiveTraffic<'_, N>,
 ) -> SessionEnd {
     let stack: Stack<'static> = ctx.stack;
     let local = control.local_endpoint();

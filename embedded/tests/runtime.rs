@@ -174,7 +174,7 @@ fn failed_logins_lock_the_client_out() {
 
 /// The bytes a session in `monitor` has moved each way so far, waiting (briefly) until they
 /// reach `want` (the gateway publishes them as it relays, a chunk at a time).
-async fn live_bytes(monitor: &Monitor, want: (u64, u64)) -> (u64, u64) {
+async fn live_bytes(monitor: &Monitor<SESSIONS>, want: (u64, u64)) -> (u64, u64) {
     let mut seen = (0, 0);
     for _ in 0..100 {
         let mut listed = Vec::new();

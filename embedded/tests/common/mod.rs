@@ -217,8 +217,11 @@ where
 }
 
 /// Runs `scenario` against a gateway with any configuration, counting into `monitor`.
-pub(crate) fn run_monitored<C, F, Fut>(config: &'static C, monitor: &'static Monitor, scenario: F)
-where
+pub(crate) fn run_monitored<C, F, Fut>(
+    config: &'static C,
+    monitor: &'static Monitor<SESSIONS>,
+    scenario: F,
+) where
     C: Configuration,
     F: FnOnce(Stack<'static>) -> Fut,
     Fut: Future<Output = ()>,

@@ -117,7 +117,7 @@ async fn gateway_task(
     sessions: [&'static mut SessionBuffers<SOCKET_BUF>; SESSIONS],
     rest: &'static mut UdpRefusalBuffers<UDP_SLOTS>,
     settings: &'static SharedSettings,
-    monitor: &'static Monitor,
+    monitor: &'static Monitor<SESSIONS>,
 ) -> ! {
     stack.wait_config_up().await;
     say(format_args!(
@@ -152,7 +152,7 @@ impl Board for Nucleo {
 async fn console_task(
     uart: BufferedUart<'static>,
     settings: &'static SharedSettings,
-    monitor: &'static Monitor,
+    monitor: &'static Monitor<SESSIONS>,
     store: &'static mut ConfigStore<SettingsFlash>,
     rng: Rng<'static, RNG>,
 ) -> ! {
@@ -206,7 +206,7 @@ async fn main(spawner: Spawner) {
 
     static STORE: StaticCell<ConfigStore<SettingsFlash>> = StaticCell::new();
     static SETTINGS: StaticCell<SharedSettings> = StaticCell::new();
-    static MONITOR: StaticCell<Monitor> = StaticCell::new();
+    static MONITOR: StaticCell<Monitor<SESSIONS>> = StaticCell::new();
     let store = STORE.init(ConfigStore::new(
         Flash::new_blocking(p.FLASH),
         SETTINGS_FLASH,

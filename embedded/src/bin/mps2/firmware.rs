@@ -48,7 +48,7 @@ async fn gateway_task(
     stack: Stack<'static>,
     storage: &'static mut GatewayStorage<SESSIONS, UDP_SLOTS, SOCKET_BUF>,
     settings: &'static SharedSettings,
-    monitor: &'static Monitor,
+    monitor: &'static Monitor<SESSIONS>,
 ) -> ! {
     stack.wait_config_up().await;
     hprintln!(
@@ -95,7 +95,7 @@ impl Board for Mps2 {
 #[embassy_executor::task]
 async fn console_task(
     settings: &'static SharedSettings,
-    monitor: &'static Monitor,
+    monitor: &'static Monitor<SESSIONS>,
     store: &'static mut ConfigStore<PsramFlash>,
     mac: [u8; 6],
 ) -> ! {
@@ -126,7 +126,7 @@ async fn main(spawner: Spawner) {
 
     static STORE: StaticCell<ConfigStore<PsramFlash>> = StaticCell::new();
     static SETTINGS: StaticCell<SharedSettings> = StaticCell::new();
-    static MONITOR: StaticCell<Monitor> = StaticCell::new();
+    static MONITOR: StaticCell<Monitor<SESSIONS>> = StaticCell::new();
     let store = STORE.init(ConfigStore::new(PsramFlash::new(), 0, SECTOR));
     let loaded = load_settings(store, defaults(), |line| hprintln!("{}", line));
     let net = loaded.net_config();

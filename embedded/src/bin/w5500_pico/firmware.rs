@@ -123,7 +123,7 @@ async fn gateway_task(
     stack: Stack<'static>,
     storage: &'static mut GatewayStorage<SESSIONS, UDP_SLOTS, SOCKET_BUF>,
     settings: &'static SharedSettings,
-    monitor: &'static Monitor,
+    monitor: &'static Monitor<SESSIONS>,
 ) -> ! {
     stack.wait_config_up().await;
     say(format_args!(
@@ -165,7 +165,7 @@ impl Board for Pico {
 async fn console_task(
     uart: BufferedUart,
     settings: &'static SharedSettings,
-    monitor: &'static Monitor,
+    monitor: &'static Monitor<SESSIONS>,
     store: &'static mut ConfigStore<SettingsFlash>,
 ) -> ! {
     Console::new(uart, settings, monitor, store, &LOG, Pico)
@@ -220,7 +220,7 @@ async fn main(spawner: Spawner) {
     say(format_args!("MAC {:02x?}", mac));
     static STORE: StaticCell<ConfigStore<SettingsFlash>> = StaticCell::new();
     static SETTINGS: StaticCell<SharedSettings> = StaticCell::new();
-    static MONITOR: StaticCell<Monitor> = StaticCell::new();
+    static MONITOR: StaticCell<Monitor<SESSIONS>> = StaticCell::new();
     let store = STORE.init(ConfigStore::new(flash, SETTINGS_FLASH, SETTINGS_SLOT));
     let loaded = load_settings(store, defaults(), say);
     let net = loaded.net_config();
