@@ -8,10 +8,12 @@
 #   4 parallel curl --socks5 downloads of 1 MiB each compared byte for byte; then
 #   tests/qemu_e2e.py in a network namespace of its own (tap, dnsmasq for DHCP and DNS):
 #   names, RFC 1929, rules, UDP ASSOCIATE, pool exhaustion, the per-client cap, the serial
-#   console, link loss, the settings record across a reset, a restart and a corrupted slot.
+#   console, link loss, the settings record across a reset, a restart and a corrupted slot;
+#   last, the same firmware built with LARGE_POOL sessions, every one held open and listed
+#   by the console's `sessions`.
 #
 #   ./ci.sh            everything
-#   ./ci.sh qemu       only the QEMU test (after a firmware build)
+#   ./ci.sh qemu       only the QEMU test (builds the large-pool image, then the default)
 #   ./ci.sh bench      QEMU throughput as the firmware's console reports it: 1 × 10 MiB, then
 #                      4 × 10 MiB in parallel (tools/qemu_bench.py)
 #   ./ci.sh wan        the same with and without 20 ms of added delay, 4 KiB vs 16 KiB socket
@@ -24,8 +26,21 @@ TARGET=thumbv7em-none-eabihf
 FW_DIR=../target/$TARGET/release
 # The W5500-EVB-Pico (RP2040, Cortex-M0+): its own target and HAL, behind a feature.
 PICO=(--target thumbv6m-none-eabi --features w5500-pico --bin socksgate-w5500-pico --release --locked)
+# The QEMU image built with more than 32 sessions, for the e2e test's `sessions` listing.
+LARGE_POOL=40
+LARGE_POOL_IMAGE=$FW_DIR/socksgate-mps2-$LARGE_POOL-sessions
+large_pool_built=""
 
 step() { printf '\n==== embedded: %s ====\n' "$*"; }
+
+# The QEMU image with LARGE_POOL sessions, copied aside; the caller builds the default image
+# next (the variable only changes the binary, so each build relinks just it).
+build_large_pool_image() {
+    SOCKSGATE_MPS2_SESSIONS=$LARGE_POOL cargo build --release --target "$TARGET" \
+        --bin socksgate-mps2 --locked
+    cp "$FW_DIR/socksgate-mps2" "$LARGE_POOL_IMAGE"
+    large_pool_built=1
+}
 
 check() {
     step "clippy (host: library, tests, bin stubs)"
@@ -38,6 +53,7 @@ check() {
     step "library with defmt (thumbv7em)"
     cargo build -p socksgate-embedded --features defmt --target "$TARGET" --lib --release --locked
     step "firmware builds"
+    build_large_pool_image
     cargo build --release --target "$TARGET" --bin socksgate-mps2 --locked
     cargo build --release --target "$TARGET" --bin socksgate-h743 --features defmt --locked
     step "W5500-EVB-Pico firmware (thumbv6m-none-eabi): clippy, build, size"
@@ -126,6 +142,11 @@ parallel_downloads() {
 }
 
 qemu_e2e() {
+    if [ -z "$large_pool_built" ]; then
+        step "QEMU images: $LARGE_POOL sessions, then the default"
+        build_large_pool_image
+        cargo build --release --target "$TARGET" --bin socksgate-mps2 --locked
+    fi
     step "QEMU mps2-an386 end-to-end"
     qemu_start
     local round
@@ -145,7 +166,8 @@ qemu_e2e() {
     echo "12 of 12 sessions closed in order (FIN both ways)"
     cleanup
     step "QEMU mps2-an386: settings, console, DHCP, DNS, auth, rules, UDP (tests/qemu_e2e.py)"
-    unshare -n -- timeout 120 /usr/bin/python3 tests/qemu_e2e.py "$FW_DIR/socksgate-mps2"
+    unshare -n -- timeout 180 /usr/bin/python3 tests/qemu_e2e.py "$FW_DIR/socksgate-mps2" \
+        "$LARGE_POOL_IMAGE"
 }
 
 # Throughput figures for the README (not part of `all`): tools/qemu_bench.py reads each

@@ -1,9 +1,11 @@
 #!/usr/bin/python3
 """End-to-end test of the QEMU firmware (socksgate-mps2) on a tap network in a namespace.
 
-Run by `./ci.sh qemu` as `unshare -n -- /usr/bin/python3 tests/qemu_e2e.py FIRMWARE`: the
-network namespace is private, so the tap device, dnsmasq (the test's DHCP and DNS server),
-the echo servers and QEMU reach nothing but each other.
+Run by `./ci.sh qemu` as `unshare -n -- /usr/bin/python3 tests/qemu_e2e.py FIRMWARE
+LARGE_POOL_FIRMWARE`: the network namespace is private, so the tap device, dnsmasq (the test's
+DHCP and DNS server), the echo servers and QEMU reach nothing but each other. The second
+image is the same firmware built with more than 32 sessions (`SOCKSGATE_MPS2_SESSIONS`): the
+last step holds every one of its sessions open and checks that `sessions` lists them all.
 
     host side (namespace)                      guest (QEMU mps2-an386, LAN9118 on tap0)
     tap0 10.0.2.2/24                           DHCP -> 10.0.2.15, DNS 10.0.2.2
@@ -30,6 +32,7 @@ import time
 import socks  # PySocks (Debian python3-socks)
 
 FIRMWARE = sys.argv[1]
+LARGE_POOL_FIRMWARE = sys.argv[2]
 WORK = tempfile.mkdtemp(prefix="socksgate-qemu-")
 GUEST = "10.0.2.15"
 HOST = "10.0.2.2"
@@ -37,7 +40,6 @@ SOCKS_PORT = 1080
 TCP_ECHO = 7007
 UDP_ECHO = 7008
 DISCARD = 7009  # reads and drops everything (RFC 863): traffic one way only
-SESSIONS = 4  # socksgate-mps2's pool (src/bin/mps2/config.rs)
 PSRAM = os.path.join(WORK, "psram.bin")
 SLOT = 4096  # src/bin/mps2/flash.rs: two 4 KiB slots at the start of the PSRAM
 HEADER = 16  # src/store.rs
@@ -178,7 +180,7 @@ console = None
 qemu = None
 
 
-def qemu_start():
+def qemu_start(firmware=FIRMWARE):
     global console, qemu
     before = qemu_log().count("gateway up") if os.path.exists(os.path.join(WORK, "qemu.log")) else 0
     log = open(os.path.join(WORK, "qemu.log"), "a")
@@ -192,7 +194,7 @@ def qemu_start():
             "-serial", "chardev:con",
             "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
             "-net", "nic,model=lan9118,netdev=n0",
-            "-kernel", FIRMWARE,
+            "-kernel", firmware,
         ],
         stdout=log, stderr=subprocess.STDOUT,
     )
@@ -227,6 +229,13 @@ def wait_up(count, timeout=30):
         check(qemu.poll() is None, "QEMU exited")
         check(time.monotonic() < deadline, "firmware did not come up")
         time.sleep(0.1)
+
+
+def pool_size():
+    """The session count the running firmware announced (`gateway up: … (N sessions, …)`)."""
+    found = re.findall(r"gateway up: port \d+ \((\d+) sessions", qemu_log())
+    check(found, "the pool size in the boot log")
+    return int(found[-1])
 
 
 def qemu_stop():
@@ -323,12 +332,14 @@ SESSION_LINE = re.compile(
 
 
 def listed_sessions():
-    """`sessions` parsed: {client: (command, destination, up, down, idle_ms)}."""
+    """`sessions` parsed: {client: (command, destination, up, down, idle_ms, slot)}."""
     text = console.command("sessions")
-    found = {m[2]: (m[3], m[4], int(m[6]), int(m[7]), int(m[8]))
+    lines = [line for line in text.splitlines() if line.strip()]
+    found = {m[2]: (m[3], m[4], int(m[6]), int(m[7]), int(m[8]), int(m[1]))
              for m in SESSION_LINE.finditer(text)}
-    count = re.search(r"(\d+) in progress", text)
-    check(count is not None and int(count[1]) == len(found), f"sessions lines parse: {text!r}")
+    count = re.fullmatch(r"(\d+) in progress", lines[-1].strip()) if lines else None
+    check(count is not None and int(count[1]) == len(found) == len(lines) - 1,
+          f"sessions: one parsed line per session, then the count: {text!r}")
     return found
 
 
@@ -472,7 +483,8 @@ def main():
     step("pool exhaustion: general failure for client N + 1")
     wait_idle()
     held = []
-    for _ in range(SESSIONS):
+    sessions = pool_size()
+    for _ in range(sessions):
         sock, status = greet(b"alice", b"s3cret")
         check(status == b"\x01\x00", "login")
         check(connect_request(sock, b"origin.test", TCP_ECHO) == 0, "CONNECT")
@@ -481,7 +493,7 @@ def main():
     check(connect_request(sock, b"origin.test", TCP_ECHO) == 1, "REP 1 with every slot busy")
     expect_eof(sock)
     listed = console.command("sessions")
-    check(f"{SESSIONS} in progress" in listed and "origin.test:7007" in listed, "sessions")
+    check(f"{sessions} in progress" in listed and "origin.test:7007" in listed, "sessions")
     sock.close()
     for sock in held:
         sock.close()
@@ -596,7 +608,68 @@ def main():
     check(log.count("config: loaded slot 0") == 1, "slot 0 loaded")
     session(b"alice", b"s3cret", size=4096)
     login_fails(b"bob", b"hunter2")
+
+    large_pool()
     step("all checks passed")
+
+
+def large_pool():
+    """The image with more than 32 sessions: every session held open, each having echoed
+    its own number of bytes, is listed by `sessions` (its slot, client, destination and
+    both counts), client N + 1 is refused, and after half of them close exactly the others
+    are listed."""
+    step("a pool of more than 32 sessions: `sessions` lists every one")
+    qemu_stop()
+    os.remove(PSRAM)  # factory settings: no users, everything allowed
+    qemu_start(LARGE_POOL_FIRMWARE)
+    n = pool_size()
+    check(n > 32, f"the large-pool image has more than 32 sessions ({n})")
+    held = {}  # client "ip:port" -> (socket, bytes echoed each way)
+    for i in range(n):
+        sock, status = greet()
+        check(status == b"\x05\x00", f"session {i}: no authentication, got {status!r}")
+        check(connect_request(sock, b"origin.test", TCP_ECHO) == 0, f"session {i}: CONNECT")
+        echo_through(sock, 100 + i)
+        held[f"{HOST}:{sock.getsockname()[1]}"] = (sock, 100 + i)
+    extra, _ = greet()
+    check(connect_request(extra, b"origin.test", TCP_ECHO) == 1, f"REP 1 for client {n + 1}")
+    expect_eof(extra)
+    extra.close()
+
+    def listed_exactly(expected):
+        """`sessions` lists exactly `expected`, each with its bytes (waits briefly for the
+        last counts to be published)."""
+        deadline = time.monotonic() + 10
+        while True:
+            listed = listed_sessions()
+            got = {client: entry[2:4] for client, entry in listed.items()}
+            want = {client: (size, size) for client, (_, size) in expected.items()}
+            if got == want or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        check(got == want, f"sessions lists {len(got)} of {len(want)}, or other counts: "
+              f"missing {sorted(set(want) - set(got))}, extra {sorted(set(got) - set(want))}, "
+              f"differing {[(c, got[c], want[c]) for c in got if c in want and got[c] != want[c]]}")
+        check(all(e[:2] == ("connect", f"origin.test:{TCP_ECHO}") for e in listed.values()),
+              "each listed with its command and destination")
+        return listed
+
+    listed = listed_exactly(held)
+    slots = sorted(entry[5] for entry in listed.values())
+    check(slots == list(range(n)), f"slots 0..{n - 1}, each once: {slots}")
+    step(f"  {n} sessions listed, slots 0..{n - 1}, each with its own byte counts")
+    # Half of them end, every other slot (those above 32 among them); the rest stay listed.
+    by_slot = {entry[5]: client for client, entry in listed.items()}
+    for slot in range(0, n, 2):
+        sock, _ = held.pop(by_slot[slot])
+        sock.shutdown(socket.SHUT_WR)
+        expect_eof(sock)
+        sock.close()
+    listed = listed_exactly(held)
+    check(sorted(e[5] for e in listed.values()) == list(range(1, n, 2)), "the odd slots remain")
+    step(f"  after {(n + 1) // 2} closed: the other {len(held)} listed, nothing else")
+    for sock, _ in held.values():
+        sock.close()
 
 
 try:
