@@ -1,7 +1,10 @@
 //! Link and address changes, reported as they happen.
 //!
-//! When the link drops, sessions in progress fail by their own timeouts (TCP
-//! retransmission, the relay's idle limit) and new connections cannot arrive; embassy-net
+//! When the link drops, new connections cannot arrive and sessions in progress end: with
+//! DHCP, embassy-net withdraws the address at link loss and smoltcp resets every socket
+//! bound to it (no RST goes out: the address is gone), so each session ends at once and is
+//! logged `end=reset`; with a static address they end by their own timeouts (TCP
+//! retransmission, the relay's idle limit) or go on if the link returns first. embassy-net
 //! resets its DHCP client as soon as it sees the link return (a DISCOVER at once, not at
 //! smoltcp's 10 s retry; how soon it sees it is the Ethernet driver's link poll), and the
 //! gateway's listening sockets serve again on the new address. This task only tells the

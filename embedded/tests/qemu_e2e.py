@@ -546,15 +546,32 @@ def main():
         time.sleep(0.1)
     check(re.search(r"throttled [12] ", stats), f"stats: refusals by the lockout in {stats!r}")
 
-    step("link loss and return: DHCP again at once, served again")
+    step("link loss and return: a session cut off ends cleanly, DHCP again at once, served again")
     addresses = qemu_log().count(f"address: {GUEST}/24")
+    # A session in progress when the link goes: with DHCP the address is withdrawn at link
+    # loss and smoltcp resets every socket bound to it, so the session must end at once —
+    # logged `end=reset`, its slot freed — while the link is still down.
+    cut, status = greet(b"alice", b"s3cret")
+    check(status == b"\x01\x00" and connect_request(cut, b"origin.test", TCP_ECHO) == 0,
+          "a session before the link loss")
+    echo_through(cut, 1000)
+    cut_client = f"{HOST}:{cut.getsockname()[1]}"
+    check(cut_client in listed_sessions(), "the session is listed before the link loss")
     monitor("set_link n0 off")
+    link_off = time.monotonic()
     wait_log("link down", 1)
     try:
         socket.create_connection((GUEST, SOCKS_PORT), timeout=1).close()
         fail("connected while the link was down")
     except OSError:
         pass
+    console.read_until(f"session client={cut_client} user=alice cmd=connect "
+                       f"dst=origin.test:{TCP_ECHO} reply=0 up=1000 down=1000 ".encode())
+    ended = console.read_until(b"\r\n")
+    wait_idle()
+    check(ended.split()[-1] == "end=reset", f"the cut-off session reset: {ended!r}")
+    step(f"  the cut-off session ended ({ended.strip()}) and its slot was free "
+         f"{time.monotonic() - link_off:.1f} s after the link went down")
     # Nothing may reach the guest after the link returns until it has its lease again: a
     # frame would wake its network runner and hide a late link check. So the host forgets
     # the guest's MAC (no more ARP probes for the failed connection above) and the test
@@ -576,6 +593,16 @@ def main():
     # loaded machine; a link check that waits for some other wake-up (smoltcp's 10 s DHCP
     # retry, armed by the DISCOVER sent into the dead link) takes 8-10 s in this step.
     check(leased < 5, f"DHCP lease {leased:.2f} s after the link returned (bound 5 s)")
+    # The gateway sent no RST at link loss (its address was gone); the cut-off client learns
+    # it at its next segment, answered with one.
+    cut.settimeout(10)
+    try:
+        cut.sendall(b"x")
+        data = cut.recv(16)
+        fail(f"the cut-off client got {data!r} instead of a reset")
+    except ConnectionResetError:
+        pass
+    cut.close()
 
     step("a second save, then reboot from the console")
     check(console.command("user add bob hunter2").strip() == "ok", "user add bob")
