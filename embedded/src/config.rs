@@ -27,6 +27,11 @@ pub trait Configuration {
     fn idle_timeout(&self) -> Duration;
     /// The orderly close's limit.
     fn close_timeout(&self) -> Duration;
+    /// Sessions at once across all clients; 0 (or anything at least the pool's size):
+    /// every slot of the pool. A client over it is answered as when the pool is full.
+    fn max_sessions(&self) -> usize {
+        0
+    }
     /// Sessions one client (IPv4 address, IPv6 /64) may hold at once; 0: no cap beyond the
     /// pool.
     fn per_client(&self) -> usize {

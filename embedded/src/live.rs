@@ -71,6 +71,10 @@ impl Configuration for SharedSettings {
         self.close_timeout
     }
 
+    fn max_sessions(&self) -> usize {
+        self.read(|s| usize::from(s.max_sessions))
+    }
+
     fn per_client(&self) -> usize {
         self.read(|s| usize::from(s.per_client))
     }

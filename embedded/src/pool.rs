@@ -153,6 +153,8 @@ impl<const U: usize> Default for UdpRefusalBuffers<U> {
 /// Occupancy shared by the sessions and the refusal slot (all in one task).
 struct Occupancy {
     busy: Cell<usize>,
+    /// Sessions being served (admitted, not refused), for the run-time session limit.
+    serving: Cell<usize>,
     changed: Signal<NoopRawMutex, ()>,
 }
 
@@ -244,6 +246,7 @@ impl<'s, C: Configuration, const N: usize, const U: usize, const B: usize> Gatew
         } = self;
         let occupancy = Occupancy {
             busy: Cell::new(0),
+            serving: Cell::new(0),
             changed: Signal::new(),
         };
         let occupancy = &occupancy;
@@ -316,6 +319,14 @@ async fn session_loop<C: Configuration, const N: usize, const B: usize>(
             relay::close(&mut client, ctx.config.close_timeout()).await;
             continue;
         };
+        // The run-time limit below the pool's size counts the sessions being served, not
+        // the slots busy refusing someone.
+        let limit = ctx.config.max_sessions();
+        if limit > 0 && occupancy.serving.get() >= limit {
+            ctx.monitor.refusal_slot_used();
+            session::refuse(ctx, None, &mut client, Refusal::PoolFull).await;
+            continue;
+        }
         // The core's per-client cap, on the key the login throttle uses too.
         let key = ClientPrefixes::DEFAULT.key(peer.ip());
         let admitted = per_client.borrow_mut().admit(key, ctx.config.per_client());
@@ -325,8 +336,12 @@ async fn session_loop<C: Configuration, const N: usize, const B: usize>(
             continue;
         }
         ctx.monitor.started(slot, peer);
+        occupancy.serving.set(occupancy.serving.get() + 1);
         let mut upstream = TcpSocket::new(stack, upstream_rx, upstream_tx);
         session::serve(ctx, slot, &mut client, &mut upstream, udp).await;
+        occupancy
+            .serving
+            .set(occupancy.serving.get().saturating_sub(1));
         per_client.borrow_mut().release(&key);
     }
 }

@@ -10,6 +10,7 @@
 //! dns none                           | dns 192.168.1.1
 //! hostname socksgate
 //! socks4 on                          (only without users: with users it is always refused)
+//! max-sessions 0                     (sessions at once; 0: every slot of the pool)
 //! per-client 0                       (sessions one client, IPv4 address or IPv6 /64, may hold; 0: no cap)
 //! login-throttle 5 60                (failures per client, then refused for N seconds)
 //! timeouts 10 10 300                 (handshake, connect, relay idle; seconds)
@@ -90,6 +91,9 @@ pub struct Settings {
     pub hostname: heapless::String<MAX_HOSTNAME>,
     /// Whether SOCKS4/4a is served when there are no users (never with users).
     pub socks4: bool,
+    /// Sessions at once across all clients; 0: every slot of the pool (a larger number
+    /// than the pool's slots has the same effect: the pool is built at compile time).
+    pub max_sessions: u16,
     /// Sessions one client address may hold at once; 0: no cap beyond the pool.
     pub per_client: u8,
     /// The failed-login throttle.
@@ -148,8 +152,8 @@ impl fmt::Display for LineError {
 }
 
 impl Settings {
-    /// Defaults: `port`, DHCP, the lease's DNS, hostname `socksgate`, SOCKS4 on, no
-    /// per-client cap, 5 failed logins lock a client out for 60 s, 10/10/300 s timeouts,
+    /// Defaults: `port`, DHCP, the lease's DNS, hostname `socksgate`, SOCKS4 on, every slot
+    /// of the pool, no per-client cap, 5 failed logins lock a client out for 60 s, 10/10/300 s timeouts,
     /// default `default_action`, no users, no rules.
     pub fn new(port: u16, default_action: Action) -> Self {
         let mut hostname = heapless::String::new();
@@ -160,6 +164,7 @@ impl Settings {
             dns: None,
             hostname,
             socks4: true,
+            max_sessions: 0,
             per_client: 0,
             login_throttle: LoginThrottle {
                 failures: 5,
@@ -290,7 +295,7 @@ impl Settings {
         let rest = rest.trim();
         let mut words = rest.split_ascii_whitespace();
         let arity = match key {
-            "port" | "per-client" | "default" | "socks4" => Some(1),
+            "port" | "max-sessions" | "per-client" | "default" | "socks4" => Some(1),
             "login-throttle" => Some(2),
             "timeouts" => Some(3),
             "user" => Some(4),
@@ -337,6 +342,7 @@ impl Settings {
                     _ => return Err(SettingsError::Invalid("socks4: on or off")),
                 }
             }
+            "max-sessions" => self.max_sessions = number(words.next(), "max-sessions: 0-65535")?,
             "per-client" => self.per_client = number(words.next(), "per-client: 0-255")?,
             "login-throttle" => {
                 self.login_throttle = LoginThrottle {
@@ -433,6 +439,7 @@ impl Settings {
         }
         writeln!(out, "hostname {}", self.hostname)?;
         writeln!(out, "socks4 {}", if self.socks4 { "on" } else { "off" })?;
+        writeln!(out, "max-sessions {}", self.max_sessions)?;
         writeln!(out, "per-client {}", self.per_client)?;
         writeln!(
             out,
@@ -611,6 +618,8 @@ mod tests {
             .unwrap();
         s.apply_line("dns 192.168.1.1").unwrap();
         s.apply_line("per-client 3").unwrap();
+        s.apply_line("max-sessions 12").unwrap();
+        assert_eq!(s.max_sessions, 12);
         s.apply_line("timeouts 5 7 60").unwrap();
         s.apply_line("hostname gw-1").unwrap();
         s.set_user("alice", PasswordHash::with_iterations(b"pw", [1; 16], 2))
@@ -638,6 +647,8 @@ mod tests {
         let mut s = Settings::new(1080, Action::Allow);
         assert!(s.apply_line("port 0").is_err());
         assert!(s.apply_line("port 1 2").is_err());
+        assert!(s.apply_line("max-sessions 65536").is_err());
+        assert!(s.apply_line("max-sessions -1").is_err());
         assert!(s.apply_line("rule maybe dst *").is_err());
         assert!(s.apply_line("rule deny dst a.test dst b.test").is_err());
         assert!(s.apply_line("address 10.0.0.1/33").is_err());

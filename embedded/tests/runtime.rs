@@ -139,6 +139,48 @@ fn one_client_cannot_hold_more_than_its_share() {
 }
 
 #[test]
+fn the_session_limit_set_at_run_time_holds_below_the_pool() {
+    const { assert!(SESSIONS >= 2) };
+    let live = settings(|s| s.max_sessions = 1);
+    let monitor = leak(Monitor::new());
+    run_monitored(live, monitor, |stack| async move {
+        let mut first = Client::connect(stack).await;
+        first.send(&[5, 1, 0]).await;
+        assert_eq!(first.recv(2).await, [5, 0]);
+        first.send(&CONNECT_ECHO_V4).await;
+        assert_eq!(first.recv(10).await[..2], [5, 0]);
+
+        // A slot is free, but the limit is one session: answered as when the pool is full.
+        let mut second = Client::connect(stack).await;
+        second.send(&[5, 1, 0]).await;
+        assert_eq!(second.recv(2).await, [5, 0]);
+        second.send(&CONNECT_ECHO_V4).await;
+        assert_eq!(second.recv(10).await[..2], [5, 1], "general failure");
+        second.expect_eof().await;
+        second.close().await;
+
+        // Raised at run time: the next client is served beside the first.
+        live.update(|s| s.max_sessions = 0);
+        let mut third = Client::connect(stack).await;
+        third.send(&[5, 1, 0]).await;
+        assert_eq!(third.recv(2).await, [5, 0]);
+        third.send(&CONNECT_ECHO_V4).await;
+        assert_eq!(third.recv(10).await[..2], [5, 0]);
+        echo(&mut first, b"first").await;
+        echo(&mut third, b"third").await;
+        let mut listed = 0;
+        monitor.for_each_active(|_| listed += 1);
+        assert_eq!(listed, 2);
+        first.close().await;
+        third.close().await;
+        Timer::after_millis(50).await;
+        let counters = monitor.counters();
+        assert_eq!(counters.refused[Refusal::PoolFull.index()], 1);
+        assert_eq!(counters.relayed, 2);
+    });
+}
+
+#[test]
 fn failed_logins_lock_the_client_out() {
     let live = settings(|s| {
         s.set_user("dave", hash(b"right")).unwrap();
