@@ -356,6 +356,7 @@ impl Realm {
             gssapi: None,
             config: String::new(),
             tickets: None,
+            env: Vec::new(),
             builder: Server::builder(),
         }
     }
@@ -368,6 +369,7 @@ pub struct KerberosServerBuilder<'r> {
     gssapi: Option<String>,
     config: String,
     tickets: Option<String>,
+    env: Vec<(String, String)>,
     builder: ServerBuilder,
 }
 
@@ -393,6 +395,13 @@ impl KerberosServerBuilder<'_> {
         self
     }
 
+    /// Sets `key` in the server's environment, over the realm's own (e.g. a `KRB5_CONFIG`
+    /// that adds a file of settings in front of the realm's `krb5.conf`).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
     /// A username/password user as well (`socksgate passwd`).
     pub fn user(mut self, name: &str, password: &str) -> Self {
         self.builder = self.builder.user(name, password);
@@ -414,6 +423,7 @@ impl KerberosServerBuilder<'_> {
         if let Some(cache) = self.tickets {
             env.push(("KRB5CCNAME".into(), cache));
         }
+        env.extend(self.env);
         let server = self.builder.config(&config).envs(env).start();
         KerberosServer { server, metrics }
     }

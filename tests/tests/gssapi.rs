@@ -182,8 +182,11 @@ struct Py<'a> {
     /// `rfc` or `nec`.
     form: &'a str,
     payload: &'a [u8],
-    /// `normal`, or the bad input to send (`garble`, `truncate`, `tamper`).
+    /// `normal`, or the bad input to send (`garble`, `truncate`, `stall`, `oversize`,
+    /// `expire`, `tamper`).
     mode: &'a str,
+    /// For `expire`: seconds between making the context token and sending it.
+    wait: &'a str,
 }
 
 impl<'a> Py<'a> {
@@ -195,6 +198,7 @@ impl<'a> Py<'a> {
             form: "rfc",
             payload: b"x",
             mode: "normal",
+            wait: "0",
         }
     }
 
@@ -225,7 +229,8 @@ impl<'a> Py<'a> {
             .arg(dir.path())
             .arg(self.mode)
             .envs(realm.kdc.env())
-            .env("KRB5CCNAME", self.ccache);
+            .env("KRB5CCNAME", self.ccache)
+            .env("GSSAPI_CLIENT_WAIT", self.wait);
         let out = tools::run(&mut cmd, b"", TIMEOUT);
         out.assert_success("gssapi_client.py");
         let result: serde_json::Value =
@@ -335,6 +340,8 @@ fn python_client_bad_input_closes_only_that_session() {
     .run(realm, &server, echo.port());
     assert_eq!(r["outcome"], "closed", "{r}");
     server.wait_log(&["client closed during handshake"]);
+    // Counted as a failed handshake (the garbled token before it was one too).
+    server.wait_metric("socksgate_handshake_failures_total 2");
     // A data message with a flipped bit after confidentiality was agreed: integrity.
     let (r, _, _) = Py {
         payload: b"tampered payload",
@@ -371,6 +378,175 @@ fn python_client_bad_input_closes_only_that_session() {
         (r["outcome"].as_str(), r["echo_ok"].as_bool()),
         (Some("done"), Some(true)),
         "{r}"
+    );
+}
+
+/// `[libdefaults] clockskew = 1` in front of the realm's `krb5.conf`, for a server that is to
+/// see an expired ticket within seconds (the default tolerance is five minutes).
+fn one_second_skew(realm: &Realm) -> String {
+    let skew = realm.kdc.dir().join("skew-1s.conf");
+    std::fs::write(&skew, "[libdefaults]\n clockskew = 1\n").expect("skew config");
+    format!("{}:{}", skew.display(), realm.kdc.krb5_config().display())
+}
+
+#[test]
+fn python_client_expired_ticket_is_refused_by_the_server() {
+    let Some(realm) = realm() else { return };
+    let server = realm
+        .server()
+        .gssapi(EVERY_LEVEL)
+        .env("KRB5_CONFIG", &one_second_skew(realm))
+        .start();
+    let echo = origin::echo();
+    // Tickets for 4 s: the client makes its context token at once (its library refuses an
+    // expired ticket), and sends it 6 s later, past the end time and the 1 s tolerance.
+    let cache = realm.kdc.kinit("alice", "alice-pw", "expiring", "4s");
+    let (r, _, _) = Py {
+        ccache: &cache,
+        mode: "expire",
+        wait: "6",
+        ..Py::new(realm)
+    }
+    .run(realm, &server, echo.port());
+    assert_eq!(r["outcome"], "aborted", "{r}\n{}", server.log());
+    // Whether the library names the ticket's end time or the authenticator's age first,
+    // both are this cause.
+    server.wait_log(&["ticket or context expired", "auth_failed"]);
+    server.wait_metric("socksgate_gssapi_failures_total{cause=\"expired\"} 1");
+    // A fresh ticket still works.
+    let (r, _, _) = Py {
+        payload: b"fresh",
+        ..Py::new(realm)
+    }
+    .run(realm, &server, echo.port());
+    assert_eq!(r["outcome"], "done", "{r}");
+}
+
+#[test]
+fn python_client_ticket_from_another_realm_is_refused() {
+    let Some(realm) = realm() else { return };
+    // A second KDC: OTHER.TEST has its own alice and its own rcmd/localhost, whose key the
+    // server's keytab (SOCKSGATE.TEST's) does not hold.
+    let Some(other) = Realm::start(
+        "gssapi",
+        "OTHER.TEST",
+        &["alice"],
+        &["rcmd/localhost"],
+        &["rcmd/localhost"],
+    ) else {
+        return;
+    };
+    let server = gss_server(realm, EVERY_LEVEL, "");
+    let echo = origin::echo();
+    let (r, _, _) = Py {
+        ccache: other.cache("alice"),
+        ..Py::new(&other)
+    }
+    .run(&other, &server, echo.port());
+    assert_eq!(r["outcome"], "aborted", "{r}\n{}", server.log());
+    let line = server.wait_log(&["ticket for another service principal", "auth_failed"]);
+    assert!(
+        line.contains("OTHER.TEST"),
+        "the log names the realm: {line}"
+    );
+    server.wait_metric("socksgate_gssapi_failures_total{cause=\"wrong_service\"} 1");
+}
+
+#[test]
+fn python_client_oversized_and_stalled_tokens() {
+    let Some(realm) = realm() else { return };
+    let server = gss_server(realm, EVERY_LEVEL, "[timeouts]\nhandshake = 2\n");
+    let echo = origin::echo();
+    // A message of the longest length the framing allows, all garbage: read whole, refused
+    // as a defective token with the abort message.
+    let (r, _, _) = Py {
+        mode: "oversize",
+        ..Py::new(realm)
+    }
+    .run(realm, &server, echo.port());
+    assert_eq!(r["outcome"], "aborted", "{r}\n{}", server.log());
+    server.wait_log(&["defective token", "auth_failed"]);
+    server.wait_metric("socksgate_gssapi_failures_total{cause=\"defective_token\"} 1");
+    // A length announcing more than ever comes, the connection left open: the handshake
+    // timeout closes it.
+    let (r, _, _) = Py {
+        mode: "stall",
+        ..Py::new(realm)
+    }
+    .run(realm, &server, echo.port());
+    assert_eq!(r["outcome"], "closed", "{r}");
+    server.wait_log(&["handshake timed out"]);
+    // A failed handshake (the oversized token before it was one too).
+    server.wait_metric("socksgate_handshake_failures_total 2");
+    let (r, _, _) = Py {
+        payload: b"after them",
+        ..Py::new(realm)
+    }
+    .run(realm, &server, echo.port());
+    assert_eq!(r["outcome"], "done", "{r}");
+}
+
+/// A client at `source` offering only GSS-API whose context token is garbage; returns how
+/// long the server took to answer the token, and whether that answer was the abort message.
+fn garbled_login_from(server: &Server, source: std::net::Ipv4Addr) -> (bool, std::time::Duration) {
+    use rustix::net::{AddressFamily, SocketType, bind, connect, socket};
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).expect("socket");
+    bind(&fd, &std::net::SocketAddrV4::new(source, 0)).expect("bind source");
+    connect(&fd, &server.addr()).expect("connect");
+    let mut s = std::net::TcpStream::from(fd);
+    s.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    s.write_all(b"\x05\x01\x01").expect("greeting");
+    let mut choice = [0u8; 2];
+    s.read_exact(&mut choice).expect("method choice");
+    assert_eq!(choice, [5, 1]);
+    let token = b"not a kerberos token";
+    let mut message = vec![1, 1, 0, token.len() as u8];
+    message.extend_from_slice(token);
+    let start = std::time::Instant::now();
+    s.write_all(&message).expect("token");
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    (answer == [1, 0xff], start.elapsed())
+}
+
+#[test]
+fn gssapi_failures_are_throttled_per_client_address() {
+    let Some(realm) = realm() else { return };
+    let server = gss_server(realm, EVERY_LEVEL, "");
+    let echo = origin::echo();
+    let attacker = std::net::Ipv4Addr::new(127, 0, 0, 3);
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let (aborted, t) = garbled_login_from(&server, attacker);
+        assert!(aborted, "{}", server.log());
+        times.push(t);
+    }
+    // Failures 1 and 2 cost nothing extra; then 100, 200 and 400 ms before each check.
+    assert!(
+        times[3] >= std::time::Duration::from_millis(200),
+        "{times:?}"
+    );
+    assert!(
+        times[4] >= std::time::Duration::from_millis(400),
+        "{times:?}"
+    );
+    server.wait_metric("socksgate_gssapi_failures_total{cause=\"defective_token\"} 5");
+    server.wait_metric("socksgate_auth_throttled_total{action=\"delayed\"} 3");
+    // Another address is not slowed down: its login is not delayed.
+    let (r, _, _) = Py {
+        payload: b"another client",
+        ..Py::new(realm)
+    }
+    .run(realm, &server, echo.port());
+    assert_eq!(r["outcome"], "done", "{r}");
+    server.wait_metric("socksgate_gssapi_sessions_total{protection=\"confidentiality\"} 1");
+    assert!(
+        server
+            .metrics()
+            .lines()
+            .any(|l| l == "socksgate_auth_throttled_total{action=\"delayed\"} 3"),
+        "{}",
+        server.metrics()
     );
 }
 

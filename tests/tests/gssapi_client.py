@@ -9,7 +9,11 @@ this script as the peer that connects back.
 
 SERVICE is a host-based name (rcmd@localhost). LEVEL: 0 none, 1 integrity, 2 confidentiality.
 FORM: rfc or nec. MODE: normal; garble (a context token that is not one); truncate (a token
-header announcing more than is sent, then EOF); tamper (a data message with a flipped bit);
+header announcing more than is sent, then EOF); stall (the same header and part of the token,
+then nothing while the connection stays open); oversize (a message announcing the most the
+framing allows, 65,535 octets, all of them garbage); expire (the context token made at once,
+sent after GSSAPI_CLIENT_WAIT seconds, once the ticket has expired); tamper (a data message
+with a flipped bit);
 udp (UDP ASSOCIATE, datagrams of the payload to the UDP echo at DST_PORT and back);
 udp-tamper (as udp, with a datagram whose token has a flipped bit, one replayed, one that is
 not a section 5 message and one sent unwrapped, each followed by a good one); bind (BIND,
@@ -191,6 +195,16 @@ try:
         except EOFError:
             finish("closed")
 
+    if mode == "oversize":
+        send(message(1, bytes(range(256)) * 255 + bytes(range(255))))
+        try:
+            recv_message(1)
+            finish("oversized garbage accepted")
+        except ConnectionAbortedError:
+            finish("aborted")
+        except (EOFError, ConnectionResetError):
+            finish("closed")
+
     name = gssapi.Name(service, gssapi.NameType.hostbased_service)
     flags = [
         gssapi.RequirementFlag.mutual_authentication,
@@ -212,6 +226,19 @@ try:
             finish("truncated token answered")
         except (ConnectionAbortedError, EOFError, ConnectionResetError):
             finish("closed")
+
+    if mode == "stall":
+        send(bytes([1, 1, 0xFF, 0xFF]) + token[:100])
+        try:
+            recv_message(1)
+            finish("stalled token answered")
+        except (ConnectionAbortedError, EOFError, ConnectionResetError):
+            finish("closed")
+
+    if mode == "expire":
+        import time
+
+        time.sleep(float(os.environ["GSSAPI_CLIENT_WAIT"]))
 
     send(message(1, token))
     while True:
