@@ -3,8 +3,9 @@
 //! `GET /healthz` (the process answers) and `GET /readyz` (it takes new sessions: 503 from the
 //! moment a drain starts, so a load balancer stops sending new ones while open ones finish).
 //!
-//! Per-user byte counters exist only for users who authenticated (RFC 1929), so their number
-//! is bounded by the users file.
+//! Per-user counters exist only for users who authenticated — a password of the users file
+//! (RFC 1929), a Kerberos principal (GSS-API), a client certificate's CN — so their number is
+//! bounded by who can authenticate, not by what clients send.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
