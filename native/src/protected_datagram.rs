@@ -71,6 +71,10 @@ impl DatagramProtection {
     /// Wraps `plain` (a UDP request header and its data) into the datagram to send, written to
     /// `out` (cleared first).
     pub fn seal(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), DatagramError> {
+        // The allocating `gss_wrap`, not the stream's `Context::wrap_in_place`: measured per
+        // datagram (native/tests/gssapi_seal_cost.rs), wrapping in place costs a second library
+        // call (`gss_wrap_iov_length`) that outweighs the allocation and copy it saves — 10 %
+        // slower at 64 octets, 3–4 % at 512, even from about 1,200 on.
         let token = self.context.wrap(self.encrypt, plain)?;
         out.clear();
         out.resize(token.len() + 4, 0);

@@ -287,8 +287,10 @@ fn python_client_integrity_and_confidentiality() {
     }
     server.wait_metric("socksgate_gssapi_sessions_total{protection=\"confidentiality\"} 2");
     server.wait_metric("socksgate_gssapi_sessions_total{protection=\"integrity\"} 1");
-    // The access record names the principal with the bytes relayed.
+    // The access record names the principal with the bytes relayed; the per-user metrics
+    // count its sessions.
     server.wait_log(&["alice@SOCKSGATE.TEST", &format!("{}", payload.len())]);
+    server.wait_metric("socksgate_user_sessions_total{user=\"alice@SOCKSGATE.TEST\"} 4");
 }
 
 #[test]
@@ -316,6 +318,7 @@ fn python_client_grant_follows_the_policy() {
     .run(realm, &server, echo.port());
     assert_ne!(r["outcome"], "done", "{r}");
     server.wait_metric("socksgate_gssapi_failures_total{cause=\"protocol\"} 1");
+    server.wait_log(&["GSS-API: protection level none not acceptable"]);
 }
 
 #[test]
