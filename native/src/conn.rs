@@ -55,7 +55,7 @@ pub(crate) struct Conn<'a> {
     pub(crate) stream: Stream,
     pub(crate) session: &'a mut Session<READ_BUF>,
     pub(crate) policy: Policy<'a>,
-    pub(crate) shared: &'a Shared,
+    pub(crate) shared: &'a std::sync::Arc<Shared>,
     /// The client's address.
     pub(crate) peer: SocketAddr,
     /// Our end of the control connection.

@@ -206,13 +206,27 @@ impl Profiles {
 /// user, the listener it came in on).
 pub(crate) fn of_session<'a>(conn: &crate::conn::Conn<'a>) -> Option<Egress<'a>> {
     let shared: &'a crate::shared::Shared = conn.shared;
+    of_parts(
+        shared,
+        conn.session.decision(),
+        conn.session.user(),
+        conn.local,
+    )
+}
+
+/// [`of_session`] from the parts of a session it reads: the access decision, the user and
+/// the listener's address.
+pub(crate) fn of_parts<'a>(
+    shared: &'a crate::shared::Shared,
+    decision: Option<socksgate_core::rules::Decision>,
+    user: Option<&[u8]>,
+    local: SocketAddr,
+) -> Option<Egress<'a>> {
     if shared.egress.is_empty() {
         return None;
     }
-    let rule = conn.session.decision().and_then(|d| shared.rules.egress(d));
-    let egress = shared
-        .egress
-        .for_session(rule, conn.session.user(), conn.local)?;
+    let rule = decision.and_then(|d| shared.rules.egress(d));
+    let egress = shared.egress.for_session(rule, user, local)?;
     tracing::debug!(egress = egress.name(), v4 = ?egress.v4, v6 = ?egress.v6, "egress");
     Some(egress)
 }

@@ -80,4 +80,5 @@ pub mod traffic;
 mod udp_recv;
 mod udp_relay;
 mod udp_socket;
+mod udp_threads;
 pub mod users;

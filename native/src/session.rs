@@ -75,7 +75,7 @@ async fn run(
     stream: TcpStream,
     peer: SocketAddr,
     local: Option<SocketAddr>,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     record: &mut Record,
 ) -> Result<(), SessionError> {
     let local = match local {
@@ -192,7 +192,7 @@ async fn establish(
     stream: TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     record: &mut Record,
     slot: &mut Slot<'_>,
 ) -> Result<Option<Established>, SessionError> {

@@ -37,18 +37,22 @@ mod protected;
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 
 use socksgate_core::family::AddressFamily;
-use socksgate_core::rules::Rules;
+use socksgate_core::rules::{Decision, Rules};
 use socksgate_core::udp::{self, Contacted, Outbound as Next};
 use tokio::io::AsyncReadExt;
-use tracing::{debug, info};
+use tokio::sync::oneshot;
+use tracing::{Instrument, debug, info};
 
 use crate::clock;
 use crate::conn::{Conn, SessionError};
 use crate::egress::Egress;
 use crate::failure::io_failure;
+use crate::protected::Protection;
 use crate::resolve::Resolver;
+use crate::shared::Shared;
 use crate::traffic::{DirectionLimit, SessionLimits};
 use crate::udp_recv::{DATAGRAM, PER_CALL, recv_some, with_thread_bufs};
 use crate::udp_socket::RelaySocket;
@@ -123,11 +127,19 @@ impl Outbound<'_> {
     }
 }
 
+/// A UDP socket bound to `addr`, non-blocking, not yet registered with a runtime: it is
+/// registered on the relay's thread ([`crate::udp_threads`]).
+fn bind_std(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
 /// Binds the client-facing socket: any port, or the first free one in `range` starting at a
 /// random offset (so concurrent associations do not all probe the same ports).
-fn bind_relay(ip: IpAddr, range: Option<(u16, u16)>) -> io::Result<RelaySocket> {
+fn bind_relay(ip: IpAddr, range: Option<(u16, u16)>) -> io::Result<std::net::UdpSocket> {
     let Some((start, end)) = range else {
-        return RelaySocket::bind((ip, 0).into());
+        return bind_std((ip, 0).into());
     };
     let span = u32::from(end - start) + 1;
     let offset = {
@@ -138,7 +150,7 @@ fn bind_relay(ip: IpAddr, range: Option<(u16, u16)>) -> io::Result<RelaySocket> 
     };
     for i in 0..span {
         let port = u16::try_from(u32::from(start) + (offset + i) % span).unwrap_or(start);
-        match RelaySocket::bind((ip, port).into()) {
+        match bind_std((ip, port).into()) {
             Ok(s) => return Ok(s),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => {}
             Err(e) => return Err(e),
@@ -156,7 +168,7 @@ fn bind_client_facing(
     local: IpAddr,
     public: Option<IpAddr>,
     range: Option<(u16, u16)>,
-) -> io::Result<RelaySocket> {
+) -> io::Result<std::net::UdpSocket> {
     if let Some(ip) = public.filter(|ip| ip.is_ipv6() == local.is_ipv6()) {
         match bind_relay(ip, range) {
             // Not ours: NAT in front, so the relay listens where the client reached us.
@@ -190,11 +202,7 @@ pub(crate) async fn run(conn: &mut Conn<'_>) -> Result<(), SessionError> {
     // Sealed when protected; nothing travels protected on the control connection after it,
     // so its context moves to the datagrams.
     conn.flush().await?;
-    let protected = conn
-        .gss
-        .as_mut()
-        .and_then(|g| g.protection.take())
-        .map(|p| Box::new(protected::Protected::new(p, &shared.metrics)));
+    let protection = conn.gss.as_mut().and_then(|g| g.protection.take());
     info!(relay = %advertised, "udp associate: relay open");
 
     let requested = conn.session.destination();
@@ -206,88 +214,51 @@ pub(crate) async fn run(conn: &mut Conn<'_>) -> Result<(), SessionError> {
         conn.policy.timeouts.udp_idle,
         now,
     ));
-    let mut relay = Relay {
-        rules: conn.policy.rules,
-        resolver: &shared.resolver,
-        prefer_v6: conn.local.is_ipv6(),
-        client_v6: conn.local.is_ipv6(),
-        family: conn.policy.address_families.default,
+    let job = Job {
+        shared: Arc::clone(shared),
+        peer: conn.peer,
+        local: conn.local,
+        decision: conn.session.decision(),
+        user: conn.session.user().map(<[u8]>::to_vec),
         socket: relay,
-        out: Outbound {
-            v4: None,
-            v6: None,
-            egress: crate::egress::of_session(conn),
-        },
         association,
-        names: HashMap::new(),
-        // Only the protected path encapsulates here; the others write into the thread's
-        // buffers.
-        to_client: if protected.is_some() {
-            vec![0u8; DATAGRAM]
-        } else {
-            Vec::new()
-        },
-        backlog: batch::Backlog::default(),
-        counters: Counters::default(),
+        protection,
         limits: shared.traffic_limits(conn.session.user(), conn.peer.ip()),
-        quota_spent: false,
-        protected,
     };
+    // The association runs on a UDP thread; this task watches the control connection and
+    // tells it to stop when that closes (dropping `stop`, as when this task is dropped,
+    // stops it too).
+    let (stop, stopped) = oneshot::channel();
+    // Its log lines carry the session's span when debug logging is on; at the default level
+    // the span is disabled and costs no enter and exit per wake-up.
+    let span = tracing::debug_span!("udp relay");
+    let mut task = crate::udp_threads::spawn(job.serve(stopped).instrument(span));
+    let mut stop = Some(stop);
     let mut control = [0u8; 512];
-    // The timer is registered once and moved only when the association's deadline changes;
-    // a fresh timer per datagram cost a timer-wheel insertion and removal each.
-    let mut armed = relay.association.poll_timeout();
-    let timer = tokio::time::sleep_until(clock::deadline(armed.unwrap_or(now)));
-    tokio::pin!(timer);
-
-    let reason = loop {
-        if relay.quota_spent {
-            if let Some(l) = &relay.limits
-                && let Some(d) = l.up.as_ref().or(l.down.as_ref())
-            {
-                d.quota_ended();
-            }
-            break "traffic quota spent";
-        }
-        let due = relay.association.poll_timeout();
-        if due != armed {
-            if let Some(at) = due {
-                timer.as_mut().reset(clock::deadline(at));
-            }
-            armed = due;
-        }
-        // In order: the way back before the way up. A datagram that went up has cost its
-        // relaying already; its answer is served before more datagrams are taken from the
-        // client, so a client sending faster than the relay can forward fills the
-        // client-facing socket's queue (dropped there, at no cost), not the outbound one.
-        // `serve_back` keeps a saturated way back from starving the other sockets.
+    let served = loop {
         tokio::select! {
             biased;
-            r = conn.stream.read(&mut control) => match r {
-                Ok(0) => break "control connection closed",
-                Err(_) => break "control connection failed",
-                Ok(_) => {} // nothing is expected on it; ignore
-            },
-            () = &mut timer, if armed.is_some() => {
-                armed = None; // re-armed above
-                if relay.association.handle_timeout(clock::now()) {
-                    break "idle timeout";
+            served = &mut task => break served,
+            r = conn.stream.read(&mut control), if stop.is_some() => {
+                let reason = match r {
+                    Ok(0) => "control connection closed",
+                    Err(_) => "control connection failed",
+                    Ok(_) => continue, // nothing is expected on it; ignore
+                };
+                if let Some(stop) = stop.take() {
+                    let _ = stop.send(reason);
                 }
             }
-            _ = readable(relay.out.v4.as_ref()) => relay.serve_back(false).await,
-            _ = readable(relay.out.v6.as_ref()) => relay.serve_back(true).await,
-            _ = readable(Some(&relay.socket)) => relay.drain_client().await,
         }
     };
-    if let Some(p) = relay.protected.as_mut() {
-        p.finish();
-    }
+    let Served { counters, reason } =
+        served.map_err(|e| io::Error::other(format!("udp relay: {e}")))?;
     let Counters {
         up,
         down,
         datagrams_up,
         datagrams_down,
-    } = relay.counters;
+    } = counters;
     shared
         .metrics
         .udp(conn.session.user(), datagrams_up, datagrams_down, up, down);
@@ -297,6 +268,135 @@ pub(crate) async fn run(conn: &mut Conn<'_>) -> Result<(), SessionError> {
         down, datagrams_up, datagrams_down, "udp associate ended: {reason}"
     );
     Ok(())
+}
+
+/// What an association's relay needs on its thread: owned, so that it can move there.
+struct Job {
+    shared: Arc<Shared>,
+    /// The control connection's client and our end of it.
+    peer: SocketAddr,
+    local: SocketAddr,
+    /// The access decision and user, for the egress.
+    decision: Option<Decision>,
+    user: Option<Vec<u8>>,
+    /// The client-facing socket, bound.
+    socket: std::net::UdpSocket,
+    association: Box<Association>,
+    /// GSS-API protection of the datagrams, when the control connection agreed it.
+    protection: Option<Protection>,
+    limits: Option<Box<SessionLimits>>,
+}
+
+/// How an association's relay ended.
+struct Served {
+    counters: Counters,
+    reason: &'static str,
+}
+
+impl Job {
+    /// Relays the association's datagrams until `stopped` says why to stop (or its sender is
+    /// dropped), the association is idle, or the quota is spent.
+    async fn serve(self, mut stopped: oneshot::Receiver<&'static str>) -> Served {
+        let Self {
+            shared,
+            peer,
+            local,
+            decision,
+            user,
+            socket,
+            association,
+            protection,
+            limits,
+        } = self;
+        // The session's policy, as the session computed it (the same configuration, client
+        // and listener).
+        let policy = shared.policy(peer, local);
+        let socket = match RelaySocket::from_std(socket) {
+            Ok(s) => s,
+            Err(e) => {
+                debug!("udp associate: cannot register the relay socket: {e}");
+                return Served {
+                    counters: Counters::default(),
+                    reason: "relay socket failed",
+                };
+            }
+        };
+        let mut relay = Relay {
+            rules: policy.rules,
+            resolver: &shared.resolver,
+            prefer_v6: local.is_ipv6(),
+            client_v6: local.is_ipv6(),
+            family: policy.address_families.default,
+            socket,
+            out: Outbound {
+                v4: None,
+                v6: None,
+                egress: crate::egress::of_parts(&shared, decision, user.as_deref(), local),
+            },
+            association,
+            names: HashMap::new(),
+            // Only the protected path encapsulates here; the others write into the thread's
+            // buffers.
+            to_client: if protection.is_some() {
+                vec![0u8; DATAGRAM]
+            } else {
+                Vec::new()
+            },
+            backlog: batch::Backlog::default(),
+            counters: Counters::default(),
+            limits,
+            quota_spent: false,
+            protected: protection.map(|p| Box::new(protected::Protected::new(p, &shared.metrics))),
+        };
+        // The timer is registered once and moved only when the association's deadline
+        // changes; a fresh timer per datagram cost a timer-wheel insertion and removal each.
+        let mut armed = relay.association.poll_timeout();
+        let timer = tokio::time::sleep_until(clock::deadline(armed.unwrap_or(clock::now())));
+        tokio::pin!(timer);
+
+        let reason = loop {
+            if relay.quota_spent {
+                if let Some(l) = &relay.limits
+                    && let Some(d) = l.up.as_ref().or(l.down.as_ref())
+                {
+                    d.quota_ended();
+                }
+                break "traffic quota spent";
+            }
+            let due = relay.association.poll_timeout();
+            if due != armed {
+                if let Some(at) = due {
+                    timer.as_mut().reset(clock::deadline(at));
+                }
+                armed = due;
+            }
+            // In order: the way back before the way up. A datagram that went up has cost its
+            // relaying already; its answer is served before more datagrams are taken from the
+            // client, so a client sending faster than the relay can forward fills the
+            // client-facing socket's queue (dropped there, at no cost), not the outbound one.
+            // `serve_back` keeps a saturated way back from starving the other sockets.
+            tokio::select! {
+                biased;
+                r = &mut stopped => break r.unwrap_or("session ended"),
+                () = &mut timer, if armed.is_some() => {
+                    armed = None; // re-armed above
+                    if relay.association.handle_timeout(clock::now()) {
+                        break "idle timeout";
+                    }
+                }
+                _ = readable(relay.out.v4.as_ref()) => relay.serve_back(false).await,
+                _ = readable(relay.out.v6.as_ref()) => relay.serve_back(true).await,
+                _ = readable(Some(&relay.socket)) => relay.drain_client().await,
+            }
+        };
+        if let Some(p) = relay.protected.as_mut() {
+            p.finish();
+        }
+        Served {
+            counters: relay.counters,
+            reason,
+        }
+    }
 }
 
 /// Datagrams handled per socket and wake-up: enough to amortise the wake-up under load, few

@@ -64,8 +64,8 @@ impl RelaySocket {
         }
     }
 
-    /// Registers a non-blocking socket.
-    fn from_std(socket: std::net::UdpSocket) -> io::Result<Self> {
+    /// Registers a non-blocking socket with the current runtime.
+    pub(crate) fn from_std(socket: std::net::UdpSocket) -> io::Result<Self> {
         #[cfg(unix)]
         {
             // SAFETY: the socket owns its descriptor and `as_raw_fd` always returns it; the
@@ -87,6 +87,7 @@ impl RelaySocket {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
         #[cfg(unix)]
         {
