@@ -123,13 +123,19 @@ pub(crate) struct Received {
     pub(crate) drained: bool,
 }
 
-/// Receives the datagrams waiting on `sock` (at most [`PER_CALL`]) without waiting; `v6`
-/// is the socket's family.
+/// Receives the datagrams waiting on `sock` (at most [`PER_CALL`]) without waiting into
+/// `out` (emptied first; filled in place: it is over a kilobyte, too large to move around
+/// for every datagram); `v6` is the socket's family.
 ///
 /// `Err(WouldBlock)` when none was waiting (the readiness is then cleared too); other errors
 /// are the socket's.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-pub(crate) fn recv_some(sock: &RelaySocket, v6: bool, bufs: &mut RecvBufs) -> io::Result<Received> {
+pub(crate) fn recv_some(
+    sock: &RelaySocket,
+    v6: bool,
+    bufs: &mut RecvBufs,
+    out: &mut Received,
+) -> io::Result<()> {
     use std::io::IoSliceMut;
     use std::net::{SocketAddrV4, SocketAddrV6};
     use std::os::fd::AsRawFd as _;
@@ -143,7 +149,8 @@ pub(crate) fn recv_some(sock: &RelaySocket, v6: bool, bufs: &mut RecvBufs) -> io
         ..
     } = bufs;
     let headers = if v6 { headers_v6 } else { headers_v4 };
-    let mut out = Received::default();
+    out.datagrams.clear();
+    out.drained = false;
     // Messages the call returned, usable or not.
     let mut count = 0;
     let result = sock.try_recv_with(|sock| {
@@ -186,17 +193,18 @@ pub(crate) fn recv_some(sock: &RelaySocket, v6: bool, bufs: &mut RecvBufs) -> io
         Ok(())
     });
     match result {
-        Ok(()) => Ok(out),
+        Ok(()) => Ok(()),
         // Not `datagrams.is_empty()`: a call that got one unusable datagram still drained.
         Err(e) if e.kind() == io::ErrorKind::WouldBlock && count > 0 => {
             out.drained = true;
-            Ok(out)
+            Ok(())
         }
         Err(e) => Err(e),
     }
 }
 
-/// Receives the datagrams waiting on `sock` (at most [`PER_CALL`]) without waiting.
+/// Receives the datagrams waiting on `sock` (at most [`PER_CALL`]) without waiting into
+/// `out` (emptied first).
 ///
 /// `Err(WouldBlock)` when none was waiting (the readiness is then cleared too); other errors
 /// are the socket's.
@@ -205,12 +213,14 @@ pub(crate) fn recv_some(
     sock: &RelaySocket,
     _v6: bool,
     bufs: &mut RecvBufs,
-) -> io::Result<Received> {
+    out: &mut Received,
+) -> io::Result<()> {
+    out.datagrams.clear();
+    out.drained = false;
     let first = bufs.space.get_mut(..DATAGRAM).unwrap_or_default();
     let (len, src) = sock.try_recv_from(first)?;
-    let mut out = Received::default();
     let _ = out.datagrams.push(Datagram { slot: 0, len, src });
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -243,12 +253,13 @@ mod tests {
         readable(&rx).await;
         let mut seen = Vec::new();
         let mut drained = false;
+        let mut got = Received::default();
         while !drained {
-            let got = match recv_some(&rx, false, &mut bufs) {
-                Ok(got) => got,
+            match recv_some(&rx, false, &mut bufs, &mut got) {
+                Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => panic!("{e}"),
-            };
+            }
             for d in &got.datagrams {
                 assert_eq!(d.src, from);
                 seen.push(bufs.datagram(d.slot, d.len).to_vec());
@@ -257,7 +268,7 @@ mod tests {
         }
         assert_eq!(seen, [&b"one"[..], b"two", b"three"]);
         // Nothing waits now: the next call says so.
-        let e = recv_some(&rx, false, &mut bufs).unwrap_err();
+        let e = recv_some(&rx, false, &mut bufs, &mut got).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
     }
 
@@ -273,8 +284,9 @@ mod tests {
             let got = tokio::time::timeout(std::time::Duration::from_secs(5), async {
                 loop {
                     readable(&rx).await;
-                    match recv_some(&rx, false, &mut bufs) {
-                        Ok(got) => break got,
+                    let mut got = Received::default();
+                    match recv_some(&rx, false, &mut bufs, &mut got) {
+                        Ok(()) => break got,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                         Err(e) => panic!("{e}"),
                     }
@@ -295,7 +307,8 @@ mod tests {
         tx.send_to(&big, rx.local_addr().unwrap()).await.unwrap();
         readable(&rx).await;
         let mut bufs = RecvBufs::new();
-        let got = recv_some(&rx, false, &mut bufs).unwrap();
+        let mut got = Received::default();
+        recv_some(&rx, false, &mut bufs, &mut got).unwrap();
         let d = got.datagrams[0];
         assert_eq!(bufs.datagram(d.slot, d.len), &big[..]);
     }

@@ -54,7 +54,7 @@ use crate::protected::Protection;
 use crate::resolve::Resolver;
 use crate::shared::Shared;
 use crate::traffic::{DirectionLimit, SessionLimits};
-use crate::udp_recv::{DATAGRAM, PER_CALL, recv_some, with_thread_bufs};
+use crate::udp_recv::{DATAGRAM, PER_CALL, Received, recv_some, with_thread_bufs};
 use crate::udp_socket::RelaySocket;
 
 /// The receive buffer asked for on the sockets facing destinations: the answers to a batch
@@ -487,9 +487,10 @@ impl Relay<'_> {
     /// `false` when none is left, none was waiting or the socket does not exist.
     fn drain_outbound(&mut self, v6: bool) -> bool {
         with_thread_bufs(|bufs| {
+            let mut got = Received::default();
             for _ in 0..BATCH / PER_CALL {
                 let sock = if v6 { &self.out.v6 } else { &self.out.v4 };
-                let Some(Ok(got)) = sock.as_ref().map(|s| recv_some(s, v6, bufs)) else {
+                let Some(Ok(())) = sock.as_ref().map(|s| recv_some(s, v6, bufs, &mut got)) else {
                     return false;
                 };
                 self.back_batch(bufs, &got);

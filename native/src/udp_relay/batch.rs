@@ -147,8 +147,9 @@ impl Relay<'_> {
     /// the backlog from the first datagram that needs waiting. Returns `true` when more may
     /// be waiting.
     pub(super) fn client_batch(&mut self, bufs: &mut RecvBufs) -> bool {
-        let got = match recv_some(&self.socket, self.client_v6, bufs) {
-            Ok(got) => got,
+        let mut got = Received::default();
+        match recv_some(&self.socket, self.client_v6, bufs, &mut got) {
+            Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
             Err(e) => {
                 debug!("udp: client socket: {e}");
