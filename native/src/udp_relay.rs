@@ -16,7 +16,9 @@
 //! * Traffic limits (`[[traffic]]`): a datagram over the association's bandwidth limit (its
 //!   bucket holds fewer tokens than the datagram's payload bytes) or over what is left of
 //!   the quota is dropped and counted; UDP is never delayed.
-//! * One task runs the association. When a socket is readable it handles the datagrams
+//! * One task runs the association, on one of the UDP threads ([`crate::udp_threads`]):
+//!   its sockets, timer and decisions stay on that thread; the session's task keeps the
+//!   control connection and tells it to stop. When a socket is readable it handles the datagrams
 //!   waiting there (up to [`BATCH`] per wake-up) before looking at the others again, the
 //!   destinations' answers before the client's datagrams; the idle and reassembly timers
 //!   are registered once and moved only when they fire or their deadline changes, so a
