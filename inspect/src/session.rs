@@ -53,7 +53,7 @@ pub struct Retained {
     /// Stream bytes from offset 0, contiguous.
     pub data: Vec<u8>,
     /// `(stream offset, len, frame, file offset)` of every piece of `data`.
-    spans: Vec<(usize, usize, u64, usize)>,
+    spans: Vec<Span>,
     /// A gap interrupted the stream: `data` ends at the hole.
     pub gap: bool,
     /// `data` stopped growing (gap, cap, or released).
@@ -114,6 +114,15 @@ impl Retained {
         self.full = true;
     }
 
+    /// As [`Retained::release`], the buffers handed to `spare` for another connection.
+    pub(crate) fn release_into(&mut self, spare: &mut Spare) {
+        spare.put_buffers(
+            core::mem::take(&mut self.data),
+            core::mem::take(&mut self.spans),
+        );
+        self.full = true;
+    }
+
     /// Frames and file ranges holding stream bytes `[start, start + len)`.
     fn locate(&self, start: usize, len: usize) -> (Frames, FileRanges) {
         let end = start + len;
@@ -134,6 +143,66 @@ impl Retained {
             }
         }
         (frames, ranges)
+    }
+}
+
+/// Where each piece of a [`Retained`] came from: `(stream offset, len, frame, file offset)`.
+type Span = (usize, usize, u64, usize);
+
+/// Most buffer pairs and decoders a [`Spare`] keeps.
+const MAX_SPARE: usize = 64;
+
+/// Buffers and decoders of reported connections, kept for the next ones: a capture of many
+/// short connections would otherwise allocate and free a [`Decoder`] (~1.8 KiB) and the first
+/// bytes of both directions for each of them, a large share of the engine's time (most of it
+/// in the allocator, in wasm above all). Bounded: at most [`MAX_SPARE`] of each, and only
+/// buffers of the usual size (a GSS-API session's larger ones are freed).
+#[derive(Debug, Default)]
+pub(crate) struct Spare {
+    buffers: Vec<(Vec<u8>, Vec<Span>)>,
+    decoders: Vec<Box<Decoder>>,
+}
+
+impl Spare {
+    fn put_buffers(&mut self, mut data: Vec<u8>, mut spans: Vec<Span>) {
+        if data.capacity() == 0
+            || data.capacity() > 4 * FIRST_CAPACITY
+            || spans.capacity() > 64
+            || self.buffers.len() >= MAX_SPARE
+        {
+            return;
+        }
+        data.clear();
+        spans.clear();
+        self.buffers.push((data, spans));
+    }
+
+    /// An empty [`Retained`], on kept buffers when there are some.
+    pub(crate) fn retained(&mut self) -> Retained {
+        let (data, spans) = self.buffers.pop().unwrap_or_default();
+        Retained {
+            data,
+            spans,
+            ..Retained::default()
+        }
+    }
+
+    /// A new [`Decoder`] (as [`Decoder::new`]), in a kept box when there is one.
+    pub(crate) fn decoder(&mut self, verdict: Verdict, show_secrets: bool) -> Box<Decoder> {
+        match self.decoders.pop() {
+            Some(mut kept) => {
+                *kept = Decoder::new(verdict, show_secrets);
+                kept
+            }
+            None => Box::new(Decoder::new(verdict, show_secrets)),
+        }
+    }
+
+    /// Keeps a decoder whose results were taken, for [`Spare::decoder`].
+    pub(crate) fn put_decoder(&mut self, decoder: Box<Decoder>) {
+        if self.decoders.len() < MAX_SPARE {
+            self.decoders.push(decoder);
+        }
     }
 }
 
@@ -219,6 +288,10 @@ pub struct Decoder {
     handshake: [u64; 2],
     finished: bool,
     show_secrets: bool,
+    /// What the last [`Decoder::advance`] was given: `(up bytes, down bytes, up full, down
+    /// full, last)`. The same again decodes nothing new, so it returns at once (most packets
+    /// of a connection after its handshake are ACKs that add no byte).
+    last_input: Option<(usize, usize, bool, bool, bool)>,
     /// Facts for the report.
     pub facts: Facts,
     /// Messages decoded so far.
@@ -237,6 +310,7 @@ impl Decoder {
             handshake: [0, 0],
             finished: false,
             show_secrets,
+            last_input: None,
             facts: Facts {
                 version: if socks4 { "socks4" } else { "socks5" },
                 ..Facts::default()
@@ -267,6 +341,12 @@ impl Decoder {
         if self.finished {
             return;
         }
+        // Everything below depends only on these (a gap also makes its buffer full).
+        let input = (up.data.len(), down.data.len(), up.full, down.full, last);
+        if self.last_input == Some(input) {
+            return;
+        }
+        self.last_input = Some(input);
         // Offer each direction's new bytes, taking what the observer reports, until neither
         // moves: it accepts a direction's bytes only as far as its turn needs them.
         loop {

@@ -35,7 +35,12 @@ fn text(bytes: &[u8]) -> String {
 
 /// A command's report name: the core's spelling (`"connect"`, …, `"unknown:0xNN"`).
 pub(crate) fn command_name(code: u8) -> String {
-    Command::from(code).to_string()
+    let command = Command::from(code);
+    // Known names copied as they are (once per session), without the formatting machinery.
+    match command.name() {
+        Some(name) => name.to_owned(),
+        None => command.to_string(),
+    }
 }
 
 /// `"N (name)"` for a method code.

@@ -60,10 +60,9 @@ pub fn recognise(up: &[u8], down: &[u8], last: bool) -> Option<Option<Tunnelled>
     let could_grow = |b: &[u8], pats: &[&[u8]]| {
         b.len() < 8 && pats.iter().any(|p| p.starts_with(b) || b.starts_with(p))
     };
-    let mut up_pats: Vec<&[u8]> = HTTP_METHODS.to_vec();
-    up_pats.extend([b"SSH-".as_slice(), b"\x16\x03".as_slice()]);
     let waiting = (up.is_empty() && down.is_empty())
-        || could_grow(up, &up_pats)
+        || could_grow(up, &HTTP_METHODS)
+        || could_grow(up, &[b"SSH-", b"\x16\x03"])
         || (up.is_empty() && could_grow(down, &[b"SSH-", b"HTTP/1."]));
     if waiting && !last { None } else { Some(None) }
 }

@@ -33,9 +33,26 @@ pub enum Way {
 /// The association table.
 #[derive(Debug, Default)]
 pub struct UdpMatcher {
-    by_relay: Table<SocketAddr, Vec<Association>>,
+    by_relay: Table<Relay, Vec<Association>>,
     /// The relay of every registered connection, until it is removed (closed or not).
-    relay_of: Table<usize, SocketAddr>,
+    relay_of: Table<usize, Relay>,
+}
+
+/// A relay's address as the tables key it (canonical: see [`canon`]), hashed as one integer
+/// when IPv4: every UDP datagram is looked up twice while associations exist, and
+/// `SocketAddr`'s derived hash feeds the hasher field by field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Relay(SocketAddr);
+
+impl core::hash::Hash for Relay {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        match self.0 {
+            SocketAddr::V4(v4) => {
+                state.write_u64(u64::from(v4.ip().to_bits()) << 16 | u64::from(v4.port()));
+            }
+            SocketAddr::V6(_) => self.0.hash(state),
+        }
+    }
 }
 
 /// Normalises IPv4-mapped IPv6 addresses so both spellings match.
@@ -61,9 +78,9 @@ impl UdpMatcher {
     /// Registers connection `conn`'s association: relay address (already resolved against the
     /// server's address), client IP, and the client port the request announced (0 = unknown).
     pub fn register(&mut self, conn: usize, relay: SocketAddr, client_ip: IpAddr, port: u16) {
-        self.relay_of.insert(conn, canon(relay));
+        self.relay_of.insert(conn, Relay(canon(relay)));
         self.by_relay
-            .entry(canon(relay))
+            .entry(Relay(canon(relay)))
             .or_default()
             .push(Association {
                 conn,
@@ -115,7 +132,7 @@ impl UdpMatcher {
         header_ok: &mut dyn FnMut() -> bool,
     ) -> Option<(usize, Way)> {
         let (src, dst) = (canon(src), canon(dst));
-        if let Some(list) = self.by_relay.get_mut(&dst) {
+        if let Some(list) = self.by_relay.get_mut(&Relay(dst)) {
             // Newest association first: port reuse across sessions.
             for a in list.iter_mut().rev().filter(|a| a.active) {
                 if a.client_ip != src.ip() {
@@ -133,7 +150,7 @@ impl UdpMatcher {
                 }
             }
         }
-        if let Some(list) = self.by_relay.get(&src) {
+        if let Some(list) = self.by_relay.get(&Relay(src)) {
             for a in list.iter().rev().filter(|a| a.active) {
                 if a.client_ip == dst.ip() && a.client_port == Some(dst.port()) {
                     return Some((a.conn, Way::Down));
