@@ -160,6 +160,8 @@ const MAX_SPARE: usize = 64;
 #[derive(Debug, Default)]
 pub(crate) struct Spare {
     buffers: Vec<(Vec<u8>, Vec<Span>)>,
+    // The boxes themselves are what is reused (a connection holds its decoder boxed).
+    #[allow(clippy::vec_box)]
     decoders: Vec<Box<Decoder>>,
 }
 
