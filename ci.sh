@@ -48,6 +48,7 @@ install_missing() {
         echo "error: node and npm are required (the wasm page's end-to-end test)" >&2
         exit 1
     fi
+    install_backports_curl
     rustup component add rustfmt clippy >/dev/null 2>&1 || true
     rustup target add wasm32-unknown-unknown thumbv7em-none-eabihf thumbv6m-none-eabi
     if rustup toolchain list | grep -q '^nightly'; then
@@ -56,6 +57,57 @@ install_missing() {
     if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
         cargo install --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"
     fi
+}
+
+# Debian's bookworm-backports curl 8.14.1 beside the system's 7.88.1: tests/tests/gssapi.rs
+# shows that both refuse a proxy that selects GSS-API (same SOCKS5 code). Its curl and
+# libcurl4 packages are unpacked (dpkg -x) into BACKPORTS_CURL_ROOT and run with
+# LD_LIBRARY_PATH pointing at that libcurl, so /usr/bin/curl stays the system's 7.88.1. apt reads
+# a private sources list and state directory: the machine's apt configuration is not changed.
+BACKPORTS_CURL_ROOT=/opt/socksgate-tests/curl-bookworm-backports
+BACKPORTS_CURL_VERSION=8.14.1
+install_backports_curl() {
+    local lib="$BACKPORTS_CURL_ROOT/usr/lib/x86_64-linux-gnu"
+    local curl="$BACKPORTS_CURL_ROOT/usr/bin/curl"
+    if [ -x "$curl" ] && LD_LIBRARY_PATH="$lib" "$curl" --version 2>/dev/null \
+            | grep -q "^curl $BACKPORTS_CURL_VERSION .*libcurl/$BACKPORTS_CURL_VERSION"; then
+        return 0
+    fi
+    echo "curl $BACKPORTS_CURL_VERSION: fetching bookworm-backports' curl and libcurl4"
+    local work
+    work=$(mktemp -d)
+    mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/debs" "$work/root"
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg]" \
+        "http://deb.debian.org/debian bookworm-backports main" >"$work/sources.list"
+    local apt_opts=(-o "Dir::Etc::SourceList=$work/sources.list" -o Dir::Etc::SourceParts=/dev/null
+        -o "Dir::State::Lists=$work/lists" -o "Dir::Cache=$work/cache"
+        -o APT::Sandbox::User=root)   # the private directory is root's only
+    apt-get "${apt_opts[@]}" update -qq
+    local version
+    version=$(apt-cache "${apt_opts[@]}" show --no-all-versions libcurl4 \
+        | sed -n 's/^Version: //p' | head -n1)
+    case "$version" in
+        "$BACKPORTS_CURL_VERSION"-*) ;;
+        *)
+            echo "error: bookworm-backports has libcurl4 '$version', the tests expect" \
+                "$BACKPORTS_CURL_VERSION (its GSS-API messages are asserted)" >&2
+            exit 1
+            ;;
+    esac
+    (cd "$work/debs" && apt-get "${apt_opts[@]}" download "curl=$version" "libcurl4=$version")
+    for deb in "$work"/debs/*.deb; do dpkg -x "$deb" "$work/root"; done
+    # Its libraries (OpenSSL, MIT krb5's GSS-API, nghttp2, ...) are bookworm's, installed with
+    # the system curl; a missing one fails here rather than in a test.
+    if LD_LIBRARY_PATH="$work/root/usr/lib/x86_64-linux-gnu" ldd "$work/root/usr/bin/curl" \
+            | grep "not found"; then
+        echo "error: bookworm-backports curl: libraries missing (above)" >&2
+        exit 1
+    fi
+    rm -rf "$BACKPORTS_CURL_ROOT"
+    mkdir -p "$(dirname "$BACKPORTS_CURL_ROOT")"
+    mv "$work/root" "$BACKPORTS_CURL_ROOT"
+    rm -rf "$work"
+    LD_LIBRARY_PATH="$lib" "$curl" --version | head -n1
 }
 
 check_style() {

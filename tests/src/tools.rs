@@ -41,6 +41,53 @@ pub fn require(test: &str, names: &[&str]) -> Option<Vec<PathBuf>> {
     Some(found)
 }
 
+/// Where the root ci.sh unpacks (`dpkg -x`) Debian bookworm-backports' `curl` and `libcurl4`
+/// packages, beside the system's curl (7.88.1), to test a second curl version against the
+/// server's GSS-API method.
+pub const BACKPORTS_CURL_ROOT: &str = "/opt/socksgate-tests/curl-bookworm-backports";
+
+/// The upstream version ci.sh installs there, and the one whose messages the tests assert.
+pub const BACKPORTS_CURL_VERSION: &str = "8.14.1";
+
+/// A command running bookworm-backports' curl from [`BACKPORTS_CURL_ROOT`] with its own
+/// libcurl (`LD_LIBRARY_PATH`). Panics with the reason if it is missing, does not run or is
+/// another version: no `SOCKSGATE_ALLOW_SKIP` here: ci.sh always installs it.
+#[track_caller]
+pub fn backports_curl(test: &str) -> Command {
+    let root = Path::new(BACKPORTS_CURL_ROOT);
+    let lib = root.join("usr/lib/x86_64-linux-gnu");
+    let bin = root.join("usr/bin/curl");
+    let command = || {
+        let mut cmd = Command::new(&bin);
+        cmd.env("LD_LIBRARY_PATH", &lib);
+        cmd
+    };
+    let version = command()
+        .arg("--version")
+        .stderr(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{test}: bookworm-backports' curl is not at {} ({e}); the root ci.sh's install \
+                 step unpacks it there",
+                bin.display()
+            )
+        });
+    let text = String::from_utf8_lossy(&version.stdout);
+    let first = text.lines().next().unwrap_or_default();
+    let expected = format!("curl {BACKPORTS_CURL_VERSION} ");
+    assert!(
+        version.status.success()
+            && first.starts_with(&expected)
+            && first.contains(&format!("libcurl/{BACKPORTS_CURL_VERSION} "))
+            && text.contains("GSS-API"),
+        "{test}: {} is not bookworm-backports' curl {BACKPORTS_CURL_VERSION} with GSS-API \
+         (re-run the root ci.sh's install step): {text}",
+        bin.display()
+    );
+    command()
+}
+
 /// A Python 3 interpreter that can `import socks` (python3-socks). Debian's module lives in
 /// `/usr/lib/python3/dist-packages`, which a pyenv or venv `python3` earlier on `PATH` does
 /// not see, so `/usr/bin/python3` is preferred.

@@ -1,7 +1,8 @@
 //! GSS-API (RFC 1961) against real Kerberos: an MIT KDC with a fresh realm started by this
 //! file (once, shared by its tests), users with tickets from `kinit`, socksgate's server with a
 //! keytab from `kadmin.local`; clients are Debian's curl (`--socks5-gssapi`,
-//! `--socks5-gssapi-nec`, `--socks5-gssapi-service`) and an independent client on
+//! `--socks5-gssapi-nec`, `--socks5-gssapi-service`: 7.88.1 and bookworm-backports' 8.14.1,
+//! which both refuse a proxy that selects GSS-API) and an independent client on
 //! python3-gssapi (`gssapi_client.py`: the RFC's framing, integrity and confidentiality).
 //! Every byte is checked; with confidentiality the bytes on the wire are searched for the
 //! payload; failures are checked by their outcome, log line and metric.
@@ -57,13 +58,47 @@ fn curl(
     let curl = tools::require("gssapi curl", &["curl"])
         .expect("curl")
         .remove(0);
+    curl_run(
+        Command::new(curl),
+        realm,
+        server,
+        ccache,
+        flags,
+        origin,
+        len,
+    )
+}
+
+/// Like [`curl`], with Debian bookworm-backports' curl 8.14.1 ([`tools::backports_curl`]),
+/// which gets through the GSS-API exchange that Debian 12's 7.88.1 refuses.
+fn backports_curl(
+    realm: &Realm,
+    server: &Server,
+    ccache: &str,
+    flags: &[&str],
+    origin: &TcpService,
+    len: usize,
+) -> (i32, Vec<u8>, String) {
+    let cmd = tools::backports_curl("gssapi backports curl");
+    curl_run(cmd, realm, server, ccache, flags, origin, len)
+}
+
+/// Runs `cmd` (a curl) as [`curl`] describes.
+fn curl_run(
+    mut cmd: Command,
+    realm: &Realm,
+    server: &Server,
+    ccache: &str,
+    flags: &[&str],
+    origin: &TcpService,
+    len: usize,
+) -> (i32, Vec<u8>, String) {
     let url = format!(
         "http://127.0.0.1:{}{}",
         origin.port(),
         origin::http_path(len)
     );
     let proxy = format!("socks5h://localhost:{}", server.addr().port());
-    let mut cmd = Command::new(curl);
     cmd.args([
         "-sS",
         "--fail",
@@ -87,9 +122,12 @@ fn curl(
 }
 
 /// What Debian 12's curl (7.88.1) prints when a proxy selects GSS-API: it offers method 1 in
-/// every greeting, but this build's SOCKS code then refuses the choice before any token.
+/// every greeting, but its SOCKS code then refuses the choice before any token when the
+/// method reply was not readable at its first read (it forgets, on the next call, that it
+/// offered GSS-API). bookworm-backports' 8.14.1 has the same code.
 const CURL_REFUSES_GSSAPI: &str = "SOCKS5 GSSAPI per-message authentication is not supported.";
-/// The same curl's other way of failing a proxy that selects GSS-API.
+/// The same curl's other way of failing a proxy that selects GSS-API: when the reply was
+/// readable at once, the whole exchange runs and the code then falls through to this error.
 const CURL_GIVES_UP_AFTER_GSSAPI: &str = "Undocumented SOCKS5 mode attempted to be used by server.";
 /// And a third, seen when the exchange gets as far as the protection level and the server
 /// grants none of what curl asks for (its default here, no `protection = ["none"]`).
@@ -169,6 +207,52 @@ fn curl_with_a_password_where_the_password_is_preferred() {
         "{err}\nserver:\n{}",
         server.log()
     );
+}
+
+/// Debian bookworm-backports' curl 8.14.1 (also Debian 13's version) has the same SOCKS5
+/// state machine as 7.88.1 and fails the same ways, whatever the server grants and with every
+/// GSS-API flag: the refusal when the method reply is not yet readable on its first read (its
+/// permission to use GSS-API is set only in the step that sends the greeting), otherwise, after
+/// a complete exchange, the "undocumented mode" error (no step follows a successful exchange),
+/// or, where the server grants no "none", the missing encryption response.
+#[test]
+fn bookworm_backports_curl_refuses_gssapi_like_debian_12() {
+    let Some(realm) = realm() else { return };
+    let origin = origin::http_origin();
+    let none = "protection = [\"none\"]\naccept_nec = true";
+    let protected = "protection = [\"integrity\", \"confidentiality\"]\naccept_nec = true";
+    for gssapi in [none, protected] {
+        let server = gss_server(realm, gssapi, "");
+        for flags in [
+            &["--socks5-gssapi"][..],
+            &["--socks5-gssapi-nec"],
+            &["--socks5-gssapi", "--socks5-gssapi-service", "socks"],
+        ] {
+            let (code, got, err) =
+                backports_curl(realm, &server, realm.cache("alice"), flags, &origin, 1000);
+            assert!(got.is_empty(), "{gssapi} {flags:?}");
+            // Exit 97: CURLE_PROXY; a curl that gets further fails this test.
+            assert_eq!(
+                code,
+                97,
+                "{gssapi} {flags:?}: {err}\nserver:\n{}",
+                server.log()
+            );
+            assert!(
+                [
+                    CURL_REFUSES_GSSAPI,
+                    CURL_GIVES_UP_AFTER_GSSAPI,
+                    CURL_NO_PROTECTION_ANSWER
+                ]
+                .iter()
+                .any(|m| err.contains(m)),
+                "{gssapi} {flags:?}: {err}\nserver:\n{}",
+                server.log()
+            );
+        }
+        // No session ever reaches a request.
+        assert!(!server.log().contains("succeeded"), "{}", server.log());
+    }
 }
 
 /// One run of gssapi_client.py, the independent client on python3-gssapi: alice's tickets
