@@ -48,7 +48,7 @@ install_missing() {
         echo "error: node and npm are required (the wasm page's end-to-end test)" >&2
         exit 1
     fi
-    install_backports_curl
+    install_debian_curls
     rustup component add rustfmt clippy >/dev/null 2>&1 || true
     rustup target add wasm32-unknown-unknown thumbv7em-none-eabihf thumbv6m-none-eabi
     if rustup toolchain list | grep -q '^nightly'; then
@@ -59,55 +59,75 @@ install_missing() {
     fi
 }
 
-# Debian's bookworm-backports curl 8.14.1 beside the system's 7.88.1: tests/tests/gssapi.rs
-# shows that both refuse a proxy that selects GSS-API (same SOCKS5 code). Its curl and
-# libcurl4 packages are unpacked (dpkg -x) into BACKPORTS_CURL_ROOT and run with
-# LD_LIBRARY_PATH pointing at that libcurl, so /usr/bin/curl stays the system's 7.88.1. apt reads
-# a private sources list and state directory: the machine's apt configuration is not changed.
-BACKPORTS_CURL_ROOT=/opt/socksgate-tests/curl-bookworm-backports
-BACKPORTS_CURL_VERSION=8.14.1
-install_backports_curl() {
-    local lib="$BACKPORTS_CURL_ROOT/usr/lib/x86_64-linux-gnu"
-    local curl="$BACKPORTS_CURL_ROOT/usr/bin/curl"
-    if [ -x "$curl" ] && LD_LIBRARY_PATH="$lib" "$curl" --version 2>/dev/null \
-            | grep -q "^curl $BACKPORTS_CURL_VERSION .*libcurl/$BACKPORTS_CURL_VERSION"; then
-        return 0
+# Two more Debian curls beside the system's 7.88.1 (/usr/bin/curl, untouched), for the GSS-API
+# tests (tests/tests/gssapi.rs, tests/src/tools.rs `debian_curl`): bookworm-backports' 8.14.1,
+# which refuses a proxy that selects GSS-API like 7.88.1, and trixie-backports' 8.21.0, which
+# gets through. Each is unpacked (dpkg -x) into its own directory: 8.14.1's curl and libcurl4
+# run on bookworm's libraries (LD_LIBRARY_PATH), 8.21.0 comes with every library it needs
+# from trixie, glibc included (run through that glibc's loader). apt reads a private sources
+# list, state and cache directory: the machine's apt configuration is not changed.
+debian_curl_version_ok() { # ROOT VERSION
+    local lib="$1/usr/lib/x86_64-linux-gnu" run=("$1/usr/bin/curl")
+    [ -x "$1/usr/bin/curl" ] || return 1
+    if [ -e "$lib/ld-linux-x86-64.so.2" ]; then
+        run=("$lib/ld-linux-x86-64.so.2" --library-path "$lib" "$1/usr/bin/curl")
     fi
-    echo "curl $BACKPORTS_CURL_VERSION: fetching bookworm-backports' curl and libcurl4"
+    LD_LIBRARY_PATH="$lib" "${run[@]}" --version 2>/dev/null \
+        | grep -q "^curl $2 .*libcurl/$2 "
+}
+install_debian_curl() { # ROOT VERSION SUITE with_deps(yes|no) SOURCES_SUITES...
+    local root=$1 version=$2 suite=$3 with_deps=$4
+    shift 4
+    debian_curl_version_ok "$root" "$version" && return 0
+    echo "curl $version: fetching it from $suite"
     local work
     work=$(mktemp -d)
-    mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/debs" "$work/root"
-    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg]" \
-        "http://deb.debian.org/debian bookworm-backports main" >"$work/sources.list"
+    mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/root"
+    : >"$work/status"
+    for s in "$@"; do
+        echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg]" \
+            "http://deb.debian.org/debian $s main"
+    done >"$work/sources.list"
     local apt_opts=(-o "Dir::Etc::SourceList=$work/sources.list" -o Dir::Etc::SourceParts=/dev/null
         -o "Dir::State::Lists=$work/lists" -o "Dir::Cache=$work/cache"
+        -o Dir::Etc::Preferences=/dev/null -o Dir::Etc::PreferencesParts=/dev/null
+        -o "APT::Default-Release=$suite"
         -o APT::Sandbox::User=root)   # the private directory is root's only
     apt-get "${apt_opts[@]}" update -qq
-    local version
-    version=$(apt-cache "${apt_opts[@]}" show --no-all-versions libcurl4 \
-        | sed -n 's/^Version: //p' | head -n1)
-    case "$version" in
-        "$BACKPORTS_CURL_VERSION"-*) ;;
+    local have
+    have=$(apt-cache "${apt_opts[@]}" policy curl | sed -n 's/^ *Candidate: //p')
+    case "$have" in
+        "$version"-*) ;;
         *)
-            echo "error: bookworm-backports has libcurl4 '$version', the tests expect" \
-                "$BACKPORTS_CURL_VERSION (its GSS-API messages are asserted)" >&2
+            echo "error: $suite has curl '$have', the tests expect $version (its messages" \
+                "are asserted)" >&2
             exit 1
             ;;
     esac
-    (cd "$work/debs" && apt-get "${apt_opts[@]}" download "curl=$version" "libcurl4=$version")
-    for deb in "$work"/debs/*.deb; do dpkg -x "$deb" "$work/root"; done
-    # Its libraries (OpenSSL, MIT krb5's GSS-API, nghttp2, ...) are bookworm's, installed with
-    # the system curl; a missing one fails here rather than in a test.
-    if LD_LIBRARY_PATH="$work/root/usr/lib/x86_64-linux-gnu" ldd "$work/root/usr/bin/curl" \
-            | grep "not found"; then
-        echo "error: bookworm-backports curl: libraries missing (above)" >&2
+    if [ "$with_deps" = yes ]; then
+        # Every package curl needs, as if on an empty system (private, empty dpkg status).
+        apt-get "${apt_opts[@]}" -o "Dir::State::status=$work/status" -o Debug::NoLocking=1 \
+            install -y -qq --download-only --no-install-recommends "curl=$have"
+    else
+        (cd "$work/cache/archives" && apt-get "${apt_opts[@]}" download "curl=$have" "libcurl4=$have")
+    fi
+    for deb in "$work"/cache/archives/*.deb; do dpkg -x "$deb" "$work/root"; done
+    rm -rf "$root"
+    mkdir -p "$(dirname "$root")"
+    mv "$work/root" "$root"
+    rm -rf "$work"
+    # A missing library fails here rather than in a test.
+    if ! debian_curl_version_ok "$root" "$version"; then
+        echo "error: $root/usr/bin/curl does not run as curl $version:" >&2
+        LD_LIBRARY_PATH="$root/usr/lib/x86_64-linux-gnu" ldd "$root/usr/bin/curl" >&2 || true
         exit 1
     fi
-    rm -rf "$BACKPORTS_CURL_ROOT"
-    mkdir -p "$(dirname "$BACKPORTS_CURL_ROOT")"
-    mv "$work/root" "$BACKPORTS_CURL_ROOT"
-    rm -rf "$work"
-    LD_LIBRARY_PATH="$lib" "$curl" --version | head -n1
+}
+install_debian_curls() {
+    install_debian_curl /opt/socksgate-tests/curl-bookworm-backports 8.14.1 bookworm-backports \
+        no bookworm-backports
+    install_debian_curl /opt/socksgate-tests/curl-trixie-backports 8.21.0 trixie-backports \
+        yes trixie trixie-backports
 }
 
 check_style() {

@@ -41,48 +41,81 @@ pub fn require(test: &str, names: &[&str]) -> Option<Vec<PathBuf>> {
     Some(found)
 }
 
-/// Where the root ci.sh unpacks (`dpkg -x`) Debian bookworm-backports' `curl` and `libcurl4`
-/// packages, beside the system's curl (7.88.1), to test a second curl version against the
-/// server's GSS-API method.
-pub const BACKPORTS_CURL_ROOT: &str = "/opt/socksgate-tests/curl-bookworm-backports";
+/// A curl from another Debian suite that the root ci.sh unpacks (`dpkg -x`, with the
+/// packages it needs) into a private directory, beside the system's curl (Debian 12's 7.88.1,
+/// which the other tests use).
+#[derive(Debug, Clone, Copy)]
+pub struct DebianCurl {
+    /// The Debian suite it comes from.
+    pub suite: &'static str,
+    /// Its upstream version, the one whose behaviour the tests assert.
+    pub version: &'static str,
+    /// Where ci.sh unpacks it.
+    pub root: &'static str,
+    /// Whether `root` holds its own C library too (a newer suite's), run through that
+    /// library's dynamic loader; otherwise only libcurl is its own (`LD_LIBRARY_PATH`).
+    pub own_libc: bool,
+}
 
-/// The upstream version ci.sh installs there, and the one whose messages the tests assert.
-pub const BACKPORTS_CURL_VERSION: &str = "8.14.1";
+/// Debian bookworm-backports' curl and libcurl4 (also Debian 13's version): its SOCKS5 code
+/// is 7.88.1's.
+pub const BOOKWORM_BACKPORTS_CURL: DebianCurl = DebianCurl {
+    suite: "bookworm-backports",
+    version: "8.14.1",
+    root: "/opt/socksgate-tests/curl-bookworm-backports",
+    own_libc: false,
+};
 
-/// A command running bookworm-backports' curl from [`BACKPORTS_CURL_ROOT`] with its own
-/// libcurl (`LD_LIBRARY_PATH`). Panics with the reason if it is missing, does not run or is
-/// another version: no `SOCKSGATE_ALLOW_SKIP` here: ci.sh always installs it.
+/// Debian trixie-backports' curl with its libcurl4t64 and every library it needs from trixie
+/// (glibc included): the SOCKS5 code after curl's rework of it.
+pub const TRIXIE_BACKPORTS_CURL: DebianCurl = DebianCurl {
+    suite: "trixie-backports",
+    version: "8.21.0",
+    root: "/opt/socksgate-tests/curl-trixie-backports",
+    own_libc: true,
+};
+
+/// A command running `curl`. Panics with the reason if it is missing, does not run or is
+/// another version: no `SOCKSGATE_ALLOW_SKIP` here, ci.sh always installs it.
 #[track_caller]
-pub fn backports_curl(test: &str) -> Command {
-    let root = Path::new(BACKPORTS_CURL_ROOT);
+pub fn debian_curl(test: &str, curl: &DebianCurl) -> Command {
+    let root = Path::new(curl.root);
     let lib = root.join("usr/lib/x86_64-linux-gnu");
     let bin = root.join("usr/bin/curl");
     let command = || {
-        let mut cmd = Command::new(&bin);
-        cmd.env("LD_LIBRARY_PATH", &lib);
-        cmd
+        if curl.own_libc {
+            // Its own loader, so that none of the system's libraries is mixed in.
+            let mut cmd = Command::new(lib.join("ld-linux-x86-64.so.2"));
+            cmd.arg("--library-path").arg(&lib).arg(&bin);
+            cmd
+        } else {
+            let mut cmd = Command::new(&bin);
+            cmd.env("LD_LIBRARY_PATH", &lib);
+            cmd
+        }
     };
-    let version = command()
+    let suite = curl.suite;
+    let version = curl.version;
+    let out = command()
         .arg("--version")
         .stderr(Stdio::null())
         .output()
         .unwrap_or_else(|e| {
             panic!(
-                "{test}: bookworm-backports' curl is not at {} ({e}); the root ci.sh's install \
-                 step unpacks it there",
+                "{test}: {suite}'s curl is not at {} ({e}); the root ci.sh's install step \
+                 unpacks it there",
                 bin.display()
             )
         });
-    let text = String::from_utf8_lossy(&version.stdout);
+    let text = String::from_utf8_lossy(&out.stdout);
     let first = text.lines().next().unwrap_or_default();
-    let expected = format!("curl {BACKPORTS_CURL_VERSION} ");
     assert!(
-        version.status.success()
-            && first.starts_with(&expected)
-            && first.contains(&format!("libcurl/{BACKPORTS_CURL_VERSION} "))
+        out.status.success()
+            && first.starts_with(&format!("curl {version} "))
+            && first.contains(&format!("libcurl/{version} "))
             && text.contains("GSS-API"),
-        "{test}: {} is not bookworm-backports' curl {BACKPORTS_CURL_VERSION} with GSS-API \
-         (re-run the root ci.sh's install step): {text}",
+        "{test}: {} is not {suite}'s curl {version} with GSS-API (re-run the root ci.sh's \
+         install step): {text}",
         bin.display()
     );
     command()

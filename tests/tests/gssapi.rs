@@ -17,6 +17,7 @@ use socksgate_tests::kerberos::{KerberosServer, Realm};
 use socksgate_tests::origin::{self, TcpService};
 use socksgate_tests::socksgate::Server;
 use socksgate_tests::tmp::TempDir;
+use socksgate_tests::tools::{BOOKWORM_BACKPORTS_CURL, TRIXIE_BACKPORTS_CURL};
 use socksgate_tests::{TIMEOUT, assert_same_bytes, body, tools};
 
 /// The realm every test here uses: users alice and bob, the services `rcmd/localhost`
@@ -69,9 +70,10 @@ fn curl(
     )
 }
 
-/// Like [`curl`], with Debian bookworm-backports' curl 8.14.1 ([`tools::backports_curl`]),
-/// which gets through the GSS-API exchange that Debian 12's 7.88.1 refuses.
-fn backports_curl(
+/// Like [`curl`], with another Debian suite's curl ([`tools::debian_curl`]); stderr also
+/// holds MIT Kerberos' trace.
+fn debian_curl(
+    which: &tools::DebianCurl,
     realm: &Realm,
     server: &Server,
     ccache: &str,
@@ -79,7 +81,9 @@ fn backports_curl(
     origin: &TcpService,
     len: usize,
 ) -> (i32, Vec<u8>, String) {
-    let cmd = tools::backports_curl("gssapi backports curl");
+    let mut cmd = tools::debian_curl("gssapi curl", which);
+    // MIT's trace on stderr says which service principal curl asked for.
+    cmd.env("KRB5_TRACE", "/dev/stderr");
     curl_run(cmd, realm, server, ccache, flags, origin, len)
 }
 
@@ -209,6 +213,140 @@ fn curl_with_a_password_where_the_password_is_preferred() {
     );
 }
 
+/// What curl 8.21.0 (and every curl since its SOCKS rework and pull request 18712) prints when
+/// the server grants integrity or confidentiality: it asks for confidentiality but has no
+/// per-message layer.
+const CURL_NO_PROTECTION_LAYER: &str = "SOCKS5 GSS-API protection not yet implemented.";
+
+/// MIT's trace line for the ticket curl uses, to `rcmd/localhost`.
+const ASKS_FOR_RCMD: &str = "alice@SOCKSGATE.TEST -> rcmd/localhost@SOCKSGATE.TEST";
+
+/// Debian trixie-backports' curl 8.21.0 through the server's GSS-API method with
+/// `protection = ["none"]`: bytes checked, the principal in the access record, the level
+/// counted. `--socks5-gssapi-service` has no effect in this curl: it asks for `rcmd/localhost`
+/// whatever the flag names (MIT's trace), so a service outside the keytab still gets through.
+#[test]
+fn trixie_backports_curl_through_gssapi() {
+    let Some(realm) = realm() else { return };
+    let server = gss_server(realm, "protection = [\"none\"]", "");
+    let origin = origin::http_origin();
+    for (n, flags) in [
+        &["--socks5-gssapi"][..],
+        &["--socks5-gssapi", "--socks5-gssapi-service", "socks"],
+        &[
+            "--socks5-gssapi",
+            "--socks5-gssapi-service",
+            "other/localhost",
+        ],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (code, got, err) = debian_curl(
+            &TRIXIE_BACKPORTS_CURL,
+            realm,
+            &server,
+            realm.cache("alice"),
+            flags,
+            &origin,
+            100_000,
+        );
+        assert_eq!(code, 0, "{flags:?}: {err}\nserver:\n{}", server.log());
+        assert_same_bytes(&got, &body(100_000), &format!("curl 8.21.0 {flags:?}"));
+        assert!(err.contains(ASKS_FOR_RCMD), "{flags:?}: {err}");
+        assert!(
+            !err.contains("socks/localhost") && !err.contains("other/localhost"),
+            "{flags:?}: this curl now honours --socks5-gssapi-service: {err}"
+        );
+        server.wait_metric(&format!(
+            "socksgate_gssapi_sessions_total{{protection=\"none\"}} {}",
+            n + 1
+        ));
+    }
+    let line = server.wait_log(&["user=alice@SOCKSGATE.TEST", "outcome=\"succeeded\""]);
+    assert!(line.contains("command=connect"), "{line}");
+}
+
+/// The NEC form (`--socks5-gssapi-nec`, the level in clear): through with `accept_nec = true`;
+/// with `accept_nec = false` the server refuses it and curl says it got no answer.
+#[test]
+fn trixie_backports_curl_nec_form() {
+    let Some(realm) = realm() else { return };
+    let origin = origin::http_origin();
+    let flags = ["--socks5-gssapi-nec"];
+    let server = gss_server(realm, "protection = [\"none\"]\naccept_nec = true", "");
+    let (code, got, err) = debian_curl(
+        &TRIXIE_BACKPORTS_CURL,
+        realm,
+        &server,
+        realm.cache("bob"),
+        &flags,
+        &origin,
+        100_000,
+    );
+    assert_eq!(code, 0, "{err}\nserver:\n{}", server.log());
+    assert_same_bytes(&got, &body(100_000), "curl 8.21.0 --socks5-gssapi-nec");
+    server.wait_log(&["user=bob@SOCKSGATE.TEST", "outcome=\"succeeded\""]);
+    server.wait_metric("socksgate_gssapi_sessions_total{protection=\"none\"} 1");
+
+    let server = gss_server(realm, "protection = [\"none\"]\naccept_nec = false", "");
+    let (code, got, err) = debian_curl(
+        &TRIXIE_BACKPORTS_CURL,
+        realm,
+        &server,
+        realm.cache("bob"),
+        &flags,
+        &origin,
+        1000,
+    );
+    assert!(got.is_empty());
+    assert_eq!(code, 97, "{err}\nserver:\n{}", server.log());
+    assert!(err.contains(CURL_NO_PROTECTION_ANSWER), "{err}");
+    server.wait_log(&["GSS-API: unprotected (NEC) protection negotiation refused"]);
+}
+
+/// A server granting integrity or confidentiality (curl asks for confidentiality; the server
+/// grants the strongest listed level not above it): curl stops with its "not yet implemented"
+/// message, after sending its request unwrapped, which the server refuses as a malformed
+/// GSS-API message. No byte reaches the origin.
+#[test]
+fn trixie_backports_curl_where_protection_is_granted() {
+    let Some(realm) = realm() else { return };
+    let origin = origin::http_origin();
+    for (gssapi, flags) in [
+        (EVERY_LEVEL, &["--socks5-gssapi"][..]),
+        ("protection = [\"integrity\"]", &["--socks5-gssapi"]),
+        (
+            "protection = [\"integrity\", \"confidentiality\"]\naccept_nec = true",
+            &["--socks5-gssapi-nec"],
+        ),
+    ] {
+        let server = gss_server(realm, gssapi, "");
+        let (code, got, err) = debian_curl(
+            &TRIXIE_BACKPORTS_CURL,
+            realm,
+            &server,
+            realm.cache("alice"),
+            flags,
+            &origin,
+            1000,
+        );
+        assert!(got.is_empty(), "{gssapi} {flags:?}");
+        assert_eq!(
+            code,
+            97,
+            "{gssapi} {flags:?}: {err}\nserver:\n{}",
+            server.log()
+        );
+        assert!(
+            err.contains(CURL_NO_PROTECTION_LAYER),
+            "{gssapi} {flags:?}: {err}"
+        );
+        server.wait_log(&["malformed GSS-API message", "unexpected version octet 0x05"]);
+        assert!(!server.log().contains("succeeded"), "{}", server.log());
+    }
+}
+
 /// Debian bookworm-backports' curl 8.14.1 (also Debian 13's version) has the same SOCKS5
 /// state machine as 7.88.1 and fails the same ways, whatever the server grants and with every
 /// GSS-API flag: the refusal when the method reply is not yet readable on its first read (its
@@ -228,8 +366,15 @@ fn bookworm_backports_curl_refuses_gssapi_like_debian_12() {
             &["--socks5-gssapi-nec"],
             &["--socks5-gssapi", "--socks5-gssapi-service", "socks"],
         ] {
-            let (code, got, err) =
-                backports_curl(realm, &server, realm.cache("alice"), flags, &origin, 1000);
+            let (code, got, err) = debian_curl(
+                &BOOKWORM_BACKPORTS_CURL,
+                realm,
+                &server,
+                realm.cache("alice"),
+                flags,
+                &origin,
+                1000,
+            );
             assert!(got.is_empty(), "{gssapi} {flags:?}");
             // Exit 97: CURLE_PROXY; a curl that gets further fails this test.
             assert_eq!(
