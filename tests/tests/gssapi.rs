@@ -347,12 +347,19 @@ fn trixie_backports_curl_where_protection_is_granted() {
     }
 }
 
+/// What bookworm-backports' curl 8.14.1 prints, now and then, when it reached the exchange: it
+/// sent its context token and waited until its time limit, although the server's answer token
+/// had arrived within milliseconds (seen in a loopback capture). The server's record of that
+/// session ends when curl closes, with no GSS-API error of its own.
+const CURL_NO_AUTHENTICATION_ANSWER: &str = "Failed to receive GSS-API authentication response.";
+
 /// Debian bookworm-backports' curl 8.14.1 (also Debian 13's version) has the same SOCKS5
 /// state machine as 7.88.1 and fails the same ways, whatever the server grants and with every
 /// GSS-API flag: the refusal when the method reply is not yet readable on its first read (its
 /// permission to use GSS-API is set only in the step that sends the greeting), otherwise, after
 /// a complete exchange, the "undocumented mode" error (no step follows a successful exchange),
-/// or, where the server grants no "none", the missing encryption response.
+/// or, where the server grants no "none", the missing encryption response; and now and then
+/// it waits for an answer to its context token until its time limit (10 s here).
 #[test]
 fn bookworm_backports_curl_refuses_gssapi_like_debian_12() {
     let Some(realm) = realm() else { return };
@@ -366,12 +373,14 @@ fn bookworm_backports_curl_refuses_gssapi_like_debian_12() {
             &["--socks5-gssapi-nec"],
             &["--socks5-gssapi", "--socks5-gssapi-service", "socks"],
         ] {
+            // A shorter limit than the harness's (the last --max-time counts).
+            let flags = [flags, &["--max-time", "10"]].concat();
             let (code, got, err) = debian_curl(
                 &BOOKWORM_BACKPORTS_CURL,
                 realm,
                 &server,
                 realm.cache("alice"),
-                flags,
+                &flags,
                 &origin,
                 1000,
             );
@@ -387,7 +396,8 @@ fn bookworm_backports_curl_refuses_gssapi_like_debian_12() {
                 [
                     CURL_REFUSES_GSSAPI,
                     CURL_GIVES_UP_AFTER_GSSAPI,
-                    CURL_NO_PROTECTION_ANSWER
+                    CURL_NO_PROTECTION_ANSWER,
+                    CURL_NO_AUTHENTICATION_ANSWER
                 ]
                 .iter()
                 .any(|m| err.contains(m)),
