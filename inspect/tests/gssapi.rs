@@ -416,3 +416,56 @@ fn real_python3_gssapi_and_curl_captures() {
     assert_eq!(s.anomalies, ["missing GSS-API message"]);
     assert!(s.gssapi.as_ref().is_some_and(|g| g.tokens.is_empty()));
 }
+
+/// curl 8.21.0 (Debian trixie-backports) through socksgate with `protection = ["none"]`: the
+/// RFC 1961 form (level request and grant wrapped, so their values stay hidden), then the NEC
+/// form (confidentiality asked in clear, none granted); each a CONNECT carrying an HTTP
+/// fetch of 1000 bytes in clear.
+#[test]
+fn real_curl_gssapi_capture() {
+    let report = run(include_bytes!("captures/gssapi-curl-8.21-lo.pcap"));
+    assert_eq!(report.sessions.len(), 2, "{report}");
+    for (i, s) in report.sessions.iter().enumerate() {
+        assert!(s.anomalies.is_empty(), "#{}: {:?}", i + 1, s.anomalies);
+        assert_eq!(
+            (s.methods_offered.as_slice(), s.method),
+            (&[0, 1][..], Some(1))
+        );
+        let g = s.gssapi.as_ref().unwrap();
+        assert_eq!(g.mechanism.as_deref(), Some("kerberos"));
+        assert_eq!(
+            g.service_principal.as_deref(),
+            Some("rcmd/localhost@SOCKSGATE.TEST")
+        );
+        let kinds: Vec<_> = g.tokens.iter().map(|t| (t.dir, t.kind.as_str())).collect();
+        assert_eq!(
+            kinds,
+            [
+                (Dir::Up, "context"),
+                (Dir::Down, "context"),
+                (Dir::Up, "protection"),
+                (Dir::Down, "protection")
+            ]
+        );
+        let p = g.protection.as_ref().unwrap();
+        let expected = if i == 0 {
+            ("wrapped", None, None)
+        } else {
+            ("nec", Some("confidentiality"), Some("none"))
+        };
+        assert_eq!(
+            (p.form, p.requested.as_deref(), p.granted.as_deref()),
+            expected,
+            "#{}",
+            i + 1
+        );
+        // Level none: nothing encapsulated, the request and the HTTP exchange in clear.
+        assert_eq!(g.encapsulated_up.messages + g.encapsulated_down.messages, 0);
+        assert_eq!(s.command.as_deref(), Some("connect"));
+        assert_eq!(s.dst_host.as_deref(), Some("127.0.0.1"));
+        assert_eq!(
+            (s.reply_code, s.bytes_up, s.bytes_down),
+            (Some(0), 83, 1100)
+        );
+    }
+}
