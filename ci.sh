@@ -72,8 +72,9 @@ debian_curl_version_ok() { # ROOT VERSION
     if [ -e "$lib/ld-linux-x86-64.so.2" ]; then
         run=("$lib/ld-linux-x86-64.so.2" --library-path "$lib" "$1/usr/bin/curl")
     fi
-    LD_LIBRARY_PATH="$lib" "${run[@]}" --version 2>/dev/null \
-        | grep -q "^curl $2 .*libcurl/$2 "
+    local out   # whole, not piped into grep -q (an early exit would be SIGPIPE under pipefail)
+    out=$(LD_LIBRARY_PATH="$lib" "${run[@]}" --version 2>/dev/null) || return 1
+    grep -q "^curl $2 .*libcurl/$2 " <<<"$out"
 }
 install_debian_curl() { # ROOT VERSION SUITE with_deps(yes|no) SOURCES_SUITES...
     local root=$1 version=$2 suite=$3 with_deps=$4
