@@ -61,12 +61,21 @@ install_missing() {
 
 # Two more Debian curls beside the system's 7.88.1 (/usr/bin/curl, untouched), for the GSS-API
 # tests (tests/tests/gssapi.rs, tests/src/tools.rs `debian_curl`): bookworm-backports' 8.14.1,
-# which refuses a proxy that selects GSS-API like 7.88.1, and trixie-backports' 8.21.0, which
-# gets through. Each is unpacked (dpkg -x) into its own directory: 8.14.1's curl and libcurl4
-# run on bookworm's libraries (LD_LIBRARY_PATH), 8.21.0 comes with every library it needs
+# which refuses a proxy that selects GSS-API like 7.88.1, and trixie-backports' (8.17.0 or
+# later), which gets through. Each is unpacked (dpkg -x) into its own directory: 8.14.1's curl and libcurl4
+# run on bookworm's libraries (LD_LIBRARY_PATH), the newer one comes with every library it needs
 # from trixie, glibc included (run through that glibc's loader). apt reads a private sources
 # list, state and cache directory: the machine's apt configuration is not changed.
-debian_curl_version_ok() { # ROOT VERSION
+# VERSION is the upstream version the tests assert: exactly it, or it or later with or-later
+# (a suite that follows curl's releases).
+curl_version_fits() { # HAVE VERSION exact|or-later
+    if [ "$3" = or-later ]; then
+        dpkg --compare-versions "$1" ge "$2"
+    else
+        [ "$1" = "$2" ]
+    fi
+}
+debian_curl_version_ok() { # ROOT VERSION exact|or-later
     local lib="$1/usr/lib/x86_64-linux-gnu" run=("$1/usr/bin/curl")
     [ -x "$1/usr/bin/curl" ] || return 1
     if [ -e "$lib/ld-linux-x86-64.so.2" ]; then
@@ -74,12 +83,14 @@ debian_curl_version_ok() { # ROOT VERSION
     fi
     local out   # whole, not piped into grep -q (an early exit would be SIGPIPE under pipefail)
     out=$(LD_LIBRARY_PATH="$lib" "${run[@]}" --version 2>/dev/null) || return 1
-    grep -q "^curl $2 .*libcurl/$2 " <<<"$out"
+    local have
+    have=$(sed -n '1s/^curl \([0-9.]*\) .* libcurl\/\1 .*/\1/p' <<<"$out")
+    [ -n "$have" ] && curl_version_fits "$have" "$2" "$3"
 }
-install_debian_curl() { # ROOT VERSION SUITE with_deps(yes|no) SOURCES_SUITES...
-    local root=$1 version=$2 suite=$3 with_deps=$4
-    shift 4
-    debian_curl_version_ok "$root" "$version" && return 0
+install_debian_curl() { # ROOT VERSION exact|or-later SUITE with_deps(yes|no) SOURCES_SUITES...
+    local root=$1 version=$2 match=$3 suite=$4 with_deps=$5
+    shift 5
+    debian_curl_version_ok "$root" "$version" "$match" && return 0
     echo "curl $version: fetching it from $suite"
     local work
     work=$(mktemp -d)
@@ -97,14 +108,11 @@ install_debian_curl() { # ROOT VERSION SUITE with_deps(yes|no) SOURCES_SUITES...
     apt-get "${apt_opts[@]}" update -qq
     local have
     have=$(apt-cache "${apt_opts[@]}" policy curl | sed -n 's/^ *Candidate: //p')
-    case "$have" in
-        "$version"-*) ;;
-        *)
-            echo "error: $suite has curl '$have', the tests expect $version (its messages" \
-                "are asserted)" >&2
-            exit 1
-            ;;
-    esac
+    if ! curl_version_fits "${have%%-*}" "$version" "$match"; then
+        echo "error: $suite has curl '$have', the tests expect $version ($match; its" \
+            "messages are asserted)" >&2
+        exit 1
+    fi
     if [ "$with_deps" = yes ]; then
         # Every package curl needs, as if on an empty system (private, empty dpkg status).
         apt-get "${apt_opts[@]}" -o "Dir::State::status=$work/status" -o Debug::NoLocking=1 \
@@ -118,17 +126,18 @@ install_debian_curl() { # ROOT VERSION SUITE with_deps(yes|no) SOURCES_SUITES...
     mv "$work/root" "$root"
     rm -rf "$work"
     # A missing library fails here rather than in a test.
-    if ! debian_curl_version_ok "$root" "$version"; then
+    if ! debian_curl_version_ok "$root" "$version" "$match"; then
         echo "error: $root/usr/bin/curl does not run as curl $version:" >&2
         LD_LIBRARY_PATH="$root/usr/lib/x86_64-linux-gnu" ldd "$root/usr/bin/curl" >&2 || true
         exit 1
     fi
 }
 install_debian_curls() {
-    install_debian_curl /opt/socksgate-tests/curl-bookworm-backports 8.14.1 bookworm-backports \
-        no bookworm-backports
-    install_debian_curl /opt/socksgate-tests/curl-trixie-backports 8.21.0 trixie-backports \
-        yes trixie trixie-backports
+    install_debian_curl /opt/socksgate-tests/curl-bookworm-backports 8.14.1 exact \
+        bookworm-backports no bookworm-backports
+    # From 8.17.0 on: curl's reworked SOCKS5 code (8.21.0 when the tests were written).
+    install_debian_curl /opt/socksgate-tests/curl-trixie-backports 8.17.0 or-later \
+        trixie-backports yes trixie trixie-backports
 }
 
 check_style() {

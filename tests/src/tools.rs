@@ -48,8 +48,11 @@ pub fn require(test: &str, names: &[&str]) -> Option<Vec<PathBuf>> {
 pub struct DebianCurl {
     /// The Debian suite it comes from.
     pub suite: &'static str,
-    /// Its upstream version, the one whose behaviour the tests assert.
+    /// Its upstream version, the one whose behaviour the tests assert: exactly this one, or
+    /// this one or later when [`Self::or_later`] (a suite that moves to new releases).
     pub version: &'static str,
+    /// Whether a later version than [`Self::version`] is accepted too.
+    pub or_later: bool,
     /// Where ci.sh unpacks it.
     pub root: &'static str,
     /// Whether `root` holds its own C library too (a newer suite's), run through that
@@ -62,15 +65,19 @@ pub struct DebianCurl {
 pub const BOOKWORM_BACKPORTS_CURL: DebianCurl = DebianCurl {
     suite: "bookworm-backports",
     version: "8.14.1",
+    or_later: false,
     root: "/opt/socksgate-tests/curl-bookworm-backports",
     own_libc: false,
 };
 
 /// Debian trixie-backports' curl with its libcurl4t64 and every library it needs from trixie
-/// (glibc included): the SOCKS5 code after curl's rework of it.
+/// (glibc included): the SOCKS5 code after curl's rework of it (pull requests 18401 and
+/// 18712, in 8.17.0). The suite follows curl's releases, so any version from 8.17.0 on is
+/// taken (8.21.0 when the tests were written).
 pub const TRIXIE_BACKPORTS_CURL: DebianCurl = DebianCurl {
     suite: "trixie-backports",
-    version: "8.21.0",
+    version: "8.17.0",
+    or_later: true,
     root: "/opt/socksgate-tests/curl-trixie-backports",
     own_libc: true,
 };
@@ -109,13 +116,28 @@ pub fn debian_curl(test: &str, curl: &DebianCurl) -> Command {
         });
     let text = String::from_utf8_lossy(&out.stdout);
     let first = text.lines().next().unwrap_or_default();
+    // "curl 8.21.0 (x86_64-pc-linux-gnu) libcurl/8.21.0 ...": both must be the wanted one.
+    let numbers = |v: &str| -> Vec<u32> { v.split('.').map_while(|n| n.parse().ok()).collect() };
+    let wanted = numbers(version);
+    let fits = |v: &str| {
+        let v = numbers(v);
+        v.len() == 3
+            && if curl.or_later {
+                v >= wanted
+            } else {
+                v == wanted
+            }
+    };
+    let mut words = first.split(' ');
+    let tool = words.nth(1).unwrap_or_default();
+    let lib = words
+        .find_map(|w| w.strip_prefix("libcurl/"))
+        .unwrap_or_default();
+    let which = if curl.or_later { "or later" } else { "exactly" };
     assert!(
-        out.status.success()
-            && first.starts_with(&format!("curl {version} "))
-            && first.contains(&format!("libcurl/{version} "))
-            && text.contains("GSS-API"),
-        "{test}: {} is not {suite}'s curl {version} with GSS-API (re-run the root ci.sh's \
-         install step): {text}",
+        out.status.success() && fits(tool) && lib == tool && text.contains("GSS-API"),
+        "{test}: {} is not {suite}'s curl {version} ({which}) with GSS-API (re-run the root \
+         ci.sh's install step): {text}",
         bin.display()
     );
     command()
