@@ -449,6 +449,14 @@ impl<'a> Py<'a> {
         }
     }
 
+    /// [`Self::new`] with the client's `mode`.
+    fn with_mode(realm: &'a Realm, mode: &'a str) -> Self {
+        Self {
+            mode,
+            ..Self::new(realm)
+        }
+    }
+
     /// Runs it through `server` to the echo service on `dst`; returns (result JSON, wire
     /// bytes sent, wire bytes received).
     fn run(
@@ -574,20 +582,12 @@ fn python_client_bad_input_closes_only_that_session() {
     let server = gss_server(realm, EVERY_LEVEL, "");
     let echo = origin::echo();
     // A garbled context token: the abort message, one log line, a metric.
-    let (r, _, _) = Py {
-        mode: "garble",
-        ..Py::new(realm)
-    }
-    .run(realm, &server, echo.port());
+    let (r, _, _) = Py::with_mode(realm, "garble").run(realm, &server, echo.port());
     assert_eq!(r["outcome"], "aborted", "{r}");
     server.wait_log(&["defective token", "auth_failed"]);
     server.wait_metric("socksgate_gssapi_failures_total{cause=\"defective_token\"} 1");
     // A token header announcing 65,535 octets, then EOF: closed during the handshake.
-    let (r, _, _) = Py {
-        mode: "truncate",
-        ..Py::new(realm)
-    }
-    .run(realm, &server, echo.port());
+    let (r, _, _) = Py::with_mode(realm, "truncate").run(realm, &server, echo.port());
     assert_eq!(r["outcome"], "closed", "{r}");
     server.wait_log(&["client closed during handshake"]);
     // Counted as a failed handshake (the garbled token before it was one too).
@@ -709,21 +709,13 @@ fn python_client_oversized_and_stalled_tokens() {
     let echo = origin::echo();
     // A message of the longest length the framing allows, all garbage: read whole, refused
     // as a defective token with the abort message.
-    let (r, _, _) = Py {
-        mode: "oversize",
-        ..Py::new(realm)
-    }
-    .run(realm, &server, echo.port());
+    let (r, _, _) = Py::with_mode(realm, "oversize").run(realm, &server, echo.port());
     assert_eq!(r["outcome"], "aborted", "{r}\n{}", server.log());
     server.wait_log(&["defective token", "auth_failed"]);
     server.wait_metric("socksgate_gssapi_failures_total{cause=\"defective_token\"} 1");
     // A length announcing more than ever comes, the connection left open: the handshake
     // timeout closes it.
-    let (r, _, _) = Py {
-        mode: "stall",
-        ..Py::new(realm)
-    }
-    .run(realm, &server, echo.port());
+    let (r, _, _) = Py::with_mode(realm, "stall").run(realm, &server, echo.port());
     assert_eq!(r["outcome"], "closed", "{r}");
     server.wait_log(&["handshake timed out"]);
     // A failed handshake (the oversized token before it was one too).
