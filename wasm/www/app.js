@@ -2,22 +2,22 @@
 // No framework, no network: everything stays in this tab.
 
 import { parseFilter, FilterError } from "./filter.js";
-import { COLUMNS, hostPort, toRow, cellText, visibleRows } from "./columns.js";
+import { COLUMNS, hostPort, cellText, visibleRows } from "./columns.js";
 import { selectPackets } from "./pcap.js";
-import { sessionsFromTable } from "./table.js";
+import { Sessions } from "./table.js";
 
 const $ = (id) => document.getElementById(id);
 
 
 const state = {
   file: null,
-  report: null,
-  rows: [],
+  report: null, // { capture } of the capture shown
+  table: null, // its sessions (Sessions: in columns, rows built for the rows drawn)
   sortKey: "n",
   sortAsc: true,
   filter: "",
   window: null, // [from, to] in capture seconds (epoch), brushed on the timeline, or null
-  view: [], // the rows shown, filtered and sorted
+  view: new Int32Array(0), // the sessions shown (indices into the table), filtered and sorted
   selected: null,
   focusN: null, // the session row in the tab order
   message: null,
@@ -86,7 +86,7 @@ function run(file) {
       document.body.dataset.wasmMemory = String(m.wasmMemory);
       document.body.dataset.mbps = mbps.toFixed(1);
       if (m.table.count >= OFF_THREAD_ROWS) deferViewWorker(m.table);
-      load({ capture: JSON.parse(m.capture), sessions: sessionsFromTable(m.table) });
+      load({ capture: JSON.parse(m.capture) }, new Sessions(m.table));
     }
   };
   worker.onerror = (e) => {
@@ -132,18 +132,19 @@ function readLink() {
   return Number.isInteger(n) && n > 0 ? n : null;
 }
 
-function load(report) {
+function load(report, table) {
   state.report = report;
-  state.rows = report.sessions.map(toRow);
+  state.table = table;
+  state.view = new Int32Array(0);
   state.selected = null;
   state.window = null;
   let t0 = Infinity, t1 = -Infinity;
-  for (const r of state.rows) { t0 = Math.min(t0, r.session.start); t1 = Math.max(t1, r.session.end); }
-  state.span = state.rows.length ? [t0, Math.max(t1, t0 + 1e-6)] : [0, 1];
+  for (let k = 0; k < table.count; k++) { t0 = Math.min(t0, table.start(k)); t1 = Math.max(t1, table.end(k)); }
+  state.span = table.count ? [t0, Math.max(t1, t0 + 1e-6)] : [0, 1];
   const c = report.capture;
   $("summary").textContent =
     `${state.file.name}: ${c.format}, ${c.packets} packets, ${c.link_types.join(", ") || "no link types"}, ` +
-    `${c.tcp_connections} TCP connections, ${report.sessions.length} SOCKS sessions` +
+    `${c.tcp_connections} TCP connections, ${table.count} SOCKS sessions` +
     (c.truncated ? " — file truncated" : "");
   $("results").hidden = false;
   $("drop").classList.add("small");
@@ -180,7 +181,7 @@ function ensureViewWorker() {
   viewTable = null;
 }
 
-/** A fresh view worker holding the rows of `table` (the sessions in columns, copied to it). */
+/** A fresh view worker holding the rows of `table` (the sessions' columns, copied to it). */
 function startViewWorker(table) {
   if (viewWorker) viewWorker.terminate();
   for (const w of viewWaiters) w();
@@ -190,7 +191,7 @@ function startViewWorker(table) {
     const m = e.data;
     if (m.seq !== viewSeq) return; // a newer request is on its way: its answer will do
     if (m.error === undefined) {
-      state.view = Array.from(m.order, (i) => state.rows[i]);
+      state.view = m.order;
       showView();
     }
     const waiters = viewWaiters;
@@ -206,16 +207,18 @@ function requestView() {
     // Every row in capture order: what the rows already are, so no pass is needed (this is
     // the view a capture opens with). A view worker's answer still on its way is stale now.
     viewSeq++;
-    state.view = state.rows;
+    state.view = new Int32Array(state.table.count);
+    for (let k = 0; k < state.view.length; k++) state.view[k] = k;
     showView();
     const waiters = viewWaiters;
     viewWaiters = [];
     for (const w of waiters) w();
     return Promise.resolve();
   }
-  if (state.rows.length < OFF_THREAD_ROWS) {
+  if (state.table.count < OFF_THREAD_ROWS) {
     const predicate = state.filter.trim() ? parseFilter(state.filter, cellText, COLUMNS) : null;
-    state.view = visibleRows(state.rows, { predicate, window: state.window, sortKey: state.sortKey, sortAsc: state.sortAsc });
+    const shown = visibleRows(state.table.rows(), { predicate, window: state.window, sortKey: state.sortKey, sortAsc: state.sortAsc });
+    state.view = Int32Array.from(shown, (r) => r.n - 1);
     showView();
     return Promise.resolve();
   }
@@ -302,7 +305,7 @@ function renderTable() {
     return th;
   }));
   // The selection and the link change now; the rows when the view worker answers.
-  if (state.rows.length >= OFF_THREAD_ROWS) {
+  if (state.table.count >= OFF_THREAD_ROWS) {
     writeLink();
     renderBody();
   }
@@ -313,7 +316,7 @@ function renderTable() {
 function showView() {
   writeLink();
   drawTimeline();
-  $("count").textContent = `${state.view.length} of ${state.rows.length} sessions`;
+  $("count").textContent = `${state.view.length} of ${state.table.count} sessions`;
   document.querySelector("#sessions").setAttribute("aria-rowcount", String(state.view.length + 1));
   renderBody();
 }
@@ -342,18 +345,19 @@ function spacer(height) {
 }
 
 function renderBody() {
-  const rows = state.view;
+  const view = state.view;
   const body = document.querySelector("#sessions tbody");
   const frag = document.createDocumentFragment();
   const [first, end] = rowWindow();
   // One row in the tab order (roving tabindex); arrow keys move between rows.
-  const has = (n) => n != null && rows.some((r) => r.n === n);
-  const focusN = has(state.focusN) ? state.focusN : has(state.selected) ? state.selected : rows[0]?.n;
+  const has = (n) => n != null && view.includes(n - 1);
+  const focusN = has(state.focusN) ? state.focusN : has(state.selected) ? state.selected
+    : view.length ? view[0] + 1 : undefined;
   const hadFocus = document.activeElement?.closest?.("#sessions tbody") != null;
   const h = rowHeight || 26;
   if (first > 0) frag.append(spacer(first * h));
   for (let i = first; i < end; i++) {
-    const r = rows[i];
+    const r = state.table.row(view[i]);
     const tr = document.createElement("tr");
     tr.dataset.n = r.n;
     tr.tabIndex = r.n === focusN ? 0 : -1;
@@ -369,19 +373,19 @@ function renderBody() {
     }
     frag.append(tr);
   }
-  if (end < rows.length) frag.append(spacer((rows.length - end) * h));
+  if (end < view.length) frag.append(spacer((view.length - end) * h));
   body.replaceChildren(frag);
   const sample = body.querySelector("tr[data-n]");
   if (sample && !rowHeight) {
     rowHeight = sample.getBoundingClientRect().height || 26;
-    if (rows.length > end - first) return renderBody(); // spacers at the measured height
+    if (view.length > end - first) return renderBody(); // spacers at the measured height
   }
   if (hadFocus) focusRow(focusN);
 }
 
 /** Scrolls session `n` into the table's view (rendering it) and focuses it. */
 function revealRow(n) {
-  const i = state.view.findIndex((r) => r.n === n);
+  const i = state.view.indexOf(n - 1);
   if (i < 0) return;
   const wrap = document.querySelector(".table-wrap");
   const h = rowHeight || 26;
@@ -402,13 +406,33 @@ function revealRow(n) {
 // announced through aria-valuetext), Enter opens that session, [ and ] put the time window's
 // start at its start and the end at its end, Escape clears the window.
 const LANES = 6;
-let timelineHits = []; // [x0, x1, lane, n], in time order
-let timelineCursor = -1; // index into timelineHits of the keyboard cursor, -1 = none
+// The bars in time order, four numbers each: x0, x1, lane, session n (flat: one bar per
+// session shown, 200,000 of them for a big capture).
+let timelineHits = new Float64Array(0);
+let timelineCount = 0; // bars in timelineHits
+let timelineCursor = -1; // index of the bar under the keyboard cursor, -1 = none
 let timelineCursorN = null; // the session under the cursor: it stays on it when bars move
+
+/** Bar `i` as [x0, x1, lane, n]. */
+function hit(i) {
+  return Array.from(timelineHits.subarray(4 * i, 4 * i + 4));
+}
+
+/** The index of the bar of session `n`, or -1. */
+function hitOf(n) {
+  for (let i = 0; i < timelineCount; i++) if (timelineHits[4 * i + 3] === n) return i;
+  return -1;
+}
+
+// Where each session's bar is, as [x0, x1, lane, n] in time order (for tests and tools).
+Object.defineProperty($("timeline"), "bars", {
+  get: () => Array.from({ length: timelineCount }, (_, i) => hit(i)),
+});
 
 function drawTimeline() {
   const canvas = $("timeline");
-  const rows = state.view;
+  const table = state.table;
+  const view = state.view;
   const width = canvas.clientWidth || 800;
   const scale = window.devicePixelRatio || 1;
   canvas.width = Math.round(width * scale);
@@ -416,8 +440,8 @@ function drawTimeline() {
   const g = canvas.getContext("2d");
   g.setTransform(scale, 0, 0, scale, 0, 0);
   g.clearRect(0, 0, width, 64);
-  timelineHits = [];
-  if (!rows.length) {
+  timelineCount = 0;
+  if (!view.length) {
     canvas.setAttribute("aria-label", "timeline: no sessions shown");
     for (const [k, v] of [["aria-valuemax", "0"], ["aria-valuenow", "0"], ["aria-valuetext", "no sessions"]]) canvas.setAttribute(k, v);
     timelineCursor = -1;
@@ -433,8 +457,9 @@ function drawTimeline() {
   const laneH = (64 - 8) / LANES;
   // Sessions come in capture order, usually already by start: sort only when not.
   let sorted = true;
-  for (let i = 1; i < rows.length && sorted; i++) sorted = rows[i - 1].session.start <= rows[i].session.start;
-  const byStart = sorted ? rows : [...rows].sort((a, b) => a.session.start - b.session.start);
+  for (let i = 1; i < view.length && sorted; i++) sorted = table.start(view[i - 1]) <= table.start(view[i]);
+  const byStart = sorted ? view : Array.from(view).sort((a, b) => table.start(a) - table.start(b));
+  if (timelineHits.length < 4 * view.length) timelineHits = new Float64Array(4 * view.length);
   let selected = null;
   // Bars of one lane and colour that touch are drawn as one rectangle (200,000 sessions on a
   // few hundred pixels overlap almost entirely), in the same order, so the picture is the same.
@@ -446,15 +471,18 @@ function drawTimeline() {
     g.fillRect(p[0], 4 + lane * laneH, p[1] - p[0], laneH - 2);
     pending[lane] = null;
   };
-  for (const r of byStart) {
-    const x0 = 4 + ((r.session.start - t0) / span) * (width - 8);
-    const x1 = Math.max(x0 + 2, 4 + ((r.session.end - t0) / span) * (width - 8));
-    let lane = laneEnd.findIndex((end) => end < x0);
-    if (lane < 0) lane = laneEnd.indexOf(Math.min(...laneEnd));
+  for (const k of byStart) {
+    const x0 = 4 + ((table.start(k) - t0) / span) * (width - 8);
+    const x1 = Math.max(x0 + 2, 4 + ((table.end(k) - t0) / span) * (width - 8));
+    // The first lane free at x0, else the one that frees first.
+    let lane = -1;
+    for (let l = 0; l < LANES && lane < 0; l++) if (laneEnd[l] < x0) lane = l;
+    if (lane < 0) { lane = 0; for (let l = 1; l < LANES; l++) if (laneEnd[l] < laneEnd[lane]) lane = l; }
     laneEnd[lane] = x1 + 1;
-    timelineHits.push([x0, x1, lane, r.n]);
-    if (r.n === state.selected) { selected = [x0, x1, lane]; continue; }
-    const warn = r.anomalies > 0;
+    const at = 4 * timelineCount++;
+    timelineHits[at] = x0; timelineHits[at + 1] = x1; timelineHits[at + 2] = lane; timelineHits[at + 3] = k + 1;
+    if (k + 1 === state.selected) { selected = [x0, x1, lane]; continue; }
+    const warn = table.anomalyCount(k) > 0;
     const p = pending[lane];
     if (p && p[2] === warn && x0 <= p[1]) p[1] = Math.max(p[1], x1);
     else { flush(lane); pending[lane] = [x0, x1, warn]; }
@@ -474,61 +502,64 @@ function drawTimeline() {
     g.strokeStyle = colour.sel;
     g.strokeRect(a + 0.5, 0.5, Math.max(b - a, 1) - 1, 63);
   }
-  timelineCursor = timelineHits.findIndex((h) => h[3] === timelineCursorN);
+  timelineCursor = timelineCursorN === null ? -1 : hitOf(timelineCursorN);
   if (timelineCursor >= 0) {
-    const [x0, x1, lane] = timelineHits[timelineCursor];
+    const [x0, x1, lane] = hit(timelineCursor);
     g.strokeStyle = colour.sel;
     g.lineWidth = 2;
     g.strokeRect(x0 - 2, 3 + lane * laneH, x1 - x0 + 4, laneH);
     g.lineWidth = 1;
   }
-  canvas.bars = timelineHits; // where each session's bar is (for tests and tools)
   describeCursor();
   const iso = (t) => new Date(t * 1000).toISOString().replace("T", " ").replace("Z", "");
   canvas.setAttribute("aria-label",
-    `timeline of ${rows.length} sessions from ${iso(t0)} to ${iso(t1)} (${span.toFixed(3)} s); the table lists them`);
+    `timeline of ${view.length} sessions from ${iso(t0)} to ${iso(t1)} (${span.toFixed(3)} s); the table lists them`);
 }
 
 /** The slider's value and text: the session under the keyboard cursor. */
 function describeCursor() {
   const canvas = $("timeline");
   canvas.setAttribute("aria-valuemin", "0"); // 0: no session chosen yet
-  canvas.setAttribute("aria-valuemax", String(timelineHits.length));
+  canvas.setAttribute("aria-valuemax", String(timelineCount));
   canvas.setAttribute("aria-valuenow", String(timelineCursor + 1));
-  const hit = timelineHits[timelineCursor];
-  const r = hit && state.rows.find((row) => row.n === hit[3]);
+  const n = cursorSession();
+  const r = n === null ? null : state.table.row(n - 1);
   canvas.setAttribute("aria-valuetext", r
     ? `session #${r.n}, ${r.client} to ${r.dst ?? "?"}, ${(r.session.start - state.span[0]).toFixed(3)} s to ${(r.session.end - state.span[0]).toFixed(3)} s`
     : "no session chosen: press → or Home");
-  canvas.dataset.cursor = hit ? String(hit[3]) : "";
+  canvas.dataset.cursor = n === null ? "" : String(n);
+}
+
+/** The session n of the bar under the keyboard cursor, or null. */
+function cursorSession() {
+  return timelineCursor >= 0 && timelineCursor < timelineCount ? timelineHits[4 * timelineCursor + 3] : null;
 }
 
 $("timeline").addEventListener("keydown", (e) => {
-  if (!state.report || !timelineHits.length) return;
-  const last = timelineHits.length - 1;
+  if (!state.report || !timelineCount) return;
+  const last = timelineCount - 1;
   const moves = { ArrowRight: 1, ArrowDown: 1, ArrowLeft: -1, ArrowUp: -1 };
   let handled = true;
   if (e.key in moves) timelineCursor = Math.max(0, Math.min(last, (timelineCursor < 0 && moves[e.key] < 0 ? last + 1 : timelineCursor) + moves[e.key]));
   else if (e.key === "Home") timelineCursor = 0;
   else if (e.key === "End") timelineCursor = last;
   else if (e.key === "Enter" || e.key === " ") {
-    if (timelineCursor >= 0) { const n = timelineHits[timelineCursor][3]; state.focusN = n; openSession(n); }
+    if (timelineCursor >= 0) { const n = cursorSession(); state.focusN = n; openSession(n); }
   } else if (e.key === "[" || e.key === "]") {
-    const hit = timelineHits[timelineCursor];
-    const r = hit && state.rows.find((row) => row.n === hit[3]);
-    if (r) {
+    const n = cursorSession();
+    if (n !== null) {
+      const start = state.table.start(n - 1), end = state.table.end(n - 1);
       const [from, to] = state.window ?? state.span;
-      const w = e.key === "[" ? [r.session.start, Math.max(to, r.session.start + 1e-6)]
-        : [Math.min(from, r.session.end - 1e-6), r.session.end];
+      const w = e.key === "[" ? [start, Math.max(to, start + 1e-6)] : [Math.min(from, end - 1e-6), end];
       // Keep the cursor on the same session once the window redraws the bars.
       setWindow(w);
-      timelineCursor = timelineHits.findIndex((h) => h[3] === r.n);
+      timelineCursor = hitOf(n);
     }
   } else if (e.key === "Escape" && state.window) setWindow(null);
   else handled = false;
   if (handled) {
     e.preventDefault();
-    timelineCursorN = timelineHits[timelineCursor]?.[3] ?? null;
+    timelineCursorN = cursorSession();
     drawTimeline();
   }
 });
@@ -566,8 +597,9 @@ $("timeline").addEventListener("pointerup", (e) => {
   drawTimeline();
   const lane = Math.floor((y - 4) / ((64 - 8) / LANES));
   let best = null;
-  for (const [b0, b1, l, n] of timelineHits) {
-    if (l !== lane) continue;
+  for (let at = 0; at < 4 * timelineCount; at += 4) {
+    if (timelineHits[at + 2] !== lane) continue;
+    const b0 = timelineHits[at], b1 = timelineHits[at + 1], n = timelineHits[at + 3];
     const d = x < b0 ? b0 - x : x > b1 ? x - b1 : 0;
     if (d <= 3 && (!best || d < best[0])) best = [d, n];
   }
@@ -586,8 +618,13 @@ function sortBy(key) {
   renderTable();
 }
 
+/** Session `n`'s row (1-based, as in the table's # column), or null. */
+function rowOf(n) {
+  return Number.isInteger(n) && n >= 1 && n <= (state.table?.count ?? 0) ? state.table.row(n - 1) : null;
+}
+
 async function openSession(n) {
-  const row = state.rows.find((r) => r.n === n);
+  const row = rowOf(n);
   if (!row) return;
   state.selected = n;
   renderTable();
@@ -645,7 +682,7 @@ async function openSession(n) {
 }
 
 function selectMessage(i) {
-  const s = state.rows.find((r) => r.n === state.selected)?.session;
+  const s = rowOf(state.selected)?.session;
   state.message = i;
   for (const li of $("messages").children) li.classList.toggle("selected", Number(li.dataset.i) === i);
   const tbody = document.querySelector("#fields tbody");
@@ -704,7 +741,7 @@ function renderHex(m, field) {
 }
 
 function selectField(j) {
-  const s = state.rows.find((r) => r.n === state.selected)?.session;
+  const s = rowOf(state.selected)?.session;
   if (!s || state.message === null) return;
   const m = s.messages[state.message];
   for (const tr of document.querySelectorAll("#fields tbody tr")) {
@@ -767,14 +804,14 @@ document.querySelector(".table-wrap").addEventListener("scroll", () => {
 document.querySelector("#sessions tbody").addEventListener("keydown", (e) => {
   const tr = e.target.closest("tr[data-n]");
   if (!tr) return;
-  const i = state.view.findIndex((r) => r.n === Number(tr.dataset.n));
+  const i = state.view.indexOf(Number(tr.dataset.n) - 1);
   const page = Math.max(1, Math.floor(document.querySelector(".table-wrap").clientHeight / (rowHeight || 26)) - 1);
   const moves = { ArrowDown: i + 1, ArrowUp: i - 1, PageDown: i + page, PageUp: i - page,
     Home: 0, End: state.view.length - 1 };
   if (e.key in moves) {
     e.preventDefault();
     const next = state.view[Math.max(0, Math.min(state.view.length - 1, moves[e.key]))];
-    if (next) revealRow(next.n);
+    if (next !== undefined) revealRow(next + 1);
   } else if (e.key === "Enter" || e.key === " ") {
     e.preventDefault();
     const n = Number(tr.dataset.n);
@@ -810,7 +847,7 @@ for (const [id, handler] of [["messages", selectMessage], ["fields", selectField
 $("detail-close").addEventListener("click", () => { $("detail").hidden = true; state.selected = null; renderTable(); });
 // Exports carry the sessions shown (filter and time window applied), in capture order.
 function shownIndices() {
-  return state.view.map((r) => r.n - 1).sort((a, b) => a - b);
+  return Array.from(state.view).sort((a, b) => a - b);
 }
 $("export-json").addEventListener("click", async () => {
   const doc = await ask("full");
@@ -818,12 +855,12 @@ $("export-json").addEventListener("click", async () => {
   download(baseName() + ".socks.json", "application/json", JSON.stringify(doc, null, 2));
 });
 $("export-csv").addEventListener("click", () =>
-  download(baseName() + ".socks.csv", "text/csv", toCsv(shownIndices().map((i) => state.report.sessions[i]))));
+  download(baseName() + ".socks.csv", "text/csv", toCsv(shownIndices().map((i) => state.table.session(i)))));
 $("export-pcap").addEventListener("click", async () => {
   const button = $("export-pcap");
   button.disabled = true;
   try {
-    const blob = await selectPackets(state.file, shownIndices().map((i) => state.report.sessions[i]));
+    const blob = await selectPackets(state.file, shownIndices().map((i) => state.table.session(i)));
     download(baseName() + ".filtered.pcap", "application/vnd.tcpdump.pcap", blob);
   } catch (e) {
     showError(`pcap export: ${e.message || e}`);

@@ -6,15 +6,15 @@
 // Out: { type: "view", seq, order: Int32Array }   indices into the rows, in display order
 //      { type: "view", seq, error }               the filter did not compile
 import { parseFilter } from "./filter.js";
-import { COLUMNS, toRow, cellText, visibleRows } from "./columns.js";
-import { sessionsFromTable } from "./table.js";
+import { COLUMNS, cellText, visibleRows } from "./columns.js";
+import { Sessions } from "./table.js";
 
 let rows = [];
 
 self.onmessage = (event) => {
   const m = event.data;
   if (m.type === "rows") {
-    rows = sessionsFromTable(m.table).map(toRow);
+    rows = new Sessions(m.table).rows();
   } else if (m.type === "view") {
     let predicate = null;
     try {
