@@ -28,16 +28,21 @@ use wasm_bindgen::prelude::*;
 /// (see `Options::hash_seed`). `Math.random()` is in every runtime the package runs in and
 /// is seeded by the engine from the OS; unpredictable enough for a hash key.
 fn options(reveal_secrets: bool) -> Options {
-    let options = Options::with_secrets(reveal_secrets);
+    let mut options = Options::with_secrets(reveal_secrets);
+    options.hash_seed = hash_seed();
+    options
+}
+
+/// A random hash key: from `Math.random()` in wasm (see [`options`]), from std elsewhere.
+fn hash_seed() -> u64 {
     #[cfg(target_arch = "wasm32")]
-    let options = {
+    {
         // 53 random bits per call (the f64's mantissa).
         let bits = || (js_sys::Math::random() * (1u64 << 53) as f64) as u64;
-        let mut options = options;
-        options.hash_seed = (bits() << 11) ^ bits();
-        options
-    };
-    options
+        (bits() << 11) ^ bits()
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    socksgate_inspect::random_hash_seed()
 }
 
 /// Inspects a pcap/pcapng capture; returns the report as a JSON string.
@@ -472,7 +477,7 @@ impl Inspection {
     /// Every session without its messages, in columns (see [`SessionTable`]): what
     /// `summaryJson` gives, for a fraction of its cost; `www/table.js` reads it back.
     pub fn table(&self) -> SessionTable {
-        session_table(&self.report.sessions)
+        session_table(&self.report.sessions, hash_seed())
     }
 
     /// Session `index` (0-based, as in `sessions`) as JSON with its messages.
