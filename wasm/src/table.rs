@@ -76,9 +76,9 @@ pub struct SessionTable {
     pub columns: String,
 }
 
-/// The interner's hash: foldhash keyed with a random seed (the texts come from the capture,
-/// which an attacker may craft to collide in a keyless hash). std's SipHash took a tenth of
-/// building the table for 200,000 sessions.
+/// The interner's hash: foldhash (every text of every session is looked up; std's SipHash
+/// costs several times more per short text), keyed with a random seed, as the texts come from
+/// the capture, which an attacker may craft to collide in a keyless hash.
 type Texts<K> = HashMap<K, u32, SeedableRandomState>;
 
 /// Gives each distinct text an index, in order of first use.
@@ -87,6 +87,8 @@ struct Interner<'s> {
     index: Texts<&'s str>,
     /// Texts made here (JSON of lists).
     made: Texts<String>,
+    /// The JSON text of each list of methods offered (sessions repeat a few lists).
+    methods: Texts<&'s [u8]>,
     table: SessionTable,
 }
 
@@ -99,6 +101,7 @@ impl<'s> Interner<'s> {
         let mut t = Self {
             index: HashMap::with_hasher(state()),
             made: HashMap::with_hasher(state()),
+            methods: HashMap::with_hasher(state()),
             table: SessionTable::default(),
         };
         t.append("[]");
@@ -135,12 +138,17 @@ impl<'s> Interner<'s> {
         self.append(text)
     }
 
-    /// A list as JSON text, interned.
-    fn list<T>(&mut self, list: &[T], json: impl FnOnce() -> serde_json::Result<String>) -> u32 {
+    /// A list of methods offered as JSON text, interned; serialised once per distinct list.
+    fn methods(&mut self, list: &'s [u8]) -> u32 {
         if list.is_empty() {
             return EMPTY_LIST;
         }
-        self.json(json())
+        if let Some(&i) = self.methods.get(list) {
+            return i;
+        }
+        let i = self.json(serde_json::to_string(list));
+        self.methods.insert(list, i);
+        i
     }
 
     /// A list of texts as JSON text, interned.
@@ -203,9 +211,7 @@ pub fn session_table(sessions: &[Session], seed: u64) -> SessionTable {
             t.text(s.tunnelled),
             t.text(s.sni.as_deref()),
             t.text(s.udp_relay.as_deref()),
-            t.list(&s.methods_offered, || {
-                serde_json::to_string(&s.methods_offered)
-            }),
+            t.methods(&s.methods_offered),
             t.list_of_texts(&s.anomalies),
             t.list_of_texts(&s.udp_destinations),
             match &s.gssapi {
