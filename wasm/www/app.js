@@ -136,6 +136,7 @@ function load(report, table) {
   state.report = report;
   state.table = table;
   state.view = new Int32Array(0);
+  viewSeq++; // an answer still on its way is about the previous capture's sessions
   state.selected = null;
   state.window = null;
   let t0 = Infinity, t1 = -Infinity;
