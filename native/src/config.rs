@@ -199,9 +199,41 @@ pub struct UdpSettings {
     /// known range; default: any ephemeral port.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ports: Option<Spanned<String>>,
+    /// After a datagram, the relay thread that carried it keeps polling its sockets without
+    /// sleeping for this long (`"200us"`; `"0"` or unset: off), so that the next datagram
+    /// finds it awake. At most [`MAX_BUSY_POLL`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub busy_poll: Option<Spanned<String>>,
+}
+
+/// The longest `[udp] busy_poll`: it is meant to bridge the gaps between the datagrams of a
+/// flow, not its pauses.
+pub const MAX_BUSY_POLL: Duration = Duration::from_secs(1);
+
+/// A `[udp] busy_poll` value: a duration with its unit, at most [`MAX_BUSY_POLL`].
+fn parse_busy_poll(text: &str) -> Result<Duration, String> {
+    let window = humantime::parse_duration(text).map_err(|e| {
+        format!("[udp] busy_poll {text:?}: {e}; expected a duration such as \"200us\" (\"0\": off)")
+    })?;
+    if window > MAX_BUSY_POLL {
+        return Err(format!(
+            "[udp] busy_poll {text:?}: at most \"1s\" (it keeps a core busy that long after \
+             each datagram)"
+        ));
+    }
+    Ok(window)
 }
 
 impl UdpSettings {
+    /// `busy_poll` as a duration (zero: off, as when it is unset or invalid, which
+    /// [`Config::parse`] refuses).
+    pub fn busy_poll(&self) -> Duration {
+        self.busy_poll
+            .as_ref()
+            .and_then(|b| parse_busy_poll(b.get_ref()).ok())
+            .unwrap_or_default()
+    }
+
     /// The relay port range, if configured and valid.
     pub fn port_range(&self) -> Option<(u16, u16)> {
         let text = self.ports.as_ref()?;
@@ -653,6 +685,11 @@ impl Config {
                     ports.get_ref()
                 ),
             ));
+        }
+        if let Some(busy_poll) = &config.udp.busy_poll
+            && let Err(message) = parse_busy_poll(busy_poll.get_ref())
+        {
+            return Err(ConfigError::at(text, path, busy_poll.span(), message));
         }
         config.check_upstreams(text, path)?;
         config.check_proxy_protocol(text, path)?;
@@ -1109,6 +1146,33 @@ users = ["alice"]
         assert!(e.starts_with("test.toml:2:9"), "{e}");
         assert_eq!(c.rules.len(), 1);
         assert_eq!(c.rules[0].users[0].get_ref(), "alice");
+    }
+
+    #[test]
+    fn udp_busy_poll_is_a_duration_of_at_most_a_second() {
+        assert_eq!(Config::default().udp.busy_poll(), Duration::ZERO);
+        for (text, window) in [
+            ("\"200us\"", Duration::from_micros(200)),
+            ("\"1ms\"", Duration::from_millis(1)),
+            ("\"0\"", Duration::ZERO),
+            ("\"1s\"", Duration::from_secs(1)),
+        ] {
+            let c = parse(&format!("[udp]\nbusy_poll = {text}\n")).unwrap();
+            assert_eq!(c.udp.busy_poll(), window, "{text}");
+        }
+        for (text, reason) in [
+            ("\"200\"", "time unit needed"),
+            ("\"fast\"", "expected a duration such as \"200us\""),
+            ("\"2s\"", "at most \"1s\""),
+        ] {
+            let e = parse(&format!("\n[udp]\nbusy_poll = {text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("test.toml:3:13: [udp] busy_poll"), "{e}");
+            assert!(e.contains(reason), "{e}");
+        }
+        let e = parse("[udp]\nbusy_poll = 200\n").unwrap_err().to_string();
+        assert!(e.contains("line 2"), "{e}");
     }
 
     #[test]

@@ -28,6 +28,8 @@
 //!   segmented send ([`batch`]). A datagram that needs waiting — a name not resolved yet, a
 //!   fragment, or any datagram of a protected association — is copied out and relayed one
 //!   at a time after the run before it, in arrival order.
+//! * With `[udp] busy_poll`, every wake-up of the association keeps its thread polling
+//!   without sleeping for that long ([`crate::udp_threads::busy_poll`]).
 //! * Sends never wait ([`RelaySocket`]): a datagram that finds a send buffer full is dropped.
 //! * Under GSS-API integrity or confidentiality (RFC 1961 §5), datagrams between the client
 //!   and the relay are wrapped: the [`protected`] path opens them before the association
@@ -355,8 +357,10 @@ impl Job {
         let mut armed = relay.association.poll_timeout();
         let timer = tokio::time::sleep_until(clock::deadline(armed.unwrap_or(clock::now())));
         tokio::pin!(timer);
+        let busy_poll = shared.config.udp.busy_poll();
 
         let reason = loop {
+            crate::udp_threads::busy_poll(busy_poll);
             if relay.quota_spent {
                 if let Some(l) = &relay.limits
                     && let Some(d) = l.up.as_ref().or(l.down.as_ref())

@@ -539,7 +539,17 @@ mod udp {
 
     #[tokio::test]
     async fn relays_both_ways_latches_the_port_and_drops_strangers() {
-        let proxy = start(Config::default(), None).await;
+        relays_both_ways(Config::default()).await;
+    }
+
+    /// The same with the UDP threads polling without sleeping after each datagram.
+    #[tokio::test]
+    async fn relays_both_ways_with_busy_polling() {
+        relays_both_ways(parse("[udp]\nbusy_poll = \"200us\"\n")).await;
+    }
+
+    async fn relays_both_ways(config: Config) {
+        let proxy = start(config, None).await;
         let echo = udp_echo().await;
         let (_ctl, relay) = associate(proxy.addr, Addr::Ip("0.0.0.0:0".parse().unwrap())).await;
         assert_eq!(relay.ip(), std::net::IpAddr::from([127, 0, 0, 1]));
