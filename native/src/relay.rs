@@ -22,6 +22,10 @@
 //! direction runs the same loops as before, chosen by one branch on a `None` per direction,
 //! and its session task is no larger.
 //!
+//! Fairness: an unlimited direction that has data waiting on every pass yields to its worker's
+//! other tasks after [`TURN`] of running, so a bulk transfer delays the sessions that share
+//! its worker by a few milliseconds, not for as long as it has data.
+//!
 //! Memory: a direction holds no buffer (and no pipe) while its source is idle. A buffer is
 //! allocated when the socket becomes readable and released once the socket is drained, so an
 //! idle session costs only its sockets and a few words of state. That is the design constraint:
@@ -49,6 +53,38 @@ pub use crate::splice;
 pub const SMALL: usize = 16 * 1024;
 /// Buffer size once a direction has filled a small buffer.
 pub const LARGE: usize = 64 * 1024;
+
+/// How long a direction with data always waiting may keep its worker thread before it gives
+/// the thread's other tasks a turn.
+///
+/// Nothing else bounds it: a direction whose source never runs dry and whose destination
+/// always takes more awaits nothing that returns `Pending` (readiness that is already set
+/// does not count against tokio's cooperative budget), so it would keep the worker — and
+/// the sessions queued behind it there — until its source paused: hundreds of milliseconds
+/// in a bulk transfer. Counted in time, which is what the queued sessions wait, not bytes,
+/// whose time varies with the load: each yield costs a poll of the runtime's events.
+pub const TURN: Duration = Duration::from_millis(2);
+
+/// A direction's running time since it last waited or yielded (see [`TURN`]).
+#[derive(Debug, Default)]
+pub(crate) struct Turn(Option<std::time::Instant>);
+
+impl Turn {
+    /// Called after each chunk moved: yields to the worker's other tasks once the direction
+    /// has been running for [`TURN`].
+    pub(crate) async fn moved(&mut self) {
+        let now = std::time::Instant::now();
+        if now.duration_since(*self.0.get_or_insert(now)) >= TURN {
+            self.0 = None;
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// The direction is about to wait for its source: its next chunk starts a new turn.
+    pub(crate) fn waiting(&mut self) {
+        self.0 = None;
+    }
+}
 
 /// Bytes moved by a finished relay.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -454,7 +490,9 @@ async fn pump(from: ReadHalf<'_>, mut to: WriteHalf<'_>, meter: Meter<'_>) -> st
     let source: &TcpStream = from.as_ref();
     let mut size = SMALL;
     let mut total = 0u64;
+    let mut turn = Turn::default();
     loop {
+        turn.waiting();
         source.readable().await?;
         // Allocated only now that there is something to read; dropped when drained.
         let mut buf = vec![0u8; size];
@@ -468,6 +506,7 @@ async fn pump(from: ReadHalf<'_>, mut to: WriteHalf<'_>, meter: Meter<'_>) -> st
                     to.write_all(buf.get(..n).unwrap_or_default()).await?;
                     total += n as u64;
                     meter.add(n);
+                    turn.moved().await;
                     if n == buf.len() && size < LARGE {
                         size = LARGE;
                         buf = vec![0u8; size];

@@ -56,7 +56,7 @@ use tokio::io::{AsyncRead, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::ReadHalf;
 
-use crate::relay::Meter;
+use crate::relay::{Meter, Turn};
 use crate::traffic::DirectionLimit;
 
 /// A new pipe's capacity (the kernel's default). Each splice is a system call with a
@@ -377,8 +377,10 @@ async fn run(
     // last had a pipe).
     let mut bulk = false;
     // Readiness is awaited only when the socket is drained: while data keeps coming, each
-    // turn is two splices and no timer.
+    // pass is two splices and no timer, and the direction yields after each turn
+    // ([`crate::relay::TURN`]).
     let mut drained = true;
+    let mut turn = Turn::default();
     loop {
         if !bulk {
             let n = match copy_step(from_half, to).await? {
@@ -403,6 +405,7 @@ async fn run(
         }
         let from: &TcpStream = from_half.as_ref();
         if drained {
+            turn.waiting();
             // Wait for data; the pipe is closed if none comes for a while, and the
             // direction goes back to copying.
             if tokio::time::timeout(IDLE_RELEASE, from.readable())
@@ -459,6 +462,7 @@ async fn run(
                 Err(e) => return Err(e),
             }
         }
+        turn.moved().await;
     }
 }
 
