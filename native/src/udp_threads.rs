@@ -116,7 +116,7 @@ pub(crate) fn busy_poll(window: Duration) {
 
 /// Runs forever on each UDP thread: parked (no CPU) until an association reports a wake-up
 /// with a window, then yielding to the runtime — each yield is a zero-timeout poll of the
-/// sockets — until the window has passed without a report.
+/// sockets — and to the kernel's scheduler until the window has passed without a report.
 async fn keep_awake() {
     let mut seen = 0u64;
     loop {
@@ -140,6 +140,10 @@ async fn keep_awake() {
             } else if since.elapsed() >= window {
                 break;
             }
+            // Where every core is taken, hand this one to a thread that waits for it — often
+            // the client or server whose datagram this thread is polling for — rather than
+            // hold it for a whole time slice; on an idle core this returns at once.
+            std::thread::yield_now();
             tokio::task::yield_now().await;
         }
     }
