@@ -60,9 +60,9 @@ pub const LARGE: usize = 64 * 1024;
 /// Nothing else bounds it: a direction whose source never runs dry and whose destination
 /// always takes more awaits nothing that returns `Pending` (readiness that is already set
 /// does not count against tokio's cooperative budget), so it would keep the worker — and
-/// the sessions queued behind it there — until its source paused: hundreds of milliseconds
-/// in a bulk transfer. Counted in time, which is what the queued sessions wait, not bytes,
-/// whose time varies with the load: each yield costs a poll of the runtime's events.
+/// the sessions queued behind it there — until its source paused. Counted in time, which is
+/// what the queued sessions wait, rather than bytes, whose time varies with the load; each
+/// yield costs a poll of the runtime's events.
 pub const TURN: Duration = Duration::from_millis(2);
 
 /// A direction's running time since it last waited or yielded (see [`TURN`]).

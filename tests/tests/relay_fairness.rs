@@ -1,7 +1,7 @@
 //! A bulk transfer does not hold the server's worker thread: on a one-worker runtime
 //! (`TOKIO_WORKER_THREADS=1`), a small session's echoes keep coming back while an unlimited
-//! download runs beside it. A relay that kept the worker while its source had data left the
-//! echoes waiting 1.6–2.0 s of the 3 s measured (single echoes of up to 450 ms).
+//! download runs beside it. It fails for a relay whose bulk direction keeps the worker for as
+//! long as its source has data.
 #![forbid(unsafe_code)]
 
 use core::time::Duration;
