@@ -160,10 +160,18 @@ qemu_e2e() {
     done
     [ -n "$lease" ] || { echo "no DHCP lease from QEMU's user network in the boot log" >&2; return 1; }
     echo "DHCP from QEMU's user network: $lease"
-    local round
+    local round ended
     for round in 1 2 3; do
         parallel_downloads 4 blob
         echo "round $round: 4 parallel sessions, 1 MiB each, identical"
+        # curl is done once it has the last byte; the gateway's session ends a moment later
+        # (its FIN exchange on both sides). The gateway holds 4 sessions and refuses a fifth
+        # with a reset, so the next round waits until this round's sessions have ended.
+        for _ in $(seq 100); do
+            ended=$(grep -c "^session .* end=" "$work/qemu.log" || true)
+            [ "$ended" -ge $((4 * round)) ] && break
+            sleep 0.1
+        done
     done
     # Every session must have ended with FIN both ways (the firmware reports each one).
     local finished=0
