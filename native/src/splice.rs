@@ -462,7 +462,9 @@ async fn run(
                 Err(e) => return Err(e),
             }
         }
-        turn.moved().await;
+        if turn.over() {
+            tokio::task::yield_now().await;
+        }
     }
 }
 
