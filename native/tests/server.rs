@@ -563,10 +563,16 @@ mod udp {
         assert_eq!(header.dst, Addr::Ip(echo), "the reply carries its source");
         assert_eq!(payload, b"hello udp");
 
-        // Another port on the client's IP is not the latched one: dropped.
+        // Another port on the client's IP is not the latched one: dropped (relayed, its echo
+        // would come back to the latched client).
         let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         stranger.connect(relay).await.unwrap();
         stranger.send(&buf[..n]).await.unwrap();
+        assert_eq!(
+            recv(&client).await,
+            None,
+            "a stranger's datagram was relayed"
+        );
         assert_eq!(recv(&stranger).await, None);
 
         // Domain destinations are resolved ("localhost").
@@ -607,6 +613,90 @@ mod udp {
                 .unwrap();
             assert_eq!(recv(&sink).await.as_deref(), Some(&b"legit"[..]));
         }
+    }
+
+    /// Once the client's address is fixed (announced, or latched from its first datagram),
+    /// neither another port of its IP nor its port on another IP gets a datagram relayed,
+    /// and the client is still served both ways.
+    #[tokio::test]
+    async fn once_the_client_is_fixed_only_its_address_is_relayed() {
+        let proxy = start(Config::default(), None).await;
+        let sink = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let sink_addr = sink.local_addr().unwrap();
+        for declared in [false, true] {
+            let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let port = client.local_addr().unwrap().port();
+            let expected = if declared {
+                SocketAddr::from(([127, 0, 0, 1], port))
+            } else {
+                "0.0.0.0:0".parse().unwrap()
+            };
+            let (_ctl, relay) = associate(proxy.addr, Addr::Ip(expected)).await;
+            client.connect(relay).await.unwrap();
+            client
+                .send(&datagram(Addr::Ip(sink_addr), 0, b"first"))
+                .await
+                .unwrap();
+            let mut buf = [0u8; 64];
+            let (n, outbound) =
+                tokio::time::timeout(Duration::from_secs(5), sink.recv_from(&mut buf))
+                    .await
+                    .expect("the client's first datagram")
+                    .unwrap();
+            assert_eq!(&buf[..n], b"first", "declared port: {declared}");
+            let other_port = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let other_ip = UdpSocket::bind(("127.0.0.2", port)).await.unwrap();
+            for stranger in [&other_port, &other_ip] {
+                let _ = stranger
+                    .send_to(&datagram(Addr::Ip(sink_addr), 0, b"injected"), relay)
+                    .await;
+                assert_eq!(recv(&sink).await, None, "declared port: {declared}");
+            }
+            client
+                .send(&datagram(Addr::Ip(sink_addr), 0, b"again"))
+                .await
+                .unwrap();
+            assert_eq!(recv(&sink).await.as_deref(), Some(&b"again"[..]));
+            sink.send_to(b"answer", outbound).await.unwrap();
+            let reply = recv(&client).await.expect("the answer");
+            assert_eq!(UdpHeader::parse(&reply).unwrap().1, b"answer");
+        }
+    }
+
+    /// A client whose port was closed for a moment (an answer sent there bounced as an ICMP
+    /// port unreachable) and is open again is still served both ways: the bounce does not end
+    /// the association nor cost the next answer.
+    #[tokio::test]
+    async fn a_bounced_answer_does_not_end_the_association() {
+        let proxy = start(Config::default(), None).await;
+        let dest = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let dest_addr = dest.local_addr().unwrap();
+        let (_ctl, relay) = associate(proxy.addr, Addr::Ip("0.0.0.0:0".parse().unwrap())).await;
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let client_addr = client.local_addr().unwrap();
+        client.connect(relay).await.unwrap();
+        client
+            .send(&datagram(Addr::Ip(dest_addr), 0, b"hello"))
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let (_, outbound) = tokio::time::timeout(Duration::from_secs(5), dest.recv_from(&mut buf))
+            .await
+            .expect("the client's datagram")
+            .unwrap();
+        drop(client);
+        dest.send_to(b"bounces", outbound).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let client = UdpSocket::bind(client_addr).await.unwrap();
+        client.connect(relay).await.unwrap();
+        dest.send_to(b"arrives", outbound).await.unwrap();
+        let reply = recv(&client).await.expect("the answer after the bounce");
+        assert_eq!(UdpHeader::parse(&reply).unwrap().1, b"arrives");
+        client
+            .send(&datagram(Addr::Ip(dest_addr), 0, b"still up"))
+            .await
+            .unwrap();
+        assert_eq!(recv(&dest).await.as_deref(), Some(&b"still up"[..]));
     }
 
     /// The relay serves a destination's answers before the client's datagrams, but a

@@ -335,7 +335,12 @@ impl<C: Contacted, const R: usize> Association<C, R> {
         now >= self.last_active + self.idle
     }
 
-    /// The client's UDP source, once known.
+    /// The client's UDP source, once known: the announced one from the start, else the first
+    /// accepted datagram's.
+    ///
+    /// Once known it never changes, and [`is_client`](Self::is_client) and
+    /// [`handle_client_datagram`](Self::handle_client_datagram) accept datagrams from exactly
+    /// this address and no other.
     pub fn client(&self) -> Option<SocketAddr> {
         self.client_port
             .map(|port| SocketAddr::new(self.client_ip, port))
@@ -389,5 +394,32 @@ mod test {
         assert!(matches!(r, Err(Dropped::Stranger)));
         assert_eq!(a.client(), Some(sa("192.0.2.10:7000")));
         assert_eq!(a.poll_timeout(), before);
+        // Once fixed, exactly that address is the client's, and it stays fixed.
+        assert!(a.is_client(sa("192.0.2.10:7000")));
+        assert!(!a.is_client(sa("192.0.2.10:7001")));
+        assert!(!a.is_client(sa("192.0.2.11:7000")));
+        let r = a.handle_client_datagram(&open, sa("192.0.2.10:7000"), &whole, later);
+        assert!(matches!(r, Ok(Outbound::Send { .. })));
+        assert_eq!(a.client(), Some(sa("192.0.2.10:7000")));
+    }
+
+    #[test]
+    fn an_announced_port_is_the_client_from_the_start() {
+        let open = Rules::new(&[], Action::Allow);
+        let mut a = Association::<PeerList<4>, 1024>::new(
+            sa("192.0.2.10:1").ip(),
+            Addr::Ip(sa("192.0.2.10:7000")),
+            None,
+            PeerList::new(),
+            Duration::from_secs(60),
+            Instant::from_millis(0),
+        );
+        assert_eq!(a.client(), Some(sa("192.0.2.10:7000")));
+        let mut buf = [0u8; 64];
+        let n = encapsulate(Addr::Ip(sa("192.0.2.7:53")), b"x", &mut buf).unwrap();
+        let now = Instant::from_millis(1);
+        let r = a.handle_client_datagram(&open, sa("192.0.2.10:7001"), &buf[..n], now);
+        assert!(matches!(r, Err(Dropped::Stranger)));
+        assert_eq!(a.client(), Some(sa("192.0.2.10:7000")));
     }
 }
