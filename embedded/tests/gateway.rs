@@ -11,7 +11,8 @@
 mod common;
 
 use common::{
-    Client, ECHO_PORT, GATEWAY_IP, GATEWAY_IP6, PEER_IP6, SESSIONS, SOCKS_PORT, run, run_from_parts,
+    CONNECT_ECHO_V4, Client, ECHO_PORT, GATEWAY_IP, GATEWAY_IP6, PEER_IP6, SESSIONS, SOCKS_PORT,
+    assert_success_v4, connect_echo, expect_connect_general_failure, run, run_from_parts,
 };
 use embassy_net::udp::{PacketMetadata, UdpSocket};
 use embassy_net::{IpEndpoint, Stack};
@@ -51,24 +52,6 @@ const fn test_config(users: &'static [User]) -> GatewayConfig {
 const HANDSHAKE_SECS: u64 = 2;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(HANDSHAKE_SECS);
 
-/// SOCKS5 CONNECT request to the echo server on the peer, by IPv4 address.
-const CONNECT_ECHO_V4: [u8; 10] = [5, 1, 0, 1, 10, 0, 0, 2, 0, ECHO_PORT as u8];
-
-/// Checks a SOCKS5 success reply carrying an IPv4 BND.ADDR of the gateway.
-fn assert_success_v4(reply: &[u8]) {
-    assert_eq!(&reply[..4], &[5, 0, 0, 1], "reply {reply:?}");
-    assert_eq!(
-        &reply[4..8],
-        &GATEWAY_IP.octets(),
-        "BND.ADDR is the gateway's upstream address"
-    );
-}
-
-async fn echo_roundtrip(client: &mut Client, payload: &[u8]) {
-    client.send(payload).await;
-    assert_eq!(client.recv(payload.len()).await, payload);
-}
-
 #[test]
 fn userpass_connect_fed_one_byte_at_a_time() {
     run(&AUTH, |stack| async move {
@@ -79,7 +62,7 @@ fn userpass_connect_fed_one_byte_at_a_time() {
         assert_eq!(client.recv(2).await, [1, 0]);
         client.send_bytewise(&CONNECT_ECHO_V4).await;
         assert_success_v4(&client.recv(10).await);
-        echo_roundtrip(&mut client, b"hello through socksgate").await;
+        client.echo(b"hello through socksgate").await;
         bulk_echo(&mut client).await;
         client.close().await;
     });
@@ -130,12 +113,8 @@ fn whole_handshake_and_payload_in_one_segment() {
 fn wrong_password_is_refused_and_closed() {
     run(&AUTH, |stack| async move {
         let mut client = Client::connect(stack).await;
-        client.send(&[5, 1, 2]).await;
-        assert_eq!(client.recv(2).await, [5, 2]);
-        client.send(b"\x01\x05alice\x05wrong").await;
-        let status = client.recv(2).await;
-        assert_eq!(status[0], 1);
-        assert_ne!(status[1], 0, "RFC 1929 failure status");
+        let status = client.login(b"alice", b"wrong").await;
+        assert_ne!(status, 0, "RFC 1929 failure status");
         client.expect_eof().await;
         client.close().await;
     });
@@ -175,7 +154,7 @@ fn socks4_and_socks4a_connect() {
             .await;
         let reply = client.recv(8).await;
         assert_eq!(reply[..2], [0, 90], "SOCKS4 granted");
-        echo_roundtrip(&mut client, b"four").await;
+        client.echo(b"four").await;
         client.close().await;
 
         // SOCKS4a: 0.0.0.x and a host name (an IP literal: no DNS server on this wire).
@@ -185,7 +164,7 @@ fn socks4_and_socks4a_connect() {
             .await;
         client.send(b"10.0.0.2\0").await;
         assert_eq!(client.recv(8).await[..2], [0, 90], "SOCKS4a granted");
-        echo_roundtrip(&mut client, b"four-a").await;
+        client.echo(b"four-a").await;
         client.close().await;
     });
 }
@@ -193,15 +172,13 @@ fn socks4_and_socks4a_connect() {
 #[test]
 fn socks5_domain_name_target() {
     run(&OPEN, |stack| async move {
-        let mut client = Client::connect(stack).await;
-        client.send(&[5, 1, 0]).await;
-        assert_eq!(client.recv(2).await, [5, 0]);
-        let mut request = vec![5, 1, 0, 3, 8];
-        request.extend_from_slice(b"10.0.0.2");
-        request.extend_from_slice(&[0, ECHO_PORT as u8]);
-        client.send(&request).await;
-        assert_success_v4(&client.recv(10).await);
-        echo_roundtrip(&mut client, b"by name").await;
+        let mut client = Client::socks5_no_auth(stack).await;
+        assert_success_v4(
+            &client
+                .request(&domain_request(b"10.0.0.2", ECHO_PORT))
+                .await,
+        );
+        client.echo(b"by name").await;
         client.close().await;
     });
 }
@@ -210,13 +187,8 @@ fn socks5_domain_name_target() {
 fn unresolvable_name_and_refused_port_get_failure_replies() {
     run(&OPEN, |stack| async move {
         // NXDOMAIN: "host unreachable" (4).
-        let mut client = Client::connect(stack).await;
-        client.send(&[5, 1, 0]).await;
-        assert_eq!(client.recv(2).await, [5, 0]);
-        let mut request = vec![5, 1, 0, 3, 11];
-        request.extend_from_slice(b"example.com");
-        request.extend_from_slice(&[0, 80]);
-        client.send(&request).await;
+        let mut client = Client::socks5_no_auth(stack).await;
+        client.send(&domain_request(b"example.com", 80)).await;
         assert_eq!(client.recv(2).await, [5, 4]);
         client.close().await;
 
@@ -245,15 +217,17 @@ fn unsupported_command_is_refused() {
 fn silent_client_is_dropped_after_the_handshake_timeout() {
     run(&OPEN, |stack| async move {
         let mut client = Client::connect(stack).await;
-        let started = embassy_time::Instant::now();
-        client.expect_eof().await;
-        let waited = started.elapsed();
-        assert!(
-            waited >= HANDSHAKE_TIMEOUT - Duration::from_millis(50),
-            "closed after {waited:?}"
-        );
+        expect_eof_no_sooner_than(&mut client, HANDSHAKE_TIMEOUT - Duration::from_millis(50)).await;
         client.close().await;
     });
+}
+
+/// Expects the gateway to end the connection with a FIN, and not before `at_least` from now.
+async fn expect_eof_no_sooner_than(client: &mut Client, at_least: Duration) {
+    let started = embassy_time::Instant::now();
+    client.expect_eof().await;
+    let waited = started.elapsed();
+    assert!(waited >= at_least, "closed after {waited:?}");
 }
 
 #[test]
@@ -262,36 +236,18 @@ fn pool_exhaustion_refuses_cleanly_then_serves_when_a_slot_frees() {
         // Fill every session.
         let mut busy = Vec::new();
         for i in 0..SESSIONS {
-            let mut client = Client::connect(stack).await;
-            client.send(&[5, 1, 0]).await;
-            assert_eq!(client.recv(2).await, [5, 0]);
-            client.send(&CONNECT_ECHO_V4).await;
-            assert_success_v4(&client.recv(10).await);
-            echo_roundtrip(&mut client, format!("session {i}").as_bytes()).await;
+            let mut client = connect_echo(stack).await;
+            client.echo(format!("session {i}").as_bytes()).await;
             busy.push(client);
         }
         // N+1: accepted by the refusal slot, answered "general failure", closed in order.
-        let mut extra = Client::connect(stack).await;
-        extra.send(&[5, 1, 0]).await;
-        assert_eq!(extra.recv(2).await, [5, 0]);
-        extra.send(&CONNECT_ECHO_V4).await;
-        assert_eq!(
-            extra.recv(10).await[..2],
-            [5, 1],
-            "general failure while the pool is full"
-        );
-        extra.expect_eof().await;
-        extra.close().await;
+        expect_connect_general_failure(stack, "general failure while the pool is full").await;
 
         // Free one slot; the same client retries and is served.
         busy.pop().expect("a busy session").close().await;
         Timer::after_millis(50).await;
-        let mut retry = Client::connect(stack).await;
-        retry.send(&[5, 1, 0]).await;
-        assert_eq!(retry.recv(2).await, [5, 0]);
-        retry.send(&CONNECT_ECHO_V4).await;
-        assert_success_v4(&retry.recv(10).await);
-        echo_roundtrip(&mut retry, b"served after a slot freed").await;
+        let mut retry = connect_echo(stack).await;
+        retry.echo(b"served after a slot freed").await;
         retry.close().await;
         for client in busy {
             echo_roundtrip_then_close(client).await;
@@ -307,25 +263,11 @@ fn sessions_on_buffers_placed_apart_with_16_kib_windows() {
     run_from_parts::<16384, _, _>(&OPEN, |stack| async move {
         let mut busy = Vec::new();
         for _ in 0..SESSIONS {
-            let mut client = Client::connect(stack).await;
-            client.send(&[5, 1, 0]).await;
-            assert_eq!(client.recv(2).await, [5, 0]);
-            client.send(&CONNECT_ECHO_V4).await;
-            assert_success_v4(&client.recv(10).await);
+            let mut client = connect_echo(stack).await;
             bulk_echo(&mut client).await;
             busy.push(client);
         }
-        let mut extra = Client::connect(stack).await;
-        extra.send(&[5, 1, 0]).await;
-        assert_eq!(extra.recv(2).await, [5, 0]);
-        extra.send(&CONNECT_ECHO_V4).await;
-        assert_eq!(
-            extra.recv(10).await[..2],
-            [5, 1],
-            "general failure when full"
-        );
-        extra.expect_eof().await;
-        extra.close().await;
+        expect_connect_general_failure(stack, "general failure when full").await;
         for client in busy {
             echo_roundtrip_then_close(client).await;
         }
@@ -333,19 +275,15 @@ fn sessions_on_buffers_placed_apart_with_16_kib_windows() {
 }
 
 async fn echo_roundtrip_then_close(mut client: Client) {
-    echo_roundtrip(&mut client, b"still alive").await;
+    client.echo(b"still alive").await;
     client.close().await;
 }
 
 #[test]
 fn upstream_close_is_passed_on_as_fin() {
     run(&OPEN, |stack| async move {
-        let mut client = Client::connect(stack).await;
-        client.send(&[5, 1, 0]).await;
-        assert_eq!(client.recv(2).await, [5, 0]);
-        client.send(&CONNECT_ECHO_V4).await;
-        assert_success_v4(&client.recv(10).await);
-        echo_roundtrip(&mut client, b"x").await;
+        let mut client = connect_echo(stack).await;
+        client.echo(b"x").await;
         // Half-close: the echo server sees EOF, closes, and the gateway passes its FIN on.
         client.socket.close();
         client.expect_eof().await;
@@ -362,11 +300,8 @@ fn with_rules(users: &'static [User], rules: Vec<Rule>, default: Action) -> &'st
 }
 
 async fn socks5_noauth_request(stack: Stack<'static>, request: &[u8]) -> (Client, Vec<u8>) {
-    let mut client = Client::connect(stack).await;
-    client.send(&[5, 1, 0]).await;
-    assert_eq!(client.recv(2).await, [5, 0]);
-    client.send(request).await;
-    let reply = client.recv(10).await;
+    let mut client = Client::socks5_no_auth(stack).await;
+    let reply = client.request(request).await;
     (client, reply)
 }
 
@@ -404,9 +339,8 @@ fn denied_destinations_get_not_allowed() {
         assert_eq!(reply[..2], [5, 2]);
         client.close().await;
         // Everything else is allowed.
-        let (mut client, reply) = socks5_noauth_request(stack, &CONNECT_ECHO_V4).await;
-        assert_success_v4(&reply);
-        echo_roundtrip(&mut client, b"allowed").await;
+        let mut client = connect_echo(stack).await;
+        client.echo(b"allowed").await;
         client.close().await;
     });
 }
@@ -424,19 +358,11 @@ fn rules_can_name_the_authenticated_user() {
             (b"alice", b"secret", true),
         ] {
             let mut client = Client::connect(stack).await;
-            client.send(&[5, 1, 2]).await;
-            assert_eq!(client.recv(2).await, [5, 2]);
-            let mut auth = vec![1, name.len() as u8];
-            auth.extend_from_slice(name);
-            auth.push(password.len() as u8);
-            auth.extend_from_slice(password);
-            client.send(&auth).await;
-            assert_eq!(client.recv(2).await, [1, 0]);
-            client.send(&CONNECT_ECHO_V4).await;
-            let reply = client.recv(10).await;
+            assert_eq!(client.login(name, password).await, 0);
+            let reply = client.request(&CONNECT_ECHO_V4).await;
             if allowed {
                 assert_success_v4(&reply);
-                echo_roundtrip(&mut client, b"alice may").await;
+                client.echo(b"alice may").await;
             } else {
                 assert_eq!(reply[..2], [5, 2], "bob is not in the rules");
             }
@@ -452,18 +378,16 @@ fn names_resolve_through_embassy_net_dns() {
         let (mut client, reply) =
             socks5_noauth_request(stack, &domain_request(b"echo.test", ECHO_PORT)).await;
         assert_success_v4(&reply);
-        echo_roundtrip(&mut client, b"resolved v4").await;
+        client.echo(b"resolved v4").await;
         client.close().await;
 
         // AAAA only: the upstream connection is IPv6, so is BND.ADDR.
-        let mut client = Client::connect(stack).await;
-        client.send(&[5, 1, 0]).await;
-        assert_eq!(client.recv(2).await, [5, 0]);
+        let mut client = Client::socks5_no_auth(stack).await;
         client.send(&domain_request(b"echo6.test", ECHO_PORT)).await;
         let reply = client.recv(22).await;
         assert_eq!(reply[..4], [5, 0, 0, 4], "IPv6 success reply");
         assert_eq!(reply[4..20], GATEWAY_IP6.octets());
-        echo_roundtrip(&mut client, b"resolved v6").await;
+        client.echo(b"resolved v6").await;
         client.close().await;
 
         // SOCKS4a with a name.
@@ -472,7 +396,7 @@ fn names_resolve_through_embassy_net_dns() {
         request.extend_from_slice(b"echo.test\0");
         client.send(&request).await;
         assert_eq!(client.recv(8).await[..2], [0, 90]);
-        echo_roundtrip(&mut client, b"4a by name").await;
+        client.echo(b"4a by name").await;
         client.close().await;
     });
 }
@@ -489,7 +413,7 @@ fn ipv6_destination() {
         let reply = client.recv(22).await;
         assert_eq!(reply[..4], [5, 0, 0, 4]);
         assert_eq!(reply[4..20], GATEWAY_IP6.octets());
-        echo_roundtrip(&mut client, b"over IPv6").await;
+        client.echo(b"over IPv6").await;
         client.close().await;
     });
 }
@@ -497,37 +421,12 @@ fn ipv6_destination() {
 #[test]
 fn udp_associate_relays_datagrams_until_the_control_connection_closes() {
     run(&OPEN, |stack| async move {
-        let (mut rx_meta, mut tx_meta) = ([PacketMetadata::EMPTY; 4], [PacketMetadata::EMPTY; 4]);
-        let (mut rx, mut tx) = ([0u8; 4096], [0u8; 4096]);
-        let mut udp = UdpSocket::new(stack, &mut rx_meta, &mut rx, &mut tx_meta, &mut tx);
-        udp.bind(40000).unwrap();
-
-        let mut control = Client::connect(stack).await;
-        control.send(&[5, 1, 0]).await;
-        assert_eq!(control.recv(2).await, [5, 0]);
-        // UDP ASSOCIATE, announcing our UDP source 10.0.0.2:40000.
-        control.send(&[5, 3, 0, 1, 10, 0, 0, 2, 0x9c, 0x40]).await;
-        let reply = control.recv(10).await;
-        assert_eq!(
-            reply[..8],
-            [5, 0, 0, 1, 10, 0, 0, 1],
-            "relay on the gateway's address"
-        );
-        let relay = IpEndpoint::new(GATEWAY_IP.into(), u16::from_be_bytes([reply[8], reply[9]]));
+        let udp = peer_udp(stack, 40000);
+        let (control, relay) = udp_associate(stack, &ASSOCIATE_FROM_40000).await;
         let mut buf = [0u8; 2048];
 
         // Standalone datagram to the echo server by address.
-        let echo_header = [0, 0, 0, 1, 10, 0, 0, 2, 0, ECHO_PORT as u8];
-        let mut datagram = echo_header.to_vec();
-        datagram.extend_from_slice(b"ping");
-        udp.send_to(&datagram, relay).await.unwrap();
-        let (n, from) = udp.recv_from(&mut buf).await.unwrap();
-        assert_eq!(from.endpoint, relay);
-        assert_eq!(
-            &buf[..n],
-            &datagram[..],
-            "reply carries the echo server as source"
-        );
+        expect_udp_echo(&udp, relay, &echo_datagram(b"ping")).await;
 
         // By name, through the gateway's resolver.
         let mut datagram = vec![0, 0, 0, 3, 9];
@@ -536,26 +435,24 @@ fn udp_associate_relays_datagrams_until_the_control_connection_closes() {
         datagram.extend_from_slice(b"named");
         udp.send_to(&datagram, relay).await.unwrap();
         let (n, _) = udp.recv_from(&mut buf).await.unwrap();
-        assert_eq!(&buf[..n], [&echo_header[..], b"named"].concat());
+        assert_eq!(&buf[..n], echo_datagram(b"named"));
 
         // Two fragments, reassembled by the core before sending.
-        let mut first = echo_header.to_vec();
+        let mut first = echo_datagram(b"frag");
         first[2] = 1;
-        first.extend_from_slice(b"frag");
-        let mut last = echo_header.to_vec();
+        let mut last = echo_datagram(b"mented");
         last[2] = 0x82;
-        last.extend_from_slice(b"mented");
         udp.send_to(&first, relay).await.unwrap();
         udp.send_to(&last, relay).await.unwrap();
         let (n, _) = udp.recv_from(&mut buf).await.unwrap();
-        assert_eq!(&buf[..n], [&echo_header[..], b"fragmented"].concat());
+        assert_eq!(&buf[..n], echo_datagram(b"fragmented"));
 
         // Closing the control connection ends the association.
         control.close().await;
         Timer::after_millis(50).await;
-        let mut datagram = echo_header.to_vec();
-        datagram.extend_from_slice(b"too late");
-        udp.send_to(&datagram, relay).await.unwrap();
+        udp.send_to(&echo_datagram(b"too late"), relay)
+            .await
+            .unwrap();
         let late = with_timeout(Duration::from_millis(300), udp.recv_from(&mut buf)).await;
         assert!(late.is_err(), "no relay after the association ended");
     });
@@ -574,14 +471,40 @@ fn peer_udp(stack: Stack<'static>, port: u16) -> UdpSocket<'static> {
     socket
 }
 
-/// Opens a UDP association announcing 10.0.0.2:40000; returns the control connection and
-/// the relay's endpoint.
-async fn udp_associate(stack: Stack<'static>) -> (Client, IpEndpoint) {
-    let (control, reply) =
-        socks5_noauth_request(stack, &[5, 3, 0, 1, 10, 0, 0, 2, 0x9c, 0x40]).await;
+/// UDP ASSOCIATE announcing the client's UDP source 10.0.0.2:40000.
+const ASSOCIATE_FROM_40000: [u8; 10] = [5, 3, 0, 1, 10, 0, 0, 2, 0x9c, 0x40];
+
+/// Opens a UDP association with the UDP ASSOCIATE `request`; returns the control connection
+/// and the relay's endpoint, which must be on the gateway's address.
+async fn udp_associate(stack: Stack<'static>, request: &[u8]) -> (Client, IpEndpoint) {
+    let (control, reply) = socks5_noauth_request(stack, request).await;
     assert_eq!(reply[..4], [5, 0, 0, 1], "UDP ASSOCIATE granted");
+    assert_eq!(
+        reply[4..8],
+        GATEWAY_IP.octets(),
+        "relay on the gateway's address"
+    );
     let relay = IpEndpoint::new(GATEWAY_IP.into(), u16::from_be_bytes([reply[8], reply[9]]));
     (control, relay)
+}
+
+/// A SOCKS5 UDP datagram for the peer's echo server, by IPv4 address.
+fn echo_datagram(payload: &[u8]) -> Vec<u8> {
+    [&[0, 0, 0, 1, 10, 0, 0, 2, 0, ECHO_PORT as u8], payload].concat()
+}
+
+/// Sends `datagram` from `socket` through `relay` and expects it back from the relay
+/// unchanged: the echo server's answer, with the echo server as its source.
+async fn expect_udp_echo(socket: &UdpSocket<'_>, relay: IpEndpoint, datagram: &[u8]) {
+    socket.send_to(datagram, relay).await.unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, from) = socket.recv_from(&mut buf).await.unwrap();
+    assert_eq!(from.endpoint, relay);
+    assert_eq!(
+        &buf[..n],
+        datagram,
+        "reply carries the echo server as source"
+    );
 }
 
 /// Expects no datagram on `socket` for 300 ms.
@@ -600,15 +523,10 @@ fn udp_replies_only_from_contacted_destinations() {
         let client = peer_udp(stack, 40000);
         // On the client's own host, but not its announced port and never contacted.
         let stranger = peer_udp(stack, 9999);
-        let (control, relay) = udp_associate(stack).await;
-        let echo_header = [0, 0, 0, 1, 10, 0, 0, 2, 0, ECHO_PORT as u8];
-        let mut buf = [0u8; 2048];
-
-        let mut ping = echo_header.to_vec();
-        ping.extend_from_slice(b"ping");
-        client.send_to(&ping, relay).await.unwrap();
-        let (n, _) = client.recv_from(&mut buf).await.unwrap();
-        assert_eq!(&buf[..n], &ping[..], "the contacted echo server answers");
+        let (control, relay) = udp_associate(stack, &ASSOCIATE_FROM_40000).await;
+        // The contacted echo server answers.
+        let ping = echo_datagram(b"ping");
+        expect_udp_echo(&client, relay, &ping).await;
 
         stranger.send_to(b"injected", relay).await.unwrap();
         expect_silence(
@@ -618,9 +536,7 @@ fn udp_replies_only_from_contacted_destinations() {
         .await;
 
         // The association goes on: the contacted destination still gets through.
-        client.send_to(&ping, relay).await.unwrap();
-        let (n, _) = client.recv_from(&mut buf).await.unwrap();
-        assert_eq!(&buf[..n], &ping[..]);
+        expect_udp_echo(&client, relay, &ping).await;
         control.close().await;
     });
 }
@@ -630,11 +546,9 @@ fn udp_datagrams_from_another_client_address_are_dropped() {
     run(&OPEN, |stack| async move {
         let client = peer_udp(stack, 40000);
         let other_port = peer_udp(stack, 40001);
-        let (control, relay) = udp_associate(stack).await;
+        let (control, relay) = udp_associate(stack, &ASSOCIATE_FROM_40000).await;
         let relay6 = IpEndpoint::new(GATEWAY_IP6.into(), relay.port);
-        let echo_header = [0, 0, 0, 1, 10, 0, 0, 2, 0, ECHO_PORT as u8];
-        let mut forged = echo_header.to_vec();
-        forged.extend_from_slice(b"forged");
+        let forged = echo_datagram(b"forged");
 
         // Same IP, another port than the one announced: not the client. Had it been relayed,
         // the echo server's answer (a contacted source) would reach the client.
@@ -648,12 +562,7 @@ fn udp_datagrams_from_another_client_address_are_dropped() {
         expect_silence(&client, "a datagram from another address was relayed").await;
 
         // The client itself is served.
-        let mut ping = echo_header.to_vec();
-        ping.extend_from_slice(b"mine");
-        client.send_to(&ping, relay).await.unwrap();
-        let mut buf = [0u8; 2048];
-        let (n, _) = client.recv_from(&mut buf).await.unwrap();
-        assert_eq!(&buf[..n], &ping[..]);
+        expect_udp_echo(&client, relay, &echo_datagram(b"mine")).await;
         control.close().await;
     });
 }
@@ -666,16 +575,9 @@ fn udp_client_port_is_not_taken_from_a_domain_form_request() {
         let mut request = vec![5, 3, 0, 3, 11];
         request.extend_from_slice(b"client.test");
         request.extend_from_slice(&40000u16.to_be_bytes());
-        let (control, reply) = socks5_noauth_request(stack, &request).await;
-        assert_eq!(reply[..4], [5, 0, 0, 1], "UDP ASSOCIATE granted");
-        let relay = IpEndpoint::new(GATEWAY_IP.into(), u16::from_be_bytes([reply[8], reply[9]]));
+        let (control, relay) = udp_associate(stack, &request).await;
         let client = peer_udp(stack, 40001);
-        let mut ping = vec![0, 0, 0, 1, 10, 0, 0, 2, 0, ECHO_PORT as u8];
-        ping.extend_from_slice(b"latched");
-        client.send_to(&ping, relay).await.unwrap();
-        let mut buf = [0u8; 2048];
-        let (n, _) = client.recv_from(&mut buf).await.unwrap();
-        assert_eq!(&buf[..n], &ping[..]);
+        expect_udp_echo(&client, relay, &echo_datagram(b"latched")).await;
         control.close().await;
     });
 }
@@ -686,16 +588,9 @@ fn idle_relay_is_closed_in_order() {
         test_config(&[]).with_idle_timeout(Duration::from_millis(300)),
     ));
     run(config, |stack| async move {
-        let (mut client, reply) = socks5_noauth_request(stack, &CONNECT_ECHO_V4).await;
-        assert_success_v4(&reply);
-        echo_roundtrip(&mut client, b"then silence").await;
-        let started = embassy_time::Instant::now();
-        client.expect_eof().await;
-        let waited = started.elapsed();
-        assert!(
-            waited >= Duration::from_millis(250),
-            "closed after {waited:?}"
-        );
+        let mut client = connect_echo(stack).await;
+        client.echo(b"then silence").await;
+        expect_eof_no_sooner_than(&mut client, Duration::from_millis(250)).await;
         client.close().await;
     });
 }
@@ -705,9 +600,7 @@ fn socks4_client_is_refused_in_its_own_version_when_the_pool_is_full() {
     run(&OPEN, |stack| async move {
         let mut busy = Vec::new();
         for _ in 0..SESSIONS {
-            let (client, reply) = socks5_noauth_request(stack, &CONNECT_ECHO_V4).await;
-            assert_success_v4(&reply);
-            busy.push(client);
+            busy.push(connect_echo(stack).await);
         }
         let mut extra = Client::connect(stack).await;
         extra

@@ -44,6 +44,8 @@ pub(crate) const GATEWAY_IP6: Ipv6Address = Ipv6Address::new(0xfd00, 0, 0, 0, 0,
 pub(crate) const PEER_IP6: Ipv6Address = Ipv6Address::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
 pub(crate) const SOCKS_PORT: u16 = 1080;
 pub(crate) const ECHO_PORT: u16 = 7;
+/// SOCKS5 CONNECT request to the echo server on the peer, by IPv4 address.
+pub(crate) const CONNECT_ECHO_V4: [u8; 10] = [5, 1, 0, 1, 10, 0, 0, 2, 0, ECHO_PORT as u8];
 
 type Device = ch::Device<'static, MTU>;
 
@@ -325,6 +327,42 @@ impl Client {
         Self { socket }
     }
 
+    /// Connects and completes a SOCKS5 greeting that offers only "no authentication", which
+    /// the gateway must choose.
+    pub(crate) async fn socks5_no_auth(stack: Stack<'static>) -> Self {
+        let mut client = Self::connect(stack).await;
+        client.send(&[5, 1, 0]).await;
+        assert_eq!(client.recv(2).await, [5, 0]);
+        client
+    }
+
+    /// Offers only username/password (RFC 1929), which the gateway must choose, and logs in;
+    /// returns the status octet of the answer (0: success).
+    pub(crate) async fn login(&mut self, user: &[u8], password: &[u8]) -> u8 {
+        self.send(&[5, 1, 2]).await;
+        assert_eq!(self.recv(2).await, [5, 2]);
+        let mut auth = vec![1, user.len() as u8];
+        auth.extend_from_slice(user);
+        auth.push(password.len() as u8);
+        auth.extend_from_slice(password);
+        self.send(&auth).await;
+        let status = self.recv(2).await;
+        assert_eq!(status[0], 1, "RFC 1929 version");
+        status[1]
+    }
+
+    /// Sends a SOCKS5 request and reads a reply of the length an IPv4 BND.ADDR gives (10).
+    pub(crate) async fn request(&mut self, request: &[u8]) -> Vec<u8> {
+        self.send(request).await;
+        self.recv(10).await
+    }
+
+    /// Sends `payload` and expects it back unchanged (the peer's echo server).
+    pub(crate) async fn echo(&mut self, payload: &[u8]) {
+        self.send(payload).await;
+        assert_eq!(self.recv(payload.len()).await, payload);
+    }
+
     pub(crate) async fn send(&mut self, bytes: &[u8]) {
         write_all(&mut self.socket, bytes).await.expect("send");
     }
@@ -376,4 +414,30 @@ impl Client {
             Timer::after_millis(5).await;
         }
     }
+}
+
+/// Checks a SOCKS5 success reply carrying an IPv4 BND.ADDR of the gateway.
+pub(crate) fn assert_success_v4(reply: &[u8]) {
+    assert_eq!(&reply[..4], &[5, 0, 0, 1], "reply {reply:?}");
+    assert_eq!(
+        &reply[4..8],
+        &GATEWAY_IP.octets(),
+        "BND.ADDR is the gateway's upstream address"
+    );
+}
+
+/// A SOCKS5 session without authentication, relaying to the peer's echo server.
+pub(crate) async fn connect_echo(stack: Stack<'static>) -> Client {
+    let mut client = Client::socks5_no_auth(stack).await;
+    assert_success_v4(&client.request(&CONNECT_ECHO_V4).await);
+    client
+}
+
+/// A SOCKS5 CONNECT to the echo server that the gateway must refuse with "general failure"
+/// (REP 1, as when no session is free) and then close in order.
+pub(crate) async fn expect_connect_general_failure(stack: Stack<'static>, why: &str) {
+    let mut client = Client::socks5_no_auth(stack).await;
+    assert_eq!(client.request(&CONNECT_ECHO_V4).await[..2], [5, 1], "{why}");
+    client.expect_eof().await;
+    client.close().await;
 }
