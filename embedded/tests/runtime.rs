@@ -4,7 +4,10 @@
 
 mod common;
 
-use common::{Client, ECHO_PORT, SESSIONS, run_monitored};
+use common::{
+    CONNECT_ECHO_V4, Client, SESSIONS, assert_success_v4, connect_echo,
+    expect_connect_general_failure, run_monitored,
+};
 use embassy_time::Timer;
 use socksgate_core::rules::Action;
 use socksgate_embedded::Refusal;
@@ -12,8 +15,6 @@ use socksgate_embedded::live::SharedSettings;
 use socksgate_embedded::monitor::Monitor;
 use socksgate_embedded::password::PasswordHash;
 use socksgate_embedded::settings::Settings;
-
-const CONNECT_ECHO_V4: [u8; 10] = [5, 1, 0, 1, 10, 0, 0, 2, 0, ECHO_PORT as u8];
 
 fn leak<T>(value: T) -> &'static T {
     Box::leak(Box::new(value))
@@ -30,36 +31,14 @@ fn hash(password: &[u8]) -> PasswordHash {
     PasswordHash::with_iterations(password, [9; 16], 64)
 }
 
-async fn login(client: &mut Client, user: &[u8], password: &[u8]) -> u8 {
-    client.send(&[5, 1, 2]).await;
-    assert_eq!(client.recv(2).await, [5, 2]);
-    let mut auth = vec![1, user.len() as u8];
-    auth.extend_from_slice(user);
-    auth.push(password.len() as u8);
-    auth.extend_from_slice(password);
-    client.send(&auth).await;
-    let status = client.recv(2).await;
-    assert_eq!(status[0], 1);
-    status[1]
-}
-
-async fn echo(client: &mut Client, payload: &[u8]) {
-    client.send(payload).await;
-    assert_eq!(client.recv(payload.len()).await, payload);
-}
-
 #[test]
 fn users_and_rules_changed_at_run_time_apply_to_the_next_session() {
     let live = settings(|_| {});
     let monitor = leak(Monitor::new());
     run_monitored(live, monitor, |stack| async move {
         // No users: no authentication.
-        let mut open = Client::connect(stack).await;
-        open.send(&[5, 1, 0]).await;
-        assert_eq!(open.recv(2).await, [5, 0]);
-        open.send(&CONNECT_ECHO_V4).await;
-        assert_eq!(open.recv(10).await[..2], [5, 0]);
-        echo(&mut open, b"before").await;
+        let mut open = connect_echo(stack).await;
+        open.echo(b"before").await;
 
         // A user appears: the next client must log in; the running session goes on.
         live.update(|s| s.set_user("carol", hash(b"pw"))).unwrap();
@@ -68,23 +47,22 @@ fn users_and_rules_changed_at_run_time_apply_to_the_next_session() {
         assert_eq!(next.recv(2).await, [5, 0xff], "no acceptable method now");
         next.expect_eof().await;
         next.close().await;
-        echo(&mut open, b"still relaying").await;
+        open.echo(b"still relaying").await;
         open.close().await;
 
         let mut authed = Client::connect(stack).await;
-        assert_eq!(login(&mut authed, b"carol", b"pw").await, 0);
-        authed.send(&CONNECT_ECHO_V4).await;
-        assert_eq!(authed.recv(10).await[..2], [5, 0]);
-        echo(&mut authed, b"as carol").await;
+        assert_eq!(authed.login(b"carol", b"pw").await, 0);
+        assert_success_v4(&authed.request(&CONNECT_ECHO_V4).await);
+        authed.echo(b"as carol").await;
         authed.close().await;
 
         // A rule denying the echo server: REP 2 for the next request.
         live.update(|s| s.add_rule("deny dst 10.0.0.2 port 7"))
             .unwrap();
         let mut denied = Client::connect(stack).await;
-        assert_eq!(login(&mut denied, b"carol", b"pw").await, 0);
-        denied.send(&CONNECT_ECHO_V4).await;
-        assert_eq!(denied.recv(10).await[..2], [5, 2], "not allowed by ruleset");
+        assert_eq!(denied.login(b"carol", b"pw").await, 0);
+        let reply = denied.request(&CONNECT_ECHO_V4).await;
+        assert_eq!(reply[..2], [5, 2], "not allowed by ruleset");
         denied.expect_eof().await;
         denied.close().await;
         Timer::after_millis(50).await;
@@ -104,34 +82,20 @@ fn one_client_cannot_hold_more_than_its_share() {
     let live = settings(|s| s.per_client = 1);
     let monitor = leak(Monitor::new());
     run_monitored(live, monitor, |stack| async move {
-        let mut first = Client::connect(stack).await;
-        first.send(&[5, 1, 0]).await;
-        assert_eq!(first.recv(2).await, [5, 0]);
-        first.send(&CONNECT_ECHO_V4).await;
-        assert_eq!(first.recv(10).await[..2], [5, 0]);
+        let mut first = connect_echo(stack).await;
 
         // A free slot remains, but this client already holds its one session.
-        let mut second = Client::connect(stack).await;
-        second.send(&[5, 1, 0]).await;
-        assert_eq!(second.recv(2).await, [5, 0]);
-        second.send(&CONNECT_ECHO_V4).await;
-        assert_eq!(second.recv(10).await[..2], [5, 1], "general failure");
-        second.expect_eof().await;
-        second.close().await;
+        expect_connect_general_failure(stack, "general failure: the client holds its share").await;
         let mut listed = Vec::new();
         monitor.for_each_active(|a| listed.push((a.slot, a.destination.to_string())));
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].1, "10.0.0.2:7");
 
-        echo(&mut first, b"unaffected").await;
+        first.echo(b"unaffected").await;
         first.close().await;
         Timer::after_millis(50).await;
         // Its session over, the client gets one again.
-        let mut third = Client::connect(stack).await;
-        third.send(&[5, 1, 0]).await;
-        assert_eq!(third.recv(2).await, [5, 0]);
-        third.send(&CONNECT_ECHO_V4).await;
-        assert_eq!(third.recv(10).await[..2], [5, 0]);
+        let third = connect_echo(stack).await;
         third.close().await;
         Timer::after_millis(50).await;
         assert_eq!(monitor.counters().refused[Refusal::ClientCap.index()], 1);
@@ -144,30 +108,17 @@ fn the_session_limit_set_at_run_time_holds_below_the_pool() {
     let live = settings(|s| s.max_sessions = 1);
     let monitor = leak(Monitor::new());
     run_monitored(live, monitor, |stack| async move {
-        let mut first = Client::connect(stack).await;
-        first.send(&[5, 1, 0]).await;
-        assert_eq!(first.recv(2).await, [5, 0]);
-        first.send(&CONNECT_ECHO_V4).await;
-        assert_eq!(first.recv(10).await[..2], [5, 0]);
+        let mut first = connect_echo(stack).await;
 
         // A slot is free, but the limit is one session: answered as when the pool is full.
-        let mut second = Client::connect(stack).await;
-        second.send(&[5, 1, 0]).await;
-        assert_eq!(second.recv(2).await, [5, 0]);
-        second.send(&CONNECT_ECHO_V4).await;
-        assert_eq!(second.recv(10).await[..2], [5, 1], "general failure");
-        second.expect_eof().await;
-        second.close().await;
+        expect_connect_general_failure(stack, "general failure: the session limit is reached")
+            .await;
 
         // Raised at run time: the next client is served beside the first.
         live.update(|s| s.max_sessions = 0);
-        let mut third = Client::connect(stack).await;
-        third.send(&[5, 1, 0]).await;
-        assert_eq!(third.recv(2).await, [5, 0]);
-        third.send(&CONNECT_ECHO_V4).await;
-        assert_eq!(third.recv(10).await[..2], [5, 0]);
-        echo(&mut first, b"first").await;
-        echo(&mut third, b"third").await;
+        let mut third = connect_echo(stack).await;
+        first.echo(b"first").await;
+        third.echo(b"third").await;
         let mut listed = 0;
         monitor.for_each_active(|_| listed += 1);
         assert_eq!(listed, 2);
@@ -191,13 +142,13 @@ fn failed_logins_lock_the_client_out() {
     run_monitored(live, monitor, |stack| async move {
         for _ in 0..2 {
             let mut client = Client::connect(stack).await;
-            assert_ne!(login(&mut client, b"dave", b"wrong").await, 0);
+            assert_ne!(client.login(b"dave", b"wrong").await, 0);
             client.expect_eof().await;
             client.close().await;
         }
         // Locked out: even the right password fails now.
         let mut client = Client::connect(stack).await;
-        assert_ne!(login(&mut client, b"dave", b"right").await, 0);
+        assert_ne!(client.login(b"dave", b"right").await, 0);
         client.expect_eof().await;
         client.close().await;
         Timer::after_millis(50).await;
@@ -209,7 +160,7 @@ fn failed_logins_lock_the_client_out() {
         // right password through again.
         live.update(|s| s.login_throttle.failures = 0);
         let mut client = Client::connect(stack).await;
-        assert_eq!(login(&mut client, b"dave", b"right").await, 0);
+        assert_eq!(client.login(b"dave", b"right").await, 0);
         client.close().await;
     });
 }
@@ -236,11 +187,7 @@ fn a_session_in_progress_shows_its_bytes_so_far() {
     let live = settings(|_| {});
     let monitor = leak(Monitor::new());
     run_monitored(live, monitor, |stack| async move {
-        let mut client = Client::connect(stack).await;
-        client.send(&[5, 1, 0]).await;
-        assert_eq!(client.recv(2).await, [5, 0]);
-        client.send(&CONNECT_ECHO_V4).await;
-        assert_eq!(client.recv(10).await[..2], [5, 0]);
+        let mut client = connect_echo(stack).await;
         assert_eq!(
             live_bytes(monitor, (0, 0)).await,
             (0, 0),
@@ -248,13 +195,13 @@ fn a_session_in_progress_shows_its_bytes_so_far() {
         );
 
         // The client pauses between transfers: the counts are there while it runs, and grow.
-        echo(&mut client, &[7; 3000]).await;
+        client.echo(&[7; 3000]).await;
         assert_eq!(live_bytes(monitor, (3000, 3000)).await, (3000, 3000));
         let mut moved = None;
         monitor.for_each_active(|a| moved = Some(a.moved));
         let before = moved.unwrap();
         Timer::after_millis(20).await;
-        echo(&mut client, &[9; 10_000]).await;
+        client.echo(&[9; 10_000]).await;
         assert_eq!(
             live_bytes(monitor, (13_000, 13_000)).await,
             (13_000, 13_000)
