@@ -41,23 +41,76 @@ async fn echo_after_eof() -> (SocketAddr, tokio::sync::oneshot::Receiver<SocketA
     (addr, rx)
 }
 
+/// What a client's handshake ends with: the reply's address and the bytes after it, or the
+/// failure.
+type Outcome = Result<(Target, Vec<u8>), client::Error>;
+
+/// Runs the handshake `config` describes on `stream`.
+async fn handshake_on(stream: &mut TcpStream, config: ClientConfig<'_>) -> Outcome {
+    let mut c = Client::new(config).unwrap();
+    client::handshake(&mut c, stream).await
+}
+
+/// The handshake `config` describes on a new connection to `proxy`.
+async fn request(proxy: SocketAddr, config: ClientConfig<'_>) -> (TcpStream, Outcome) {
+    let mut stream = TcpStream::connect(proxy).await.unwrap();
+    let r = handshake_on(&mut stream, config).await;
+    (stream, r)
+}
+
+/// A CONNECT to `target` through `proxy`, offering `creds` (username, password) if any.
 async fn handshake(
     proxy: SocketAddr,
     version: Version,
     target: Addr<'_>,
     creds: Option<(&[u8], &[u8])>,
-) -> (TcpStream, Result<(Target, Vec<u8>), client::Error>) {
-    let mut stream = TcpStream::connect(proxy).await.unwrap();
+) -> (TcpStream, Outcome) {
     let config = ClientConfig {
-        version,
         credentials: creds.map(|(username, password)| Credentials { username, password }),
-        command: Command::Connect,
-        target,
-        user_id: b"",
+        ..ClientConfig::new(version, Command::Connect, target)
     };
-    let mut c = Client::new(config).unwrap();
-    let r = client::handshake(&mut c, &mut stream).await;
-    (stream, r)
+    request(proxy, config).await
+}
+
+/// A SOCKS5 CONNECT to `dst` through `proxy`, logged in as `user`.
+async fn connect_as(
+    proxy: SocketAddr,
+    dst: SocketAddr,
+    user: &[u8],
+    password: &[u8],
+) -> (TcpStream, Outcome) {
+    handshake(
+        proxy,
+        Version::Socks5,
+        Addr::Ip(dst),
+        Some((user, password)),
+    )
+    .await
+}
+
+/// A TCP connection to `to` from the loopback address `from`.
+async fn connect_from(from: [u8; 4], to: SocketAddr) -> std::io::Result<TcpStream> {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(SocketAddr::from((from, 0))).unwrap();
+    sock.connect(to).await
+}
+
+/// Sends `payload` on a relayed stream to an [`echo_after_eof`] server, half-closes, and
+/// expects exactly `payload` back before the EOF.
+async fn echo_to_eof(s: &mut TcpStream, payload: &[u8]) {
+    s.write_all(payload).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).await.unwrap();
+    assert_eq!(back, payload);
+}
+
+/// Sends `payload` on a relayed stream to an [`echo_server`] and expects it back.
+async fn expect_echo(s: &mut TcpStream, payload: &[u8]) {
+    s.write_all(payload).await.unwrap();
+    let mut back = vec![0u8; payload.len()];
+    s.read_exact(&mut back).await.unwrap();
+    assert_eq!(back, payload);
 }
 
 /// A config file's text, parsed (as `t.toml`).
@@ -82,11 +135,7 @@ async fn connect_reports_the_real_bound_address_and_relays_with_half_close() {
         assert!(early.is_empty());
         // BND is the proxy's outbound socket: exactly the address the destination saw.
         assert_eq!(bound, Target::Ip(peer.await.unwrap()), "{version:?}");
-        s.write_all(b"ping").await.unwrap();
-        s.shutdown().await.unwrap();
-        let mut back = Vec::new();
-        s.read_to_end(&mut back).await.unwrap();
-        assert_eq!(back, b"ping");
+        echo_to_eof(&mut s, b"ping").await;
     }
 }
 
@@ -99,11 +148,7 @@ async fn connect_by_name_socks5h_and_socks4a() {
         let (mut s, r) =
             handshake(proxy.addr, version, Addr::Domain(name, echo.port()), None).await;
         r.unwrap();
-        s.write_all(b"by name").await.unwrap();
-        s.shutdown().await.unwrap();
-        let mut back = Vec::new();
-        s.read_to_end(&mut back).await.unwrap();
-        assert_eq!(back, b"by name");
+        echo_to_eof(&mut s, b"by name").await;
     }
 }
 
@@ -226,29 +271,11 @@ async fn pipelined_greeting_request_and_payload() {
 async fn username_password() {
     let proxy = start(Config::default(), Some(&[("alice", "wonderland")])).await;
     let (echo, _) = echo_after_eof().await;
-    let (_, r) = handshake(
-        proxy.addr,
-        Version::Socks5,
-        Addr::Ip(echo),
-        Some((b"alice", b"wonderland")),
-    )
-    .await;
+    let (_, r) = connect_as(proxy.addr, echo, b"alice", b"wonderland").await;
     r.unwrap();
-    let (_, r) = handshake(
-        proxy.addr,
-        Version::Socks5,
-        Addr::Ip(echo),
-        Some((b"alice", b"wrong")),
-    )
-    .await;
+    let (_, r) = connect_as(proxy.addr, echo, b"alice", b"wrong").await;
     assert_eq!(rejected(r), ClientError::AuthFailed);
-    let (_, r) = handshake(
-        proxy.addr,
-        Version::Socks5,
-        Addr::Ip(echo),
-        Some((b"mallory", b"wonderland")),
-    )
-    .await;
+    let (_, r) = connect_as(proxy.addr, echo, b"mallory", b"wonderland").await;
     assert_eq!(rejected(r), ClientError::AuthFailed);
     // No credentials offered: no acceptable method.
     let (_, r) = handshake(proxy.addr, Version::Socks5, Addr::Ip(echo), None).await;
@@ -264,27 +291,19 @@ async fn username_password() {
 /// Logs in as alice from `src` (a loopback address) to a closed port: whether the login was
 /// accepted, and how long the handshake took.
 async fn login_from(proxy: SocketAddr, src: [u8; 4], password: &'static [u8]) -> (bool, Duration) {
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.bind(SocketAddr::from((src, 0))).unwrap();
-    let mut stream = sock.connect(proxy).await.unwrap();
+    let mut stream = connect_from(src, proxy).await.unwrap();
+    let closed = Addr::Ip(SocketAddr::from(([127, 0, 0, 1], free_port())));
     let config = ClientConfig {
-        version: Version::Socks5,
         credentials: Some(Credentials {
             username: b"alice",
             password,
         }),
-        command: Command::Connect,
-        target: Addr::Ip(SocketAddr::from(([127, 0, 0, 1], free_port()))),
-        user_id: b"",
+        ..ClientConfig::new(Version::Socks5, Command::Connect, closed)
     };
-    let mut c = Client::new(config).unwrap();
     let start = std::time::Instant::now();
-    let r = tokio::time::timeout(
-        Duration::from_secs(20),
-        client::handshake(&mut c, &mut stream),
-    )
-    .await
-    .expect("the handshake ends");
+    let r = tokio::time::timeout(Duration::from_secs(20), handshake_on(&mut stream, config))
+        .await
+        .expect("the handshake ends");
     let ok = match r {
         Err(client::Error::Handshake {
             source: ClientError::AuthFailed,
@@ -391,30 +410,57 @@ async fn handshake_timeout_closes_the_connection() {
     );
 }
 
+/// A BIND through `proxy` for a peer from `expected` (a loopback address), up to the first
+/// reply: the control stream, the client mid-handshake, the bytes after the reply, and the
+/// address the proxy listens on.
+async fn bind(
+    proxy: SocketAddr,
+    version: Version,
+    expected: [u8; 4],
+) -> (TcpStream, Client, Vec<u8>, SocketAddr) {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    let expected = Addr::Ip(SocketAddr::from((expected, 0)));
+    let mut c = Client::new(ClientConfig::new(version, Command::Bind, expected)).unwrap();
+    let (listening, rest) = client::handshake_until_reply(&mut c, &mut s).await.unwrap();
+    let Target::Ip(listening) = listening else {
+        panic!("bound is a name")
+    };
+    (s, c, rest, listening)
+}
+
+/// Connects the BIND's peer to `listening`; expects the proxy to report it in the second
+/// reply and to relay what it sends to the client, up to its EOF.
+async fn bind_peer_is_accepted(
+    (mut s, mut c, rest, listening): (TcpStream, Client, Vec<u8>, SocketAddr),
+    context: &str,
+) {
+    let mut peer = TcpStream::connect(listening).await.unwrap();
+    let (peer_seen, _) = tokio::time::timeout(
+        Duration::from_secs(5),
+        client::drive(&mut c, &mut s, rest, false),
+    )
+    .await
+    .expect("the second reply")
+    .unwrap();
+    assert_eq!(
+        peer_seen,
+        Target::Ip(peer.local_addr().unwrap()),
+        "{context}"
+    );
+    peer.write_all(b"from peer").await.unwrap();
+    peer.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b"from peer", "{context}");
+}
+
 #[tokio::test]
 async fn bind_accepts_the_named_peer_and_relays() {
     let proxy = start(Config::default(), None).await;
     for version in [Version::Socks5, Version::Socks4] {
-        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-        let expected = Addr::Ip(SocketAddr::from(([127, 0, 0, 1], 0)));
-        let mut c = Client::new(ClientConfig::new(version, Command::Bind, expected)).unwrap();
-        let (listening, rest) = client::handshake_until_reply(&mut c, &mut s).await.unwrap();
-        let Target::Ip(listening) = listening else {
-            panic!("bound is a name")
-        };
-        assert_eq!(listening.ip(), std::net::IpAddr::from([127, 0, 0, 1]));
-        let mut peer = TcpStream::connect(listening).await.unwrap();
-        let (peer_seen, _) = client::drive(&mut c, &mut s, rest, false).await.unwrap();
-        assert_eq!(
-            peer_seen,
-            Target::Ip(peer.local_addr().unwrap()),
-            "{version:?}"
-        );
-        peer.write_all(b"from peer").await.unwrap();
-        peer.shutdown().await.unwrap();
-        let mut got = Vec::new();
-        s.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, b"from peer");
+        let bound = bind(proxy.addr, version, [127, 0, 0, 1]).await;
+        assert_eq!(bound.3.ip(), std::net::IpAddr::from([127, 0, 0, 1]));
+        bind_peer_is_accepted(bound, &format!("{version:?}")).await;
     }
 }
 
@@ -423,17 +469,9 @@ async fn bind_refuses_other_peers_and_times_out() {
     let mut config = Config::default();
     config.timeouts.bind = 1;
     let proxy = start(config, None).await;
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     // Expect 127.0.0.2; connect from 127.0.0.1.
-    let expected = Addr::Ip(SocketAddr::from(([127, 0, 0, 2], 0)));
-    let mut c = Client::new(ClientConfig::new(Version::Socks5, Command::Bind, expected)).unwrap();
-    let (listening, rest) = client::handshake_until_reply(&mut c, &mut s).await.unwrap();
-    let Target::Ip(listening) = listening else {
-        panic!()
-    };
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    if let Ok(mut intruder) = sock.connect(listening).await {
+    let (mut s, mut c, rest, listening) = bind(proxy.addr, Version::Socks5, [127, 0, 0, 2]).await;
+    if let Ok(mut intruder) = connect_from([127, 0, 0, 1], listening).await {
         let mut buf = [0u8; 1];
         // Closed by the proxy without data.
         assert_eq!(intruder.read(&mut buf).await.unwrap_or(0), 0);
@@ -445,17 +483,9 @@ async fn bind_refuses_other_peers_and_times_out() {
 #[tokio::test]
 async fn bind_ignores_a_stranger_and_still_accepts_the_named_peer() {
     let proxy = start(Config::default(), None).await;
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     // The client names 127.0.0.1; a connection from 127.0.0.3 comes first.
-    let expected = Addr::Ip(SocketAddr::from(([127, 0, 0, 1], 0)));
-    let mut c = Client::new(ClientConfig::new(Version::Socks5, Command::Bind, expected)).unwrap();
-    let (listening, rest) = client::handshake_until_reply(&mut c, &mut s).await.unwrap();
-    let Target::Ip(listening) = listening else {
-        panic!("bound is a name")
-    };
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.bind("127.0.0.3:0".parse().unwrap()).unwrap();
-    let mut intruder = sock.connect(listening).await.unwrap();
+    let bound = bind(proxy.addr, Version::Socks5, [127, 0, 0, 1]).await;
+    let mut intruder = connect_from([127, 0, 0, 3], bound.3).await.unwrap();
     let mut buf = [0u8; 16];
     let n = tokio::time::timeout(Duration::from_secs(5), intruder.read(&mut buf))
         .await
@@ -463,20 +493,7 @@ async fn bind_ignores_a_stranger_and_still_accepts_the_named_peer() {
         .unwrap_or(0);
     assert_eq!(n, 0, "the stranger gets nothing");
     // The wait goes on: the named peer is accepted and reported.
-    let mut peer = TcpStream::connect(listening).await.unwrap();
-    let (peer_seen, _) = tokio::time::timeout(
-        Duration::from_secs(5),
-        client::drive(&mut c, &mut s, rest, false),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    assert_eq!(peer_seen, Target::Ip(peer.local_addr().unwrap()));
-    peer.write_all(b"peer").await.unwrap();
-    peer.shutdown().await.unwrap();
-    let mut got = Vec::new();
-    s.read_to_end(&mut got).await.unwrap();
-    assert_eq!(got, b"peer");
+    bind_peer_is_accepted(bound, "after a stranger").await;
 }
 
 mod udp {
@@ -497,28 +514,41 @@ mod udp {
         addr
     }
 
-    async fn associate(proxy: SocketAddr, expected: Addr<'_>) -> (TcpStream, SocketAddr) {
-        let mut s = TcpStream::connect(proxy).await.unwrap();
-        let mut c = Client::new(ClientConfig::new(
-            Version::Socks5,
-            Command::UdpAssociate,
-            expected,
-        ))
-        .unwrap();
-        let (relay, _) = client::handshake(&mut c, &mut s).await.unwrap();
-        let Target::Ip(relay) = relay else {
+    /// The UDP ASSOCIATE address of a client that does not say where it will send from.
+    pub(super) const ANY_CLIENT: Addr<'static> = Addr::Ip(SocketAddr::new(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        0,
+    ));
+
+    /// A SOCKS5 UDP ASSOCIATE announcing `expected` as the client's address.
+    pub(super) fn associate_config(expected: Addr<'_>) -> ClientConfig<'_> {
+        ClientConfig::new(Version::Socks5, Command::UdpAssociate, expected)
+    }
+
+    /// A UDP association through `proxy`: the control connection and the relay's address.
+    pub(super) async fn associate(
+        proxy: SocketAddr,
+        expected: Addr<'_>,
+    ) -> (TcpStream, SocketAddr) {
+        let (s, r) = request(proxy, associate_config(expected)).await;
+        let Target::Ip(relay) = r.unwrap().0 else {
             panic!("relay is a name")
         };
         (s, relay)
     }
 
+    /// A client socket on 127.0.0.1, connected to `relay`.
+    async fn socket_to(relay: SocketAddr) -> UdpSocket {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        socket.connect(relay).await.unwrap();
+        socket
+    }
+
     /// A UDP association through `proxy` (any client address), and the client's socket,
     /// connected to the relay.
     async fn open(proxy: SocketAddr) -> (TcpStream, UdpSocket) {
-        let (ctl, relay) = associate(proxy, Addr::Ip("0.0.0.0:0".parse().unwrap())).await;
-        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        client.connect(relay).await.unwrap();
-        (ctl, client)
+        let (ctl, relay) = associate(proxy, ANY_CLIENT).await;
+        (ctl, socket_to(relay).await)
     }
 
     async fn recv(sock: &UdpSocket) -> Option<Vec<u8>> {
@@ -537,6 +567,11 @@ mod udp {
         out
     }
 
+    /// Sends `payload` for `dst` through the relay `socket` is connected to (unfragmented).
+    async fn send_for(socket: &UdpSocket, dst: Addr<'_>, payload: &[u8]) {
+        socket.send(&datagram(dst, 0, payload)).await.unwrap();
+    }
+
     #[tokio::test]
     async fn relays_both_ways_latches_the_port_and_drops_strangers() {
         relays_both_ways(Config::default()).await;
@@ -551,10 +586,9 @@ mod udp {
     async fn relays_both_ways(config: Config) {
         let proxy = start(config, None).await;
         let echo = udp_echo().await;
-        let (_ctl, relay) = associate(proxy.addr, Addr::Ip("0.0.0.0:0".parse().unwrap())).await;
+        let (_ctl, relay) = associate(proxy.addr, ANY_CLIENT).await;
         assert_eq!(relay.ip(), std::net::IpAddr::from([127, 0, 0, 1]));
-        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        client.connect(relay).await.unwrap();
+        let client = socket_to(relay).await;
         let mut buf = vec![0u8; 600];
         let n = encapsulate(Addr::Ip(echo), b"hello udp", &mut buf).unwrap();
         client.send(&buf[..n]).await.unwrap();
@@ -565,8 +599,7 @@ mod udp {
 
         // Another port on the client's IP is not the latched one: dropped (relayed, its echo
         // would come back to the latched client).
-        let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        stranger.connect(relay).await.unwrap();
+        let stranger = socket_to(relay).await;
         stranger.send(&buf[..n]).await.unwrap();
         assert_eq!(
             recv(&client).await,
@@ -577,7 +610,7 @@ mod udp {
 
         // Domain destinations are resolved ("localhost").
         let name = Addr::Domain(Domain::new(b"localhost").unwrap(), echo.port());
-        client.send(&datagram(name, 0, b"by name")).await.unwrap();
+        send_for(&client, name, b"by name").await;
         let reply = recv(&client).await.expect("echo by name");
         assert_eq!(UdpHeader::parse(&reply).unwrap().1, b"by name");
     }
@@ -601,16 +634,10 @@ mod udp {
             // Same port number as the client, other IP; it sends first.
             let stranger = UdpSocket::bind(("127.0.0.2", port)).await.unwrap();
             stranger.connect(relay).await.unwrap();
-            stranger
-                .send(&datagram(Addr::Ip(sink_addr), 0, b"injected"))
-                .await
-                .unwrap();
+            send_for(&stranger, Addr::Ip(sink_addr), b"injected").await;
             assert_eq!(recv(&sink).await, None, "declared port: {declared}");
             client.connect(relay).await.unwrap();
-            client
-                .send(&datagram(Addr::Ip(sink_addr), 0, b"legit"))
-                .await
-                .unwrap();
+            send_for(&client, Addr::Ip(sink_addr), b"legit").await;
             assert_eq!(recv(&sink).await.as_deref(), Some(&b"legit"[..]));
         }
     }
@@ -708,7 +735,7 @@ mod udp {
         let sink = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let flooder = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let to_flooder = Addr::Ip(flooder.local_addr().unwrap());
-        client.send(&datagram(to_flooder, 0, b"go")).await.unwrap();
+        send_for(&client, to_flooder, b"go").await;
         let mut buf = [0u8; 64];
         flooder
             .set_read_timeout(Some(Duration::from_secs(5)))
@@ -736,7 +763,7 @@ mod udp {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let to_sink = Addr::Ip(sink.local_addr().unwrap());
         for i in 0..20u8 {
-            client.send(&datagram(to_sink, 0, &[i])).await.unwrap();
+            send_for(&client, to_sink, &[i]).await;
             let got = recv(&sink).await;
             assert_eq!(
                 got.as_deref(),
@@ -772,12 +799,8 @@ mod udp {
         let echo = udp_echo().await;
         // PySocks sends the domain "0" with port 0.
         let (ctl, relay) = associate(proxy.addr, Addr::Domain(Domain::new(b"0").unwrap(), 0)).await;
-        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        client.connect(relay).await.unwrap();
-        client
-            .send(&datagram(Addr::Ip(echo), 0, b"one"))
-            .await
-            .unwrap();
+        let client = socket_to(relay).await;
+        send_for(&client, Addr::Ip(echo), b"one").await;
         assert!(recv(&client).await.is_some());
         drop(ctl);
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -793,19 +816,14 @@ mod udp {
         config.timeouts.udp_idle = 3;
         let proxy = start(config, None).await;
         let echo = udp_echo().await;
-        let (mut ctl, relay) = associate(proxy.addr, Addr::Ip("0.0.0.0:0".parse().unwrap())).await;
-        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        client.connect(relay).await.unwrap();
+        let (mut ctl, client) = open(proxy.addr).await;
         // 4.2 s of a datagram every 0.3 s: the idle timer fires at least once meanwhile. The
         // gaps leave 2.7 s of slack, as the whole suite shares a small machine.
         for i in 0..15u8 {
             if i > 0 {
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
-            client
-                .send(&datagram(Addr::Ip(echo), 0, &[i]))
-                .await
-                .unwrap();
+            send_for(&client, Addr::Ip(echo), &[i]).await;
             let mut buf = vec![0u8; 1024];
             let n = tokio::time::timeout(Duration::from_secs(2), client.recv(&mut buf))
                 .await
@@ -843,10 +861,7 @@ mod udp {
             client.peer_addr().unwrap().ip(),
             std::net::IpAddr::from([127, 0, 0, 9])
         );
-        client
-            .send(&datagram(Addr::Ip(echo), 0, b"via .9"))
-            .await
-            .unwrap();
+        send_for(&client, Addr::Ip(echo), b"via .9").await;
         let back = recv(&client).await.expect("an echo through 127.0.0.9");
         assert_eq!(UdpHeader::parse(&back).unwrap().1, b"via .9");
     }
@@ -859,10 +874,7 @@ mod udp {
         let proxy = start(config, None).await;
         let echo = udp_echo().await;
         let (_ctl, client) = open(proxy.addr).await;
-        client
-            .send(&datagram(Addr::Ip(echo), 0, b"nope"))
-            .await
-            .unwrap();
+        send_for(&client, Addr::Ip(echo), b"nope").await;
         assert_eq!(recv(&client).await, None);
     }
 
@@ -874,10 +886,7 @@ mod udp {
         let config = parse("[access]\nprotect_local_destinations = true\n");
         let proxy = start(config, None).await;
         let (_ctl, client) = open(proxy.addr).await;
-        client
-            .send(&datagram(Addr::Ip(echo), 0, b"nope"))
-            .await
-            .unwrap();
+        send_for(&client, Addr::Ip(echo), b"nope").await;
         assert_eq!(recv(&client).await, None);
 
         let config = parse(
@@ -885,10 +894,7 @@ mod udp {
         );
         let proxy = start(config, None).await;
         let (_ctl, client) = open(proxy.addr).await;
-        client
-            .send(&datagram(Addr::Ip(echo), 0, b"named"))
-            .await
-            .unwrap();
+        send_for(&client, Addr::Ip(echo), b"named").await;
         assert!(
             recv(&client).await.is_some(),
             "a rule naming 127.0.0.1 re-opens it"
@@ -997,11 +1003,7 @@ async fn ipv6_listener_and_destination() {
     let (bound, _) = r.unwrap();
     let Target::Ip(bound) = bound else { panic!() };
     assert!(bound.is_ipv6());
-    s.write_all(b"six").await.unwrap();
-    s.shutdown().await.unwrap();
-    let mut back = Vec::new();
-    s.read_to_end(&mut back).await.unwrap();
-    assert_eq!(back, b"six");
+    echo_to_eof(&mut s, b"six").await;
 }
 
 #[tokio::test]
@@ -1092,13 +1094,7 @@ async fn socks4_can_be_disabled() {
 #[tokio::test]
 async fn bind_listener_closes_with_the_client() {
     let proxy = start(Config::default(), None).await;
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    let expected = Addr::Ip(SocketAddr::from(([127, 0, 0, 1], 0)));
-    let mut c = Client::new(ClientConfig::new(Version::Socks5, Command::Bind, expected)).unwrap();
-    let (listening, _) = client::handshake_until_reply(&mut c, &mut s).await.unwrap();
-    let Target::Ip(listening) = listening else {
-        panic!()
-    };
+    let (s, _, _, listening) = bind(proxy.addr, Version::Socks5, [127, 0, 0, 1]).await;
     drop(s);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let e = TcpStream::connect(listening).await.unwrap_err();
@@ -1111,29 +1107,12 @@ async fn udp_relay_ports_come_from_the_configured_range() {
     let proxy = start(config, None).await;
     let mut held = Vec::new();
     for _ in 0..2 {
-        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-        let zero = Addr::Ip("0.0.0.0:0".parse().unwrap());
-        let mut c = Client::new(ClientConfig::new(
-            Version::Socks5,
-            Command::UdpAssociate,
-            zero,
-        ))
-        .unwrap();
-        let (relay, _) = client::handshake(&mut c, &mut s).await.unwrap();
-        let Target::Ip(relay) = relay else { panic!() };
+        let (s, relay) = udp::associate(proxy.addr, udp::ANY_CLIENT).await;
         assert!((29170..=29171).contains(&relay.port()), "{relay}");
         held.push(s);
     }
     // The range is exhausted: the third association fails with a general failure.
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    let zero = Addr::Ip("0.0.0.0:0".parse().unwrap());
-    let mut c = Client::new(ClientConfig::new(
-        Version::Socks5,
-        Command::UdpAssociate,
-        zero,
-    ))
-    .unwrap();
-    let r = client::handshake(&mut c, &mut s).await;
+    let (_, r) = request(proxy.addr, udp::associate_config(udp::ANY_CLIENT)).await;
     assert_eq!(
         rejected(r),
         ClientError::Rejected(ReplyCode::GeneralFailure)
@@ -1156,10 +1135,8 @@ async fn echo_server() -> SocketAddr {
 }
 
 /// Connects from `from` (a loopback address) and waits for the proxy to close at once.
-async fn closed_before_handshake(proxy: SocketAddr, from: &str) -> bool {
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
-    let mut s = sock.connect(proxy).await.unwrap();
+async fn closed_before_handshake(proxy: SocketAddr, from: [u8; 4]) -> bool {
+    let mut s = connect_from(from, proxy).await.unwrap();
     let _ = s
         .write_all(&socks::encode::greeting(&[Method::NoAuth]))
         .await;
@@ -1174,22 +1151,11 @@ async fn closed_before_handshake(proxy: SocketAddr, from: &str) -> bool {
 }
 
 /// A relayed session from `from`, proven alive by one echo.
-async fn open_session(proxy: SocketAddr, from: &str, echo: SocketAddr) -> TcpStream {
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
-    let mut stream = sock.connect(proxy).await.unwrap();
-    let config = ClientConfig {
-        version: Version::Socks5,
-        credentials: None,
-        command: Command::Connect,
-        target: Addr::Ip(echo),
-        user_id: b"",
-    };
-    let mut c = Client::new(config).unwrap();
-    client::handshake(&mut c, &mut stream).await.unwrap();
-    stream.write_all(b"x").await.unwrap();
-    let mut b = [0u8; 1];
-    stream.read_exact(&mut b).await.unwrap();
+async fn open_session(proxy: SocketAddr, from: [u8; 4], echo: SocketAddr) -> TcpStream {
+    let mut stream = connect_from(from, proxy).await.unwrap();
+    let config = ClientConfig::new(Version::Socks5, Command::Connect, Addr::Ip(echo));
+    handshake_on(&mut stream, config).await.unwrap();
+    expect_echo(&mut stream, b"x").await;
     stream
 }
 
@@ -1200,21 +1166,21 @@ async fn session_limits_global_and_per_ip_close_before_the_handshake() {
     config.limits.max_sessions_per_ip = 1;
     let proxy = start(config, None).await;
     let echo = echo_server().await;
-    let a = open_session(proxy.addr, "127.0.0.1", echo).await;
+    let a = open_session(proxy.addr, [127, 0, 0, 1], echo).await;
     assert!(
-        closed_before_handshake(proxy.addr, "127.0.0.1").await,
+        closed_before_handshake(proxy.addr, [127, 0, 0, 1]).await,
         "per-IP limit"
     );
-    let _b = open_session(proxy.addr, "127.0.0.2", echo).await;
+    let _b = open_session(proxy.addr, [127, 0, 0, 2], echo).await;
     assert!(
-        closed_before_handshake(proxy.addr, "127.0.0.3").await,
+        closed_before_handshake(proxy.addr, [127, 0, 0, 3]).await,
         "global limit"
     );
     // Closing a session frees its place (the server notices asynchronously).
     drop(a);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        if !closed_before_handshake(proxy.addr, "127.0.0.3").await {
+        if !closed_before_handshake(proxy.addr, [127, 0, 0, 3]).await {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "place never freed");
@@ -1228,44 +1194,20 @@ async fn session_limit_per_user_is_reply_1() {
     config.limits.max_sessions_per_user = 1;
     let proxy = start(config, Some(&[("alice", "pw"), ("bob", "pw")])).await;
     let echo = echo_server().await;
-    let (first, r) = handshake(
-        proxy.addr,
-        Version::Socks5,
-        Addr::Ip(echo),
-        Some((b"alice", b"pw")),
-    )
-    .await;
+    let (first, r) = connect_as(proxy.addr, echo, b"alice", b"pw").await;
     r.unwrap();
-    let (_, r) = handshake(
-        proxy.addr,
-        Version::Socks5,
-        Addr::Ip(echo),
-        Some((b"alice", b"pw")),
-    )
-    .await;
+    let (_, r) = connect_as(proxy.addr, echo, b"alice", b"pw").await;
     assert_eq!(
         rejected(r),
         ClientError::Rejected(ReplyCode::GeneralFailure)
     );
     // Another user is not affected.
-    let (_bob, r) = handshake(
-        proxy.addr,
-        Version::Socks5,
-        Addr::Ip(echo),
-        Some((b"bob", b"pw")),
-    )
-    .await;
+    let (_bob, r) = connect_as(proxy.addr, echo, b"bob", b"pw").await;
     r.unwrap();
     drop(first);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let (_s, r) = handshake(
-            proxy.addr,
-            Version::Socks5,
-            Addr::Ip(echo),
-            Some((b"alice", b"pw")),
-        )
-        .await;
+        let (_s, r) = connect_as(proxy.addr, echo, b"alice", b"pw").await;
         if r.is_ok() {
             break;
         }
@@ -1283,7 +1225,7 @@ async fn tcp_idle_timeout_closes_a_silent_session() {
     config.timeouts.tcp_idle = 1;
     let proxy = start(config, None).await;
     let echo = echo_server().await;
-    let mut s = open_session(proxy.addr, "127.0.0.1", echo).await;
+    let mut s = open_session(proxy.addr, [127, 0, 0, 1], echo).await;
     let started = std::time::Instant::now();
     let mut rest = Vec::new();
     let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
@@ -1333,10 +1275,7 @@ async fn upstream_chaining_through_a_second_socksgate_with_credentials() {
 
     let (mut s, r) = connect_name(a.addr, "behind-b.test", echo.port()).await;
     r.unwrap();
-    s.write_all(b"ping").await.unwrap();
-    let mut back = [0u8; 4];
-    s.read_exact(&mut back).await.unwrap();
-    assert_eq!(&back, b"ping");
+    expect_echo(&mut s, b"ping").await;
 
     // B's failure reply comes back through A unchanged (B cannot resolve this name: 4).
     let (_, r) = connect_name(a.addr, "nowhere.test", 80).await;
@@ -1403,10 +1342,7 @@ async fn upstream_chaining_through_dante() {
     let echo = echo_server().await;
     let (mut s, r) = handshake(proxy.addr, Version::Socks5, Addr::Ip(echo), None).await;
     r.unwrap();
-    s.write_all(b"via dante").await.unwrap();
-    let mut back = [0u8; 9];
-    s.read_exact(&mut back).await.unwrap();
-    assert_eq!(&back, b"via dante");
+    expect_echo(&mut s, b"via dante").await;
     // dante's own refusal (its ruleset: reply 2) reaches the client; a direct attempt would
     // have been "connection refused" (5).
     let dst: SocketAddr = format!("127.0.0.1:{blocked}").parse().unwrap();
