@@ -534,6 +534,11 @@ mod tests {
         list.iter().map(|s| s.parse().unwrap()).collect()
     }
 
+    /// A lookup that answers `list` at once.
+    fn found(list: &[&str]) -> impl Future<Output = Result<Vec<IpAddr>, ConnectError>> + use<> {
+        std::future::ready(Ok(ips(list)))
+    }
+
     async fn after(
         ms: u64,
         r: Result<Vec<IpAddr>, ConnectError>,
@@ -576,6 +581,30 @@ mod tests {
                 }
             }
         }
+        /// [`happy_eyeballs`] to port 80 over the lookups `v6` and `v4`, with the default
+        /// parameters, every address allowed and this fake as the connector.
+        async fn race(
+            &self,
+            v6: impl Future<Output = Result<Vec<IpAddr>, ConnectError>>,
+            v4: impl Future<Output = Result<Vec<IpAddr>, ConnectError>>,
+        ) -> Result<(SocketAddr, SocketAddr), ConnectError> {
+            self.race_allowing(v6, v4, |_| Ok(())).await
+        }
+
+        /// [`Fake::race`] with `allow` deciding which addresses may be tried.
+        async fn race_allowing(
+            &self,
+            v6: impl Future<Output = Result<Vec<IpAddr>, ConnectError>>,
+            v4: impl Future<Output = Result<Vec<IpAddr>, ConnectError>>,
+            allow: impl Fn(SocketAddr) -> Result<(), ConnectError>,
+        ) -> Result<(SocketAddr, SocketAddr), ConnectError> {
+            let fake = self.clone();
+            happy_eyeballs(v6, v4, 80, Params::default(), allow, move |sa| {
+                fake.connect(sa)
+            })
+            .await
+        }
+
         fn log(&self) -> Vec<(String, u128)> {
             self.log
                 .lock()
@@ -590,16 +619,11 @@ mod tests {
     async fn interleaves_families_with_attempt_delay() {
         // Nothing ever answers: attempts start every 250 ms, alternating families, v6 first.
         let fake = Fake::new(|_| (10_000, false));
-        let f = fake.clone();
         let r = tokio::time::timeout(
             Duration::from_millis(1100),
-            happy_eyeballs(
-                async { Ok(ips(&["2001:db8::1", "2001:db8::2"])) },
-                async { Ok(ips(&["192.0.2.1", "192.0.2.2"])) },
-                80,
-                Params::default(),
-                |_| Ok(()),
-                move |sa| f.connect(sa),
+            fake.race(
+                found(&["2001:db8::1", "2001:db8::2"]),
+                found(&["192.0.2.1", "192.0.2.2"]),
             ),
         )
         .await;
@@ -619,17 +643,10 @@ mod tests {
     async fn a_waits_resolution_delay_for_aaaa() {
         // A at 0 ms, AAAA at 30 ms: within the 50 ms resolution delay, so v6 goes first.
         let fake = Fake::new(|sa| (5, sa.is_ipv6()));
-        let f = fake.clone();
-        let (_, won) = happy_eyeballs(
-            after(30, Ok(ips(&["2001:db8::1"]))),
-            async { Ok(ips(&["192.0.2.1"])) },
-            80,
-            Params::default(),
-            |_| Ok(()),
-            move |sa| f.connect(sa),
-        )
-        .await
-        .unwrap();
+        let (_, won) = fake
+            .race(after(30, Ok(ips(&["2001:db8::1"]))), found(&["192.0.2.1"]))
+            .await
+            .unwrap();
         assert!(won.is_ipv6());
         assert_eq!(fake.log(), vec![("2001:db8::1".into(), 30)]);
     }
@@ -638,17 +655,13 @@ mod tests {
     async fn slow_aaaa_does_not_block_a() {
         // AAAA takes 5 s: A is tried after the 50 ms resolution delay.
         let fake = Fake::new(|_| (5, true));
-        let f = fake.clone();
-        let (_, won) = happy_eyeballs(
-            after(5000, Ok(ips(&["2001:db8::1"]))),
-            async { Ok(ips(&["192.0.2.1"])) },
-            80,
-            Params::default(),
-            |_| Ok(()),
-            move |sa| f.connect(sa),
-        )
-        .await
-        .unwrap();
+        let (_, won) = fake
+            .race(
+                after(5000, Ok(ips(&["2001:db8::1"]))),
+                found(&["192.0.2.1"]),
+            )
+            .await
+            .unwrap();
         assert_eq!(won, "192.0.2.1:80".parse().unwrap());
         assert_eq!(fake.log(), vec![("192.0.2.1".into(), 50)]);
     }
@@ -657,17 +670,10 @@ mod tests {
     async fn failure_starts_next_attempt_at_once() {
         // v6 refused after 10 ms → v4 starts at 10 ms, not 250 ms.
         let fake = Fake::new(|sa| (10, sa.is_ipv4()));
-        let f = fake.clone();
-        let (_, won) = happy_eyeballs(
-            async { Ok(ips(&["2001:db8::1"])) },
-            async { Ok(ips(&["192.0.2.1"])) },
-            80,
-            Params::default(),
-            |_| Ok(()),
-            move |sa| f.connect(sa),
-        )
-        .await
-        .unwrap();
+        let (_, won) = fake
+            .race(found(&["2001:db8::1"]), found(&["192.0.2.1"]))
+            .await
+            .unwrap();
         assert!(won.is_ipv4());
         assert_eq!(
             fake.log(),
@@ -685,34 +691,20 @@ mod tests {
                 (10, true)
             }
         });
-        let f = fake.clone();
-        let (_, won) = happy_eyeballs(
-            async { Ok(ips(&["2001:db8::1"])) },
-            async { Ok(ips(&["192.0.2.1"])) },
-            80,
-            Params::default(),
-            |_| Ok(()),
-            move |sa| f.connect(sa),
-        )
-        .await
-        .unwrap();
+        let (_, won) = fake
+            .race(found(&["2001:db8::1"]), found(&["192.0.2.1"]))
+            .await
+            .unwrap();
         assert!(won.is_ipv4());
     }
 
     #[tokio::test(start_paused = true)]
     async fn all_refused_reports_refused() {
         let fake = Fake::new(|_| (1, false));
-        let f = fake.clone();
-        let e = happy_eyeballs(
-            async { Ok(ips(&["2001:db8::1"])) },
-            async { Ok(ips(&["192.0.2.1", "192.0.2.2"])) },
-            80,
-            Params::default(),
-            |_| Ok(()),
-            move |sa| f.connect(sa),
-        )
-        .await
-        .unwrap_err();
+        let e = fake
+            .race(found(&["2001:db8::1"]), found(&["192.0.2.1", "192.0.2.2"]))
+            .await
+            .unwrap_err();
         assert_eq!(
             e.failure().reply(),
             socksgate_core::wire::ReplyCode::ConnectionRefused
@@ -723,7 +715,6 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn denied_addresses_are_skipped_and_reported() {
         let fake = Fake::new(|_| (1, true));
-        let f = fake.clone();
         let allow = |sa: SocketAddr| {
             if sa.is_ipv6() {
                 Err(ConnectError::Denied(
@@ -737,45 +728,28 @@ mod tests {
                 Ok(())
             }
         };
-        let f2 = fake.clone();
-        let (_, won) = happy_eyeballs(
-            async { Ok(ips(&["2001:db8::1"])) },
-            async { Ok(ips(&["192.0.2.1"])) },
-            80,
-            Params::default(),
-            allow,
-            move |sa| f.connect(sa),
-        )
-        .await
-        .unwrap();
+        let (_, won) = fake
+            .race_allowing(found(&["2001:db8::1"]), found(&["192.0.2.1"]), allow)
+            .await
+            .unwrap();
         assert!(won.is_ipv4());
-        let e = happy_eyeballs(
-            async { Ok(ips(&["2001:db8::1"])) },
-            async { Ok(vec![]) },
-            80,
-            Params::default(),
-            allow,
-            move |sa| f2.connect(sa),
-        )
-        .await
-        .unwrap_err();
+        let e = fake
+            .race_allowing(found(&["2001:db8::1"]), found(&[]), allow)
+            .await
+            .unwrap_err();
         assert!(matches!(e, ConnectError::Denied(_)), "{e:?}");
     }
 
     #[tokio::test(start_paused = true)]
     async fn name_not_found() {
         let fake = Fake::new(|_| (1, true));
-        let f = fake.clone();
-        let e = happy_eyeballs(
-            async { Err(ConnectError::NameNotFound("x".into())) },
-            async { Err(ConnectError::NameNotFound("x".into())) },
-            80,
-            Params::default(),
-            |_| Ok(()),
-            move |sa| f.connect(sa),
-        )
-        .await
-        .unwrap_err();
+        let e = fake
+            .race(
+                async { Err(ConnectError::NameNotFound("x".into())) },
+                async { Err(ConnectError::NameNotFound("x".into())) },
+            )
+            .await
+            .unwrap_err();
         assert_eq!(
             e.failure().reply(),
             socksgate_core::wire::ReplyCode::HostUnreachable
@@ -832,17 +806,9 @@ mod tests {
     async fn preferring_ipv4_swaps_the_roles() {
         // Both answer at once; the preferred (here IPv4) lookup goes first and starts first.
         let fake = Fake::new(|_| (10_000, false));
-        let f = fake.clone();
         let r = tokio::time::timeout(
             Duration::from_millis(600),
-            happy_eyeballs(
-                async { Ok(ips(&["192.0.2.1", "192.0.2.2"])) },
-                async { Ok(ips(&["2001:db8::1"])) },
-                80,
-                Params::default(),
-                |_| Ok(()),
-                move |sa| f.connect(sa),
-            ),
+            fake.race(found(&["192.0.2.1", "192.0.2.2"]), found(&["2001:db8::1"])),
         )
         .await;
         assert!(r.is_err());
