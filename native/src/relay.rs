@@ -18,13 +18,15 @@
 //! Traffic limits ([`crate::traffic`]): a limited direction asks its limit for a grant before
 //! each read or splice and moves at most that many bytes, waiting for tokens when there are
 //! none; its user's spent quota ends the relay like the idle timeout does (both directions,
-//! with the bytes moved so far). The limited loops are functions of their own: an unlimited
-//! direction runs the same loops as before, chosen by one branch on a `None` per direction,
-//! and its session task is no larger.
+//! with the bytes moved so far). The limited loops are instances of their own (the buffered
+//! copy is generic over its `Pace`, splice has a limited loop): an unlimited direction runs
+//! the unpaced ones, chosen by one branch on a `None` per direction, and its session task is
+//! no larger.
 //!
-//! Fairness: an unlimited direction that has data waiting on every pass yields to its worker's
-//! other tasks after [`TURN`] of running, so a bulk transfer delays the sessions that share
-//! its worker by a few milliseconds, not for as long as it has data.
+//! Fairness: a direction that has data waiting on every pass yields to its worker's other
+//! tasks after [`TURN`] of running, so a bulk transfer delays the sessions that share its
+//! worker by a few milliseconds, not for as long as it has data. A limited direction takes
+//! turns too: a limit above what the link moves never makes it wait for tokens.
 //!
 //! Memory: a direction holds no buffer (and no pipe) while its source is idle. A buffer is
 //! allocated when the socket becomes readable and released once the socket is drained, so an
@@ -482,18 +484,32 @@ async fn direction(
     #[cfg(target_os = "linux")]
     if mode == Mode::Auto {
         let mut from = from;
-        return match splice::pump(&mut from, to.as_ref(), meter).await {
-            splice::Outcome::Done(moved) => {
-                shutdown(to).await?;
-                Ok(moved.total)
-            }
-            splice::Outcome::Failed(e) => Err(e),
-            splice::Outcome::Unsupported(moved) => Ok(moved.total + pump(from, to, meter).await?),
-        };
+        let spliced = splice::pump(&mut from, to.as_ref(), meter).await;
+        return after_splice(spliced, from, to, meter, &Unpaced).await;
     }
     #[cfg(not(target_os = "linux"))]
     let _ = mode;
-    pump(from, to, meter).await
+    pump(from, to, meter, &Unpaced).await
+}
+
+/// Ends a direction that splice moved: passes its EOF on, or goes on with the buffered
+/// [`pump`] where splice cannot be used for these sockets.
+#[cfg(target_os = "linux")]
+async fn after_splice<P: Pace>(
+    spliced: splice::Outcome,
+    from: ReadHalf<'_>,
+    to: WriteHalf<'_>,
+    meter: Meter<'_>,
+    pace: &P,
+) -> std::io::Result<u64> {
+    match spliced {
+        splice::Outcome::Done(moved) => {
+            shutdown(to).await?;
+            Ok(moved.total)
+        }
+        splice::Outcome::Failed(e) => Err(e),
+        splice::Outcome::Unsupported(moved) => Ok(moved.total + pump(from, to, meter, pace).await?),
+    }
 }
 
 /// Passes EOF on as a half-close. The peer may already be gone.
@@ -505,8 +521,42 @@ async fn shutdown(mut to: WriteHalf<'_>) -> std::io::Result<()> {
     }
 }
 
-/// Copies `from` to `to` until EOF, then shuts down `to`'s write side.
-async fn pump(from: ReadHalf<'_>, mut to: WriteHalf<'_>, meter: Meter<'_>) -> std::io::Result<u64> {
+/// How a [`pump`] paces its reads: not at all ([`Unpaced`]), or by a traffic limit's grants.
+/// Each is a `pump` of its own, so an unlimited direction carries no limit state or branch.
+trait Pace {
+    /// How many of `want` bytes the next read may take, waiting for tokens if need be.
+    async fn take(&self, want: usize) -> std::io::Result<usize>;
+    /// `moved` of the `granted` bytes were read; the rest are given back.
+    fn settle(&self, granted: usize, moved: usize);
+}
+
+/// Reads as much as there is room for.
+struct Unpaced;
+
+impl Pace for Unpaced {
+    async fn take(&self, want: usize) -> std::io::Result<usize> {
+        Ok(want)
+    }
+    fn settle(&self, _granted: usize, _moved: usize) {}
+}
+
+impl Pace for DirectionLimit {
+    async fn take(&self, want: usize) -> std::io::Result<usize> {
+        self.grant(want).await
+    }
+    fn settle(&self, granted: usize, moved: usize) {
+        self.used(granted, moved);
+    }
+}
+
+/// Copies `from` to `to` until EOF, each read as large as `pace` grants, then shuts down
+/// `to`'s write side.
+async fn pump<P: Pace>(
+    from: ReadHalf<'_>,
+    mut to: WriteHalf<'_>,
+    meter: Meter<'_>,
+    pace: &P,
+) -> std::io::Result<u64> {
     let source: &TcpStream = from.as_ref();
     let mut size = SMALL;
     let mut total = 0u64;
@@ -514,10 +564,14 @@ async fn pump(from: ReadHalf<'_>, mut to: WriteHalf<'_>, meter: Meter<'_>) -> st
     loop {
         turn.waiting();
         source.readable().await?;
-        // Allocated only now that there is something to read; dropped when drained.
+        // Only now that there is data is the buffer allocated (it is dropped when drained)
+        // and are tokens taken (an idle session holds none).
         let mut buf = vec![0u8; size];
         loop {
-            match source.try_read(&mut buf) {
+            let granted = pace.take(buf.len()).await?;
+            let read = source.try_read(buf.get_mut(..granted).unwrap_or_default());
+            pace.settle(granted, *read.as_ref().unwrap_or(&0));
+            match read {
                 Ok(0) => {
                     shutdown(to).await?;
                     return Ok(total);
@@ -529,47 +583,6 @@ async fn pump(from: ReadHalf<'_>, mut to: WriteHalf<'_>, meter: Meter<'_>) -> st
                     if turn.over() {
                         tokio::task::yield_now().await;
                     }
-                    if n == buf.len() && size < LARGE {
-                        size = LARGE;
-                        buf = vec![0u8; size];
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-}
-
-/// [`pump`] under a traffic limit: each read takes at most the bytes `limit` grants (waiting
-/// for tokens), and gives back what it did not use.
-async fn pump_limited(
-    from: ReadHalf<'_>,
-    mut to: WriteHalf<'_>,
-    meter: Meter<'_>,
-    limit: &DirectionLimit,
-) -> std::io::Result<u64> {
-    let source: &TcpStream = from.as_ref();
-    let mut size = SMALL;
-    let mut total = 0u64;
-    loop {
-        // Tokens are taken only once there is data (an idle session holds none).
-        source.readable().await?;
-        let mut buf = vec![0u8; size];
-        loop {
-            let granted = limit.grant(buf.len()).await?;
-            let read = source.try_read(buf.get_mut(..granted).unwrap_or_default());
-            limit.used(granted, *read.as_ref().unwrap_or(&0));
-            match read {
-                Ok(0) => {
-                    shutdown(to).await?;
-                    return Ok(total);
-                }
-                Ok(n) => {
-                    to.write_all(buf.get(..n).unwrap_or_default()).await?;
-                    total += n as u64;
-                    meter.add(n);
                     if n == buf.len() && size < LARGE {
                         size = LARGE;
                         buf = vec![0u8; size];
@@ -595,20 +608,12 @@ async fn direction_limited(
     #[cfg(target_os = "linux")]
     if mode == Mode::Auto {
         let mut from = from;
-        return match splice::pump_limited(&mut from, to.as_ref(), meter, limit).await {
-            splice::Outcome::Done(moved) => {
-                shutdown(to).await?;
-                Ok(moved.total)
-            }
-            splice::Outcome::Failed(e) => Err(e),
-            splice::Outcome::Unsupported(moved) => {
-                Ok(moved.total + pump_limited(from, to, meter, limit).await?)
-            }
-        };
+        let spliced = splice::pump_limited(&mut from, to.as_ref(), meter, limit).await;
+        return after_splice(spliced, from, to, meter, limit).await;
     }
     #[cfg(not(target_os = "linux"))]
     let _ = mode;
-    pump_limited(from, to, meter, limit).await
+    pump(from, to, meter, limit).await
 }
 
 /// A connected pair of loopback sockets, for the relay's and splice's tests.
