@@ -9,29 +9,16 @@ use socksgate_tests::{TIMEOUT, assert_same_bytes, body, free_port, peers, tools}
 
 use crate::{MB, PASS, USER};
 
-/// Fetches 1 MiB from the origin with `socksgate connect`; returns the body. Stdin (the
-/// request) ends at once, so the client half-closes right after sending it.
-#[track_caller]
-fn fetch(test: &str, proxy_url: &str, host: &str, origin: &TcpService) -> Vec<u8> {
-    fetch_with(test, &[], proxy_url, host, origin)
-}
+/// `socksgate connect` flags for microsocks, which drops both directions when the client
+/// half-closes (its relay loop stops at the first EOF): the client keeps its write side open
+/// after stdin's EOF.
+const NO_SHUTDOWN: &[&str] = &["--no-shutdown"];
 
-/// [`fetch`] with `--no-shutdown`: microsocks drops both directions when the client
-/// half-closes (its relay loop stops at the first EOF), so against it the client keeps its
-/// write side open after stdin's EOF.
+/// Fetches 1 MiB from the origin with `socksgate connect` and `flags`; returns the body.
+/// Stdin (the request) ends at once, so the client half-closes right after sending it
+/// (unless `flags` has `--no-shutdown`).
 #[track_caller]
-fn fetch_no_shutdown(test: &str, proxy_url: &str, host: &str, origin: &TcpService) -> Vec<u8> {
-    fetch_with(test, &["--no-shutdown"], proxy_url, host, origin)
-}
-
-#[track_caller]
-fn fetch_with(
-    test: &str,
-    flags: &[&str],
-    proxy_url: &str,
-    host: &str,
-    origin: &TcpService,
-) -> Vec<u8> {
+fn fetch(test: &str, flags: &[&str], proxy_url: &str, host: &str, origin: &TcpService) -> Vec<u8> {
     let out = tools::run(
         socksgate::command().arg("connect").args(flags).args([
             "--proxy",
@@ -56,6 +43,22 @@ fn url(scheme: &str, auth: bool, proxy: SocketAddr) -> String {
     }
 }
 
+/// [`fetch`] from a new HTTP origin through `proxy` as `scheme` (with the test user's
+/// credentials if `auth`), checking every byte of the body.
+#[track_caller]
+fn fetch_through(
+    test: &str,
+    flags: &[&str],
+    scheme: &str,
+    auth: bool,
+    proxy: SocketAddr,
+    host: &str,
+) {
+    let origin = origin::http_origin();
+    let got = fetch(test, flags, &url(scheme, auth, proxy), host, &origin);
+    assert_same_bytes(&got, &body(MB), test);
+}
+
 #[track_caller]
 fn against_socksgate(test: &str, scheme: &str, auth: bool, host: &str) {
     let server = if auth {
@@ -63,9 +66,7 @@ fn against_socksgate(test: &str, scheme: &str, auth: bool, host: &str) {
     } else {
         Server::start()
     };
-    let origin = origin::http_origin();
-    let got = fetch(test, &url(scheme, auth, server.addr()), host, &origin);
-    assert_same_bytes(&got, &body(MB), test);
+    fetch_through(test, &[], scheme, auth, server.addr(), host);
 }
 
 #[test]
@@ -115,6 +116,7 @@ fn connect_socks5_ipv6_to_socksgate() {
     assert!(origin.has_v6());
     let got = fetch(
         "connect_socks5_ipv6_to_socksgate",
+        &[],
         &url("socks5", false, server.addr()),
         "::1",
         &origin,
@@ -129,14 +131,7 @@ fn connect_socks4_to_danted() {
         return;
     };
     let peer = peers::danted(&danted[0]);
-    let origin = origin::http_origin();
-    let got = fetch(
-        test,
-        &url("socks4", false, peer.addr()),
-        "127.0.0.1",
-        &origin,
-    );
-    assert_same_bytes(&got, &body(MB), test);
+    fetch_through(test, &[], "socks4", false, peer.addr(), "127.0.0.1");
 }
 
 #[test]
@@ -146,14 +141,7 @@ fn connect_socks5_to_danted() {
         return;
     };
     let peer = peers::danted(&danted[0]);
-    let origin = origin::http_origin();
-    let got = fetch(
-        test,
-        &url("socks5", false, peer.addr()),
-        "127.0.0.1",
-        &origin,
-    );
-    assert_same_bytes(&got, &body(MB), test);
+    fetch_through(test, &[], "socks5", false, peer.addr(), "127.0.0.1");
 }
 
 #[test]
@@ -163,14 +151,7 @@ fn connect_socks5_to_microsocks() {
         return;
     };
     let peer = peers::microsocks(&ms[0], None);
-    let origin = origin::http_origin();
-    let got = fetch_no_shutdown(
-        test,
-        &url("socks5", false, peer.addr()),
-        "127.0.0.1",
-        &origin,
-    );
-    assert_same_bytes(&got, &body(MB), test);
+    fetch_through(test, NO_SHUTDOWN, "socks5", false, peer.addr(), "127.0.0.1");
 }
 
 #[test]
@@ -180,14 +161,7 @@ fn connect_socks5h_userpass_to_microsocks() {
         return;
     };
     let peer = peers::microsocks(&ms[0], Some((USER, PASS)));
-    let origin = origin::http_origin();
-    let got = fetch_no_shutdown(
-        test,
-        &url("socks5h", true, peer.addr()),
-        "localhost",
-        &origin,
-    );
-    assert_same_bytes(&got, &body(MB), test);
+    fetch_through(test, NO_SHUTDOWN, "socks5h", true, peer.addr(), "localhost");
 }
 
 #[test]
