@@ -13,20 +13,39 @@ use socksgate_tests::{TIMEOUT, assert_same_bytes, body, origin};
 
 use crate::{MB, PASS, USER};
 
+/// Sends `request` to an [`origin::reply_after_eof`] peer, half-closes, and expects the
+/// peer's whole response.
+#[track_caller]
+fn expect_response_after_half_close(c: &mut Client, request: &[u8]) {
+    c.send(request);
+    c.shutdown_write();
+    let got = c.read_to_end();
+    assert_same_bytes(
+        &got,
+        &origin::reply_after_eof_response(request),
+        "response after the client's half-close",
+    );
+}
+
+/// Expects the echo server's answer to `payload` (already sent), byte for byte.
+#[track_caller]
+fn expect_echoed(c: &mut Client, payload: &[u8]) {
+    assert_same_bytes(&c.read_exact(payload.len()), payload, "echoed payload");
+}
+
+/// Sends `payload` through the relay and expects it echoed.
+#[track_caller]
+fn send_and_expect_echo(c: &mut Client, payload: &[u8]) {
+    c.send(payload);
+    expect_echoed(c, payload);
+}
+
 #[test]
 fn half_close_socks5() {
     let server = Server::start();
     let peer = origin::reply_after_eof();
     let mut c = socks::connect5(server.addr(), &Dst::Ip(peer.addr()));
-    let request = body(256 * 1024);
-    c.send(&request);
-    c.shutdown_write();
-    let got = c.read_to_end();
-    assert_same_bytes(
-        &got,
-        &origin::reply_after_eof_response(&request),
-        "response after the client's half-close",
-    );
+    expect_response_after_half_close(&mut c, &body(256 * 1024));
 }
 
 #[test]
@@ -36,15 +55,7 @@ fn half_close_socks4() {
     let mut c = Client::connect(server.addr());
     let r = c.request4(Command::Connect, &Dst::Ip(peer.addr()), "");
     assert_eq!(r.cd, Socks4Code::Granted, "{r:?}");
-    let request = b"half-closed over SOCKS4".repeat(1000);
-    c.send(&request);
-    c.shutdown_write();
-    let got = c.read_to_end();
-    assert_same_bytes(
-        &got,
-        &origin::reply_after_eof_response(&request),
-        "response after the client's half-close",
-    );
+    expect_response_after_half_close(&mut c, &b"half-closed over SOCKS4".repeat(1000));
 }
 
 #[test]
@@ -60,7 +71,7 @@ fn pipelined_data_after_connect_request() {
     c.send(&bytes);
     let r = c.read_reply5();
     assert_eq!(r.rep, ReplyCode::Succeeded, "{r:?}");
-    assert_same_bytes(&c.read_exact(payload.len()), &payload, "echoed payload");
+    expect_echoed(&mut c, &payload);
 }
 
 #[test]
@@ -77,7 +88,7 @@ fn pipelined_greeting_request_and_data() {
     assert_eq!(c.read_method(), Method::NoAuth);
     let r = c.read_reply5();
     assert_eq!(r.rep, ReplyCode::Succeeded, "{r:?}");
-    assert_same_bytes(&c.read_exact(payload.len()), &payload, "echoed payload");
+    expect_echoed(&mut c, &payload);
 }
 
 #[test]
@@ -95,7 +106,7 @@ fn pipelined_auth_request_and_data() {
     assert_eq!(c.read_auth_status(), 0);
     let r = c.read_reply5();
     assert_eq!(r.rep, ReplyCode::Succeeded, "{r:?}");
-    assert_same_bytes(&c.read_exact(payload.len()), &payload, "echoed payload");
+    expect_echoed(&mut c, &payload);
 }
 
 #[test]
@@ -109,7 +120,7 @@ fn pipelined_data_after_socks4_request() {
     c.send(&bytes);
     let r = c.read_reply4();
     assert_eq!(r.cd, Socks4Code::Granted, "{r:?}");
-    assert_same_bytes(&c.read_exact(payload.len()), &payload, "echoed payload");
+    expect_echoed(&mut c, &payload);
 }
 
 #[test]
@@ -123,8 +134,7 @@ fn socks4a_resolves_name() {
         "",
     );
     assert_eq!(r.cd, Socks4Code::Granted, "{r:?}");
-    c.send(b"4a");
-    assert_eq!(c.read_exact(2), b"4a");
+    send_and_expect_echo(&mut c, b"4a");
 }
 
 #[test]
@@ -156,8 +166,7 @@ fn ipv6_loopback_listener_and_destination() {
     let echo = origin::echo();
     let v6 = echo.addr_v6().expect("echo on ::1");
     let mut c = socks::connect5(server.addr(), &Dst::Ip(v6));
-    c.send(b"over ::1");
-    assert_eq!(c.read_exact(8), b"over ::1");
+    send_and_expect_echo(&mut c, b"over ::1");
 }
 
 /// Where a client should connect for a BND address: the proxy's IP when BND is unspecified.
@@ -167,6 +176,22 @@ fn reachable(bound: SocketAddr, proxy: SocketAddr) -> SocketAddr {
     } else {
         bound
     }
+}
+
+/// The BIND's peer: a connection to the address the proxy listens on, with the tests' read
+/// timeout.
+fn connect_bind_peer(listen: SocketAddr) -> TcpStream {
+    let peer = TcpStream::connect_timeout(&listen, TIMEOUT).expect("connect to BND");
+    peer.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    peer
+}
+
+/// Expects the BIND's peer to receive exactly `expected`.
+#[track_caller]
+fn peer_receives(peer: &mut TcpStream, expected: &[u8]) {
+    let mut buf = vec![0u8; expected.len()];
+    peer.read_exact(&mut buf).expect("peer reads");
+    assert_eq!(buf, expected);
 }
 
 #[test]
@@ -183,8 +208,7 @@ fn bind_socks5_scripted() {
     );
     let listen = reachable(first.bound_addr(), server.addr());
     assert_ne!(listen.port(), 0, "BIND reply must carry the listening port");
-    let mut peer = TcpStream::connect_timeout(&listen, TIMEOUT).expect("connect to BND");
-    peer.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let mut peer = connect_bind_peer(listen);
     let second = c.read_reply5();
     assert_eq!(
         second.rep,
@@ -197,9 +221,7 @@ fn bind_socks5_scripted() {
         "second reply names the connecting peer"
     );
     c.send(b"client->peer");
-    let mut buf = [0u8; 12];
-    peer.read_exact(&mut buf).expect("peer reads");
-    assert_eq!(&buf, b"client->peer");
+    peer_receives(&mut peer, b"client->peer");
     peer.write_all(b"peer->client").expect("peer writes");
     peer.shutdown(Shutdown::Write).expect("shutdown");
     assert_eq!(c.read_to_end(), b"peer->client");
@@ -212,32 +234,50 @@ fn bind_socks4_scripted() {
     let first = c.request4(Command::Bind, &socks::v4(0), "");
     assert_eq!(first.cd, Socks4Code::Granted, "{first:?}");
     let listen = reachable(first.addr, server.addr());
-    let mut peer = TcpStream::connect_timeout(&listen, TIMEOUT).expect("connect to BND");
-    peer.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let mut peer = connect_bind_peer(listen);
     let second = c.read_reply4();
     assert_eq!(second.cd, Socks4Code::Granted, "{second:?}");
     peer.write_all(b"v4 bind").expect("peer writes");
     assert_eq!(c.read_exact(7), b"v4 bind");
     c.send(b"back");
-    let mut buf = [0u8; 4];
-    peer.read_exact(&mut buf).expect("peer reads");
-    assert_eq!(&buf, b"back");
+    peer_receives(&mut peer, b"back");
+}
+
+/// A client UDP socket on `ip`, with the tests' read timeout.
+fn udp_client(ip: IpAddr) -> UdpSocket {
+    let udp = UdpSocket::bind((ip, 0)).expect("bind udp");
+    udp.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    udp
+}
+
+/// Sends `payload` for `dst` (the UDP echo, by any name) through `relay`; expects the
+/// echoed datagram from the relay address, unfragmented, its header naming the echo at
+/// `echo`.
+#[track_caller]
+fn expect_udp_echo(
+    udp: &UdpSocket,
+    relay: SocketAddr,
+    dst: &Dst,
+    echo: SocketAddr,
+    payload: &[u8],
+) {
+    udp.send_to(&encode::udp_datagram(dst, payload), relay)
+        .expect("send");
+    let mut buf = [0u8; 2048];
+    let (n, from) = udp.recv_from(&mut buf).expect("reply datagram");
+    assert_eq!(from, relay, "replies come from the relay address");
+    let (frag, src, off) = decode::udp_datagram(&buf[..n]).expect("header");
+    assert_eq!(frag, 0);
+    assert_eq!(src, Dst::Ip(echo), "reply header names the echo");
+    assert_eq!(&buf[off..n], payload);
 }
 
 #[test]
 fn udp_associate_scripted() {
     let server = Server::start();
     let echo = origin::UdpEcho::start();
-    let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind udp");
-    udp.set_read_timeout(Some(TIMEOUT)).expect("timeout");
-    let mut c = Client::connect(server.addr());
-    c.greet_no_auth();
-    let r = c.request5(
-        Command::UdpAssociate,
-        &Dst::Ip(udp.local_addr().expect("local_addr")),
-    );
-    assert_eq!(r.rep, ReplyCode::Succeeded, "{r:?}");
-    let relay = reachable(r.bound_addr(), server.addr());
+    let udp = udp_client(Ipv4Addr::LOCALHOST.into());
+    let (c, relay) = associate(&server, &udp);
     for (i, dst) in [
         Dst::Ip(echo.addr()),
         Dst::Name("localhost".into(), echo.addr().port()),
@@ -246,15 +286,7 @@ fn udp_associate_scripted() {
     .enumerate()
     {
         let payload = format!("datagram {i}").into_bytes();
-        udp.send_to(&encode::udp_datagram(dst, &payload), relay)
-            .expect("send");
-        let mut buf = [0u8; 2048];
-        let (n, from) = udp.recv_from(&mut buf).expect("reply datagram");
-        assert_eq!(from, relay, "replies come from the relay address");
-        let (frag, src, off) = decode::udp_datagram(&buf[..n]).expect("header");
-        assert_eq!(frag, 0);
-        assert_eq!(src, Dst::Ip(echo.addr()), "reply header names the echo");
-        assert_eq!(&buf[off..n], &payload[..]);
+        expect_udp_echo(&udp, relay, dst, echo.addr(), &payload);
     }
     drop(c);
 }
@@ -263,26 +295,9 @@ fn udp_associate_scripted() {
 fn udp_associate_ipv6() {
     let server = Server::builder().ipv6().start();
     let echo = origin::UdpEcho::start_on(IpAddr::V6(Ipv6Addr::LOCALHOST));
-    let udp = UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).expect("bind udp");
-    udp.set_read_timeout(Some(TIMEOUT)).expect("timeout");
-    let mut c = Client::connect(server.addr());
-    c.greet_no_auth();
-    let r = c.request5(
-        Command::UdpAssociate,
-        &Dst::Ip(udp.local_addr().expect("local_addr")),
-    );
-    assert_eq!(r.rep, ReplyCode::Succeeded, "{r:?}");
-    let relay = reachable(r.bound_addr(), server.addr());
-    udp.send_to(
-        &encode::udp_datagram(&Dst::Ip(echo.addr()), b"v6 udp"),
-        relay,
-    )
-    .expect("send");
-    let mut buf = [0u8; 2048];
-    let (n, _) = udp.recv_from(&mut buf).expect("reply datagram");
-    let (_, src, off) = decode::udp_datagram(&buf[..n]).expect("header");
-    assert_eq!(src, Dst::Ip(echo.addr()));
-    assert_eq!(&buf[off..n], b"v6 udp");
+    let udp = udp_client(Ipv6Addr::LOCALHOST.into());
+    let (_c, relay) = associate(&server, &udp);
+    expect_udp_echo(&udp, relay, &Dst::Ip(echo.addr()), echo.addr(), b"v6 udp");
 }
 
 /// A UDP association for `udp` (its address announced as DST); returns the control
@@ -324,8 +339,7 @@ fn udp_relay_drops_datagrams_from_other_addresses() {
     // is another loopback address, standing in for another host.
     let server = Server::start();
     let echo = origin::UdpEcho::start();
-    let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind udp");
-    udp.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let udp = udp_client(Ipv4Addr::LOCALHOST.into());
     let (_control, relay) = associate(&server, &udp);
     let Ok(intruder) = UdpSocket::bind((Ipv4Addr::new(127, 0, 0, 2), 0)) else {
         println!("SKIPPED: cannot bind 127.0.0.2 here");
@@ -354,8 +368,7 @@ fn udp_relay_drops_datagrams_from_other_addresses() {
 fn udp_association_ends_with_control_connection() {
     let server = Server::start();
     let echo = origin::UdpEcho::start();
-    let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind udp");
-    udp.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let udp = udp_client(Ipv4Addr::LOCALHOST.into());
     let (control, relay) = associate(&server, &udp);
     assert!(udp_round_trip(&udp, relay, echo.addr(), b"while open").is_some());
     drop(control);
