@@ -163,50 +163,34 @@ pub(crate) async fn relay_limited(
         upstream.write_all(early).await?;
     }
     let activity = Activity::with_limits(limits);
-    let (client_rd, client_wr) = client.split();
-    let (up_rd, up_wr) = upstream.split();
-    let both = async {
-        tokio::try_join!(
-            direction(mode, client_rd, up_wr, activity.meter(&activity.up)),
-            direction(mode, up_rd, client_wr, activity.meter(&activity.down))
-        )
-    };
-    let ended = match idle {
-        None => both.await,
-        Some(idle) => tokio::select! {
-            r = both => r,
-            () = activity.idle_for(idle) => {
-                let up = activity.up.load(Ordering::Relaxed);
-                let down = activity.down.load(Ordering::Relaxed);
-                tracing::info!(up, down, "idle timeout: no data for {}s", idle.as_secs());
-                Ok((up, down))
-            }
-        },
-    };
-    let (up, down) = match ended {
-        Ok(totals) => totals,
-        Err(e) if crate::traffic::is_quota_spent(&e) => {
-            let up = activity.up.load(Ordering::Relaxed);
-            let down = activity.down.load(Ordering::Relaxed);
-            tracing::info!(up, down, "session ended: {e}");
-            if let Some(l) = &activity.limits
-                && let Some(d) = l.up.as_ref().or(l.down.as_ref())
-            {
-                d.quota_ended();
-            }
-            (up, down)
+    let ended = {
+        let (client_rd, client_wr) = client.split();
+        let (up_rd, up_wr) = upstream.split();
+        let both = async {
+            tokio::try_join!(
+                direction(mode, client_rd, up_wr, activity.meter(&activity.up)),
+                direction(mode, up_rd, client_wr, activity.meter(&activity.down))
+            )
+        };
+        // The select is written out rather than `until_idle`'s: a pinned future there makes
+        // every session task larger.
+        match idle {
+            None => both.await,
+            Some(idle) => tokio::select! {
+                r = both => r,
+                () = activity.idle_for(idle) => Ok(activity.idle_ended(idle)),
+            },
         }
+    };
+    match ended_totals(ended, &activity, early) {
         Err(e) => {
             if is_abort(&e) {
                 pass_abort_on(client, upstream);
             }
-            return Err(e);
+            Err(e)
         }
-    };
-    Ok(Totals {
-        up: up + early.len() as u64,
-        down,
-    })
+        ok => ok,
+    }
 }
 
 /// Runs `both` directions until they end or, with `idle`, until nothing has moved for that
@@ -220,12 +204,7 @@ async fn until_idle(
         None => both.await,
         Some(idle) => tokio::select! {
             r = both => r,
-            () = activity.idle_for(idle) => {
-                let up = activity.up.load(Ordering::Relaxed);
-                let down = activity.down.load(Ordering::Relaxed);
-                tracing::info!(up, down, "idle timeout: no data for {}s", idle.as_secs());
-                Ok((up, down))
-            }
+            () = activity.idle_for(idle) => Ok(activity.idle_ended(idle)),
         },
     }
 }
@@ -427,6 +406,14 @@ impl Activity {
             activity: self,
             counter,
         }
+    }
+
+    /// The bytes moved so far, as totals of a relay the idle timeout `idle` ended (logged).
+    fn idle_ended(&self, idle: Duration) -> (u64, u64) {
+        let up = self.up.load(Ordering::Relaxed);
+        let down = self.down.load(Ordering::Relaxed);
+        tracing::info!(up, down, "idle timeout: no data for {}s", idle.as_secs());
+        (up, down)
     }
 
     /// Completes once nothing has moved for `idle`.
