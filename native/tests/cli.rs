@@ -71,6 +71,76 @@ fn echo_after_eof() -> u16 {
     port
 }
 
+/// A datagram socket standing in for systemd's `NOTIFY_SOCKET`, in `dir`.
+struct Notify {
+    socket: std::os::unix::net::UnixDatagram,
+    path: std::path::PathBuf,
+}
+
+impl Notify {
+    fn bind(dir: &std::path::Path) -> Self {
+        let path = dir.join("notify");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Self { socket, path }
+    }
+
+    /// Expects the next notification to be `state` (within 10 s).
+    #[track_caller]
+    fn expect(&self, state: &str) {
+        let mut msg = [0u8; 64];
+        let n = self
+            .socket
+            .recv(&mut msg)
+            .unwrap_or_else(|e| panic!("{state} from serve: {e}"));
+        assert_eq!(String::from_utf8_lossy(&msg[..n]), state);
+    }
+}
+
+/// A destination that keeps its one connection open and reports each read that arrives.
+fn reporting_destination() -> (u16, std::sync::mpsc::Receiver<Vec<u8>>) {
+    let dest = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dest.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let (mut s, _) = dest.accept().unwrap();
+        let mut buf = [0u8; 64];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    (port, rx)
+}
+
+/// `socksgate connect` through `url` to 127.0.0.1:`port`, held open by its stdin (returned).
+fn held_connect(url: &str, port: u16) -> (Child, std::process::ChildStdin) {
+    let mut client = Command::new(BIN)
+        .args(["connect", "--proxy", url, "127.0.0.1", &port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdin = client.stdin.take().unwrap();
+    (client, stdin)
+}
+
+/// Sends `signal` (`kill`'s spelling: `-TERM`, `-HUP`) to the server.
+fn signal(server: &Server, signal: &str) {
+    let pid = server.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
 #[test]
 fn metrics_endpoint_counts_requests() {
     let echo = echo_after_eof();
@@ -760,28 +830,11 @@ fn access_log_and_session_metrics_after_real_sessions() {
 
 #[test]
 fn sd_notify_and_sigterm_drains_with_a_deadline() {
-    use std::os::unix::net::UnixDatagram;
     let dir = tempfile::tempdir().unwrap();
-    let notify_path = dir.path().join("notify");
-    let notify = UnixDatagram::bind(&notify_path).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    let notify = Notify::bind(dir.path());
     let config = dir.path().join("socksgate.toml");
     std::fs::write(&config, "drain_timeout = 2\n").unwrap();
-    // A destination that keeps its connection open and reports what arrives.
-    let dest = TcpListener::bind("127.0.0.1:0").unwrap();
-    let dest_port = dest.local_addr().unwrap().port();
-    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    std::thread::spawn(move || {
-        let (mut s, _) = dest.accept().unwrap();
-        let mut buf = [0u8; 64];
-        while let Ok(n) = s.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
+    let (dest_port, rx) = reporting_destination();
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let metrics = format!("127.0.0.1:{}", free_port());
@@ -796,45 +849,22 @@ fn sd_notify_and_sigterm_drains_with_a_deadline() {
                 "--config",
             ])
             .arg(&config)
-            .env("NOTIFY_SOCKET", &notify_path)
+            .env("NOTIFY_SOCKET", &notify.path)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
-    let mut msg = [0u8; 64];
-    let n = notify.recv(&mut msg).expect("READY=1 from serve");
-    assert_eq!(&msg[..n], b"READY=1");
+    notify.expect("READY=1");
     // One session, kept open by the client's stdin.
     let url = format!("socks5://127.0.0.1:{port}");
-    let mut client = Command::new(BIN)
-        .args([
-            "connect",
-            "--proxy",
-            &url,
-            "127.0.0.1",
-            &dest_port.to_string(),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = client.stdin.take().unwrap();
+    let (mut client, mut stdin) = held_connect(&url, dest_port);
     stdin.write_all(b"before").unwrap();
     assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), b"before");
     assert!(http_get(&metrics, "/readyz").starts_with("HTTP/1.1 200 OK"));
     let stopped_at = Instant::now();
-    let pid = server.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let n = notify.recv(&mut msg).expect("STOPPING=1 from serve");
-    assert_eq!(&msg[..n], b"STOPPING=1");
+    signal(&server, "-TERM");
+    notify.expect("STOPPING=1");
     // Listeners close at once…
     let deadline = Instant::now() + Duration::from_secs(2);
     while TcpStream::connect(&listen).is_ok() {
@@ -871,33 +901,11 @@ fn sd_notify_and_sigterm_drains_with_a_deadline() {
 
 #[test]
 fn sighup_reloads_rules_without_dropping_sessions() {
-    use std::os::unix::net::UnixDatagram;
     let dir = tempfile::tempdir().unwrap();
-    let notify_path = dir.path().join("notify");
-    let notify = UnixDatagram::bind(&notify_path).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let recv = || {
-        let mut msg = [0u8; 64];
-        let n = notify.recv(&mut msg).expect("a notification");
-        String::from_utf8_lossy(&msg[..n]).into_owned()
-    };
+    let notify = Notify::bind(dir.path());
     let config = dir.path().join("socksgate.toml");
     std::fs::write(&config, "").unwrap();
-    // A destination that keeps its one connection open and reports what arrives.
-    let dest = TcpListener::bind("127.0.0.1:0").unwrap();
-    let dest_port = dest.local_addr().unwrap().port().to_string();
-    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    std::thread::spawn(move || {
-        let (mut s, _) = dest.accept().unwrap();
-        let mut buf = [0u8; 64];
-        while let Ok(n) = s.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
+    let (dest_port, rx) = reporting_destination();
     let echo = echo_after_eof().to_string();
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
@@ -905,35 +913,19 @@ fn sighup_reloads_rules_without_dropping_sessions() {
         Command::new(BIN)
             .args(["serve", "--listen", &listen, "--config"])
             .arg(&config)
-            .env("NOTIFY_SOCKET", &notify_path)
+            .env("NOTIFY_SOCKET", &notify.path)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
     );
     let lines = collect_lines(server.0.stderr.take().unwrap());
-    assert_eq!(recv(), "READY=1");
+    notify.expect("READY=1");
     let url = format!("socks5://127.0.0.1:{port}");
-    let mut held = Command::new(BIN)
-        .args(["connect", "--proxy", &url, "127.0.0.1", &dest_port])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = held.stdin.take().unwrap();
+    let (mut held, mut stdin) = held_connect(&url, dest_port);
     stdin.write_all(b"before").unwrap();
     assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), b"before");
-    let hup = |server: &Server| {
-        let pid = server.0.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-HUP", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-    };
+    let dest_port = dest_port.to_string();
     let through = |port: &str| run(&["connect", "--proxy", &url, "127.0.0.1", port], b"x");
 
     // A new deny rule for the held session's destination.
@@ -942,9 +934,9 @@ fn sighup_reloads_rules_without_dropping_sessions() {
         format!("[[rule]]\naction = \"deny\"\nports = [\"{dest_port}\"]\n"),
     )
     .unwrap();
-    hup(&server);
-    assert_eq!(recv(), "RELOADING=1");
-    assert_eq!(recv(), "READY=1");
+    signal(&server, "-HUP");
+    notify.expect("RELOADING=1");
+    notify.expect("READY=1");
     // The established session keeps relaying…
     stdin.write_all(b"after").unwrap();
     assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), b"after");
@@ -956,9 +948,9 @@ fn sighup_reloads_rules_without_dropping_sessions() {
 
     // An invalid file is refused and the running rules stay.
     std::fs::write(&config, "[[rule]]\naction = \"maybe\"\n").unwrap();
-    hup(&server);
-    assert_eq!(recv(), "RELOADING=1");
-    assert_eq!(recv(), "READY=1");
+    signal(&server, "-HUP");
+    notify.expect("RELOADING=1");
+    notify.expect("READY=1");
     assert_ne!(through(&dest_port).0, 0, "the deny rule still applies");
     assert_eq!(through(&echo).1, "x");
     let refused = lines
@@ -978,13 +970,8 @@ fn sighup_reloads_rules_without_dropping_sessions() {
 
 #[test]
 fn systemd_socket_activation() {
-    use std::os::unix::net::UnixDatagram;
     let dir = tempfile::tempdir().unwrap();
-    let notify_path = dir.path().join("notify");
-    let notify = UnixDatagram::bind(&notify_path).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    let notify = Notify::bind(dir.path());
     // Python binds and listens, puts the socket on fd 3, sets LISTEN_FDS/LISTEN_PID for its
     // own pid and execs socksgate in its place (same pid), as systemd would.
     let script = r#"
@@ -1002,7 +989,7 @@ os.execv(sys.argv[1], [sys.argv[1], "serve"])
 "#;
     let mut child = Command::new("python3")
         .args(["-c", script, BIN])
-        .env("NOTIFY_SOCKET", &notify_path)
+        .env("NOTIFY_SOCKET", &notify.path)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -1013,9 +1000,7 @@ os.execv(sys.argv[1], [sys.argv[1], "serve"])
     let mut port = String::new();
     stdout.read_line(&mut port).unwrap();
     let port = port.trim().to_owned();
-    let mut msg = [0u8; 64];
-    let n = notify.recv(&mut msg).expect("READY=1");
-    assert_eq!(&msg[..n], b"READY=1");
+    notify.expect("READY=1");
     let echo = echo_after_eof().to_string();
     let url = format!("socks5://127.0.0.1:{port}");
     let (code, out, err) = run(&["connect", "--proxy", &url, "127.0.0.1", &echo], b"fd 3");
