@@ -19,9 +19,9 @@ use socksgate_core::wire::{ReplyCode, Socks4Code};
 use socksgate_tests::peers::Danted;
 use socksgate_tests::tools;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 
-use common::{Proxy as Server, start_with};
+use common::{Proxy as Server, start_with, tcp_echo, udp_echo};
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -33,34 +33,6 @@ async fn server(config: Config, users: Option<&[(&str, &str)]>) -> Server {
 
 fn parse(text: &str) -> Config {
     Config::parse(text, std::path::Path::new("t.toml")).unwrap()
-}
-
-/// A TCP echo server for many connections.
-async fn tcp_echo() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    addr
-}
-
-/// A UDP echo server.
-async fn udp_echo() -> SocketAddr {
-    let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = s.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut buf = [0u8; 2048];
-        while let Ok((n, from)) = s.recv_from(&mut buf).await {
-            let _ = s.send_to(&buf[..n], from).await;
-        }
-    });
-    addr
 }
 
 /// Writes `message` and reads as many bytes back.

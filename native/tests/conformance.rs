@@ -11,12 +11,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use cases::{CASES, Case, ECHO_NAME, PASSWORD, RuleSpec, USER, World};
-use common::{Proxy, start_with};
+use common::{Proxy, start_with, tcp_echo};
 use socksgate::config::Config;
 use socksgate::resolve::Resolver;
 use socksgate_tests::free_port;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// The config file a case implies: its rules, 1 s handshake and connect timeouts.
 fn config_text(case: &Case, world: &World) -> String {
@@ -65,22 +65,13 @@ fn blackhole() -> (socket2::Socket, Vec<socket2::Socket>, SocketAddr) {
 
 #[tokio::test]
 async fn native_server_decides_every_case() {
-    let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (_hole, _fillers, blackhole) = blackhole();
     let world = World {
-        echo: echo.local_addr().unwrap(),
+        echo: tcp_echo().await,
         echo_net: "127.0.0.0/8",
         closed: SocketAddr::from(([127, 0, 0, 1], free_port())),
         blackhole,
     };
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = echo.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
     for case in CASES {
         let proxy = start(case, &world).await;
         let mut client = TcpStream::connect(proxy.addr).await.unwrap();

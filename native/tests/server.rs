@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 mod common;
 
-use common::{Proxy, start_with};
+use common::{Proxy, start_with, tcp_echo, udp_echo};
 
 async fn start(config: Config, users: Option<&[(&str, &str)]>) -> Proxy {
     start_with(config, users, Resolver::from_system()).await
@@ -105,7 +105,7 @@ async fn echo_to_eof(s: &mut TcpStream, payload: &[u8]) {
     assert_eq!(back, payload);
 }
 
-/// Sends `payload` on a relayed stream to an [`echo_server`] and expects it back.
+/// Sends `payload` on a relayed stream to an [`tcp_echo`] and expects it back.
 async fn expect_echo(s: &mut TcpStream, payload: &[u8]) {
     s.write_all(payload).await.unwrap();
     let mut back = vec![0u8; payload.len()];
@@ -502,18 +502,6 @@ mod udp {
 
     use super::*;
 
-    async fn udp_echo() -> SocketAddr {
-        let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = s.local_addr().unwrap();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 70_000];
-            while let Ok((n, from)) = s.recv_from(&mut buf).await {
-                let _ = s.send_to(&buf[..n], from).await;
-            }
-        });
-        addr
-    }
-
     /// The UDP ASSOCIATE address of a client that does not say where it will send from.
     pub(super) const ANY_CLIENT: Addr<'static> = Addr::Ip(SocketAddr::new(
         std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
@@ -907,7 +895,7 @@ mod udp {
 /// by address or by a name that resolves to it, unless a rule names the address.
 #[tokio::test]
 async fn protected_destinations_are_reply_2_unless_a_rule_names_them() {
-    let echo = echo_server().await;
+    let echo = tcp_echo().await;
     let hosts = std::collections::HashMap::from([(
         "inside.test".to_owned(),
         vec!["127.0.0.1".parse().unwrap()],
@@ -1119,21 +1107,6 @@ async fn udp_relay_ports_come_from_the_configured_range() {
     );
 }
 
-/// An echo server for many connections that stay open until the client closes.
-async fn echo_server() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    addr
-}
-
 /// Connects from `from` (a loopback address) and waits for the proxy to close at once.
 async fn closed_before_handshake(proxy: SocketAddr, from: [u8; 4]) -> bool {
     let mut s = connect_from(from, proxy).await.unwrap();
@@ -1165,7 +1138,7 @@ async fn session_limits_global_and_per_ip_close_before_the_handshake() {
     config.limits.max_sessions = 2;
     config.limits.max_sessions_per_ip = 1;
     let proxy = start(config, None).await;
-    let echo = echo_server().await;
+    let echo = tcp_echo().await;
     let a = open_session(proxy.addr, [127, 0, 0, 1], echo).await;
     assert!(
         closed_before_handshake(proxy.addr, [127, 0, 0, 1]).await,
@@ -1193,7 +1166,7 @@ async fn session_limit_per_user_is_reply_1() {
     let mut config = Config::default();
     config.limits.max_sessions_per_user = 1;
     let proxy = start(config, Some(&[("alice", "pw"), ("bob", "pw")])).await;
-    let echo = echo_server().await;
+    let echo = tcp_echo().await;
     let (first, r) = connect_as(proxy.addr, echo, b"alice", b"pw").await;
     r.unwrap();
     let (_, r) = connect_as(proxy.addr, echo, b"alice", b"pw").await;
@@ -1224,7 +1197,7 @@ async fn tcp_idle_timeout_closes_a_silent_session() {
     let mut config = Config::default();
     config.timeouts.tcp_idle = 1;
     let proxy = start(config, None).await;
-    let echo = echo_server().await;
+    let echo = tcp_echo().await;
     let mut s = open_session(proxy.addr, [127, 0, 0, 1], echo).await;
     let started = std::time::Instant::now();
     let mut rest = Vec::new();
@@ -1271,7 +1244,7 @@ async fn upstream_chaining_through_a_second_socksgate_with_credentials() {
         Resolver::with_hosts(Default::default()),
     )
     .await;
-    let echo = echo_server().await;
+    let echo = tcp_echo().await;
 
     let (mut s, r) = connect_name(a.addr, "behind-b.test", echo.port()).await;
     r.unwrap();
@@ -1339,7 +1312,7 @@ async fn upstream_chaining_through_dante() {
     );
     let config = Config::parse(&text, std::path::Path::new("a.toml")).unwrap();
     let proxy = start(config, None).await;
-    let echo = echo_server().await;
+    let echo = tcp_echo().await;
     let (mut s, r) = handshake(proxy.addr, Version::Socks5, Addr::Ip(echo), None).await;
     r.unwrap();
     expect_echo(&mut s, b"via dante").await;

@@ -1,4 +1,4 @@
-//! Starting the server in-process for the integration tests.
+//! Starting the server in-process for the integration tests, and the echo servers behind it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,4 +44,34 @@ pub(crate) async fn start_with(
         shared,
         _dir: dir,
     }
+}
+
+/// A TCP echo server on loopback for many connections, each echoed until the client closes.
+#[allow(dead_code)] // each test crate uses its own part
+pub(crate) async fn tcp_echo() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A UDP echo server on loopback, for datagrams up to the largest UDP payload.
+#[allow(dead_code)] // each test crate uses its own part
+pub(crate) async fn udp_echo() -> SocketAddr {
+    let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = s.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 70_000];
+        while let Ok((n, from)) = s.recv_from(&mut buf).await {
+            let _ = s.send_to(&buf[..n], from).await;
+        }
+    });
+    addr
 }
