@@ -335,34 +335,50 @@ async fn run_limited(
             {
                 continue;
             }
-            Err(e) => {
-                let errno = e.raw_os_error().map(Errno::from_raw_os_error);
-                if moved.spliced == 0 && errno.is_some_and(unsupported) {
-                    return Ok(false);
-                }
-                return Err(e);
-            }
+            Err(e) => return unsupported_or(e, moved),
         };
         pipe.filled(n);
-        let mut left = n;
-        while left > 0 {
-            to.writable().await?;
-            match to.try_io(Interest::WRITABLE, || {
-                splice(&pipe.read, None, to, None, left, FLAGS).map_err(std::io::Error::from)
-            }) {
-                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(m) => {
-                    left -= m;
-                    moved.total += m as u64;
-                    moved.spliced += m as u64;
-                    meter.add(m);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+        drain_pipe(pipe, n, to, meter, moved).await?;
+    }
+}
+
+/// Splices the `n` bytes in `pipe` into `to`, counting them as they go.
+async fn drain_pipe(
+    pipe: &Pipe,
+    n: usize,
+    to: &TcpStream,
+    meter: Meter<'_>,
+    moved: &mut Moved,
+) -> std::io::Result<()> {
+    let mut left = n;
+    while left > 0 {
+        to.writable().await?;
+        match to.try_io(Interest::WRITABLE, || {
+            splice(&pipe.read, None, to, None, left, FLAGS).map_err(std::io::Error::from)
+        }) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(m) => {
+                left -= m;
+                moved.total += m as u64;
+                moved.spliced += m as u64;
+                meter.add(m);
             }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
+    Ok(())
+}
+
+/// A failed splice from the socket: `Ok(false)` (splice unsupported) when nothing has been
+/// spliced yet and the kernel refuses splice for these sockets, else the error.
+fn unsupported_or(e: std::io::Error, moved: &Moved) -> std::io::Result<bool> {
+    let errno = e.raw_os_error().map(Errno::from_raw_os_error);
+    if moved.spliced == 0 && errno.is_some_and(unsupported) {
+        return Ok(false);
+    }
+    Err(e)
 }
 
 /// The direction's loop; `Ok(false)` when splice turned out to be unsupported.
@@ -433,35 +449,12 @@ async fn run(
                 continue;
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                let errno = e.raw_os_error().map(Errno::from_raw_os_error);
-                if moved.spliced == 0 && errno.is_some_and(unsupported) {
-                    return Ok(false);
-                }
-                return Err(e);
-            }
+            Err(e) => return unsupported_or(e, moved),
         };
         drained = false;
         pipe.filled(n);
         // Pipe → socket, until the pipe is empty.
-        let mut left = n;
-        while left > 0 {
-            to.writable().await?;
-            match to.try_io(Interest::WRITABLE, || {
-                splice(&pipe.read, None, to, None, left, FLAGS).map_err(std::io::Error::from)
-            }) {
-                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(m) => {
-                    left -= m;
-                    moved.total += m as u64;
-                    moved.spliced += m as u64;
-                    meter.add(m);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        drain_pipe(pipe, n, to, meter, moved).await?;
         if turn.over() {
             tokio::task::yield_now().await;
         }
