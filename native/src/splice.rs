@@ -306,6 +306,9 @@ async fn run_limited(
 ) -> std::io::Result<bool> {
     let from: &TcpStream = from_half.as_ref();
     let mut pipe: Option<Pipe> = None;
+    // A limit above what the link moves never makes this loop wait for tokens, so it takes
+    // turns like `run` does.
+    let mut turn = Turn::default();
     loop {
         // Tokens are taken only once there is data, so an idle session holds none of a
         // shared bucket's; the pipe is closed when no data comes for a while.
@@ -326,19 +329,23 @@ async fn run_limited(
         let n = match spliced {
             Ok(0) => return Ok(true),
             Ok(n) => n,
-            // Readiness is cleared: the next turn waits for data.
+            // Readiness is cleared: the next pass waits for data.
             Err(e)
                 if matches!(
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
                 ) =>
             {
+                turn.waiting();
                 continue;
             }
             Err(e) => return unsupported_or(e, moved),
         };
         pipe.filled(n);
         drain_pipe(pipe, n, to, meter, moved).await?;
+        if turn.over() {
+            tokio::task::yield_now().await;
+        }
     }
 }
 

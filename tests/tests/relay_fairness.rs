@@ -1,7 +1,8 @@
 //! A bulk transfer does not hold the server's worker thread: on a one-worker runtime
-//! (`TOKIO_WORKER_THREADS=1`), a small session's echoes keep coming back while an unlimited
-//! download runs beside it. It fails for a relay whose bulk direction keeps the worker for as
-//! long as its source has data.
+//! (`TOKIO_WORKER_THREADS=1`), a small session's echoes keep coming back while a download runs
+//! beside it, unlimited or under a traffic limit far above what loopback moves (which never
+//! makes it wait for tokens). It fails for a relay whose bulk direction keeps the worker for
+//! as long as its source has data.
 #![forbid(unsafe_code)]
 
 use core::time::Duration;
@@ -13,7 +14,7 @@ use std::time::Instant;
 
 use socksgate_tests::origin;
 use socksgate_tests::socks::{Client, Command, Dst, ReplyCode};
-use socksgate_tests::socksgate::Server;
+use socksgate_tests::socksgate::{Server, ServerBuilder};
 
 /// A CONNECT through `proxy` to `dst`, ready to relay.
 fn connect(proxy: std::net::SocketAddr, dst: std::net::SocketAddr) -> Client {
@@ -48,7 +49,22 @@ const SCHEDULER: Duration = Duration::from_millis(20);
 
 #[test]
 fn a_bulk_download_does_not_stall_a_small_session_on_the_same_worker() {
-    let server = Server::builder()
+    echoes_beside_a_download(Server::builder());
+}
+
+#[test]
+fn a_limited_bulk_download_does_not_stall_a_small_session_on_the_same_worker() {
+    // 1 TB/s each way, per session: every session runs the limited relay loops, and no grant
+    // ever waits for tokens.
+    echoes_beside_a_download(
+        Server::builder().config("[[traffic]]\nper = \"session\"\nup = \"1T\"\ndown = \"1T\"\n"),
+    );
+}
+
+/// Measures a small session's 1-byte echoes through a one-worker `server` for [`MEASURE`]
+/// while a download runs through it, and fails if they waited behind the download.
+fn echoes_beside_a_download(server: ServerBuilder) {
+    let server = server
         .envs([("TOKIO_WORKER_THREADS".to_owned(), "1".to_owned())])
         .start();
     let echo = origin::echo();
