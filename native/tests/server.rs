@@ -604,9 +604,12 @@ mod udp {
     }
 
     /// Another host (here another loopback address) cannot inject datagrams into an
-    /// association, even with the client's port number, nor latch the port first.
+    /// association, even with the client's port number, nor latch the port first; once the
+    /// client's address is fixed (announced, or latched from its first datagram), neither
+    /// another port of its IP nor its port on another IP gets a datagram relayed, and the
+    /// client is still served both ways.
     #[tokio::test]
-    async fn datagrams_from_another_ip_are_dropped() {
+    async fn only_the_clients_address_is_relayed() {
         let proxy = start(Config::default(), None).await;
         let sink = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let sink_addr = sink.local_addr().unwrap();
@@ -620,57 +623,26 @@ mod udp {
             };
             let (_ctl, relay) = associate(proxy.addr, Addr::Ip(expected)).await;
             // Same port number as the client, other IP; it sends first.
-            let stranger = UdpSocket::bind(("127.0.0.2", port)).await.unwrap();
-            stranger.connect(relay).await.unwrap();
-            send_for(&stranger, Addr::Ip(sink_addr), b"injected").await;
+            let other_ip = UdpSocket::bind(("127.0.0.2", port)).await.unwrap();
+            other_ip.connect(relay).await.unwrap();
+            send_for(&other_ip, Addr::Ip(sink_addr), b"injected").await;
             assert_eq!(recv(&sink).await, None, "declared port: {declared}");
             client.connect(relay).await.unwrap();
             send_for(&client, Addr::Ip(sink_addr), b"legit").await;
-            assert_eq!(recv(&sink).await.as_deref(), Some(&b"legit"[..]));
-        }
-    }
-
-    /// Once the client's address is fixed (announced, or latched from its first datagram),
-    /// neither another port of its IP nor its port on another IP gets a datagram relayed,
-    /// and the client is still served both ways.
-    #[tokio::test]
-    async fn once_the_client_is_fixed_only_its_address_is_relayed() {
-        let proxy = start(Config::default(), None).await;
-        let sink = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let sink_addr = sink.local_addr().unwrap();
-        for declared in [false, true] {
-            let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-            let port = client.local_addr().unwrap().port();
-            let expected = if declared {
-                SocketAddr::from(([127, 0, 0, 1], port))
-            } else {
-                "0.0.0.0:0".parse().unwrap()
-            };
-            let (_ctl, relay) = associate(proxy.addr, Addr::Ip(expected)).await;
-            client.connect(relay).await.unwrap();
-            client
-                .send(&datagram(Addr::Ip(sink_addr), 0, b"first"))
-                .await
-                .unwrap();
             let mut buf = [0u8; 64];
             let (n, outbound) =
                 tokio::time::timeout(Duration::from_secs(5), sink.recv_from(&mut buf))
                     .await
-                    .expect("the client's first datagram")
+                    .expect("the client's datagram")
                     .unwrap();
-            assert_eq!(&buf[..n], b"first", "declared port: {declared}");
-            let other_port = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-            let other_ip = UdpSocket::bind(("127.0.0.2", port)).await.unwrap();
+            assert_eq!(&buf[..n], b"legit", "declared port: {declared}");
+            // The client is fixed now: neither stranger gets through.
+            let other_port = socket_to(relay).await;
             for stranger in [&other_port, &other_ip] {
-                let _ = stranger
-                    .send_to(&datagram(Addr::Ip(sink_addr), 0, b"injected"), relay)
-                    .await;
+                send_for(stranger, Addr::Ip(sink_addr), b"injected").await;
                 assert_eq!(recv(&sink).await, None, "declared port: {declared}");
             }
-            client
-                .send(&datagram(Addr::Ip(sink_addr), 0, b"again"))
-                .await
-                .unwrap();
+            send_for(&client, Addr::Ip(sink_addr), b"again").await;
             assert_eq!(recv(&sink).await.as_deref(), Some(&b"again"[..]));
             sink.send_to(b"answer", outbound).await.unwrap();
             let reply = recv(&client).await.expect("the answer");
@@ -686,14 +658,9 @@ mod udp {
         let proxy = start(Config::default(), None).await;
         let dest = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let dest_addr = dest.local_addr().unwrap();
-        let (_ctl, relay) = associate(proxy.addr, Addr::Ip("0.0.0.0:0".parse().unwrap())).await;
-        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let client_addr = client.local_addr().unwrap();
-        client.connect(relay).await.unwrap();
-        client
-            .send(&datagram(Addr::Ip(dest_addr), 0, b"hello"))
-            .await
-            .unwrap();
+        let (_ctl, client) = open(proxy.addr).await;
+        let (client_addr, relay) = (client.local_addr().unwrap(), client.peer_addr().unwrap());
+        send_for(&client, Addr::Ip(dest_addr), b"hello").await;
         let mut buf = [0u8; 64];
         let (_, outbound) = tokio::time::timeout(Duration::from_secs(5), dest.recv_from(&mut buf))
             .await
@@ -707,10 +674,7 @@ mod udp {
         dest.send_to(b"arrives", outbound).await.unwrap();
         let reply = recv(&client).await.expect("the answer after the bounce");
         assert_eq!(UdpHeader::parse(&reply).unwrap().1, b"arrives");
-        client
-            .send(&datagram(Addr::Ip(dest_addr), 0, b"still up"))
-            .await
-            .unwrap();
+        send_for(&client, Addr::Ip(dest_addr), b"still up").await;
         assert_eq!(recv(&dest).await.as_deref(), Some(&b"still up"[..]));
     }
 

@@ -357,17 +357,22 @@ mod test {
         s.parse().unwrap()
     }
 
-    #[test]
-    fn test_a_stranger_changes_nothing() {
-        let open = Rules::new(&[], Action::Allow);
-        let mut a = Association::<PeerList<4>, 1024>::new(
+    /// An association of the client at 192.0.2.10 that announced `expected`.
+    fn of_client(expected: SocketAddr) -> Association<PeerList<4>, 1024> {
+        Association::new(
             sa("192.0.2.10:1").ip(),
-            Addr::Ip(sa("0.0.0.0:0")),
+            Addr::Ip(expected),
             None,
             PeerList::new(),
             Duration::from_secs(60),
             Instant::from_millis(0),
-        );
+        )
+    }
+
+    #[test]
+    fn test_a_stranger_changes_nothing() {
+        let open = Rules::new(&[], Action::Allow);
+        let mut a = of_client(sa("0.0.0.0:0"));
         let mut buf = [0u8; 64];
         let n = encapsulate(Addr::Ip(sa("192.0.2.7:53")), b"part", &mut buf).unwrap();
         let whole = buf[..n].to_vec();
@@ -406,14 +411,7 @@ mod test {
     #[test]
     fn an_announced_port_is_the_client_from_the_start() {
         let open = Rules::new(&[], Action::Allow);
-        let mut a = Association::<PeerList<4>, 1024>::new(
-            sa("192.0.2.10:1").ip(),
-            Addr::Ip(sa("192.0.2.10:7000")),
-            None,
-            PeerList::new(),
-            Duration::from_secs(60),
-            Instant::from_millis(0),
-        );
+        let mut a = of_client(sa("192.0.2.10:7000"));
         assert_eq!(a.client(), Some(sa("192.0.2.10:7000")));
         let mut buf = [0u8; 64];
         let n = encapsulate(Addr::Ip(sa("192.0.2.7:53")), b"x", &mut buf).unwrap();
