@@ -547,6 +547,17 @@ mod udp {
         }
     }
 
+    /// The next datagram on `sock` and its source: the relay's outbound address, seen by a
+    /// destination.
+    async fn recv_from(sock: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+        let mut buf = vec![0u8; 70_000];
+        let (n, from) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
+            .await
+            .expect("a datagram within 5 s")
+            .unwrap();
+        (buf[..n].to_vec(), from)
+    }
+
     fn datagram(dst: Addr<'_>, frag: u8, payload: &[u8]) -> Vec<u8> {
         let header = UdpHeader { frag, dst };
         let mut out = vec![0u8; header.buffer_len() + payload.len()];
@@ -629,13 +640,8 @@ mod udp {
             assert_eq!(recv(&sink).await, None, "declared port: {declared}");
             client.connect(relay).await.unwrap();
             send_for(&client, Addr::Ip(sink_addr), b"legit").await;
-            let mut buf = [0u8; 64];
-            let (n, outbound) =
-                tokio::time::timeout(Duration::from_secs(5), sink.recv_from(&mut buf))
-                    .await
-                    .expect("the client's datagram")
-                    .unwrap();
-            assert_eq!(&buf[..n], b"legit", "declared port: {declared}");
+            let (got, outbound) = recv_from(&sink).await;
+            assert_eq!(got, b"legit", "declared port: {declared}");
             // The client is fixed now: neither stranger gets through.
             let other_port = socket_to(relay).await;
             for stranger in [&other_port, &other_ip] {
@@ -661,11 +667,7 @@ mod udp {
         let (_ctl, client) = open(proxy.addr).await;
         let (client_addr, relay) = (client.local_addr().unwrap(), client.peer_addr().unwrap());
         send_for(&client, Addr::Ip(dest_addr), b"hello").await;
-        let mut buf = [0u8; 64];
-        let (_, outbound) = tokio::time::timeout(Duration::from_secs(5), dest.recv_from(&mut buf))
-            .await
-            .expect("the client's datagram")
-            .unwrap();
+        let (_, outbound) = recv_from(&dest).await;
         drop(client);
         dest.send_to(b"bounces", outbound).await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
