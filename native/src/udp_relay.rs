@@ -42,13 +42,14 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use socksgate_core::family::AddressFamily;
 use socksgate_core::rules::{Decision, Rules};
 use socksgate_core::udp::{self, Contacted, Outbound as Next};
 use tokio::io::AsyncReadExt;
 use tokio::sync::oneshot;
-use tracing::{Instrument, debug, info};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::clock;
 use crate::conn::{Conn, SessionError};
@@ -61,12 +62,13 @@ use crate::traffic::{DirectionLimit, SessionLimits};
 use crate::udp_recv::{DATAGRAM, PER_CALL, Received, recv_some, with_thread_bufs};
 use crate::udp_socket::RelaySocket;
 
-/// The receive buffer asked for on the sockets facing destinations: the answers to a batch
-/// the relay sent up arrive together, and with the kernel's default (208 KiB, about 90
-/// datagrams of 1,400 bytes) a quarter of a flood's answers overflowed it while the relay
-/// was taking the next batch from the client. The client-facing socket keeps the default:
-/// what overflows there has cost the relay nothing.
-const OUTBOUND_RCVBUF: usize = 512 * 1024;
+/// The receive buffer asked for on the sockets facing destinations. Answers arrive in bursts
+/// (a batch sent up comes back together, and while the relay's thread waits for a core they
+/// pile up), and every answer dropped there wastes the relaying of its request: under a
+/// flood of 1,400-byte datagrams on two cores, 512 KiB lost about 40 % of what went up on
+/// the way back, 4 MiB none. The kernel charges only what is queued. The client-facing
+/// socket keeps the default: what overflows there has cost the relay nothing.
+const OUTBOUND_RCVBUF: usize = 4 * 1024 * 1024;
 /// Reassembly capacity: a whole UDP/IPv4 datagram.
 const REASSEMBLY: usize = 65_507;
 /// Remembered destinations (for reply filtering) and resolved names, per association.
@@ -121,13 +123,36 @@ impl Outbound<'_> {
                 Some(e) => RelaySocket::from_tokio(e.udp_socket(v6)?)?,
                 None => RelaySocket::bind(any)?,
             };
-            if let Err(e) = socket.set_recv_buffer(OUTBOUND_RCVBUF) {
-                debug!("udp: outbound socket's receive buffer: {e}");
+            match socket.set_recv_buffer(OUTBOUND_RCVBUF) {
+                Ok(granted) => warn_if_capped(granted),
+                Err(e) => debug!("udp: outbound socket's receive buffer: {e}"),
             }
             *slot = Some(socket);
         }
         slot.as_ref()
             .ok_or_else(|| io::Error::other("socket missing"))
+    }
+}
+
+/// Warns once per process when the kernel (`net.core.rmem_max` on Linux) granted an outbound
+/// socket less receive buffer than [`OUTBOUND_RCVBUF`]; `granted` is the size it reports,
+/// which Linux doubles for its bookkeeping.
+fn warn_if_capped(granted: usize) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    let usable = if cfg!(any(target_os = "linux", target_os = "android")) {
+        granted / 2
+    } else {
+        granted
+    };
+    if usable < OUTBOUND_RCVBUF && !WARNED.swap(true, Ordering::Relaxed) {
+        warn!(
+            "udp: net.core.rmem_max holds the receive buffer of the sockets facing \
+             destinations at {} KiB (asked for {} KiB): under load, answers to relayed \
+             datagrams may be dropped there; `sysctl -w net.core.rmem_max={}` lifts the cap",
+            usable / 1024,
+            OUTBOUND_RCVBUF / 1024,
+            OUTBOUND_RCVBUF
+        );
     }
 }
 

@@ -99,14 +99,16 @@ impl RelaySocket {
         }
     }
 
-    /// Asks for a receive buffer of `bytes` (the kernel doubles it for its bookkeeping and
-    /// caps it at `net.core.rmem_max`).
-    pub(crate) fn set_recv_buffer(&self, bytes: usize) -> io::Result<()> {
+    /// Asks for a receive buffer of `bytes` and returns what the kernel granted, as it reports
+    /// it: on Linux the request capped at `net.core.rmem_max`, then doubled for the kernel's
+    /// bookkeeping.
+    pub(crate) fn set_recv_buffer(&self, bytes: usize) -> io::Result<usize> {
         #[cfg(unix)]
         let sock = socket2::SockRef::from(self.io.get_ref());
         #[cfg(not(unix))]
         let sock = socket2::SockRef::from(&self.io);
-        sock.set_recv_buffer_size(bytes)
+        sock.set_recv_buffer_size(bytes)?;
+        sock.recv_buffer_size()
     }
 
     /// Ready when a datagram may be waiting, as `UdpSocket::poll_recv_ready`: the readiness
@@ -301,6 +303,24 @@ mod tests {
             (&buf[..n], from),
             (&b"ping"[..], relay.local_addr().unwrap())
         );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_receive_buffer_reports_what_the_kernel_granted() {
+        let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let relay = RelaySocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        for asked in [64 * 1024, 8 << 20] {
+            assert_eq!(
+                relay.set_recv_buffer(asked).unwrap(),
+                2 * asked.min(rmem_max),
+                "asked for {asked} under rmem_max {rmem_max}"
+            );
+        }
     }
 
     #[tokio::test]
