@@ -1,6 +1,6 @@
 //! `udp-floor PORT`: the least a SOCKS5 UDP relay that sleeps between datagrams can cost on
-//! this machine, to run beside socksgate as a socksbench peer (`--peer 'floor=udp-floor
-//! {port}'`, with `--only socksgate,udp`).
+//! this machine, to run beside socksgate as a socksbench peer (`--peer 'floor=exec
+//! target/release/udp-floor {port}'`, with `--only socksgate,udp`).
 //!
 //! It is not a server to use: no authentication, no rules, no checks on where datagrams go,
 //! CONNECT and BIND refused, one thread per association. What it keeps is the least work a
@@ -8,7 +8,8 @@
 //! datagram, on one socket per association that faces the client and the destinations
 //! alike (no `epoll`, no second socket, no task or timer), the SOCKS header parsed and
 //! written with the core's wire types. Whatever a round trip through it costs beyond the
-//! direct one is the kernel's and the machine's: wake-ups of the threads on each hop.
+//! direct one is the kernel's and the machine's: the context switches and wake-ups of the
+//! threads on each hop.
 //!
 //! Listens on 127.0.0.1:PORT. An association ends when its control connection closes.
 
