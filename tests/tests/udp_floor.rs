@@ -3,48 +3,32 @@
 //! greeting) and ends an association with its control connection.
 #![forbid(unsafe_code)]
 
-use core::net::{Ipv4Addr, SocketAddr};
+use core::net::Ipv4Addr;
 use core::time::Duration;
 use std::net::UdpSocket;
-use std::process::{Child, Command as Process};
 
 use socksgate_tests::origin::UdpEcho;
+use socksgate_tests::peers::Process;
 use socksgate_tests::socks::{Client, Command, Dst, Method, ReplyCode, decode, encode};
-use socksgate_tests::{TIMEOUT, free_port, wait_for_listener};
+use socksgate_tests::tmp::TempDir;
 
-/// The floor relay's process, killed when dropped.
-struct Floor {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Floor {
-    fn start() -> Self {
-        let port = free_port();
-        let child = Process::new(env!("CARGO_BIN_EXE_udp-floor"))
-            .arg(port.to_string())
-            .spawn()
-            .expect("udp-floor starts");
-        let addr = (Ipv4Addr::LOCALHOST, port).into();
-        assert!(wait_for_listener(addr, TIMEOUT), "udp-floor listens");
-        Self { child, addr }
-    }
-}
-
-impl Drop for Floor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts `udp-floor` on a free loopback port.
+fn start_floor() -> Process {
+    Process::spawn("udp-floor", TempDir::new(), |port, _| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_udp-floor"));
+        cmd.arg(port.to_string());
+        cmd
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
 fn datagrams_go_both_ways_until_the_control_connection_closes() {
-    let floor = Floor::start();
+    let floor = start_floor();
     let echo = UdpEcho::start();
     let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     udp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut control = Client::connect(floor.addr);
+    let mut control = Client::connect(floor.addr());
     control.greet_no_auth();
     let r = control.request5(Command::UdpAssociate, &Dst::Ip(udp.local_addr().unwrap()));
     assert_eq!(r.rep, ReplyCode::Succeeded);
@@ -85,10 +69,10 @@ fn datagrams_go_both_ways_until_the_control_connection_closes() {
 
 #[test]
 fn connect_is_refused_even_sent_with_the_greeting() {
-    let floor = Floor::start();
-    let mut control = Client::connect(floor.addr);
+    let floor = start_floor();
+    let mut control = Client::connect(floor.addr());
     let mut pipelined = encode::greeting(&[Method::NoAuth]);
-    pipelined.extend(encode::request(Command::Connect, &Dst::Ip(floor.addr)));
+    pipelined.extend(encode::request(Command::Connect, &Dst::Ip(floor.addr())));
     control.send(&pipelined);
     assert_eq!(control.read_method(), Method::NoAuth);
     assert_eq!(control.read_reply5().rep, ReplyCode::CommandNotSupported);
